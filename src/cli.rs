@@ -1,0 +1,239 @@
+//! The command line: `check`, `run [--plan]`. Each command returns its exit
+//! status; `main` only prints the error of a command that could not run.
+//!
+//! Exit status: 0 success; 1 the thing checked is wrong (invalid runbooks, a
+//! plan with steps that cannot be rendered); 2 bad usage or unreadable input.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::alert::Notification;
+use crate::plan::{Phase, Plan, StepPlan, WhenDecision, PLAN_INCIDENT_ID};
+use crate::runbook::{self, RunbookSet};
+
+#[derive(Debug, Parser)]
+#[command(name = "runbookd", version, about = "Alertmanager webhook runbook executor")]
+pub struct Args {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNBOOKD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate runbooks; print every error as file:line:col (like `amtool check-config`).
+    Check {
+        /// Directory of runbook files (*.yaml).
+        #[arg(default_value = "runbooks", env = "RUNBOOKD_RUNBOOKS")]
+        dir: PathBuf,
+    },
+    /// Run the runbooks matching an Alertmanager payload, or with --plan show what would run.
+    Run {
+        /// Alertmanager webhook payload (JSON); `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        alert: PathBuf,
+        /// Directory of runbook files (*.yaml).
+        #[arg(long, default_value = "runbooks", env = "RUNBOOKD_RUNBOOKS")]
+        runbooks: PathBuf,
+        /// Show exactly what would run, without running anything.
+        #[arg(long)]
+        plan: bool,
+        /// Output format of the plan.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Runs one command.
+///
+/// # Errors
+/// When the command cannot do its work at all (unreadable input, say).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Check { dir } => Ok(check(&dir)),
+        Command::Run { alert, runbooks, plan, output } => run_alert(&alert, &runbooks, plan, output),
+    }
+}
+
+fn load(dir: &Path) -> Result<RunbookSet, ExitCode> {
+    runbook::load_dir(dir).map_err(|errors| {
+        eprintln!("{errors}");
+        let files: std::collections::BTreeSet<_> = errors.0.iter().map(|e| &e.file).collect();
+        eprintln!("{} error(s) in {} file(s)", errors.0.len(), files.len());
+        ExitCode::from(1)
+    })
+}
+
+fn check(dir: &Path) -> ExitCode {
+    match load(dir) {
+        Ok(set) => {
+            let steps: usize = set.iter().map(|r| r.steps.len() + r.on_failure.len() + r.on_resolved.len()).sum();
+            println!("{}: {} runbook(s), {steps} step(s): ok", dir.display(), set.len());
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn read_payload(path: &Path) -> anyhow::Result<Notification> {
+    let mut body = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut body).context("cannot read the payload from standard input")?;
+    } else {
+        body = std::fs::read(path).with_context(|| format!("cannot read payload `{}`", path.display()))?;
+    }
+    Notification::from_json(&body).with_context(|| format!("bad Alertmanager payload `{}`", path.display()))
+}
+
+fn run_alert(alert: &Path, runbooks: &Path, plan: bool, output: Output) -> anyhow::Result<ExitCode> {
+    let notification = read_payload(alert)?;
+    let set = match load(runbooks) {
+        Ok(set) => set,
+        Err(code) => return Ok(code),
+    };
+    if !plan {
+        eprintln!("error: running steps is not available yet in this version; use --plan to see exactly what would run");
+        return Ok(ExitCode::from(2));
+    }
+    let plan = Plan::build(&notification, &set, PLAN_INCIDENT_ID);
+    let mut out = std::io::stdout().lock();
+    let written = match output {
+        Output::Json => serde_json::to_writer_pretty(&mut out, &plan).map_err(std::io::Error::from).and_then(|()| writeln!(out)),
+        Output::Text => write_text(&mut out, &plan),
+    };
+    match written {
+        // A reader such as `head` that stops early is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        other => other.context("cannot write the plan")?,
+    }
+    Ok(if plan.steps().any(|s| s.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Makes untrusted text safe for a terminal: control characters other than
+/// newline and tab are shown escaped, never sent raw.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .collect()
+}
+
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn ms(ms: u64) -> String {
+    humantime::format_duration(std::time::Duration::from_millis(ms)).to_string()
+}
+
+fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
+    writeln!(out, "notification from receiver {} (group {}), {}", quoted(&plan.receiver), quoted(&plan.group_key), plan.status)?;
+    match &plan.incident {
+        Some(i) => writeln!(out, "incident {} ({})", i.id, i.severity)?,
+        None => writeln!(out, "no runbook matches any alert: nothing would run")?,
+    }
+    for a in &plan.alerts {
+        let name = a.labels.get("alertname").map_or("(no alertname)", String::as_str);
+        writeln!(out, "\nalert {} [{}] fingerprint {}, started {}", printable(name), a.status, a.fingerprint, a.starts_at)?;
+        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{}={}", printable(k), quoted(v))).collect();
+        writeln!(out, "  labels: {}", labels.join(", "))?;
+        if a.runs.is_empty() {
+            writeln!(out, "  no runbook matches")?;
+        }
+        for r in &a.runs {
+            writeln!(out, "  runbook {}: {} ({}, {})", r.runbook, printable(&r.title), r.severity, r.source)?;
+            writeln!(
+                out,
+                "    {}; timeout {}, concurrency {}, cooldown {}{}",
+                match r.phase {
+                    Phase::Remediation => "remediation (alert firing)",
+                    Phase::Resolution => "on_resolved (alert resolved; remediation never runs)",
+                },
+                ms(r.timeout_ms),
+                r.concurrency,
+                ms(r.cooldown_ms),
+                if r.cancel_on_resolved { ", cancelled when resolved" } else { "" }
+            )?;
+            if r.steps.is_empty() {
+                writeln!(out, "    nothing runs for this phase")?;
+            }
+            for (i, s) in r.steps.iter().enumerate() {
+                write_step(out, i + 1, s)?;
+            }
+            if !r.on_failure.is_empty() {
+                writeln!(out, "    on failure:")?;
+                for (i, s) in r.on_failure.iter().enumerate() {
+                    write_step(out, i + 1, s)?;
+                }
+            }
+        }
+    }
+    let runs: usize = plan.alerts.iter().map(|a| a.runs.len()).sum();
+    let steps = plan.steps().count();
+    let broken = plan.steps().filter(|s| s.error.is_some()).count();
+    writeln!(out, "\n{} alert(s), {runs} run(s), {steps} step(s){}", plan.alerts.len(), if broken > 0 { format!(", {broken} step(s) cannot be rendered") } else { String::new() })
+}
+
+fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<()> {
+    let mut attrs = vec![s.kind.to_owned()];
+    if s.kind != "manual" {
+        attrs.push(format!("timeout {}", ms(s.timeout_ms)));
+        if s.retries > 0 {
+            attrs.push(format!("{} retries, {} apart", s.retries, ms(s.retry_delay_ms)));
+        }
+        if s.continue_on_failure {
+            attrs.push("continue on failure".to_owned());
+        }
+    }
+    writeln!(out, "    {n}. {} ({})", s.name, attrs.join("; "))?;
+    if let Some(w) = &s.when {
+        let what = match w.decision {
+            WhenDecision::Run => "runs".to_owned(),
+            WhenDecision::Skip => format!("skipped (rendered {})", quoted(w.rendered.as_deref().unwrap_or_default())),
+            WhenDecision::AtRunTime => "decided at run time".to_owned(),
+        };
+        writeln!(out, "       when {}: {what}", printable(&w.template))?;
+    }
+    if let Some(e) = &s.error {
+        writeln!(out, "       ERROR: {}", printable(e))?;
+    }
+    if let Some(t) = &s.templates {
+        writeln!(out, "       rendered at run time from: {}", printable(&t.iter().map(|x| quoted(x)).collect::<Vec<_>>().join(" ")))?;
+    } else if let Some(script) = &s.script {
+        writeln!(out, "       sh -c:")?;
+        for line in script.lines() {
+            writeln!(out, "         | {}", printable(line))?;
+        }
+    } else if let Some(argv) = &s.argv {
+        writeln!(out, "       argv: [{}]", argv.iter().map(|a| quoted(a)).collect::<Vec<_>>().join(", "))?;
+    } else if let Some(text) = &s.text {
+        writeln!(out, "       checklist: {}", printable(text))?;
+    }
+    let own: Vec<String> = s
+        .env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("ALERT_") && *k != "INCIDENT_ID" && *k != "RUNBOOK")
+        .map(|(k, v)| format!("{k}={}", quoted(v)))
+        .collect();
+    if !own.is_empty() {
+        writeln!(out, "       env: {}", own.join(" "))?;
+    }
+    Ok(())
+}

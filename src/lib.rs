@@ -1,0 +1,24 @@
+//! runbookd: an Alertmanager webhook runbook executor.
+//!
+//! The tour, in the order an alert travels:
+//!
+//! 1. [`alert`]: the webhook payload Alertmanager sends (version 4), parsed
+//!    strictly where it matters and leniently elsewhere.
+//! 2. [`matcher`]: Alertmanager's matcher grammar, so runbooks select alerts
+//!    exactly as routes do.
+//! 3. [`runbook`]: YAML runbooks, loaded and checked up front (every error at
+//!    once, with `file:line:col`), and the indexed set that finds the runbooks
+//!    matching one alert.
+//! 4. [`template`]: strict Handlebars; argv elements are inserted verbatim and
+//!    never see a shell, shell scripts get every value single-quoted and
+//!    checked to stand as an unquoted word.
+//! 5. [`plan`]: alerts + runbooks → exactly what would run; execution renders
+//!    steps with the same code.
+//! 6. [`cli`]: `check` and `run [--plan]`.
+
+pub mod alert;
+pub mod cli;
+pub mod matcher;
+pub mod plan;
+pub mod runbook;
+pub mod template;

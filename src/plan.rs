@@ -1,0 +1,340 @@
+//! alert(s) + runbooks → the exact plan: which runbooks run for which alert,
+//! and every step fully rendered (argv, final shell script, env, limits).
+//!
+//! `runbookd run --plan`, `POST /api/v1/plan` and shadow mode show a [`Plan`];
+//! execution renders each step with the same [`render_step`], so what the plan
+//! shows is what runs. A template that reads `steps.*` (an earlier step's
+//! result) cannot be known in advance: the plan marks it `deferred` and shows
+//! its template, and execution renders it when the earlier steps have run.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::alert::{Alert, Labels, Notification, Status, Timestamp};
+use crate::runbook::{Action, Runbook, RunbookSet, Severity, Step};
+use crate::template::{Data, Template};
+
+/// Identifies the JSON layout of a plan; bumped on incompatible changes.
+pub const PLAN_FORMAT: &str = "runbookd.plan/v1";
+
+/// The incident id shown in a plan made outside the server.
+pub const PLAN_INCIDENT_ID: &str = "INC-PLAN";
+
+/// What would run for one notification.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub format: &'static str,
+    pub receiver: String,
+    pub group_key: String,
+    pub status: Status,
+    /// The incident this notification belongs to: its id and severity (the
+    /// worst of the matched runbooks); `None` when no runbook matches.
+    pub incident: Option<IncidentRef>,
+    pub alerts: Vec<AlertPlan>,
+}
+
+/// The incident data templates see as `incident.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncidentRef {
+    pub id: String,
+    pub severity: Severity,
+}
+
+/// One alert and the runs it starts (none when no runbook matches).
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertPlan {
+    pub fingerprint: String,
+    pub status: Status,
+    pub labels: Labels,
+    pub starts_at: Timestamp,
+    pub runs: Vec<RunPlan>,
+}
+
+/// Why a run happens: remediation for a firing alert, `on_resolved` for a resolved one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Remediation,
+    Resolution,
+}
+
+/// One runbook for one alert. `key` is unique: a notification resent by
+/// Alertmanager maps to the same key and never starts a second run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPlan {
+    pub runbook: String,
+    pub title: String,
+    pub severity: Severity,
+    pub source: String,
+    pub phase: Phase,
+    pub key: RunKey,
+    pub timeout_ms: u64,
+    pub concurrency: u32,
+    pub cooldown_ms: u64,
+    pub cancel_on_resolved: bool,
+    pub steps: Vec<StepPlan>,
+    pub on_failure: Vec<StepPlan>,
+}
+
+/// (runbook, fingerprint, startsAt): the identity of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct RunKey {
+    pub runbook: String,
+    pub fingerprint: String,
+    pub starts_at: Timestamp,
+}
+
+/// One step, rendered.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepPlan {
+    pub name: String,
+    /// `run`, `shell` or `manual`.
+    pub kind: &'static str,
+    /// The exact argv executed: the rendered `run:` list, or
+    /// `["/bin/sh", "-c", script]`. `None` for manual and deferred steps.
+    pub argv: Option<Vec<String>>,
+    /// The rendered shell script (also `argv[2]`).
+    pub script: Option<String>,
+    /// The rendered checklist text of a manual step.
+    pub text: Option<String>,
+    /// Rendered only at run time because it reads an earlier step's result.
+    pub deferred: bool,
+    /// The templates, for a deferred step (argv elements, or the one script/text).
+    pub templates: Option<Vec<String>>,
+    /// Variables the step gets besides PATH, LANG, HOME and TMPDIR.
+    pub env: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    pub retries: u32,
+    pub retry_delay_ms: u64,
+    pub continue_on_failure: bool,
+    pub when: Option<WhenPlan>,
+    /// Why this step cannot be rendered for this alert; it would fail.
+    pub error: Option<String>,
+}
+
+/// A step's `when` condition and what it decided.
+#[derive(Debug, Clone, Serialize)]
+pub struct WhenPlan {
+    pub template: String,
+    /// `run`, `skip`, or `at_run_time` when it reads an earlier step's result.
+    pub decision: WhenDecision,
+    pub rendered: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenDecision {
+    Run,
+    Skip,
+    AtRunTime,
+}
+
+impl Plan {
+    /// Plans a notification against a runbook set. `incident_id` is the id
+    /// templates see as `incident.id` ([`PLAN_INCIDENT_ID`] outside the server).
+    #[must_use]
+    pub fn build(n: &Notification, set: &RunbookSet, incident_id: &str) -> Plan {
+        let matched: Vec<(&Alert, Vec<&std::sync::Arc<Runbook>>)> = n.alerts.iter().map(|a| (a, set.matching(&a.labels))).collect();
+        let severity = matched.iter().flat_map(|(_, rbs)| rbs.iter().map(|r| r.severity)).min();
+        let incident = severity.map(|severity| IncidentRef { id: incident_id.to_owned(), severity });
+        let alerts = matched
+            .into_iter()
+            .map(|(alert, runbooks)| AlertPlan {
+                fingerprint: alert.fingerprint.clone(),
+                status: alert.status,
+                labels: alert.labels.clone(),
+                starts_at: alert.starts_at,
+                runs: runbooks.iter().map(|rb| plan_run(n, alert, rb, incident.as_ref().expect("matched"))).collect(),
+            })
+            .collect();
+        Plan { format: PLAN_FORMAT, receiver: n.receiver.clone(), group_key: n.group_key.clone(), status: n.status, incident, alerts }
+    }
+
+    /// Every step of every run, main and `on_failure`.
+    pub fn steps(&self) -> impl Iterator<Item = &StepPlan> {
+        self.alerts.iter().flat_map(|a| a.runs.iter()).flat_map(|r| r.steps.iter().chain(&r.on_failure))
+    }
+}
+
+fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRef) -> RunPlan {
+    let data = context(n, alert, rb, incident, None);
+    let base_env = base_env(alert, rb, incident, &data);
+    let phase = if alert.status == Status::Firing { Phase::Remediation } else { Phase::Resolution };
+    let render = |steps: &[Step]| steps.iter().map(|s| render_step(s, &data, &base_env)).collect();
+    let (steps, on_failure) = match phase {
+        // Remediation never runs for a resolved alert.
+        Phase::Remediation => (render(&rb.steps), render(&rb.on_failure)),
+        Phase::Resolution => (render(&rb.on_resolved), Vec::new()),
+    };
+    RunPlan {
+        runbook: rb.name.clone(),
+        title: rb.title.clone(),
+        severity: rb.severity,
+        source: rb.source.display().to_string(),
+        phase,
+        key: RunKey { runbook: rb.name.clone(), fingerprint: alert.fingerprint.clone(), starts_at: alert.starts_at },
+        timeout_ms: millis(rb.timeout),
+        concurrency: rb.concurrency,
+        cooldown_ms: millis(rb.cooldown),
+        cancel_on_resolved: rb.cancel_on_resolved,
+        steps,
+        on_failure,
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The template context of DESIGN §3. `steps` holds the results of the steps
+/// run so far (`status`, `exit_code`, `stdout`), `None` when planning.
+#[must_use]
+pub fn context(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRef, steps: Option<Map<String, Value>>) -> Data {
+    let mut v = json!({
+        "alert": alert,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "group": {
+            "groupKey": n.group_key,
+            "receiver": n.receiver,
+            "status": n.status,
+            "groupLabels": n.group_labels,
+            "commonLabels": n.common_labels,
+            "commonAnnotations": n.common_annotations,
+            "externalURL": n.external_url,
+            "truncatedAlerts": n.truncated_alerts,
+        },
+        "incident": incident,
+        "runbook": {"name": rb.name, "title": rb.title, "severity": rb.severity},
+    });
+    if let Some(steps) = steps {
+        v["steps"] = Value::Object(steps);
+    }
+    Data::new(v)
+}
+
+/// `ALERT_LABEL_x` style name: upper-cased, anything but A-Z0-9 → `_`.
+#[must_use]
+pub fn env_name(prefix: &str, name: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + name.len());
+    s.push_str(prefix);
+    s.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    s
+}
+
+/// The variables every step of a run gets: `ALERT_*`, `INCIDENT_ID`,
+/// `RUNBOOK`, then the runbook's `env:` (rendered), as `Err` when a value
+/// cannot be rendered.
+fn base_env(alert: &Alert, rb: &Runbook, incident: &IncidentRef, data: &Data) -> Result<BTreeMap<String, String>, String> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &alert.labels {
+        env.insert(env_name("ALERT_LABEL_", k), v.clone());
+    }
+    for (k, v) in &alert.annotations {
+        env.insert(env_name("ALERT_ANNOTATION_", k), v.clone());
+    }
+    env.insert("ALERT_STATUS".to_owned(), alert.status.to_string());
+    env.insert("ALERT_FINGERPRINT".to_owned(), alert.fingerprint.clone());
+    env.insert("INCIDENT_ID".to_owned(), incident.id.clone());
+    env.insert("RUNBOOK".to_owned(), rb.name.clone());
+    for (k, t) in &rb.env {
+        let v = t.render(data).map_err(|e| format!("runbook env `{k}`: {e}"))?;
+        env.insert(k.clone(), v);
+    }
+    Ok(env)
+}
+
+/// Renders one step against `data`. Without `steps` in `data` (planning), a
+/// template that reads them is deferred; at run time `data` carries them and
+/// everything is rendered. This is the one place steps are rendered.
+#[must_use]
+pub fn render_step(step: &Step, data: &Data, base_env: &Result<BTreeMap<String, String>, String>) -> StepPlan {
+    let at_run_time = data.value().get("steps").is_some();
+    let defer = |t: &Template| t.uses_steps() && !at_run_time;
+    let mut plan = StepPlan {
+        name: step.name.clone(),
+        kind: step.action.kind(),
+        argv: None,
+        script: None,
+        text: None,
+        deferred: false,
+        templates: None,
+        env: BTreeMap::new(),
+        timeout_ms: millis(step.timeout),
+        retries: step.retries,
+        retry_delay_ms: millis(step.retry_delay),
+        continue_on_failure: step.continue_on_failure,
+        when: None,
+        error: None,
+    };
+    let mut errors = Vec::new();
+    let render = |what: &str, t: &Template| match t.render(data) {
+        Ok(s) if s.contains('\0') => Err(format!("{what}: a value holds a NUL byte, which cannot be passed to a program")),
+        Ok(s) => Ok(s),
+        Err(e) => Err(format!("{what}: {e}")),
+    };
+    let mut ok = |r: Result<String, String>| r.map_err(|e| errors.push(e)).ok();
+
+    if let Some(w) = &step.when {
+        let (decision, rendered) = if defer(w) {
+            (WhenDecision::AtRunTime, None)
+        } else {
+            let r = ok(render("when", w));
+            let decision = match r.as_deref().map(str::trim) {
+                Some("" | "false" | "0") => WhenDecision::Skip,
+                _ => WhenDecision::Run,
+            };
+            (decision, r)
+        };
+        plan.when = Some(WhenPlan { template: w.source().to_owned(), decision, rendered });
+    }
+
+    let templates: Vec<&Template> = match &step.action {
+        Action::Run(argv) => argv.iter().collect(),
+        Action::Shell(t) | Action::Manual(t) => vec![t],
+    };
+    if templates.iter().any(|t| defer(t)) {
+        plan.deferred = true;
+        plan.templates = Some(templates.iter().map(|t| t.source().to_owned()).collect());
+    } else {
+        match &step.action {
+            Action::Run(argv) => {
+                let rendered: Vec<Option<String>> = argv.iter().enumerate().map(|(i, t)| ok(render(&format!("run[{i}]"), t))).collect();
+                plan.argv = rendered.into_iter().collect();
+            }
+            Action::Shell(t) => {
+                plan.script = ok(render("shell", t));
+                plan.argv = plan.script.as_ref().map(|s| vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]);
+            }
+            Action::Manual(t) => plan.text = ok(render("manual", t)),
+        }
+    }
+
+    if !matches!(step.action, Action::Manual(_)) {
+        match base_env {
+            Ok(base) => plan.env.clone_from(base),
+            Err(e) => {
+                ok(Err(e.clone()));
+            }
+        }
+        for (k, t) in &step.env {
+            if defer(t) {
+                plan.deferred = true;
+                plan.env.insert(k.clone(), t.source().to_owned());
+            } else if let Some(v) = ok(render(&format!("env `{k}`"), t)) {
+                plan.env.insert(k.clone(), v);
+            }
+        }
+        for (k, v) in &plan.env {
+            if v.contains('\0') {
+                ok(Err(format!("environment variable `{k}` holds a NUL byte, which cannot be passed to a program")));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        plan.error = Some(errors.join("; "));
+    }
+    plan
+}

@@ -1,0 +1,456 @@
+//! Loading runbook files: strict YAML first (`serde_yaml`, unknown keys
+//! refused), then one validation pass that turns the raw document into a
+//! [`Runbook`] and collects *every* error with its position, so that
+//! `runbookd check` can list them all at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
+
+use super::position::{Pos, Positions};
+use super::{Action, Runbook, RunbookSet, Severity, Step};
+use crate::matcher::Matcher;
+use crate::template::{Flavor, Template};
+
+/// Defaults documented in docs/runbooks.md.
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
+const MAX_RETRIES: u32 = 100;
+
+/// One problem in one runbook file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    /// `None` for a problem with the file as a whole (unreadable, say).
+    pub pos: Option<Pos>,
+    pub runbook: Option<String>,
+    pub step: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(p) = self.pos {
+            write!(f, ":{}:{}", p.line, p.col)?;
+        }
+        f.write_str(": ")?;
+        match (&self.runbook, &self.step) {
+            (Some(r), Some(s)) => write!(f, "runbook `{r}`, step `{s}`: ")?,
+            (Some(r), None) => write!(f, "runbook `{r}`: ")?,
+            _ => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a set of runbook files, in file and line order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+/// Loads and checks every `*.yaml` / `*.yml` file directly in `dir`.
+///
+/// # Errors
+/// Every problem found, across all files.
+pub fn load_dir(dir: &Path) -> Result<RunbookSet, LoadErrors> {
+    let whole = |message: String| LoadErrors(vec![LoadError { file: dir.to_owned(), pos: None, runbook: None, step: None, message }]);
+    let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read runbook directory: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    if files.is_empty() {
+        return Err(whole("no runbooks found (expected *.yaml files)".to_owned()));
+    }
+    files.sort();
+    load_files(&files)
+}
+
+/// Loads and checks the given files; runbook names must be unique across them.
+///
+/// # Errors
+/// Every problem found, across all files.
+pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
+    let mut runbooks = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for file in files {
+        let text = match std::fs::read(file).map(String::from_utf8) {
+            Ok(Ok(text)) => text,
+            Ok(Err(_)) => {
+                errors.push(LoadError { file: file.clone(), pos: None, runbook: None, step: None, message: "not valid UTF-8".to_owned() });
+                continue;
+            }
+            Err(e) => {
+                errors.push(LoadError { file: file.clone(), pos: None, runbook: None, step: None, message: format!("cannot read: {e}") });
+                continue;
+            }
+        };
+        match parse(file, &text) {
+            Ok((rb, name_pos)) => {
+                if let Some(first) = seen.get(&rb.name) {
+                    errors.push(LoadError {
+                        file: file.clone(),
+                        pos: Some(name_pos),
+                        runbook: Some(rb.name.clone()),
+                        step: None,
+                        message: format!("duplicate runbook name: also defined in `{}`", first.display()),
+                    });
+                } else {
+                    seen.insert(rb.name.clone(), file.clone());
+                    runbooks.push(rb);
+                }
+            }
+            Err(mut errs) => errors.append(&mut errs),
+        }
+    }
+    if errors.is_empty() {
+        Ok(RunbookSet::new(runbooks))
+    } else {
+        Err(LoadErrors(errors))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRunbook {
+    name: Option<String>,
+    title: Option<String>,
+    severity: Option<String>,
+    description: Option<String>,
+    matchers: Vec<String>,
+    timeout: Option<String>,
+    concurrency: Option<u32>,
+    cooldown: Option<String>,
+    cancel_on_resolved: Option<bool>,
+    #[serde(default)]
+    env: BTreeMap<String, Scalar>,
+    steps: Vec<RawStep>,
+    #[serde(default)]
+    on_failure: Vec<RawStep>,
+    #[serde(default)]
+    on_resolved: Vec<RawStep>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: String,
+    run: Option<Vec<Scalar>>,
+    shell: Option<String>,
+    manual: Option<String>,
+    timeout: Option<String>,
+    retries: Option<u32>,
+    retry_delay: Option<String>,
+    continue_on_failure: Option<bool>,
+    when: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, Scalar>,
+}
+
+/// A string, number or boolean, kept as the text YAML gave it.
+struct Scalar(String);
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+static NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$").expect("valid"));
+static STEP_NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$").expect("valid"));
+static ENV_NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("valid"));
+static SERDE_LOCATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r" at line \d+ column \d+$").expect("valid"));
+static SERDE_PATH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][\w.\[\]]*: ").expect("valid"));
+
+/// Variables every step gets from runbookd; `env:` may not set them.
+const RESERVED_ENV: &[&str] = &["PATH", "HOME", "TMPDIR", "INCIDENT_ID", "RUNBOOK"];
+
+/// Collects the errors of one file.
+struct Checker<'a> {
+    file: &'a Path,
+    positions: &'a Positions,
+    runbook: String,
+    errors: Vec<LoadError>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, step: Option<&str>, path: &str, message: impl Into<String>) {
+        // The value if it has a position, else the nearest enclosing node.
+        let mut p = path;
+        let pos = loop {
+            if let Some(pos) = self.positions.value(p).or_else(|| self.positions.key(p)) {
+                break pos;
+            }
+            match p.rfind('.') {
+                Some(i) => p = &p[..i],
+                None => break self.positions.value("").unwrap_or(Pos { line: 1, col: 1 }),
+            }
+        };
+        self.errors.push(LoadError {
+            file: self.file.to_owned(),
+            pos: Some(pos),
+            runbook: Some(self.runbook.clone()),
+            step: step.map(ToOwned::to_owned),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, step: Option<&str>, path: &str, raw: Option<&str>, default: Duration, zero_ok: bool) -> Duration {
+        let Some(raw) = raw else { return default };
+        match humantime::parse_duration(raw) {
+            Ok(d) if d.is_zero() && !zero_ok => {
+                self.err(step, path, format!("`{}` must be longer than zero", leaf(path)));
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.err(step, path, format!("bad duration `{raw}` for `{}`: {e} (write e.g. 30s, 5m, 1h30m)", leaf(path)));
+                default
+            }
+        }
+    }
+
+    fn template(&mut self, step: Option<&str>, path: &str, src: &str, flavor: Flavor, before: &[&str]) -> Option<Template> {
+        Template::compile(src, flavor, before).map_err(|e| self.err(step, path, e)).ok()
+    }
+
+    fn env(&mut self, step: Option<&str>, path: &str, raw: BTreeMap<String, Scalar>, before: &[&str]) -> Vec<(String, Template)> {
+        let mut env = Vec::new();
+        for (name, Scalar(value)) in raw {
+            let at = format!("{path}.{name}");
+            if !ENV_NAME_RE.is_match(&name) {
+                self.err(step, &at, format!("bad environment variable name `{name}`: use letters, digits and `_`"));
+            } else if RESERVED_ENV.contains(&name.as_str()) || name.starts_with("ALERT_") {
+                self.err(step, &at, format!("`{name}` is set by runbookd for every step and cannot be overridden"));
+            } else if let Some(t) = self.template(step, &at, &value, Flavor::Raw, before) {
+                env.push((name, t));
+            }
+        }
+        env
+    }
+
+    fn steps(&mut self, list: &str, raw: Vec<RawStep>, mut before: Vec<String>, names: &mut HashMap<String, String>) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for (i, rs) in raw.into_iter().enumerate() {
+            let path = format!("{list}.{i}");
+            let name = rs.name.clone();
+            let sn = Some(name.as_str());
+            if !STEP_NAME_RE.is_match(&name) {
+                self.err(sn, &format!("{path}.name"), "bad step name: use letters, digits, `-` and `_` (at most 64)");
+            }
+            if let Some(first) = names.insert(name.clone(), list.to_owned()) {
+                self.err(sn, &format!("{path}.name"), format!("duplicate step name (also in `{first}`)"));
+            }
+            let refs: Vec<&str> = before.iter().map(String::as_str).collect();
+            if let Some(step) = self.step(&path, rs, &refs) {
+                steps.push(step);
+            }
+            before.push(name);
+        }
+        steps
+    }
+
+    fn step(&mut self, path: &str, rs: RawStep, before: &[&str]) -> Option<Step> {
+        let name = rs.name.as_str();
+        let sn = Some(name);
+        let at = |field: &str| format!("{path}.{field}");
+        let given: Vec<&str> =
+            [("run", rs.run.is_some()), ("shell", rs.shell.is_some()), ("manual", rs.manual.is_some())].into_iter().filter(|(_, g)| *g).map(|(k, _)| k).collect();
+        let action = match (rs.run, rs.shell, rs.manual) {
+            (Some(argv), None, None) => {
+                if argv.is_empty() {
+                    self.err(sn, &at("run"), "`run` needs at least the program to run");
+                }
+                let rendered: Vec<Option<Template>> =
+                    argv.iter().enumerate().map(|(j, Scalar(a))| self.template(sn, &format!("{path}.run.{j}"), a, Flavor::Raw, before)).collect();
+                rendered.into_iter().collect::<Option<Vec<_>>>().map(Action::Run)
+            }
+            (None, Some(script), None) => self.template(sn, &at("shell"), &script, Flavor::Shell, before).map(Action::Shell),
+            (None, None, Some(text)) => self.template(sn, &at("manual"), &text, Flavor::Raw, before).map(Action::Manual),
+            _ => {
+                let what = if given.is_empty() { "none of them".to_owned() } else { format!("{}", given.join(" and ")) };
+                self.err(sn, path, format!("a step takes exactly one of `run`, `shell` or `manual`; this one has {what}"));
+                None
+            }
+        };
+        if matches!(action, Some(Action::Manual(_))) {
+            for (field, set) in [
+                ("timeout", rs.timeout.is_some()),
+                ("retries", rs.retries.is_some()),
+                ("retry_delay", rs.retry_delay.is_some()),
+                ("continue_on_failure", rs.continue_on_failure.is_some()),
+                ("env", !rs.env.is_empty()),
+            ] {
+                if set {
+                    self.err(sn, &at(field), format!("`{field}` does not apply to a manual step, which runs nothing"));
+                }
+            }
+        }
+        let timeout = self.duration(sn, &at("timeout"), rs.timeout.as_deref(), DEFAULT_STEP_TIMEOUT, false);
+        let retry_delay = self.duration(sn, &at("retry_delay"), rs.retry_delay.as_deref(), DEFAULT_RETRY_DELAY, true);
+        let retries = rs.retries.unwrap_or(0);
+        if retries > MAX_RETRIES {
+            self.err(sn, &at("retries"), format!("at most {MAX_RETRIES} retries"));
+        }
+        let when = rs.when.as_deref().and_then(|w| self.template(sn, &at("when"), w, Flavor::Raw, before));
+        let env = self.env(sn, &at("env"), rs.env, before);
+        Some(Step {
+            name: rs.name,
+            action: action?,
+            timeout,
+            retries,
+            retry_delay,
+            continue_on_failure: rs.continue_on_failure.unwrap_or(false),
+            when,
+            env,
+        })
+    }
+}
+
+fn leaf(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// Parses one file; on success also returns where its name is written.
+fn parse(file: &Path, text: &str) -> Result<(Runbook, Pos), Vec<LoadError>> {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let fail = |pos: Option<Pos>, runbook: Option<String>, step: Option<String>, message: String| {
+        vec![LoadError { file: file.to_owned(), pos, runbook, step, message }]
+    };
+    if text.trim().is_empty() {
+        return Err(fail(None, Some(stem), None, "the file is empty".to_owned()));
+    }
+    let positions = Positions::of(text).map_err(|(pos, msg)| fail(Some(pos), Some(stem.clone()), None, format!("YAML syntax error: {msg}")))?;
+    let runbook_name = positions.scalar("name").unwrap_or(&stem).to_owned();
+    let raw: RawRunbook = serde_yaml::from_str(text).map_err(|e| {
+        let pos = e.location().map(|l| Pos { line: l.line(), col: l.column() });
+        let step = pos.and_then(|at| step_at(&positions, at));
+        let msg = SERDE_LOCATION.replace(&e.to_string(), "").into_owned();
+        let msg = if step.is_some() { SERDE_PATH.replace(&msg, "").into_owned() } else { msg };
+        fail(pos, Some(runbook_name.clone()), step, msg)
+    })?;
+
+    let name = raw.name.clone().unwrap_or_else(|| stem.clone());
+    let mut c = Checker { file, positions: &positions, runbook: name.clone(), errors: Vec::new() };
+    if !NAME_RE.is_match(&name) {
+        let hint = if raw.name.is_none() { " (taken from the file name; set `name:`)" } else { "" };
+        c.err(None, "name", format!("bad runbook name `{name}`: use letters, digits, `.`, `-` and `_` (at most 128){hint}"));
+    }
+    let severity = match raw.severity.as_deref().map(str::parse::<Severity>) {
+        None => Severity::Sev3,
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
+            c.err(None, "severity", e);
+            Severity::Sev3
+        }
+    };
+    if raw.matchers.is_empty() {
+        c.err(None, "matchers", "at least one matcher is needed: a runbook without matchers would run for every alert");
+    }
+    let mut matchers = Vec::new();
+    for (i, m) in raw.matchers.iter().enumerate() {
+        match m.parse::<Matcher>() {
+            Ok(m) => matchers.push(m),
+            Err(e) => c.err(None, &format!("matchers.{i}"), e.to_string()),
+        }
+    }
+    let timeout = c.duration(None, "timeout", raw.timeout.as_deref(), DEFAULT_RUN_TIMEOUT, false);
+    let cooldown = c.duration(None, "cooldown", raw.cooldown.as_deref(), Duration::ZERO, true);
+    let concurrency = raw.concurrency.unwrap_or(1);
+    if concurrency == 0 {
+        c.err(None, "concurrency", "`concurrency` must be at least 1");
+    }
+    let env = c.env(None, "env", raw.env, &[]);
+    if raw.steps.is_empty() {
+        c.err(None, "steps", "a runbook needs at least one step");
+    }
+    let mut names = HashMap::new();
+    let main_names: Vec<String> = raw.steps.iter().map(|s| s.name.clone()).collect();
+    let steps = c.steps("steps", raw.steps, Vec::new(), &mut names);
+    let on_failure = c.steps("on_failure", raw.on_failure, main_names, &mut names);
+    let on_resolved = c.steps("on_resolved", raw.on_resolved, Vec::new(), &mut names);
+
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    let name_pos = positions.value("name").unwrap_or(Pos { line: 1, col: 1 });
+    Ok((
+        Runbook {
+            title: raw.title.unwrap_or_else(|| name.clone()),
+            name,
+            severity,
+            description: raw.description.unwrap_or_default(),
+            matchers,
+            timeout,
+            concurrency,
+            cooldown,
+            cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
+            env,
+            steps,
+            on_failure,
+            on_resolved,
+            source: file.to_owned(),
+        },
+        name_pos,
+    ))
+}
+
+/// The name of the step whose YAML contains `at`, if any.
+fn step_at(positions: &Positions, at: Pos) -> Option<String> {
+    for list in ["steps", "on_failure", "on_resolved"] {
+        for i in 0.. {
+            let path = format!("{list}.{i}");
+            if positions.value(&path).is_none() {
+                break;
+            }
+            if positions.contains(&path, at) {
+                return positions.scalar(&format!("{path}.name")).map(ToOwned::to_owned);
+            }
+        }
+    }
+    None
+}

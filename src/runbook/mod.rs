@@ -1,0 +1,199 @@
+//! Runbooks: the model (what a runbook *is* once loaded), loading with
+//! validation ([`load_dir`]), and the set that finds the runbooks matching an
+//! alert ([`RunbookSet`]).
+//!
+//! Past [`load_dir`] every value is checked: matchers are compiled, durations
+//! parsed, templates compiled against the context they will see, names unique.
+
+mod load;
+mod position;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use load::{load_dir, load_files, LoadError, LoadErrors};
+pub use position::Pos;
+
+use crate::alert::Labels;
+use crate::matcher::{MatchOp, Matcher};
+use crate::template::Template;
+
+/// Incident severity, `sev1` (worst) to `sev4`. Orders worst first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Sev1,
+    Sev2,
+    Sev3,
+    Sev4,
+}
+
+impl FromStr for Severity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "sev1" => Ok(Severity::Sev1),
+            "sev2" => Ok(Severity::Sev2),
+            "sev3" => Ok(Severity::Sev3),
+            "sev4" => Ok(Severity::Sev4),
+            _ => Err(format!("unknown severity `{s}`: expected sev1 (worst), sev2, sev3 or sev4")),
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Sev1 => "sev1",
+            Severity::Sev2 => "sev2",
+            Severity::Sev3 => "sev3",
+            Severity::Sev4 => "sev4",
+        })
+    }
+}
+
+/// A loaded, valid runbook.
+#[derive(Debug)]
+pub struct Runbook {
+    pub name: String,
+    pub title: String,
+    pub severity: Severity,
+    pub description: String,
+    pub matchers: Vec<Matcher>,
+    /// Budget for a whole run.
+    pub timeout: Duration,
+    /// Runs of this runbook at once; more are queued.
+    pub concurrency: u32,
+    /// No new run for the same alert within this long of the last one.
+    pub cooldown: Duration,
+    pub cancel_on_resolved: bool,
+    /// For every step; values are templates.
+    pub env: Vec<(String, Template)>,
+    pub steps: Vec<Step>,
+    pub on_failure: Vec<Step>,
+    pub on_resolved: Vec<Step>,
+    /// The file it was loaded from.
+    pub source: PathBuf,
+}
+
+impl Runbook {
+    /// Whether every matcher holds for this one alert's labels.
+    #[must_use]
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+/// One step of a runbook.
+#[derive(Debug)]
+pub struct Step {
+    pub name: String,
+    pub action: Action,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub retry_delay: Duration,
+    pub continue_on_failure: bool,
+    /// Rendered before the step; empty, `false` or `0` skips it.
+    pub when: Option<Template>,
+    pub env: Vec<(String, Template)>,
+}
+
+/// What a step does: exactly one of these.
+#[derive(Debug)]
+pub enum Action {
+    /// argv, no shell; each element a template rendered without escaping.
+    Run(Vec<Template>),
+    /// A `/bin/sh -c` script; every value single-quoted.
+    Shell(Template),
+    /// A checklist item for people; never blocks the run.
+    Manual(Template),
+}
+
+impl Action {
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Run(_) => "run",
+            Action::Shell(_) => "shell",
+            Action::Manual(_) => "manual",
+        }
+    }
+}
+
+/// All loaded runbooks, sorted by name, indexed for matching: runbooks with an
+/// `alertname="X"` matcher are looked up by the alert's name, so matching an
+/// alert costs the runbooks of its name plus the few without such a matcher.
+#[derive(Debug, Default)]
+pub struct RunbookSet {
+    runbooks: Vec<Arc<Runbook>>,
+    by_alertname: HashMap<String, Vec<usize>>,
+    unindexed: Vec<usize>,
+}
+
+impl RunbookSet {
+    #[must_use]
+    pub fn new(mut runbooks: Vec<Runbook>) -> Self {
+        runbooks.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut set = RunbookSet::default();
+        for (i, rb) in runbooks.into_iter().enumerate() {
+            let key = rb
+                .matchers
+                .iter()
+                .find(|m| m.name == "alertname" && m.op == MatchOp::Equal)
+                .map(|m| m.value.clone());
+            match key {
+                Some(name) => set.by_alertname.entry(name).or_default().push(i),
+                None => set.unindexed.push(i),
+            }
+            set.runbooks.push(Arc::new(rb));
+        }
+        set
+    }
+
+    /// The runbooks whose matchers all hold for these labels, by name.
+    #[must_use]
+    pub fn matching(&self, labels: &Labels) -> Vec<&Arc<Runbook>> {
+        let name = labels.get("alertname").map_or("", String::as_str);
+        let indexed = self.by_alertname.get(name).map_or(&[][..], Vec::as_slice);
+        let (mut a, mut b) = (indexed.iter().peekable(), self.unindexed.iter().peekable());
+        let mut out = Vec::new();
+        // Both lists are ascending indexes into the name-sorted runbooks: merge.
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x <= y => a.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, None) => break,
+            };
+            let rb = &self.runbooks[*next.expect("peeked")];
+            if rb.matches(labels) {
+                out.push(rb);
+            }
+        }
+        out
+    }
+
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Arc<Runbook>> {
+        self.runbooks.binary_search_by(|r| r.name.as_str().cmp(name)).ok().map(|i| &self.runbooks[i])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Runbook>> {
+        self.runbooks.iter()
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.runbooks.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.runbooks.is_empty()
+    }
+}
