@@ -195,6 +195,21 @@ impl Notification {
     /// # Errors
     /// A [`PayloadError`] naming the field that is missing, mistyped or unsupported.
     pub fn from_json(body: &[u8]) -> Result<Self, PayloadError> {
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            None => {
+                return Err(PayloadError {
+                    path: String::new(),
+                    message: "the body is empty".to_owned(),
+                })
+            }
+            Some(_) => {
+                return Err(PayloadError {
+                    path: String::new(),
+                    message: "the payload must be a JSON object".to_owned(),
+                })
+            }
+        }
         let de = &mut serde_json::Deserializer::from_slice(body);
         let raw: RawNotification = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -211,15 +226,24 @@ impl TryFrom<RawNotification> for Notification {
     type Error = PayloadError;
 
     fn try_from(raw: RawNotification) -> Result<Self, PayloadError> {
-        let err = |path: &str, message: String| PayloadError { path: path.to_owned(), message };
+        let err = |path: &str, message: String| PayloadError {
+            path: path.to_owned(),
+            message,
+        };
         if raw.version != "4" {
             return Err(err(
                 "version",
-                format!("unsupported webhook version `{}`, expected `4`", raw.version),
+                format!(
+                    "unsupported webhook version `{}`, expected `4`",
+                    raw.version
+                ),
             ));
         }
         if raw.alerts.is_empty() {
-            return Err(err("alerts", "the notification carries no alerts".to_owned()));
+            return Err(err(
+                "alerts",
+                "the notification carries no alerts".to_owned(),
+            ));
         }
         let zero = Timestamp::parse(GO_ZERO_TIME).expect("Go's zero time parses");
         let alerts = raw
@@ -287,14 +311,24 @@ mod tests {
     #[test]
     fn timestamps_keep_go_formatting() {
         for (input, shown) in [
-            ("2026-11-24T08:28:24.076141237Z", "2026-11-24T08:28:24.076141237Z"),
-            ("2026-11-24T08:11:03.9042749Z", "2026-11-24T08:11:03.9042749Z"),
+            (
+                "2026-11-24T08:28:24.076141237Z",
+                "2026-11-24T08:28:24.076141237Z",
+            ),
+            (
+                "2026-11-24T08:11:03.9042749Z",
+                "2026-11-24T08:11:03.9042749Z",
+            ),
             ("2026-11-24T08:17:00.563Z", "2026-11-24T08:17:00.563Z"),
             ("2026-11-24T08:17:00Z", "2026-11-24T08:17:00Z"),
             ("2026-11-24T09:17:00.5+01:00", "2026-11-24T08:17:00.5Z"),
             ("0001-01-01T00:00:00Z", "0001-01-01T00:00:00Z"),
         ] {
-            assert_eq!(Timestamp::parse(input).unwrap().to_string(), shown, "{input}");
+            assert_eq!(
+                Timestamp::parse(input).unwrap().to_string(),
+                shown,
+                "{input}"
+            );
         }
         assert!(Timestamp::parse("0001-01-01T00:00:00Z").unwrap().is_zero());
         assert!(!Timestamp::parse("2026-01-01T00:00:00Z").unwrap().is_zero());

@@ -16,7 +16,11 @@ use crate::plan::{Phase, Plan, StepPlan, WhenDecision, PLAN_INCIDENT_ID};
 use crate::runbook::{self, RunbookSet};
 
 #[derive(Debug, Parser)]
-#[command(name = "runbookd", version, about = "Alertmanager webhook runbook executor")]
+#[command(
+    name = "runbookd",
+    version,
+    about = "Alertmanager webhook runbook executor"
+)]
 pub struct Args {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RUNBOOKD_LOG_FORMAT")]
@@ -33,7 +37,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate runbooks; print every error as file:line:col (like `amtool check-config`).
+    /// Validate runbooks; print every error as `file:line:col` (like `amtool check-config`).
     Check {
         /// Directory of runbook files (*.yaml).
         #[arg(default_value = "runbooks", env = "RUNBOOKD_RUNBOOKS")]
@@ -69,7 +73,12 @@ pub enum Output {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Check { dir } => Ok(check(&dir)),
-        Command::Run { alert, runbooks, plan, output } => run_alert(&alert, &runbooks, plan, output),
+        Command::Run {
+            alert,
+            runbooks,
+            plan,
+            output,
+        } => run_alert(&alert, &runbooks, plan, output),
     }
 }
 
@@ -85,8 +94,15 @@ fn load(dir: &Path) -> Result<RunbookSet, ExitCode> {
 fn check(dir: &Path) -> ExitCode {
     match load(dir) {
         Ok(set) => {
-            let steps: usize = set.iter().map(|r| r.steps.len() + r.on_failure.len() + r.on_resolved.len()).sum();
-            println!("{}: {} runbook(s), {steps} step(s): ok", dir.display(), set.len());
+            let steps: usize = set
+                .iter()
+                .map(|r| r.steps.len() + r.on_failure.len() + r.on_resolved.len())
+                .sum();
+            println!(
+                "{}: {} runbook(s), {steps} step(s): ok",
+                dir.display(),
+                set.len()
+            );
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -96,14 +112,23 @@ fn check(dir: &Path) -> ExitCode {
 fn read_payload(path: &Path) -> anyhow::Result<Notification> {
     let mut body = Vec::new();
     if path == Path::new("-") {
-        std::io::stdin().read_to_end(&mut body).context("cannot read the payload from standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .context("cannot read the payload from standard input")?;
     } else {
-        body = std::fs::read(path).with_context(|| format!("cannot read payload `{}`", path.display()))?;
+        body = std::fs::read(path)
+            .with_context(|| format!("cannot read payload `{}`", path.display()))?;
     }
-    Notification::from_json(&body).with_context(|| format!("bad Alertmanager payload `{}`", path.display()))
+    Notification::from_json(&body)
+        .with_context(|| format!("bad Alertmanager payload `{}`", path.display()))
 }
 
-fn run_alert(alert: &Path, runbooks: &Path, plan: bool, output: Output) -> anyhow::Result<ExitCode> {
+fn run_alert(
+    alert: &Path,
+    runbooks: &Path,
+    plan: bool,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let notification = read_payload(alert)?;
     let set = match load(runbooks) {
         Ok(set) => set,
@@ -116,7 +141,9 @@ fn run_alert(alert: &Path, runbooks: &Path, plan: bool, output: Output) -> anyho
     let plan = Plan::build(&notification, &set, PLAN_INCIDENT_ID);
     let mut out = std::io::stdout().lock();
     let written = match output {
-        Output::Json => serde_json::to_writer_pretty(&mut out, &plan).map_err(std::io::Error::from).and_then(|()| writeln!(out)),
+        Output::Json => serde_json::to_writer_pretty(&mut out, &plan)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out)),
         Output::Text => write_text(&mut out, &plan),
     };
     match written {
@@ -124,14 +151,24 @@ fn run_alert(alert: &Path, runbooks: &Path, plan: bool, output: Output) -> anyho
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
         other => other.context("cannot write the plan")?,
     }
-    Ok(if plan.steps().any(|s| s.error.is_some()) { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if plan.steps().any(|s| s.error.is_some()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Makes untrusted text safe for a terminal: control characters other than
 /// newline and tab are shown escaped, never sent raw.
 fn printable(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() && c != '\n' && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
         .collect()
 }
 
@@ -144,21 +181,48 @@ fn ms(ms: u64) -> String {
 }
 
 fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
-    writeln!(out, "notification from receiver {} (group {}), {}", quoted(&plan.receiver), quoted(&plan.group_key), plan.status)?;
+    writeln!(
+        out,
+        "notification from receiver {} (group {}), {}",
+        quoted(&plan.receiver),
+        quoted(&plan.group_key),
+        plan.status
+    )?;
     match &plan.incident {
         Some(i) => writeln!(out, "incident {} ({})", i.id, i.severity)?,
         None => writeln!(out, "no runbook matches any alert: nothing would run")?,
     }
     for a in &plan.alerts {
-        let name = a.labels.get("alertname").map_or("(no alertname)", String::as_str);
-        writeln!(out, "\nalert {} [{}] fingerprint {}, started {}", printable(name), a.status, a.fingerprint, a.starts_at)?;
-        let labels: Vec<String> = a.labels.iter().map(|(k, v)| format!("{}={}", printable(k), quoted(v))).collect();
+        let name = a
+            .labels
+            .get("alertname")
+            .map_or("(no alertname)", String::as_str);
+        writeln!(
+            out,
+            "\nalert {} [{}] fingerprint {}, started {}",
+            printable(name),
+            a.status,
+            a.fingerprint,
+            a.starts_at
+        )?;
+        let labels: Vec<String> = a
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{}={}", printable(k), quoted(v)))
+            .collect();
         writeln!(out, "  labels: {}", labels.join(", "))?;
         if a.runs.is_empty() {
             writeln!(out, "  no runbook matches")?;
         }
         for r in &a.runs {
-            writeln!(out, "  runbook {}: {} ({}, {})", r.runbook, printable(&r.title), r.severity, r.source)?;
+            writeln!(
+                out,
+                "  runbook {}: {} ({}, {})",
+                r.runbook,
+                printable(&r.title),
+                r.severity,
+                r.source
+            )?;
             writeln!(
                 out,
                 "    {}; timeout {}, concurrency {}, cooldown {}{}",
@@ -169,7 +233,11 @@ fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
                 ms(r.timeout_ms),
                 r.concurrency,
                 ms(r.cooldown_ms),
-                if r.cancel_on_resolved { ", cancelled when resolved" } else { "" }
+                if r.cancel_on_resolved {
+                    ", cancelled when resolved"
+                } else {
+                    ""
+                }
             )?;
             if r.steps.is_empty() {
                 writeln!(out, "    nothing runs for this phase")?;
@@ -188,7 +256,16 @@ fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
     let runs: usize = plan.alerts.iter().map(|a| a.runs.len()).sum();
     let steps = plan.steps().count();
     let broken = plan.steps().filter(|s| s.error.is_some()).count();
-    writeln!(out, "\n{} alert(s), {runs} run(s), {steps} step(s){}", plan.alerts.len(), if broken > 0 { format!(", {broken} step(s) cannot be rendered") } else { String::new() })
+    writeln!(
+        out,
+        "\n{} alert(s), {runs} run(s), {steps} step(s){}",
+        plan.alerts.len(),
+        if broken > 0 {
+            format!(", {broken} step(s) cannot be rendered")
+        } else {
+            String::new()
+        }
+    )
 }
 
 fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<()> {
@@ -196,7 +273,11 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
     if s.kind != "manual" {
         attrs.push(format!("timeout {}", ms(s.timeout_ms)));
         if s.retries > 0 {
-            attrs.push(format!("{} retries, {} apart", s.retries, ms(s.retry_delay_ms)));
+            attrs.push(format!(
+                "{} retries, {} apart",
+                s.retries,
+                ms(s.retry_delay_ms)
+            ));
         }
         if s.continue_on_failure {
             attrs.push("continue on failure".to_owned());
@@ -206,7 +287,10 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
     if let Some(w) = &s.when {
         let what = match w.decision {
             WhenDecision::Run => "runs".to_owned(),
-            WhenDecision::Skip => format!("skipped (rendered {})", quoted(w.rendered.as_deref().unwrap_or_default())),
+            WhenDecision::Skip => format!(
+                "skipped (rendered {})",
+                quoted(w.rendered.as_deref().unwrap_or_default())
+            ),
             WhenDecision::AtRunTime => "decided at run time".to_owned(),
         };
         writeln!(out, "       when {}: {what}", printable(&w.template))?;
@@ -215,14 +299,25 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
         writeln!(out, "       ERROR: {}", printable(e))?;
     }
     if let Some(t) = &s.templates {
-        writeln!(out, "       rendered at run time from: {}", printable(&t.iter().map(|x| quoted(x)).collect::<Vec<_>>().join(" ")))?;
+        writeln!(
+            out,
+            "       rendered at run time from: {}",
+            printable(&t.iter().map(|x| quoted(x)).collect::<Vec<_>>().join(" "))
+        )?;
     } else if let Some(script) = &s.script {
         writeln!(out, "       sh -c:")?;
         for line in script.lines() {
             writeln!(out, "         | {}", printable(line))?;
         }
     } else if let Some(argv) = &s.argv {
-        writeln!(out, "       argv: [{}]", argv.iter().map(|a| quoted(a)).collect::<Vec<_>>().join(", "))?;
+        writeln!(
+            out,
+            "       argv: [{}]",
+            argv.iter()
+                .map(|a| quoted(a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
     } else if let Some(text) = &s.text {
         writeln!(out, "       checklist: {}", printable(text))?;
     }

@@ -54,7 +54,9 @@ impl PartialEq for Matcher {
 /// Why a matcher does not parse. Messages follow Alertmanager's wording.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MatcherError {
-    #[error("bad matcher format `{0}`: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX")]
+    #[error(
+        "bad matcher format `{0}`: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"
+    )]
     Format(String),
     #[error("matcher value contains an unescaped double quote: `{0}`")]
     UnescapedQuote(String),
@@ -77,15 +79,28 @@ impl Matcher {
     /// When `op` is a regex operator and `value` is not a valid regex.
     pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, MatcherError> {
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$")).map_err(|e| MatcherError::Regex {
-                    matcher: format!("{name}{}{value:?}", op.as_str()),
-                    reason: e.to_string().lines().last().unwrap_or_default().trim().to_owned(),
-                })?,
-            ),
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Some(Regex::new(&format!("^(?:{value})$")).map_err(|e| {
+                    MatcherError::Regex {
+                        matcher: format!("{name}{}{value:?}", op.as_str()),
+                        reason: e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_owned(),
+                    }
+                })?)
+            }
             MatchOp::Equal | MatchOp::NotEqual => None,
         };
-        Ok(Matcher { name: name.to_owned(), op, value: value.to_owned(), regex })
+        Ok(Matcher {
+            name: name.to_owned(),
+            op,
+            value: value.to_owned(),
+            regex,
+        })
     }
 
     /// Whether the label set satisfies this matcher; a missing label is `""`.
@@ -106,7 +121,9 @@ impl FromStr for Matcher {
     type Err = MatcherError;
 
     fn from_str(s: &str) -> Result<Self, MatcherError> {
-        let caps = MATCHER_RE.captures(s).ok_or_else(|| MatcherError::Format(s.to_owned()))?;
+        let caps = MATCHER_RE
+            .captures(s)
+            .ok_or_else(|| MatcherError::Format(s.to_owned()))?;
         let (name, op, raw) = (&caps[1], &caps[2], &caps[3]);
         let op = match op {
             "=" => MatchOp::Equal,
@@ -173,7 +190,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -216,7 +236,11 @@ mod tests {
         ];
         for (input, name, op, value) in cases {
             let m: Matcher = input.parse().unwrap_or_else(|e| panic!("{input:?}: {e}"));
-            assert_eq!((m.name.as_str(), m.op, m.value.as_str()), (*name, *op, *value), "{input:?}");
+            assert_eq!(
+                (m.name.as_str(), m.op, m.value.as_str()),
+                (*name, *op, *value),
+                "{input:?}"
+            );
         }
     }
 
@@ -238,16 +262,32 @@ mod tests {
             "foo=~\"[\"",
             "foo!~(",
         ] {
-            assert!(input.parse::<Matcher>().is_err(), "{input:?} should be refused");
+            assert!(
+                input.parse::<Matcher>().is_err(),
+                "{input:?} should be refused"
+            );
         }
-        assert!(matches!("foo=\"bar".parse::<Matcher>(), Err(MatcherError::UnescapedQuote(_))));
-        assert!(matches!("foo".parse::<Matcher>(), Err(MatcherError::Format(_))));
-        assert!(matches!("foo=~\"(\"".parse::<Matcher>(), Err(MatcherError::Regex { .. })));
+        assert!(matches!(
+            "foo=\"bar".parse::<Matcher>(),
+            Err(MatcherError::UnescapedQuote(_))
+        ));
+        assert!(matches!(
+            "foo".parse::<Matcher>(),
+            Err(MatcherError::Format(_))
+        ));
+        assert!(matches!(
+            "foo=~\"(\"".parse::<Matcher>(),
+            Err(MatcherError::Regex { .. })
+        ));
     }
 
     #[test]
     fn matches_like_alertmanager() {
-        let l = labels(&[("alertname", "HighLatency"), ("severity", "page"), ("job", "api")]);
+        let l = labels(&[
+            ("alertname", "HighLatency"),
+            ("severity", "page"),
+            ("job", "api"),
+        ]);
         let cases: &[(&str, bool)] = &[
             ("alertname=HighLatency", true),
             ("alertname=highlatency", false),
@@ -276,16 +316,31 @@ mod tests {
         }
         let multi = labels(&[("msg", "a\nb")]);
         assert!(!"msg=~\"a.b\"".parse::<Matcher>().unwrap().matches(&multi));
-        assert!("msg=~\"(?s)a.b\"".parse::<Matcher>().unwrap().matches(&multi));
+        assert!("msg=~\"(?s)a.b\""
+            .parse::<Matcher>()
+            .unwrap()
+            .matches(&multi));
     }
 
     #[test]
     fn displays_canonically_and_round_trips() {
-        for input in ["foo=bar", r#"foo!="a\"b\\c""#, r#"foo=~"a\\.b""#, "foo=~\"x\ny\"", "foo= spaced value "] {
+        for input in [
+            "foo=bar",
+            r#"foo!="a\"b\\c""#,
+            r#"foo=~"a\\.b""#,
+            "foo=~\"x\ny\"",
+            "foo= spaced value ",
+        ] {
             let m: Matcher = input.parse().unwrap();
             let again: Matcher = m.to_string().parse().unwrap();
             assert_eq!(m, again, "{input} -> {m}");
         }
-        assert_eq!("severity =~ page|critical".parse::<Matcher>().unwrap().to_string(), "severity=~\"page|critical\"");
+        assert_eq!(
+            "severity =~ page|critical"
+                .parse::<Matcher>()
+                .unwrap()
+                .to_string(),
+            "severity=~\"page|critical\""
+        );
     }
 }

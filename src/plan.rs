@@ -136,9 +136,19 @@ impl Plan {
     /// templates see as `incident.id` ([`PLAN_INCIDENT_ID`] outside the server).
     #[must_use]
     pub fn build(n: &Notification, set: &RunbookSet, incident_id: &str) -> Plan {
-        let matched: Vec<(&Alert, Vec<&std::sync::Arc<Runbook>>)> = n.alerts.iter().map(|a| (a, set.matching(&a.labels))).collect();
-        let severity = matched.iter().flat_map(|(_, rbs)| rbs.iter().map(|r| r.severity)).min();
-        let incident = severity.map(|severity| IncidentRef { id: incident_id.to_owned(), severity });
+        let matched: Vec<(&Alert, Vec<&std::sync::Arc<Runbook>>)> = n
+            .alerts
+            .iter()
+            .map(|a| (a, set.matching(&a.labels)))
+            .collect();
+        let severity = matched
+            .iter()
+            .flat_map(|(_, rbs)| rbs.iter().map(|r| r.severity))
+            .min();
+        let incident = severity.map(|severity| IncidentRef {
+            id: incident_id.to_owned(),
+            severity,
+        });
         let alerts = matched
             .into_iter()
             .map(|(alert, runbooks)| AlertPlan {
@@ -146,23 +156,50 @@ impl Plan {
                 status: alert.status,
                 labels: alert.labels.clone(),
                 starts_at: alert.starts_at,
-                runs: runbooks.iter().map(|rb| plan_run(n, alert, rb, incident.as_ref().expect("matched"))).collect(),
+                runs: incident
+                    .as_ref()
+                    .map(|inc| {
+                        runbooks
+                            .iter()
+                            .map(|rb| plan_run(n, alert, rb, inc))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             })
             .collect();
-        Plan { format: PLAN_FORMAT, receiver: n.receiver.clone(), group_key: n.group_key.clone(), status: n.status, incident, alerts }
+        Plan {
+            format: PLAN_FORMAT,
+            receiver: n.receiver.clone(),
+            group_key: n.group_key.clone(),
+            status: n.status,
+            incident,
+            alerts,
+        }
     }
 
     /// Every step of every run, main and `on_failure`.
     pub fn steps(&self) -> impl Iterator<Item = &StepPlan> {
-        self.alerts.iter().flat_map(|a| a.runs.iter()).flat_map(|r| r.steps.iter().chain(&r.on_failure))
+        self.alerts
+            .iter()
+            .flat_map(|a| a.runs.iter())
+            .flat_map(|r| r.steps.iter().chain(&r.on_failure))
     }
 }
 
 fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRef) -> RunPlan {
     let data = context(n, alert, rb, incident, None);
     let base_env = base_env(alert, rb, incident, &data);
-    let phase = if alert.status == Status::Firing { Phase::Remediation } else { Phase::Resolution };
-    let render = |steps: &[Step]| steps.iter().map(|s| render_step(s, &data, &base_env)).collect();
+    let phase = if alert.status == Status::Firing {
+        Phase::Remediation
+    } else {
+        Phase::Resolution
+    };
+    let render = |steps: &[Step]| {
+        steps
+            .iter()
+            .map(|s| render_step(s, &data, &base_env))
+            .collect()
+    };
     let (steps, on_failure) = match phase {
         // Remediation never runs for a resolved alert.
         Phase::Remediation => (render(&rb.steps), render(&rb.on_failure)),
@@ -174,7 +211,11 @@ fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRe
         severity: rb.severity,
         source: rb.source.display().to_string(),
         phase,
-        key: RunKey { runbook: rb.name.clone(), fingerprint: alert.fingerprint.clone(), starts_at: alert.starts_at },
+        key: RunKey {
+            runbook: rb.name.clone(),
+            fingerprint: alert.fingerprint.clone(),
+            starts_at: alert.starts_at,
+        },
         timeout_ms: millis(rb.timeout),
         concurrency: rb.concurrency,
         cooldown_ms: millis(rb.cooldown),
@@ -191,7 +232,13 @@ fn millis(d: std::time::Duration) -> u64 {
 /// The template context of DESIGN §3. `steps` holds the results of the steps
 /// run so far (`status`, `exit_code`, `stdout`), `None` when planning.
 #[must_use]
-pub fn context(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRef, steps: Option<Map<String, Value>>) -> Data {
+pub fn context(
+    n: &Notification,
+    alert: &Alert,
+    rb: &Runbook,
+    incident: &IncidentRef,
+    steps: Option<Map<String, Value>>,
+) -> Data {
     let mut v = json!({
         "alert": alert,
         "labels": alert.labels,
@@ -220,14 +267,25 @@ pub fn context(n: &Notification, alert: &Alert, rb: &Runbook, incident: &Inciden
 pub fn env_name(prefix: &str, name: &str) -> String {
     let mut s = String::with_capacity(prefix.len() + name.len());
     s.push_str(prefix);
-    s.extend(name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    s.extend(name.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
     s
 }
 
 /// The variables every step of a run gets: `ALERT_*`, `INCIDENT_ID`,
 /// `RUNBOOK`, then the runbook's `env:` (rendered), as `Err` when a value
 /// cannot be rendered.
-fn base_env(alert: &Alert, rb: &Runbook, incident: &IncidentRef, data: &Data) -> Result<BTreeMap<String, String>, String> {
+fn base_env(
+    alert: &Alert,
+    rb: &Runbook,
+    incident: &IncidentRef,
+    data: &Data,
+) -> Result<BTreeMap<String, String>, String> {
     let mut env = BTreeMap::new();
     for (k, v) in &alert.labels {
         env.insert(env_name("ALERT_LABEL_", k), v.clone());
@@ -240,7 +298,9 @@ fn base_env(alert: &Alert, rb: &Runbook, incident: &IncidentRef, data: &Data) ->
     env.insert("INCIDENT_ID".to_owned(), incident.id.clone());
     env.insert("RUNBOOK".to_owned(), rb.name.clone());
     for (k, t) in &rb.env {
-        let v = t.render(data).map_err(|e| format!("runbook env `{k}`: {e}"))?;
+        let v = t
+            .render(data)
+            .map_err(|e| format!("runbook env `{k}`: {e}"))?;
         env.insert(k.clone(), v);
     }
     Ok(env)
@@ -250,7 +310,11 @@ fn base_env(alert: &Alert, rb: &Runbook, incident: &IncidentRef, data: &Data) ->
 /// template that reads them is deferred; at run time `data` carries them and
 /// everything is rendered. This is the one place steps are rendered.
 #[must_use]
-pub fn render_step(step: &Step, data: &Data, base_env: &Result<BTreeMap<String, String>, String>) -> StepPlan {
+pub fn render_step(
+    step: &Step,
+    data: &Data,
+    base_env: &Result<BTreeMap<String, String>, String>,
+) -> StepPlan {
     let at_run_time = data.value().get("steps").is_some();
     let defer = |t: &Template| t.uses_steps() && !at_run_time;
     let mut plan = StepPlan {
@@ -271,7 +335,9 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BTreeMap<String, 
     };
     let mut errors = Vec::new();
     let render = |what: &str, t: &Template| match t.render(data) {
-        Ok(s) if s.contains('\0') => Err(format!("{what}: a value holds a NUL byte, which cannot be passed to a program")),
+        Ok(s) if s.contains('\0') => Err(format!(
+            "{what}: a value holds a NUL byte, which cannot be passed to a program"
+        )),
         Ok(s) => Ok(s),
         Err(e) => Err(format!("{what}: {e}")),
     };
@@ -288,7 +354,11 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BTreeMap<String, 
             };
             (decision, r)
         };
-        plan.when = Some(WhenPlan { template: w.source().to_owned(), decision, rendered });
+        plan.when = Some(WhenPlan {
+            template: w.source().to_owned(),
+            decision,
+            rendered,
+        });
     }
 
     let templates: Vec<&Template> = match &step.action {
@@ -301,12 +371,19 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BTreeMap<String, 
     } else {
         match &step.action {
             Action::Run(argv) => {
-                let rendered: Vec<Option<String>> = argv.iter().enumerate().map(|(i, t)| ok(render(&format!("run[{i}]"), t))).collect();
+                let rendered: Vec<Option<String>> = argv
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| ok(render(&format!("run[{i}]"), t)))
+                    .collect();
                 plan.argv = rendered.into_iter().collect();
             }
             Action::Shell(t) => {
                 plan.script = ok(render("shell", t));
-                plan.argv = plan.script.as_ref().map(|s| vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]);
+                plan.argv = plan
+                    .script
+                    .as_ref()
+                    .map(|s| vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]);
             }
             Action::Manual(t) => plan.text = ok(render("manual", t)),
         }

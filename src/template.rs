@@ -35,7 +35,8 @@ pub enum Flavor {
 
 /// The helpers a template may call (Handlebars built-ins, minus `log`/`raw`).
 const HELPERS: &[&str] = &[
-    "if", "unless", "each", "with", "lookup", "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not", "len",
+    "if", "unless", "each", "with", "lookup", "eq", "ne", "gt", "gte", "lt", "lte", "and", "or",
+    "not", "len",
 ];
 
 const OPEN: char = '\u{E000}';
@@ -90,7 +91,10 @@ pub struct Template {
 
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Template").field("source", &self.source).field("flavor", &self.flavor).finish()
+        f.debug_struct("Template")
+            .field("source", &self.source)
+            .field("flavor", &self.flavor)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,16 +136,26 @@ impl Template {
     pub fn compile(source: &str, flavor: Flavor, steps_before: &[&str]) -> Result<Self, String> {
         let compiled = handlebars::Template::compile(source).map_err(|e| {
             let reason = e.reason().to_string();
+            // Drop pest's list of every token it would have accepted.
+            let reason = reason.split(": expected").next().unwrap_or_default();
             match e.pos() {
-                Some((l, c)) => format!("template syntax error at template line {l}, column {c}: {reason}"),
+                Some((l, c)) => {
+                    format!("template syntax error at template line {l}, column {c}: {reason}")
+                }
                 None => format!("template syntax error: {reason}"),
             }
         })?;
-        let mut check = Checker { steps_before, flavor, uses_steps: false };
+        let mut check = Checker {
+            steps_before,
+            flavor,
+            uses_steps: false,
+        };
         check.elements(&compiled.elements, false)?;
         if flavor == Flavor::Shell {
             if source.contains([OPEN, CLOSE, POISON]) {
-                return Err("shell script contains a reserved character (U+E000..U+E002)".to_owned());
+                return Err(
+                    "shell script contains a reserved character (U+E000..U+E002)".to_owned(),
+                );
             }
             let mut exprs = Vec::new();
             let probe = shell_probe(&compiled.elements, &mut exprs);
@@ -156,7 +170,12 @@ impl Template {
             }
         }
         let uses_steps = check.uses_steps;
-        Ok(Template { source: source.to_owned(), compiled, flavor, uses_steps })
+        Ok(Template {
+            source: source.to_owned(),
+            compiled,
+            flavor,
+            uses_steps,
+        })
     }
 
     #[must_use]
@@ -188,12 +207,20 @@ impl Template {
         };
         let mut rc = RenderContext::new(None);
         let mut out = StringOutput::new();
-        self.compiled.render(reg, &data.0, &mut rc, &mut out).map_err(|e| match e.reason() {
-            RenderErrorReason::MissingVariable(Some(path)) => RenderError::Missing(path.clone()),
-            RenderErrorReason::MissingVariable(None) => RenderError::Missing(self.source.clone()),
-            other => RenderError::Other(other.to_string()),
-        })?;
-        let text = out.into_string().map_err(|e| RenderError::Other(e.to_string()))?;
+        self.compiled
+            .render(reg, &data.0, &mut rc, &mut out)
+            .map_err(|e| match e.reason() {
+                RenderErrorReason::MissingVariable(Some(path)) => {
+                    RenderError::Missing(path.clone())
+                }
+                RenderErrorReason::MissingVariable(None) => {
+                    RenderError::Missing(self.source.clone())
+                }
+                other => RenderError::Other(other.to_string()),
+            })?;
+        let text = out
+            .into_string()
+            .map_err(|e| RenderError::Other(e.to_string()))?;
         match self.flavor {
             Flavor::Raw => Ok(text),
             Flavor::Shell => check_shell(&text),
@@ -235,7 +262,11 @@ impl Checker<'_> {
                         self.elements(&t.elements, rebased)?;
                     }
                 }
-                _ => return Err("partials and decorators are not supported in runbook templates".to_owned()),
+                _ => {
+                    return Err(
+                        "partials and decorators are not supported in runbook templates".to_owned(),
+                    )
+                }
             }
         }
         Ok(())
@@ -247,7 +278,9 @@ impl Checker<'_> {
             Parameter::Name(n) if HELPERS.contains(&n.as_str()) => {}
             Parameter::Name(n) if is_call => return Err(format!("unknown helper `{n}`")),
             Parameter::Name(n) => self.path(n, rebased)?,
-            Parameter::Path(p) if is_call => return Err(format!("unknown helper `{}`", raw_path(p))),
+            Parameter::Path(p) if is_call => {
+                return Err(format!("unknown helper `{}`", raw_path(p)))
+            }
             Parameter::Path(p) => self.path(raw_path(p), rebased)?,
             Parameter::Subexpression(s) => self.element(s.as_element(), rebased)?,
             Parameter::Literal(_) => {}
@@ -261,7 +294,9 @@ impl Checker<'_> {
 
     fn element(&mut self, el: &TemplateElement, rebased: bool) -> Result<(), String> {
         match el {
-            TemplateElement::Expression(ht) | TemplateElement::HelperBlock(ht) => self.helper(ht, rebased),
+            TemplateElement::Expression(ht) | TemplateElement::HelperBlock(ht) => {
+                self.helper(ht, rebased)
+            }
             _ => Ok(()),
         }
     }
@@ -287,11 +322,16 @@ impl Checker<'_> {
             return Ok(()); // relative to a block's item: not knowable here
         }
         let segs = split_path(rest);
-        let segs: Vec<&str> = segs.iter().map(String::as_str).skip_while(|s| *s == "this" || *s == ".").collect();
+        let segs: Vec<&str> = segs
+            .iter()
+            .map(String::as_str)
+            .skip_while(|s| *s == "this" || *s == ".")
+            .collect();
         if segs.first() == Some(&"steps") {
             self.uses_steps = true;
         }
-        check_segments(&segs, self.steps_before).map_err(|why| format!("unknown template variable `{raw}`: {why}"))
+        check_segments(&segs, self.steps_before)
+            .map_err(|why| format!("unknown template variable `{raw}`: {why}"))
     }
 }
 
@@ -319,7 +359,15 @@ fn split_path(raw: &str) -> Vec<String> {
     segs
 }
 
-const ALERT_FIELDS: &[&str] = &["status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"];
+const ALERT_FIELDS: &[&str] = &[
+    "status",
+    "labels",
+    "annotations",
+    "startsAt",
+    "endsAt",
+    "generatorURL",
+    "fingerprint",
+];
 const GROUP_FIELDS: &[&str] = &[
     "groupKey",
     "receiver",
@@ -330,40 +378,64 @@ const GROUP_FIELDS: &[&str] = &[
     "externalURL",
     "truncatedAlerts",
 ];
-const MAPS: &[&str] = &["labels", "annotations", "groupLabels", "commonLabels", "commonAnnotations"];
+const MAPS: &[&str] = &[
+    "labels",
+    "annotations",
+    "groupLabels",
+    "commonLabels",
+    "commonAnnotations",
+];
 const INCIDENT_FIELDS: &[&str] = &["id", "severity"];
 const RUNBOOK_FIELDS: &[&str] = &["name", "title", "severity"];
 const STEP_FIELDS: &[&str] = &["status", "exit_code", "stdout"];
-const ROOTS: &[&str] = &["alert", "labels", "annotations", "group", "incident", "runbook", "steps"];
+const ROOTS: &[&str] = &[
+    "alert",
+    "labels",
+    "annotations",
+    "group",
+    "incident",
+    "runbook",
+    "steps",
+];
 
 /// Checks a path against the context schema of DESIGN §3.
 fn check_segments(segs: &[&str], steps_before: &[&str]) -> Result<(), String> {
     let fields = |obj: &str, known: &[&str], rest: &[&str]| -> Result<(), String> {
-        let Some(field) = rest.first() else { return Ok(()) };
+        let Some(field) = rest.first() else {
+            return Ok(());
+        };
         if !known.contains(field) {
-            return Err(format!("`{obj}` has no field `{field}` (it has: {})", known.join(", ")));
+            return Err(format!(
+                "`{obj}` has no field `{field}` (it has: {})",
+                known.join(", ")
+            ));
         }
         map_or_leaf(field, &rest[1..])
     };
     match segs {
-        [] => Ok(()),
         ["labels" | "annotations", rest @ ..] => map_or_leaf(segs[0], rest),
         ["alert", rest @ ..] => fields("alert", ALERT_FIELDS, rest),
         ["group", rest @ ..] => fields("group", GROUP_FIELDS, rest),
         ["incident", rest @ ..] => fields("incident", INCIDENT_FIELDS, rest),
         ["runbook", rest @ ..] => fields("runbook", RUNBOOK_FIELDS, rest),
-        ["steps"] => Ok(()),
+        [] | ["steps"] => Ok(()),
         ["steps", step, rest @ ..] => {
             if !steps_before.contains(step) {
                 return Err(if steps_before.is_empty() {
                     format!("no step runs before this one, so `steps.{step}` has no result")
                 } else {
-                    format!("`{step}` is not a step that runs before this one (those are: {})", steps_before.join(", "))
+                    format!(
+                        "`{step}` is not a step that runs before this one (those are: {})",
+                        steps_before.join(", ")
+                    )
                 });
             }
             fields(&format!("steps.{step}"), STEP_FIELDS, rest)
         }
-        [other, ..] => Err(format!("`{other}` is not in the template context (it has: {})", ROOTS.join(", "))),
+        [other, ..] => Err(format!(
+            "`{other}` is not in the template context (it has: {})",
+            ROOTS.join(", ")
+        )),
     }
 }
 
@@ -372,7 +444,9 @@ fn map_or_leaf(field: &str, rest: &[&str]) -> Result<(), String> {
     match rest {
         [] => Ok(()),
         [_] if MAPS.contains(&field) => Ok(()),
-        [_, deeper, ..] if MAPS.contains(&field) => Err(format!("label values are strings and have no field `{deeper}`")),
+        [_, deeper, ..] if MAPS.contains(&field) => Err(format!(
+            "label values are strings and have no field `{deeper}`"
+        )),
         [deeper, ..] => Err(format!("`{field}` is a value and has no field `{deeper}`")),
     }
 }
@@ -458,13 +532,20 @@ impl fmt::Display for ShellContext {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Frame {
     /// Top level, or inside `$(…)` (`cmdsub`), with `(` nesting depth.
-    Code { cmdsub: bool, depth: u32 },
+    Code {
+        cmdsub: bool,
+        depth: u32,
+    },
     Single,
     Dollar,
     Double,
     Backquote,
-    Arith { depth: u32 },
-    Param { depth: u32 },
+    Arith {
+        depth: u32,
+    },
+    Param {
+        depth: u32,
+    },
     Comment,
 }
 
@@ -477,15 +558,22 @@ enum Frame {
 ///
 /// # Errors
 /// The index of the first value in an unsafe place, and that place.
+///
+/// # Panics
+/// Never: the lexer's base frame is never popped.
 pub fn check_shell(script: &str) -> Result<String, RenderError> {
     let chars: Vec<char> = script.chars().collect();
     let mut out = String::with_capacity(script.len());
-    let mut stack = vec![Frame::Code { cmdsub: false, depth: 0 }];
+    let mut stack = vec![Frame::Code {
+        cmdsub: false,
+        depth: 0,
+    }];
     let mut word_start = true;
     let mut heredocs: Vec<(String, bool)> = Vec::new();
     let mut index = 0usize;
     let mut i = 0usize;
-    let fail = |index: usize, context: ShellContext| Err(RenderError::ShellContext { index, context });
+    let fail =
+        |index: usize, context: ShellContext| Err(RenderError::ShellContext { index, context });
     while i < chars.len() {
         let c = chars[i];
         let next = chars.get(i + 1).copied();
@@ -535,7 +623,11 @@ pub fn check_shell(script: &str) -> Result<String, RenderError> {
         }
         out.push(c);
         i += 1;
-        let opens_dollar = c == '$' && matches!(top, Frame::Code { .. } | Frame::Double | Frame::Param { .. });
+        let opens_dollar = c == '$'
+            && matches!(
+                top,
+                Frame::Code { .. } | Frame::Double | Frame::Param { .. }
+            );
         if opens_dollar && next == Some('(') {
             out.push('(');
             i += 1;
@@ -544,7 +636,10 @@ pub fn check_shell(script: &str) -> Result<String, RenderError> {
                 i += 1;
                 stack.push(Frame::Arith { depth: 0 });
             } else {
-                stack.push(Frame::Code { cmdsub: true, depth: 0 });
+                stack.push(Frame::Code {
+                    cmdsub: true,
+                    depth: 0,
+                });
                 word_start = true;
             }
             continue;
@@ -564,8 +659,18 @@ pub fn check_shell(script: &str) -> Result<String, RenderError> {
                     '"' => stack.push(Frame::Double),
                     '`' => stack.push(Frame::Backquote),
                     '#' if word_start => stack.push(Frame::Comment),
-                    '(' => *frame = Frame::Code { cmdsub, depth: depth + 1 },
-                    ')' if depth > 0 => *frame = Frame::Code { cmdsub, depth: depth - 1 },
+                    '(' => {
+                        *frame = Frame::Code {
+                            cmdsub,
+                            depth: depth + 1,
+                        }
+                    }
+                    ')' if depth > 0 => {
+                        *frame = Frame::Code {
+                            cmdsub,
+                            depth: depth - 1,
+                        }
+                    }
                     ')' if cmdsub => {
                         stack.pop();
                     }
@@ -581,7 +686,10 @@ pub fn check_shell(script: &str) -> Result<String, RenderError> {
                     '\n' if !heredocs.is_empty() => {
                         for (delim, strip_tabs) in std::mem::take(&mut heredocs) {
                             loop {
-                                let end = chars[i..].iter().position(|&x| x == '\n').map_or(chars.len(), |p| i + p);
+                                let end = chars[i..]
+                                    .iter()
+                                    .position(|&x| x == '\n')
+                                    .map_or(chars.len(), |p| i + p);
                                 let line = &chars[i..end];
                                 if line.contains(&OPEN) {
                                     return fail(index, ShellContext::HereDocument);
@@ -593,7 +701,11 @@ pub fn check_shell(script: &str) -> Result<String, RenderError> {
                                     i += 1;
                                 }
                                 let text: String = line.iter().collect();
-                                let text = if strip_tabs { text.trim_start_matches('\t') } else { &text };
+                                let text = if strip_tabs {
+                                    text.trim_start_matches('\t')
+                                } else {
+                                    &text
+                                };
                                 if text == delim || i >= chars.len() {
                                     break;
                                 }
@@ -602,7 +714,10 @@ pub fn check_shell(script: &str) -> Result<String, RenderError> {
                     }
                     _ => {}
                 }
-                word_start = matches!(c, ' ' | '\t' | '\n' | ';' | '&' | '|' | '<' | '>' | '(' | ')');
+                word_start = matches!(
+                    c,
+                    ' ' | '\t' | '\n' | ';' | '&' | '|' | '<' | '>' | '(' | ')'
+                );
             }
             Frame::Single | Frame::Dollar if c == '\'' => {
                 stack.pop();
@@ -671,7 +786,6 @@ fn heredoc_operator(rest: &[char]) -> (String, bool, usize) {
     while let Some(&c) = rest.get(i) {
         match (quote, c) {
             (Some(q), c) if c == q => quote = None,
-            (Some(_), c) => delim.push(c),
             (None, '\'' | '"') => quote = Some(c),
             (None, '\\') => {
                 i += 1;
@@ -680,7 +794,7 @@ fn heredoc_operator(rest: &[char]) -> (String, bool, usize) {
                 }
             }
             (None, ' ' | '\t' | '\n' | ';' | '&' | '|' | '<' | '>' | '(' | ')') => break,
-            (None, c) => delim.push(c),
+            (_, c) => delim.push(c),
         }
         i += 1;
     }
@@ -701,19 +815,39 @@ mod tests {
     }
 
     fn shell(src: &str) -> Result<String, String> {
-        Template::compile(src, Flavor::Shell, &["check"])?.render(&data()).map_err(|e| e.to_string())
+        Template::compile(src, Flavor::Shell, &["check"])?
+            .render(&data())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
     fn shell_values_are_single_quoted() {
         assert_eq!(shell("echo {{labels.job}}").unwrap(), "echo 'api'");
-        assert_eq!(shell("echo {{labels.evil}}").unwrap(), r"echo 'x'\''; touch pwned; echo '\'''");
-        assert_eq!(shell("kubectl rollout restart deployment/{{labels.job}}").unwrap(), "kubectl rollout restart deployment/'api'");
-        assert_eq!(shell("x=$(echo {{labels.dollar}})").unwrap(), "x=$(echo '$(id)')");
-        assert_eq!(shell("echo \"$(echo {{labels.job}})\"").unwrap(), "echo \"$(echo 'api')\"");
-        assert_eq!(shell("{{#if labels.job}}echo {{labels.job}}{{/if}}").unwrap(), "echo 'api'");
+        assert_eq!(
+            shell("echo {{labels.evil}}").unwrap(),
+            r"echo 'x'\''; touch pwned; echo '\'''"
+        );
+        assert_eq!(
+            shell("kubectl rollout restart deployment/{{labels.job}}").unwrap(),
+            "kubectl rollout restart deployment/'api'"
+        );
+        assert_eq!(
+            shell("x=$(echo {{labels.dollar}})").unwrap(),
+            "x=$(echo '$(id)')"
+        );
+        assert_eq!(
+            shell("echo \"$(echo {{labels.job}})\"").unwrap(),
+            "echo \"$(echo 'api')\""
+        );
+        assert_eq!(
+            shell("{{#if labels.job}}echo {{labels.job}}{{/if}}").unwrap(),
+            "echo 'api'"
+        );
         // The comparison helpers write the constants `true`/`false` unescaped.
-        assert_eq!(shell("echo {{eq steps.check.status \"succeeded\"}}").unwrap(), "echo true");
+        assert_eq!(
+            shell("echo {{eq steps.check.status \"succeeded\"}}").unwrap(),
+            "echo true"
+        );
         assert_eq!(shell("echo a#{{labels.job}}").unwrap(), "echo a#'api'");
     }
 
@@ -739,12 +873,27 @@ mod tests {
             assert!(err.contains(why), "{src:?}: {err}");
         }
         // After a here-document ends, values are fine again.
-        assert_eq!(shell("cat <<EOF\nx\nEOF\necho {{labels.job}}").unwrap(), "cat <<EOF\nx\nEOF\necho 'api'");
-        assert_eq!(shell("cat <<-\"END\"\n\tx\n\tEND\necho {{labels.job}}").unwrap(), "cat <<-\"END\"\n\tx\n\tEND\necho 'api'");
+        assert_eq!(
+            shell("cat <<EOF\nx\nEOF\necho {{labels.job}}").unwrap(),
+            "cat <<EOF\nx\nEOF\necho 'api'"
+        );
+        assert_eq!(
+            shell("cat <<-\"END\"\n\tx\n\tEND\necho {{labels.job}}").unwrap(),
+            "cat <<-\"END\"\n\tx\n\tEND\necho 'api'"
+        );
         // Quotes that close before the value are fine.
-        assert_eq!(shell("echo \"a\" 'b' {{labels.job}}").unwrap(), "echo \"a\" 'b' 'api'");
-        assert_eq!(shell("echo \"it's\" {{labels.job}}").unwrap(), "echo \"it's\" 'api'");
-        assert_eq!(shell("# note: it's fine\necho {{labels.job}}").unwrap(), "# note: it's fine\necho 'api'");
+        assert_eq!(
+            shell("echo \"a\" 'b' {{labels.job}}").unwrap(),
+            "echo \"a\" 'b' 'api'"
+        );
+        assert_eq!(
+            shell("echo \"it's\" {{labels.job}}").unwrap(),
+            "echo \"it's\" 'api'"
+        );
+        assert_eq!(
+            shell("# note: it's fine\necho {{labels.job}}").unwrap(),
+            "# note: it's fine\necho 'api'"
+        );
     }
 
     #[test]
@@ -752,7 +901,11 @@ mod tests {
         let t = Template::compile("app={{labels.evil}}", Flavor::Raw, &[]).unwrap();
         assert_eq!(t.render(&data()).unwrap(), "app=x'; touch pwned; echo '");
         let t = Template::compile("<b>{{labels.dollar}}</b>&", Flavor::Raw, &[]).unwrap();
-        assert_eq!(t.render(&data()).unwrap(), "<b>$(id)</b>&", "no HTML escaping");
+        assert_eq!(
+            t.render(&data()).unwrap(),
+            "<b>$(id)</b>&",
+            "no HTML escaping"
+        );
     }
 
     #[test]
@@ -762,10 +915,19 @@ mod tests {
             ("{{alert.statuz}}", "`alert` has no field `statuz`"),
             ("{{incident.name}}", "`incident` has no field `name`"),
             ("{{labels.job.name}}", "no field `name`"),
-            ("{{steps.restart.status}}", "`restart` is not a step that runs before this one"),
+            (
+                "{{steps.restart.status}}",
+                "`restart` is not a step that runs before this one",
+            ),
             ("{{eq steps.check.exitcode 0}}", "has no field `exitcode`"),
-            ("{{nosuchhelper labels.job}}", "unknown helper `nosuchhelper`"),
-            ("{{#each labels}}{{/each}}{{nope}}", "`nope` is not in the template context"),
+            (
+                "{{nosuchhelper labels.job}}",
+                "unknown helper `nosuchhelper`",
+            ),
+            (
+                "{{#each labels}}{{/each}}{{nope}}",
+                "`nope` is not in the template context",
+            ),
             ("{{> partial}}", "partials"),
             ("{{labels.job", "syntax error"),
         ] {
@@ -786,17 +948,36 @@ mod tests {
         }
         let err = Template::compile("{{steps.check.status}}", Flavor::Raw, &[]).unwrap_err();
         assert!(err.contains("no step runs before this one"), "{err}");
-        let t = Template::compile("{{eq steps.[check].status \"succeeded\"}}", Flavor::Raw, &["check"]).unwrap();
+        let t = Template::compile(
+            "{{eq steps.[check].status \"succeeded\"}}",
+            Flavor::Raw,
+            &["check"],
+        )
+        .unwrap();
         assert!(t.uses_steps());
-        assert!(!Template::compile("{{labels.job}}", Flavor::Raw, &[]).unwrap().uses_steps());
+        assert!(!Template::compile("{{labels.job}}", Flavor::Raw, &[])
+            .unwrap()
+            .uses_steps());
     }
 
     #[test]
     fn missing_values_are_render_errors() {
         let t = Template::compile("deployment/{{labels.deployment}}", Flavor::Raw, &[]).unwrap();
-        assert_eq!(t.render(&data()), Err(RenderError::Missing("labels.deployment".to_owned())));
-        let t = Template::compile("{{#if labels.deployment}}yes{{else}}no{{/if}}", Flavor::Raw, &[]).unwrap();
-        assert_eq!(t.render(&data()).unwrap(), "no", "`if` tests presence without failing");
+        assert_eq!(
+            t.render(&data()),
+            Err(RenderError::Missing("labels.deployment".to_owned()))
+        );
+        let t = Template::compile(
+            "{{#if labels.deployment}}yes{{else}}no{{/if}}",
+            Flavor::Raw,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&data()).unwrap(),
+            "no",
+            "`if` tests presence without failing"
+        );
     }
 
     #[test]

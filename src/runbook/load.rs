@@ -73,15 +73,26 @@ impl std::error::Error for LoadErrors {}
 /// # Errors
 /// Every problem found, across all files.
 pub fn load_dir(dir: &Path) -> Result<RunbookSet, LoadErrors> {
-    let whole = |message: String| LoadErrors(vec![LoadError { file: dir.to_owned(), pos: None, runbook: None, step: None, message }]);
-    let entries = std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read runbook directory: {e}")))?;
+    let whole = |message: String| {
+        LoadErrors(vec![LoadError {
+            file: dir.to_owned(),
+            pos: None,
+            runbook: None,
+            step: None,
+            message,
+        }])
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read runbook directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     if files.is_empty() {
-        return Err(whole("no runbooks found (expected *.yaml files)".to_owned()));
+        return Err(whole(
+            "no runbooks found (expected *.yaml files)".to_owned(),
+        ));
     }
     files.sort();
     load_files(&files)
@@ -99,32 +110,51 @@ pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
         let text = match std::fs::read(file).map(String::from_utf8) {
             Ok(Ok(text)) => text,
             Ok(Err(_)) => {
-                errors.push(LoadError { file: file.clone(), pos: None, runbook: None, step: None, message: "not valid UTF-8".to_owned() });
+                errors.push(LoadError {
+                    file: file.clone(),
+                    pos: None,
+                    runbook: None,
+                    step: None,
+                    message: "not valid UTF-8".to_owned(),
+                });
                 continue;
             }
             Err(e) => {
-                errors.push(LoadError { file: file.clone(), pos: None, runbook: None, step: None, message: format!("cannot read: {e}") });
+                errors.push(LoadError {
+                    file: file.clone(),
+                    pos: None,
+                    runbook: None,
+                    step: None,
+                    message: format!("cannot read: {e}"),
+                });
                 continue;
             }
         };
-        match parse(file, &text) {
-            Ok((rb, name_pos)) => {
-                if let Some(first) = seen.get(&rb.name) {
-                    errors.push(LoadError {
-                        file: file.clone(),
-                        pos: Some(name_pos),
-                        runbook: Some(rb.name.clone()),
-                        step: None,
-                        message: format!("duplicate runbook name: also defined in `{}`", first.display()),
-                    });
-                } else {
-                    seen.insert(rb.name.clone(), file.clone());
-                    runbooks.push(rb);
-                }
+        let (name, name_pos, parsed) = parse(file, &text);
+        // Names must be unique whether or not the files are otherwise valid.
+        if let Some(first) = seen.get(&name) {
+            errors.push(LoadError {
+                file: file.clone(),
+                pos: name_pos,
+                runbook: Some(name.clone()),
+                step: None,
+                message: format!(
+                    "duplicate runbook name: also defined in `{}`",
+                    first.display()
+                ),
+            });
+        } else {
+            seen.insert(name, file.clone());
+        }
+        match parsed {
+            Ok(rb) => runbooks.push(rb),
+            Err(mut errs) => {
+                errs.sort_by_key(|e| e.pos);
+                errors.append(&mut errs);
             }
-            Err(mut errs) => errors.append(&mut errs),
         }
     }
+    errors.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     if errors.is_empty() {
         Ok(RunbookSet::new(runbooks))
     } else {
@@ -200,11 +230,16 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-static NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$").expect("valid"));
-static STEP_NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$").expect("valid"));
-static ENV_NAME_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("valid"));
-static SERDE_LOCATION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r" at line \d+ column \d+$").expect("valid"));
-static SERDE_PATH: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z_][\w.\[\]]*: ").expect("valid"));
+static NAME_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$").expect("valid"));
+static STEP_NAME_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$").expect("valid"));
+static ENV_NAME_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][A-Za-z0-9_]*$").expect("valid"));
+static SERDE_LOCATION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r" at line \d+ column \d+$").expect("valid"));
+static SERDE_PATH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z_][\w.\[\]]*: ").expect("valid"));
 
 /// Variables every step gets from runbookd; `env:` may not set them.
 const RESERVED_ENV: &[&str] = &["PATH", "HOME", "TMPDIR", "INCIDENT_ID", "RUNBOOK"];
@@ -239,33 +274,74 @@ impl Checker<'_> {
         });
     }
 
-    fn duration(&mut self, step: Option<&str>, path: &str, raw: Option<&str>, default: Duration, zero_ok: bool) -> Duration {
+    fn duration(
+        &mut self,
+        step: Option<&str>,
+        path: &str,
+        raw: Option<&str>,
+        default: Duration,
+        zero_ok: bool,
+    ) -> Duration {
         let Some(raw) = raw else { return default };
         match humantime::parse_duration(raw) {
             Ok(d) if d.is_zero() && !zero_ok => {
-                self.err(step, path, format!("`{}` must be longer than zero", leaf(path)));
+                self.err(
+                    step,
+                    path,
+                    format!("`{}` must be longer than zero", leaf(path)),
+                );
                 default
             }
             Ok(d) => d,
             Err(e) => {
-                self.err(step, path, format!("bad duration `{raw}` for `{}`: {e} (write e.g. 30s, 5m, 1h30m)", leaf(path)));
+                self.err(
+                    step,
+                    path,
+                    format!(
+                        "bad duration `{raw}` for `{}`: {e} (write e.g. 30s, 5m, 1h30m)",
+                        leaf(path)
+                    ),
+                );
                 default
             }
         }
     }
 
-    fn template(&mut self, step: Option<&str>, path: &str, src: &str, flavor: Flavor, before: &[&str]) -> Option<Template> {
-        Template::compile(src, flavor, before).map_err(|e| self.err(step, path, e)).ok()
+    fn template(
+        &mut self,
+        step: Option<&str>,
+        path: &str,
+        src: &str,
+        flavor: Flavor,
+        before: &[&str],
+    ) -> Option<Template> {
+        Template::compile(src, flavor, before)
+            .map_err(|e| self.err(step, path, e))
+            .ok()
     }
 
-    fn env(&mut self, step: Option<&str>, path: &str, raw: BTreeMap<String, Scalar>, before: &[&str]) -> Vec<(String, Template)> {
+    fn env(
+        &mut self,
+        step: Option<&str>,
+        path: &str,
+        raw: BTreeMap<String, Scalar>,
+        before: &[&str],
+    ) -> Vec<(String, Template)> {
         let mut env = Vec::new();
         for (name, Scalar(value)) in raw {
             let at = format!("{path}.{name}");
             if !ENV_NAME_RE.is_match(&name) {
-                self.err(step, &at, format!("bad environment variable name `{name}`: use letters, digits and `_`"));
+                self.err(
+                    step,
+                    &at,
+                    format!("bad environment variable name `{name}`: use letters, digits and `_`"),
+                );
             } else if RESERVED_ENV.contains(&name.as_str()) || name.starts_with("ALERT_") {
-                self.err(step, &at, format!("`{name}` is set by runbookd for every step and cannot be overridden"));
+                self.err(
+                    step,
+                    &at,
+                    format!("`{name}` is set by runbookd for every step and cannot be overridden"),
+                );
             } else if let Some(t) = self.template(step, &at, &value, Flavor::Raw, before) {
                 env.push((name, t));
             }
@@ -273,17 +349,31 @@ impl Checker<'_> {
         env
     }
 
-    fn steps(&mut self, list: &str, raw: Vec<RawStep>, mut before: Vec<String>, names: &mut HashMap<String, String>) -> Vec<Step> {
+    fn steps(
+        &mut self,
+        list: &str,
+        raw: Vec<RawStep>,
+        mut before: Vec<String>,
+        names: &mut HashMap<String, String>,
+    ) -> Vec<Step> {
         let mut steps = Vec::new();
         for (i, rs) in raw.into_iter().enumerate() {
             let path = format!("{list}.{i}");
             let name = rs.name.clone();
             let sn = Some(name.as_str());
             if !STEP_NAME_RE.is_match(&name) {
-                self.err(sn, &format!("{path}.name"), "bad step name: use letters, digits, `-` and `_` (at most 64)");
+                self.err(
+                    sn,
+                    &format!("{path}.name"),
+                    "bad step name: use letters, digits, `-` and `_` (at most 64)",
+                );
             }
             if let Some(first) = names.insert(name.clone(), list.to_owned()) {
-                self.err(sn, &format!("{path}.name"), format!("duplicate step name (also in `{first}`)"));
+                self.err(
+                    sn,
+                    &format!("{path}.name"),
+                    format!("duplicate step name (also in `{first}`)"),
+                );
             }
             let refs: Vec<&str> = before.iter().map(String::as_str).collect();
             if let Some(step) = self.step(&path, rs, &refs) {
@@ -298,21 +388,44 @@ impl Checker<'_> {
         let name = rs.name.as_str();
         let sn = Some(name);
         let at = |field: &str| format!("{path}.{field}");
-        let given: Vec<&str> =
-            [("run", rs.run.is_some()), ("shell", rs.shell.is_some()), ("manual", rs.manual.is_some())].into_iter().filter(|(_, g)| *g).map(|(k, _)| k).collect();
+        let given: Vec<&str> = [
+            ("run", rs.run.is_some()),
+            ("shell", rs.shell.is_some()),
+            ("manual", rs.manual.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, g)| *g)
+        .map(|(k, _)| k)
+        .collect();
         let action = match (rs.run, rs.shell, rs.manual) {
             (Some(argv), None, None) => {
                 if argv.is_empty() {
                     self.err(sn, &at("run"), "`run` needs at least the program to run");
                 }
-                let rendered: Vec<Option<Template>> =
-                    argv.iter().enumerate().map(|(j, Scalar(a))| self.template(sn, &format!("{path}.run.{j}"), a, Flavor::Raw, before)).collect();
-                rendered.into_iter().collect::<Option<Vec<_>>>().map(Action::Run)
+                let rendered: Vec<Option<Template>> = argv
+                    .iter()
+                    .enumerate()
+                    .map(|(j, Scalar(a))| {
+                        self.template(sn, &format!("{path}.run.{j}"), a, Flavor::Raw, before)
+                    })
+                    .collect();
+                rendered
+                    .into_iter()
+                    .collect::<Option<Vec<_>>>()
+                    .map(Action::Run)
             }
-            (None, Some(script), None) => self.template(sn, &at("shell"), &script, Flavor::Shell, before).map(Action::Shell),
-            (None, None, Some(text)) => self.template(sn, &at("manual"), &text, Flavor::Raw, before).map(Action::Manual),
+            (None, Some(script), None) => self
+                .template(sn, &at("shell"), &script, Flavor::Shell, before)
+                .map(Action::Shell),
+            (None, None, Some(text)) => self
+                .template(sn, &at("manual"), &text, Flavor::Raw, before)
+                .map(Action::Manual),
             _ => {
-                let what = if given.is_empty() { "none of them".to_owned() } else { format!("{}", given.join(" and ")) };
+                let what = if given.is_empty() {
+                    "none of them".to_owned()
+                } else {
+                    given.join(" and ")
+                };
                 self.err(sn, path, format!("a step takes exactly one of `run`, `shell` or `manual`; this one has {what}"));
                 None
             }
@@ -326,17 +439,36 @@ impl Checker<'_> {
                 ("env", !rs.env.is_empty()),
             ] {
                 if set {
-                    self.err(sn, &at(field), format!("`{field}` does not apply to a manual step, which runs nothing"));
+                    self.err(
+                        sn,
+                        &at(field),
+                        format!("`{field}` does not apply to a manual step, which runs nothing"),
+                    );
                 }
             }
         }
-        let timeout = self.duration(sn, &at("timeout"), rs.timeout.as_deref(), DEFAULT_STEP_TIMEOUT, false);
-        let retry_delay = self.duration(sn, &at("retry_delay"), rs.retry_delay.as_deref(), DEFAULT_RETRY_DELAY, true);
+        let timeout = self.duration(
+            sn,
+            &at("timeout"),
+            rs.timeout.as_deref(),
+            DEFAULT_STEP_TIMEOUT,
+            false,
+        );
+        let retry_delay = self.duration(
+            sn,
+            &at("retry_delay"),
+            rs.retry_delay.as_deref(),
+            DEFAULT_RETRY_DELAY,
+            true,
+        );
         let retries = rs.retries.unwrap_or(0);
         if retries > MAX_RETRIES {
             self.err(sn, &at("retries"), format!("at most {MAX_RETRIES} retries"));
         }
-        let when = rs.when.as_deref().and_then(|w| self.template(sn, &at("when"), w, Flavor::Raw, before));
+        let when = rs
+            .when
+            .as_deref()
+            .and_then(|w| self.template(sn, &at("when"), w, Flavor::Raw, before));
         let env = self.env(sn, &at("env"), rs.env, before);
         Some(Step {
             name: rs.name,
@@ -355,29 +487,81 @@ fn leaf(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
-/// Parses one file; on success also returns where its name is written.
-fn parse(file: &Path, text: &str) -> Result<(Runbook, Pos), Vec<LoadError>> {
-    let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let fail = |pos: Option<Pos>, runbook: Option<String>, step: Option<String>, message: String| {
-        vec![LoadError { file: file.to_owned(), pos, runbook, step, message }]
-    };
+/// Parses one file. Returns the runbook's name and where it is written
+/// (known even when the file has errors), and the runbook or its errors.
+fn parse(file: &Path, text: &str) -> (String, Option<Pos>, Result<Runbook, Vec<LoadError>>) {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let positions = Positions::of(text);
+    let found = positions.as_ref().ok();
+    let name = found
+        .and_then(|p| p.scalar("name"))
+        .map_or(stem, ToOwned::to_owned);
+    let name_pos = found.and_then(|p| p.value("name"));
+    (name, name_pos, parse_checked(file, text, positions))
+}
+
+fn parse_checked(
+    file: &Path,
+    text: &str,
+    positions: Result<Positions, (Pos, String)>,
+) -> Result<Runbook, Vec<LoadError>> {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fail =
+        |pos: Option<Pos>, runbook: Option<String>, step: Option<String>, message: String| {
+            vec![LoadError {
+                file: file.to_owned(),
+                pos,
+                runbook,
+                step,
+                message,
+            }]
+        };
     if text.trim().is_empty() {
         return Err(fail(None, Some(stem), None, "the file is empty".to_owned()));
     }
-    let positions = Positions::of(text).map_err(|(pos, msg)| fail(Some(pos), Some(stem.clone()), None, format!("YAML syntax error: {msg}")))?;
+    let positions = positions.map_err(|(pos, msg)| {
+        fail(
+            Some(pos),
+            Some(stem.clone()),
+            None,
+            format!("YAML syntax error: {msg}"),
+        )
+    })?;
     let runbook_name = positions.scalar("name").unwrap_or(&stem).to_owned();
     let raw: RawRunbook = serde_yaml::from_str(text).map_err(|e| {
-        let pos = e.location().map(|l| Pos { line: l.line(), col: l.column() });
-        let step = pos.and_then(|at| step_at(&positions, at));
+        let pos = e.location().map(|l| Pos {
+            line: l.line(),
+            col: l.column(),
+        });
+        let step_name = pos.and_then(|at| step_at(&positions, at));
         let msg = SERDE_LOCATION.replace(&e.to_string(), "").into_owned();
-        let msg = if step.is_some() { SERDE_PATH.replace(&msg, "").into_owned() } else { msg };
-        fail(pos, Some(runbook_name.clone()), step, msg)
+        let msg = if step_name.is_some() {
+            SERDE_PATH.replace(&msg, "").into_owned()
+        } else {
+            msg
+        };
+        fail(pos, Some(runbook_name.clone()), step_name, msg)
     })?;
 
     let name = raw.name.clone().unwrap_or_else(|| stem.clone());
-    let mut c = Checker { file, positions: &positions, runbook: name.clone(), errors: Vec::new() };
+    let mut c = Checker {
+        file,
+        positions: &positions,
+        runbook: name.clone(),
+        errors: Vec::new(),
+    };
     if !NAME_RE.is_match(&name) {
-        let hint = if raw.name.is_none() { " (taken from the file name; set `name:`)" } else { "" };
+        let hint = if raw.name.is_none() {
+            " (taken from the file name; set `name:`)"
+        } else {
+            ""
+        };
         c.err(None, "name", format!("bad runbook name `{name}`: use letters, digits, `.`, `-` and `_` (at most 128){hint}"));
     }
     let severity = match raw.severity.as_deref().map(str::parse::<Severity>) {
@@ -389,7 +573,11 @@ fn parse(file: &Path, text: &str) -> Result<(Runbook, Pos), Vec<LoadError>> {
         }
     };
     if raw.matchers.is_empty() {
-        c.err(None, "matchers", "at least one matcher is needed: a runbook without matchers would run for every alert");
+        c.err(
+            None,
+            "matchers",
+            "at least one matcher is needed: a runbook without matchers would run for every alert",
+        );
     }
     let mut matchers = Vec::new();
     for (i, m) in raw.matchers.iter().enumerate() {
@@ -398,8 +586,20 @@ fn parse(file: &Path, text: &str) -> Result<(Runbook, Pos), Vec<LoadError>> {
             Err(e) => c.err(None, &format!("matchers.{i}"), e.to_string()),
         }
     }
-    let timeout = c.duration(None, "timeout", raw.timeout.as_deref(), DEFAULT_RUN_TIMEOUT, false);
-    let cooldown = c.duration(None, "cooldown", raw.cooldown.as_deref(), Duration::ZERO, true);
+    let timeout = c.duration(
+        None,
+        "timeout",
+        raw.timeout.as_deref(),
+        DEFAULT_RUN_TIMEOUT,
+        false,
+    );
+    let cooldown = c.duration(
+        None,
+        "cooldown",
+        raw.cooldown.as_deref(),
+        Duration::ZERO,
+        true,
+    );
     let concurrency = raw.concurrency.unwrap_or(1);
     if concurrency == 0 {
         c.err(None, "concurrency", "`concurrency` must be at least 1");
@@ -417,26 +617,22 @@ fn parse(file: &Path, text: &str) -> Result<(Runbook, Pos), Vec<LoadError>> {
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
-    let name_pos = positions.value("name").unwrap_or(Pos { line: 1, col: 1 });
-    Ok((
-        Runbook {
-            title: raw.title.unwrap_or_else(|| name.clone()),
-            name,
-            severity,
-            description: raw.description.unwrap_or_default(),
-            matchers,
-            timeout,
-            concurrency,
-            cooldown,
-            cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
-            env,
-            steps,
-            on_failure,
-            on_resolved,
-            source: file.to_owned(),
-        },
-        name_pos,
-    ))
+    Ok(Runbook {
+        title: raw.title.unwrap_or_else(|| name.clone()),
+        name,
+        severity,
+        description: raw.description.unwrap_or_default(),
+        matchers,
+        timeout,
+        concurrency,
+        cooldown,
+        cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
+        env,
+        steps,
+        on_failure,
+        on_resolved,
+        source: file.to_owned(),
+    })
 }
 
 /// The name of the step whose YAML contains `at`, if any.
@@ -448,7 +644,9 @@ fn step_at(positions: &Positions, at: Pos) -> Option<String> {
                 break;
             }
             if positions.contains(&path, at) {
-                return positions.scalar(&format!("{path}.name")).map(ToOwned::to_owned);
+                return positions
+                    .scalar(&format!("{path}.name"))
+                    .map(ToOwned::to_owned);
             }
         }
     }

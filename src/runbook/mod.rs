@@ -41,7 +41,9 @@ impl FromStr for Severity {
             "sev2" => Ok(Severity::Sev2),
             "sev3" => Ok(Severity::Sev3),
             "sev4" => Ok(Severity::Sev4),
-            _ => Err(format!("unknown severity `{s}`: expected sev1 (worst), sev2, sev3 or sev4")),
+            _ => Err(format!(
+                "unknown severity `{s}`: expected sev1 (worst), sev2, sev3 or sev4"
+            )),
         }
     }
 }
@@ -164,13 +166,22 @@ impl RunbookSet {
         let mut out = Vec::new();
         // Both lists are ascending indexes into the name-sorted runbooks: merge.
         loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(&&x), Some(&&y)) if x <= y => a.next(),
-                (Some(_), Some(_)) | (None, Some(_)) => b.next(),
-                (Some(_), None) => a.next(),
+            let i = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x <= y => {
+                    a.next();
+                    x
+                }
+                (_, Some(&&y)) => {
+                    b.next();
+                    y
+                }
+                (Some(&&x), None) => {
+                    a.next();
+                    x
+                }
                 (None, None) => break,
             };
-            let rb = &self.runbooks[*next.expect("peeked")];
+            let rb = &self.runbooks[i];
             if rb.matches(labels) {
                 out.push(rb);
             }
@@ -180,7 +191,10 @@ impl RunbookSet {
 
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&Arc<Runbook>> {
-        self.runbooks.binary_search_by(|r| r.name.as_str().cmp(name)).ok().map(|i| &self.runbooks[i])
+        self.runbooks
+            .binary_search_by(|r| r.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.runbooks[i])
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Runbook>> {

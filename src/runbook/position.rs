@@ -22,12 +22,23 @@ pub struct Positions {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String>, start: Pos },
-    Seq { path: String, index: usize, start: Pos },
+    Map {
+        path: String,
+        key: Option<String>,
+        start: Pos,
+    },
+    Seq {
+        path: String,
+        index: usize,
+        start: Pos,
+    },
 }
 
 fn pos(m: saphyr_parser::Marker) -> Pos {
-    Pos { line: m.line(), col: m.col() + 1 }
+    Pos {
+        line: m.line(),
+        col: m.col() + 1,
+    }
 }
 
 fn join(parent: &str, child: &str) -> String {
@@ -47,16 +58,23 @@ impl Positions {
         let mut idx = Positions::default();
         let mut stack: Vec<Frame> = Vec::new();
         for item in Parser::new_from_str(text) {
-            let (event, span): (Event<'_>, Span) = item.map_err(|e| (pos(*e.marker()), e.info().to_owned()))?;
+            let (event, span): (Event<'_>, Span) =
+                item.map_err(|e| (pos(*e.marker()), e.info().to_owned()))?;
             match event {
                 Event::Scalar(value, ..) => {
-                    if let Some(Frame::Map { path, key: key @ None, .. }) = stack.last_mut() {
+                    if let Some(Frame::Map {
+                        path,
+                        key: key @ None,
+                        ..
+                    }) = stack.last_mut()
+                    {
                         idx.keys.insert(join(path, &value), pos(span.start));
                         *key = Some(value.into_owned());
                         continue;
                     }
                     let path = child_path(&stack);
-                    idx.nodes.insert(path.clone(), (pos(span.start), pos(span.end)));
+                    idx.nodes
+                        .insert(path.clone(), (pos(span.start), pos(span.end)));
                     idx.scalars.insert(path, value.into_owned());
                     advance(&mut stack);
                 }
@@ -67,14 +85,24 @@ impl Positions {
                 }
                 Event::MappingStart(..) => {
                     let path = child_path(&stack);
-                    stack.push(Frame::Map { path, key: None, start: pos(span.start) });
+                    stack.push(Frame::Map {
+                        path,
+                        key: None,
+                        start: pos(span.start),
+                    });
                 }
                 Event::SequenceStart(..) => {
                     let path = child_path(&stack);
-                    stack.push(Frame::Seq { path, index: 0, start: pos(span.start) });
+                    stack.push(Frame::Seq {
+                        path,
+                        index: 0,
+                        start: pos(span.start),
+                    });
                 }
                 Event::MappingEnd | Event::SequenceEnd => {
-                    if let Some(Frame::Map { path, start, .. } | Frame::Seq { path, start, .. }) = stack.pop() {
+                    if let Some(Frame::Map { path, start, .. } | Frame::Seq { path, start, .. }) =
+                        stack.pop()
+                    {
                         idx.nodes.insert(path, (start, pos(span.end)));
                     }
                     advance(&mut stack);
@@ -106,7 +134,9 @@ impl Positions {
     /// Whether `at` lies within the node at `path`.
     #[must_use]
     pub fn contains(&self, path: &str, at: Pos) -> bool {
-        self.nodes.get(path).is_some_and(|(s, e)| *s <= at && at <= *e)
+        self.nodes
+            .get(path)
+            .is_some_and(|(s, e)| *s <= at && at <= *e)
     }
 }
 

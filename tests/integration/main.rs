@@ -1,0 +1,7 @@
+//! The one integration test binary: runs the real `runbookd` binary and the
+//! library against the captured Alertmanager payloads and example runbooks.
+
+mod check;
+mod helpers;
+mod payload;
+mod plan;
