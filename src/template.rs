@@ -87,6 +87,9 @@ pub struct Template {
     compiled: handlebars::Template,
     flavor: Flavor,
     uses_steps: bool,
+    /// The text of a template without expressions (most argv elements), which
+    /// then renders without running Handlebars.
+    constant: Option<String>,
 }
 
 impl fmt::Debug for Template {
@@ -170,11 +173,21 @@ impl Template {
             }
         }
         let uses_steps = check.uses_steps;
+        let constant = compiled
+            .elements
+            .iter()
+            .map(|e| match e {
+                TemplateElement::RawString(s) => Some(s.as_str()),
+                TemplateElement::Comment(_) => Some(""),
+                _ => None,
+            })
+            .collect::<Option<String>>();
         Ok(Template {
             source: source.to_owned(),
             compiled,
             flavor,
             uses_steps,
+            constant,
         })
     }
 
@@ -201,6 +214,9 @@ impl Template {
     /// # Errors
     /// A missing value (strict mode), or a shell value in an unsafe position.
     pub fn render(&self, data: &Data) -> Result<String, RenderError> {
+        if let Some(text) = &self.constant {
+            return Ok(text.clone());
+        }
         let reg = match self.flavor {
             Flavor::Raw => &*RAW,
             Flavor::Shell => &*SHELL,
@@ -978,6 +994,16 @@ mod tests {
             "no",
             "`if` tests presence without failing"
         );
+    }
+
+    #[test]
+    fn constant_templates_render_their_text() {
+        let t = Template::compile("kubectl", Flavor::Raw, &[]).unwrap();
+        assert_eq!(t.render(&data()).unwrap(), "kubectl");
+        let t = Template::compile(r"literal \{{braces}} {{! a comment }}kept", Flavor::Raw, &[]).unwrap();
+        assert_eq!(t.render(&data()).unwrap(), "literal {{braces}} kept");
+        let t = Template::compile("echo 'it''s' \"quoted\"", Flavor::Shell, &[]).unwrap();
+        assert_eq!(t.render(&data()).unwrap(), "echo 'it''s' \"quoted\"");
     }
 
     #[test]
