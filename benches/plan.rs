@@ -59,7 +59,11 @@ on_failure:
 fn write_runbooks(n: usize) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     for i in 0..n {
-        std::fs::write(dir.path().join(format!("runbook-{i:05}.yaml")), runbook_yaml(i)).expect("write");
+        std::fs::write(
+            dir.path().join(format!("runbook-{i:05}.yaml")),
+            runbook_yaml(i),
+        )
+        .expect("write");
     }
     let path = dir.path().to_owned();
     (dir, path)

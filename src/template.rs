@@ -1000,7 +1000,12 @@ mod tests {
     fn constant_templates_render_their_text() {
         let t = Template::compile("kubectl", Flavor::Raw, &[]).unwrap();
         assert_eq!(t.render(&data()).unwrap(), "kubectl");
-        let t = Template::compile(r"literal \{{braces}} {{! a comment }}kept", Flavor::Raw, &[]).unwrap();
+        let t = Template::compile(
+            r"literal \{{braces}} {{! a comment }}kept",
+            Flavor::Raw,
+            &[],
+        )
+        .unwrap();
         assert_eq!(t.render(&data()).unwrap(), "literal {{braces}} kept");
         let t = Template::compile("echo 'it''s' \"quoted\"", Flavor::Shell, &[]).unwrap();
         assert_eq!(t.render(&data()).unwrap(), "echo 'it''s' \"quoted\"");
