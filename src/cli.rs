@@ -12,6 +12,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::alert::Notification;
+use crate::exec::run::{Executor, RunObserver, RunOutcome, RunRequest, StepRecord};
+use crate::exec::{ExecSettings, Sandbox, SandboxConfig, StepOutcome, Stream};
 use crate::plan::{Phase, Plan, StepPlan, WhenDecision, PLAN_INCIDENT_ID};
 use crate::runbook::{self, RunbookSet};
 
@@ -57,7 +59,26 @@ pub enum Command {
         /// Output format of the plan.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        #[command(flatten)]
+        sandbox: SandboxArgs,
     },
+}
+
+/// Sandbox settings for executing steps.
+#[derive(Debug, clap::Args)]
+pub struct SandboxArgs {
+    /// When runbookd runs as root, steps run as this user.
+    #[arg(long, default_value = "nobody", env = "RUNBOOKD_RUN_AS")]
+    pub run_as: String,
+    /// Run steps as root when runbookd runs as root (not recommended).
+    #[arg(long, env = "RUNBOOKD_ALLOW_ROOT_STEPS")]
+    pub allow_root_steps: bool,
+    /// Refuse to run when Landlock, seccomp or a cgroup v2 hierarchy is unavailable.
+    #[arg(long, env = "RUNBOOKD_SANDBOX_STRICT")]
+    pub strict_sandbox: bool,
+    /// Between SIGTERM and SIGKILL when a step times out or is cancelled.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "RUNBOOKD_KILL_GRACE")]
+    pub kill_grace: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,12 +94,7 @@ pub enum Output {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Check { dir } => Ok(check(&dir)),
-        Command::Run {
-            alert,
-            runbooks,
-            plan,
-            output,
-        } => run_alert(&alert, &runbooks, plan, output),
+        Command::Run { alert, runbooks, plan, output, sandbox } => run_alert(&alert, &runbooks, plan, output, &sandbox),
     }
 }
 
@@ -123,20 +139,14 @@ fn read_payload(path: &Path) -> anyhow::Result<Notification> {
         .with_context(|| format!("bad Alertmanager payload `{}`", path.display()))
 }
 
-fn run_alert(
-    alert: &Path,
-    runbooks: &Path,
-    plan: bool,
-    output: Output,
-) -> anyhow::Result<ExitCode> {
+fn run_alert(alert: &Path, runbooks: &Path, plan: bool, output: Output, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
     let notification = read_payload(alert)?;
     let set = match load(runbooks) {
         Ok(set) => set,
         Err(code) => return Ok(code),
     };
     if !plan {
-        eprintln!("error: running steps is not available yet in this version; use --plan to see exactly what would run");
-        return Ok(ExitCode::from(2));
+        return execute(&notification, &set, sandbox);
     }
     let plan = Plan::build(&notification, &set, PLAN_INCIDENT_ID);
     let mut out = std::io::stdout().lock();
@@ -331,4 +341,152 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
         writeln!(out, "       env: {}", own.join(" "))?;
     }
     Ok(())
+}
+
+/// The incident id templates see when `runbookd run` executes locally.
+pub const LOCAL_INCIDENT_ID: &str = "INC-LOCAL";
+
+/// Executes every matched runbook of the notification, one after the other,
+/// printing a live transcript. Exit status 1 when a run failed or timed out,
+/// 130 when interrupted.
+fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Result<ExitCode> {
+    let config = SandboxConfig {
+        run_as: args.run_as.clone(),
+        allow_root_steps: args.allow_root_steps,
+        strict: args.strict_sandbox,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::new(config).context("cannot set up the step sandbox")?;
+    let executor = Executor {
+        sandbox,
+        settings: ExecSettings { kill_grace: args.kill_grace, ..ExecSettings::default() },
+        scratch_root: std::env::temp_dir(),
+    };
+    let plan = Plan::build(n, set, LOCAL_INCIDENT_ID);
+    let Some(incident) = plan.incident else {
+        println!("no runbook matches any alert: nothing to run");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_interrupt = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping the running step");
+                on_interrupt.cancel();
+            }
+        });
+        let transcript = std::sync::Arc::new(Transcript::default());
+        let mut worst = ExitCode::SUCCESS;
+        for alert in &n.alerts {
+            for rb in set.matching(&alert.labels) {
+                println!(
+                    "\n=== runbook {} for alert {} [{}] fingerprint {}",
+                    rb.name,
+                    printable(alert.name()),
+                    alert.status,
+                    alert.fingerprint
+                );
+                let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone() };
+                let result = executor.run(&req, transcript.clone(), &cancel).await;
+                let not_ok = result
+                    .steps
+                    .iter()
+                    .filter(|s| s.outcome.as_ref().is_some_and(|o| !o.succeeded() && !matches!(o, StepOutcome::Skipped { .. })))
+                    .count();
+                println!(
+                    "=== run {}: {} in {} ({} step(s), {not_ok} not succeeded, {} open checklist item(s))",
+                    rb.name,
+                    serde_json::to_value(result.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                    ms(result.duration_ms),
+                    result.steps.len(),
+                    result.checklist.len()
+                );
+                match result.outcome {
+                    RunOutcome::Failed | RunOutcome::TimedOut => worst = ExitCode::from(1),
+                    RunOutcome::Cancelled => return ExitCode::from(130),
+                    RunOutcome::Succeeded | RunOutcome::SucceededWithFailures => {}
+                }
+            }
+        }
+        worst
+    }))
+}
+
+/// Longest line printed at once; longer ones continue on the next line.
+const MAX_LINE: usize = 4096;
+
+/// Prints a run as it happens: each step's command, its output lines as they
+/// come (`|` stdout, `!` stderr), its outcome and duration.
+#[derive(Default)]
+struct Transcript {
+    partial: std::sync::Mutex<std::collections::HashMap<(String, Stream), Vec<u8>>>,
+}
+
+fn print_output_line(stream: Stream, bytes: &[u8]) {
+    let mark = if stream == Stream::Stdout { '|' } else { '!' };
+    println!("      {mark} {}", printable(&String::from_utf8_lossy(bytes)));
+}
+
+impl RunObserver for Transcript {
+    fn step_started(&self, step: &StepPlan, attempt: u32, attempts: u32) {
+        let retry = if attempts > 1 { format!(" (attempt {attempt} of {attempts})") } else { String::new() };
+        println!("  > {} [{}]{retry}", step.name, step.kind);
+        if let Some(script) = &step.script {
+            for line in script.lines() {
+                println!("      $ {}", printable(line));
+            }
+        } else if let Some(argv) = &step.argv {
+            println!("      $ [{}]", argv.iter().map(|a| quoted(a)).collect::<Vec<_>>().join(", "));
+        }
+    }
+
+    fn output(&self, step: &str, stream: Stream, bytes: &[u8]) {
+        let mut partial = self.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let buf = partial.entry((step.to_owned(), stream)).or_default();
+        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+            if let Some(line) = chunk.strip_suffix(b"\n") {
+                buf.extend_from_slice(line);
+                print_output_line(stream, buf);
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+                while buf.len() >= MAX_LINE {
+                    let rest = buf.split_off(MAX_LINE);
+                    print_output_line(stream, buf);
+                    *buf = rest;
+                }
+            }
+        }
+    }
+
+    fn step_finished(&self, rec: &StepRecord) {
+        let mut partial = self.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            if let Some(buf) = partial.remove(&(rec.name.clone(), stream)).filter(|b| !b.is_empty()) {
+                print_output_line(stream, &buf);
+            }
+        }
+        let took = ms(rec.duration_ms);
+        let what = match &rec.outcome {
+            None => format!("open checklist item: {}", printable(rec.plan.text.as_deref().unwrap_or_default())),
+            Some(StepOutcome::Succeeded) => format!("succeeded in {took}"),
+            Some(StepOutcome::Failed { exit_code }) => format!("FAILED with exit status {exit_code} in {took}"),
+            Some(StepOutcome::Signalled { signal, cause }) => format!(
+                "KILLED by signal {signal}{} in {took}",
+                cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+            ),
+            Some(StepOutcome::TimedOut { cause, .. }) => format!("TIMED OUT ({cause}) after {took}"),
+            Some(StepOutcome::SpawnFailed { reason }) => format!("COULD NOT START: {}", printable(reason)),
+            Some(StepOutcome::Skipped { reason }) => format!("skipped: {}", printable(reason)),
+            Some(StepOutcome::Cancelled) => format!("cancelled after {took}"),
+        };
+        let tail = if rec.phase == crate::exec::run::StepPhase::OnFailure { " (on_failure)" } else { "" };
+        println!("  = {}{tail}: {what}", rec.name);
+    }
 }

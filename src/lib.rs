@@ -22,3 +22,4 @@ pub mod matcher;
 pub mod plan;
 pub mod runbook;
 pub mod template;
+pub mod exec;

@@ -280,7 +280,7 @@ pub fn env_name(prefix: &str, name: &str) -> String {
 /// The variables every step of a run gets: `ALERT_*`, `INCIDENT_ID`,
 /// `RUNBOOK`, then the runbook's `env:` (rendered), as `Err` when a value
 /// cannot be rendered.
-fn base_env(
+pub fn base_env(
     alert: &Alert,
     rb: &Runbook,
     incident: &IncidentRef,

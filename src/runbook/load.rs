@@ -13,7 +13,7 @@ use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
 use super::position::{Pos, Positions};
-use super::{Action, Runbook, RunbookSet, Severity, Step};
+use super::{Action, Runbook, RunbookSet, Severity, Step, StepSandbox};
 use crate::matcher::Matcher;
 use crate::template::{Flavor, Template};
 
@@ -197,6 +197,17 @@ struct RawStep {
     when: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, Scalar>,
+    network: Option<String>,
+    resources: Option<RawResources>,
+    #[serde(default)]
+    writable_paths: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResources {
+    memory: Option<String>,
+    pids: Option<u64>,
 }
 
 /// A string, number or boolean, kept as the text YAML gave it.
@@ -437,6 +448,9 @@ impl Checker<'_> {
                 ("retry_delay", rs.retry_delay.is_some()),
                 ("continue_on_failure", rs.continue_on_failure.is_some()),
                 ("env", !rs.env.is_empty()),
+                ("network", rs.network.is_some()),
+                ("resources", rs.resources.is_some()),
+                ("writable_paths", !rs.writable_paths.is_empty()),
             ] {
                 if set {
                     self.err(
@@ -470,6 +484,31 @@ impl Checker<'_> {
             .as_deref()
             .and_then(|w| self.template(sn, &at("when"), w, Flavor::Raw, before));
         let env = self.env(sn, &at("env"), rs.env, before);
+        let mut sandbox = StepSandbox::default();
+        match rs.network.as_deref() {
+            None | Some("host") => {}
+            Some("none") => sandbox.network_none = true,
+            Some(other) => self.err(sn, &at("network"), format!("unknown network mode `{other}`: use `none` (own network namespace, loopback only) or `host`")),
+        }
+        if let Some(r) = rs.resources {
+            if let Some(m) = r.memory {
+                match crate::exec::sandbox::parse_memory(&m) {
+                    Ok(bytes) => sandbox.memory = Some(bytes),
+                    Err(e) => self.err(sn, &at("resources.memory"), e),
+                }
+            }
+            match r.pids {
+                Some(0) => self.err(sn, &at("resources.pids"), "`resources.pids` must be at least 1"),
+                p => sandbox.pids = p,
+            }
+        }
+        for (j, p) in rs.writable_paths.iter().enumerate() {
+            if p.starts_with('/') {
+                sandbox.writable_paths.push(p.into());
+            } else {
+                self.err(sn, &format!("{path}.writable_paths.{j}"), format!("writable path `{p}` must be absolute"));
+            }
+        }
         Some(Step {
             name: rs.name,
             action: action?,
@@ -479,6 +518,7 @@ impl Checker<'_> {
             continue_on_failure: rs.continue_on_failure.unwrap_or(false),
             when,
             env,
+            sandbox,
         })
     }
 }

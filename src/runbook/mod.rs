@@ -103,6 +103,21 @@ pub struct Step {
     /// Rendered before the step; empty, `false` or `0` skips it.
     pub when: Option<Template>,
     pub env: Vec<(String, Template)>,
+    /// Opt-in isolation beyond the default sandbox.
+    pub sandbox: StepSandbox,
+}
+
+/// Per-step sandbox options (`network`, `resources`, `writable_paths`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepSandbox {
+    /// `network: none`: an own network namespace with only loopback.
+    pub network_none: bool,
+    /// `resources.memory`, bytes.
+    pub memory: Option<u64>,
+    /// `resources.pids`: processes and threads at once.
+    pub pids: Option<u64>,
+    /// Absolute paths the step may write besides its scratch directory.
+    pub writable_paths: Vec<std::path::PathBuf>,
 }
 
 /// What a step does: exactly one of these.

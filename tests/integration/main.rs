@@ -2,6 +2,7 @@
 //! library against the captured Alertmanager payloads and example runbooks.
 
 mod check;
+mod exec;
 mod helpers;
 mod payload;
 mod plan;

@@ -237,18 +237,6 @@ fn a_label_the_template_needs_but_the_alert_lacks_is_a_step_error() {
 }
 
 #[test]
-fn run_without_plan_says_execution_is_not_available() {
-    let out = runbookd(&[
-        "run",
-        "--alert",
-        fixture("firing-single.json").to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("use --plan"), "{}", stderr(&out));
-    assert!(stdout(&out).is_empty(), "nothing pretends to run");
-}
-
-#[test]
 fn bad_payload_and_stdin() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.json");

@@ -1,0 +1,220 @@
+//! Per-step cgroups: a cgroup v2 directory for containment (`cgroup.kill`
+//! takes every process of the step, `setsid` and double-fork escapees
+//! included), and memory/pids limits from cgroup v2 where its controllers are
+//! delegated, or cgroup v1 where only v1 has them (hybrid hosts such as CI's).
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Where step cgroups can be made on this host (found once at startup).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Hierarchies {
+    /// A writable cgroup v2 directory (ours) under which step cgroups go.
+    pub v2: Option<PathBuf>,
+    /// v2 has memory/pids controllers for children of `v2`.
+    pub v2_memory: bool,
+    pub v2_pids: bool,
+    /// Writable v1 memory and pids hierarchies (our cgroup in each).
+    pub v1_memory: Option<PathBuf>,
+    pub v1_pids: Option<PathBuf>,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+impl Hierarchies {
+    /// Finds writable hierarchies by making and removing a probe cgroup.
+    #[must_use]
+    pub fn probe() -> Self {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let own_path = |controller: &str| {
+            own.lines().find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+                (ctrls.split(',').any(|c| c == controller)).then(|| path.trim_start_matches('/').to_owned())
+            })
+        };
+        let v2_rel = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.trim_start_matches('/').to_owned());
+        let mut h = Hierarchies::default();
+        if let Some(rel) = v2_rel {
+            for mount in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+                let base = Path::new(mount).join(&rel);
+                if Path::new(mount).join("cgroup.controllers").exists() && usable(&base, "cgroup.kill") {
+                    let ctrls = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+                    h.v2_memory = ctrls.split_whitespace().any(|c| c == "memory");
+                    h.v2_pids = ctrls.split_whitespace().any(|c| c == "pids");
+                    h.v2 = Some(base);
+                    break;
+                }
+            }
+        }
+        for (ctrl, slot, file) in [("memory", &mut h.v1_memory, "memory.limit_in_bytes"), ("pids", &mut h.v1_pids, "pids.max")] {
+            if let Some(rel) = own_path(ctrl) {
+                let base = Path::new("/sys/fs/cgroup").join(ctrl).join(rel);
+                if usable(&base, file) {
+                    *slot = Some(base);
+                }
+            }
+        }
+        h
+    }
+}
+
+/// Whether a child cgroup can be made under `base` and has `file`.
+fn usable(base: &Path, file: &str) -> bool {
+    let probe = base.join(format!("runbookd-probe-{}", std::process::id()));
+    let ok = fs::create_dir(&probe).is_ok() && probe.join(file).exists();
+    let _ = fs::remove_dir(&probe);
+    ok
+}
+
+/// Limits a step asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// The cgroups of one step; [`StepCgroup::kill_and_remove`] ends them.
+#[derive(Debug)]
+pub struct StepCgroup {
+    dirs: Vec<PathBuf>,
+    v2: Option<PathBuf>,
+    memory_dir: Option<PathBuf>,
+    procs: Vec<OwnedFd>,
+    /// Layers applied, for the step's sandbox record.
+    pub layers: Vec<String>,
+}
+
+impl StepCgroup {
+    /// Makes the step's cgroups: v2 for containment when available, plus the
+    /// limits asked for.
+    ///
+    /// # Errors
+    /// When a limit is asked for that no hierarchy can enforce, or a cgroup
+    /// cannot be made.
+    pub fn create(h: &Hierarchies, limits: Limits) -> Result<Self, String> {
+        let name = format!("runbookd-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut cg = StepCgroup { dirs: Vec::new(), v2: None, memory_dir: None, procs: Vec::new(), layers: Vec::new() };
+        if let Some(base) = &h.v2 {
+            let dir = cg.make(&base.join(&name))?;
+            cg.v2 = Some(dir.clone());
+            cg.layers.push("cgroup-v2".to_owned());
+            if let Some(m) = limits.memory.filter(|_| h.v2_memory) {
+                write(&dir.join("memory.max"), &m.to_string())?;
+                write(&dir.join("memory.swap.max"), "0").ok();
+                cg.memory_dir = Some(dir.clone());
+                cg.layers.push(format!("memory:{m}"));
+            }
+            if let Some(p) = limits.pids.filter(|_| h.v2_pids) {
+                write(&dir.join("pids.max"), &p.to_string())?;
+                cg.layers.push(format!("pids:{p}"));
+            }
+        }
+        if let Some(m) = limits.memory.filter(|_| cg.memory_dir.is_none()) {
+            let base = h.v1_memory.as_ref().ok_or_else(|| {
+                "`resources.memory` needs a memory cgroup controller (v2 delegated, or v1), which this host does not offer to runbookd".to_owned()
+            })?;
+            let dir = cg.make(&base.join(&name))?;
+            write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+            write(&dir.join("memory.memsw.limit_in_bytes"), &m.to_string()).ok();
+            cg.memory_dir = Some(dir);
+            cg.layers.push(format!("memory:{m}:v1"));
+        }
+        if let Some(p) = limits.pids.filter(|_| !(h.v2.is_some() && h.v2_pids)) {
+            let base = h.v1_pids.as_ref().ok_or_else(|| {
+                "`resources.pids` needs a pids cgroup controller (v2 delegated, or v1), which this host does not offer to runbookd".to_owned()
+            })?;
+            let dir = cg.make(&base.join(&name))?;
+            write(&dir.join("pids.max"), &p.to_string())?;
+            cg.layers.push(format!("pids:{p}:v1"));
+        }
+        Ok(cg)
+    }
+
+    fn make(&mut self, dir: &Path) -> Result<PathBuf, String> {
+        fs::create_dir(dir).map_err(|e| format!("cannot create cgroup `{}`: {e}", dir.display()))?;
+        self.dirs.push(dir.to_owned());
+        let procs: File = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(dir.join("cgroup.procs"))
+            .map_err(|e| format!("cannot open `{}/cgroup.procs`: {e}", dir.display()))?;
+        self.procs.push(procs.into());
+        Ok(dir.to_owned())
+    }
+
+    /// The `cgroup.procs` descriptors the child writes itself into.
+    #[must_use]
+    pub fn join_fds(&self) -> Vec<RawFd> {
+        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// Whether the step's memory limit made the kernel kill a process.
+    #[must_use]
+    pub fn oom_killed(&self) -> bool {
+        let Some(dir) = &self.memory_dir else { return false };
+        let count = |file: &str, key: &str| {
+            fs::read_to_string(dir.join(file)).ok().and_then(|s| {
+                s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
+            })
+        };
+        // v2: memory.events; v1: memory.oom_control (kernel 4.13+).
+        count("memory.events", "oom_kill ").or_else(|| count("memory.oom_control", "oom_kill ")).unwrap_or(0) > 0
+    }
+
+    /// Whether any process of the step is still alive (v2 only).
+    #[must_use]
+    pub fn populated(&self) -> bool {
+        self.v2.as_ref().is_some_and(|d| fs::read_to_string(d.join("cgroup.events")).is_ok_and(|s| s.contains("populated 1")))
+    }
+
+    /// Kills every process in the step's cgroups (escapees included).
+    pub fn kill(&self) {
+        if let Some(v2) = &self.v2 {
+            let _ = fs::write(v2.join("cgroup.kill"), "1");
+        } else {
+            for dir in &self.dirs {
+                for pid in fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines() {
+                    if let Ok(pid) = pid.trim().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Kills what is left and removes the directories (retrying while the
+    /// kernel finishes the exits).
+    pub async fn kill_and_remove(self) {
+        self.kill();
+        for dir in self.dirs.iter().rev() {
+            for attempt in 0..50 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(_) if attempt < 49 => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+                    Err(e) => tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove step cgroup"),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for StepCgroup {
+    /// A step dropped mid-run (cancelled) still takes its processes with it.
+    fn drop(&mut self) {
+        if self.dirs.iter().any(|d| d.exists()) {
+            self.kill();
+            for dir in self.dirs.iter().rev() {
+                let _ = fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), String> {
+    fs::write(path, value).map_err(|e| format!("cannot write `{value}` to `{}`: {e}", path.display()))
+}

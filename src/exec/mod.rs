@@ -1,0 +1,13 @@
+//! Executing plans: one step in the sandbox ([`process`]), and a whole run of
+//! a runbook ([`run`]) with retries, `when`, `continue_on_failure`,
+//! `on_failure`, and the step and run timeouts of DESIGN §4.
+
+pub mod capture;
+pub mod cgroup;
+pub mod process;
+pub mod run;
+pub mod sandbox;
+
+pub use capture::{Capture, Stream};
+pub use process::{ExecSettings, NoSink, OutputSink, ProcessResult, StepOutcome};
+pub use sandbox::{Probe, Sandbox, SandboxConfig, SandboxRecord, StepOptions};

@@ -1,0 +1,317 @@
+//! One sandboxed process, start to finish: spawn, capture both streams,
+//! enforce the timeout, and leave nothing behind.
+//!
+//! The leader's exit is watched through a pidfd *without reaping it*: while
+//! the zombie leader exists its process-group id cannot be reused, so killing
+//! the group afterwards can never hit an unrelated process. On timeout or
+//! cancel: SIGTERM to the group, the grace period, SIGKILL to the group (and
+//! `cgroup.kill` for escapees). After the leader exits: a short drain window
+//! for output, then whatever is left of the group is killed, and reading stops
+//! at a hard deadline, so a background grandchild can neither hold the step
+//! open nor outlive it. Dropping the future kills the group too.
+#![allow(unsafe_code)] // pidfd_open and killpg are raw syscalls, reasons inline
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::unix::AsyncFd;
+use tokio::task::JoinHandle;
+use tokio::time::{timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::capture::{Capture, Stream};
+use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
+
+/// How a step attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StepOutcome {
+    Succeeded,
+    Failed { exit_code: i32 },
+    Signalled { signal: i32, cause: Option<String> },
+    TimedOut { after_ms: u64, cause: String },
+    SpawnFailed { reason: String },
+    Skipped { reason: String },
+    Cancelled,
+}
+
+impl StepOutcome {
+    #[must_use]
+    pub fn succeeded(&self) -> bool {
+        matches!(self, StepOutcome::Succeeded)
+    }
+
+    /// The value templates see as `steps.NAME.status`.
+    #[must_use]
+    pub fn status(&self) -> &'static str {
+        match self {
+            StepOutcome::Succeeded => "succeeded",
+            StepOutcome::Failed { .. } => "failed",
+            StepOutcome::Signalled { .. } => "signalled",
+            StepOutcome::TimedOut { .. } => "timed_out",
+            StepOutcome::SpawnFailed { .. } => "spawn_failed",
+            StepOutcome::Skipped { .. } => "skipped",
+            StepOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    #[must_use]
+    pub fn exit_code(&self) -> Option<i32> {
+        match self {
+            StepOutcome::Succeeded => Some(0),
+            StepOutcome::Failed { exit_code } => Some(*exit_code),
+            _ => None,
+        }
+    }
+}
+
+/// Timing knobs of the process runner.
+#[derive(Debug, Clone)]
+pub struct ExecSettings {
+    /// Between SIGTERM and SIGKILL on timeout or cancel.
+    pub kill_grace: Duration,
+    /// After the leader exits, how long output may still arrive before what is
+    /// left of the group is killed.
+    pub drain: Duration,
+    /// Bytes kept from the start and from the end of each stream.
+    pub output_head: usize,
+    pub output_tail: usize,
+}
+
+impl Default for ExecSettings {
+    fn default() -> Self {
+        ExecSettings { kill_grace: Duration::from_secs(5), drain: Duration::from_millis(250), output_head: 64 << 10, output_tail: 64 << 10 }
+    }
+}
+
+/// Receives output as it arrives (live transcript, the incident store).
+pub trait OutputSink: Send + Sync {
+    fn output(&self, stream: Stream, bytes: &[u8]);
+}
+
+/// Discards output (it is still captured in the result).
+pub struct NoSink;
+
+impl OutputSink for NoSink {
+    fn output(&self, _: Stream, _: &[u8]) {}
+}
+
+/// One finished process.
+#[derive(Debug, Clone)]
+pub struct ProcessResult {
+    pub outcome: StepOutcome,
+    pub started: DateTime<Utc>,
+    pub ended: DateTime<Utc>,
+    pub duration: Duration,
+    pub stdout: Capture,
+    pub stderr: Capture,
+    pub sandbox: SandboxRecord,
+    /// Processes of the step were still running after its main process ended
+    /// (or at the timeout) and were killed.
+    pub stragglers_killed: bool,
+    /// Something outside the step's process group still held its output open
+    /// at the hard deadline; reading was abandoned.
+    pub output_abandoned: bool,
+}
+
+/// Runs `argv` in the sandbox until it exits, times out or is cancelled.
+pub async fn run(
+    sandbox: &Sandbox,
+    settings: &ExecSettings,
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+    scratch: &Path,
+    opts: &StepOptions,
+    sink: Arc<dyn OutputSink>,
+    cancel: &CancellationToken,
+) -> ProcessResult {
+    let started = Utc::now();
+    let t0 = Instant::now();
+    let stdout = Arc::new(Mutex::new(Capture::new(settings.output_head, settings.output_tail)));
+    let stderr = Arc::new(Mutex::new(Capture::new(settings.output_head, settings.output_tail)));
+    let finish = |outcome, sandbox, stragglers_killed, output_abandoned| ProcessResult {
+        outcome,
+        started,
+        ended: Utc::now(),
+        duration: t0.elapsed(),
+        stdout: stdout.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        stderr: stderr.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        sandbox,
+        stragglers_killed,
+        output_abandoned,
+    };
+    let prepared = match sandbox.prepare(argv, env, scratch, opts) {
+        Ok(p) => p,
+        Err(reason) => return finish(StepOutcome::SpawnFailed { reason }, SandboxRecord::default(), false, false),
+    };
+    let mut command = prepared.command;
+    let record = prepared.record;
+    let cgroup = prepared.cgroup;
+    let spawned = command.spawn();
+    drop(prepared.keep);
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return finish(StepOutcome::SpawnFailed { reason: spawn_error(&argv[0], &e) }, record, false, false),
+    };
+    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+        return finish(StepOutcome::SpawnFailed { reason: "the process vanished at spawn".to_owned() }, record, false, false);
+    };
+    let guard = GroupGuard(pid);
+    let exited = match pidfd(pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            drop(guard);
+            let _ = child.wait().await;
+            return finish(StepOutcome::SpawnFailed { reason: format!("pidfd_open failed (Linux 5.3 or later is needed): {e}") }, record, false, false);
+        }
+    };
+    let mut readers = Readers(vec![
+        tokio::spawn(read_stream(child.stdout.take(), stdout.clone(), Stream::Stdout, sink.clone())),
+        tokio::spawn(read_stream(child.stderr.take(), stderr.clone(), Stream::Stderr, sink)),
+    ]);
+
+    let deadline = t0 + opts.timeout;
+    let stop = tokio::select! {
+        _ = exited.readable() => None,
+        () = tokio::time::sleep_until(deadline) => Some(StepOutcome::TimedOut { after_ms: millis(opts.timeout), cause: "step timeout".to_owned() }),
+        () = cancel.cancelled() => Some(StepOutcome::Cancelled),
+    };
+    let mut stragglers_killed = false;
+    if stop.is_some() {
+        // TERM the whole group, give it the grace period (leader exit and
+        // output closed), then KILL whatever is left.
+        signal_group(pid, libc::SIGTERM);
+        let grace_end = Instant::now() + settings.kill_grace;
+        let _ = timeout_at(grace_end, exited.readable()).await;
+        let _ = timeout_at(grace_end, readers.done()).await;
+        stragglers_killed = cgroup.as_ref().is_some_and(super::cgroup::StepCgroup::populated);
+        signal_group(pid, libc::SIGKILL);
+        if let Some(cg) = &cgroup {
+            cg.kill();
+        }
+        let _ = exited.readable().await;
+    }
+    // The leader has exited but is not reaped: drain, then kill what is left.
+    let drained = tokio::time::timeout(settings.drain, readers.done()).await.is_ok();
+    if cgroup.as_ref().is_some_and(super::cgroup::StepCgroup::populated) || !drained {
+        stragglers_killed = true;
+    }
+    signal_group(pid, libc::SIGKILL);
+    if let Some(cg) = &cgroup {
+        cg.kill();
+    }
+    let mut output_abandoned = false;
+    if !drained && tokio::time::timeout(settings.drain * 2, readers.done()).await.is_err() {
+        readers.abort();
+        output_abandoned = true;
+    }
+    let status = child.wait().await;
+    drop(guard);
+    let oom = cgroup.as_ref().is_some_and(super::cgroup::StepCgroup::oom_killed);
+    if let Some(cg) = cgroup {
+        cg.kill_and_remove().await;
+    }
+    let outcome = stop.unwrap_or_else(|| match status {
+        Ok(s) if s.code() == Some(0) => StepOutcome::Succeeded,
+        Ok(s) if s.code().is_some() => StepOutcome::Failed { exit_code: s.code().unwrap_or(-1) },
+        Ok(s) => {
+            let signal = s.signal().unwrap_or(0);
+            let cause = if oom {
+                Some("memory limit exceeded (killed by the kernel's OOM killer)".to_owned())
+            } else if signal == libc::SIGXCPU {
+                Some("CPU time limit exceeded".to_owned())
+            } else if signal == libc::SIGXFSZ {
+                Some("file size limit exceeded".to_owned())
+            } else {
+                None
+            };
+            StepOutcome::Signalled { signal, cause }
+        }
+        Err(e) => StepOutcome::SpawnFailed { reason: format!("cannot wait for the process: {e}") },
+    });
+    finish(outcome, record, stragglers_killed, output_abandoned)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn spawn_error(program: &str, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => format!("cannot run `{program}`: not found (is it installed and on PATH?)"),
+        io::ErrorKind::PermissionDenied => format!("cannot run `{program}`: permission denied for the step's user"),
+        _ => format!("cannot run `{program}`: {e}"),
+    }
+}
+
+/// Kills the process group on drop (a cancelled or dropped step).
+struct GroupGuard(i32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, libc::SIGKILL);
+    }
+}
+
+fn signal_group(pgid: i32, signal: libc::c_int) {
+    // SAFETY: kill(2) with a negative pid signals that process group. The
+    // caller keeps the group leader unreaped, so the id cannot have been reused.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+fn pidfd(pid: i32) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open returns a new owned descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?) };
+    // SAFETY: the descriptor is owned by the AsyncFd alone and is never
+    // closed behind its back; registering it with the reactor is sound.
+    unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The two reader tasks; their buffers live outside them, so aborting one
+/// keeps what it had read.
+struct Readers(Vec<JoinHandle<()>>);
+
+impl Readers {
+    async fn done(&mut self) {
+        for h in &mut self.0 {
+            if !h.is_finished() {
+                let _ = h.await;
+            }
+        }
+    }
+
+    fn abort(&self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+async fn read_stream(r: Option<impl AsyncRead + Unpin>, capture: Arc<Mutex<Capture>>, stream: Stream, sink: Arc<dyn OutputSink>) {
+    let Some(mut r) = r else { return };
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                capture.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]);
+                sink.output(stream, &buf[..n]);
+            }
+        }
+    }
+}

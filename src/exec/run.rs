@@ -1,0 +1,356 @@
+//! A run: one runbook for one alert, its steps in order (DESIGN §4).
+//!
+//! A step succeeds on exit 0. A failed step is retried `retries` times, each
+//! attempt a fresh sandboxed process. If it still fails: with
+//! `continue_on_failure` the run goes on (and ends `succeeded_with_failures`),
+//! otherwise the run stops, `on_failure` runs, and the run ends `failed`.
+//! `when` rendered to empty, `false` or `0` skips a step; `manual` steps
+//! become open checklist items and never block. Every step is bounded by its
+//! own `timeout` and by what is left of the runbook's `timeout`; past the run
+//! budget the run ends `timed_out` (and `on_failure` still runs, each of its
+//! steps bounded by its own timeout, since a rollback matters most then).
+//! Steps are rendered with [`plan::render_step`], the code `--plan` uses,
+//! with the results of the steps so far as `steps.NAME`.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::capture::Stream;
+use super::cgroup::Limits;
+use super::process::{self, ExecSettings, OutputSink, StepOutcome};
+use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
+use crate::alert::{Alert, Notification};
+use crate::plan::{self, IncidentRef, Phase, StepPlan, WhenDecision};
+use crate::runbook::{Runbook, Step};
+
+/// Bytes of a step's stdout that later templates see as `steps.NAME.stdout`.
+pub const STDOUT_TAIL_FOR_TEMPLATES: usize = 4096;
+
+/// Runs runbooks: the sandbox, the timing settings, where scratch dirs go.
+pub struct Executor {
+    pub sandbox: Sandbox,
+    pub settings: ExecSettings,
+    pub scratch_root: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    Succeeded,
+    SucceededWithFailures,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+/// Which list a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepPhase {
+    Steps,
+    OnFailure,
+    OnResolved,
+}
+
+/// One process run of a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub outcome: StepOutcome,
+    pub started: DateTime<Utc>,
+    pub ended: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub stdout: String,
+    pub stderr: String,
+    /// The last bytes of stdout, as `steps.NAME.stdout` shows them.
+    #[serde(skip)]
+    pub stdout_tail: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub sandbox: SandboxRecord,
+    pub stragglers_killed: bool,
+    pub output_abandoned: bool,
+}
+
+/// What happened to one step: its rendered command and every attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub phase: StepPhase,
+    /// The rendered step, as `--plan` shows it.
+    pub plan: StepPlan,
+    /// `None` for a manual step: an open checklist item.
+    pub outcome: Option<StepOutcome>,
+    pub attempts: Vec<Attempt>,
+    pub started: DateTime<Utc>,
+    pub ended: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+/// A finished run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub runbook: String,
+    pub fingerprint: String,
+    pub phase: Phase,
+    pub outcome: RunOutcome,
+    pub steps: Vec<StepRecord>,
+    /// Texts of the manual steps reached: open checklist items.
+    pub checklist: Vec<String>,
+    pub started: DateTime<Utc>,
+    pub ended: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+/// Sees a run as it happens (live transcript, the incident store).
+pub trait RunObserver: Send + Sync {
+    fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {}
+    fn output(&self, _step: &str, _stream: Stream, _bytes: &[u8]) {}
+    fn step_finished(&self, _record: &StepRecord) {}
+}
+
+/// Observes nothing.
+pub struct Quiet;
+
+impl RunObserver for Quiet {}
+
+struct StepSink {
+    observer: Arc<dyn RunObserver>,
+    step: String,
+}
+
+impl OutputSink for StepSink {
+    fn output(&self, stream: Stream, bytes: &[u8]) {
+        self.observer.output(&self.step, stream, bytes);
+    }
+}
+
+/// One runbook for one alert of a notification.
+pub struct RunRequest<'a> {
+    pub notification: &'a Notification,
+    pub alert: &'a Alert,
+    pub runbook: &'a Runbook,
+    pub incident: IncidentRef,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The run's state that step templates read as `steps.*`.
+struct Results(Map<String, Value>);
+
+impl Results {
+    fn new<'a>(steps: impl Iterator<Item = &'a Step>) -> Self {
+        Results(steps.map(|s| (s.name.clone(), json!({"status": "not_run", "exit_code": null, "stdout": ""}))).collect())
+    }
+
+    fn record(&mut self, rec: &StepRecord) {
+        let (status, exit_code) = match &rec.outcome {
+            Some(o) => (o.status(), o.exit_code()),
+            None => ("open", None),
+        };
+        let stdout = rec.attempts.last().map(|a| a.stdout_tail.clone()).unwrap_or_default();
+        self.0.insert(rec.name.clone(), json!({"status": status, "exit_code": exit_code, "stdout": stdout}));
+    }
+}
+
+impl Executor {
+    /// Executes one run to the end (or until `cancel`).
+    pub async fn run(&self, req: &RunRequest<'_>, observer: Arc<dyn RunObserver>, cancel: &CancellationToken) -> RunResult {
+        let started = Utc::now();
+        let t0 = Instant::now();
+        let rb = req.runbook;
+        let phase = if req.alert.status == crate::alert::Status::Firing { Phase::Remediation } else { Phase::Resolution };
+        let (main, main_phase) = match phase {
+            // Remediation never runs for a resolved alert.
+            Phase::Remediation => (&rb.steps, StepPhase::Steps),
+            Phase::Resolution => (&rb.on_resolved, StepPhase::OnResolved),
+        };
+        let mut results = Results::new(main.iter().chain(if phase == Phase::Remediation { &rb.on_failure[..] } else { &[] }));
+        let mut records = Vec::new();
+        let mut checklist = Vec::new();
+        let deadline = t0 + rb.timeout;
+        let base_data = plan::context(req.notification, req.alert, rb, &req.incident, None);
+        let base_env = plan::base_env(req.alert, rb, &req.incident, &base_data);
+        let scratch = match self.scratch() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create the run's scratch directory");
+                None
+            }
+        };
+
+        let mut outcome = RunOutcome::Succeeded;
+        let mut needs_on_failure = false;
+        for step in main {
+            let rec = self.step(req, step, main_phase, &results, &base_env, scratch.as_ref(), Some(deadline), &observer, cancel).await;
+            results.record(&rec);
+            if rec.outcome.is_none() {
+                checklist.push(rec.plan.text.clone().unwrap_or_default());
+            }
+            let o = rec.outcome.clone();
+            observer.step_finished(&rec);
+            records.push(rec);
+            match o {
+                None | Some(StepOutcome::Succeeded | StepOutcome::Skipped { .. }) => {}
+                Some(StepOutcome::Cancelled) => {
+                    outcome = RunOutcome::Cancelled;
+                    break;
+                }
+                Some(StepOutcome::TimedOut { ref cause, .. }) if cause == "run timeout" => {
+                    outcome = RunOutcome::TimedOut;
+                    needs_on_failure = true;
+                    break;
+                }
+                Some(_) if step.continue_on_failure => outcome = RunOutcome::SucceededWithFailures,
+                Some(_) => {
+                    outcome = RunOutcome::Failed;
+                    needs_on_failure = true;
+                    break;
+                }
+            }
+        }
+        if needs_on_failure && phase == Phase::Remediation {
+            for step in &rb.on_failure {
+                let rec = self.step(req, step, StepPhase::OnFailure, &results, &base_env, scratch.as_ref(), None, &observer, cancel).await;
+                results.record(&rec);
+                if rec.outcome.is_none() {
+                    checklist.push(rec.plan.text.clone().unwrap_or_default());
+                }
+                observer.step_finished(&rec);
+                let cancelled = rec.outcome == Some(StepOutcome::Cancelled);
+                records.push(rec);
+                if cancelled {
+                    break;
+                }
+            }
+        }
+        drop(scratch);
+        RunResult {
+            runbook: rb.name.clone(),
+            fingerprint: req.alert.fingerprint.clone(),
+            phase,
+            outcome,
+            steps: records,
+            checklist,
+            started,
+            ended: Utc::now(),
+            duration_ms: millis(t0.elapsed()),
+        }
+    }
+
+    /// A fresh 0700 scratch directory owned by the step user, removed on drop.
+    fn scratch(&self) -> std::io::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new().prefix("runbookd-run-").tempdir_in(&self.scratch_root)?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
+        if let Some((uid, gid)) = self.sandbox.step_identity() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
+        }
+        Ok(dir)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        req: &RunRequest<'_>,
+        step: &Step,
+        phase: StepPhase,
+        results: &Results,
+        base_env: &Result<BTreeMap<String, String>, String>,
+        scratch: Option<&tempfile::TempDir>,
+        deadline: Option<Instant>,
+        observer: &Arc<dyn RunObserver>,
+        cancel: &CancellationToken,
+    ) -> StepRecord {
+        let started = Utc::now();
+        let t0 = Instant::now();
+        let data = plan::context(req.notification, req.alert, req.runbook, &req.incident, Some(results.0.clone()));
+        let plan = plan::render_step(step, &data, base_env);
+        let mut attempts = Vec::new();
+        let outcome = if let Some(err) = &plan.error {
+            Some(StepOutcome::SpawnFailed { reason: format!("cannot render the step: {err}") })
+        } else if let Some(w) = plan.when.as_ref().filter(|w| w.decision == WhenDecision::Skip) {
+            Some(StepOutcome::Skipped { reason: format!("`when` rendered `{}`", w.rendered.as_deref().unwrap_or_default()) })
+        } else if plan.kind == "manual" {
+            None
+        } else if cancel.is_cancelled() {
+            Some(StepOutcome::Cancelled)
+        } else if let (Some(argv), Some(scratch)) = (&plan.argv, scratch) {
+            Some(self.attempts(step, &plan, argv, scratch.path(), deadline, observer, cancel, &mut attempts).await)
+        } else {
+            Some(StepOutcome::SpawnFailed { reason: "the run's scratch directory could not be created".to_owned() })
+        };
+        StepRecord { name: step.name.clone(), phase, plan, outcome, attempts, started, ended: Utc::now(), duration_ms: millis(t0.elapsed()) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts(
+        &self,
+        step: &Step,
+        plan: &StepPlan,
+        argv: &[String],
+        scratch: &std::path::Path,
+        deadline: Option<Instant>,
+        observer: &Arc<dyn RunObserver>,
+        cancel: &CancellationToken,
+        attempts: &mut Vec<Attempt>,
+    ) -> StepOutcome {
+        let total = step.retries + 1;
+        let sink: Arc<dyn OutputSink> = Arc::new(StepSink { observer: observer.clone(), step: step.name.clone() });
+        for n in 1..=total {
+            let remaining = deadline.map_or(step.timeout, |d| d.saturating_duration_since(Instant::now()));
+            if remaining.is_zero() {
+                return StepOutcome::TimedOut { after_ms: 0, cause: "run timeout".to_owned() };
+            }
+            let (timeout, by_run) = if step.timeout <= remaining { (step.timeout, false) } else { (remaining, true) };
+            let opts = StepOptions {
+                network_none: step.sandbox.network_none,
+                limits: Limits { memory: step.sandbox.memory, pids: step.sandbox.pids },
+                writable_paths: step.sandbox.writable_paths.clone(),
+                timeout,
+            };
+            observer.step_started(plan, n, total);
+            let r = process::run(&self.sandbox, &self.settings, argv, &plan.env, scratch, &opts, sink.clone(), cancel).await;
+            let mut outcome = r.outcome.clone();
+            if let (StepOutcome::TimedOut { cause, .. }, true) = (&mut outcome, by_run) {
+                "run timeout".clone_into(cause);
+            }
+            attempts.push(Attempt {
+                attempt: n,
+                outcome: outcome.clone(),
+                started: r.started,
+                ended: r.ended,
+                duration_ms: millis(r.duration),
+                stdout: r.stdout.text(),
+                stderr: r.stderr.text(),
+                stdout_tail: r.stdout.last(STDOUT_TAIL_FOR_TEMPLATES),
+                stdout_bytes: r.stdout.total(),
+                stderr_bytes: r.stderr.total(),
+                sandbox: r.sandbox,
+                stragglers_killed: r.stragglers_killed,
+                output_abandoned: r.output_abandoned,
+            });
+            let retryable = !matches!(outcome, StepOutcome::Succeeded | StepOutcome::Cancelled | StepOutcome::SpawnFailed { .. }) && !by_run;
+            if !retryable || n == total {
+                return outcome;
+            }
+            let pause = deadline.map_or(step.retry_delay, |d| step.retry_delay.min(d.saturating_duration_since(Instant::now())));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = cancel.cancelled() => return StepOutcome::Cancelled,
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+}

@@ -1,0 +1,506 @@
+//! The sandbox around every step (DESIGN §5, SANDBOX.md §10): what the host
+//! offers (probed once), and the command + `pre_exec` hook that applies it.
+//!
+//! Always on: own process group, stdin `/dev/null`, environment cleared to an
+//! allowlist, scratch dir as cwd/HOME/TMPDIR, umask 077, fds above 2 closed on
+//! exec, rlimits (core 0, nofile, fsize, cpu backstop), no-new-privs, and as
+//! root a drop to `run_as` (last, after everything that needs root).
+//! Default where the kernel has them: Landlock (read-only filesystem except
+//! scratch and `writable_paths`), a seccomp deny-list, a cgroup v2 per step.
+//! Opt-in: `network: none`, memory/pids limits. An opt-in layer the host
+//! cannot give fails the step; with `strict`, a missing default layer refuses
+//! to start. Every step result lists the layers applied.
+#![allow(unsafe_code)] // pre_exec runs between fork and exec: raw syscalls only, reasons inline
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use landlock::{Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use serde::Serialize;
+
+use super::cgroup::{Hierarchies, Limits, StepCgroup};
+
+/// Settings of the sandbox (server config file / CLI flags).
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// User steps run as when runbookd runs as root.
+    pub run_as: String,
+    /// Run steps as root when runbookd is root (logged loudly).
+    pub allow_root_steps: bool,
+    /// Refuse to start when a default layer (Landlock, seccomp, cgroup) is missing.
+    pub strict: bool,
+    /// PATH of every step.
+    pub path: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            run_as: "nobody".to_owned(),
+            allow_root_steps: false,
+            strict: false,
+            path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        }
+    }
+}
+
+/// What this host offers, found once at startup.
+#[derive(Debug, Clone, Serialize)]
+pub struct Probe {
+    pub euid_root: bool,
+    /// Landlock ABI version; 0 when unavailable.
+    pub landlock_abi: i32,
+    pub seccomp: bool,
+    /// A network namespace can be created for `network: none`.
+    pub netns: bool,
+    pub cgroups: Hierarchies,
+    /// runbookd is PID 1 (steps' orphans would never be reaped without an init).
+    pub pid1: bool,
+}
+
+impl Probe {
+    #[must_use]
+    pub fn run() -> Self {
+        // SAFETY: geteuid/getpid cannot fail; landlock_create_ruleset with a
+        // NULL attr and the VERSION flag only returns the ABI version or -1.
+        let (euid, pid, abi) = unsafe {
+            (libc::geteuid(), libc::getpid(), libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32))
+        };
+        // SAFETY: PR_GET_SECCOMP has no arguments and returns the mode or -1.
+        let seccomp = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0;
+        Probe {
+            euid_root: euid == 0,
+            landlock_abi: i32::try_from(abi.max(0)).unwrap_or(0),
+            seccomp,
+            netns: euid == 0 && netns_works(),
+            cgroups: Hierarchies::probe(),
+            pid1: pid == 1,
+        }
+    }
+}
+
+fn netns_works() -> bool {
+    let mut cmd = std::process::Command::new("/bin/true");
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: unshare is a raw syscall, async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.status().is_ok_and(|s| s.success())
+}
+
+/// Why the sandbox cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("run_as user `{0}` does not exist")]
+    NoSuchUser(String),
+    #[error("sandbox.strict is set and {0} is not available on this host")]
+    Strict(&'static str),
+    #[error("cannot build the seccomp filter: {0}")]
+    Seccomp(String),
+}
+
+/// The per-step sandbox options from the runbook.
+#[derive(Debug, Clone, Default)]
+pub struct StepOptions {
+    pub network_none: bool,
+    pub limits: Limits,
+    pub writable_paths: Vec<PathBuf>,
+    /// The step's timeout, for the CPU-time backstop.
+    pub timeout: Duration,
+}
+
+/// Which layers a step ran with, and which default layers the host lacked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SandboxRecord {
+    pub applied: Vec<String>,
+    pub unavailable: Vec<String>,
+}
+
+/// A command ready to spawn, with the resources that must outlive the spawn.
+pub struct Prepared {
+    pub command: tokio::process::Command,
+    pub record: SandboxRecord,
+    pub cgroup: Option<StepCgroup>,
+    /// Landlock ruleset fd: must stay open until the child has exec'd.
+    pub keep: Vec<OwnedFd>,
+}
+
+/// The probed host plus the configuration: makes sandboxed commands.
+pub struct Sandbox {
+    pub config: SandboxConfig,
+    pub probe: Probe,
+    /// (uid, gid) steps drop to; `None` when runbookd is not root or root steps are allowed.
+    drop_to: Option<(u32, u32)>,
+    seccomp: Option<Arc<BpfProgram>>,
+}
+
+/// Syscalls no runbook step needs and an attacker would want (SANDBOX.md §10).
+const DENIED: &[libc::c_long] = &[
+    libc::SYS_ptrace,
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_move_mount,
+    libc::SYS_open_tree,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_reboot,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_open_by_handle_at,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_iopl,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_ioperm,
+    libc::SYS_settimeofday,
+    libc::SYS_clock_settime,
+    libc::SYS_clock_adjtime,
+    libc::SYS_adjtimex,
+    libc::SYS_syslog,
+    libc::SYS_quotactl,
+    libc::SYS_acct,
+];
+
+fn seccomp_program() -> Result<BpfProgram, String> {
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("{e:?}"))?;
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED.iter().map(|&nr| (i64::from(nr), Vec::new())).collect();
+    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM.unsigned_abs()), arch).map_err(|e| e.to_string())?;
+    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+}
+
+/// Per-process limits always applied.
+const NOFILE: u64 = 1024;
+const FSIZE: u64 = 256 << 20;
+
+impl Sandbox {
+    /// Probes the host and checks the configuration.
+    ///
+    /// # Errors
+    /// An unknown `run_as` user, or a missing layer under `strict`.
+    pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
+        let probe = Probe::run();
+        let drop_to = if probe.euid_root && !config.allow_root_steps {
+            let user = nix::unistd::User::from_name(&config.run_as).ok().flatten().ok_or_else(|| SandboxError::NoSuchUser(config.run_as.clone()))?;
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+        if config.strict {
+            if probe.landlock_abi == 0 {
+                return Err(SandboxError::Strict("Landlock"));
+            }
+            if !probe.seccomp {
+                return Err(SandboxError::Strict("seccomp"));
+            }
+            if probe.cgroups.v2.is_none() {
+                return Err(SandboxError::Strict("a writable cgroup v2 hierarchy"));
+            }
+        }
+        let seccomp = if probe.seccomp { Some(Arc::new(seccomp_program().map_err(SandboxError::Seccomp)?)) } else { None };
+        let sandbox = Sandbox { config, probe, drop_to, seccomp };
+        sandbox.log_startup();
+        Ok(sandbox)
+    }
+
+    fn log_startup(&self) {
+        let p = &self.probe;
+        for (missing, what) in [
+            (p.landlock_abi == 0, "Landlock is unavailable: steps can write wherever their user may"),
+            (!p.seccomp, "seccomp is unavailable: steps are not filtered by the syscall deny-list"),
+            (p.cgroups.v2.is_none(), "no writable cgroup v2 hierarchy: processes that leave the step's process group (setsid) cannot be contained"),
+            (p.pid1, "runbookd runs as PID 1: run it under an init such as tini so orphaned step processes are reaped"),
+        ] {
+            if missing {
+                tracing::warn!("sandbox: {what}");
+            }
+        }
+        if p.euid_root && self.drop_to.is_none() {
+            tracing::warn!("sandbox: running as root with allow_root_steps: steps run as root");
+        }
+        if !p.euid_root {
+            tracing::info!("sandbox: not running as root, so steps run as this user (no identity drop)");
+        }
+        tracing::info!(landlock_abi = p.landlock_abi, seccomp = p.seccomp, netns = p.netns, cgroup_v2 = p.cgroups.v2.is_some(), "sandbox probed");
+    }
+
+    /// The user steps run as, for the scratch directory's owner.
+    #[must_use]
+    pub fn step_identity(&self) -> Option<(u32, u32)> {
+        self.drop_to
+    }
+
+    /// Builds the sandboxed command for `argv`.
+    ///
+    /// # Errors
+    /// A layer the step asks for that the host cannot give, or a failure to
+    /// set one up; the step then fails with this reason.
+    pub fn prepare(&self, argv: &[String], env: &BTreeMap<String, String>, scratch: &Path, opts: &StepOptions) -> Result<Prepared, String> {
+        let Some(program) = argv.first() else { return Err("empty argv".to_owned()) };
+        if !scratch.is_dir() {
+            return Err(format!("scratch directory `{}` is missing", scratch.display()));
+        }
+        if opts.network_none && !self.probe.netns {
+            return Err("`network: none` needs a network namespace, which runbookd can only create when it runs as root on a kernel with network namespaces".to_owned());
+        }
+        let mut record = SandboxRecord { applied: vec!["process-group".into(), "env-allowlist".into(), "scratch".into(), "rlimits".into(), "no-new-privs".into()], unavailable: Vec::new() };
+
+        let wants_cgroup = self.probe.cgroups.v2.is_some() || opts.limits != Limits::default();
+        let cgroup = if wants_cgroup { Some(StepCgroup::create(&self.probe.cgroups, opts.limits)?) } else { None };
+        match &cgroup {
+            Some(cg) => record.applied.extend(cg.layers.iter().cloned()),
+            None => record.unavailable.push("cgroup-v2".into()),
+        }
+        let mut keep = Vec::new();
+        let landlock_fd = if self.probe.landlock_abi > 0 {
+            let fd = landlock_ruleset(self.probe.landlock_abi, scratch, &opts.writable_paths).map_err(|e| format!("cannot build the Landlock ruleset: {e}"))?;
+            let raw = fd.as_raw_fd();
+            keep.push(fd);
+            record.applied.push(format!("landlock:v{}", self.probe.landlock_abi));
+            Some(raw)
+        } else {
+            if !opts.writable_paths.is_empty() {
+                tracing::debug!("writable_paths has no effect without Landlock");
+            }
+            record.unavailable.push("landlock".into());
+            None
+        };
+        match &self.seccomp {
+            Some(_) => record.applied.push("seccomp".into()),
+            None => record.unavailable.push("seccomp".into()),
+        }
+        if opts.network_none {
+            record.applied.push("network:none".into());
+        }
+        if let Some((uid, _)) = self.drop_to {
+            record.applied.push(format!("uid:{uid}"));
+        }
+
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(&argv[1..])
+            .env_clear()
+            .env("PATH", &self.config.path)
+            .env("LANG", "C.UTF-8")
+            .envs(env.iter().filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "TMPDIR")))
+            .env("HOME", scratch)
+            .env("TMPDIR", scratch)
+            .current_dir(scratch)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(false);
+
+        let child = ChildSetup {
+            cgroup_fds: cgroup.as_ref().map(StepCgroup::join_fds).unwrap_or_default(),
+            network_none: opts.network_none,
+            cpu_soft: opts.timeout.as_secs() + 10,
+            drop_to: self.drop_to,
+            landlock_fd,
+            seccomp: self.seccomp.clone(),
+        };
+        // SAFETY: `ChildSetup::apply` only makes raw, async-signal-safe
+        // syscalls on values prepared here; it allocates nothing and takes no locks.
+        unsafe {
+            cmd.pre_exec(move || child.apply());
+        }
+        Ok(Prepared { command: cmd, record, cgroup, keep })
+    }
+}
+
+/// Builds the Landlock ruleset in the parent: read+exec everywhere, full
+/// access to scratch and `writable_paths`, write to the null-like devices.
+fn landlock_ruleset(abi: i32, scratch: &Path, writable: &[PathBuf]) -> Result<OwnedFd, String> {
+    let abi = match abi {
+        1 => ABI::V1,
+        2 => ABI::V2,
+        3 => ABI::V3,
+        4 => ABI::V4,
+        5 => ABI::V5,
+        _ => ABI::V6,
+    };
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mut ruleset = Ruleset::default().handle_access(AccessFs::from_all(abi)).map_err(|e| err(&e))?;
+    if abi >= ABI::V6 {
+        ruleset = ruleset.scope(Scope::from_all(abi)).map_err(|e| err(&e))?;
+    }
+    let mut created = ruleset
+        .create()
+        .map_err(|e| err(&e))?
+        .add_rule(PathBeneath::new(PathFd::new("/").map_err(|e| err(&e))?, AccessFs::from_read(abi)))
+        .map_err(|e| err(&e))?
+        .add_rule(PathBeneath::new(PathFd::new(scratch).map_err(|e| err(&e))?, AccessFs::from_all(abi)))
+        .map_err(|e| err(&e))?;
+    for dev in ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"] {
+        if let Ok(fd) = PathFd::new(dev) {
+            created = created.add_rule(PathBeneath::new(fd, AccessFs::from_file(abi))).map_err(|e| err(&e))?;
+        }
+    }
+    for path in writable {
+        let fd = PathFd::new(path).map_err(|e| format!("writable path `{}`: {e}", path.display()))?;
+        created = created.add_rule(PathBeneath::new(fd, AccessFs::from_all(abi))).map_err(|e| err(&e))?;
+    }
+    Option::<OwnedFd>::from(created).ok_or_else(|| "the kernel did not create a Landlock ruleset".to_owned())
+}
+
+/// Everything the child applies between fork and exec, prepared in the parent.
+struct ChildSetup {
+    cgroup_fds: Vec<RawFd>,
+    network_none: bool,
+    cpu_soft: u64,
+    drop_to: Option<(u32, u32)>,
+    landlock_fd: Option<RawFd>,
+    seccomp: Option<Arc<BpfProgram>>,
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl ChildSetup {
+    /// Runs in the child after fork: root-needing steps first, the uid drop
+    /// after them, Landlock and seccomp last (seccomp denies `unshare`).
+    fn apply(&self) -> io::Result<()> {
+        // SAFETY (whole block): raw syscalls on prepared plain values; no
+        // allocation, no locks, async-signal-safe.
+        unsafe {
+            for &fd in &self.cgroup_fds {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if self.network_none {
+                check(libc::unshare(libc::CLONE_NEWNET))?;
+                loopback_up()?;
+            }
+            let limit = |res: libc::__rlimit_resource_t, soft: u64, hard: u64| {
+                let rl = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+                check(libc::setrlimit(res, &raw const rl))
+            };
+            limit(libc::RLIMIT_CORE, 0, 0)?;
+            limit(libc::RLIMIT_NOFILE, NOFILE, NOFILE)?;
+            limit(libc::RLIMIT_FSIZE, FSIZE, FSIZE)?;
+            limit(libc::RLIMIT_CPU, self.cpu_soft, self.cpu_soft + 5)?;
+            libc::umask(0o077);
+            // CLOEXEC rather than close: std's exec-error pipe must stay open until exec.
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some((uid, gid)) = self.drop_to {
+                // The output pipes were made by root with mode 0600; without
+                // this, `echo x > /dev/stderr` (a re-open through /proc) fails.
+                check(libc::fchown(1, uid, gid))?;
+                check(libc::fchown(2, uid, gid))?;
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setresgid(gid, gid, gid))?;
+                check(libc::setresuid(uid, uid, uid))?;
+            }
+            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            if let Some(fd) = self.landlock_fd {
+                if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(prog) = &self.seccomp {
+                seccompiler::apply_filter(prog).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Brings `lo` up in a fresh network namespace (it starts down).
+unsafe fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket/ioctl/close on a zeroed, correctly sized ifreq.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        ifr.ifr_name[0] = b'l' as libc::c_char;
+        ifr.ifr_name[1] = b'o' as libc::c_char;
+        let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS, &raw mut ifr);
+        if rc == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(sock, libc::SIOCSIFFLAGS, &raw const ifr);
+        }
+        let err = io::Error::last_os_error();
+        libc::close(sock);
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+}
+
+/// Parses a memory quantity: bytes, or with `Ki`/`Mi`/`Gi`/`Ti` (powers of
+/// 1024) or `k`/`K`/`M`/`G`/`T` (powers of 1000), as Kubernetes writes them.
+///
+/// # Errors
+/// When `s` is not such a quantity or is zero.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let units: HashMap<&str, u64> = [("", 1), ("k", 1000), ("K", 1000), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000), ("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40)]
+        .into_iter()
+        .collect();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("bad memory size `{s}`: write e.g. 256Mi or 1Gi"))?;
+    let mult = units.get(unit).ok_or_else(|| format!("bad memory size `{s}`: unknown unit `{unit}` (use Ki, Mi, Gi, Ti, k, M, G, T)"))?;
+    match n.checked_mul(*mult) {
+        Some(0) => Err(format!("memory size `{s}` must be larger than zero")),
+        Some(v) => Ok(v),
+        None => Err(format!("memory size `{s}` is too large")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(parse_memory("256Mi"), Ok(256 << 20));
+        assert_eq!(parse_memory("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_memory("500M"), Ok(500_000_000));
+        assert_eq!(parse_memory("4096"), Ok(4096));
+        for bad in ["", "Mi", "12XB", "0", "-1Mi", "1.5Gi"] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+    }
+}
