@@ -94,7 +94,13 @@ pub enum Output {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Check { dir } => Ok(check(&dir)),
-        Command::Run { alert, runbooks, plan, output, sandbox } => run_alert(&alert, &runbooks, plan, output, &sandbox),
+        Command::Run {
+            alert,
+            runbooks,
+            plan,
+            output,
+            sandbox,
+        } => run_alert(&alert, &runbooks, plan, output, &sandbox),
     }
 }
 
@@ -139,7 +145,13 @@ fn read_payload(path: &Path) -> anyhow::Result<Notification> {
         .with_context(|| format!("bad Alertmanager payload `{}`", path.display()))
 }
 
-fn run_alert(alert: &Path, runbooks: &Path, plan: bool, output: Output, sandbox: &SandboxArgs) -> anyhow::Result<ExitCode> {
+fn run_alert(
+    alert: &Path,
+    runbooks: &Path,
+    plan: bool,
+    output: Output,
+    sandbox: &SandboxArgs,
+) -> anyhow::Result<ExitCode> {
     let notification = read_payload(alert)?;
     let set = match load(runbooks) {
         Ok(set) => set,
@@ -359,7 +371,10 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
     let sandbox = Sandbox::new(config).context("cannot set up the step sandbox")?;
     let executor = Executor {
         sandbox,
-        settings: ExecSettings { kill_grace: args.kill_grace, ..ExecSettings::default() },
+        settings: ExecSettings {
+            kill_grace: args.kill_grace,
+            ..ExecSettings::default()
+        },
         scratch_root: std::env::temp_dir(),
     };
     let plan = Plan::build(n, set, LOCAL_INCIDENT_ID);
@@ -430,24 +445,40 @@ struct Transcript {
 
 fn print_output_line(stream: Stream, bytes: &[u8]) {
     let mark = if stream == Stream::Stdout { '|' } else { '!' };
-    println!("      {mark} {}", printable(&String::from_utf8_lossy(bytes)));
+    println!(
+        "      {mark} {}",
+        printable(&String::from_utf8_lossy(bytes))
+    );
 }
 
 impl RunObserver for Transcript {
     fn step_started(&self, step: &StepPlan, attempt: u32, attempts: u32) {
-        let retry = if attempts > 1 { format!(" (attempt {attempt} of {attempts})") } else { String::new() };
+        let retry = if attempts > 1 {
+            format!(" (attempt {attempt} of {attempts})")
+        } else {
+            String::new()
+        };
         println!("  > {} [{}]{retry}", step.name, step.kind);
         if let Some(script) = &step.script {
             for line in script.lines() {
                 println!("      $ {}", printable(line));
             }
         } else if let Some(argv) = &step.argv {
-            println!("      $ [{}]", argv.iter().map(|a| quoted(a)).collect::<Vec<_>>().join(", "));
+            println!(
+                "      $ [{}]",
+                argv.iter()
+                    .map(|a| quoted(a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
         }
     }
 
     fn output(&self, step: &str, stream: Stream, bytes: &[u8]) {
-        let mut partial = self.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut partial = self
+            .partial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let buf = partial.entry((step.to_owned(), stream)).or_default();
         for chunk in bytes.split_inclusive(|&b| b == b'\n') {
             if let Some(line) = chunk.strip_suffix(b"\n") {
@@ -466,27 +497,49 @@ impl RunObserver for Transcript {
     }
 
     fn step_finished(&self, rec: &StepRecord) {
-        let mut partial = self.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut partial = self
+            .partial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for stream in [Stream::Stdout, Stream::Stderr] {
-            if let Some(buf) = partial.remove(&(rec.name.clone(), stream)).filter(|b| !b.is_empty()) {
+            if let Some(buf) = partial
+                .remove(&(rec.name.clone(), stream))
+                .filter(|b| !b.is_empty())
+            {
                 print_output_line(stream, &buf);
             }
         }
         let took = ms(rec.duration_ms);
         let what = match &rec.outcome {
-            None => format!("open checklist item: {}", printable(rec.plan.text.as_deref().unwrap_or_default())),
+            None => format!(
+                "open checklist item: {}",
+                printable(rec.plan.text.as_deref().unwrap_or_default())
+            ),
             Some(StepOutcome::Succeeded) => format!("succeeded in {took}"),
-            Some(StepOutcome::Failed { exit_code }) => format!("FAILED with exit status {exit_code} in {took}"),
+            Some(StepOutcome::Failed { exit_code }) => {
+                format!("FAILED with exit status {exit_code} in {took}")
+            }
             Some(StepOutcome::Signalled { signal, cause }) => format!(
                 "KILLED by signal {signal}{} in {took}",
-                cause.as_ref().map(|c| format!(" ({c})")).unwrap_or_default()
+                cause
+                    .as_ref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
             ),
-            Some(StepOutcome::TimedOut { cause, .. }) => format!("TIMED OUT ({cause}) after {took}"),
-            Some(StepOutcome::SpawnFailed { reason }) => format!("COULD NOT START: {}", printable(reason)),
+            Some(StepOutcome::TimedOut { cause, .. }) => {
+                format!("TIMED OUT ({cause}) after {took}")
+            }
+            Some(StepOutcome::SpawnFailed { reason }) => {
+                format!("COULD NOT START: {}", printable(reason))
+            }
             Some(StepOutcome::Skipped { reason }) => format!("skipped: {}", printable(reason)),
             Some(StepOutcome::Cancelled) => format!("cancelled after {took}"),
         };
-        let tail = if rec.phase == crate::exec::run::StepPhase::OnFailure { " (on_failure)" } else { "" };
+        let tail = if rec.phase == crate::exec::run::StepPhase::OnFailure {
+            " (on_failure)"
+        } else {
+            ""
+        };
         println!("  = {}{tail}: {what}", rec.name);
     }
 }

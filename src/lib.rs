@@ -18,8 +18,8 @@
 
 pub mod alert;
 pub mod cli;
+pub mod exec;
 pub mod matcher;
 pub mod plan;
 pub mod runbook;
 pub mod template;
-pub mod exec;

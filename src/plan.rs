@@ -278,8 +278,10 @@ pub fn env_name(prefix: &str, name: &str) -> String {
 }
 
 /// The variables every step of a run gets: `ALERT_*`, `INCIDENT_ID`,
-/// `RUNBOOK`, then the runbook's `env:` (rendered), as `Err` when a value
-/// cannot be rendered.
+/// `RUNBOOK`, then the runbook's `env:` (rendered).
+///
+/// # Errors
+/// When a runbook `env:` value cannot be rendered for this alert.
 pub fn base_env(
     alert: &Alert,
     rb: &Runbook,

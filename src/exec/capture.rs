@@ -4,6 +4,7 @@
 //! gigabytes); text is decoded lossily as UTF-8 only when read.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 
 /// Which stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -27,7 +28,13 @@ impl Capture {
     /// Keeps at most `head_cap` first and `tail_cap` last bytes.
     #[must_use]
     pub fn new(head_cap: usize, tail_cap: usize) -> Self {
-        Capture { head: Vec::new(), tail: VecDeque::new(), head_cap, tail_cap, total: 0 }
+        Capture {
+            head: Vec::new(),
+            tail: VecDeque::new(),
+            head_cap,
+            tail_cap,
+            total: 0,
+        }
     }
 
     pub fn push(&mut self, mut chunk: &[u8]) {
@@ -68,7 +75,7 @@ impl Capture {
             if !s.ends_with('\n') {
                 s.push('\n');
             }
-            s.push_str(&format!("[… runbookd: {omitted} bytes of output omitted …]\n"));
+            let _ = writeln!(s, "[… runbookd: {omitted} bytes of output omitted …]");
         }
         let (a, b) = self.tail.as_slices();
         s.push_str(&String::from_utf8_lossy(&[a, b].concat()));
@@ -110,7 +117,10 @@ mod tests {
         for chunk in [&b"abcdef"[..], b"ghij", b"klmnopqrstuvwxyz"] {
             c.push(chunk);
         }
-        assert_eq!(c.text(), "abcd\n[… runbookd: 18 bytes of output omitted …]\nwxyz");
+        assert_eq!(
+            c.text(),
+            "abcd\n[… runbookd: 18 bytes of output omitted …]\nwxyz"
+        );
         assert_eq!(c.omitted(), 18);
         assert_eq!(c.last(2), "yz");
     }

@@ -33,16 +33,23 @@ impl Hierarchies {
             own.lines().find_map(|l| {
                 let mut parts = l.splitn(3, ':');
                 let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-                (ctrls.split(',').any(|c| c == controller)).then(|| path.trim_start_matches('/').to_owned())
+                (ctrls.split(',').any(|c| c == controller))
+                    .then(|| path.trim_start_matches('/').to_owned())
             })
         };
-        let v2_rel = own.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.trim_start_matches('/').to_owned());
+        let v2_rel = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(|p| p.trim_start_matches('/').to_owned());
         let mut h = Hierarchies::default();
         if let Some(rel) = v2_rel {
             for mount in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
                 let base = Path::new(mount).join(&rel);
-                if Path::new(mount).join("cgroup.controllers").exists() && usable(&base, "cgroup.kill") {
-                    let ctrls = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+                if Path::new(mount).join("cgroup.controllers").exists()
+                    && usable(&base, "cgroup.kill")
+                {
+                    let ctrls =
+                        fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
                     h.v2_memory = ctrls.split_whitespace().any(|c| c == "memory");
                     h.v2_pids = ctrls.split_whitespace().any(|c| c == "pids");
                     h.v2 = Some(base);
@@ -50,7 +57,10 @@ impl Hierarchies {
                 }
             }
         }
-        for (ctrl, slot, file) in [("memory", &mut h.v1_memory, "memory.limit_in_bytes"), ("pids", &mut h.v1_pids, "pids.max")] {
+        for (ctrl, slot, file) in [
+            ("memory", &mut h.v1_memory, "memory.limit_in_bytes"),
+            ("pids", &mut h.v1_pids, "pids.max"),
+        ] {
             if let Some(rel) = own_path(ctrl) {
                 let base = Path::new("/sys/fs/cgroup").join(ctrl).join(rel);
                 if usable(&base, file) {
@@ -96,8 +106,18 @@ impl StepCgroup {
     /// When a limit is asked for that no hierarchy can enforce, or a cgroup
     /// cannot be made.
     pub fn create(h: &Hierarchies, limits: Limits) -> Result<Self, String> {
-        let name = format!("runbookd-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let mut cg = StepCgroup { dirs: Vec::new(), v2: None, memory_dir: None, procs: Vec::new(), layers: Vec::new() };
+        let name = format!(
+            "runbookd-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cg = StepCgroup {
+            dirs: Vec::new(),
+            v2: None,
+            memory_dir: None,
+            procs: Vec::new(),
+            layers: Vec::new(),
+        };
         if let Some(base) = &h.v2 {
             let dir = cg.make(&base.join(&name))?;
             cg.v2 = Some(dir.clone());
@@ -135,7 +155,8 @@ impl StepCgroup {
     }
 
     fn make(&mut self, dir: &Path) -> Result<PathBuf, String> {
-        fs::create_dir(dir).map_err(|e| format!("cannot create cgroup `{}`: {e}", dir.display()))?;
+        fs::create_dir(dir)
+            .map_err(|e| format!("cannot create cgroup `{}`: {e}", dir.display()))?;
         self.dirs.push(dir.to_owned());
         let procs: File = OpenOptions::new()
             .write(true)
@@ -155,20 +176,30 @@ impl StepCgroup {
     /// Whether the step's memory limit made the kernel kill a process.
     #[must_use]
     pub fn oom_killed(&self) -> bool {
-        let Some(dir) = &self.memory_dir else { return false };
+        let Some(dir) = &self.memory_dir else {
+            return false;
+        };
         let count = |file: &str, key: &str| {
             fs::read_to_string(dir.join(file)).ok().and_then(|s| {
-                s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
+                s.lines().find_map(|l| {
+                    l.strip_prefix(key)
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                })
             })
         };
         // v2: memory.events; v1: memory.oom_control (kernel 4.13+).
-        count("memory.events", "oom_kill ").or_else(|| count("memory.oom_control", "oom_kill ")).unwrap_or(0) > 0
+        count("memory.events", "oom_kill ")
+            .or_else(|| count("memory.oom_control", "oom_kill "))
+            .unwrap_or(0)
+            > 0
     }
 
     /// Whether any process of the step is still alive (v2 only).
     #[must_use]
     pub fn populated(&self) -> bool {
-        self.v2.as_ref().is_some_and(|d| fs::read_to_string(d.join("cgroup.events")).is_ok_and(|s| s.contains("populated 1")))
+        self.v2.as_ref().is_some_and(|d| {
+            fs::read_to_string(d.join("cgroup.events")).is_ok_and(|s| s.contains("populated 1"))
+        })
     }
 
     /// Kills every process in the step's cgroups (escapees included).
@@ -177,9 +208,15 @@ impl StepCgroup {
             let _ = fs::write(v2.join("cgroup.kill"), "1");
         } else {
             for dir in &self.dirs {
-                for pid in fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines() {
+                for pid in fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
                     if let Ok(pid) = pid.trim().parse::<i32>() {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                     }
                 }
             }
@@ -195,8 +232,12 @@ impl StepCgroup {
                 match fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) if attempt < 49 => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-                    Err(e) => tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove step cgroup"),
+                    Err(_) if attempt < 49 => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove step cgroup");
+                    }
                 }
             }
         }
@@ -216,5 +257,6 @@ impl Drop for StepCgroup {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), String> {
-    fs::write(path, value).map_err(|e| format!("cannot write `{value}` to `{}`: {e}", path.display()))
+    fs::write(path, value)
+        .map_err(|e| format!("cannot write `{value}` to `{}`: {e}", path.display()))
 }

@@ -9,5 +9,5 @@ pub mod run;
 pub mod sandbox;
 
 pub use capture::{Capture, Stream};
-pub use process::{ExecSettings, NoSink, OutputSink, ProcessResult, StepOutcome};
+pub use process::{ExecSettings, NoSink, OutputSink, ProcessResult, ProcessSpec, StepOutcome};
 pub use sandbox::{Probe, Sandbox, SandboxConfig, SandboxRecord, StepOptions};

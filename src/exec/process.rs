@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -88,7 +88,12 @@ pub struct ExecSettings {
 
 impl Default for ExecSettings {
     fn default() -> Self {
-        ExecSettings { kill_grace: Duration::from_secs(5), drain: Duration::from_millis(250), output_head: 64 << 10, output_tail: 64 << 10 }
+        ExecSettings {
+            kill_grace: Duration::from_secs(5),
+            drain: Duration::from_millis(250),
+            output_head: 64 << 10,
+            output_tail: 64 << 10,
+        }
     }
 }
 
@@ -122,35 +127,66 @@ pub struct ProcessResult {
     pub output_abandoned: bool,
 }
 
-/// Runs `argv` in the sandbox until it exits, times out or is cancelled.
+/// What to run: the rendered argv and environment, where, with which options.
+#[derive(Clone, Copy)]
+pub struct ProcessSpec<'a> {
+    pub argv: &'a [String],
+    pub env: &'a BTreeMap<String, String>,
+    pub scratch: &'a Path,
+    pub opts: &'a StepOptions,
+}
+
+/// Runs `spec.argv` in the sandbox until it exits, times out or is cancelled.
 pub async fn run(
     sandbox: &Sandbox,
     settings: &ExecSettings,
-    argv: &[String],
-    env: &BTreeMap<String, String>,
-    scratch: &Path,
-    opts: &StepOptions,
+    spec: &ProcessSpec<'_>,
     sink: Arc<dyn OutputSink>,
     cancel: &CancellationToken,
 ) -> ProcessResult {
+    let ProcessSpec {
+        argv,
+        env,
+        scratch,
+        opts,
+    } = *spec;
     let started = Utc::now();
     let t0 = Instant::now();
-    let stdout = Arc::new(Mutex::new(Capture::new(settings.output_head, settings.output_tail)));
-    let stderr = Arc::new(Mutex::new(Capture::new(settings.output_head, settings.output_tail)));
+    let stdout = Arc::new(Mutex::new(Capture::new(
+        settings.output_head,
+        settings.output_tail,
+    )));
+    let stderr = Arc::new(Mutex::new(Capture::new(
+        settings.output_head,
+        settings.output_tail,
+    )));
     let finish = |outcome, sandbox, stragglers_killed, output_abandoned| ProcessResult {
         outcome,
         started,
         ended: Utc::now(),
         duration: t0.elapsed(),
-        stdout: stdout.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-        stderr: stderr.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        stdout: stdout
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+        stderr: stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
         sandbox,
         stragglers_killed,
         output_abandoned,
     };
     let prepared = match sandbox.prepare(argv, env, scratch, opts) {
         Ok(p) => p,
-        Err(reason) => return finish(StepOutcome::SpawnFailed { reason }, SandboxRecord::default(), false, false),
+        Err(reason) => {
+            return finish(
+                StepOutcome::SpawnFailed { reason },
+                SandboxRecord::default(),
+                false,
+                false,
+            )
+        }
     };
     let mut command = prepared.command;
     let record = prepared.record;
@@ -159,10 +195,26 @@ pub async fn run(
     drop(prepared.keep);
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => return finish(StepOutcome::SpawnFailed { reason: spawn_error(&argv[0], &e) }, record, false, false),
+        Err(e) => {
+            return finish(
+                StepOutcome::SpawnFailed {
+                    reason: spawn_error(&argv[0], &e),
+                },
+                record,
+                false,
+                false,
+            )
+        }
     };
     let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-        return finish(StepOutcome::SpawnFailed { reason: "the process vanished at spawn".to_owned() }, record, false, false);
+        return finish(
+            StepOutcome::SpawnFailed {
+                reason: "the process vanished at spawn".to_owned(),
+            },
+            record,
+            false,
+            false,
+        );
     };
     let guard = GroupGuard(pid);
     let exited = match pidfd(pid) {
@@ -170,12 +222,29 @@ pub async fn run(
         Err(e) => {
             drop(guard);
             let _ = child.wait().await;
-            return finish(StepOutcome::SpawnFailed { reason: format!("pidfd_open failed (Linux 5.3 or later is needed): {e}") }, record, false, false);
+            return finish(
+                StepOutcome::SpawnFailed {
+                    reason: format!("pidfd_open failed (Linux 5.3 or later is needed): {e}"),
+                },
+                record,
+                false,
+                false,
+            );
         }
     };
     let mut readers = Readers(vec![
-        tokio::spawn(read_stream(child.stdout.take(), stdout.clone(), Stream::Stdout, sink.clone())),
-        tokio::spawn(read_stream(child.stderr.take(), stderr.clone(), Stream::Stderr, sink)),
+        tokio::spawn(read_stream(
+            child.stdout.take(),
+            stdout.clone(),
+            Stream::Stdout,
+            sink.clone(),
+        )),
+        tokio::spawn(read_stream(
+            child.stderr.take(),
+            stderr.clone(),
+            Stream::Stderr,
+            sink,
+        )),
     ]);
 
     let deadline = t0 + opts.timeout;
@@ -192,7 +261,9 @@ pub async fn run(
         let grace_end = Instant::now() + settings.kill_grace;
         let _ = timeout_at(grace_end, exited.readable()).await;
         let _ = timeout_at(grace_end, readers.done()).await;
-        stragglers_killed = cgroup.as_ref().is_some_and(super::cgroup::StepCgroup::populated);
+        stragglers_killed = cgroup
+            .as_ref()
+            .is_some_and(super::cgroup::StepCgroup::populated);
         signal_group(pid, libc::SIGKILL);
         if let Some(cg) = &cgroup {
             cg.kill();
@@ -200,8 +271,14 @@ pub async fn run(
         let _ = exited.readable().await;
     }
     // The leader has exited but is not reaped: drain, then kill what is left.
-    let drained = tokio::time::timeout(settings.drain, readers.done()).await.is_ok();
-    if cgroup.as_ref().is_some_and(super::cgroup::StepCgroup::populated) || !drained {
+    let drained = tokio::time::timeout(settings.drain, readers.done())
+        .await
+        .is_ok();
+    if cgroup
+        .as_ref()
+        .is_some_and(super::cgroup::StepCgroup::populated)
+        || !drained
+    {
         stragglers_killed = true;
     }
     signal_group(pid, libc::SIGKILL);
@@ -209,19 +286,27 @@ pub async fn run(
         cg.kill();
     }
     let mut output_abandoned = false;
-    if !drained && tokio::time::timeout(settings.drain * 2, readers.done()).await.is_err() {
+    if !drained
+        && tokio::time::timeout(settings.drain * 2, readers.done())
+            .await
+            .is_err()
+    {
         readers.abort();
         output_abandoned = true;
     }
     let status = child.wait().await;
     drop(guard);
-    let oom = cgroup.as_ref().is_some_and(super::cgroup::StepCgroup::oom_killed);
+    let oom = cgroup
+        .as_ref()
+        .is_some_and(super::cgroup::StepCgroup::oom_killed);
     if let Some(cg) = cgroup {
         cg.kill_and_remove().await;
     }
     let outcome = stop.unwrap_or_else(|| match status {
         Ok(s) if s.code() == Some(0) => StepOutcome::Succeeded,
-        Ok(s) if s.code().is_some() => StepOutcome::Failed { exit_code: s.code().unwrap_or(-1) },
+        Ok(s) if s.code().is_some() => StepOutcome::Failed {
+            exit_code: s.code().unwrap_or(-1),
+        },
         Ok(s) => {
             let signal = s.signal().unwrap_or(0);
             let cause = if oom {
@@ -235,7 +320,9 @@ pub async fn run(
             };
             StepOutcome::Signalled { signal, cause }
         }
-        Err(e) => StepOutcome::SpawnFailed { reason: format!("cannot wait for the process: {e}") },
+        Err(e) => StepOutcome::SpawnFailed {
+            reason: format!("cannot wait for the process: {e}"),
+        },
     });
     finish(outcome, record, stragglers_killed, output_abandoned)
 }
@@ -246,8 +333,12 @@ fn millis(d: Duration) -> u64 {
 
 fn spawn_error(program: &str, e: &io::Error) -> String {
     match e.kind() {
-        io::ErrorKind::NotFound => format!("cannot run `{program}`: not found (is it installed and on PATH?)"),
-        io::ErrorKind::PermissionDenied => format!("cannot run `{program}`: permission denied for the step's user"),
+        io::ErrorKind::NotFound => {
+            format!("cannot run `{program}`: not found (is it installed and on PATH?)")
+        }
+        io::ErrorKind::PermissionDenied => {
+            format!("cannot run `{program}`: permission denied for the step's user")
+        }
         _ => format!("cannot run `{program}`: {e}"),
     }
 }
@@ -276,7 +367,9 @@ fn pidfd(pid: i32) -> io::Result<AsyncFd<OwnedFd>> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?) };
+    let fd = unsafe {
+        OwnedFd::from_raw_fd(i32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?)
+    };
     // SAFETY: the descriptor is owned by the AsyncFd alone and is never
     // closed behind its back; registering it with the reactor is sound.
     unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
@@ -302,14 +395,22 @@ impl Readers {
     }
 }
 
-async fn read_stream(r: Option<impl AsyncRead + Unpin>, capture: Arc<Mutex<Capture>>, stream: Stream, sink: Arc<dyn OutputSink>) {
+async fn read_stream(
+    r: Option<impl AsyncRead + Unpin>,
+    capture: Arc<Mutex<Capture>>,
+    stream: Stream,
+    sink: Arc<dyn OutputSink>,
+) {
     let Some(mut r) = r else { return };
     let mut buf = vec![0u8; 64 << 10];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                capture.lock().unwrap_or_else(PoisonError::into_inner).push(&buf[..n]);
+                capture
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(&buf[..n]);
                 sink.output(stream, &buf[..n]);
             }
         }

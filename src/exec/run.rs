@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::Stream;
 use super::cgroup::Limits;
-use super::process::{self, ExecSettings, OutputSink, StepOutcome};
+use super::process::{self, ExecSettings, OutputSink, ProcessSpec, StepOutcome};
 use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
 use crate::alert::{Alert, Notification};
 use crate::plan::{self, IncidentRef, Phase, StepPlan, WhenDecision};
@@ -152,7 +152,16 @@ struct Results(Map<String, Value>);
 
 impl Results {
     fn new<'a>(steps: impl Iterator<Item = &'a Step>) -> Self {
-        Results(steps.map(|s| (s.name.clone(), json!({"status": "not_run", "exit_code": null, "stdout": ""}))).collect())
+        Results(
+            steps
+                .map(|s| {
+                    (
+                        s.name.clone(),
+                        json!({"status": "not_run", "exit_code": null, "stdout": ""}),
+                    )
+                })
+                .collect(),
+        )
     }
 
     fn record(&mut self, rec: &StepRecord) {
@@ -160,24 +169,44 @@ impl Results {
             Some(o) => (o.status(), o.exit_code()),
             None => ("open", None),
         };
-        let stdout = rec.attempts.last().map(|a| a.stdout_tail.clone()).unwrap_or_default();
-        self.0.insert(rec.name.clone(), json!({"status": status, "exit_code": exit_code, "stdout": stdout}));
+        let stdout = rec
+            .attempts
+            .last()
+            .map(|a| a.stdout_tail.clone())
+            .unwrap_or_default();
+        self.0.insert(
+            rec.name.clone(),
+            json!({"status": status, "exit_code": exit_code, "stdout": stdout}),
+        );
     }
 }
 
 impl Executor {
     /// Executes one run to the end (or until `cancel`).
-    pub async fn run(&self, req: &RunRequest<'_>, observer: Arc<dyn RunObserver>, cancel: &CancellationToken) -> RunResult {
+    pub async fn run(
+        &self,
+        req: &RunRequest<'_>,
+        observer: Arc<dyn RunObserver>,
+        cancel: &CancellationToken,
+    ) -> RunResult {
         let started = Utc::now();
         let t0 = Instant::now();
         let rb = req.runbook;
-        let phase = if req.alert.status == crate::alert::Status::Firing { Phase::Remediation } else { Phase::Resolution };
+        let phase = if req.alert.status == crate::alert::Status::Firing {
+            Phase::Remediation
+        } else {
+            Phase::Resolution
+        };
         let (main, main_phase) = match phase {
             // Remediation never runs for a resolved alert.
             Phase::Remediation => (&rb.steps, StepPhase::Steps),
             Phase::Resolution => (&rb.on_resolved, StepPhase::OnResolved),
         };
-        let mut results = Results::new(main.iter().chain(if phase == Phase::Remediation { &rb.on_failure[..] } else { &[] }));
+        let mut results = Results::new(main.iter().chain(if phase == Phase::Remediation {
+            &rb.on_failure[..]
+        } else {
+            &[]
+        }));
         let mut records = Vec::new();
         let mut checklist = Vec::new();
         let deadline = t0 + rb.timeout;
@@ -194,7 +223,19 @@ impl Executor {
         let mut outcome = RunOutcome::Succeeded;
         let mut needs_on_failure = false;
         for step in main {
-            let rec = self.step(req, step, main_phase, &results, &base_env, scratch.as_ref(), Some(deadline), &observer, cancel).await;
+            let rec = self
+                .step(
+                    req,
+                    step,
+                    main_phase,
+                    &results,
+                    &base_env,
+                    scratch.as_ref(),
+                    Some(deadline),
+                    &observer,
+                    cancel,
+                )
+                .await;
             results.record(&rec);
             if rec.outcome.is_none() {
                 checklist.push(rec.plan.text.clone().unwrap_or_default());
@@ -223,7 +264,19 @@ impl Executor {
         }
         if needs_on_failure && phase == Phase::Remediation {
             for step in &rb.on_failure {
-                let rec = self.step(req, step, StepPhase::OnFailure, &results, &base_env, scratch.as_ref(), None, &observer, cancel).await;
+                let rec = self
+                    .step(
+                        req,
+                        step,
+                        StepPhase::OnFailure,
+                        &results,
+                        &base_env,
+                        scratch.as_ref(),
+                        None,
+                        &observer,
+                        cancel,
+                    )
+                    .await;
                 results.record(&rec);
                 if rec.outcome.is_none() {
                     checklist.push(rec.plan.text.clone().unwrap_or_default());
@@ -252,7 +305,9 @@ impl Executor {
 
     /// A fresh 0700 scratch directory owned by the step user, removed on drop.
     fn scratch(&self) -> std::io::Result<tempfile::TempDir> {
-        let dir = tempfile::Builder::new().prefix("runbookd-run-").tempdir_in(&self.scratch_root)?;
+        let dir = tempfile::Builder::new()
+            .prefix("runbookd-run-")
+            .tempdir_in(&self.scratch_root)?;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
         if let Some((uid, gid)) = self.sandbox.step_identity() {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
@@ -275,23 +330,63 @@ impl Executor {
     ) -> StepRecord {
         let started = Utc::now();
         let t0 = Instant::now();
-        let data = plan::context(req.notification, req.alert, req.runbook, &req.incident, Some(results.0.clone()));
+        let data = plan::context(
+            req.notification,
+            req.alert,
+            req.runbook,
+            &req.incident,
+            Some(results.0.clone()),
+        );
         let plan = plan::render_step(step, &data, base_env);
         let mut attempts = Vec::new();
         let outcome = if let Some(err) = &plan.error {
-            Some(StepOutcome::SpawnFailed { reason: format!("cannot render the step: {err}") })
-        } else if let Some(w) = plan.when.as_ref().filter(|w| w.decision == WhenDecision::Skip) {
-            Some(StepOutcome::Skipped { reason: format!("`when` rendered `{}`", w.rendered.as_deref().unwrap_or_default()) })
+            Some(StepOutcome::SpawnFailed {
+                reason: format!("cannot render the step: {err}"),
+            })
+        } else if let Some(w) = plan
+            .when
+            .as_ref()
+            .filter(|w| w.decision == WhenDecision::Skip)
+        {
+            Some(StepOutcome::Skipped {
+                reason: format!(
+                    "`when` rendered `{}`",
+                    w.rendered.as_deref().unwrap_or_default()
+                ),
+            })
         } else if plan.kind == "manual" {
             None
         } else if cancel.is_cancelled() {
             Some(StepOutcome::Cancelled)
         } else if let (Some(argv), Some(scratch)) = (&plan.argv, scratch) {
-            Some(self.attempts(step, &plan, argv, scratch.path(), deadline, observer, cancel, &mut attempts).await)
+            Some(
+                self.attempts(
+                    step,
+                    &plan,
+                    argv,
+                    scratch.path(),
+                    deadline,
+                    observer,
+                    cancel,
+                    &mut attempts,
+                )
+                .await,
+            )
         } else {
-            Some(StepOutcome::SpawnFailed { reason: "the run's scratch directory could not be created".to_owned() })
+            Some(StepOutcome::SpawnFailed {
+                reason: "the run's scratch directory could not be created".to_owned(),
+            })
         };
-        StepRecord { name: step.name.clone(), phase, plan, outcome, attempts, started, ended: Utc::now(), duration_ms: millis(t0.elapsed()) }
+        StepRecord {
+            name: step.name.clone(),
+            phase,
+            plan,
+            outcome,
+            attempts,
+            started,
+            ended: Utc::now(),
+            duration_ms: millis(t0.elapsed()),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -307,21 +402,42 @@ impl Executor {
         attempts: &mut Vec<Attempt>,
     ) -> StepOutcome {
         let total = step.retries + 1;
-        let sink: Arc<dyn OutputSink> = Arc::new(StepSink { observer: observer.clone(), step: step.name.clone() });
+        let sink: Arc<dyn OutputSink> = Arc::new(StepSink {
+            observer: observer.clone(),
+            step: step.name.clone(),
+        });
         for n in 1..=total {
-            let remaining = deadline.map_or(step.timeout, |d| d.saturating_duration_since(Instant::now()));
+            let remaining = deadline.map_or(step.timeout, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             if remaining.is_zero() {
-                return StepOutcome::TimedOut { after_ms: 0, cause: "run timeout".to_owned() };
+                return StepOutcome::TimedOut {
+                    after_ms: 0,
+                    cause: "run timeout".to_owned(),
+                };
             }
-            let (timeout, by_run) = if step.timeout <= remaining { (step.timeout, false) } else { (remaining, true) };
+            let (timeout, by_run) = if step.timeout <= remaining {
+                (step.timeout, false)
+            } else {
+                (remaining, true)
+            };
             let opts = StepOptions {
                 network_none: step.sandbox.network_none,
-                limits: Limits { memory: step.sandbox.memory, pids: step.sandbox.pids },
+                limits: Limits {
+                    memory: step.sandbox.memory,
+                    pids: step.sandbox.pids,
+                },
                 writable_paths: step.sandbox.writable_paths.clone(),
                 timeout,
             };
             observer.step_started(plan, n, total);
-            let r = process::run(&self.sandbox, &self.settings, argv, &plan.env, scratch, &opts, sink.clone(), cancel).await;
+            let spec = ProcessSpec {
+                argv,
+                env: &plan.env,
+                scratch,
+                opts: &opts,
+            };
+            let r = process::run(&self.sandbox, &self.settings, &spec, sink.clone(), cancel).await;
             let mut outcome = r.outcome.clone();
             if let (StepOutcome::TimedOut { cause, .. }, true) = (&mut outcome, by_run) {
                 "run timeout".clone_into(cause);
@@ -341,11 +457,17 @@ impl Executor {
                 stragglers_killed: r.stragglers_killed,
                 output_abandoned: r.output_abandoned,
             });
-            let retryable = !matches!(outcome, StepOutcome::Succeeded | StepOutcome::Cancelled | StepOutcome::SpawnFailed { .. }) && !by_run;
+            let retryable = !matches!(
+                outcome,
+                StepOutcome::Succeeded | StepOutcome::Cancelled | StepOutcome::SpawnFailed { .. }
+            ) && !by_run;
             if !retryable || n == total {
                 return outcome;
             }
-            let pause = deadline.map_or(step.retry_delay, |d| step.retry_delay.min(d.saturating_duration_since(Instant::now())));
+            let pause = deadline.map_or(step.retry_delay, |d| {
+                step.retry_delay
+                    .min(d.saturating_duration_since(Instant::now()))
+            });
             tokio::select! {
                 () = tokio::time::sleep(pause) => {}
                 () = cancel.cancelled() => return StepOutcome::Cancelled,

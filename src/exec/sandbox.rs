@@ -20,7 +20,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use landlock::{Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI};
+use landlock::{
+    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+};
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 use serde::Serialize;
 
@@ -52,6 +54,7 @@ impl Default for SandboxConfig {
 
 /// What this host offers, found once at startup.
 #[derive(Debug, Clone, Serialize)]
+#[allow(clippy::struct_excessive_bools)] // independent facts about the host
 pub struct Probe {
     pub euid_root: bool,
     /// Landlock ABI version; 0 when unavailable.
@@ -70,7 +73,16 @@ impl Probe {
         // SAFETY: geteuid/getpid cannot fail; landlock_create_ruleset with a
         // NULL attr and the VERSION flag only returns the ABI version or -1.
         let (euid, pid, abi) = unsafe {
-            (libc::geteuid(), libc::getpid(), libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0usize, 1u32))
+            (
+                libc::geteuid(),
+                libc::getpid(),
+                libc::syscall(
+                    libc::SYS_landlock_create_ruleset,
+                    std::ptr::null::<u8>(),
+                    0usize,
+                    1u32,
+                ),
+            )
         };
         // SAFETY: PR_GET_SECCOMP has no arguments and returns the mode or -1.
         let seccomp = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0;
@@ -87,7 +99,9 @@ impl Probe {
 
 fn netns_works() -> bool {
     let mut cmd = std::process::Command::new("/bin/true");
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // SAFETY: unshare is a raw syscall, async-signal-safe.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
@@ -194,9 +208,18 @@ const DENIED: &[libc::c_long] = &[
 
 fn seccomp_program() -> Result<BpfProgram, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("{e:?}"))?;
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = DENIED.iter().map(|&nr| (i64::from(nr), Vec::new())).collect();
-    let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM.unsigned_abs()), arch).map_err(|e| e.to_string())?;
-    filter.try_into().map_err(|e: seccompiler::BackendError| e.to_string())
+    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+        DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM.unsigned_abs()),
+        arch,
+    )
+    .map_err(|e| e.to_string())?;
+    filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
 /// Per-process limits always applied.
@@ -211,7 +234,10 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let probe = Probe::run();
         let drop_to = if probe.euid_root && !config.allow_root_steps {
-            let user = nix::unistd::User::from_name(&config.run_as).ok().flatten().ok_or_else(|| SandboxError::NoSuchUser(config.run_as.clone()))?;
+            let user = nix::unistd::User::from_name(&config.run_as)
+                .ok()
+                .flatten()
+                .ok_or_else(|| SandboxError::NoSuchUser(config.run_as.clone()))?;
             Some((user.uid.as_raw(), user.gid.as_raw()))
         } else {
             None
@@ -227,8 +253,17 @@ impl Sandbox {
                 return Err(SandboxError::Strict("a writable cgroup v2 hierarchy"));
             }
         }
-        let seccomp = if probe.seccomp { Some(Arc::new(seccomp_program().map_err(SandboxError::Seccomp)?)) } else { None };
-        let sandbox = Sandbox { config, probe, drop_to, seccomp };
+        let seccomp = if probe.seccomp {
+            Some(Arc::new(seccomp_program().map_err(SandboxError::Seccomp)?))
+        } else {
+            None
+        };
+        let sandbox = Sandbox {
+            config,
+            probe,
+            drop_to,
+            seccomp,
+        };
         sandbox.log_startup();
         Ok(sandbox)
     }
@@ -249,9 +284,17 @@ impl Sandbox {
             tracing::warn!("sandbox: running as root with allow_root_steps: steps run as root");
         }
         if !p.euid_root {
-            tracing::info!("sandbox: not running as root, so steps run as this user (no identity drop)");
+            tracing::info!(
+                "sandbox: not running as root, so steps run as this user (no identity drop)"
+            );
         }
-        tracing::info!(landlock_abi = p.landlock_abi, seccomp = p.seccomp, netns = p.netns, cgroup_v2 = p.cgroups.v2.is_some(), "sandbox probed");
+        tracing::info!(
+            landlock_abi = p.landlock_abi,
+            seccomp = p.seccomp,
+            netns = p.netns,
+            cgroup_v2 = p.cgroups.v2.is_some(),
+            "sandbox probed"
+        );
     }
 
     /// The user steps run as, for the scratch directory's owner.
@@ -265,28 +308,55 @@ impl Sandbox {
     /// # Errors
     /// A layer the step asks for that the host cannot give, or a failure to
     /// set one up; the step then fails with this reason.
-    pub fn prepare(&self, argv: &[String], env: &BTreeMap<String, String>, scratch: &Path, opts: &StepOptions) -> Result<Prepared, String> {
-        let Some(program) = argv.first() else { return Err("empty argv".to_owned()) };
+    pub fn prepare(
+        &self,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        scratch: &Path,
+        opts: &StepOptions,
+    ) -> Result<Prepared, String> {
+        let Some(program) = argv.first() else {
+            return Err("empty argv".to_owned());
+        };
         if !scratch.is_dir() {
-            return Err(format!("scratch directory `{}` is missing", scratch.display()));
+            return Err(format!(
+                "scratch directory `{}` is missing",
+                scratch.display()
+            ));
         }
         if opts.network_none && !self.probe.netns {
             return Err("`network: none` needs a network namespace, which runbookd can only create when it runs as root on a kernel with network namespaces".to_owned());
         }
-        let mut record = SandboxRecord { applied: vec!["process-group".into(), "env-allowlist".into(), "scratch".into(), "rlimits".into(), "no-new-privs".into()], unavailable: Vec::new() };
+        let mut record = SandboxRecord {
+            applied: vec![
+                "process-group".into(),
+                "env-allowlist".into(),
+                "scratch".into(),
+                "rlimits".into(),
+                "no-new-privs".into(),
+            ],
+            unavailable: Vec::new(),
+        };
 
         let wants_cgroup = self.probe.cgroups.v2.is_some() || opts.limits != Limits::default();
-        let cgroup = if wants_cgroup { Some(StepCgroup::create(&self.probe.cgroups, opts.limits)?) } else { None };
+        let cgroup = if wants_cgroup {
+            Some(StepCgroup::create(&self.probe.cgroups, opts.limits)?)
+        } else {
+            None
+        };
         match &cgroup {
             Some(cg) => record.applied.extend(cg.layers.iter().cloned()),
             None => record.unavailable.push("cgroup-v2".into()),
         }
         let mut keep = Vec::new();
         let landlock_fd = if self.probe.landlock_abi > 0 {
-            let fd = landlock_ruleset(self.probe.landlock_abi, scratch, &opts.writable_paths).map_err(|e| format!("cannot build the Landlock ruleset: {e}"))?;
+            let fd = landlock_ruleset(self.probe.landlock_abi, scratch, &opts.writable_paths)
+                .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))?;
             let raw = fd.as_raw_fd();
             keep.push(fd);
-            record.applied.push(format!("landlock:v{}", self.probe.landlock_abi));
+            record
+                .applied
+                .push(format!("landlock:v{}", self.probe.landlock_abi));
             Some(raw)
         } else {
             if !opts.writable_paths.is_empty() {
@@ -311,7 +381,10 @@ impl Sandbox {
             .env_clear()
             .env("PATH", &self.config.path)
             .env("LANG", "C.UTF-8")
-            .envs(env.iter().filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "TMPDIR")))
+            .envs(
+                env.iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "TMPDIR")),
+            )
             .env("HOME", scratch)
             .env("TMPDIR", scratch)
             .current_dir(scratch)
@@ -322,7 +395,10 @@ impl Sandbox {
             .kill_on_drop(false);
 
         let child = ChildSetup {
-            cgroup_fds: cgroup.as_ref().map(StepCgroup::join_fds).unwrap_or_default(),
+            cgroup_fds: cgroup
+                .as_ref()
+                .map(StepCgroup::join_fds)
+                .unwrap_or_default(),
             network_none: opts.network_none,
             cpu_soft: opts.timeout.as_secs() + 10,
             drop_to: self.drop_to,
@@ -334,7 +410,12 @@ impl Sandbox {
         unsafe {
             cmd.pre_exec(move || child.apply());
         }
-        Ok(Prepared { command: cmd, record, cgroup, keep })
+        Ok(Prepared {
+            command: cmd,
+            record,
+            cgroup,
+            keep,
+        })
     }
 }
 
@@ -350,27 +431,41 @@ fn landlock_ruleset(abi: i32, scratch: &Path, writable: &[PathBuf]) -> Result<Ow
         _ => ABI::V6,
     };
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    let mut ruleset = Ruleset::default().handle_access(AccessFs::from_all(abi)).map_err(|e| err(&e))?;
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(|e| err(&e))?;
     if abi >= ABI::V6 {
         ruleset = ruleset.scope(Scope::from_all(abi)).map_err(|e| err(&e))?;
     }
     let mut created = ruleset
         .create()
         .map_err(|e| err(&e))?
-        .add_rule(PathBeneath::new(PathFd::new("/").map_err(|e| err(&e))?, AccessFs::from_read(abi)))
+        .add_rule(PathBeneath::new(
+            PathFd::new("/").map_err(|e| err(&e))?,
+            AccessFs::from_read(abi),
+        ))
         .map_err(|e| err(&e))?
-        .add_rule(PathBeneath::new(PathFd::new(scratch).map_err(|e| err(&e))?, AccessFs::from_all(abi)))
+        .add_rule(PathBeneath::new(
+            PathFd::new(scratch).map_err(|e| err(&e))?,
+            AccessFs::from_all(abi),
+        ))
         .map_err(|e| err(&e))?;
     for dev in ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"] {
         if let Ok(fd) = PathFd::new(dev) {
-            created = created.add_rule(PathBeneath::new(fd, AccessFs::from_file(abi))).map_err(|e| err(&e))?;
+            created = created
+                .add_rule(PathBeneath::new(fd, AccessFs::from_file(abi)))
+                .map_err(|e| err(&e))?;
         }
     }
     for path in writable {
-        let fd = PathFd::new(path).map_err(|e| format!("writable path `{}`: {e}", path.display()))?;
-        created = created.add_rule(PathBeneath::new(fd, AccessFs::from_all(abi))).map_err(|e| err(&e))?;
+        let fd =
+            PathFd::new(path).map_err(|e| format!("writable path `{}`: {e}", path.display()))?;
+        created = created
+            .add_rule(PathBeneath::new(fd, AccessFs::from_all(abi)))
+            .map_err(|e| err(&e))?;
     }
-    Option::<OwnedFd>::from(created).ok_or_else(|| "the kernel did not create a Landlock ruleset".to_owned())
+    Option::<OwnedFd>::from(created)
+        .ok_or_else(|| "the kernel did not create a Landlock ruleset".to_owned())
 }
 
 /// Everything the child applies between fork and exec, prepared in the parent.
@@ -408,7 +503,10 @@ impl ChildSetup {
                 loopback_up()?;
             }
             let limit = |res: libc::__rlimit_resource_t, soft: u64, hard: u64| {
-                let rl = libc::rlimit { rlim_cur: soft, rlim_max: hard };
+                let rl = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
                 check(libc::setrlimit(res, &raw const rl))
             };
             limit(libc::RLIMIT_CORE, 0, 0)?;
@@ -417,7 +515,13 @@ impl ChildSetup {
             limit(libc::RLIMIT_CPU, self.cpu_soft, self.cpu_soft + 5)?;
             libc::umask(0o077);
             // CLOEXEC rather than close: std's exec-error pipe must stay open until exec.
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+            if libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             if let Some((uid, gid)) = self.drop_to {
@@ -436,7 +540,8 @@ impl ChildSetup {
                 }
             }
             if let Some(prog) = &self.seccomp {
-                seccompiler::apply_filter(prog).map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+                seccompiler::apply_filter(prog)
+                    .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
             }
         }
         Ok(())
@@ -452,11 +557,12 @@ unsafe fn loopback_up() -> io::Result<()> {
             return Err(io::Error::last_os_error());
         }
         let mut ifr: libc::ifreq = std::mem::zeroed();
-        ifr.ifr_name[0] = b'l' as libc::c_char;
-        ifr.ifr_name[1] = b'o' as libc::c_char;
+        for (slot, b) in ifr.ifr_name.iter_mut().zip(b"lo") {
+            *slot = libc::c_char::try_from(*b).unwrap_or_default();
+        }
         let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS, &raw mut ifr);
         if rc == 0 {
-            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            ifr.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
             rc = libc::ioctl(sock, libc::SIOCSIFFLAGS, &raw const ifr);
         }
         let err = io::Error::last_os_error();
@@ -475,13 +581,28 @@ unsafe fn loopback_up() -> io::Result<()> {
 /// # Errors
 /// When `s` is not such a quantity or is zero.
 pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let units: HashMap<&str, u64> = [("", 1), ("k", 1000), ("K", 1000), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000), ("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40)]
-        .into_iter()
-        .collect();
+    let units: HashMap<&str, u64> = [
+        ("", 1),
+        ("k", 1000),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+    ]
+    .into_iter()
+    .collect();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("bad memory size `{s}`: write e.g. 256Mi or 1Gi"))?;
-    let mult = units.get(unit).ok_or_else(|| format!("bad memory size `{s}`: unknown unit `{unit}` (use Ki, Mi, Gi, Ti, k, M, G, T)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad memory size `{s}`: write e.g. 256Mi or 1Gi"))?;
+    let mult = units.get(unit).ok_or_else(|| {
+        format!("bad memory size `{s}`: unknown unit `{unit}` (use Ki, Mi, Gi, Ti, k, M, G, T)")
+    })?;
     match n.checked_mul(*mult) {
         Some(0) => Err(format!("memory size `{s}` must be larger than zero")),
         Some(v) => Ok(v),

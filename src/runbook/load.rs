@@ -498,7 +498,11 @@ impl Checker<'_> {
                 }
             }
             match r.pids {
-                Some(0) => self.err(sn, &at("resources.pids"), "`resources.pids` must be at least 1"),
+                Some(0) => self.err(
+                    sn,
+                    &at("resources.pids"),
+                    "`resources.pids` must be at least 1",
+                ),
                 p => sandbox.pids = p,
             }
         }
@@ -506,7 +510,11 @@ impl Checker<'_> {
             if p.starts_with('/') {
                 sandbox.writable_paths.push(p.into());
             } else {
-                self.err(sn, &format!("{path}.writable_paths.{j}"), format!("writable path `{p}` must be absolute"));
+                self.err(
+                    sn,
+                    &format!("{path}.writable_paths.{j}"),
+                    format!("writable path `{p}` must be absolute"),
+                );
             }
         }
         Some(Step {

@@ -21,7 +21,10 @@ pub fn require(available: bool, what: &str) -> bool {
     if available {
         return true;
     }
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{what} is required under CI=true but unavailable");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is required under CI=true but unavailable"
+    );
     eprintln!("SKIP: {what} is unavailable on this host");
     false
 }
@@ -29,27 +32,55 @@ pub fn require(available: bool, what: &str) -> bool {
 pub fn executor(grace: Duration) -> Executor {
     Executor {
         sandbox: Sandbox::new(SandboxConfig::default()).expect("sandbox"),
-        settings: ExecSettings { kill_grace: grace, drain: Duration::from_millis(250), ..ExecSettings::default() },
+        settings: ExecSettings {
+            kill_grace: grace,
+            drain: Duration::from_millis(250),
+            ..ExecSettings::default()
+        },
         scratch_root: std::env::temp_dir(),
     }
 }
 
 /// Runs the one runbook in `yaml` for an alert with `labels`.
-pub async fn run_yaml(yaml: &str, labels: &serde_json::Value, cancel: &CancellationToken) -> RunResult {
+pub async fn run_yaml(
+    yaml: &str,
+    labels: &serde_json::Value,
+    cancel: &CancellationToken,
+) -> RunResult {
     let dir = runbook_dir(&[("rb.yaml", yaml)]);
     let set = load_dir(dir.path()).unwrap_or_else(|e| panic!("{e}"));
-    let n = Notification::from_json(&std::fs::read(write_alert(dir.path(), labels)).unwrap()).unwrap();
+    let n =
+        Notification::from_json(&std::fs::read(write_alert(dir.path(), labels)).unwrap()).unwrap();
     let rb = set.iter().next().unwrap();
-    let req = RunRequest { notification: &n, alert: &n.alerts[0], runbook: rb, incident: IncidentRef { id: "INC-0001".into(), severity: Severity::Sev3 } };
-    executor(Duration::from_millis(300)).run(&req, Arc::new(Quiet), cancel).await
+    let req = RunRequest {
+        notification: &n,
+        alert: &n.alerts[0],
+        runbook: rb,
+        incident: IncidentRef {
+            id: "INC-0001".into(),
+            severity: Severity::Sev3,
+        },
+    };
+    executor(Duration::from_millis(300))
+        .run(&req, Arc::new(Quiet), cancel)
+        .await
 }
 
 fn step<'a>(r: &'a RunResult, name: &str) -> &'a StepRecord {
-    r.steps.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no step {name} in {:?}", r.steps.iter().map(|s| &s.name).collect::<Vec<_>>()))
+    r.steps.iter().find(|s| s.name == name).unwrap_or_else(|| {
+        panic!(
+            "no step {name} in {:?}",
+            r.steps.iter().map(|s| &s.name).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn stdout(r: &RunResult, name: &str) -> String {
-    step(r, name).attempts.last().map(|a| a.stdout.clone()).unwrap_or_default()
+    step(r, name)
+        .attempts
+        .last()
+        .map(|a| a.stdout.clone())
+        .unwrap_or_default()
 }
 
 /// Live (not zombie) processes whose command line contains `token`.
@@ -57,10 +88,15 @@ pub fn survivors(token: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let p = entry.path();
-        let Ok(cmdline) = std::fs::read(p.join("cmdline")) else { continue };
+        let Ok(cmdline) = std::fs::read(p.join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let state = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
-        let zombie = state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        let zombie = state
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
         if cmdline.contains(token) && !zombie && !cmdline.contains("cargo") {
             found.push(format!("{}: {cmdline}", p.display()));
         }
@@ -69,14 +105,29 @@ pub fn survivors(token: &str) -> Vec<String> {
 }
 
 fn token() -> String {
-    format!("{}.{}", 9000 + std::process::id() % 1000, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() % 100_000)
+    format!(
+        "{}.{}",
+        9000 + std::process::id() % 1000,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+            % 100_000
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_step_leaves_no_process_alive() {
     let t = token();
-    let contained = require(Probe::run().cgroups.v2.is_some(), "a writable cgroup v2 hierarchy (setsid escapees)");
-    let escapee = if contained { format!("setsid sh -c 'sleep {t} & exit 0' &") } else { String::new() };
+    let contained = require(
+        Probe::run().cgroups.v2.is_some(),
+        "a writable cgroup v2 hierarchy (setsid escapees)",
+    );
+    let escapee = if contained {
+        format!("setsid sh -c 'sleep {t} & exit 0' &")
+    } else {
+        String::new()
+    };
     let yaml = format!(
         r#"matchers: [alertname=X]
 steps:
@@ -95,12 +146,28 @@ steps:
     let started = std::time::Instant::now();
     let r = run_yaml(&yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
     let s = step(&r, "stubborn");
-    assert!(matches!(&s.outcome, Some(StepOutcome::TimedOut { cause, .. }) if cause == "step timeout"), "{:?}", s.outcome);
+    assert!(
+        matches!(&s.outcome, Some(StepOutcome::TimedOut { cause, .. }) if cause == "step timeout"),
+        "{:?}",
+        s.outcome
+    );
     assert_eq!(r.outcome, RunOutcome::Failed);
-    assert_eq!(stdout(&r, "stubborn"), "started\n", "output before the kill is kept");
+    assert_eq!(
+        stdout(&r, "stubborn"),
+        "started\n",
+        "output before the kill is kept"
+    );
     assert!(s.attempts[0].stragglers_killed);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    assert_eq!(survivors(&format!("sleep {t}")), Vec::<String>::new(), "processes outlived the step");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        survivors(&format!("sleep {t}")),
+        Vec::<String>::new(),
+        "processes outlived the step"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,26 +179,37 @@ async fn a_background_grandchild_holding_stdout_does_not_hold_the_step() {
     assert_eq!(step(&r, "bg").outcome, Some(StepOutcome::Succeeded));
     assert_eq!(stdout(&r, "bg"), "done\n");
     assert!(step(&r, "bg").attempts[0].stragglers_killed);
-    assert!(started.elapsed() < Duration::from_secs(5), "the step waited for its grandchild: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the step waited for its grandchild: {:?}",
+        started.elapsed()
+    );
     assert_eq!(survivors(&format!("sleep {t}")), Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_and_oversized_output_is_captured_bounded() {
-    let yaml = r#"matchers: [alertname=X]
+    let yaml = r"matchers: [alertname=X]
 steps:
   - name: binary
     shell: printf 'ok\377\376\000end'
   - name: long-line
     shell: head -c 200000000 /dev/zero | tr '\0' 'x'; echo; echo last
-"#;
+";
     let r = run_yaml(yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
     assert_eq!(stdout(&r, "binary"), "ok\u{fffd}\u{fffd}\0end");
     let a = &step(&r, "long-line").attempts[0];
     assert_eq!(a.outcome, StepOutcome::Succeeded);
     assert_eq!(a.stdout_bytes, 200_000_006);
-    assert!(a.stdout.len() < 200_000, "capture is capped: {} bytes kept", a.stdout.len());
-    assert!(a.stdout.contains("bytes of output omitted"), "truncation is marked");
+    assert!(
+        a.stdout.len() < 200_000,
+        "capture is capped: {} bytes kept",
+        a.stdout.len()
+    );
+    assert!(
+        a.stdout.contains("bytes of output omitted"),
+        "truncation is marked"
+    );
     assert!(a.stdout.ends_with("x\nlast\n"));
 }
 
@@ -165,31 +243,56 @@ steps:
     shell: echo via-dev-stderr > /dev/stderr
 "#
     );
-    let r = run_yaml(&yaml, &json!({"alertname": "X", "job": "api"}), &CancellationToken::new()).await;
+    let r = run_yaml(
+        &yaml,
+        &json!({"alertname": "X", "job": "api"}),
+        &CancellationToken::new(),
+    )
+    .await;
     drop(leaked);
     let env = stdout(&r, "env");
     let mut names: Vec<&str> = env.lines().map(|l| l.split('=').next().unwrap()).collect();
     names.sort_unstable();
     assert_eq!(
         names,
-        ["ALERT_FINGERPRINT", "ALERT_LABEL_ALERTNAME", "ALERT_LABEL_JOB", "ALERT_STATUS", "ALERT_ANNOTATION_SUMMARY", "FROM_RUNBOOK", "HOME", "INCIDENT_ID", "LANG", "PATH", "RUNBOOK", "TMPDIR"]
-            .iter()
-            .copied()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect::<Vec<_>>(),
+        [
+            "ALERT_FINGERPRINT",
+            "ALERT_LABEL_ALERTNAME",
+            "ALERT_LABEL_JOB",
+            "ALERT_STATUS",
+            "ALERT_ANNOTATION_SUMMARY",
+            "FROM_RUNBOOK",
+            "HOME",
+            "INCIDENT_ID",
+            "LANG",
+            "PATH",
+            "RUNBOOK",
+            "TMPDIR"
+        ]
+        .iter()
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect::<Vec<_>>(),
         "{env}"
     );
     assert!(env.contains("FROM_RUNBOOK=api\n") && env.contains("LANG=C.UTF-8\n"));
     // `[ -e ]` only stats, so the shell opens nothing while looking.
-    assert_eq!(stdout(&r, "fds"), "0\n1\n2\n", "fd {leaked_fd} or another leaked");
+    assert_eq!(
+        stdout(&r, "fds"),
+        "0\n1\n2\n",
+        "fd {leaked_fd} or another leaked"
+    );
     assert_eq!(stdout(&r, "stdin"), "eof:0\n");
     assert_eq!(stdout(&r, "umask"), "0077\n600\n");
     let cwd = stdout(&r, "cwd");
     let scratch = cwd.lines().next().unwrap().to_owned();
     assert!(scratch.contains("runbookd-run-"), "{cwd}");
     assert_eq!(cwd, format!("{scratch}\n{scratch} {scratch}\n"));
-    assert!(!Path::new(&scratch).exists(), "scratch is removed after the run");
+    assert!(
+        !Path::new(&scratch).exists(),
+        "scratch is removed after the run"
+    );
     let probe = Probe::run();
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
@@ -198,12 +301,29 @@ steps:
     if require(probe.landlock_abi > 0, "Landlock") {
         assert_eq!(stdout(&r, "write-outside"), "denied\n");
         assert!(!Path::new(&format!("/tmp/runbookd-landlock-{t}")).exists());
-        assert!(step(&r, "uid").attempts[0].sandbox.applied.iter().any(|l| l.starts_with("landlock")));
+        assert!(step(&r, "uid").attempts[0]
+            .sandbox
+            .applied
+            .iter()
+            .any(|l| l.starts_with("landlock")));
     }
-    assert_eq!(step(&r, "write-own-output").attempts[0].stderr, "via-dev-stderr\n");
+    assert_eq!(
+        step(&r, "write-own-output").attempts[0].stderr,
+        "via-dev-stderr\n"
+    );
 }
 
-const HOSTILE: &[&str] = &["$(touch pwned)", "`touch pwned`", "x'; touch pwned; echo '", "a\nb; touch pwned", "--flag=1", "-n", "\"; touch pwned #", "*", "日本 ✓"];
+const HOSTILE: &[&str] = &[
+    "$(touch pwned)",
+    "`touch pwned`",
+    "x'; touch pwned; echo '",
+    "a\nb; touch pwned",
+    "--flag=1",
+    "-n",
+    "\"; touch pwned #",
+    "*",
+    "日本 ✓",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_label_values_arrive_byte_for_byte_and_create_nothing() {
@@ -221,12 +341,21 @@ steps:
     shell: ls -A
 "#;
     for v in HOSTILE {
-        let r = run_yaml(yaml, &json!({"alertname": "X", "v": v}), &CancellationToken::new()).await;
+        let r = run_yaml(
+            yaml,
+            &json!({"alertname": "X", "v": v}),
+            &CancellationToken::new(),
+        )
+        .await;
         assert_eq!(stdout(&r, "argv"), *v, "argv");
         assert_eq!(stdout(&r, "shell"), *v, "shell");
         assert_eq!(stdout(&r, "env"), *v, "env");
         if *v != "-n" {
-            assert_eq!(stdout(&r, "flag"), format!("{v}\n"), "an option-looking value is one argument");
+            assert_eq!(
+                stdout(&r, "flag"),
+                format!("{v}\n"),
+                "an option-looking value is one argument"
+            );
         }
         assert_eq!(stdout(&r, "scratch"), "", "{v:?} created a file");
     }
@@ -244,7 +373,14 @@ steps:
     let r = run_yaml(yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
     let s = step(&r, "flaky");
     let outcomes: Vec<&StepOutcome> = s.attempts.iter().map(|a| &a.outcome).collect();
-    assert_eq!(outcomes, [&StepOutcome::Failed { exit_code: 1 }, &StepOutcome::Failed { exit_code: 1 }, &StepOutcome::Succeeded]);
+    assert_eq!(
+        outcomes,
+        [
+            &StepOutcome::Failed { exit_code: 1 },
+            &StepOutcome::Failed { exit_code: 1 },
+            &StepOutcome::Succeeded
+        ]
+    );
     assert_eq!(s.outcome, Some(StepOutcome::Succeeded));
     assert_eq!(s.attempts[2].stdout, "try 3\n");
     assert_eq!(r.outcome, RunOutcome::Succeeded);
@@ -254,7 +390,10 @@ steps:
 async fn continue_on_failure_goes_on_and_marks_the_run() {
     let yaml = "matchers: [alertname=X]\nsteps:\n  - name: a\n    run: ['false']\n    continue_on_failure: true\n  - name: b\n    run: [echo, b]\n";
     let r = run_yaml(yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
-    assert_eq!(step(&r, "a").outcome, Some(StepOutcome::Failed { exit_code: 1 }));
+    assert_eq!(
+        step(&r, "a").outcome,
+        Some(StepOutcome::Failed { exit_code: 1 })
+    );
     assert_eq!(step(&r, "b").outcome, Some(StepOutcome::Succeeded));
     assert_eq!(r.outcome, RunOutcome::SucceededWithFailures);
 }
@@ -279,8 +418,14 @@ on_failure:
     assert_eq!(r.outcome, RunOutcome::Failed);
     let names: Vec<&str> = r.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["check", "fix", "rollback", "page"]);
-    assert_eq!(step(&r, "fix").outcome, Some(StepOutcome::Failed { exit_code: 3 }));
-    assert_eq!(stdout(&r, "rollback"), "rollback after failed 3, never=not_run\n");
+    assert_eq!(
+        step(&r, "fix").outcome,
+        Some(StepOutcome::Failed { exit_code: 3 })
+    );
+    assert_eq!(
+        stdout(&r, "rollback"),
+        "rollback after failed 3, never=not_run\n"
+    );
     assert_eq!(r.checklist, ["Page the owner of X"]);
 }
 
@@ -300,12 +445,28 @@ steps:
     manual: watch it
 "#;
     let r = run_yaml(yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
-    assert_eq!(step(&r, "restart").outcome, Some(StepOutcome::Skipped { reason: "`when` rendered `false`".into() }));
-    assert!(step(&r, "restart").attempts.is_empty(), "a skipped step runs nothing");
+    assert_eq!(
+        step(&r, "restart").outcome,
+        Some(StepOutcome::Skipped {
+            reason: "`when` rendered `false`".into()
+        })
+    );
+    assert!(
+        step(&r, "restart").attempts.is_empty(),
+        "a skipped step runs nothing"
+    );
     assert_eq!(stdout(&r, "report"), "probe said healthy\n\n");
-    assert_eq!(step(&r, "watch").outcome, None, "manual steps are open checklist items");
+    assert_eq!(
+        step(&r, "watch").outcome,
+        None,
+        "manual steps are open checklist items"
+    );
     assert_eq!(r.checklist, ["watch it"]);
-    assert_eq!(r.outcome, RunOutcome::Succeeded, "skips and checklist items do not fail a run");
+    assert_eq!(
+        r.outcome,
+        RunOutcome::Succeeded,
+        "skips and checklist items do not fail a run"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,11 +474,23 @@ async fn the_run_timeout_stops_a_step_within_its_own_timeout() {
     let yaml = "matchers: [alertname=X]\ntimeout: 1s\nsteps:\n  - name: slow\n    timeout: 60s\n    run: [sleep, '30']\n  - name: after\n    run: [echo, after]\non_failure:\n  - name: cleanup\n    run: [echo, cleaned]\n";
     let started = std::time::Instant::now();
     let r = run_yaml(yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
-    assert!(matches!(&step(&r, "slow").outcome, Some(StepOutcome::TimedOut { cause, .. }) if cause == "run timeout"), "{:?}", step(&r, "slow").outcome);
+    assert!(
+        matches!(&step(&r, "slow").outcome, Some(StepOutcome::TimedOut { cause, .. }) if cause == "run timeout"),
+        "{:?}",
+        step(&r, "slow").outcome
+    );
     assert_eq!(r.outcome, RunOutcome::TimedOut);
     assert!(r.steps.iter().all(|s| s.name != "after"));
-    assert_eq!(stdout(&r, "cleanup"), "cleaned\n", "on_failure runs after a run timeout");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(
+        stdout(&r, "cleanup"),
+        "cleaned\n",
+        "on_failure runs after a run timeout"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,8 +513,14 @@ async fn cancelling_a_run_kills_the_running_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_running_step_kills_its_group() {
     let t = token();
-    let yaml = format!("matchers: [alertname=X]\nsteps:\n  - name: long\n    shell: sleep {t} & sleep {t}\n");
-    let dropped = tokio::time::timeout(Duration::from_millis(400), run_yaml(&yaml, &json!({"alertname": "X"}), &CancellationToken::new())).await;
+    let yaml = format!(
+        "matchers: [alertname=X]\nsteps:\n  - name: long\n    shell: sleep {t} & sleep {t}\n"
+    );
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(400),
+        run_yaml(&yaml, &json!({"alertname": "X"}), &CancellationToken::new()),
+    )
+    .await;
     assert!(dropped.is_err(), "the run was still going");
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(survivors(&format!("sleep {t}")), Vec::<String>::new());
@@ -359,7 +538,11 @@ steps:
     continue_on_failure: true
 "#;
     let r = run_yaml(yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
-    assert!(matches!(&step(&r, "missing").outcome, Some(StepOutcome::SpawnFailed { reason }) if reason.contains("`no-such-program-runbookd`: not found")), "{:?}", step(&r, "missing").outcome);
+    assert!(
+        matches!(&step(&r, "missing").outcome, Some(StepOutcome::SpawnFailed { reason }) if reason.contains("`no-such-program-runbookd`: not found")),
+        "{:?}",
+        step(&r, "missing").outcome
+    );
     assert!(
         matches!(&step(&r, "unrendered").outcome, Some(StepOutcome::SpawnFailed { reason }) if reason.contains("the alert has no value for `labels.deployment`")),
         "{:?}",
@@ -375,28 +558,44 @@ async fn network_none_blocks_a_loopback_connect() {
     let connect = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected");
     let yaml = format!("matchers: [alertname=X]\nsteps:\n  - name: host\n    run: [bash, -c, '{connect}']\n    continue_on_failure: true\n  - name: isolated\n    network: none\n    run: [bash, -c, '{connect}']\n    continue_on_failure: true\n");
     let r = run_yaml(&yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
-    assert_eq!(stdout(&r, "host"), "connected\n", "the listener is reachable without isolation");
+    assert_eq!(
+        stdout(&r, "host"),
+        "connected\n",
+        "the listener is reachable without isolation"
+    );
     if !require(Probe::run().netns, "network namespaces (runbookd as root)") {
-        assert!(matches!(&step(&r, "isolated").outcome, Some(StepOutcome::SpawnFailed { reason }) if reason.contains("network: none")));
+        assert!(
+            matches!(&step(&r, "isolated").outcome, Some(StepOutcome::SpawnFailed { reason }) if reason.contains("network: none"))
+        );
         return;
     }
     let s = step(&r, "isolated");
     assert_eq!(s.outcome, Some(StepOutcome::Failed { exit_code: 1 }));
-    assert!(s.attempts[0].stderr.contains("Connection refused"), "loopback is up but empty: {}", s.attempts[0].stderr);
-    assert!(s.attempts[0].sandbox.applied.contains(&"network:none".to_owned()));
+    assert!(
+        s.attempts[0].stderr.contains("Connection refused"),
+        "loopback is up but empty: {}",
+        s.attempts[0].stderr
+    );
+    assert!(s.attempts[0]
+        .sandbox
+        .applied
+        .contains(&"network:none".to_owned()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memory_limit_kills_a_step_that_allocates_past_it() {
-    let yaml = r#"matchers: [alertname=X]
+    let yaml = r"matchers: [alertname=X]
 steps:
   - name: hog
     resources: {memory: 64Mi, pids: 32}
     shell: x=$(head -c 300000000 /dev/zero | tr '\0' x); echo survived
-"#;
+";
     let r = run_yaml(yaml, &json!({"alertname": "X"}), &CancellationToken::new()).await;
     let h = Probe::run().cgroups;
-    if !require(h.v1_memory.is_some() || h.v2_memory, "a memory cgroup controller") {
+    if !require(
+        h.v1_memory.is_some() || h.v2_memory,
+        "a memory cgroup controller",
+    ) {
         return;
     }
     let s = step(&r, "hog");
@@ -411,9 +610,19 @@ steps:
 
 #[test]
 fn run_executes_and_prints_a_live_transcript() {
-    let out = crate::helpers::runbookd(&["run", "--alert", crate::helpers::fixture("firing-single.json").to_str().unwrap()]);
+    let out = crate::helpers::runbookd(&[
+        "run",
+        "--alert",
+        crate::helpers::fixture("firing-single.json")
+            .to_str()
+            .unwrap(),
+    ]);
     let text = crate::helpers::stdout(&out);
-    assert!(out.status.success(), "{text}{}", crate::helpers::stderr(&out));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        crate::helpers::stderr(&out)
+    );
     for expected in [
         "=== runbook high-load for alert HighCPU [firing] fingerprint 58a4d9157c1ffbd9",
         "  > load-average [run]\n      $ [\"uptime\"]\n      |  ",
@@ -425,11 +634,23 @@ fn run_executes_and_prints_a_live_transcript() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
     // A failing run exits 1 and marks stderr lines.
-    let dir = runbook_dir(&[("f.yaml", "matchers: [alertname=F]\nsteps:\n  - name: boom\n    shell: echo oops >&2; exit 4\n")]);
+    let dir = runbook_dir(&[(
+        "f.yaml",
+        "matchers: [alertname=F]\nsteps:\n  - name: boom\n    shell: echo oops >&2; exit 4\n",
+    )]);
     let alert = write_alert(dir.path(), &json!({"alertname": "F"}));
-    let out = crate::helpers::runbookd(&["run", "--alert", alert.to_str().unwrap(), "--runbooks", dir.path().to_str().unwrap()]);
+    let out = crate::helpers::runbookd(&[
+        "run",
+        "--alert",
+        alert.to_str().unwrap(),
+        "--runbooks",
+        dir.path().to_str().unwrap(),
+    ]);
     let text = crate::helpers::stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("      ! oops\n  = boom: FAILED with exit status 4 in "), "{text}");
+    assert!(
+        text.contains("      ! oops\n  = boom: FAILED with exit status 4 in "),
+        "{text}"
+    );
     assert!(text.contains("=== run f: failed in "), "{text}");
 }
