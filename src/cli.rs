@@ -182,7 +182,10 @@ fn run_alert(
 
 /// Makes untrusted text safe for a terminal: control characters other than
 /// newline and tab are shown escaped, never sent raw.
-fn printable(s: &str) -> String {
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
     s.chars()
         .map(|c| {
             if c.is_control() && c != '\n' && c != '\t' {
@@ -191,7 +194,8 @@ fn printable(s: &str) -> String {
                 c.to_string()
             }
         })
-        .collect()
+        .collect::<String>()
+        .into()
 }
 
 fn quoted(s: &str) -> String {

@@ -3,7 +3,6 @@
 //! them. Memory stays bounded whatever the step prints (binary, one huge line,
 //! gigabytes); text is decoded lossily as UTF-8 only when read.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 
 /// Which stream a chunk came from.
@@ -18,7 +17,9 @@ pub enum Stream {
 #[derive(Debug, Clone)]
 pub struct Capture {
     head: Vec<u8>,
-    tail: VecDeque<u8>,
+    /// A ring of the last `tail_cap` bytes; once full, `tail_start` is its oldest byte.
+    tail: Vec<u8>,
+    tail_start: usize,
     head_cap: usize,
     tail_cap: usize,
     total: u64,
@@ -30,7 +31,8 @@ impl Capture {
     pub fn new(head_cap: usize, tail_cap: usize) -> Self {
         Capture {
             head: Vec::new(),
-            tail: VecDeque::new(),
+            tail: Vec::new(),
+            tail_start: 0,
             head_cap,
             tail_cap,
             total: 0,
@@ -44,14 +46,32 @@ impl Capture {
             self.head.extend_from_slice(&chunk[..n]);
             chunk = &chunk[n..];
         }
+        if self.tail_cap == 0 || chunk.is_empty() {
+            return;
+        }
         if chunk.len() >= self.tail_cap {
             self.tail.clear();
-            self.tail.extend(&chunk[chunk.len() - self.tail_cap..]);
-        } else {
-            let overflow = (self.tail.len() + chunk.len()).saturating_sub(self.tail_cap);
-            self.tail.drain(..overflow);
-            self.tail.extend(chunk);
+            self.tail
+                .extend_from_slice(&chunk[chunk.len() - self.tail_cap..]);
+            self.tail_start = 0;
+            return;
         }
+        let room = self.tail_cap - self.tail.len();
+        let fill = room.min(chunk.len());
+        self.tail.extend_from_slice(&chunk[..fill]);
+        let mut rest = &chunk[fill..];
+        // Full: overwrite the oldest bytes, wrapping around.
+        while !rest.is_empty() {
+            let n = rest.len().min(self.tail_cap - self.tail_start);
+            self.tail[self.tail_start..self.tail_start + n].copy_from_slice(&rest[..n]);
+            self.tail_start = (self.tail_start + n) % self.tail_cap;
+            rest = &rest[n..];
+        }
+    }
+
+    fn tail_bytes(&self) -> Vec<u8> {
+        let (newer, older) = self.tail.split_at(self.tail_start);
+        [older, newer].concat()
     }
 
     /// Every byte the stream produced, kept or not.
@@ -77,8 +97,7 @@ impl Capture {
             }
             let _ = writeln!(s, "[… runbookd: {omitted} bytes of output omitted …]");
         }
-        let (a, b) = self.tail.as_slices();
-        s.push_str(&String::from_utf8_lossy(&[a, b].concat()));
+        s.push_str(&String::from_utf8_lossy(&self.tail_bytes()));
         s
     }
 
@@ -86,11 +105,10 @@ impl Capture {
     #[must_use]
     pub fn last(&self, max: usize) -> String {
         // Head and tail are contiguous only when nothing was dropped between them.
-        let bytes: Vec<u8> = if self.omitted() == 0 {
-            self.head.iter().chain(self.tail.iter()).copied().collect()
-        } else {
-            self.tail.iter().copied().collect()
-        };
+        let mut bytes = self.tail_bytes();
+        if self.omitted() == 0 {
+            bytes = [self.head.as_slice(), &bytes].concat();
+        }
         let start = bytes.len().saturating_sub(max);
         String::from_utf8_lossy(&bytes[start..]).into_owned()
     }
@@ -126,6 +144,25 @@ mod tests {
     }
 
     #[test]
+    fn the_tail_ring_wraps_in_order() {
+        let mut c = Capture::new(0, 5);
+        for chunk in [&b"ab"[..], b"cd", b"ef", b"g", b"hijk", b"l"] {
+            c.push(chunk);
+        }
+        assert_eq!(c.last(100), "hijkl");
+        assert_eq!(
+            c.text(),
+            "\n[… runbookd: 7 bytes of output omitted …]\nhijkl"
+        );
+        let mut c = Capture::new(2, 3);
+        c.push(b"123456789");
+        assert_eq!(
+            c.text(),
+            "12\n[… runbookd: 4 bytes of output omitted …]\n789"
+        );
+    }
+
+    #[test]
     fn binary_output_is_decoded_lossily() {
         let mut c = Capture::new(16, 16);
         c.push(&[0xff, 0xfe, b'o', b'k', 0]);
@@ -140,6 +177,6 @@ mod tests {
             c.push(&chunk);
         }
         assert_eq!(c.total(), 65_536_000);
-        assert!(c.head.capacity() <= 64 * 1024 && c.tail.capacity() <= 128 * 1024);
+        assert!(c.head.capacity() <= 2048 && c.tail.capacity() <= 2048);
     }
 }

@@ -87,7 +87,7 @@ pub struct Limits {
     pub pids: Option<u64>,
 }
 
-/// The cgroups of one step; [`StepCgroup::kill_and_remove`] ends them.
+/// The cgroups of one step; [`StepCgroup::remove`] ends them.
 #[derive(Debug)]
 pub struct StepCgroup {
     dirs: Vec<PathBuf>,
@@ -204,39 +204,44 @@ impl StepCgroup {
 
     /// Kills every process in the step's cgroups (escapees included).
     pub fn kill(&self) {
-        if let Some(v2) = &self.v2 {
-            let _ = fs::write(v2.join("cgroup.kill"), "1");
-        } else {
-            for dir in &self.dirs {
-                for pid in fs::read_to_string(dir.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    if let Ok(pid) = pid.trim().parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
+        match &self.v2 {
+            Some(v2) => self.kill_dir(v2),
+            None => self.dirs.iter().for_each(|d| self.kill_dir(d)),
+        }
+    }
+
+    fn kill_dir(&self, dir: &Path) {
+        if self.v2.as_deref() == Some(dir) {
+            let _ = fs::write(dir.join("cgroup.kill"), "1");
+            return;
+        }
+        for pid in fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+        {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
 
-    /// Kills what is left and removes the directories (retrying while the
-    /// kernel finishes the exits).
-    pub async fn kill_and_remove(self) {
-        self.kill();
-        for dir in self.dirs.iter().rev() {
-            for attempt in 0..50 {
+    /// Removes the directories, killing whatever still holds one (retrying
+    /// while the kernel finishes the exits).
+    pub async fn remove(mut self) {
+        for dir in std::mem::take(&mut self.dirs).iter().rev() {
+            for attempt in 0..200 {
                 match fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) if attempt < 49 => {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    Err(_) if attempt < 199 => {
+                        self.kill_dir(dir);
+                        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     }
                     Err(e) => {
-                        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove step cgroup");
+                        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove step cgroup")
                     }
                 }
             }
@@ -247,7 +252,7 @@ impl StepCgroup {
 impl Drop for StepCgroup {
     /// A step dropped mid-run (cancelled) still takes its processes with it.
     fn drop(&mut self) {
-        if self.dirs.iter().any(|d| d.exists()) {
+        if !self.dirs.is_empty() {
             self.kill();
             for dir in self.dirs.iter().rev() {
                 let _ = fs::remove_dir(dir);

@@ -274,15 +274,12 @@ pub async fn run(
     let drained = tokio::time::timeout(settings.drain, readers.done())
         .await
         .is_ok();
-    if cgroup
+    let populated = cgroup
         .as_ref()
-        .is_some_and(super::cgroup::StepCgroup::populated)
-        || !drained
-    {
-        stragglers_killed = true;
-    }
+        .is_some_and(super::cgroup::StepCgroup::populated);
+    stragglers_killed |= populated || !drained;
     signal_group(pid, libc::SIGKILL);
-    if let Some(cg) = &cgroup {
+    if let Some(cg) = cgroup.as_ref().filter(|_| populated || !drained) {
         cg.kill();
     }
     let mut output_abandoned = false;
@@ -300,7 +297,9 @@ pub async fn run(
         .as_ref()
         .is_some_and(super::cgroup::StepCgroup::oom_killed);
     if let Some(cg) = cgroup {
-        cg.kill_and_remove().await;
+        // The kernel may take a moment to empty the cgroup after the last
+        // exit; removing it need not delay the step's result.
+        tokio::spawn(cg.remove());
     }
     let outcome = stop.unwrap_or_else(|| match status {
         Ok(s) if s.code() == Some(0) => StepOutcome::Succeeded,

@@ -654,3 +654,43 @@ fn run_executes_and_prints_a_live_transcript() {
     );
     assert!(text.contains("=== run f: failed in "), "{text}");
 }
+
+#[test]
+#[allow(unsafe_code)]
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which also reports its peak RSS
+fn a_gibibyte_of_output_keeps_runbookd_memory_bounded() {
+    let dir = runbook_dir(&[(
+        "big.yaml",
+        "matchers: [alertname=B]\nsteps:\n  - name: gib\n    timeout: 300s\n    shell: head -c 1073741824 /dev/zero | tr '\\0' x\n",
+    )]);
+    let alert = write_alert(dir.path(), &json!({"alertname": "B"}));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args([
+            "run",
+            "--alert",
+            alert.to_str().unwrap(),
+            "--runbooks",
+            dir.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: rusage is plain data; wait4 fills it for our own child `pid`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for the child spawned above; std's Child does not wait on drop.
+    let waited = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+    assert_eq!(waited, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "runbookd failed: status {status}"
+    );
+    let peak_mib = usage.ru_maxrss / 1024;
+    eprintln!("runbookd peak RSS for 1 GiB of step output: {peak_mib} MiB");
+    assert!(
+        peak_mib < 64,
+        "peak RSS {peak_mib} MiB grew with the output"
+    );
+}
