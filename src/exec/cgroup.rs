@@ -241,7 +241,7 @@ impl StepCgroup {
                         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
                     }
                     Err(e) => {
-                        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove step cgroup")
+                        tracing::warn!(cgroup = %dir.display(), error = %e, "cannot remove step cgroup");
                     }
                 }
             }
