@@ -241,6 +241,11 @@ steps:
     shell: touch /tmp/runbookd-landlock-{t} && echo wrote || echo denied
   - name: write-own-output
     shell: echo via-dev-stderr > /dev/stderr
+  - name: status
+    run: [grep, -E, '^(NoNewPrivs|Seccomp|CapEff):', /proc/self/status]
+  - name: unshare
+    run: [unshare, --net, 'true']
+    continue_on_failure: true
 "#
     );
     let r = run_yaml(
