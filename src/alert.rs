@@ -214,7 +214,11 @@ impl Notification {
         let raw: RawNotification = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             PayloadError {
-                path: if path == "." { String::new() } else { path },
+                path: if path == "." || path == "?" {
+                    String::new()
+                } else {
+                    path
+                },
                 message: e.into_inner().to_string(),
             }
         })?;

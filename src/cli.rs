@@ -39,6 +39,38 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Receive Alertmanager webhooks, run matching runbooks, record incidents.
+    Serve {
+        /// Settings file (YAML): auth, limits, sandbox, shutdown grace.
+        #[arg(long, env = "RUNBOOKD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:9095].
+        #[arg(long, env = "RUNBOOKD_LISTEN")]
+        listen: Option<std::net::SocketAddr>,
+        /// Directory of runbook files [default: runbooks].
+        #[arg(long, env = "RUNBOOKD_RUNBOOKS")]
+        runbooks: Option<PathBuf>,
+        /// Where the SQLite store lives [default: data].
+        #[arg(long, env = "RUNBOOKD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// When runbookd runs as root, steps run as this user [default: nobody].
+        #[arg(long, env = "RUNBOOKD_RUN_AS")]
+        run_as: Option<String>,
+        /// Shadow mode: record incidents and plans, execute nothing.
+        #[arg(long)]
+        plan: bool,
+    },
+    /// Read incidents from the store.
+    Incidents {
+        /// Where the SQLite store lives.
+        #[arg(long, default_value = "data", env = "RUNBOOKD_DATA_DIR", global = true)]
+        data_dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+        output: Output,
+        #[command(subcommand)]
+        action: IncidentsAction,
+    },
     /// Validate runbooks; print every error as `file:line:col` (like `amtool check-config`).
     Check {
         /// Directory of runbook files (*.yaml).
@@ -81,6 +113,23 @@ pub struct SandboxArgs {
     pub kill_grace: std::time::Duration,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum IncidentsAction {
+    /// List incidents, open ones first.
+    List {
+        /// Only incidents with this status.
+        #[arg(long)]
+        status: Option<crate::incident::IncidentStatus>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Everything recorded about one incident.
+    Show {
+        /// e.g. INC-0042
+        id: crate::incident::IncidentId,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -93,6 +142,29 @@ pub enum Output {
 /// When the command cannot do its work at all (unreadable input, say).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        Command::Serve {
+            config,
+            listen,
+            runbooks,
+            data_dir,
+            run_as,
+            plan,
+        } => {
+            let overrides = crate::config::Overrides {
+                listen,
+                runbooks,
+                data_dir,
+                run_as,
+                shadow: plan,
+            };
+            let cfg = crate::config::ServerConfig::load(config.as_deref(), overrides)?;
+            serve(cfg)
+        }
+        Command::Incidents {
+            data_dir,
+            output,
+            action,
+        } => incidents(&data_dir, output, &action),
         Command::Check { dir } => Ok(check(&dir)),
         Command::Run {
             alert,
@@ -546,4 +618,155 @@ impl RunObserver for Transcript {
         };
         println!("  = {}{tail}: {what}", rec.name);
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(cfg: crate::config::ServerConfig) -> anyhow::Result<ExitCode> {
+    match runtime()?.block_on(crate::server::run(cfg)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(crate::server::StartError::Runbooks(errors)) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "refusing to start: {} error(s) in the runbooks",
+                errors.0.len()
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(crate::server::StartError::Other(e)) => Err(e),
+    }
+}
+
+fn incidents(
+    data_dir: &Path,
+    output: Output,
+    action: &IncidentsAction,
+) -> anyhow::Result<ExitCode> {
+    let db = data_dir.join("runbookd.db");
+    anyhow::ensure!(
+        db.exists(),
+        "no store at `{}` (set --data-dir)",
+        db.display()
+    );
+    runtime()?.block_on(async {
+        let store = crate::store::Store::open(&db)
+            .with_context(|| format!("cannot open `{}`", db.display()))?;
+        let mut out = std::io::stdout().lock();
+        match action {
+            IncidentsAction::List { status, limit } => {
+                let (list, total) = store
+                    .incidents(crate::store::IncidentFilter {
+                        status: *status,
+                        limit: Some(*limit),
+                        ..Default::default()
+                    })
+                    .await?;
+                if output == Output::Json {
+                    serde_json::to_writer_pretty(
+                        &mut out,
+                        &serde_json::json!({"incidents": list, "total": total}),
+                    )?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<10} {:<5} {:<14} {:<4} {:>9}  TITLE",
+                        "ID", "SEV", "STATUS", "ESC", "DURATION"
+                    )?;
+                    for i in &list {
+                        let d = humantime::format_duration(std::time::Duration::from_secs(
+                            u64::try_from(i.duration_seconds).unwrap_or(0),
+                        ));
+                        writeln!(
+                            out,
+                            "{:<10} {:<5} {:<14} {:<4} {:>9}  {}",
+                            i.id,
+                            i.severity,
+                            i.status,
+                            if i.escalated { "yes" } else { "" },
+                            d.to_string(),
+                            printable(&i.title)
+                        )?;
+                    }
+                    writeln!(out, "{} of {total} incident(s)", list.len())?;
+                }
+            }
+            IncidentsAction::Show { id } => {
+                let detail = match store.incident(*id).await {
+                    Ok(d) => d,
+                    Err(crate::store::StoreError::NotFound(_)) => {
+                        eprintln!("error: no incident {id}");
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if output == Output::Json {
+                    serde_json::to_writer_pretty(&mut out, &detail)?;
+                    writeln!(out)?;
+                } else {
+                    let s = &detail.summary;
+                    writeln!(
+                        out,
+                        "{} {} [{}] {}{}",
+                        s.id,
+                        printable(&s.title),
+                        s.severity,
+                        s.status,
+                        if s.escalated { ", escalated" } else { "" }
+                    )?;
+                    writeln!(
+                        out,
+                        "opened {}{}; services: {}",
+                        s.created_at,
+                        s.resolved_at
+                            .as_ref()
+                            .map(|r| format!(", resolved {r}"))
+                            .unwrap_or_default(),
+                        s.services.join(", ")
+                    )?;
+                    writeln!(out, "\nalerts:")?;
+                    for a in &detail.alerts {
+                        let labels: Vec<String> = a
+                            .labels
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", quoted(v)))
+                            .collect();
+                        writeln!(
+                            out,
+                            "  {} {} {}",
+                            a.fingerprint,
+                            a.status,
+                            labels.join(", ")
+                        )?;
+                    }
+                    writeln!(out, "\nruns:")?;
+                    for r in &detail.runs {
+                        writeln!(
+                            out,
+                            "  #{} {} ({}) {}{}",
+                            r.id,
+                            r.runbook,
+                            r.phase,
+                            r.state,
+                            r.reason
+                                .as_ref()
+                                .map(|x| format!(": {}", printable(x)))
+                                .unwrap_or_default()
+                        )?;
+                    }
+                    writeln!(out, "\ntimeline:")?;
+                    for t in &detail.timeline {
+                        writeln!(out, "  {} {:<12} {}", t.at, t.author, printable(&t.message))?;
+                    }
+                }
+            }
+        }
+        store.close();
+        Ok(ExitCode::SUCCESS)
+    })
 }

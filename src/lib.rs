@@ -17,9 +17,16 @@
 //! 6. [`cli`]: `check` and `run [--plan]`.
 
 pub mod alert;
+pub mod api;
 pub mod cli;
+pub mod config;
+pub mod dispatch;
 pub mod exec;
+pub mod incident;
 pub mod matcher;
+pub mod metrics;
 pub mod plan;
 pub mod runbook;
+pub mod server;
+pub mod store;
 pub mod template;

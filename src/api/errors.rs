@@ -1,0 +1,80 @@
+//! One error type for every route: a status code chosen in one `match`, and
+//! a JSON body `{"error": "...", "status": N}`. 5xx bodies never carry
+//! internals; the cause is logged.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the run queue is full; retry later")]
+    QueueFull,
+    #[error("the store is unavailable; retry later")]
+    Unavailable,
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        errors: Vec<String>,
+    },
+}
+
+impl ApiError {
+    #[must_use]
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::QueueFull | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::NotFound(what) => ApiError::NotFound(what),
+            crate::store::StoreError::QueueFull => ApiError::QueueFull,
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let mut body = json!({"error": self.to_string(), "status": status.as_u16()});
+        if let ApiError::Invalid { errors, .. } = &self {
+            body["errors"] = json!(errors);
+        }
+        let mut resp = (status, Json(body)).into_response();
+        match self {
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"runbookd\", Basic realm=\"runbookd\""),
+                );
+            }
+            ApiError::QueueFull | ApiError::Unavailable => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,74 @@
+//! Operations, as Alertmanager names them: `/-/healthy`, `/-/ready`,
+//! `POST /-/reload` (an invalid runbook set is refused with its errors and
+//! the old set kept), and `/metrics` in the Prometheus text format.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{require_auth, ApiError, AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/-/healthy", get(|| async { "OK" }))
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload))
+        .route("/metrics", get(metrics))
+}
+
+async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+    match s
+        .store
+        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+        .await
+    {
+        Ok(_) => (StatusCode::OK, "OK"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+        }
+    }
+}
+
+/// Loads the runbook directory again; keeps the old set when the new one is invalid.
+///
+/// # Errors
+/// Every error of the new set.
+pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
+    match crate::runbook::load_dir(&s.runbooks_dir) {
+        Ok(set) => {
+            let n = set.len();
+            *s.runbooks
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(set);
+            tracing::info!(runbooks = n, "runbooks reloaded");
+            Ok(n)
+        }
+        Err(errors) => {
+            tracing::error!("reload refused, the previous runbooks stay in force:\n{errors}");
+            Err(ApiError::Invalid {
+                message: "invalid runbooks: the previous set stays in force".into(),
+                errors: errors.0.iter().map(ToString::to_string).collect(),
+            })
+        }
+    }
+}
+
+async fn reload(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require_auth(&s, &headers)?;
+    let n = reload_runbooks(&s)?;
+    Ok(Json(json!({"status": "reloaded", "runbooks": n})))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}

@@ -1,0 +1,165 @@
+//! The JSON API: incidents (list with filters and paging, detail, updates),
+//! runbooks, plans, stats. Reads need credentials only with
+//! `auth.protect_reads`; writes always need them when auth is configured.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use super::{read_body, require_auth, require_read_auth, ApiError, AppState};
+use crate::alert::Notification;
+use crate::incident::{IncidentId, Update};
+use crate::plan::{Plan, PLAN_INCIDENT_ID};
+use crate::store::{self, IncidentFilter};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/incidents", get(list))
+        .route("/api/v1/incidents/{id}", get(detail))
+        .route("/api/v1/incidents/{id}/updates", post(add_update))
+        .route("/api/v1/runbooks", get(runbooks))
+        .route("/api/v1/plan", post(plan))
+        .route("/api/v1/stats", get(stats))
+}
+
+fn query<T: DeserializeOwned + Default>(raw: Option<String>) -> Result<T, ApiError> {
+    match raw {
+        None => Ok(T::default()),
+        Some(q) => serde_urlencoded::from_str(&q)
+            .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}"))),
+    }
+}
+
+fn incident_id(raw: &str) -> Result<IncidentId, ApiError> {
+    raw.parse().map_err(ApiError::BadRequest)
+}
+
+async fn list(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let filter: IncidentFilter = query(q)?;
+    let (limit, offset) = (
+        filter.limit.unwrap_or(50).min(500),
+        filter.offset.unwrap_or(0),
+    );
+    let (incidents, total) = s.store.incidents(filter).await?;
+    Ok(Json(
+        json!({"incidents": incidents, "total": total, "limit": limit, "offset": offset, "shadow": s.shadow}),
+    ))
+}
+
+async fn detail(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let detail = s.store.incident(incident_id(&id)?).await?;
+    Ok(Json(serde_json::to_value(detail).unwrap_or_default()))
+}
+
+async fn add_update(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    require_auth(&s, &headers)?;
+    let id = incident_id(&id)?;
+    let bytes = read_body(body, 256 << 10).await?;
+    let update: Update = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid update: {e}")))?;
+    update.check().map_err(ApiError::BadRequest)?;
+    s.store
+        .write(move |c| store::add_update(c, id, &update))
+        .await?;
+    let detail = s.store.incident(id).await?;
+    Ok(Json(serde_json::to_value(detail).unwrap_or_default()))
+}
+
+async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let set = s
+        .runbooks
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let list: Vec<Value> = set
+        .iter()
+        .map(|rb| {
+            let steps = |steps: &[crate::runbook::Step]| {
+                steps
+                    .iter()
+                    .map(|st| json!({"name": st.name, "kind": st.action.kind()}))
+                    .collect::<Vec<_>>()
+            };
+            json!({
+                "name": rb.name,
+                "title": rb.title,
+                "severity": rb.severity,
+                "description": rb.description,
+                "matchers": rb.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "source": rb.source.display().to_string(),
+                "timeout_ms": rb.timeout.as_millis(),
+                "concurrency": rb.concurrency,
+                "cooldown_ms": rb.cooldown.as_millis(),
+                "cancel_on_resolved": rb.cancel_on_resolved,
+                "steps": steps(&rb.steps),
+                "on_failure": steps(&rb.on_failure),
+                "on_resolved": steps(&rb.on_resolved),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"runbooks": list})))
+}
+
+async fn plan(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let bytes = read_body(body, s.body_limit).await?;
+    let n = Notification::from_json(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid Alertmanager payload: {e}")))?;
+    let set = s
+        .runbooks
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Ok(Json(
+        serde_json::to_value(Plan::build(&n, &set, PLAN_INCIDENT_ID)).unwrap_or_default(),
+    ))
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    window: Option<String>,
+}
+
+async fn stats(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let q: StatsQuery = query(q)?;
+    let window = match q.window.as_deref() {
+        None => Duration::from_secs(7 * 86400),
+        Some(w) => humantime::parse_duration(w).map_err(|e| {
+            ApiError::BadRequest(format!("bad window `{w}`: {e} (write e.g. 7d, 30d, 12h)"))
+        })?,
+    };
+    let stats = s.store.stats(window).await?;
+    Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
+}

@@ -1,0 +1,166 @@
+//! The HTTP server: Alertmanager's webhook, the JSON API, health, reload and
+//! metrics. [`serve`] takes a bound listener and a shutdown future, so tests
+//! bind `127.0.0.1:0` and stop the app themselves.
+
+mod errors;
+pub(crate) mod health;
+mod incidents;
+mod webhook;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use base64::Engine as _;
+use subtle::ConstantTimeEq;
+
+pub use errors::ApiError;
+pub use health::reload_runbooks;
+
+use crate::config::Auth;
+use crate::dispatch::{Dispatcher, Runbooks};
+use crate::metrics::{Metrics, Route, RouteCode};
+use crate::store::Store;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub dispatcher: Arc<Dispatcher>,
+    pub runbooks: Runbooks,
+    pub runbooks_dir: PathBuf,
+    pub auth: Arc<Auth>,
+    pub body_limit: usize,
+    pub max_queued_runs: u64,
+    pub metrics: Arc<Metrics>,
+    pub shadow: bool,
+}
+
+/// All routes, with request metrics.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(webhook::router())
+        .merge(incidents::router())
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight.
+///
+/// # Errors
+/// When the server fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    s.metrics
+        .http_duration
+        .get_or_create(&Route {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    s.metrics
+        .http_requests
+        .get_or_create(&RouteCode {
+            route,
+            code: resp.status().as_u16().to_string(),
+        })
+        .inc();
+    resp
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// Whether the request carries valid credentials, as Alertmanager's
+/// `http_config` sends them: `Authorization: Bearer T` or `Basic base64(u:p)`.
+/// Compared in constant time. Always true when no auth is configured.
+pub fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
+    if !auth.enabled() {
+        return true;
+    }
+    let Some(value) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return auth
+            .bearer
+            .as_ref()
+            .is_some_and(|t| ct_eq(rest.trim().as_bytes(), t.as_bytes()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let Some((user, pass)) = &auth.basic else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+            return false;
+        };
+        let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (u, p) = (&decoded[..colon], &decoded[colon + 1..]);
+        // Both compared, whatever the first result, to keep the timing flat.
+        return ct_eq(u, user.as_bytes()) & ct_eq(p, pass.as_bytes());
+    }
+    false
+}
+
+fn require_auth(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if authorized(&s.auth, headers) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+fn require_read_auth(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if s.auth.protect_reads {
+        require_auth(s, headers)
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a request body up to `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return ApiError::PayloadTooLarge(limit);
+            }
+            source = err.source();
+        }
+        if e.to_string().contains("length limit exceeded") {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {e}"))
+        }
+    })
+}

@@ -1,0 +1,73 @@
+//! `POST /webhook`: Alertmanager's webhook (version 4). Answers 200 only
+//! after the notification (raw body kept), its incident and its queued runs
+//! are committed; 400 for a bad payload; 401 without valid credentials; 413
+//! over the body limit; 503 with `Retry-After` when the run queue is full or
+//! the store fails, so that Alertmanager retries.
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{read_body, ApiError, AppState};
+use crate::alert::Notification;
+use crate::metrics::{AlertStatus, Metrics};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/webhook", post(webhook).layer(DefaultBodyLimit::disable()))
+}
+
+async fn webhook(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let outcome = accept(&s, &headers, body).await;
+    let label = match &outcome {
+        Ok(_) => "accepted",
+        Err(ApiError::Unauthorized) => "unauthorized",
+        Err(ApiError::PayloadTooLarge(_)) => "too_large",
+        Err(ApiError::QueueFull) => "queue_full",
+        Err(ApiError::Unavailable) => "store_error",
+        Err(_) => "invalid",
+    };
+    Metrics::count(&s.metrics.notifications, label);
+    outcome
+}
+
+async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
+    super::require_auth(s, headers)?;
+    let bytes = read_body(body, s.body_limit).await?;
+    let n = Notification::from_json(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid Alertmanager payload: {e}")))?;
+    for a in &n.alerts {
+        s.metrics
+            .alerts
+            .get_or_create(&AlertStatus {
+                status: a.status.to_string(),
+            })
+            .inc();
+    }
+    let set = s
+        .runbooks
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let ingested =
+        crate::dispatch::ingest(&s.store, &set, n, bytes.to_vec(), s.max_queued_runs).await?;
+    s.dispatcher.cancel(&ingested.cancel);
+    if !ingested.queued.is_empty() {
+        s.dispatcher.wake();
+    }
+    Ok(Json(json!({
+        "status": "accepted",
+        "notification": ingested.notification_id,
+        "incident": ingested.incident.map(|i| i.to_string()),
+        "queued_runs": ingested.queued.len(),
+        "duplicate_runs": ingested.duplicates,
+        "skipped_runs": ingested.skipped,
+        "shadow": s.shadow,
+    })))
+}

@@ -1,0 +1,205 @@
+//! Server settings: from a YAML file (`--config`), overridden by flags and
+//! environment variables, checked before anything starts. Secrets are read
+//! from files, never given on the command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::exec::SandboxConfig;
+
+/// The settings file, every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub runbooks: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub auth: AuthFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    pub shutdown_grace: Option<String>,
+    #[serde(default)]
+    pub sandbox: SandboxFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    /// File holding the token Alertmanager sends as `Authorization: Bearer …`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// `basic_auth` as Alertmanager's http_config sends it.
+    pub basic_auth: Option<BasicAuthFile>,
+    /// Require the same credentials to read the API and the UI.
+    #[serde(default)]
+    pub protect_reads: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthFile {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub body_bytes: Option<usize>,
+    pub max_queued_runs: Option<u64>,
+    pub max_concurrent_steps: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxFile {
+    pub run_as: Option<String>,
+    pub allow_root_steps: Option<bool>,
+    pub strict: Option<bool>,
+    pub kill_grace: Option<String>,
+}
+
+/// Credentials accepted on the webhook (and the API when configured).
+#[derive(Debug, Clone, Default)]
+pub struct Auth {
+    pub bearer: Option<String>,
+    pub basic: Option<(String, String)>,
+    pub protect_reads: bool,
+}
+
+impl Auth {
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.bearer.is_some() || self.basic.is_some()
+    }
+}
+
+/// The checked server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub runbooks: PathBuf,
+    pub data_dir: PathBuf,
+    pub auth: Auth,
+    pub body_limit: usize,
+    pub max_queued_runs: u64,
+    pub max_concurrent_steps: u32,
+    pub shutdown_grace: Duration,
+    pub kill_grace: Duration,
+    pub sandbox: SandboxConfig,
+    /// Shadow mode (`serve --plan`): record incidents and plans, execute nothing.
+    pub shadow: bool,
+}
+
+/// Overrides from flags and environment (clap fills these).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub runbooks: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub run_as: Option<String>,
+    pub shadow: bool,
+}
+
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9095);
+
+fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {what} file `{}`: {e}", path.display()))?;
+    let s = s.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!s.is_empty(), "{what} file `{}` is empty", path.display());
+    Ok(s)
+}
+
+fn duration(s: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
+    s.map_or(Ok(default), |s| {
+        humantime::parse_duration(s)
+            .map_err(|e| anyhow::anyhow!("bad duration `{s}` for `{what}`: {e}"))
+    })
+}
+
+impl ServerConfig {
+    /// Reads `file` (if any) and applies the overrides.
+    ///
+    /// # Errors
+    /// An unreadable or invalid file, a missing secret, a bad value.
+    pub fn load(file: Option<&Path>, o: Overrides) -> anyhow::Result<ServerConfig> {
+        let f: FileConfig = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read config `{}`: {e}", p.display()))?;
+                serde_yaml::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("config `{}`: {e}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let auth = Auth {
+            bearer: f
+                .auth
+                .bearer_token_file
+                .as_deref()
+                .map(|p| read_secret(p, "bearer token"))
+                .transpose()?,
+            basic: f
+                .auth
+                .basic_auth
+                .as_ref()
+                .map(|b| {
+                    Ok::<_, anyhow::Error>((
+                        b.username.clone(),
+                        read_secret(&b.password_file, "basic auth password")?,
+                    ))
+                })
+                .transpose()?,
+            protect_reads: f.auth.protect_reads,
+        };
+        anyhow::ensure!(
+            !auth.protect_reads || auth.enabled(),
+            "auth.protect_reads needs a bearer token or basic auth"
+        );
+        let defaults = SandboxConfig::default();
+        let sandbox = SandboxConfig {
+            run_as: o.run_as.or(f.sandbox.run_as).unwrap_or(defaults.run_as),
+            allow_root_steps: f.sandbox.allow_root_steps.unwrap_or(false),
+            strict: f.sandbox.strict.unwrap_or(false),
+            path: defaults.path,
+        };
+        let cfg = ServerConfig {
+            listen: o.listen.or(f.listen).unwrap_or(DEFAULT_LISTEN),
+            runbooks: o
+                .runbooks
+                .or(f.runbooks)
+                .unwrap_or_else(|| "runbooks".into()),
+            data_dir: o.data_dir.or(f.data_dir).unwrap_or_else(|| "data".into()),
+            auth,
+            body_limit: f.limits.body_bytes.unwrap_or(1 << 20),
+            max_queued_runs: f.limits.max_queued_runs.unwrap_or(10_000),
+            max_concurrent_steps: f.limits.max_concurrent_steps.unwrap_or(16),
+            shutdown_grace: duration(
+                f.shutdown_grace.as_deref(),
+                Duration::from_secs(30),
+                "shutdown_grace",
+            )?,
+            kill_grace: duration(
+                f.sandbox.kill_grace.as_deref(),
+                Duration::from_secs(5),
+                "sandbox.kill_grace",
+            )?,
+            sandbox,
+            shadow: o.shadow,
+        };
+        anyhow::ensure!(
+            cfg.body_limit >= 1024,
+            "limits.body_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            cfg.max_concurrent_steps >= 1,
+            "limits.max_concurrent_steps must be at least 1"
+        );
+        Ok(cfg)
+    }
+}

@@ -1,0 +1,442 @@
+//! notification → incidents → queued runs → executor.
+//!
+//! The webhook records a notification and its queued runs in one store
+//! transaction ([`ingest`]); the dispatcher claims queued runs from the store
+//! (oldest first, each runbook under its `concurrency`, all under the global
+//! cap of concurrent steps), executes them, streams their output into the
+//! store while they run, and records the result. Claims live in the database,
+//! so a restart finds queued runs and starts them; runs that were executing
+//! are marked `interrupted` ([`crate::store::recover`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alert::Notification;
+use crate::exec::run::{Executor, RunObserver, RunOutcome, RunRequest, RunResult, StepRecord};
+use crate::exec::{StepOutcome, Stream};
+use crate::metrics::Metrics;
+use crate::plan::{IncidentRef, Plan, StepPlan};
+use crate::runbook::{RunbookSet, Severity};
+use crate::store::{self, Claimed, Finished, Ingest, Ingested, RunbookMatch, Store, StoreError};
+
+/// The current runbook set; replaced whole on reload.
+pub type Runbooks = Arc<RwLock<Arc<RunbookSet>>>;
+
+/// Live output kept in the store per step while it runs (the final record
+/// keeps head and tail of everything).
+const LIVE_OUTPUT_PER_STEP: usize = 256 << 10;
+
+/// Executes queued runs.
+pub struct Dispatcher {
+    pub store: Store,
+    pub executor: Arc<Executor>,
+    pub runbooks: Runbooks,
+    pub metrics: Arc<Metrics>,
+    pub max_running: u32,
+    /// Shadow mode: record plans, execute nothing.
+    pub shadow: bool,
+    wake: Notify,
+    running: Mutex<HashMap<i64, CancellationToken>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// Matches the notification's alerts and records everything in one transaction.
+///
+/// # Errors
+/// [`StoreError::QueueFull`] when the queue is full (nothing recorded), or a store error.
+pub async fn ingest(
+    store: &Store,
+    runbooks: &RunbookSet,
+    notification: Notification,
+    body: Vec<u8>,
+    max_queued: u64,
+) -> Result<Ingested, StoreError> {
+    let matches = notification
+        .alerts
+        .iter()
+        .map(|a| {
+            runbooks
+                .matching(&a.labels)
+                .into_iter()
+                .map(|rb| RunbookMatch {
+                    name: rb.name.clone(),
+                    title: rb.title.clone(),
+                    severity: rb.severity,
+                    cooldown: rb.cooldown,
+                    has_on_resolved: !rb.on_resolved.is_empty(),
+                    cancel_on_resolved: rb.cancel_on_resolved,
+                })
+                .collect()
+        })
+        .collect();
+    let input = Ingest {
+        body,
+        notification,
+        matches,
+        max_queued,
+    };
+    store.write(move |c| store::ingest(c, &input)).await
+}
+
+impl Dispatcher {
+    #[must_use]
+    pub fn new(
+        store: Store,
+        executor: Arc<Executor>,
+        runbooks: Runbooks,
+        metrics: Arc<Metrics>,
+        max_running: u32,
+        shadow: bool,
+    ) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            store,
+            executor,
+            runbooks,
+            metrics,
+            max_running,
+            shadow,
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        })
+    }
+
+    /// New runs were queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Cancels running runs (their alert resolved, `cancel_on_resolved`).
+    pub fn cancel(&self, ids: &[i64]) {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        for id in ids {
+            if let Some(t) = running.get(id) {
+                t.cancel();
+            }
+        }
+    }
+
+    /// Claims and starts runs until [`Dispatcher::shutdown`].
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            loop {
+                let concurrency: HashMap<String, u32> = self
+                    .runbooks
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(|r| (r.name.clone(), r.concurrency))
+                    .collect();
+                let max = self.max_running;
+                match self
+                    .store
+                    .write(move |c| store::claim(c, &concurrency, max))
+                    .await
+                {
+                    Ok(Some(claimed)) => {
+                        let this = self.clone();
+                        self.tasks.spawn(async move { this.execute(claimed).await });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot claim queued runs");
+                        break;
+                    }
+                }
+            }
+            self.refresh_gauges().await;
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn refresh_gauges(&self) {
+        if let Ok(stats) = self.store.stats(Duration::from_secs(0)).await {
+            self.metrics.queue_depth.set(stats.queued_runs);
+            self.metrics.open_incidents.set(stats.incidents_open);
+        }
+    }
+
+    /// Stops claiming, lets running steps finish within `grace`, then kills
+    /// them; runs stopped this way are recorded `interrupted`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?grace, "runs still going after the shutdown grace period: stopping them");
+            for t in self
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+            {
+                t.cancel();
+            }
+            self.tasks.wait().await;
+        }
+    }
+
+    async fn execute(self: Arc<Self>, c: Claimed) {
+        let cancel = CancellationToken::new();
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(c.run_id, cancel.clone());
+        let finished = self.execute_claimed(&c, &cancel).await;
+        self.running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&c.run_id);
+        Metrics::count(&self.metrics.runs, &finished.state);
+        if let Err(e) = self
+            .store
+            .write(move |conn| store::finish(conn, &finished))
+            .await
+        {
+            tracing::error!(run = c.run_id, error = %e, "cannot record the end of a run");
+        }
+        self.wake();
+    }
+
+    async fn execute_claimed(&self, c: &Claimed, cancel: &CancellationToken) -> Finished {
+        let fail = |summary: String| Finished {
+            run_id: c.run_id,
+            state: "failed".into(),
+            summary,
+            result: serde_json::Value::Null,
+        };
+        let n = match Notification::from_json(&c.body) {
+            Ok(n) => n,
+            Err(e) => return fail(format!("the stored notification no longer parses: {e}")),
+        };
+        let Some(alert) = n
+            .alerts
+            .iter()
+            .find(|a| a.fingerprint == c.fingerprint && a.starts_at.to_string() == c.starts_at)
+        else {
+            return fail(format!(
+                "alert {} is not in its notification",
+                c.fingerprint
+            ));
+        };
+        let set = self
+            .runbooks
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(rb) = set.get(&c.runbook) else {
+            return fail(format!(
+                "runbook `{}` no longer exists (removed by a reload)",
+                c.runbook
+            ));
+        };
+        let incident = IncidentRef {
+            id: c.incident.to_string(),
+            severity: c.severity.parse().unwrap_or(Severity::Sev3),
+        };
+        if self.shadow {
+            return shadow_plan(c, &n, &set, &incident);
+        }
+        let req = RunRequest {
+            notification: &n,
+            alert,
+            runbook: rb,
+            incident,
+        };
+        let observer = Arc::new(StoreObserver::new(
+            self.store.clone(),
+            c.run_id,
+            self.metrics.clone(),
+        ));
+        let flusher = tokio::spawn(observer.clone().flush_loop());
+        let result = self.executor.run(&req, observer.clone(), cancel).await;
+        observer.done.cancel();
+        let _ = flusher.await;
+        let shutting_down = self.stop.is_cancelled();
+        let state = match result.outcome {
+            RunOutcome::Cancelled if shutting_down => "interrupted".to_owned(),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        self.metrics
+            .run_duration
+            .get_or_create(&crate::metrics::Outcome {
+                outcome: state.clone(),
+            })
+            .observe(Duration::from_millis(result.duration_ms).as_secs_f64());
+        let summary = summarize(&result, shutting_down);
+        Finished {
+            run_id: c.run_id,
+            state,
+            summary,
+            result: serde_json::to_value(&result).unwrap_or_default(),
+        }
+    }
+}
+
+/// Shadow mode: the exact plan, recorded instead of executed.
+fn shadow_plan(
+    c: &Claimed,
+    n: &Notification,
+    set: &RunbookSet,
+    incident: &IncidentRef,
+) -> Finished {
+    let plan = Plan::build(n, set, &incident.id);
+    let run = plan
+        .alerts
+        .iter()
+        .filter(|a| a.fingerprint == c.fingerprint)
+        .flat_map(|a| a.runs.iter())
+        .find(|r| r.runbook == c.runbook);
+    let steps = run.map_or(0, |r| r.steps.len());
+    Finished {
+        run_id: c.run_id,
+        state: "planned".into(),
+        summary: format!("shadow mode: {steps} step(s) would run; nothing was executed"),
+        result: serde_json::json!({ "shadow": true, "plan": run }),
+    }
+}
+
+fn summarize(r: &RunResult, shutting_down: bool) -> String {
+    let mut failed: Vec<String> = r
+        .steps
+        .iter()
+        .filter_map(|s| match &s.outcome {
+            Some(StepOutcome::Succeeded | StepOutcome::Skipped { .. }) | None => None,
+            Some(o) => Some(format!("`{}` {}", s.name, o.status().replace('_', " "))),
+        })
+        .collect();
+    if shutting_down && r.outcome == RunOutcome::Cancelled {
+        failed.push("stopped by runbookd shutting down".into());
+    }
+    let checklist = if r.checklist.is_empty() {
+        String::new()
+    } else {
+        format!(", {} checklist item(s) open", r.checklist.len())
+    };
+    if failed.is_empty() {
+        format!(
+            "{} step(s) in {} ms{checklist}",
+            r.steps.len(),
+            r.duration_ms
+        )
+    } else {
+        format!(
+            "{} step(s) in {} ms: {}{checklist}",
+            r.steps.len(),
+            r.duration_ms,
+            failed.join(", ")
+        )
+    }
+}
+
+/// Streams a run's output into the store while it runs, in batches.
+struct StoreObserver {
+    store: Store,
+    run_id: i64,
+    metrics: Arc<Metrics>,
+    pending: Mutex<Vec<(String, &'static str, Vec<u8>)>>,
+    stored: Mutex<HashMap<String, usize>>,
+    done: CancellationToken,
+}
+
+impl StoreObserver {
+    fn new(store: Store, run_id: i64, metrics: Arc<Metrics>) -> Self {
+        StoreObserver {
+            store,
+            run_id,
+            metrics,
+            pending: Mutex::new(Vec::new()),
+            stored: Mutex::new(HashMap::new()),
+            done: CancellationToken::new(),
+        }
+    }
+
+    async fn flush(&self) {
+        let chunks =
+            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
+        if chunks.is_empty() {
+            return;
+        }
+        let run_id = self.run_id;
+        if let Err(e) = self
+            .store
+            .write(move |c| store::append_output(c, run_id, &chunks))
+            .await
+        {
+            tracing::warn!(run = run_id, error = %e, "cannot store live output");
+        }
+    }
+
+    async fn flush_loop(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(200)) => self.flush().await,
+                () = self.done.cancelled() => {
+                    self.flush().await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl RunObserver for StoreObserver {
+    fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {
+        self.metrics.running_steps.inc();
+    }
+
+    fn output(&self, step: &str, stream: Stream, bytes: &[u8]) {
+        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
+        let so_far = stored.entry(step.to_owned()).or_default();
+        let room = LIVE_OUTPUT_PER_STEP.saturating_sub(*so_far);
+        if room == 0 {
+            return;
+        }
+        let take = bytes.len().min(room);
+        *so_far += take;
+        let stream = if stream == Stream::Stdout {
+            "stdout"
+        } else {
+            "stderr"
+        };
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((step.to_owned(), stream, bytes[..take].to_vec()));
+    }
+
+    fn step_finished(&self, rec: &StepRecord) {
+        if rec.attempts.is_empty() {
+            if let Some(o) = &rec.outcome {
+                Metrics::count(&self.metrics.steps, o.status());
+            }
+            return;
+        }
+        for a in &rec.attempts {
+            self.metrics.running_steps.dec();
+            Metrics::count(&self.metrics.steps, a.outcome.status());
+            self.metrics
+                .step_duration
+                .get_or_create(&crate::metrics::Outcome {
+                    outcome: a.outcome.status().to_owned(),
+                })
+                .observe(Duration::from_millis(a.duration_ms).as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Incidents: one per Alertmanager group and receiver while it fires, with an
+//! id (`INC-0001`), a severity (the worst of its runbooks), the affected
+//! services, its alerts, runs and a timeline.
+//!
+//! Status: `investigating` when opened → `identified` when a runbook starts →
+//! `monitoring` when all its runs succeeded → `resolved` when Alertmanager
+//! reports every alert resolved. A failed run keeps it (or puts it back to)
+//! `investigating` and marks it escalated. People add updates with an
+//! optional status and root cause.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::alert::Labels;
+
+/// Lifecycle status of an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentStatus {
+    Investigating,
+    Identified,
+    Monitoring,
+    Resolved,
+}
+
+impl IncidentStatus {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentStatus::Investigating => "investigating",
+            IncidentStatus::Identified => "identified",
+            IncidentStatus::Monitoring => "monitoring",
+            IncidentStatus::Resolved => "resolved",
+        }
+    }
+}
+
+impl FromStr for IncidentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "investigating" => Ok(IncidentStatus::Investigating),
+            "identified" => Ok(IncidentStatus::Identified),
+            "monitoring" => Ok(IncidentStatus::Monitoring),
+            "resolved" => Ok(IncidentStatus::Resolved),
+            _ => Err(format!("unknown incident status `{s}`: expected investigating, identified, monitoring or resolved")),
+        }
+    }
+}
+
+impl fmt::Display for IncidentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `INC-0042`, stored as the number 42.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IncidentId(pub i64);
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "INC-{:04}", self.0)
+    }
+}
+
+impl FromStr for IncidentId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let digits = s
+            .strip_prefix("INC-")
+            .or_else(|| s.strip_prefix("inc-"))
+            .unwrap_or(s);
+        digits
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(IncidentId)
+            .ok_or_else(|| format!("bad incident id `{s}`: expected e.g. INC-0042"))
+    }
+}
+
+impl Serialize for IncidentId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// An incident as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentSummary {
+    pub id: IncidentId,
+    pub title: String,
+    pub severity: String,
+    pub status: IncidentStatus,
+    pub escalated: bool,
+    pub services: Vec<String>,
+    pub runbooks: Vec<String>,
+    pub receiver: String,
+    pub group_key: String,
+    /// Recorded in shadow mode (`serve --plan`): nothing was executed.
+    pub shadow: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub resolved_at: Option<String>,
+    /// Seconds from opening to resolution, or to now while open.
+    pub duration_seconds: i64,
+}
+
+/// One alert of an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRecord {
+    pub fingerprint: String,
+    pub status: String,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub starts_at: String,
+    pub ends_at: String,
+    pub generator_url: String,
+}
+
+/// One run of a runbook within an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub runbook: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub phase: String,
+    /// `queued`, `running`, `planned` (shadow mode), `skipped`, `cancelled`,
+    /// `interrupted`, or the run's outcome.
+    pub state: String,
+    pub reason: Option<String>,
+    pub queued_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    /// The run's record: every step's rendered command, output, outcome and timings.
+    pub result: Option<serde_json::Value>,
+    /// Output received so far from the step that is running.
+    pub live_output: Vec<OutputChunk>,
+}
+
+/// A piece of output of a running step.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputChunk {
+    pub seq: i64,
+    pub step: String,
+    pub stream: String,
+    pub text: String,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelineEntry {
+    pub at: String,
+    pub author: String,
+    pub kind: String,
+    pub message: String,
+    pub status: Option<IncidentStatus>,
+}
+
+/// Everything recorded about an incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentDetail {
+    #[serde(flatten)]
+    pub summary: IncidentSummary,
+    pub root_cause: Option<String>,
+    pub alerts: Vec<AlertRecord>,
+    pub runs: Vec<RunRecord>,
+    pub timeline: Vec<TimelineEntry>,
+    /// Manual steps reached by runs: open checklist items.
+    pub checklist: Vec<ChecklistItem>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChecklistItem {
+    pub run_id: i64,
+    pub runbook: String,
+    pub step: String,
+    pub text: String,
+}
+
+/// A person's update to an incident.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    pub author: String,
+    pub message: String,
+    pub status: Option<IncidentStatus>,
+    pub root_cause: Option<String>,
+}
+
+impl Update {
+    /// # Errors
+    /// An empty author or message, or overlong fields.
+    pub fn check(&self) -> Result<(), String> {
+        if self.author.trim().is_empty() {
+            return Err("`author` must not be empty".into());
+        }
+        if self.message.trim().is_empty() {
+            return Err("`message` must not be empty".into());
+        }
+        if self.author.len() > 200
+            || self.message.len() > 64 * 1024
+            || self
+                .root_cause
+                .as_ref()
+                .is_some_and(|r| r.len() > 64 * 1024)
+        {
+            return Err(
+                "`author` is limited to 200 bytes, `message` and `root_cause` to 64 KiB".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_print_and_parse() {
+        assert_eq!(IncidentId(1).to_string(), "INC-0001");
+        assert_eq!(IncidentId(12345).to_string(), "INC-12345");
+        assert_eq!("INC-0042".parse::<IncidentId>(), Ok(IncidentId(42)));
+        assert_eq!("42".parse::<IncidentId>(), Ok(IncidentId(42)));
+        assert!("INC-0".parse::<IncidentId>().is_err());
+        assert!("INC-x".parse::<IncidentId>().is_err());
+    }
+}

@@ -1,0 +1,278 @@
+//! The durable store: notifications, incidents, alerts, runs, live step
+//! output and timelines, in one SQLite file (WAL, `synchronous=FULL`,
+//! migrations embedded).
+//!
+//! All writes go through one writer thread that commits in groups: every
+//! operation waiting when a transaction starts runs inside its own savepoint
+//! of that transaction (so a failing one rolls back alone), one commit makes
+//! them all durable, and only then is each caller answered. Acknowledging a
+//! webhook therefore costs a share of one fsync, not a whole one. Reads use
+//! their own connections (WAL readers never block the writer).
+//!
+//! Deduplication and run claiming live in the database (unique keys,
+//! conditional updates), not in process memory, so that a PostgreSQL backend
+//! behind the same methods could serve several replicas.
+
+mod ops;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use ops::*;
+
+/// A store failure; the cause is logged, callers answer 503.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("the store's writer has stopped")]
+    Stopped,
+    #[error("the run queue is full")]
+    QueueFull,
+    #[error("`{0}` not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+type WriteFn = Box<dyn FnOnce(&Connection) -> Result<Box<dyn std::any::Any + Send>> + Send>;
+
+struct WriteJob {
+    op: WriteFn,
+    reply: tokio::sync::oneshot::Sender<Result<Box<dyn std::any::Any + Send>>>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+
+/// Most operations committed together in one transaction.
+const MAX_BATCH: usize = 512;
+
+fn connect(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut conn = connect(path, false)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        std::thread::Builder::new()
+            .name("runbookd-store".into())
+            .spawn(move || writer(conn, &rx))
+            .map_err(|e| StoreError::Invalid(format!("cannot start the store writer: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(Some(tx)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Runs `op` in its own savepoint of the next group transaction; returns
+    /// once that transaction is committed.
+    ///
+    /// # Errors
+    /// The operation's own error (its savepoint rolled back), or a failed commit.
+    pub async fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            op: Box::new(move |tx| op(tx).map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)),
+            reply,
+        };
+        {
+            let writer = self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            writer
+                .as_ref()
+                .ok_or(StoreError::Stopped)?
+                .send(job)
+                .map_err(|_| StoreError::Stopped)?;
+        }
+        let value = rx.await.map_err(|_| StoreError::Stopped)??;
+        Ok(*value
+            .downcast::<T>()
+            .map_err(|_| StoreError::Invalid("store reply of the wrong type".into()))?)
+    }
+
+    /// Runs `op` on a read connection (on the blocking pool).
+    ///
+    /// # Errors
+    /// The query's error.
+    pub async fn read<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => connect(&inner.path, true)?,
+            };
+            let result = op(&conn);
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("read task failed: {e}")))?
+    }
+
+    /// Stops the writer after the queued writes.
+    pub fn close(&self) {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(StoreError::Invalid(format!(
+            "the database is at schema version {current}, newer than this runbookd ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [i64::try_from(i + 1).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The writer thread: group commit of everything queued.
+fn writer(mut conn: Connection, rx: &mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut done = Vec::with_capacity(jobs.len());
+        let committed = commit_batch(&mut conn, jobs, &mut done);
+        match committed {
+            Ok(()) => {
+                for (reply, result) in done {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; the batch is not acknowledged");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(StoreError::Invalid(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+type Done = Vec<(
+    tokio::sync::oneshot::Sender<Result<Box<dyn std::any::Any + Send>>>,
+    Result<Box<dyn std::any::Any + Send>>,
+)>;
+
+/// Runs each job in its own savepoint of one transaction, then commits once.
+fn commit_batch(conn: &mut Connection, jobs: Vec<WriteJob>, done: &mut Done) -> Result<()> {
+    let mut tx = conn.transaction()?;
+    let mut failed: Option<StoreError> = None;
+    for job in jobs {
+        if let Some(e) = &failed {
+            done.push((job.reply, Err(StoreError::Invalid(e.to_string()))));
+            continue;
+        }
+        let result = match tx.savepoint() {
+            Ok(sp) => {
+                let result = (job.op)(&sp);
+                if result.is_ok() {
+                    if let Err(e) = sp.commit() {
+                        failed = Some(e.into());
+                    }
+                }
+                // A savepoint dropped without commit rolls back this operation only.
+                result
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                failed = Some(e.into());
+                Err(StoreError::Invalid(msg))
+            }
+        };
+        done.push((job.reply, result));
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    tx.commit()?;
+    Ok(())
+}

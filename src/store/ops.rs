@@ -1,0 +1,804 @@
+//! The store's operations: each one runs inside one savepoint of a group
+//! transaction (writes) or on a read connection (queries).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::{Result, Store, StoreError};
+use crate::alert::{Notification, Status};
+use crate::incident::{
+    AlertRecord, ChecklistItem, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary,
+    OutputChunk, RunRecord, TimelineEntry, Update,
+};
+use crate::runbook::Severity;
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn now() -> String {
+    ts(Utc::now())
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// What a matching runbook contributes to ingesting a notification.
+#[derive(Debug, Clone)]
+pub struct RunbookMatch {
+    pub name: String,
+    pub title: String,
+    pub severity: Severity,
+    pub cooldown: Duration,
+    pub has_on_resolved: bool,
+    pub cancel_on_resolved: bool,
+}
+
+/// A notification to record, with the runbooks matching each of its alerts.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub body: Vec<u8>,
+    pub notification: Notification,
+    /// Per alert, in payload order.
+    pub matches: Vec<Vec<RunbookMatch>>,
+    /// Refuse (roll back) when more runs than this would be queued.
+    pub max_queued: u64,
+}
+
+/// What ingesting did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ingested {
+    pub notification_id: i64,
+    pub incident: Option<IncidentId>,
+    /// Runs queued by this notification.
+    pub queued: Vec<i64>,
+    /// Runs already known (a resend or retry of the same notification).
+    pub duplicates: usize,
+    /// Runs skipped because of the runbook's cooldown.
+    pub skipped: usize,
+    /// Running runs to cancel (their alert resolved, `cancel_on_resolved`).
+    #[serde(skip)]
+    pub cancel: Vec<i64>,
+}
+
+fn timeline(
+    conn: &Connection,
+    incident: i64,
+    author: &str,
+    kind: &str,
+    message: &str,
+    status: Option<IncidentStatus>,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO timeline (incident_id, at, author, kind, message, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![incident, now(), author, kind, message, status.map(IncidentStatus::as_str)],
+    )?;
+    Ok(())
+}
+
+fn set_status(
+    conn: &Connection,
+    incident: i64,
+    status: IncidentStatus,
+    author: &str,
+    message: &str,
+) -> Result<()> {
+    let resolved_at = (status == IncidentStatus::Resolved).then(now);
+    conn.execute(
+        "UPDATE incidents SET status = ?2, updated_at = ?3, resolved_at = COALESCE(?4, resolved_at) WHERE id = ?1",
+        params![incident, status.as_str(), now(), resolved_at],
+    )?;
+    timeline(conn, incident, author, "status", message, Some(status))
+}
+
+fn services(n: &Notification) -> BTreeSet<String> {
+    n.alerts
+        .iter()
+        .filter_map(|a| {
+            a.labels
+                .get("service")
+                .or_else(|| a.labels.get("job"))
+                .cloned()
+        })
+        .collect()
+}
+
+/// Records a notification, opens or updates its incident, and queues runs.
+///
+/// # Errors
+/// [`StoreError::QueueFull`] (nothing recorded), or a database error.
+pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
+    let n = &input.notification;
+    let at = now();
+    conn.execute(
+        "INSERT INTO notifications (received_at, receiver, group_key, status, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![at, n.receiver, n.group_key, n.status.as_str(), input.body],
+    )?;
+    let mut out = Ingested {
+        notification_id: conn.last_insert_rowid(),
+        ..Ingested::default()
+    };
+    let matched: Vec<&RunbookMatch> = input.matches.iter().flatten().collect();
+    if matched.is_empty() {
+        return Ok(out);
+    }
+    let worst = matched
+        .iter()
+        .map(|m| m.severity)
+        .min()
+        .unwrap_or(Severity::Sev4);
+    let open: Option<(i64, String, String, String)> = conn
+        .query_row(
+            "SELECT id, severity, services, runbooks FROM incidents WHERE receiver = ?1 AND group_key = ?2 AND status != 'resolved'",
+            params![n.receiver, n.group_key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let firing_matched = n
+        .alerts
+        .iter()
+        .zip(&input.matches)
+        .any(|(a, m)| a.status == Status::Firing && !m.is_empty());
+    let names: BTreeSet<String> = matched.iter().map(|m| m.name.clone()).collect();
+    let incident = match open {
+        Some((id, severity, svc, rbs)) => {
+            let severity = severity.parse::<Severity>().map_or(worst, |s| s.min(worst));
+            let mut svc: BTreeSet<String> = serde_json::from_str(&svc).unwrap_or_default();
+            svc.extend(services(n));
+            let mut rbs: BTreeSet<String> = serde_json::from_str(&rbs).unwrap_or_default();
+            rbs.extend(names);
+            conn.execute(
+                "UPDATE incidents SET severity = ?2, services = ?3, runbooks = ?4, updated_at = ?5 WHERE id = ?1",
+                params![id, severity.to_string(), json(&svc), json(&rbs), at],
+            )?;
+            id
+        }
+        // Only a firing alert opens an incident; a resolution of an unknown group is recorded, nothing more.
+        None if !firing_matched => return Ok(out),
+        None => {
+            let title = matched
+                .first()
+                .map_or_else(String::new, |m| m.title.clone());
+            conn.execute(
+                "INSERT INTO incidents (receiver, group_key, title, severity, status, services, runbooks, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'investigating', ?5, ?6, ?7, ?7)",
+                params![n.receiver, n.group_key, title, worst.to_string(), json(&services(n)), json(&names), at],
+            )?;
+            let id = conn.last_insert_rowid();
+            let alertnames: BTreeSet<&str> =
+                n.alerts.iter().map(crate::alert::Alert::name).collect();
+            timeline(
+                conn,
+                id,
+                "runbookd",
+                "status",
+                &format!(
+                    "incident opened for {} from receiver `{}`",
+                    alertnames.into_iter().collect::<Vec<_>>().join(", "),
+                    n.receiver
+                ),
+                Some(IncidentStatus::Investigating),
+            )?;
+            id
+        }
+    };
+    out.incident = Some(IncidentId(incident));
+    conn.execute(
+        "UPDATE notifications SET incident_id = ?2 WHERE id = ?1",
+        params![out.notification_id, incident],
+    )?;
+
+    for (alert, matches) in n.alerts.iter().zip(&input.matches) {
+        let starts = alert.starts_at.to_string();
+        let known: Option<String> = conn
+            .query_row("SELECT status FROM alerts WHERE incident_id = ?1 AND fingerprint = ?2 AND starts_at = ?3", params![incident, alert.fingerprint, starts], |r| r.get(0))
+            .optional()?;
+        conn.execute(
+            "INSERT INTO alerts (incident_id, fingerprint, starts_at, status, ends_at, labels, annotations, generator_url, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = ?4, ends_at = ?5, annotations = ?7, last_seen = ?9",
+            params![incident, alert.fingerprint, starts, alert.status.as_str(), alert.ends_at.to_string(), json(&alert.labels), json(&alert.annotations), alert.generator_url, at],
+        )?;
+        if known.as_deref() != Some(alert.status.as_str()) {
+            timeline(
+                conn,
+                incident,
+                "alertmanager",
+                "alert",
+                &format!(
+                    "alert {} ({}) {}",
+                    alert.name(),
+                    alert.fingerprint,
+                    alert.status
+                ),
+                None,
+            )?;
+        }
+        for m in matches {
+            match alert.status {
+                Status::Firing => queue_remediation(conn, &mut out, incident, alert, m, &starts)?,
+                Status::Resolved => {
+                    if m.has_on_resolved {
+                        if let Some(id) = insert_run(
+                            conn,
+                            incident,
+                            out.notification_id,
+                            &m.name,
+                            &alert.fingerprint,
+                            &starts,
+                            "resolution",
+                        )? {
+                            out.queued.push(id);
+                        } else {
+                            out.duplicates += 1;
+                        }
+                    }
+                    if m.cancel_on_resolved {
+                        let mut stmt = conn.prepare(
+                            "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND starts_at = ?3 AND phase = 'remediation' AND state IN ('queued', 'running')",
+                        )?;
+                        let runs: Vec<(i64, String)> = stmt
+                            .query_map(params![m.name, alert.fingerprint, starts], |r| {
+                                Ok((r.get(0)?, r.get(1)?))
+                            })?
+                            .collect::<rusqlite::Result<_>>()?;
+                        for (id, state) in runs {
+                            if state == "queued" {
+                                conn.execute("UPDATE runs SET state = 'cancelled', reason = 'the alert resolved before the run started', ended_at = ?2 WHERE id = ?1", params![id, now()])?;
+                            } else {
+                                out.cancel.push(id);
+                            }
+                            timeline(conn, incident, "runbookd", "run", &format!("run #{id} of `{}` cancelled: the alert resolved (cancel_on_resolved)", m.name), None)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let unresolved: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM alerts WHERE incident_id = ?1 AND status != 'resolved'",
+        [incident],
+        |r| r.get(0),
+    )?;
+    if unresolved == 0 {
+        set_status(
+            conn,
+            incident,
+            IncidentStatus::Resolved,
+            "alertmanager",
+            "resolved: Alertmanager reports every alert of the incident resolved",
+        )?;
+    }
+    let queued: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM runs WHERE state = 'queued'",
+        [],
+        |r| r.get(0),
+    )?;
+    if u64::try_from(queued).unwrap_or(0) > input.max_queued {
+        return Err(StoreError::QueueFull);
+    }
+    Ok(out)
+}
+
+fn insert_run(
+    conn: &Connection,
+    incident: i64,
+    notification: i64,
+    runbook: &str,
+    fingerprint: &str,
+    starts: &str,
+    phase: &str,
+) -> Result<Option<i64>> {
+    let inserted = conn.execute(
+        "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7) ON CONFLICT DO NOTHING",
+        params![incident, notification, runbook, fingerprint, starts, phase, now()],
+    )?;
+    Ok((inserted == 1).then(|| conn.last_insert_rowid()))
+}
+
+fn queue_remediation(
+    conn: &Connection,
+    out: &mut Ingested,
+    incident: i64,
+    alert: &crate::alert::Alert,
+    m: &RunbookMatch,
+    starts: &str,
+) -> Result<()> {
+    let Some(id) = insert_run(
+        conn,
+        incident,
+        out.notification_id,
+        &m.name,
+        &alert.fingerprint,
+        starts,
+        "remediation",
+    )?
+    else {
+        out.duplicates += 1;
+        return Ok(());
+    };
+    if !m.cooldown.is_zero() {
+        let since = ts(Utc::now() - chrono::Duration::from_std(m.cooldown).unwrap_or_default());
+        let recent: Option<String> = conn
+            .query_row(
+                "SELECT queued_at FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND id != ?3
+                 AND state != 'skipped' AND queued_at > ?4 ORDER BY id DESC LIMIT 1",
+                params![m.name, alert.fingerprint, id, since],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(last) = recent {
+            let reason = format!(
+                "cooldown: `{}` last ran for this alert at {last}, within its cooldown of {}",
+                m.name,
+                humantime::format_duration(m.cooldown)
+            );
+            conn.execute(
+                "UPDATE runs SET state = 'skipped', reason = ?2, ended_at = ?3 WHERE id = ?1",
+                params![id, reason, now()],
+            )?;
+            timeline(
+                conn,
+                incident,
+                "runbookd",
+                "run",
+                &format!("run #{id} skipped: {reason}"),
+                None,
+            )?;
+            out.skipped += 1;
+            return Ok(());
+        }
+    }
+    out.queued.push(id);
+    Ok(())
+}
+
+/// A run taken from the queue to execute.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub run_id: i64,
+    pub incident: IncidentId,
+    pub severity: String,
+    pub runbook: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    /// `remediation` or `resolution`.
+    pub phase: String,
+    pub body: Vec<u8>,
+}
+
+/// Claims the oldest queued run whose runbook is under its concurrency.
+///
+/// # Errors
+/// A database error.
+#[allow(clippy::implicit_hasher)]
+pub fn claim(
+    conn: &Connection,
+    concurrency: &HashMap<String, u32>,
+    max_running: u32,
+) -> Result<Option<Claimed>> {
+    let running: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM runs WHERE state = 'running'",
+        [],
+        |r| r.get(0),
+    )?;
+    if running >= i64::from(max_running) {
+        return Ok(None);
+    }
+    let mut per_runbook: HashMap<String, u32> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT runbook, COUNT(*) FROM runs WHERE state = 'running' GROUP BY runbook",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))? {
+            let (rb, n) = row?;
+            per_runbook.insert(rb, n);
+        }
+    }
+    let candidate = {
+        let mut stmt = conn.prepare(
+            "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT 1000",
+        )?;
+        let rows: Vec<(i64, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.into_iter().find(|(_, rb)| {
+            per_runbook.get(rb).copied().unwrap_or(0) < concurrency.get(rb).copied().unwrap_or(1)
+        })
+    };
+    let Some((id, _)) = candidate else {
+        return Ok(None);
+    };
+    if conn.execute(
+        "UPDATE runs SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
+        params![id, now()],
+    )? != 1
+    {
+        return Ok(None);
+    }
+    let (incident, runbook, fingerprint, starts_at, phase, body, status, escalated, severity): (i64, String, String, String, String, Vec<u8>, String, bool, String) = conn.query_row(
+        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.status, i.escalated, i.severity
+         FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+    )?;
+    timeline(
+        conn,
+        incident,
+        "runbookd",
+        "run",
+        &format!("run #{id}: `{runbook}` started ({phase}) for alert {fingerprint}"),
+        None,
+    )?;
+    if status == "investigating" && !escalated && phase == "remediation" {
+        set_status(
+            conn,
+            incident,
+            IncidentStatus::Identified,
+            "runbookd",
+            &format!("identified: runbook `{runbook}` is running"),
+        )?;
+    }
+    Ok(Some(Claimed {
+        run_id: id,
+        incident: IncidentId(incident),
+        severity,
+        runbook,
+        fingerprint,
+        starts_at,
+        phase,
+        body,
+    }))
+}
+
+/// Appends live output of a running step.
+///
+/// # Errors
+/// A database error.
+pub fn append_output(
+    conn: &Connection,
+    run_id: i64,
+    chunks: &[(String, &'static str, Vec<u8>)],
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached("INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = ?1), ?3, ?4)")?;
+    for (step, stream, bytes) in chunks {
+        stmt.execute(params![run_id, step, stream, bytes])?;
+    }
+    Ok(())
+}
+
+/// How a claimed run ended, for the store.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub run_id: i64,
+    /// The run outcome (`succeeded`, `failed`, …) or `planned` / `interrupted`.
+    pub state: String,
+    pub summary: String,
+    pub result: serde_json::Value,
+}
+
+/// Records a finished run and moves its incident along.
+///
+/// # Errors
+/// A database error.
+pub fn finish(conn: &Connection, f: &Finished) -> Result<()> {
+    let Some((incident, runbook, phase)): Option<(i64, String, String)> = conn
+        .query_row(
+            "SELECT incident_id, runbook, phase FROM runs WHERE id = ?1",
+            [f.run_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
+    else {
+        return Err(StoreError::Invalid(format!("no run #{}", f.run_id)));
+    };
+    conn.execute(
+        "UPDATE runs SET state = ?2, ended_at = ?3, result = ?4, reason = ?5 WHERE id = ?1 AND state = 'running'",
+        params![f.run_id, f.state, now(), json(&f.result), f.summary],
+    )?;
+    conn.execute("DELETE FROM step_output WHERE run_id = ?1", [f.run_id])?;
+    timeline(
+        conn,
+        incident,
+        "runbookd",
+        "run",
+        &format!("run #{}: `{runbook}` {}: {}", f.run_id, f.state, f.summary),
+        None,
+    )?;
+    let (status, escalated): (String, bool) = conn.query_row(
+        "SELECT status, escalated FROM incidents WHERE id = ?1",
+        [incident],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if status == "resolved" || phase != "remediation" {
+        return Ok(());
+    }
+    match f.state.as_str() {
+        "failed" | "timed_out" => {
+            conn.execute(
+                "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
+                params![incident, now()],
+            )?;
+            set_status(
+                conn,
+                incident,
+                IncidentStatus::Investigating,
+                "runbookd",
+                &format!(
+                    "escalated: runbook `{runbook}` {} ({})",
+                    f.state.replace('_', " "),
+                    f.summary
+                ),
+            )?;
+        }
+        "succeeded" | "succeeded_with_failures" if !escalated => {
+            let open: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM runs WHERE incident_id = ?1 AND phase = 'remediation' AND state NOT IN ('succeeded', 'succeeded_with_failures', 'skipped', 'cancelled')",
+                [incident],
+                |r| r.get(0),
+            )?;
+            if open == 0 && status != "monitoring" {
+                set_status(
+                    conn,
+                    incident,
+                    IncidentStatus::Monitoring,
+                    "runbookd",
+                    "monitoring: every run of the incident succeeded",
+                )?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// After a crash or stop: runs that were executing are marked interrupted.
+///
+/// # Errors
+/// A database error.
+pub fn recover(conn: &Connection, why: &str) -> Result<usize> {
+    let mut stmt =
+        conn.prepare("SELECT id, incident_id, runbook FROM runs WHERE state = 'running'")?;
+    let runs: Vec<(i64, i64, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, incident, runbook) in &runs {
+        conn.execute(
+            "UPDATE runs SET state = 'interrupted', reason = ?2, ended_at = ?3 WHERE id = ?1",
+            params![id, why, now()],
+        )?;
+        timeline(
+            conn,
+            *incident,
+            "runbookd",
+            "run",
+            &format!("run #{id}: `{runbook}` interrupted: {why}"),
+            None,
+        )?;
+    }
+    Ok(runs.len())
+}
+
+/// Adds a person's update to the timeline (and status / root cause).
+///
+/// # Errors
+/// [`StoreError::NotFound`] or a database error.
+pub fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
+    let exists: Option<String> = conn
+        .query_row("SELECT status FROM incidents WHERE id = ?1", [id.0], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound(id.to_string()));
+    }
+    timeline(conn, id.0, &u.author, "update", &u.message, u.status)?;
+    if let Some(rc) = &u.root_cause {
+        conn.execute(
+            "UPDATE incidents SET root_cause = ?2 WHERE id = ?1",
+            params![id.0, rc],
+        )?;
+    }
+    if let Some(status) = u.status {
+        let resolved_at = (status == IncidentStatus::Resolved).then(now);
+        conn.execute(
+            "UPDATE incidents SET status = ?2, resolved_at = CASE WHEN ?2 = 'resolved' THEN COALESCE(resolved_at, ?3) ELSE NULL END WHERE id = ?1",
+            params![id.0, status.as_str(), resolved_at],
+        )?;
+    }
+    conn.execute(
+        "UPDATE incidents SET updated_at = ?2 WHERE id = ?1",
+        params![id.0, now()],
+    )?;
+    Ok(())
+}
+
+/// Filters of the incidents list.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentFilter {
+    pub status: Option<IncidentStatus>,
+    pub severity: Option<String>,
+    pub runbook: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
+    let created: String = r.get("created_at")?;
+    let resolved: Option<String> = r.get("resolved_at")?;
+    let end = resolved
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+    let start = DateTime::parse_from_rfc3339(&created)
+        .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
+    Ok(IncidentSummary {
+        id: IncidentId(r.get("id")?),
+        title: r.get("title")?,
+        severity: r.get("severity")?,
+        status: r
+            .get::<_, String>("status")?
+            .parse()
+            .unwrap_or(IncidentStatus::Investigating),
+        escalated: r.get("escalated")?,
+        services: serde_json::from_str(&r.get::<_, String>("services")?).unwrap_or_default(),
+        runbooks: serde_json::from_str(&r.get::<_, String>("runbooks")?).unwrap_or_default(),
+        receiver: r.get("receiver")?,
+        group_key: r.get("group_key")?,
+        shadow: r.get("shadow")?,
+        created_at: created,
+        updated_at: r.get("updated_at")?,
+        resolved_at: resolved,
+        duration_seconds: (end - start).num_seconds(),
+    })
+}
+
+impl Store {
+    /// Lists incidents, open ones first, newest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn incidents(&self, f: IncidentFilter) -> Result<(Vec<IncidentSummary>, i64)> {
+        self.read(move |conn| {
+            let mut sql = String::from(" FROM incidents WHERE 1=1");
+            let mut args: Vec<String> = Vec::new();
+            if let Some(s) = f.status {
+                args.push(s.as_str().to_owned());
+                let _ = write!(sql, " AND status = ?{}", args.len());
+            }
+            if let Some(s) = &f.severity {
+                args.push(s.clone());
+                let _ = write!(sql, " AND severity = ?{}", args.len());
+            }
+            if let Some(rb) = &f.runbook {
+                args.push(format!("%\"{}\"%", rb.replace('%', "").replace('_', "\\_")));
+                let _ = write!(sql, " AND runbooks LIKE ?{} ESCAPE '\\'", args.len());
+            }
+            let total: i64 = conn.query_row(&format!("SELECT COUNT(*){sql}"), rusqlite::params_from_iter(&args), |r| r.get(0))?;
+            let limit = f.limit.unwrap_or(50).min(500);
+            let offset = f.offset.unwrap_or(0);
+            let mut stmt = conn.prepare(&format!("SELECT *{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}"))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(&args), summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((rows, total))
+        })
+        .await
+    }
+
+    /// Everything about one incident.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or a database error.
+    pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
+        self.read(move |conn| {
+            let (summary, root_cause) = conn
+                .query_row("SELECT * FROM incidents WHERE id = ?1", [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;
+            let alerts = stmt
+                .query_map([id.0], |r| {
+                    Ok(AlertRecord {
+                        fingerprint: r.get(0)?,
+                        status: r.get(1)?,
+                        labels: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                        annotations: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                        starts_at: r.get(4)?,
+                        ends_at: r.get(5)?,
+                        generator_url: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = conn.prepare("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result FROM runs WHERE incident_id = ?1 ORDER BY id")?;
+            let mut runs = stmt
+                .query_map([id.0], |r| {
+                    Ok(RunRecord {
+                        id: r.get(0)?,
+                        runbook: r.get(1)?,
+                        fingerprint: r.get(2)?,
+                        starts_at: r.get(3)?,
+                        phase: r.get(4)?,
+                        state: r.get(5)?,
+                        reason: r.get(6)?,
+                        queued_at: r.get(7)?,
+                        started_at: r.get(8)?,
+                        ended_at: r.get(9)?,
+                        result: r.get::<_, Option<String>>(10)?.and_then(|s| serde_json::from_str(&s).ok()),
+                        live_output: Vec::new(),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = conn.prepare("SELECT seq, step, stream, chunk FROM step_output WHERE run_id = ?1 ORDER BY seq")?;
+            for run in runs.iter_mut().filter(|r| r.state == "running") {
+                run.live_output = out
+                    .query_map([run.id], |r| Ok(OutputChunk { seq: r.get(0)?, step: r.get(1)?, stream: r.get(2)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(3)?).into_owned() }))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+            }
+            let mut stmt = conn.prepare("SELECT at, author, kind, message, status FROM timeline WHERE incident_id = ?1 ORDER BY id")?;
+            let timeline = stmt
+                .query_map([id.0], |r| {
+                    Ok(TimelineEntry { at: r.get(0)?, author: r.get(1)?, kind: r.get(2)?, message: r.get(3)?, status: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()) })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let checklist = runs
+                .iter()
+                .filter_map(|run| run.result.as_ref().map(|res| (run, res)))
+                .flat_map(|(run, res)| {
+                    res["steps"].as_array().cloned().unwrap_or_default().into_iter().filter(|s| s["outcome"].is_null() && s["plan"]["kind"] == "manual").map(move |s| ChecklistItem {
+                        run_id: run.id,
+                        runbook: run.runbook.clone(),
+                        step: s["name"].as_str().unwrap_or_default().to_owned(),
+                        text: s["plan"]["text"].as_str().unwrap_or_default().to_owned(),
+                    })
+                })
+                .collect();
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist })
+        })
+        .await
+    }
+
+    /// Counts and MTTR over the incidents opened within `window`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn stats(&self, window: Duration) -> Result<Stats> {
+        self.read(move |conn| {
+            let since = ts(Utc::now() - chrono::Duration::from_std(window).unwrap_or_default());
+            let (opened, resolved, mttr): (i64, i64, Option<f64>) = conn.query_row(
+                "SELECT COUNT(*), COUNT(resolved_at), AVG(CASE WHEN resolved_at IS NOT NULL THEN (julianday(resolved_at) - julianday(created_at)) * 86400.0 END)
+                 FROM incidents WHERE created_at >= ?1",
+                [&since],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let open: i64 = conn.query_row("SELECT COUNT(*) FROM incidents WHERE status != 'resolved'", [], |r| r.get(0))?;
+            let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM runs WHERE queued_at >= ?1 GROUP BY state")?;
+            let runs = stmt.query_map([&since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?.collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?;
+            let queued: i64 = conn.query_row("SELECT COUNT(*) FROM runs WHERE state = 'queued'", [], |r| r.get(0))?;
+            let notifications: i64 = conn.query_row("SELECT COUNT(*) FROM notifications WHERE received_at >= ?1", [&since], |r| r.get(0))?;
+            Ok(Stats { window_seconds: window.as_secs(), incidents_opened: opened, incidents_resolved: resolved, incidents_open: open, mttr_seconds: mttr, runs_by_state: runs, queued_runs: queued, notifications })
+        })
+        .await
+    }
+}
+
+/// Numbers for `GET /api/v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub window_seconds: u64,
+    pub incidents_opened: i64,
+    pub incidents_resolved: i64,
+    pub incidents_open: i64,
+    /// Mean of (resolved_at − created_at) over the incidents opened in the
+    /// window and resolved; null when none was resolved.
+    pub mttr_seconds: Option<f64>,
+    pub runs_by_state: std::collections::BTreeMap<String, i64>,
+    pub queued_runs: i64,
+    pub notifications: i64,
+}
