@@ -82,6 +82,13 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         );
     }
     let sandbox = Sandbox::new(cfg.sandbox.clone()).context("cannot set up the step sandbox")?;
+    let reaped = sandbox.probe.cgroups.reap_orphans();
+    if reaped > 0 {
+        tracing::warn!(
+            cgroups = reaped,
+            "killed the leftover processes of steps of a runbookd that stopped without cleaning up"
+        );
+    }
     let executor = Arc::new(Executor {
         sandbox,
         settings: ExecSettings {
@@ -107,7 +114,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         runbooks_dir: cfg.runbooks.clone(),
         auth: Arc::new(cfg.auth.clone()),
         body_limit: cfg.body_limit,
-        max_queued_runs: cfg.max_queued_runs,
+        max_queued_runs: Arc::new(std::sync::atomic::AtomicU64::new(cfg.max_queued_runs)),
         metrics,
         shadow: cfg.shadow,
     };

@@ -37,7 +37,8 @@ pub struct AppState {
     pub runbooks_dir: PathBuf,
     pub auth: Arc<Auth>,
     pub body_limit: usize,
-    pub max_queued_runs: u64,
+    /// Runs allowed in the queue; past it the webhook answers 503.
+    pub max_queued_runs: Arc<std::sync::atomic::AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub shadow: bool,
 }

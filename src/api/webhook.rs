@@ -55,8 +55,14 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let ingested =
-        crate::dispatch::ingest(&s.store, &set, n, bytes.to_vec(), s.max_queued_runs).await?;
+    let ingested = crate::dispatch::ingest(
+        &s.store,
+        &set,
+        n,
+        bytes.to_vec(),
+        s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
+    )
+    .await?;
     s.dispatcher.cancel(&ingested.cancel);
     if !ingested.queued.is_empty() {
         s.dispatcher.wake();

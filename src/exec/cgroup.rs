@@ -72,6 +72,60 @@ impl Hierarchies {
     }
 }
 
+impl Hierarchies {
+    /// Kills and removes step cgroups left by a runbookd that is no longer
+    /// running (a crash or kill -9 leaves its steps' processes behind).
+    /// Returns how many were removed.
+    #[must_use]
+    pub fn reap_orphans(&self) -> usize {
+        let mut reaped = 0;
+        for base in [&self.v2, &self.v1_memory, &self.v1_pids]
+            .into_iter()
+            .flatten()
+        {
+            let Ok(entries) = fs::read_dir(base) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(pid) = name
+                    .strip_prefix("runbookd-")
+                    .and_then(|r| r.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                let alive = fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "runbookd");
+                if pid == std::process::id() || alive {
+                    continue;
+                }
+                let dir = entry.path();
+                let _ = fs::write(dir.join("cgroup.kill"), "1");
+                for p in fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    if let Ok(p) = p.trim().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(p),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                for _ in 0..100 {
+                    if fs::remove_dir(&dir).is_ok() {
+                        reaped += 1;
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
+        }
+        reaped
+    }
+}
+
 /// Whether a child cgroup can be made under `base` and has `file`.
 fn usable(base: &Path, file: &str) -> bool {
     let probe = base.join(format!("runbookd-probe-{}", std::process::id()));

@@ -1,8 +1,12 @@
 //! The one integration test binary: runs the real `runbookd` binary and the
 //! library against the captured Alertmanager payloads and example runbooks.
 
+mod alertmanager;
+mod app;
 mod check;
+mod crash;
 mod exec;
 mod helpers;
 mod payload;
 mod plan;
+mod server;

@@ -1,0 +1,245 @@
+//! End to end with the real Alertmanager (Debian `prometheus-alertmanager`)
+//! on loopback: its webhook receiver points at the app under test.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::app::{run_states, TestApp};
+use crate::exec::require;
+
+struct Alertmanager {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary() -> Option<PathBuf> {
+    [
+        "/usr/bin/prometheus-alertmanager",
+        "/usr/local/bin/alertmanager",
+        "/usr/bin/alertmanager",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_alertmanager(bin: &PathBuf, webhook: &str, token: &str) -> Alertmanager {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, token).unwrap();
+    let config = format!(
+        r"route:
+  receiver: runbookd
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 2s
+  repeat_interval: 4s
+receivers:
+  - name: runbookd
+    webhook_configs:
+      - url: {webhook}
+        send_resolved: true
+        http_config:
+          authorization:
+            credentials_file: {}
+",
+        token_file.display()
+    );
+    let cfg = dir.path().join("alertmanager.yml");
+    std::fs::write(&cfg, config).unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=") // no gossip port: nothing beyond loopback
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("alertmanager starts");
+    let am = Alertmanager {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .get(format!("{}/-/ready", am.url))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    am
+}
+
+async fn post_to_alertmanager(am: &Alertmanager, alerts: &Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v2/alerts", am.url))
+        .json(alerts)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "alertmanager refused the alert: {}",
+        resp.text().await.unwrap()
+    );
+}
+
+async fn metric(app: &TestApp, line_prefix: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    secs: u64,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const RUNBOOK: &str = r#"name: e2e
+title: End to end
+matchers: [alertname = "RunbookdE2E"]
+steps:
+  - name: greet
+    run: [echo, "hello from {{labels.alertname}} on {{labels.instance}}"]
+on_resolved:
+  - name: bye
+    run: [echo, "{{labels.instance}} recovered"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
+    let Some(bin) = binary() else {
+        require(
+            false,
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+        );
+        return;
+    };
+    let token = "e2e-bearer-token";
+    let app = TestApp::start(&[("e2e.yaml", RUNBOOK)], |c| {
+        c.auth.bearer = Some(token.into());
+    })
+    .await;
+    // Refuse at first: Alertmanager must retry the 503 until it is accepted.
+    app.set_max_queued_runs(0);
+    let am = start_alertmanager(&bin, &format!("{}/webhook", app.url), token).await;
+    post_to_alertmanager(&am, &json!([{"labels": {"alertname": "RunbookdE2E", "instance": "web-7"}, "annotations": {"summary": "e2e"}, "generatorURL": "http://prometheus.example/graph"}])).await;
+
+    wait_until("a 503 answered to Alertmanager", 20, || async {
+        metric(
+            &app,
+            "runbookd_notifications_total{outcome=\"queue_full\"} ",
+        )
+        .await
+            >= 1.0
+    })
+    .await;
+    app.set_max_queued_runs(10_000);
+    let inc = app
+        .wait_for_incident("INC-0001", "the run after Alertmanager's retry", |v| {
+            run_states(v) == ["succeeded"]
+        })
+        .await;
+    assert_eq!(
+        inc["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"],
+        "hello from RunbookdE2E on web-7\n"
+    );
+    assert_eq!(inc["receiver"], "runbookd");
+    assert_eq!(inc["group_key"], "{}:{alertname=\"RunbookdE2E\"}");
+
+    // repeat_interval resends the same notification: recorded, never run again.
+    let accepted = metric(&app, "runbookd_notifications_total{outcome=\"accepted\"} ").await;
+    wait_until("a repeat_interval resend", 20, || async {
+        metric(&app, "runbookd_notifications_total{outcome=\"accepted\"} ").await > accepted
+    })
+    .await;
+    assert_eq!(
+        run_states(&app.incident("INC-0001").await),
+        ["succeeded"],
+        "a resend started a second run"
+    );
+
+    // Resolve it in Alertmanager: the incident resolves and on_resolved runs.
+    let starts = inc["alerts"][0]["starts_at"].as_str().unwrap().to_owned();
+    let ends = (chrono::Utc::now() - chrono::Duration::seconds(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    post_to_alertmanager(&am, &json!([{"labels": {"alertname": "RunbookdE2E", "instance": "web-7"}, "annotations": {"summary": "e2e"}, "startsAt": starts, "endsAt": ends, "generatorURL": "http://prometheus.example/graph"}])).await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the resolution", |v| {
+            v["status"] == "resolved" && run_states(v) == ["succeeded", "succeeded"]
+        })
+        .await;
+    assert_eq!(
+        inc["runs"][1]["result"]["steps"][0]["attempts"][0]["stdout"],
+        "web-7 recovered\n"
+    );
+
+    // Alertmanager's bearer credentials were accepted every time.
+    assert!(
+        metric(
+            &app,
+            "runbookd_notifications_total{outcome=\"unauthorized\"} "
+        )
+        .await
+            == 0.0
+    );
+    let without = app
+        .client
+        .post(format!("{}/webhook", app.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(without.status(), 401);
+}

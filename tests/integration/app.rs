@@ -1,0 +1,172 @@
+//! `TestApp`: the real server, in process, on `127.0.0.1:0`, with its own
+//! runbooks and data directory; helpers named after what a user does.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use runbookd::config::{Auth, ServerConfig};
+use runbookd::exec::SandboxConfig;
+use runbookd::server::{self, Running};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub running: Option<Running>,
+    pub data: tempfile::TempDir,
+    pub runbooks: tempfile::TempDir,
+    pub token: Option<String>,
+}
+
+pub fn config(runbooks: PathBuf, data: PathBuf) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        runbooks,
+        data_dir: data,
+        auth: Auth::default(),
+        body_limit: 1 << 20,
+        max_queued_runs: 10_000,
+        max_concurrent_steps: 8,
+        shutdown_grace: Duration::from_millis(500),
+        kill_grace: Duration::from_millis(300),
+        sandbox: SandboxConfig::default(),
+        shadow: false,
+    }
+}
+
+impl TestApp {
+    /// Starts the app with these runbook files; `tweak` adjusts the config.
+    pub async fn start(files: &[(&str, &str)], tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
+        let runbooks = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(runbooks.path().join(name), text).unwrap();
+        }
+        let data = tempfile::tempdir().unwrap();
+        let mut cfg = config(runbooks.path().to_owned(), data.path().join("store"));
+        tweak(&mut cfg);
+        let token = cfg.auth.bearer.clone();
+        let running = server::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+        TestApp {
+            url: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            running: Some(running),
+            data,
+            runbooks,
+            token,
+        }
+    }
+
+    /// Starts again on the same data directory (a restart).
+    pub async fn restart(&mut self) {
+        let cfg = config(
+            self.runbooks.path().to_owned(),
+            self.data.path().join("store"),
+        );
+        let running = server::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+        self.url = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+    }
+
+    pub fn set_max_queued_runs(&self, n: u64) {
+        self.running
+            .as_ref()
+            .unwrap()
+            .state
+            .max_queued_runs
+            .store(n, Ordering::Relaxed);
+    }
+
+    /// Alertmanager posting a notification (with the configured token).
+    pub async fn post_alert(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(format!("{}/webhook", self.url))
+            .header("Content-Type", "application/json")
+            .body(body);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn incident(&self, id: &str) -> Value {
+        let (status, v) = self.get(&format!("/api/v1/incidents/{id}")).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    /// Polls an incident until `done` holds (at most 20 s).
+    pub async fn wait_for_incident(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, v) = self.get(&format!("/api/v1/incidents/{id}")).await;
+            if status == 200 && done(&v) {
+                return v;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {v:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The states of an incident's runs, in order.
+pub fn run_states(incident: &Value) -> Vec<String> {
+    incident["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A firing (or resolved) notification of alerts with these labels.
+pub fn notification(group_key: &str, alerts: &[(&Value, &str, &str)]) -> Vec<u8> {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(labels, status, starts)| {
+            serde_json::json!({
+                "status": status, "labels": labels, "annotations": {},
+                "startsAt": starts,
+                "endsAt": if *status == "resolved" { "2026-11-24T09:00:00Z" } else { "0001-01-01T00:00:00Z" },
+                "generatorURL": "http://prometheus.example/graph?g0.expr=up",
+            })
+        })
+        .collect();
+    let any_firing = alerts.iter().any(|a| a["status"] == "firing");
+    serde_json::to_vec(&serde_json::json!({
+        "receiver": "runbookd", "status": if any_firing { "firing" } else { "resolved" },
+        "alerts": alerts, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example", "version": "4", "groupKey": group_key, "truncatedAlerts": 0
+    }))
+    .unwrap()
+}
