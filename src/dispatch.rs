@@ -125,6 +125,17 @@ impl Dispatcher {
 
     /// Claims and starts runs until [`Dispatcher::shutdown`].
     pub async fn run(self: Arc<Self>) {
+        let gauges = self.clone();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                gauges.refresh_gauges().await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.cancelled() => {}
+                }
+            }
+        });
         loop {
             loop {
                 let concurrency: HashMap<String, u32> = self
@@ -140,18 +151,19 @@ impl Dispatcher {
                     .write(move |c| store::claim(c, &concurrency, max))
                     .await
                 {
-                    Ok(Some(claimed)) => {
-                        let this = self.clone();
-                        self.tasks.spawn(async move { this.execute(claimed).await });
+                    Ok(claimed) if claimed.is_empty() => break,
+                    Ok(claimed) => {
+                        for c in claimed {
+                            let this = self.clone();
+                            self.tasks.spawn(async move { this.execute(c).await });
+                        }
                     }
-                    Ok(None) => break,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot claim queued runs");
                         break;
                     }
                 }
             }
-            self.refresh_gauges().await;
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -160,10 +172,11 @@ impl Dispatcher {
         }
     }
 
+    /// Keeps the queue and incident gauges current, once a second.
     async fn refresh_gauges(&self) {
-        if let Ok(stats) = self.store.stats(Duration::from_secs(0)).await {
-            self.metrics.queue_depth.set(stats.queued_runs);
-            self.metrics.open_incidents.set(stats.incidents_open);
+        if let Ok((queued, open)) = self.store.gauges().await {
+            self.metrics.queue_depth.set(queued);
+            self.metrics.open_incidents.set(open);
         }
     }
 
@@ -201,14 +214,13 @@ impl Dispatcher {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&c.run_id);
         Metrics::count(&self.metrics.runs, &finished.state);
-        if let Err(e) = self
-            .store
-            .write(move |conn| store::finish(conn, &finished))
-            .await
-        {
+        // Queue the record first, then wake the claim loop: its claim lands in
+        // the same group commit, right after this run frees its slot.
+        let recorded = self.store.write(move |conn| store::finish(conn, &finished));
+        self.wake();
+        if let Err(e) = recorded.await {
             tracing::error!(run = c.run_id, error = %e, "cannot record the end of a run");
         }
-        self.wake();
     }
 
     async fn execute_claimed(&self, c: &Claimed, cancel: &CancellationToken) -> Finished {

@@ -148,20 +148,35 @@ fn require_read_auth(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     }
 }
 
+/// After the limit is exceeded, how much more of a body is read and thrown
+/// away (and for how long) so that the client, still writing, receives the
+/// 413 instead of a reset connection.
+const DRAIN_MAX: usize = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads a request body up to `limit` bytes.
 async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(err) = source {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return ApiError::PayloadTooLarge(limit);
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            let mut drained = buf.len() + data.len();
+            let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+            while drained < DRAIN_MAX {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Ok(Some(Ok(f))) => drained += f.data_ref().map_or(0, axum::body::Bytes::len),
+                    _ => break,
+                }
             }
-            source = err.source();
+            return Err(ApiError::PayloadTooLarge(limit));
         }
-        if e.to_string().contains("length limit exceeded") {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BadRequest(format!("cannot read the request body: {e}"))
-        }
-    })
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.into())
 }

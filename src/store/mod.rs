@@ -59,7 +59,7 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
 }
 
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// Most operations committed together in one transaction.
 const MAX_BATCH: usize = 512;
@@ -104,12 +104,17 @@ impl Store {
         })
     }
 
-    /// Runs `op` in its own savepoint of the next group transaction; returns
-    /// once that transaction is committed.
+    /// Runs `op` in its own savepoint of the next group transaction; the
+    /// returned future resolves once that transaction is committed. The
+    /// operation is queued when this is called, not when the future is first
+    /// polled, so writes issued together share one commit.
     ///
     /// # Errors
     /// The operation's own error (its savepoint rolled back), or a failed commit.
-    pub async fn write<T, F>(&self, op: F) -> Result<T>
+    pub fn write<T, F>(
+        &self,
+        op: F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -119,7 +124,7 @@ impl Store {
             op: Box::new(move |tx| op(tx).map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)),
             reply,
         };
-        {
+        let sent = {
             let writer = self
                 .inner
                 .writer
@@ -127,14 +132,16 @@ impl Store {
                 .unwrap_or_else(PoisonError::into_inner);
             writer
                 .as_ref()
-                .ok_or(StoreError::Stopped)?
-                .send(job)
-                .map_err(|_| StoreError::Stopped)?;
+                .ok_or(StoreError::Stopped)
+                .and_then(|w| w.send(job).map_err(|_| StoreError::Stopped))
+        };
+        async move {
+            sent?;
+            let value = rx.await.map_err(|_| StoreError::Stopped)??;
+            Ok(*value
+                .downcast::<T>()
+                .map_err(|_| StoreError::Invalid("store reply of the wrong type".into()))?)
         }
-        let value = rx.await.map_err(|_| StoreError::Stopped)??;
-        Ok(*value
-            .downcast::<T>()
-            .map_err(|_| StoreError::Invalid("store reply of the wrong type".into()))?)
     }
 
     /// Runs `op` on a read connection (on the blocking pool).

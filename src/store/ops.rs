@@ -275,11 +275,7 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             "resolved: Alertmanager reports every alert of the incident resolved",
         )?;
     }
-    let queued: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM runs WHERE state = 'queued'",
-        [],
-        |r| r.get(0),
-    )?;
+    let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
     if u64::try_from(queued).unwrap_or(0) > input.max_queued {
         return Err(StoreError::QueueFull);
     }
@@ -374,7 +370,8 @@ pub struct Claimed {
     pub body: Vec<u8>,
 }
 
-/// Claims the oldest queued run whose runbook is under its concurrency.
+/// Claims the oldest queued runs whose runbooks are under their
+/// concurrency, as many as the global cap leaves room for, in one transaction.
 ///
 /// # Errors
 /// A database error.
@@ -383,18 +380,19 @@ pub fn claim(
     conn: &Connection,
     concurrency: &HashMap<String, u32>,
     max_running: u32,
-) -> Result<Option<Claimed>> {
+) -> Result<Vec<Claimed>> {
     let running: i64 = conn.query_row(
         "SELECT COUNT(*) FROM runs WHERE state = 'running'",
         [],
         |r| r.get(0),
     )?;
-    if running >= i64::from(max_running) {
-        return Ok(None);
+    let mut free = i64::from(max_running) - running;
+    if free <= 0 {
+        return Ok(Vec::new());
     }
     let mut per_runbook: HashMap<String, u32> = HashMap::new();
     {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT runbook, COUNT(*) FROM runs WHERE state = 'running' GROUP BY runbook",
         )?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))? {
@@ -402,20 +400,35 @@ pub fn claim(
             per_runbook.insert(rb, n);
         }
     }
-    let candidate = {
-        let mut stmt = conn.prepare(
-            "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT 1000",
+    let candidates: Vec<(i64, String)> = {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT ?1",
         )?;
-        let rows: Vec<(i64, String)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        // A page well past the free slots, for runbooks already at their concurrency.
+        let rows = stmt
+            .query_map([free * 16 + 64], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        rows.into_iter().find(|(_, rb)| {
-            per_runbook.get(rb).copied().unwrap_or(0) < concurrency.get(rb).copied().unwrap_or(1)
-        })
+        rows
     };
-    let Some((id, _)) = candidate else {
-        return Ok(None);
-    };
+    let mut claimed = Vec::new();
+    for (id, runbook) in candidates {
+        if free == 0 {
+            break;
+        }
+        let n = per_runbook.entry(runbook.clone()).or_default();
+        if *n >= concurrency.get(&runbook).copied().unwrap_or(1) {
+            continue;
+        }
+        if let Some(c) = claim_one(conn, id)? {
+            *n += 1;
+            free -= 1;
+            claimed.push(c);
+        }
+    }
+    Ok(claimed)
+}
+
+fn claim_one(conn: &Connection, id: i64) -> Result<Option<Claimed>> {
     if conn.execute(
         "UPDATE runs SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
         params![id, now()],
@@ -780,9 +793,28 @@ impl Store {
             let open: i64 = conn.query_row("SELECT COUNT(*) FROM incidents WHERE status != 'resolved'", [], |r| r.get(0))?;
             let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM runs WHERE queued_at >= ?1 GROUP BY state")?;
             let runs = stmt.query_map([&since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?.collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?;
-            let queued: i64 = conn.query_row("SELECT COUNT(*) FROM runs WHERE state = 'queued'", [], |r| r.get(0))?;
+            let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
             let notifications: i64 = conn.query_row("SELECT COUNT(*) FROM notifications WHERE received_at >= ?1", [&since], |r| r.get(0))?;
             Ok(Stats { window_seconds: window.as_secs(), incidents_opened: opened, incidents_resolved: resolved, incidents_open: open, mttr_seconds: mttr, runs_by_state: runs, queued_runs: queued, notifications })
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// (queued runs, open incidents), cheaply, for the metrics gauges.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn gauges(&self) -> Result<(i64, i64)> {
+        self.read(|conn| {
+            let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
+            let open: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM incidents WHERE status != 'resolved'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((queued, open))
         })
         .await
     }

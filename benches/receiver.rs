@@ -1,0 +1,162 @@
+//! Receiver benchmark: `cargo bench --bench receiver`; figures in docs/benchmarks.md.
+//!
+//! Starts the real server (durable store on, default sandbox) on loopback with
+//! a runbook whose single step is `/bin/true`, then:
+//! 1. posts distinct notifications open-loop at fixed rates (200/s, then
+//!    1,000/s, 5 s each) and reports acknowledgement latency p50/p99/max;
+//!    goal: p99 ≤ 10 ms at 1,000/s;
+//! 2. measures completed runs per second while draining the queue;
+//! 3. reports a bare spawn + wait loop of `/bin/true` with 2 workers beside it.
+//! Loopback only; every loop is bounded in count and time.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runbookd::config::{Auth, ServerConfig};
+use runbookd::exec::SandboxConfig;
+
+fn body(id: u64) -> Vec<u8> {
+    format!(
+        r#"{{"receiver":"bench","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Bench","id":"{id}"}},"annotations":{{}},"startsAt":"2026-11-24T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":""}}],"groupLabels":{{}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"","version":"4","groupKey":"bench-{id}","truncatedAlerts":0}}"#
+    )
+    .into_bytes()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    rate: u64,
+    secs: u64,
+    next_id: &AtomicU64,
+) -> (Vec<Duration>, u64) {
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        ticker.tick().await;
+        let (client, url) = (client.clone(), url.to_owned());
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = client
+                .post(&url)
+                .body(body(id))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            (t.elapsed(), ok)
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    let mut failed = 0;
+    for t in tasks {
+        let (d, ok) = t.await.unwrap();
+        if ok {
+            lat.push(d);
+        } else {
+            failed += 1;
+        }
+    }
+    lat.sort();
+    (lat, failed)
+}
+
+fn bare_rate(workers: usize, secs: u64) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                while Instant::now() < end {
+                    Command::new("/bin/true")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / secs as f64
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let runbooks = tempfile::tempdir().unwrap();
+        std::fs::write(runbooks.path().join("bench.yaml"), "name: bench\nmatchers: [alertname = \"Bench\"]\nconcurrency: 64\nsteps:\n  - name: true\n    run: [/bin/true]\n").unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let cfg = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            runbooks: runbooks.path().to_owned(),
+            data_dir: data.path().to_owned(),
+            auth: Auth::default(),
+            body_limit: 1 << 20,
+            max_queued_runs: 100_000,
+            max_concurrent_steps: 4,
+            shutdown_grace: Duration::from_secs(5),
+            kill_grace: Duration::from_secs(1),
+            sandbox: SandboxConfig::default(),
+            shadow: false,
+        };
+        let server = runbookd::server::start(cfg).await.unwrap();
+        let url = format!("http://{}/webhook", server.addr);
+        let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+        let next_id = AtomicU64::new(0);
+        println!("| rate (notifications/s) | sent | p50 ack | p99 ack | max ack | failed |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+        for rate in [200u64, 1000] {
+            let (lat, failed) = load(&client, &url, rate, 5, &next_id).await;
+            println!(
+                "| {rate} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {failed} |",
+                lat.len() + failed as usize,
+                percentile(&lat, 0.50).as_secs_f64() * 1e3,
+                percentile(&lat, 0.99).as_secs_f64() * 1e3,
+                lat.last().unwrap().as_secs_f64() * 1e3
+            );
+        }
+        // Completed runs per second while the queue drains.
+        let stats = |client: reqwest::Client, addr| async move {
+            let v: serde_json::Value = client.get(format!("http://{addr}/api/v1/stats")).send().await.unwrap().json().await.unwrap();
+            (v["runs_by_state"]["succeeded"].as_i64().unwrap_or(0), v["queued_runs"].as_i64().unwrap_or(0))
+        };
+        let (done0, queued0) = stats(client.clone(), server.addr).await;
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(120);
+        let (mut done, mut queued) = (done0, queued0);
+        while queued > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            (done, queued) = stats(client.clone(), server.addr).await;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        let runs_per_sec = (done - done0) as f64 / secs;
+        server.stop().await.unwrap();
+        let bare = tokio::task::spawn_blocking(|| bare_rate(2, 3)).await.unwrap();
+        println!();
+        println!("| measure | value |");
+        println!("| --- | --- |");
+        println!("| queue at the end of the load | {queued0} runs |");
+        println!("| completed runs/s while draining (4 concurrent steps) | {runs_per_sec:.0} |");
+        println!("| bare /bin/true spawn+wait, 2 workers | {bare:.0}/s |");
+        println!("| runbookd / bare | {:.0}% |", runs_per_sec / bare * 100.0);
+    });
+}
