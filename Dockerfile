@@ -12,9 +12,12 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --home-dir /var/lib/runbookd --create-home runbookd
 COPY --from=build /src/target/release/runbookd /usr/local/bin/runbookd
 COPY runbooks /etc/runbookd/runbooks
-ENV RUNBOOKD_RUNBOOKS=/etc/runbookd/runbooks
+ENV RUNBOOKD_RUNBOOKS=/etc/runbookd/runbooks \
+    RUNBOOKD_DATA_DIR=/var/lib/runbookd \
+    RUNBOOKD_LISTEN=0.0.0.0:9095
 USER runbookd
 WORKDIR /var/lib/runbookd
+VOLUME /var/lib/runbookd
 EXPOSE 9095
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/runbookd"]
-CMD ["check"]
+CMD ["serve"]
