@@ -9,7 +9,11 @@
 //! 3. reports a bare spawn + wait loop of `/bin/true` with 2 workers beside it.
 //!
 //! Loopback only; every loop is bounded in count and time.
-#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)] // statistics over counts far below 2^52
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // statistics over counts far below 2^52
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -203,3 +203,100 @@ impl ServerConfig {
         Ok(cfg)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_flags_and_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+        std::fs::write(dir.path().join("pw"), "hunter2").unwrap();
+        let cfg = dir.path().join("runbookd.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen: 127.0.0.1:9999\nauth:\n  bearer_token_file: {0}/token\n  basic_auth: {{username: am, password_file: {0}/pw}}\nlimits: {{body_bytes: 2048, max_queued_runs: 5}}\nshutdown_grace: 3s\nsandbox: {{run_as: daemon, kill_grace: 1s}}\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let c = ServerConfig::load(
+            Some(&cfg),
+            Overrides {
+                listen: Some("127.0.0.1:1234".parse().unwrap()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 1234, "a flag beats the file");
+        assert_eq!(
+            c.auth.bearer.as_deref(),
+            Some("t0ken"),
+            "the trailing newline is not part of the secret"
+        );
+        assert_eq!(c.auth.basic, Some(("am".into(), "hunter2".into())));
+        assert_eq!(
+            (c.body_limit, c.max_queued_runs, c.max_concurrent_steps),
+            (2048, 5, 16)
+        );
+        assert_eq!(
+            (c.shutdown_grace, c.kill_grace),
+            (Duration::from_secs(3), Duration::from_secs(1))
+        );
+        assert_eq!(c.sandbox.run_as, "daemon");
+        assert_eq!(
+            ServerConfig::load(None, Overrides::default())
+                .unwrap()
+                .listen,
+            DEFAULT_LISTEN
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("listen: 127.0.0.1:1\nlisen: x\n", "unknown field `lisen`"),
+            (
+                "auth: {bearer_token_file: /nonexistent/token}\n",
+                "cannot read bearer token file `/nonexistent/token`",
+            ),
+            (
+                "shutdown_grace: soon\n",
+                "bad duration `soon` for `shutdown_grace`",
+            ),
+            (
+                "auth: {protect_reads: true}\n",
+                "protect_reads needs a bearer token or basic auth",
+            ),
+            (
+                "limits: {body_bytes: 10}\n",
+                "body_bytes must be at least 1024",
+            ),
+        ];
+        for (i, (text, needle)) in cases.iter().enumerate() {
+            let p = dir.path().join(format!("c{i}.yaml"));
+            std::fs::write(&p, text).unwrap();
+            let err = format!(
+                "{:#}",
+                ServerConfig::load(Some(&p), Overrides::default()).unwrap_err()
+            );
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+        let empty = dir.path().join("empty-token");
+        std::fs::write(&empty, "\n").unwrap();
+        let p = dir.path().join("e.yaml");
+        std::fs::write(
+            &p,
+            format!("auth: {{bearer_token_file: {}}}\n", empty.display()),
+        )
+        .unwrap();
+        assert!(format!(
+            "{:#}",
+            ServerConfig::load(Some(&p), Overrides::default()).unwrap_err()
+        )
+        .contains("is empty"));
+    }
+}

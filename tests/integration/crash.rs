@@ -194,3 +194,76 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_runs_nothing_twice() {
         executed.len()
     );
 }
+
+#[test]
+fn serve_refuses_invalid_runbooks_listing_every_error() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--runbooks",
+            "tests/fixtures/runbooks-broken",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b-many.yaml:2:11: runbook `many-problems`: unknown severity `sev5`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("refusing to start: 22 error(s) in the runbooks"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it never listened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_and_sigterm_stops_cleanly() {
+    let runbooks = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    std::fs::write(
+        runbooks.path().join("a.yaml"),
+        "matchers: [alertname=A]\nsteps:\n  - name: a\n    run: ['true']\n",
+    )
+    .unwrap();
+    let mut server = start(runbooks.path(), data.path());
+    let client = reqwest::Client::new();
+    let count = |v: serde_json::Value| v["runbooks"].as_array().unwrap().len();
+    let list = || async {
+        client
+            .get(format!("{}/api/v1/runbooks", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    assert_eq!(count(list().await), 1);
+    std::fs::write(
+        runbooks.path().join("b.yaml"),
+        "matchers: [alertname=B]\nsteps:\n  - name: b\n    run: ['true']\n",
+    )
+    .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(server.child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count(list().await) != 2 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An invalid set is refused; the previous one stays.
+    std::fs::write(runbooks.path().join("c.yaml"), "matchers: []\nsteps: []\n").unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(list().await), 2);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(server.child.wait().unwrap().success());
+}
