@@ -225,7 +225,9 @@ fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRe
     }
 }
 
-fn millis(d: std::time::Duration) -> u64 {
+/// A duration in whole milliseconds, saturating.
+#[must_use]
+pub fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{Capture, Stream};
 use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
+use crate::plan::millis;
 
 /// How a step attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -324,10 +325,6 @@ pub async fn run(
         },
     });
     finish(outcome, record, stragglers_killed, output_abandoned)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn spawn_error(program: &str, e: &io::Error) -> String {

@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -29,6 +28,7 @@ use super::cgroup::Limits;
 use super::process::{self, ExecSettings, OutputSink, ProcessSpec, StepOutcome};
 use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
 use crate::alert::{Alert, Notification};
+use crate::plan::millis;
 use crate::plan::{self, IncidentRef, Phase, StepPlan, WhenDecision};
 use crate::runbook::{Runbook, Step};
 
@@ -141,10 +141,6 @@ pub struct RunRequest<'a> {
     pub alert: &'a Alert,
     pub runbook: &'a Runbook,
     pub incident: IncidentRef,
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The run's state that step templates read as `steps.*`.
