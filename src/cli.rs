@@ -60,6 +60,17 @@ pub enum Command {
         #[arg(long)]
         plan: bool,
     },
+    /// Draft the postmortem of an incident (Markdown on standard output).
+    Postmortem {
+        /// e.g. INC-0042
+        id: crate::incident::IncidentId,
+        /// A Handlebars template instead of the default (see docs/postmortem.md).
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// Where the SQLite store lives.
+        #[arg(long, default_value = "data", env = "RUNBOOKD_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Read incidents from the store.
     Incidents {
         /// Where the SQLite store lives.
@@ -165,6 +176,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             output,
             action,
         } => incidents(&data_dir, output, &action),
+        Command::Postmortem {
+            id,
+            template,
+            data_dir,
+        } => postmortem(id, template.as_deref(), &data_dir),
         Command::Check { dir } => Ok(check(&dir)),
         Command::Run {
             alert,
@@ -768,5 +784,47 @@ fn incidents(
         }
         store.close();
         Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn postmortem(
+    id: crate::incident::IncidentId,
+    template: Option<&Path>,
+    data_dir: &Path,
+) -> anyhow::Result<ExitCode> {
+    let template = template
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read template `{}`", p.display()))
+        })
+        .transpose()?;
+    let db = data_dir.join("runbookd.db");
+    anyhow::ensure!(
+        db.exists(),
+        "no store at `{}` (set --data-dir)",
+        db.display()
+    );
+    runtime()?.block_on(async {
+        let store = crate::store::Store::open(&db)
+            .with_context(|| format!("cannot open `{}`", db.display()))?;
+        let detail = match store.incident(id).await {
+            Ok(d) => d,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                eprintln!("error: no incident {id}");
+                return Ok(ExitCode::from(1));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        store.close();
+        match crate::postmortem::render(&detail, template.as_deref()) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+        }
     })
 }

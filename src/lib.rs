@@ -26,6 +26,7 @@ pub mod incident;
 pub mod matcher;
 pub mod metrics;
 pub mod plan;
+pub mod postmortem;
 pub mod runbook;
 pub mod server;
 pub mod store;

@@ -23,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/incidents", get(list))
         .route("/api/v1/incidents/{id}", get(detail))
         .route("/api/v1/incidents/{id}/updates", post(add_update))
+        .route("/api/v1/incidents/{id}/postmortem", get(postmortem))
         .route("/api/v1/runbooks", get(runbooks))
         .route("/api/v1/plan", post(plan))
         .route("/api/v1/stats", get(stats))
@@ -162,4 +163,26 @@ async fn stats(
     };
     let stats = s.store.stats(window).await?;
     Ok(Json(serde_json::to_value(stats).unwrap_or_default()))
+}
+
+async fn postmortem(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    require_read_auth(&s, &headers)?;
+    let detail = s.store.incident(incident_id(&id)?).await?;
+    let text = crate::postmortem::render(&detail, None).map_err(|e| {
+        tracing::error!(error = %e, "the default postmortem template failed");
+        ApiError::Unavailable
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }

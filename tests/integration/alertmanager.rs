@@ -225,6 +225,40 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
         "web-7 recovered\n"
     );
 
+    // The postmortem draft of this real incident has every section, with its data.
+    let pm = app
+        .client
+        .get(format!("{}/api/v1/incidents/INC-0001/postmortem", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pm.headers()["content-type"], "text/markdown; charset=utf-8");
+    let pm = pm.text().await.unwrap();
+    for expected in [
+        "# Postmortem: End to end (INC-0001)",
+        "| Severity | sev3 |",
+        "| Status | resolved |",
+        "## Summary\n\n1 alert(s) (RunbookdE2E) from receiver `runbookd` opened this sev3 incident at ",
+        "Runbooks: `e2e` succeeded, `e2e` succeeded. Resolved at ",
+        "## Impact\n\n- Duration: ",
+        "  - `RunbookdE2E` (resolved, fingerprint ",
+        "alertname=\"RunbookdE2E\", instance=\"web-7\"",
+        "## Root cause\n\n_To be filled in",
+        "## Detection\n\n- First alert started: ",
+        "- First runbook step: 20",
+        "| runbookd | `e2e` step `greet`: succeeded |",
+        "| alertmanager | alert RunbookdE2E (",
+        "| alertmanager | resolved: Alertmanager reports every alert of the incident resolved |",
+        "## What went well\n\n- `e2e` step `greet` succeeded in ",
+        "- `e2e` step `bye` succeeded in ",
+        "## What went wrong\n\n- No automated step failed",
+        "## Action items\n\n- [ ] Review this incident",
+        "## Links\n\n- [RunbookdE2E (",
+        "](http://prometheus.example/graph)",
+    ] {
+        assert!(pm.contains(expected), "{expected:?} missing from the postmortem:\n{pm}");
+    }
+
     // Alertmanager's bearer credentials were accepted every time.
     assert!(
         metric(

@@ -612,3 +612,85 @@ async fn stopping_interrupts_running_steps_and_a_restart_keeps_everything() {
     .await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postmortem_lists_failures_checklist_and_root_cause_and_takes_a_custom_template() {
+    let rb = "name: mixed\ntitle: Mixed results\nmatchers: [alertname = \"Mixed\"]\nsteps:\n  - name: ok\n    run: [echo, fine]\n  - name: broken\n    run: ['false']\n    continue_on_failure: true\n  - name: never\n    run: [echo, x]\n    when: 'false'\n  - name: look\n    manual: Look at the | dashboard\n";
+    let mut app = TestApp::start(&[("m.yaml", rb)], |_| {}).await;
+    app.post_alert(notification(
+        "g",
+        &[(
+            &json!({"alertname": "Mixed", "service": "api|v2"}),
+            "firing",
+            T0,
+        )],
+    ))
+    .await;
+    app.wait_for_incident("INC-0001", "the run", |v| {
+        run_states(v) == ["succeeded_with_failures"]
+    })
+    .await;
+    app.client
+        .post(format!("{}/api/v1/incidents/INC-0001/updates", app.url))
+        .json(&json!({"author": "bob", "message": "found it", "root_cause": "a bad flag"}))
+        .send()
+        .await
+        .unwrap();
+    let pm = app
+        .client
+        .get(format!("{}/api/v1/incidents/INC-0001/postmortem", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "## Root cause\n\na bad flag",
+        "- Affected services: api\\|v2.",
+        "- `mixed` step `ok` succeeded in ",
+        "- `mixed` step `broken` failed with exit status 1",
+        "- `mixed` step `never` was skipped: `when` rendered `false`",
+        "- [ ] Fix or replace `mixed` step `broken`: it failed with exit status 1",
+        "- [ ] Look at the | dashboard (checklist item of `mixed`)",
+        "| bob | found it |",
+        "| Status | monitoring |",
+        "(still open)",
+    ] {
+        assert!(pm.contains(expected), "{expected:?} missing from\n{pm}");
+    }
+    let (code, _) = app.get("/api/v1/incidents/INC-0404/postmortem").await;
+    assert_eq!(code, 404);
+    // A custom template sees every field, through the CLI.
+    app.stop().await;
+    let tpl = app.data.path().join("custom.hbs");
+    std::fs::write(&tpl, "{{incident.id}} {{incident.severity}} {{#each went_wrong}}[{{this}}]{{/each}} {{record.root_cause}} {{runs.0.runbook}}").unwrap();
+    let out = crate::helpers::runbookd(&[
+        "postmortem",
+        "INC-0001",
+        "--template",
+        tpl.to_str().unwrap(),
+        "--data-dir",
+        app.data.path().join("store").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert_eq!(
+        crate::helpers::stdout(&out),
+        "INC-0001 sev3 [`mixed` step `broken` failed with exit status 1][`mixed` step `never` was skipped: `when` rendered `false`] a bad flag mixed"
+    );
+    std::fs::write(&tpl, "{{incident.nope}}").unwrap();
+    let out = crate::helpers::runbookd(&[
+        "postmortem",
+        "INC-0001",
+        "--template",
+        tpl.to_str().unwrap(),
+        "--data-dir",
+        app.data.path().join("store").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::helpers::stderr(&out).contains("postmortem template:"),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+}

@@ -1,0 +1,269 @@
+//! Postmortem drafts: the incident record rendered with Handlebars into
+//! Markdown, following the usual structure (summary, impact, root cause,
+//! detection, timeline, what went well / wrong, action items, links).
+//! The default template is `src/postmortem.md.hbs`; `--template FILE`
+//! replaces it, with every field of [`context`] available (docs/postmortem.md).
+
+use chrono::{DateTime, Utc};
+use handlebars::Handlebars;
+use serde_json::{json, Value};
+
+use crate::incident::IncidentDetail;
+
+/// The default template.
+pub const DEFAULT_TEMPLATE: &str = include_str!("postmortem.md.hbs");
+
+/// Why a postmortem cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+#[error("postmortem template: {0}")]
+pub struct PostmortemError(String);
+
+fn parse(t: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn utc(t: &str) -> String {
+    parse(t).map_or_else(
+        || t.to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
+}
+
+fn human(secs: i64) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(
+        u64::try_from(secs).unwrap_or(0),
+    ))
+    .to_string()
+}
+
+/// Makes untrusted text safe inside one Markdown table cell or list line.
+fn cell(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace(['\n', '\r'], " ")
+}
+
+/// The data the template sees.
+#[must_use]
+pub fn context(d: &IncidentDetail) -> Value {
+    let s = &d.summary;
+    let alerts: Vec<Value> = d
+        .alerts
+        .iter()
+        .map(|a| {
+            json!({
+                "name": cell(a.labels.get("alertname").map_or("(no alertname)", String::as_str)),
+                "status": a.status, "fingerprint": a.fingerprint, "starts_at": utc(&a.starts_at), "ends_at": a.ends_at,
+                "labels": a.labels.iter().map(|(k, v)| (cell(k), Value::String(cell(v)))).collect::<serde_json::Map<_, _>>(),
+                "annotations": a.annotations, "generator_url": a.generator_url,
+            })
+        })
+        .collect();
+    // Every event: the incident's timeline plus each step of each run.
+    let mut events: Vec<(String, String, String)> = d
+        .timeline
+        .iter()
+        .map(|t| (t.at.clone(), t.author.clone(), t.message.clone()))
+        .collect();
+    let (mut well, mut wrong, mut actions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first_step: Option<String> = None;
+    for run in &d.runs {
+        for step in run
+            .result
+            .as_ref()
+            .and_then(|r| r["steps"].as_array())
+            .into_iter()
+            .flatten()
+        {
+            let name = step["name"].as_str().unwrap_or_default();
+            let at = step["started"].as_str().unwrap_or_default().to_owned();
+            let status = step["outcome"]["status"].as_str();
+            let label = format!("`{}` step `{name}`", run.runbook);
+            match status {
+                None => {
+                    actions.push(format!(
+                        "{} (checklist item of `{}`)",
+                        step["plan"]["text"].as_str().unwrap_or_default(),
+                        run.runbook
+                    ));
+                    events.push((
+                        at,
+                        "runbookd".into(),
+                        format!("{label}: open checklist item"),
+                    ));
+                    continue;
+                }
+                Some("succeeded") => {
+                    well.push(format!("{label} succeeded in {} ms", step["duration_ms"]))
+                }
+                Some("skipped") => wrong.push(format!(
+                    "{label} was skipped: {}",
+                    step["outcome"]["reason"].as_str().unwrap_or_default()
+                )),
+                Some(other) => {
+                    let detail = match other {
+                        "failed" => {
+                            format!("failed with exit status {}", step["outcome"]["exit_code"])
+                        }
+                        "timed_out" => format!(
+                            "timed out ({})",
+                            step["outcome"]["cause"].as_str().unwrap_or_default()
+                        ),
+                        "spawn_failed" => format!(
+                            "could not start: {}",
+                            step["outcome"]["reason"].as_str().unwrap_or_default()
+                        ),
+                        "signalled" => {
+                            format!("was killed by signal {}", step["outcome"]["signal"])
+                        }
+                        _ => other.replace('_', " "),
+                    };
+                    wrong.push(format!("{label} {detail}"));
+                    actions.push(format!("Fix or replace {label}: it {detail}"));
+                }
+            }
+            if first_step.as_ref().is_none_or(|f| at < *f) && !at.is_empty() {
+                first_step = Some(at.clone());
+            }
+            events.push((
+                at,
+                "runbookd".into(),
+                format!("{label}: {}", status.unwrap_or_default().replace('_', " ")),
+            ));
+        }
+    }
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    let timeline: Vec<Value> = events
+        .iter()
+        .map(|(at, who, msg)| json!({"at": utc(at), "author": cell(who), "message": cell(msg)}))
+        .collect();
+    let first_alert = d
+        .alerts
+        .iter()
+        .map(|a| a.starts_at.as_str())
+        .min()
+        .unwrap_or_default();
+    let links: Vec<Value> = d
+        .alerts
+        .iter()
+        .filter(|a| !a.generator_url.is_empty())
+        .map(|a| json!({"name": format!("{} ({})", a.labels.get("alertname").map_or("alert", String::as_str), a.fingerprint), "url": a.generator_url}))
+        .collect();
+    let runbooks = d
+        .runs
+        .iter()
+        .map(|r| format!("`{}` {}", r.runbook, r.state.replace('_', " ")))
+        .collect::<Vec<_>>();
+    let summary = format!(
+        "{} alert(s) ({}) from receiver `{}` opened this {} incident at {}. {}{}",
+        d.alerts.len(),
+        d.alerts
+            .iter()
+            .filter_map(|a| a.labels.get("alertname"))
+            .map(|n| cell(n))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+            .join(", "),
+        cell(&s.receiver),
+        s.severity,
+        utc(&s.created_at),
+        if runbooks.is_empty() {
+            "No runbook ran. ".to_owned()
+        } else {
+            format!("Runbooks: {}. ", runbooks.join(", "))
+        },
+        match &s.resolved_at {
+            Some(r) => format!(
+                "Resolved at {} after {}.",
+                utc(r),
+                human(s.duration_seconds)
+            ),
+            None => format!("Still {} after {}.", s.status, human(s.duration_seconds)),
+        }
+    );
+    json!({
+        "incident": {
+            "id": s.id.to_string(), "title": cell(&s.title), "severity": s.severity, "status": s.status, "escalated": s.escalated,
+            "services": s.services.iter().map(|x| cell(x)).collect::<Vec<_>>(), "runbooks": s.runbooks, "receiver": s.receiver, "group_key": s.group_key,
+            "created_at": s.created_at, "resolved_at": s.resolved_at, "date": parse(&s.created_at).map(|t| t.format("%Y-%m-%d").to_string()),
+            "start": utc(&s.created_at), "end": s.resolved_at.as_deref().map(utc), "duration": human(s.duration_seconds),
+            "duration_seconds": s.duration_seconds, "root_cause": d.root_cause, "shadow": s.shadow,
+        },
+        "summary": summary,
+        "alerts": alerts,
+        "detection": {"first_alert": utc(first_alert), "opened": utc(&s.created_at), "first_step": first_step.as_deref().map(utc)},
+        "timeline": timeline,
+        "went_well": well,
+        "went_wrong": wrong,
+        "action_items": actions,
+        "links": links,
+        "runs": d.runs,
+        "record": d,
+    })
+}
+
+/// Renders the postmortem draft of an incident, with `template` or the default.
+///
+/// # Errors
+/// A template that does not parse or names a field the context lacks.
+pub fn render(d: &IncidentDetail, template: Option<&str>) -> Result<String, PostmortemError> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(true);
+    hb.register_escape_fn(handlebars::no_escape);
+    hb.register_template_string("postmortem", template.unwrap_or(DEFAULT_TEMPLATE))
+        .map_err(|e| PostmortemError(e.to_string()))?;
+    hb.render("postmortem", &context(d))
+        .map_err(|e| PostmortemError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::{IncidentId, IncidentStatus, IncidentSummary};
+
+    fn detail() -> IncidentDetail {
+        IncidentDetail {
+            summary: IncidentSummary {
+                id: IncidentId(7),
+                title: "Disk | full".into(),
+                severity: "sev2".into(),
+                status: IncidentStatus::Investigating,
+                escalated: true,
+                services: vec![],
+                runbooks: vec![],
+                receiver: "r".into(),
+                group_key: "g".into(),
+                shadow: false,
+                created_at: "2026-11-24T08:00:00Z".into(),
+                updated_at: "2026-11-24T08:00:00Z".into(),
+                resolved_at: None,
+                duration_seconds: 90,
+            },
+            root_cause: None,
+            alerts: vec![],
+            runs: vec![],
+            timeline: vec![],
+            checklist: vec![],
+        }
+    }
+
+    #[test]
+    fn the_default_template_renders_a_bare_incident() {
+        let text = render(&detail(), None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            text.starts_with("# Postmortem: Disk \\| full (INC-0007)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| Status | investigating (escalated) |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- Duration: 1m 30s, from 2026-11-24 08:00:00 UTC to now, still open."),
+            "{text}"
+        );
+    }
+}
