@@ -96,7 +96,7 @@ pub fn context(d: &IncidentDetail) -> Value {
                     continue;
                 }
                 Some("succeeded") => {
-                    well.push(format!("{label} succeeded in {} ms", step["duration_ms"]))
+                    well.push(format!("{label} succeeded in {} ms", step["duration_ms"]));
                 }
                 Some("skipped") => wrong.push(format!(
                     "{label} was skipped: {}",
