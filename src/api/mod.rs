@@ -5,6 +5,7 @@
 mod errors;
 pub(crate) mod health;
 mod incidents;
+mod ui;
 mod webhook;
 
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook::router())
         .merge(incidents::router())
         .merge(health::router())
+        .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -834,3 +834,54 @@ pub struct Stats {
     pub queued_runs: i64,
     pub notifications: i64,
 }
+
+/// Output of running steps of an incident, after a cursor.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveChunk {
+    pub cursor: i64,
+    pub run: i64,
+    pub step: String,
+    pub stream: String,
+    pub text: String,
+}
+
+impl Store {
+    /// Live output of an incident's running steps after `cursor`, and whether
+    /// any of its runs is still queued or running.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn live(&self, id: IncidentId, cursor: i64) -> Result<(Vec<LiveChunk>, bool)> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT o.rowid, o.run_id, o.step, o.stream, o.chunk FROM step_output o JOIN runs r ON r.id = o.run_id
+                 WHERE r.incident_id = ?1 AND o.rowid > ?2 ORDER BY o.rowid LIMIT 500",
+            )?;
+            let chunks = stmt
+                .query_map(params![id.0, cursor], |r| {
+                    Ok(LiveChunk { cursor: r.get(0)?, run: r.get(1)?, step: r.get(2)?, stream: r.get(3)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(4)?).into_owned() })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let active: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND state IN ('queued', 'running'))", [id.0], |r| r.get(0))?;
+            Ok((chunks, active))
+        })
+        .await
+    }
+
+    /// The latest runs of a runbook, newest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn recent_runs(
+        &self,
+        runbook: String,
+        limit: u32,
+    ) -> Result<Vec<(i64, IncidentId, String)>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT id, incident_id, state FROM runs WHERE runbook = ?1 ORDER BY id DESC LIMIT ?2")?;
+            let rows = stmt.query_map(params![runbook, limit], |r| Ok((r.get(0)?, IncidentId(r.get(1)?), r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}

@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod app;
+mod browser;
 mod check;
 mod crash;
 mod exec;

@@ -694,3 +694,88 @@ async fn the_postmortem_lists_failures_checklist_and_root_cause_and_takes_a_cust
         crate::helpers::stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_writes_need_credentials_and_reads_can_be_closed() {
+    let app = TestApp::start(&[("echo.yaml", ECHO)], |c| {
+        c.auth.basic = Some(("ops".into(), "pw".into()));
+    })
+    .await;
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    app.client
+        .post(format!("{}/webhook", app.url))
+        .basic_auth("ops", Some("pw"))
+        .body(echo_alert("web-1", "firing", T0))
+        .send()
+        .await
+        .unwrap();
+    let (code, _) = app.get("/incidents/INC-0001").await;
+    assert_eq!(code, 200, "reads are open unless protect_reads");
+    let form = [("author", "eve"), ("message", "hi"), ("status", "")];
+    let r = plain
+        .post(format!("{}/incidents/INC-0001/updates", app.url))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("Basic"),
+        "the browser is asked for credentials"
+    );
+    let r = plain
+        .post(format!("{}/incidents/INC-0001/updates", app.url))
+        .basic_auth("ops", Some("pw"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["location"].to_str().unwrap()
+        ),
+        (303, "/incidents/INC-0001")
+    );
+    let bad = [("author", "eve"), ("message", "hi"), ("status", "exploded")];
+    let r = plain
+        .post(format!("{}/incidents/INC-0001/updates", app.url))
+        .basic_auth("ops", Some("pw"))
+        .form(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let closed = TestApp::start(&[("echo.yaml", ECHO)], |c| {
+        c.auth.basic = Some(("ops".into(), "pw".into()));
+        c.auth.protect_reads = true;
+    })
+    .await;
+    for path in [
+        "/",
+        "/incidents",
+        "/runbooks",
+        "/plan",
+        "/api/v1/incidents",
+        "/api/v1/stats",
+    ] {
+        let (code, _) = closed.get(path).await;
+        assert_eq!(code, 401, "{path}");
+        let ok = plain
+            .get(format!("{}{path}", closed.url))
+            .basic_auth("ops", Some("pw"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{path}");
+    }
+    let (code, _) = closed.get("/-/healthy").await;
+    assert_eq!(code, 200, "health stays open for probes");
+}

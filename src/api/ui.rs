@@ -1,0 +1,437 @@
+//! The web UI, server-rendered with Handlebars — HTML escaping on here, since
+//! alert data is untrusted — with no external CDN or fetch. Pages: overview,
+//! incidents (filters, paging), an incident (alerts, timeline, runs with every
+//! step's command, outcome, duration and collapsible output, checklist,
+//! postmortem link, update form, live output over server-sent events),
+//! runbooks with their recent runs, and a plan form.
+
+use std::convert::Infallible;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use handlebars::Handlebars;
+use serde_json::{json, Value};
+
+use super::{read_body, require_auth, require_read_auth, ApiError, AppState};
+use crate::alert::Notification;
+use crate::incident::{IncidentId, IncidentStatus, Update};
+use crate::plan::{Plan, PLAN_INCIDENT_ID};
+use crate::store::{self, IncidentFilter};
+
+const PAGE: u32 = 50;
+const STATUSES: &[&str] = &["investigating", "identified", "monitoring", "resolved"];
+const SEVERITIES: &[&str] = &["sev1", "sev2", "sev3", "sev4"];
+
+static UI: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
+    let mut h = Handlebars::new();
+    for (name, text) in [
+        ("layout", include_str!("ui/layout.hbs")),
+        ("overview", include_str!("ui/overview.hbs")),
+        ("incident_table", include_str!("ui/incident_table.hbs")),
+        ("incidents", include_str!("ui/incidents.hbs")),
+        ("incident", include_str!("ui/incident.hbs")),
+        ("runbooks", include_str!("ui/runbooks.hbs")),
+        ("plan", include_str!("ui/plan.hbs")),
+    ] {
+        h.register_template_string(name, text)
+            .unwrap_or_else(|e| panic!("UI template {name}: {e}"));
+    }
+    h
+});
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/incidents", get(incidents))
+        .route("/incidents/{id}", get(incident))
+        .route("/incidents/{id}/updates", axum::routing::post(add_update))
+        .route("/incidents/{id}/events", get(events))
+        .route("/runbooks", get(runbooks))
+        .route("/plan", get(plan_form).post(plan))
+}
+
+/// Renders a page: the body template inside the layout.
+fn page(s: &AppState, title: &str, template: &str, data: &Value) -> Result<Response, ApiError> {
+    let render = |name: &str, data: &Value| {
+        UI.render(name, data).map_err(|e| {
+            tracing::error!(template = name, error = %e, "UI template failed");
+            ApiError::Unavailable
+        })
+    };
+    let body = render(template, data)?;
+    let html = render(
+        "layout",
+        &json!({"title": title, "shadow": s.shadow, "body": body}),
+    )?;
+    Ok(Html(html).into_response())
+}
+
+fn human_secs(secs: i64) -> String {
+    humantime::format_duration(Duration::from_secs(u64::try_from(secs).unwrap_or(0))).to_string()
+}
+
+fn human_ms(ms: &Value) -> String {
+    ms.as_u64().map_or_else(String::new, |ms| {
+        if ms < 1000 {
+            format!("{ms} ms")
+        } else {
+            humantime::format_duration(Duration::from_millis(ms - ms % 100)).to_string()
+        }
+    })
+}
+
+fn mttr(v: Option<f64>) -> String {
+    // Whole seconds; `from_secs_f64` saturates, so no float cast is needed.
+    v.map_or_else(
+        || "—".to_owned(),
+        |s| {
+            humantime::format_duration(Duration::from_secs(
+                Duration::from_secs_f64(s.max(0.0)).as_secs(),
+            ))
+            .to_string()
+        },
+    )
+}
+
+fn table_rows(list: &[crate::incident::IncidentSummary]) -> Vec<Value> {
+    list.iter()
+        .map(|i| {
+            let mut v = serde_json::to_value(i).unwrap_or_default();
+            v["age"] = json!(human_secs(i.duration_seconds));
+            v
+        })
+        .collect()
+}
+
+async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let (open, _) = s
+        .store
+        .incidents(IncidentFilter {
+            limit: Some(PAGE),
+            ..IncidentFilter::default()
+        })
+        .await?;
+    let open: Vec<_> = open
+        .into_iter()
+        .filter(|i| i.status != IncidentStatus::Resolved)
+        .collect();
+    let s7 = s.store.stats(Duration::from_secs(7 * 86400)).await?;
+    let s30 = s.store.stats(Duration::from_secs(30 * 86400)).await?;
+    page(
+        &s,
+        "Overview",
+        "overview",
+        &json!({"open": table_rows(&open), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
+    )
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    severity: Option<String>,
+    page: Option<u32>,
+}
+
+async fn incidents(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let q: ListQuery = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?;
+    let status = q
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<IncidentStatus>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    let severity = q.severity.clone().filter(|s| !s.is_empty());
+    let pageno = q.page.unwrap_or(0);
+    let (list, total) = s
+        .store
+        .incidents(IncidentFilter {
+            status,
+            severity: severity.clone(),
+            runbook: None,
+            limit: Some(PAGE),
+            offset: Some(pageno * PAGE),
+        })
+        .await?;
+    let link = |p: u32| {
+        let mut qs = vec![format!("page={p}")];
+        if let Some(st) = status {
+            qs.push(format!("status={st}"));
+        }
+        if let Some(sv) = &severity {
+            qs.push(format!(
+                "severity={}",
+                serde_urlencoded::to_string([("", sv)])
+                    .unwrap_or_default()
+                    .trim_start_matches('=')
+            ));
+        }
+        format!("/incidents?{}", qs.join("&"))
+    };
+    let more = i64::from((pageno + 1) * PAGE) < total;
+    page(
+        &s,
+        "Incidents",
+        "incidents",
+        &json!({
+            "incidents": table_rows(&list), "total": total, "statuses": STATUSES, "severities": SEVERITIES,
+            "filter_status": status.map(IncidentStatus::as_str), "filter_severity": severity,
+            "prev": (pageno > 0).then(|| link(pageno - 1)), "next": more.then(|| link(pageno + 1)),
+        }),
+    )
+}
+
+fn parse_id(raw: &str) -> Result<IncidentId, ApiError> {
+    raw.parse().map_err(ApiError::BadRequest)
+}
+
+/// The page's view of one step record of a run.
+fn step_view(step: &Value) -> Value {
+    let outcome = &step["outcome"];
+    let status = outcome["status"].as_str().unwrap_or("open");
+    let detail = match status {
+        "failed" => format!("exit status {}", outcome["exit_code"]),
+        "timed_out" => format!(
+            "timed out: {}",
+            outcome["cause"].as_str().unwrap_or_default()
+        ),
+        "signalled" => format!(
+            "signal {}{}",
+            outcome["signal"],
+            outcome["cause"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ),
+        "spawn_failed" | "skipped" => outcome["reason"].as_str().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    let plan = &step["plan"];
+    let command = plan["script"].as_str().map(ToOwned::to_owned).or_else(|| {
+        plan["argv"]
+            .as_array()
+            .map(|a| serde_json::to_string(a).unwrap_or_default())
+    });
+    let attempts: Vec<Value> = step["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let applied: Vec<&str> = a["sandbox"]["applied"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            json!({
+                "attempt": a["attempt"], "status": a["outcome"]["status"], "duration": human_ms(&a["duration_ms"]),
+                "stdout": a["stdout"], "stderr": a["stderr"], "stdout_bytes": a["stdout_bytes"], "stderr_bytes": a["stderr_bytes"],
+                "truncated": a["stdout"].as_str().is_some_and(|t| t.contains("bytes of output omitted")) || a["stderr"].as_str().is_some_and(|t| t.contains("bytes of output omitted")),
+                "sandbox": applied.join(", "),
+            })
+        })
+        .collect();
+    json!({
+        "name": step["name"], "kind": plan["kind"], "on_failure": step["phase"] == "on_failure", "status": status,
+        "duration": human_ms(&step["duration_ms"]), "detail": detail, "command": command, "text": plan["text"], "attempts": attempts,
+    })
+}
+
+async fn incident(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let d = s.store.incident(parse_id(&id)?).await?;
+    let s30 = s.store.stats(Duration::from_secs(30 * 86400)).await?;
+    let watching = d
+        .runs
+        .iter()
+        .any(|r| r.state == "queued" || r.state == "running");
+    let runs: Vec<Value> = d
+        .runs
+        .iter()
+        .map(|r| {
+            let steps: Vec<Value> = match &r.result {
+                Some(res) if res["shadow"] == true => res["plan"]["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| step_view(&json!({"name": p["name"], "plan": p, "outcome": {"status": "planned"}, "attempts": []})))
+                    .collect(),
+                Some(res) => res["steps"].as_array().into_iter().flatten().map(step_view).collect(),
+                None => Vec::new(),
+            };
+            json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps,
+                   "live": r.live_output.iter().map(|c| c.text.as_str()).collect::<String>()})
+        })
+        .collect();
+    let title = format!("{} {}", d.summary.id, d.summary.title);
+    page(
+        &s,
+        &title,
+        "incident",
+        &json!({
+            "i": d, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching,
+            "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
+        }),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct UpdateForm {
+    author: String,
+    message: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    root_cause: String,
+}
+
+async fn add_update(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_auth(&s, &headers)?;
+    let id = parse_id(&id)?;
+    let bytes = read_body(body, 256 << 10).await?;
+    let f: UpdateForm = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    let update = Update {
+        author: f.author,
+        message: f.message,
+        status: (!f.status.is_empty())
+            .then(|| f.status.parse())
+            .transpose()
+            .map_err(ApiError::BadRequest)?,
+        root_cause: (!f.root_cause.trim().is_empty()).then_some(f.root_cause),
+    };
+    update.check().map_err(ApiError::BadRequest)?;
+    s.store
+        .write(move |c| store::add_update(c, id, &update))
+        .await?;
+    Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
+}
+
+/// Live output of the incident's running steps, as server-sent events:
+/// `output` events `{run, step, stream, text}`, then `done` when nothing is
+/// queued or running any more.
+async fn events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let id = parse_id(&id)?;
+    let store = s.store.clone();
+    let stream = futures_util::stream::unfold(
+        (store, 0i64, false),
+        move |(store, cursor, finished)| async move {
+            if finished {
+                return None;
+            }
+            loop {
+                let (chunks, active) = store.live(id, cursor).await.ok()?;
+                if let Some(last) = chunks.last() {
+                    let next = last.cursor;
+                    let events: Vec<Result<Event, Infallible>> =
+                    chunks.iter().map(|c| Ok(Event::default().event("output").data(json!({"run": c.run, "step": c.step, "stream": c.stream, "text": c.text}).to_string()))).collect();
+                    return Some((futures_util::stream::iter(events), (store, next, false)));
+                }
+                if !active {
+                    return Some((
+                        futures_util::stream::iter(vec![Ok(Event::default()
+                            .event("done")
+                            .data("{}"))]),
+                        (store, cursor, true),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        },
+    );
+    Ok(Sse::new(futures_util::StreamExt::flatten(stream))
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let set = s
+        .runbooks
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let mut list = Vec::new();
+    for rb in set.iter() {
+        let recent = s.store.recent_runs(rb.name.clone(), 10).await?;
+        let steps = |steps: &[crate::runbook::Step]| {
+            steps
+                .iter()
+                .map(|st| json!({"name": st.name, "kind": st.action.kind()}))
+                .collect::<Vec<_>>()
+        };
+        list.push(json!({
+            "name": rb.name, "title": rb.title, "severity": rb.severity, "description": rb.description, "source": rb.source.display().to_string(),
+            "matchers": rb.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "timeout": humantime::format_duration(rb.timeout).to_string(), "concurrency": rb.concurrency,
+            "cooldown": humantime::format_duration(rb.cooldown).to_string(), "cancel_on_resolved": rb.cancel_on_resolved,
+            "steps": steps(&rb.steps), "on_failure": steps(&rb.on_failure), "on_resolved": steps(&rb.on_resolved),
+            "recent": recent.iter().map(|(id, inc, state)| json!({"id": id, "incident": inc.to_string(), "state": state})).collect::<Vec<_>>(),
+        }));
+    }
+    page(&s, "Runbooks", "runbooks", &json!({"runbooks": list}))
+}
+
+async fn plan_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    page(&s, "Plan", "plan", &json!({}))
+}
+
+#[derive(serde::Deserialize)]
+struct PlanForm {
+    payload: String,
+}
+
+async fn plan(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let bytes = read_body(body, s.body_limit * 3).await?;
+    let f: PlanForm = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    let set = s
+        .runbooks
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let data = match Notification::from_json(f.payload.as_bytes()) {
+        Ok(n) => json!({"payload": f.payload, "plan": Plan::build(&n, &set, PLAN_INCIDENT_ID)}),
+        Err(e) => {
+            json!({"payload": f.payload, "error": format!("invalid Alertmanager payload: {e}")})
+        }
+    };
+    let mut resp = page(&s, "Plan", "plan", &data)?;
+    if data.get("error").is_some() {
+        *resp.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}

@@ -1,0 +1,252 @@
+//! What a person sees, in a real headless Chromium (Debian `chromium` and
+//! `chromium-driver`) driven over WebDriver against the app on loopback.
+//! Screenshots of the main pages go to `tests/artifacts/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+
+use crate::app::{notification, run_states, TestApp};
+use crate::exec::require;
+
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn browser() -> Option<Browser> {
+    let (chromium, driver) = (
+        PathBuf::from("/usr/bin/chromium"),
+        PathBuf::from("/usr/bin/chromedriver"),
+    );
+    if !require(
+        chromium.exists() && driver.exists(),
+        "Chromium and ChromeDriver (apt-get install chromium chromium-driver)",
+    ) {
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let driver = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({"goog:chromeOptions": {"binary": chromium, "args": [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--window-size=1280,1100", format!("--user-data-dir={}", profile.path().display()),
+    ]}});
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps.as_object().unwrap().clone())
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session");
+    Some(Browser {
+        client,
+        driver,
+        _profile: profile,
+    })
+}
+
+async fn screenshot(b: &Browser, name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.png")),
+        b.client.screenshot().await.unwrap(),
+    )
+    .unwrap();
+}
+
+async fn text_of(b: &Browser, css: &str) -> String {
+    b.client
+        .wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn wait_for_text(b: &Browser, css: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(el) = b.client.find(Locator::Css(css)).await {
+            if let Ok(t) = el.text().await {
+                if t.contains(needle) {
+                    return t;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} never appeared in {css}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const RUNBOOKS: &[(&str, &str)] = &[
+    ("ui.yaml", "name: ui\ntitle: UI check\nseverity: sev2\nmatchers: [alertname = \"UiTest\"]\nsteps:\n  - name: show\n    run: [echo, \"output of {{labels.instance}}\"]\n  - name: look\n    manual: Look at {{labels.instance}}\n"),
+    ("slow.yaml", "name: slow\ntitle: Slow one\nmatchers: [alertname = \"SlowTest\"]\nsteps:\n  - name: ticks\n    shell: for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 0.4; done\n"),
+];
+
+const HOSTILE: &str = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
+    let Some(b) = browser().await else { return };
+    let app = TestApp::start(RUNBOOKS, |_| {}).await;
+    app.post_alert(notification(
+        "g-ui",
+        &[(
+            &json!({"alertname": "UiTest", "instance": HOSTILE, "service": "web"}),
+            "firing",
+            "2026-11-24T08:00:00Z",
+        )],
+    ))
+    .await;
+    app.wait_for_incident("INC-0001", "the run", |v| run_states(v) == ["succeeded"])
+        .await;
+
+    // The incidents list shows it; clicking through opens the incident.
+    b.client
+        .goto(&format!("{}/incidents", app.url))
+        .await
+        .unwrap();
+    let table = text_of(&b, "table.incidents").await;
+    assert!(
+        table.contains("INC-0001")
+            && table.contains("UI check")
+            && table.contains("sev2")
+            && table.contains("monitoring"),
+        "{table}"
+    );
+    screenshot(&b, "incidents").await;
+    b.client
+        .find(Locator::LinkText("INC-0001"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let output = text_of(&b, "pre.stdout").await;
+    assert_eq!(
+        output,
+        format!("output of {HOSTILE}"),
+        "the step's output is shown, as text"
+    );
+    let labels = text_of(&b, ".labels").await;
+    assert!(
+        labels.contains(&format!("instance=\"{HOSTILE}\"")),
+        "{labels}"
+    );
+    let pwned = b.client.execute("return window.__pwned === undefined && document.querySelectorAll('main script:not([src]), main img[src=x]').length", vec![]).await.unwrap();
+    assert_eq!(pwned, json!(0), "alert data became markup");
+    assert!(
+        text_of(&b, "pre.command").await.contains("output of"),
+        "the rendered command is shown"
+    );
+    screenshot(&b, "incident").await;
+
+    // An update posted in the form appears in the timeline.
+    let form = b.client.form(Locator::Css("#update-form")).await.unwrap();
+    form.set_by_name("author", "alice").await.unwrap();
+    form.set_by_name("message", "rolled back the bad deploy")
+        .await
+        .unwrap();
+    form.set_by_name("status", "identified").await.unwrap();
+    form.submit().await.unwrap();
+    let timeline = wait_for_text(&b, "table.timeline", "rolled back the bad deploy").await;
+    assert!(timeline.contains("alice"), "{timeline}");
+    assert_eq!(text_of(&b, "#status").await, "identified");
+
+    // Live output arrives while a slow step runs, without reloading the page.
+    app.post_alert(notification(
+        "g-slow",
+        &[(
+            &json!({"alertname": "SlowTest"}),
+            "firing",
+            "2026-11-24T08:00:00Z",
+        )],
+    ))
+    .await;
+    app.wait_for_incident("INC-0002", "the slow run to start", |v| {
+        run_states(v) == ["running"]
+    })
+    .await;
+    b.client
+        .goto(&format!("{}/incidents/INC-0002", app.url))
+        .await
+        .unwrap();
+    b.client
+        .execute("window.__sameDocument = 42", vec![])
+        .await
+        .unwrap();
+    let live = wait_for_text(&b, "pre.live", "tick-3").await;
+    assert!(live.starts_with("tick-1\ntick-2\ntick-3"), "{live:?}");
+    assert_eq!(
+        b.client
+            .execute("return window.__sameDocument", vec![])
+            .await
+            .unwrap(),
+        json!(42),
+        "the page reloaded to show output"
+    );
+    screenshot(&b, "live-output").await;
+    // When the run ends the page shows its final record.
+    wait_for_text(&b, "pre.stdout", "tick-8").await;
+
+    // The other pages.
+    for (path, name, needle) in [
+        ("/", "overview", "Open incidents"),
+        ("/runbooks", "runbooks", "alertname=\"UiTest\""),
+        ("/plan", "plan", "Paste an Alertmanager"),
+    ] {
+        b.client.goto(&format!("{}{path}", app.url)).await.unwrap();
+        assert!(text_of(&b, "main").await.contains(needle), "{path}");
+        screenshot(&b, name).await;
+    }
+    let form = b.client.form(Locator::Css("main form")).await.unwrap();
+    form.set_by_name(
+        "payload",
+        &String::from_utf8(notification(
+            "g-p",
+            &[(
+                &json!({"alertname": "UiTest", "instance": "web-3"}),
+                "firing",
+                "2026-11-24T08:00:00Z",
+            )],
+        ))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    form.submit().await.unwrap();
+    let plan = wait_for_text(&b, "main", "output of web-3").await;
+    assert!(plan.contains("ui") && plan.contains("show"), "{plan}");
+    b.client.clone().close().await.unwrap();
+}
