@@ -248,5 +248,19 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     form.submit().await.unwrap();
     let plan = wait_for_text(&b, "main", "output of web-3").await;
     assert!(plan.contains("ui") && plan.contains("show"), "{plan}");
+    // Readable on a phone: no sideways scrolling of the page itself.
+    b.client.set_window_size(390, 844).await.unwrap();
+    for (path, name) in [
+        ("/incidents", "phone-incidents"),
+        ("/incidents/INC-0001", "phone-incident"),
+    ] {
+        b.client.goto(&format!("{}{path}", app.url)).await.unwrap();
+        let overflow = b.client.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth", vec![]).await.unwrap();
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{path} scrolls sideways by {overflow}px on a phone"
+        );
+        screenshot(&b, name).await;
+    }
     b.client.clone().close().await.unwrap();
 }
