@@ -11,7 +11,11 @@
 //! At 1, 8 and 64 concurrent connections, 4 s each. Then runbookd's idle RSS,
 //! RSS with 1,000 queued runs and startup time with 1,000 runbooks.
 //! Loopback only; every loop is bounded in count and time.
-#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)] // statistics
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // statistics
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -34,20 +38,47 @@ impl Drop for Proc {
 fn runbookd(runbooks: &Path, data: &Path, config: Option<&Path>) -> (Proc, String, Duration) {
     let t = Instant::now();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbookd"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--runbooks", runbooks.to_str().unwrap(), "--data-dir", data.to_str().unwrap()]);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--runbooks",
+        runbooks.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
-    let mut child = cmd.env("RUNBOOKD_LOG", "warn").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .env("RUNBOOKD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("runbookd listening on ").expect("listening line").to_owned();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("runbookd listening on ")
+        .expect("listening line")
+        .to_owned();
     (Proc(child), url, t.elapsed())
 }
 
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").trim().parse().unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap();
     kib / 1024.0
 }
 
@@ -59,20 +90,34 @@ fn body(id: u64) -> Vec<u8> {
 }
 
 /// Closed-loop load: `conns` workers posting back to back for `SECS`.
-async fn load(url: &str, conns: usize, make: impl Fn(u64) -> Vec<u8> + Send + Sync + 'static) -> (u64, Vec<Duration>) {
+async fn load(
+    url: &str,
+    conns: usize,
+    make: impl Fn(u64) -> Vec<u8> + Send + Sync + 'static,
+) -> (u64, Vec<Duration>) {
     let make = Arc::new(make);
     let next = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::builder().pool_max_idle_per_host(conns).build().unwrap();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conns)
+        .build()
+        .unwrap();
     let end = Instant::now() + Duration::from_secs(SECS);
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (client, url, make, next) = (client.clone(), url.to_owned(), make.clone(), next.clone());
+        let (client, url, make, next) =
+            (client.clone(), url.to_owned(), make.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             while Instant::now() < end {
                 let b = make(next.fetch_add(1, Ordering::Relaxed));
                 let t = Instant::now();
-                if client.post(&url).body(b).send().await.is_ok_and(|r| r.status().is_success()) {
+                if client
+                    .post(&url)
+                    .body(b)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
                     lat.push(t.elapsed());
                 }
             }
@@ -88,8 +133,19 @@ async fn load(url: &str, conns: usize, make: impl Fn(u64) -> Vec<u8> + Send + Sy
 }
 
 async fn succeeded(client: &reqwest::Client, url: &str) -> (i64, i64) {
-    let v: serde_json::Value = client.get(format!("{url}/api/v1/stats")).send().await.unwrap().json().await.unwrap();
-    (v["runs_by_state"]["succeeded"].as_i64().unwrap_or(0), v["queued_runs"].as_i64().unwrap_or(0) + v["runs_by_state"]["running"].as_i64().unwrap_or(0))
+    let v: serde_json::Value = client
+        .get(format!("{url}/api/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        v["runs_by_state"]["succeeded"].as_i64().unwrap_or(0),
+        v["queued_runs"].as_i64().unwrap_or(0)
+            + v["runs_by_state"]["running"].as_i64().unwrap_or(0),
+    )
 }
 
 fn bare(workers: usize) -> f64 {
@@ -100,7 +156,12 @@ fn bare(workers: usize) -> f64 {
             let count = count.clone();
             std::thread::spawn(move || {
                 while Instant::now() < end {
-                    Command::new("/bin/true").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+                    Command::new("/bin/true")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .unwrap();
                     count.fetch_add(1, Ordering::Relaxed);
                 }
             })
@@ -113,11 +174,16 @@ fn bare(workers: usize) -> f64 {
 }
 
 fn pct(l: &[Duration], p: f64) -> f64 {
-    l.get(((l.len() as f64 - 1.0) * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    l.get(((l.len() as f64 - 1.0) * p) as usize)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let rbdir = dir.path().join("runbooks");
@@ -138,15 +204,13 @@ fn main() {
             let t0 = Instant::now();
             let (acked, lat) = load(&format!("{url}/webhook"), conns, body).await;
             let deadline = Instant::now() + Duration::from_secs(120);
-            let mut done = done0;
-            loop {
+            let done = loop {
                 let (d, pending) = succeeded(&client, &url).await;
-                done = d;
                 if pending == 0 || Instant::now() > deadline {
-                    break;
+                    break d;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            };
             let rbd_rate = (done - done0) as f64 / t0.elapsed().as_secs_f64();
             best_runbookd = best_runbookd.max(rbd_rate);
             assert_eq!((done - done0) as u64, acked, "every acknowledged notification ran once");
