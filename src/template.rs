@@ -814,7 +814,8 @@ fn heredoc_operator(rest: &[char]) -> (String, bool, usize) {
         }
         i += 1;
     }
-    (delim, strip_tabs, i)
+    // A trailing backslash steps past the end: never claim more than there is.
+    (delim, strip_tabs, i.min(rest.len()))
 }
 
 #[cfg(test)]
@@ -910,6 +911,14 @@ mod tests {
             shell("# note: it's fine\necho {{labels.job}}").unwrap(),
             "# note: it's fine\necho 'api'"
         );
+    }
+
+    #[test]
+    fn a_here_document_operator_at_the_very_end_does_not_panic() {
+        // Found by the `template` fuzz target.
+        assert!(check_shell("cat <<\\").is_ok());
+        assert!(check_shell("<<").is_ok());
+        let _ = Template::compile("<<.v\r<<\u{7}\\", Flavor::Shell, &[]);
     }
 
     #[test]
