@@ -56,6 +56,7 @@ pub async fn ingest(
     notification: Notification,
     body: Vec<u8>,
     max_queued: u64,
+    shadow: bool,
 ) -> Result<Ingested, StoreError> {
     let matches = notification
         .alerts
@@ -80,6 +81,7 @@ pub async fn ingest(
         notification,
         matches,
         max_queued,
+        shadow,
     };
     store.write(move |c| store::ingest(c, &input)).await
 }

@@ -61,6 +61,7 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         n,
         bytes.to_vec(),
         s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
+        s.shadow,
     )
     .await?;
     s.dispatcher.cancel(&ingested.cancel);

@@ -49,6 +49,8 @@ pub struct Ingest {
     pub matches: Vec<Vec<RunbookMatch>>,
     /// Refuse (roll back) when more runs than this would be queued.
     pub max_queued: u64,
+    /// Recorded in shadow mode: the incident is marked so.
+    pub shadow: bool,
 }
 
 /// What ingesting did.
@@ -166,9 +168,9 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                 .first()
                 .map_or_else(String::new, |m| m.title.clone());
             conn.execute(
-                "INSERT INTO incidents (receiver, group_key, title, severity, status, services, runbooks, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, 'investigating', ?5, ?6, ?7, ?7)",
-                params![n.receiver, n.group_key, title, worst.to_string(), json(&services(n)), json(&names), at],
+                "INSERT INTO incidents (receiver, group_key, title, severity, status, services, runbooks, created_at, updated_at, shadow)
+                 VALUES (?1, ?2, ?3, ?4, 'investigating', ?5, ?6, ?7, ?7, ?8)",
+                params![n.receiver, n.group_key, title, worst.to_string(), json(&services(n)), json(&names), at, input.shadow],
             )?;
             let id = conn.last_insert_rowid();
             let alertnames: BTreeSet<&str> =

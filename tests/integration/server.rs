@@ -577,6 +577,10 @@ async fn shadow_mode_records_the_plan_and_executes_nothing() {
     assert!(!file.exists(), "shadow mode executed a step");
     let (_, list) = app.get("/api/v1/incidents").await;
     assert_eq!(list["shadow"], true);
+    assert_eq!(
+        list["incidents"][0]["shadow"], true,
+        "the incident is marked as recorded in shadow mode"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
