@@ -24,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const SECS: u64 = 4;
 
 struct Proc(Child);
@@ -80,13 +82,6 @@ fn rss_mib(pid: u32) -> f64 {
         .parse()
         .unwrap();
     kib / 1024.0
-}
-
-fn body(id: u64) -> Vec<u8> {
-    format!(
-        r#"{{"receiver":"bench","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Bench","id":"{id}"}},"annotations":{{}},"startsAt":"2026-11-24T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":""}}],"groupLabels":{{}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"","version":"4","groupKey":"bench-{id}","truncatedAlerts":0}}"#
-    )
-    .into_bytes()
 }
 
 /// Closed-loop load: `conns` workers posting back to back for `SECS`.
@@ -148,31 +143,6 @@ async fn succeeded(client: &reqwest::Client, url: &str) -> (i64, i64) {
     )
 }
 
-fn bare(workers: usize) -> f64 {
-    let count = Arc::new(AtomicU64::new(0));
-    let end = Instant::now() + Duration::from_secs(SECS);
-    let hs: Vec<_> = (0..workers)
-        .map(|_| {
-            let count = count.clone();
-            std::thread::spawn(move || {
-                while Instant::now() < end {
-                    Command::new("/bin/true")
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .unwrap();
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        h.join().unwrap();
-    }
-    count.load(Ordering::Relaxed) as f64 / SECS as f64
-}
-
 fn pct(l: &[Duration], p: f64) -> f64 {
     l.get(((l.len() as f64 - 1.0) * p) as usize)
         .map_or(0.0, |d| d.as_secs_f64() * 1e3)
@@ -202,7 +172,7 @@ fn main() {
             let (_server, url, _) = runbookd(&rbdir, &data, Some(&dir.path().join("config.yaml")));
             let (done0, _) = succeeded(&client, &url).await;
             let t0 = Instant::now();
-            let (acked, lat) = load(&format!("{url}/webhook"), conns, body).await;
+            let (acked, lat) = load(&format!("{url}/webhook"), conns, common::notification).await;
             let deadline = Instant::now() + Duration::from_secs(120);
             let done = loop {
                 let (d, pending) = succeeded(&client, &url).await;
@@ -230,8 +200,8 @@ fn main() {
             };
             println!("| {conns} | {rbd_rate:.0} | {:.2} / {:.2} ms | {wh_rate:.0} | {:.2}× |", pct(&lat, 0.5), pct(&lat, 0.99), rbd_rate / wh_rate);
         }
-        let b1 = tokio::task::spawn_blocking(|| bare(1)).await.unwrap();
-        let b2 = tokio::task::spawn_blocking(|| bare(2)).await.unwrap();
+        let b1 = tokio::task::spawn_blocking(|| common::bare_rate(1, SECS)).await.unwrap();
+        let b2 = tokio::task::spawn_blocking(|| common::bare_rate(2, SECS)).await.unwrap();
         println!();
         println!("| bare `/bin/true` spawn + wait | executions/s |");
         println!("| --- | --- |");
@@ -250,7 +220,7 @@ fn main() {
         std::fs::write(slow.join("slow.yaml"), "name: slow\nmatchers: [alertname = \"Bench\"]\nconcurrency: 1\nsteps:\n  - name: wait\n    run: [sleep, '60']\n").unwrap();
         let (queued, url, _) = runbookd(&slow, &dir.path().join("data-queued"), Some(&dir.path().join("config.yaml")));
         for chunk in (0..1001u64).collect::<Vec<_>>().chunks(50) {
-            let posts: Vec<_> = chunk.iter().map(|&id| client.post(format!("{url}/webhook")).body(body(id)).send()).collect();
+            let posts: Vec<_> = chunk.iter().map(|&id| client.post(format!("{url}/webhook")).body(common::notification(id)).send()).collect();
             for r in futures_util::future::join_all(posts).await {
                 assert_eq!(r.unwrap().status(), 200);
             }

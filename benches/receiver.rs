@@ -15,20 +15,10 @@
     clippy::cast_sign_loss
 )] // statistics over counts far below 2^52
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runbookd::config::{Auth, ServerConfig};
-use runbookd::exec::SandboxConfig;
-
-fn body(id: u64) -> Vec<u8> {
-    format!(
-        r#"{{"receiver":"bench","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Bench","id":"{id}"}},"annotations":{{}},"startsAt":"2026-11-24T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":""}}],"groupLabels":{{}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"","version":"4","groupKey":"bench-{id}","truncatedAlerts":0}}"#
-    )
-    .into_bytes()
-}
+mod common;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -55,7 +45,7 @@ async fn load(
             let t = Instant::now();
             let ok = client
                 .post(&url)
-                .body(body(id))
+                .body(common::notification(id))
                 .send()
                 .await
                 .is_ok_and(|r| r.status() == 200);
@@ -76,31 +66,6 @@ async fn load(
     (lat, failed)
 }
 
-fn bare_rate(workers: usize, secs: u64) -> f64 {
-    let count = Arc::new(AtomicU64::new(0));
-    let end = Instant::now() + Duration::from_secs(secs);
-    let handles: Vec<_> = (0..workers)
-        .map(|_| {
-            let count = count.clone();
-            std::thread::spawn(move || {
-                while Instant::now() < end {
-                    Command::new("/bin/true")
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .unwrap();
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    count.load(Ordering::Relaxed) as f64 / secs as f64
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -111,19 +76,9 @@ fn main() {
         let runbooks = tempfile::tempdir().unwrap();
         std::fs::write(runbooks.path().join("bench.yaml"), "name: bench\nmatchers: [alertname = \"Bench\"]\nconcurrency: 64\nsteps:\n  - name: true\n    run: [/bin/true]\n").unwrap();
         let data = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            runbooks: runbooks.path().to_owned(),
-            data_dir: data.path().to_owned(),
-            auth: Auth::default(),
-            body_limit: 1 << 20,
-            max_queued_runs: 100_000,
-            max_concurrent_steps: 4,
-            shutdown_grace: Duration::from_secs(5),
-            kill_grace: Duration::from_secs(1),
-            sandbox: SandboxConfig::default(),
-            shadow: false,
-        };
+        let mut cfg = common::loopback_config(runbooks.path(), data.path());
+        cfg.max_queued_runs = 100_000;
+        cfg.max_concurrent_steps = 4;
         let server = runbookd::server::start(cfg).await.unwrap();
         let url = format!("http://{}/webhook", server.addr);
         let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
@@ -156,7 +111,7 @@ fn main() {
         let secs = t0.elapsed().as_secs_f64();
         let runs_per_sec = (done - done0) as f64 / secs;
         server.stop().await.unwrap();
-        let bare = tokio::task::spawn_blocking(|| bare_rate(2, 3)).await.unwrap();
+        let bare = tokio::task::spawn_blocking(|| common::bare_rate(2, 3)).await.unwrap();
         println!();
         println!("| measure | value |");
         println!("| --- | --- |");

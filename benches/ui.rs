@@ -12,8 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use runbookd::config::{Auth, ServerConfig};
-use runbookd::exec::SandboxConfig;
+mod common;
 
 fn body(id: u64) -> Vec<u8> {
     let status = if id % 3 == 0 { "resolved" } else { "firing" };
@@ -34,19 +33,9 @@ fn main() {
         let runbooks = tempfile::tempdir().unwrap();
         std::fs::write(runbooks.path().join("ui.yaml"), "name: ui\nmatchers: [alertname = \"Ui\"]\nconcurrency: 64\nsteps:\n  - name: a\n    run: [echo, '{{labels.id}}']\n").unwrap();
         let data = tempfile::tempdir().unwrap();
-        let cfg = ServerConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            runbooks: runbooks.path().to_owned(),
-            data_dir: data.path().to_owned(),
-            auth: Auth::default(),
-            body_limit: 1 << 20,
-            max_queued_runs: 100_000,
-            max_concurrent_steps: 16,
-            shutdown_grace: Duration::from_secs(5),
-            kill_grace: Duration::from_secs(1),
-            sandbox: SandboxConfig::default(),
-            shadow: true,
-        };
+        let mut cfg = common::loopback_config(runbooks.path(), data.path());
+        cfg.max_queued_runs = 100_000;
+        cfg.shadow = true;
         let server = runbookd::server::start(cfg).await.unwrap();
         let base = format!("http://{}", server.addr);
         let client = reqwest::Client::new();

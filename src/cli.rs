@@ -636,6 +636,17 @@ impl RunObserver for Transcript {
     }
 }
 
+/// Opens the store of an existing data directory (never creates one).
+fn open_store(data_dir: &Path) -> anyhow::Result<crate::store::Store> {
+    let db = data_dir.join("runbookd.db");
+    anyhow::ensure!(
+        db.exists(),
+        "no store at `{}` (set --data-dir)",
+        db.display()
+    );
+    crate::store::Store::open(&db).with_context(|| format!("cannot open `{}`", db.display()))
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -663,15 +674,8 @@ fn incidents(
     output: Output,
     action: &IncidentsAction,
 ) -> anyhow::Result<ExitCode> {
-    let db = data_dir.join("runbookd.db");
-    anyhow::ensure!(
-        db.exists(),
-        "no store at `{}` (set --data-dir)",
-        db.display()
-    );
+    let store = open_store(data_dir)?;
     runtime()?.block_on(async {
-        let store = crate::store::Store::open(&db)
-            .with_context(|| format!("cannot open `{}`", db.display()))?;
         let mut out = std::io::stdout().lock();
         match action {
             IncidentsAction::List { status, limit } => {
@@ -798,15 +802,8 @@ fn postmortem(
                 .with_context(|| format!("cannot read template `{}`", p.display()))
         })
         .transpose()?;
-    let db = data_dir.join("runbookd.db");
-    anyhow::ensure!(
-        db.exists(),
-        "no store at `{}` (set --data-dir)",
-        db.display()
-    );
+    let store = open_store(data_dir)?;
     runtime()?.block_on(async {
-        let store = crate::store::Store::open(&db)
-            .with_context(|| format!("cannot open `{}`", db.display()))?;
         let detail = match store.incident(id).await {
             Ok(d) => d,
             Err(crate::store::StoreError::NotFound(_)) => {

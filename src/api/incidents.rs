@@ -89,38 +89,34 @@ async fn add_update(
 
 async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     require_read_auth(&s, &headers)?;
-    let set = s
-        .runbooks
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let list: Vec<Value> = set
-        .iter()
-        .map(|rb| {
-            let steps = |steps: &[crate::runbook::Step]| {
-                steps
-                    .iter()
-                    .map(|st| json!({"name": st.name, "kind": st.action.kind()}))
-                    .collect::<Vec<_>>()
-            };
-            json!({
-                "name": rb.name,
-                "title": rb.title,
-                "severity": rb.severity,
-                "description": rb.description,
-                "matchers": rb.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "source": rb.source.display().to_string(),
-                "timeout_ms": rb.timeout.as_millis(),
-                "concurrency": rb.concurrency,
-                "cooldown_ms": rb.cooldown.as_millis(),
-                "cancel_on_resolved": rb.cancel_on_resolved,
-                "steps": steps(&rb.steps),
-                "on_failure": steps(&rb.on_failure),
-                "on_resolved": steps(&rb.on_resolved),
-            })
-        })
-        .collect();
+    let set = s.runbook_set();
+    let list: Vec<Value> = set.iter().map(|rb| runbook_json(rb)).collect();
     Ok(Json(json!({"runbooks": list})))
+}
+
+/// A runbook as the API (and, extended, the UI) shows it.
+pub(super) fn runbook_json(rb: &crate::runbook::Runbook) -> Value {
+    let steps = |steps: &[crate::runbook::Step]| {
+        steps
+            .iter()
+            .map(|st| json!({"name": st.name, "kind": st.action.kind()}))
+            .collect::<Vec<_>>()
+    };
+    json!({
+        "name": rb.name,
+        "title": rb.title,
+        "severity": rb.severity,
+        "description": rb.description,
+        "matchers": rb.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "source": rb.source.display().to_string(),
+        "timeout_ms": rb.timeout.as_millis(),
+        "concurrency": rb.concurrency,
+        "cooldown_ms": rb.cooldown.as_millis(),
+        "cancel_on_resolved": rb.cancel_on_resolved,
+        "steps": steps(&rb.steps),
+        "on_failure": steps(&rb.on_failure),
+        "on_resolved": steps(&rb.on_resolved),
+    })
 }
 
 async fn plan(
@@ -132,11 +128,7 @@ async fn plan(
     let bytes = read_body(body, s.body_limit).await?;
     let n = Notification::from_json(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid Alertmanager payload: {e}")))?;
-    let set = s
-        .runbooks
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let set = s.runbook_set();
     Ok(Json(
         serde_json::to_value(Plan::build(&n, &set, PLAN_INCIDENT_ID)).unwrap_or_default(),
     ))

@@ -44,6 +44,17 @@ pub struct AppState {
     pub shadow: bool,
 }
 
+impl AppState {
+    /// The runbook set in force now (a reload swaps it whole).
+    #[must_use]
+    pub fn runbook_set(&self) -> Arc<crate::runbook::RunbookSet> {
+        self.runbooks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// All routes, with request metrics.
 pub fn router(state: AppState) -> Router {
     Router::new()

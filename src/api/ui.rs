@@ -369,28 +369,18 @@ async fn events(
 
 async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     require_read_auth(&s, &headers)?;
-    let set = s
-        .runbooks
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let set = s.runbook_set();
     let mut list = Vec::new();
     for rb in set.iter() {
         let recent = s.store.recent_runs(rb.name.clone(), 10).await?;
-        let steps = |steps: &[crate::runbook::Step]| {
-            steps
-                .iter()
-                .map(|st| json!({"name": st.name, "kind": st.action.kind()}))
-                .collect::<Vec<_>>()
-        };
-        list.push(json!({
-            "name": rb.name, "title": rb.title, "severity": rb.severity, "description": rb.description, "source": rb.source.display().to_string(),
-            "matchers": rb.matchers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "timeout": humantime::format_duration(rb.timeout).to_string(), "concurrency": rb.concurrency,
-            "cooldown": humantime::format_duration(rb.cooldown).to_string(), "cancel_on_resolved": rb.cancel_on_resolved,
-            "steps": steps(&rb.steps), "on_failure": steps(&rb.on_failure), "on_resolved": steps(&rb.on_resolved),
-            "recent": recent.iter().map(|(id, inc, state)| json!({"id": id, "incident": inc.to_string(), "state": state})).collect::<Vec<_>>(),
-        }));
+        let mut v = super::incidents::runbook_json(rb);
+        v["timeout"] = json!(humantime::format_duration(rb.timeout).to_string());
+        v["cooldown"] = json!(humantime::format_duration(rb.cooldown).to_string());
+        v["recent"] = recent
+            .iter()
+            .map(|(id, inc, state)| json!({"id": id, "incident": inc.to_string(), "state": state}))
+            .collect();
+        list.push(v);
     }
     page(&s, "Runbooks", "runbooks", &json!({"runbooks": list}))
 }
@@ -414,11 +404,7 @@ async fn plan(
     let bytes = read_body(body, s.body_limit * 3).await?;
     let f: PlanForm = serde_urlencoded::from_bytes(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
-    let set = s
-        .runbooks
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let set = s.runbook_set();
     let data = match Notification::from_json(f.payload.as_bytes()) {
         Ok(n) => json!({"payload": f.payload, "plan": Plan::build(&n, &set, PLAN_INCIDENT_ID)}),
         Err(e) => {

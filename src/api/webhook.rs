@@ -50,11 +50,7 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
             })
             .inc();
     }
-    let set = s
-        .runbooks
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let set = s.runbook_set();
     let ingested = crate::dispatch::ingest(
         &s.store,
         &set,

@@ -118,22 +118,6 @@ async fn post_to_alertmanager(am: &Alertmanager, alerts: &Value) {
     );
 }
 
-async fn metric(app: &TestApp, line_prefix: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line_prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,
     secs: u64,
@@ -177,11 +161,8 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
     post_to_alertmanager(&am, &json!([{"labels": {"alertname": "RunbookdE2E", "instance": "web-7"}, "annotations": {"summary": "e2e"}, "generatorURL": "http://prometheus.example/graph"}])).await;
 
     wait_until("a 503 answered to Alertmanager", 20, || async {
-        metric(
-            &app,
-            "runbookd_notifications_total{outcome=\"queue_full\"} ",
-        )
-        .await
+        app.metric("runbookd_notifications_total{outcome=\"queue_full\"} ")
+            .await
             >= 1.0
     })
     .await;
@@ -199,9 +180,13 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
     assert_eq!(inc["group_key"], "{}:{alertname=\"RunbookdE2E\"}");
 
     // repeat_interval resends the same notification: recorded, never run again.
-    let accepted = metric(&app, "runbookd_notifications_total{outcome=\"accepted\"} ").await;
+    let accepted = app
+        .metric("runbookd_notifications_total{outcome=\"accepted\"} ")
+        .await;
     wait_until("a repeat_interval resend", 20, || async {
-        metric(&app, "runbookd_notifications_total{outcome=\"accepted\"} ").await > accepted
+        app.metric("runbookd_notifications_total{outcome=\"accepted\"} ")
+            .await
+            > accepted
     })
     .await;
     assert_eq!(
@@ -261,11 +246,8 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
 
     // Alertmanager's bearer credentials were accepted every time.
     assert!(
-        metric(
-            &app,
-            "runbookd_notifications_total{outcome=\"unauthorized\"} "
-        )
-        .await
+        app.metric("runbookd_notifications_total{outcome=\"unauthorized\"} ")
+            .await
             == 0.0
     );
     let without = app

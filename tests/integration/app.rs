@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use runbookd::config::{Auth, ServerConfig};
-use runbookd::exec::SandboxConfig;
+use runbookd::config::{Overrides, ServerConfig};
 use runbookd::server::{self, Running};
 use serde_json::Value;
 
@@ -20,19 +19,18 @@ pub struct TestApp {
 }
 
 pub fn config(runbooks: PathBuf, data: PathBuf) -> ServerConfig {
-    ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        runbooks,
-        data_dir: data,
-        auth: Auth::default(),
-        body_limit: 1 << 20,
-        max_queued_runs: 10_000,
-        max_concurrent_steps: 8,
-        shutdown_grace: Duration::from_millis(500),
-        kill_grace: Duration::from_millis(300),
-        sandbox: SandboxConfig::default(),
-        shadow: false,
-    }
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        runbooks: Some(runbooks),
+        data_dir: Some(data),
+        ..Overrides::default()
+    };
+    let mut cfg = ServerConfig::load(None, overrides).unwrap();
+    // Quick stops and kills, so tests of shutdown and timeouts stay short.
+    cfg.max_concurrent_steps = 8;
+    cfg.shutdown_grace = Duration::from_millis(500);
+    cfg.kill_grace = Duration::from_millis(300);
+    cfg
 }
 
 impl TestApp {
@@ -72,6 +70,23 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.stop().await.unwrap();
         }
+    }
+
+    /// The value of the metric line starting with `prefix` (0 when absent).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     pub fn set_max_queued_runs(&self, n: u64) {

@@ -1,0 +1,61 @@
+//! What the benchmarks share: a loopback server configuration, a distinct
+//! notification per id, and the bare `/bin/true` spawn loop they compare to.
+#![allow(dead_code)] // each benchmark uses the part it needs
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runbookd::config::{Overrides, ServerConfig};
+
+/// The server's defaults, on `127.0.0.1:0`, with these runbooks and data.
+pub fn loopback_config(runbooks: &Path, data: &Path) -> ServerConfig {
+    ServerConfig::load(
+        None,
+        Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            runbooks: Some(runbooks.to_owned()),
+            data_dir: Some(data.to_owned()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap()
+}
+
+/// A firing notification of one `Bench` alert, distinct per `id` (its own group).
+pub fn notification(id: u64) -> Vec<u8> {
+    format!(
+        r#"{{"receiver":"bench","status":"firing","alerts":[{{"status":"firing","labels":{{"alertname":"Bench","id":"{id}"}},"annotations":{{}},"startsAt":"2026-11-24T08:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":""}}],"groupLabels":{{}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"","version":"4","groupKey":"bench-{id}","truncatedAlerts":0}}"#
+    )
+    .into_bytes()
+}
+
+/// `/bin/true` spawned and waited for in a loop by `workers` threads for
+/// `secs`: executions per second, the physical limit.
+#[allow(clippy::cast_precision_loss)] // counts far below 2^52
+pub fn bare_rate(workers: usize, secs: u64) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..workers)
+        .map(|_| {
+            let count = count.clone();
+            std::thread::spawn(move || {
+                while Instant::now() < end {
+                    Command::new("/bin/true")
+                        .stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .unwrap();
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    count.load(Ordering::Relaxed) as f64 / secs as f64
+}
