@@ -705,9 +705,9 @@ fn incidents(
                         writeln!(
                             out,
                             "{:<10} {:<5} {:<14} {:<4} {:>9}  {}",
-                            i.id,
+                            i.id.to_string(),
                             i.severity,
-                            i.status,
+                            i.status.as_str(),
                             if i.escalated { "yes" } else { "" },
                             d.to_string(),
                             printable(&i.title)

@@ -413,3 +413,28 @@ fn text_output_escapes_terminal_control_characters() {
     );
     assert!(text.contains("echo '\\u{1b}]0;owned\\u{7}'"), "{text}");
 }
+
+#[test]
+fn logs_can_be_json_lines() {
+    let out = runbookd(&[
+        "--log-format",
+        "json",
+        "run",
+        "--alert",
+        fixture("firing-single.json").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let logs = stderr(&out);
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"))
+        })
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "sandbox probed" && l["level"] == "INFO"),
+        "{logs}"
+    );
+}

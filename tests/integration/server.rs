@@ -665,8 +665,53 @@ async fn the_postmortem_lists_failures_checklist_and_root_cause_and_takes_a_cust
     }
     let (code, _) = app.get("/api/v1/incidents/INC-0404/postmortem").await;
     assert_eq!(code, 404);
-    // A custom template sees every field, through the CLI.
     app.stop().await;
+    // The incidents CLI reads the same store.
+    let store = app.data.path().join("store");
+    let out =
+        crate::helpers::runbookd(&["incidents", "list", "--data-dir", store.to_str().unwrap()]);
+    let list = crate::helpers::stdout(&out);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert!(
+        list.contains("INC-0001   sev3  monitoring")
+            && list.contains("Mixed results")
+            && list.ends_with("1 of 1 incident(s)\n"),
+        "{list}"
+    );
+    let out = crate::helpers::runbookd(&[
+        "incidents",
+        "show",
+        "INC-0001",
+        "--output",
+        "json",
+        "--data-dir",
+        store.to_str().unwrap(),
+    ]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            shown["root_cause"].as_str(),
+            shown["runs"][0]["state"].as_str()
+        ),
+        (Some("a bad flag"), Some("succeeded_with_failures"))
+    );
+    let out = crate::helpers::runbookd(&[
+        "incidents",
+        "show",
+        "INC-0009",
+        "--data-dir",
+        store.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(crate::helpers::stderr(&out).contains("no incident INC-0009"));
+    let out = crate::helpers::runbookd(&["incidents", "list", "--data-dir", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        crate::helpers::stderr(&out).contains("no store at `/nonexistent/runbookd.db`"),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+    // A custom template sees every field, through the CLI.
     let tpl = app.data.path().join("custom.hbs");
     std::fs::write(&tpl, "{{incident.id}} {{incident.severity}} {{#each went_wrong}}[{{this}}]{{/each}} {{record.root_cause}} {{runs.0.runbook}}").unwrap();
     let out = crate::helpers::runbookd(&[
