@@ -108,6 +108,7 @@ async fn load(
                 let t = Instant::now();
                 if client
                     .post(&url)
+                    .header("content-type", "application/json")
                     .body(b)
                     .send()
                     .await
@@ -220,7 +221,7 @@ fn main() {
         std::fs::write(slow.join("slow.yaml"), "name: slow\nmatchers: [alertname = \"Bench\"]\nconcurrency: 1\nsteps:\n  - name: wait\n    run: [sleep, '60']\n").unwrap();
         let (queued, url, _) = runbookd(&slow, &dir.path().join("data-queued"), Some(&dir.path().join("config.yaml")));
         for chunk in (0..1001u64).collect::<Vec<_>>().chunks(50) {
-            let posts: Vec<_> = chunk.iter().map(|&id| client.post(format!("{url}/webhook")).body(common::notification(id)).send()).collect();
+            let posts: Vec<_> = chunk.iter().map(|&id| client.post(format!("{url}/webhook")).header("content-type", "application/json").body(common::notification(id)).send()).collect();
             for r in futures_util::future::join_all(posts).await {
                 assert_eq!(r.unwrap().status(), 200);
             }

@@ -45,6 +45,7 @@ async fn load(
             let t = Instant::now();
             let ok = client
                 .post(&url)
+                .header("content-type", "application/json")
                 .body(common::notification(id))
                 .send()
                 .await

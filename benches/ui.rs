@@ -42,7 +42,7 @@ fn main() {
         let t = Instant::now();
         let mut pending = Vec::new();
         for id in 0..10_000u64 {
-            pending.push(client.post(format!("{base}/webhook")).body(body(id)).send());
+            pending.push(client.post(format!("{base}/webhook")).header("content-type", "application/json").body(body(id)).send());
             if pending.len() == 64 {
                 for r in futures_util::future::join_all(pending.drain(..)).await {
                     assert_eq!(r.unwrap().status(), 200);

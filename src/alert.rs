@@ -211,7 +211,7 @@ impl Notification {
             }
         }
         let de = &mut serde_json::Deserializer::from_slice(body);
-        let raw: RawNotification = serde_path_to_error::deserialize(de).map_err(|e| {
+        let raw: RawNotification = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             PayloadError {
                 path: if path == "." || path == "?" {
@@ -221,6 +221,10 @@ impl Notification {
                 },
                 message: e.into_inner().to_string(),
             }
+        })?;
+        de.end().map_err(|e| PayloadError {
+            path: String::new(),
+            message: format!("unexpected data after the JSON object ({e})"),
         })?;
         raw.try_into()
     }
@@ -253,13 +257,26 @@ impl TryFrom<RawNotification> for Notification {
         let alerts = raw
             .alerts
             .into_iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
+                // Alertmanager's fingerprints are 16 hex digits; anything
+                // else is refused rather than carried into keys and steps.
                 let fingerprint = if a.fingerprint.is_empty() {
                     fingerprint(&a.labels)
+                } else if a.fingerprint.len() <= 32
+                    && a.fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    a.fingerprint.to_ascii_lowercase()
                 } else {
-                    a.fingerprint
+                    return Err(err(
+                        &format!("alerts[{i}].fingerprint"),
+                        format!(
+                            "`{}` is not a fingerprint (hexadecimal digits, as Alertmanager sends)",
+                            a.fingerprint.chars().take(40).collect::<String>()
+                        ),
+                    ));
                 };
-                Alert {
+                Ok(Alert {
                     status: a.status,
                     labels: a.labels,
                     annotations: a.annotations,
@@ -267,9 +284,9 @@ impl TryFrom<RawNotification> for Notification {
                     ends_at: a.ends_at.unwrap_or(zero),
                     generator_url: a.generator_url,
                     fingerprint,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Notification {
             version: raw.version,
             group_key: raw.group_key,

@@ -204,12 +204,19 @@ fn load(dir: &Path) -> Result<RunbookSet, ExitCode> {
 fn check(dir: &Path) -> ExitCode {
     match load(dir) {
         Ok(set) => {
+            for w in set.warnings() {
+                eprintln!("{w}");
+            }
             let steps: usize = set
                 .iter()
                 .map(|r| r.steps.len() + r.on_failure.len() + r.on_resolved.len())
                 .sum();
+            let warned = match set.warnings().len() {
+                0 => String::new(),
+                n => format!(" ({n} warning(s))"),
+            };
             println!(
-                "{}: {} runbook(s), {steps} step(s): ok",
+                "{}: {} runbook(s), {steps} step(s): ok{warned}",
                 dir.display(),
                 set.len()
             );
@@ -423,6 +430,9 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
         for line in script.lines() {
             writeln!(out, "         | {}", printable(line))?;
         }
+        for (k, v) in &s.vars {
+            writeln!(out, "       where {k}={}", quoted(v))?;
+        }
     } else if let Some(argv) = &s.argv {
         writeln!(
             out,
@@ -443,6 +453,9 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
         .collect();
     if !own.is_empty() {
         writeln!(out, "       env: {}", own.join(" "))?;
+    }
+    for w in &s.warnings {
+        writeln!(out, "       warning: {}", printable(w))?;
     }
     Ok(())
 }
@@ -467,7 +480,6 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
             kill_grace: args.kill_grace,
             ..ExecSettings::default()
         },
-        scratch_root: std::env::temp_dir(),
     };
     let plan = Plan::build(n, set, LOCAL_INCIDENT_ID);
     let Some(incident) = plan.incident else {
@@ -644,7 +656,8 @@ fn open_store(data_dir: &Path) -> anyhow::Result<crate::store::Store> {
         "no store at `{}` (set --data-dir)",
         db.display()
     );
-    crate::store::Store::open(&db).with_context(|| format!("cannot open `{}`", db.display()))
+    crate::store::Store::open_read_only(&db)
+        .with_context(|| format!("cannot open `{}`", db.display()))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -655,6 +668,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(cfg: crate::config::ServerConfig) -> anyhow::Result<ExitCode> {
+    // What the server creates (store, WAL, locks, scratch) is its own alone.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     match runtime()?.block_on(crate::server::run(cfg)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(crate::server::StartError::Runbooks(errors)) => {

@@ -24,6 +24,19 @@ pub struct FileConfig {
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub sandbox: SandboxFile,
+    #[serde(default)]
+    pub http: HttpFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    /// Host header values accepted (DNS rebinding); empty: any when listening
+    /// beyond loopback, loopback names when listening on loopback.
+    pub allowed_hosts: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +73,10 @@ pub struct SandboxFile {
     pub allow_root_steps: Option<bool>,
     pub strict: Option<bool>,
     pub kill_grace: Option<String>,
+    /// Default `resources.pids` of steps; 0 for none.
+    pub default_pids: Option<u64>,
+    /// Where instance locks and run scratch directories live.
+    pub runtime_dir: Option<PathBuf>,
 }
 
 /// Credentials accepted on the webhook (and the API when configured).
@@ -92,6 +109,22 @@ pub struct ServerConfig {
     pub sandbox: SandboxConfig,
     /// Shadow mode (`serve --plan`): record incidents and plans, execute nothing.
     pub shadow: bool,
+    pub http: HttpConfig,
+}
+
+/// Connection hygiene of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Accepted `Host` header values (host or host:port, lower case); `None`
+    /// accepts any.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Connections open at once; past it the oldest idle one is closed.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this long (also the
+    /// idle time allowed between requests on a kept-alive connection).
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this long.
+    pub request_timeout: Duration,
 }
 
 /// Overrides from flags and environment (clap fills these).
@@ -107,12 +140,33 @@ pub struct Overrides {
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9095);
 
-fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
+/// Reads a secret from a file; warns loudly when others may read it too.
+///
+/// # Errors
+/// An unreadable or empty file.
+pub fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
     let s = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {what} file `{}`: {e}", path.display()))?;
+    warn_if_shared(path, what);
     let s = s.trim_end_matches(['\n', '\r']).to_owned();
     anyhow::ensure!(!s.is_empty(), "{what} file `{}` is empty", path.display());
     Ok(s)
+}
+
+/// Warns when a secret file can be read by users other than its owner.
+pub fn warn_if_shared(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o044 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:04o}"),
+                "{what} file is readable by {}: make it 0600 (chmod go-rwx)",
+                if mode & 0o004 != 0 { "every user" } else { "its group" }
+            );
+        }
+    }
 }
 
 fn duration(s: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
@@ -161,20 +215,64 @@ impl ServerConfig {
             !auth.protect_reads || auth.enabled(),
             "auth.protect_reads needs a bearer token or basic auth"
         );
+        let data_dir: PathBuf = o.data_dir.or(f.data_dir).unwrap_or_else(|| "data".into());
+        // Steps may not read the store, this file or the secrets it names.
+        let mut hidden = vec![data_dir.clone()];
+        hidden.extend(file.map(Path::to_owned));
+        hidden.extend(f.auth.bearer_token_file.clone());
+        hidden.extend(f.auth.basic_auth.as_ref().map(|b| b.password_file.clone()));
         let defaults = SandboxConfig::default();
         let sandbox = SandboxConfig {
             run_as: o.run_as.or(f.sandbox.run_as).unwrap_or(defaults.run_as),
             allow_root_steps: f.sandbox.allow_root_steps.unwrap_or(false),
             strict: f.sandbox.strict.unwrap_or(false),
             path: defaults.path,
+            default_pids: match f.sandbox.default_pids {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => defaults.default_pids,
+            },
+            runtime_dir: f.sandbox.runtime_dir.unwrap_or(defaults.runtime_dir),
+            hidden,
         };
+        let listen = o.listen.or(f.listen).unwrap_or(DEFAULT_LISTEN);
+        let allowed_hosts = match f.http.allowed_hosts {
+            Some(hosts) => Some(hosts.iter().map(|h| h.to_ascii_lowercase()).collect()),
+            // On loopback only local clients reach us, and only a page
+            // served under another name (DNS rebinding) sends another Host.
+            None if listen.ip().is_loopback() => Some(
+                ["localhost", "127.0.0.1", "[::1]", "::1"]
+                    .iter()
+                    .map(|h| (*h).to_owned())
+                    .collect(),
+            ),
+            None => None,
+        };
+        let http = HttpConfig {
+            allowed_hosts,
+            max_connections: f.http.max_connections.unwrap_or(512),
+            header_timeout: duration(
+                f.http.header_timeout.as_deref(),
+                Duration::from_secs(10),
+                "http.header_timeout",
+            )?,
+            request_timeout: duration(
+                f.http.request_timeout.as_deref(),
+                Duration::from_secs(30),
+                "http.request_timeout",
+            )?,
+        };
+        anyhow::ensure!(
+            http.max_connections >= 8,
+            "http.max_connections must be at least 8"
+        );
         let cfg = ServerConfig {
-            listen: o.listen.or(f.listen).unwrap_or(DEFAULT_LISTEN),
+            listen,
             runbooks: o
                 .runbooks
                 .or(f.runbooks)
                 .unwrap_or_else(|| "runbooks".into()),
-            data_dir: o.data_dir.or(f.data_dir).unwrap_or_else(|| "data".into()),
+            data_dir,
             auth,
             body_limit: f.limits.body_bytes.unwrap_or(1 << 20),
             max_queued_runs: f.limits.max_queued_runs.unwrap_or(10_000),
@@ -191,6 +289,7 @@ impl ServerConfig {
             )?,
             sandbox,
             shadow: o.shadow,
+            http,
         };
         anyhow::ensure!(
             cfg.body_limit >= 1024,

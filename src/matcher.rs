@@ -106,7 +106,12 @@ impl Matcher {
     /// Whether the label set satisfies this matcher; a missing label is `""`.
     #[must_use]
     pub fn matches(&self, labels: &Labels) -> bool {
-        let v = labels.get(&self.name).map_or("", String::as_str);
+        self.matches_value(labels.get(&self.name).map_or("", String::as_str))
+    }
+
+    /// Whether a label value `v` of this matcher's label satisfies it.
+    #[must_use]
+    pub fn matches_value(&self, v: &str) -> bool {
         match (self.op, &self.regex) {
             (MatchOp::Equal, _) => v == self.value,
             (MatchOp::NotEqual, _) => v != self.value,

@@ -13,8 +13,19 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::alert::{Alert, Labels, Notification, Status, Timestamp};
-use crate::runbook::{Action, Runbook, RunbookSet, Severity, Step};
+use crate::runbook::{Action, EnvValue, Runbook, RunbookSet, Secret, Severity, Step};
 use crate::template::{Data, Template};
+
+/// What plans and records show instead of a secret's value.
+pub const REDACTED: &str = "[redacted]";
+
+/// The kernel's limit on one environment string (`NAME=value`), MAX_ARG_STRLEN.
+pub const MAX_ENV_STRING: usize = 32 * 4096;
+
+/// How much argv and environment together a step may get; the kernel allows
+/// a quarter of the stack limit (2 MiB with the usual 8 MiB), so this leaves
+/// room whatever the host's setting.
+pub const MAX_EXEC_BYTES: usize = 1 << 20;
 
 /// Identifies the JSON layout of a plan; bumped on incompatible changes.
 pub const PLAN_FORMAT: &str = "runbookd.plan/v1";
@@ -95,21 +106,32 @@ pub struct StepPlan {
     /// The exact argv executed: the rendered `run:` list, or
     /// `["/bin/sh", "-c", script]`. `None` for manual and deferred steps.
     pub argv: Option<Vec<String>>,
-    /// The rendered shell script (also `argv[2]`).
+    /// The rendered shell script (also `argv[2]`): the template's text with
+    /// each value replaced by a reference to a variable of `vars`.
     pub script: Option<String>,
+    /// For a shell step: the variables its script refers to, with their values.
+    pub vars: BTreeMap<String, String>,
     /// The rendered checklist text of a manual step.
     pub text: Option<String>,
     /// Rendered only at run time because it reads an earlier step's result.
     pub deferred: bool,
     /// The templates, for a deferred step (argv elements, or the one script/text).
     pub templates: Option<Vec<String>>,
-    /// Variables the step gets besides PATH, LANG, HOME and TMPDIR.
+    /// Variables the step gets besides PATH, LANG, HOME and TMPDIR (and
+    /// `vars`); secrets show as `[redacted]`.
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are secrets, read when the step starts.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, Secret>,
     pub timeout_ms: u64,
     pub retries: u32,
     pub retry_delay_ms: u64,
     pub continue_on_failure: bool,
     pub when: Option<WhenPlan>,
+    /// Things left out or worth knowing (an alert value that cannot be
+    /// passed to a program, say); the step still runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Why this step cannot be rendered for this alert; it would fail.
     pub error: Option<String>,
 }
@@ -280,7 +302,15 @@ pub fn env_name(prefix: &str, name: &str) -> String {
 }
 
 /// The variables every step of a run gets: `ALERT_*`, `INCIDENT_ID`,
-/// `RUNBOOK`, then the runbook's `env:` (rendered).
+/// `RUNBOOK`, then the runbook's `env:` (rendered; secrets redacted and
+/// listed).
+#[derive(Debug, Clone, Default)]
+pub struct BaseEnv {
+    pub env: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// The base environment of a run's steps.
 ///
 /// # Errors
 /// When a runbook `env:` value cannot be rendered for this alert.
@@ -289,8 +319,9 @@ pub fn base_env(
     rb: &Runbook,
     incident: &IncidentRef,
     data: &Data,
-) -> Result<BTreeMap<String, String>, String> {
-    let mut env = BTreeMap::new();
+) -> Result<BaseEnv, String> {
+    let mut out = BaseEnv::default();
+    let env = &mut out.env;
     for (k, v) in &alert.labels {
         env.insert(env_name("ALERT_LABEL_", k), v.clone());
     }
@@ -301,24 +332,94 @@ pub fn base_env(
     env.insert("ALERT_FINGERPRINT".to_owned(), alert.fingerprint.clone());
     env.insert("INCIDENT_ID".to_owned(), incident.id.clone());
     env.insert("RUNBOOK".to_owned(), rb.name.clone());
-    for (k, t) in &rb.env {
-        let v = t
-            .render(data)
-            .map_err(|e| format!("runbook env `{k}`: {e}"))?;
-        env.insert(k.clone(), v);
+    for (k, v) in &rb.env {
+        match v {
+            EnvValue::Template(t) => {
+                let v = t
+                    .render(data)
+                    .map_err(|e| format!("runbook env `{k}`: {e}"))?;
+                out.env.insert(k.clone(), v);
+            }
+            EnvValue::Secret(s) => {
+                out.env.insert(k.clone(), REDACTED.to_owned());
+                out.secrets.insert(k.clone(), s.clone());
+            }
+        }
     }
-    Ok(env)
+    Ok(out)
+}
+
+/// Leaves out of `env` the alert values no program can receive: a NUL byte,
+/// or a `NAME=value` string over the kernel's limit, and then the largest
+/// ones while argv and environment together exceed [`MAX_EXEC_BYTES`]. Only
+/// `ALERT_*` variables are dropped (runbookd sets them whether or not a step
+/// reads them); each drop is a warning. Returns an error for a variable the
+/// step asked for that cannot be passed.
+fn fit_env(
+    env: &mut BTreeMap<String, String>,
+    argv_bytes: usize,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    let implicit = |k: &str| k.starts_with("ALERT_");
+    let mut bad = Vec::new();
+    for (k, v) in env.iter() {
+        let why = if v.contains('\0') {
+            Some("holds a NUL byte".to_owned())
+        } else if k.len() + v.len() + 2 > MAX_ENV_STRING {
+            Some(format!(
+                "is {} bytes, over the kernel's limit of {MAX_ENV_STRING} for one variable",
+                v.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if !implicit(k) {
+                return Err(format!(
+                    "environment variable `{k}` {why} and cannot be passed to a program"
+                ));
+            }
+            bad.push((k.clone(), why));
+        }
+    }
+    for (k, why) in bad {
+        env.remove(&k);
+        warnings.push(format!(
+            "`{k}` was left out of the environment: its value {why}"
+        ));
+    }
+    let size = |env: &BTreeMap<String, String>| {
+        argv_bytes
+            + env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+    };
+    while size(env) > MAX_EXEC_BYTES {
+        let Some((k, len)) = env
+            .iter()
+            .filter(|(k, _)| implicit(k))
+            .map(|(k, v)| (k.clone(), v.len()))
+            .max_by_key(|(_, len)| *len)
+        else {
+            return Err(format!(
+                "the step's arguments and environment take {} bytes, over the limit of {MAX_EXEC_BYTES}",
+                size(env)
+            ));
+        };
+        env.remove(&k);
+        warnings.push(format!(
+            "`{k}` ({len} bytes) was left out of the environment: the step's arguments and environment would exceed {MAX_EXEC_BYTES} bytes"
+        ));
+    }
+    Ok(())
 }
 
 /// Renders one step against `data`. Without `steps` in `data` (planning), a
 /// template that reads them is deferred; at run time `data` carries them and
 /// everything is rendered. This is the one place steps are rendered.
 #[must_use]
-pub fn render_step(
-    step: &Step,
-    data: &Data,
-    base_env: &Result<BTreeMap<String, String>, String>,
-) -> StepPlan {
+pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>) -> StepPlan {
     let at_run_time = data.value().get("steps").is_some();
     let defer = |t: &Template| t.uses_steps() && !at_run_time;
     let mut plan = StepPlan {
@@ -326,15 +427,18 @@ pub fn render_step(
         kind: step.action.kind(),
         argv: None,
         script: None,
+        vars: BTreeMap::new(),
         text: None,
         deferred: false,
         templates: None,
         env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
         timeout_ms: millis(step.timeout),
         retries: step.retries,
         retry_delay_ms: millis(step.retry_delay),
         continue_on_failure: step.continue_on_failure,
         when: None,
+        warnings: Vec::new(),
         error: None,
     };
     let mut errors = Vec::new();
@@ -382,36 +486,85 @@ pub fn render_step(
                     .collect();
                 plan.argv = rendered.into_iter().collect();
             }
-            Action::Shell(t) => {
-                plan.script = ok(render("shell", t));
-                plan.argv = plan
-                    .script
-                    .as_ref()
-                    .map(|s| vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]);
-            }
+            Action::Shell(t) => match t.render_shell(data) {
+                Ok(sub) => {
+                    plan.vars = sub.vars.into_iter().collect();
+                    plan.argv = Some(vec![
+                        "/bin/sh".to_owned(),
+                        "-c".to_owned(),
+                        sub.script.clone(),
+                    ]);
+                    plan.script = Some(sub.script);
+                }
+                Err(e) => {
+                    ok(Err(format!("shell: {e}")));
+                }
+            },
             Action::Manual(t) => plan.text = ok(render("manual", t)),
         }
     }
 
     if !matches!(step.action, Action::Manual(_)) {
         match base_env {
-            Ok(base) => plan.env.clone_from(base),
+            Ok(base) => {
+                plan.env.clone_from(&base.env);
+                plan.secrets.clone_from(&base.secrets);
+            }
             Err(e) => {
                 ok(Err(e.clone()));
             }
         }
-        for (k, t) in &step.env {
-            if defer(t) {
-                plan.deferred = true;
-                plan.env.insert(k.clone(), t.source().to_owned());
-            } else if let Some(v) = ok(render(&format!("env `{k}`"), t)) {
-                plan.env.insert(k.clone(), v);
+        for (k, v) in &step.env {
+            match v {
+                EnvValue::Secret(s) => {
+                    plan.env.insert(k.clone(), REDACTED.to_owned());
+                    plan.secrets.insert(k.clone(), s.clone());
+                }
+                EnvValue::Template(t) if defer(t) => {
+                    plan.deferred = true;
+                    plan.env.insert(k.clone(), t.source().to_owned());
+                }
+                EnvValue::Template(t) => {
+                    plan.secrets.remove(k);
+                    if let Some(v) = ok(t.render(data).map_err(|e| format!("env `{k}`: {e}"))) {
+                        plan.env.insert(k.clone(), v);
+                    }
+                }
             }
         }
-        for (k, v) in &plan.env {
-            if v.contains('\0') {
-                ok(Err(format!("environment variable `{k}` holds a NUL byte, which cannot be passed to a program")));
+        if !plan.deferred {
+            let argv_bytes = plan
+                .argv
+                .iter()
+                .flatten()
+                .map(|a| a.len() + 1)
+                .sum::<usize>()
+                + plan
+                    .vars
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 2)
+                    .sum::<usize>();
+            for a in plan.argv.iter().flatten() {
+                if a.len() + 1 > MAX_ENV_STRING {
+                    ok(Err(format!(
+                        "an argument is {} bytes, over the kernel's limit of {MAX_ENV_STRING} for one argument",
+                        a.len()
+                    )));
+                }
             }
+            for (k, v) in &plan.vars {
+                if k.len() + v.len() + 2 > MAX_ENV_STRING {
+                    ok(Err(format!(
+                        "the value behind `{k}` is {} bytes, over the kernel's limit of {MAX_ENV_STRING} for one variable",
+                        v.len()
+                    )));
+                }
+            }
+            let mut warnings = Vec::new();
+            if let Err(e) = fit_env(&mut plan.env, argv_bytes, &mut warnings) {
+                ok(Err(e));
+            }
+            plan.warnings.extend(warnings);
         }
     }
     if !errors.is_empty() {

@@ -38,11 +38,44 @@ fn human(secs: i64) -> String {
     .to_string()
 }
 
-/// Makes untrusted text safe inside one Markdown table cell or list line.
+/// Makes untrusted text (alert data, step output) inert inside one Markdown
+/// table cell or list line: HTML is escaped as entities (no tags, no
+/// `<…>` autolinks), `[` and `]` are backslash-escaped (no links or images
+/// can be formed), so are `|` (table cells) and `\\`; line breaks and other
+/// control characters become spaces.
 fn cell(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\\' | '[' | ']' | '|' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A URL for a Markdown link: only http(s), with the characters that could
+/// end the link percent-encoded.
+fn link_url(url: &str) -> Option<String> {
+    let url = crate::api::http_link(url)?;
+    let mut out = String::with_capacity(url.len());
+    for c in url.chars() {
+        match c {
+            '(' | ')' | '<' | '>' | '"' | '\\' | '`' | '[' | ']' => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "%{:02X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
 }
 
 /// The data the template sees.
@@ -57,7 +90,8 @@ pub fn context(d: &IncidentDetail) -> Value {
                 "name": cell(a.labels.get("alertname").map_or("(no alertname)", String::as_str)),
                 "status": a.status, "fingerprint": a.fingerprint, "starts_at": utc(&a.starts_at), "ends_at": a.ends_at,
                 "labels": a.labels.iter().map(|(k, v)| (cell(k), Value::String(cell(v)))).collect::<serde_json::Map<_, _>>(),
-                "annotations": a.annotations, "generator_url": a.generator_url,
+                "annotations": a.annotations.iter().map(|(k, v)| (cell(k), Value::String(cell(v)))).collect::<serde_json::Map<_, _>>(),
+                "generator_url": link_url(&a.generator_url),
             })
         })
         .collect();
@@ -85,7 +119,7 @@ pub fn context(d: &IncidentDetail) -> Value {
                 None => {
                     actions.push(format!(
                         "{} (checklist item of `{}`)",
-                        step["plan"]["text"].as_str().unwrap_or_default(),
+                        cell(step["plan"]["text"].as_str().unwrap_or_default()),
                         run.runbook
                     ));
                     events.push((
@@ -100,7 +134,7 @@ pub fn context(d: &IncidentDetail) -> Value {
                 }
                 Some("skipped") => wrong.push(format!(
                     "{label} was skipped: {}",
-                    step["outcome"]["reason"].as_str().unwrap_or_default()
+                    cell(step["outcome"]["reason"].as_str().unwrap_or_default())
                 )),
                 Some(other) => {
                     let detail = match other {
@@ -109,11 +143,11 @@ pub fn context(d: &IncidentDetail) -> Value {
                         }
                         "timed_out" => format!(
                             "timed out ({})",
-                            step["outcome"]["cause"].as_str().unwrap_or_default()
+                            cell(step["outcome"]["cause"].as_str().unwrap_or_default())
                         ),
                         "spawn_failed" => format!(
                             "could not start: {}",
-                            step["outcome"]["reason"].as_str().unwrap_or_default()
+                            cell(step["outcome"]["reason"].as_str().unwrap_or_default())
                         ),
                         "signalled" => {
                             format!("was killed by signal {}", step["outcome"]["signal"])
@@ -145,11 +179,19 @@ pub fn context(d: &IncidentDetail) -> Value {
         .map(|a| a.starts_at.as_str())
         .min()
         .unwrap_or_default();
+    // Only http(s) URLs become links (a `javascript:` URL is shown nowhere).
     let links: Vec<Value> = d
         .alerts
         .iter()
-        .filter(|a| !a.generator_url.is_empty())
-        .map(|a| json!({"name": format!("{} ({})", a.labels.get("alertname").map_or("alert", String::as_str), a.fingerprint), "url": a.generator_url}))
+        .filter_map(|a| {
+            let url = link_url(&a.generator_url)?;
+            let name = format!(
+                "{} ({})",
+                cell(a.labels.get("alertname").map_or("alert", String::as_str)),
+                a.fingerprint
+            );
+            Some(json!({"name": name, "url": url}))
+        })
         .collect();
     let runbooks = d
         .runs
@@ -190,7 +232,7 @@ pub fn context(d: &IncidentDetail) -> Value {
             "services": s.services.iter().map(|x| cell(x)).collect::<Vec<_>>(), "runbooks": s.runbooks, "receiver": s.receiver, "group_key": s.group_key,
             "created_at": s.created_at, "resolved_at": s.resolved_at, "date": parse(&s.created_at).map(|t| t.format("%Y-%m-%d").to_string()),
             "start": utc(&s.created_at), "end": s.resolved_at.as_deref().map(utc), "duration": human(s.duration_seconds),
-            "duration_seconds": s.duration_seconds, "root_cause": d.root_cause, "shadow": s.shadow,
+            "duration_seconds": s.duration_seconds, "root_cause": d.root_cause.as_deref().map(cell), "shadow": s.shadow,
         },
         "summary": summary,
         "alerts": alerts,

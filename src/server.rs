@@ -60,17 +60,72 @@ impl Running {
     }
 }
 
+/// The secret files runbooks read from (`env: {X: {secret_file: …}}`).
+fn secret_files(set: &crate::runbook::RunbookSet) -> Vec<std::path::PathBuf> {
+    use crate::runbook::{EnvValue, Secret};
+    let mut out = Vec::new();
+    for rb in set.iter() {
+        let steps = rb.steps.iter().chain(&rb.on_failure).chain(&rb.on_resolved);
+        let envs = rb.env.iter().chain(steps.flat_map(|s| s.env.iter()));
+        for (_, v) in envs {
+            if let EnvValue::Secret(Secret::File(p)) = v {
+                crate::config::warn_if_shared(p, "secret");
+                out.push(p.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Makes the data directory 0700, or tightens an existing one.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data dir `{}`", dir.display()))?;
+    restrict(dir, 0o700);
+    Ok(())
+}
+
+/// Removes group and other access from `path`, saying so when it had any.
+fn restrict(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    let old = meta.permissions().mode() & 0o777;
+    if old & 0o077 != 0 {
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            Ok(()) => {
+                tracing::warn!(path = %path.display(), old = format!("{old:04o}"), new = format!("{mode:04o}"), "the store was readable by other users; tightened");
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the store is readable by other users and cannot be tightened");
+            }
+        }
+    }
+}
+
 /// Starts the server: everything is ready when this returns.
 ///
 /// # Errors
 /// Invalid runbooks (every error listed), an unusable store, sandbox or address.
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let set = runbook::load_dir(&cfg.runbooks).map_err(StartError::Runbooks)?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data dir `{}`", cfg.data_dir.display()))?;
+    for w in set.warnings() {
+        tracing::warn!("{w}");
+    }
+    private_dir(&cfg.data_dir)?;
     let db = cfg.data_dir.join("runbookd.db");
-    let store =
-        Store::open(&db).with_context(|| format!("cannot open the store `{}`", db.display()))?;
+    let store = Store::open(&db).map_err(|e| match e {
+        e @ store::StoreError::Locked { .. } => anyhow::anyhow!(e),
+        e => anyhow::anyhow!(e).context(format!("cannot open the store `{}`", db.display())),
+    })?;
+    for f in ["runbookd.db", "runbookd.db-wal", "runbookd.db-shm"] {
+        restrict(&cfg.data_dir.join(f), 0o600);
+    }
     let interrupted = store
         .write(|c| store::recover(c, "runbookd stopped while the run was executing"))
         .await
@@ -81,21 +136,16 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             "runs that were executing when runbookd stopped are marked interrupted"
         );
     }
-    let sandbox = Sandbox::new(cfg.sandbox.clone()).context("cannot set up the step sandbox")?;
-    let reaped = sandbox.probe.cgroups.reap_orphans();
-    if reaped > 0 {
-        tracing::warn!(
-            cgroups = reaped,
-            "killed the leftover processes of steps of a runbookd that stopped without cleaning up"
-        );
-    }
+    // Secret files named by runbooks are as unreadable to steps as the store.
+    let mut sandbox_cfg = cfg.sandbox.clone();
+    sandbox_cfg.hidden.extend(secret_files(&set));
+    let sandbox = Sandbox::new(sandbox_cfg).context("cannot set up the step sandbox")?;
     let executor = Arc::new(Executor {
         sandbox,
         settings: ExecSettings {
             kill_grace: cfg.kill_grace,
             ..ExecSettings::default()
         },
-        scratch_root: std::env::temp_dir(),
     });
     let runbooks = Arc::new(RwLock::new(Arc::new(set)));
     let metrics = Arc::new(Metrics::default());
@@ -107,6 +157,17 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         cfg.max_concurrent_steps,
         cfg.shadow,
     );
+    let mut http = cfg.http.clone();
+    http.max_connections = api::listener::descriptor_budget(
+        http.max_connections,
+        u64::from(cfg.max_concurrent_steps) * 16 + 256,
+    );
+    if !cfg.listen.ip().is_loopback() && !cfg.auth.enabled() {
+        tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth: anyone who can reach this address can post alerts and change incidents; set auth.bearer_token_file or auth.basic_auth");
+    }
+    let csrf: Arc<str> = crate::exec::instance::random_hex(32)
+        .context("cannot read /dev/urandom")?
+        .into();
     let state = AppState {
         store: store.clone(),
         dispatcher: dispatcher.clone(),
@@ -117,6 +178,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         max_queued_runs: Arc::new(std::sync::atomic::AtomicU64::new(cfg.max_queued_runs)),
         metrics,
         shadow: cfg.shadow,
+        http,
+        csrf,
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

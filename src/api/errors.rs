@@ -26,6 +26,14 @@ pub enum ApiError {
         message: String,
         errors: Vec<String>,
     },
+    #[error("cross-site request refused: {0}")]
+    CrossSite(String),
+    #[error("host `{0}` is not served here (add it to http.allowed_hosts)")]
+    MisdirectedHost(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
 }
 
 impl ApiError {
@@ -37,6 +45,10 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::CrossSite(_) => StatusCode::FORBIDDEN,
+            ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

@@ -75,8 +75,9 @@ async fn add_update(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     require_auth(&s, &headers)?;
+    super::require_json(&headers)?;
     let id = incident_id(&id)?;
-    let bytes = read_body(body, 256 << 10).await?;
+    let bytes = read_body(body, 256 << 10, s.http.request_timeout).await?;
     let update: Update = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid update: {e}")))?;
     update.check().map_err(ApiError::BadRequest)?;
@@ -125,7 +126,8 @@ async fn plan(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     require_read_auth(&s, &headers)?;
-    let bytes = read_body(body, s.body_limit).await?;
+    super::require_json(&headers)?;
+    let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
     let n = Notification::from_json(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid Alertmanager payload: {e}")))?;
     let set = s.runbook_set();

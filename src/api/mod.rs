@@ -4,7 +4,9 @@
 
 mod errors;
 pub(crate) mod health;
+pub mod hygiene;
 mod incidents;
+pub mod listener;
 mod ui;
 mod webhook;
 
@@ -23,8 +25,9 @@ use subtle::ConstantTimeEq;
 
 pub use errors::ApiError;
 pub use health::reload_runbooks;
+pub use ui::http_link;
 
-use crate::config::Auth;
+use crate::config::{Auth, HttpConfig};
 use crate::dispatch::{Dispatcher, Runbooks};
 use crate::metrics::{Metrics, Route, RouteCode};
 use crate::store::Store;
@@ -42,6 +45,9 @@ pub struct AppState {
     pub max_queued_runs: Arc<std::sync::atomic::AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub shadow: bool,
+    pub http: HttpConfig,
+    /// The token every UI form carries (random per process).
+    pub csrf: Arc<str>,
 }
 
 impl AppState {
@@ -55,7 +61,8 @@ impl AppState {
     }
 }
 
-/// All routes, with request metrics.
+/// All routes, with request metrics, the Host and same-origin checks, and
+/// the security headers.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(webhook::router())
@@ -63,7 +70,12 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            hygiene::guard,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(hygiene::headers))
         .with_state(state)
 }
 
@@ -76,9 +88,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let http = state.http.clone();
+    listener::serve(listener, router(state), http, shutdown).await
 }
 
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
@@ -104,7 +115,7 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     resp
 }
 
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
@@ -145,6 +156,28 @@ pub fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
     false
 }
 
+/// Refuses a body whose declared type is not JSON (a cross-site HTML form
+/// can only send `text/plain`, `multipart/form-data` or urlencoded bodies).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "the body must be JSON sent as `Content-Type: application/json`{}",
+            if ct.is_empty() {
+                String::new()
+            } else {
+                format!(", not `{ct}`")
+            }
+        )))
+    }
+}
+
 fn require_auth(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if authorized(&s.auth, headers) {
         Ok(())
@@ -167,8 +200,18 @@ fn require_read_auth(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
 const DRAIN_MAX: usize = 64 << 20;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reads a request body up to `limit` bytes.
-async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+/// Reads a request body up to `limit` bytes, within `timeout`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<axum::body::Bytes, ApiError> {
+    tokio::time::timeout(timeout, read_body_inner(body, limit))
+        .await
+        .map_err(|_| ApiError::RequestTimeout(timeout.as_secs()))?
+}
+
+async fn read_body_inner(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
     use http_body_util::BodyExt as _;
     let mut body = body;
     let mut buf = Vec::new();

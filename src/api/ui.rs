@@ -55,6 +55,35 @@ pub fn router() -> Router<AppState> {
         .route("/incidents/{id}/events", get(events))
         .route("/runbooks", get(runbooks))
         .route("/plan", get(plan_form).post(plan))
+        .route(
+            "/assets/ui.css",
+            get(|| async { asset("text/css", include_str!("ui/ui.css")) }),
+        )
+        .route(
+            "/assets/incident.js",
+            get(|| async { asset("text/javascript", include_str!("ui/incident.js")) }),
+        )
+}
+
+/// A static file of the UI (no inline style or script: the CSP forbids them).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `url` when it is an http(s) URL, the only kind that becomes a link.
+#[must_use]
+pub fn http_link(url: &str) -> Option<&str> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    let ok = (lower.starts_with("http://") || lower.starts_with("https://"))
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    ok.then_some(url)
 }
 
 /// Renders a page: the body template inside the layout.
@@ -65,7 +94,9 @@ fn page(s: &AppState, title: &str, template: &str, data: &Value) -> Result<Respo
             ApiError::Unavailable
         })
     };
-    let body = render(template, data)?;
+    let mut data = data.clone();
+    data["csrf"] = json!(&*s.csrf);
+    let body = render(template, &data)?;
     let html = render(
         "layout",
         &json!({"title": title, "shadow": s.shadow, "body": body}),
@@ -277,12 +308,20 @@ async fn incident(
         })
         .collect();
     let title = format!("{} {}", d.summary.id, d.summary.title);
+    let mut i = serde_json::to_value(&d).unwrap_or_default();
+    for a in i["alerts"].as_array_mut().into_iter().flatten() {
+        let link = a["generator_url"]
+            .as_str()
+            .and_then(http_link)
+            .map(str::to_owned);
+        a["generator_link"] = json!(link);
+    }
     page(
         &s,
         &title,
         "incident",
         &json!({
-            "i": d, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching,
+            "i": i, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching,
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
         }),
     )
@@ -290,6 +329,8 @@ async fn incident(
 
 #[derive(serde::Deserialize)]
 struct UpdateForm {
+    #[serde(default)]
+    csrf: String,
     author: String,
     message: String,
     #[serde(default)]
@@ -306,9 +347,10 @@ async fn add_update(
 ) -> Result<Response, ApiError> {
     require_auth(&s, &headers)?;
     let id = parse_id(&id)?;
-    let bytes = read_body(body, 256 << 10).await?;
+    let bytes = read_body(body, 256 << 10, s.http.request_timeout).await?;
     let f: UpdateForm = serde_urlencoded::from_bytes(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    super::hygiene::check_form_token(&s, &f.csrf)?;
     let update = Update {
         author: f.author,
         message: f.message,
@@ -392,6 +434,8 @@ async fn plan_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Resp
 
 #[derive(serde::Deserialize)]
 struct PlanForm {
+    #[serde(default)]
+    csrf: String,
     payload: String,
 }
 
@@ -401,9 +445,10 @@ async fn plan(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_read_auth(&s, &headers)?;
-    let bytes = read_body(body, s.body_limit * 3).await?;
+    let bytes = read_body(body, s.body_limit * 3, s.http.request_timeout).await?;
     let f: PlanForm = serde_urlencoded::from_bytes(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    super::hygiene::check_form_token(&s, &f.csrf)?;
     let set = s.runbook_set();
     let data = match Notification::from_json(f.payload.as_bytes()) {
         Ok(n) => json!({"payload": f.payload, "plan": Plan::build(&n, &set, PLAN_INCIDENT_ID)}),

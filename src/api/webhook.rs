@@ -31,6 +31,7 @@ async fn webhook(
         Err(ApiError::PayloadTooLarge(_)) => "too_large",
         Err(ApiError::QueueFull) => "queue_full",
         Err(ApiError::Unavailable) => "store_error",
+        Err(ApiError::UnsupportedMediaType(_) | ApiError::CrossSite(_)) => "refused",
         Err(_) => "invalid",
     };
     Metrics::count(&s.metrics.notifications, label);
@@ -39,7 +40,8 @@ async fn webhook(
 
 async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
     super::require_auth(s, headers)?;
-    let bytes = read_body(body, s.body_limit).await?;
+    super::require_json(headers)?;
+    let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
     let n = Notification::from_json(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid Alertmanager payload: {e}")))?;
     for a in &n.alerts {

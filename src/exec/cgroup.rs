@@ -73,57 +73,80 @@ impl Hierarchies {
 }
 
 impl Hierarchies {
-    /// Kills and removes step cgroups left by a runbookd that is no longer
-    /// running (a crash or kill -9 leaves its steps' processes behind).
-    /// Returns how many were removed.
-    #[must_use]
-    pub fn reap_orphans(&self) -> usize {
-        let mut reaped = 0;
-        for base in [&self.v2, &self.v1_memory, &self.v1_pids]
+    fn bases(&self) -> impl Iterator<Item = &PathBuf> {
+        [&self.v2, &self.v1_memory, &self.v1_pids]
             .into_iter()
             .flatten()
-        {
-            let Ok(entries) = fs::read_dir(base) else {
+    }
+
+    /// Kills every process left in the step cgroups of instance `id` (whose
+    /// lock the caller holds: its owner is dead) and removes them. Returns
+    /// how many step cgroups were removed.
+    #[must_use]
+    pub fn reap_instance(&self, id: &str) -> usize {
+        let mut reaped = 0;
+        for base in self.bases() {
+            let dir = base.join(format!("runbookd-{id}"));
+            if !dir.is_dir() {
                 continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(pid) = name
-                    .strip_prefix("runbookd-")
-                    .and_then(|r| r.split('-').next())
-                    .and_then(|p| p.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                let alive = fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.trim() == "runbookd");
-                if pid == std::process::id() || alive {
-                    continue;
-                }
-                let dir = entry.path();
-                let _ = fs::write(dir.join("cgroup.kill"), "1");
-                for p in fs::read_to_string(dir.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    if let Ok(p) = p.trim().parse::<i32>() {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(p),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-                for _ in 0..100 {
-                    if fs::remove_dir(&dir).is_ok() {
-                        reaped += 1;
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // v2: one write kills the whole subtree.
+            let _ = fs::write(dir.join("cgroup.kill"), "1");
+            let steps: Vec<PathBuf> = fs::read_dir(&dir)
+                .map(|es| {
+                    es.flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for step in steps {
+                kill_procs(&step);
+                if remove_retrying(&step) {
+                    reaped += 1;
                 }
             }
+            remove_retrying(&dir);
         }
         reaped
     }
+
+    /// Removes this instance's (empty) cgroup directories at exit.
+    pub fn remove_instance(&self, id: &str) {
+        for base in self.bases() {
+            let _ = fs::remove_dir(base.join(format!("runbookd-{id}")));
+        }
+    }
+}
+
+/// SIGKILL to every process listed in a cgroup's `cgroup.procs`.
+fn kill_procs(dir: &Path) {
+    for pid in fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+    {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// `rmdir` of a cgroup, retrying while the kernel finishes killed processes.
+fn remove_retrying(dir: &Path) -> bool {
+    for _ in 0..200 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(_) => {
+                kill_procs(dir);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    false
 }
 
 /// Whether a child cgroup can be made under `base` and has `file`.
@@ -159,10 +182,9 @@ impl StepCgroup {
     /// # Errors
     /// When a limit is asked for that no hierarchy can enforce, or a cgroup
     /// cannot be made.
-    pub fn create(h: &Hierarchies, limits: Limits) -> Result<Self, String> {
+    pub fn create(h: &Hierarchies, instance: &str, limits: Limits) -> Result<Self, String> {
         let name = format!(
-            "runbookd-{}-{}",
-            std::process::id(),
+            "runbookd-{instance}/s{}",
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let mut cg = StepCgroup {
@@ -209,6 +231,9 @@ impl StepCgroup {
     }
 
     fn make(&mut self, dir: &Path) -> Result<PathBuf, String> {
+        if let Some(parent) = dir.parent() {
+            instance_dir(parent)?;
+        }
         fs::create_dir(dir)
             .map_err(|e| format!("cannot create cgroup `{}`: {e}", dir.display()))?;
         self.dirs.push(dir.to_owned());
@@ -269,17 +294,7 @@ impl StepCgroup {
             let _ = fs::write(dir.join("cgroup.kill"), "1");
             return;
         }
-        for pid in fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-        {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
+        kill_procs(dir);
     }
 
     /// Removes the directories, killing whatever still holds one (retrying
@@ -312,6 +327,26 @@ impl Drop for StepCgroup {
                 let _ = fs::remove_dir(dir);
             }
         }
+    }
+}
+
+/// The instance's cgroup (parent of its step cgroups), made on first use;
+/// on cgroup v2 it passes the memory and pids controllers down when its
+/// parent has them enabled for it.
+fn instance_dir(dir: &Path) -> Result<(), String> {
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            if let Ok(ctrls) = fs::read_to_string(dir.join("cgroup.controllers")) {
+                for c in ["memory", "pids"] {
+                    if ctrls.split_whitespace().any(|x| x == c) {
+                        let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("cannot create cgroup `{}`: {e}", dir.display())),
     }
 }
 

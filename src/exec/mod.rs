@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod instance;
 pub mod process;
 pub mod run;
 pub mod sandbox;

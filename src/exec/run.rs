@@ -12,9 +12,6 @@
 //! Steps are rendered with [`plan::render_step`], the code `--plan` uses,
 //! with the results of the steps so far as `steps.NAME`.
 
-use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -25,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::Stream;
 use super::cgroup::Limits;
+use super::instance::Scratch;
 use super::process::{self, ExecSettings, OutputSink, ProcessSpec, StepOutcome};
 use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
 use crate::alert::{Alert, Notification};
@@ -35,11 +33,17 @@ use crate::runbook::{Runbook, Step};
 /// Bytes of a step's stdout that later templates see as `steps.NAME.stdout`.
 pub const STDOUT_TAIL_FOR_TEMPLATES: usize = 4096;
 
-/// Runs runbooks: the sandbox, the timing settings, where scratch dirs go.
+/// Runs runbooks: the sandbox (which also makes the runs' scratch dirs) and
+/// the timing settings.
 pub struct Executor {
     pub sandbox: Sandbox,
     pub settings: ExecSettings,
-    pub scratch_root: PathBuf,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.sandbox.release();
+    }
 }
 
 /// How a run ended.
@@ -127,12 +131,32 @@ impl RunObserver for Quiet {}
 struct StepSink {
     observer: Arc<dyn RunObserver>,
     step: String,
+    /// Secret values, kept out of what is stored and shown.
+    secrets: Vec<String>,
 }
 
 impl OutputSink for StepSink {
     fn output(&self, stream: Stream, bytes: &[u8]) {
-        self.observer.output(&self.step, stream, bytes);
+        if self.secrets.is_empty() {
+            self.observer.output(&self.step, stream, bytes);
+        } else {
+            let text = redact(&String::from_utf8_lossy(bytes), &self.secrets);
+            self.observer.output(&self.step, stream, text.as_bytes());
+        }
     }
+}
+
+/// `text` with every secret value replaced by `[redacted]`. (Live output
+/// arrives in chunks, so a secret split across two of them shows there; the
+/// recorded output is redacted whole.)
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), plan::REDACTED);
+        }
+    }
+    out
 }
 
 /// One runbook for one alert of a notification.
@@ -208,7 +232,7 @@ impl Executor {
         let deadline = t0 + rb.timeout;
         let base_data = plan::context(req.notification, req.alert, rb, &req.incident, None);
         let base_env = plan::base_env(req.alert, rb, &req.incident, &base_data);
-        let scratch = match self.scratch() {
+        let scratch = match self.sandbox.scratch() {
             Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(error = %e, "cannot create the run's scratch directory");
@@ -299,18 +323,6 @@ impl Executor {
         }
     }
 
-    /// A fresh 0700 scratch directory owned by the step user, removed on drop.
-    fn scratch(&self) -> std::io::Result<tempfile::TempDir> {
-        let dir = tempfile::Builder::new()
-            .prefix("runbookd-run-")
-            .tempdir_in(&self.scratch_root)?;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))?;
-        if let Some((uid, gid)) = self.sandbox.step_identity() {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
-        }
-        Ok(dir)
-    }
-
     #[allow(clippy::too_many_arguments)]
     async fn step(
         &self,
@@ -318,8 +330,8 @@ impl Executor {
         step: &Step,
         phase: StepPhase,
         results: &Results,
-        base_env: &Result<BTreeMap<String, String>, String>,
-        scratch: Option<&tempfile::TempDir>,
+        base_env: &Result<plan::BaseEnv, String>,
+        scratch: Option<&Scratch>,
         deadline: Option<Instant>,
         observer: &Arc<dyn RunObserver>,
         cancel: &CancellationToken,
@@ -398,9 +410,24 @@ impl Executor {
         attempts: &mut Vec<Attempt>,
     ) -> StepOutcome {
         let total = step.retries + 1;
+        // The process gets the rendered env, the script's variables and the
+        // secrets, read now; the record keeps them redacted.
+        let mut env = plan.env.clone();
+        env.extend(plan.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut secrets = Vec::new();
+        for (k, secret) in &plan.secrets {
+            match secret.read() {
+                Ok(v) => {
+                    secrets.push(v.clone());
+                    env.insert(k.clone(), v);
+                }
+                Err(reason) => return StepOutcome::SpawnFailed { reason },
+            }
+        }
         let sink: Arc<dyn OutputSink> = Arc::new(StepSink {
             observer: observer.clone(),
             step: step.name.clone(),
+            secrets: secrets.clone(),
         });
         for n in 1..=total {
             let remaining = deadline.map_or(step.timeout, |d| {
@@ -429,7 +456,7 @@ impl Executor {
             observer.step_started(plan, n, total);
             let spec = ProcessSpec {
                 argv,
-                env: &plan.env,
+                env: &env,
                 scratch,
                 opts: &opts,
             };
@@ -444,9 +471,9 @@ impl Executor {
                 started: r.started,
                 ended: r.ended,
                 duration_ms: millis(r.duration),
-                stdout: r.stdout.text(),
-                stderr: r.stderr.text(),
-                stdout_tail: r.stdout.last(STDOUT_TAIL_FOR_TEMPLATES),
+                stdout: redact(&r.stdout.text(), &secrets),
+                stderr: redact(&r.stderr.text(), &secrets),
+                stdout_tail: redact(&r.stdout.last(STDOUT_TAIL_FOR_TEMPLATES), &secrets),
                 stdout_bytes: r.stdout.total(),
                 stderr_bytes: r.stderr.total(),
                 sandbox: r.sandbox,

@@ -1,13 +1,17 @@
 //! The sandbox around every step (DESIGN §5, SANDBOX.md §10): what the host
 //! offers (probed once), and the command + `pre_exec` hook that applies it.
 //!
-//! Always on: own process group, stdin `/dev/null`, environment cleared to an
-//! allowlist, scratch dir as cwd/HOME/TMPDIR, umask 077, fds above 2 closed on
-//! exec, rlimits (core 0, nofile, fsize, cpu backstop), no-new-privs, and as
-//! root a drop to `run_as` (last, after everything that needs root).
+//! Always on: own session and process group with no controlling terminal
+//! (nothing can be typed into the operator's terminal), stdin `/dev/null`,
+//! environment cleared to an allowlist, scratch dir as cwd/HOME/TMPDIR, umask
+//! 077, fds above 2 closed on exec, rlimits (core 0, nofile, fsize, cpu
+//! backstop), no-new-privs, and as root a drop to `run_as` (last, after
+//! everything that needs root).
 //! Default where the kernel has them: Landlock (read-only filesystem except
-//! scratch and `writable_paths`), a seccomp deny-list, a cgroup v2 per step.
-//! Opt-in: `network: none`, memory/pids limits. An opt-in layer the host
+//! scratch and `writable_paths`; the store, the config, secret files and
+//! other runs' scratch not even readable), a seccomp deny-list (namespaces,
+//! io_uring, terminal injection, …), a cgroup per step with a default pids
+//! limit. Opt-in: `network: none`, memory limits. An opt-in layer the host
 //! cannot give fails the step; with `strict`, a missing default layer refuses
 //! to start. Every step result lists the layers applied.
 #![allow(unsafe_code)] // pre_exec runs between fork and exec: raw syscalls only, reasons inline
@@ -21,12 +25,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use landlock::{
-    Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr, Scope, ABI,
+    Access, AccessFs, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+    Scope, ABI,
 };
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 use serde::Serialize;
 
 use super::cgroup::{Hierarchies, Limits, StepCgroup};
+use super::instance::{Instance, Reaped, Scratch};
 
 /// Settings of the sandbox (server config file / CLI flags).
 #[derive(Debug, Clone)]
@@ -39,7 +48,18 @@ pub struct SandboxConfig {
     pub strict: bool,
     /// PATH of every step.
     pub path: String,
+    /// Processes and threads a step may have at once when its runbook sets
+    /// no `resources.pids` (a fork bomb stops there); `None` for no default.
+    pub default_pids: Option<u64>,
+    /// Where instance locks and run scratch directories live.
+    pub runtime_dir: PathBuf,
+    /// Files and directories steps may not read even when they share
+    /// runbookd's user: the store, the config file, secret files.
+    pub hidden: Vec<PathBuf>,
 }
+
+/// The default of `sandbox.default_pids`.
+pub const DEFAULT_PIDS: u64 = 512;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -48,6 +68,9 @@ impl Default for SandboxConfig {
             allow_root_steps: false,
             strict: false,
             path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+            default_pids: Some(DEFAULT_PIDS),
+            runtime_dir: super::instance::default_runtime_dir(),
+            hidden: Vec::new(),
         }
     }
 }
@@ -123,6 +146,10 @@ pub enum SandboxError {
     Strict(&'static str),
     #[error("cannot build the seccomp filter: {0}")]
     Seccomp(String),
+    #[error("{0}")]
+    Runtime(#[from] io::Error),
+    #[error("cannot prepare the Landlock rules: {0}")]
+    Landlock(String),
 }
 
 /// The per-step sandbox options from the runbook.
@@ -151,13 +178,19 @@ pub struct Prepared {
     pub keep: Vec<OwnedFd>,
 }
 
-/// The probed host plus the configuration: makes sandboxed commands.
+/// The probed host plus the configuration, and this process's claim on the
+/// runtime directory: makes run scratch dirs and sandboxed commands.
 pub struct Sandbox {
     pub config: SandboxConfig,
     pub probe: Probe,
     /// (uid, gid) steps drop to; `None` when runbookd is not root or root steps are allowed.
     drop_to: Option<(u32, u32)>,
-    seccomp: Option<Arc<BpfProgram>>,
+    seccomp: Option<Arc<[BpfProgram; 2]>>,
+    /// Read access everywhere except the hidden paths, opened once.
+    readable: Vec<(PathFd, BitFlags<AccessFs>)>,
+    instance: Instance,
+    /// What this start cleaned up after dead instances.
+    pub reaped: Reaped,
 }
 
 /// Syscalls no runbook step needs and an attacker would want (SANDBOX.md §10).
@@ -204,22 +237,84 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_syslog,
     libc::SYS_quotactl,
     libc::SYS_acct,
+    // io_uring performs syscalls' work without the syscalls, so a filter on
+    // them would not see it.
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
 ];
 
-fn seccomp_program() -> Result<BpfProgram, String> {
+/// `clone` flags that create namespaces (a user namespace grants every
+/// capability inside it).
+const CLONE_NAMESPACES: &[libc::c_int] = &[
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWCGROUP,
+    0x80, // CLONE_NEWTIME
+];
+
+/// Terminal ioctls that inject input or reach the console.
+const DENIED_IOCTLS: &[libc::c_ulong] = &[libc::TIOCSTI, libc::TIOCLINUX];
+
+fn seccomp_filter(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    errno: i32,
+) -> Result<BpfProgram, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| format!("{e:?}"))?;
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
-        DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM.unsigned_abs()),
+        SeccompAction::Errno(errno.unsigned_abs()),
         arch,
     )
     .map_err(|e| e.to_string())?;
     filter
         .try_into()
         .map_err(|e: seccompiler::BackendError| e.to_string())
+}
+
+/// Two filters, both applied: the deny-list (`EPERM`), and `clone3` refused
+/// with `ENOSYS`. `clone3` takes its flags in memory, where seccomp cannot
+/// look, so it is refused whole; `ENOSYS` makes libc fall back to `clone`,
+/// whose namespace flags the first filter checks.
+fn seccomp_programs() -> Result<[BpfProgram; 2], String> {
+    let masked = |arg: u8, len, mask: u64| {
+        SeccompCondition::new(arg, len, SeccompCmpOp::MaskedEq(mask), mask)
+            .and_then(|c| SeccompRule::new(vec![c]))
+            .map_err(|e| e.to_string())
+    };
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
+    rules.insert(
+        libc::SYS_clone,
+        CLONE_NAMESPACES
+            .iter()
+            .map(|&f| masked(0, SeccompCmpArgLen::Qword, u64::from(f.unsigned_abs())))
+            .collect::<Result<_, _>>()?,
+    );
+    // The request is an `unsigned int`: compare the low 32 bits only, so
+    // garbage in the high half cannot slip past.
+    rules.insert(
+        libc::SYS_ioctl,
+        DENIED_IOCTLS
+            .iter()
+            .map(|&req| {
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)
+                    .and_then(|c| SeccompRule::new(vec![c]))
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?,
+    );
+    let deny = seccomp_filter(rules, libc::EPERM)?;
+    let enosys = seccomp_filter(
+        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+        libc::ENOSYS,
+    )?;
+    Ok([deny, enosys])
 }
 
 /// Per-process limits always applied.
@@ -254,18 +349,39 @@ impl Sandbox {
             }
         }
         let seccomp = if probe.seccomp {
-            Some(Arc::new(seccomp_program().map_err(SandboxError::Seccomp)?))
+            Some(Arc::new(seccomp_programs().map_err(SandboxError::Seccomp)?))
         } else {
             None
+        };
+        let instance = Instance::start(&config.runtime_dir)?;
+        let reaped = instance.reap_dead(&probe.cgroups);
+        let readable = if probe.landlock_abi > 0 {
+            let mut hidden = config.hidden.clone();
+            hidden.push(config.runtime_dir.clone());
+            readable_rules(&hidden, landlock_abi(probe.landlock_abi))
+                .map_err(SandboxError::Landlock)?
+        } else {
+            Vec::new()
         };
         let sandbox = Sandbox {
             config,
             probe,
             drop_to,
             seccomp,
+            readable,
+            instance,
+            reaped,
         };
         sandbox.log_startup();
         Ok(sandbox)
+    }
+
+    /// A fresh scratch directory for one run, owned by the step user.
+    ///
+    /// # Errors
+    /// When it cannot be made.
+    pub fn scratch(&self) -> io::Result<Scratch> {
+        self.instance.scratch(self.drop_to)
     }
 
     fn log_startup(&self) {
@@ -288,6 +404,19 @@ impl Sandbox {
                 "sandbox: not running as root, so steps run as this user (no identity drop)"
             );
         }
+        if self.config.default_pids.is_some() && !(p.cgroups.v2_pids || p.cgroups.v1_pids.is_some())
+        {
+            tracing::warn!("sandbox: no pids cgroup controller: the default pids limit of steps cannot be applied");
+        }
+        let r = &self.reaped;
+        if r.instances > 0 {
+            tracing::warn!(
+                instances = r.instances,
+                cgroups = r.cgroups,
+                scratch_dirs = r.scratch_dirs,
+                "cleaned up after runbookd processes that died without doing so: killed their steps' leftover processes, removed their scratch directories"
+            );
+        }
         tracing::info!(
             landlock_abi = p.landlock_abi,
             seccomp = p.seccomp,
@@ -295,6 +424,11 @@ impl Sandbox {
             cgroup_v2 = p.cgroups.v2.is_some(),
             "sandbox probed"
         );
+    }
+
+    /// Removes this instance's cgroup directories (at exit).
+    pub fn release(&self) {
+        self.probe.cgroups.remove_instance(self.instance.id());
     }
 
     /// The user steps run as, for the scratch directory's owner.
@@ -329,6 +463,7 @@ impl Sandbox {
         }
         let mut record = SandboxRecord {
             applied: vec![
+                "session".into(),
                 "process-group".into(),
                 "env-allowlist".into(),
                 "scratch".into(),
@@ -338,20 +473,38 @@ impl Sandbox {
             unavailable: Vec::new(),
         };
 
-        let wants_cgroup = self.probe.cgroups.v2.is_some() || opts.limits != Limits::default();
+        let h = &self.probe.cgroups;
+        let mut limits = opts.limits;
+        if limits.pids.is_none() {
+            // The default applies where a pids controller exists; its absence
+            // was warned about at startup and is recorded on the step.
+            if h.v2_pids || h.v1_pids.is_some() {
+                limits.pids = self.config.default_pids;
+            } else if self.config.default_pids.is_some() {
+                record.unavailable.push("pids-limit".into());
+            }
+        }
+        let wants_cgroup = h.v2.is_some() || limits != Limits::default();
         let cgroup = if wants_cgroup {
-            Some(StepCgroup::create(&self.probe.cgroups, opts.limits)?)
+            Some(StepCgroup::create(h, self.instance.id(), limits)?)
         } else {
             None
         };
-        match &cgroup {
-            Some(cg) => record.applied.extend(cg.layers.iter().cloned()),
-            None => record.unavailable.push("cgroup-v2".into()),
+        if let Some(cg) = &cgroup {
+            record.applied.extend(cg.layers.iter().cloned());
+        }
+        if h.v2.is_none() {
+            record.unavailable.push("cgroup-v2".into());
         }
         let mut keep = Vec::new();
         let landlock_fd = if self.probe.landlock_abi > 0 {
-            let fd = landlock_ruleset(self.probe.landlock_abi, scratch, &opts.writable_paths)
-                .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))?;
+            let fd = landlock_ruleset(
+                landlock_abi(self.probe.landlock_abi),
+                &self.readable,
+                scratch,
+                &opts.writable_paths,
+            )
+            .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))?;
             let raw = fd.as_raw_fd();
             keep.push(fd);
             record
@@ -391,7 +544,6 @@ impl Sandbox {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .kill_on_drop(false);
 
         let child = ChildSetup {
@@ -419,17 +571,93 @@ impl Sandbox {
     }
 }
 
-/// Builds the Landlock ruleset in the parent: read+exec everywhere, full
-/// access to scratch and `writable_paths`, write to the null-like devices.
-fn landlock_ruleset(abi: i32, scratch: &Path, writable: &[PathBuf]) -> Result<OwnedFd, String> {
-    let abi = match abi {
+fn landlock_abi(abi: i32) -> ABI {
+    match abi {
         1 => ABI::V1,
         2 => ABI::V2,
         3 => ABI::V3,
         4 => ABI::V4,
         5 => ABI::V5,
         _ => ABI::V6,
+    }
+}
+
+/// The read rules every step gets, opened once at startup: read and execute
+/// everywhere except beneath the hidden paths. Landlock only grants (a rule
+/// covers everything beneath its directory), so the hidden paths are left
+/// out by granting each sibling along the way down to them instead of
+/// their common ancestors; directory *listing* is granted on `/` as a whole,
+/// so names stay visible (`ls /`, `du /`) while contents beneath a hidden
+/// path cannot be read. Entries that resolve into or above a hidden path
+/// (symlinks) are followed to their real place and never granted whole.
+fn readable_rules(
+    hidden: &[PathBuf],
+    abi: ABI,
+) -> Result<Vec<(PathFd, BitFlags<AccessFs>)>, String> {
+    let hidden: Vec<PathBuf> = hidden
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .filter(|p| p != Path::new("/"))
+        .collect();
+    let read = AccessFs::from_read(abi);
+    let mut paths: Vec<(PathBuf, BitFlags<AccessFs>)> =
+        vec![(PathBuf::from("/"), BitFlags::from(AccessFs::ReadDir))];
+    if hidden.is_empty() {
+        paths[0].1 = read;
+    } else {
+        grant_beside(Path::new("/"), &hidden, read, &mut paths);
+    }
+    paths
+        .into_iter()
+        .map(|(p, access)| {
+            PathFd::new(&p)
+                .map(|fd| (fd, access))
+                .map_err(|e| format!("`{}`: {e}", p.display()))
+        })
+        .collect()
+}
+
+/// Grants `read` on every entry of `dir` (an ancestor of a hidden path)
+/// except hidden paths, descending into the ancestors of hidden paths.
+fn grant_beside(
+    dir: &Path,
+    hidden: &[PathBuf],
+    read: BitFlags<AccessFs>,
+    out: &mut Vec<(PathBuf, BitFlags<AccessFs>)>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
     };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        // Where the entry really is; dangling links grant nothing.
+        let Ok(resolved) = std::fs::canonicalize(&path) else {
+            continue;
+        };
+        if hidden.iter().any(|h| resolved.starts_with(h)) {
+            continue;
+        }
+        if hidden.iter().any(|h| h.starts_with(&resolved)) {
+            // An ancestor of a hidden path, seen by its real name only: a
+            // symlink to it is skipped here and its target walked once.
+            if resolved == path {
+                grant_beside(&path, hidden, read, out);
+            }
+            continue;
+        }
+        out.push((path, read));
+    }
+}
+
+/// Builds one step's Landlock ruleset in the parent: the shared read rules,
+/// full access to the run's scratch dir and `writable_paths`, write access
+/// to the null-like devices. Nothing else, `/dev/tty` included.
+fn landlock_ruleset(
+    abi: ABI,
+    readable: &[(PathFd, BitFlags<AccessFs>)],
+    scratch: &Path,
+    writable: &[PathBuf],
+) -> Result<OwnedFd, String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let mut ruleset = Ruleset::default()
         .handle_access(AccessFs::from_all(abi))
@@ -437,20 +665,19 @@ fn landlock_ruleset(abi: i32, scratch: &Path, writable: &[PathBuf]) -> Result<Ow
     if abi >= ABI::V6 {
         ruleset = ruleset.scope(Scope::from_all(abi)).map_err(|e| err(&e))?;
     }
-    let mut created = ruleset
-        .create()
-        .map_err(|e| err(&e))?
-        .add_rule(PathBeneath::new(
-            PathFd::new("/").map_err(|e| err(&e))?,
-            AccessFs::from_read(abi),
-        ))
-        .map_err(|e| err(&e))?
+    let mut created = ruleset.create().map_err(|e| err(&e))?;
+    for (fd, access) in readable {
+        created = created
+            .add_rule(PathBeneath::new(fd, *access))
+            .map_err(|e| err(&e))?;
+    }
+    created = created
         .add_rule(PathBeneath::new(
             PathFd::new(scratch).map_err(|e| err(&e))?,
             AccessFs::from_all(abi),
         ))
         .map_err(|e| err(&e))?;
-    for dev in ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty"] {
+    for dev in ["/dev/null", "/dev/zero", "/dev/full"] {
         if let Ok(fd) = PathFd::new(dev) {
             created = created
                 .add_rule(PathBeneath::new(fd, AccessFs::from_file(abi)))
@@ -475,7 +702,7 @@ struct ChildSetup {
     cpu_soft: u64,
     drop_to: Option<(u32, u32)>,
     landlock_fd: Option<RawFd>,
-    seccomp: Option<Arc<BpfProgram>>,
+    seccomp: Option<Arc<[BpfProgram; 2]>>,
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -487,12 +714,17 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 }
 
 impl ChildSetup {
-    /// Runs in the child after fork: root-needing steps first, the uid drop
-    /// after them, Landlock and seccomp last (seccomp denies `unshare`).
+    /// Runs in the child after fork: a new session first (no controlling
+    /// terminal, so nothing can be typed into the operator's; the step leads
+    /// its own process group), root-needing steps next, the uid drop after
+    /// them, Landlock and seccomp last (seccomp denies `unshare`).
     fn apply(&self) -> io::Result<()> {
         // SAFETY (whole block): raw syscalls on prepared plain values; no
         // allocation, no locks, async-signal-safe.
         unsafe {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
             for &fd in &self.cgroup_fds {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
@@ -539,9 +771,11 @@ impl ChildSetup {
                     return Err(io::Error::last_os_error());
                 }
             }
-            if let Some(prog) = &self.seccomp {
-                seccompiler::apply_filter(prog)
-                    .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+            if let Some(progs) = &self.seccomp {
+                for prog in progs.iter() {
+                    seccompiler::apply_filter(prog)
+                        .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
+                }
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
 use super::position::{Pos, Positions};
-use super::{Action, Runbook, RunbookSet, Severity, Step, StepSandbox};
+use super::{Action, EnvValue, Runbook, RunbookSet, Secret, Severity, Step, StepSandbox};
 use crate::matcher::Matcher;
 use crate::template::{Flavor, Template};
 
@@ -32,6 +32,8 @@ pub struct LoadError {
     pub runbook: Option<String>,
     pub step: Option<String>,
     pub message: String,
+    /// A warning (`check` prints it; the runbook still loads), not an error.
+    pub warning: bool,
 }
 
 impl fmt::Display for LoadError {
@@ -41,6 +43,9 @@ impl fmt::Display for LoadError {
             write!(f, ":{}:{}", p.line, p.col)?;
         }
         f.write_str(": ")?;
+        if self.warning {
+            f.write_str("warning: ")?;
+        }
         match (&self.runbook, &self.step) {
             (Some(r), Some(s)) => write!(f, "runbook `{r}`, step `{s}`: ")?,
             (Some(r), None) => write!(f, "runbook `{r}`: ")?,
@@ -80,6 +85,7 @@ pub fn load_dir(dir: &Path) -> Result<RunbookSet, LoadErrors> {
             runbook: None,
             step: None,
             message,
+            warning: false,
         }])
     };
     let entries =
@@ -105,6 +111,7 @@ pub fn load_dir(dir: &Path) -> Result<RunbookSet, LoadErrors> {
 pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
     let mut runbooks = Vec::new();
     let mut errors = Vec::new();
+    let mut warnings = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
     for file in files {
         let text = match std::fs::read(file).map(String::from_utf8) {
@@ -116,6 +123,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
                     runbook: None,
                     step: None,
                     message: "not valid UTF-8".to_owned(),
+                    warning: false,
                 });
                 continue;
             }
@@ -126,6 +134,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
                     runbook: None,
                     step: None,
                     message: format!("cannot read: {e}"),
+                    warning: false,
                 });
                 continue;
             }
@@ -142,12 +151,16 @@ pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
                     "duplicate runbook name: also defined in `{}`",
                     first.display()
                 ),
+                warning: false,
             });
         } else {
             seen.insert(name, file.clone());
         }
         match parsed {
-            Ok(rb) => runbooks.push(rb),
+            Ok((rb, mut w)) => {
+                warnings.append(&mut w);
+                runbooks.push(rb);
+            }
             Err(mut errs) => {
                 errs.sort_by_key(|e| e.pos);
                 errors.append(&mut errs);
@@ -155,8 +168,9 @@ pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
         }
     }
     errors.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+    warnings.sort_by(|a: &LoadError, b: &LoadError| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     if errors.is_empty() {
-        Ok(RunbookSet::new(runbooks))
+        Ok(RunbookSet::new(runbooks).with_warnings(warnings))
     } else {
         Err(LoadErrors(errors))
     }
@@ -175,7 +189,7 @@ struct RawRunbook {
     cooldown: Option<String>,
     cancel_on_resolved: Option<bool>,
     #[serde(default)]
-    env: BTreeMap<String, Scalar>,
+    env: BTreeMap<String, RawEnv>,
     steps: Vec<RawStep>,
     #[serde(default)]
     on_failure: Vec<RawStep>,
@@ -196,7 +210,7 @@ struct RawStep {
     continue_on_failure: Option<bool>,
     when: Option<String>,
     #[serde(default)]
-    env: BTreeMap<String, Scalar>,
+    env: BTreeMap<String, RawEnv>,
     network: Option<String>,
     resources: Option<RawResources>,
     #[serde(default)]
@@ -241,6 +255,67 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
+/// An `env:` value as written: a scalar (a template), or a one-key map naming
+/// where a secret is.
+enum RawEnv {
+    Text(String),
+    SecretFile(String),
+    SecretEnv(String),
+}
+
+impl<'de> Deserialize<'de> for RawEnv {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawEnv;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a string, number or boolean, or `{secret_file: PATH}` or `{secret_env: NAME}`",
+                )
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawEnv, E> {
+                Ok(RawEnv::Text(v.to_owned()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<RawEnv, E> {
+                Ok(RawEnv::Text(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<RawEnv, E> {
+                Ok(RawEnv::Text(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<RawEnv, E> {
+                Ok(RawEnv::Text(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawEnv, E> {
+                Ok(RawEnv::Text(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawEnv, A::Error> {
+                use serde::de::Error;
+                let Some((key, value)) = map.next_entry::<String, String>()? else {
+                    return Err(A::Error::custom(
+                        "an empty map: write `{secret_file: PATH}` or `{secret_env: NAME}`",
+                    ));
+                };
+                if map.next_key::<String>()?.is_some() {
+                    return Err(A::Error::custom(
+                        "a secret names exactly one of `secret_file` or `secret_env`",
+                    ));
+                }
+                match key.as_str() {
+                    "secret_file" => Ok(RawEnv::SecretFile(value)),
+                    "secret_env" => Ok(RawEnv::SecretEnv(value)),
+                    other => Err(A::Error::custom(format!(
+                        "unknown field `{other}`, expected `secret_file` or `secret_env`"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 static NAME_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$").expect("valid"));
 static STEP_NAME_RE: LazyLock<Regex> =
@@ -255,15 +330,85 @@ static SERDE_PATH: LazyLock<Regex> =
 /// Variables every step gets from runbookd; `env:` may not set them.
 const RESERVED_ENV: &[&str] = &["PATH", "HOME", "TMPDIR", "INCIDENT_ID", "RUNBOOK"];
 
-/// Collects the errors of one file.
+/// Variables that make programs load code or change how they parse: only a
+/// constant (or a secret) may set them, never alert data.
+fn code_loading(name: &str) -> bool {
+    name.starts_with("LD_")
+        || name.starts_with("BASH_FUNC_")
+        || matches!(
+            name,
+            "BASH_ENV"
+                | "ENV"
+                | "SHELLOPTS"
+                | "BASHOPTS"
+                | "PS4"
+                | "PROMPT_COMMAND"
+                | "IFS"
+                | "CDPATH"
+                | "GLOBIGNORE"
+                | "GCONV_PATH"
+                | "PYTHONSTARTUP"
+                | "PYTHONPATH"
+                | "PYTHONHOME"
+                | "PERL5LIB"
+                | "PERL5OPT"
+                | "PERLLIB"
+                | "RUBYOPT"
+                | "RUBYLIB"
+                | "NODE_OPTIONS"
+                | "NODE_PATH"
+                | "JAVA_TOOL_OPTIONS"
+                | "_JAVA_OPTIONS"
+                | "GIT_SSH"
+                | "GIT_SSH_COMMAND"
+                | "GIT_EXEC_PATH"
+                | "KUBECONFIG"
+                | "SSL_CERT_FILE"
+                | "CURL_CA_BUNDLE"
+        )
+}
+
+/// Collects the errors and warnings of one file.
 struct Checker<'a> {
     file: &'a Path,
     positions: &'a Positions,
     runbook: String,
     errors: Vec<LoadError>,
+    warnings: Vec<LoadError>,
+    /// The runbook's matchers, which may constrain labels used in steps.
+    matchers: Vec<Matcher>,
 }
 
 impl Checker<'_> {
+    fn warn(&mut self, step: Option<&str>, path: &str, message: impl Into<String>) {
+        self.err(step, path, message);
+        if let Some(mut e) = self.errors.pop() {
+            e.warning = true;
+            self.warnings.push(e);
+        }
+    }
+
+    /// Lint findings of a step (warnings, and `sh -c` scripts as errors).
+    fn lint(&mut self, step: &str, path: &str, action: &Action) {
+        let findings = match action {
+            Action::Run(argv) => super::lint::argv(argv, &self.matchers),
+            Action::Shell(t) => super::lint::script(t, &self.matchers),
+            Action::Manual(_) => Vec::new(),
+        };
+        for f in findings {
+            let at = match (action, f.element) {
+                (Action::Run(_), Some(i)) => format!("{path}.run.{i}"),
+                (Action::Shell(_), _) => format!("{path}.shell"),
+                _ => path.to_owned(),
+            };
+            if f.error {
+                self.err(Some(step), &at, f.message);
+            } else {
+                self.warn(Some(step), &at, f.message);
+            }
+        }
+    }
+
     fn err(&mut self, step: Option<&str>, path: &str, message: impl Into<String>) {
         // The value if it has a position, else the nearest enclosing node.
         let mut p = path;
@@ -282,6 +427,7 @@ impl Checker<'_> {
             runbook: Some(self.runbook.clone()),
             step: step.map(ToOwned::to_owned),
             message: message.into(),
+            warning: false,
         });
     }
 
@@ -335,11 +481,11 @@ impl Checker<'_> {
         &mut self,
         step: Option<&str>,
         path: &str,
-        raw: BTreeMap<String, Scalar>,
+        raw: BTreeMap<String, RawEnv>,
         before: &[&str],
-    ) -> Vec<(String, Template)> {
+    ) -> Vec<(String, EnvValue)> {
         let mut env = Vec::new();
-        for (name, Scalar(value)) in raw {
+        for (name, value) in raw {
             let at = format!("{path}.{name}");
             if !ENV_NAME_RE.is_match(&name) {
                 self.err(
@@ -347,14 +493,47 @@ impl Checker<'_> {
                     &at,
                     format!("bad environment variable name `{name}`: use letters, digits and `_`"),
                 );
-            } else if RESERVED_ENV.contains(&name.as_str()) || name.starts_with("ALERT_") {
+                continue;
+            }
+            if RESERVED_ENV.contains(&name.as_str())
+                || name.starts_with("ALERT_")
+                || name.starts_with("RUNBOOKD_")
+            {
                 self.err(
                     step,
                     &at,
                     format!("`{name}` is set by runbookd for every step and cannot be overridden"),
                 );
-            } else if let Some(t) = self.template(step, &at, &value, Flavor::Raw, before) {
-                env.push((name, t));
+                continue;
+            }
+            match value {
+                RawEnv::Text(text) => {
+                    if let Some(t) = self.template(step, &at, &text, Flavor::Raw, before) {
+                        if code_loading(&name) && !t.is_constant() {
+                            self.err(step, &at, format!("`{name}` makes programs load code or changes how they parse, so it may only be set to a constant, not to `{text}`"));
+                        } else {
+                            env.push((name, EnvValue::Template(t)));
+                        }
+                    }
+                }
+                RawEnv::SecretFile(file) => {
+                    if file.starts_with('/') {
+                        env.push((name, EnvValue::Secret(Secret::File(file.into()))));
+                    } else {
+                        self.err(
+                            step,
+                            &at,
+                            format!("secret file `{file}` must be an absolute path"),
+                        );
+                    }
+                }
+                RawEnv::SecretEnv(var) => {
+                    if ENV_NAME_RE.is_match(&var) {
+                        env.push((name, EnvValue::Secret(Secret::Env(var))));
+                    } else {
+                        self.err(step, &at, format!("bad secret variable name `{var}`"));
+                    }
+                }
             }
         }
         env
@@ -517,9 +696,11 @@ impl Checker<'_> {
                 );
             }
         }
+        let action = action?;
+        self.lint(name, path, &action);
         Some(Step {
             name: rs.name,
-            action: action?,
+            action,
             timeout,
             retries,
             retry_delay,
@@ -535,9 +716,12 @@ fn leaf(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
 
+/// A runbook and its warnings, or the file's errors.
+type Parsed = Result<(Runbook, Vec<LoadError>), Vec<LoadError>>;
+
 /// Parses one file. Returns the runbook's name and where it is written
 /// (known even when the file has errors), and the runbook or its errors.
-fn parse(file: &Path, text: &str) -> (String, Option<Pos>, Result<Runbook, Vec<LoadError>>) {
+fn parse(file: &Path, text: &str) -> (String, Option<Pos>, Parsed) {
     let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -551,11 +735,7 @@ fn parse(file: &Path, text: &str) -> (String, Option<Pos>, Result<Runbook, Vec<L
     (name, name_pos, parse_checked(file, text, positions))
 }
 
-fn parse_checked(
-    file: &Path,
-    text: &str,
-    positions: Result<Positions, (Pos, String)>,
-) -> Result<Runbook, Vec<LoadError>> {
+fn parse_checked(file: &Path, text: &str, positions: Result<Positions, (Pos, String)>) -> Parsed {
     let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -568,6 +748,7 @@ fn parse_checked(
                 runbook,
                 step,
                 message,
+                warning: false,
             }]
         };
     if text.trim().is_empty() {
@@ -603,6 +784,8 @@ fn parse_checked(
         positions: &positions,
         runbook: name.clone(),
         errors: Vec::new(),
+        warnings: Vec::new(),
+        matchers: Vec::new(),
     };
     if !NAME_RE.is_match(&name) {
         let hint = if raw.name.is_none() {
@@ -634,6 +817,7 @@ fn parse_checked(
             Err(e) => c.err(None, &format!("matchers.{i}"), e.to_string()),
         }
     }
+    c.matchers.clone_from(&matchers);
     let timeout = c.duration(
         None,
         "timeout",
@@ -665,22 +849,26 @@ fn parse_checked(
     if !c.errors.is_empty() {
         return Err(c.errors);
     }
-    Ok(Runbook {
-        title: raw.title.unwrap_or_else(|| name.clone()),
-        name,
-        severity,
-        description: raw.description.unwrap_or_default(),
-        matchers,
-        timeout,
-        concurrency,
-        cooldown,
-        cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
-        env,
-        steps,
-        on_failure,
-        on_resolved,
-        source: file.to_owned(),
-    })
+    let warnings = std::mem::take(&mut c.warnings);
+    Ok((
+        Runbook {
+            title: raw.title.unwrap_or_else(|| name.clone()),
+            name,
+            severity,
+            description: raw.description.unwrap_or_default(),
+            matchers,
+            timeout,
+            concurrency,
+            cooldown,
+            cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
+            env,
+            steps,
+            on_failure,
+            on_resolved,
+            source: file.to_owned(),
+        },
+        warnings,
+    ))
 }
 
 /// The name of the step whose YAML contains `at`, if any.

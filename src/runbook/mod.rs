@@ -5,6 +5,7 @@
 //! Past [`load_dir`] every value is checked: matchers are compiled, durations
 //! parsed, templates compiled against the context they will see, names unique.
 
+pub mod lint;
 mod load;
 mod position;
 
@@ -74,8 +75,8 @@ pub struct Runbook {
     /// No new run for the same alert within this long of the last one.
     pub cooldown: Duration,
     pub cancel_on_resolved: bool,
-    /// For every step; values are templates.
-    pub env: Vec<(String, Template)>,
+    /// For every step; values are templates or secrets.
+    pub env: Vec<(String, EnvValue)>,
     pub steps: Vec<Step>,
     pub on_failure: Vec<Step>,
     pub on_resolved: Vec<Step>,
@@ -102,9 +103,44 @@ pub struct Step {
     pub continue_on_failure: bool,
     /// Rendered before the step; empty, `false` or `0` skips it.
     pub when: Option<Template>,
-    pub env: Vec<(String, Template)>,
+    pub env: Vec<(String, EnvValue)>,
     /// Opt-in isolation beyond the default sandbox.
     pub sandbox: StepSandbox,
+}
+
+/// An `env:` value: a template, or a secret read only when a step starts.
+#[derive(Debug)]
+pub enum EnvValue {
+    Template(Template),
+    Secret(Secret),
+}
+
+/// Where a secret's value comes from. The value itself is never in a plan,
+/// an incident record or a log: they show `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Secret {
+    /// `{secret_file: PATH}`: the file's content, trailing newline removed.
+    File(PathBuf),
+    /// `{secret_env: NAME}`: a variable of runbookd's own environment.
+    Env(String),
+}
+
+impl Secret {
+    /// The secret's value, now.
+    ///
+    /// # Errors
+    /// When the file cannot be read or the variable is not set.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Secret::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                .map_err(|e| format!("cannot read secret file `{}`: {e}", p.display())),
+            Secret::Env(name) => std::env::var(name).map_err(|_| {
+                format!("secret variable `{name}` is not set in runbookd's environment")
+            }),
+        }
+    }
 }
 
 /// Per-step sandbox options (`network`, `resources`, `writable_paths`).
@@ -150,6 +186,7 @@ pub struct RunbookSet {
     runbooks: Vec<Arc<Runbook>>,
     by_alertname: HashMap<String, Vec<usize>>,
     unindexed: Vec<usize>,
+    warnings: Vec<LoadError>,
 }
 
 impl RunbookSet {
@@ -170,6 +207,19 @@ impl RunbookSet {
             set.runbooks.push(Arc::new(rb));
         }
         set
+    }
+
+    /// Adds the warnings found while loading.
+    #[must_use]
+    pub fn with_warnings(mut self, warnings: Vec<LoadError>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    /// What `check` warns about (the set is valid nonetheless).
+    #[must_use]
+    pub fn warnings(&self) -> &[LoadError] {
+        &self.warnings
     }
 
     /// The runbooks whose matchers all hold for these labels, by name.

@@ -26,6 +26,8 @@ pub use ops::*;
 /// A store failure; the cause is logged, callers answer 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("the store `{path}` is in use by another runbookd{}; one process at a time may use a SQLite store", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { path: PathBuf, holder: Option<u32> },
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("the store's writer has stopped")]
@@ -57,6 +59,47 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Held for the life of the store: no other runbookd may write it.
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// Takes the exclusive lock of the store at `path` (`PATH.lock` beside it),
+/// before anything reads or writes the database.
+fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Invalid(format!(
+                "cannot open the store lock `{}`: {e}",
+                std::path::Path::new(&lock_path).display()
+            ))
+        })?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut held) => {
+            let _ = held.set_len(0);
+            let _ = held.rewind();
+            let _ = writeln!(held, "{}", std::process::id());
+            Ok(held)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(StoreError::Locked {
+                path: path.to_owned(),
+                holder: pid.trim().parse().ok(),
+            })
+        }
+    }
 }
 
 const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
@@ -88,6 +131,22 @@ impl Store {
     /// # Errors
     /// When the file cannot be opened or migrated.
     pub fn open(path: &Path) -> Result<Store> {
+        let lock = lock(path)?;
+        // Made 0600 before SQLite sees it: SQLite gives the WAL and shared
+        // memory files the database file's mode.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| {
+                    StoreError::Invalid(format!("cannot open `{}`: {e}", path.display()))
+                })?;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         let mut conn = connect(path, false)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<WriteJob>();
@@ -100,6 +159,30 @@ impl Store {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
+                _lock: Some(lock),
+            }),
+        })
+    }
+
+    /// Opens the store at `path` for reading only (the CLI beside a running
+    /// server): no lock, no migration, no writes.
+    ///
+    /// # Errors
+    /// When the file does not exist or cannot be opened.
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "store `{}` (start `runbookd serve` first, or pass --data-dir)",
+                path.display()
+            )));
+        }
+        connect(path, true)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(None),
+                readers: Mutex::new(Vec::new()),
+                _lock: None,
             }),
         })
     }

@@ -226,7 +226,7 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
         "## Summary\n\n1 alert(s) (RunbookdE2E) from receiver `runbookd` opened this sev3 incident at ",
         "Runbooks: `e2e` succeeded, `e2e` succeeded. Resolved at ",
         "## Impact\n\n- Duration: ",
-        "  - `RunbookdE2E` (resolved, fingerprint ",
+        "  - **RunbookdE2E** (resolved, fingerprint ",
         "alertname=\"RunbookdE2E\", instance=\"web-7\"",
         "## Root cause\n\n_To be filled in",
         "## Detection\n\n- First alert started: ",
@@ -253,6 +253,7 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
     let without = app
         .client
         .post(format!("{}/webhook", app.url))
+        .header("content-type", "application/json")
         .body("{}")
         .send()
         .await

@@ -126,6 +126,25 @@ impl TestApp {
         )
     }
 
+    /// The token the UI's forms carry, read from a page as a browser would
+    /// (`auth`: basic credentials for a page behind `protect_reads`).
+    pub async fn form_token(&self, page: &str, auth: Option<(&str, &str)>) -> String {
+        let mut req = self.client.get(format!("{}{page}", self.url));
+        if let Some((u, p)) = auth {
+            req = req.basic_auth(u, Some(p));
+        }
+        let html = req.send().await.unwrap().text().await.unwrap();
+        let needle = "name=\"csrf\" value=\"";
+        let at = html
+            .find(needle)
+            .unwrap_or_else(|| panic!("no form token on {page}: {html}"));
+        html[at + needle.len()..]
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn incident(&self, id: &str) -> Value {
         let (status, v) = self.get(&format!("/api/v1/incidents/{id}")).await;
         assert_eq!(status, 200, "{v}");

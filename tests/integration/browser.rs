@@ -101,10 +101,10 @@ async fn wait_for_text(b: &Browser, css: &str, needle: &str) -> String {
                 }
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "{needle:?} never appeared in {css}"
-        );
+        if Instant::now() >= deadline {
+            let src = b.client.source().await.unwrap_or_default();
+            panic!("{needle:?} never appeared in {css}; the page: {src}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -84,6 +84,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_runs_nothing_twice() {
                     );
                     let sent = client
                         .post(format!("{url}/webhook"))
+                        .header("content-type", "application/json")
                         .body(body)
                         .timeout(Duration::from_secs(2))
                         .send()

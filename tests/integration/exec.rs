@@ -37,7 +37,6 @@ pub fn executor(grace: Duration) -> Executor {
             drain: Duration::from_millis(250),
             ..ExecSettings::default()
         },
-        scratch_root: std::env::temp_dir(),
     }
 }
 
@@ -292,7 +291,10 @@ steps:
     assert_eq!(stdout(&r, "umask"), "0077\n600\n");
     let cwd = stdout(&r, "cwd");
     let scratch = cwd.lines().next().unwrap().to_owned();
-    assert!(scratch.contains("runbookd-run-"), "{cwd}");
+    assert!(
+        Path::new(&scratch).starts_with(runbookd::exec::instance::default_runtime_dir()),
+        "{cwd}"
+    );
     assert_eq!(cwd, format!("{scratch}\n{scratch} {scratch}\n"));
     assert!(
         !Path::new(&scratch).exists(),

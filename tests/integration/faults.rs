@@ -195,6 +195,7 @@ async fn the_same_notification_on_many_connections_at_once_runs_once() {
         tasks.push(tokio::spawn(async move {
             reqwest::Client::new()
                 .post(url)
+                .header("content-type", "application/json")
                 .body(body)
                 .send()
                 .await

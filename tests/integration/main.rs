@@ -13,3 +13,4 @@ mod payload;
 mod plan;
 mod properties;
 mod server;
+mod shell;

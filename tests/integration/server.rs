@@ -378,6 +378,7 @@ async fn bad_input_gets_a_json_4xx_and_the_server_stays_healthy() {
         let mut req = app
             .client
             .post(format!("{}/webhook", app.url))
+            .header("content-type", "application/json")
             .body(body.clone());
         if let Some(a) = auth {
             req = req.header("Authorization", a);
@@ -486,6 +487,7 @@ async fn the_api_lists_filters_and_pages_incidents() {
     let plan = app
         .client
         .post(format!("{}/api/v1/plan", app.url))
+        .header("content-type", "application/json")
         .body(echo_alert("web-9", "firing", T0))
         .send()
         .await
@@ -656,7 +658,7 @@ async fn the_postmortem_lists_failures_checklist_and_root_cause_and_takes_a_cust
         "- `mixed` step `broken` failed with exit status 1",
         "- `mixed` step `never` was skipped: `when` rendered `false`",
         "- [ ] Fix or replace `mixed` step `broken`: it failed with exit status 1",
-        "- [ ] Look at the | dashboard (checklist item of `mixed`)",
+        "- [ ] Look at the \\| dashboard (checklist item of `mixed`)",
         "| bob | found it |",
         "| Status | monitoring |",
         "(still open)",
@@ -756,6 +758,7 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         .unwrap();
     app.client
         .post(format!("{}/webhook", app.url))
+        .header("content-type", "application/json")
         .basic_auth("ops", Some("pw"))
         .body(echo_alert("web-1", "firing", T0))
         .send()
@@ -763,7 +766,13 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         .unwrap();
     let (code, _) = app.get("/incidents/INC-0001").await;
     assert_eq!(code, 200, "reads are open unless protect_reads");
-    let form = [("author", "eve"), ("message", "hi"), ("status", "")];
+    let token = app.form_token("/incidents/INC-0001", None).await;
+    let form = [
+        ("csrf", token.as_str()),
+        ("author", "eve"),
+        ("message", "hi"),
+        ("status", ""),
+    ];
     let r = plain
         .post(format!("{}/incidents/INC-0001/updates", app.url))
         .form(&form)
@@ -785,14 +794,19 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         .send()
         .await
         .unwrap();
+    let status = r.status().as_u16();
+    let location = r.headers().get("location").cloned();
+    assert!(location.is_some(), "{status}: {}", r.text().await.unwrap());
     assert_eq!(
-        (
-            r.status().as_u16(),
-            r.headers()["location"].to_str().unwrap()
-        ),
+        (status, location.unwrap().to_str().unwrap()),
         (303, "/incidents/INC-0001")
     );
-    let bad = [("author", "eve"), ("message", "hi"), ("status", "exploded")];
+    let bad = [
+        ("csrf", token.as_str()),
+        ("author", "eve"),
+        ("message", "hi"),
+        ("status", "exploded"),
+    ];
     let r = plain
         .post(format!("{}/incidents/INC-0001/updates", app.url))
         .basic_auth("ops", Some("pw"))

@@ -3,20 +3,19 @@
 //! - [`Flavor::Raw`] (`run:` argv elements, `env:` values, `when:`, `manual:`):
 //!   values are inserted as-is, with no escaping of any kind. Nothing here is
 //!   ever seen by a shell, so there is nothing to escape for.
-//! - [`Flavor::Shell`] (`shell:` scripts, run by `/bin/sh -c`): every `{{…}}`
-//!   value is POSIX single-quoted, and the raw form `{{{…}}}` is refused.
-//!
-//! Single quotes only protect a value in an unquoted word position: inside
-//! `"…"`, `'…'`, a comment, a here-document or backquotes a quoted value can
-//! break out. So each value is wrapped in sentinel characters while rendering,
-//! and a small POSIX lexer ([`check_shell`]) checks where each one landed before
-//! the sentinels are stripped; a value anywhere but an unquoted word is an
-//! error, never a script. The same lexer runs over the template source at load
-//! time, so `runbookd check` reports such mistakes with their position.
+//! - [`Flavor::Shell`] (`shell:` scripts, run by `/bin/sh -c`): alert data
+//!   never becomes shell source. Each `{{…}}` value is handed to the script
+//!   as an environment variable, and the script text refers to it
+//!   (`"${RUNBOOKD_V1}"`), so the text the shell parses is the template's own
+//!   for every alert; [`shell`] decides how each reference is quoted and
+//!   refuses the places where the shell would evaluate a value again. The
+//!   raw form `{{{…}}}` is refused.
 //!
 //! Unknown variables are load errors: [`Template::compile`] walks the template
 //! and checks every path against the context of DESIGN §3 (`labels.*` and the
 //! other label maps accept any name; `steps.NAME` must name an earlier step).
+
+pub mod shell;
 
 use std::fmt;
 use std::sync::LazyLock;
@@ -29,7 +28,7 @@ use handlebars::{Handlebars, Path, RenderContext, RenderErrorReason, Renderable,
 pub enum Flavor {
     /// As-is (argv elements, env values, `when`, manual text).
     Raw,
-    /// POSIX single-quoted, for `/bin/sh -c` scripts.
+    /// Values passed as variables of `/bin/sh -c` scripts.
     Shell,
 }
 
@@ -39,9 +38,7 @@ const HELPERS: &[&str] = &[
     "not", "len",
 ];
 
-const OPEN: char = '\u{E000}';
-const CLOSE: char = '\u{E001}';
-const POISON: char = '\u{E002}';
+use shell::{ShellContext, Substituted, CLOSE, OPEN, POISON};
 
 fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
     let mut h = Handlebars::new();
@@ -53,31 +50,29 @@ fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {
 static RAW: LazyLock<Handlebars<'static>> = LazyLock::new(|| registry(handlebars::no_escape));
 static SHELL: LazyLock<Handlebars<'static>> = LazyLock::new(|| registry(mark_shell_value));
 
-/// POSIX single-quoting: the result is one shell word whose value is `s`.
-#[must_use]
-pub fn shell_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
-}
-
-/// Escape function of the shell registry: the quoted value between sentinels,
-/// or a poison marker when the value itself holds a sentinel or NUL (which no
-/// argv can carry).
+/// Escape function of the shell registry: the value between sentinels (the
+/// shell lexer takes it out of the text), or a poison marker when the value
+/// itself holds a sentinel or NUL (which no environment can carry).
 fn mark_shell_value(v: &str) -> String {
     if v.contains([OPEN, CLOSE, POISON, '\0']) {
         format!("{OPEN}{POISON}{CLOSE}")
     } else {
-        format!("{OPEN}{}{CLOSE}", shell_quote(v))
+        format!("{OPEN}{v}{CLOSE}")
     }
+}
+
+/// Where one `{{…}}` of a template stands, for `check`'s warnings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueSite {
+    /// The expression as written, e.g. `{{labels.pod}}`.
+    pub expr: String,
+    /// The context paths it reads, e.g. `labels.pod`.
+    pub paths: Vec<String>,
+    /// Literal text of the element (argv) or word (shell) before and after it.
+    pub prefix: String,
+    pub suffix: String,
+    /// For shell scripts: the word it stands in.
+    pub word: Option<shell::Word>,
 }
 
 /// A compiled, checked template.
@@ -90,6 +85,7 @@ pub struct Template {
     /// The text of a template without expressions (most argv elements), which
     /// then renders without running Handlebars.
     constant: Option<String>,
+    sites: Vec<ValueSite>,
 }
 
 impl fmt::Debug for Template {
@@ -123,7 +119,7 @@ pub enum RenderError {
     Missing(String),
     #[error("template value #{} {}", index + 1, context)]
     ShellContext { index: usize, context: ShellContext },
-    #[error("a value holds a NUL byte or a reserved character (U+E000..U+E002) and cannot be passed to a shell")]
+    #[error("a value holds a NUL byte or a reserved character (U+E000..U+E003) and cannot be passed to a shell")]
     Unpassable,
     #[error("{0}")]
     Other(String),
@@ -154,23 +150,43 @@ impl Template {
             uses_steps: false,
         };
         check.elements(&compiled.elements, false)?;
+        if source.contains([OPEN, CLOSE, POISON, '\u{E003}']) {
+            return Err("template contains a reserved character (U+E000..U+E003)".to_owned());
+        }
+        let mut exprs = Vec::new();
+        let probe = probe_text(&compiled.elements, &mut exprs);
+        let mut sites: Vec<ValueSite> = exprs
+            .into_iter()
+            .map(|(expr, paths)| ValueSite {
+                expr,
+                paths,
+                prefix: String::new(),
+                suffix: String::new(),
+                word: None,
+            })
+            .collect();
         if flavor == Flavor::Shell {
-            if source.contains([OPEN, CLOSE, POISON]) {
-                return Err(
-                    "shell script contains a reserved character (U+E000..U+E002)".to_owned(),
-                );
+            match shell::substitute(&probe) {
+                Ok(sub) => {
+                    for (site, found) in sites.iter_mut().zip(sub.sites) {
+                        site.prefix.clone_from(&found.word.prefix);
+                        site.suffix.clone_from(&found.word.suffix);
+                        site.word = Some(found.word);
+                    }
+                }
+                Err(shell::SubstituteError::Refused(r)) => {
+                    return Err(format!(
+                        "`{}` {}",
+                        sites.get(r.index).map_or("{{…}}", |s| s.expr.as_str()),
+                        r.context
+                    ));
+                }
+                Err(shell::SubstituteError::Unpassable) => {
+                    return Err("the script cannot be checked".to_owned());
+                }
             }
-            let mut exprs = Vec::new();
-            let probe = shell_probe(&compiled.elements, &mut exprs);
-            if let Err(e) = check_shell(&probe) {
-                return Err(match e {
-                    RenderError::ShellContext { index, context } => format!(
-                        "`{}` {context}: a template value is already single-quoted and is only safe as an unquoted word",
-                        exprs.get(index).map_or("{{…}}", String::as_str)
-                    ),
-                    other => other.to_string(),
-                });
-            }
+        } else {
+            raw_affixes(&probe, &mut sites);
         }
         let uses_steps = check.uses_steps;
         let constant = compiled
@@ -188,7 +204,20 @@ impl Template {
             flavor,
             uses_steps,
             constant,
+            sites,
         })
+    }
+
+    /// Every `{{…}}` of the template (all branches), where it stands.
+    #[must_use]
+    pub fn sites(&self) -> &[ValueSite] {
+        &self.sites
+    }
+
+    /// Whether the template has no `{{…}}` at all.
+    #[must_use]
+    pub fn is_constant(&self) -> bool {
+        self.constant.is_some()
     }
 
     #[must_use]
@@ -208,19 +237,48 @@ impl Template {
         self.uses_steps
     }
 
-    /// Renders against `data`; shell scripts come back with every value quoted
-    /// and checked to stand as an unquoted word.
+    /// Renders a raw template against `data`: values inserted verbatim.
     ///
     /// # Errors
-    /// A missing value (strict mode), or a shell value in an unsafe position.
+    /// A missing value (strict mode).
+    ///
+    /// # Panics
+    /// Never for raw templates; a shell template must use [`Template::render_shell`].
     pub fn render(&self, data: &Data) -> Result<String, RenderError> {
+        assert_eq!(
+            self.flavor,
+            Flavor::Raw,
+            "shell templates render with render_shell"
+        );
         if let Some(text) = &self.constant {
             return Ok(text.clone());
         }
-        let reg = match self.flavor {
-            Flavor::Raw => &*RAW,
-            Flavor::Shell => &*SHELL,
-        };
+        self.handlebars(&RAW, data)
+    }
+
+    /// Renders a shell template against `data`: the script text refers to
+    /// variables, whose values come back beside it.
+    ///
+    /// # Errors
+    /// A missing value, or a value in a place the shell would evaluate.
+    pub fn render_shell(&self, data: &Data) -> Result<Substituted, RenderError> {
+        if let Some(text) = &self.constant {
+            return Ok(Substituted {
+                script: text.clone(),
+                ..Substituted::default()
+            });
+        }
+        let marked = self.handlebars(&SHELL, data)?;
+        shell::substitute(&marked).map_err(|e| match e {
+            shell::SubstituteError::Refused(r) => RenderError::ShellContext {
+                index: r.index,
+                context: r.context,
+            },
+            shell::SubstituteError::Unpassable => RenderError::Unpassable,
+        })
+    }
+
+    fn handlebars(&self, reg: &Handlebars<'static>, data: &Data) -> Result<String, RenderError> {
         let mut rc = RenderContext::new(None);
         let mut out = StringOutput::new();
         self.compiled
@@ -234,13 +292,22 @@ impl Template {
                 }
                 other => RenderError::Other(other.to_string()),
             })?;
-        let text = out
-            .into_string()
-            .map_err(|e| RenderError::Other(e.to_string()))?;
-        match self.flavor {
-            Flavor::Raw => Ok(text),
-            Flavor::Shell => check_shell(&text),
+        out.into_string()
+            .map_err(|e| RenderError::Other(e.to_string()))
+    }
+}
+
+/// For raw templates: the literal text around each marked value.
+fn raw_affixes(probe: &str, sites: &mut [ValueSite]) {
+    let mut parts = probe.split(OPEN);
+    let mut before = parts.next().unwrap_or_default().to_owned();
+    for (i, part) in parts.enumerate() {
+        let after = part.split_once(CLOSE).map_or("", |(_, a)| a);
+        if let Some(site) = sites.get_mut(i) {
+            site.prefix.clone_from(&before);
+            after.clone_into(&mut site.suffix);
         }
+        after.clone_into(&mut before);
     }
 }
 
@@ -260,7 +327,7 @@ impl Checker<'_> {
                 TemplateElement::HtmlExpression(ht) => {
                     if self.flavor == Flavor::Shell {
                         return Err(format!(
-                            "`{}` is refused in shell scripts: the raw form `{{{{{{…}}}}}}` would not quote the value; use `{{{{…}}}}`",
+                            "`{}` is refused in shell scripts: the raw form `{{{{{{…}}}}}}` would make the value part of the script; use `{{{{…}}}}`, which passes it as a variable",
                             describe(ht, true)
                         ));
                     }
@@ -488,21 +555,24 @@ fn describe(ht: &HelperTemplate, triple: bool) -> String {
 }
 
 /// The template text with each value replaced by a marked placeholder, every
-/// branch of a block included, for the load-time context check.
-fn shell_probe(elements: &[TemplateElement], exprs: &mut Vec<String>) -> String {
+/// branch of a block included, for the load-time checks; `exprs` gets each
+/// value's expression and the paths it reads.
+fn probe_text(elements: &[TemplateElement], exprs: &mut Vec<(String, Vec<String>)>) -> String {
     let mut out = String::new();
     for el in elements {
         match el {
             TemplateElement::RawString(s) => out.push_str(s),
             TemplateElement::Expression(ht) | TemplateElement::HtmlExpression(ht) => {
-                exprs.push(describe(ht, false));
+                let mut paths = Vec::new();
+                collect_paths(ht, &mut paths);
+                exprs.push((describe(ht, false), paths));
                 out.push(OPEN);
-                out.push_str("'v'");
+                out.push('v');
                 out.push(CLOSE);
             }
             TemplateElement::HelperBlock(ht) => {
                 for t in [&ht.template, &ht.inverse].into_iter().flatten() {
-                    out.push_str(&shell_probe(&t.elements, exprs));
+                    out.push_str(&probe_text(&t.elements, exprs));
                 }
             }
             _ => {}
@@ -511,311 +581,24 @@ fn shell_probe(elements: &[TemplateElement], exprs: &mut Vec<String>) -> String 
     out
 }
 
-/// Where in a shell script a value landed, when that place is unsafe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShellContext {
-    SingleQuotes,
-    DoubleQuotes,
-    DollarQuotes,
-    Backquotes,
-    Arithmetic,
-    ParameterExpansion,
-    Comment,
-    HereDocument,
-    HereDocumentDelimiter,
-    AfterBackslash,
-    AfterDollar,
-}
-
-impl fmt::Display for ShellContext {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ShellContext::SingleQuotes => "is inside single quotes",
-            ShellContext::DoubleQuotes => "is inside double quotes",
-            ShellContext::DollarQuotes => "is inside $'…' quotes",
-            ShellContext::Backquotes => "is inside backquotes (use $(…) instead)",
-            ShellContext::Arithmetic => "is inside an arithmetic expansion $((…))",
-            ShellContext::ParameterExpansion => "is inside a parameter expansion ${…}",
-            ShellContext::Comment => "is inside a comment",
-            ShellContext::HereDocument => "is inside a here-document",
-            ShellContext::HereDocumentDelimiter => "is used as a here-document delimiter",
-            ShellContext::AfterBackslash => "follows a backslash",
-            ShellContext::AfterDollar => "follows a `$`",
-        })
+/// The context paths an expression reads (`this`/`@key` inside blocks as written).
+fn collect_paths(ht: &HelperTemplate, out: &mut Vec<String>) {
+    let param = |p: &Parameter, out: &mut Vec<String>| match p {
+        Parameter::Name(n) if !HELPERS.contains(&n.as_str()) => out.push(n.clone()),
+        Parameter::Path(p) => out.push(raw_path(p).to_owned()),
+        Parameter::Subexpression(s) => {
+            if let TemplateElement::Expression(inner) | TemplateElement::HelperBlock(inner) =
+                s.as_element()
+            {
+                collect_paths(inner, out);
+            }
+        }
+        _ => {}
+    };
+    param(&ht.name, out);
+    for p in ht.params.iter().chain(ht.hash.values()) {
+        param(p, out);
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Frame {
-    /// Top level, or inside `$(…)` (`cmdsub`), with `(` nesting depth.
-    Code {
-        cmdsub: bool,
-        depth: u32,
-    },
-    Single,
-    Dollar,
-    Double,
-    Backquote,
-    Arith {
-        depth: u32,
-    },
-    Param {
-        depth: u32,
-    },
-    Comment,
-}
-
-/// Checks that every marked value of a rendered script stands as an unquoted
-/// word, and returns the script with the markers removed.
-///
-/// The lexer follows POSIX `sh` quoting, and is deliberately conservative where
-/// `dash` and `bash` differ (`$'…'` counts as quoting): it may refuse a safe
-/// script, never accept an unsafe one.
-///
-/// # Errors
-/// The index of the first value in an unsafe place, and that place.
-///
-/// # Panics
-/// Never: the lexer's base frame is never popped.
-pub fn check_shell(script: &str) -> Result<String, RenderError> {
-    let chars: Vec<char> = script.chars().collect();
-    let mut out = String::with_capacity(script.len());
-    let mut stack = vec![Frame::Code {
-        cmdsub: false,
-        depth: 0,
-    }];
-    let mut word_start = true;
-    let mut heredocs: Vec<(String, bool)> = Vec::new();
-    let mut index = 0usize;
-    let mut i = 0usize;
-    let fail =
-        |index: usize, context: ShellContext| Err(RenderError::ShellContext { index, context });
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        let top = *stack.last().expect("the base frame is never popped");
-        if c == OPEN {
-            let Some(len) = chars[i + 1..].iter().position(|&x| x == CLOSE) else {
-                return Err(RenderError::Unpassable);
-            };
-            let inner = &chars[i + 1..i + 1 + len];
-            if inner.contains(&POISON) || inner.contains(&OPEN) {
-                return Err(RenderError::Unpassable);
-            }
-            let context = match top {
-                Frame::Code { .. } => None,
-                Frame::Single => Some(ShellContext::SingleQuotes),
-                Frame::Dollar => Some(ShellContext::DollarQuotes),
-                Frame::Double => Some(ShellContext::DoubleQuotes),
-                Frame::Backquote => Some(ShellContext::Backquotes),
-                Frame::Arith { .. } => Some(ShellContext::Arithmetic),
-                Frame::Param { .. } => Some(ShellContext::ParameterExpansion),
-                Frame::Comment => Some(ShellContext::Comment),
-            };
-            if let Some(context) = context {
-                return fail(index, context);
-            }
-            if out.ends_with('$') && !out.ends_with("\\$") {
-                return fail(index, ShellContext::AfterDollar);
-            }
-            out.extend(inner);
-            index += 1;
-            word_start = false;
-            i += len + 2;
-            continue;
-        }
-        // A backslash quotes the next character in code, "…", `…` and $'…'.
-        if c == '\\' && !matches!(top, Frame::Single | Frame::Comment) {
-            if next == Some(OPEN) {
-                return fail(index, ShellContext::AfterBackslash);
-            }
-            out.push(c);
-            if let Some(n) = next {
-                out.push(n);
-            }
-            word_start = false;
-            i += 2;
-            continue;
-        }
-        out.push(c);
-        i += 1;
-        let opens_dollar = c == '$'
-            && matches!(
-                top,
-                Frame::Code { .. } | Frame::Double | Frame::Param { .. }
-            );
-        if opens_dollar && next == Some('(') {
-            out.push('(');
-            i += 1;
-            if chars.get(i) == Some(&'(') {
-                out.push('(');
-                i += 1;
-                stack.push(Frame::Arith { depth: 0 });
-            } else {
-                stack.push(Frame::Code {
-                    cmdsub: true,
-                    depth: 0,
-                });
-                word_start = true;
-            }
-            continue;
-        }
-        if opens_dollar && next == Some('{') {
-            out.push('{');
-            i += 1;
-            stack.push(Frame::Param { depth: 0 });
-            continue;
-        }
-        match top {
-            Frame::Code { cmdsub, depth } => {
-                let frame = stack.last_mut().expect("non-empty");
-                match c {
-                    '\'' if out.ends_with("$'") => stack.push(Frame::Dollar),
-                    '\'' => stack.push(Frame::Single),
-                    '"' => stack.push(Frame::Double),
-                    '`' => stack.push(Frame::Backquote),
-                    '#' if word_start => stack.push(Frame::Comment),
-                    '(' => {
-                        *frame = Frame::Code {
-                            cmdsub,
-                            depth: depth + 1,
-                        }
-                    }
-                    ')' if depth > 0 => {
-                        *frame = Frame::Code {
-                            cmdsub,
-                            depth: depth - 1,
-                        }
-                    }
-                    ')' if cmdsub => {
-                        stack.pop();
-                    }
-                    '<' if next == Some('<') => {
-                        let (delim, strip_tabs, used) = heredoc_operator(&chars[i..]);
-                        if delim.contains(OPEN) {
-                            return fail(index, ShellContext::HereDocumentDelimiter);
-                        }
-                        out.extend(&chars[i..i + used]);
-                        i += used;
-                        heredocs.push((delim, strip_tabs));
-                    }
-                    '\n' if !heredocs.is_empty() => {
-                        for (delim, strip_tabs) in std::mem::take(&mut heredocs) {
-                            loop {
-                                let end = chars[i..]
-                                    .iter()
-                                    .position(|&x| x == '\n')
-                                    .map_or(chars.len(), |p| i + p);
-                                let line = &chars[i..end];
-                                if line.contains(&OPEN) {
-                                    return fail(index, ShellContext::HereDocument);
-                                }
-                                out.extend(line);
-                                i = end;
-                                if i < chars.len() {
-                                    out.push('\n');
-                                    i += 1;
-                                }
-                                let text: String = line.iter().collect();
-                                let text = if strip_tabs {
-                                    text.trim_start_matches('\t')
-                                } else {
-                                    &text
-                                };
-                                if text == delim || i >= chars.len() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                word_start = matches!(
-                    c,
-                    ' ' | '\t' | '\n' | ';' | '&' | '|' | '<' | '>' | '(' | ')'
-                );
-            }
-            Frame::Single | Frame::Dollar if c == '\'' => {
-                stack.pop();
-            }
-            Frame::Double if c == '"' => {
-                stack.pop();
-            }
-            Frame::Double if c == '`' => stack.push(Frame::Backquote),
-            Frame::Backquote if c == '`' => {
-                stack.pop();
-            }
-            Frame::Arith { depth } => {
-                let frame = stack.last_mut().expect("non-empty");
-                match c {
-                    '(' => *frame = Frame::Arith { depth: depth + 1 },
-                    ')' if depth > 0 => *frame = Frame::Arith { depth: depth - 1 },
-                    ')' if chars.get(i) == Some(&')') => {
-                        out.push(')');
-                        i += 1;
-                        stack.pop();
-                    }
-                    _ => {}
-                }
-            }
-            Frame::Param { depth } => {
-                let frame = stack.last_mut().expect("non-empty");
-                match c {
-                    '{' => *frame = Frame::Param { depth: depth + 1 },
-                    '}' if depth > 0 => *frame = Frame::Param { depth: depth - 1 },
-                    '}' => {
-                        stack.pop();
-                    }
-                    '\'' => stack.push(Frame::Single),
-                    '"' => stack.push(Frame::Double),
-                    _ => {}
-                }
-            }
-            Frame::Comment if c == '\n' => {
-                stack.pop();
-                word_start = true;
-                // A here-document announced before the comment starts after this newline.
-                if !heredocs.is_empty() {
-                    i -= 1;
-                    out.pop();
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-/// From the second `<` of `<<`: returns the delimiter (quotes removed), whether
-/// it is `<<-`, and how many characters the operator and word take.
-fn heredoc_operator(rest: &[char]) -> (String, bool, usize) {
-    let mut i = 1; // the second `<`
-    let strip_tabs = rest.get(i) == Some(&'-');
-    if strip_tabs {
-        i += 1;
-    }
-    while matches!(rest.get(i), Some(' ' | '\t')) {
-        i += 1;
-    }
-    let mut delim = String::new();
-    let mut quote: Option<char> = None;
-    while let Some(&c) = rest.get(i) {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (None, '\'' | '"') => quote = Some(c),
-            (None, '\\') => {
-                i += 1;
-                if let Some(&n) = rest.get(i) {
-                    delim.push(n);
-                }
-            }
-            (None, ' ' | '\t' | '\n' | ';' | '&' | '|' | '<' | '>' | '(' | ')') => break,
-            (_, c) => delim.push(c),
-        }
-        i += 1;
-    }
-    // A trailing backslash steps past the end: never claim more than there is.
-    (delim, strip_tabs, i.min(rest.len()))
 }
 
 #[cfg(test)]
@@ -833,91 +616,96 @@ mod tests {
 
     fn shell(src: &str) -> Result<String, String> {
         Template::compile(src, Flavor::Shell, &["check"])?
-            .render(&data())
+            .render_shell(&data())
+            .map(|s| s.script)
             .map_err(|e| e.to_string())
     }
 
     #[test]
-    fn shell_values_are_single_quoted() {
-        assert_eq!(shell("echo {{labels.job}}").unwrap(), "echo 'api'");
+    fn shell_values_reach_the_script_as_variables() {
         assert_eq!(
-            shell("echo {{labels.evil}}").unwrap(),
-            r"echo 'x'\''; touch pwned; echo '\'''"
+            shell("echo {{labels.job}}").unwrap(),
+            r#"echo "${RUNBOOKD_V1}""#
+        );
+        let t = Template::compile("echo {{labels.evil}} {{labels.dollar}}", Flavor::Shell, &[])
+            .unwrap();
+        let r = t.render_shell(&data()).unwrap();
+        assert_eq!(r.script, r#"echo "${RUNBOOKD_V1}" "${RUNBOOKD_V2}""#);
+        assert_eq!(
+            r.vars,
+            [
+                (
+                    "RUNBOOKD_V1".to_owned(),
+                    "x'; touch pwned; echo '".to_owned()
+                ),
+                ("RUNBOOKD_V2".to_owned(), "$(id)".to_owned())
+            ]
         );
         assert_eq!(
             shell("kubectl rollout restart deployment/{{labels.job}}").unwrap(),
-            "kubectl rollout restart deployment/'api'"
+            r#"kubectl rollout restart deployment/"${RUNBOOKD_V1}""#
         );
         assert_eq!(
-            shell("x=$(echo {{labels.dollar}})").unwrap(),
-            "x=$(echo '$(id)')"
-        );
-        assert_eq!(
-            shell("echo \"$(echo {{labels.job}})\"").unwrap(),
-            "echo \"$(echo 'api')\""
+            shell(r#"echo "job: {{labels.job}}""#).unwrap(),
+            r#"echo "job: ${RUNBOOKD_V1}""#
         );
         assert_eq!(
             shell("{{#if labels.job}}echo {{labels.job}}{{/if}}").unwrap(),
-            "echo 'api'"
+            r#"echo "${RUNBOOKD_V1}""#
         );
-        // The comparison helpers write the constants `true`/`false` unescaped.
+        // The comparison helpers write the constants `true`/`false` themselves.
         assert_eq!(
-            shell("echo {{eq steps.check.status \"succeeded\"}}").unwrap(),
+            shell(r#"echo {{eq steps.check.status "succeeded"}}"#).unwrap(),
             "echo true"
         );
-        assert_eq!(shell("echo a#{{labels.job}}").unwrap(), "echo a#'api'");
+        // `lookup` goes through the escape function like any value.
+        assert_eq!(
+            shell(r#"echo {{lookup labels "evil"}}"#).unwrap(),
+            r#"echo "${RUNBOOKD_V1}""#
+        );
     }
 
     #[test]
-    fn shell_values_in_unsafe_places_are_load_errors() {
+    fn shell_values_in_evaluating_places_are_load_errors() {
         for (src, why) in [
-            ("echo \"{{labels.job}}\"", "double quotes"),
             ("echo 'x{{labels.job}}'", "single quotes"),
             ("echo $'{{labels.job}}'", "$'…' quotes"),
             ("echo `echo {{labels.job}}`", "backquotes"),
             ("echo $(( {{labels.job}} + 1 ))", "arithmetic"),
             ("echo ${x:-{{labels.job}}}", "parameter expansion"),
             ("echo hi # {{labels.job}}", "comment"),
-            ("cat <<EOF\n{{labels.job}}\nEOF", "here-document"),
-            ("cat <<'EOF'\nx {{labels.job}}\nEOF", "here-document"),
+            ("cat <<'EOF'\nx {{labels.job}}\nEOF", "quoted here-document"),
             ("cat <<{{labels.job}}\nx\n", "delimiter"),
-            ("echo \\\\{{labels.job}}", "backslash"),
+            (r"echo \\{{labels.job}}", "backslash"),
             ("echo ${{labels.job}}", "follows a `$`"),
-            ("echo {{{labels.job}}}", "raw form"),
-            ("{{#if labels.job}}\"{{/if}}{{labels.job}}", "double quotes"),
+            ("eval {{labels.job}}", "`eval`"),
+            (r#"sh -c "echo {{labels.job}}""#, "`sh -c`"),
         ] {
             let err = Template::compile(src, Flavor::Shell, &[]).expect_err(src);
             assert!(err.contains(why), "{src:?}: {err}");
+            assert!(
+                err.contains("{{labels.job}}"),
+                "{src:?} names the value: {err}"
+            );
         }
-        // After a here-document ends, values are fine again.
+        let err = Template::compile("echo {{{labels.job}}}", Flavor::Shell, &[]).unwrap_err();
+        assert!(err.contains("raw form"), "{err}");
+        // Double quotes and here-documents expand references: allowed.
         assert_eq!(
-            shell("cat <<EOF\nx\nEOF\necho {{labels.job}}").unwrap(),
-            "cat <<EOF\nx\nEOF\necho 'api'"
+            shell("cat <<EOF\nx {{labels.job}}\nEOF").unwrap(),
+            "cat <<EOF\nx ${RUNBOOKD_V1}\nEOF"
         );
         assert_eq!(
-            shell("cat <<-\"END\"\n\tx\n\tEND\necho {{labels.job}}").unwrap(),
-            "cat <<-\"END\"\n\tx\n\tEND\necho 'api'"
-        );
-        // Quotes that close before the value are fine.
-        assert_eq!(
-            shell("echo \"a\" 'b' {{labels.job}}").unwrap(),
-            "echo \"a\" 'b' 'api'"
-        );
-        assert_eq!(
-            shell("echo \"it's\" {{labels.job}}").unwrap(),
-            "echo \"it's\" 'api'"
-        );
-        assert_eq!(
-            shell("# note: it's fine\necho {{labels.job}}").unwrap(),
-            "# note: it's fine\necho 'api'"
+            shell(r#"{{#if labels.job}}"{{/if}}{{labels.job}}{{#if labels.job}}"{{/if}}"#).unwrap(),
+            r#""${RUNBOOKD_V1}""#
         );
     }
 
     #[test]
     fn a_here_document_operator_at_the_very_end_does_not_panic() {
         // Found by the `template` fuzz target.
-        assert!(check_shell("cat <<\\").is_ok());
-        assert!(check_shell("<<").is_ok());
+        let _ = Template::compile("cat <<\\", Flavor::Shell, &[]);
+        let _ = Template::compile("<<", Flavor::Shell, &[]);
         let _ = Template::compile("<<.v\r<<\u{7}\\", Flavor::Shell, &[]);
     }
 
@@ -1017,7 +805,10 @@ mod tests {
         .unwrap();
         assert_eq!(t.render(&data()).unwrap(), "literal {{braces}} kept");
         let t = Template::compile("echo 'it''s' \"quoted\"", Flavor::Shell, &[]).unwrap();
-        assert_eq!(t.render(&data()).unwrap(), "echo 'it''s' \"quoted\"");
+        assert_eq!(
+            t.render_shell(&data()).unwrap().script,
+            "echo 'it''s' \"quoted\""
+        );
     }
 
     #[test]
@@ -1025,7 +816,7 @@ mod tests {
         let d = Data::new(json!({"labels": {"nul": "a\u{0}b", "mark": "a\u{E001}b"}}));
         for src in ["echo {{labels.nul}}", "echo {{labels.mark}}"] {
             let t = Template::compile(src, Flavor::Shell, &[]).unwrap();
-            assert_eq!(t.render(&d), Err(RenderError::Unpassable), "{src}");
+            assert_eq!(t.render_shell(&d), Err(RenderError::Unpassable), "{src}");
         }
     }
 }
