@@ -215,21 +215,25 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
 /// # Errors
 /// When the server cannot start or fails.
 pub async fn run(cfg: ServerConfig) -> Result<(), StartError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Installed before the address is announced: whoever reads that line may
+    // signal at once, and SIGHUP's default action would end the process.
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
+        return Err(StartError::Other(anyhow::anyhow!(
+            "cannot install the signal handlers"
+        )));
+    };
     let running = start(cfg).await?;
     println!("runbookd listening on http://{}", running.addr);
     tracing::info!(addr = %running.addr, "listening");
     let stop = running.stopper();
     let state = running.state.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
         loop {
             tokio::select! {
                 _ = term.recv() => break,
