@@ -685,7 +685,7 @@ fn a_gibibyte_of_output_keeps_runbookd_memory_bounded() {
     // since exec; wait4's ru_maxrss would also count the memory of this test
     // process at spawn time, which has nothing to do with runbookd).
     let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kib = 0u64;
+    let mut high_water_kib = 0u64;
     let status = loop {
         if let Ok(text) = std::fs::read_to_string(&status_file) {
             if let Some(kib) = text
@@ -693,7 +693,7 @@ fn a_gibibyte_of_output_keeps_runbookd_memory_bounded() {
                 .find_map(|l| l.strip_prefix("VmHWM:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             {
-                peak_kib = peak_kib.max(kib);
+                high_water_kib = high_water_kib.max(kib);
             }
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -702,8 +702,8 @@ fn a_gibibyte_of_output_keeps_runbookd_memory_bounded() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "runbookd failed: {status}");
-    assert!(peak_kib > 0, "never read runbookd's memory");
-    let peak_mib = peak_kib / 1024;
+    assert!(high_water_kib > 0, "never read runbookd's memory");
+    let peak_mib = high_water_kib / 1024;
     eprintln!("runbookd peak RSS for 1 GiB of step output: {peak_mib} MiB");
     assert!(
         peak_mib < 64,
