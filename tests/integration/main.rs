@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod app;
+mod attacks;
 mod browser;
 mod check;
 mod crash;
