@@ -25,7 +25,8 @@ const VALUES: &[&str] = &[
 
 libfuzzer_sys::fuzz_target!(|text: &str| {
     // `@` marks where a value goes.
-    if text.contains([OPEN, CLOSE, '\u{E002}', '\u{E003}']) {
+    // (The canary's name in the script text itself would prove nothing.)
+    if text.contains([OPEN, CLOSE, '\u{E002}', '\u{E003}']) || text.contains("CANARY") {
         return;
     }
     let run_shells = std::env::var_os("RUNBOOKD_FUZZ_SHELLS").is_some();

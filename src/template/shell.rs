@@ -174,7 +174,14 @@ pub fn substitute(marked: &str) -> Result<Substituted, SubstituteError> {
             .ok_or(SubstituteError::Unpassable)?;
         let value: String = chars[i + 1..i + 1 + len].iter().collect();
         i += len + 2;
-        let (d, b) = (&dash[next], &bash[next]);
+        // Every value must have been placed by both lexers; one that was
+        // stepped over unseen is refused, never emitted unexamined.
+        let (Some(d), Some(b)) = (dash.get(next), bash.get(next)) else {
+            return Err(SubstituteError::Refused(Refused {
+                index: next,
+                context: ShellContext::Ambiguous,
+            }));
+        };
         if d.quoting != b.quoting {
             // A reference quoted for the wrong context is expanded unquoted
             // (split into words): never guess.
@@ -416,6 +423,16 @@ impl<'a> Lexer<'a> {
         self.chars.get(self.i + k).copied()
     }
 
+    /// Steps over the character a backslash escapes; a value there is
+    /// refused (it would never be seen as a value otherwise).
+    fn skip_escaped(&mut self) -> Result<(), SubstituteError> {
+        if self.peek(0) == Some(OPEN) {
+            return Err(self.refuse(ShellContext::AfterBackslash));
+        }
+        self.i += 1;
+        Ok(())
+    }
+
     fn refuse(&self, context: ShellContext) -> SubstituteError {
         SubstituteError::Refused(Refused {
             index: self.sites.len(),
@@ -468,7 +485,7 @@ impl<'a> Lexer<'a> {
                 Frame::AnsiC => {
                     self.i += 1;
                     if c == '\\' {
-                        self.i += 1;
+                        self.skip_escaped()?;
                     } else if c == '\'' {
                         self.stack.pop();
                     }
@@ -478,7 +495,7 @@ impl<'a> Lexer<'a> {
                 Frame::Backquote => {
                     self.i += 1;
                     if c == '\\' {
-                        self.i += 1;
+                        self.skip_escaped()?;
                     } else if c == '`' {
                         self.stack.pop();
                     }
@@ -523,7 +540,7 @@ impl<'a> Lexer<'a> {
                 Frame::Param { depth } => {
                     self.i += 1;
                     match c {
-                        '\\' => self.i += 1,
+                        '\\' => self.skip_escaped()?,
                         '{' => {
                             if let Some(Frame::Param { depth }) = self.stack.last_mut() {
                                 *depth += 1;
@@ -1239,6 +1256,7 @@ impl<'a> Lexer<'a> {
                     quoted = true;
                     i += 1;
                     if let Some(&n) = rest.get(i) {
+                        has_value |= n == OPEN || n == CLOSE;
                         delim.push(n);
                     }
                 }
@@ -1346,6 +1364,12 @@ mod tests {
             ("cat <<'EOF'\n{}\nEOF", ShellContext::QuotedHereDocument),
             ("cat <<{}\nx\n", ShellContext::HereDocumentDelimiter),
             ("echo \\{}", ShellContext::AfterBackslash),
+            // Found by the `shell` fuzz target: a value escaped inside
+            // backquotes, `${…}` or `$'…'` was stepped over unseen.
+            ("echo `<\\{}`", ShellContext::AfterBackslash),
+            ("echo ${x:-\\{}}", ShellContext::AfterBackslash),
+            ("echo $'\\{}'", ShellContext::AfterBackslash),
+            ("cat <<\\{}\nx\n", ShellContext::HereDocumentDelimiter),
             ("echo ${}", ShellContext::AfterDollar),
             ("[[ {} -eq 1 ]]", ShellContext::DoubleBrackets),
             ("eval {}", ShellContext::Evaluated("eval".into())),
