@@ -169,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 shadow: plan,
             };
             let cfg = crate::config::ServerConfig::load(config.as_deref(), overrides)?;
-            serve(cfg)
+            serve(cfg, args.log_format)
         }
         Command::Incidents {
             data_dir,
@@ -667,10 +667,14 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn serve(cfg: crate::config::ServerConfig) -> anyhow::Result<ExitCode> {
+fn serve(cfg: crate::config::ServerConfig, format: LogFormat) -> anyhow::Result<ExitCode> {
     // What the server creates (store, WAL, locks, scratch) is its own alone.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    match runtime()?.block_on(crate::server::run(cfg)) {
+    let announce = match format {
+        LogFormat::Text => crate::server::Announce::Text,
+        LogFormat::Json => crate::server::Announce::Json,
+    };
+    match runtime()?.block_on(crate::server::run(cfg, announce)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(crate::server::StartError::Runbooks(errors)) => {
             eprintln!("{errors}");

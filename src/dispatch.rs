@@ -210,7 +210,20 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(c.run_id, cancel.clone());
+        tracing::info!(
+            incident = %c.incident,
+            run = c.run_id,
+            runbook = %c.runbook,
+            fingerprint = %c.fingerprint,
+            phase = %c.phase,
+            "run started"
+        );
         let finished = self.execute_claimed(&c, &cancel).await;
+        if matches!(finished.state.as_str(), "succeeded" | "planned") {
+            tracing::info!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = %finished.summary, "run ended");
+        } else {
+            tracing::warn!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = %finished.summary, "run ended");
+        }
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -272,7 +285,7 @@ impl Dispatcher {
         };
         let observer = Arc::new(StoreObserver::new(
             self.store.clone(),
-            c.run_id,
+            c,
             self.metrics.clone(),
         ));
         let flusher = tokio::spawn(observer.clone().flush_loop());
@@ -363,6 +376,9 @@ fn summarize(r: &RunResult, shutting_down: bool) -> String {
 struct StoreObserver {
     store: Store,
     run_id: i64,
+    /// For the log lines of failed steps.
+    incident: String,
+    runbook: String,
     metrics: Arc<Metrics>,
     pending: Mutex<Vec<(String, &'static str, Vec<u8>)>>,
     stored: Mutex<HashMap<String, usize>>,
@@ -370,10 +386,12 @@ struct StoreObserver {
 }
 
 impl StoreObserver {
-    fn new(store: Store, run_id: i64, metrics: Arc<Metrics>) -> Self {
+    fn new(store: Store, c: &Claimed, metrics: Arc<Metrics>) -> Self {
         StoreObserver {
             store,
-            run_id,
+            run_id: c.run_id,
+            incident: c.incident.to_string(),
+            runbook: c.runbook.clone(),
             metrics,
             pending: Mutex::new(Vec::new()),
             stored: Mutex::new(HashMap::new()),
@@ -442,7 +460,22 @@ impl RunObserver for StoreObserver {
             }
             return;
         }
-        for a in &rec.attempts {
+        let attempts = rec.attempts.len();
+        for (n, a) in rec.attempts.iter().enumerate() {
+            if !a.outcome.succeeded() {
+                let outcome = serde_json::to_string(&a.outcome).unwrap_or_default();
+                tracing::warn!(
+                    incident = %self.incident,
+                    run = self.run_id,
+                    runbook = %self.runbook,
+                    step = %rec.name,
+                    attempt = n + 1,
+                    attempts,
+                    status = a.outcome.status(),
+                    outcome = %outcome,
+                    "step failed"
+                );
+            }
             self.metrics.running_steps.dec();
             Metrics::count(&self.metrics.steps, a.outcome.status());
             self.metrics

@@ -210,11 +210,22 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     })
 }
 
+/// How `serve` announces its address on standard output (scripts and tests
+/// read that line to learn a port chosen by the system).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// `runbookd listening on http://ADDR`
+    Text,
+    /// One JSON object, so that a JSON log stream stays JSON when standard
+    /// output and standard error are collected together.
+    Json,
+}
+
 /// `runbookd serve`: until SIGTERM or SIGINT; SIGHUP reloads the runbooks.
 ///
 /// # Errors
 /// When the server cannot start or fails.
-pub async fn run(cfg: ServerConfig) -> Result<(), StartError> {
+pub async fn run(cfg: ServerConfig, announce: Announce) -> Result<(), StartError> {
     use tokio::signal::unix::{signal, SignalKind};
     // Installed before the address is announced: whoever reads that line may
     // signal at once, and SIGHUP's default action would end the process.
@@ -229,7 +240,14 @@ pub async fn run(cfg: ServerConfig) -> Result<(), StartError> {
         )));
     };
     let running = start(cfg).await?;
-    println!("runbookd listening on http://{}", running.addr);
+    let url = format!("http://{}", running.addr);
+    match announce {
+        Announce::Text => println!("runbookd listening on {url}"),
+        Announce::Json => println!(
+            "{}",
+            serde_json::json!({"timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true), "level": "INFO", "fields": {"message": "listening", "url": url}})
+        ),
+    }
     tracing::info!(addr = %running.addr, "listening");
     let stop = running.stopper();
     let state = running.state.clone();

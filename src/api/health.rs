@@ -19,16 +19,28 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
+/// Ready means a webhook would be acknowledged: the store answers and its
+/// last commit succeeded.
 async fn ready(State(s): State<AppState>) -> impl IntoResponse {
+    if let Some(e) = s.store.write_error() {
+        tracing::warn!(error = %e, "not ready: the store cannot be written");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store cannot be written: {e}"),
+        );
+    }
     match s
         .store
         .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
         .await
     {
-        Ok(_) => (StatusCode::OK, "OK"),
+        Ok(_) => (StatusCode::OK, "OK".to_owned()),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the store does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store does not answer".to_owned(),
+            )
         }
     }
 }

@@ -35,6 +35,22 @@ async fn webhook(
         Err(_) => "invalid",
     };
     Metrics::count(&s.metrics.notifications, label);
+    match &outcome {
+        Ok(Json(ack)) => tracing::info!(
+            notification = ack["notification"].as_i64(),
+            incident = ack["incident"].as_str().unwrap_or("none"),
+            alerts = ack["alerts"].as_u64(),
+            queued_runs = ack["queued_runs"].as_u64(),
+            duplicate_runs = ack["duplicate_runs"].as_u64(),
+            skipped_runs = ack["skipped_runs"].as_u64(),
+            "webhook accepted"
+        ),
+        Err(e) => tracing::warn!(
+            status = e.status_code().as_u16(),
+            reason = %e,
+            "webhook refused"
+        ),
+    }
     outcome
 }
 
@@ -52,6 +68,7 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
             })
             .inc();
     }
+    let alerts = n.alerts.len();
     let set = s.runbook_set();
     let ingested = crate::dispatch::ingest(
         &s.store,
@@ -70,6 +87,7 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         "status": "accepted",
         "notification": ingested.notification_id,
         "incident": ingested.incident.map(|i| i.to_string()),
+        "alerts": alerts,
         "queued_runs": ingested.queued.len(),
         "duplicate_runs": ingested.duplicates,
         "skipped_runs": ingested.skipped,

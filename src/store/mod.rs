@@ -57,6 +57,9 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// The last commit's error, cleared by the next successful commit:
+    /// `/-/ready` answers 503 while it is set.
+    write_error: Arc<Mutex<Option<String>>>,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     readers: Mutex<Vec<Connection>>,
     /// Held for the life of the store: no other runbookd may write it.
@@ -149,14 +152,23 @@ impl Store {
         }
         let mut conn = connect(path, false)?;
         migrate(&mut conn)?;
+        probe_write(&conn).map_err(|e| {
+            StoreError::Invalid(format!(
+                "the store `{}` cannot be written: {e} (runbookd needs write permission on the file and its directory)",
+                path.display()
+            ))
+        })?;
         let (tx, rx) = mpsc::channel::<WriteJob>();
+        let write_error = Arc::new(Mutex::new(None));
+        let health = write_error.clone();
         std::thread::Builder::new()
             .name("runbookd-store".into())
-            .spawn(move || writer(conn, &rx))
+            .spawn(move || writer(conn, &rx, &health))
             .map_err(|e| StoreError::Invalid(format!("cannot start the store writer: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                write_error,
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
                 _lock: Some(lock),
@@ -180,6 +192,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
+                write_error: Arc::new(Mutex::new(None)),
                 writer: Mutex::new(None),
                 readers: Mutex::new(Vec::new()),
                 _lock: None,
@@ -260,6 +273,16 @@ impl Store {
     }
 
     /// Stops the writer after the queued writes.
+    /// Why the last commit failed, while no later one has succeeded.
+    #[must_use]
+    pub fn write_error(&self) -> Option<String> {
+        self.inner
+            .write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn close(&self) {
         self.inner
             .writer
@@ -299,7 +322,16 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 /// The writer thread: group commit of everything queued.
-fn writer(mut conn: Connection, rx: &mpsc::Receiver<WriteJob>) {
+/// A real write, rolled back: SQLite opens a file it cannot write without
+/// complaint and fails only at the first write.
+fn probe_write(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let written = conn.execute("UPDATE schema_version SET version = version", []);
+    conn.execute_batch("ROLLBACK")?;
+    written.map(|_| ())
+}
+
+fn writer(mut conn: Connection, rx: &mpsc::Receiver<WriteJob>, health: &Mutex<Option<String>>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -310,6 +342,8 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<WriteJob>) {
         }
         let mut done = Vec::with_capacity(jobs.len());
         let committed = commit_batch(&mut conn, jobs, &mut done);
+        *health.lock().unwrap_or_else(PoisonError::into_inner) =
+            committed.as_ref().err().map(ToString::to_string);
         match committed {
             Ok(()) => {
                 for (reply, result) in done {

@@ -79,6 +79,15 @@ async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
         acked.len()
     );
     healthy_within(&app, Duration::from_secs(2)).await;
+    // Alive, but not ready: a webhook would not be acknowledged.
+    let r = app
+        .client
+        .get(format!("{}/-/ready", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.text().await.unwrap().contains("cannot be written"));
     app.stop().await;
     let db = rusqlite::Connection::open_with_flags(
         disk.0.path().join("store/runbookd.db"),

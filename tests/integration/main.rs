@@ -10,6 +10,7 @@ mod crash;
 mod exec;
 mod faults;
 mod helpers;
+mod operable;
 mod payload;
 mod plan;
 mod properties;

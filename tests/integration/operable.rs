@@ -1,0 +1,212 @@
+//! Operating runbookd (issue #10): what an on-call engineer reads in the
+//! logs, what readiness means, what the CLI does in a pipeline.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::app::{notification, run_states};
+use crate::helpers::runbook_dir;
+
+const T0: &str = "2026-11-24T08:00:00Z";
+
+const FAILING: &str =
+    "name: flaky\nmatchers: [alertname = \"Flaky\"]\nsteps:\n  - name: probe\n    run: ['false']\n";
+
+/// Starts `runbookd [global] serve` with stderr captured; returns the child,
+/// its URL and its first standard-output line.
+fn serve(
+    global: &[&str],
+    runbooks: &std::path::Path,
+    data: &std::path::Path,
+) -> (std::process::Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(global)
+        .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
+        .arg(runbooks)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("RUNBOOKD_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = if first.starts_with('{') {
+        serde_json::from_str::<Value>(&first).unwrap()["fields"]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    } else {
+        first
+            .trim()
+            .strip_prefix("runbookd listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned()
+    };
+    (child, url, first)
+}
+
+/// Posts a failing run and a bad payload, waits for the run, stops the
+/// server, and returns what it logged.
+async fn activity(child: &mut std::process::Child, url: &str) -> String {
+    let client = reqwest::Client::new();
+    let post = |body: Vec<u8>| {
+        client
+            .post(format!("{url}/webhook"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post(notification(
+        "g",
+        &[(&json!({"alertname": "Flaky"}), "firing", T0)],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = post(b"{\"version\": \"4\"}".to_vec()).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: Value = client
+            .get(format!("{url}/api/v1/incidents/INC-0001"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v.get("runs").is_some() && run_states(&v) == ["failed"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never failed: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    logs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_tells_what_was_received_what_ran_and_what_failed() {
+    let runbooks = runbook_dir(&[("f.yaml", FAILING)]);
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, url, first) = serve(&[], runbooks.path(), data.path());
+    assert!(
+        first.starts_with("runbookd listening on http://127.0.0.1:"),
+        "{first}"
+    );
+    let logs = activity(&mut child, &url).await;
+    assert!(
+        !logs.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal:\n{logs}"
+    );
+    let line = |needle: &str, also: &[&str]| {
+        logs.lines()
+            .find(|l| l.contains(needle) && also.iter().all(|a| l.contains(a)))
+            .unwrap_or_else(|| panic!("no `{needle}` line with {also:?} in:\n{logs}"))
+            .to_owned()
+    };
+    let accepted = line(
+        "webhook accepted",
+        &["incident=\"INC-0001\"", "queued_runs=1", "alerts=1"],
+    );
+    assert!(accepted.contains("INFO"), "{accepted}");
+    let refused = line("webhook refused", &["status=400"]);
+    assert!(
+        refused.contains("WARN") && refused.contains("reason="),
+        "{refused}"
+    );
+    line("run started", &["incident=INC-0001", "runbook=flaky"]);
+    let failed = line("step failed", &["incident=INC-0001", "step=probe"]);
+    assert!(
+        failed.contains("WARN") && failed.contains("exit_code"),
+        "{failed}"
+    );
+    let ended = line("run ended", &["incident=INC-0001", "state=failed"]);
+    assert!(ended.contains("WARN"), "{ended}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_stay_json_including_the_listening_line() {
+    let runbooks = runbook_dir(&[("f.yaml", FAILING)]);
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, url, first) = serve(&["--log-format", "json"], runbooks.path(), data.path());
+    let announced: Value = serde_json::from_str(&first)
+        .unwrap_or_else(|e| panic!("the listening line is not JSON ({e}): {first}"));
+    assert_eq!(announced["fields"]["url"], url.as_str());
+    let logs = activity(&mut child, &url).await;
+    let lines: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let find = |msg: &str| {
+        lines
+            .iter()
+            .find(|l| l["fields"]["message"] == msg)
+            .unwrap_or_else(|| panic!("no `{msg}` in {logs}"))
+    };
+    assert_eq!(find("webhook accepted")["fields"]["incident"], "INC-0001");
+    assert_eq!(find("step failed")["fields"]["step"], "probe");
+    assert_eq!(find("run ended")["fields"]["state"], "failed");
+}
+
+/// A store runbookd cannot write is a startup error naming the file and the
+/// permission, never a server that answers ready and then 503 forever.
+#[test]
+fn a_store_it_cannot_write_stops_the_start_with_the_path() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::exec::require(
+        nix::unistd::geteuid().is_root(),
+        "root (to start runbookd as nobody)",
+    ) {
+        return;
+    }
+    let runbooks = runbook_dir(&[("f.yaml", FAILING)]);
+    std::fs::set_permissions(runbooks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = work.path().join("data");
+    // A store made by root (say by an earlier run under sudo).
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(data.join("runbookd.db"), b"").unwrap();
+    std::fs::set_permissions(
+        data.join("runbookd.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
+        .arg(runbooks.path())
+        .arg("--data-dir")
+        .arg(&data)
+        .env("TMPDIR", work.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {err}");
+    assert!(out.stdout.is_empty(), "it announced an address: {err}");
+    assert!(err.contains(data.to_str().unwrap()), "no path in: {err}");
+    assert!(
+        err.to_lowercase().contains("permission"),
+        "no cause in: {err}"
+    );
+}
