@@ -17,6 +17,17 @@ use crate::exec::{ExecSettings, Sandbox, SandboxConfig, StepOutcome, Stream};
 use crate::plan::{Phase, Plan, StepPlan, WhenDecision, PLAN_INCIDENT_ID};
 use crate::runbook::{self, RunbookSet};
 
+/// `println!` for the live transcript and summaries, which must not panic
+/// when standard output is a pipe whose reader left (`runbookd run | head`):
+/// the run goes on to its end, its steps are not abandoned, and nothing more
+/// is printed.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "runbookd",
@@ -120,7 +131,7 @@ pub struct SandboxArgs {
     #[arg(long, env = "RUNBOOKD_SANDBOX_STRICT")]
     pub strict_sandbox: bool,
     /// Between SIGTERM and SIGKILL when a step times out or is cancelled.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "RUNBOOKD_KILL_GRACE")]
+    #[arg(long, default_value = "5s", value_parser = crate::duration::parse, env = "RUNBOOKD_KILL_GRACE")]
     pub kill_grace: std::time::Duration,
 }
 
@@ -215,7 +226,7 @@ fn check(dir: &Path) -> ExitCode {
                 0 => String::new(),
                 n => format!(" ({n} warning(s))"),
             };
-            println!(
+            say!(
                 "{}: {} runbook(s), {steps} step(s): ok{warned}",
                 dir.display(),
                 set.len()
@@ -483,7 +494,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
     };
     let plan = Plan::build(n, set, LOCAL_INCIDENT_ID);
     let Some(incident) = plan.incident else {
-        println!("no runbook matches any alert: nothing to run");
+        say!("no runbook matches any alert: nothing to run");
         return Ok(ExitCode::SUCCESS);
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -504,7 +515,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
         let mut worst = ExitCode::SUCCESS;
         for alert in &n.alerts {
             for rb in set.matching(&alert.labels) {
-                println!(
+                say!(
                     "\n=== runbook {} for alert {} [{}] fingerprint {}",
                     rb.name,
                     printable(alert.name()),
@@ -518,7 +529,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     .iter()
                     .filter(|s| s.outcome.as_ref().is_some_and(|o| !o.succeeded() && !matches!(o, StepOutcome::Skipped { .. })))
                     .count();
-                println!(
+                say!(
                     "=== run {}: {} in {} ({} step(s), {not_ok} not succeeded, {} open checklist item(s))",
                     rb.name,
                     serde_json::to_value(result.outcome).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
@@ -549,7 +560,7 @@ struct Transcript {
 
 fn print_output_line(stream: Stream, bytes: &[u8]) {
     let mark = if stream == Stream::Stdout { '|' } else { '!' };
-    println!(
+    say!(
         "      {mark} {}",
         printable(&String::from_utf8_lossy(bytes))
     );
@@ -562,13 +573,13 @@ impl RunObserver for Transcript {
         } else {
             String::new()
         };
-        println!("  > {} [{}]{retry}", step.name, step.kind);
+        say!("  > {} [{}]{retry}", step.name, step.kind);
         if let Some(script) = &step.script {
             for line in script.lines() {
-                println!("      $ {}", printable(line));
+                say!("      $ {}", printable(line));
             }
         } else if let Some(argv) = &step.argv {
-            println!(
+            say!(
                 "      $ [{}]",
                 argv.iter()
                     .map(|a| quoted(a))
@@ -644,7 +655,7 @@ impl RunObserver for Transcript {
         } else {
             ""
         };
-        println!("  = {}{tail}: {what}", rec.name);
+        say!("  = {}{tail}: {what}", rec.name);
     }
 }
 
@@ -834,7 +845,7 @@ fn postmortem(
         store.close();
         match crate::postmortem::render(&detail, template.as_deref()) {
             Ok(text) => {
-                print!("{text}");
+                std::io::stdout().lock().write_all(text.as_bytes())?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {

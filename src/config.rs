@@ -171,8 +171,7 @@ pub fn warn_if_shared(path: &Path, what: &str) {
 
 fn duration(s: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
     s.map_or(Ok(default), |s| {
-        humantime::parse_duration(s)
-            .map_err(|e| anyhow::anyhow!("bad duration `{s}` for `{what}`: {e}"))
+        crate::duration::parse(s).map_err(|e| anyhow::anyhow!("bad `{what}`: {e}"))
     })
 }
 

@@ -20,6 +20,17 @@ fn main() -> ExitCode {
     }
     match cli::run(args) {
         Ok(code) => code,
+        // The reader of our output left (`runbookd incidents list | head`):
+        // stop quietly, with the status a shell gives a process that SIGPIPE
+        // ended, as other command-line tools do.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::from(141)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -151,9 +151,8 @@ async fn stats(
     let q: StatsQuery = query(q)?;
     let window = match q.window.as_deref() {
         None => Duration::from_secs(7 * 86400),
-        Some(w) => humantime::parse_duration(w).map_err(|e| {
-            ApiError::BadRequest(format!("bad window `{w}`: {e} (write e.g. 7d, 30d, 12h)"))
-        })?,
+        Some(w) => crate::duration::parse(w)
+            .map_err(|e| ApiError::BadRequest(format!("bad `window`: {e}")))?,
     };
     let stats = s.store.stats(window).await?;
     Ok(Json(serde_json::to_value(stats).unwrap_or_default()))

@@ -440,7 +440,7 @@ impl Checker<'_> {
         zero_ok: bool,
     ) -> Duration {
         let Some(raw) = raw else { return default };
-        match humantime::parse_duration(raw) {
+        match crate::duration::parse(raw) {
             Ok(d) if d.is_zero() && !zero_ok => {
                 self.err(
                     step,
@@ -451,14 +451,7 @@ impl Checker<'_> {
             }
             Ok(d) => d,
             Err(e) => {
-                self.err(
-                    step,
-                    path,
-                    format!(
-                        "bad duration `{raw}` for `{}`: {e} (write e.g. 30s, 5m, 1h30m)",
-                        leaf(path)
-                    ),
-                );
+                self.err(step, path, format!("bad `{}`: {e}", leaf(path)));
                 default
             }
         }

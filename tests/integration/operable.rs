@@ -210,3 +210,115 @@ fn a_store_it_cannot_write_stops_the_start_with_the_path() {
         "no cause in: {err}"
     );
 }
+
+/// Durations in Prometheus's syntax only, with errors that say what to write.
+#[test]
+fn durations_outside_prometheus_syntax_are_errors_at_their_place() {
+    let rb = "name: d\nmatchers: [alertname = \"D\"]\ntimeout: 5M\ncooldown: 1y\nsteps:\n  - name: a\n    run: ['true']\n    timeout: 30\n  - name: b\n    run: ['true']\n    retry_delay: 2 hours\n  - name: c\n    run: ['true']\n    timeout: 1h30m\n";
+    let dir = runbook_dir(&[("d.yaml", rb)]);
+    let out = crate::helpers::runbookd(&["check", dir.path().to_str().unwrap()]);
+    let err = crate::helpers::stdout(&out) + &crate::helpers::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for (line, what) in [
+        (3, "`M` would be months"),
+        (4, "years"),
+        (8, "seconds would be `30s`"),
+        (11, "unexpected ` `"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("d.yaml:{line}:")) && l.contains(what)),
+            "no `{what}` at line {line}:\n{err}"
+        );
+    }
+    assert!(!err.contains("d.yaml:14:"), "1h30m is valid:\n{err}");
+    assert!(err.contains("4 error(s)"), "{err}");
+}
+
+/// Runs `runbookd ARGS`, reads one line of its output and closes the pipe,
+/// as `| head -1` does; returns the exit code and standard error.
+fn first_line_then_close(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    while line.trim().is_empty() {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+    }
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        line,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::fs::PermissionsExt;
+    let marks = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(marks.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let rb = format!(
+        "name: chatty\nmatchers: [alertname = \"Chatty\"]\nsteps:\n  - name: talk\n    shell: seq 1 200000\n  - name: finish\n    writable_paths: [{0}]\n    shell: echo done > {0}/finished\n",
+        marks.path().display()
+    );
+    let runbooks = runbook_dir(&[("c.yaml", &rb)]);
+    let alert = crate::helpers::write_alert(runbooks.path(), &json!({"alertname": "Chatty"}));
+    let (code, first, err) = first_line_then_close(&[
+        "run",
+        "--alert",
+        alert.to_str().unwrap(),
+        "--runbooks",
+        runbooks.path().to_str().unwrap(),
+    ]);
+    assert!(first.contains("runbook chatty"), "{first}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        marks.path().join("finished").exists(),
+        "the run stopped with the transcript"
+    );
+
+    let app = crate::app::TestApp::start(&[("c.yaml", &rb)], |_| {}).await;
+    for i in 0..40 {
+        app.post_alert(notification(
+            &format!("g{i}"),
+            &[(
+                &json!({"alertname": "Chatty", "i": i.to_string()}),
+                "firing",
+                T0,
+            )],
+        ))
+        .await;
+    }
+    let data = app.data.path().join("store");
+    for args in [
+        vec!["incidents", "list", "--data-dir", data.to_str().unwrap()],
+        vec![
+            "incidents",
+            "show",
+            "INC-0001",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        vec![
+            "postmortem",
+            "INC-0001",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    ] {
+        let (code, first, err) = first_line_then_close(&args);
+        assert!(!first.is_empty(), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} complained: {err}");
+        assert!(matches!(code, Some(0 | 141)), "{args:?}: {code:?}");
+    }
+}

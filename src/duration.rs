@@ -1,0 +1,128 @@
+//! Durations as Prometheus and Alertmanager write them: integers with the
+//! units `w`, `d`, `h`, `m`, `s`, `ms`, largest first, each at most once
+//! (`1h30m`, `500ms`, `7d`, `0`). Nothing else: `5M` (months?), `1y`,
+//! `2 hours` and a bare `30` are errors that say what to write.
+
+use std::time::Duration;
+
+/// Why a duration does not parse; the message names the accepted grammar.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid duration `{input}`: {why}; write an integer and a unit (ms, s, m, h, d, w), largest first, e.g. 30s, 5m, 1h30m, 7d")]
+pub struct DurationError {
+    input: String,
+    why: String,
+}
+
+const UNITS: [(&str, u64); 6] = [
+    ("w", 7 * 86_400_000),
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+    ("ms", 1),
+];
+
+/// Parses `1h30m`-style durations.
+///
+/// # Errors
+/// Anything outside the grammar, with the reason.
+pub fn parse(input: &str) -> Result<Duration, DurationError> {
+    let fail = |why: String| DurationError {
+        input: input.to_owned(),
+        why,
+    };
+    if input == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if input.is_empty() {
+        return Err(fail("it is empty".into()));
+    }
+    let mut rest = input;
+    let mut total: u64 = 0;
+    // Index into UNITS of the last unit seen: the next must be smaller.
+    let mut last: Option<usize> = None;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(fail(format!("expected a number at `{rest}`")));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| fail("the number is too large".into()))?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit = &rest[..unit_len];
+        if unit.is_empty() {
+            return Err(fail(if rest.is_empty() {
+                format!("`{n}` has no unit (seconds would be `{n}s`)")
+            } else {
+                format!("unexpected `{}`", rest.chars().next().unwrap_or(' '))
+            }));
+        }
+        let Some(i) = UNITS.iter().position(|(u, _)| *u == unit) else {
+            let hint = match unit {
+                "M" => " (`M` would be months; minutes are `m`)",
+                "y" | "Y" => " (years are not a duration here; use weeks, `52w`)",
+                "H" | "D" | "W" | "S" => " (units are lower case)",
+                _ => "",
+            };
+            return Err(fail(format!("unknown unit `{unit}`{hint}")));
+        };
+        if last.is_some_and(|l| i <= l) {
+            return Err(fail(format!(
+                "`{unit}` comes after a unit that is not larger"
+            )));
+        }
+        last = Some(i);
+        total = n
+            .checked_mul(UNITS[i].1)
+            .and_then(|ms| total.checked_add(ms))
+            .ok_or_else(|| fail("it is too long".into()))?;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_millis(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_durations_parse() {
+        for (s, ms) in [
+            ("0", 0),
+            ("0s", 0),
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("7d", 604_800_000),
+            ("2w", 1_209_600_000),
+            ("1h0m10s100ms", 3_610_100),
+        ] {
+            assert_eq!(parse(s), Ok(Duration::from_millis(ms)), "{s}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_refused_with_the_reason() {
+        for (s, why) in [
+            ("5M", "months"),
+            ("1y", "years"),
+            ("2 hours", "unexpected ` `"),
+            ("30", "no unit (seconds would be `30s`)"),
+            ("30sec", "unknown unit `sec`"),
+            ("1.5h", "unexpected `.`"),
+            ("5m1h", "not larger"),
+            ("1s1s", "not larger"),
+            ("", "empty"),
+            ("-5s", "expected a number"),
+            ("99999999999999999999s", "too large"),
+            ("9999999999999w", "too long"),
+        ] {
+            let e = parse(s).unwrap_err().to_string();
+            assert!(e.contains(why), "{s}: {e}");
+            assert!(e.contains("e.g. 30s, 5m, 1h30m"), "{e}");
+        }
+    }
+}
