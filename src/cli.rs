@@ -95,9 +95,9 @@ pub enum Command {
     },
     /// Validate runbooks; print every error as `file:line:col` (like `amtool check-config`).
     Check {
-        /// Directory of runbook files (*.yaml).
-        #[arg(default_value = "runbooks", env = "RUNBOOKD_RUNBOOKS")]
-        dir: PathBuf,
+        /// Runbook files, or directories of them (*.yaml, *.yml).
+        #[arg(default_value = "runbooks", env = "RUNBOOKD_RUNBOOKS", num_args = 1..)]
+        paths: Vec<PathBuf>,
     },
     /// Run the runbooks matching an Alertmanager payload, or with --plan show what would run.
     Run {
@@ -192,7 +192,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             template,
             data_dir,
         } => postmortem(id, template.as_deref(), &data_dir),
-        Command::Check { dir } => Ok(check(&dir)),
+        Command::Check { paths } => Ok(check(&paths)),
         Command::Run {
             alert,
             runbooks,
@@ -204,7 +204,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn load(dir: &Path) -> Result<RunbookSet, ExitCode> {
-    runbook::load_dir(dir).map_err(|errors| {
+    report(runbook::load_dir(dir))
+}
+
+fn report(loaded: Result<RunbookSet, runbook::LoadErrors>) -> Result<RunbookSet, ExitCode> {
+    loaded.map_err(|errors| {
         eprintln!("{errors}");
         let files: std::collections::BTreeSet<_> = errors.0.iter().map(|e| &e.file).collect();
         eprintln!("{} error(s) in {} file(s)", errors.0.len(), files.len());
@@ -212,8 +216,8 @@ fn load(dir: &Path) -> Result<RunbookSet, ExitCode> {
     })
 }
 
-fn check(dir: &Path) -> ExitCode {
-    match load(dir) {
+fn check(paths: &[PathBuf]) -> ExitCode {
+    match report(runbook::load_paths(paths)) {
         Ok(set) => {
             for w in set.warnings() {
                 eprintln!("{w}");
@@ -226,9 +230,10 @@ fn check(dir: &Path) -> ExitCode {
                 0 => String::new(),
                 n => format!(" ({n} warning(s))"),
             };
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             say!(
                 "{}: {} runbook(s), {steps} step(s): ok{warned}",
-                dir.display(),
+                names.join(", "),
                 set.len()
             );
             ExitCode::SUCCESS

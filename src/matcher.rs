@@ -58,6 +58,8 @@ pub enum MatcherError {
         "bad matcher format `{0}`: expected NAME=VALUE, NAME!=VALUE, NAME=~REGEX or NAME!~REGEX"
     )]
     Format(String),
+    #[error("bad matcher `{0}`: `==` is not an operator; did you mean `=`?")]
+    DoubleEquals(String),
     #[error("matcher value contains an unescaped double quote: `{0}`")]
     UnescapedQuote(String),
     #[error("invalid regex in matcher `{matcher}`: {reason}")]
@@ -130,6 +132,15 @@ impl FromStr for Matcher {
             .captures(s)
             .ok_or_else(|| MatcherError::Format(s.to_owned()))?;
         let (name, op, raw) = (&caps[1], &caps[2], &caps[3]);
+        // `a=="x"` is an error in Alertmanager too (an unescaped quote);
+        // `a==x` stays what Alertmanager makes of it, the value `=x`.
+        if op == "="
+            && raw
+                .strip_prefix('=')
+                .is_some_and(|v| v.trim_start().starts_with('"'))
+        {
+            return Err(MatcherError::DoubleEquals(s.to_owned()));
+        }
         let op = match op {
             "=" => MatchOp::Equal,
             "!=" => MatchOp::NotEqual,

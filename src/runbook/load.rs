@@ -78,6 +78,11 @@ impl std::error::Error for LoadErrors {}
 /// # Errors
 /// Every problem found, across all files.
 pub fn load_dir(dir: &Path) -> Result<RunbookSet, LoadErrors> {
+    load_files(&load_dir_files(dir)?)
+}
+
+/// The runbook files of `dir`, sorted.
+fn load_dir_files(dir: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
     let whole = |message: String| {
         LoadErrors(vec![LoadError {
             file: dir.to_owned(),
@@ -101,7 +106,45 @@ pub fn load_dir(dir: &Path) -> Result<RunbookSet, LoadErrors> {
         ));
     }
     files.sort();
-    load_files(&files)
+    Ok(files)
+}
+
+/// Loads runbook files and directories of them (as `runbookd check` takes
+/// them): a directory contributes its `*.yaml`/`*.yml` files; a file is
+/// taken whatever its name.
+///
+/// # Errors
+/// Every problem found, across all files.
+pub fn load_paths(paths: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            match load_dir_files(path) {
+                Ok(mut f) => files.append(&mut f),
+                Err(mut e) => errors.append(&mut e.0),
+            }
+        } else if path.is_file() {
+            files.push(path.clone());
+        } else {
+            errors.push(LoadError {
+                file: path.clone(),
+                pos: None,
+                runbook: None,
+                step: None,
+                message: "no such file or directory".to_owned(),
+                warning: false,
+            });
+        }
+    }
+    match load_files(&files) {
+        Ok(set) if errors.is_empty() => Ok(set),
+        Ok(_) => Err(LoadErrors(errors)),
+        Err(mut e) => {
+            errors.append(&mut e.0);
+            Err(LoadErrors(errors))
+        }
+    }
 }
 
 /// Loads and checks the given files; runbook names must be unique across them.
@@ -729,6 +772,87 @@ fn parse(file: &Path, text: &str) -> (String, Option<Pos>, Parsed) {
 }
 
 fn parse_checked(file: &Path, text: &str, positions: Result<Positions, (Pos, String)>) -> Parsed {
+    let first = parse_checked_once(file, text, positions);
+    // An unknown field stops serde at the first one; report it, take that
+    // entry out (keeping every line where it was) and check the rest, so
+    // one typo does not hide the file's other errors.
+    let mut unknown = Vec::new();
+    let mut text = text.to_owned();
+    let mut result = first;
+    for _ in 0..64 {
+        let Err(errors) = &result else { break };
+        let [e] = errors.as_slice() else { break };
+        let Some(pos) = e.pos.filter(|_| e.message.contains("unknown field")) else {
+            break;
+        };
+        if unknown
+            .last()
+            .is_some_and(|u: &LoadError| u.pos == Some(pos))
+            || !blank_entry(&mut text, pos)
+        {
+            break;
+        }
+        unknown.push(e.clone());
+        result = parse_checked_once(file, &text, Positions::of(&text));
+    }
+    if unknown.is_empty() {
+        return result;
+    }
+    match result {
+        Ok(_) => Err(unknown),
+        Err(mut rest) => {
+            rest.retain(|e| {
+                !unknown
+                    .iter()
+                    .any(|u| u.pos == e.pos && u.message == e.message)
+            });
+            unknown.append(&mut rest);
+            Err(unknown)
+        }
+    }
+}
+
+/// Removes the mapping entry whose key starts at `pos` (and the lines
+/// indented under it), leaving empty lines so later positions stay true.
+/// False when `pos` is not the start of a `key:` on its line.
+fn blank_entry(text: &mut String, pos: Pos) -> bool {
+    let mut lines: Vec<String> = text.split('\n').map(ToOwned::to_owned).collect();
+    let Some(idx) = pos.line.checked_sub(1).filter(|&i| i < lines.len()) else {
+        return false;
+    };
+    let indent = pos.col.saturating_sub(1);
+    let line = &lines[idx];
+    let Some(entry) = line.get(indent..) else {
+        return false;
+    };
+    let is_key = entry
+        .split_once(':')
+        .is_some_and(|(k, _)| !k.is_empty() && !k.contains([' ', '{', '[', ',', '#']));
+    if !is_key || !line[..indent].chars().all(|c| c == ' ' || c == '-') {
+        return false;
+    }
+    lines[idx].truncate(indent);
+    if lines[idx].trim_end().ends_with('-') {
+        // The entry was a list item's first key: keep the item a mapping.
+        lines[idx].push_str("{}");
+    }
+    for l in lines.iter_mut().skip(idx + 1) {
+        let depth = l.len() - l.trim_start().len();
+        if l.trim().is_empty() || depth > indent {
+            l.clear();
+        } else {
+            break;
+        }
+    }
+    *text = lines.join("\n");
+    true
+}
+
+fn parse_checked_once(
+    file: &Path,
+    text: &str,
+    positions: Result<Positions, (Pos, String)>,
+) -> Parsed {
     let stem = file
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use load::{load_dir, load_files, LoadError, LoadErrors};
+pub use load::{load_dir, load_files, load_paths, LoadError, LoadErrors};
 pub use position::Pos;
 
 use crate::alert::Labels;

@@ -133,23 +133,27 @@ impl Template {
     /// # Errors
     /// A message saying what is wrong, without position.
     pub fn compile(source: &str, flavor: Flavor, steps_before: &[&str]) -> Result<Self, String> {
+        let hinted = |msg: String| match foreign_syntax_hint(source) {
+            Some(hint) => format!("{msg} ({hint})"),
+            None => msg,
+        };
         let compiled = handlebars::Template::compile(source).map_err(|e| {
             let reason = e.reason().to_string();
             // Drop pest's list of every token it would have accepted.
             let reason = reason.split(": expected").next().unwrap_or_default();
-            match e.pos() {
+            hinted(match e.pos() {
                 Some((l, c)) => {
                     format!("template syntax error at template line {l}, column {c}: {reason}")
                 }
                 None => format!("template syntax error: {reason}"),
-            }
+            })
         })?;
         let mut check = Checker {
             steps_before,
             flavor,
             uses_steps: false,
         };
-        check.elements(&compiled.elements, false)?;
+        check.elements(&compiled.elements, false).map_err(hinted)?;
         if source.contains([OPEN, CLOSE, POISON, '\u{E003}']) {
             return Err("template contains a reserved character (U+E000..U+E003)".to_owned());
         }
@@ -598,6 +602,26 @@ fn collect_paths(ht: &HelperTemplate, out: &mut Vec<String>) {
     param(&ht.name, out);
     for p in ht.params.iter().chain(ht.hash.values()) {
         param(p, out);
+    }
+}
+
+/// A hint when a template looks like another template language (people
+/// arrive from Jinja/Ansible and from Alertmanager's Go templates).
+fn foreign_syntax_hint(source: &str) -> Option<&'static str> {
+    let in_braces = |needle: &str| {
+        source
+            .split("{{")
+            .skip(1)
+            .any(|rest| rest.split("}}").next().is_some_and(|e| e.contains(needle)))
+    };
+    if source.contains("{%") {
+        Some("`{% … %}` is Jinja syntax; Handlebars blocks are `{{#if x}}…{{else}}…{{/if}}` and `{{#each x}}…{{/each}}`")
+    } else if in_braces("|") && !in_braces("as |") {
+        Some("`|` filters are Jinja syntax; Handlebars helpers come first: `{{eq labels.severity \"critical\"}}`, `{{len labels}}`")
+    } else if source.contains("{{ .") || source.contains("{{.") || source.contains("{{- ") {
+        Some("`{{ .Labels.x }}` is Go template syntax, as in Alertmanager; here write `{{labels.x}}`")
+    } else {
+        None
     }
 }
 

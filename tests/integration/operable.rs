@@ -322,3 +322,47 @@ async fn output_into_a_closed_pipe_ends_quietly() {
         assert!(matches!(code, Some(0 | 141)), "{args:?}: {code:?}");
     }
 }
+
+/// `check` takes files and directories, reports every error of a file with
+/// an unknown field, and recognises other template languages and `==`.
+#[test]
+fn check_takes_files_reports_past_unknown_fields_and_hints() {
+    let bad = "name: a\nmatchers: [alertname == \"X\"]\nbogus: 1\nsteps:\n  - name: s\n    run: [echo, \"{{ labels.x | upper }}\"]\n    timout: 5s\n  - name: t\n    run: [echo, \"{{ .Labels.x }}\"]\n    timeout: 5x\n";
+    let dir = runbook_dir(&[("bad.yaml", bad)]);
+    let file = dir.path().join("bad.yaml");
+    let out = crate::helpers::runbookd(&["check", file.to_str().unwrap()]);
+    let err = crate::helpers::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for (line, what) in [
+        (2, "did you mean `=`"),
+        (3, "unknown field `bogus`"),
+        (6, "`|` filters are Jinja syntax"),
+        (7, "unknown field `timout`"),
+        (9, "Go template syntax"),
+        (10, "unknown unit `x`"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("bad.yaml:{line}:")) && l.contains(what)),
+            "no `{what}` at line {line}:\n{err}"
+        );
+    }
+    assert!(err.contains("6 error(s) in 1 file(s)"), "{err}");
+    // A good file among directories and files.
+    let root = crate::helpers::root();
+    let out = crate::helpers::runbookd(&[
+        "check",
+        root.join("runbooks/disk-full.yaml").to_str().unwrap(),
+        root.join("runbooks").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.code() == Some(1),
+        "the same runbook twice is a duplicate"
+    );
+    let out = crate::helpers::runbookd(&[
+        "check",
+        root.join("runbooks/disk-full.yaml").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert!(crate::helpers::stdout(&out).contains("1 runbook(s)"));
+}
