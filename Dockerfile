@@ -19,5 +19,9 @@ USER runbookd
 WORKDIR /var/lib/runbookd
 VOLUME /var/lib/runbookd
 EXPOSE 9095
+# Ready means a webhook would be acknowledged (the store accepts writes).
+# /-/ready answers whatever http.allowed_hosts says; change the port with RUNBOOKD_LISTEN.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD curl -fsS --max-time 4 http://127.0.0.1:9095/-/ready || exit 1
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/runbookd"]
 CMD ["serve"]

@@ -366,3 +366,44 @@ fn check_takes_files_reports_past_unknown_fields_and_hints() {
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
     assert!(crate::helpers::stdout(&out).contains("1 runbook(s)"));
 }
+
+/// The Docker image's HEALTHCHECK command, run against the real server: it
+/// passes while the store is writable, whatever Host names are allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_healthcheck_passes_against_a_ready_server() {
+    let dockerfile = std::fs::read_to_string(crate::helpers::root().join("Dockerfile")).unwrap();
+    let check = dockerfile
+        .split("HEALTHCHECK")
+        .nth(1)
+        .and_then(|rest| rest.split("CMD ").nth(1))
+        .map(|cmd| cmd.lines().next().unwrap().trim().to_owned())
+        .expect("the Dockerfile has a HEALTHCHECK with a CMD");
+    let ignore = std::fs::read_to_string(crate::helpers::root().join(".dockerignore")).unwrap();
+    assert!(
+        ignore.lines().any(|l| l.trim() == "data"),
+        "data/ is sent to the build"
+    );
+    let mut app = crate::app::TestApp::start(&[("f.yaml", FAILING)], |c| {
+        c.http.allowed_hosts = Some(vec!["runbookd.example.com".into()]);
+    })
+    .await;
+    let port = app.url.rsplit(':').next().unwrap().to_owned();
+    let run = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", &cmd.replace("9095", &port)])
+            .output()
+            .unwrap()
+    };
+    let ok = run(&check);
+    assert!(
+        ok.status.success(),
+        "{check}: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    app.stop().await;
+    let down = run(&check);
+    assert!(
+        !down.status.success(),
+        "the check passed with the server gone"
+    );
+}
