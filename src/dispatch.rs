@@ -228,7 +228,7 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&c.run_id);
-        Metrics::count(&self.metrics.runs, &finished.state);
+        Metrics::count_for(&self.metrics.runs, &c.runbook, &finished.state);
         // Queue the record first, then wake the claim loop: its claim lands in
         // the same group commit, right after this run frees its slot.
         let recorded = self.store.write(move |conn| store::finish(conn, &finished));
@@ -456,7 +456,7 @@ impl RunObserver for StoreObserver {
     fn step_finished(&self, rec: &StepRecord) {
         if rec.attempts.is_empty() {
             if let Some(o) = &rec.outcome {
-                Metrics::count(&self.metrics.steps, o.status());
+                Metrics::count_for(&self.metrics.steps, &self.runbook, o.status());
             }
             return;
         }
@@ -477,7 +477,7 @@ impl RunObserver for StoreObserver {
                 );
             }
             self.metrics.running_steps.dec();
-            Metrics::count(&self.metrics.steps, a.outcome.status());
+            Metrics::count_for(&self.metrics.steps, &self.runbook, a.outcome.status());
             self.metrics
                 .step_duration
                 .get_or_create(&crate::metrics::Outcome {

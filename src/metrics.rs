@@ -16,6 +16,17 @@ pub struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunbookOutcome {
+    pub runbook: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildInfo {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Route {
     pub route: String,
 }
@@ -38,8 +49,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub notifications: Family<Outcome, Counter>,
     pub alerts: Family<AlertStatus, Counter>,
-    pub runs: Family<Outcome, Counter>,
-    pub steps: Family<Outcome, Counter>,
+    pub runs: Family<RunbookOutcome, Counter>,
+    pub steps: Family<RunbookOutcome, Counter>,
     pub run_duration: HistogramFamily<Outcome>,
     pub step_duration: HistogramFamily<Outcome>,
     pub queue_depth: Gauge,
@@ -47,6 +58,10 @@ pub struct Metrics {
     pub open_incidents: Gauge,
     pub http_requests: Family<RouteCode, Counter>,
     pub http_duration: HistogramFamily<Route>,
+    pub build_info: Family<BuildInfo, Gauge>,
+    /// 1 when the last reload of the runbooks succeeded (or none was tried).
+    pub reload_successful: Gauge,
+    pub reload_success_time: Gauge,
 }
 
 fn seconds() -> Histogram {
@@ -72,16 +87,49 @@ impl Default for Metrics {
             open_incidents: Gauge::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_seconds),
+            build_info: Family::default(),
+            reload_successful: Gauge::default(),
+            reload_success_time: Gauge::default(),
             registry: Registry::default(),
         };
+        m.build_info
+            .get_or_create(&BuildInfo {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        m.reload_successful.set(1);
+        m.reload_success_time.set(unix_now());
         registry.register("notifications", "Webhook notifications received, by outcome (accepted, invalid, unauthorized, too_large, queue_full, store_error)", m.notifications.clone());
         registry.register(
             "alerts",
             "Alerts received in accepted notifications, by status",
             m.alerts.clone(),
         );
-        registry.register("runs", "Runs finished, by outcome", m.runs.clone());
-        registry.register("steps", "Steps finished, by outcome", m.steps.clone());
+        registry.register(
+            "runs",
+            "Runs finished, by runbook and outcome",
+            m.runs.clone(),
+        );
+        registry.register(
+            "steps",
+            "Step attempts finished, by runbook and outcome",
+            m.steps.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the version of this runbookd",
+            m.build_info.clone(),
+        );
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last reload of the runbooks succeeded (1) or was refused (0)",
+            m.reload_successful.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the runbooks were last loaded successfully (Unix time)",
+            m.reload_success_time.clone(),
+        );
         registry.register(
             "run_duration_seconds",
             "Duration of finished runs",
@@ -121,6 +169,41 @@ impl Default for Metrics {
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The exposition formats `/metrics` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/openmetrics-text; version=1.0.0`, what Prometheus asks for.
+    OpenMetrics,
+    /// `text/plain; version=0.0.4`, for everything else (curl, promtool).
+    Text,
+}
+
+impl Format {
+    /// The format an `Accept` header prefers (OpenMetrics only when asked).
+    #[must_use]
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
 impl Metrics {
     pub fn count(family: &Family<Outcome, Counter>, outcome: &str) {
         family
@@ -130,11 +213,100 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition.
+    pub fn count_for(family: &Family<RunbookOutcome, Counter>, runbook: &str, outcome: &str) {
+        family
+            .get_or_create(&RunbookOutcome {
+                runbook: runbook.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a reload of the runbooks.
+    pub fn reloaded(&self, ok: bool) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            self.reload_success_time.set(unix_now());
+        }
+    }
+
+    /// The exposition in `format`.
     #[must_use]
-    pub fn encode(&self) -> String {
+    pub fn encode(&self, format: Format) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        match format {
+            Format::OpenMetrics => out,
+            Format::Text => openmetrics_to_text(&out),
+        }
+    }
+}
+
+/// Prometheus's text format 0.0.4 from prometheus-client's OpenMetrics
+/// (which has no other encoder): a counter's HELP and TYPE name its samples
+/// (`x_total`, where OpenMetrics names the family `x`), and the OpenMetrics
+/// only lines (`# UNIT`, `# EOF`) go.
+fn openmetrics_to_text(om: &str) -> String {
+    let mut counters = std::collections::HashSet::new();
+    for line in om.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|r| r.strip_suffix(" counter"))
+        {
+            counters.insert(name.to_owned());
+        }
+    }
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        if let Some((kind, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains(name) {
+                out.push_str(kind);
+                out.push_str(name);
+                out.push_str("_total ");
+                out.push_str(tail);
+                out.push('\n');
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_by_their_samples() {
+        let m = Metrics::default();
+        Metrics::count_for(&m.runs, "disk-full", "succeeded");
+        let text = m.encode(Format::Text);
+        assert!(
+            text.contains("# HELP runbookd_runs_total Runs finished"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE runbookd_runs_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("runbookd_runs_total{runbook=\"disk-full\",outcome=\"succeeded\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"));
+        assert!(text.contains("# TYPE runbookd_queue_depth gauge"));
+        let om = m.encode(Format::OpenMetrics);
+        assert!(om.ends_with("# EOF\n"));
+        assert!(om.contains("# TYPE runbookd_runs counter"));
     }
 }

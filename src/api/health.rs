@@ -56,10 +56,12 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
             *s.runbooks
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(set);
+            s.metrics.reloaded(true);
             tracing::info!(runbooks = n, "runbooks reloaded");
             Ok(n)
         }
         Err(errors) => {
+            s.metrics.reloaded(false);
             tracing::error!("reload refused, the previous runbooks stay in force:\n{errors}");
             Err(ApiError::Invalid {
                 message: "invalid runbooks: the previous set stays in force".into(),
@@ -75,12 +77,12 @@ async fn reload(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Va
     Ok(Json(json!({"status": "reloaded", "runbooks": n})))
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    let format = crate::metrics::Format::negotiate(
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+    );
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        s.metrics.encode(format),
     )
 }

@@ -407,3 +407,82 @@ async fn the_docker_healthcheck_passes_against_a_ready_server() {
         "the check passed with the server gone"
     );
 }
+
+/// `/metrics` passes `promtool check metrics`, says what it is, labels runs
+/// and steps by runbook, and tells whether the last reload worked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_label_runs_by_runbook() {
+    let has_promtool = Command::new("promtool").arg("--version").output().is_ok();
+    if !crate::exec::require(has_promtool, "promtool (Debian package prometheus)") {
+        return;
+    }
+    let app = crate::app::TestApp::start(&[("f.yaml", FAILING)], |_| {}).await;
+    app.post_alert(notification(
+        "g",
+        &[(&json!({"alertname": "Flaky"}), "firing", T0)],
+    ))
+    .await;
+    app.wait_for_incident("INC-0001", "the run", |v| run_states(v) == ["failed"])
+        .await;
+    std::fs::write(app.runbooks.path().join("broken.yaml"), "steps: []\n").unwrap();
+    let r = app
+        .client
+        .post(format!("{}/-/reload", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let complaints = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        checked.status.success() && complaints.trim().is_empty(),
+        "promtool: {complaints}\n{text}"
+    );
+    for needle in [
+        "runbookd_runs_total{runbook=\"flaky\",outcome=\"failed\"} 1",
+        "runbookd_steps_total{runbook=\"flaky\",outcome=\"failed\"} 1",
+        "runbookd_config_last_reload_successful 0",
+        &format!(
+            "runbookd_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+    }
+    // What Prometheus asks for, it gets, labelled as such.
+    let r = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text; version=1.0.0"));
+    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
+}
