@@ -146,6 +146,8 @@ pub struct RunRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct OutputChunk {
     pub seq: i64,
+    /// Position in the incident's live stream (`GET …/events?after=`).
+    pub cursor: i64,
     pub step: String,
     pub stream: String,
     pub text: String,

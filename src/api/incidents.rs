@@ -29,7 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/stats", get(stats))
 }
 
-fn query<T: DeserializeOwned + Default>(raw: Option<String>) -> Result<T, ApiError> {
+pub(super) fn query<T: DeserializeOwned + Default>(raw: Option<String>) -> Result<T, ApiError> {
     match raw {
         None => Ok(T::default()),
         Some(q) => serde_urlencoded::from_str(&q)

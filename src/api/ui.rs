@@ -303,10 +303,18 @@ async fn incident(
                 Some(res) => res["steps"].as_array().into_iter().flatten().map(step_view).collect(),
                 None => Vec::new(),
             };
+            let live = live_text(&r.live_output);
             json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps,
-                   "live": r.live_output.iter().map(|c| c.text.as_str()).collect::<String>()})
+                   "live": live.0, "live_step": live.1})
         })
         .collect();
+    // The live stream continues after what this page already shows.
+    let live_after = d
+        .runs
+        .iter()
+        .flat_map(|r| r.live_output.iter().map(|c| c.cursor))
+        .max()
+        .unwrap_or(0);
     let title = format!("{} {}", d.summary.id, d.summary.title);
     let mut i = serde_json::to_value(&d).unwrap_or_default();
     for a in i["alerts"].as_array_mut().into_iter().flatten() {
@@ -321,7 +329,7 @@ async fn incident(
         &title,
         "incident",
         &json!({
-            "i": i, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching,
+            "i": i, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching, "live_after": live_after,
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
         }),
     )
@@ -367,6 +375,34 @@ async fn add_update(
     Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
 }
 
+/// A run's live output as the page shows it: a `── step ──` line wherever
+/// the step changes (the same as `incident.js` adds), and the last step.
+fn live_text(chunks: &[crate::incident::OutputChunk]) -> (String, String) {
+    let mut text = String::new();
+    let mut step = String::new();
+    for c in chunks {
+        if c.step != step {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str("── ");
+            text.push_str(&c.step);
+            text.push_str(" ──\n");
+            step.clone_from(&c.step);
+        }
+        text.push_str(&c.text);
+    }
+    (text, step)
+}
+
+/// Where a live stream starts: after `?after=N` (what the page shows) or the
+/// browser's `Last-Event-ID` (what it received before reconnecting).
+#[derive(serde::Deserialize, Default)]
+struct LiveQuery {
+    #[serde(default)]
+    after: i64,
+}
+
 /// Live output of the incident's running steps, as server-sent events:
 /// `output` events `{run, step, stream, text}`, then `done` when nothing is
 /// queued or running any more.
@@ -374,12 +410,20 @@ async fn events(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    let q: LiveQuery = super::incidents::query(q)?;
     require_read_auth(&s, &headers)?;
     let id = parse_id(&id)?;
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let start = resumed.max(q.after).max(0);
     let store = s.store.clone();
     let stream = futures_util::stream::unfold(
-        (store, 0i64, false),
+        (store, start, false),
         move |(store, cursor, finished)| async move {
             if finished {
                 return None;
@@ -389,7 +433,7 @@ async fn events(
                 if let Some(last) = chunks.last() {
                     let next = last.cursor;
                     let events: Vec<Result<Event, Infallible>> =
-                    chunks.iter().map(|c| Ok(Event::default().event("output").data(json!({"run": c.run, "step": c.step, "stream": c.stream, "text": c.text}).to_string()))).collect();
+                    chunks.iter().map(|c| Ok(Event::default().event("output").id(c.cursor.to_string()).data(json!({"run": c.run, "step": c.step, "stream": c.stream, "text": c.text}).to_string()))).collect();
                     return Some((futures_util::stream::iter(events), (store, next, false)));
                 }
                 if !active {

@@ -750,10 +750,10 @@ impl Store {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut out = conn.prepare("SELECT seq, step, stream, chunk FROM step_output WHERE run_id = ?1 ORDER BY seq")?;
+            let mut out = conn.prepare("SELECT seq, step, stream, chunk, rowid FROM step_output WHERE run_id = ?1 ORDER BY seq")?;
             for run in runs.iter_mut().filter(|r| r.state == "running") {
                 run.live_output = out
-                    .query_map([run.id], |r| Ok(OutputChunk { seq: r.get(0)?, step: r.get(1)?, stream: r.get(2)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(3)?).into_owned() }))?
+                    .query_map([run.id], |r| Ok(OutputChunk { seq: r.get(0)?, cursor: r.get(4)?, step: r.get(1)?, stream: r.get(2)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(3)?).into_owned() }))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
             }
             let mut stmt = conn.prepare("SELECT at, author, kind, message, status FROM timeline WHERE incident_id = ?1 ORDER BY id")?;

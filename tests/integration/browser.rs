@@ -194,8 +194,14 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         )],
     ))
     .await;
-    app.wait_for_incident("INC-0002", "the slow run to start", |v| {
+    // Open the page once some output is stored: the page shows it, and the
+    // live stream must continue after it, not repeat it.
+    app.wait_for_incident("INC-0002", "the slow run's first output", |v| {
         run_states(v) == ["running"]
+            && v["runs"][0]["live_output"].as_array().is_some_and(|o| {
+                o.iter()
+                    .any(|c| c["text"].as_str().unwrap_or("").contains("tick-2"))
+            })
     })
     .await;
     b.client
@@ -206,8 +212,16 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         .execute("window.__sameDocument = 42", vec![])
         .await
         .unwrap();
-    let live = wait_for_text(&b, "pre.live", "tick-3").await;
-    assert!(live.starts_with("tick-1\ntick-2\ntick-3"), "{live:?}");
+    let live = wait_for_text(&b, "pre.live", "tick-4").await;
+    assert!(
+        live.starts_with("── ticks ──\ntick-1\ntick-2\ntick-3\ntick-4"),
+        "{live:?}"
+    );
+    assert_eq!(
+        live.matches("tick-1\n").count(),
+        1,
+        "output shown twice: {live:?}"
+    );
     assert_eq!(
         b.client
             .execute("return window.__sameDocument", vec![])
