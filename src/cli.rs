@@ -776,11 +776,15 @@ fn incidents(
                     )?;
                     writeln!(
                         out,
-                        "opened {}{}; services: {}",
+                        "opened {}{}{}; services: {}",
                         s.created_at,
+                        s.alerts_ended_at
+                            .as_ref()
+                            .map(|r| format!(", alerts ended {r}"))
+                            .unwrap_or_default(),
                         s.resolved_at
                             .as_ref()
-                            .map(|r| format!(", resolved {r}"))
+                            .map(|r| format!(", resolved notification {r}"))
                             .unwrap_or_default(),
                         s.services.join(", ")
                     )?;

@@ -104,7 +104,13 @@ pub struct IncidentSummary {
     pub shadow: bool,
     pub created_at: String,
     pub updated_at: String,
+    /// When the resolved notification arrived.
     pub resolved_at: Option<String>,
+    /// When the alerts ended, as Alertmanager reported (their latest
+    /// `endsAt`); MTTR is measured to this.
+    pub alerts_ended_at: Option<String>,
+    /// From opening to `alerts_ended_at` (the incident's time to recover).
+    pub recovered_seconds: Option<i64>,
     /// Seconds from opening to resolution, or to now while open.
     pub duration_seconds: i64,
 }

@@ -217,20 +217,26 @@ pub fn context(d: &IncidentDetail) -> Value {
         } else {
             format!("Runbooks: {}. ", runbooks.join(", "))
         },
-        match &s.resolved_at {
-            Some(r) => format!(
+        match (&s.resolved_at, &s.alerts_ended_at, s.recovered_seconds) {
+            (Some(r), Some(ended), Some(rec)) => format!(
+                "The alerts ended at {} ({} after the incident opened); Alertmanager reported them resolved at {}.",
+                utc(ended),
+                human(rec),
+                utc(r)
+            ),
+            (Some(r), _, _) => format!(
                 "Resolved at {} after {}.",
                 utc(r),
                 human(s.duration_seconds)
             ),
-            None => format!("Still {} after {}.", s.status, human(s.duration_seconds)),
+            (None, _, _) => format!("Still {} after {}.", s.status, human(s.duration_seconds)),
         }
     );
     json!({
         "incident": {
             "id": s.id.to_string(), "title": cell(&s.title), "severity": s.severity, "status": s.status, "escalated": s.escalated,
             "services": s.services.iter().map(|x| cell(x)).collect::<Vec<_>>(), "runbooks": s.runbooks, "receiver": s.receiver, "group_key": s.group_key,
-            "created_at": s.created_at, "resolved_at": s.resolved_at, "date": parse(&s.created_at).map(|t| t.format("%Y-%m-%d").to_string()),
+            "created_at": s.created_at, "resolved_at": s.resolved_at, "alerts_ended_at": s.alerts_ended_at, "recovered": s.recovered_seconds.map(human), "date": parse(&s.created_at).map(|t| t.format("%Y-%m-%d").to_string()),
             "start": utc(&s.created_at), "end": s.resolved_at.as_deref().map(utc), "duration": human(s.duration_seconds),
             "duration_seconds": s.duration_seconds, "root_cause": d.root_cause.as_deref().map(cell), "shadow": s.shadow,
         },
@@ -282,6 +288,8 @@ mod tests {
                 created_at: "2026-11-24T08:00:00Z".into(),
                 updated_at: "2026-11-24T08:00:00Z".into(),
                 resolved_at: None,
+                alerts_ended_at: None,
+                recovered_seconds: None,
                 duration_seconds: 90,
             },
             root_cause: None,

@@ -160,7 +160,7 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Result<Respo
         &s,
         "Overview",
         "overview",
-        &json!({"open": table_rows(&open), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
+        &json!({"open": table_rows(&open), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "mttr7_notified": mttr(s7.mttr_notified_seconds), "mttr30_notified": mttr(s30.mttr_notified_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
     )
 }
 
@@ -331,6 +331,7 @@ async fn incident(
         &json!({
             "i": i, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching, "live_after": live_after,
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
+            "recovered": d.summary.recovered_seconds.map(human_secs),
         }),
     )
 }

@@ -105,7 +105,11 @@ fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
     }
 }
 
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 /// Most operations committed together in one transaction.
 const MAX_BATCH: usize = 512;

@@ -276,6 +276,16 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             "alertmanager",
             "resolved: Alertmanager reports every alert of the incident resolved",
         )?;
+        // When the alerts really ended: the latest endsAt, never before the
+        // incident was opened.
+        conn.execute(
+            "UPDATE incidents SET alerts_ended_at = COALESCE(alerts_ended_at, (
+                 SELECT CASE WHEN julianday(a.ends_at) > julianday(i.created_at) THEN a.ends_at ELSE i.created_at END
+                 FROM alerts a, incidents i WHERE a.incident_id = ?1 AND i.id = ?1 AND julianday(a.ends_at) IS NOT NULL
+                 ORDER BY julianday(a.ends_at) DESC LIMIT 1))
+             WHERE id = ?1",
+            [incident],
+        )?;
     }
     let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
     if u64::try_from(queued).unwrap_or(0) > input.max_queued {
@@ -624,7 +634,8 @@ pub fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
     if let Some(status) = u.status {
         let resolved_at = (status == IncidentStatus::Resolved).then(now);
         conn.execute(
-            "UPDATE incidents SET status = ?2, resolved_at = CASE WHEN ?2 = 'resolved' THEN COALESCE(resolved_at, ?3) ELSE NULL END WHERE id = ?1",
+            "UPDATE incidents SET status = ?2, resolved_at = CASE WHEN ?2 = 'resolved' THEN COALESCE(resolved_at, ?3) ELSE NULL END,
+                 alerts_ended_at = CASE WHEN ?2 = 'resolved' THEN alerts_ended_at ELSE NULL END WHERE id = ?1",
             params![id.0, status.as_str(), resolved_at],
         )?;
     }
@@ -672,6 +683,12 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         created_at: created,
         updated_at: r.get("updated_at")?,
         resolved_at: resolved,
+        recovered_seconds: r
+            .get::<_, Option<String>>("alerts_ended_at")?
+            .as_deref()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| (t.with_timezone(&Utc) - start).num_seconds().max(0)),
+        alerts_ended_at: r.get("alerts_ended_at")?,
         duration_seconds: (end - start).num_seconds(),
     })
 }
@@ -786,18 +803,20 @@ impl Store {
     pub async fn stats(&self, window: Duration) -> Result<Stats> {
         self.read(move |conn| {
             let since = ts(Utc::now() - chrono::Duration::from_std(window).unwrap_or_default());
-            let (opened, resolved, mttr): (i64, i64, Option<f64>) = conn.query_row(
-                "SELECT COUNT(*), COUNT(resolved_at), AVG(CASE WHEN resolved_at IS NOT NULL THEN (julianday(resolved_at) - julianday(created_at)) * 86400.0 END)
+            let (opened, resolved, mttr, mttr_notified): (i64, i64, Option<f64>, Option<f64>) = conn.query_row(
+                "SELECT COUNT(*), COUNT(resolved_at),
+                        AVG(CASE WHEN resolved_at IS NOT NULL THEN (julianday(COALESCE(alerts_ended_at, resolved_at)) - julianday(created_at)) * 86400.0 END),
+                        AVG(CASE WHEN resolved_at IS NOT NULL THEN (julianday(resolved_at) - julianday(created_at)) * 86400.0 END)
                  FROM incidents WHERE created_at >= ?1",
                 [&since],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
             let open: i64 = conn.query_row("SELECT COUNT(*) FROM incidents WHERE status != 'resolved'", [], |r| r.get(0))?;
             let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM runs WHERE queued_at >= ?1 GROUP BY state")?;
             let runs = stmt.query_map([&since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?.collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?;
             let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
             let notifications: i64 = conn.query_row("SELECT COUNT(*) FROM notifications WHERE received_at >= ?1", [&since], |r| r.get(0))?;
-            Ok(Stats { window_seconds: window.as_secs(), incidents_opened: opened, incidents_resolved: resolved, incidents_open: open, mttr_seconds: mttr, runs_by_state: runs, queued_runs: queued, notifications })
+            Ok(Stats { window_seconds: window.as_secs(), incidents_opened: opened, incidents_resolved: resolved, incidents_open: open, mttr_seconds: mttr, mttr_notified_seconds: mttr_notified, runs_by_state: runs, queued_runs: queued, notifications })
         })
         .await
     }
@@ -829,9 +848,14 @@ pub struct Stats {
     pub incidents_opened: i64,
     pub incidents_resolved: i64,
     pub incidents_open: i64,
-    /// Mean of (resolved_at − created_at) over the incidents opened in the
-    /// window and resolved; null when none was resolved.
+    /// Mean time to recovery: the mean of (when the alerts ended − when the
+    /// incident opened) over the incidents opened in the window and
+    /// resolved; null when none was resolved. The end is the latest `endsAt`
+    /// Alertmanager reported (or `resolved_at` when it reported none).
     pub mttr_seconds: Option<f64>,
+    /// The same to `resolved_at`, when the resolved notification arrived:
+    /// includes Alertmanager's delay (`group_interval`, retries).
+    pub mttr_notified_seconds: Option<f64>,
     pub runs_by_state: std::collections::BTreeMap<String, i64>,
     pub queued_runs: i64,
     pub notifications: i64,

@@ -486,3 +486,42 @@ async fn metrics_pass_promtool_and_label_runs_by_runbook() {
         .starts_with("application/openmetrics-text; version=1.0.0"));
     assert!(r.text().await.unwrap().ends_with("# EOF\n"));
 }
+
+/// MTTR is measured to when the alerts ended (their endsAt), not to when
+/// Alertmanager's resolved notification arrived; both are shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mttr_counts_to_when_the_alerts_ended_not_to_the_notification() {
+    let ok = "name: ok\nmatchers: [alertname = \"Ok\"]\nsteps:\n  - name: a\n    run: ['true']\n";
+    let app = crate::app::TestApp::start(&[("ok.yaml", ok)], |_| {}).await;
+    let labels = json!({"alertname": "Ok"});
+    app.post_alert(notification("g", &[(&labels, "firing", T0)]))
+        .await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the run", |v| run_states(v) == ["succeeded"])
+        .await;
+    let opened = inc["created_at"].as_str().unwrap().to_owned();
+    // Alertmanager reports the resolution a while after the alert ended.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut resolved: Value =
+        serde_json::from_slice(&notification("g", &[(&labels, "resolved", T0)])).unwrap();
+    resolved["alerts"][0]["endsAt"] = json!(opened);
+    assert_eq!(
+        app.post_alert(serde_json::to_vec(&resolved).unwrap())
+            .await
+            .status(),
+        200
+    );
+    let inc = app.incident("INC-0001").await;
+    assert_eq!(inc["status"], "resolved");
+    assert_eq!(inc["alerts_ended_at"], opened.as_str());
+    assert_eq!(inc["recovered_seconds"], 0);
+    let (_, stats) = app.get("/api/v1/stats").await;
+    let mttr = stats["mttr_seconds"].as_f64().unwrap();
+    let notified = stats["mttr_notified_seconds"].as_f64().unwrap();
+    assert!(mttr < 0.5, "MTTR {mttr} s includes the notification delay");
+    assert!(notified >= 1.4, "{stats}");
+    let (_, page) = app.get("/incidents/INC-0001").await;
+    let page = page.as_str().unwrap().to_owned();
+    assert!(page.contains("alerts ended after"), "{page}");
+    assert!(page.contains("resolved notification after"), "{page}");
+}
