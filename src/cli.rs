@@ -139,9 +139,9 @@ pub struct SandboxArgs {
 pub enum IncidentsAction {
     /// List incidents, open ones first.
     List {
-        /// Only incidents with this status.
+        /// Only incidents with this status, or `open` (any but resolved).
         #[arg(long)]
-        status: Option<crate::incident::IncidentStatus>,
+        status: Option<crate::incident::StatusFilter>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -817,6 +817,23 @@ fn incidents(
                                 .map(|x| format!(": {}", printable(x)))
                                 .unwrap_or_default()
                         )?;
+                        write_run_steps(&mut out, r)?;
+                    }
+                    if !detail.checklist.is_empty() {
+                        writeln!(out, "\nchecklist (open):")?;
+                        for c in &detail.checklist {
+                            writeln!(
+                                out,
+                                "  [ ] {} (run #{} {}, step {})",
+                                printable(&c.text),
+                                c.run_id,
+                                c.runbook,
+                                c.step
+                            )?;
+                        }
+                    }
+                    if let Some(rc) = &detail.root_cause {
+                        writeln!(out, "\nroot cause: {}", printable(rc))?;
                     }
                     writeln!(out, "\ntimeline:")?;
                     for t in &detail.timeline {
@@ -828,6 +845,87 @@ fn incidents(
         store.close();
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Lines of output shown per stream and step by `incidents show`.
+const SHOW_TAIL_LINES: usize = 10;
+
+/// A run's steps as `incidents show` prints them: outcome, command, and the
+/// last lines of each stream (the JSON output has everything).
+fn write_run_steps(out: &mut impl Write, r: &crate::incident::RunRecord) -> std::io::Result<()> {
+    let tail = |out: &mut dyn Write, mark: char, text: &str| -> std::io::Result<()> {
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() > SHOW_TAIL_LINES {
+            writeln!(
+                out,
+                "        {mark} … {} earlier line(s)",
+                lines.len() - SHOW_TAIL_LINES
+            )?;
+        }
+        for l in lines
+            .iter()
+            .skip(lines.len().saturating_sub(SHOW_TAIL_LINES))
+        {
+            writeln!(out, "        {mark} {}", printable(l))?;
+        }
+        Ok(())
+    };
+    let steps = r.result.as_ref().and_then(|res| {
+        res["steps"]
+            .as_array()
+            .or_else(|| res["plan"]["steps"].as_array())
+    });
+    for step in steps.into_iter().flatten() {
+        let plan = if step["plan"].is_object() {
+            &step["plan"]
+        } else {
+            step
+        };
+        let status = step["outcome"]["status"]
+            .as_str()
+            .unwrap_or(if plan["kind"] == "manual" {
+                "open"
+            } else {
+                "planned"
+            });
+        let exit = step["outcome"]["exit_code"]
+            .as_i64()
+            .filter(|c| *c != 0)
+            .map(|c| format!(" (exit {c})"))
+            .unwrap_or_default();
+        let took = step["duration_ms"]
+            .as_u64()
+            .map(|t| format!(" in {}", ms(t)))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "    - {} {status}{exit}{took}",
+            step["name"].as_str().unwrap_or("?")
+        )?;
+        if let Some(script) = plan["script"].as_str() {
+            for l in script.lines() {
+                writeln!(out, "        $ {}", printable(l))?;
+            }
+        } else if let Some(argv) = plan["argv"].as_array() {
+            let words: Vec<String> = argv
+                .iter()
+                .map(|a| quoted(a.as_str().unwrap_or("")))
+                .collect();
+            writeln!(out, "        $ {}", printable(&words.join(" ")))?;
+        } else if let Some(text) = plan["text"].as_str() {
+            writeln!(out, "        [ ] {}", printable(text))?;
+        }
+        if let Some(a) = step["attempts"].as_array().and_then(|a| a.last()) {
+            tail(out, '|', a["stdout"].as_str().unwrap_or(""))?;
+            tail(out, '!', a["stderr"].as_str().unwrap_or(""))?;
+        }
+    }
+    if !r.live_output.is_empty() {
+        writeln!(out, "    live output:")?;
+        let text: String = r.live_output.iter().map(|c| c.text.as_str()).collect();
+        tail(out, '|', &text)?;
+    }
+    Ok(())
 }
 
 fn postmortem(

@@ -50,6 +50,50 @@ impl FromStr for IncidentStatus {
     }
 }
 
+/// Which incidents a list shows: `open` (any status but resolved) or one
+/// status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum StatusFilter {
+    Open,
+    Is(IncidentStatus),
+}
+
+impl FromStr for StatusFilter {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "open" {
+            return Ok(StatusFilter::Open);
+        }
+        s.parse().map(StatusFilter::Is).map_err(|_| {
+            format!("unknown incident status `{s}`: expected open, investigating, identified, monitoring or resolved")
+        })
+    }
+}
+
+impl StatusFilter {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusFilter::Open => "open",
+            StatusFilter::Is(s) => s.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for StatusFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for StatusFilter {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 impl fmt::Display for IncidentStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

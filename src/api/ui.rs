@@ -183,7 +183,7 @@ async fn incidents(
         .status
         .as_deref()
         .filter(|s| !s.is_empty())
-        .map(str::parse::<IncidentStatus>)
+        .map(str::parse::<crate::incident::StatusFilter>)
         .transpose()
         .map_err(ApiError::BadRequest)?;
     let severity = q.severity.clone().filter(|s| !s.is_empty());
@@ -220,7 +220,7 @@ async fn incidents(
         "incidents",
         &json!({
             "incidents": table_rows(&list), "total": total, "statuses": STATUSES, "severities": SEVERITIES,
-            "filter_status": status.map(IncidentStatus::as_str), "filter_severity": severity,
+            "filter_status": status.map(crate::incident::StatusFilter::as_str), "filter_severity": severity,
             "prev": (pageno > 0).then(|| link(pageno - 1)), "next": more.then(|| link(pageno + 1)),
         }),
     )

@@ -650,7 +650,7 @@ pub fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentFilter {
-    pub status: Option<IncidentStatus>,
+    pub status: Option<crate::incident::StatusFilter>,
     pub severity: Option<String>,
     pub runbook: Option<String>,
     pub limit: Option<u32>,
@@ -702,9 +702,13 @@ impl Store {
         self.read(move |conn| {
             let mut sql = String::from(" FROM incidents WHERE 1=1");
             let mut args: Vec<String> = Vec::new();
-            if let Some(s) = f.status {
-                args.push(s.as_str().to_owned());
-                let _ = write!(sql, " AND status = ?{}", args.len());
+            match f.status {
+                None => {}
+                Some(crate::incident::StatusFilter::Open) => sql.push_str(" AND status != 'resolved'"),
+                Some(crate::incident::StatusFilter::Is(s)) => {
+                    args.push(s.as_str().to_owned());
+                    let _ = write!(sql, " AND status = ?{}", args.len());
+                }
             }
             if let Some(s) = &f.severity {
                 args.push(s.clone());

@@ -525,3 +525,58 @@ async fn mttr_counts_to_when_the_alerts_ended_not_to_the_notification() {
     assert!(page.contains("alerts ended after"), "{page}");
     assert!(page.contains("resolved notification after"), "{page}");
 }
+
+/// `incidents show` prints what the JSON has, readably: each step's command,
+/// outcome and last output lines, the open checklist; `--status open` works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_show_prints_steps_output_and_checklist() {
+    let rb = "name: disk\nmatchers: [alertname = \"Disk\"]\nsteps:\n  - name: look\n    manual: Check the volume graph for the last hour\n  - name: usage\n    shell: |\n      echo filesystem-usage-97\n      echo cannot-clean >&2\n      exit 3\n";
+    let app = crate::app::TestApp::start(&[("d.yaml", rb)], |_| {}).await;
+    app.post_alert(notification(
+        "g",
+        &[(&json!({"alertname": "Disk"}), "firing", T0)],
+    ))
+    .await;
+    app.wait_for_incident("INC-0001", "the run", |v| run_states(v) == ["failed"])
+        .await;
+    let data = app.data.path().join("store");
+    let data = data.to_str().unwrap();
+    let out = crate::helpers::runbookd(&["incidents", "show", "INC-0001", "--data-dir", data]);
+    let text = crate::helpers::stdout(&out);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    for needle in [
+        "- usage failed (exit 3)",
+        "$ echo filesystem-usage-97",
+        "| filesystem-usage-97",
+        "! cannot-clean",
+        "checklist (open):",
+        "[ ] Check the volume graph for the last hour",
+    ] {
+        assert!(text.contains(needle), "no `{needle}` in:\n{text}");
+    }
+    let open =
+        crate::helpers::runbookd(&["incidents", "list", "--status", "open", "--data-dir", data]);
+    assert!(open.status.success(), "{}", crate::helpers::stderr(&open));
+    assert!(crate::helpers::stdout(&open).contains("INC-0001"));
+    let resolved = crate::helpers::runbookd(&[
+        "incidents",
+        "list",
+        "--status",
+        "resolved",
+        "--data-dir",
+        data,
+    ]);
+    assert!(!crate::helpers::stdout(&resolved).contains("INC-0001"));
+    let bad = crate::helpers::runbookd(&[
+        "incidents",
+        "list",
+        "--status",
+        "closed",
+        "--data-dir",
+        data,
+    ]);
+    assert!(crate::helpers::stderr(&bad).contains("expected open, investigating"));
+    let (code, list) = app.get("/api/v1/incidents?status=open").await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["total"], 1);
+}
