@@ -67,6 +67,15 @@ pub enum Command {
         /// When runbookd runs as root, steps run as this user [default: nobody].
         #[arg(long, env = "RUNBOOKD_RUN_AS")]
         run_as: Option<String>,
+        /// Run steps as root when runbookd runs as root (not recommended).
+        #[arg(long, env = "RUNBOOKD_ALLOW_ROOT_STEPS")]
+        allow_root_steps: bool,
+        /// Refuse to start when Landlock, seccomp or a cgroup v2 hierarchy is unavailable.
+        #[arg(long, env = "RUNBOOKD_SANDBOX_STRICT")]
+        strict_sandbox: bool,
+        /// Between SIGTERM and SIGKILL when a step times out or is cancelled [default: 5s].
+        #[arg(long, value_parser = crate::duration::parse, env = "RUNBOOKD_KILL_GRACE")]
+        kill_grace: Option<std::time::Duration>,
         /// Shadow mode: record incidents and plans, execute nothing.
         #[arg(long)]
         plan: bool,
@@ -170,6 +179,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             runbooks,
             data_dir,
             run_as,
+            allow_root_steps,
+            strict_sandbox,
+            kill_grace,
             plan,
         } => {
             let overrides = crate::config::Overrides {
@@ -177,6 +189,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 runbooks,
                 data_dir,
                 run_as,
+                // A flag that is not given leaves the config file's value.
+                allow_root_steps: allow_root_steps.then_some(true),
+                strict_sandbox: strict_sandbox.then_some(true),
+                kill_grace,
                 shadow: plan,
             };
             let cfg = crate::config::ServerConfig::load(config.as_deref(), overrides)?;

@@ -134,6 +134,9 @@ pub struct Overrides {
     pub runbooks: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub run_as: Option<String>,
+    pub allow_root_steps: Option<bool>,
+    pub strict_sandbox: Option<bool>,
+    pub kill_grace: Option<Duration>,
     pub shadow: bool,
 }
 
@@ -223,8 +226,11 @@ impl ServerConfig {
         let defaults = SandboxConfig::default();
         let sandbox = SandboxConfig {
             run_as: o.run_as.or(f.sandbox.run_as).unwrap_or(defaults.run_as),
-            allow_root_steps: f.sandbox.allow_root_steps.unwrap_or(false),
-            strict: f.sandbox.strict.unwrap_or(false),
+            allow_root_steps: o
+                .allow_root_steps
+                .or(f.sandbox.allow_root_steps)
+                .unwrap_or(false),
+            strict: o.strict_sandbox.or(f.sandbox.strict).unwrap_or(false),
             path: defaults.path,
             default_pids: match f.sandbox.default_pids {
                 Some(0) => None,
@@ -281,11 +287,14 @@ impl ServerConfig {
                 Duration::from_secs(30),
                 "shutdown_grace",
             )?,
-            kill_grace: duration(
-                f.sandbox.kill_grace.as_deref(),
-                Duration::from_secs(5),
-                "sandbox.kill_grace",
-            )?,
+            kill_grace: match o.kill_grace {
+                Some(d) => d,
+                None => duration(
+                    f.sandbox.kill_grace.as_deref(),
+                    Duration::from_secs(5),
+                    "sandbox.kill_grace",
+                )?,
+            },
             sandbox,
             shadow: o.shadow,
             http,

@@ -580,3 +580,149 @@ async fn incidents_show_prints_steps_output_and_checklist() {
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["total"], 1);
 }
+
+/// The README, followed as a newcomer would: its curl commands against the
+/// server started with the defaults it describes, its runbook example
+/// through `check`, its receiver snippet through `amtool check-config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walkthrough_works_as_written() {
+    let root = crate::helpers::root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks: Vec<(&str, String)> = readme
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .map(|b| {
+            let (lang, body) = b.split_once('\n').unwrap_or((b, ""));
+            (lang.trim(), body.to_owned())
+        })
+        .collect();
+    let data = tempfile::tempdir().unwrap();
+    // `runbookd serve` from the repository root, as the README runs it; only
+    // the port (any free one) and the store's place differ.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .arg("serve")
+        .current_dir(&root)
+        .env("RUNBOOKD_LISTEN", "127.0.0.1:0")
+        .env("RUNBOOKD_DATA_DIR", data.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("runbookd listening on ")
+        .unwrap()
+        .to_owned();
+    let curls: Vec<String> = blocks
+        .iter()
+        .find(|(lang, body)| *lang == "sh" && body.contains("curl"))
+        .expect("the README has curl commands")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("curl"))
+        .map(|l| {
+            l.split(" #")
+                .next()
+                .unwrap()
+                .replace("http://127.0.0.1:9095", &url)
+        })
+        .collect();
+    assert_eq!(curls.len(), 2, "{curls:?}");
+    let sh = |cmd: &str| {
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ack: Value = serde_json::from_str(&sh(&curls[0])).unwrap();
+    assert_eq!(ack["incident"], "INC-0001", "{ack}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let inc = loop {
+        let v: Value = serde_json::from_str(&sh(&curls[1])).unwrap();
+        if v["runs"].as_array().is_some_and(|r| {
+            !r.is_empty()
+                && r.iter()
+                    .all(|r| r["state"] != "queued" && r["state"] != "running")
+        }) {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the runs never ended: {v:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let commands: Vec<String> = inc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["result"]["steps"].as_array().cloned().unwrap_or_default())
+        .map(|s| {
+            s["plan"]["script"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| s["plan"]["argv"][0].as_str().map(str::to_owned))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(commands.iter().any(|c| c == "df"), "{commands:?}");
+    assert!(
+        commands.iter().any(|c| c.starts_with("du ")
+            || c.contains("\ndu ")
+            || c.contains("| du ")
+            || c.contains(" du ")),
+        "{commands:?}"
+    );
+    assert_eq!(inc["runbooks"], json!(["disk-full"]), "{inc:#}");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // The runbook example passes check, without warnings.
+    let example = &blocks
+        .iter()
+        .find(|(lang, body)| *lang == "yaml" && body.contains("steps:"))
+        .unwrap()
+        .1;
+    let dir = runbook_dir(&[("example.yaml", example)]);
+    let out = crate::helpers::runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert!(
+        !crate::helpers::stderr(&out).contains("warning"),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+
+    // The receiver snippet is a valid Alertmanager configuration.
+    let has_amtool = Command::new("amtool").arg("--version").output().is_ok();
+    if crate::exec::require(
+        has_amtool,
+        "amtool (Debian package prometheus-alertmanager)",
+    ) {
+        let receiver = &blocks
+            .iter()
+            .find(|(lang, body)| *lang == "yaml" && body.contains("webhook_configs"))
+            .unwrap()
+            .1;
+        let file = dir.path().join("alertmanager.yml");
+        std::fs::write(&file, receiver).unwrap();
+        let out = Command::new("amtool")
+            .args(["check-config"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
