@@ -85,6 +85,9 @@ pub struct RunPlan {
     pub concurrency: u32,
     pub cooldown_ms: u64,
     pub cancel_on_resolved: bool,
+    /// The runbook's `run_as`, when it names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
     pub steps: Vec<StepPlan>,
     pub on_failure: Vec<StepPlan>,
 }
@@ -242,6 +245,7 @@ fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRe
         concurrency: rb.concurrency,
         cooldown_ms: millis(rb.cooldown),
         cancel_on_resolved: rb.cancel_on_resolved,
+        run_as: rb.run_as.clone(),
         steps,
         on_failure,
     }
@@ -341,7 +345,7 @@ pub fn base_env(
                 out.env.insert(k.clone(), v);
             }
             EnvValue::Secret(s) => {
-                out.env.insert(k.clone(), REDACTED.to_owned());
+                out.env.insert(k.clone(), s.shown());
                 out.secrets.insert(k.clone(), s.clone());
             }
         }
@@ -517,7 +521,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         for (k, v) in &step.env {
             match v {
                 EnvValue::Secret(s) => {
-                    plan.env.insert(k.clone(), REDACTED.to_owned());
+                    plan.env.insert(k.clone(), s.shown());
                     plan.secrets.insert(k.clone(), s.clone());
                 }
                 EnvValue::Template(t) if defer(t) => {

@@ -68,7 +68,7 @@ fn secret_files(set: &crate::runbook::RunbookSet) -> Vec<std::path::PathBuf> {
         let steps = rb.steps.iter().chain(&rb.on_failure).chain(&rb.on_resolved);
         let envs = rb.env.iter().chain(steps.flat_map(|s| s.env.iter()));
         for (_, v) in envs {
-            if let EnvValue::Secret(Secret::File(p)) = v {
+            if let EnvValue::Secret(Secret::File(p) | Secret::CredentialFile(p)) = v {
                 crate::config::warn_if_shared(p, "secret");
                 out.push(p.clone());
             }

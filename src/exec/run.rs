@@ -24,11 +24,11 @@ use super::capture::Stream;
 use super::cgroup::Limits;
 use super::instance::Scratch;
 use super::process::{self, ExecSettings, OutputSink, ProcessSpec, StepOutcome};
-use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
+use super::sandbox::{RunAs, Sandbox, SandboxRecord, StepOptions};
 use crate::alert::{Alert, Notification};
 use crate::plan::millis;
 use crate::plan::{self, IncidentRef, Phase, StepPlan, WhenDecision};
-use crate::runbook::{Runbook, Step};
+use crate::runbook::{Runbook, Secret, Step};
 
 /// Bytes of a step's stdout that later templates see as `steps.NAME.stdout`.
 pub const STDOUT_TAIL_FOR_TEMPLATES: usize = 4096;
@@ -159,6 +159,12 @@ fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// A run's scratch directory and whom its steps run as.
+pub struct RunDir {
+    scratch: Scratch,
+    run_as: RunAs,
+}
+
 /// One runbook for one alert of a notification.
 pub struct RunRequest<'a> {
     pub notification: &'a Notification,
@@ -232,13 +238,20 @@ impl Executor {
         let deadline = t0 + rb.timeout;
         let base_data = plan::context(req.notification, req.alert, rb, &req.incident, None);
         let base_env = plan::base_env(req.alert, rb, &req.incident, &base_data);
-        let scratch = match self.sandbox.scratch() {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create the run's scratch directory");
-                None
-            }
-        };
+        // Whom the steps run as (the runbook's `run_as`), and their scratch
+        // directory, owned by that user; a failure fails each step with it.
+        let scratch: Result<RunDir, String> = self
+            .sandbox
+            .resolve_run_as(rb.run_as.as_deref())
+            .and_then(|run_as| {
+                self.sandbox
+                    .scratch_for(run_as)
+                    .map(|scratch| RunDir { scratch, run_as })
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot create the run's scratch directory");
+                        format!("the run's scratch directory could not be created: {e}")
+                    })
+            });
 
         let mut outcome = RunOutcome::Succeeded;
         let mut needs_on_failure = false;
@@ -250,7 +263,7 @@ impl Executor {
                     main_phase,
                     &results,
                     &base_env,
-                    scratch.as_ref(),
+                    scratch.as_ref().map_err(String::as_str),
                     Some(deadline),
                     &observer,
                     cancel,
@@ -291,7 +304,7 @@ impl Executor {
                         StepPhase::OnFailure,
                         &results,
                         &base_env,
-                        scratch.as_ref(),
+                        scratch.as_ref().map_err(String::as_str),
                         None,
                         &observer,
                         cancel,
@@ -323,6 +336,55 @@ impl Executor {
         }
     }
 
+    /// Copies a `credential_file` into the run's scratch directory (under
+    /// `.credentials/`, 0600, owned by the step's user) and returns the
+    /// copy's path. runbookd reads the source with its own rights: that is
+    /// the point, the step's user usually cannot.
+    fn copy_credential(
+        &self,
+        source: &std::path::Path,
+        var: &str,
+        dir: &RunDir,
+    ) -> Result<String, String> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let content = std::fs::read(source)
+            .map_err(|e| format!("cannot read credential file `{}`: {e}", source.display()))?;
+        let owner = self.sandbox.identity(dir.run_as);
+        let folder = dir.scratch.path().join(".credentials");
+        let fail = |e: std::io::Error| {
+            format!(
+                "cannot copy credential file `{}` for the step: {e}",
+                source.display()
+            )
+        };
+        if !folder.is_dir() {
+            std::fs::create_dir(&folder).map_err(fail)?;
+            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))
+                .map_err(fail)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&folder, Some(uid), Some(gid)).map_err(fail)?;
+            }
+        }
+        let name = source.file_name().map_or_else(
+            || var.to_ascii_lowercase(),
+            |n| format!("{var}-{}", n.to_string_lossy()),
+        );
+        let copy = folder.join(name);
+        let _ = std::fs::remove_file(&copy);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&copy)
+            .map_err(fail)?;
+        std::io::Write::write_all(&mut file, &content).map_err(fail)?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(fail)?;
+        }
+        Ok(copy.to_string_lossy().into_owned())
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn step(
         &self,
@@ -331,7 +393,7 @@ impl Executor {
         phase: StepPhase,
         results: &Results,
         base_env: &Result<plan::BaseEnv, String>,
-        scratch: Option<&Scratch>,
+        run_dir: Result<&RunDir, &str>,
         deadline: Option<Instant>,
         observer: &Arc<dyn RunObserver>,
         cancel: &CancellationToken,
@@ -366,13 +428,13 @@ impl Executor {
             None
         } else if cancel.is_cancelled() {
             Some(StepOutcome::Cancelled)
-        } else if let (Some(argv), Some(scratch)) = (&plan.argv, scratch) {
+        } else if let (Some(argv), Ok(dir)) = (&plan.argv, run_dir) {
             Some(
                 self.attempts(
                     step,
                     &plan,
                     argv,
-                    scratch.path(),
+                    dir,
                     deadline,
                     observer,
                     cancel,
@@ -382,7 +444,10 @@ impl Executor {
             )
         } else {
             Some(StepOutcome::SpawnFailed {
-                reason: "the run's scratch directory could not be created".to_owned(),
+                reason: run_dir
+                    .err()
+                    .unwrap_or("the step has no command")
+                    .to_owned(),
             })
         };
         StepRecord {
@@ -403,7 +468,7 @@ impl Executor {
         step: &Step,
         plan: &StepPlan,
         argv: &[String],
-        scratch: &std::path::Path,
+        dir: &RunDir,
         deadline: Option<Instant>,
         observer: &Arc<dyn RunObserver>,
         cancel: &CancellationToken,
@@ -414,11 +479,18 @@ impl Executor {
         // secrets, read now; the record keeps them redacted.
         let mut env = plan.env.clone();
         env.extend(plan.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let scratch = dir.scratch.path();
         let mut secrets = Vec::new();
         for (k, secret) in &plan.secrets {
-            match secret.read() {
+            let read = match secret {
+                Secret::CredentialFile(source) => self.copy_credential(source, k, dir),
+                other => other.read(),
+            };
+            match read {
                 Ok(v) => {
-                    secrets.push(v.clone());
+                    if secret.is_value() {
+                        secrets.push(v.clone());
+                    }
                     env.insert(k.clone(), v);
                 }
                 Err(reason) => return StepOutcome::SpawnFailed { reason },
@@ -445,6 +517,7 @@ impl Executor {
                 (remaining, true)
             };
             let opts = StepOptions {
+                run_as: dir.run_as,
                 network_none: step.sandbox.network_none,
                 limits: Limits {
                     memory: step.sandbox.memory,

@@ -152,9 +152,23 @@ pub enum SandboxError {
     Landlock(String),
 }
 
+/// Whom a run's steps run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunAs {
+    /// The server's `run_as` (or unchanged when runbookd is not root, or
+    /// root steps are allowed).
+    #[default]
+    Default,
+    /// runbookd's own user (a runbook's `run_as: root` with root steps allowed).
+    Unchanged,
+    /// A runbook's `run_as` user.
+    User { uid: u32, gid: u32 },
+}
+
 /// The per-step sandbox options from the runbook.
 #[derive(Debug, Clone, Default)]
 pub struct StepOptions {
+    pub run_as: RunAs,
     pub network_none: bool,
     pub limits: Limits,
     pub writable_paths: Vec<PathBuf>,
@@ -384,6 +398,59 @@ impl Sandbox {
         self.instance.scratch(self.drop_to)
     }
 
+    /// A run's scratch directory, owned by whom its steps run as.
+    ///
+    /// # Errors
+    /// When it cannot be made or handed to the step user.
+    pub fn scratch_for(&self, run_as: RunAs) -> io::Result<Scratch> {
+        self.instance.scratch(self.identity(run_as))
+    }
+
+    /// The uid and gid steps switch to (`None`: they keep runbookd's).
+    #[must_use]
+    pub fn identity(&self, run_as: RunAs) -> Option<(u32, u32)> {
+        match run_as {
+            RunAs::Default => self.drop_to,
+            RunAs::Unchanged => None,
+            RunAs::User { uid, gid } => Some((uid, gid)),
+        }
+    }
+
+    /// Resolves a runbook's `run_as`.
+    ///
+    /// # Errors
+    /// An unknown user, `root` without `allow_root_steps`, or any other user
+    /// when runbookd cannot switch users (it is not root).
+    pub fn resolve_run_as(&self, name: Option<&str>) -> Result<RunAs, String> {
+        let Some(name) = name else {
+            return Ok(RunAs::Default);
+        };
+        let user = nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("run_as user `{name}` does not exist"))?;
+        let me = nix::unistd::geteuid();
+        if user.uid.is_root() && me.is_root() {
+            return if self.config.allow_root_steps {
+                Ok(RunAs::Unchanged)
+            } else {
+                Err("run_as `root` needs sandbox.allow_root_steps (--allow-root-steps)".to_owned())
+            };
+        }
+        if user.uid == me {
+            return Ok(RunAs::Unchanged);
+        }
+        if !self.probe.euid_root {
+            return Err(format!(
+                "run_as `{name}` needs runbookd to run as root (it runs as uid {me})"
+            ));
+        }
+        Ok(RunAs::User {
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
+    }
+
     fn log_startup(&self) {
         let p = &self.probe;
         for (missing, what) in [
@@ -525,7 +592,8 @@ impl Sandbox {
         if opts.network_none {
             record.applied.push("network:none".into());
         }
-        if let Some((uid, _)) = self.drop_to {
+        let drop_to = self.identity(opts.run_as);
+        if let Some((uid, _)) = drop_to {
             record.applied.push(format!("uid:{uid}"));
         }
 
@@ -553,7 +621,7 @@ impl Sandbox {
                 .unwrap_or_default(),
             network_none: opts.network_none,
             cpu_soft: opts.timeout.as_secs() + 10,
-            drop_to: self.drop_to,
+            drop_to,
             landlock_fd,
             seccomp: self.seccomp.clone(),
         };

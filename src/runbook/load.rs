@@ -231,6 +231,7 @@ struct RawRunbook {
     concurrency: Option<u32>,
     cooldown: Option<String>,
     cancel_on_resolved: Option<bool>,
+    run_as: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, RawEnv>,
     steps: Vec<RawStep>,
@@ -304,6 +305,7 @@ enum RawEnv {
     Text(String),
     SecretFile(String),
     SecretEnv(String),
+    CredentialFile(String),
 }
 
 impl<'de> Deserialize<'de> for RawEnv {
@@ -338,19 +340,20 @@ impl<'de> Deserialize<'de> for RawEnv {
                 use serde::de::Error;
                 let Some((key, value)) = map.next_entry::<String, String>()? else {
                     return Err(A::Error::custom(
-                        "an empty map: write `{secret_file: PATH}` or `{secret_env: NAME}`",
+                        "an empty map: write `{secret_file: PATH}`, `{secret_env: NAME}` or `{credential_file: PATH}`",
                     ));
                 };
                 if map.next_key::<String>()?.is_some() {
                     return Err(A::Error::custom(
-                        "a secret names exactly one of `secret_file` or `secret_env`",
+                        "a secret names exactly one of `secret_file`, `secret_env` or `credential_file`",
                     ));
                 }
                 match key.as_str() {
                     "secret_file" => Ok(RawEnv::SecretFile(value)),
                     "secret_env" => Ok(RawEnv::SecretEnv(value)),
+                    "credential_file" => Ok(RawEnv::CredentialFile(value)),
                     other => Err(A::Error::custom(format!(
-                        "unknown field `{other}`, expected `secret_file` or `secret_env`"
+                        "unknown field `{other}`, expected `secret_file`, `secret_env` or `credential_file`"
                     ))),
                 }
             }
@@ -560,6 +563,17 @@ impl Checker<'_> {
                             step,
                             &at,
                             format!("secret file `{file}` must be an absolute path"),
+                        );
+                    }
+                }
+                RawEnv::CredentialFile(file) => {
+                    if file.starts_with('/') {
+                        env.push((name, EnvValue::Secret(Secret::CredentialFile(file.into()))));
+                    } else {
+                        self.err(
+                            step,
+                            &at,
+                            format!("credential file `{file}` must be an absolute path"),
                         );
                     }
                 }
@@ -978,6 +992,7 @@ fn parse_checked_once(
             concurrency,
             cooldown,
             cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
+            run_as: raw.run_as,
             env,
             steps,
             on_failure,

@@ -75,6 +75,9 @@ pub struct Runbook {
     /// No new run for the same alert within this long of the last one.
     pub cooldown: Duration,
     pub cancel_on_resolved: bool,
+    /// `run_as`: the user this runbook's steps run as, instead of the
+    /// server's `run_as` (runbookd must run as root).
+    pub run_as: Option<String>,
     /// For every step; values are templates or secrets.
     pub env: Vec<(String, EnvValue)>,
     pub steps: Vec<Step>,
@@ -124,15 +127,40 @@ pub enum Secret {
     File(PathBuf),
     /// `{secret_env: NAME}`: a variable of runbookd's own environment.
     Env(String),
+    /// `{credential_file: PATH}`: runbookd copies the file (which the step's
+    /// user may not be able to read, such as root's kubeconfig) into the
+    /// run's scratch directory, readable by the step only, and the variable
+    /// holds the copy's path.
+    CredentialFile(PathBuf),
 }
 
 impl Secret {
+    /// Whether the variable's value must be kept out of records and output
+    /// (a credential file's variable holds only a path).
+    #[must_use]
+    pub fn is_value(&self) -> bool {
+        !matches!(self, Secret::CredentialFile(_))
+    }
+
+    /// What plans and records show for the variable.
+    #[must_use]
+    pub fn shown(&self) -> String {
+        match self {
+            Secret::CredentialFile(p) => format!("[private copy of {}]", p.display()),
+            _ => crate::plan::REDACTED.to_owned(),
+        }
+    }
+
     /// The secret's value, now.
     ///
     /// # Errors
     /// When the file cannot be read or the variable is not set.
     pub fn read(&self) -> Result<String, String> {
         match self {
+            Secret::CredentialFile(p) => Err(format!(
+                "credential file `{}` is copied, not read into a variable",
+                p.display()
+            )),
             Secret::File(p) => std::fs::read_to_string(p)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
                 .map_err(|e| format!("cannot read secret file `{}`: {e}", p.display())),

@@ -726,3 +726,76 @@ async fn the_readme_walkthrough_works_as_written() {
         );
     }
 }
+
+/// Steps drop to `nobody`; a runbook may name its own `run_as`, and hand a
+/// root-only credential file to its steps explicitly (`credential_file`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runbooks_choose_their_user_and_get_credential_files_explicitly() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::exec::require(
+        nix::unistd::geteuid().is_root(),
+        "root (steps switch users)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nclusters: [secret-cluster-7c1]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let k = kubeconfig.display();
+    let ops = format!(
+        "name: ops\nmatchers: [alertname = \"Ops\"]\nrun_as: daemon\nenv:\n  KUBECONFIG: {{credential_file: {k}}}\nsteps:\n  - name: who\n    shell: |\n      id -un\n      grep -c clusters \"$KUBECONFIG\"\n      cat {k} >/dev/null 2>&1 || echo original-unreadable\n"
+    );
+    let rooted = "name: rooted\nmatchers: [alertname = \"Rooted\"]\nrun_as: root\nsteps:\n  - name: who\n    run: [id, -un]\n";
+    let default = "name: plain\nmatchers: [alertname = \"Plain\"]\nsteps:\n  - name: who\n    run: [id, -un]\n";
+    let app = crate::app::TestApp::start(
+        &[
+            ("ops.yaml", &ops),
+            ("rooted.yaml", rooted),
+            ("plain.yaml", default),
+        ],
+        |_| {},
+    )
+    .await;
+    for (i, name) in ["Ops", "Rooted", "Plain"].iter().enumerate() {
+        app.post_alert(notification(
+            &format!("g{i}"),
+            &[(&json!({"alertname": name}), "firing", T0)],
+        ))
+        .await;
+    }
+    let done = |v: &Value| {
+        run_states(v)
+            .iter()
+            .all(|s| s != "queued" && s != "running")
+    };
+    let ops = app.wait_for_incident("INC-0001", "ops", done).await;
+    let out = ops["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(out, "daemon\n1\noriginal-unreadable\n", "{ops:#}");
+    let plan = &ops["runs"][0]["result"]["steps"][0]["plan"];
+    assert_eq!(
+        plan["env"]["KUBECONFIG"],
+        format!("[private copy of {k}]"),
+        "{plan}"
+    );
+    assert!(!ops.to_string().contains("secret-cluster-7c1"));
+    let rooted = app.wait_for_incident("INC-0002", "rooted", done).await;
+    let outcome = &rooted["runs"][0]["result"]["steps"][0]["outcome"];
+    assert_eq!(outcome["status"], "spawn_failed", "{rooted:#}");
+    assert!(outcome["reason"]
+        .as_str()
+        .unwrap()
+        .contains("allow_root_steps"));
+    let unnamed = app.wait_for_incident("INC-0003", "plain", done).await;
+    assert_eq!(
+        unnamed["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"],
+        "nobody\n"
+    );
+}
