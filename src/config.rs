@@ -372,7 +372,7 @@ mod tests {
             ),
             (
                 "shutdown_grace: soon\n",
-                "bad duration `soon` for `shutdown_grace`",
+                "bad `shutdown_grace`: not a valid duration `soon`",
             ),
             (
                 "auth: {protect_reads: true}\n",

@@ -155,6 +155,12 @@ pub struct IncidentSummary {
     pub alerts_ended_at: Option<String>,
     /// From opening to `alerts_ended_at` (the incident's time to recover).
     pub recovered_seconds: Option<i64>,
+    /// Its alerts, and how many of them are firing.
+    pub alert_count: i64,
+    pub firing_count: i64,
+    /// What the first alert is about: its `instance`, `pod`, `service`,
+    /// `job`, `node` or `cluster` label, the first that it has.
+    pub subject: Option<String>,
     /// Seconds from opening to resolution, or to now while open.
     pub duration_seconds: i64,
 }

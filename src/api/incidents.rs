@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/runbooks", get(runbooks))
         .route("/api/v1/plan", post(plan))
         .route("/api/v1/stats", get(stats))
+        .route("/api/v1/unmatched", get(unmatched))
 }
 
 pub(super) fn query<T: DeserializeOwned + Default>(raw: Option<String>) -> Result<T, ApiError> {
@@ -100,7 +101,7 @@ pub(super) fn runbook_json(rb: &crate::runbook::Runbook) -> Value {
     let steps = |steps: &[crate::runbook::Step]| {
         steps
             .iter()
-            .map(|st| json!({"name": st.name, "kind": st.action.kind()}))
+            .map(|st| json!({"name": st.name, "kind": st.action.kind(), "command": st.action.source()}))
             .collect::<Vec<_>>()
     };
     json!({
@@ -140,6 +141,24 @@ async fn plan(
 #[serde(deny_unknown_fields)]
 struct StatsQuery {
     window: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UnmatchedQuery {
+    limit: Option<u32>,
+}
+
+/// Recent firing alerts that no runbook matched.
+async fn unmatched(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let q: UnmatchedQuery = query(q)?;
+    let alerts = s.store.unmatched(q.limit.unwrap_or(100).min(1000)).await?;
+    Ok(Json(json!({ "alerts": alerts })))
 }
 
 async fn stats(

@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), html_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             hygiene::guard,
@@ -90,6 +91,48 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let http = state.http.clone();
     listener::serve(listener, router(state), http, shutdown).await
+}
+
+/// Whether `path` belongs to the web UI (pages for people) rather than the
+/// API, the webhook, health checks, metrics or static assets.
+fn is_ui_path(path: &str) -> bool {
+    !["/api/", "/-/", "/webhook", "/metrics", "/assets/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        && !path.ends_with("/events")
+}
+
+/// A person's browser asking for a page gets an HTML error page, not the
+/// API's JSON error (which clients of the API keep getting).
+async fn html_errors(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let ui = req.method() == axum::http::Method::GET && is_ui_path(req.uri().path());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !ui
+        || !json
+        || !(status.is_client_error() || status.is_server_error())
+        || status == axum::http::StatusCode::UNAUTHORIZED
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let message = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "Something went wrong.".to_owned());
+    let mut html = ui::html_error(&s, status, &message);
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            html.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    html
 }
 
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {

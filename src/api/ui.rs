@@ -39,12 +39,44 @@ static UI: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
         ("incident", include_str!("ui/incident.hbs")),
         ("runbooks", include_str!("ui/runbooks.hbs")),
         ("plan", include_str!("ui/plan.hbs")),
+        ("unmatched", include_str!("ui/unmatched.hbs")),
+        ("not_found", include_str!("ui/not_found.hbs")),
     ] {
         h.register_template_string(name, text)
             .unwrap_or_else(|e| panic!("UI template {name}: {e}"));
     }
+    h.register_helper("when", Box::new(when_helper));
     h
 });
+
+/// `{{when ts}}`: an RFC 3339 time as `2026-11-24 18:12:13 UTC` (whole
+/// seconds); `time.js` turns it into the reader's local time.
+fn when_helper(
+    h: &handlebars::Helper<'_>,
+    _: &Handlebars<'_>,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext<'_, '_>,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    let raw = h
+        .param(0)
+        .and_then(|p| p.value().as_str())
+        .unwrap_or_default();
+    out.write(&handlebars::html_escape(&short_time(raw)))?;
+    Ok(())
+}
+
+/// `2026-11-24 18:12:13 UTC` for an RFC 3339 time; other text unchanged.
+fn short_time(raw: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(raw).map_or_else(
+        |_| raw.to_owned(),
+        |t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M:%S UTC")
+                .to_string()
+        },
+    )
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -63,6 +95,11 @@ pub fn router() -> Router<AppState> {
             "/assets/incident.js",
             get(|| async { asset("text/javascript", include_str!("ui/incident.js")) }),
         )
+        .route(
+            "/assets/time.js",
+            get(|| async { asset("text/javascript", include_str!("ui/time.js")) }),
+        )
+        .route("/unmatched", get(unmatched))
 }
 
 /// A static file of the UI (no inline style or script: the CSP forbids them).
@@ -99,7 +136,7 @@ fn page(s: &AppState, title: &str, template: &str, data: &Value) -> Result<Respo
     let body = render(template, &data)?;
     let html = render(
         "layout",
-        &json!({"title": title, "shadow": s.shadow, "body": body}),
+        &json!({"title": title, "shadow": s.shadow, "body": body, "refresh": data["refresh"]}),
     )?;
     Ok(Html(html).into_response())
 }
@@ -160,7 +197,7 @@ async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Result<Respo
         &s,
         "Overview",
         "overview",
-        &json!({"open": table_rows(&open), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "mttr7_notified": mttr(s7.mttr_notified_seconds), "mttr30_notified": mttr(s30.mttr_notified_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
+        &json!({"refresh": 30, "open": table_rows(&open), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "mttr7_notified": mttr(s7.mttr_notified_seconds), "mttr30_notified": mttr(s30.mttr_notified_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
     )
 }
 
@@ -219,7 +256,7 @@ async fn incidents(
         "Incidents",
         "incidents",
         &json!({
-            "incidents": table_rows(&list), "total": total, "statuses": STATUSES, "severities": SEVERITIES,
+            "refresh": 30, "incidents": table_rows(&list), "total": total, "statuses": STATUSES, "severities": SEVERITIES,
             "filter_status": status.map(crate::incident::StatusFilter::as_str), "filter_severity": severity,
             "prev": (pageno > 0).then(|| link(pageno - 1)), "next": more.then(|| link(pageno + 1)),
         }),
@@ -253,9 +290,12 @@ fn step_view(step: &Value) -> Value {
     };
     let plan = &step["plan"];
     let command = plan["script"].as_str().map(ToOwned::to_owned).or_else(|| {
-        plan["argv"]
-            .as_array()
-            .map(|a| serde_json::to_string(a).unwrap_or_default())
+        plan["argv"].as_array().map(|a| {
+            a.iter()
+                .map(|w| crate::runbook::shell_word(w.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
     });
     let attempts: Vec<Value> = step["attempts"]
         .as_array()
@@ -289,6 +329,7 @@ async fn incident(
         .runs
         .iter()
         .any(|r| r.state == "queued" || r.state == "running");
+    let last_run = d.runs.last().map(|r| r.id);
     let runs: Vec<Value> = d
         .runs
         .iter()
@@ -304,8 +345,36 @@ async fn incident(
                 None => Vec::new(),
             };
             let live = live_text(&r.live_output);
+            // Open what needs attention and the latest run; earlier
+            // successful runs stay folded.
+            let open = Some(r.id) == last_run
+                || !matches!(r.state.as_str(), "succeeded" | "skipped" | "planned" | "cancelled");
             json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps,
-                   "live": live.0, "live_step": live.1})
+                   "live": live.0, "live_step": live.1, "open": open, "step_count": steps.len()})
+        })
+        .collect();
+    // The first screen: what is happening, what ran, what failed, what now.
+    let firing: Vec<Value> = d
+        .alerts
+        .iter()
+        .filter(|a| a.status == "firing")
+        .map(|a| {
+            let subject = ["instance", "pod", "service", "job", "node", "mountpoint"]
+                .iter()
+                .find_map(|k| a.labels.get(*k).map(|v| format!("{k}={v}")));
+            json!({"name": a.labels.get("alertname"), "subject": subject, "summary": a.annotations.get("summary")})
+        })
+        .collect();
+    let failed: Vec<Value> = runs
+        .iter()
+        .flat_map(|r| {
+            r["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|st| matches!(st["status"].as_str(), Some("failed" | "timed_out" | "signalled" | "spawn_failed")))
+                .map(|st| json!({"run": r["id"], "runbook": r["runbook"], "step": st["name"], "status": st["status"], "detail": st["detail"]}))
+                .collect::<Vec<_>>()
         })
         .collect();
     // The live stream continues after what this page already shows.
@@ -330,6 +399,7 @@ async fn incident(
         "incident",
         &json!({
             "i": i, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching, "live_after": live_after,
+            "firing": firing, "failed": failed, "many_alerts": d.alerts.len() > 3,
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
             "recovered": d.summary.recovered_seconds.map(human_secs),
         }),
@@ -452,6 +522,30 @@ async fn events(
     Ok(Sse::new(futures_util::StreamExt::flatten(stream))
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+async fn unmatched(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let alerts = s.store.unmatched(200).await?;
+    page(
+        &s,
+        "Unmatched alerts",
+        "unmatched",
+        &json!({"refresh": 60, "alerts": alerts}),
+    )
+}
+
+/// A UI page for a UI error (a person's browser gets HTML, not JSON).
+pub(super) fn html_error(s: &AppState, status: StatusCode, message: &str) -> Response {
+    let mut resp = page(
+        s,
+        status.canonical_reason().unwrap_or("Error"),
+        "not_found",
+        &json!({"status": status.as_u16(), "message": message}),
+    )
+    .unwrap_or_else(IntoResponse::into_response);
+    *resp.status_mut() = status;
+    resp
 }
 
 async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -815,10 +815,13 @@ fn parse_checked(file: &Path, text: &str, positions: Result<Positions, (Pos, Str
     match result {
         Ok(_) => Err(unknown),
         Err(mut rest) => {
+            // A field missing only because its name was mistyped (and taken
+            // out above) is the same error again.
             rest.retain(|e| {
-                !unknown
-                    .iter()
-                    .any(|u| u.pos == e.pos && u.message == e.message)
+                !e.message.contains("missing field")
+                    && !unknown
+                        .iter()
+                        .any(|u| u.pos == e.pos && u.message == e.message)
             });
             unknown.append(&mut rest);
             Err(unknown)

@@ -189,13 +189,26 @@ pub struct StepSandbox {
 pub enum Action {
     /// argv, no shell; each element a template rendered without escaping.
     Run(Vec<Template>),
-    /// A `/bin/sh -c` script; every value single-quoted.
+    /// A `/bin/sh -c` script; every value passed as a variable.
     Shell(Template),
     /// A checklist item for people; never blocks the run.
     Manual(Template),
 }
 
 impl Action {
+    /// The step's command as written in the runbook: a shell-quoted argv, the
+    /// script, or the checklist text.
+    #[must_use]
+    pub fn source(&self) -> String {
+        match self {
+            Action::Run(argv) => {
+                let words: Vec<String> = argv.iter().map(|t| shell_word(t.source())).collect();
+                words.join(" ")
+            }
+            Action::Shell(t) | Action::Manual(t) => t.source().to_owned(),
+        }
+    }
+
     #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
@@ -203,6 +216,21 @@ impl Action {
             Action::Shell(_) => "shell",
             Action::Manual(_) => "manual",
         }
+    }
+}
+
+/// `word` as a person would type it in a shell: bare when it is plain,
+/// single-quoted otherwise (for display; runbookd never runs this text).
+#[must_use]
+pub fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,{}[]".contains(c));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
 

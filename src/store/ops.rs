@@ -111,6 +111,28 @@ fn services(n: &Notification) -> BTreeSet<String> {
         .collect()
 }
 
+/// Unmatched alerts kept, the most recently seen.
+const UNMATCHED_KEPT: i64 = 1000;
+
+/// A firing alert that no runbook matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnmatchedAlert {
+    pub fingerprint: String,
+    pub alertname: String,
+    pub labels: crate::alert::Labels,
+    pub receiver: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// Notifications it came in.
+    pub seen: i64,
+}
+
+/// The columns of an incident summary: the incident's own, its alert counts
+/// and its first alert's labels (for a row that says which host).
+const SUMMARY_COLUMNS: &str = "*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id) AS alert_count,
+    (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id AND a.status = 'firing') AS firing_count,
+    (SELECT labels FROM alerts a WHERE a.incident_id = incidents.id ORDER BY first_seen, fingerprint LIMIT 1) AS first_labels";
+
 /// Records a notification, opens or updates its incident, and queues runs.
 ///
 /// # Errors
@@ -126,6 +148,21 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         notification_id: conn.last_insert_rowid(),
         ..Ingested::default()
     };
+    // Firing alerts no runbook matched: kept (bounded, one row per alert) so
+    // that authors see what their runbooks miss.
+    for (alert, m) in n.alerts.iter().zip(&input.matches) {
+        if alert.status == Status::Firing && m.is_empty() {
+            conn.execute(
+                "INSERT INTO unmatched_alerts (fingerprint, alertname, labels, receiver, first_seen, last_seen, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)
+                 ON CONFLICT (fingerprint) DO UPDATE SET labels = ?3, receiver = ?4, last_seen = ?5, seen = seen + 1",
+                params![alert.fingerprint, alert.name(), json(&alert.labels), n.receiver, at],
+            )?;
+        }
+    }
+    conn.execute(
+        "DELETE FROM unmatched_alerts WHERE fingerprint NOT IN (SELECT fingerprint FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1)",
+        [UNMATCHED_KEPT],
+    )?;
     let matched: Vec<&RunbookMatch> = input.matches.iter().flatten().collect();
     if matched.is_empty() {
         return Ok(out);
@@ -689,6 +726,16 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| (t.with_timezone(&Utc) - start).num_seconds().max(0)),
         alerts_ended_at: r.get("alerts_ended_at")?,
+        alert_count: r.get("alert_count")?,
+        firing_count: r.get("firing_count")?,
+        subject: r
+            .get::<_, Option<String>>("first_labels")?
+            .and_then(|l| serde_json::from_str::<crate::alert::Labels>(&l).ok())
+            .and_then(|l| {
+                ["instance", "pod", "service", "job", "node", "cluster"]
+                    .iter()
+                    .find_map(|k| l.get(*k).cloned())
+            }),
         duration_seconds: (end - start).num_seconds(),
     })
 }
@@ -721,7 +768,7 @@ impl Store {
             let total: i64 = conn.query_row(&format!("SELECT COUNT(*){sql}"), rusqlite::params_from_iter(&args), |r| r.get(0))?;
             let limit = f.limit.unwrap_or(50).min(500);
             let offset = f.offset.unwrap_or(0);
-            let mut stmt = conn.prepare(&format!("SELECT *{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}"))?;
+            let mut stmt = conn.prepare(&format!("SELECT {SUMMARY_COLUMNS}{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}"))?;
             let rows = stmt.query_map(rusqlite::params_from_iter(&args), summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((rows, total))
         })
@@ -735,7 +782,7 @@ impl Store {
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         self.read(move |conn| {
             let (summary, root_cause) = conn
-                .query_row("SELECT * FROM incidents WHERE id = ?1", [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
+                .query_row(&format!("SELECT {SUMMARY_COLUMNS} FROM incidents WHERE id = ?1"), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;
@@ -821,6 +868,33 @@ impl Store {
             let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
             let notifications: i64 = conn.query_row("SELECT COUNT(*) FROM notifications WHERE received_at >= ?1", [&since], |r| r.get(0))?;
             Ok(Stats { window_seconds: window.as_secs(), incidents_opened: opened, incidents_resolved: resolved, incidents_open: open, mttr_seconds: mttr, mttr_notified_seconds: mttr_notified, runs_by_state: runs, queued_runs: queued, notifications })
+        })
+        .await
+    }
+}
+
+impl Store {
+    /// Firing alerts no runbook matched, most recently seen first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn unmatched(&self, limit: u32) -> Result<Vec<UnmatchedAlert>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT fingerprint, alertname, labels, receiver, first_seen, last_seen, seen FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1")?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok(UnmatchedAlert {
+                        fingerprint: r.get(0)?,
+                        alertname: r.get(1)?,
+                        labels: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                        receiver: r.get(3)?,
+                        first_seen: r.get(4)?,
+                        last_seen: r.get(5)?,
+                        seen: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
         })
         .await
     }

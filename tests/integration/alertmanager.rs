@@ -224,7 +224,7 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
         "| Severity | sev3 |",
         "| Status | resolved |",
         "## Summary\n\n1 alert(s) (RunbookdE2E) from receiver `runbookd` opened this sev3 incident at ",
-        "Runbooks: `e2e` succeeded, `e2e` succeeded. Resolved at ",
+        "Runbooks: `e2e` succeeded, `e2e` succeeded. The alerts ended at ",
         "## Impact\n\n- Duration: ",
         "  - **RunbookdE2E** (resolved, fingerprint ",
         "alertname=\"RunbookdE2E\", instance=\"web-7\"",

@@ -112,6 +112,7 @@ async fn wait_for_text(b: &Browser, css: &str, needle: &str) -> String {
 const RUNBOOKS: &[(&str, &str)] = &[
     ("ui.yaml", "name: ui\ntitle: UI check\nseverity: sev2\nmatchers: [alertname = \"UiTest\"]\nsteps:\n  - name: show\n    run: [echo, \"output of {{labels.instance}}\"]\n  - name: look\n    manual: Look at {{labels.instance}}\n"),
     ("slow.yaml", "name: slow\ntitle: Slow one\nmatchers: [alertname = \"SlowTest\"]\nsteps:\n  - name: ticks\n    shell: for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 0.4; done\n"),
+    ("broken.yaml", "name: broken\ntitle: Disk almost full\nmatchers: [alertname = \"BrokenTest\"]\nsteps:\n  - name: df\n    run: [echo, usage]\n  - name: clean-tmp\n    shell: echo no space left >&2; exit 4\n  - name: after\n    run: ['true']\non_failure:\n  - name: page-owner\n    manual: Page the storage owner of {{labels.instance}}\n"),
 ];
 
 const HOSTILE: &str = "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\">";
@@ -173,6 +174,13 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     screenshot(&b, "incident").await;
 
     // An update posted in the form appears in the timeline.
+    b.client
+        .find(Locator::Css("#update > summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let form = b.client.form(Locator::Css("#update-form")).await.unwrap();
     form.set_by_name("author", "alice").await.unwrap();
     form.set_by_name("message", "rolled back the bad deploy")
@@ -262,6 +270,115 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     form.submit().await.unwrap();
     let plan = wait_for_text(&b, "main", "output of web-3").await;
     assert!(plan.contains("ui") && plan.contains("show"), "{plan}");
+    // A failed run: its first screen says what is happening, what ran,
+    // what failed and what to do now, on a laptop and on a phone.
+    for (i, host) in ["db-1", "db-2"].iter().enumerate() {
+        app.post_alert(notification(
+            &format!("g-broken-{i}"),
+            &[(
+                &json!({"alertname": "BrokenTest", "instance": host}),
+                "firing",
+                "2026-11-24T08:00:00Z",
+            )],
+        ))
+        .await;
+    }
+    // An alert no runbook matches.
+    app.post_alert(notification(
+        "g-none",
+        &[(
+            &json!({"alertname": "NobodyHandlesThis", "instance": "edge-9"}),
+            "firing",
+            "2026-11-24T08:00:00Z",
+        )],
+    ))
+    .await;
+    app.wait_for_incident("INC-0004", "the broken run", |v| {
+        run_states(v) == ["failed"]
+    })
+    .await;
+    // Two incidents with the same title are told apart by their host.
+    b.client
+        .goto(&format!("{}/incidents", app.url))
+        .await
+        .unwrap();
+    let table = text_of(&b, "table.incidents").await;
+    assert!(
+        table.contains("Disk almost full · db-1") && table.contains("Disk almost full · db-2"),
+        "{table}"
+    );
+    assert!(table.contains("1 (1 firing)"), "{table}");
+    for (w, h, name) in [
+        (1280, 900, "incident-failed"),
+        (390, 844, "phone-incident-failed"),
+    ] {
+        b.client.set_window_size(w, h).await.unwrap();
+        b.client
+            .goto(&format!("{}/incidents/INC-0004", app.url))
+            .await
+            .unwrap();
+        let now = text_of(&b, "#now").await;
+        for needle in [
+            "BrokenTest",
+            "instance=db-2",
+            "broken: failed",
+            "clean-tmp",
+            "exit status 4",
+            "Page the storage owner of db-2",
+            "Add an update",
+        ] {
+            assert!(now.contains(needle), "{w}px: no `{needle}` in {now}");
+        }
+        let bottom = b
+            .client
+            .execute(
+                "return document.getElementById('now').getBoundingClientRect().bottom <= window.innerHeight",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            bottom,
+            json!(true),
+            "{w}px: the summary is not on the first screen"
+        );
+        let times = b.client.execute("return Array.from(document.querySelectorAll('time')).map(t => t.textContent).join('|')", vec![]).await.unwrap();
+        let times = times.as_str().unwrap().to_owned();
+        assert!(
+            !times.is_empty() && !times.contains('.') && !times.contains('T'),
+            "raw timestamps: {times}"
+        );
+        screenshot(&b, name).await;
+    }
+    b.client.set_window_size(1280, 900).await.unwrap();
+    b.client
+        .goto(&format!("{}/unmatched", app.url))
+        .await
+        .unwrap();
+    let unmatched = text_of(&b, "main").await;
+    assert!(
+        unmatched.contains("NobodyHandlesThis") && unmatched.contains("instance=\"edge-9\""),
+        "{unmatched}"
+    );
+    assert!(!unmatched.contains("BrokenTest"), "{unmatched}");
+    screenshot(&b, "unmatched").await;
+    b.client
+        .goto(&format!("{}/incidents/INC-0999", app.url))
+        .await
+        .unwrap();
+    let missing = text_of(&b, "main").await;
+    assert!(
+        missing.contains("404") && missing.contains("INC-0999"),
+        "{missing}"
+    );
+    b.client
+        .goto(&format!("{}/runbooks", app.url))
+        .await
+        .unwrap();
+    assert!(text_of(&b, "#runbook-broken")
+        .await
+        .contains("echo no space left"));
+
     // Readable on a phone: no sideways scrolling of the page itself.
     b.client.set_window_size(390, 844).await.unwrap();
     for (path, name) in [

@@ -15,11 +15,11 @@ fn check_reports_every_error_with_file_line_col_and_names() {
     assert_eq!(out.status.code(), Some(1));
     let d = "tests/fixtures/runbooks-broken";
     let expected = [
-        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `cancel_on_resolved`, `env`, `steps`, `on_failure`, `on_resolved`"),
+        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `cancel_on_resolved`, `run_as`, `env`, `steps`, `on_failure`, `on_resolved`"),
         format!("{d}/b-many.yaml:2:11: runbook `many-problems`: unknown severity `sev5`: expected sev1 (worst), sev2, sev3 or sev4"),
         format!("{d}/b-many.yaml:5:5: runbook `many-problems`: invalid regex in matcher `severity=~\"(\"`: error: unclosed group"),
         format!("{d}/b-many.yaml:6:5: runbook `many-problems`: matcher value contains an unescaped double quote: `\"ops`"),
-        format!("{d}/b-many.yaml:7:10: runbook `many-problems`: bad duration `10 parsecs` for `timeout`: unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write e.g. 30s, 5m, 1h30m)"),
+        format!("{d}/b-many.yaml:7:10: runbook `many-problems`: bad `timeout`: not a valid duration `10 parsecs`: unexpected ` `; write an integer and a unit (ms, s, m, h, d, w), largest first, e.g. 30s, 5m, 1h30m, 7d"),
         format!("{d}/b-many.yaml:8:14: runbook `many-problems`: `concurrency` must be at least 1"),
         format!("{d}/b-many.yaml:10:9: runbook `many-problems`: `PATH` is set by runbookd for every step and cannot be overridden"),
         format!("{d}/b-many.yaml:11:13: runbook `many-problems`: bad environment variable name `bad-name`: use letters, digits and `_`"),
@@ -32,7 +32,7 @@ fn check_reports_every_error_with_file_line_col_and_names() {
         format!("{d}/b-many.yaml:26:11: runbook `many-problems`, step `typo-var`: duplicate step name (also in `steps`)"),
         format!("{d}/b-many.yaml:28:14: runbook `many-problems`, step `typo-var`: `retries` does not apply to a manual step, which runs nothing"),
         format!("{d}/b-many.yaml:30:17: runbook `many-problems`, step `last`: unknown template variable `alert.statuz`: `alert` has no field `statuz` (it has: status, labels, annotations, startsAt, endsAt, generatorURL, fingerprint)"),
-        format!("{d}/b-many.yaml:31:18: runbook `many-problems`, step `last`: bad duration `soon` for `retry_delay`: expected number at 0 (write e.g. 30s, 5m, 1h30m)"),
+        format!("{d}/b-many.yaml:31:18: runbook `many-problems`, step `last`: bad `retry_delay`: not a valid duration `soon`: expected a number at `soon`; write an integer and a unit (ms, s, m, h, d, w), largest first, e.g. 30s, 5m, 1h30m, 7d"),
         format!("{d}/b-many.yaml:34:17: runbook `many-problems`, step `bad-syntax`: template syntax error at template line 1, column 25: invalid handlebars syntax"),
         format!("{d}/c-duplicate.yaml:2:7: runbook `many-problems`: duplicate runbook name: also defined in `{d}/b-many.yaml`"),
         format!("{d}/d-syntax.yaml:6:17: runbook `d-syntax`: YAML syntax error: while scanning a quoted scalar, found unexpected end of stream"),
@@ -57,7 +57,7 @@ fn check_refuses_an_empty_or_missing_directory() {
     let out = runbookd(&["check", "/nonexistent/runbooks"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("/nonexistent/runbooks: cannot read runbook directory"),
+        stderr(&out).contains("/nonexistent/runbooks: no such file or directory"),
         "{}",
         stderr(&out)
     );
