@@ -220,9 +220,9 @@ impl Dispatcher {
         );
         let finished = self.execute_claimed(&c, &cancel).await;
         if matches!(finished.state.as_str(), "succeeded" | "planned") {
-            tracing::info!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = %finished.summary, "run ended");
+            tracing::info!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         } else {
-            tracing::warn!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = %finished.summary, "run ended");
+            tracing::warn!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         }
         self.running
             .lock()

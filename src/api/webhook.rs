@@ -47,7 +47,8 @@ async fn webhook(
         ),
         Err(e) => tracing::warn!(
             status = e.status_code().as_u16(),
-            reason = %e,
+            // Debug: the reason can quote the payload, newlines included.
+            reason = ?e.to_string(),
             "webhook refused"
         ),
     }

@@ -336,53 +336,71 @@ impl Executor {
         }
     }
 
-    /// Copies a `credential_file` into the run's scratch directory (under
-    /// `.credentials/`, 0600, owned by the step's user) and returns the
-    /// copy's path. runbookd reads the source with its own rights: that is
-    /// the point, the step's user usually cannot.
+    /// Copies a `credential_file` into the run's scratch directory (a fresh
+    /// `.credentials-<random>/` directory, the copy 0600, both owned by the
+    /// step's user) and returns the copy's path. runbookd reads the source
+    /// with its own rights: that is the point, the step's user usually
+    /// cannot. Everything is created relative to descriptors opened without
+    /// following symlinks, so an earlier step of the run, which owns the
+    /// scratch directory, cannot redirect runbookd's write elsewhere.
     fn copy_credential(
         &self,
         source: &std::path::Path,
         var: &str,
         dir: &RunDir,
     ) -> Result<String, String> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use nix::fcntl::{openat, OFlag};
+        use nix::sys::stat::{fstat, mkdirat, Mode};
         let content = std::fs::read(source)
             .map_err(|e| format!("cannot read credential file `{}`: {e}", source.display()))?;
-        let owner = self.sandbox.identity(dir.run_as);
-        let folder = dir.scratch.path().join(".credentials");
-        let fail = |e: std::io::Error| {
+        let fail = |e: &dyn std::fmt::Display| {
             format!(
                 "cannot copy credential file `{}` for the step: {e}",
                 source.display()
             )
         };
-        if !folder.is_dir() {
-            std::fs::create_dir(&folder).map_err(fail)?;
-            std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o700))
-                .map_err(fail)?;
-            if let Some((uid, gid)) = owner {
-                std::os::unix::fs::chown(&folder, Some(uid), Some(gid)).map_err(fail)?;
-            }
+        let nofollow = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let scratch =
+            nix::fcntl::open(dir.scratch.path(), nofollow, Mode::empty()).map_err(|e| fail(&e))?;
+        let folder = format!(
+            ".credentials-{}",
+            super::instance::random_hex(8).map_err(|e| fail(&e))?
+        );
+        mkdirat(&scratch, folder.as_str(), Mode::from_bits_truncate(0o700))
+            .map_err(|e| fail(&e))?;
+        let sub =
+            openat(&scratch, folder.as_str(), nofollow, Mode::empty()).map_err(|e| fail(&e))?;
+        if fstat(&sub).map_err(|e| fail(&e))?.st_uid != nix::unistd::geteuid().as_raw() {
+            return Err(fail(&"the directory was replaced"));
         }
         let name = source.file_name().map_or_else(
             || var.to_ascii_lowercase(),
-            |n| format!("{var}-{}", n.to_string_lossy()),
+            |n| n.to_string_lossy().into_owned(),
         );
-        let copy = folder.join(name);
-        let _ = std::fs::remove_file(&copy);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&copy)
-            .map_err(fail)?;
-        std::io::Write::write_all(&mut file, &content).map_err(fail)?;
-        if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(fail)?;
+        let file = openat(
+            &sub,
+            name.as_str(),
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| fail(&e))?;
+        let mut file = std::fs::File::from(file);
+        std::io::Write::write_all(&mut file, &content).map_err(|e| fail(&e))?;
+        if let Some((uid, gid)) = self.sandbox.identity(dir.run_as) {
+            let (uid, gid) = (
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            );
+            nix::unistd::fchown(&file, uid, gid).map_err(|e| fail(&e))?;
+            nix::unistd::fchown(&sub, uid, gid).map_err(|e| fail(&e))?;
         }
-        Ok(copy.to_string_lossy().into_owned())
+        Ok(dir
+            .scratch
+            .path()
+            .join(folder)
+            .join(name)
+            .to_string_lossy()
+            .into_owned())
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -990,3 +990,50 @@ fn check_warns_where_a_value_can_become_an_option_a_program_or_a_host() {
         stdout(&examples)
     );
 }
+
+/// A step plants symlinks in the run's scratch directory (which its user
+/// owns) where runbookd might copy a later step's credential file: the copy
+/// must never land outside the scratch directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cannot_redirect_a_credential_copy() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require(
+        nix::unistd::geteuid().is_root(),
+        "root (steps run as nobody)",
+    ) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let victim = work.path().join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cred = work.path().join("kubeconfig");
+    std::fs::write(&cred, "token: c0ffee\n").unwrap();
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let v = victim.display();
+    let rb = format!(
+        "name: plant\nmatchers: [alertname = \"Plant\"]\nsteps:\n  - name: plant\n    shell: |\n      for n in .credentials .credentials-0 KUBECONFIG kubeconfig; do ln -s {v} \"$TMPDIR/$n\"; done\n      ls -a \"$TMPDIR\"\n  - name: use\n    env:\n      KUBECONFIG: {{credential_file: {}}}\n    shell: |\n      case \"$KUBECONFIG\" in \"$TMPDIR\"/*) echo inside;; esac\n      grep -c token \"$KUBECONFIG\"\n",
+        cred.display()
+    );
+    let app = TestApp::start(&[("p.yaml", &rb)], |_| {}).await;
+    app.post_alert(notification(
+        "p",
+        &[(&json!({"alertname": "Plant"}), "firing", T0)],
+    ))
+    .await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the run", |v| {
+            run_states(v)
+                .first()
+                .is_some_and(|s| s != "queued" && s != "running")
+        })
+        .await;
+    assert_eq!(run_states(&inc), ["succeeded"], "{inc:#}");
+    assert_eq!(step_stdout(&inc, 0, 1), "inside\n1\n");
+    assert_eq!(
+        std::fs::read_dir(&victim).unwrap().count(),
+        0,
+        "runbookd wrote through a planted symlink"
+    );
+}

@@ -72,6 +72,14 @@ async fn activity(child: &mut std::process::Child, url: &str) -> String {
     assert_eq!(r.status(), 200);
     let r = post(b"{\"version\": \"4\"}".to_vec()).await.unwrap();
     assert_eq!(r.status(), 400);
+    // A payload that tries to forge a log line through the refusal reason.
+    let r = post(
+        br#"{"version": "4", "status": "x\nINFO forged: webhook accepted", "receiver": "r", "groupKey": "g", "alerts": []}"#
+            .to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let v: Value = client
@@ -121,6 +129,10 @@ async fn the_log_tells_what_was_received_what_ran_and_what_failed() {
             .unwrap_or_else(|| panic!("no `{needle}` line with {also:?} in:\n{logs}"))
             .to_owned()
     };
+    assert!(
+        !logs.lines().any(|l| l.starts_with("INFO forged")),
+        "a payload forged a log line:\n{logs}"
+    );
     let accepted = line(
         "webhook accepted",
         &["incident=\"INC-0001\"", "queued_runs=1", "alerts=1"],
