@@ -1,6 +1,6 @@
 //! Durations as Prometheus and Alertmanager write them: integers with the
 //! units `w`, `d`, `h`, `m`, `s`, `ms`, largest first, each at most once
-//! (`1h30m`, `500ms`, `7d`, `0`). Nothing else: `5M` (months?), `1y`,
+//! (`1h30m`, `500ms`, `7d`, `0`), up to ten years. Nothing else: `5M` (months?), `1y`,
 //! `2 hours` and a bare `30` are errors that say what to write.
 
 use std::time::Duration;
@@ -80,8 +80,15 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             .ok_or_else(|| fail("it is too long".into()))?;
         rest = &rest[unit_len..];
     }
+    if total > MAX_MS {
+        return Err(fail("it is longer than 520w (ten years)".into()));
+    }
     Ok(Duration::from_millis(total))
 }
+
+/// The longest duration accepted: ten years, in milliseconds (beyond it,
+/// date arithmetic would overflow, and no timeout or window needs it).
+const MAX_MS: u64 = 520 * 7 * 86_400_000;
 
 #[cfg(test)]
 mod tests {
@@ -119,6 +126,8 @@ mod tests {
             ("-5s", "expected a number"),
             ("99999999999999999999s", "too large"),
             ("9999999999999w", "too long"),
+            ("14000000w", "ten years"),
+            ("521w", "ten years"),
         ] {
             let e = parse(s).unwrap_err().to_string();
             assert!(e.contains(why), "{s}: {e}");

@@ -483,8 +483,8 @@ async fn events(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let q: LiveQuery = super::incidents::query(q)?;
     require_read_auth(&s, &headers)?;
+    let q: LiveQuery = super::incidents::query(q)?;
     let id = parse_id(&id)?;
     let resumed = headers
         .get("last-event-id")

@@ -159,6 +159,57 @@ fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// The largest credential file runbookd copies for a step.
+const MAX_CREDENTIAL_BYTES: u64 = 1 << 20;
+
+/// Reads a `credential_file` as root would hand it out: a regular file
+/// (not through a symlink), owned by root or runbookd's user, writable by
+/// nobody else, in directories nobody else can change (or sticky ones, like
+/// `/tmp`), at most 1 MiB. Otherwise a user who can write there could point
+/// it at `/etc/shadow` and have runbookd copy that to a step.
+fn read_credential(source: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let refuse = |why: String| format!("credential file `{}`: {why}", source.display());
+    let me = nix::unistd::geteuid().as_raw();
+    let trusted = |m: &std::fs::Metadata| {
+        (m.uid() == 0 || m.uid() == me) && (m.mode() & 0o022 == 0 || m.mode() & 0o1000 != 0)
+    };
+    for dir in source.ancestors().skip(1) {
+        let m = std::fs::metadata(dir)
+            .map_err(|e| refuse(format!("cannot inspect `{}`: {e}", dir.display())))?;
+        if !trusted(&m) {
+            return Err(refuse(format!(
+                "its directory `{}` can be changed by users other than root and runbookd's",
+                dir.display()
+            )));
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(source)
+        .map_err(|e| refuse(format!("cannot open it (symlinks are refused): {e}")))?;
+    let m = file.metadata().map_err(|e| refuse(e.to_string()))?;
+    if !m.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    if !(m.uid() == 0 || m.uid() == me) || m.mode() & 0o022 != 0 {
+        return Err(refuse(
+            "it must be owned by root or runbookd's user and writable by no one else".into(),
+        ));
+    }
+    if m.len() > MAX_CREDENTIAL_BYTES {
+        return Err(refuse("larger than 1 MiB".into()));
+    }
+    let mut content = Vec::new();
+    (&mut file)
+        .take(MAX_CREDENTIAL_BYTES + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| refuse(e.to_string()))?;
+    Ok(content)
+}
+
 /// A run's scratch directory and whom its steps run as.
 pub struct RunDir {
     scratch: Scratch,
@@ -348,11 +399,16 @@ impl Executor {
         source: &std::path::Path,
         var: &str,
         dir: &RunDir,
-    ) -> Result<String, String> {
+    ) -> Result<(String, Vec<u8>), String> {
         use nix::fcntl::{openat, OFlag};
         use nix::sys::stat::{fstat, mkdirat, Mode};
-        let content = std::fs::read(source)
-            .map_err(|e| format!("cannot read credential file `{}`: {e}", source.display()))?;
+        if self.sandbox.probe.landlock_abi == 0 {
+            return Err(format!(
+                "credential file `{}` needs Landlock, which keeps other steps of the same user out of the copy; it is unavailable on this host",
+                source.display()
+            ));
+        }
+        let content = read_credential(source)?;
         let fail = |e: &dyn std::fmt::Display| {
             format!(
                 "cannot copy credential file `{}` for the step: {e}",
@@ -394,13 +450,8 @@ impl Executor {
             nix::unistd::fchown(&file, uid, gid).map_err(|e| fail(&e))?;
             nix::unistd::fchown(&sub, uid, gid).map_err(|e| fail(&e))?;
         }
-        Ok(dir
-            .scratch
-            .path()
-            .join(folder)
-            .join(name)
-            .to_string_lossy()
-            .into_owned())
+        let path = dir.scratch.path().join(folder).join(name);
+        Ok((path.to_string_lossy().into_owned(), content))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -501,7 +552,20 @@ impl Executor {
         let mut secrets = Vec::new();
         for (k, secret) in &plan.secrets {
             let read = match secret {
-                Secret::CredentialFile(source) => self.copy_credential(source, k, dir),
+                Secret::CredentialFile(source) => {
+                    self.copy_credential(source, k, dir).map(|(path, content)| {
+                        // What the file holds is as secret as a secret_file:
+                        // output quoting it is redacted.
+                        secrets.extend(
+                            String::from_utf8_lossy(&content)
+                                .lines()
+                                .map(str::trim)
+                                .filter(|l| l.len() >= 8)
+                                .map(str::to_owned),
+                        );
+                        path
+                    })
+                }
                 other => other.read(),
             };
             match read {

@@ -430,12 +430,11 @@ impl Sandbox {
             .flatten()
             .ok_or_else(|| format!("run_as user `{name}` does not exist"))?;
         let me = nix::unistd::geteuid();
-        if user.uid.is_root() && me.is_root() {
-            return if self.config.allow_root_steps {
-                Ok(RunAs::Unchanged)
-            } else {
-                Err("run_as `root` needs sandbox.allow_root_steps (--allow-root-steps)".to_owned())
-            };
+        if (user.uid.is_root() || user.gid.as_raw() == 0)
+            && me.is_root()
+            && !self.config.allow_root_steps
+        {
+            return Err(format!("run_as `{name}` (root, or root's group) needs sandbox.allow_root_steps (--allow-root-steps)"));
         }
         if user.uid == me {
             return Ok(RunAs::Unchanged);

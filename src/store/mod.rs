@@ -110,6 +110,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 
 /// Most operations committed together in one transaction.
@@ -346,9 +347,16 @@ fn writer(mut conn: Connection, rx: &mpsc::Receiver<WriteJob>, health: &Mutex<Op
             }
         }
         let mut done = Vec::with_capacity(jobs.len());
+        let changes = conn.total_changes();
         let committed = commit_batch(&mut conn, jobs, &mut done);
-        *health.lock().unwrap_or_else(PoisonError::into_inner) =
-            committed.as_ref().err().map(ToString::to_string);
+        // A failed commit makes the store unready; only a commit that
+        // really wrote makes it ready again (reads commit on a full disk).
+        let wrote = conn.total_changes() > changes;
+        match &committed {
+            Err(e) => *health.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string()),
+            Ok(()) if wrote => *health.lock().unwrap_or_else(PoisonError::into_inner) = None,
+            Ok(()) => {}
+        }
         match committed {
             Ok(()) => {
                 for (reply, result) in done {

@@ -111,6 +111,21 @@ fn services(n: &Notification) -> BTreeSet<String> {
         .collect()
 }
 
+/// Label values as a list shows them: at most 256 characters each, so that
+/// a list of many alerts stays small whatever their labels hold.
+fn shortened(labels: &crate::alert::Labels) -> std::collections::BTreeMap<&str, String> {
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let short = match v.char_indices().nth(256) {
+                Some((at, _)) => format!("{}…", &v[..at]),
+                None => v.clone(),
+            };
+            (k.as_str(), short)
+        })
+        .collect()
+}
+
 /// Unmatched alerts kept, the most recently seen.
 const UNMATCHED_KEPT: i64 = 1000;
 
@@ -131,7 +146,9 @@ pub struct UnmatchedAlert {
 /// and its first alert's labels (for a row that says which host).
 const SUMMARY_COLUMNS: &str = "*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id) AS alert_count,
     (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id AND a.status = 'firing') AS firing_count,
-    (SELECT labels FROM alerts a WHERE a.incident_id = incidents.id ORDER BY first_seen, fingerprint LIMIT 1) AS first_labels";
+    (SELECT substr(COALESCE(json_extract(labels, '$.instance'), json_extract(labels, '$.pod'), json_extract(labels, '$.service'),
+                            json_extract(labels, '$.job'), json_extract(labels, '$.node'), json_extract(labels, '$.cluster')), 1, 128)
+     FROM alerts a WHERE a.incident_id = incidents.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject";
 
 /// Records a notification, opens or updates its incident, and queues runs.
 ///
@@ -155,7 +172,7 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             conn.execute(
                 "INSERT INTO unmatched_alerts (fingerprint, alertname, labels, receiver, first_seen, last_seen, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)
                  ON CONFLICT (fingerprint) DO UPDATE SET labels = ?3, receiver = ?4, last_seen = ?5, seen = seen + 1",
-                params![alert.fingerprint, alert.name(), json(&alert.labels), n.receiver, at],
+                params![alert.fingerprint, alert.name(), json(&shortened(&alert.labels)), n.receiver, at],
             )?;
         }
     }
@@ -315,13 +332,17 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         )?;
         // When the alerts really ended: the latest endsAt, never before the
         // incident was opened.
+        // Clamped to [opened, now]: an endsAt in the future (or in 9999)
+        // must not skew MTTR.
         conn.execute(
             "UPDATE incidents SET alerts_ended_at = COALESCE(alerts_ended_at, (
-                 SELECT CASE WHEN julianday(a.ends_at) > julianday(i.created_at) THEN a.ends_at ELSE i.created_at END
+                 SELECT CASE WHEN julianday(a.ends_at) <= julianday(i.created_at) THEN i.created_at
+                             WHEN julianday(a.ends_at) >= julianday(?2) THEN ?2
+                             ELSE a.ends_at END
                  FROM alerts a, incidents i WHERE a.incident_id = ?1 AND i.id = ?1 AND julianday(a.ends_at) IS NOT NULL
                  ORDER BY julianday(a.ends_at) DESC LIMIT 1))
              WHERE id = ?1",
-            [incident],
+            params![incident, now()],
         )?;
     }
     let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
@@ -728,14 +749,7 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         alerts_ended_at: r.get("alerts_ended_at")?,
         alert_count: r.get("alert_count")?,
         firing_count: r.get("firing_count")?,
-        subject: r
-            .get::<_, Option<String>>("first_labels")?
-            .and_then(|l| serde_json::from_str::<crate::alert::Labels>(&l).ok())
-            .and_then(|l| {
-                ["instance", "pod", "service", "job", "node", "cluster"]
-                    .iter()
-                    .find_map(|k| l.get(*k).cloned())
-            }),
+        subject: r.get("subject")?,
         duration_seconds: (end - start).num_seconds(),
     })
 }

@@ -1037,3 +1037,70 @@ async fn a_step_cannot_redirect_a_credential_copy() {
         "runbookd wrote through a planted symlink"
     );
 }
+
+/// A `credential_file` in a directory its step's user can change: the user
+/// swaps it for a symlink to `/etc/shadow`, and runbookd must not copy that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_file_swapped_for_a_symlink_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    if !require(
+        nix::unistd::geteuid().is_root(),
+        "root (steps run as nobody)",
+    ) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = work.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let config = home.join("config");
+    std::os::unix::fs::symlink("/etc/shadow", &config).unwrap();
+    // The same, with a trusted directory but the file itself a symlink.
+    let trusted = work.path().join("trusted");
+    std::fs::create_dir(&trusted).unwrap();
+    std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", trusted.join("config")).unwrap();
+    let rb = format!(
+        "name: swap\nmatchers: [alertname = \"Swap\"]\nsteps:\n  - name: a\n    env:\n      KUBECONFIG: {{credential_file: {}}}\n    run: [cat, \"$KUBECONFIG\"]\n  - name: b\n    env:\n      KUBECONFIG: {{credential_file: {}}}\n    run: ['true']\n",
+        config.display(),
+        trusted.join("config").display()
+    );
+    let rb = rb
+        .replace(
+            "    run: ['true']",
+            "    continue_on_failure: true\n    run: ['true']",
+        )
+        .replace(
+            "    run: [cat, \"$KUBECONFIG\"]",
+            "    continue_on_failure: true\n    run: [cat, \"$KUBECONFIG\"]",
+        );
+    let app = TestApp::start(&[("s.yaml", &rb)], |_| {}).await;
+    app.post_alert(notification(
+        "s",
+        &[(&json!({"alertname": "Swap"}), "firing", T0)],
+    ))
+    .await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the run", |v| {
+            run_states(v)
+                .first()
+                .is_some_and(|s| s != "queued" && s != "running")
+        })
+        .await;
+    for (i, why) in [
+        (0, "can be changed by users other than root"),
+        (1, "symlinks are refused"),
+    ] {
+        let outcome = &inc["runs"][0]["result"]["steps"][i]["outcome"];
+        assert_eq!(outcome["status"], "spawn_failed", "{inc:#}");
+        assert!(
+            outcome["reason"].as_str().unwrap().contains(why),
+            "{outcome}"
+        );
+    }
+    assert!(
+        !inc.to_string().contains("root:"),
+        "/etc/shadow leaked: {inc:#}"
+    );
+}

@@ -88,6 +88,15 @@ async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert!(r.text().await.unwrap().contains("cannot be written"));
+    // The dispatcher's read-only commits in between do not make it ready.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = app
+        .client
+        .get(format!("{}/-/ready", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
     app.stop().await;
     let db = rusqlite::Connection::open_with_flags(
         disk.0.path().join("store/runbookd.db"),

@@ -535,6 +535,20 @@ async fn mttr_counts_to_when_the_alerts_ended_not_to_the_notification() {
     let (_, page) = app.get("/incidents/INC-0001").await;
     let page = page.as_str().unwrap().to_owned();
     assert!(page.contains("alerts ended after"), "{page}");
+    // An endsAt far in the future cannot make an incident last for ages.
+    let other = json!({"alertname": "Ok", "instance": "b"});
+    app.post_alert(notification("g2", &[(&other, "firing", T0)]))
+        .await;
+    app.wait_for_incident("INC-0002", "the second run", |v| {
+        run_states(v) == ["succeeded"]
+    })
+    .await;
+    let mut late: Value =
+        serde_json::from_slice(&notification("g2", &[(&other, "resolved", T0)])).unwrap();
+    late["alerts"][0]["endsAt"] = json!("9999-12-31T23:59:59Z");
+    app.post_alert(serde_json::to_vec(&late).unwrap()).await;
+    let inc = app.incident("INC-0002").await;
+    assert!(inc["recovered_seconds"].as_i64().unwrap() < 60, "{inc:#}");
     assert!(page.contains("resolved notification after"), "{page}");
 }
 
@@ -760,7 +774,7 @@ async fn runbooks_choose_their_user_and_get_credential_files_explicitly() {
     std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
     let k = kubeconfig.display();
     let ops = format!(
-        "name: ops\nmatchers: [alertname = \"Ops\"]\nrun_as: daemon\nenv:\n  KUBECONFIG: {{credential_file: {k}}}\nsteps:\n  - name: who\n    shell: |\n      id -un\n      grep -c clusters \"$KUBECONFIG\"\n      cat {k} >/dev/null 2>&1 || echo original-unreadable\n"
+        "name: ops\nmatchers: [alertname = \"Ops\"]\nrun_as: daemon\nenv:\n  KUBECONFIG: {{credential_file: {k}}}\nsteps:\n  - name: who\n    shell: |\n      id -un\n      grep -c clusters \"$KUBECONFIG\"\n      cat {k} >/dev/null 2>&1 || echo original-unreadable\n      grep clusters \"$KUBECONFIG\"\n"
     );
     let rooted = "name: rooted\nmatchers: [alertname = \"Rooted\"]\nrun_as: root\nsteps:\n  - name: who\n    run: [id, -un]\n";
     let default = "name: plain\nmatchers: [alertname = \"Plain\"]\nsteps:\n  - name: who\n    run: [id, -un]\n";
@@ -790,7 +804,11 @@ async fn runbooks_choose_their_user_and_get_credential_files_explicitly() {
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(out, "daemon\n1\noriginal-unreadable\n", "{ops:#}");
+    // The copy's content, printed, is redacted like a secret.
+    assert_eq!(
+        out, "daemon\n1\noriginal-unreadable\n[redacted]\n",
+        "{ops:#}"
+    );
     let plan = &ops["runs"][0]["result"]["steps"][0]["plan"];
     assert_eq!(
         plan["env"]["KUBECONFIG"],
