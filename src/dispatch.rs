@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::alert::Notification;
 use crate::exec::run::{Executor, RunObserver, RunOutcome, RunRequest, RunResult, StepRecord};
 use crate::exec::{StepOutcome, Stream};
+use crate::incident::RunState;
 use crate::metrics::Metrics;
 use crate::plan::{IncidentRef, Plan, StepPlan};
 use crate::runbook::{RunbookSet, Severity};
@@ -219,7 +220,7 @@ impl Dispatcher {
             "run started"
         );
         let finished = self.execute_claimed(&c, &cancel).await;
-        if matches!(finished.state.as_str(), "succeeded" | "planned") {
+        if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
             tracing::info!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         } else {
             tracing::warn!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
@@ -228,7 +229,7 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&c.run_id);
-        Metrics::count_for(&self.metrics.runs, &c.runbook, &finished.state);
+        Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
         // Queue the record first, then wake the claim loop: its claim lands in
         // the same group commit, right after this run frees its slot.
         let recorded = self.store.write(move |conn| store::finish(conn, &finished));
@@ -241,7 +242,7 @@ impl Dispatcher {
     async fn execute_claimed(&self, c: &Claimed, cancel: &CancellationToken) -> Finished {
         let fail = |summary: String| Finished {
             run_id: c.run_id,
-            state: "failed".into(),
+            state: RunState::Failed,
             summary,
             result: serde_json::Value::Null,
         };
@@ -294,16 +295,17 @@ impl Dispatcher {
         let _ = flusher.await;
         let shutting_down = self.stop.is_cancelled();
         let state = match result.outcome {
-            RunOutcome::Cancelled if shutting_down => "interrupted".to_owned(),
-            other => serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            RunOutcome::Cancelled if shutting_down => RunState::Interrupted,
+            RunOutcome::Succeeded => RunState::Succeeded,
+            RunOutcome::SucceededWithFailures => RunState::SucceededWithFailures,
+            RunOutcome::Failed => RunState::Failed,
+            RunOutcome::TimedOut => RunState::TimedOut,
+            RunOutcome::Cancelled => RunState::Cancelled,
         };
         self.metrics
             .run_duration
             .get_or_create(&crate::metrics::Outcome {
-                outcome: state.clone(),
+                outcome: state.as_str().to_owned(),
             })
             .observe(Duration::from_millis(result.duration_ms).as_secs_f64());
         let summary = summarize(&result, shutting_down);
@@ -333,7 +335,7 @@ fn shadow_plan(
     let steps = run.map_or(0, |r| r.steps.len());
     Finished {
         run_id: c.run_id,
-        state: "planned".into(),
+        state: RunState::Planned,
         summary: format!("shadow mode: {steps} step(s) would run; nothing was executed"),
         result: serde_json::json!({ "shadow": true, "plan": run }),
     }

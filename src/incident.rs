@@ -50,6 +50,94 @@ impl FromStr for IncidentStatus {
     }
 }
 
+/// Where a run is: waiting, executing, or how it ended. Stored as its
+/// snake_case name; the API shows the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    SucceededWithFailures,
+    Failed,
+    TimedOut,
+    Cancelled,
+    /// runbookd stopped (or died) while the run executed.
+    Interrupted,
+    /// Not started: the runbook's cooldown.
+    Skipped,
+    /// Shadow mode: the plan was recorded, nothing executed.
+    Planned,
+}
+
+impl RunState {
+    pub const ALL: [RunState; 10] = [
+        RunState::Queued,
+        RunState::Running,
+        RunState::Succeeded,
+        RunState::SucceededWithFailures,
+        RunState::Failed,
+        RunState::TimedOut,
+        RunState::Cancelled,
+        RunState::Interrupted,
+        RunState::Skipped,
+        RunState::Planned,
+    ];
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::SucceededWithFailures => "succeeded_with_failures",
+            RunState::Failed => "failed",
+            RunState::TimedOut => "timed_out",
+            RunState::Cancelled => "cancelled",
+            RunState::Interrupted => "interrupted",
+            RunState::Skipped => "skipped",
+            RunState::Planned => "planned",
+        }
+    }
+
+    /// The words people read (`succeeded with failures`).
+    #[must_use]
+    pub fn words(self) -> String {
+        self.as_str().replace('_', " ")
+    }
+
+    /// Still to run or running.
+    #[must_use]
+    pub fn is_active(self) -> bool {
+        matches!(self, RunState::Queued | RunState::Running)
+    }
+
+    /// Ended in a way that needs nobody's attention.
+    #[must_use]
+    pub fn is_quiet(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded | RunState::Skipped | RunState::Planned | RunState::Cancelled
+        )
+    }
+}
+
+impl FromStr for RunState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        RunState::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown run state `{s}`"))
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which incidents a list shows: `open` (any status but resolved) or one
 /// status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -185,9 +273,7 @@ pub struct RunRecord {
     pub fingerprint: String,
     pub starts_at: String,
     pub phase: String,
-    /// `queued`, `running`, `planned` (shadow mode), `skipped`, `cancelled`,
-    /// `interrupted`, or the run's outcome.
-    pub state: String,
+    pub state: RunState,
     pub reason: Option<String>,
     pub queued_at: String,
     pub started_at: Option<String>,
@@ -287,5 +373,25 @@ mod tests {
         assert_eq!("42".parse::<IncidentId>(), Ok(IncidentId(42)));
         assert!("INC-0".parse::<IncidentId>().is_err());
         assert!("INC-x".parse::<IncidentId>().is_err());
+    }
+}
+
+#[cfg(test)]
+mod run_state_tests {
+    use super::RunState;
+
+    #[test]
+    fn run_states_are_stored_and_shown_by_one_name() {
+        for s in RunState::ALL {
+            assert_eq!(s.as_str().parse::<RunState>(), Ok(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::String(s.as_str().to_owned())
+            );
+            assert_eq!(s.words(), s.as_str().replace('_', " "));
+        }
+        assert!("exploded".parse::<RunState>().is_err());
+        assert!(RunState::Queued.is_active() && RunState::Running.is_active());
+        assert!(!RunState::Failed.is_quiet() && RunState::Succeeded.is_quiet());
     }
 }

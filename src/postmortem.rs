@@ -196,7 +196,7 @@ pub fn context(d: &IncidentDetail) -> Value {
     let runbooks = d
         .runs
         .iter()
-        .map(|r| format!("`{}` {}", r.runbook, r.state.replace('_', " ")))
+        .map(|r| format!("`{}` {}", r.runbook, r.state.words()))
         .collect::<Vec<_>>();
     let summary = format!(
         "{} alert(s) ({}) from receiver `{}` opened this {} incident at {}. {}{}",

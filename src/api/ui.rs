@@ -325,10 +325,7 @@ async fn incident(
     require_read_auth(&s, &headers)?;
     let d = s.store.incident(parse_id(&id)?).await?;
     let s30 = s.store.stats(Duration::from_secs(30 * 86400)).await?;
-    let watching = d
-        .runs
-        .iter()
-        .any(|r| r.state == "queued" || r.state == "running");
+    let watching = d.runs.iter().any(|r| r.state.is_active());
     let last_run = d.runs.last().map(|r| r.id);
     let runs: Vec<Value> = d
         .runs
@@ -348,7 +345,7 @@ async fn incident(
             // Open what needs attention and the latest run; earlier
             // successful runs stay folded.
             let open = Some(r.id) == last_run
-                || !matches!(r.state.as_str(), "succeeded" | "skipped" | "planned" | "cancelled");
+                || !r.state.is_quiet();
             json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps,
                    "live": live.0, "live_step": live.1, "open": open, "step_count": steps.len()})
         })

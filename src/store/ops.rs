@@ -13,7 +13,7 @@ use super::{Result, Store, StoreError};
 use crate::alert::{Notification, Status};
 use crate::incident::{
     AlertRecord, ChecklistItem, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary,
-    OutputChunk, RunRecord, TimelineEntry, Update,
+    OutputChunk, RunRecord, RunState, TimelineEntry, Update,
 };
 use crate::runbook::Severity;
 
@@ -124,6 +124,15 @@ fn shortened(labels: &crate::alert::Labels) -> std::collections::BTreeMap<&str, 
             (k.as_str(), short)
         })
         .collect()
+}
+
+/// A run's stored state; a name this runbookd does not know is an error
+/// (a newer runbookd wrote it), never a guess.
+fn run_state(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<RunState> {
+    let raw: String = r.get(idx)?;
+    raw.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 /// Unmatched alerts kept, the most recently seen.
@@ -561,8 +570,8 @@ pub fn append_output(
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub run_id: i64,
-    /// The run outcome (`succeeded`, `failed`, …) or `planned` / `interrupted`.
-    pub state: String,
+    /// How it ended (an outcome, or `planned` / `interrupted`).
+    pub state: RunState,
     pub summary: String,
     pub result: serde_json::Value,
 }
@@ -584,7 +593,7 @@ pub fn finish(conn: &Connection, f: &Finished) -> Result<()> {
     };
     conn.execute(
         "UPDATE runs SET state = ?2, ended_at = ?3, result = ?4, reason = ?5 WHERE id = ?1 AND state = 'running'",
-        params![f.run_id, f.state, now(), json(&f.result), f.summary],
+        params![f.run_id, f.state.as_str(), now(), json(&f.result), f.summary],
     )?;
     conn.execute("DELETE FROM step_output WHERE run_id = ?1", [f.run_id])?;
     timeline(
@@ -603,8 +612,8 @@ pub fn finish(conn: &Connection, f: &Finished) -> Result<()> {
     if status == "resolved" || phase != "remediation" {
         return Ok(());
     }
-    match f.state.as_str() {
-        "failed" | "timed_out" => {
+    match f.state {
+        RunState::Failed | RunState::TimedOut => {
             conn.execute(
                 "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
                 params![incident, now()],
@@ -616,12 +625,12 @@ pub fn finish(conn: &Connection, f: &Finished) -> Result<()> {
                 "runbookd",
                 &format!(
                     "escalated: runbook `{runbook}` {} ({})",
-                    f.state.replace('_', " "),
+                    f.state.words(),
                     f.summary
                 ),
             )?;
         }
-        "succeeded" | "succeeded_with_failures" if !escalated => {
+        RunState::Succeeded | RunState::SucceededWithFailures if !escalated => {
             let open: i64 = conn.query_row(
                 "SELECT COUNT(*) FROM runs WHERE incident_id = ?1 AND phase = 'remediation' AND state NOT IN ('succeeded', 'succeeded_with_failures', 'skipped', 'cancelled')",
                 [incident],
@@ -822,7 +831,7 @@ impl Store {
                         fingerprint: r.get(2)?,
                         starts_at: r.get(3)?,
                         phase: r.get(4)?,
-                        state: r.get(5)?,
+                        state: run_state(r, 5)?,
                         reason: r.get(6)?,
                         queued_at: r.get(7)?,
                         started_at: r.get(8)?,
@@ -833,7 +842,7 @@ impl Store {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = conn.prepare("SELECT seq, step, stream, chunk, rowid FROM step_output WHERE run_id = ?1 ORDER BY seq")?;
-            for run in runs.iter_mut().filter(|r| r.state == "running") {
+            for run in runs.iter_mut().filter(|r| r.state == RunState::Running) {
                 run.live_output = out
                     .query_map([run.id], |r| Ok(OutputChunk { seq: r.get(0)?, cursor: r.get(4)?, step: r.get(1)?, stream: r.get(2)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(3)?).into_owned() }))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -994,10 +1003,10 @@ impl Store {
         &self,
         runbook: String,
         limit: u32,
-    ) -> Result<Vec<(i64, IncidentId, String)>> {
+    ) -> Result<Vec<(i64, IncidentId, RunState)>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached("SELECT id, incident_id, state FROM runs WHERE runbook = ?1 ORDER BY id DESC LIMIT ?2")?;
-            let rows = stmt.query_map(params![runbook, limit], |r| Ok((r.get(0)?, IncidentId(r.get(1)?), r.get(2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = stmt.query_map(params![runbook, limit], |r| Ok((r.get(0)?, IncidentId(r.get(1)?), run_state(r, 2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
         })
         .await
