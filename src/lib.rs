@@ -24,6 +24,7 @@ pub mod dispatch;
 pub mod duration;
 pub mod exec;
 pub mod incident;
+pub mod lifecycle;
 pub mod matcher;
 pub mod metrics;
 pub mod plan;

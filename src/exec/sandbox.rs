@@ -674,14 +674,27 @@ fn readable_rules(
     } else {
         grant_beside(Path::new("/"), &hidden, read, &mut paths);
     }
-    paths
-        .into_iter()
-        .map(|(p, access)| {
-            PathFd::new(&p)
-                .map(|fd| (fd, access))
-                .map_err(|e| format!("`{}`: {e}", p.display()))
-        })
-        .collect()
+    open_rules(paths)
+}
+
+/// Opens the paths of the read rules; a path other than `/` that vanished
+/// since it was listed is skipped.
+fn open_rules(
+    paths: Vec<(PathBuf, BitFlags<AccessFs>)>,
+) -> Result<Vec<(PathFd, BitFlags<AccessFs>)>, String> {
+    let mut rules = Vec::with_capacity(paths.len());
+    for (p, access) in paths {
+        match PathFd::new(&p) {
+            Ok(fd) => rules.push((fd, access)),
+            // An entry that vanished since it was listed (a temporary file
+            // of another program) grants nothing; only `/` must be there.
+            Err(e) if p != Path::new("/") => {
+                tracing::debug!(path = %p.display(), error = %e, "skipped in the Landlock read rules");
+            }
+            Err(e) => return Err(format!("`{}`: {e}", p.display())),
+        }
+    }
+    Ok(rules)
 }
 
 /// Grants `read` on every entry of `dir` (an ancestor of a hidden path)
@@ -914,6 +927,20 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_entry_that_vanished_does_not_stop_the_start() {
+        // Another program's temporary file, listed in /tmp and removed
+        // before its rule was opened (this made starts fail under load).
+        let read = AccessFs::from_read(ABI::V1);
+        let rules = open_rules(vec![
+            (PathBuf::from("/"), BitFlags::from(AccessFs::ReadDir)),
+            (PathBuf::from("/nonexistent/vanished-tmp-file"), read),
+            (PathBuf::from("/etc"), read),
+        ])
+        .unwrap();
+        assert_eq!(rules.len(), 2);
+    }
 
     #[test]
     fn memory_quantities() {

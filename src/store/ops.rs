@@ -15,6 +15,8 @@ use crate::incident::{
     AlertRecord, ChecklistItem, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary,
     OutputChunk, RunRecord, RunState, TimelineEntry, Update,
 };
+use crate::lifecycle;
+use crate::plan::Phase;
 use crate::runbook::Severity;
 
 fn ts(t: DateTime<Utc>) -> String {
@@ -97,6 +99,35 @@ fn set_status(
         params![incident, status.as_str(), now(), resolved_at],
     )?;
     timeline(conn, incident, author, "status", message, Some(status))
+}
+
+/// Records what the lifecycle decided for an event of `incident` (read in
+/// the same transaction).
+fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Result<()> {
+    let (status, escalated): (String, bool) = conn.query_row(
+        "SELECT status, escalated FROM incidents WHERE id = ?1",
+        [incident],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let status: IncidentStatus = status.parse().map_err(StoreError::Invalid)?;
+    let Some(t) = lifecycle::next(lifecycle::Incident { status, escalated }, event) else {
+        return Ok(());
+    };
+    if t.escalate {
+        conn.execute(
+            "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
+            params![incident, now()],
+        )?;
+    }
+    set_status(conn, incident, t.status, t.author, &t.message)
+}
+
+fn phase(raw: &str) -> Result<Phase> {
+    match raw {
+        "remediation" => Ok(Phase::Remediation),
+        "resolution" => Ok(Phase::Resolution),
+        other => Err(StoreError::Invalid(format!("unknown run phase `{other}`"))),
+    }
 }
 
 fn services(n: &Notification) -> BTreeSet<String> {
@@ -332,13 +363,7 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         |r| r.get(0),
     )?;
     if unresolved == 0 {
-        set_status(
-            conn,
-            incident,
-            IncidentStatus::Resolved,
-            "alertmanager",
-            "resolved: Alertmanager reports every alert of the incident resolved",
-        )?;
+        advance(conn, incident, lifecycle::Event::AllAlertsResolved)?;
         // When the alerts really ended: the latest endsAt, never before the
         // incident was opened.
         // Clamped to [opened, now]: an endsAt in the future (or in 9999)
@@ -515,11 +540,11 @@ fn claim_one(conn: &Connection, id: i64) -> Result<Option<Claimed>> {
     {
         return Ok(None);
     }
-    let (incident, runbook, fingerprint, starts_at, phase, body, status, escalated, severity): (i64, String, String, String, String, Vec<u8>, String, bool, String) = conn.query_row(
-        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.status, i.escalated, i.severity
+    let (incident, runbook, fingerprint, starts_at, phase, body, severity): (i64, String, String, String, String, Vec<u8>, String) = conn.query_row(
+        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity
          FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
     timeline(
         conn,
@@ -529,15 +554,14 @@ fn claim_one(conn: &Connection, id: i64) -> Result<Option<Claimed>> {
         &format!("run #{id}: `{runbook}` started ({phase}) for alert {fingerprint}"),
         None,
     )?;
-    if status == "investigating" && !escalated && phase == "remediation" {
-        set_status(
-            conn,
-            incident,
-            IncidentStatus::Identified,
-            "runbookd",
-            &format!("identified: runbook `{runbook}` is running"),
-        )?;
-    }
+    advance(
+        conn,
+        incident,
+        lifecycle::Event::RunStarted {
+            runbook: &runbook,
+            phase: self::phase(&phase)?,
+        },
+    )?;
     Ok(Some(Claimed {
         run_id: id,
         incident: IncidentId(incident),
@@ -604,51 +628,23 @@ pub fn finish(conn: &Connection, f: &Finished) -> Result<()> {
         &format!("run #{}: `{runbook}` {}: {}", f.run_id, f.state, f.summary),
         None,
     )?;
-    let (status, escalated): (String, bool) = conn.query_row(
-        "SELECT status, escalated FROM incidents WHERE id = ?1",
+    let remediation_not_succeeded: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM runs WHERE incident_id = ?1 AND phase = 'remediation' AND state NOT IN ('succeeded', 'succeeded_with_failures', 'skipped', 'cancelled')",
         [incident],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| r.get(0),
     )?;
-    if status == "resolved" || phase != "remediation" {
-        return Ok(());
-    }
-    match f.state {
-        RunState::Failed | RunState::TimedOut => {
-            conn.execute(
-                "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
-                params![incident, now()],
-            )?;
-            set_status(
-                conn,
-                incident,
-                IncidentStatus::Investigating,
-                "runbookd",
-                &format!(
-                    "escalated: runbook `{runbook}` {} ({})",
-                    f.state.words(),
-                    f.summary
-                ),
-            )?;
-        }
-        RunState::Succeeded | RunState::SucceededWithFailures if !escalated => {
-            let open: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM runs WHERE incident_id = ?1 AND phase = 'remediation' AND state NOT IN ('succeeded', 'succeeded_with_failures', 'skipped', 'cancelled')",
-                [incident],
-                |r| r.get(0),
-            )?;
-            if open == 0 && status != "monitoring" {
-                set_status(
-                    conn,
-                    incident,
-                    IncidentStatus::Monitoring,
-                    "runbookd",
-                    "monitoring: every run of the incident succeeded",
-                )?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
+    advance(
+        conn,
+        incident,
+        lifecycle::Event::RunFinished {
+            runbook: &runbook,
+            phase: self::phase(&phase)?,
+            state: f.state,
+            summary: &f.summary,
+            remediation_not_succeeded: usize::try_from(remediation_not_succeeded)
+                .unwrap_or(usize::MAX),
+        },
+    )
 }
 
 /// After a crash or stop: runs that were executing are marked interrupted.
