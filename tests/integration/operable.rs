@@ -202,9 +202,13 @@ fn a_store_it_cannot_write_stops_the_start_with_the_path() {
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
+    // A copy nobody can execute wherever the checkout lives.
+    let binary = work.path().join("runbookd");
+    std::fs::copy(env!("CARGO_BIN_EXE_runbookd"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_runbookd"))
+        .arg(&binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
         .arg(runbooks.path())
         .arg("--data-dir")
