@@ -28,8 +28,10 @@ pub use ops::*;
 pub enum StoreError {
     #[error("the store `{path}` is in use by another runbookd{}; one process at a time may use a SQLite store", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { path: PathBuf, holder: Option<u32> },
+    /// The backend failed (disk full, I/O error, corruption); the message
+    /// says how, without tying callers to the database crate.
     #[error("database error: {0}")]
-    Db(#[from] rusqlite::Error),
+    Backend(String),
     #[error("the store's writer has stopped")]
     Stopped,
     #[error("the run queue is full")]
@@ -38,6 +40,12 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
