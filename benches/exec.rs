@@ -31,7 +31,7 @@ struct Setup {
 static SETUP: LazyLock<Setup> = LazyLock::new(|| {
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let scratch = tempfile::tempdir().expect("scratch");
-    if let Some((uid, gid)) = sandbox.step_identity() {
+    if let Some((uid, gid)) = sandbox.identity(runbookd::exec::sandbox::RunAs::Default) {
         std::os::unix::fs::chown(scratch.path(), Some(uid), Some(gid)).expect("chown scratch");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

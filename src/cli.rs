@@ -925,7 +925,7 @@ fn write_run_steps(out: &mut impl Write, r: &crate::incident::RunRecord) -> std:
         } else if let Some(argv) = plan["argv"].as_array() {
             let words: Vec<String> = argv
                 .iter()
-                .map(|a| quoted(a.as_str().unwrap_or("")))
+                .map(|a| crate::runbook::shell_word(a.as_str().unwrap_or("")))
                 .collect();
             writeln!(out, "        $ {}", printable(&words.join(" ")))?;
         } else if let Some(text) = plan["text"].as_str() {

@@ -50,6 +50,10 @@ impl FromStr for IncidentStatus {
     }
 }
 
+/// The labels that say what an alert is about, in order of preference: an
+/// incident row and the incident page show the first one an alert has.
+pub const SUBJECT_LABELS: &[&str] = &["instance", "pod", "service", "job", "node", "cluster"];
+
 /// Where a run is: waiting, executing, or how it ended. Stored as its
 /// snake_case name; the API shows the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use super::{ApiError, AppState};
 /// inline script or style, no framing.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; frame-ancestors 'none'";
 
-/// The request's `Host` without the port, lower case.
+/// The request's `Host` as sent (port included), lower case.
 fn host_of(headers: &HeaderMap) -> Option<String> {
     let host = headers
         .get(header::HOST)?

@@ -356,7 +356,7 @@ async fn incident(
         .iter()
         .filter(|a| a.status == "firing")
         .map(|a| {
-            let subject = ["instance", "pod", "service", "job", "node", "mountpoint"]
+            let subject = crate::incident::SUBJECT_LABELS
                 .iter()
                 .find_map(|k| a.labels.get(*k).map(|v| format!("{k}={v}")));
             json!({"name": a.labels.get("alertname"), "subject": subject, "summary": a.annotations.get("summary")})

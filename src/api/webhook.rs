@@ -35,22 +35,13 @@ async fn webhook(
         Err(_) => "invalid",
     };
     Metrics::count(&s.metrics.notifications, label);
-    match &outcome {
-        Ok(Json(ack)) => tracing::info!(
-            notification = ack["notification"].as_i64(),
-            incident = ack["incident"].as_str().unwrap_or("none"),
-            alerts = ack["alerts"].as_u64(),
-            queued_runs = ack["queued_runs"].as_u64(),
-            duplicate_runs = ack["duplicate_runs"].as_u64(),
-            skipped_runs = ack["skipped_runs"].as_u64(),
-            "webhook accepted"
-        ),
-        Err(e) => tracing::warn!(
+    if let Err(e) = &outcome {
+        tracing::warn!(
             status = e.status_code().as_u16(),
             // Debug: the reason can quote the payload, newlines included.
             reason = ?e.to_string(),
             "webhook refused"
-        ),
+        );
     }
     outcome
 }
@@ -80,6 +71,19 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         s.shadow,
     )
     .await?;
+    tracing::info!(
+        notification = ingested.notification_id,
+        incident = ingested
+            .incident
+            .map(|i| i.to_string())
+            .as_deref()
+            .unwrap_or("none"),
+        alerts,
+        queued_runs = ingested.queued.len(),
+        duplicate_runs = ingested.duplicates,
+        skipped_runs = ingested.skipped,
+        "webhook accepted"
+    );
     s.dispatcher.cancel(&ingested.cancel);
     if !ingested.queued.is_empty() {
         s.dispatcher.wake();

@@ -390,14 +390,6 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// A fresh scratch directory for one run, owned by the step user.
-    ///
-    /// # Errors
-    /// When it cannot be made.
-    pub fn scratch(&self) -> io::Result<Scratch> {
-        self.instance.scratch(self.drop_to)
-    }
-
     /// A run's scratch directory, owned by whom its steps run as.
     ///
     /// # Errors
@@ -495,12 +487,6 @@ impl Sandbox {
     /// Removes this instance's cgroup directories (at exit).
     pub fn release(&self) {
         self.probe.cgroups.remove_instance(self.instance.id());
-    }
-
-    /// The user steps run as, for the scratch directory's owner.
-    #[must_use]
-    pub fn step_identity(&self) -> Option<(u32, u32)> {
-        self.drop_to
     }
 
     /// Builds the sandboxed command for `argv`.

@@ -555,27 +555,20 @@ impl Checker<'_> {
                         }
                     }
                 }
+                RawEnv::SecretFile(file) | RawEnv::CredentialFile(file)
+                    if !file.starts_with('/') =>
+                {
+                    self.err(
+                        step,
+                        &at,
+                        format!("the file `{file}` must be an absolute path"),
+                    );
+                }
                 RawEnv::SecretFile(file) => {
-                    if file.starts_with('/') {
-                        env.push((name, EnvValue::Secret(Secret::File(file.into()))));
-                    } else {
-                        self.err(
-                            step,
-                            &at,
-                            format!("secret file `{file}` must be an absolute path"),
-                        );
-                    }
+                    env.push((name, EnvValue::Secret(Secret::File(file.into()))));
                 }
                 RawEnv::CredentialFile(file) => {
-                    if file.starts_with('/') {
-                        env.push((name, EnvValue::Secret(Secret::CredentialFile(file.into()))));
-                    } else {
-                        self.err(
-                            step,
-                            &at,
-                            format!("credential file `{file}` must be an absolute path"),
-                        );
-                    }
+                    env.push((name, EnvValue::Secret(Secret::CredentialFile(file.into()))));
                 }
                 RawEnv::SecretEnv(var) => {
                     if ENV_NAME_RE.is_match(&var) {

@@ -13,7 +13,7 @@ use super::{Result, Store, StoreError};
 use crate::alert::{Notification, Status};
 use crate::incident::{
     AlertRecord, ChecklistItem, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary,
-    OutputChunk, RunRecord, RunState, TimelineEntry, Update,
+    OutputChunk, RunRecord, RunState, TimelineEntry, Update, SUBJECT_LABELS,
 };
 use crate::lifecycle;
 use crate::plan::Phase;
@@ -183,12 +183,20 @@ pub struct UnmatchedAlert {
 }
 
 /// The columns of an incident summary: the incident's own, its alert counts
-/// and its first alert's labels (for a row that says which host).
-const SUMMARY_COLUMNS: &str = "*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id) AS alert_count,
-    (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id AND a.status = 'firing') AS firing_count,
-    (SELECT substr(COALESCE(json_extract(labels, '$.instance'), json_extract(labels, '$.pod'), json_extract(labels, '$.service'),
-                            json_extract(labels, '$.job'), json_extract(labels, '$.node'), json_extract(labels, '$.cluster')), 1, 128)
-     FROM alerts a WHERE a.incident_id = incidents.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject";
+/// and what its first alert is about (at most 128 characters of the first of
+/// [`SUBJECT_LABELS`] it has), so a list never loads whole label sets.
+static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let subject: Vec<String> = SUBJECT_LABELS
+        .iter()
+        .map(|l| format!("json_extract(labels, '$.{l}')"))
+        .collect();
+    format!(
+        "*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id) AS alert_count,
+         (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id AND a.status = 'firing') AS firing_count,
+         (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = incidents.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
+        subject.join(", ")
+    )
+});
 
 /// Records a notification, opens or updates its incident, and queues runs.
 ///
@@ -206,20 +214,25 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         ..Ingested::default()
     };
     // Firing alerts no runbook matched: kept (bounded, one row per alert) so
-    // that authors see what their runbooks miss.
+    // that authors see what their runbooks miss. Notifications whose alerts
+    // all matched pay nothing for it.
+    let mut unmatched = 0;
     for (alert, m) in n.alerts.iter().zip(&input.matches) {
         if alert.status == Status::Firing && m.is_empty() {
-            conn.execute(
+            unmatched += conn.execute(
                 "INSERT INTO unmatched_alerts (fingerprint, alertname, labels, receiver, first_seen, last_seen, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)
                  ON CONFLICT (fingerprint) DO UPDATE SET labels = ?3, receiver = ?4, last_seen = ?5, seen = seen + 1",
                 params![alert.fingerprint, alert.name(), json(&shortened(&alert.labels)), n.receiver, at],
             )?;
         }
     }
-    conn.execute(
-        "DELETE FROM unmatched_alerts WHERE fingerprint NOT IN (SELECT fingerprint FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1)",
-        [UNMATCHED_KEPT],
-    )?;
+    if unmatched > 0 {
+        conn.execute(
+            "DELETE FROM unmatched_alerts WHERE (SELECT COUNT(*) FROM unmatched_alerts) > ?1
+             AND fingerprint NOT IN (SELECT fingerprint FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1)",
+            [UNMATCHED_KEPT],
+        )?;
+    }
     let matched: Vec<&RunbookMatch> = input.matches.iter().flatten().collect();
     if matched.is_empty() {
         return Ok(out);
@@ -787,7 +800,7 @@ impl Store {
             let total: i64 = conn.query_row(&format!("SELECT COUNT(*){sql}"), rusqlite::params_from_iter(&args), |r| r.get(0))?;
             let limit = f.limit.unwrap_or(50).min(500);
             let offset = f.offset.unwrap_or(0);
-            let mut stmt = conn.prepare(&format!("SELECT {SUMMARY_COLUMNS}{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}"))?;
+            let mut stmt = conn.prepare(&format!("SELECT {}{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}", *SUMMARY_COLUMNS))?;
             let rows = stmt.query_map(rusqlite::params_from_iter(&args), summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((rows, total))
         })
@@ -801,7 +814,7 @@ impl Store {
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         self.read(move |conn| {
             let (summary, root_cause) = conn
-                .query_row(&format!("SELECT {SUMMARY_COLUMNS} FROM incidents WHERE id = ?1"), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
+                .query_row(&format!("SELECT {} FROM incidents WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;

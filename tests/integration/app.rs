@@ -111,6 +111,18 @@ impl TestApp {
         req.send().await.unwrap()
     }
 
+    /// A page as text (HTML), as a browser would get it.
+    pub async fn page(&self, path: &str) -> String {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let resp = self
             .client
@@ -158,19 +170,42 @@ impl TestApp {
         what: &str,
         done: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let (status, v) = self.get(&format!("/api/v1/incidents/{id}")).await;
-            if status == 200 && done(&v) {
-                return v;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {v:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_for_incident_at(&self.client, &self.url, id, what, done).await
     }
+}
+
+/// Polls incident `id` of the server at `url` until `done` holds (at most 20 s).
+pub async fn wait_for_incident_at(
+    client: &reqwest::Client,
+    url: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = client
+            .get(format!("{url}/api/v1/incidents/{id}"))
+            .send()
+            .await
+            .unwrap();
+        let ok = resp.status() == 200;
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if ok && done(&v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether every run of the incident has ended (and there is one).
+pub fn runs_ended(incident: &Value) -> bool {
+    let states = run_states(incident);
+    !states.is_empty() && states.iter().all(|s| s != "queued" && s != "running")
 }
 
 /// The states of an incident's runs, in order.

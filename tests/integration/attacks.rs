@@ -3,71 +3,37 @@
 //! over HTTP. Each test failed on the code before the fix.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use runbookd::exec::Probe;
 use serde_json::{json, Value};
 
-use crate::app::{notification, run_states, TestApp};
-use crate::exec::{require, run_yaml, survivors};
-use crate::helpers::{runbook_dir, stderr, stdout, write_alert};
+use crate::app::{notification, run_states, runs_ended, wait_for_incident_at, TestApp};
+use crate::exec::{require, require_root, run_yaml, survivors};
+use crate::helpers::{
+    mkdir_with_mode, open_tempdir, runbook_dir, stderr, stdout, write_alert, write_with_mode,
+    Served,
+};
 
 const T0: &str = "2026-11-24T08:00:00Z";
 
-/// `runbookd serve` as a separate process, on a port of its own.
-struct Serve {
-    child: Child,
-    url: String,
-    /// Kept open: runbookd's standard output stays a live pipe.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl Serve {
-    fn start(binary: &Path, args: &[&str], nofile: Option<u64>) -> Serve {
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("runbookd listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Serve {
-            child,
-            url,
-            _stdout: out,
+/// `runbookd serve ARGS` from `binary`, under a descriptor limit when given.
+fn serve(binary: &Path, args: &[&str], nofile: Option<u64>) -> Served {
+    let mut cmd = match nofile {
+        Some(n) => {
+            let mut c = Command::new("prlimit");
+            c.arg(format!("--nofile={n}:{n}")).arg(binary);
+            c
         }
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+        None => Command::new(binary),
+    };
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stderr(Stdio::null());
+    Served::start(cmd)
 }
 
 async fn post_json(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwest::Response {
@@ -80,36 +46,14 @@ async fn post_json(client: &reqwest::Client, url: &str, body: Vec<u8>) -> reqwes
         .unwrap()
 }
 
-async fn incident(client: &reqwest::Client, url: &str, id: &str) -> Value {
-    client
-        .get(format!("{url}/api/v1/incidents/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// Polls an incident of a separate server until `done` holds.
+/// Polls INC-0001 of a separate server until `done` holds.
 async fn wait_for(
     client: &reqwest::Client,
     url: &str,
     what: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = incident(client, url, "INC-0001").await;
-        if v.get("runs").is_some() && done(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_incident_at(client, url, "INC-0001", what, done).await
 }
 
 /// A runbook whose one step runs `script` with python3 (`extra`: more step
@@ -334,13 +278,7 @@ async fn alert_html_and_script_urls_stay_text() {
     );
     app.wait_for_incident("INC-0001", "the run", |v| run_states(v) == ["succeeded"])
         .await;
-    let page = app
-        .client
-        .get(format!("{}/incidents/INC-0001", app.url))
-        .send()
-        .await
-        .unwrap();
-    let html = page.text().await.unwrap();
+    let html = app.page("/incidents/INC-0001").await;
     assert!(
         !html.contains("href=\"javascript:"),
         "a script URL became a link"
@@ -389,8 +327,7 @@ async fn steps_cannot_read_the_store_config_or_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let token = dir.path().join("token");
-    std::fs::write(&token, "tok-3e1c0d5b9f").unwrap();
-    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_with_mode(&token, "tok-3e1c0d5b9f", 0o600);
     let config = dir.path().join("runbookd.yaml");
     std::fs::write(
         &config,
@@ -419,7 +356,7 @@ async fn steps_cannot_read_the_store_config_or_secrets() {
         "name: snoop\nmatchers: [alertname = \"Snoop\"]\nsteps:\n  - name: read\n    shell: '{script}'\n"
     );
     let runbooks = runbook_dir(&[("s.yaml", &rb)]);
-    let server = Serve::start(
+    let server = serve(
         Path::new(env!("CARGO_BIN_EXE_runbookd")),
         &[
             "--config",
@@ -451,12 +388,7 @@ async fn steps_cannot_read_the_store_config_or_secrets() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let inc = wait_for(&client, &server.url, "the step", |v| {
-        run_states(v)
-            .first()
-            .is_some_and(|s| s != "queued" && s != "running")
-    })
-    .await;
+    let inc = wait_for(&client, &server.url, "the step", runs_ended).await;
     let out = step_stdout(&inc, 0, 0);
     assert!(out.contains("root"), "the step ran as root: {out}");
     for p in &targets {
@@ -485,7 +417,7 @@ async fn idle_connections_cannot_exhaust_descriptors() {
     let rb = "name: files\nmatchers: [alertname = \"Files\"]\nsteps:\n  - name: open\n    shell: 'for f in /etc/hostname /etc/passwd /etc/group; do exec 3<\"$f\"; done; echo opened'\n";
     let runbooks = runbook_dir(&[("f.yaml", rb)]);
     let data = tempfile::tempdir().unwrap();
-    let server = Serve::start(
+    let server = serve(
         Path::new(env!("CARGO_BIN_EXE_runbookd")),
         &[
             "--runbooks",
@@ -520,12 +452,7 @@ async fn idle_connections_cannot_exhaust_descriptors() {
         t.elapsed().as_millis(),
         idle.len()
     );
-    let inc = wait_for(&client, &server.url, "the step", |v| {
-        run_states(v)
-            .first()
-            .is_some_and(|s| s != "queued" && s != "running")
-    })
-    .await;
+    let inc = wait_for(&client, &server.url, "the step", runs_ended).await;
     assert_eq!(run_states(&inc), ["succeeded"], "{inc:#}");
     assert!(step_stdout(&inc, 0, 0).contains("opened"));
     drop(idle);
@@ -612,7 +539,7 @@ async fn a_second_server_on_the_same_store_leaves_the_live_one_alone() {
         "--data-dir",
         data.path().to_str().unwrap(),
     ];
-    let server = Serve::start(&renamed, &args, None);
+    let server = serve(&renamed, &args, None);
     let client = reqwest::Client::new();
     let r = post_json(
         &client,
@@ -652,7 +579,7 @@ async fn a_second_server_on_the_same_store_leaves_the_live_one_alone() {
     // provably dead) without touching the renamed instance's step.
     let other_data = tempfile::tempdir().unwrap();
     let other_runbooks = runbook_dir(&[("s.yaml", rb)]);
-    let other = Serve::start(
+    let other = serve(
         Path::new(env!("CARGO_BIN_EXE_runbookd")),
         &[
             "--runbooks",
@@ -702,7 +629,7 @@ async fn leftovers_of_a_killed_server_are_reaped_at_the_next_start() {
         data.path().to_str().unwrap(),
     ];
     let bin = Path::new(env!("CARGO_BIN_EXE_runbookd"));
-    let mut first = Serve::start(bin, &args, None);
+    let mut first = serve(bin, &args, None);
     let client = reqwest::Client::new();
     post_json(
         &client,
@@ -739,7 +666,7 @@ async fn leftovers_of_a_killed_server_are_reaped_at_the_next_start() {
         "the scratch dir is left behind: {:?}",
         walkdir(&runtime)
     );
-    let second = Serve::start(bin, &args, None);
+    let second = serve(bin, &args, None);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !survivors(&token).is_empty() {
         assert!(
@@ -754,7 +681,7 @@ async fn leftovers_of_a_killed_server_are_reaped_at_the_next_start() {
         0,
         "the dead instance's scratch dir survived"
     );
-    let inc = incident(&client, &second.url, "INC-0001").await;
+    let inc = wait_for(&client, &second.url, "the record", |_| true).await;
     assert_eq!(run_states(&inc), ["interrupted"], "{inc:#}");
 }
 
@@ -900,15 +827,12 @@ except OSError as e:
 /// Finding 13: a secret in a runbook's env, shown nowhere but to the step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_reach_the_step_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = open_tempdir();
     let secret = dir.path().join("api-key");
-    std::fs::write(&secret, "sk-live-5bd0e2\n").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_with_mode(&secret, "sk-live-5bd0e2\n", 0o600);
     // What the step compares against, outside the runbook's text.
     let expected = dir.path().join("expected");
-    std::fs::write(&expected, "sk-live-5bd0e2").unwrap();
-    std::fs::set_permissions(&expected, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    write_with_mode(&expected, "sk-live-5bd0e2", 0o644);
     let rb = format!(
         "name: s\nmatchers: [alertname = \"S\"]\nsteps:\n  - name: use\n    env:\n      API_KEY: {{secret_file: {}}}\n    shell: |\n      test \"$API_KEY\" = \"$(cat {})\" && echo matches\n      echo \"leak: $API_KEY\"\n",
         secret.display(),
@@ -952,15 +876,7 @@ async fn secrets_reach_the_step_and_nothing_else() {
     let record = inc.to_string();
     assert!(record.contains("matches"), "{record}");
     assert!(!record.contains("sk-live"), "{record}");
-    let page = app
-        .client
-        .get(format!("{}/incidents/INC-0001", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/incidents/INC-0001").await;
     assert!(page.contains("[redacted]"), "{page}");
     assert!(!page.contains("sk-live"), "{page}");
 }
@@ -996,21 +912,14 @@ fn check_warns_where_a_value_can_become_an_option_a_program_or_a_host() {
 /// must never land outside the scratch directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_cannot_redirect_a_credential_copy() {
-    use std::os::unix::fs::PermissionsExt;
-    if !require(
-        nix::unistd::geteuid().is_root(),
-        "root (steps run as nobody)",
-    ) {
+    if !require_root("steps run as nobody") {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = open_tempdir();
     let victim = work.path().join("victim");
-    std::fs::create_dir(&victim).unwrap();
-    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    mkdir_with_mode(&victim, 0o755);
     let cred = work.path().join("kubeconfig");
-    std::fs::write(&cred, "token: c0ffee\n").unwrap();
-    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_with_mode(&cred, "token: c0ffee\n", 0o600);
     let v = victim.display();
     let rb = format!(
         "name: plant\nmatchers: [alertname = \"Plant\"]\nsteps:\n  - name: plant\n    shell: |\n      for n in .credentials .credentials-0 KUBECONFIG kubeconfig; do ln -s {v} \"$TMPDIR/$n\"; done\n      ls -a \"$TMPDIR\"\n  - name: use\n    env:\n      KUBECONFIG: {{credential_file: {}}}\n    shell: |\n      case \"$KUBECONFIG\" in \"$TMPDIR\"/*) echo inside;; esac\n      grep -c token \"$KUBECONFIG\"\n",
@@ -1023,11 +932,7 @@ async fn a_step_cannot_redirect_a_credential_copy() {
     ))
     .await;
     let inc = app
-        .wait_for_incident("INC-0001", "the run", |v| {
-            run_states(v)
-                .first()
-                .is_some_and(|s| s != "queued" && s != "running")
-        })
+        .wait_for_incident("INC-0001", "the run", runs_ended)
         .await;
     assert_eq!(run_states(&inc), ["succeeded"], "{inc:#}");
     assert_eq!(step_stdout(&inc, 0, 1), "inside\n1\n");
@@ -1042,15 +947,10 @@ async fn a_step_cannot_redirect_a_credential_copy() {
 /// swaps it for a symlink to `/etc/shadow`, and runbookd must not copy that.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_credential_file_swapped_for_a_symlink_is_refused() {
-    use std::os::unix::fs::PermissionsExt;
-    if !require(
-        nix::unistd::geteuid().is_root(),
-        "root (steps run as nobody)",
-    ) {
+    if !require_root("steps run as nobody") {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = open_tempdir();
     let home = work.path().join("home");
     std::fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
@@ -1058,8 +958,7 @@ async fn a_credential_file_swapped_for_a_symlink_is_refused() {
     std::os::unix::fs::symlink("/etc/shadow", &config).unwrap();
     // The same, with a trusted directory but the file itself a symlink.
     let trusted = work.path().join("trusted");
-    std::fs::create_dir(&trusted).unwrap();
-    std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o755)).unwrap();
+    mkdir_with_mode(&trusted, 0o755);
     std::os::unix::fs::symlink("/etc/shadow", trusted.join("config")).unwrap();
     let rb = format!(
         "name: swap\nmatchers: [alertname = \"Swap\"]\nsteps:\n  - name: a\n    env:\n      KUBECONFIG: {{credential_file: {}}}\n    run: [cat, \"$KUBECONFIG\"]\n  - name: b\n    env:\n      KUBECONFIG: {{credential_file: {}}}\n    run: ['true']\n",
@@ -1082,11 +981,7 @@ async fn a_credential_file_swapped_for_a_symlink_is_refused() {
     ))
     .await;
     let inc = app
-        .wait_for_incident("INC-0001", "the run", |v| {
-            run_states(v)
-                .first()
-                .is_some_and(|s| s != "queued" && s != "running")
-        })
+        .wait_for_incident("INC-0001", "the run", runs_ended)
         .await;
     for (i, why) in [
         (0, "can be changed by users other than root"),

@@ -79,6 +79,15 @@ async fn screenshot(b: &Browser, name: &str) {
     .unwrap();
 }
 
+/// Opens `path` of the app at `base`.
+async fn visit(b: &Browser, base: &str, path: &str) {
+    b.client.goto(&format!("{base}{path}")).await.unwrap();
+}
+
+async fn click(b: &Browser, what: Locator<'_>) {
+    b.client.find(what).await.unwrap().click().await.unwrap();
+}
+
 async fn text_of(b: &Browser, css: &str) -> String {
     b.client
         .wait()
@@ -134,10 +143,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         .await;
 
     // The incidents list shows it; clicking through opens the incident.
-    b.client
-        .goto(&format!("{}/incidents", app.url))
-        .await
-        .unwrap();
+    visit(&b, &app.url, "/incidents").await;
     let table = text_of(&b, "table.incidents").await;
     assert!(
         table.contains("INC-0001")
@@ -147,13 +153,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         "{table}"
     );
     screenshot(&b, "incidents").await;
-    b.client
-        .find(Locator::LinkText("INC-0001"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::LinkText("INC-0001")).await;
     let output = text_of(&b, "pre.stdout").await;
     assert_eq!(
         output,
@@ -174,13 +174,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     screenshot(&b, "incident").await;
 
     // An update posted in the form appears in the timeline.
-    b.client
-        .find(Locator::Css("#update > summary"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Css("#update > summary")).await;
     let form = b.client.form(Locator::Css("#update-form")).await.unwrap();
     form.set_by_name("author", "alice").await.unwrap();
     form.set_by_name("message", "rolled back the bad deploy")
@@ -212,10 +206,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
             })
     })
     .await;
-    b.client
-        .goto(&format!("{}/incidents/INC-0002", app.url))
-        .await
-        .unwrap();
+    visit(&b, &app.url, "/incidents/INC-0002").await;
     b.client
         .execute("window.__sameDocument = 42", vec![])
         .await
@@ -248,7 +239,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         ("/runbooks", "runbooks", "alertname=\"UiTest\""),
         ("/plan", "plan", "Paste an Alertmanager"),
     ] {
-        b.client.goto(&format!("{}{path}", app.url)).await.unwrap();
+        visit(&b, &app.url, path).await;
         assert!(text_of(&b, "main").await.contains(needle), "{path}");
         screenshot(&b, name).await;
     }
@@ -298,10 +289,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     })
     .await;
     // Two incidents with the same title are told apart by their host.
-    b.client
-        .goto(&format!("{}/incidents", app.url))
-        .await
-        .unwrap();
+    visit(&b, &app.url, "/incidents").await;
     let table = text_of(&b, "table.incidents").await;
     assert!(
         table.contains("Disk almost full · db-1") && table.contains("Disk almost full · db-2"),
@@ -313,10 +301,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         (390, 844, "phone-incident-failed"),
     ] {
         b.client.set_window_size(w, h).await.unwrap();
-        b.client
-            .goto(&format!("{}/incidents/INC-0004", app.url))
-            .await
-            .unwrap();
+        visit(&b, &app.url, "/incidents/INC-0004").await;
         let now = text_of(&b, "#now").await;
         for needle in [
             "BrokenTest",
@@ -351,10 +336,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         screenshot(&b, name).await;
     }
     b.client.set_window_size(1280, 900).await.unwrap();
-    b.client
-        .goto(&format!("{}/unmatched", app.url))
-        .await
-        .unwrap();
+    visit(&b, &app.url, "/unmatched").await;
     let unmatched = text_of(&b, "main").await;
     assert!(
         unmatched.contains("NobodyHandlesThis") && unmatched.contains("instance=\"edge-9\""),
@@ -362,19 +344,13 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     );
     assert!(!unmatched.contains("BrokenTest"), "{unmatched}");
     screenshot(&b, "unmatched").await;
-    b.client
-        .goto(&format!("{}/incidents/INC-0999", app.url))
-        .await
-        .unwrap();
+    visit(&b, &app.url, "/incidents/INC-0999").await;
     let missing = text_of(&b, "main").await;
     assert!(
         missing.contains("404") && missing.contains("INC-0999"),
         "{missing}"
     );
-    b.client
-        .goto(&format!("{}/runbooks", app.url))
-        .await
-        .unwrap();
+    visit(&b, &app.url, "/runbooks").await;
     assert!(text_of(&b, "#runbook-broken")
         .await
         .contains("echo no space left"));
@@ -385,7 +361,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         ("/incidents", "phone-incidents"),
         ("/incidents/INC-0001", "phone-incident"),
     ] {
-        b.client.goto(&format!("{}{path}", app.url)).await.unwrap();
+        visit(&b, &app.url, path).await;
         let overflow = b.client.execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth", vec![]).await.unwrap();
         assert!(
             overflow.as_i64().unwrap() <= 0,

@@ -3,43 +3,20 @@
 //! store; no run may execute twice; runs cut short are `interrupted`.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::app::notification;
+use crate::helpers::{serve_command, Served};
 
-struct Server {
-    child: Child,
-    url: String,
-}
-
-fn start(runbooks: &std::path::Path, data: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--runbooks",
-            runbooks.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("runbookd listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    Server { child, url }
+/// `runbookd serve` on these runbooks and data, as a separate process.
+fn start(runbooks: &std::path::Path, data: &std::path::Path) -> Served {
+    Served::start(serve_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
+        runbooks,
+        data,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,11 +104,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_runs_nothing_twice() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(server.child.id()).unwrap()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(
         server.child.wait().unwrap().success(),
         "SIGTERM stops cleanly"
@@ -253,7 +226,7 @@ async fn sighup_reloads_and_sigterm_stops_cleanly() {
         "matchers: [alertname=B]\nsteps:\n  - name: b\n    run: ['true']\n",
     )
     .unwrap();
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(server.child.id()).unwrap());
+    let pid = server.pid();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while count(list().await) != 2 {

@@ -29,6 +29,12 @@ pub fn require(available: bool, what: &str) -> bool {
     false
 }
 
+/// Whether this test runs as root (steps switch users, tmpfs mounts);
+/// under CI it must.
+pub fn require_root(why: &str) -> bool {
+    require(nix::unistd::geteuid().is_root(), &format!("root ({why})"))
+}
+
 pub fn executor(grace: Duration) -> Executor {
     Executor {
         sandbox: Sandbox::new(SandboxConfig::default()).expect("sandbox"),

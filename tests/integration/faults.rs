@@ -80,23 +80,12 @@ async fn a_full_disk_answers_503_and_loses_nothing_acknowledged() {
     );
     healthy_within(&app, Duration::from_secs(2)).await;
     // Alive, but not ready: a webhook would not be acknowledged.
-    let r = app
-        .client
-        .get(format!("{}/-/ready", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert!(r.text().await.unwrap().contains("cannot be written"));
+    let (code, why) = app.get("/-/ready").await;
+    assert_eq!(code, 503);
+    assert!(why.to_string().contains("cannot be written"), "{why}");
     // The dispatcher's read-only commits in between do not make it ready.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = app
-        .client
-        .get(format!("{}/-/ready", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(app.get("/-/ready").await.0, 503);
     app.stop().await;
     let db = rusqlite::Connection::open_with_flags(
         disk.0.path().join("store/runbookd.db"),

@@ -1,8 +1,9 @@
 //! Helpers named after what a user does: run `runbookd`, write runbooks and
 //! payloads, read a plan.
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
@@ -95,4 +96,93 @@ pub fn write_alert(dir: &Path, labels: &Value) -> PathBuf {
     let path = dir.join("alert.json");
     std::fs::write(&path, serde_json::to_vec(&payload).unwrap()).unwrap();
     path
+}
+
+/// `runbookd serve` as a separate process, on the port it announced; killed
+/// when dropped.
+pub struct Served {
+    pub child: Child,
+    pub url: String,
+    /// The announcement: `runbookd listening on URL`, or its JSON form.
+    pub first_line: String,
+    /// Kept open: runbookd's standard output stays a live pipe.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Served {
+    /// Spawns `cmd` (a `runbookd … serve --listen 127.0.0.1:0 …` command)
+    /// and reads the URL it announces, in text or JSON.
+    pub fn start(mut cmd: Command) -> Served {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first_line = String::new();
+        stdout.read_line(&mut first_line).unwrap();
+        let url = if first_line.starts_with('{') {
+            serde_json::from_str::<Value>(&first_line).unwrap()["fields"]["url"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        } else {
+            first_line
+                .trim()
+                .strip_prefix("runbookd listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {first_line:?}"))
+                .to_owned()
+        };
+        Served {
+            child,
+            url,
+            first_line,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap())
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// `runbookd serve` on `127.0.0.1:0` with these runbooks and data directory
+/// (stderr discarded), for [`Served::start`].
+pub fn serve_command(binary: &Path, runbooks: &Path, data: &Path) -> Command {
+    let mut cmd = Command::new(binary);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
+        .arg(runbooks)
+        .arg("--data-dir")
+        .arg(data)
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// A temporary directory anyone may enter (steps run as `nobody`).
+pub fn open_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// Writes `path` with `mode`.
+pub fn write_with_mode(path: &Path, content: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Makes directory `path` with `mode`.
+pub fn mkdir_with_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }

@@ -7,54 +7,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::app::{notification, run_states};
-use crate::helpers::runbook_dir;
+use crate::app::{notification, run_states, runs_ended};
+use crate::helpers::{runbook_dir, Served};
 
 const T0: &str = "2026-11-24T08:00:00Z";
 
 const FAILING: &str =
     "name: flaky\nmatchers: [alertname = \"Flaky\"]\nsteps:\n  - name: probe\n    run: ['false']\n";
 
-/// Starts `runbookd [global] serve` with stderr captured; returns the child,
-/// its URL and its first standard-output line.
-fn serve(
-    global: &[&str],
-    runbooks: &std::path::Path,
-    data: &std::path::Path,
-) -> (std::process::Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(global)
+/// Starts `runbookd [global] serve` with stderr captured.
+fn serve(global: &[&str], runbooks: &std::path::Path, data: &std::path::Path) -> Served {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbookd"));
+    cmd.args(global)
         .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
         .arg(runbooks)
         .arg("--data-dir")
         .arg(data)
         .env_remove("RUNBOOKD_LOG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = if first.starts_with('{') {
-        serde_json::from_str::<Value>(&first).unwrap()["fields"]["url"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    } else {
-        first
-            .trim()
-            .strip_prefix("runbookd listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .to_owned()
-    };
-    (child, url, first)
+        .stderr(Stdio::piped());
+    Served::start(cmd)
 }
 
 /// Posts a failing run and a bad payload, waits for the run, stops the
 /// server, and returns what it logged.
-async fn activity(child: &mut std::process::Child, url: &str) -> String {
+async fn activity(server: &mut Served) -> String {
+    let url = server.url.clone();
     let client = reqwest::Client::new();
     let post = |body: Vec<u8>| {
         client
@@ -80,27 +57,15 @@ async fn activity(child: &mut std::process::Child, url: &str) -> String {
     .await
     .unwrap();
     assert_eq!(r.status(), 400);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v: Value = client
-            .get(format!("{url}/api/v1/incidents/INC-0001"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v.get("runs").is_some() && run_states(&v) == ["failed"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the run never failed: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
+    crate::app::wait_for_incident_at(&client, &url, "INC-0001", "the run to fail", |v| {
+        run_states(v) == ["failed"]
+    })
+    .await;
+    nix::sys::signal::kill(server.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(server.child.wait().unwrap().success());
     let mut logs = String::new();
-    child
+    server
+        .child
         .stderr
         .take()
         .unwrap()
@@ -113,12 +78,13 @@ async fn activity(child: &mut std::process::Child, url: &str) -> String {
 async fn the_log_tells_what_was_received_what_ran_and_what_failed() {
     let runbooks = runbook_dir(&[("f.yaml", FAILING)]);
     let data = tempfile::tempdir().unwrap();
-    let (mut child, url, first) = serve(&[], runbooks.path(), data.path());
+    let mut server = serve(&[], runbooks.path(), data.path());
+    let first = server.first_line.clone();
     assert!(
         first.starts_with("runbookd listening on http://127.0.0.1:"),
         "{first}"
     );
-    let logs = activity(&mut child, &url).await;
+    let logs = activity(&mut server).await;
     assert!(
         !logs.contains('\u{1b}'),
         "colour codes in a log that is not a terminal:\n{logs}"
@@ -157,11 +123,12 @@ async fn the_log_tells_what_was_received_what_ran_and_what_failed() {
 async fn json_logs_stay_json_including_the_listening_line() {
     let runbooks = runbook_dir(&[("f.yaml", FAILING)]);
     let data = tempfile::tempdir().unwrap();
-    let (mut child, url, first) = serve(&["--log-format", "json"], runbooks.path(), data.path());
+    let mut server = serve(&["--log-format", "json"], runbooks.path(), data.path());
+    let first = server.first_line.clone();
     let announced: Value = serde_json::from_str(&first)
         .unwrap_or_else(|e| panic!("the listening line is not JSON ({e}): {first}"));
-    assert_eq!(announced["fields"]["url"], url.as_str());
-    let logs = activity(&mut child, &url).await;
+    assert_eq!(announced["fields"]["url"], server.url.as_str());
+    let logs = activity(&mut server).await;
     let lines: Vec<Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -182,26 +149,16 @@ async fn json_logs_stay_json_including_the_listening_line() {
 #[test]
 fn a_store_it_cannot_write_stops_the_start_with_the_path() {
     use std::os::unix::fs::PermissionsExt;
-    if !crate::exec::require(
-        nix::unistd::geteuid().is_root(),
-        "root (to start runbookd as nobody)",
-    ) {
+    if !crate::exec::require_root("to start runbookd as nobody") {
         return;
     }
     let runbooks = runbook_dir(&[("f.yaml", FAILING)]);
     std::fs::set_permissions(runbooks.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = crate::helpers::open_tempdir();
     let data = work.path().join("data");
     // A store made by root (say by an earlier run under sudo).
-    std::fs::create_dir(&data).unwrap();
-    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(data.join("runbookd.db"), b"").unwrap();
-    std::fs::set_permissions(
-        data.join("runbookd.db"),
-        std::fs::Permissions::from_mode(0o644),
-    )
-    .unwrap();
+    crate::helpers::mkdir_with_mode(&data, 0o755);
+    crate::helpers::write_with_mode(&data.join("runbookd.db"), "", 0o644);
     // A copy nobody can execute wherever the checkout lives.
     let binary = work.path().join("runbookd");
     std::fs::copy(env!("CARGO_BIN_EXE_runbookd"), &binary).unwrap();
@@ -680,11 +637,7 @@ async fn the_readme_walkthrough_works_as_written() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let inc = loop {
         let v: Value = serde_json::from_str(&sh(&curls[1])).unwrap();
-        if v["runs"].as_array().is_some_and(|r| {
-            !r.is_empty()
-                && r.iter()
-                    .all(|r| r["state"] != "queued" && r["state"] != "running")
-        }) {
+        if v["runs"].is_array() && runs_ended(&v) {
             break v;
         }
         assert!(Instant::now() < deadline, "the runs never ended: {v:#}");
@@ -761,21 +714,16 @@ async fn the_readme_walkthrough_works_as_written() {
 /// root-only credential file to its steps explicitly (`credential_file`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runbooks_choose_their_user_and_get_credential_files_explicitly() {
-    use std::os::unix::fs::PermissionsExt;
-    if !crate::exec::require(
-        nix::unistd::geteuid().is_root(),
-        "root (steps switch users)",
-    ) {
+    if !crate::exec::require_root("steps switch users") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
+    crate::helpers::write_with_mode(
         &kubeconfig,
         "apiVersion: v1\nclusters: [secret-cluster-7c1]\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&kubeconfig, std::fs::Permissions::from_mode(0o600)).unwrap();
+        0o600,
+    );
     let k = kubeconfig.display();
     let ops = format!(
         "name: ops\nmatchers: [alertname = \"Ops\"]\nrun_as: daemon\nenv:\n  KUBECONFIG: {{credential_file: {k}}}\nsteps:\n  - name: who\n    shell: |\n      id -un\n      grep -c clusters \"$KUBECONFIG\"\n      cat {k} >/dev/null 2>&1 || echo original-unreadable\n      grep clusters \"$KUBECONFIG\"\n"
@@ -798,11 +746,7 @@ async fn runbooks_choose_their_user_and_get_credential_files_explicitly() {
         ))
         .await;
     }
-    let done = |v: &Value| {
-        run_states(v)
-            .iter()
-            .all(|s| s != "queued" && s != "running")
-    };
+    let done = |v: &Value| runs_ended(v);
     let ops = app.wait_for_incident("INC-0001", "ops", done).await;
     let out = ops["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"]
         .as_str()
@@ -832,4 +776,93 @@ async fn runbooks_choose_their_user_and_get_credential_files_explicitly() {
         unnamed["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"],
         "nobody\n"
     );
+}
+
+/// A live-output client resuming after what it saw of one run still gets
+/// all of the next run's output (ids of finished runs' chunks are not reused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_live_output_never_skips_the_next_run() {
+    let rb = "name: talk\nmatchers: [alertname = \"Talk\"]\nsteps:\n  - name: say\n    shell: |\n      for i in 1 2 3 4; do echo \"$ALERT_LABEL_WHO-$i\"; sleep 0.3; done\n";
+    let app = crate::app::TestApp::start(&[("t.yaml", rb)], |_| {}).await;
+    // Two alerts of one group: one incident, two runs, one after the other.
+    app.post_alert(notification(
+        "g",
+        &[
+            (&json!({"alertname": "Talk", "who": "first"}), "firing", T0),
+            (&json!({"alertname": "Talk", "who": "second"}), "firing", T0),
+        ],
+    ))
+    .await;
+    let seen = app
+        .wait_for_incident("INC-0001", "the first run's output", |v| {
+            v["runs"][0]["live_output"]
+                .as_array()
+                .is_some_and(|o| o.len() >= 2)
+        })
+        .await;
+    let cursor = seen["runs"][0]["live_output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["cursor"].as_i64())
+        .max()
+        .unwrap();
+    app.wait_for_incident("INC-0001", "the first run to end", |v| {
+        run_states(v).first().is_some_and(|s| s == "succeeded")
+    })
+    .await;
+    let stream = app
+        .client
+        .get(format!(
+            "{}/incidents/INC-0001/events?after={cursor}",
+            app.url
+        ))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for i in 1..=4 {
+        assert!(
+            stream.contains(&format!("second-{i}")),
+            "second-{i} was skipped after cursor {cursor}:\n{stream}"
+        );
+    }
+    assert!(!stream.contains("first-1"), "{stream}");
+}
+
+/// Unmatched alerts are listed with their labels shortened, whatever size
+/// a sender gives them; relative secret and credential paths are errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_alerts_are_listed_small_and_file_paths_must_be_absolute() {
+    let app = crate::app::TestApp::start(&[("f.yaml", FAILING)], |_| {}).await;
+    let huge = "x".repeat(100_000);
+    app.post_alert(notification(
+        "u",
+        &[(&json!({"alertname": "Nobody", "blob": huge}), "firing", T0)],
+    ))
+    .await;
+    let (code, list) = app.get("/api/v1/unmatched").await;
+    assert_eq!(code, 200, "{list}");
+    let blob = list["alerts"][0]["labels"]["blob"].as_str().unwrap();
+    assert!(
+        blob.chars().count() <= 257 && blob.ends_with('…'),
+        "{}",
+        blob.len()
+    );
+    assert_eq!(list["alerts"][0]["alertname"], "Nobody");
+
+    let rb = "name: rel\nmatchers: [alertname = \"R\"]\nenv:\n  A: {secret_file: token}\n  B: {credential_file: ./kubeconfig}\nsteps:\n  - name: a\n    run: ['true']\n";
+    let dir = runbook_dir(&[("r.yaml", rb)]);
+    let out = crate::helpers::runbookd(&["check", dir.path().to_str().unwrap()]);
+    let err = crate::helpers::stderr(&out);
+    for (line, file) in [(4, "token"), (5, "./kubeconfig")] {
+        assert!(
+            err.contains(&format!("r.yaml:{line}:"))
+                && err.contains(&format!("the file `{file}` must be an absolute path")),
+            "{err}"
+        );
+    }
 }
