@@ -64,6 +64,17 @@ pub enum Command {
         /// Where the SQLite store lives [default: data].
         #[arg(long, env = "RUNBOOKD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The store: sqlite:PATH [default: sqlite:DATA_DIR/runbookd.db] or
+        /// postgres://USER@HOST/DB for several replicas (docs/ha.md). Give a
+        /// password by environment or config file, not on the command line.
+        #[arg(long, env = "RUNBOOKD_STORE")]
+        store: Option<String>,
+        /// This replica's name in run records [default: HOSTNAME:PID].
+        #[arg(long, env = "RUNBOOKD_REPLICA")]
+        replica: Option<String>,
+        /// How long a claimed run is held without a heartbeat [default: 15s].
+        #[arg(long, value_parser = crate::duration::parse, env = "RUNBOOKD_LEASE")]
+        lease: Option<std::time::Duration>,
         /// When runbookd runs as root, steps run as this user [default: nobody].
         #[arg(long, env = "RUNBOOKD_RUN_AS")]
         run_as: Option<String>,
@@ -90,12 +101,18 @@ pub enum Command {
         /// Where the SQLite store lives.
         #[arg(long, default_value = "data", env = "RUNBOOKD_DATA_DIR")]
         data_dir: PathBuf,
+        /// The store, when not the SQLite file in --data-dir.
+        #[arg(long, env = "RUNBOOKD_STORE")]
+        store: Option<String>,
     },
     /// Read incidents from the store.
     Incidents {
         /// Where the SQLite store lives.
         #[arg(long, default_value = "data", env = "RUNBOOKD_DATA_DIR", global = true)]
         data_dir: PathBuf,
+        /// The store, when not the SQLite file in --data-dir.
+        #[arg(long, env = "RUNBOOKD_STORE", global = true)]
+        store: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
         output: Output,
@@ -178,6 +195,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             listen,
             runbooks,
             data_dir,
+            store,
+            replica,
+            lease,
             run_as,
             allow_root_steps,
             strict_sandbox,
@@ -188,6 +208,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 listen,
                 runbooks,
                 data_dir,
+                store: parse_store(store)?,
+                replica,
+                lease,
                 run_as,
                 // A flag that is not given leaves the config file's value.
                 allow_root_steps: allow_root_steps.then_some(true),
@@ -200,14 +223,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Incidents {
             data_dir,
+            store,
             output,
             action,
-        } => incidents(&data_dir, output, &action),
+        } => incidents(&store_url(store, &data_dir)?, output, &action),
         Command::Postmortem {
             id,
             template,
             data_dir,
-        } => postmortem(id, template.as_deref(), &data_dir),
+            store,
+        } => postmortem(id, template.as_deref(), &store_url(store, &data_dir)?),
         Command::Check { paths } => Ok(check(&paths)),
         Command::Run {
             alert,
@@ -543,7 +568,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     alert.status,
                     alert.fingerprint
                 );
-                let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone() };
+                let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None };
                 let result = executor.run(&req, transcript.clone(), &cancel).await;
                 let not_ok = result
                     .steps
@@ -680,16 +705,30 @@ impl RunObserver for Transcript {
     }
 }
 
-/// Opens the store of an existing data directory (never creates one).
-fn open_store(data_dir: &Path) -> anyhow::Result<crate::store::Store> {
-    let db = data_dir.join("runbookd.db");
-    anyhow::ensure!(
-        db.exists(),
-        "no store at `{}` (set --data-dir)",
-        db.display()
-    );
-    crate::store::Store::open_read_only(&db)
-        .with_context(|| format!("cannot open `{}`", db.display()))
+/// `--store`, parsed here rather than by clap, which would echo a bad value
+/// whole (a password included).
+fn parse_store(raw: Option<String>) -> anyhow::Result<Option<crate::store::StoreUrl>> {
+    raw.map(|s| s.parse().map_err(|e| anyhow::anyhow!("bad --store: {e}")))
+        .transpose()
+}
+
+fn store_url(store: Option<String>, data_dir: &Path) -> anyhow::Result<crate::store::StoreUrl> {
+    Ok(parse_store(store)?
+        .unwrap_or_else(|| crate::store::StoreUrl::Sqlite(data_dir.join("runbookd.db"))))
+}
+
+/// Opens an existing store for reading (never creates one).
+async fn open_store(url: &crate::store::StoreUrl) -> anyhow::Result<crate::store::Store> {
+    if let crate::store::StoreUrl::Sqlite(db) = url {
+        anyhow::ensure!(
+            db.exists(),
+            "no store at `{}` (set --data-dir or --store)",
+            db.display()
+        );
+    }
+    crate::store::Store::open_read_only(url)
+        .await
+        .with_context(|| format!("cannot open `{url}`"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -721,12 +760,12 @@ fn serve(cfg: crate::config::ServerConfig, format: LogFormat) -> anyhow::Result<
 }
 
 fn incidents(
-    data_dir: &Path,
+    url: &crate::store::StoreUrl,
     output: Output,
     action: &IncidentsAction,
 ) -> anyhow::Result<ExitCode> {
-    let store = open_store(data_dir)?;
     runtime()?.block_on(async {
+        let store = open_store(url).await?;
         let mut out = std::io::stdout().lock();
         match action {
             IncidentsAction::List { status, limit } => {
@@ -947,7 +986,7 @@ fn write_run_steps(out: &mut impl Write, r: &crate::incident::RunRecord) -> std:
 fn postmortem(
     id: crate::incident::IncidentId,
     template: Option<&Path>,
-    data_dir: &Path,
+    url: &crate::store::StoreUrl,
 ) -> anyhow::Result<ExitCode> {
     let template = template
         .map(|p| {
@@ -955,8 +994,8 @@ fn postmortem(
                 .with_context(|| format!("cannot read template `{}`", p.display()))
         })
         .transpose()?;
-    let store = open_store(data_dir)?;
     runtime()?.block_on(async {
+        let store = open_store(url).await?;
         let detail = match store.incident(id).await {
             Ok(d) => d,
             Err(crate::store::StoreError::NotFound(_)) => {

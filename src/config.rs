@@ -17,6 +17,10 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub runbooks: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    /// `sqlite:PATH` (default `sqlite:DATA_DIR/runbookd.db`) or `postgres://…`.
+    pub store: Option<String>,
+    #[serde(default)]
+    pub cluster: ClusterFile,
     #[serde(default)]
     pub auth: AuthFile,
     #[serde(default)]
@@ -37,6 +41,20 @@ pub struct HttpFile {
     pub max_connections: Option<usize>,
     pub header_timeout: Option<String>,
     pub request_timeout: Option<String>,
+}
+
+/// Several replicas on one PostgreSQL store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// This replica's name (default `HOSTNAME:PID`), recorded as the owner
+    /// of the runs it executes.
+    pub replica: Option<String>,
+    /// How long a claimed run is held without a heartbeat (default 15s).
+    pub lease: Option<String>,
+    /// Steps all replicas together may run at once (default: no cap beyond
+    /// each replica's `limits.max_concurrent_steps`).
+    pub max_concurrent_steps: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,6 +118,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub runbooks: PathBuf,
     pub data_dir: PathBuf,
+    /// `None`: the SQLite file in `data_dir` (see [`ServerConfig::store`]).
+    pub store: Option<crate::store::StoreUrl>,
+    /// This replica's name, lease and the cluster's cap.
+    pub replica: String,
+    pub lease: Duration,
+    pub cluster_max_concurrent_steps: u32,
     pub auth: Auth,
     pub body_limit: usize,
     pub max_queued_runs: u64,
@@ -133,6 +157,9 @@ pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub runbooks: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    pub store: Option<crate::store::StoreUrl>,
+    pub replica: Option<String>,
+    pub lease: Option<Duration>,
     pub run_as: Option<String>,
     pub allow_root_steps: Option<bool>,
     pub strict_sandbox: Option<bool>,
@@ -170,6 +197,18 @@ pub fn warn_if_shared(path: &Path, what: &str) {
             );
         }
     }
+}
+
+/// `HOSTNAME:PID`: unique among live replicas, readable in timelines.
+fn default_replica() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{}:{}",
+        if host.is_empty() { "runbookd" } else { &host },
+        std::process::id()
+    )
 }
 
 fn duration(s: Option<&str>, default: Duration, what: &str) -> anyhow::Result<Duration> {
@@ -218,8 +257,20 @@ impl ServerConfig {
             "auth.protect_reads needs a bearer token or basic auth"
         );
         let data_dir: PathBuf = o.data_dir.or(f.data_dir).unwrap_or_else(|| "data".into());
+        let store = match (o.store, f.store) {
+            (Some(s), _) => Some(s),
+            (None, Some(s)) => Some(s.parse().map_err(|e| anyhow::anyhow!("bad `store`: {e}"))?),
+            (None, None) => None,
+        };
         // Steps may not read the store, this file or the secrets it names.
         let mut hidden = vec![data_dir.clone()];
+        if let Some(crate::store::StoreUrl::Sqlite(path)) = &store {
+            hidden.extend(
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(Path::to_owned),
+            );
+        }
         hidden.extend(file.map(Path::to_owned));
         hidden.extend(f.auth.bearer_token_file.clone());
         hidden.extend(f.auth.basic_auth.as_ref().map(|b| b.password_file.clone()));
@@ -278,6 +329,20 @@ impl ServerConfig {
                 .or(f.runbooks)
                 .unwrap_or_else(|| "runbooks".into()),
             data_dir,
+            store,
+            replica: o
+                .replica
+                .or(f.cluster.replica)
+                .unwrap_or_else(default_replica),
+            lease: match o.lease {
+                Some(d) => d,
+                None => duration(
+                    f.cluster.lease.as_deref(),
+                    Duration::from_secs(15),
+                    "cluster.lease",
+                )?,
+            },
+            cluster_max_concurrent_steps: f.cluster.max_concurrent_steps.unwrap_or(u32::MAX),
             auth,
             body_limit: f.limits.body_bytes.unwrap_or(1 << 20),
             max_queued_runs: f.limits.max_queued_runs.unwrap_or(10_000),
@@ -307,7 +372,32 @@ impl ServerConfig {
             cfg.max_concurrent_steps >= 1,
             "limits.max_concurrent_steps must be at least 1"
         );
+        anyhow::ensure!(
+            cfg.lease >= cfg.fence_margin() + cfg.lease / 3 + Duration::from_millis(500),
+            "cluster.lease ({}) is too short for sandbox.kill_grace ({}): a replica that cannot renew its leases must be able to stop its steps before they expire; make it at least 2 × the kill grace + 1s",
+            humantime::format_duration(cfg.lease),
+            humantime::format_duration(cfg.kill_grace)
+        );
+        anyhow::ensure!(
+            cfg.cluster_max_concurrent_steps >= 1,
+            "cluster.max_concurrent_steps must be at least 1"
+        );
         Ok(cfg)
+    }
+
+    /// The store: `--store`, or the SQLite file in the data directory.
+    #[must_use]
+    pub fn store(&self) -> crate::store::StoreUrl {
+        self.store
+            .clone()
+            .unwrap_or_else(|| crate::store::StoreUrl::Sqlite(self.data_dir.join("runbookd.db")))
+    }
+
+    /// How long before an unrenewed lease expires a replica stops its steps:
+    /// the kill grace (so they are dead by then) and a sixth of the lease.
+    #[must_use]
+    pub fn fence_margin(&self) -> Duration {
+        self.kill_grace + self.lease / 6
     }
 }
 

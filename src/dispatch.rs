@@ -6,7 +6,13 @@
 //! cap of concurrent steps), executes them, streams their output into the
 //! store while they run, and records the result. Claims live in the database,
 //! so a restart finds queued runs and starts them; runs that were executing
-//! are marked `interrupted` ([`crate::store::recover`]).
+//! are marked `interrupted` (or queued again, `idempotent: true`).
+//!
+//! Each claimed run has a lease in the store that this replica renews by
+//! heartbeat. A replica that cannot renew in time fences itself: it stops
+//! its steps before its lease can expire, so that another replica taking
+//! the run over never runs beside it; and every write of the run names its
+//! fence, so a stale owner (a paused process, say) writes nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -22,8 +28,11 @@ use crate::exec::{StepOutcome, Stream};
 use crate::incident::RunState;
 use crate::metrics::Metrics;
 use crate::plan::{IncidentRef, Plan, StepPlan};
-use crate::runbook::{RunbookSet, Severity};
-use crate::store::{self, Claimed, Finished, Ingest, Ingested, RunbookMatch, Store, StoreError};
+use crate::runbook::RunbookSet;
+use crate::store::{
+    ClaimRequest, Claimed, FinishOutcome, Finished, Ingest, Ingested, Lease, Reap, RunbookMatch,
+    Sharing, Store, StoreError,
+};
 
 /// The current runbook set; replaced whole on reload.
 pub type Runbooks = Arc<RwLock<Arc<RunbookSet>>>;
@@ -31,6 +40,20 @@ pub type Runbooks = Arc<RwLock<Arc<RunbookSet>>>;
 /// Live output kept in the store per step while it runs (the final record
 /// keeps head and tail of everything).
 const LIVE_OUTPUT_PER_STEP: usize = 256 << 10;
+
+/// Who this replica is to the store, and how long its claims hold.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// Recorded as the owner of the runs it claims (`host:pid:random`).
+    pub name: String,
+    /// A claim's lease; renewed every third of it.
+    pub lease: Duration,
+    /// Steps are stopped this long before an unrenewed lease would expire
+    /// (at least the kill grace, so they are dead by then).
+    pub fence_margin: Duration,
+    /// Runs all replicas together may run at once.
+    pub cluster_max: u32,
+}
 
 /// Executes queued runs.
 pub struct Dispatcher {
@@ -41,8 +64,9 @@ pub struct Dispatcher {
     pub max_running: u32,
     /// Shadow mode: record plans, execute nothing.
     pub shadow: bool,
+    pub replica: Replica,
     wake: Notify,
-    running: Mutex<HashMap<i64, CancellationToken>>,
+    running: Mutex<HashMap<i64, (Lease, CancellationToken)>>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -73,6 +97,7 @@ pub async fn ingest(
                     cooldown: rb.cooldown,
                     has_on_resolved: !rb.on_resolved.is_empty(),
                     cancel_on_resolved: rb.cancel_on_resolved,
+                    idempotent: rb.idempotent,
                 })
                 .collect()
         })
@@ -84,7 +109,7 @@ pub async fn ingest(
         max_queued,
         shadow,
     };
-    store.write(move |c| store::ingest(c, &input)).await
+    store.ingest(input).await
 }
 
 impl Dispatcher {
@@ -96,6 +121,7 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
         max_running: u32,
         shadow: bool,
+        replica: Replica,
     ) -> Arc<Self> {
         Arc::new(Dispatcher {
             store,
@@ -104,6 +130,7 @@ impl Dispatcher {
             metrics,
             max_running,
             shadow,
+            replica,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
@@ -116,17 +143,20 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Cancels running runs (their alert resolved, `cancel_on_resolved`).
+    /// Cancels running runs of this replica (their alert resolved,
+    /// `cancel_on_resolved`); runs of other replicas learn it from the
+    /// store at their next heartbeat.
     pub fn cancel(&self, ids: &[i64]) {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         for id in ids {
-            if let Some(t) = running.get(id) {
+            if let Some((_, t)) = running.get(id) {
                 t.cancel();
             }
         }
     }
 
-    /// Claims and starts runs until [`Dispatcher::shutdown`].
+    /// Claims and starts runs until [`Dispatcher::shutdown`]; renews the
+    /// leases of the runs it executes; reaps expired leases when it leads.
     pub async fn run(self: Arc<Self>) {
         let gauges = self.clone();
         let stop = self.stop.clone();
@@ -139,6 +169,10 @@ impl Dispatcher {
                 }
             }
         });
+        tokio::spawn(self.clone().heartbeats());
+        if self.store.sharing() == Sharing::Shared {
+            tokio::spawn(self.clone().duties());
+        }
         loop {
             loop {
                 let concurrency: HashMap<String, u32> = self
@@ -148,17 +182,38 @@ impl Dispatcher {
                     .iter()
                     .map(|r| (r.name.clone(), r.concurrency))
                     .collect();
-                let max = self.max_running;
-                match self
-                    .store
-                    .write(move |c| store::claim(c, &concurrency, max))
-                    .await
-                {
+                let busy = u32::try_from(
+                    self.running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .len(),
+                )
+                .unwrap_or(u32::MAX);
+                let free = self.max_running.saturating_sub(busy);
+                if free == 0 || self.stop.is_cancelled() {
+                    break;
+                }
+                let req = ClaimRequest {
+                    owner: self.replica.name.clone(),
+                    concurrency,
+                    free,
+                    cluster_max: self.replica.cluster_max,
+                    lease: self.replica.lease,
+                };
+                match self.store.claim(req).await {
                     Ok(claimed) if claimed.is_empty() => break,
                     Ok(claimed) => {
                         for c in claimed {
+                            // Registered before the next claim counts this
+                            // replica's free slots.
+                            let cancel = CancellationToken::new();
+                            self.running
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(c.lease.run_id, (c.lease, cancel.clone()));
                             let this = self.clone();
-                            self.tasks.spawn(async move { this.execute(c).await });
+                            self.tasks
+                                .spawn(async move { this.execute(c, cancel).await });
                         }
                     }
                     Err(e) => {
@@ -169,8 +224,130 @@ impl Dispatcher {
             }
             tokio::select! {
                 () = self.wake.notified() => {}
+                () = self.store.queued_elsewhere() => {}
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
                 () = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Renews this replica's leases every third of the lease. When renewal
+    /// has not succeeded for `lease − margin` (the store is unreachable, or
+    /// this process was paused), every step is stopped: the runs may be
+    /// taken over by another replica once their lease expires, and must
+    /// not still be running then.
+    async fn heartbeats(self: Arc<Self>) {
+        let lease = self.replica.lease;
+        let every = lease / 3;
+        // Stop early enough that the steps are dead (kill grace included)
+        // before the store's lease expires.
+        let fence_after = lease.saturating_sub(self.replica.fence_margin);
+        let mut renewed = std::time::Instant::now();
+        // Leases are renewed until the last run ends after a shutdown.
+        let ended = async {
+            self.stop.cancelled().await;
+            self.tasks.wait().await;
+        };
+        let mut ended = std::pin::pin!(ended);
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = &mut ended => return,
+            }
+            let leases: Vec<Lease> = self
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .map(|(l, _)| *l)
+                .collect();
+            if leases.is_empty() {
+                renewed = std::time::Instant::now();
+                continue;
+            }
+            // Checked before asking: after a pause (SIGSTOP) the process
+            // must not act on runs it may no longer hold.
+            if renewed.elapsed() >= fence_after {
+                self.fence_all(renewed.elapsed());
+                continue;
+            }
+            let asked = std::time::Instant::now();
+            let beat = tokio::time::timeout(
+                fence_after.saturating_sub(renewed.elapsed()),
+                self.store
+                    .heartbeat(self.replica.name.clone(), leases, lease),
+            )
+            .await;
+            match beat {
+                Ok(Ok(beat)) => {
+                    renewed = asked;
+                    let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+                    for id in &beat.lost {
+                        if let Some((_, t)) = running.get(id) {
+                            tracing::warn!(run = id, "lost the run's lease (taken over by another replica): stopping its steps");
+                            t.cancel();
+                        }
+                    }
+                    for id in &beat.cancel {
+                        if let Some((_, t)) = running.get(id) {
+                            t.cancel();
+                        }
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot renew the leases of running runs");
+                }
+                Err(_) => tracing::warn!("renewing the leases of running runs timed out"),
+            }
+            if renewed.elapsed() >= fence_after {
+                self.fence_all(renewed.elapsed());
+            }
+        }
+    }
+
+    /// Stops every step of this replica: its leases can no longer be trusted.
+    fn fence_all(&self, since: Duration) {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if running.values().any(|(_, t)| !t.is_cancelled()) {
+            tracing::error!(
+                runs = running.len(),
+                unrenewed_for = ?since,
+                "leases not renewed in time: stopping every step of this replica (fenced); the runs are taken over after their lease"
+            );
+        }
+        for (_, t) in running.values() {
+            t.cancel();
+        }
+    }
+
+    /// Periodic duties of the replica holding the leader lease: runs whose
+    /// owner stopped renewing are taken over.
+    async fn duties(self: Arc<Self>) {
+        let every = (self.replica.lease / 2).max(Duration::from_millis(100));
+        while !self.stop.is_cancelled() {
+            match self
+                .store
+                .lead(self.replica.name.clone(), self.replica.lease)
+                .await
+            {
+                Ok(true) => match self.store.reap(Reap::Expired).await {
+                    Ok(r) if r.interrupted + r.requeued > 0 => {
+                        tracing::warn!(
+                            interrupted = r.interrupted,
+                            requeued = r.requeued,
+                            "took over runs whose replica stopped renewing its lease"
+                        );
+                        self.wake();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot reap expired leases"),
+                },
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot take the leader lease"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = self.stop.cancelled() => {}
             }
         }
     }
@@ -193,7 +370,7 @@ impl Dispatcher {
             .is_err()
         {
             tracing::warn!(grace = ?grace, "runs still going after the shutdown grace period: stopping them");
-            for t in self
+            for (_, t) in self
                 .running
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -205,43 +382,47 @@ impl Dispatcher {
         }
     }
 
-    async fn execute(self: Arc<Self>, c: Claimed) {
-        let cancel = CancellationToken::new();
-        self.running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(c.run_id, cancel.clone());
+    async fn execute(self: Arc<Self>, c: Claimed, cancel: CancellationToken) {
         tracing::info!(
             incident = %c.incident,
-            run = c.run_id,
+            run = c.lease.run_id,
             runbook = %c.runbook,
             fingerprint = %c.fingerprint,
             phase = %c.phase,
+            attempt = c.attempt,
             "run started"
         );
         let finished = self.execute_claimed(&c, &cancel).await;
         if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
-            tracing::info!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
+            tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         } else {
-            tracing::warn!(incident = %c.incident, run = c.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
+            tracing::warn!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         }
+        Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
+        // Queue the record first, then free the slot and wake the claim
+        // loop: on SQLite its claim lands in the same group commit.
+        let recorded = self.store.finish(finished);
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&c.run_id);
-        Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
-        // Queue the record first, then wake the claim loop: its claim lands in
-        // the same group commit, right after this run frees its slot.
-        let recorded = self.store.write(move |conn| store::finish(conn, &finished));
+            .remove(&c.lease.run_id);
         self.wake();
-        if let Err(e) = recorded.await {
-            tracing::error!(run = c.run_id, error = %e, "cannot record the end of a run");
+        match recorded.await {
+            Ok(FinishOutcome::Recorded) => {}
+            Ok(FinishOutcome::Fenced) => tracing::warn!(
+                run = c.lease.run_id,
+                fence = c.lease.fence,
+                "the run was taken over while this replica ran it: its end is not recorded here"
+            ),
+            Err(e) => {
+                tracing::error!(run = c.lease.run_id, error = %e, "cannot record the end of a run");
+            }
         }
     }
 
     async fn execute_claimed(&self, c: &Claimed, cancel: &CancellationToken) -> Finished {
         let fail = |summary: String| Finished {
-            run_id: c.run_id,
+            lease: c.lease,
             state: RunState::Failed,
             summary,
             result: serde_json::Value::Null,
@@ -273,7 +454,7 @@ impl Dispatcher {
         };
         let incident = IncidentRef {
             id: c.incident.to_string(),
-            severity: c.severity.parse().unwrap_or(Severity::Sev3),
+            severity: c.severity,
         };
         if self.shadow {
             return shadow_plan(c, &n, &set, &incident);
@@ -283,6 +464,7 @@ impl Dispatcher {
             alert,
             runbook: rb,
             incident,
+            lease: Some(c.lease),
         };
         let observer = Arc::new(StoreObserver::new(
             self.store.clone(),
@@ -310,7 +492,7 @@ impl Dispatcher {
             .observe(Duration::from_millis(result.duration_ms).as_secs_f64());
         let summary = summarize(&result, shutting_down);
         Finished {
-            run_id: c.run_id,
+            lease: c.lease,
             state,
             summary,
             result: serde_json::to_value(&result).unwrap_or_default(),
@@ -334,7 +516,7 @@ fn shadow_plan(
         .find(|r| r.runbook == c.runbook);
     let steps = run.map_or(0, |r| r.steps.len());
     Finished {
-        run_id: c.run_id,
+        lease: c.lease,
         state: RunState::Planned,
         summary: format!("shadow mode: {steps} step(s) would run; nothing was executed"),
         result: serde_json::json!({ "shadow": true, "plan": run }),
@@ -377,7 +559,7 @@ fn summarize(r: &RunResult, shutting_down: bool) -> String {
 /// Streams a run's output into the store while it runs, in batches.
 struct StoreObserver {
     store: Store,
-    run_id: i64,
+    lease: Lease,
     /// For the log lines of failed steps.
     incident: String,
     runbook: String,
@@ -391,7 +573,7 @@ impl StoreObserver {
     fn new(store: Store, c: &Claimed, metrics: Arc<Metrics>) -> Self {
         StoreObserver {
             store,
-            run_id: c.run_id,
+            lease: c.lease,
             incident: c.incident.to_string(),
             runbook: c.runbook.clone(),
             metrics,
@@ -407,13 +589,8 @@ impl StoreObserver {
         if chunks.is_empty() {
             return;
         }
-        let run_id = self.run_id;
-        if let Err(e) = self
-            .store
-            .write(move |c| store::append_output(c, run_id, &chunks))
-            .await
-        {
-            tracing::warn!(run = run_id, error = %e, "cannot store live output");
+        if let Err(e) = self.store.append_output(self.lease, chunks).await {
+            tracing::warn!(run = self.lease.run_id, error = %e, "cannot store live output");
         }
     }
 
@@ -468,7 +645,7 @@ impl RunObserver for StoreObserver {
                 let outcome = serde_json::to_string(&a.outcome).unwrap_or_default();
                 tracing::warn!(
                     incident = %self.incident,
-                    run = self.run_id,
+                    run = self.lease.run_id,
                     runbook = %self.runbook,
                     step = %rec.name,
                     attempt = n + 1,

@@ -276,7 +276,7 @@ pub struct RunRecord {
     pub runbook: String,
     pub fingerprint: String,
     pub starts_at: String,
-    pub phase: String,
+    pub phase: crate::plan::Phase,
     pub state: RunState,
     pub reason: Option<String>,
     pub queued_at: String,

@@ -71,6 +71,33 @@ pub enum Phase {
     Resolution,
 }
 
+impl Phase {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Remediation => "remediation",
+            Phase::Resolution => "resolution",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "remediation" => Ok(Phase::Remediation),
+            "resolution" => Ok(Phase::Resolution),
+            other => Err(format!("unknown run phase `{other}`")),
+        }
+    }
+}
+
 /// One runbook for one alert. `key` is unique: a notification resent by
 /// Alertmanager maps to the same key and never starts a second run.
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +112,7 @@ pub struct RunPlan {
     pub concurrency: u32,
     pub cooldown_ms: u64,
     pub cancel_on_resolved: bool,
+    pub idempotent: bool,
     /// The runbook's `run_as`, when it names one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_as: Option<String>,
@@ -245,6 +273,7 @@ fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRe
         concurrency: rb.concurrency,
         cooldown_ms: millis(rb.cooldown),
         cancel_on_resolved: rb.cancel_on_resolved,
+        idempotent: rb.idempotent,
         run_as: rb.run_as.clone(),
         steps,
         on_failure,

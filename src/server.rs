@@ -2,6 +2,7 @@
 //! dispatcher, HTTP. [`start`] is what the binary and the tests run.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
@@ -15,7 +16,7 @@ use crate::exec::run::Executor;
 use crate::exec::{ExecSettings, Sandbox};
 use crate::metrics::Metrics;
 use crate::runbook::{self, LoadErrors};
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreUrl};
 
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -117,24 +118,43 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     for w in set.warnings() {
         tracing::warn!("{w}");
     }
-    private_dir(&cfg.data_dir)?;
-    let db = cfg.data_dir.join("runbookd.db");
-    let store = Store::open(&db).map_err(|e| match e {
-        e @ store::StoreError::Locked { .. } => anyhow::anyhow!(e),
-        e => anyhow::anyhow!(e).context(format!("cannot open the store `{}`", db.display())),
-    })?;
-    for f in ["runbookd.db", "runbookd.db-wal", "runbookd.db-shm"] {
-        restrict(&cfg.data_dir.join(f), 0o600);
+    let url = cfg.store();
+    if let StoreUrl::Sqlite(db) = &url {
+        let dir = db.parent().filter(|d| !d.as_os_str().is_empty());
+        private_dir(dir.unwrap_or(Path::new(".")))?;
     }
-    let interrupted = store
-        .write(|c| store::recover(c, "runbookd stopped while the run was executing"))
-        .await
-        .context("cannot recover the store")?;
-    if interrupted > 0 {
-        tracing::warn!(
-            runs = interrupted,
-            "runs that were executing when runbookd stopped are marked interrupted"
-        );
+    let store = Store::open(&url).await.map_err(|e| match e {
+        e @ store::StoreError::Locked { .. } => anyhow::anyhow!(e),
+        e => anyhow::anyhow!(e).context(format!("cannot open the store `{url}`")),
+    })?;
+    if let StoreUrl::Sqlite(db) = &url {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut f = db.as_os_str().to_owned();
+            f.push(suffix);
+            restrict(Path::new(&f), 0o600);
+        }
+    }
+    // One process holds a SQLite store: whatever is running there is this
+    // process's leftover. Replicas on PostgreSQL leave that to the lease.
+    if store.sharing() == store::Sharing::Exclusive {
+        let reaped = store
+            .reap(store::Reap::All {
+                why: "runbookd stopped while the run was executing".into(),
+            })
+            .await
+            .context("cannot recover the store")?;
+        if reaped.interrupted > 0 {
+            tracing::warn!(
+                runs = reaped.interrupted,
+                "runs that were executing when runbookd stopped are marked interrupted"
+            );
+        }
+        if reaped.requeued > 0 {
+            tracing::warn!(
+                runs = reaped.requeued,
+                "idempotent runs that were executing when runbookd stopped are queued again"
+            );
+        }
     }
     // Secret files named by runbooks are as unreadable to steps as the store.
     let mut sandbox_cfg = cfg.sandbox.clone();
@@ -156,6 +176,12 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         metrics.clone(),
         cfg.max_concurrent_steps,
         cfg.shadow,
+        crate::dispatch::Replica {
+            name: cfg.replica.clone(),
+            lease: cfg.lease,
+            fence_margin: cfg.fence_margin(),
+            cluster_max: cfg.cluster_max_concurrent_steps,
+        },
     );
     let mut http = cfg.http.clone();
     http.max_connections = api::listener::descriptor_budget(

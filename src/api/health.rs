@@ -29,12 +29,8 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
             format!("the store cannot be written: {e}"),
         );
     }
-    match s
-        .store
-        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await
-    {
-        Ok(_) => (StatusCode::OK, "OK".to_owned()),
+    match s.store.ping().await {
+        Ok(()) => (StatusCode::OK, "OK".to_owned()),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: the store does not answer");
             (

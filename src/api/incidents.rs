@@ -16,7 +16,7 @@ use super::{read_body, require_auth, require_read_auth, ApiError, AppState};
 use crate::alert::Notification;
 use crate::incident::{IncidentId, Update};
 use crate::plan::{Plan, PLAN_INCIDENT_ID};
-use crate::store::{self, IncidentFilter};
+use crate::store::IncidentFilter;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -82,9 +82,7 @@ async fn add_update(
     let update: Update = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid update: {e}")))?;
     update.check().map_err(ApiError::BadRequest)?;
-    s.store
-        .write(move |c| store::add_update(c, id, &update))
-        .await?;
+    s.store.add_update(id, update).await?;
     let detail = s.store.incident(id).await?;
     Ok(Json(serde_json::to_value(detail).unwrap_or_default()))
 }
@@ -115,6 +113,7 @@ pub(super) fn runbook_json(rb: &crate::runbook::Runbook) -> Value {
         "concurrency": rb.concurrency,
         "cooldown_ms": rb.cooldown.as_millis(),
         "cancel_on_resolved": rb.cancel_on_resolved,
+        "idempotent": rb.idempotent,
         "steps": steps(&rb.steps),
         "on_failure": steps(&rb.on_failure),
         "on_resolved": steps(&rb.on_resolved),

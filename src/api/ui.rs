@@ -23,7 +23,7 @@ use super::{read_body, require_auth, require_read_auth, ApiError, AppState};
 use crate::alert::Notification;
 use crate::incident::{IncidentId, IncidentStatus, Update};
 use crate::plan::{Plan, PLAN_INCIDENT_ID};
-use crate::store::{self, IncidentFilter};
+use crate::store::IncidentFilter;
 
 const PAGE: u32 = 50;
 const STATUSES: &[&str] = &["investigating", "identified", "monitoring", "resolved"];
@@ -437,9 +437,7 @@ async fn add_update(
         root_cause: (!f.root_cause.trim().is_empty()).then_some(f.root_cause),
     };
     update.check().map_err(ApiError::BadRequest)?;
-    s.store
-        .write(move |c| store::add_update(c, id, &update))
-        .await?;
+    s.store.add_update(id, update).await?;
     Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
 }
 

@@ -222,6 +222,9 @@ pub struct RunRequest<'a> {
     pub alert: &'a Alert,
     pub runbook: &'a Runbook,
     pub incident: IncidentRef,
+    /// The claimed run (server runs): steps get `RUNBOOKD_RUN_ID` and
+    /// `RUNBOOKD_FENCE`, for downstream systems that refuse a stale owner.
+    pub lease: Option<crate::store::Lease>,
 }
 
 /// The run's state that step templates read as `steps.*`.
@@ -476,7 +479,13 @@ impl Executor {
             &req.incident,
             Some(results.0.clone()),
         );
-        let plan = plan::render_step(step, &data, base_env);
+        let mut plan = plan::render_step(step, &data, base_env);
+        if let Some(lease) = req.lease {
+            plan.env
+                .insert("RUNBOOKD_RUN_ID".into(), lease.run_id.to_string());
+            plan.env
+                .insert("RUNBOOKD_FENCE".into(), lease.fence.to_string());
+        }
         let mut attempts = Vec::new();
         let outcome = if let Some(err) = &plan.error {
             Some(StepOutcome::SpawnFailed {

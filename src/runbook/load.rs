@@ -231,6 +231,7 @@ struct RawRunbook {
     concurrency: Option<u32>,
     cooldown: Option<String>,
     cancel_on_resolved: Option<bool>,
+    idempotent: Option<bool>,
     run_as: Option<String>,
     #[serde(default)]
     env: BTreeMap<String, RawEnv>,
@@ -988,6 +989,7 @@ fn parse_checked_once(
             concurrency,
             cooldown,
             cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
+            idempotent: raw.idempotent.unwrap_or(false),
             run_as: raw.run_as,
             env,
             steps,

@@ -75,6 +75,10 @@ pub struct Runbook {
     /// No new run for the same alert within this long of the last one.
     pub cooldown: Duration,
     pub cancel_on_resolved: bool,
+    /// Its steps may run again: a run taken over from a dead replica (or
+    /// found running after a crash) is queued again instead of ending
+    /// `interrupted`.
+    pub idempotent: bool,
     /// `run_as`: the user this runbook's steps run as, instead of the
     /// server's `run_as` (runbookd must run as root).
     pub run_as: Option<String>,

@@ -1,35 +1,36 @@
 //! The durable store: notifications, incidents, alerts, runs, live step
-//! output and timelines, in one SQLite file (WAL, `synchronous=FULL`,
-//! migrations embedded).
+//! output and timelines, behind one interface with two backends:
 //!
-//! All writes go through one writer thread that commits in groups: every
-//! operation waiting when a transaction starts runs inside its own savepoint
-//! of that transaction (so a failing one rolls back alone), one commit makes
-//! them all durable, and only then is each caller answered. Acknowledging a
-//! webhook therefore costs a share of one fsync, not a whole one. Reads use
-//! their own connections (WAL readers never block the writer).
+//! - [`sqlite`]: one file (WAL, `synchronous=FULL`, group commit), the
+//!   embedded default, one process at a time;
+//! - [`postgres`]: several replicas on one PostgreSQL database.
 //!
-//! Deduplication and run claiming live in the database (unique keys,
-//! conditional updates), not in process memory, so that a PostgreSQL backend
-//! behind the same methods could serve several replicas.
+//! Callers see domain operations only (ingest, claim, heartbeat, append
+//! output, finish, reap, updates, reads); no SQL and no database crate
+//! leaves this module. Deduplication, claiming, leases and fences live in
+//! the database, never in process memory, and both backends pass the same
+//! conformance suite (`tests/integration/store.rs`).
 
-mod ops;
+mod postgres;
+mod sqlite;
+mod types;
 
-use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+pub use types::*;
 
-pub use ops::*;
+use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState, Update};
 
 /// A store failure; the cause is logged, callers answer 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store `{path}` is in use by another runbookd{}; one process at a time may use a SQLite store", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { path: PathBuf, holder: Option<u32> },
-    /// The backend failed (disk full, I/O error, corruption); the message
-    /// says how, without tying callers to the database crate.
+    /// The backend failed (disk full, I/O error, corruption, connection
+    /// lost); the message says how, without tying callers to a database crate.
     #[error("database error: {0}")]
     Backend(String),
     #[error("the store's writer has stopped")]
@@ -42,382 +43,330 @@ pub enum StoreError {
     Invalid(String),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Where the store lives: `sqlite:PATH` or `postgres://…` (`--store`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    /// A libpq connection URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if let Some(path) = s.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("`sqlite:` needs a file path, e.g. sqlite:data/runbookd.db".into());
+            }
+            return Ok(StoreUrl::Sqlite(path.into()));
+        }
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            s.parse::<tokio_postgres::Config>()
+                .map_err(|e| format!("bad PostgreSQL URL: {e}"))?;
+            return Ok(StoreUrl::Postgres(s.to_owned()));
+        }
+        Err(format!(
+            "unknown store `{}`: expected sqlite:PATH or postgres://USER@HOST/DB",
+            redact_url(s)
+        ))
     }
 }
 
-pub type Result<T> = std::result::Result<T, StoreError>;
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            StoreUrl::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
 
-type WriteFn = Box<dyn FnOnce(&Connection) -> Result<Box<dyn std::any::Any + Send>> + Send>;
+/// A URL as logs may show it: without its password.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
 
-struct WriteJob {
-    op: WriteFn,
-    reply: tokio::sync::oneshot::Sender<Result<Box<dyn std::any::Any + Send>>>,
+/// How a replica uses the store: leases and the leader duty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    /// One process (SQLite's lock): what is running at start is this
+    /// process's own leftover, and no duty needs electing.
+    Exclusive,
+    /// Several replicas: runs of a dead replica are reaped after their
+    /// lease, and periodic duties go to the holder of the leader lease.
+    Shared,
 }
 
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    inner: Arc<Inner>,
+    backend: Backend,
 }
 
-struct Inner {
-    path: PathBuf,
-    /// The last commit's error, cleared by the next successful commit:
-    /// `/-/ready` answers 503 while it is set.
-    write_error: Arc<Mutex<Option<String>>>,
-    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
-    readers: Mutex<Vec<Connection>>,
-    /// Held for the life of the store: no other runbookd may write it.
-    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
-/// Takes the exclusive lock of the store at `path` (`PATH.lock` beside it),
-/// before anything reads or writes the database.
-fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
-    use std::io::{Read, Seek, Write};
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&lock_path)
-        .map_err(|e| {
-            StoreError::Invalid(format!(
-                "cannot open the store lock `{}`: {e}",
-                std::path::Path::new(&lock_path).display()
-            ))
-        })?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-        Ok(mut held) => {
-            let _ = held.set_len(0);
-            let _ = held.rewind();
-            let _ = writeln!(held, "{}", std::process::id());
-            Ok(held)
+/// A write queued when it was asked for, answered once committed.
+pub type Pending<T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'static>>;
+
+macro_rules! each {
+    ($self:ident, $b:ident => $e:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($b) => $e,
+            Backend::Postgres($b) => $e,
         }
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            let _ = file.read_to_string(&mut pid);
-            Err(StoreError::Locked {
-                path: path.to_owned(),
-                holder: pid.trim().parse().ok(),
-            })
-        }
-    }
-}
-
-const MIGRATIONS: &[&str] = &[
-    include_str!("schema_v1.sql"),
-    include_str!("schema_v2.sql"),
-    include_str!("schema_v3.sql"),
-    include_str!("schema_v4.sql"),
-    include_str!("schema_v5.sql"),
-];
-
-/// Most operations committed together in one transaction.
-const MAX_BATCH: usize = 512;
-
-fn connect(path: &Path, read_only: bool) -> Result<Connection> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
     };
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    if !read_only {
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-    }
-    Ok(conn)
 }
 
 impl Store {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the store at `url`.
     ///
     /// # Errors
-    /// When the file cannot be opened or migrated.
-    pub fn open(path: &Path) -> Result<Store> {
-        let lock = lock(path)?;
-        // Made 0600 before SQLite sees it: SQLite gives the WAL and shared
-        // memory files the database file's mode.
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| {
-                    StoreError::Invalid(format!("cannot open `{}`: {e}", path.display()))
-                })?;
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
-        let mut conn = connect(path, false)?;
-        migrate(&mut conn)?;
-        probe_write(&conn).map_err(|e| {
-            StoreError::Invalid(format!(
-                "the store `{}` cannot be written: {e} (runbookd needs write permission on the file and its directory)",
-                path.display()
-            ))
-        })?;
-        let (tx, rx) = mpsc::channel::<WriteJob>();
-        let write_error = Arc::new(Mutex::new(None));
-        let health = write_error.clone();
-        std::thread::Builder::new()
-            .name("runbookd-store".into())
-            .spawn(move || writer(conn, &rx, &health))
-            .map_err(|e| StoreError::Invalid(format!("cannot start the store writer: {e}")))?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                write_error,
-                writer: Mutex::new(Some(tx)),
-                readers: Mutex::new(Vec::new()),
-                _lock: Some(lock),
-            }),
-        })
+    /// When it cannot be reached, locked, written or migrated.
+    pub async fn open(url: &StoreUrl) -> Result<Store> {
+        let backend = match url {
+            StoreUrl::Sqlite(path) => Backend::Sqlite(sqlite::Sqlite::open(path)?),
+            StoreUrl::Postgres(url) => Backend::Postgres(postgres::Postgres::open(url).await?),
+        };
+        Ok(Store { backend })
     }
 
-    /// Opens the store at `path` for reading only (the CLI beside a running
-    /// server): no lock, no migration, no writes.
+    /// Opens the store for reading only (the CLI beside a running server):
+    /// no lock, no migration, no writes.
     ///
     /// # Errors
-    /// When the file does not exist or cannot be opened.
-    pub fn open_read_only(path: &Path) -> Result<Store> {
-        if !path.exists() {
-            return Err(StoreError::NotFound(format!(
-                "store `{}` (start `runbookd serve` first, or pass --data-dir)",
-                path.display()
-            )));
-        }
-        connect(path, true)?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                write_error: Arc::new(Mutex::new(None)),
-                writer: Mutex::new(None),
-                readers: Mutex::new(Vec::new()),
-                _lock: None,
-            }),
-        })
+    /// When it does not exist or cannot be reached.
+    pub async fn open_read_only(url: &StoreUrl) -> Result<Store> {
+        let backend = match url {
+            StoreUrl::Sqlite(path) => Backend::Sqlite(sqlite::Sqlite::open_read_only(path)?),
+            StoreUrl::Postgres(url) => {
+                Backend::Postgres(postgres::Postgres::open_read_only(url).await?)
+            }
+        };
+        Ok(Store { backend })
     }
 
-    /// Runs `op` in its own savepoint of the next group transaction; the
-    /// returned future resolves once that transaction is committed. The
-    /// operation is queued when this is called, not when the future is first
-    /// polled, so writes issued together share one commit.
+    #[must_use]
+    pub fn sharing(&self) -> Sharing {
+        match self.backend {
+            Backend::Sqlite(_) => Sharing::Exclusive,
+            Backend::Postgres(_) => Sharing::Shared,
+        }
+    }
+
+    /// Records a notification, opens or updates its incident, and queues
+    /// runs, exactly once per run key across replicas.
     ///
     /// # Errors
-    /// The operation's own error (its savepoint rolled back), or a failed commit.
-    pub fn write<T, F>(
+    /// [`StoreError::QueueFull`] (nothing recorded), or a store error.
+    #[must_use]
+    pub fn ingest(&self, input: Ingest) -> Pending<Ingested> {
+        each!(self, b => b.ingest(input))
+    }
+
+    /// Claims the oldest queued runs whose runbooks are under their
+    /// concurrency, within this replica's free slots and the cluster's cap;
+    /// each claimed run gets `owner`, a lease and a new fence.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
+        each!(self, b => b.claim(req))
+    }
+
+    /// Renews the leases of the runs `owner` executes.
+    ///
+    /// # Errors
+    /// A store error (the caller fences itself if that lasts).
+    #[must_use]
+    pub fn heartbeat(
         &self,
-        op: F,
-    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let job = WriteJob {
-            op: Box::new(move |tx| op(tx).map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)),
-            reply,
-        };
-        let sent = {
-            let writer = self
-                .inner
-                .writer
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            writer
-                .as_ref()
-                .ok_or(StoreError::Stopped)
-                .and_then(|w| w.send(job).map_err(|_| StoreError::Stopped))
-        };
-        async move {
-            sent?;
-            let value = rx.await.map_err(|_| StoreError::Stopped)??;
-            Ok(*value
-                .downcast::<T>()
-                .map_err(|_| StoreError::Invalid("store reply of the wrong type".into()))?)
-        }
+        owner: String,
+        runs: Vec<Lease>,
+        lease: Duration,
+    ) -> Pending<Heartbeat> {
+        each!(self, b => b.heartbeat(owner, runs, lease))
     }
 
-    /// Runs `op` on a read connection (on the blocking pool).
+    /// Appends live output of a running step; nothing when fenced.
     ///
     /// # Errors
-    /// The query's error.
-    pub async fn read<T, F>(&self, op: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => connect(&inner.path, true)?,
-            };
-            let result = op(&conn);
-            inner
-                .readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Invalid(format!("read task failed: {e}")))?
+    /// A store error.
+    #[must_use]
+    pub fn append_output(
+        &self,
+        lease: Lease,
+        chunks: Vec<(String, &'static str, Vec<u8>)>,
+    ) -> Pending<()> {
+        each!(self, b => b.append_output(lease, chunks))
+    }
+
+    /// Records a finished run and moves its incident along, if its fence holds.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn finish(&self, f: Finished) -> Pending<FinishOutcome> {
+        each!(self, b => b.finish(f))
+    }
+
+    /// Takes running runs back from their owners.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
+        each!(self, b => b.reap(scope))
+    }
+
+    /// Takes or renews the leader lease of periodic duties; true while this
+    /// replica holds it.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn lead(&self, owner: String, lease: Duration) -> Pending<bool> {
+        each!(self, b => b.lead(owner, lease))
+    }
+
+    /// Adds a person's update to the timeline (and status / root cause).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or a store error.
+    #[must_use]
+    pub fn add_update(&self, id: IncidentId, update: Update) -> Pending<()> {
+        each!(self, b => b.add_update(id, update))
+    }
+
+    /// Whether the store answers.
+    ///
+    /// # Errors
+    /// Why it does not.
+    pub async fn ping(&self) -> Result<()> {
+        each!(self, b => b.ping().await)
+    }
+
+    /// Why the last write failed, while no later one has succeeded.
+    #[must_use]
+    pub fn write_error(&self) -> Option<String> {
+        each!(self, b => b.write_error())
+    }
+
+    /// Lists incidents, open ones first, newest first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn incidents(&self, f: IncidentFilter) -> Result<(Vec<IncidentSummary>, i64)> {
+        each!(self, b => b.incidents(f).await)
+    }
+
+    /// Everything about one incident.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or a store error.
+    pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
+        each!(self, b => b.incident(id).await)
+    }
+
+    /// Counts and MTTR over the incidents opened within `window`.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn stats(&self, window: Duration) -> Result<Stats> {
+        each!(self, b => b.stats(window).await)
+    }
+
+    /// Firing alerts no runbook matched, most recently seen first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn unmatched(&self, limit: u32) -> Result<Vec<UnmatchedAlert>> {
+        each!(self, b => b.unmatched(limit).await)
+    }
+
+    /// (queued runs, open incidents), cheaply, for the metrics gauges.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn gauges(&self) -> Result<(i64, i64)> {
+        each!(self, b => b.gauges().await)
+    }
+
+    /// Live output of an incident's running steps after `cursor`, and whether
+    /// any of its runs is still queued or running.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn live(&self, id: IncidentId, cursor: i64) -> Result<(Vec<LiveChunk>, bool)> {
+        each!(self, b => b.live(id, cursor).await)
+    }
+
+    /// The latest runs of a runbook, newest first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn recent_runs(
+        &self,
+        runbook: String,
+        limit: u32,
+    ) -> Result<Vec<(i64, IncidentId, RunState)>> {
+        each!(self, b => b.recent_runs(runbook, limit).await)
+    }
+
+    /// Waits until another replica may have queued runs (PostgreSQL's
+    /// LISTEN/NOTIFY), or forever on a store only this process writes.
+    pub async fn queued_elsewhere(&self) {
+        match &self.backend {
+            Backend::Sqlite(_) => std::future::pending().await,
+            Backend::Postgres(b) => b.queued_elsewhere().await,
+        }
     }
 
     /// Stops the writer after the queued writes.
-    /// Why the last commit failed, while no later one has succeeded.
-    #[must_use]
-    pub fn write_error(&self) -> Option<String> {
-        self.inner
-            .write_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
     pub fn close(&self) {
-        self.inner
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        each!(self, b => b.close());
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let current: i64 = conn.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
-        [],
-        |r| r.get(0),
-    )?;
-    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
-    if current > known {
-        return Err(StoreError::Invalid(format!(
-            "the database is at schema version {current}, newer than this runbookd ({known})"
-        )));
-    }
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(current).unwrap_or(0))
-    {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_version (version) VALUES (?1)",
-            [i64::try_from(i + 1).unwrap_or(i64::MAX)],
-        )?;
-        tx.commit()?;
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The writer thread: group commit of everything queued.
-/// A real write, rolled back: SQLite opens a file it cannot write without
-/// complaint and fails only at the first write.
-fn probe_write(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let written = conn.execute("UPDATE schema_version SET version = version", []);
-    conn.execute_batch("ROLLBACK")?;
-    written.map(|_| ())
-}
-
-fn writer(mut conn: Connection, rx: &mpsc::Receiver<WriteJob>, health: &Mutex<Option<String>>) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
-        let mut done = Vec::with_capacity(jobs.len());
-        let changes = conn.total_changes();
-        let committed = commit_batch(&mut conn, jobs, &mut done);
-        // A failed commit makes the store unready; only a commit that
-        // really wrote makes it ready again (reads commit on a full disk).
-        let wrote = conn.total_changes() > changes;
-        match &committed {
-            Err(e) => *health.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string()),
-            Ok(()) if wrote => *health.lock().unwrap_or_else(PoisonError::into_inner) = None,
-            Ok(()) => {}
-        }
-        match committed {
-            Ok(()) => {
-                for (reply, result) in done {
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store commit failed; the batch is not acknowledged");
-                for (reply, _) in done {
-                    let _ = reply.send(Err(StoreError::Invalid(format!("commit failed: {e}"))));
-                }
-            }
-        }
+    #[test]
+    fn store_urls_parse_at_the_edge() {
+        assert_eq!(
+            "sqlite:data/runbookd.db".parse::<StoreUrl>(),
+            Ok(StoreUrl::Sqlite("data/runbookd.db".into()))
+        );
+        assert!(matches!(
+            "postgres://runbookd@127.0.0.1:5432/runbookd".parse::<StoreUrl>(),
+            Ok(StoreUrl::Postgres(_))
+        ));
+        let err = "mysql://root:hunter2@db/x".parse::<StoreUrl>().unwrap_err();
+        assert!(err.contains("expected sqlite:PATH"), "{err}");
+        assert!(
+            !err.contains("hunter2"),
+            "the password is not echoed: {err}"
+        );
+        assert!("sqlite:".parse::<StoreUrl>().is_err());
+        let shown = StoreUrl::Postgres("postgres://u:secret@h:1/db".into()).to_string();
+        assert_eq!(shown, "postgres://u:***@h:1/db");
     }
-}
-
-type Done = Vec<(
-    tokio::sync::oneshot::Sender<Result<Box<dyn std::any::Any + Send>>>,
-    Result<Box<dyn std::any::Any + Send>>,
-)>;
-
-/// Runs each job in its own savepoint of one transaction, then commits once.
-fn commit_batch(conn: &mut Connection, jobs: Vec<WriteJob>, done: &mut Done) -> Result<()> {
-    let mut tx = conn.transaction()?;
-    let mut failed: Option<StoreError> = None;
-    for job in jobs {
-        if let Some(e) = &failed {
-            done.push((job.reply, Err(StoreError::Invalid(e.to_string()))));
-            continue;
-        }
-        let result = match tx.savepoint() {
-            Ok(sp) => {
-                let result = (job.op)(&sp);
-                if result.is_ok() {
-                    if let Err(e) = sp.commit() {
-                        failed = Some(e.into());
-                    }
-                }
-                // A savepoint dropped without commit rolls back this operation only.
-                result
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                failed = Some(e.into());
-                Err(StoreError::Invalid(msg))
-            }
-        };
-        done.push((job.reply, result));
-    }
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
-    tx.commit()?;
-    Ok(())
 }

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 use crate::app::{run_states, TestApp};
 use crate::exec::require;
 
-struct Alertmanager {
+pub struct Alertmanager {
     child: Child,
-    url: String,
+    pub url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -23,7 +23,7 @@ impl Drop for Alertmanager {
     }
 }
 
-fn binary() -> Option<PathBuf> {
+pub fn binary() -> Option<PathBuf> {
     [
         "/usr/bin/prometheus-alertmanager",
         "/usr/local/bin/alertmanager",
@@ -34,7 +34,7 @@ fn binary() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -42,7 +42,15 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_alertmanager(bin: &PathBuf, webhook: &str, token: &str) -> Alertmanager {
+/// An Alertmanager sending every alert to `webhook` (with a bearer token
+/// unless `token` is empty); `cluster` replaces the no-gossip default, e.g.
+/// `--cluster.listen-address=127.0.0.1:P` and `--cluster.peer=…`.
+pub async fn start_alertmanager(
+    bin: &PathBuf,
+    webhook: &str,
+    token: &str,
+    cluster: &[String],
+) -> Alertmanager {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, token).unwrap();
@@ -58,11 +66,15 @@ receivers:
     webhook_configs:
       - url: {webhook}
         send_resolved: true
-        http_config:
-          authorization:
-            credentials_file: {}
-",
-        token_file.display()
+{}",
+        if token.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "        http_config:\n          authorization:\n            credentials_file: {}\n",
+                token_file.display()
+            )
+        }
     );
     let cfg = dir.path().join("alertmanager.yml");
     std::fs::write(&cfg, config).unwrap();
@@ -74,7 +86,12 @@ receivers:
             dir.path().join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=") // no gossip port: nothing beyond loopback
+        .args(if cluster.is_empty() {
+            // No gossip port: nothing beyond loopback.
+            vec!["--cluster.listen-address=".to_owned()]
+        } else {
+            cluster.to_vec()
+        })
         .arg("--log.level=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -104,7 +121,7 @@ receivers:
     am
 }
 
-async fn post_to_alertmanager(am: &Alertmanager, alerts: &Value) {
+pub async fn post_to_alertmanager(am: &Alertmanager, alerts: &Value) {
     let resp = reqwest::Client::new()
         .post(format!("{}/api/v2/alerts", am.url))
         .json(alerts)
@@ -118,7 +135,7 @@ async fn post_to_alertmanager(am: &Alertmanager, alerts: &Value) {
     );
 }
 
-async fn wait_until<F: std::future::Future<Output = bool>>(
+pub async fn wait_until<F: std::future::Future<Output = bool>>(
     what: &str,
     secs: u64,
     mut check: impl FnMut() -> F,
@@ -157,7 +174,7 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
     .await;
     // Refuse at first: Alertmanager must retry the 503 until it is accepted.
     app.set_max_queued_runs(0);
-    let am = start_alertmanager(&bin, &format!("{}/webhook", app.url), token).await;
+    let am = start_alertmanager(&bin, &format!("{}/webhook", app.url), token, &[]).await;
     post_to_alertmanager(&am, &json!([{"labels": {"alertname": "RunbookdE2E", "instance": "web-7"}, "annotations": {"summary": "e2e"}, "generatorURL": "http://prometheus.example/graph"}])).await;
 
     wait_until("a 503 answered to Alertmanager", 20, || async {

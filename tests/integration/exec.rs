@@ -65,6 +65,7 @@ pub async fn run_yaml(
             id: "INC-0001".into(),
             severity: Severity::Sev3,
         },
+        lease: None,
     };
     executor(Duration::from_millis(300))
         .run(&req, Arc::new(Quiet), cancel)

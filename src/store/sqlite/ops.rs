@@ -1,75 +1,28 @@
-//! The store's operations: each one runs inside one savepoint of a group
-//! transaction (writes) or on a read connection (queries).
+//! The SQLite backend's operations: each write runs inside one savepoint of
+//! a group transaction, each query on a read connection.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 
-use super::{Result, Store, StoreError};
-use crate::alert::{Notification, Status};
+use super::Sqlite;
+use crate::alert::Status;
 use crate::incident::{
-    AlertRecord, ChecklistItem, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary,
-    OutputChunk, RunRecord, RunState, TimelineEntry, Update, SUBJECT_LABELS,
+    AlertRecord, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary, OutputChunk,
+    RunRecord, RunState, TimelineEntry, Update, SUBJECT_LABELS,
 };
 use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::Severity;
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn now() -> String {
-    ts(Utc::now())
-}
-
-fn json<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
-}
-
-/// What a matching runbook contributes to ingesting a notification.
-#[derive(Debug, Clone)]
-pub struct RunbookMatch {
-    pub name: String,
-    pub title: String,
-    pub severity: Severity,
-    pub cooldown: Duration,
-    pub has_on_resolved: bool,
-    pub cancel_on_resolved: bool,
-}
-
-/// A notification to record, with the runbooks matching each of its alerts.
-#[derive(Debug, Clone)]
-pub struct Ingest {
-    pub body: Vec<u8>,
-    pub notification: Notification,
-    /// Per alert, in payload order.
-    pub matches: Vec<Vec<RunbookMatch>>,
-    /// Refuse (roll back) when more runs than this would be queued.
-    pub max_queued: u64,
-    /// Recorded in shadow mode: the incident is marked so.
-    pub shadow: bool,
-}
-
-/// What ingesting did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Ingested {
-    pub notification_id: i64,
-    pub incident: Option<IncidentId>,
-    /// Runs queued by this notification.
-    pub queued: Vec<i64>,
-    /// Runs already known (a resend or retry of the same notification).
-    pub duplicates: usize,
-    /// Runs skipped because of the runbook's cooldown.
-    pub skipped: usize,
-    /// Running runs to cancel (their alert resolved, `cancel_on_resolved`).
-    #[serde(skip)]
-    pub cancel: Vec<i64>,
-}
+use crate::store::types::{json, now, say, services, shortened, ts, UNMATCHED_KEPT};
+use crate::store::{
+    ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
+    Lease, LiveChunk, Pending, Reap, Reaped, Result, RunbookMatch, Stats, StoreError,
+    UnmatchedAlert,
+};
 
 fn timeline(
     conn: &Connection,
@@ -122,64 +75,16 @@ fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Res
     set_status(conn, incident, t.status, t.author, &t.message)
 }
 
-fn phase(raw: &str) -> Result<Phase> {
-    match raw {
-        "remediation" => Ok(Phase::Remediation),
-        "resolution" => Ok(Phase::Resolution),
-        other => Err(StoreError::Invalid(format!("unknown run phase `{other}`"))),
-    }
-}
-
-fn services(n: &Notification) -> BTreeSet<String> {
-    n.alerts
-        .iter()
-        .filter_map(|a| {
-            a.labels
-                .get("service")
-                .or_else(|| a.labels.get("job"))
-                .cloned()
-        })
-        .collect()
-}
-
-/// Label values as a list shows them: at most 256 characters each, so that
-/// a list of many alerts stays small whatever their labels hold.
-fn shortened(labels: &crate::alert::Labels) -> std::collections::BTreeMap<&str, String> {
-    labels
-        .iter()
-        .map(|(k, v)| {
-            let short = match v.char_indices().nth(256) {
-                Some((at, _)) => format!("{}…", &v[..at]),
-                None => v.clone(),
-            };
-            (k.as_str(), short)
-        })
-        .collect()
-}
-
-/// A run's stored state; a name this runbookd does not know is an error
-/// (a newer runbookd wrote it), never a guess.
-fn run_state(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<RunState> {
+/// A stored name of an enum (a run's state, phase); a name this runbookd
+/// does not know is an error (a newer runbookd wrote it), never a guess.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<T> {
     let raw: String = r.get(idx)?;
     raw.parse().map_err(|e: String| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
     })
-}
-
-/// Unmatched alerts kept, the most recently seen.
-const UNMATCHED_KEPT: i64 = 1000;
-
-/// A firing alert that no runbook matched.
-#[derive(Debug, Clone, Serialize)]
-pub struct UnmatchedAlert {
-    pub fingerprint: String,
-    pub alertname: String,
-    pub labels: crate::alert::Labels,
-    pub receiver: String,
-    pub first_seen: String,
-    pub last_seen: String,
-    /// Notifications it came in.
-    pub seen: i64,
 }
 
 /// The columns of an incident summary: the incident's own, its alert counts
@@ -202,7 +107,7 @@ static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 ///
 /// # Errors
 /// [`StoreError::QueueFull`] (nothing recorded), or a database error.
-pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
+fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
     let n = &input.notification;
     let at = now();
     conn.execute(
@@ -280,18 +185,12 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                 params![n.receiver, n.group_key, title, worst.to_string(), json(&services(n)), json(&names), at, input.shadow],
             )?;
             let id = conn.last_insert_rowid();
-            let alertnames: BTreeSet<&str> =
-                n.alerts.iter().map(crate::alert::Alert::name).collect();
             timeline(
                 conn,
                 id,
                 "runbookd",
                 "status",
-                &format!(
-                    "incident opened for {} from receiver `{}`",
-                    alertnames.into_iter().collect::<Vec<_>>().join(", "),
-                    n.receiver
-                ),
+                &say::opened(n),
                 Some(IncidentStatus::Investigating),
             )?;
             id
@@ -320,12 +219,7 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                 incident,
                 "alertmanager",
                 "alert",
-                &format!(
-                    "alert {} ({}) {}",
-                    alert.name(),
-                    alert.fingerprint,
-                    alert.status
-                ),
+                &say::alert(alert),
                 None,
             )?;
         }
@@ -338,10 +232,10 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                             conn,
                             incident,
                             out.notification_id,
-                            &m.name,
+                            m,
                             &alert.fingerprint,
                             &starts,
-                            "resolution",
+                            Phase::Resolution,
                         )? {
                             out.queued.push(id);
                         } else {
@@ -359,11 +253,22 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                             .collect::<rusqlite::Result<_>>()?;
                         for (id, state) in runs {
                             if state == "queued" {
-                                conn.execute("UPDATE runs SET state = 'cancelled', reason = 'the alert resolved before the run started', ended_at = ?2 WHERE id = ?1", params![id, now()])?;
+                                conn.execute("UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1", params![id, say::CANCELLED_BEFORE_START, now()])?;
                             } else {
+                                conn.execute(
+                                    "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
+                                    [id],
+                                )?;
                                 out.cancel.push(id);
                             }
-                            timeline(conn, incident, "runbookd", "run", &format!("run #{id} of `{}` cancelled: the alert resolved (cancel_on_resolved)", m.name), None)?;
+                            timeline(
+                                conn,
+                                incident,
+                                "runbookd",
+                                "run",
+                                &say::cancelled_resolved(id, &m.name),
+                                None,
+                            )?;
                         }
                     }
                 }
@@ -399,19 +304,30 @@ pub fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
     Ok(out)
 }
 
+/// Queues a run unless its key is known, or a run of the same runbook, alert
+/// and phase is still in progress (Alertmanager's `startsAt` can drift
+/// between peers and resends: that is the same alert, not a new one).
 fn insert_run(
     conn: &Connection,
     incident: i64,
     notification: i64,
-    runbook: &str,
+    m: &RunbookMatch,
     fingerprint: &str,
     starts: &str,
-    phase: &str,
+    phase: Phase,
 ) -> Result<Option<i64>> {
+    let in_progress: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = ?3 AND state IN ('queued', 'running'))",
+        params![m.name, fingerprint, phase.as_str()],
+        |r| r.get(0),
+    )?;
+    if in_progress {
+        return Ok(None);
+    }
     let inserted = conn.execute(
-        "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7) ON CONFLICT DO NOTHING",
-        params![incident, notification, runbook, fingerprint, starts, phase, now()],
+        "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8) ON CONFLICT DO NOTHING",
+        params![incident, notification, m.name, fingerprint, starts, phase.as_str(), now(), m.idempotent],
     )?;
     Ok((inserted == 1).then(|| conn.last_insert_rowid()))
 }
@@ -428,10 +344,10 @@ fn queue_remediation(
         conn,
         incident,
         out.notification_id,
-        &m.name,
+        m,
         &alert.fingerprint,
         starts,
-        "remediation",
+        Phase::Remediation,
     )?
     else {
         out.duplicates += 1;
@@ -448,11 +364,7 @@ fn queue_remediation(
             )
             .optional()?;
         if let Some(last) = recent {
-            let reason = format!(
-                "cooldown: `{}` last ran for this alert at {last}, within its cooldown of {}",
-                m.name,
-                humantime::format_duration(m.cooldown)
-            );
+            let reason = say::cooldown(&m.name, &last, m.cooldown);
             conn.execute(
                 "UPDATE runs SET state = 'skipped', reason = ?2, ended_at = ?3 WHERE id = ?1",
                 params![id, reason, now()],
@@ -462,7 +374,7 @@ fn queue_remediation(
                 incident,
                 "runbookd",
                 "run",
-                &format!("run #{id} skipped: {reason}"),
+                &say::skipped(id, &reason),
                 None,
             )?;
             out.skipped += 1;
@@ -473,37 +385,22 @@ fn queue_remediation(
     Ok(())
 }
 
-/// A run taken from the queue to execute.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub run_id: i64,
-    pub incident: IncidentId,
-    pub severity: String,
-    pub runbook: String,
-    pub fingerprint: String,
-    pub starts_at: String,
-    /// `remediation` or `resolution`.
-    pub phase: String,
-    pub body: Vec<u8>,
+fn lease_until(lease: Duration) -> String {
+    ts(Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default())
 }
 
 /// Claims the oldest queued runs whose runbooks are under their
-/// concurrency, as many as the global cap leaves room for, in one transaction.
+/// concurrency, as many as the caps leave room for, in one transaction.
 ///
 /// # Errors
 /// A database error.
-#[allow(clippy::implicit_hasher)]
-pub fn claim(
-    conn: &Connection,
-    concurrency: &HashMap<String, u32>,
-    max_running: u32,
-) -> Result<Vec<Claimed>> {
+fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
     let running: i64 = conn.query_row(
         "SELECT COUNT(*) FROM runs WHERE state = 'running'",
         [],
         |r| r.get(0),
     )?;
-    let mut free = i64::from(max_running) - running;
+    let mut free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
     if free <= 0 {
         return Ok(Vec::new());
     }
@@ -533,10 +430,10 @@ pub fn claim(
             break;
         }
         let n = per_runbook.entry(runbook.clone()).or_default();
-        if *n >= concurrency.get(&runbook).copied().unwrap_or(1) {
+        if *n >= req.concurrency.get(&runbook).copied().unwrap_or(1) {
             continue;
         }
-        if let Some(c) = claim_one(conn, id)? {
+        if let Some(c) = claim_one(conn, id, req)? {
             *n += 1;
             free -= 1;
             claimed.push(c);
@@ -545,26 +442,31 @@ pub fn claim(
     Ok(claimed)
 }
 
-fn claim_one(conn: &Connection, id: i64) -> Result<Option<Claimed>> {
-    if conn.execute(
-        "UPDATE runs SET state = 'running', started_at = ?2 WHERE id = ?1 AND state = 'queued'",
-        params![id, now()],
-    )? != 1
-    {
+fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Claimed>> {
+    let taken: Option<(i64, u32)> = conn
+        .query_row(
+            "UPDATE runs SET state = 'running', started_at = ?2, owner = ?3, lease_until = ?4, fence = fence + 1, attempt = attempt + 1, cancel_requested = 0
+             WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt",
+            params![id, now(), req.owner, lease_until(req.lease)],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((fence, attempt)) = taken else {
         return Ok(None);
-    }
+    };
     let (incident, runbook, fingerprint, starts_at, phase, body, severity): (i64, String, String, String, String, Vec<u8>, String) = conn.query_row(
         "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity
          FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
+    let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
     timeline(
         conn,
         incident,
         "runbookd",
         "run",
-        &format!("run #{id}: `{runbook}` started ({phase}) for alert {fingerprint}"),
+        &say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt),
         None,
     )?;
     advance(
@@ -572,13 +474,14 @@ fn claim_one(conn: &Connection, id: i64) -> Result<Option<Claimed>> {
         incident,
         lifecycle::Event::RunStarted {
             runbook: &runbook,
-            phase: self::phase(&phase)?,
+            phase,
         },
     )?;
     Ok(Some(Claimed {
-        run_id: id,
+        lease: Lease { run_id: id, fence },
+        attempt,
         incident: IncidentId(incident),
-        severity,
+        severity: severity.parse().map_err(StoreError::Invalid)?,
         runbook,
         fingerprint,
         starts_at,
@@ -587,58 +490,85 @@ fn claim_one(conn: &Connection, id: i64) -> Result<Option<Claimed>> {
     }))
 }
 
-/// Appends live output of a running step.
+/// Renews the leases `owner` holds; reports the ones it lost and the ones
+/// whose cancellation was requested.
 ///
 /// # Errors
 /// A database error.
-pub fn append_output(
+fn heartbeat(conn: &Connection, owner: &str, runs: &[Lease], lease: Duration) -> Result<Heartbeat> {
+    let until = lease_until(lease);
+    let mut stmt = conn.prepare_cached(
+        "UPDATE runs SET lease_until = ?4 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'running' RETURNING cancel_requested",
+    )?;
+    let mut beat = Heartbeat::default();
+    for l in runs {
+        let cancel: Option<bool> = stmt
+            .query_row(params![l.run_id, l.fence, owner, until], |r| r.get(0))
+            .optional()?;
+        match cancel {
+            None => beat.lost.push(l.run_id),
+            Some(true) => beat.cancel.push(l.run_id),
+            Some(false) => {}
+        }
+    }
+    Ok(beat)
+}
+
+/// Whether `lease` still holds its run.
+fn holds(conn: &Connection, lease: Lease) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND fence = ?2 AND state = 'running')",
+        params![lease.run_id, lease.fence],
+        |r| r.get(0),
+    )?)
+}
+
+/// Appends live output of a running step (nothing when fenced).
+///
+/// # Errors
+/// A database error.
+fn append_output(
     conn: &Connection,
-    run_id: i64,
+    lease: Lease,
     chunks: &[(String, &'static str, Vec<u8>)],
 ) -> Result<()> {
+    if !holds(conn, lease)? {
+        return Ok(());
+    }
     let mut stmt = conn.prepare_cached("INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = ?1), ?3, ?4)")?;
     for (step, stream, bytes) in chunks {
-        stmt.execute(params![run_id, step, stream, bytes])?;
+        stmt.execute(params![lease.run_id, step, stream, bytes])?;
     }
     Ok(())
 }
 
-/// How a claimed run ended, for the store.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub run_id: i64,
-    /// How it ended (an outcome, or `planned` / `interrupted`).
-    pub state: RunState,
-    pub summary: String,
-    pub result: serde_json::Value,
-}
-
-/// Records a finished run and moves its incident along.
+/// Records a finished run and moves its incident along, if its fence holds.
 ///
 /// # Errors
 /// A database error.
-pub fn finish(conn: &Connection, f: &Finished) -> Result<()> {
+fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
     let Some((incident, runbook, phase)): Option<(i64, String, String)> = conn
         .query_row(
-            "SELECT incident_id, runbook, phase FROM runs WHERE id = ?1",
-            [f.run_id],
+            "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL
+             WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, phase",
+            params![f.lease.run_id, f.lease.fence, f.state.as_str(), now(), json(&f.result), f.summary],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?
     else {
-        return Err(StoreError::Invalid(format!("no run #{}", f.run_id)));
+        return Ok(FinishOutcome::Fenced);
     };
+    let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
     conn.execute(
-        "UPDATE runs SET state = ?2, ended_at = ?3, result = ?4, reason = ?5 WHERE id = ?1 AND state = 'running'",
-        params![f.run_id, f.state.as_str(), now(), json(&f.result), f.summary],
+        "DELETE FROM step_output WHERE run_id = ?1",
+        [f.lease.run_id],
     )?;
-    conn.execute("DELETE FROM step_output WHERE run_id = ?1", [f.run_id])?;
     timeline(
         conn,
         incident,
         "runbookd",
         "run",
-        &format!("run #{}: `{runbook}` {}: {}", f.run_id, f.state, f.summary),
+        &say::finished(f.lease.run_id, &runbook, f.state, &f.summary),
         None,
     )?;
     let remediation_not_succeeded: i64 = conn.query_row(
@@ -651,47 +581,88 @@ pub fn finish(conn: &Connection, f: &Finished) -> Result<()> {
         incident,
         lifecycle::Event::RunFinished {
             runbook: &runbook,
-            phase: self::phase(&phase)?,
+            phase,
             state: f.state,
             summary: &f.summary,
             remediation_not_succeeded: usize::try_from(remediation_not_succeeded)
                 .unwrap_or(usize::MAX),
         },
-    )
+    )?;
+    Ok(FinishOutcome::Recorded)
 }
 
-/// After a crash or stop: runs that were executing are marked interrupted.
+/// Takes running runs back: idempotent ones are queued again, the others
+/// end `interrupted`; either way their fence moves on.
 ///
 /// # Errors
 /// A database error.
-pub fn recover(conn: &Connection, why: &str) -> Result<usize> {
-    let mut stmt =
-        conn.prepare("SELECT id, incident_id, runbook FROM runs WHERE state = 'running'")?;
-    let runs: Vec<(i64, i64, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (id, incident, runbook) in &runs {
-        conn.execute(
-            "UPDATE runs SET state = 'interrupted', reason = ?2, ended_at = ?3 WHERE id = ?1",
-            params![id, why, now()],
-        )?;
-        timeline(
-            conn,
-            *incident,
-            "runbookd",
-            "run",
-            &format!("run #{id}: `{runbook}` interrupted: {why}"),
-            None,
-        )?;
+fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
+    let runs: Vec<(i64, i64, String, bool, Option<String>, u32)> = {
+        let sql = "SELECT id, incident_id, runbook, idempotent, owner, attempt FROM runs WHERE state = 'running'";
+        let row = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        };
+        match scope {
+            Reap::All { .. } => conn
+                .prepare(sql)?
+                .query_map([], row)?
+                .collect::<rusqlite::Result<_>>()?,
+            Reap::Expired => conn
+                .prepare(&format!("{sql} AND lease_until < ?1"))?
+                .query_map([now()], row)?
+                .collect::<rusqlite::Result<_>>()?,
+        }
+    };
+    let mut reaped = Reaped::default();
+    for (id, incident, runbook, idempotent, owner, attempt) in runs {
+        let owner = owner.unwrap_or_default();
+        conn.execute("DELETE FROM step_output WHERE run_id = ?1", [id])?;
+        if idempotent {
+            conn.execute(
+                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
+                [id],
+            )?;
+            let message = match scope {
+                Reap::All { .. } => say::requeued_after_restart(id, &runbook, attempt + 1),
+                Reap::Expired => say::requeued(id, &runbook, &owner, attempt + 1),
+            };
+            timeline(conn, incident, "runbookd", "run", &message, None)?;
+            reaped.requeued += 1;
+        } else {
+            let why = match scope {
+                Reap::All { why } => why.clone(),
+                Reap::Expired => say::lease_lost(&owner),
+            };
+            conn.execute(
+                "UPDATE runs SET state = 'interrupted', reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
+                params![id, why, now()],
+            )?;
+            timeline(
+                conn,
+                incident,
+                "runbookd",
+                "run",
+                &say::interrupted(id, &runbook, &why),
+                None,
+            )?;
+            reaped.interrupted += 1;
+        }
     }
-    Ok(runs.len())
+    Ok(reaped)
 }
 
 /// Adds a person's update to the timeline (and status / root cause).
 ///
 /// # Errors
 /// [`StoreError::NotFound`] or a database error.
-pub fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
+fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
     let exists: Option<String> = conn
         .query_row("SELECT status FROM incidents WHERE id = ?1", [id.0], |r| {
             r.get(0)
@@ -720,17 +691,6 @@ pub fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
         params![id.0, now()],
     )?;
     Ok(())
-}
-
-/// Filters of the incidents list.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IncidentFilter {
-    pub status: Option<crate::incident::StatusFilter>,
-    pub severity: Option<String>,
-    pub runbook: Option<String>,
-    pub limit: Option<u32>,
-    pub offset: Option<u32>,
 }
 
 fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
@@ -772,7 +732,7 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
     })
 }
 
-impl Store {
+impl Sqlite {
     /// Lists incidents, open ones first, newest first.
     ///
     /// # Errors
@@ -839,8 +799,8 @@ impl Store {
                         runbook: r.get(1)?,
                         fingerprint: r.get(2)?,
                         starts_at: r.get(3)?,
-                        phase: r.get(4)?,
-                        state: run_state(r, 5)?,
+                        phase: parsed(r, 4)?,
+                        state: parsed(r, 5)?,
                         reason: r.get(6)?,
                         queued_at: r.get(7)?,
                         started_at: r.get(8)?,
@@ -862,18 +822,7 @@ impl Store {
                     Ok(TimelineEntry { at: r.get(0)?, author: r.get(1)?, kind: r.get(2)?, message: r.get(3)?, status: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()) })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let checklist = runs
-                .iter()
-                .filter_map(|run| run.result.as_ref().map(|res| (run, res)))
-                .flat_map(|(run, res)| {
-                    res["steps"].as_array().cloned().unwrap_or_default().into_iter().filter(|s| s["outcome"].is_null() && s["plan"]["kind"] == "manual").map(move |s| ChecklistItem {
-                        run_id: run.id,
-                        runbook: run.runbook.clone(),
-                        step: s["name"].as_str().unwrap_or_default().to_owned(),
-                        text: s["plan"]["text"].as_str().unwrap_or_default().to_owned(),
-                    })
-                })
-                .collect();
+            let checklist = crate::store::types::checklist(&runs);
             Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist })
         })
         .await
@@ -905,7 +854,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Sqlite {
     /// Firing alerts no runbook matched, most recently seen first.
     ///
     /// # Errors
@@ -932,7 +881,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl Sqlite {
     /// (queued runs, open incidents), cheaply, for the metrics gauges.
     ///
     /// # Errors
@@ -951,37 +900,7 @@ impl Store {
     }
 }
 
-/// Numbers for `GET /api/v1/stats`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stats {
-    pub window_seconds: u64,
-    pub incidents_opened: i64,
-    pub incidents_resolved: i64,
-    pub incidents_open: i64,
-    /// Mean time to recovery: the mean of (when the alerts ended − when the
-    /// incident opened) over the incidents opened in the window and
-    /// resolved; null when none was resolved. The end is the latest `endsAt`
-    /// Alertmanager reported (or `resolved_at` when it reported none).
-    pub mttr_seconds: Option<f64>,
-    /// The same to `resolved_at`, when the resolved notification arrived:
-    /// includes Alertmanager's delay (`group_interval`, retries).
-    pub mttr_notified_seconds: Option<f64>,
-    pub runs_by_state: std::collections::BTreeMap<String, i64>,
-    pub queued_runs: i64,
-    pub notifications: i64,
-}
-
-/// Output of running steps of an incident, after a cursor.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveChunk {
-    pub cursor: i64,
-    pub run: i64,
-    pub step: String,
-    pub stream: String,
-    pub text: String,
-}
-
-impl Store {
+impl Sqlite {
     /// Live output of an incident's running steps after `cursor`, and whether
     /// any of its runs is still queued or running.
     ///
@@ -1015,8 +934,69 @@ impl Store {
     ) -> Result<Vec<(i64, IncidentId, RunState)>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached("SELECT id, incident_id, state FROM runs WHERE runbook = ?1 ORDER BY id DESC LIMIT ?2")?;
-            let rows = stmt.query_map(params![runbook, limit], |r| Ok((r.get(0)?, IncidentId(r.get(1)?), run_state(r, 2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+            let rows = stmt.query_map(params![runbook, limit], |r| Ok((r.get(0)?, IncidentId(r.get(1)?), parsed(r, 2)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+        .await
+    }
+}
+
+/// The interface's writes: each queued on the writer when called.
+impl Sqlite {
+    #[must_use]
+    pub fn ingest(&self, input: Ingest) -> Pending<Ingested> {
+        Box::pin(self.write(move |c| ingest(c, &input)))
+    }
+
+    #[must_use]
+    pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
+        Box::pin(self.write(move |c| claim(c, &req)))
+    }
+
+    #[must_use]
+    pub fn heartbeat(
+        &self,
+        owner: String,
+        runs: Vec<Lease>,
+        lease: Duration,
+    ) -> Pending<Heartbeat> {
+        Box::pin(self.write(move |c| heartbeat(c, &owner, &runs, lease)))
+    }
+
+    pub fn append_output(
+        &self,
+        lease: Lease,
+        chunks: Vec<(String, &'static str, Vec<u8>)>,
+    ) -> Pending<()> {
+        Box::pin(self.write(move |c| append_output(c, lease, &chunks)))
+    }
+
+    #[must_use]
+    pub fn finish(&self, f: Finished) -> Pending<FinishOutcome> {
+        Box::pin(self.write(move |c| finish(c, &f)))
+    }
+
+    #[must_use]
+    pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
+        Box::pin(self.write(move |c| reap(c, &scope)))
+    }
+
+    /// One process holds the store: it leads.
+    #[allow(clippy::unused_self)]
+    #[must_use]
+    pub fn lead(&self, _owner: String, _lease: Duration) -> Pending<bool> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+
+    #[must_use]
+    pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
+        Box::pin(self.write(move |c| add_update(c, id, &u)))
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
         })
         .await
     }

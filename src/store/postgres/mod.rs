@@ -1,0 +1,1412 @@
+//! The PostgreSQL backend: several replicas on one database.
+//!
+//! Client: `tokio-postgres` (async on the server's own runtime, no
+//! compile-time database, binary protocol, LISTEN/NOTIFY) behind a
+//! `deadpool-postgres` pool that drops broken connections, so replicas
+//! recover by themselves when PostgreSQL restarts.
+//!
+//! Each write is one transaction (READ COMMITTED):
+//! - ingest locks the open incident of its Alertmanager group (`FOR
+//!   UPDATE`), so the same notification delivered by every Alertmanager peer
+//!   to different replicas is merged in turn; run keys are unique in the
+//!   database and a run of the same runbook and alert in progress absorbs a
+//!   `startsAt` that drifted;
+//! - claims are serialized by a transaction advisory lock (so per-runbook
+//!   `concurrency` and the cluster cap hold across replicas) and take queued
+//!   rows `FOR UPDATE SKIP LOCKED`; each claimed run gets an owner, a lease
+//!   from the database clock and a new fence;
+//! - every later write of a run names its fence and writes nothing once the
+//!   fence has moved on (the run was taken over).
+//!
+//! Ingests that queue runs `NOTIFY runbookd_queued`; every replica LISTENs
+//! (and polls each second as well, should a notification be missed).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::Notify;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Transaction};
+
+use crate::alert::Status;
+use crate::incident::{
+    AlertRecord, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary, OutputChunk,
+    RunRecord, RunState, TimelineEntry, Update, SUBJECT_LABELS,
+};
+use crate::lifecycle;
+use crate::plan::Phase;
+use crate::runbook::Severity;
+use crate::store::types::{alerts_ended_at, json, say, services, shortened, ts, UNMATCHED_KEPT};
+use crate::store::{
+    ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
+    Lease, LiveChunk, Pending, Reap, Reaped, Result, RunbookMatch, Stats, StoreError,
+    UnmatchedAlert,
+};
+
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+
+/// Advisory lock keys (any constants, distinct from each other).
+const MIGRATION_LOCK: i64 = 0x7275_6e62_6f6f_6b01;
+const CLAIM_LOCK: i64 = 0x7275_6e62_6f6f_6b02;
+
+/// The channel ingests notify when they queue runs.
+const QUEUED_CHANNEL: &str = "runbookd_queued";
+
+/// A failure inside an operation: the database's (maybe worth retrying) or ours.
+enum Fail {
+    Db(tokio_postgres::Error),
+    Store(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Db(e)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        Fail::Store(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Fail {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Fail::Store(StoreError::Backend(format!("cannot reach PostgreSQL: {e}")))
+    }
+}
+
+impl Fail {
+    /// A conflict between replicas' transactions: the operation is run again.
+    fn retryable(&self) -> bool {
+        matches!(self, Fail::Db(e) if e.code().is_some_and(|c| {
+            *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::UNIQUE_VIOLATION
+        }))
+    }
+
+    fn into_store(self) -> StoreError {
+        match self {
+            Fail::Store(e) => e,
+            Fail::Db(e) => StoreError::Backend(match e.as_db_error() {
+                Some(db) => format!("{}: {}", db.severity(), db.message()),
+                None => e.to_string(),
+            }),
+        }
+    }
+}
+
+type Op<T> = std::result::Result<T, Fail>;
+
+/// Handle to the PostgreSQL store; cheap to clone.
+#[derive(Clone)]
+pub struct Postgres {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    write_error: Mutex<Option<String>>,
+    queued: Arc<Notify>,
+    listener: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(l) = &self.listener {
+            l.abort();
+        }
+    }
+}
+
+fn config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut cfg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    cfg.keepalives_idle(Duration::from_secs(30));
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("runbookd");
+    }
+    Ok(cfg)
+}
+
+fn pool(cfg: tokio_postgres::Config) -> Result<Pool> {
+    let manager = Manager::from_config(
+        cfg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(16)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| StoreError::Invalid(format!("cannot set up the PostgreSQL pool: {e}")))
+}
+
+impl Postgres {
+    /// Connects, migrates (one replica at a time) and starts listening.
+    ///
+    /// # Errors
+    /// When PostgreSQL cannot be reached or migrated.
+    pub async fn open(url: &str) -> Result<Postgres> {
+        let cfg = config(url)?;
+        let pool = pool(cfg.clone())?;
+        migrate(&pool).await.map_err(Fail::into_store)?;
+        let queued = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(cfg, queued.clone()));
+        Ok(Postgres {
+            inner: Arc::new(Inner {
+                pool,
+                write_error: Mutex::new(None),
+                queued,
+                listener: Some(listener),
+            }),
+        })
+    }
+
+    /// Connects for reading; the schema must be there.
+    ///
+    /// # Errors
+    /// When PostgreSQL cannot be reached or holds no runbookd store.
+    pub async fn open_read_only(url: &str) -> Result<Postgres> {
+        let pool = pool(config(url)?)?;
+        let client = pool.get().await.map_err(|e| Fail::from(e).into_store())?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+            .await
+            .map_err(|e| Fail::from(e).into_store())?
+            .get(0);
+        if !exists {
+            return Err(StoreError::NotFound(
+                "runbookd store in this database (start `runbookd serve --store …` first)".into(),
+            ));
+        }
+        Ok(Postgres {
+            inner: Arc::new(Inner {
+                pool,
+                write_error: Mutex::new(None),
+                queued: Arc::new(Notify::new()),
+                listener: None,
+            }),
+        })
+    }
+
+    pub fn write_error(&self) -> Option<String> {
+        self.inner
+            .write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn wrote(&self, ok: bool, e: Option<&StoreError>) {
+        let mut w = self
+            .inner
+            .write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if ok {
+            *w = None;
+        } else if let Some(e) = e {
+            *w = Some(e.to_string());
+        }
+    }
+
+    #[allow(clippy::unused_self)]
+    pub fn close(&self) {}
+
+    pub async fn queued_elsewhere(&self) {
+        self.inner.queued.notified().await;
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let client = self
+            .inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| Fail::from(e).into_store())?;
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| Fail::from(e).into_store())
+    }
+}
+
+/// Runs `$op` (an expression using `$tx`, a fresh transaction) and commits,
+/// again when it conflicted with another replica's transaction.
+macro_rules! transaction {
+    ($self:ident, |$tx:ident| $op:expr) => {{
+        let this = $self.clone();
+        Box::pin(async move {
+            let mut tries = 0;
+            let result = loop {
+                tries += 1;
+                let attempt: Op<_> = async {
+                    let mut client = this.inner.pool.get().await?;
+                    let $tx = client.transaction().await?;
+                    let value = $op;
+                    let value = value?;
+                    $tx.commit().await?;
+                    Ok(value)
+                }
+                .await;
+                match attempt {
+                    Err(e) if e.retryable() && tries < 8 => {
+                        tokio::time::sleep(Duration::from_millis(5 * tries)).await;
+                    }
+                    other => break other.map_err(Fail::into_store),
+                }
+            };
+            match &result {
+                Ok(_) => this.wrote(true, None),
+                Err(e @ (StoreError::Backend(_) | StoreError::Stopped)) => {
+                    this.wrote(false, Some(e))
+                }
+                Err(_) => {}
+            }
+            result
+        })
+    }};
+}
+
+impl Postgres {
+    #[must_use]
+    pub fn ingest(&self, input: Ingest) -> Pending<Ingested> {
+        transaction!(self, |tx| ingest(&tx, &input).await)
+    }
+
+    #[must_use]
+    pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
+        transaction!(self, |tx| claim(&tx, &req).await)
+    }
+
+    #[must_use]
+    pub fn heartbeat(
+        &self,
+        owner: String,
+        runs: Vec<Lease>,
+        lease: Duration,
+    ) -> Pending<Heartbeat> {
+        transaction!(self, |tx| heartbeat(&tx, &owner, &runs, lease).await)
+    }
+
+    pub fn append_output(
+        &self,
+        lease: Lease,
+        chunks: Vec<(String, &'static str, Vec<u8>)>,
+    ) -> Pending<()> {
+        transaction!(self, |tx| append_output(&tx, lease, &chunks).await)
+    }
+
+    #[must_use]
+    pub fn finish(&self, f: Finished) -> Pending<FinishOutcome> {
+        transaction!(self, |tx| finish(&tx, &f).await)
+    }
+
+    #[must_use]
+    pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
+        transaction!(self, |tx| reap(&tx, &scope).await)
+    }
+
+    #[must_use]
+    pub fn lead(&self, owner: String, lease: Duration) -> Pending<bool> {
+        transaction!(self, |tx| lead(&tx, &owner, lease).await)
+    }
+
+    #[must_use]
+    pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
+        transaction!(self, |tx| add_update(&tx, id, &u).await)
+    }
+}
+
+async fn migrate(pool: &Pool) -> Op<()> {
+    let mut client = pool.get().await?;
+    // Replicas starting together: one migrates, the others wait, then find
+    // nothing left to do.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result: Op<()> = async {
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .await?;
+        let current: i32 = client
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
+            .await?
+            .get(0);
+        let known = i32::try_from(MIGRATIONS.len()).unwrap_or(i32::MAX);
+        if current > known {
+            return Err(StoreError::Invalid(format!(
+                "the database is at schema version {current}, newer than this runbookd ({known})"
+            ))
+            .into());
+        }
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
+            let tx = client.transaction().await?;
+            tx.batch_execute(sql).await?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES ($1)",
+                &[&i32::try_from(i + 1).unwrap_or(i32::MAX)],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+    .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    result
+}
+
+/// Keeps a connection LISTENing for queued runs, reconnecting after failures.
+async fn listen(cfg: tokio_postgres::Config, queued: Arc<Notify>) {
+    use futures_util::StreamExt;
+    loop {
+        match cfg.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let wake = queued.clone();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(m) = messages.next().await {
+                        match m {
+                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                wake.notify_waiters();
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the LISTEN connection failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                });
+                if let Err(e) = client
+                    .batch_execute(&format!("LISTEN {QUEUED_CHANNEL}"))
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot LISTEN for queued runs; polling only");
+                }
+                let _ = driver.await;
+                drop(client);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot connect to LISTEN for queued runs"),
+        }
+        // Whatever was queued meanwhile is found by polling.
+        queued.notify_waiters();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn timeline(
+    tx: &Transaction<'_>,
+    incident: i64,
+    author: &str,
+    kind: &str,
+    message: &str,
+    status: Option<IncidentStatus>,
+) -> Op<()> {
+    tx.execute(
+        "INSERT INTO timeline (incident_id, at, author, kind, message, status) VALUES ($1, now(), $2, $3, $4, $5)",
+        &[&incident, &author, &kind, &message, &status.map(IncidentStatus::as_str)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records what the lifecycle decided for an event of `incident`.
+async fn advance(tx: &Transaction<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<()> {
+    let row = tx
+        .query_one(
+            "SELECT status, escalated FROM incidents WHERE id = $1",
+            &[&incident],
+        )
+        .await?;
+    let status: IncidentStatus = row
+        .get::<_, String>(0)
+        .parse()
+        .map_err(StoreError::Invalid)?;
+    let escalated: bool = row.get(1);
+    let Some(t) = lifecycle::next(lifecycle::Incident { status, escalated }, event) else {
+        return Ok(());
+    };
+    tx.execute(
+        "UPDATE incidents SET status = $2, escalated = escalated OR $3, updated_at = now(),
+             resolved_at = CASE WHEN $2 = 'resolved' THEN now() ELSE resolved_at END WHERE id = $1",
+        &[&incident, &t.status.as_str(), &t.escalate],
+    )
+    .await?;
+    timeline(tx, incident, t.author, "status", &t.message, Some(t.status)).await
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+async fn ingest(tx: &Transaction<'_>, input: &Ingest) -> Op<Ingested> {
+    let n = &input.notification;
+    let notification_id: i64 = tx
+        .query_one(
+            "INSERT INTO notifications (received_at, receiver, group_key, status, body) VALUES (now(), $1, $2, $3, $4) RETURNING id",
+            &[&n.receiver, &n.group_key, &n.status.as_str(), &input.body],
+        )
+        .await?
+        .get(0);
+    let mut out = Ingested {
+        notification_id,
+        ..Ingested::default()
+    };
+    let mut unmatched = 0;
+    for (alert, m) in n.alerts.iter().zip(&input.matches) {
+        if alert.status == Status::Firing && m.is_empty() {
+            unmatched += tx
+                .execute(
+                    "INSERT INTO unmatched_alerts (fingerprint, alertname, labels, receiver, first_seen, last_seen, seen) VALUES ($1, $2, $3, $4, now(), now(), 1)
+                     ON CONFLICT (fingerprint) DO UPDATE SET labels = $3, receiver = $4, last_seen = now(), seen = unmatched_alerts.seen + 1",
+                    &[&alert.fingerprint, &alert.name(), &json(&shortened(&alert.labels)), &n.receiver],
+                )
+                .await?;
+        }
+    }
+    if unmatched > 0 {
+        tx.execute(
+            "DELETE FROM unmatched_alerts WHERE fingerprint IN (SELECT fingerprint FROM unmatched_alerts ORDER BY last_seen DESC OFFSET $1)",
+            &[&UNMATCHED_KEPT],
+        )
+        .await?;
+    }
+    let matched: Vec<&RunbookMatch> = input.matches.iter().flatten().collect();
+    if matched.is_empty() {
+        return Ok(out);
+    }
+    let worst = matched
+        .iter()
+        .map(|m| m.severity)
+        .min()
+        .unwrap_or(Severity::Sev4);
+    let firing_matched = n
+        .alerts
+        .iter()
+        .zip(&input.matches)
+        .any(|(a, m)| a.status == Status::Firing && !m.is_empty());
+    let names: BTreeSet<String> = matched.iter().map(|m| m.name.clone()).collect();
+    let incident = loop {
+        let open = tx
+            .query_opt(
+                "SELECT id, severity, services, runbooks FROM incidents WHERE receiver = $1 AND group_key = $2 AND status <> 'resolved' FOR UPDATE",
+                &[&n.receiver, &n.group_key],
+            )
+            .await?;
+        if let Some(row) = open {
+            let id: i64 = row.get(0);
+            let severity = row
+                .get::<_, String>(1)
+                .parse::<Severity>()
+                .map_or(worst, |s| s.min(worst));
+            let mut svc: BTreeSet<String> = serde_json::from_str(row.get(2)).unwrap_or_default();
+            svc.extend(services(n));
+            let mut rbs: BTreeSet<String> = serde_json::from_str(row.get(3)).unwrap_or_default();
+            rbs.extend(names.iter().cloned());
+            tx.execute(
+                "UPDATE incidents SET severity = $2, services = $3, runbooks = $4, updated_at = now() WHERE id = $1",
+                &[&id, &severity.to_string(), &json(&svc), &json(&rbs)],
+            )
+            .await?;
+            break id;
+        }
+        if !firing_matched {
+            return Ok(out);
+        }
+        let title = matched
+            .first()
+            .map_or_else(String::new, |m| m.title.clone());
+        // Another replica may open the same group's incident at the same
+        // moment: whoever loses the unique index merges into the winner's.
+        let opened = tx
+            .query_opt(
+                "INSERT INTO incidents (receiver, group_key, title, severity, status, services, runbooks, created_at, updated_at, shadow)
+                 VALUES ($1, $2, $3, $4, 'investigating', $5, $6, now(), now(), $7)
+                 ON CONFLICT (receiver, group_key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
+                &[&n.receiver, &n.group_key, &title, &worst.to_string(), &json(&services(n)), &json(&names), &input.shadow],
+            )
+            .await?;
+        if let Some(row) = opened {
+            let id: i64 = row.get(0);
+            timeline(
+                tx,
+                id,
+                "runbookd",
+                "status",
+                &say::opened(n),
+                Some(IncidentStatus::Investigating),
+            )
+            .await?;
+            break id;
+        }
+    };
+    out.incident = Some(IncidentId(incident));
+    tx.execute(
+        "UPDATE notifications SET incident_id = $2 WHERE id = $1",
+        &[&notification_id, &incident],
+    )
+    .await?;
+    for (alert, matches) in n.alerts.iter().zip(&input.matches) {
+        let starts = alert.starts_at.to_string();
+        let known: Option<String> = tx
+            .query_opt(
+                "SELECT status FROM alerts WHERE incident_id = $1 AND fingerprint = $2 AND starts_at = $3",
+                &[&incident, &alert.fingerprint, &starts],
+            )
+            .await?
+            .map(|r| r.get(0));
+        tx.execute(
+            "INSERT INTO alerts (incident_id, fingerprint, starts_at, status, ends_at, labels, annotations, generator_url, first_seen, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now())
+             ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = $4, ends_at = $5, annotations = $7, last_seen = now()",
+            &[&incident, &alert.fingerprint, &starts, &alert.status.as_str(), &alert.ends_at.to_string(), &json(&alert.labels), &json(&alert.annotations), &alert.generator_url],
+        )
+        .await?;
+        if known.as_deref() != Some(alert.status.as_str()) {
+            timeline(
+                tx,
+                incident,
+                "alertmanager",
+                "alert",
+                &say::alert(alert),
+                None,
+            )
+            .await?;
+        }
+        for m in matches {
+            match alert.status {
+                Status::Firing => {
+                    queue_remediation(tx, &mut out, incident, alert, m, &starts).await?;
+                }
+                Status::Resolved => {
+                    if m.has_on_resolved {
+                        match insert_run(
+                            tx,
+                            incident,
+                            notification_id,
+                            m,
+                            &alert.fingerprint,
+                            &starts,
+                            Phase::Resolution,
+                        )
+                        .await?
+                        {
+                            Some(id) => out.queued.push(id),
+                            None => out.duplicates += 1,
+                        }
+                    }
+                    if m.cancel_on_resolved {
+                        let runs = tx
+                            .query(
+                                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND starts_at = $3 AND phase = 'remediation' AND state IN ('queued', 'running') FOR UPDATE",
+                                &[&m.name, &alert.fingerprint, &starts],
+                            )
+                            .await?;
+                        for r in runs {
+                            let id: i64 = r.get(0);
+                            if r.get::<_, &str>(1) == "queued" {
+                                tx.execute(
+                                    "UPDATE runs SET state = 'cancelled', reason = $2, ended_at = now() WHERE id = $1",
+                                    &[&id, &say::CANCELLED_BEFORE_START],
+                                )
+                                .await?;
+                            } else {
+                                tx.execute(
+                                    "UPDATE runs SET cancel_requested = true WHERE id = $1",
+                                    &[&id],
+                                )
+                                .await?;
+                                out.cancel.push(id);
+                            }
+                            timeline(
+                                tx,
+                                incident,
+                                "runbookd",
+                                "run",
+                                &say::cancelled_resolved(id, &m.name),
+                                None,
+                            )
+                            .await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let unresolved: i64 = tx
+        .query_one(
+            "SELECT COUNT(*) FROM alerts WHERE incident_id = $1 AND status <> 'resolved'",
+            &[&incident],
+        )
+        .await?
+        .get(0);
+    if unresolved == 0 {
+        advance(tx, incident, lifecycle::Event::AllAlertsResolved).await?;
+        let row = tx
+            .query_one(
+                "SELECT created_at, alerts_ended_at IS NOT NULL FROM incidents WHERE id = $1",
+                &[&incident],
+            )
+            .await?;
+        if !row.get::<_, bool>(1) {
+            let ends: Vec<String> = tx
+                .query(
+                    "SELECT ends_at FROM alerts WHERE incident_id = $1",
+                    &[&incident],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let ended = alerts_ended_at(ends.iter().map(String::as_str), row.get(0));
+            tx.execute(
+                "UPDATE incidents SET alerts_ended_at = $2 WHERE id = $1",
+                &[&incident, &ended],
+            )
+            .await?;
+        }
+    }
+    if !out.queued.is_empty() {
+        let queued: i64 = tx
+            .query_one("SELECT COUNT(*) FROM runs WHERE state = 'queued'", &[])
+            .await?
+            .get(0);
+        if u64::try_from(queued).unwrap_or(0) > input.max_queued {
+            return Err(StoreError::QueueFull.into());
+        }
+        tx.execute("SELECT pg_notify($1, '')", &[&QUEUED_CHANNEL])
+            .await?;
+    }
+    Ok(out)
+}
+
+/// Queues a run unless its key is known or a run of the same runbook, alert
+/// and phase is in progress (a drifted `startsAt` is the same alert).
+async fn insert_run(
+    tx: &Transaction<'_>,
+    incident: i64,
+    notification: i64,
+    m: &RunbookMatch,
+    fingerprint: &str,
+    starts: &str,
+    phase: Phase,
+) -> Op<Option<i64>> {
+    let in_progress: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = $3 AND state IN ('queued', 'running'))",
+            &[&m.name, &fingerprint, &phase.as_str()],
+        )
+        .await?
+        .get(0);
+    if in_progress {
+        return Ok(None);
+    }
+    Ok(tx
+        .query_opt(
+            "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent)
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', now(), $7) ON CONFLICT DO NOTHING RETURNING id",
+            &[&incident, &notification, &m.name, &fingerprint, &starts, &phase.as_str(), &m.idempotent],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn queue_remediation(
+    tx: &Transaction<'_>,
+    out: &mut Ingested,
+    incident: i64,
+    alert: &crate::alert::Alert,
+    m: &RunbookMatch,
+    starts: &str,
+) -> Op<()> {
+    let Some(id) = insert_run(
+        tx,
+        incident,
+        out.notification_id,
+        m,
+        &alert.fingerprint,
+        starts,
+        Phase::Remediation,
+    )
+    .await?
+    else {
+        out.duplicates += 1;
+        return Ok(());
+    };
+    if !m.cooldown.is_zero() {
+        let recent = tx
+            .query_opt(
+                "SELECT queued_at FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND id <> $3
+                 AND state <> 'skipped' AND queued_at > now() - make_interval(secs => $4) ORDER BY id DESC LIMIT 1",
+                &[&m.name, &alert.fingerprint, &id, &secs(m.cooldown)],
+            )
+            .await?;
+        if let Some(row) = recent {
+            let last: DateTime<Utc> = row.get(0);
+            let reason = say::cooldown(&m.name, &ts(last), m.cooldown);
+            tx.execute(
+                "UPDATE runs SET state = 'skipped', reason = $2, ended_at = now() WHERE id = $1",
+                &[&id, &reason],
+            )
+            .await?;
+            timeline(
+                tx,
+                incident,
+                "runbookd",
+                "run",
+                &say::skipped(id, &reason),
+                None,
+            )
+            .await?;
+            out.skipped += 1;
+            return Ok(());
+        }
+    }
+    out.queued.push(id);
+    Ok(())
+}
+
+async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Op<Vec<Claimed>> {
+    // One claimer at a time across replicas: the caps are counted, then
+    // filled, without another replica filling them in between.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
+        .await?;
+    let running: i64 = tx
+        .query_one("SELECT COUNT(*) FROM runs WHERE state = 'running'", &[])
+        .await?
+        .get(0);
+    let mut free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
+    if free <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut per_runbook: HashMap<String, u32> = HashMap::new();
+    for r in tx
+        .query(
+            "SELECT runbook, COUNT(*) FROM runs WHERE state = 'running' GROUP BY runbook",
+            &[],
+        )
+        .await?
+    {
+        per_runbook.insert(
+            r.get(0),
+            u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
+        );
+    }
+    let candidates = tx
+        .query(
+            "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            &[&(free * 16 + 64)],
+        )
+        .await?;
+    let mut claimed = Vec::new();
+    for row in candidates {
+        if free == 0 {
+            break;
+        }
+        let (id, runbook): (i64, String) = (row.get(0), row.get(1));
+        let n = per_runbook.entry(runbook.clone()).or_default();
+        if *n >= req.concurrency.get(&runbook).copied().unwrap_or(1) {
+            continue;
+        }
+        if let Some(c) = claim_one(tx, id, req).await? {
+            *n += 1;
+            free -= 1;
+            claimed.push(c);
+        }
+    }
+    Ok(claimed)
+}
+
+async fn claim_one(tx: &Transaction<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claimed>> {
+    let Some(row) = tx
+        .query_opt(
+            "UPDATE runs SET state = 'running', started_at = now(), owner = $2, lease_until = clock_timestamp() + make_interval(secs => $3),
+                 fence = fence + 1, attempt = attempt + 1, cancel_requested = false
+             WHERE id = $1 AND state = 'queued' RETURNING fence, attempt",
+            &[&id, &req.owner, &secs(req.lease)],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let fence: i64 = row.get(0);
+    let attempt = u32::try_from(row.get::<_, i32>(1)).unwrap_or(1);
+    let r = tx
+        .query_one(
+            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity
+             FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1",
+            &[&id],
+        )
+        .await?;
+    let incident: i64 = r.get(0);
+    let runbook: String = r.get(1);
+    let fingerprint: String = r.get(2);
+    let phase: Phase = r.get::<_, &str>(4).parse().map_err(StoreError::Invalid)?;
+    timeline(
+        tx,
+        incident,
+        "runbookd",
+        "run",
+        &say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt),
+        None,
+    )
+    .await?;
+    advance(
+        tx,
+        incident,
+        lifecycle::Event::RunStarted {
+            runbook: &runbook,
+            phase,
+        },
+    )
+    .await?;
+    Ok(Some(Claimed {
+        lease: Lease { run_id: id, fence },
+        attempt,
+        incident: IncidentId(incident),
+        severity: r.get::<_, &str>(6).parse().map_err(StoreError::Invalid)?,
+        runbook,
+        fingerprint,
+        starts_at: r.get(3),
+        phase,
+        body: r.get(5),
+    }))
+}
+
+async fn heartbeat(
+    tx: &Transaction<'_>,
+    owner: &str,
+    runs: &[Lease],
+    lease: Duration,
+) -> Op<Heartbeat> {
+    let ids: Vec<i64> = runs.iter().map(|l| l.run_id).collect();
+    let fences: Vec<i64> = runs.iter().map(|l| l.fence).collect();
+    let held: HashMap<i64, bool> = tx
+        .query(
+            "UPDATE runs r SET lease_until = clock_timestamp() + make_interval(secs => $3)
+             FROM unnest($1::int8[], $2::int8[]) AS l(id, fence)
+             WHERE r.id = l.id AND r.fence = l.fence AND r.owner = $4 AND r.state = 'running'
+             RETURNING r.id, r.cancel_requested",
+            &[&ids, &fences, &secs(lease), &owner],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut beat = Heartbeat::default();
+    for id in ids {
+        match held.get(&id) {
+            None => beat.lost.push(id),
+            Some(true) => beat.cancel.push(id),
+            Some(false) => {}
+        }
+    }
+    Ok(beat)
+}
+
+async fn append_output(
+    tx: &Transaction<'_>,
+    lease: Lease,
+    chunks: &[(String, &'static str, Vec<u8>)],
+) -> Op<()> {
+    let holds: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND state = 'running')",
+            &[&lease.run_id, &lease.fence],
+        )
+        .await?
+        .get(0);
+    if !holds {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare("INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = $1), $3, $4)")
+        .await?;
+    for (step, stream, bytes) in chunks {
+        tx.execute(&stmt, &[&lease.run_id, step, stream, bytes])
+            .await?;
+    }
+    Ok(())
+}
+
+async fn finish(tx: &Transaction<'_>, f: &Finished) -> Op<FinishOutcome> {
+    let Some(row) = tx
+        .query_opt(
+            "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL
+             WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase",
+            &[&f.lease.run_id, &f.lease.fence, &f.state.as_str(), &json(&f.result), &f.summary],
+        )
+        .await?
+    else {
+        return Ok(FinishOutcome::Fenced);
+    };
+    let incident: i64 = row.get(0);
+    let runbook: String = row.get(1);
+    let phase: Phase = row.get::<_, &str>(2).parse().map_err(StoreError::Invalid)?;
+    tx.execute(
+        "DELETE FROM step_output WHERE run_id = $1",
+        &[&f.lease.run_id],
+    )
+    .await?;
+    timeline(
+        tx,
+        incident,
+        "runbookd",
+        "run",
+        &say::finished(f.lease.run_id, &runbook, f.state, &f.summary),
+        None,
+    )
+    .await?;
+    let not_succeeded: i64 = tx
+        .query_one(
+            "SELECT COUNT(*) FROM runs WHERE incident_id = $1 AND phase = 'remediation' AND state NOT IN ('succeeded', 'succeeded_with_failures', 'skipped', 'cancelled')",
+            &[&incident],
+        )
+        .await?
+        .get(0);
+    advance(
+        tx,
+        incident,
+        lifecycle::Event::RunFinished {
+            runbook: &runbook,
+            phase,
+            state: f.state,
+            summary: &f.summary,
+            remediation_not_succeeded: usize::try_from(not_succeeded).unwrap_or(usize::MAX),
+        },
+    )
+    .await?;
+    Ok(FinishOutcome::Recorded)
+}
+
+async fn reap(tx: &Transaction<'_>, scope: &Reap) -> Op<Reaped> {
+    let sql = "SELECT id, incident_id, runbook, idempotent, owner, attempt FROM runs WHERE state = 'running'";
+    let rows = match scope {
+        Reap::All { .. } => {
+            tx.query(&format!("{sql} FOR UPDATE SKIP LOCKED"), &[])
+                .await?
+        }
+        Reap::Expired => {
+            tx.query(
+                &format!("{sql} AND lease_until < clock_timestamp() FOR UPDATE SKIP LOCKED"),
+                &[],
+            )
+            .await?
+        }
+    };
+    let mut reaped = Reaped::default();
+    for r in rows {
+        let id: i64 = r.get(0);
+        let incident: i64 = r.get(1);
+        let runbook: String = r.get(2);
+        let owner: String = r.get::<_, Option<String>>(4).unwrap_or_default();
+        let attempt = u32::try_from(r.get::<_, i32>(5)).unwrap_or(1);
+        tx.execute("DELETE FROM step_output WHERE run_id = $1", &[&id])
+            .await?;
+        if r.get::<_, bool>(3) {
+            tx.execute(
+                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            let message = match scope {
+                Reap::All { .. } => say::requeued_after_restart(id, &runbook, attempt + 1),
+                Reap::Expired => say::requeued(id, &runbook, &owner, attempt + 1),
+            };
+            timeline(tx, incident, "runbookd", "run", &message, None).await?;
+            reaped.requeued += 1;
+        } else {
+            let why = match scope {
+                Reap::All { why } => why.clone(),
+                Reap::Expired => say::lease_lost(&owner),
+            };
+            tx.execute(
+                "UPDATE runs SET state = 'interrupted', reason = $2, ended_at = now(), owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = $1",
+                &[&id, &why],
+            )
+            .await?;
+            timeline(
+                tx,
+                incident,
+                "runbookd",
+                "run",
+                &say::interrupted(id, &runbook, &why),
+                None,
+            )
+            .await?;
+            reaped.interrupted += 1;
+        }
+    }
+    if reaped.requeued > 0 {
+        tx.execute("SELECT pg_notify($1, '')", &[&QUEUED_CHANNEL])
+            .await?;
+    }
+    Ok(reaped)
+}
+
+async fn lead(tx: &Transaction<'_>, owner: &str, lease: Duration) -> Op<bool> {
+    Ok(tx
+        .query_opt(
+            "INSERT INTO leader (name, owner, until) VALUES ('duties', $1, clock_timestamp() + make_interval(secs => $2))
+             ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until
+             WHERE leader.owner = EXCLUDED.owner OR leader.until < clock_timestamp()
+             RETURNING owner",
+            &[&owner, &secs(lease)],
+        )
+        .await?
+        .is_some())
+}
+
+async fn add_update(tx: &Transaction<'_>, id: IncidentId, u: &Update) -> Op<()> {
+    if tx
+        .query_opt("SELECT 1 FROM incidents WHERE id = $1 FOR UPDATE", &[&id.0])
+        .await?
+        .is_none()
+    {
+        return Err(StoreError::NotFound(id.to_string()).into());
+    }
+    timeline(tx, id.0, &u.author, "update", &u.message, u.status).await?;
+    if let Some(rc) = &u.root_cause {
+        tx.execute(
+            "UPDATE incidents SET root_cause = $2 WHERE id = $1",
+            &[&id.0, rc],
+        )
+        .await?;
+    }
+    if let Some(status) = u.status {
+        tx.execute(
+            "UPDATE incidents SET status = $2,
+                 resolved_at = CASE WHEN $2 = 'resolved' THEN COALESCE(resolved_at, now()) ELSE NULL END,
+                 alerts_ended_at = CASE WHEN $2 = 'resolved' THEN alerts_ended_at ELSE NULL END WHERE id = $1",
+            &[&id.0, &status.as_str()],
+        )
+        .await?;
+    }
+    tx.execute(
+        "UPDATE incidents SET updated_at = now() WHERE id = $1",
+        &[&id.0],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The columns of an incident summary (as the SQLite store's).
+static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let subject: Vec<String> = SUBJECT_LABELS
+        .iter()
+        .map(|l| format!("(a.labels::jsonb ->> '{l}')"))
+        .collect();
+    format!(
+        "i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id) AS alert_count,
+         (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id AND a.status = 'firing') AS firing_count,
+         (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = i.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
+        subject.join(", ")
+    )
+});
+
+fn summary(r: &Row) -> Op<IncidentSummary> {
+    let created: DateTime<Utc> = r.try_get("created_at")?;
+    let resolved: Option<DateTime<Utc>> = r.try_get("resolved_at")?;
+    let ended: Option<DateTime<Utc>> = r.try_get("alerts_ended_at")?;
+    Ok(IncidentSummary {
+        id: IncidentId(r.try_get("id")?),
+        title: r.try_get("title")?,
+        severity: r.try_get("severity")?,
+        status: r
+            .try_get::<_, String>("status")?
+            .parse()
+            .map_err(StoreError::Invalid)?,
+        escalated: r.try_get("escalated")?,
+        services: serde_json::from_str(r.try_get("services")?).unwrap_or_default(),
+        runbooks: serde_json::from_str(r.try_get("runbooks")?).unwrap_or_default(),
+        receiver: r.try_get("receiver")?,
+        group_key: r.try_get("group_key")?,
+        shadow: r.try_get("shadow")?,
+        created_at: ts(created),
+        updated_at: ts(r.try_get("updated_at")?),
+        resolved_at: resolved.map(ts),
+        recovered_seconds: ended.map(|t| (t - created).num_seconds().max(0)),
+        alerts_ended_at: ended.map(ts),
+        alert_count: r.try_get("alert_count")?,
+        firing_count: r.try_get("firing_count")?,
+        subject: r.try_get("subject")?,
+        duration_seconds: (resolved.unwrap_or_else(Utc::now) - created).num_seconds(),
+    })
+}
+
+fn parsed<T: std::str::FromStr<Err = String>>(r: &Row, idx: usize) -> Op<T> {
+    Ok(r.try_get::<_, &str>(idx)?
+        .parse()
+        .map_err(StoreError::Invalid)?)
+}
+
+impl Postgres {
+    async fn client(&self) -> Op<deadpool_postgres::Object> {
+        Ok(self.inner.pool.get().await?)
+    }
+
+    pub async fn incidents(&self, f: IncidentFilter) -> Result<(Vec<IncidentSummary>, i64)> {
+        async {
+            let client = self.client().await?;
+            let mut sql = String::from(" FROM incidents i WHERE true");
+            let mut args: Vec<String> = Vec::new();
+            match f.status {
+                None => {}
+                Some(crate::incident::StatusFilter::Open) => sql.push_str(" AND status <> 'resolved'"),
+                Some(crate::incident::StatusFilter::Is(s)) => {
+                    args.push(s.as_str().to_owned());
+                    let _ = write!(sql, " AND status = ${}", args.len());
+                }
+            }
+            if let Some(s) = &f.severity {
+                args.push(s.clone());
+                let _ = write!(sql, " AND severity = ${}", args.len());
+            }
+            if let Some(rb) = &f.runbook {
+                args.push(format!("%\"{}\"%", rb.replace('%', "").replace('_', "\\_")));
+                let _ = write!(sql, " AND runbooks LIKE ${} ESCAPE '\\'", args.len());
+            }
+            let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+            let total: i64 = client.query_one(&format!("SELECT COUNT(*){sql}"), &params).await?.get(0);
+            let limit = f.limit.unwrap_or(50).min(500);
+            let offset = f.offset.unwrap_or(0);
+            let rows = client
+                .query(
+                    &format!("SELECT {}{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}", *SUMMARY_COLUMNS),
+                    &params,
+                )
+                .await?;
+            let rows = rows.iter().map(summary).collect::<Op<Vec<_>>>()?;
+            Ok((rows, total))
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
+        async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(&format!("SELECT {} FROM incidents i WHERE id = $1", *SUMMARY_COLUMNS), &[&id.0])
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+            let summary = summary(&row)?;
+            let root_cause: Option<String> = row.try_get("root_cause")?;
+            let alerts = client
+                .query("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = $1 ORDER BY first_seen, fingerprint", &[&id.0])
+                .await?
+                .iter()
+                .map(|r| AlertRecord {
+                    fingerprint: r.get(0),
+                    status: r.get(1),
+                    labels: serde_json::from_str(r.get(2)).unwrap_or_default(),
+                    annotations: serde_json::from_str(r.get(3)).unwrap_or_default(),
+                    starts_at: r.get(4),
+                    ends_at: r.get(5),
+                    generator_url: r.get(6),
+                })
+                .collect();
+            let mut runs = Vec::new();
+            for r in client
+                .query("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result FROM runs WHERE incident_id = $1 ORDER BY id", &[&id.0])
+                .await?
+            {
+                runs.push(RunRecord {
+                    id: r.get(0),
+                    runbook: r.get(1),
+                    fingerprint: r.get(2),
+                    starts_at: r.get(3),
+                    phase: parsed(&r, 4)?,
+                    state: parsed(&r, 5)?,
+                    reason: r.get(6),
+                    queued_at: ts(r.get(7)),
+                    started_at: r.get::<_, Option<DateTime<Utc>>>(8).map(ts),
+                    ended_at: r.get::<_, Option<DateTime<Utc>>>(9).map(ts),
+                    result: r.get::<_, Option<&str>>(10).and_then(|s| serde_json::from_str(s).ok()),
+                    live_output: Vec::new(),
+                });
+            }
+            for run in runs.iter_mut().filter(|r| r.state == RunState::Running) {
+                run.live_output = client
+                    .query("SELECT seq, step, stream, chunk, id FROM step_output WHERE run_id = $1 ORDER BY seq", &[&run.id])
+                    .await?
+                    .iter()
+                    .map(|r| OutputChunk {
+                        seq: i64::from(r.get::<_, i32>(0)),
+                        cursor: r.get(4),
+                        step: r.get(1),
+                        stream: r.get(2),
+                        text: String::from_utf8_lossy(r.get(3)).into_owned(),
+                    })
+                    .collect();
+            }
+            let timeline = client
+                .query("SELECT at, author, kind, message, status FROM timeline WHERE incident_id = $1 ORDER BY id", &[&id.0])
+                .await?
+                .iter()
+                .map(|r| TimelineEntry {
+                    at: ts(r.get(0)),
+                    author: r.get(1),
+                    kind: r.get(2),
+                    message: r.get(3),
+                    status: r.get::<_, Option<&str>>(4).and_then(|s| s.parse().ok()),
+                })
+                .collect();
+            let checklist = crate::store::types::checklist(&runs);
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist })
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    pub async fn stats(&self, window: Duration) -> Result<Stats> {
+        async {
+            let client = self.client().await?;
+            let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
+            let r = client
+                .query_one(
+                    "SELECT COUNT(*), COUNT(resolved_at),
+                        AVG(CASE WHEN resolved_at IS NOT NULL THEN EXTRACT(EPOCH FROM COALESCE(alerts_ended_at, resolved_at) - created_at) END)::float8,
+                        AVG(CASE WHEN resolved_at IS NOT NULL THEN EXTRACT(EPOCH FROM resolved_at - created_at) END)::float8
+                     FROM incidents WHERE created_at >= $1",
+                    &[&since],
+                )
+                .await?;
+            let open: i64 = client.query_one("SELECT COUNT(*) FROM incidents WHERE status <> 'resolved'", &[]).await?.get(0);
+            let runs = client
+                .query("SELECT state, COUNT(*) FROM runs WHERE queued_at >= $1 GROUP BY state", &[&since])
+                .await?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let queued: i64 = client.query_one("SELECT COUNT(*) FROM runs WHERE state = 'queued'", &[]).await?.get(0);
+            let notifications: i64 = client
+                .query_one("SELECT COUNT(*) FROM notifications WHERE received_at >= $1", &[&since])
+                .await?
+                .get(0);
+            Ok(Stats {
+                window_seconds: window.as_secs(),
+                incidents_opened: r.get(0),
+                incidents_resolved: r.get(1),
+                incidents_open: open,
+                mttr_seconds: r.get(2),
+                mttr_notified_seconds: r.get(3),
+                runs_by_state: runs,
+                queued_runs: queued,
+                notifications,
+            })
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    pub async fn unmatched(&self, limit: u32) -> Result<Vec<UnmatchedAlert>> {
+        async {
+            let client = self.client().await?;
+            Ok(client
+                .query("SELECT fingerprint, alertname, labels, receiver, first_seen, last_seen, seen FROM unmatched_alerts ORDER BY last_seen DESC LIMIT $1", &[&i64::from(limit)])
+                .await?
+                .iter()
+                .map(|r| UnmatchedAlert {
+                    fingerprint: r.get(0),
+                    alertname: r.get(1),
+                    labels: serde_json::from_str(r.get(2)).unwrap_or_default(),
+                    receiver: r.get(3),
+                    first_seen: ts(r.get(4)),
+                    last_seen: ts(r.get(5)),
+                    seen: r.get(6),
+                })
+                .collect())
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    pub async fn gauges(&self) -> Result<(i64, i64)> {
+        async {
+            let client = self.client().await?;
+            let r = client
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'queued'), (SELECT COUNT(*) FROM incidents WHERE status <> 'resolved')",
+                    &[],
+                )
+                .await?;
+            Ok((r.get(0), r.get(1)))
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    pub async fn live(&self, id: IncidentId, cursor: i64) -> Result<(Vec<LiveChunk>, bool)> {
+        async {
+            let client = self.client().await?;
+            let chunks = client
+                .query(
+                    "SELECT o.id, o.run_id, o.step, o.stream, o.chunk FROM step_output o JOIN runs r ON r.id = o.run_id
+                     WHERE r.incident_id = $1 AND o.id > $2 ORDER BY o.id LIMIT 500",
+                    &[&id.0, &cursor],
+                )
+                .await?
+                .iter()
+                .map(|r| LiveChunk {
+                    cursor: r.get(0),
+                    run: r.get(1),
+                    step: r.get(2),
+                    stream: r.get(3),
+                    text: String::from_utf8_lossy(r.get(4)).into_owned(),
+                })
+                .collect();
+            let active: bool = client
+                .query_one("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = $1 AND state IN ('queued', 'running'))", &[&id.0])
+                .await?
+                .get(0);
+            Ok((chunks, active))
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    pub async fn recent_runs(
+        &self,
+        runbook: String,
+        limit: u32,
+    ) -> Result<Vec<(i64, IncidentId, RunState)>> {
+        async {
+            let client = self.client().await?;
+            client
+                .query("SELECT id, incident_id, state FROM runs WHERE runbook = $1 ORDER BY id DESC LIMIT $2", &[&runbook, &i64::from(limit)])
+                .await?
+                .iter()
+                .map(|r| Ok((r.get(0), IncidentId(r.get(1)), parsed(r, 2)?)))
+                .collect::<Op<Vec<_>>>()
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+}

@@ -1,0 +1,395 @@
+//! The SQLite backend: one file (WAL, `synchronous=FULL`, migrations
+//! embedded), one process at a time (an exclusive lock beside the file).
+//!
+//! All writes go through one writer thread that commits in groups: every
+//! operation waiting when a transaction starts runs inside its own savepoint
+//! of that transaction (so a failing one rolls back alone), one commit makes
+//! them all durable, and only then is each caller answered. Acknowledging a
+//! webhook therefore costs a share of one fsync, not a whole one. Reads use
+//! their own connections (WAL readers never block the writer).
+
+mod ops;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::{Result, StoreError};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+type WriteFn = Box<dyn FnOnce(&Connection) -> Result<Box<dyn std::any::Any + Send>> + Send>;
+
+struct WriteJob {
+    op: WriteFn,
+    reply: tokio::sync::oneshot::Sender<Result<Box<dyn std::any::Any + Send>>>,
+}
+
+/// Handle to the SQLite store; cheap to clone.
+#[derive(Clone)]
+pub struct Sqlite {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The last commit's error, cleared by the next successful commit:
+    /// `/-/ready` answers 503 while it is set.
+    write_error: Arc<Mutex<Option<String>>>,
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    readers: Mutex<Vec<Connection>>,
+    /// Held for the life of the store: no other runbookd may write it.
+    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// Takes the exclusive lock of the store at `path` (`PATH.lock` beside it),
+/// before anything reads or writes the database.
+fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(&lock_path)
+        .map_err(|e| {
+            StoreError::Invalid(format!(
+                "cannot open the store lock `{}`: {e}",
+                std::path::Path::new(&lock_path).display()
+            ))
+        })?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut held) => {
+            let _ = held.set_len(0);
+            let _ = held.rewind();
+            let _ = writeln!(held, "{}", std::process::id());
+            Ok(held)
+        }
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(StoreError::Locked {
+                path: path.to_owned(),
+                holder: pid.trim().parse().ok(),
+            })
+        }
+    }
+}
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
+];
+
+/// Most operations committed together in one transaction.
+const MAX_BATCH: usize = 512;
+
+fn connect(path: &Path, read_only: bool) -> Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+    }
+    Ok(conn)
+}
+
+impl Sqlite {
+    /// Opens (creating and migrating) the database at `path`.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<Sqlite> {
+        let lock = lock(path)?;
+        // Made 0600 before SQLite sees it: SQLite gives the WAL and shared
+        // memory files the database file's mode.
+        {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| {
+                    StoreError::Invalid(format!("cannot open `{}`: {e}", path.display()))
+                })?;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        let mut conn = connect(path, false)?;
+        migrate(&mut conn)?;
+        probe_write(&conn).map_err(|e| {
+            StoreError::Invalid(format!(
+                "the store `{}` cannot be written: {e} (runbookd needs write permission on the file and its directory)",
+                path.display()
+            ))
+        })?;
+        let (tx, rx) = mpsc::channel::<WriteJob>();
+        let write_error = Arc::new(Mutex::new(None));
+        let health = write_error.clone();
+        std::thread::Builder::new()
+            .name("runbookd-store".into())
+            .spawn(move || writer(conn, &rx, &health))
+            .map_err(|e| StoreError::Invalid(format!("cannot start the store writer: {e}")))?;
+        Ok(Sqlite {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                write_error,
+                writer: Mutex::new(Some(tx)),
+                readers: Mutex::new(Vec::new()),
+                _lock: Some(lock),
+            }),
+        })
+    }
+
+    /// Opens the store at `path` for reading only (the CLI beside a running
+    /// server): no lock, no migration, no writes.
+    ///
+    /// # Errors
+    /// When the file does not exist or cannot be opened.
+    pub fn open_read_only(path: &Path) -> Result<Sqlite> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "store `{}` (start `runbookd serve` first, or pass --data-dir)",
+                path.display()
+            )));
+        }
+        connect(path, true)?;
+        Ok(Sqlite {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                write_error: Arc::new(Mutex::new(None)),
+                writer: Mutex::new(None),
+                readers: Mutex::new(Vec::new()),
+                _lock: None,
+            }),
+        })
+    }
+
+    /// Runs `op` in its own savepoint of the next group transaction; the
+    /// returned future resolves once that transaction is committed. The
+    /// operation is queued when this is called, not when the future is first
+    /// polled, so writes issued together share one commit.
+    ///
+    /// # Errors
+    /// The operation's own error (its savepoint rolled back), or a failed commit.
+    fn write<T, F>(&self, op: F) -> impl std::future::Future<Output = Result<T>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = WriteJob {
+            op: Box::new(move |tx| op(tx).map(|v| Box::new(v) as Box<dyn std::any::Any + Send>)),
+            reply,
+        };
+        let sent = {
+            let writer = self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            writer
+                .as_ref()
+                .ok_or(StoreError::Stopped)
+                .and_then(|w| w.send(job).map_err(|_| StoreError::Stopped))
+        };
+        async move {
+            sent?;
+            let value = rx.await.map_err(|_| StoreError::Stopped)??;
+            Ok(*value
+                .downcast::<T>()
+                .map_err(|_| StoreError::Invalid("store reply of the wrong type".into()))?)
+        }
+    }
+
+    /// Runs `op` on a read connection (on the blocking pool).
+    ///
+    /// # Errors
+    /// The query's error.
+    async fn read<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => connect(&inner.path, true)?,
+            };
+            let result = op(&conn);
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("read task failed: {e}")))?
+    }
+
+    /// Stops the writer after the queued writes.
+    /// Why the last commit failed, while no later one has succeeded.
+    #[must_use]
+    pub fn write_error(&self) -> Option<String> {
+        self.inner
+            .write_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn close(&self) {
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(StoreError::Invalid(format!(
+            "the database is at schema version {current}, newer than this runbookd ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [i64::try_from(i + 1).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The writer thread: group commit of everything queued.
+/// A real write, rolled back: SQLite opens a file it cannot write without
+/// complaint and fails only at the first write.
+fn probe_write(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let written = conn.execute("UPDATE schema_version SET version = version", []);
+    conn.execute_batch("ROLLBACK")?;
+    written.map(|_| ())
+}
+
+fn writer(mut conn: Connection, rx: &mpsc::Receiver<WriteJob>, health: &Mutex<Option<String>>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut done = Vec::with_capacity(jobs.len());
+        let changes = conn.total_changes();
+        let committed = commit_batch(&mut conn, jobs, &mut done);
+        // A failed commit makes the store unready; only a commit that
+        // really wrote makes it ready again (reads commit on a full disk).
+        let wrote = conn.total_changes() > changes;
+        match &committed {
+            Err(e) => *health.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string()),
+            Ok(()) if wrote => *health.lock().unwrap_or_else(PoisonError::into_inner) = None,
+            Ok(()) => {}
+        }
+        match committed {
+            Ok(()) => {
+                for (reply, result) in done {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed; the batch is not acknowledged");
+                for (reply, _) in done {
+                    let _ = reply.send(Err(StoreError::Invalid(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+type Done = Vec<(
+    tokio::sync::oneshot::Sender<Result<Box<dyn std::any::Any + Send>>>,
+    Result<Box<dyn std::any::Any + Send>>,
+)>;
+
+/// Runs each job in its own savepoint of one transaction, then commits once.
+fn commit_batch(conn: &mut Connection, jobs: Vec<WriteJob>, done: &mut Done) -> Result<()> {
+    let mut tx = conn.transaction()?;
+    let mut failed: Option<StoreError> = None;
+    for job in jobs {
+        if let Some(e) = &failed {
+            done.push((job.reply, Err(StoreError::Invalid(e.to_string()))));
+            continue;
+        }
+        let result = match tx.savepoint() {
+            Ok(sp) => {
+                let result = (job.op)(&sp);
+                if result.is_ok() {
+                    if let Err(e) = sp.commit() {
+                        failed = Some(e.into());
+                    }
+                }
+                // A savepoint dropped without commit rolls back this operation only.
+                result
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                failed = Some(e.into());
+                Err(StoreError::Invalid(msg))
+            }
+        };
+        done.push((job.reply, result));
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
+    tx.commit()?;
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! What goes in and out of the store, whichever backend keeps it, and the
+//! wording both backends record.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use crate::alert::{Alert, Notification};
+use crate::incident::{IncidentId, RunState};
+use crate::plan::Phase;
+use crate::runbook::Severity;
+
+/// What a matching runbook contributes to ingesting a notification.
+#[derive(Debug, Clone)]
+pub struct RunbookMatch {
+    pub name: String,
+    pub title: String,
+    pub severity: Severity,
+    pub cooldown: Duration,
+    pub has_on_resolved: bool,
+    pub cancel_on_resolved: bool,
+    /// The runbook says its steps may run again: a run taken over from a
+    /// replica that died is queued again instead of ending `interrupted`.
+    pub idempotent: bool,
+}
+
+/// A notification to record, with the runbooks matching each of its alerts.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    pub body: Vec<u8>,
+    pub notification: Notification,
+    /// Per alert, in payload order.
+    pub matches: Vec<Vec<RunbookMatch>>,
+    /// Refuse (roll back) when more runs than this would be queued.
+    pub max_queued: u64,
+    /// Recorded in shadow mode: the incident is marked so.
+    pub shadow: bool,
+}
+
+/// What ingesting did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ingested {
+    pub notification_id: i64,
+    pub incident: Option<IncidentId>,
+    /// Runs queued by this notification.
+    pub queued: Vec<i64>,
+    /// Runs already known (a resend or retry of the same notification, from
+    /// any Alertmanager peer, or a run of the same runbook and alert still in
+    /// progress).
+    pub duplicates: usize,
+    /// Runs skipped because of the runbook's cooldown.
+    pub skipped: usize,
+    /// Running runs whose cancellation was requested (their alert resolved,
+    /// `cancel_on_resolved`); whichever replica runs them stops them.
+    #[serde(skip)]
+    pub cancel: Vec<i64>,
+}
+
+/// A claimed run's identity for writes: every write of a run names its fence,
+/// and a write whose fence is no longer the run's writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub run_id: i64,
+    pub fence: i64,
+}
+
+/// What a replica may claim now.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// This replica's name (recorded as the runs' owner).
+    pub owner: String,
+    /// Each runbook's `concurrency` (across all replicas).
+    pub concurrency: HashMap<String, u32>,
+    /// Runs this replica may start now (its own cap minus what it runs).
+    pub free: u32,
+    /// Runs all replicas together may run at once.
+    pub cluster_max: u32,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+}
+
+/// A run taken from the queue to execute.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub lease: Lease,
+    /// 1 for the first execution; more when an idempotent run was taken over.
+    pub attempt: u32,
+    pub incident: IncidentId,
+    pub severity: Severity,
+    pub runbook: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub phase: Phase,
+    pub body: Vec<u8>,
+}
+
+/// What a heartbeat learned about the runs it renewed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Runs this replica no longer holds (taken over, or ended elsewhere):
+    /// stop them and write nothing more.
+    pub lost: Vec<i64>,
+    /// Runs whose cancellation was requested (by any replica).
+    pub cancel: Vec<i64>,
+}
+
+/// How a claimed run ended, for the store.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub lease: Lease,
+    /// How it ended (an outcome, or `planned` / `interrupted`).
+    pub state: RunState,
+    pub summary: String,
+    pub result: serde_json::Value,
+}
+
+/// Whether a run's end was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Recorded,
+    /// The run's fence moved on (it was taken over): nothing was written.
+    Fenced,
+}
+
+/// Which running runs to take back from their owners.
+#[derive(Debug, Clone)]
+pub enum Reap {
+    /// Every running run (SQLite at start: no other process can hold one).
+    All { why: String },
+    /// Runs whose lease expired (their replica died or stalled).
+    Expired,
+}
+
+/// What reaping did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Ended `interrupted`: a step may have started and must not run twice.
+    pub interrupted: usize,
+    /// Queued again (`idempotent: true`), attempt counted.
+    pub requeued: usize,
+}
+
+/// Filters of the incidents list.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentFilter {
+    pub status: Option<crate::incident::StatusFilter>,
+    pub severity: Option<String>,
+    pub runbook: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+/// Numbers for `GET /api/v1/stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub window_seconds: u64,
+    pub incidents_opened: i64,
+    pub incidents_resolved: i64,
+    pub incidents_open: i64,
+    /// Mean time to recovery: the mean of (when the alerts ended − when the
+    /// incident opened) over the incidents opened in the window and
+    /// resolved; null when none was resolved. The end is the latest `endsAt`
+    /// Alertmanager reported (or `resolved_at` when it reported none).
+    pub mttr_seconds: Option<f64>,
+    /// The same to `resolved_at`, when the resolved notification arrived:
+    /// includes Alertmanager's delay (`group_interval`, retries).
+    pub mttr_notified_seconds: Option<f64>,
+    pub runs_by_state: BTreeMap<String, i64>,
+    pub queued_runs: i64,
+    pub notifications: i64,
+}
+
+/// Output of running steps of an incident, after a cursor.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveChunk {
+    pub cursor: i64,
+    pub run: i64,
+    pub step: String,
+    pub stream: String,
+    pub text: String,
+}
+
+/// A firing alert that no runbook matched.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnmatchedAlert {
+    pub fingerprint: String,
+    pub alertname: String,
+    pub labels: crate::alert::Labels,
+    pub receiver: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// Notifications it came in.
+    pub seen: i64,
+}
+
+/// Unmatched alerts kept, the most recently seen.
+pub(crate) const UNMATCHED_KEPT: i64 = 1000;
+
+pub(crate) fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn now() -> String {
+    ts(Utc::now())
+}
+
+pub(crate) fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// The services an incident is about: each alert's `service` (or `job`) label.
+pub(crate) fn services(n: &Notification) -> BTreeSet<String> {
+    n.alerts
+        .iter()
+        .filter_map(|a| {
+            a.labels
+                .get("service")
+                .or_else(|| a.labels.get("job"))
+                .cloned()
+        })
+        .collect()
+}
+
+/// Label values as a list shows them: at most 256 characters each, so that
+/// a list of many alerts stays small whatever their labels hold.
+pub(crate) fn shortened(labels: &crate::alert::Labels) -> BTreeMap<&str, String> {
+    labels
+        .iter()
+        .map(|(k, v)| {
+            let short = match v.char_indices().nth(256) {
+                Some((at, _)) => format!("{}…", &v[..at]),
+                None => v.clone(),
+            };
+            (k.as_str(), short)
+        })
+        .collect()
+}
+
+/// When the incident's alerts really ended: the latest parseable `endsAt`,
+/// clamped to [opened, now] so that an `endsAt` in the future (or in 9999)
+/// cannot skew MTTR.
+pub(crate) fn alerts_ended_at<'a>(
+    ends: impl IntoIterator<Item = &'a str>,
+    opened: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let latest = ends
+        .into_iter()
+        .filter_map(|e| DateTime::parse_from_rfc3339(e).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .max()?;
+    Some(latest.clamp(opened, Utc::now().max(opened)))
+}
+
+/// Manual steps reached and not done: the incident's open checklist.
+pub(crate) fn checklist(
+    runs: &[crate::incident::RunRecord],
+) -> Vec<crate::incident::ChecklistItem> {
+    runs.iter()
+        .filter_map(|run| run.result.as_ref().map(|res| (run, res)))
+        .flat_map(|(run, res)| {
+            res["steps"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| s["outcome"].is_null() && s["plan"]["kind"] == "manual")
+                .map(move |s| crate::incident::ChecklistItem {
+                    run_id: run.id,
+                    runbook: run.runbook.clone(),
+                    step: s["name"].as_str().unwrap_or_default().to_owned(),
+                    text: s["plan"]["text"].as_str().unwrap_or_default().to_owned(),
+                })
+        })
+        .collect()
+}
+
+/// The timeline's wording, the same whichever backend records it.
+pub(crate) mod say {
+    use super::{Alert, Duration, Notification, Phase, RunState};
+
+    pub fn opened(n: &Notification) -> String {
+        let names: std::collections::BTreeSet<&str> = n.alerts.iter().map(Alert::name).collect();
+        format!(
+            "incident opened for {} from receiver `{}`",
+            names.into_iter().collect::<Vec<_>>().join(", "),
+            n.receiver
+        )
+    }
+
+    pub fn alert(a: &Alert) -> String {
+        format!("alert {} ({}) {}", a.name(), a.fingerprint, a.status)
+    }
+
+    pub fn cooldown(runbook: &str, last: &str, cooldown: Duration) -> String {
+        format!(
+            "cooldown: `{runbook}` last ran for this alert at {last}, within its cooldown of {}",
+            humantime::format_duration(cooldown)
+        )
+    }
+
+    pub fn skipped(id: i64, reason: &str) -> String {
+        format!("run #{id} skipped: {reason}")
+    }
+
+    pub fn cancelled_resolved(id: i64, runbook: &str) -> String {
+        format!("run #{id} of `{runbook}` cancelled: the alert resolved (cancel_on_resolved)")
+    }
+
+    pub const CANCELLED_BEFORE_START: &str = "the alert resolved before the run started";
+
+    pub fn started(
+        id: i64,
+        runbook: &str,
+        phase: Phase,
+        fingerprint: &str,
+        owner: &str,
+        attempt: u32,
+    ) -> String {
+        let again = if attempt > 1 {
+            format!(", attempt {attempt}")
+        } else {
+            String::new()
+        };
+        format!(
+            "run #{id}: `{runbook}` started ({phase}) for alert {fingerprint} on {owner}{again}"
+        )
+    }
+
+    pub fn finished(id: i64, runbook: &str, state: RunState, summary: &str) -> String {
+        format!("run #{id}: `{runbook}` {state}: {summary}")
+    }
+
+    pub fn interrupted(id: i64, runbook: &str, why: &str) -> String {
+        format!("run #{id}: `{runbook}` interrupted: {why}")
+    }
+
+    pub fn lease_lost(owner: &str) -> String {
+        format!(
+            "its replica `{owner}` stopped renewing its lease; a step may have started, so the run is not executed again (a runbook with `idempotent: true` is re-queued)"
+        )
+    }
+
+    pub fn requeued(id: i64, runbook: &str, owner: &str, attempt: u32) -> String {
+        format!(
+            "run #{id}: `{runbook}` re-queued (idempotent, attempt {attempt}): its replica `{owner}` stopped renewing its lease"
+        )
+    }
+
+    pub fn requeued_after_restart(id: i64, runbook: &str, attempt: u32) -> String {
+        format!(
+            "run #{id}: `{runbook}` re-queued (idempotent, attempt {attempt}): runbookd stopped while it was executing"
+        )
+    }
+}

@@ -1,0 +1,690 @@
+#![allow(clippy::many_single_char_names, clippy::similar_names)] // scenarios read as transcripts: r[0] is a replica, c a claim
+//! The store's conformance suite: the same scenarios, written against the
+//! store interface only, on SQLite and on a real PostgreSQL. Where a
+//! scenario needs several replicas, PostgreSQL gets separately opened
+//! handles (separate pools, as separate processes would have) and SQLite,
+//! which one process holds at a time, clones of one handle.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use runbookd::alert::Notification;
+use runbookd::incident::{IncidentId, IncidentStatus, RunState};
+use runbookd::runbook::Severity;
+use runbookd::store::{
+    ClaimRequest, Claimed, FinishOutcome, Finished, IncidentFilter, Ingest, Ingested, Reap,
+    RunbookMatch, Store, StoreError, StoreUrl,
+};
+use serde_json::json;
+
+use crate::pg::{self, Pg};
+
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(Pg),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// A new, empty store.
+    fn fresh(&self, scenario: &str) -> StoreUrl {
+        match self {
+            Backend::Sqlite(dir) => StoreUrl::Sqlite(dir.path().join(format!("{scenario}.db"))),
+            Backend::Postgres(pg) => StoreUrl::Postgres(pg.database()),
+        }
+    }
+
+    /// `n` replicas' handles on one new store.
+    async fn replicas(&self, scenario: &str, n: usize) -> Vec<Store> {
+        let url = self.fresh(scenario);
+        let first = Store::open(&url).await.unwrap();
+        let mut v = vec![first.clone()];
+        for _ in 1..n {
+            v.push(match self {
+                Backend::Sqlite(_) => first.clone(),
+                Backend::Postgres(_) => Store::open(&url).await.unwrap(),
+            });
+        }
+        v
+    }
+}
+
+const T0: &str = "2026-11-24T08:00:00Z";
+
+fn notification(group: &str, status: &str, alerts: &[(&str, &str)]) -> (Notification, Vec<u8>) {
+    let body = serde_json::to_vec(&json!({
+        "receiver": "runbookd", "status": status, "version": "4", "groupKey": group,
+        "alerts": alerts.iter().map(|(name, starts)| json!({
+            "status": status,
+            "labels": {"alertname": name, "instance": "web-1"},
+            "annotations": {},
+            "startsAt": starts,
+            "endsAt": if status == "resolved" { "2026-11-24T08:05:00Z" } else { "0001-01-01T00:00:00Z" },
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    (Notification::from_json(&body).unwrap(), body)
+}
+
+fn runbook(name: &str) -> RunbookMatch {
+    RunbookMatch {
+        name: name.into(),
+        title: format!("{name} title"),
+        severity: Severity::Sev2,
+        cooldown: Duration::ZERO,
+        has_on_resolved: false,
+        cancel_on_resolved: false,
+        idempotent: false,
+    }
+}
+
+fn ingest(
+    store: &Store,
+    n: (Notification, Vec<u8>),
+    m: &RunbookMatch,
+) -> runbookd::store::Pending<Ingested> {
+    let matches = n.0.alerts.iter().map(|_| vec![m.clone()]).collect();
+    store.ingest(Ingest {
+        body: n.1,
+        notification: n.0,
+        matches,
+        max_queued: 1000,
+        shadow: false,
+    })
+}
+
+fn claim_req(owner: &str, free: u32, lease: Duration, concurrency: &[(&str, u32)]) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.into(),
+        concurrency: concurrency
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect::<HashMap<_, _>>(),
+        free,
+        cluster_max: u32::MAX,
+        lease,
+    }
+}
+
+fn finished(c: &Claimed, state: RunState) -> Finished {
+    Finished {
+        lease: c.lease,
+        state,
+        summary: format!("{state} in a test"),
+        result: serde_json::Value::Null,
+    }
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn run_states(store: &Store, id: IncidentId) -> Vec<RunState> {
+    store
+        .incident(id)
+        .await
+        .unwrap()
+        .runs
+        .iter()
+        .map(|r| r.state)
+        .collect()
+}
+
+/// The same notification from two Alertmanager peers to two replicas at
+/// once, a resend, and one whose startsAt drifted while the run is queued:
+/// one incident, one run.
+async fn peers_and_resends_queue_one_run(b: &Backend) {
+    let r = b.replicas("peers", 2).await;
+    let m = runbook("restart");
+    let (first, second) = tokio::join!(
+        ingest(&r[0], notification("g1", "firing", &[("Down", T0)]), &m),
+        ingest(&r[1], notification("g1", "firing", &[("Down", T0)]), &m),
+    );
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(
+        first.queued.len() + second.queued.len(),
+        1,
+        "{first:?} {second:?}"
+    );
+    assert_eq!(first.duplicates + second.duplicates, 1);
+    assert_eq!(
+        first.incident, second.incident,
+        "one incident for one group"
+    );
+    let resent = ingest(&r[1], notification("g1", "firing", &[("Down", T0)]), &m)
+        .await
+        .unwrap();
+    assert_eq!((resent.queued.len(), resent.duplicates), (0, 1));
+    let drifted = ingest(
+        &r[0],
+        notification("g1", "firing", &[("Down", "2026-11-24T08:00:01Z")]),
+        &m,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (drifted.queued.len(), drifted.duplicates),
+        (0, 1),
+        "a drifted startsAt is absorbed while the run is in progress"
+    );
+    let (list, total) = r[0].incidents(IncidentFilter::default()).await.unwrap();
+    assert_eq!(total, 1, "{list:?}");
+    assert_eq!(run_states(&r[0], list[0].id).await, [RunState::Queued]);
+}
+
+/// Concurrency per runbook holds across replicas; a run is claimed once.
+async fn claims_hold_concurrency_across_replicas(b: &Backend) {
+    let r = b.replicas("claims", 2).await;
+    let m = runbook("drain");
+    for g in ["g1", "g2", "g3"] {
+        ingest(&r[0], notification(g, "firing", &[(g, T0)]), &m)
+            .await
+            .unwrap();
+    }
+    let conc = [("drain", 2)];
+    let (on_a, on_b) = tokio::join!(
+        r[0].claim(claim_req("a", 10, LONG, &conc)),
+        r[1].claim(claim_req("b", 10, LONG, &conc)),
+    );
+    let (on_a, on_b) = (on_a.unwrap(), on_b.unwrap());
+    assert_eq!(on_a.len() + on_b.len(), 2, "concurrency 2 across replicas");
+    let mut ids: Vec<i64> = on_a.iter().chain(&on_b).map(|c| c.lease.run_id).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 2, "no run claimed twice");
+    assert!(r[1]
+        .claim(claim_req("b", 10, LONG, &conc))
+        .await
+        .unwrap()
+        .is_empty());
+    let one = on_a.first().or(on_b.first()).unwrap();
+    assert_eq!(one.attempt, 1);
+    assert_eq!(
+        r[0].finish(finished(one, RunState::Succeeded))
+            .await
+            .unwrap(),
+        FinishOutcome::Recorded
+    );
+    let next = r[1].claim(claim_req("b", 10, LONG, &conc)).await.unwrap();
+    assert_eq!(next.len(), 1, "the freed slot is taken");
+    // The cluster cap: one running at most.
+    let mut capped = claim_req("c", 10, LONG, &[("drain", 10)]);
+    capped.cluster_max = 1;
+    assert!(
+        r[0].claim(capped).await.unwrap().is_empty(),
+        "two are running, the cluster cap is 1"
+    );
+}
+
+/// A run whose lease expired is taken over: it ends interrupted, and its
+/// old owner can neither renew, append output nor record an end.
+async fn a_stale_owner_writes_nothing(b: &Backend) {
+    let r = b.replicas("stale", 2).await;
+    let ing = ingest(
+        &r[0],
+        notification("g1", "firing", &[("Down", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    let inc = ing.incident.unwrap();
+    let c = r[0]
+        .claim(claim_req("a", 1, Duration::from_millis(300), &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    r[0].append_output(c.lease, vec![("s".into(), "stdout", b"before\n".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[1].live(inc, 0).await.unwrap().0.len(),
+        1,
+        "live output is visible from any replica"
+    );
+    let early = r[1].reap(Reap::Expired).await.unwrap();
+    assert_eq!(
+        early.interrupted + early.requeued,
+        0,
+        "a live lease is not reaped"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let reaped = r[1].reap(Reap::Expired).await.unwrap();
+    assert_eq!((reaped.interrupted, reaped.requeued), (1, 0));
+    let beat = r[0]
+        .heartbeat("a".into(), vec![c.lease], LONG)
+        .await
+        .unwrap();
+    assert_eq!(
+        beat.lost,
+        [c.lease.run_id],
+        "the old owner learns it lost the run"
+    );
+    r[0].append_output(c.lease, vec![("s".into(), "stdout", b"stale\n".to_vec())])
+        .await
+        .unwrap();
+    assert_eq!(
+        r[0].finish(finished(&c, RunState::Succeeded))
+            .await
+            .unwrap(),
+        FinishOutcome::Fenced
+    );
+    let detail = r[1].incident(inc).await.unwrap();
+    assert_eq!(detail.runs[0].state, RunState::Interrupted);
+    assert!(
+        detail.runs[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("stopped renewing its lease"),
+        "{:?}",
+        detail.runs[0].reason
+    );
+    assert!(
+        r[1].live(inc, 0).await.unwrap().0.is_empty(),
+        "nothing of the stale owner's output"
+    );
+    assert!(
+        detail
+            .timeline
+            .iter()
+            .any(|t| t.message.contains("interrupted") && t.message.contains("`a`")),
+        "the timeline says what happened: {:?}",
+        detail.timeline
+    );
+    assert!(!detail
+        .timeline
+        .iter()
+        .any(|t| t.message.contains("succeeded")));
+}
+
+/// An idempotent run taken over is queued again; the next claim counts the
+/// attempt and gets a new fence.
+async fn idempotent_runs_are_queued_again(b: &Backend) {
+    let r = b.replicas("idempotent", 2).await;
+    let mut m = runbook("flush");
+    m.idempotent = true;
+    let ing = ingest(&r[0], notification("g1", "firing", &[("Full", T0)]), &m)
+        .await
+        .unwrap();
+    let old = r[0]
+        .claim(claim_req("a", 1, Duration::from_millis(200), &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reaped = r[1].reap(Reap::Expired).await.unwrap();
+    assert_eq!((reaped.interrupted, reaped.requeued), (0, 1));
+    let new = r[1]
+        .claim(claim_req("b", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(new.lease.run_id, old.lease.run_id);
+    assert_eq!(new.attempt, 2);
+    assert!(new.lease.fence > old.lease.fence);
+    assert_eq!(
+        r[0].finish(finished(&old, RunState::Failed)).await.unwrap(),
+        FinishOutcome::Fenced
+    );
+    assert_eq!(
+        r[1].finish(finished(&new, RunState::Succeeded))
+            .await
+            .unwrap(),
+        FinishOutcome::Recorded
+    );
+    let detail = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    assert_eq!(detail.runs[0].state, RunState::Succeeded);
+    assert!(
+        detail
+            .timeline
+            .iter()
+            .any(|t| t.message.contains("re-queued (idempotent, attempt 2)")),
+        "{:?}",
+        detail.timeline
+    );
+}
+
+/// Heartbeats keep a lease alive past its length.
+async fn heartbeats_keep_a_lease(b: &Backend) {
+    let r = b.replicas("heartbeat", 2).await;
+    ingest(
+        &r[0],
+        notification("g1", "firing", &[("Down", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    let lease = Duration::from_millis(400);
+    let c = r[0]
+        .claim(claim_req("a", 1, lease, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let beat = r[0]
+            .heartbeat("a".into(), vec![c.lease], lease)
+            .await
+            .unwrap();
+        assert!(beat.lost.is_empty() && beat.cancel.is_empty(), "{beat:?}");
+        assert_eq!(r[1].reap(Reap::Expired).await.unwrap().interrupted, 0);
+    }
+    let other = r[1]
+        .heartbeat("b".into(), vec![c.lease], lease)
+        .await
+        .unwrap();
+    assert_eq!(other.lost, [c.lease.run_id], "only the owner renews");
+    assert_eq!(
+        r[0].finish(finished(&c, RunState::Succeeded))
+            .await
+            .unwrap(),
+        FinishOutcome::Recorded
+    );
+}
+
+/// A cancellation requested on one replica reaches the owner's heartbeat.
+async fn cancellation_reaches_the_owner(b: &Backend) {
+    let r = b.replicas("cancel", 2).await;
+    let mut m = runbook("slow");
+    m.cancel_on_resolved = true;
+    ingest(&r[0], notification("g1", "firing", &[("Slow", T0)]), &m)
+        .await
+        .unwrap();
+    let c = r[0]
+        .claim(claim_req("a", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    let resolved = ingest(&r[1], notification("g1", "resolved", &[("Slow", T0)]), &m)
+        .await
+        .unwrap();
+    assert_eq!(resolved.cancel, [c.lease.run_id]);
+    let beat = r[0]
+        .heartbeat("a".into(), vec![c.lease], LONG)
+        .await
+        .unwrap();
+    assert_eq!(beat.cancel, [c.lease.run_id]);
+    assert!(beat.lost.is_empty());
+}
+
+/// The incident moves through its lifecycle as runs start and end and
+/// alerts resolve; stats count it.
+async fn the_lifecycle_is_recorded(b: &Backend) {
+    let r = b.replicas("lifecycle", 1).await;
+    let m = runbook("fix");
+    let inc = ingest(&r[0], notification("g1", "firing", &[("Down", T0)]), &m)
+        .await
+        .unwrap()
+        .incident
+        .unwrap();
+    let status_of = |d: &runbookd::incident::IncidentDetail| d.summary.status;
+    assert_eq!(
+        status_of(&r[0].incident(inc).await.unwrap()),
+        IncidentStatus::Investigating
+    );
+    let c = r[0]
+        .claim(claim_req("a", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        status_of(&r[0].incident(inc).await.unwrap()),
+        IncidentStatus::Identified
+    );
+    r[0].finish(finished(&c, RunState::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&r[0].incident(inc).await.unwrap()),
+        IncidentStatus::Monitoring
+    );
+    ingest(&r[0], notification("g1", "resolved", &[("Down", T0)]), &m)
+        .await
+        .unwrap();
+    let d = r[0].incident(inc).await.unwrap();
+    assert_eq!(status_of(&d), IncidentStatus::Resolved);
+    assert!(d.summary.alerts_ended_at.is_some() && d.summary.resolved_at.is_some());
+    let stats = r[0].stats(Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(
+        (
+            stats.incidents_opened,
+            stats.incidents_resolved,
+            stats.incidents_open
+        ),
+        (1, 1, 0)
+    );
+    assert!(stats.mttr_seconds.is_some());
+    assert_eq!(stats.runs_by_state.get("succeeded"), Some(&1));
+    let err = r[0].incident(IncidentId(999)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+/// One replica holds the leader lease at a time, until it lapses.
+async fn one_leader_at_a_time(b: &Backend) {
+    let r = b.replicas("leader", 2).await;
+    let lease = Duration::from_millis(300);
+    assert!(r[0].lead("a".into(), lease).await.unwrap());
+    if let Backend::Sqlite(_) = b {
+        // One process holds a SQLite store: it always leads.
+        return;
+    }
+    assert!(!r[1].lead("b".into(), lease).await.unwrap());
+    assert!(
+        r[0].lead("a".into(), lease).await.unwrap(),
+        "the leader renews"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        r[1].lead("b".into(), lease).await.unwrap(),
+        "a lapsed lease passes on"
+    );
+    assert!(!r[0].lead("a".into(), lease).await.unwrap());
+}
+
+/// Live output is read after a cursor, whichever replica wrote it.
+async fn live_output_resumes_after_a_cursor(b: &Backend) {
+    let r = b.replicas("live", 2).await;
+    let inc = ingest(
+        &r[0],
+        notification("g1", "firing", &[("Down", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap()
+    .incident
+    .unwrap();
+    let c = r[0]
+        .claim(claim_req("a", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    r[0].append_output(
+        c.lease,
+        vec![
+            ("one".into(), "stdout", b"1\n".to_vec()),
+            ("one".into(), "stderr", b"2\n".to_vec()),
+        ],
+    )
+    .await
+    .unwrap();
+    let (all, active) = r[1].live(inc, 0).await.unwrap();
+    assert!(active);
+    assert_eq!(
+        all.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+        ["1\n", "2\n"]
+    );
+    let (rest, _) = r[1].live(inc, all[0].cursor).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].stream, "stderr");
+    r[0].finish(finished(&c, RunState::Succeeded))
+        .await
+        .unwrap();
+    let (after, active) = r[1].live(inc, 0).await.unwrap();
+    assert!(
+        after.is_empty() && !active,
+        "a finished run's live output is gone"
+    );
+}
+
+/// After a crash of the only process, everything running is its leftover.
+async fn reaping_all_interrupts_what_ran(b: &Backend) {
+    let r = b.replicas("reap-all", 1).await;
+    let inc = ingest(
+        &r[0],
+        notification("g1", "firing", &[("Down", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap()
+    .incident
+    .unwrap();
+    r[0].claim(claim_req("a", 1, LONG, &[])).await.unwrap();
+    let reaped = r[0]
+        .reap(Reap::All {
+            why: "runbookd stopped".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reaped.interrupted, 1);
+    let d = r[0].incident(inc).await.unwrap();
+    assert_eq!(d.runs[0].state, RunState::Interrupted);
+    assert_eq!(d.runs[0].reason.as_deref(), Some("runbookd stopped"));
+}
+
+/// A full queue refuses the notification whole.
+async fn a_full_queue_records_nothing(b: &Backend) {
+    let r = b.replicas("full", 1).await;
+    let (n, body) = notification("g1", "firing", &[("A", T0), ("B", T0)]);
+    let matches = n.alerts.iter().map(|_| vec![runbook("fix")]).collect();
+    let err = r[0]
+        .ingest(Ingest {
+            body,
+            notification: n,
+            matches,
+            max_queued: 1,
+            shadow: false,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QueueFull), "{err:?}");
+    assert_eq!(
+        r[0].incidents(IncidentFilter::default()).await.unwrap().1,
+        0,
+        "rolled back whole"
+    );
+}
+
+async fn conformance(b: Backend) {
+    type Scenario =
+        for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+    let scenarios: [(&str, Scenario); 11] = [
+        ("peers_and_resends_queue_one_run", |b| {
+            Box::pin(peers_and_resends_queue_one_run(b))
+        }),
+        ("claims_hold_concurrency_across_replicas", |b| {
+            Box::pin(claims_hold_concurrency_across_replicas(b))
+        }),
+        ("a_stale_owner_writes_nothing", |b| {
+            Box::pin(a_stale_owner_writes_nothing(b))
+        }),
+        ("idempotent_runs_are_queued_again", |b| {
+            Box::pin(idempotent_runs_are_queued_again(b))
+        }),
+        ("heartbeats_keep_a_lease", |b| {
+            Box::pin(heartbeats_keep_a_lease(b))
+        }),
+        ("cancellation_reaches_the_owner", |b| {
+            Box::pin(cancellation_reaches_the_owner(b))
+        }),
+        ("the_lifecycle_is_recorded", |b| {
+            Box::pin(the_lifecycle_is_recorded(b))
+        }),
+        ("one_leader_at_a_time", |b| {
+            Box::pin(one_leader_at_a_time(b))
+        }),
+        ("live_output_resumes_after_a_cursor", |b| {
+            Box::pin(live_output_resumes_after_a_cursor(b))
+        }),
+        ("reaping_all_interrupts_what_ran", |b| {
+            Box::pin(reaping_all_interrupts_what_ran(b))
+        }),
+        ("a_full_queue_records_nothing", |b| {
+            Box::pin(a_full_queue_records_nothing(b))
+        }),
+    ];
+    for (name, scenario) in scenarios {
+        eprintln!("conformance on {}: {name}", b.name());
+        scenario(&b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_store_conforms() {
+    conformance(Backend::Sqlite(tempfile::tempdir().unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_conforms() {
+    if !pg::available() {
+        return;
+    }
+    conformance(Backend::Postgres(Pg::start())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_store_recovers_from_a_restart_and_says_why_while_down() {
+    if !pg::available() {
+        return;
+    }
+    let mut pg = Pg::start();
+    let url = StoreUrl::Postgres(pg.database());
+    let store = Store::open(&url).await.unwrap();
+    let m = runbook("fix");
+    ingest(&store, notification("g1", "firing", &[("A", T0)]), &m)
+        .await
+        .unwrap();
+    pg.stop();
+    let err = ingest(&store, notification("g2", "firing", &[("B", T0)]), &m)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(
+        store.write_error().is_some(),
+        "not ready while PostgreSQL is down"
+    );
+    assert!(store.ping().await.is_err());
+    pg.restart();
+    let mut tries = 0;
+    let ok = loop {
+        tries += 1;
+        match ingest(&store, notification("g2", "firing", &[("B", T0)]), &m).await {
+            Ok(i) => break i,
+            Err(e) if tries < 50 => {
+                eprintln!("after restart: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the store did not recover: {e}"),
+        }
+    };
+    assert_eq!(ok.queued.len(), 1);
+    assert!(store.write_error().is_none(), "ready again after a write");
+    assert_eq!(
+        store.incidents(IncidentFilter::default()).await.unwrap().1,
+        2,
+        "nothing acknowledged was lost"
+    );
+}
+
+/// The PostgreSQL URL's password never shows in errors.
+#[test]
+fn a_store_url_is_parsed_at_the_edge() {
+    let out =
+        crate::helpers::runbookd(&["incidents", "--store", "mysql://root:hunter2@db/x", "list"]);
+    assert!(!out.status.success());
+    let err = crate::helpers::stderr(&out);
+    assert!(err.contains("expected sqlite:PATH or postgres://"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
