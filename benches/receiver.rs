@@ -15,57 +15,10 @@
     clippy::cast_sign_loss
 )] // statistics over counts far below 2^52
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 mod common;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
-async fn load(
-    client: &reqwest::Client,
-    url: &str,
-    rate: u64,
-    secs: u64,
-    next_id: &AtomicU64,
-) -> (Vec<Duration>, u64) {
-    let interval = Duration::from_nanos(1_000_000_000 / rate);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut tasks = Vec::new();
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        ticker.tick().await;
-        let (client, url) = (client.clone(), url.to_owned());
-        let id = next_id.fetch_add(1, Ordering::Relaxed);
-        tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
-            let ok = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(common::notification(id))
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            (t.elapsed(), ok)
-        }));
-    }
-    let mut lat = Vec::with_capacity(tasks.len());
-    let mut failed = 0;
-    for t in tasks {
-        let (d, ok) = t.await.unwrap();
-        if ok {
-            lat.push(d);
-        } else {
-            failed += 1;
-        }
-    }
-    lat.sort();
-    (lat, failed)
-}
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -87,12 +40,12 @@ fn main() {
         println!("| rate (notifications/s) | sent | p50 ack | p99 ack | max ack | failed |");
         println!("| --- | --- | --- | --- | --- | --- |");
         for rate in [200u64, 1000] {
-            let (lat, failed) = load(&client, &url, rate, 5, &next_id).await;
+            let (lat, failed) = common::load(&client, std::slice::from_ref(&url), rate, 5, &next_id).await;
             println!(
                 "| {rate} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {failed} |",
                 lat.len() + failed as usize,
-                percentile(&lat, 0.50).as_secs_f64() * 1e3,
-                percentile(&lat, 0.99).as_secs_f64() * 1e3,
+                common::percentile(&lat, 0.50).as_secs_f64() * 1e3,
+                common::percentile(&lat, 0.99).as_secs_f64() * 1e3,
                 lat.last().unwrap().as_secs_f64() * 1e3
             );
         }

@@ -55,6 +55,48 @@ pub struct Replica {
     pub cluster_max: u32,
 }
 
+/// A run this replica executes: its lease, its stop switch, and when its
+/// lease was last renewed by this replica's clock (taken before the request
+/// that renewed it, so never later than the store's own renewal).
+#[derive(Clone)]
+struct Held {
+    lease: Lease,
+    cancel: CancellationToken,
+    renewed: Arc<Mutex<std::time::Instant>>,
+    /// The lease was lost, or could not be renewed in time: the run's end is
+    /// not this replica's to record (whoever takes it over records it).
+    released: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Held {
+    fn new(lease: Lease, asked: std::time::Instant) -> Held {
+        Held {
+            lease,
+            cancel: CancellationToken::new(),
+            renewed: Arc::new(Mutex::new(asked)),
+            released: Arc::default(),
+        }
+    }
+
+    fn since_renewal(&self) -> Duration {
+        self.renewed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .elapsed()
+    }
+
+    fn released(&self) -> bool {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the run's steps and leaves its record to the store's takeover.
+    fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+}
+
 /// Executes queued runs.
 pub struct Dispatcher {
     pub store: Store,
@@ -66,7 +108,7 @@ pub struct Dispatcher {
     pub shadow: bool,
     pub replica: Replica,
     wake: Notify,
-    running: Mutex<HashMap<i64, (Lease, CancellationToken)>>,
+    running: Mutex<HashMap<i64, Held>>,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -149,8 +191,8 @@ impl Dispatcher {
     pub fn cancel(&self, ids: &[i64]) {
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         for id in ids {
-            if let Some((_, t)) = running.get(id) {
-                t.cancel();
+            if let Some(h) = running.get(id) {
+                h.cancel.cancel();
             }
         }
     }
@@ -169,8 +211,10 @@ impl Dispatcher {
                 }
             }
         });
-        tokio::spawn(self.clone().heartbeats());
+        // One process holds a SQLite store: nobody can take its runs over,
+        // so leases need no renewal and nothing is reaped while it runs.
         if self.store.sharing() == Sharing::Shared {
+            tokio::spawn(self.clone().heartbeats());
             tokio::spawn(self.clone().duties());
         }
         loop {
@@ -193,6 +237,7 @@ impl Dispatcher {
                 if free == 0 || self.stop.is_cancelled() {
                     break;
                 }
+                let asked = std::time::Instant::now();
                 let req = ClaimRequest {
                     owner: self.replica.name.clone(),
                     concurrency,
@@ -206,14 +251,13 @@ impl Dispatcher {
                         for c in claimed {
                             // Registered before the next claim counts this
                             // replica's free slots.
-                            let cancel = CancellationToken::new();
+                            let held = Held::new(c.lease, asked);
                             self.running
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
-                                .insert(c.lease.run_id, (c.lease, cancel.clone()));
+                                .insert(c.lease.run_id, held.clone());
                             let this = self.clone();
-                            self.tasks
-                                .spawn(async move { this.execute(c, cancel).await });
+                            self.tasks.spawn(async move { this.execute(c, held).await });
                         }
                     }
                     Err(e) => {
@@ -231,18 +275,16 @@ impl Dispatcher {
         }
     }
 
-    /// Renews this replica's leases every third of the lease. When renewal
-    /// has not succeeded for `lease − margin` (the store is unreachable, or
-    /// this process was paused), every step is stopped: the runs may be
-    /// taken over by another replica once their lease expires, and must
-    /// not still be running then.
+    /// Renews this replica's leases every third of the lease. A run whose
+    /// lease has not been renewed for `lease − margin` (the store is
+    /// unreachable, or this process was paused) is stopped at that moment:
+    /// another replica may take it over once the lease expires, and its
+    /// steps must be dead by then. Its end is left to that takeover.
     async fn heartbeats(self: Arc<Self>) {
         let lease = self.replica.lease;
         let every = lease / 3;
-        // Stop early enough that the steps are dead (kill grace included)
-        // before the store's lease expires.
         let fence_after = lease.saturating_sub(self.replica.fence_margin);
-        let mut renewed = std::time::Instant::now();
+        let mut last_beat = std::time::Instant::now();
         // Leases are renewed until the last run ends after a shutdown.
         let ended = async {
             self.stop.cancelled().await;
@@ -250,47 +292,76 @@ impl Dispatcher {
         };
         let mut ended = std::pin::pin!(ended);
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = &mut ended => return,
-            }
-            let leases: Vec<Lease> = self
+            let held: Vec<Held> = self
                 .running
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .values()
-                .map(|(l, _)| *l)
+                .filter(|h| !h.released())
+                .cloned()
                 .collect();
-            if leases.is_empty() {
-                renewed = std::time::Instant::now();
-                continue;
+            // Wake for the next heartbeat, or the first lease to run out.
+            let mut wait = every.saturating_sub(last_beat.elapsed());
+            for h in &held {
+                wait = wait.min(fence_after.saturating_sub(h.since_renewal()));
             }
-            // Checked before asking: after a pause (SIGSTOP) the process
-            // must not act on runs it may no longer hold.
-            if renewed.elapsed() >= fence_after {
-                self.fence_all(renewed.elapsed());
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut ended => return,
+            }
+            // Checked before asking: after a pause (SIGSTOP) nothing may act
+            // on runs this replica may no longer hold.
+            let mut live = Vec::new();
+            for h in held {
+                if h.released() {
+                    continue;
+                }
+                let since = h.since_renewal();
+                if since >= fence_after {
+                    tracing::error!(
+                        run = h.lease.run_id,
+                        unrenewed_for = ?since,
+                        "lease not renewed in time: stopping the run's steps (fenced); the run is taken over after its lease"
+                    );
+                    h.release();
+                } else {
+                    live.push(h);
+                }
+            }
+            if live.is_empty() || last_beat.elapsed() < every {
                 continue;
             }
             let asked = std::time::Instant::now();
+            last_beat = asked;
+            let patience = live
+                .iter()
+                .map(|h| fence_after.saturating_sub(h.since_renewal()))
+                .min()
+                .unwrap_or(every);
             let beat = tokio::time::timeout(
-                fence_after.saturating_sub(renewed.elapsed()),
-                self.store
-                    .heartbeat(self.replica.name.clone(), leases, lease),
+                patience,
+                self.store.heartbeat(
+                    self.replica.name.clone(),
+                    live.iter().map(|h| h.lease).collect(),
+                    lease,
+                ),
             )
             .await;
             match beat {
                 Ok(Ok(beat)) => {
-                    renewed = asked;
-                    let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-                    for id in &beat.lost {
-                        if let Some((_, t)) = running.get(id) {
-                            tracing::warn!(run = id, "lost the run's lease (taken over by another replica): stopping its steps");
-                            t.cancel();
+                    for h in &live {
+                        let id = h.lease.run_id;
+                        if beat.lost.contains(&id) {
+                            tracing::warn!(
+                                run = id,
+                                "the run was taken over by another replica: stopping its steps"
+                            );
+                            h.release();
+                            continue;
                         }
-                    }
-                    for id in &beat.cancel {
-                        if let Some((_, t)) = running.get(id) {
-                            t.cancel();
+                        *h.renewed.lock().unwrap_or_else(PoisonError::into_inner) = asked;
+                        if beat.cancel.contains(&id) {
+                            h.cancel.cancel();
                         }
                     }
                 }
@@ -299,24 +370,6 @@ impl Dispatcher {
                 }
                 Err(_) => tracing::warn!("renewing the leases of running runs timed out"),
             }
-            if renewed.elapsed() >= fence_after {
-                self.fence_all(renewed.elapsed());
-            }
-        }
-    }
-
-    /// Stops every step of this replica: its leases can no longer be trusted.
-    fn fence_all(&self, since: Duration) {
-        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if running.values().any(|(_, t)| !t.is_cancelled()) {
-            tracing::error!(
-                runs = running.len(),
-                unrenewed_for = ?since,
-                "leases not renewed in time: stopping every step of this replica (fenced); the runs are taken over after their lease"
-            );
-        }
-        for (_, t) in running.values() {
-            t.cancel();
         }
     }
 
@@ -370,19 +423,19 @@ impl Dispatcher {
             .is_err()
         {
             tracing::warn!(grace = ?grace, "runs still going after the shutdown grace period: stopping them");
-            for (_, t) in self
+            for h in self
                 .running
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .values()
             {
-                t.cancel();
+                h.cancel.cancel();
             }
             self.tasks.wait().await;
         }
     }
 
-    async fn execute(self: Arc<Self>, c: Claimed, cancel: CancellationToken) {
+    async fn execute(self: Arc<Self>, c: Claimed, held: Held) {
         tracing::info!(
             incident = %c.incident,
             run = c.lease.run_id,
@@ -392,35 +445,62 @@ impl Dispatcher {
             attempt = c.attempt,
             "run started"
         );
-        let finished = self.execute_claimed(&c, &cancel).await;
+        let finished = self.execute_claimed(&c, &held).await;
         if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
             tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         } else {
             tracing::warn!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         }
         Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
-        // Queue the record first, then free the slot and wake the claim
-        // loop: on SQLite its claim lands in the same group commit.
-        let recorded = self.store.finish(finished);
+        self.record(&held, finished).await;
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&c.lease.run_id);
         self.wake();
-        match recorded.await {
-            Ok(FinishOutcome::Recorded) => {}
-            Ok(FinishOutcome::Fenced) => tracing::warn!(
-                run = c.lease.run_id,
-                fence = c.lease.fence,
-                "the run was taken over while this replica ran it: its end is not recorded here"
-            ),
-            Err(e) => {
-                tracing::error!(run = c.lease.run_id, error = %e, "cannot record the end of a run");
+    }
+
+    /// Records a run's end while its lease holds: retried when the store
+    /// fails (the fence makes a retry safe), given up once the lease may
+    /// have expired (the takeover records it then).
+    async fn record(&self, held: &Held, finished: Finished) {
+        let run = held.lease.run_id;
+        if held.released() {
+            tracing::warn!(run, "this replica no longer holds the run: its end is recorded by the replica that takes it over");
+            return;
+        }
+        let give_up = match self.store.sharing() {
+            Sharing::Shared => self.replica.lease.saturating_sub(self.replica.fence_margin),
+            Sharing::Exclusive => Duration::from_secs(30),
+        };
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.store.finish(finished.clone()).await {
+                Ok(FinishOutcome::Recorded) => return,
+                Ok(FinishOutcome::Fenced) => {
+                    tracing::warn!(run, fence = held.lease.fence, "the run was taken over while this replica ran it: its end is not recorded here");
+                    return;
+                }
+                Err(e)
+                    if started.elapsed() < give_up
+                        && (self.store.sharing() == Sharing::Exclusive
+                            || held.since_renewal() < give_up) =>
+                {
+                    tracing::warn!(run, error = %e, "cannot record the end of a run yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(run, error = %e, "cannot record the end of a run; it is taken over after its lease (or marked interrupted at the next start)");
+                    return;
+                }
             }
         }
     }
 
-    async fn execute_claimed(&self, c: &Claimed, cancel: &CancellationToken) -> Finished {
+    async fn execute_claimed(&self, c: &Claimed, held: &Held) -> Finished {
+        let cancel = &held.cancel;
         let fail = |summary: String| Finished {
             lease: c.lease,
             state: RunState::Failed,
@@ -470,6 +550,12 @@ impl Dispatcher {
             self.store.clone(),
             c,
             self.metrics.clone(),
+            (self.store.sharing() == Sharing::Shared).then(|| {
+                (
+                    held.clone(),
+                    self.replica.lease.saturating_sub(self.replica.fence_margin),
+                )
+            }),
         ));
         let flusher = tokio::spawn(observer.clone().flush_loop());
         let result = self.executor.run(&req, observer.clone(), cancel).await;
@@ -567,10 +653,18 @@ struct StoreObserver {
     pending: Mutex<Vec<(String, &'static str, Vec<u8>)>>,
     stored: Mutex<HashMap<String, usize>>,
     done: CancellationToken,
+    /// On a shared store: the run's lease and how long it may go unrenewed;
+    /// no step starts past that (after a pause, before the heartbeat notices).
+    held: Option<(Held, Duration)>,
 }
 
 impl StoreObserver {
-    fn new(store: Store, c: &Claimed, metrics: Arc<Metrics>) -> Self {
+    fn new(
+        store: Store,
+        c: &Claimed,
+        metrics: Arc<Metrics>,
+        held: Option<(Held, Duration)>,
+    ) -> Self {
         StoreObserver {
             store,
             lease: c.lease,
@@ -580,6 +674,7 @@ impl StoreObserver {
             pending: Mutex::new(Vec::new()),
             stored: Mutex::new(HashMap::new()),
             done: CancellationToken::new(),
+            held,
         }
     }
 
@@ -609,6 +704,15 @@ impl StoreObserver {
 
 impl RunObserver for StoreObserver {
     fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {
+        if let Some((held, fence_after)) = &self.held {
+            if !held.released() && held.since_renewal() >= *fence_after {
+                tracing::error!(
+                    run = held.lease.run_id,
+                    "lease not renewed in time: the next step does not start (fenced)"
+                );
+                held.release();
+            }
+        }
         self.metrics.running_steps.inc();
     }
 

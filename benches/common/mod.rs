@@ -59,3 +59,61 @@ pub fn bare_rate(workers: usize, secs: u64) -> f64 {
     }
     count.load(Ordering::Relaxed) as f64 / secs as f64
 }
+
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // counts far below 2^52
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Posts distinct notifications open-loop at `rate` per second for `secs`,
+/// round-robin over `urls`: acknowledgement latencies (sorted) and failures.
+pub async fn load(
+    client: &reqwest::Client,
+    urls: &[String],
+    rate: u64,
+    secs: u64,
+    next_id: &AtomicU64,
+) -> (Vec<Duration>, u64) {
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        ticker.tick().await;
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        #[allow(clippy::cast_possible_truncation)] // a handful of URLs
+        let (client, url) = (
+            client.clone(),
+            urls[(id % urls.len() as u64) as usize].clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let ok = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(notification(id))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            (t.elapsed(), ok)
+        }));
+    }
+    let mut lat = Vec::with_capacity(tasks.len());
+    let mut failed = 0;
+    for t in tasks {
+        let (d, ok) = t.await.unwrap();
+        if ok {
+            lat.push(d);
+        } else {
+            failed += 1;
+        }
+    }
+    lat.sort();
+    (lat, failed)
+}

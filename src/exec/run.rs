@@ -618,6 +618,10 @@ impl Executor {
                 timeout,
             };
             observer.step_started(plan, n, total);
+            // The observer may have stopped the run (a lease that lapsed).
+            if cancel.is_cancelled() {
+                return StepOutcome::Cancelled;
+            }
             let spec = ProcessSpec {
                 argv,
                 env: &env,

@@ -333,10 +333,6 @@ pub(crate) mod say {
         format!("run #{id}: `{runbook}` {state}: {summary}")
     }
 
-    pub fn interrupted(id: i64, runbook: &str, why: &str) -> String {
-        format!("run #{id}: `{runbook}` interrupted: {why}")
-    }
-
     pub fn lease_lost(owner: &str) -> String {
         format!(
             "its replica `{owner}` stopped renewing its lease; a step may have started, so the run is not executed again (a runbook with `idempotent: true` is re-queued)"

@@ -13,6 +13,7 @@ mod ha;
 mod helpers;
 mod operable;
 mod payload;
+#[allow(dead_code)] // start_durable is for the benchmarks
 mod pg;
 mod plan;
 mod properties;

@@ -171,7 +171,30 @@ async fn peers_and_resends_queue_one_run(b: &Backend) {
         (0, 1),
         "a drifted startsAt is absorbed while the run is in progress"
     );
-    let (list, total) = r[0].incidents(IncidentFilter::default()).await.unwrap();
+    // The same alert, drifted, through two receivers' groups to two replicas at once.
+    let drain = runbook("drain");
+    let (x, y) = tokio::join!(
+        ingest(
+            &r[0],
+            notification("g2", "firing", &[("Down", "2026-11-24T09:00:00Z")]),
+            &drain
+        ),
+        ingest(
+            &r[1],
+            notification("g3", "firing", &[("Down", "2026-11-24T09:00:02Z")]),
+            &drain
+        ),
+    );
+    assert_eq!(
+        x.unwrap().queued.len() + y.unwrap().queued.len(),
+        1,
+        "drifted copies ingested at once queue one run"
+    );
+    let only_restart = IncidentFilter {
+        runbook: Some("restart".into()),
+        ..IncidentFilter::default()
+    };
+    let (list, total) = r[0].incidents(only_restart).await.unwrap();
     assert_eq!(total, 1, "{list:?}");
     assert_eq!(run_states(&r[0], list[0].id).await, [RunState::Queued]);
 }
@@ -408,6 +431,67 @@ async fn cancellation_reaches_the_owner(b: &Backend) {
         .unwrap();
     assert_eq!(beat.cancel, [c.lease.run_id]);
     assert!(beat.lost.is_empty());
+
+    // An idempotent run whose cancellation was requested is not queued
+    // again when its owner dies; a resolved notification whose startsAt
+    // drifted still cancels it.
+    let mut idem = runbook("flush");
+    idem.cancel_on_resolved = true;
+    idem.idempotent = true;
+    let inc = ingest(&r[0], notification("g9", "firing", &[("Full", T0)]), &idem)
+        .await
+        .unwrap()
+        .incident
+        .unwrap();
+    let c = r[0]
+        .claim(claim_req("a", 1, Duration::from_millis(200), &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    let resolved = ingest(
+        &r[1],
+        notification("g9", "resolved", &[("Full", "2026-11-24T08:00:03Z")]),
+        &idem,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resolved.cancel,
+        [c.lease.run_id],
+        "a drifted resolution cancels too"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let reaped = r[1].reap(Reap::Expired).await.unwrap();
+    assert_eq!((reaped.interrupted, reaped.requeued), (1, 0));
+    assert_eq!(run_states(&r[1], inc).await, [RunState::Cancelled]);
+    assert!(
+        r[1].claim(claim_req("b", 1, LONG, &[]))
+            .await
+            .unwrap()
+            .is_empty(),
+        "not run again"
+    );
+}
+
+/// Alert data with NUL characters (refused by PostgreSQL's text) is stored
+/// and read back on every backend: they become U+FFFD at the edge.
+async fn nul_characters_are_stored_and_read(b: &Backend) {
+    let r = b.replicas("nul", 1).await;
+    let body = br#"{"receiver": "run\u0000bookd", "status": "firing", "version": "4", "groupKey": "g\u0000",
+        "alerts": [{"status": "firing", "labels": {"alertname": "Nul\u0000", "instance": "a\u0000b", "k\u0000": "v"},
+                    "annotations": {"summary": "\u0000"}, "startsAt": "2026-11-24T08:00:00Z", "generatorURL": "http://x/\u0000"}]}"#
+        .to_vec();
+    let n = Notification::from_json(&body).unwrap();
+    let inc = ingest(&r[0], (n, body), &runbook("fix"))
+        .await
+        .unwrap()
+        .incident
+        .unwrap();
+    let d = r[0].incident(inc).await.unwrap();
+    assert_eq!(d.alerts[0].labels["instance"], "a\u{FFFD}b");
+    assert_eq!(d.summary.receiver, "run\u{FFFD}bookd");
+    let (list, _) = r[0].incidents(IncidentFilter::default()).await.unwrap();
+    assert_eq!(list[0].subject.as_deref(), Some("a\u{FFFD}b"));
 }
 
 /// The incident moves through its lifecycle as runs start and end and
@@ -580,7 +664,10 @@ async fn a_full_queue_records_nothing(b: &Backend) {
 async fn conformance(b: Backend) {
     type Scenario =
         for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let scenarios: [(&str, Scenario); 11] = [
+    let scenarios: [(&str, Scenario); 12] = [
+        ("nul_characters_are_stored_and_read", |b| {
+            Box::pin(nul_characters_are_stored_and_read(b))
+        }),
         ("peers_and_resends_queue_one_run", |b| {
             Box::pin(peers_and_resends_queue_one_run(b))
         }),

@@ -624,8 +624,8 @@ async fn ingest(tx: &Transaction<'_>, input: &Ingest) -> Op<Ingested> {
                     if m.cancel_on_resolved {
                         let runs = tx
                             .query(
-                                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND starts_at = $3 AND phase = 'remediation' AND state IN ('queued', 'running') FOR UPDATE",
-                                &[&m.name, &alert.fingerprint, &starts],
+                                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running') FOR UPDATE",
+                                &[&m.name, &alert.fingerprint],
                             )
                             .await?;
                         for r in runs {
@@ -847,7 +847,7 @@ async fn claim_one(tx: &Transaction<'_>, id: i64, req: &ClaimRequest) -> Op<Opti
     let Some(row) = tx
         .query_opt(
             "UPDATE runs SET state = 'running', started_at = now(), owner = $2, lease_until = clock_timestamp() + make_interval(secs => $3),
-                 fence = fence + 1, attempt = attempt + 1, cancel_requested = false
+                 fence = fence + 1, attempt = attempt + 1
              WHERE id = $1 AND state = 'queued' RETURNING fence, attempt",
             &[&id, &req.owner, &secs(req.lease)],
         )
@@ -935,13 +935,15 @@ async fn append_output(
     lease: Lease,
     chunks: &[(String, &'static str, Vec<u8>)],
 ) -> Op<()> {
-    let holds: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND state = 'running')",
+    // The run's row is held until the chunks are in: a takeover or an end
+    // recorded meanwhile waits, and never sees a stale owner's output.
+    let holds = tx
+        .query_opt(
+            "SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND state = 'running' FOR SHARE",
             &[&lease.run_id, &lease.fence],
         )
         .await?
-        .get(0);
+        .is_some();
     if !holds {
         return Ok(());
     }
@@ -1006,7 +1008,8 @@ async fn finish(tx: &Transaction<'_>, f: &Finished) -> Op<FinishOutcome> {
 }
 
 async fn reap(tx: &Transaction<'_>, scope: &Reap) -> Op<Reaped> {
-    let sql = "SELECT id, incident_id, runbook, idempotent, owner, attempt FROM runs WHERE state = 'running'";
+    // A run whose cancellation was requested is not queued again: it ends cancelled.
+    let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested FROM runs WHERE state = 'running'";
     let rows = match scope {
         Reap::All { .. } => {
             tx.query(&format!("{sql} FOR UPDATE SKIP LOCKED"), &[])
@@ -1046,9 +1049,14 @@ async fn reap(tx: &Transaction<'_>, scope: &Reap) -> Op<Reaped> {
                 Reap::All { why } => why.clone(),
                 Reap::Expired => say::lease_lost(&owner),
             };
+            let state = if r.get::<_, bool>(6) {
+                RunState::Cancelled
+            } else {
+                RunState::Interrupted
+            };
             tx.execute(
-                "UPDATE runs SET state = 'interrupted', reason = $2, ended_at = now(), owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = $1",
-                &[&id, &why],
+                "UPDATE runs SET state = $3, reason = $2, ended_at = now(), owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = $1",
+                &[&id, &why, &state.as_str()],
             )
             .await?;
             timeline(
@@ -1056,7 +1064,7 @@ async fn reap(tx: &Transaction<'_>, scope: &Reap) -> Op<Reaped> {
                 incident,
                 "runbookd",
                 "run",
-                &say::interrupted(id, &runbook, &why),
+                &say::finished(id, &runbook, state, &why),
                 None,
             )
             .await?;
@@ -1189,7 +1197,7 @@ impl Postgres {
                 let _ = write!(sql, " AND severity = ${}", args.len());
             }
             if let Some(rb) = &f.runbook {
-                args.push(format!("%\"{}\"%", rb.replace('%', "").replace('_', "\\_")));
+                args.push(format!("%\"{}\"%", rb.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
                 let _ = write!(sql, " AND runbooks LIKE ${} ESCAPE '\\'", args.len());
             }
             let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();

@@ -69,7 +69,10 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_queued ON runs(id) WHERE state = 'queued';
 CREATE INDEX runs_running ON runs(lease_until) WHERE state = 'running';
-CREATE INDEX runs_in_progress ON runs(runbook, fingerprint, phase) WHERE state IN ('queued', 'running');
+-- One run of a runbook for an alert in progress at a time, whatever its
+-- startsAt (Alertmanager's can drift between peers): two replicas ingesting
+-- drifted copies at once cannot both queue one.
+CREATE UNIQUE INDEX runs_in_progress ON runs(runbook, fingerprint, phase) WHERE state IN ('queued', 'running');
 CREATE INDEX runs_incident ON runs(incident_id);
 CREATE INDEX runs_runbook ON runs(runbook, id);
 CREATE TABLE step_output (

@@ -244,10 +244,10 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                     }
                     if m.cancel_on_resolved {
                         let mut stmt = conn.prepare(
-                            "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND starts_at = ?3 AND phase = 'remediation' AND state IN ('queued', 'running')",
+                            "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running')",
                         )?;
                         let runs: Vec<(i64, String)> = stmt
-                            .query_map(params![m.name, alert.fingerprint, starts], |r| {
+                            .query_map(params![m.name, alert.fingerprint], |r| {
                                 Ok((r.get(0)?, r.get(1)?))
                             })?
                             .collect::<rusqlite::Result<_>>()?;
@@ -445,7 +445,7 @@ fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
 fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Claimed>> {
     let taken: Option<(i64, u32)> = conn
         .query_row(
-            "UPDATE runs SET state = 'running', started_at = ?2, owner = ?3, lease_until = ?4, fence = fence + 1, attempt = attempt + 1, cancel_requested = 0
+            "UPDATE runs SET state = 'running', started_at = ?2, owner = ?3, lease_until = ?4, fence = fence + 1, attempt = attempt + 1
              WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt",
             params![id, now(), req.owner, lease_until(req.lease)],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -596,9 +596,14 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
 ///
 /// # Errors
 /// A database error.
+/// A running run found by reaping: id, incident, runbook, whether to queue
+/// it again, owner, attempt, whether its cancellation was requested.
+type Leftover = (i64, i64, String, bool, Option<String>, u32, bool);
+
 fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
-    let runs: Vec<(i64, i64, String, bool, Option<String>, u32)> = {
-        let sql = "SELECT id, incident_id, runbook, idempotent, owner, attempt FROM runs WHERE state = 'running'";
+    // A run whose cancellation was requested is not queued again: it ends cancelled.
+    let runs: Vec<Leftover> = {
+        let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested FROM runs WHERE state = 'running'";
         let row = |r: &rusqlite::Row<'_>| {
             Ok((
                 r.get(0)?,
@@ -607,6 +612,7 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
                 r.get(3)?,
                 r.get(4)?,
                 r.get(5)?,
+                r.get(6)?,
             ))
         };
         match scope {
@@ -621,7 +627,7 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
         }
     };
     let mut reaped = Reaped::default();
-    for (id, incident, runbook, idempotent, owner, attempt) in runs {
+    for (id, incident, runbook, idempotent, owner, attempt, cancelled) in runs {
         let owner = owner.unwrap_or_default();
         conn.execute("DELETE FROM step_output WHERE run_id = ?1", [id])?;
         if idempotent {
@@ -640,16 +646,21 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
                 Reap::All { why } => why.clone(),
                 Reap::Expired => say::lease_lost(&owner),
             };
+            let state = if cancelled {
+                RunState::Cancelled
+            } else {
+                RunState::Interrupted
+            };
             conn.execute(
-                "UPDATE runs SET state = 'interrupted', reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
-                params![id, why, now()],
+                "UPDATE runs SET state = ?4, reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
+                params![id, why, now(), state.as_str()],
             )?;
             timeline(
                 conn,
                 incident,
                 "runbookd",
                 "run",
-                &say::interrupted(id, &runbook, &why),
+                &say::finished(id, &runbook, state, &why),
                 None,
             )?;
             reaped.interrupted += 1;
@@ -754,7 +765,7 @@ impl Sqlite {
                 let _ = write!(sql, " AND severity = ?{}", args.len());
             }
             if let Some(rb) = &f.runbook {
-                args.push(format!("%\"{}\"%", rb.replace('%', "").replace('_', "\\_")));
+                args.push(format!("%\"{}\"%", rb.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
                 let _ = write!(sql, " AND runbooks LIKE ?{} ESCAPE '\\'", args.len());
             }
             let total: i64 = conn.query_row(&format!("SELECT COUNT(*){sql}"), rusqlite::params_from_iter(&args), |r| r.get(0))?;
