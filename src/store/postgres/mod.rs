@@ -31,7 +31,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::Notify;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Transaction};
+use tokio_postgres::{NoTls, Row};
 
 use crate::alert::Status;
 use crate::incident::{
@@ -259,10 +259,10 @@ macro_rules! transaction {
                 tries += 1;
                 let attempt: Op<_> = async {
                     let mut client = this.inner.pool.get().await?;
-                    let $tx = client.transaction().await?;
+                    let $tx = Tx(client.transaction().await?);
                     let value = $op;
                     let value = value?;
-                    $tx.commit().await?;
+                    $tx.0.commit().await?;
                     Ok(value)
                 }
                 .await;
@@ -332,6 +332,34 @@ impl Postgres {
     #[must_use]
     pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
         transaction!(self, |tx| add_update(&tx, id, &u).await)
+    }
+}
+
+/// A transaction whose statements are prepared once per connection (the
+/// pool's statement cache): one round trip per statement, not two.
+struct Tx<'a>(deadpool_postgres::Transaction<'a>);
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Tx<'_> {
+    async fn query(&self, sql: &str, params: Params<'_>) -> Op<Vec<Row>> {
+        let st = self.0.prepare_cached(sql).await?;
+        Ok(self.0.query(&st, params).await?)
+    }
+
+    async fn query_one(&self, sql: &str, params: Params<'_>) -> Op<Row> {
+        let st = self.0.prepare_cached(sql).await?;
+        Ok(self.0.query_one(&st, params).await?)
+    }
+
+    async fn query_opt(&self, sql: &str, params: Params<'_>) -> Op<Option<Row>> {
+        let st = self.0.prepare_cached(sql).await?;
+        Ok(self.0.query_opt(&st, params).await?)
+    }
+
+    async fn execute(&self, sql: &str, params: Params<'_>) -> Op<u64> {
+        let st = self.0.prepare_cached(sql).await?;
+        Ok(self.0.execute(&st, params).await?)
     }
 }
 
@@ -421,7 +449,7 @@ async fn listen(cfg: tokio_postgres::Config, queued: Arc<Notify>) {
 }
 
 async fn timeline(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     incident: i64,
     author: &str,
     kind: &str,
@@ -437,7 +465,7 @@ async fn timeline(
 }
 
 /// Records what the lifecycle decided for an event of `incident`.
-async fn advance(tx: &Transaction<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<()> {
+async fn advance(tx: &Tx<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<()> {
     let row = tx
         .query_one(
             "SELECT status, escalated FROM incidents WHERE id = $1",
@@ -465,7 +493,7 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-async fn ingest(tx: &Transaction<'_>, input: &Ingest) -> Op<Ingested> {
+async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
     let n = &input.notification;
     let notification_id: i64 = tx
         .query_one(
@@ -709,7 +737,7 @@ async fn ingest(tx: &Transaction<'_>, input: &Ingest) -> Op<Ingested> {
 /// Queues a run unless its key is known or a run of the same runbook, alert
 /// and phase is in progress (a drifted `startsAt` is the same alert).
 async fn insert_run(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     incident: i64,
     notification: i64,
     m: &RunbookMatch,
@@ -738,7 +766,7 @@ async fn insert_run(
 }
 
 async fn queue_remediation(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     out: &mut Ingested,
     incident: i64,
     alert: &crate::alert::Alert,
@@ -792,7 +820,7 @@ async fn queue_remediation(
     Ok(())
 }
 
-async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Op<Vec<Claimed>> {
+async fn claim(tx: &Tx<'_>, req: &ClaimRequest) -> Op<Vec<Claimed>> {
     // One claimer at a time across replicas: the caps are counted, then
     // filled, without another replica filling them in between.
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
@@ -843,7 +871,7 @@ async fn claim(tx: &Transaction<'_>, req: &ClaimRequest) -> Op<Vec<Claimed>> {
     Ok(claimed)
 }
 
-async fn claim_one(tx: &Transaction<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claimed>> {
+async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claimed>> {
     let Some(row) = tx
         .query_opt(
             "UPDATE runs SET state = 'running', started_at = now(), owner = $2, lease_until = clock_timestamp() + make_interval(secs => $3),
@@ -900,7 +928,7 @@ async fn claim_one(tx: &Transaction<'_>, id: i64, req: &ClaimRequest) -> Op<Opti
 }
 
 async fn heartbeat(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     owner: &str,
     runs: &[Lease],
     lease: Duration,
@@ -931,7 +959,7 @@ async fn heartbeat(
 }
 
 async fn append_output(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     lease: Lease,
     chunks: &[(String, &'static str, Vec<u8>)],
 ) -> Op<()> {
@@ -947,17 +975,14 @@ async fn append_output(
     if !holds {
         return Ok(());
     }
-    let stmt = tx
-        .prepare("INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = $1), $3, $4)")
-        .await?;
     for (step, stream, bytes) in chunks {
-        tx.execute(&stmt, &[&lease.run_id, step, stream, bytes])
+        tx.execute("INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = $1), $3, $4)", &[&lease.run_id, step, stream, bytes])
             .await?;
     }
     Ok(())
 }
 
-async fn finish(tx: &Transaction<'_>, f: &Finished) -> Op<FinishOutcome> {
+async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
     let Some(row) = tx
         .query_opt(
             "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL
@@ -1007,7 +1032,7 @@ async fn finish(tx: &Transaction<'_>, f: &Finished) -> Op<FinishOutcome> {
     Ok(FinishOutcome::Recorded)
 }
 
-async fn reap(tx: &Transaction<'_>, scope: &Reap) -> Op<Reaped> {
+async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
     // A run whose cancellation was requested is not queued again: it ends cancelled.
     let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested FROM runs WHERE state = 'running'";
     let rows = match scope {
@@ -1078,7 +1103,7 @@ async fn reap(tx: &Transaction<'_>, scope: &Reap) -> Op<Reaped> {
     Ok(reaped)
 }
 
-async fn lead(tx: &Transaction<'_>, owner: &str, lease: Duration) -> Op<bool> {
+async fn lead(tx: &Tx<'_>, owner: &str, lease: Duration) -> Op<bool> {
     Ok(tx
         .query_opt(
             "INSERT INTO leader (name, owner, until) VALUES ('duties', $1, clock_timestamp() + make_interval(secs => $2))
@@ -1091,7 +1116,7 @@ async fn lead(tx: &Transaction<'_>, owner: &str, lease: Duration) -> Op<bool> {
         .is_some())
 }
 
-async fn add_update(tx: &Transaction<'_>, id: IncidentId, u: &Update) -> Op<()> {
+async fn add_update(tx: &Tx<'_>, id: IncidentId, u: &Update) -> Op<()> {
     if tx
         .query_opt("SELECT 1 FROM incidents WHERE id = $1 FOR UPDATE", &[&id.0])
         .await?
