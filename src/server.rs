@@ -217,6 +217,28 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         );
     }
     let stop = CancellationToken::new();
+    // Replicas of a shared store reload when any of them did.
+    if let Some(mut reloads) = store.reloads() {
+        let (state, stop, me) = (state.clone(), stop.clone(), cfg.replica.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    origin = reloads.recv() => match origin {
+                        Ok(origin) if origin == me => {}
+                        Ok(origin) => {
+                            tracing::info!(replica = %origin, "another replica reloaded its runbooks: reloading");
+                            let _ = api::reload_runbooks(&state);
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = api::reload_runbooks(&state);
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
     let dispatch_task = tokio::spawn(dispatcher.clone().run());
     let serve_state = state.clone();
     let stopped = stop.clone();
@@ -282,7 +304,7 @@ pub async fn run(cfg: ServerConfig, announce: Announce) -> Result<(), StartError
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => { let _ = api::reload_runbooks(&state); }
+                _ = hup.recv() => { let _ = api::reload_everywhere(&state).await; }
             }
         }
         tracing::info!("stopping: no new requests; running steps get the shutdown grace period");

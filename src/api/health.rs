@@ -67,9 +67,26 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
     }
 }
 
+/// Reloads this replica's runbooks, then tells the other replicas of a
+/// shared store to reload theirs.
+///
+/// # Errors
+/// Every error of the new set (nothing is announced then).
+pub async fn reload_everywhere(s: &AppState) -> Result<usize, ApiError> {
+    let n = reload_runbooks(s)?;
+    if let Err(e) = s
+        .store
+        .announce_reload(s.dispatcher.replica.name.clone())
+        .await
+    {
+        tracing::warn!(error = %e, "reloaded here, but cannot tell the other replicas to reload");
+    }
+    Ok(n)
+}
+
 async fn reload(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     require_auth(&s, &headers)?;
-    let n = reload_runbooks(&s)?;
+    let n = reload_everywhere(&s).await?;
     Ok(Json(json!({"status": "reloaded", "runbooks": n})))
 }
 

@@ -24,7 +24,7 @@ use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
 pub use errors::ApiError;
-pub use health::reload_runbooks;
+pub use health::{reload_everywhere, reload_runbooks};
 pub use ui::http_link;
 
 use crate::config::{Auth, HttpConfig};

@@ -339,6 +339,25 @@ impl Store {
         }
     }
 
+    /// Tells every other replica to reload its runbooks (`origin`: this
+    /// replica's name); nothing on a store only this process uses.
+    #[must_use]
+    pub fn announce_reload(&self, origin: String) -> Pending<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Box::pin(std::future::ready(Ok(()))),
+            Backend::Postgres(b) => b.announce_reload(origin),
+        }
+    }
+
+    /// Reloads announced by replicas (their names), on a shared store.
+    #[must_use]
+    pub fn reloads(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.reloads()),
+        }
+    }
+
     /// Stops the writer after the queued writes.
     pub fn close(&self) {
         each!(self, b => b.close());

@@ -488,3 +488,84 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_nothing() {
         acked.len()
     );
 }
+
+/// A reload asked of one replica (POST /-/reload or SIGHUP) reloads every
+/// replica; cancel_on_resolved received by another replica stops the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_cancel_reach_every_replica() {
+    if !pg::available() {
+        return;
+    }
+    let c = Cluster::start(2, "0", false);
+    let client = reqwest::Client::new();
+    let names = |url: String| {
+        let client = client.clone();
+        async move {
+            let v: Value = client
+                .get(format!("{url}/api/v1/runbooks"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["runbooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(names(c.url(1)).await, ["marked"]);
+    std::fs::write(
+        c.runbooks.path().join("slow.yaml"),
+        "name: slow\nmatchers: [alertname = \"HaSlow\"]\ncancel_on_resolved: true\nsteps:\n  - name: wait\n    run: [sleep, '38.5']\n",
+    )
+    .unwrap();
+    let r = client
+        .post(format!("{}/-/reload", c.url(0)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_until("the other replica to reload", 10, || async {
+        names(c.url(1)).await.contains(&"slow".to_owned())
+    })
+    .await;
+
+    let firing = |status: &str| {
+        crate::app::notification(
+            "{}:{alertname=\"HaSlow\"}",
+            &[(
+                &json!({"alertname": "HaSlow"}),
+                status,
+                "2026-11-24T08:00:00Z",
+            )],
+        )
+    };
+    assert_eq!(post(&client, &c.url(0), &firing("firing")).await, Some(200));
+    wait_until("the slow step to start", 20, || async {
+        step_processes("sleep 38.5") == 1
+    })
+    .await;
+    let owner = c.sql("SELECT owner FROM runs WHERE runbook = 'slow'");
+    let other = usize::from(owner == "replica-0");
+    let t = Instant::now();
+    assert_eq!(
+        post(&client, &c.url(other), &firing("resolved")).await,
+        Some(200)
+    );
+    wait_until("the owner to stop the step", 10, || async {
+        step_processes("sleep 38.5") == 0
+    })
+    .await;
+    eprintln!(
+        "cancelled across replicas in {:?} (lease {LEASE}: heartbeats every 1s)",
+        t.elapsed()
+    );
+    wait_until("the run to be cancelled", 10, || async {
+        c.sql("SELECT state FROM runs WHERE runbook = 'slow'") == "cancelled"
+    })
+    .await;
+}

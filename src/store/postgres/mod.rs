@@ -56,6 +56,9 @@ const CLAIM_LOCK: i64 = 0x7275_6e62_6f6f_6b02;
 
 /// The channel ingests notify when they queue runs.
 const QUEUED_CHANNEL: &str = "runbookd_queued";
+/// The channel a replica notifies when it reloaded its runbooks (payload:
+/// its name), so that every replica reloads.
+const RELOAD_CHANNEL: &str = "runbookd_reload";
 
 /// A failure inside an operation: the database's (maybe worth retrying) or ours.
 enum Fail {
@@ -114,6 +117,7 @@ struct Inner {
     pool: Pool,
     write_error: Mutex<Option<String>>,
     queued: Arc<Notify>,
+    reloads: tokio::sync::broadcast::Sender<String>,
     listener: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -167,12 +171,14 @@ impl Postgres {
         let pool = pool(cfg.clone())?;
         migrate(&pool).await.map_err(Fail::into_store)?;
         let queued = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(cfg, queued.clone()));
+        let (reloads, _) = tokio::sync::broadcast::channel(16);
+        let listener = tokio::spawn(listen(cfg, queued.clone(), reloads.clone()));
         Ok(Postgres {
             inner: Arc::new(Inner {
                 pool,
                 write_error: Mutex::new(None),
                 queued,
+                reloads,
                 listener: Some(listener),
             }),
         })
@@ -200,6 +206,7 @@ impl Postgres {
                 pool,
                 write_error: Mutex::new(None),
                 queued: Arc::new(Notify::new()),
+                reloads: tokio::sync::broadcast::channel(1).0,
                 listener: None,
             }),
         })
@@ -231,6 +238,10 @@ impl Postgres {
 
     pub async fn queued_elsewhere(&self) {
         self.inner.queued.notified().await;
+    }
+
+    pub fn reloads(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.reloads.subscribe()
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -333,6 +344,14 @@ impl Postgres {
     pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
         transaction!(self, |tx| add_update(&tx, id, &u).await)
     }
+
+    #[must_use]
+    pub fn announce_reload(&self, origin: String) -> Pending<()> {
+        transaction!(self, |tx| tx
+            .execute("SELECT pg_notify($1, $2)", &[&RELOAD_CHANNEL, &origin])
+            .await
+            .map(|_| ()))
+    }
 }
 
 /// A transaction whose statements are prepared once per connection (the
@@ -409,17 +428,27 @@ async fn migrate(pool: &Pool) -> Op<()> {
 }
 
 /// Keeps a connection LISTENing for queued runs, reconnecting after failures.
-async fn listen(cfg: tokio_postgres::Config, queued: Arc<Notify>) {
+async fn listen(
+    cfg: tokio_postgres::Config,
+    queued: Arc<Notify>,
+    reloads: tokio::sync::broadcast::Sender<String>,
+) {
     use futures_util::StreamExt;
     loop {
         match cfg.connect(NoTls).await {
             Ok((client, mut connection)) => {
                 let wake = queued.clone();
+                let reload = reloads.clone();
                 let driver = tokio::spawn(async move {
                     let mut messages =
                         futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(m) = messages.next().await {
                         match m {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n))
+                                if n.channel() == RELOAD_CHANNEL =>
+                            {
+                                let _ = reload.send(n.payload().to_owned());
+                            }
                             Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
                                 wake.notify_waiters();
                             }
@@ -432,7 +461,7 @@ async fn listen(cfg: tokio_postgres::Config, queued: Arc<Notify>) {
                     }
                 });
                 if let Err(e) = client
-                    .batch_execute(&format!("LISTEN {QUEUED_CHANNEL}"))
+                    .batch_execute(&format!("LISTEN {QUEUED_CHANNEL}; LISTEN {RELOAD_CHANNEL}"))
                     .await
                 {
                     tracing::warn!(error = %e, "cannot LISTEN for queued runs; polling only");
@@ -927,12 +956,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     }))
 }
 
-async fn heartbeat(
-    tx: &Tx<'_>,
-    owner: &str,
-    runs: &[Lease],
-    lease: Duration,
-) -> Op<Heartbeat> {
+async fn heartbeat(tx: &Tx<'_>, owner: &str, runs: &[Lease], lease: Duration) -> Op<Heartbeat> {
     let ids: Vec<i64> = runs.iter().map(|l| l.run_id).collect();
     let fences: Vec<i64> = runs.iter().map(|l| l.fence).collect();
     let held: HashMap<i64, bool> = tx
