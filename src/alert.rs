@@ -187,32 +187,6 @@ struct RawAlert {
     fingerprint: String,
 }
 
-/// NUL characters (`\u0000` in the JSON) become U+FFFD at the edge: no
-/// store, log, argv or environment variable can carry a NUL (PostgreSQL's
-/// text refuses it, and C strings end at it), and refusing the notification
-/// would lose the other alerts of its group.
-fn no_nul(s: String) -> String {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}")
-    } else {
-        s
-    }
-}
-
-fn no_nul_labels(labels: Labels) -> Labels {
-    if labels
-        .iter()
-        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
-    {
-        labels
-            .into_iter()
-            .map(|(k, v)| (no_nul(k), no_nul(v)))
-            .collect()
-    } else {
-        labels
-    }
-}
-
 const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 impl Notification {
@@ -284,9 +258,7 @@ impl TryFrom<RawNotification> for Notification {
             .alerts
             .into_iter()
             .enumerate()
-            .map(|(i, mut a)| {
-                a.labels = no_nul_labels(a.labels);
-                a.annotations = no_nul_labels(a.annotations);
+            .map(|(i, a)| {
                 // Alertmanager's fingerprints are 16 hex digits; anything
                 // else is refused rather than carried into keys and steps.
                 let fingerprint = if a.fingerprint.is_empty() {
@@ -310,21 +282,21 @@ impl TryFrom<RawNotification> for Notification {
                     annotations: a.annotations,
                     starts_at: a.starts_at,
                     ends_at: a.ends_at.unwrap_or(zero),
-                    generator_url: no_nul(a.generator_url),
+                    generator_url: a.generator_url,
                     fingerprint,
                 })
             })
             .collect::<Result<_, _>>()?;
         Ok(Notification {
             version: raw.version,
-            group_key: no_nul(raw.group_key),
+            group_key: raw.group_key,
             truncated_alerts: raw.truncated_alerts,
             status: raw.status,
-            receiver: no_nul(raw.receiver),
-            group_labels: no_nul_labels(raw.group_labels),
-            common_labels: no_nul_labels(raw.common_labels),
-            common_annotations: no_nul_labels(raw.common_annotations),
-            external_url: no_nul(raw.external_url),
+            receiver: raw.receiver,
+            group_labels: raw.group_labels,
+            common_labels: raw.common_labels,
+            common_annotations: raw.common_annotations,
+            external_url: raw.external_url,
             alerts,
         })
     }

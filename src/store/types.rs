@@ -153,6 +153,44 @@ pub struct IncidentFilter {
     pub offset: Option<u32>,
 }
 
+impl IncidentFilter {
+    /// (limit, offset): 50 by default, 500 at most.
+    #[must_use]
+    pub fn page(&self) -> (u32, u32) {
+        (self.limit.unwrap_or(50).min(500), self.offset.unwrap_or(0))
+    }
+}
+
+/// ` FROM incidents i WHERE …` for a filter, with its arguments; `mark` is
+/// the backend's parameter prefix (`?` for SQLite, `$` for PostgreSQL).
+pub(crate) fn incident_filter(f: &IncidentFilter, mark: char) -> (String, Vec<String>) {
+    use std::fmt::Write as _;
+    let mut sql = String::from(" FROM incidents i WHERE 1 = 1");
+    let mut args: Vec<String> = Vec::new();
+    match f.status {
+        None => {}
+        Some(crate::incident::StatusFilter::Open) => sql.push_str(" AND status <> 'resolved'"),
+        Some(crate::incident::StatusFilter::Is(s)) => {
+            args.push(s.as_str().to_owned());
+            let _ = write!(sql, " AND status = {mark}{}", args.len());
+        }
+    }
+    if let Some(s) = &f.severity {
+        args.push(s.clone());
+        let _ = write!(sql, " AND severity = {mark}{}", args.len());
+    }
+    if let Some(rb) = &f.runbook {
+        // Runbook names are stored as a JSON list: match `"name"` literally.
+        let literal = rb
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        args.push(format!("%\"{literal}\"%"));
+        let _ = write!(sql, " AND runbooks LIKE {mark}{} ESCAPE '\\'", args.len());
+    }
+    (sql, args)
+}
+
 /// Numbers for `GET /api/v1/stats`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {

@@ -473,8 +473,9 @@ async fn cancellation_reaches_the_owner(b: &Backend) {
     );
 }
 
-/// Alert data with NUL characters (refused by PostgreSQL's text) is stored
-/// and read back on every backend: they become U+FFFD at the edge.
+/// Alert data with NUL characters is stored and read back on every backend
+/// (PostgreSQL's text refuses NUL: its display copy shows U+FFFD; the raw
+/// body keeps every byte, so steps see what Alertmanager sent).
 async fn nul_characters_are_stored_and_read(b: &Backend) {
     let r = b.replicas("nul", 1).await;
     let body = br#"{"receiver": "run\u0000bookd", "status": "firing", "version": "4", "groupKey": "g\u0000",
@@ -482,20 +483,37 @@ async fn nul_characters_are_stored_and_read(b: &Backend) {
                     "annotations": {"summary": "\u0000"}, "startsAt": "2026-11-24T08:00:00Z", "generatorURL": "http://x/\u0000"}]}"#
         .to_vec();
     let n = Notification::from_json(&body).unwrap();
-    let inc = ingest(&r[0], (n, body), &runbook("fix"))
+    let first = ingest(&r[0], (n.clone(), body.clone()), &runbook("fix"))
+        .await
+        .unwrap();
+    let again = ingest(&r[0], (n, body), &runbook("fix")).await.unwrap();
+    assert_eq!(
+        again.incident, first.incident,
+        "the same group, NUL and all"
+    );
+    let d = r[0].incident(first.incident.unwrap()).await.unwrap();
+    let shown = |s: &str| s.replace('\u{FFFD}', "\0");
+    assert_eq!(shown(&d.alerts[0].labels["instance"]), "a\0b");
+    assert_eq!(shown(&d.summary.receiver), "run\0bookd");
+    let (list, _) = r[0].incidents(IncidentFilter::default()).await.unwrap();
+    // SQLite's substr ends a subject at a NUL; a list shows what it can.
+    let subject = list[0].subject.clone().unwrap_or_default();
+    assert!(
+        subject.starts_with('a') && "a\0b".starts_with(&shown(&subject)),
+        "{subject:?}"
+    );
+    let c = r[0]
+        .claim(claim_req("a", 1, LONG, &[]))
         .await
         .unwrap()
-        .incident
-        .unwrap();
-    let d = r[0].incident(inc).await.unwrap();
-    assert_eq!(d.alerts[0].labels["instance"], "a\u{FFFD}b");
-    assert_eq!(d.summary.receiver, "run\u{FFFD}bookd");
-    let (list, _) = r[0].incidents(IncidentFilter::default()).await.unwrap();
-    assert_eq!(list[0].subject.as_deref(), Some("a\u{FFFD}b"));
+        .remove(0);
+    let raw = Notification::from_json(&c.body).unwrap();
+    assert_eq!(
+        raw.alerts[0].labels["instance"], "a\0b",
+        "steps see the bytes Alertmanager sent"
+    );
 }
 
-/// The incident moves through its lifecycle as runs start and end and
-/// alerts resolve; stats count it.
 async fn the_lifecycle_is_recorded(b: &Backend) {
     let r = b.replicas("lifecycle", 1).await;
     let m = runbook("fix");
@@ -774,4 +792,31 @@ fn a_store_url_is_parsed_at_the_edge() {
     let err = crate::helpers::stderr(&out);
     assert!(err.contains("expected sqlite:PATH or postgres://"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// Replicas starting together migrate once: one takes the migration lock,
+/// the others wait and find nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() {
+    if !pg::available() {
+        return;
+    }
+    let pg = Pg::start();
+    let url = pg.database();
+    let store = StoreUrl::Postgres(url.clone());
+    let (a, b, c) = tokio::join!(
+        Store::open(&store),
+        Store::open(&store),
+        Store::open(&store)
+    );
+    for s in [a, b, c] {
+        s.unwrap().ping().await.unwrap();
+    }
+    assert_eq!(
+        pg.psql(
+            &url,
+            "SELECT string_agg(version::text, ',') FROM schema_version"
+        ),
+        "1"
+    );
 }

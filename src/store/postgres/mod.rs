@@ -22,7 +22,6 @@
 //! (and polls each second as well, should a notification be missed).
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,7 +40,9 @@ use crate::incident::{
 use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::Severity;
-use crate::store::types::{alerts_ended_at, json, say, services, shortened, ts, UNMATCHED_KEPT};
+use crate::store::types::{
+    alerts_ended_at, incident_filter, json, say, services, shortened, ts, UNMATCHED_KEPT,
+};
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
     Lease, LiveChunk, Pending, Reap, Reaped, Result, RunbookMatch, Stats, StoreError,
@@ -522,8 +523,41 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// PostgreSQL's text cannot hold NUL: the copy of alert data this store
+/// keeps for display shows U+FFFD instead (the raw body, from which steps
+/// are rendered, keeps every byte; fingerprints are hexadecimal).
+fn text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn text_labels(labels: &crate::alert::Labels) -> crate::alert::Labels {
+    labels.iter().map(|(k, v)| (text(k), text(v))).collect()
+}
+
+fn storable(n: &crate::alert::Notification) -> std::borrow::Cow<'_, crate::alert::Notification> {
+    let has_nul = |s: &str| s.contains('\0');
+    let labels_nul = |l: &crate::alert::Labels| l.iter().any(|(k, v)| has_nul(k) || has_nul(v));
+    if !has_nul(&n.receiver)
+        && !has_nul(&n.group_key)
+        && !n.alerts.iter().any(|a| {
+            labels_nul(&a.labels) || labels_nul(&a.annotations) || has_nul(&a.generator_url)
+        })
+    {
+        return std::borrow::Cow::Borrowed(n);
+    }
+    let mut n = n.clone();
+    n.receiver = text(&n.receiver);
+    n.group_key = text(&n.group_key);
+    for a in &mut n.alerts {
+        a.labels = text_labels(&a.labels);
+        a.annotations = text_labels(&a.annotations);
+        a.generator_url = text(&a.generator_url);
+    }
+    std::borrow::Cow::Owned(n)
+}
+
 async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
-    let n = &input.notification;
+    let n = &*storable(&input.notification);
     let notification_id: i64 = tx
         .query_one(
             "INSERT INTO notifications (received_at, receiver, group_key, status, body) VALUES (now(), $1, $2, $3, $4) RETURNING id",
@@ -1148,11 +1182,19 @@ async fn add_update(tx: &Tx<'_>, id: IncidentId, u: &Update) -> Op<()> {
     {
         return Err(StoreError::NotFound(id.to_string()).into());
     }
-    timeline(tx, id.0, &u.author, "update", &u.message, u.status).await?;
+    timeline(
+        tx,
+        id.0,
+        &text(&u.author),
+        "update",
+        &text(&u.message),
+        u.status,
+    )
+    .await?;
     if let Some(rc) = &u.root_cause {
         tx.execute(
             "UPDATE incidents SET root_cause = $2 WHERE id = $1",
-            &[&id.0, rc],
+            &[&id.0, &text(rc)],
         )
         .await?;
     }
@@ -1231,28 +1273,10 @@ impl Postgres {
     pub async fn incidents(&self, f: IncidentFilter) -> Result<(Vec<IncidentSummary>, i64)> {
         async {
             let client = self.client().await?;
-            let mut sql = String::from(" FROM incidents i WHERE true");
-            let mut args: Vec<String> = Vec::new();
-            match f.status {
-                None => {}
-                Some(crate::incident::StatusFilter::Open) => sql.push_str(" AND status <> 'resolved'"),
-                Some(crate::incident::StatusFilter::Is(s)) => {
-                    args.push(s.as_str().to_owned());
-                    let _ = write!(sql, " AND status = ${}", args.len());
-                }
-            }
-            if let Some(s) = &f.severity {
-                args.push(s.clone());
-                let _ = write!(sql, " AND severity = ${}", args.len());
-            }
-            if let Some(rb) = &f.runbook {
-                args.push(format!("%\"{}\"%", rb.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
-                let _ = write!(sql, " AND runbooks LIKE ${} ESCAPE '\\'", args.len());
-            }
+            let (sql, args) = incident_filter(&f, '$');
             let params: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
             let total: i64 = client.query_one(&format!("SELECT COUNT(*){sql}"), &params).await?.get(0);
-            let limit = f.limit.unwrap_or(50).min(500);
-            let offset = f.offset.unwrap_or(0);
+            let (limit, offset) = f.page();
             let rows = client
                 .query(
                     &format!("SELECT {}{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}", *SUMMARY_COLUMNS),

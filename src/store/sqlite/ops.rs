@@ -2,7 +2,6 @@
 //! a group transaction, each query on a read connection.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +16,9 @@ use crate::incident::{
 use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::Severity;
-use crate::store::types::{json, now, say, services, shortened, ts, UNMATCHED_KEPT};
+use crate::store::types::{
+    incident_filter, json, now, say, services, shortened, ts, UNMATCHED_KEPT,
+};
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
     Lease, LiveChunk, Pending, Reap, Reaped, Result, RunbookMatch, Stats, StoreError,
@@ -96,9 +97,9 @@ static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
         .map(|l| format!("json_extract(labels, '$.{l}')"))
         .collect();
     format!(
-        "*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id) AS alert_count,
-         (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = incidents.id AND a.status = 'firing') AS firing_count,
-         (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = incidents.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
+        "i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id) AS alert_count,
+         (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id AND a.status = 'firing') AS firing_count,
+         (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = i.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
         subject.join(", ")
     )
 });
@@ -750,27 +751,9 @@ impl Sqlite {
     /// A database error.
     pub async fn incidents(&self, f: IncidentFilter) -> Result<(Vec<IncidentSummary>, i64)> {
         self.read(move |conn| {
-            let mut sql = String::from(" FROM incidents WHERE 1=1");
-            let mut args: Vec<String> = Vec::new();
-            match f.status {
-                None => {}
-                Some(crate::incident::StatusFilter::Open) => sql.push_str(" AND status != 'resolved'"),
-                Some(crate::incident::StatusFilter::Is(s)) => {
-                    args.push(s.as_str().to_owned());
-                    let _ = write!(sql, " AND status = ?{}", args.len());
-                }
-            }
-            if let Some(s) = &f.severity {
-                args.push(s.clone());
-                let _ = write!(sql, " AND severity = ?{}", args.len());
-            }
-            if let Some(rb) = &f.runbook {
-                args.push(format!("%\"{}\"%", rb.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
-                let _ = write!(sql, " AND runbooks LIKE ?{} ESCAPE '\\'", args.len());
-            }
+            let (sql, args) = incident_filter(&f, '?');
             let total: i64 = conn.query_row(&format!("SELECT COUNT(*){sql}"), rusqlite::params_from_iter(&args), |r| r.get(0))?;
-            let limit = f.limit.unwrap_or(50).min(500);
-            let offset = f.offset.unwrap_or(0);
+            let (limit, offset) = f.page();
             let mut stmt = conn.prepare(&format!("SELECT {}{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}", *SUMMARY_COLUMNS))?;
             let rows = stmt.query_map(rusqlite::params_from_iter(&args), summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok((rows, total))
@@ -785,7 +768,7 @@ impl Sqlite {
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         self.read(move |conn| {
             let (summary, root_cause) = conn
-                .query_row(&format!("SELECT {} FROM incidents WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
+                .query_row(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;
