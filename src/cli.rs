@@ -447,8 +447,8 @@ fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
 }
 
 fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<()> {
-    let mut attrs = vec![s.kind.to_owned()];
-    if s.kind != "manual" {
+    let mut attrs = vec![s.kind.as_str().to_owned()];
+    if s.kind != crate::plan::StepKind::Manual {
         attrs.push(format!("timeout {}", ms(s.timeout_ms)));
         if s.retries > 0 {
             attrs.push(format!(
@@ -619,7 +619,7 @@ impl RunObserver for Transcript {
         } else {
             String::new()
         };
-        say!("  > {} [{}]{retry}", step.name, step.kind);
+        say!("  > {} [{}]{retry}", step.name, step.kind.as_str());
         if let Some(script) = &step.script {
             for line in script.lines() {
                 say!("      $ {}", printable(line));
@@ -925,54 +925,33 @@ fn write_run_steps(out: &mut impl Write, r: &crate::incident::RunRecord) -> std:
         }
         Ok(())
     };
-    let steps = r.result.as_ref().and_then(|res| {
-        res["steps"]
-            .as_array()
-            .or_else(|| res["plan"]["steps"].as_array())
-    });
-    for step in steps.into_iter().flatten() {
-        let plan = if step["plan"].is_object() {
-            &step["plan"]
-        } else {
-            step
+    for (plan, record) in r.result.iter().flat_map(crate::incident::RunDetail::steps) {
+        let outcome = record.and_then(|s| s.outcome.as_ref());
+        let status = match (record, outcome) {
+            (None, _) => "planned",
+            (Some(_), None) => "open",
+            (Some(_), Some(o)) => o.status(),
         };
-        let status = step["outcome"]["status"]
-            .as_str()
-            .unwrap_or(if plan["kind"] == "manual" {
-                "open"
-            } else {
-                "planned"
-            });
-        let exit = step["outcome"]["exit_code"]
-            .as_i64()
-            .filter(|c| *c != 0)
-            .map(|c| format!(" (exit {c})"))
+        let detail = outcome
+            .and_then(crate::exec::StepOutcome::detail)
+            .map(|d| format!(" ({})", printable(&d)))
             .unwrap_or_default();
-        let took = step["duration_ms"]
-            .as_u64()
-            .map(|t| format!(" in {}", ms(t)))
+        let took = record
+            .map(|s| format!(" in {}", ms(s.duration_ms)))
             .unwrap_or_default();
-        writeln!(
-            out,
-            "    - {} {status}{exit}{took}",
-            step["name"].as_str().unwrap_or("?")
-        )?;
-        if let Some(script) = plan["script"].as_str() {
+        writeln!(out, "    - {} {status}{detail}{took}", plan.name)?;
+        if let Some(script) = &plan.script {
             for l in script.lines() {
                 writeln!(out, "        $ {}", printable(l))?;
             }
-        } else if let Some(argv) = plan["argv"].as_array() {
-            let words: Vec<String> = argv
-                .iter()
-                .map(|a| crate::runbook::shell_word(a.as_str().unwrap_or("")))
-                .collect();
-            writeln!(out, "        $ {}", printable(&words.join(" ")))?;
-        } else if let Some(text) = plan["text"].as_str() {
+        } else if let Some(command) = plan.command_line() {
+            writeln!(out, "        $ {}", printable(&command))?;
+        } else if let Some(text) = &plan.text {
             writeln!(out, "        [ ] {}", printable(text))?;
         }
-        if let Some(a) = step["attempts"].as_array().and_then(|a| a.last()) {
-            tail(out, '|', a["stdout"].as_str().unwrap_or(""))?;
-            tail(out, '!', a["stderr"].as_str().unwrap_or(""))?;
+        if let Some(a) = record.and_then(|s| s.attempts.last()) {
+            tail(out, '|', &a.stdout)?;
+            tail(out, '!', &a.stderr)?;
         }
     }
     if !r.live_output.is_empty() {

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::alert::Notification;
 use crate::exec::run::{Executor, RunObserver, RunOutcome, RunRequest, RunResult, StepRecord};
 use crate::exec::{StepOutcome, Stream};
-use crate::incident::RunState;
+use crate::incident::{RunDetail, RunState};
 use crate::metrics::Metrics;
 use crate::plan::{IncidentRef, Plan, StepPlan};
 use crate::runbook::RunbookSet;
@@ -505,7 +505,7 @@ impl Dispatcher {
             lease: c.lease,
             state: RunState::Failed,
             summary,
-            result: serde_json::Value::Null,
+            result: None,
         };
         let n = match Notification::from_json(&c.body) {
             Ok(n) => n,
@@ -581,7 +581,7 @@ impl Dispatcher {
             lease: c.lease,
             state,
             summary,
-            result: serde_json::to_value(&result).unwrap_or_default(),
+            result: Some(RunDetail::Executed(Box::new(result))),
         }
     }
 }
@@ -605,7 +605,10 @@ fn shadow_plan(
         lease: c.lease,
         state: RunState::Planned,
         summary: format!("shadow mode: {steps} step(s) would run; nothing was executed"),
-        result: serde_json::json!({ "shadow": true, "plan": run }),
+        result: Some(RunDetail::Planned {
+            shadow: true,
+            plan: run.cloned().map(Box::new),
+        }),
     }
 }
 

@@ -283,9 +283,57 @@ pub struct RunRecord {
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
     /// The run's record: every step's rendered command, output, outcome and timings.
-    pub result: Option<serde_json::Value>,
+    pub result: Option<RunDetail>,
     /// Output received so far from the step that is running.
     pub live_output: Vec<OutputChunk>,
+}
+
+/// What a finished run recorded: what it executed, or in shadow mode what
+/// it would have executed. Stored as JSON; read back typed (a record this
+/// runbookd cannot read is an error, never a guess).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RunDetail {
+    /// Shadow mode (`serve --plan`): `{"shadow": true, "plan": …}`.
+    Planned {
+        shadow: bool,
+        plan: Option<Box<crate::plan::RunPlan>>,
+    },
+    Executed(Box<crate::exec::run::RunResult>),
+}
+
+impl RunDetail {
+    /// Each step: its rendered plan and, when it ran, its record (a shadow
+    /// run's steps were planned, not run).
+    #[must_use]
+    pub fn steps(
+        &self,
+    ) -> Box<
+        dyn Iterator<
+                Item = (
+                    &crate::plan::StepPlan,
+                    Option<&crate::exec::run::StepRecord>,
+                ),
+            > + '_,
+    > {
+        match self {
+            RunDetail::Executed(r) => Box::new(r.steps.iter().map(|s| (&s.plan, Some(s)))),
+            RunDetail::Planned { plan, .. } => {
+                Box::new(plan.iter().flat_map(|p| p.steps.iter()).map(|p| (p, None)))
+            }
+        }
+    }
+
+    /// Manual steps reached and not done.
+    pub fn open_checklist(&self) -> impl Iterator<Item = &crate::exec::run::StepRecord> {
+        let steps = match self {
+            RunDetail::Executed(r) => r.steps.as_slice(),
+            RunDetail::Planned { .. } => &[],
+        };
+        steps
+            .iter()
+            .filter(|s| s.outcome.is_none() && s.plan.kind == crate::plan::StepKind::Manual)
+    }
 }
 
 /// A piece of output of a running step.

@@ -64,7 +64,7 @@ pub struct AlertPlan {
 }
 
 /// Why a run happens: remediation for a firing alert, `on_resolved` for a resolved one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Remediation,
@@ -100,7 +100,7 @@ impl std::str::FromStr for Phase {
 
 /// One runbook for one alert. `key` is unique: a notification resent by
 /// Alertmanager maps to the same key and never starts a second run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunPlan {
     pub runbook: String,
     pub title: String,
@@ -112,16 +112,17 @@ pub struct RunPlan {
     pub concurrency: u32,
     pub cooldown_ms: u64,
     pub cancel_on_resolved: bool,
+    #[serde(default)]
     pub idempotent: bool,
     /// The runbook's `run_as`, when it names one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<String>,
     pub steps: Vec<StepPlan>,
     pub on_failure: Vec<StepPlan>,
 }
 
 /// (runbook, fingerprint, startsAt): the identity of a run.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct RunKey {
     pub runbook: String,
     pub fingerprint: String,
@@ -129,11 +130,10 @@ pub struct RunKey {
 }
 
 /// One step, rendered.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepPlan {
     pub name: String,
-    /// `run`, `shell` or `manual`.
-    pub kind: &'static str,
+    pub kind: StepKind,
     /// The exact argv executed: the rendered `run:` list, or
     /// `["/bin/sh", "-c", script]`. `None` for manual and deferred steps.
     pub argv: Option<Vec<String>>,
@@ -152,7 +152,7 @@ pub struct StepPlan {
     /// `vars`); secrets show as `[redacted]`.
     pub env: BTreeMap<String, String>,
     /// Variables whose values are secrets, read when the step starts.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Secret>,
     pub timeout_ms: u64,
     pub retries: u32,
@@ -161,14 +161,51 @@ pub struct StepPlan {
     pub when: Option<WhenPlan>,
     /// Things left out or worth knowing (an alert value that cannot be
     /// passed to a program, say); the step still runs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Why this step cannot be rendered for this alert; it would fail.
     pub error: Option<String>,
 }
 
+impl StepPlan {
+    /// The command as a person would type it (the script of a shell step,
+    /// the argv of a run step quoted for display); `None` for a manual or
+    /// deferred step.
+    #[must_use]
+    pub fn command_line(&self) -> Option<String> {
+        self.script.clone().or_else(|| {
+            self.argv.as_ref().map(|argv| {
+                argv.iter()
+                    .map(|w| crate::runbook::shell_word(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        })
+    }
+}
+
+/// What a step does: run a program, run a shell script, or ask a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    Run,
+    Shell,
+    Manual,
+}
+
+impl StepKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Run => "run",
+            StepKind::Shell => "shell",
+            StepKind::Manual => "manual",
+        }
+    }
+}
+
 /// A step's `when` condition and what it decided.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WhenPlan {
     pub template: String,
     /// `run`, `skip`, or `at_run_time` when it reads an earlier step's result.
@@ -176,7 +213,7 @@ pub struct WhenPlan {
     pub rendered: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenDecision {
     Run,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
+use crate::exec::StepOutcome;
 use crate::incident::IncidentDetail;
 
 /// The default template.
@@ -104,67 +105,48 @@ pub fn context(d: &IncidentDetail) -> Value {
     let (mut well, mut wrong, mut actions) = (Vec::new(), Vec::new(), Vec::new());
     let mut first_step: Option<String> = None;
     for run in &d.runs {
-        for step in run
-            .result
-            .as_ref()
-            .and_then(|r| r["steps"].as_array())
-            .into_iter()
-            .flatten()
-        {
-            let name = step["name"].as_str().unwrap_or_default();
-            let at = step["started"].as_str().unwrap_or_default().to_owned();
-            let status = step["outcome"]["status"].as_str();
-            let label = format!("`{}` step `{name}`", run.runbook);
-            match status {
-                None => {
-                    actions.push(format!(
-                        "{} (checklist item of `{}`)",
-                        cell(step["plan"]["text"].as_str().unwrap_or_default()),
-                        run.runbook
-                    ));
-                    events.push((
-                        at,
-                        "runbookd".into(),
-                        format!("{label}: open checklist item"),
-                    ));
-                    continue;
+        let steps = match &run.result {
+            Some(crate::incident::RunDetail::Executed(r)) => r.steps.as_slice(),
+            _ => &[],
+        };
+        for step in steps {
+            let at = step
+                .started
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let label = format!("`{}` step `{}`", run.runbook, step.name);
+            let Some(outcome) = &step.outcome else {
+                actions.push(format!(
+                    "{} (checklist item of `{}`)",
+                    cell(step.plan.text.as_deref().unwrap_or_default()),
+                    run.runbook
+                ));
+                events.push((
+                    at,
+                    "runbookd".into(),
+                    format!("{label}: open checklist item"),
+                ));
+                continue;
+            };
+            match outcome {
+                StepOutcome::Succeeded => {
+                    well.push(format!("{label} succeeded in {} ms", step.duration_ms));
                 }
-                Some("succeeded") => {
-                    well.push(format!("{label} succeeded in {} ms", step["duration_ms"]));
+                StepOutcome::Skipped { .. } => {
+                    wrong.push(format!("{label} {}", cell(&outcome.sentence())));
                 }
-                Some("skipped") => wrong.push(format!(
-                    "{label} was skipped: {}",
-                    cell(step["outcome"]["reason"].as_str().unwrap_or_default())
-                )),
-                Some(other) => {
-                    let detail = match other {
-                        "failed" => {
-                            format!("failed with exit status {}", step["outcome"]["exit_code"])
-                        }
-                        "timed_out" => format!(
-                            "timed out ({})",
-                            cell(step["outcome"]["cause"].as_str().unwrap_or_default())
-                        ),
-                        "spawn_failed" => format!(
-                            "could not start: {}",
-                            cell(step["outcome"]["reason"].as_str().unwrap_or_default())
-                        ),
-                        "signalled" => {
-                            format!("was killed by signal {}", step["outcome"]["signal"])
-                        }
-                        _ => other.replace('_', " "),
-                    };
+                _ => {
+                    let detail = cell(&outcome.sentence());
                     wrong.push(format!("{label} {detail}"));
                     actions.push(format!("Fix or replace {label}: it {detail}"));
                 }
             }
-            if first_step.as_ref().is_none_or(|f| at < *f) && !at.is_empty() {
+            if first_step.as_ref().is_none_or(|f| at < *f) {
                 first_step = Some(at.clone());
             }
             events.push((
                 at,
                 "runbookd".into(),
-                format!("{label}: {}", status.unwrap_or_default().replace('_', " ")),
+                format!("{label}: {}", outcome.status().replace('_', " ")),
             ));
         }
     }

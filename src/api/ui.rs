@@ -145,14 +145,12 @@ fn human_secs(secs: i64) -> String {
     humantime::format_duration(Duration::from_secs(u64::try_from(secs).unwrap_or(0))).to_string()
 }
 
-fn human_ms(ms: &Value) -> String {
-    ms.as_u64().map_or_else(String::new, |ms| {
-        if ms < 1000 {
-            format!("{ms} ms")
-        } else {
-            humantime::format_duration(Duration::from_millis(ms - ms % 100)).to_string()
-        }
-    })
+fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        humantime::format_duration(Duration::from_millis(ms - ms % 100)).to_string()
+    }
 }
 
 fn mttr(v: Option<f64>) -> String {
@@ -268,52 +266,35 @@ fn parse_id(raw: &str) -> Result<IncidentId, ApiError> {
 }
 
 /// The page's view of one step record of a run.
-fn step_view(step: &Value) -> Value {
-    let outcome = &step["outcome"];
-    let status = outcome["status"].as_str().unwrap_or("open");
-    let detail = match status {
-        "failed" => format!("exit status {}", outcome["exit_code"]),
-        "timed_out" => format!(
-            "timed out: {}",
-            outcome["cause"].as_str().unwrap_or_default()
-        ),
-        "signalled" => format!(
-            "signal {}{}",
-            outcome["signal"],
-            outcome["cause"]
-                .as_str()
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default()
-        ),
-        "spawn_failed" | "skipped" => outcome["reason"].as_str().unwrap_or_default().to_owned(),
-        _ => String::new(),
+/// One step as the incident page shows it: planned (shadow mode), open
+/// (a manual step reached), or what happened, attempt by attempt.
+fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::exec::run::StepRecord>) -> Value {
+    let outcome = record.and_then(|r| r.outcome.as_ref());
+    let status = match (record, outcome) {
+        (None, _) => "planned",
+        (Some(_), None) => "open",
+        (Some(_), Some(o)) => o.status(),
     };
-    let plan = &step["plan"];
-    let command = plan["script"].as_str().map(ToOwned::to_owned).or_else(|| {
-        plan["argv"].as_array().map(|a| {
-            a.iter()
-                .map(|w| crate::runbook::shell_word(w.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-    });
-    let attempts: Vec<Value> = step["attempts"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let attempts: Vec<Value> = record
+        .map(|r| r.attempts.as_slice())
+        .unwrap_or_default()
+        .iter()
         .map(|a| {
-            let applied: Vec<&str> = a["sandbox"]["applied"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let omitted = |t: &str| t.contains("bytes of output omitted");
             json!({
-                "attempt": a["attempt"], "status": a["outcome"]["status"], "duration": human_ms(&a["duration_ms"]),
-                "stdout": a["stdout"], "stderr": a["stderr"], "stdout_bytes": a["stdout_bytes"], "stderr_bytes": a["stderr_bytes"],
-                "truncated": a["stdout"].as_str().is_some_and(|t| t.contains("bytes of output omitted")) || a["stderr"].as_str().is_some_and(|t| t.contains("bytes of output omitted")),
-                "sandbox": applied.join(", "),
+                "attempt": a.attempt, "status": a.outcome.status(), "duration": human_ms(a.duration_ms),
+                "stdout": a.stdout, "stderr": a.stderr, "stdout_bytes": a.stdout_bytes, "stderr_bytes": a.stderr_bytes,
+                "truncated": omitted(&a.stdout) || omitted(&a.stderr),
+                "sandbox": a.sandbox.applied.join(", "),
             })
         })
         .collect();
     json!({
-        "name": step["name"], "kind": plan["kind"], "on_failure": step["phase"] == "on_failure", "status": status,
-        "duration": human_ms(&step["duration_ms"]), "detail": detail, "command": command, "text": plan["text"], "attempts": attempts,
+        "name": plan.name, "kind": plan.kind.as_str(),
+        "on_failure": record.is_some_and(|r| r.phase == crate::exec::run::StepPhase::OnFailure),
+        "status": status, "duration": record.map(|r| human_ms(r.duration_ms)).unwrap_or_default(),
+        "detail": outcome.and_then(crate::exec::StepOutcome::detail).unwrap_or_default(),
+        "command": plan.command_line(), "text": plan.text, "attempts": attempts,
     })
 }
 
@@ -331,16 +312,12 @@ async fn incident(
         .runs
         .iter()
         .map(|r| {
-            let steps: Vec<Value> = match &r.result {
-                Some(res) if res["shadow"] == true => res["plan"]["steps"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|p| step_view(&json!({"name": p["name"], "plan": p, "outcome": {"status": "planned"}, "attempts": []})))
-                    .collect(),
-                Some(res) => res["steps"].as_array().into_iter().flatten().map(step_view).collect(),
-                None => Vec::new(),
-            };
+            let steps: Vec<Value> = r
+                .result
+                .iter()
+                .flat_map(crate::incident::RunDetail::steps)
+                .map(|(plan, record)| step_view(plan, record))
+                .collect();
             let live = live_text(&r.live_output);
             // Open what needs attention and the latest run; earlier
             // successful runs stay folded.

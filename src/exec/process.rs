@@ -32,7 +32,7 @@ use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
 use crate::plan::millis;
 
 /// How a step attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepOutcome {
     Succeeded,
@@ -61,6 +61,43 @@ impl StepOutcome {
             StepOutcome::SpawnFailed { .. } => "spawn_failed",
             StepOutcome::Skipped { .. } => "skipped",
             StepOutcome::Cancelled => "cancelled",
+        }
+    }
+
+    /// What people read beside the status: `exit status 2`, `signal 9:
+    /// memory limit exceeded`, the timeout's cause, why it was skipped or
+    /// could not start. The UI and `incidents show` print this.
+    #[must_use]
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            StepOutcome::Failed { exit_code } => Some(format!("exit status {exit_code}")),
+            StepOutcome::Signalled { signal, cause } => Some(match cause {
+                Some(c) => format!("signal {signal}: {c}"),
+                None => format!("signal {signal}"),
+            }),
+            StepOutcome::TimedOut { cause, .. } => Some(format!("timed out: {cause}")),
+            StepOutcome::SpawnFailed { reason } | StepOutcome::Skipped { reason } => {
+                Some(reason.clone())
+            }
+            StepOutcome::Succeeded | StepOutcome::Cancelled => None,
+        }
+    }
+
+    /// The outcome as the end of a sentence about the step (postmortems):
+    /// `failed with exit status 2`, `was skipped: …`.
+    #[must_use]
+    pub fn sentence(&self) -> String {
+        match self {
+            StepOutcome::Succeeded => "succeeded".into(),
+            StepOutcome::Failed { exit_code } => format!("failed with exit status {exit_code}"),
+            StepOutcome::Signalled { signal, cause } => match cause {
+                Some(c) => format!("was killed by signal {signal} ({c})"),
+                None => format!("was killed by signal {signal}"),
+            },
+            StepOutcome::TimedOut { cause, .. } => format!("timed out ({cause})"),
+            StepOutcome::SpawnFailed { reason } => format!("could not start: {reason}"),
+            StepOutcome::Skipped { reason } => format!("was skipped: {reason}"),
+            StepOutcome::Cancelled => "was cancelled".into(),
         }
     }
 

@@ -47,7 +47,7 @@ impl Drop for Executor {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     Succeeded,
@@ -58,7 +58,7 @@ pub enum RunOutcome {
 }
 
 /// Which list a step belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepPhase {
     Steps,
@@ -67,7 +67,7 @@ pub enum StepPhase {
 }
 
 /// One process run of a step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Attempt {
     pub attempt: u32,
     pub outcome: StepOutcome,
@@ -87,7 +87,7 @@ pub struct Attempt {
 }
 
 /// What happened to one step: its rendered command and every attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepRecord {
     pub name: String,
     pub phase: StepPhase,
@@ -102,7 +102,7 @@ pub struct StepRecord {
 }
 
 /// A finished run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunResult {
     pub runbook: String,
     pub fingerprint: String,
@@ -502,7 +502,7 @@ impl Executor {
                     w.rendered.as_deref().unwrap_or_default()
                 ),
             })
-        } else if plan.kind == "manual" {
+        } else if plan.kind == crate::plan::StepKind::Manual {
             None
         } else if cancel.is_cancelled() {
             Some(StepOutcome::Cancelled)

@@ -177,7 +177,7 @@ pub struct StepOptions {
 }
 
 /// Which layers a step ran with, and which default layers the host lacked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SandboxRecord {
     pub applied: Vec<String>,
     pub unavailable: Vec<String>,

@@ -24,7 +24,9 @@ use crate::matcher::{MatchOp, Matcher};
 use crate::template::Template;
 
 /// Incident severity, `sev1` (worst) to `sev4`. Orders worst first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Sev1,
@@ -124,7 +126,7 @@ pub enum EnvValue {
 
 /// Where a secret's value comes from. The value itself is never in a plan,
 /// an incident record or a log: they show `[redacted]`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Secret {
     /// `{secret_file: PATH}`: the file's content, trailing newline removed.
@@ -214,11 +216,11 @@ impl Action {
     }
 
     #[must_use]
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> crate::plan::StepKind {
         match self {
-            Action::Run(_) => "run",
-            Action::Shell(_) => "shell",
-            Action::Manual(_) => "manual",
+            Action::Run(_) => crate::plan::StepKind::Run,
+            Action::Shell(_) => crate::plan::StepKind::Shell,
+            Action::Manual(_) => crate::plan::StepKind::Manual,
         }
     }
 }

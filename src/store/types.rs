@@ -113,7 +113,7 @@ pub struct Finished {
     /// How it ended (an outcome, or `planned` / `interrupted`).
     pub state: RunState,
     pub summary: String,
-    pub result: serde_json::Value,
+    pub result: Option<crate::incident::RunDetail>,
 }
 
 /// Whether a run's end was recorded.
@@ -292,6 +292,18 @@ pub(crate) fn alerts_ended_at<'a>(
     Some(latest.clamp(opened, Utc::now().max(opened)))
 }
 
+/// A stored run record, typed; one this runbookd cannot read (a newer
+/// runbookd wrote it) is an error, never a guess.
+pub(crate) fn run_detail(
+    raw: Option<&str>,
+) -> std::result::Result<Option<crate::incident::RunDetail>, String> {
+    match raw {
+        None => Ok(None),
+        Some(s) => serde_json::from_str::<Option<crate::incident::RunDetail>>(s)
+            .map_err(|e| format!("a run record this runbookd cannot read: {e}")),
+    }
+}
+
 /// Manual steps reached and not done: the incident's open checklist.
 pub(crate) fn checklist(
     runs: &[crate::incident::RunRecord],
@@ -299,17 +311,12 @@ pub(crate) fn checklist(
     runs.iter()
         .filter_map(|run| run.result.as_ref().map(|res| (run, res)))
         .flat_map(|(run, res)| {
-            res["steps"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|s| s["outcome"].is_null() && s["plan"]["kind"] == "manual")
+            res.open_checklist()
                 .map(move |s| crate::incident::ChecklistItem {
                     run_id: run.id,
                     runbook: run.runbook.clone(),
-                    step: s["name"].as_str().unwrap_or_default().to_owned(),
-                    text: s["plan"]["text"].as_str().unwrap_or_default().to_owned(),
+                    step: s.name.clone(),
+                    text: s.plan.text.clone().unwrap_or_default(),
                 })
         })
         .collect()

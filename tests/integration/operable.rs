@@ -532,7 +532,7 @@ async fn incidents_show_prints_steps_output_and_checklist() {
     let text = crate::helpers::stdout(&out);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
     for needle in [
-        "- usage failed (exit 3)",
+        "- usage failed (exit status 3)",
         "$ echo filesystem-usage-97",
         "| filesystem-usage-97",
         "! cannot-clean",

@@ -117,7 +117,7 @@ fn finished(c: &Claimed, state: RunState) -> Finished {
         lease: c.lease,
         state,
         summary: format!("{state} in a test"),
-        result: serde_json::Value::Null,
+        result: None,
     }
 }
 

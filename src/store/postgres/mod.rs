@@ -41,7 +41,8 @@ use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::Severity;
 use crate::store::types::{
-    alerts_ended_at, incident_filter, json, say, services, shortened, ts, UNMATCHED_KEPT,
+    alerts_ended_at, incident_filter, json, run_detail, say, services, shortened, ts,
+    UNMATCHED_KEPT,
 };
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
@@ -1329,7 +1330,7 @@ impl Postgres {
                     queued_at: ts(r.get(7)),
                     started_at: r.get::<_, Option<DateTime<Utc>>>(8).map(ts),
                     ended_at: r.get::<_, Option<DateTime<Utc>>>(9).map(ts),
-                    result: r.get::<_, Option<&str>>(10).and_then(|s| serde_json::from_str(s).ok()),
+                    result: run_detail(r.get(10)).map_err(StoreError::Invalid)?,
                     live_output: Vec::new(),
                 });
             }

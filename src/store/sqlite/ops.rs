@@ -17,7 +17,7 @@ use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::Severity;
 use crate::store::types::{
-    incident_filter, json, now, say, services, shortened, ts, UNMATCHED_KEPT,
+    incident_filter, json, now, run_detail, say, services, shortened, ts, UNMATCHED_KEPT,
 };
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
@@ -799,7 +799,9 @@ impl Sqlite {
                         queued_at: r.get(7)?,
                         started_at: r.get(8)?,
                         ended_at: r.get(9)?,
-                        result: r.get::<_, Option<String>>(10)?.and_then(|s| serde_json::from_str(&s).ok()),
+                        result: run_detail(r.get::<_, Option<String>>(10)?.as_deref()).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
+                        })?,
                         live_output: Vec::new(),
                     })
                 })?
