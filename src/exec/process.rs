@@ -9,7 +9,7 @@
 //! for output, then whatever is left of the group is killed, and reading stops
 //! at a hard deadline, so a background grandchild can neither hold the step
 //! open nor outlive it. Dropping the future kills the group too.
-#![allow(unsafe_code)] // pidfd_open and killpg are raw syscalls, reasons inline
+#![allow(unsafe_code)] // pidfd_open is a raw syscall (nix has no wrapper), reason inline
 
 use std::collections::BTreeMap;
 use std::io;
@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -295,14 +296,14 @@ pub async fn run(
     if stop.is_some() {
         // TERM the whole group, give it the grace period (leader exit and
         // output closed), then KILL whatever is left.
-        signal_group(pid, libc::SIGTERM);
+        signal_group(pid, Signal::SIGTERM);
         let grace_end = Instant::now() + settings.kill_grace;
         let _ = timeout_at(grace_end, exited.readable()).await;
         let _ = timeout_at(grace_end, readers.done()).await;
         stragglers_killed = cgroup
             .as_ref()
             .is_some_and(super::cgroup::StepCgroup::populated);
-        signal_group(pid, libc::SIGKILL);
+        signal_group(pid, Signal::SIGKILL);
         if let Some(cg) = &cgroup {
             cg.kill();
         }
@@ -316,7 +317,7 @@ pub async fn run(
         .as_ref()
         .is_some_and(super::cgroup::StepCgroup::populated);
     stragglers_killed |= populated || !drained;
-    signal_group(pid, libc::SIGKILL);
+    signal_group(pid, Signal::SIGKILL);
     if let Some(cg) = cgroup.as_ref().filter(|_| populated || !drained) {
         cg.kill();
     }
@@ -329,8 +330,10 @@ pub async fn run(
         readers.abort();
         output_abandoned = true;
     }
-    let status = child.wait().await;
+    // The group is killed before the leader is reaped, never after: once
+    // reaped, its process-group id may belong to someone else.
     drop(guard);
+    let status = child.wait().await;
     let oom = cgroup
         .as_ref()
         .is_some_and(super::cgroup::StepCgroup::oom_killed);
@@ -381,16 +384,14 @@ struct GroupGuard(i32);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        signal_group(self.0, libc::SIGKILL);
+        signal_group(self.0, Signal::SIGKILL);
     }
 }
 
-fn signal_group(pgid: i32, signal: libc::c_int) {
-    // SAFETY: kill(2) with a negative pid signals that process group. The
-    // caller keeps the group leader unreaped, so the id cannot have been reused.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
+/// Signals the step's process group. The caller keeps the group leader
+/// unreaped, so the id cannot have been reused.
+fn signal_group(pgid: i32, signal: Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
 }
 
 fn pidfd(pid: i32) -> io::Result<AsyncFd<OwnedFd>> {

@@ -717,3 +717,70 @@ fn a_gibibyte_of_output_keeps_runbookd_memory_bounded() {
         "peak RSS {peak_mib} MiB grew with the output"
     );
 }
+
+/// A step's process group is signalled only while its leader is unreaped:
+/// once reaped, the group id can be reused by an unrelated process group,
+/// which a late `kill(-pgid)` would hit. Checked on the real binary under
+/// strace: every `kill(-PGID, …)` comes before the wait that reaps PGID.
+#[test]
+fn a_process_group_is_never_signalled_after_its_leader_is_reaped() {
+    let strace = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok();
+    if !require(strace, "strace (Debian package strace)") {
+        return;
+    }
+    let dir = runbook_dir(&[(
+        "t.yaml",
+        "matchers: [alertname=T]\nsteps:\n  - name: quick\n    run: ['true']\n  - name: slower\n    run: [sleep, '0.2']\n  - name: failing\n    run: ['false']\n    continue_on_failure: true\n",
+    )]);
+    let alert = write_alert(dir.path(), &json!({"alertname": "T"}));
+    let trace = dir.path().join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=kill,wait4,waitid", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["run", "--alert"])
+        .arg(&alert)
+        .arg("--runbooks")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let kill = regex::Regex::new(r"\bkill\(-(\d+), SIG\w+\)").unwrap();
+    let reaped = regex::Regex::new(r"\b(?:wait4|waitid)\b.*= (\d+)$|resumed>.*= (\d+)$").unwrap();
+    let mut reaped_at: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    let mut kills: Vec<(u32, usize)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if let Some(c) = kill.captures(line) {
+            kills.push((c[1].parse().unwrap(), n));
+        }
+        if let Some(c) = reaped.captures(line) {
+            let pid: u32 = c.get(1).or(c.get(2)).unwrap().as_str().parse().unwrap();
+            reaped_at.entry(pid).or_insert(n);
+        }
+    }
+    let checked: Vec<u32> = kills
+        .iter()
+        .filter(|(pgid, _)| reaped_at.contains_key(pgid))
+        .map(|(pgid, _)| *pgid)
+        .collect();
+    assert!(
+        checked.len() >= 3,
+        "the three steps' groups are signalled and reaped: {kills:?} {reaped_at:?}\n{text}"
+    );
+    for (pgid, at) in &kills {
+        if let Some(reap) = reaped_at.get(pgid) {
+            assert!(
+                at < reap,
+                "kill(-{pgid}) at trace line {at} after its leader was reaped at line {reap}:\n{text}"
+            );
+        }
+    }
+}
