@@ -117,6 +117,10 @@ pub struct Postgres {
 
 struct Inner {
     pool: Pool,
+    /// Connections of their own for claims, heartbeats, ends and takeovers:
+    /// a flood of webhooks waiting for the general pool must not delay a
+    /// lease renewal into self-fencing.
+    leases: Pool,
     write_error: Mutex<Option<String>>,
     queued: Arc<Notify>,
     reloads: tokio::sync::broadcast::Sender<String>,
@@ -145,7 +149,7 @@ fn config(url: &str) -> Result<tokio_postgres::Config> {
     Ok(cfg)
 }
 
-fn pool(cfg: tokio_postgres::Config) -> Result<Pool> {
+fn new_pool(cfg: tokio_postgres::Config, size: usize) -> Result<Pool> {
     let manager = Manager::from_config(
         cfg,
         NoTls,
@@ -154,7 +158,7 @@ fn pool(cfg: tokio_postgres::Config) -> Result<Pool> {
         },
     );
     Pool::builder(manager)
-        .max_size(16)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(10)))
         .create_timeout(Some(Duration::from_secs(5)))
@@ -170,7 +174,8 @@ impl Postgres {
     /// When PostgreSQL cannot be reached or migrated.
     pub async fn open(url: &str) -> Result<Postgres> {
         let cfg = config(url)?;
-        let pool = pool(cfg.clone())?;
+        let pool = new_pool(cfg.clone(), 16)?;
+        let leases = new_pool(cfg.clone(), 4)?;
         migrate(&pool).await.map_err(Fail::into_store)?;
         let queued = Arc::new(Notify::new());
         let (reloads, _) = tokio::sync::broadcast::channel(16);
@@ -178,6 +183,7 @@ impl Postgres {
         Ok(Postgres {
             inner: Arc::new(Inner {
                 pool,
+                leases,
                 write_error: Mutex::new(None),
                 queued,
                 reloads,
@@ -191,7 +197,9 @@ impl Postgres {
     /// # Errors
     /// When PostgreSQL cannot be reached or holds no runbookd store.
     pub async fn open_read_only(url: &str) -> Result<Postgres> {
-        let pool = pool(config(url)?)?;
+        let cfg = config(url)?;
+        let leases = new_pool(cfg.clone(), 1)?;
+        let pool = new_pool(cfg, 4)?;
         let client = pool.get().await.map_err(|e| Fail::from(e).into_store())?;
         let exists: bool = client
             .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
@@ -206,6 +214,7 @@ impl Postgres {
         Ok(Postgres {
             inner: Arc::new(Inner {
                 pool,
+                leases,
                 write_error: Mutex::new(None),
                 queued: Arc::new(Notify::new()),
                 reloads: tokio::sync::broadcast::channel(1).0,
@@ -264,14 +273,17 @@ impl Postgres {
 /// Runs `$op` (an expression using `$tx`, a fresh transaction) and commits,
 /// again when it conflicted with another replica's transaction.
 macro_rules! transaction {
-    ($self:ident, |$tx:ident| $op:expr) => {{
+    ($self:ident, |$tx:ident| $op:expr) => {
+        transaction!($self, pool, |$tx| $op)
+    };
+    ($self:ident, $pool:ident, |$tx:ident| $op:expr) => {{
         let this = $self.clone();
         Box::pin(async move {
             let mut tries = 0;
             let result = loop {
                 tries += 1;
                 let attempt: Op<_> = async {
-                    let mut client = this.inner.pool.get().await?;
+                    let mut client = this.inner.$pool.get().await?;
                     let $tx = Tx(client.transaction().await?);
                     let value = $op;
                     let value = value?;
@@ -306,7 +318,7 @@ impl Postgres {
 
     #[must_use]
     pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
-        transaction!(self, |tx| claim(&tx, &req).await)
+        transaction!(self, leases, |tx| claim(&tx, &req).await)
     }
 
     #[must_use]
@@ -316,7 +328,7 @@ impl Postgres {
         runs: Vec<Lease>,
         lease: Duration,
     ) -> Pending<Heartbeat> {
-        transaction!(self, |tx| heartbeat(&tx, &owner, &runs, lease).await)
+        transaction!(self, leases, |tx| heartbeat(&tx, &owner, &runs, lease).await)
     }
 
     pub fn append_output(
@@ -329,17 +341,17 @@ impl Postgres {
 
     #[must_use]
     pub fn finish(&self, f: Finished) -> Pending<FinishOutcome> {
-        transaction!(self, |tx| finish(&tx, &f).await)
+        transaction!(self, leases, |tx| finish(&tx, &f).await)
     }
 
     #[must_use]
     pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
-        transaction!(self, |tx| reap(&tx, &scope).await)
+        transaction!(self, leases, |tx| reap(&tx, &scope).await)
     }
 
     #[must_use]
     pub fn lead(&self, owner: String, lease: Duration) -> Pending<bool> {
-        transaction!(self, |tx| lead(&tx, &owner, lease).await)
+        transaction!(self, leases, |tx| lead(&tx, &owner, lease).await)
     }
 
     #[must_use]
