@@ -372,8 +372,10 @@ impl ServerConfig {
             cfg.max_concurrent_steps >= 1,
             "limits.max_concurrent_steps must be at least 1"
         );
+        // Leases only matter to replicas sharing a PostgreSQL store.
+        let shared = matches!(cfg.store, Some(crate::store::StoreUrl::Postgres(_)));
         anyhow::ensure!(
-            cfg.lease >= cfg.fence_margin() + cfg.lease / 3 + Duration::from_millis(500),
+            !shared || cfg.lease >= cfg.fence_margin() + cfg.lease / 3 + Duration::from_millis(500),
             "cluster.lease ({}) is too short for sandbox.kill_grace ({}): a replica that cannot renew its leases must be able to stop its steps before they expire; make it at least 2 × the kill grace + 1s",
             humantime::format_duration(cfg.lease),
             humantime::format_duration(cfg.kill_grace)

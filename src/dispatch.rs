@@ -109,8 +109,13 @@ pub struct Dispatcher {
     pub replica: Replica,
     wake: Notify,
     running: Mutex<HashMap<i64, Held>>,
+    /// Cancellations asked for runs not registered yet (SQLite: a resolved
+    /// notification committed together with the run's claim).
+    early_cancels: Mutex<std::collections::HashSet<i64>>,
     tasks: TaskTracker,
     stop: CancellationToken,
+    /// Cancelled when the claim loop has returned: no run starts after it.
+    claiming_done: CancellationToken,
 }
 
 /// Matches the notification's alerts and records everything in one transaction.
@@ -175,8 +180,10 @@ impl Dispatcher {
             replica,
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            early_cancels: Mutex::new(std::collections::HashSet::new()),
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
+            claiming_done: CancellationToken::new(),
         })
     }
 
@@ -193,6 +200,13 @@ impl Dispatcher {
         for id in ids {
             if let Some(h) = running.get(id) {
                 h.cancel.cancel();
+            } else if self.store.sharing() == Sharing::Exclusive {
+                // Every running run of a SQLite store is this process's:
+                // this one is being registered right now.
+                self.early_cancels
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(*id);
             }
         }
     }
@@ -200,6 +214,7 @@ impl Dispatcher {
     /// Claims and starts runs until [`Dispatcher::shutdown`]; renews the
     /// leases of the runs it executes; reaps expired leases when it leads.
     pub async fn run(self: Arc<Self>) {
+        let _done = self.claiming_done.clone().drop_guard();
         let gauges = self.clone();
         let stop = self.stop.clone();
         tokio::spawn(async move {
@@ -256,6 +271,14 @@ impl Dispatcher {
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .insert(c.lease.run_id, held.clone());
+                            if self
+                                .early_cancels
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .remove(&c.lease.run_id)
+                            {
+                                held.cancel.cancel();
+                            }
                             let this = self.clone();
                             self.tasks.spawn(async move { this.execute(c, held).await });
                         }
@@ -328,7 +351,12 @@ impl Dispatcher {
                     live.push(h);
                 }
             }
-            if live.is_empty() || last_beat.elapsed() < every {
+            if live.is_empty() {
+                // Nothing to renew: the next beat is a whole period away.
+                last_beat = std::time::Instant::now();
+                continue;
+            }
+            if last_beat.elapsed() < every {
                 continue;
             }
             let asked = std::time::Instant::now();
@@ -349,8 +377,19 @@ impl Dispatcher {
             .await;
             match beat {
                 Ok(Ok(beat)) => {
+                    let running: std::collections::HashSet<i64> = self
+                        .running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .keys()
+                        .copied()
+                        .collect();
                     for h in &live {
                         let id = h.lease.run_id;
+                        if !running.contains(&id) {
+                            // It ended (and was recorded) meanwhile.
+                            continue;
+                        }
                         if beat.lost.contains(&id) {
                             tracing::warn!(
                                 run = id,
@@ -417,6 +456,9 @@ impl Dispatcher {
     /// them; runs stopped this way are recorded `interrupted`.
     pub async fn shutdown(&self, grace: Duration) {
         self.stop.cancel();
+        // A claim in flight when the stop came still starts its runs: wait
+        // for it, so that they are waited for (and stopped) below too.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.claiming_done.cancelled()).await;
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait())
             .await
@@ -453,10 +495,15 @@ impl Dispatcher {
         }
         Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
         self.record(&held, finished).await;
+        self.free(c.lease.run_id);
+    }
+
+    /// The run no longer takes one of this replica's slots.
+    fn free(&self, run: i64) {
         self.running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&c.lease.run_id);
+            .remove(&run);
         self.wake();
     }
 
@@ -469,33 +516,40 @@ impl Dispatcher {
             tracing::warn!(run, "this replica no longer holds the run: its end is recorded by the replica that takes it over");
             return;
         }
-        let give_up = match self.store.sharing() {
-            Sharing::Shared => self.replica.lease.saturating_sub(self.replica.fence_margin),
-            Sharing::Exclusive => Duration::from_secs(30),
-        };
-        let started = std::time::Instant::now();
+        let exclusive = self.store.sharing() == Sharing::Exclusive;
+        // Queued now (SQLite queues a write when it is asked for): freeing
+        // the slot before waiting lets the next claim share its group commit.
+        // A shared store keeps the slot, and the lease renewed, until then.
+        let mut pending = self.store.finish(finished.clone());
+        if exclusive {
+            self.free(run);
+        }
+        let give_up = self.replica.lease.saturating_sub(self.replica.fence_margin);
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.store.finish(finished.clone()).await {
+            match pending.await {
                 Ok(FinishOutcome::Recorded) => return,
                 Ok(FinishOutcome::Fenced) => {
                     tracing::warn!(run, fence = held.lease.fence, "the run was taken over while this replica ran it: its end is not recorded here");
                     return;
                 }
-                Err(e)
-                    if started.elapsed() < give_up
-                        && (self.store.sharing() == Sharing::Exclusive
-                            || held.since_renewal() < give_up) =>
-                {
+                // One process holds a SQLite store: nobody else will record
+                // this run, so keep trying (a full disk, say) until stopped;
+                // a restart marks it interrupted otherwise.
+                Err(e) if exclusive && !self.stop.is_cancelled() => {
                     tracing::warn!(run, error = %e, "cannot record the end of a run yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) if !exclusive && held.since_renewal() < give_up => {
+                    tracing::warn!(run, error = %e, "cannot record the end of a run yet; retrying");
                 }
                 Err(e) => {
                     tracing::error!(run, error = %e, "cannot record the end of a run; it is taken over after its lease (or marked interrupted at the next start)");
                     return;
                 }
             }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+            pending = self.store.finish(finished.clone());
         }
     }
 
@@ -706,7 +760,7 @@ impl StoreObserver {
 }
 
 impl RunObserver for StoreObserver {
-    fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {
+    fn may_start(&self) -> bool {
         if let Some((held, fence_after)) = &self.held {
             if !held.released() && held.since_renewal() >= *fence_after {
                 tracing::error!(
@@ -715,7 +769,12 @@ impl RunObserver for StoreObserver {
                 );
                 held.release();
             }
+            return !held.released();
         }
+        true
+    }
+
+    fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {
         self.metrics.running_steps.inc();
     }
 

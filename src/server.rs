@@ -90,6 +90,20 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a directory that others may use for a SQLite store named by
+/// hand: steps cannot see anything in it, and its files hold every alert.
+fn own_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read the store's directory `{}`", dir.display()))?;
+    anyhow::ensure!(
+        meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode().trailing_zeros() >= 6,
+        "the SQLite store's directory `{}` must belong to runbookd's user with no access for others (mode 0700): steps cannot see anything in it, so give the store a directory of its own, e.g. /var/lib/runbookd/runbookd.db",
+        dir.display()
+    );
+    Ok(())
+}
+
 /// Removes group and other access from `path`, saying so when it had any.
 fn restrict(path: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
@@ -119,9 +133,24 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         tracing::warn!("{w}");
     }
     let url = cfg.store();
-    if let StoreUrl::Sqlite(db) = &url {
-        let dir = db.parent().filter(|d| !d.as_os_str().is_empty());
-        private_dir(dir.unwrap_or(Path::new(".")))?;
+    match (&cfg.store, &url) {
+        // The data dir is runbookd's own: made, or tightened to, 0700.
+        (None, _) => private_dir(&cfg.data_dir)?,
+        // A store path chosen by hand: its directory is hidden from steps,
+        // so it must be one runbookd owns alone; runbookd makes it when
+        // missing but never tightens a directory others use.
+        (Some(_), StoreUrl::Sqlite(db)) => {
+            let dir = db
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if dir.exists() {
+                own_private_dir(dir)?;
+            } else {
+                private_dir(dir)?;
+            }
+        }
+        (Some(_), StoreUrl::Postgres(_)) => {}
     }
     let store = Store::open(&url).await.map_err(|e| match e {
         e @ store::StoreError::Locked { .. } => anyhow::anyhow!(e),
@@ -304,7 +333,11 @@ pub async fn run(cfg: ServerConfig, announce: Announce) -> Result<(), StartError
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => { let _ = api::reload_everywhere(&state).await; }
+                _ = hup.recv() => {
+                    // Spawned: a slow store must not hold up SIGTERM.
+                    let state = state.clone();
+                    tokio::spawn(async move { let _ = api::reload_everywhere(&state).await; });
+                }
             }
         }
         tracing::info!("stopping: no new requests; running steps get the shutdown grace period");

@@ -118,6 +118,11 @@ pub struct RunResult {
 
 /// Sees a run as it happens (live transcript, the incident store).
 pub trait RunObserver: Send + Sync {
+    /// Asked before each attempt is spawned; `false` stops the run (a lease
+    /// that lapsed, say: no step may start then).
+    fn may_start(&self) -> bool {
+        true
+    }
     fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {}
     fn output(&self, _step: &str, _stream: Stream, _bytes: &[u8]) {}
     fn step_finished(&self, _record: &StepRecord) {}
@@ -617,11 +622,10 @@ impl Executor {
                 writable_paths: step.sandbox.writable_paths.clone(),
                 timeout,
             };
-            observer.step_started(plan, n, total);
-            // The observer may have stopped the run (a lease that lapsed).
-            if cancel.is_cancelled() {
+            if !observer.may_start() || cancel.is_cancelled() {
                 return StepOutcome::Cancelled;
             }
+            observer.step_started(plan, n, total);
             let spec = ProcessSpec {
                 argv,
                 env: &env,

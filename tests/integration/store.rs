@@ -820,3 +820,42 @@ async fn replicas_starting_together_migrate_once() {
         "1"
     );
 }
+
+/// A SQLite store named by hand must sit in a directory of runbookd's own:
+/// its directory is hidden from steps and never tightened behind a user's
+/// back.
+#[test]
+fn a_hand_named_sqlite_store_needs_a_private_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = crate::helpers::open_tempdir();
+    let runbooks = crate::helpers::runbook_dir(&[(
+        "r.yaml",
+        "name: r\nmatchers: [alertname=R]\nsteps:\n  - name: a\n    run: ['true']\n",
+    )]);
+    let store = format!("sqlite:{}", shared.path().join("runbookd.db").display());
+    let out = crate::helpers::runbookd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--runbooks",
+        runbooks.path().to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
+    assert!(!out.status.success());
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains("must belong to runbookd's user with no access for others"),
+        "{err}"
+    );
+    let mode = std::fs::metadata(shared.path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o755, "a directory others use is left as it was");
+    assert!(
+        !shared.path().join("runbookd.db").exists(),
+        "nothing was created"
+    );
+}

@@ -328,7 +328,8 @@ impl Postgres {
         runs: Vec<Lease>,
         lease: Duration,
     ) -> Pending<Heartbeat> {
-        transaction!(self, leases, |tx| heartbeat(&tx, &owner, &runs, lease).await)
+        transaction!(self, leases, |tx| heartbeat(&tx, &owner, &runs, lease)
+            .await)
     }
 
     pub fn append_output(
