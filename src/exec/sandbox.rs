@@ -93,18 +93,19 @@ pub struct Probe {
 impl Probe {
     #[must_use]
     pub fn run() -> Self {
-        // SAFETY: geteuid/getpid cannot fail; landlock_create_ruleset with a
-        // NULL attr and the VERSION flag only returns the ABI version or -1.
-        let (euid, pid, abi) = unsafe {
-            (
-                libc::geteuid(),
-                libc::getpid(),
-                libc::syscall(
-                    libc::SYS_landlock_create_ruleset,
-                    std::ptr::null::<u8>(),
-                    0usize,
-                    1u32,
-                ),
+        let (euid, pid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getpid().as_raw(),
+        );
+        // SAFETY: landlock_create_ruleset with a NULL attr and the VERSION
+        // flag only returns the ABI version or -1 (the landlock crate does
+        // not expose the raw version).
+        let abi = unsafe {
+            libc::syscall(
+                libc::SYS_landlock_create_ruleset,
+                std::ptr::null::<u8>(),
+                0usize,
+                1u32,
             )
         };
         // SAFETY: PR_GET_SECCOMP has no arguments and returns the mode or -1.
