@@ -146,8 +146,26 @@ fn config(url: &str) -> Result<tokio_postgres::Config> {
     if cfg.get_application_name().is_none() {
         cfg.application_name("runbookd");
     }
+    // A replica paused (SIGSTOP, a frozen VM) in the middle of a transaction
+    // must not keep its row and advisory locks: the others could neither
+    // take the leader lease, claim, nor ingest its incidents' groups. Our
+    // transactions never idle between statements for long, so PostgreSQL
+    // ends such a session after 2 s, and no statement waits for a lock
+    // longer than 5 s (the operation fails and is tried again).
+    let guard = format!(
+        "-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+    );
+    let options = match cfg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {guard}"),
+        _ => guard,
+    };
+    cfg.options(&options);
     Ok(cfg)
 }
+
+/// See [`config`]: a paused replica's locks are released after this long.
+const IDLE_IN_TRANSACTION_MS: u32 = 2000;
+const LOCK_TIMEOUT_MS: u32 = 5000;
 
 fn new_pool(cfg: tokio_postgres::Config, size: usize) -> Result<Pool> {
     let manager = Manager::from_config(
