@@ -569,3 +569,54 @@ async fn reload_and_cancel_reach_every_replica() {
     })
     .await;
 }
+
+/// A replica frozen in the middle of a transaction (here: holding the
+/// leader row, its lease renewal having waited on a lock when SIGSTOP came)
+/// does not keep its locks: PostgreSQL ends its idle session and another
+/// replica takes the leader lease, so takeovers still happen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_mid_transaction_does_not_block_the_others() {
+    use nix::sys::signal::{kill, Signal};
+    use std::io::{BufRead, Write};
+    if !pg::available() {
+        return;
+    }
+    let mut c = Cluster::start(1, "0", false);
+    wait_until("replica-0 to lead", 10, || async {
+        c.sql("SELECT COALESCE(MAX(owner), '') FROM leader") == "replica-0"
+    })
+    .await;
+    // Hold the leader row so that replica-0's next renewal waits inside its
+    // transaction.
+    let mut held = c.pg.session(&c.url);
+    let mut stdin = held.stdin.take().unwrap();
+    let mut rows = std::io::BufReader::new(held.stdout.take().unwrap());
+    writeln!(stdin, "BEGIN; SELECT owner FROM leader FOR UPDATE;").unwrap();
+    let mut line = String::new();
+    rows.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "replica-0");
+    wait_until("replica-0 to wait for the lock", 10, || async {
+        c.sql("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'runbookd' AND wait_event_type = 'Lock'") == "1"
+    })
+    .await;
+    let frozen = c.replicas[0].as_ref().unwrap().pid();
+    kill(frozen, Signal::SIGSTOP).unwrap();
+    // Its statement now completes in the server: the frozen replica holds
+    // the row, idle in its transaction.
+    writeln!(stdin, "COMMIT;").unwrap();
+    drop(stdin);
+    let _ = held.wait();
+    wait_until("the frozen session to hold the row", 10, || async {
+        c.sql("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'runbookd' AND state = 'idle in transaction'") == "1"
+    })
+    .await;
+    let other = c.replica(1);
+    c.replicas.push(Some(other));
+    let t = Instant::now();
+    wait_until("replica-1 to take the leader lease", 20, || async {
+        c.sql("SELECT owner FROM leader") == "replica-1"
+    })
+    .await;
+    eprintln!("leader lease passed on {:?} after the freeze", t.elapsed());
+    kill(frozen, Signal::SIGCONT).unwrap();
+}

@@ -186,6 +186,18 @@ impl Pg {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// An interactive psql session on `url` (statements on its stdin,
+    /// unaligned rows on its stdout), for holding a transaction open.
+    pub fn session(&self, url: &str) -> Child {
+        Command::new(self.bin.join("psql"))
+            .args([url, "-At", "-q"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs SQL with psql; its unaligned output.
     pub fn psql(&self, url: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
