@@ -128,20 +128,10 @@ async fn load(
     (all.len() as u64, all)
 }
 
+/// (runs succeeded, runs queued or running).
 async fn succeeded(client: &reqwest::Client, url: &str) -> (i64, i64) {
-    let v: serde_json::Value = client
-        .get(format!("{url}/api/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        v["runs_by_state"]["succeeded"].as_i64().unwrap_or(0),
-        v["queued_runs"].as_i64().unwrap_or(0)
-            + v["runs_by_state"]["running"].as_i64().unwrap_or(0),
-    )
+    let (done, queued, running) = common::run_counts(client, url).await;
+    (done, queued + running)
 }
 
 fn pct(l: &[Duration], p: f64) -> f64 {

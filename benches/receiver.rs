@@ -16,7 +16,6 @@
 )] // statistics over counts far below 2^52
 
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
 
 mod common;
 
@@ -50,20 +49,7 @@ fn main() {
             );
         }
         // Completed runs per second while the queue drains.
-        let stats = |client: reqwest::Client, addr| async move {
-            let v: serde_json::Value = client.get(format!("http://{addr}/api/v1/stats")).send().await.unwrap().json().await.unwrap();
-            (v["runs_by_state"]["succeeded"].as_i64().unwrap_or(0), v["queued_runs"].as_i64().unwrap_or(0))
-        };
-        let (done0, queued0) = stats(client.clone(), server.addr).await;
-        let t0 = Instant::now();
-        let deadline = t0 + Duration::from_secs(120);
-        let (mut done, mut queued) = (done0, queued0);
-        while queued > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            (done, queued) = stats(client.clone(), server.addr).await;
-        }
-        let secs = t0.elapsed().as_secs_f64();
-        let runs_per_sec = (done - done0) as f64 / secs;
+        let (queued0, runs_per_sec) = common::drain(&client, &format!("http://{}", server.addr)).await;
         server.stop().await.unwrap();
         let bare = tokio::task::spawn_blocking(|| common::bare_rate(2, 3)).await.unwrap();
         println!();

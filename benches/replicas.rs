@@ -18,7 +18,7 @@
 )] // statistics over counts far below 2^52
 
 use std::sync::atomic::AtomicU64;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runbookd::store::StoreUrl;
 
@@ -71,29 +71,7 @@ async fn measure(setup: &str, store: &StoreUrl, replicas: usize) -> Figures {
             failed,
         ));
     }
-    let addr = servers[0].addr;
-    let stats = |client: reqwest::Client| async move {
-        let v: serde_json::Value = client
-            .get(format!("http://{addr}/api/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (
-            v["runs_by_state"]["succeeded"].as_i64().unwrap_or(0),
-            v["queued_runs"].as_i64().unwrap_or(0),
-        )
-    };
-    let (done0, mut queued) = stats(client.clone()).await;
-    let t0 = Instant::now();
-    let mut done = done0;
-    while queued > 0 && t0.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        (done, queued) = stats(client.clone()).await;
-    }
-    let runs_per_sec = (done - done0) as f64 / t0.elapsed().as_secs_f64();
+    let (_, runs_per_sec) = common::drain(&client, &format!("http://{}", servers[0].addr)).await;
     for s in servers {
         s.stop().await.unwrap();
     }

@@ -520,6 +520,8 @@ impl Dispatcher {
         // Queued now (SQLite queues a write when it is asked for): freeing
         // the slot before waiting lets the next claim share its group commit.
         // A shared store keeps the slot, and the lease renewed, until then.
+        // Shared by the retries: a run's record can be large.
+        let finished = Arc::new(finished);
         let mut pending = self.store.finish(finished.clone());
         if exclusive {
             self.free(run);

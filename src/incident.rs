@@ -116,6 +116,19 @@ impl RunState {
         matches!(self, RunState::Queued | RunState::Running)
     }
 
+    /// A remediation run that leaves its incident nothing to fix: it
+    /// succeeded (maybe with failures it tolerated), or never had to run.
+    #[must_use]
+    pub fn settled(self) -> bool {
+        matches!(
+            self,
+            RunState::Succeeded
+                | RunState::SucceededWithFailures
+                | RunState::Skipped
+                | RunState::Cancelled
+        )
+    }
+
     /// Ended in a way that needs nobody's attention.
     #[must_use]
     pub fn is_quiet(self) -> bool {

@@ -117,3 +117,37 @@ pub async fn load(
     lat.sort();
     (lat, failed)
 }
+
+/// Runs succeeded, queued and running, from a server's `/api/v1/stats`
+/// (`base`: `http://ADDR`).
+pub async fn run_counts(client: &reqwest::Client, base: &str) -> (i64, i64, i64) {
+    let v: serde_json::Value = client
+        .get(format!("{base}/api/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let runs = &v["runs_by_state"];
+    (
+        runs["succeeded"].as_i64().unwrap_or(0),
+        v["queued_runs"].as_i64().unwrap_or(0),
+        runs["running"].as_i64().unwrap_or(0),
+    )
+}
+
+/// Waits (at most 120 s) for the queue to drain: (queued runs at the
+/// start, completed runs per second meanwhile).
+pub async fn drain(client: &reqwest::Client, base: &str) -> (i64, f64) {
+    let (done0, queued0, _) = run_counts(client, base).await;
+    let t0 = Instant::now();
+    let (mut done, mut queued) = (done0, queued0);
+    while queued > 0 && t0.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        (done, queued, _) = run_counts(client, base).await;
+    }
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    let rate = (done - done0) as f64 / t0.elapsed().as_secs_f64();
+    (queued0, rate)
+}

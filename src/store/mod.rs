@@ -223,7 +223,8 @@ impl Store {
     /// # Errors
     /// A store error.
     #[must_use]
-    pub fn finish(&self, f: Finished) -> Pending<FinishOutcome> {
+    pub fn finish(&self, f: impl Into<std::sync::Arc<Finished>>) -> Pending<FinishOutcome> {
+        let f = f.into();
         each!(self, b => b.finish(f))
     }
 

@@ -107,6 +107,18 @@ impl Cluster {
         self.pg.psql(&self.url, q)
     }
 
+    /// The index of the replica executing `runbook`'s run (of two).
+    fn owner_of(&self, runbook: &str) -> usize {
+        let owner = self.sql(&format!(
+            "SELECT owner FROM runs WHERE runbook = '{runbook}' AND state = 'running'"
+        ));
+        match owner.as_str() {
+            "replica-0" => 0,
+            "replica-1" => 1,
+            other => panic!("no replica runs `{runbook}`: owner {other:?}"),
+        }
+    }
+
     /// The alert key of every run.
     fn run_keys(&self) -> Vec<String> {
         self.sql("SELECT a.labels::jsonb ->> 'key' FROM runs r JOIN alerts a ON a.incident_id = r.incident_id AND a.fingerprint = r.fingerprint AND a.starts_at = r.starts_at")
@@ -211,8 +223,7 @@ async fn a_killed_replicas_run_is_taken_over_and_not_run_twice() {
         executions(c.marks.path()).len() == 1
     })
     .await;
-    let owner = c.sql("SELECT owner FROM runs");
-    let victim = usize::from(owner == "replica-1");
+    let victim = c.owner_of("marked");
     let t = Instant::now();
     c.replicas[victim].as_mut().unwrap().kill9();
     wait_until("the run to be taken over", 30, || async {
@@ -267,7 +278,7 @@ async fn an_idempotent_run_is_requeued_on_another_replica() {
         executions(c.marks.path()).len() == 1
     })
     .await;
-    let victim = usize::from(c.sql("SELECT owner FROM runs") == "replica-1");
+    let victim = c.owner_of("marked");
     c.replicas[victim].as_mut().unwrap().kill9();
     wait_until("the run to succeed on the other replica", 40, || async {
         c.sql("SELECT state FROM runs") == "succeeded"
@@ -278,6 +289,21 @@ async fn an_idempotent_run_is_requeued_on_another_replica() {
         executions(c.marks.path()).get("again"),
         Some(&2),
         "idempotent: run again, once"
+    );
+    // The CLI reads the shared store directly.
+    let shown = crate::helpers::runbookd(&["incidents", "--store", &c.url, "show", "INC-0001"]);
+    assert!(shown.status.success(), "{}", crate::helpers::stderr(&shown));
+    let text = crate::helpers::stdout(&shown);
+    assert!(
+        text.contains("re-queued (idempotent, attempt 2)") && text.contains("succeeded"),
+        "{text}"
+    );
+    let pm = crate::helpers::runbookd(&["postmortem", "--store", &c.url, "INC-0001"]);
+    assert!(pm.status.success(), "{}", crate::helpers::stderr(&pm));
+    assert!(
+        crate::helpers::stdout(&pm).contains("`marked` step `mark` succeeded"),
+        "{}",
+        crate::helpers::stdout(&pm)
     );
 }
 
@@ -316,7 +342,7 @@ async fn a_paused_replica_fences_itself_when_it_wakes() {
         step_processes("sleep 47.25") == 1
     })
     .await;
-    let victim = usize::from(c.sql("SELECT owner FROM runs") == "replica-1");
+    let victim = c.owner_of("marked");
     let pid = c.replicas[victim].as_ref().unwrap().pid();
     kill(pid, Signal::SIGSTOP).unwrap();
     wait_until("the run to be taken over", 30, || async {
@@ -549,8 +575,7 @@ async fn reload_and_cancel_reach_every_replica() {
         step_processes("sleep 38.5") == 1
     })
     .await;
-    let owner = c.sql("SELECT owner FROM runs WHERE runbook = 'slow'");
-    let other = usize::from(owner == "replica-0");
+    let other = 1 - c.owner_of("slow");
     let t = Instant::now();
     assert_eq!(
         post(&client, &c.url(other), &firing("resolved")).await,

@@ -859,3 +859,47 @@ fn a_hand_named_sqlite_store_needs_a_private_directory() {
         "nothing was created"
     );
 }
+
+/// Leases matter only to a shared store: a lease too short for the kill
+/// grace refuses a PostgreSQL replica (before connecting), while a SQLite
+/// server with a long kill grace starts as it always did.
+#[test]
+fn the_lease_is_checked_only_for_a_shared_store() {
+    let runbooks = crate::helpers::runbook_dir(&[(
+        "r.yaml",
+        "name: r\nmatchers: [alertname=R]\nsteps:\n  - name: a\n    run: ['true']\n",
+    )]);
+    let rb = runbooks.path().to_str().unwrap();
+    let out = crate::helpers::runbookd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--runbooks",
+        rb,
+        "--store",
+        "postgres://runbookd@127.0.0.1:1/none",
+        "--lease",
+        "3s",
+        "--kill-grace",
+        "5s",
+    ]);
+    assert!(!out.status.success());
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains("cluster.lease (3s) is too short for sandbox.kill_grace (5s)"),
+        "{err}"
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = crate::helpers::serve_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
+        runbooks.path(),
+        data.path(),
+    );
+    cmd.args(["--kill-grace", "30s"]);
+    let served = crate::helpers::Served::start(cmd);
+    assert!(
+        served.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        served.first_line
+    );
+}

@@ -359,7 +359,7 @@ impl Postgres {
     }
 
     #[must_use]
-    pub fn finish(&self, f: Finished) -> Pending<FinishOutcome> {
+    pub fn finish(&self, f: std::sync::Arc<Finished>) -> Pending<FinishOutcome> {
         transaction!(self, leases, |tx| finish(&tx, &f).await)
     }
 
@@ -524,6 +524,11 @@ async fn timeline(
     )
     .await?;
     Ok(())
+}
+
+/// A run's entry on its incident's timeline, by runbookd.
+async fn run_note(tx: &Tx<'_>, incident: i64, message: &str) -> Op<()> {
+    timeline(tx, incident, "runbookd", "run", message, None).await
 }
 
 /// Records what the lifecycle decided for an event of `incident`.
@@ -767,15 +772,7 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
                                 .await?;
                                 out.cancel.push(id);
                             }
-                            timeline(
-                                tx,
-                                incident,
-                                "runbookd",
-                                "run",
-                                &say::cancelled_resolved(id, &m.name),
-                                None,
-                            )
-                            .await?;
+                            run_note(tx, incident, &say::cancelled_resolved(id, &m.name)).await?;
                         }
                     }
                 }
@@ -898,15 +895,7 @@ async fn queue_remediation(
                 &[&id, &reason],
             )
             .await?;
-            timeline(
-                tx,
-                incident,
-                "runbookd",
-                "run",
-                &say::skipped(id, &reason),
-                None,
-            )
-            .await?;
+            run_note(tx, incident, &say::skipped(id, &reason)).await?;
             out.skipped += 1;
             return Ok(());
         }
@@ -991,13 +980,10 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let runbook: String = r.get(1);
     let fingerprint: String = r.get(2);
     let phase: Phase = r.get::<_, &str>(4).parse().map_err(StoreError::Invalid)?;
-    timeline(
+    run_note(
         tx,
         incident,
-        "runbookd",
-        "run",
         &say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt),
-        None,
     )
     .await?;
     advance(
@@ -1091,22 +1077,22 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
         &[&f.lease.run_id],
     )
     .await?;
-    timeline(
+    run_note(
         tx,
         incident,
-        "runbookd",
-        "run",
         &say::finished(f.lease.run_id, &runbook, f.state, &f.summary),
-        None,
     )
     .await?;
-    let not_succeeded: i64 = tx
-        .query_one(
-            "SELECT COUNT(*) FROM runs WHERE incident_id = $1 AND phase = 'remediation' AND state NOT IN ('succeeded', 'succeeded_with_failures', 'skipped', 'cancelled')",
+    let mut not_succeeded = 0;
+    for r in tx
+        .query(
+            "SELECT state FROM runs WHERE incident_id = $1 AND phase = 'remediation'",
             &[&incident],
         )
         .await?
-        .get(0);
+    {
+        not_succeeded += usize::from(!parsed::<RunState>(&r, 0)?.settled());
+    }
     advance(
         tx,
         incident,
@@ -1115,7 +1101,7 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
             phase,
             state: f.state,
             summary: &f.summary,
-            remediation_not_succeeded: usize::try_from(not_succeeded).unwrap_or(usize::MAX),
+            remediation_not_succeeded: not_succeeded,
         },
     )
     .await?;
@@ -1157,7 +1143,7 @@ async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
                 Reap::All { .. } => say::requeued_after_restart(id, &runbook, attempt + 1),
                 Reap::Expired => say::requeued(id, &runbook, &owner, attempt + 1),
             };
-            timeline(tx, incident, "runbookd", "run", &message, None).await?;
+            run_note(tx, incident, &message).await?;
             reaped.requeued += 1;
         } else {
             let why = match scope {
@@ -1174,15 +1160,7 @@ async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
                 &[&id, &why, &state.as_str()],
             )
             .await?;
-            timeline(
-                tx,
-                incident,
-                "runbookd",
-                "run",
-                &say::finished(id, &runbook, state, &why),
-                None,
-            )
-            .await?;
+            run_note(tx, incident, &say::finished(id, &runbook, state, &why)).await?;
             reaped.interrupted += 1;
         }
     }

@@ -55,6 +55,11 @@ fn set_status(
     timeline(conn, incident, author, "status", message, Some(status))
 }
 
+/// A run's entry on its incident's timeline, by runbookd.
+fn run_note(conn: &Connection, incident: i64, message: &str) -> Result<()> {
+    timeline(conn, incident, "runbookd", "run", message, None)
+}
+
 /// Records what the lifecycle decided for an event of `incident` (read in
 /// the same transaction).
 fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Result<()> {
@@ -262,14 +267,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                                 )?;
                                 out.cancel.push(id);
                             }
-                            timeline(
-                                conn,
-                                incident,
-                                "runbookd",
-                                "run",
-                                &say::cancelled_resolved(id, &m.name),
-                                None,
-                            )?;
+                            run_note(conn, incident, &say::cancelled_resolved(id, &m.name))?;
                         }
                     }
                 }
@@ -370,14 +368,7 @@ fn queue_remediation(
                 "UPDATE runs SET state = 'skipped', reason = ?2, ended_at = ?3 WHERE id = ?1",
                 params![id, reason, now()],
             )?;
-            timeline(
-                conn,
-                incident,
-                "runbookd",
-                "run",
-                &say::skipped(id, &reason),
-                None,
-            )?;
+            run_note(conn, incident, &say::skipped(id, &reason))?;
             out.skipped += 1;
             return Ok(());
         }
@@ -462,13 +453,10 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
     )?;
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-    timeline(
+    run_note(
         conn,
         incident,
-        "runbookd",
-        "run",
         &say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt),
-        None,
     )?;
     advance(
         conn,
@@ -564,19 +552,18 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
         "DELETE FROM step_output WHERE run_id = ?1",
         [f.lease.run_id],
     )?;
-    timeline(
+    run_note(
         conn,
         incident,
-        "runbookd",
-        "run",
         &say::finished(f.lease.run_id, &runbook, f.state, &f.summary),
-        None,
     )?;
-    let remediation_not_succeeded: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM runs WHERE incident_id = ?1 AND phase = 'remediation' AND state NOT IN ('succeeded', 'succeeded_with_failures', 'skipped', 'cancelled')",
-        [incident],
-        |r| r.get(0),
-    )?;
+    let remediation_not_succeeded = conn
+        .prepare_cached("SELECT state FROM runs WHERE incident_id = ?1 AND phase = 'remediation'")?
+        .query_map([incident], |r| parsed::<RunState>(r, 0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|s| !s.settled())
+        .count();
     advance(
         conn,
         incident,
@@ -585,8 +572,7 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
             phase,
             state: f.state,
             summary: &f.summary,
-            remediation_not_succeeded: usize::try_from(remediation_not_succeeded)
-                .unwrap_or(usize::MAX),
+            remediation_not_succeeded,
         },
     )?;
     Ok(FinishOutcome::Recorded)
@@ -640,7 +626,7 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
                 Reap::All { .. } => say::requeued_after_restart(id, &runbook, attempt + 1),
                 Reap::Expired => say::requeued(id, &runbook, &owner, attempt + 1),
             };
-            timeline(conn, incident, "runbookd", "run", &message, None)?;
+            run_note(conn, incident, &message)?;
             reaped.requeued += 1;
         } else {
             let why = match scope {
@@ -656,14 +642,7 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
                 "UPDATE runs SET state = ?4, reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
                 params![id, why, now(), state.as_str()],
             )?;
-            timeline(
-                conn,
-                incident,
-                "runbookd",
-                "run",
-                &say::finished(id, &runbook, state, &why),
-                None,
-            )?;
+            run_note(conn, incident, &say::finished(id, &runbook, state, &why))?;
             reaped.interrupted += 1;
         }
     }
@@ -968,7 +947,7 @@ impl Sqlite {
     }
 
     #[must_use]
-    pub fn finish(&self, f: Finished) -> Pending<FinishOutcome> {
+    pub fn finish(&self, f: std::sync::Arc<Finished>) -> Pending<FinishOutcome> {
         Box::pin(self.write(move |c| finish(c, &f)))
     }
 
