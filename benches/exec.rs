@@ -29,7 +29,13 @@ struct Setup {
 }
 
 static SETUP: LazyLock<Setup> = LazyLock::new(|| {
-    let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+    let sandbox = Sandbox::new(SandboxConfig {
+        spawner: runbookd::exec::SpawnerConfig::Helper {
+            program: env!("CARGO_BIN_EXE_runbookd").into(),
+        },
+        ..SandboxConfig::default()
+    })
+    .expect("sandbox");
     let scratch = tempfile::tempdir().expect("scratch");
     if let Some((uid, gid)) = sandbox.identity(runbookd::exec::sandbox::RunAs::Default) {
         std::os::unix::fs::chown(scratch.path(), Some(uid), Some(gid)).expect("chown scratch");

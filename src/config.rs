@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::exec::SandboxConfig;
+use crate::exec::{SandboxConfig, SpawnerConfig};
 
 /// The settings file, every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +95,18 @@ pub struct SandboxFile {
     pub default_pids: Option<u64>,
     /// Where instance locks and run scratch directories live.
     pub runtime_dir: Option<PathBuf>,
+    /// Who starts steps: the spawn helper (default) or runbookd itself.
+    pub spawner: Option<SpawnerChoice>,
+}
+
+/// `sandbox.spawner`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpawnerChoice {
+    /// A small single-threaded helper process started once forks every step.
+    Helper,
+    /// runbookd forks every step itself (slower under load; see docs/benchmarks.md).
+    Inline,
 }
 
 /// Credentials accepted on the webhook (and the API when configured).
@@ -290,6 +302,10 @@ impl ServerConfig {
             },
             runtime_dir: f.sandbox.runtime_dir.unwrap_or(defaults.runtime_dir),
             hidden,
+            spawner: match f.sandbox.spawner {
+                Some(SpawnerChoice::Inline) => SpawnerConfig::Inline,
+                Some(SpawnerChoice::Helper) | None => defaults.spawner,
+            },
         };
         let listen = o.listen.or(f.listen).unwrap_or(DEFAULT_LISTEN);
         let allowed_hosts = match f.http.allowed_hosts {

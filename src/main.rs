@@ -6,6 +6,10 @@ use clap::Parser;
 use runbookd::cli::{self, Args, LogFormat};
 
 fn main() -> ExitCode {
+    // runbookd starts itself as its spawn helper (never a person).
+    if std::env::args_os().nth(1).as_deref() == Some(runbookd::exec::helper::HELPER_ARG.as_ref()) {
+        return runbookd::exec::helper::main();
+    }
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNBOOKD_LOG")
         .unwrap_or_else(|_| "info".into());

@@ -12,7 +12,7 @@ use runbookd::config::{Overrides, ServerConfig};
 
 /// The server's defaults, on `127.0.0.1:0`, with these runbooks and data.
 pub fn loopback_config(runbooks: &Path, data: &Path) -> ServerConfig {
-    ServerConfig::load(
+    let mut cfg = ServerConfig::load(
         None,
         Overrides {
             listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -21,7 +21,12 @@ pub fn loopback_config(runbooks: &Path, data: &Path) -> ServerConfig {
             ..Overrides::default()
         },
     )
-    .unwrap()
+    .unwrap();
+    // The spawn helper is runbookd itself, not this benchmark binary.
+    cfg.sandbox.spawner = runbookd::exec::SpawnerConfig::Helper {
+        program: env!("CARGO_BIN_EXE_runbookd").into(),
+    };
+    cfg
 }
 
 /// A firing notification of one `Bench` alert, distinct per `id` (its own group).

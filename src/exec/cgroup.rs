@@ -171,6 +171,12 @@ pub struct StepCgroup {
     v2: Option<PathBuf>,
     memory_dir: Option<PathBuf>,
     procs: Vec<OwnedFd>,
+    /// `cgroup.kill` of the v2 cgroup, handed to the spawn helper so it can
+    /// take the step with it should runbookd die.
+    kill_file: Option<OwnedFd>,
+    limits: Limits,
+    /// Where `pids.max` was written (v2, or a v1 pids hierarchy).
+    pids_dir: Option<PathBuf>,
     /// Layers applied, for the step's sandbox record.
     pub layers: Vec<String>,
 }
@@ -192,11 +198,20 @@ impl StepCgroup {
             v2: None,
             memory_dir: None,
             procs: Vec::new(),
+            kill_file: None,
+            limits,
+            pids_dir: None,
             layers: Vec::new(),
         };
         if let Some(base) = &h.v2 {
             let dir = cg.make(&base.join(&name))?;
             cg.v2 = Some(dir.clone());
+            let kill: File = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(dir.join("cgroup.kill"))
+                .map_err(|e| format!("cannot open `{}/cgroup.kill`: {e}", dir.display()))?;
+            cg.kill_file = Some(kill.into());
             cg.layers.push("cgroup-v2".to_owned());
             if let Some(m) = limits.memory.filter(|_| h.v2_memory) {
                 write(&dir.join("memory.max"), &m.to_string())?;
@@ -206,6 +221,7 @@ impl StepCgroup {
             }
             if let Some(p) = limits.pids.filter(|_| h.v2_pids) {
                 write(&dir.join("pids.max"), &p.to_string())?;
+                cg.pids_dir = Some(dir.clone());
                 cg.layers.push(format!("pids:{p}"));
             }
         }
@@ -225,6 +241,7 @@ impl StepCgroup {
             })?;
             let dir = cg.make(&base.join(&name))?;
             write(&dir.join("pids.max"), &p.to_string())?;
+            cg.pids_dir = Some(dir);
             cg.layers.push(format!("pids:{p}:v1"));
         }
         Ok(cg)
@@ -250,6 +267,43 @@ impl StepCgroup {
     #[must_use]
     pub fn join_fds(&self) -> Vec<RawFd> {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// Whether the cgroups can serve another step with the same limits:
+    /// v2 (which tells when they are empty), no memory limit (whose OOM
+    /// count would carry over), and no process left in any of them.
+    #[must_use]
+    pub fn reusable(&self) -> bool {
+        self.v2.is_some()
+            && self.memory_dir.is_none()
+            && !self.populated()
+            && self.dirs.iter().all(|d| {
+                fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
+            })
+    }
+
+    /// Before reuse: writes the pids limit again (a step that shares
+    /// runbookd's user could have raised it where Landlock is missing).
+    ///
+    /// # Errors
+    /// When the limit cannot be written.
+    pub fn reset_limits(&self) -> Result<(), String> {
+        if let (Some(dir), Some(p)) = (&self.pids_dir, self.limits.pids) {
+            write(&dir.join("pids.max"), &p.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The limits it was made with.
+    #[must_use]
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The v2 `cgroup.kill` descriptor, when there is one.
+    #[must_use]
+    pub fn kill_fd(&self) -> Option<RawFd> {
+        self.kill_file.as_ref().map(AsRawFd::as_raw_fd)
     }
 
     /// Whether the step's memory limit made the kernel kill a process.

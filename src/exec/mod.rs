@@ -4,11 +4,13 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod helper;
 pub mod instance;
 pub mod process;
 pub mod run;
 pub mod sandbox;
+pub mod spawn;
 
 pub use capture::{Capture, Stream};
 pub use process::{ExecSettings, NoSink, OutputSink, ProcessResult, ProcessSpec, StepOutcome};
-pub use sandbox::{Probe, Sandbox, SandboxConfig, SandboxRecord, StepOptions};
+pub use sandbox::{Probe, Sandbox, SandboxConfig, SandboxRecord, SpawnerConfig, StepOptions};

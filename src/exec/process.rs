@@ -9,11 +9,9 @@
 //! for output, then whatever is left of the group is killed, and reading stops
 //! at a hard deadline, so a background grandchild can neither hold the step
 //! open nor outlive it. Dropping the future kills the group too.
-#![allow(unsafe_code)] // pidfd_open is a raw syscall (nix has no wrapper), reason inline
+#![allow(unsafe_code)] // registering the pidfd with the reactor, reason inline
 
 use std::collections::BTreeMap;
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,12 +22,14 @@ use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{Capture, Stream};
-use super::sandbox::{Sandbox, SandboxRecord, StepOptions};
+use super::helper::HELPER_DIED;
+use super::sandbox::{Prepared, Sandbox, SandboxRecord, StepOptions};
 use crate::plan::millis;
 
 /// How a step attempt ended.
@@ -227,43 +227,37 @@ pub async fn run(
             )
         }
     };
-    let mut command = prepared.command;
-    let record = prepared.record;
-    let cgroup = prepared.cgroup;
-    let spawned = command.spawn();
-    drop(prepared.keep);
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            return finish(
-                StepOutcome::SpawnFailed {
-                    reason: spawn_error(&argv[0], &e),
-                },
-                record,
-                false,
-                false,
-            )
+    let record = prepared.record.clone();
+    let started_step = sandbox.spawn(&prepared).await;
+    let Prepared {
+        cgroup, landlock, ..
+    } = prepared;
+    drop(landlock);
+    let child = match started_step {
+        Ok(s) => s,
+        Err(reason) => {
+            return finish(StepOutcome::SpawnFailed { reason }, record, false, false);
         }
     };
-    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
-        return finish(
-            StepOutcome::SpawnFailed {
-                reason: "the process vanished at spawn".to_owned(),
-            },
-            record,
-            false,
-            false,
-        );
+    let (pid, lost, reaper) = (child.pid, child.lost, child.reaper);
+    let guard = GroupGuard {
+        pgid: pid,
+        lost: lost.clone(),
     };
-    let guard = GroupGuard(pid);
-    let exited = match pidfd(pid) {
+    // A pidfd is readable once the process has exited (reaped or not).
+    // SAFETY: the descriptor is owned by the AsyncFd alone and is never
+    // closed behind its back; registering it with the reactor is sound.
+    let exited = match unsafe { AsyncFd::register(child.pidfd) } {
         Ok(fd) => fd,
         Err(e) => {
             drop(guard);
-            let _ = child.wait().await;
+            if let Some(cg) = &cgroup {
+                cg.kill();
+            }
+            let _ = sandbox.reap(pid, reaper).await;
             return finish(
                 StepOutcome::SpawnFailed {
-                    reason: format!("pidfd_open failed (Linux 5.3 or later is needed): {e}"),
+                    reason: format!("cannot watch the step process: {e}"),
                 },
                 record,
                 false,
@@ -273,37 +267,47 @@ pub async fn run(
     };
     let mut readers = Readers(vec![
         tokio::spawn(read_stream(
-            child.stdout.take(),
+            pipe::Receiver::from_owned_fd(child.stdout).ok(),
             stdout.clone(),
             Stream::Stdout,
             sink.clone(),
         )),
         tokio::spawn(read_stream(
-            child.stderr.take(),
+            pipe::Receiver::from_owned_fd(child.stderr).ok(),
             stderr.clone(),
             Stream::Stderr,
             sink,
         )),
     ]);
+    // Signals the step's group; once the helper that holds the leader is
+    // gone, the leader alone (by pidfd), and the cgroup does the rest.
+    let signal = |sig: Signal| {
+        if lost.is_cancelled() {
+            super::spawn::pidfd_signal(exited.get_ref(), sig as i32);
+        } else {
+            signal_group(pid, sig);
+        }
+    };
 
     let deadline = t0 + opts.timeout;
     let stop = tokio::select! {
         _ = exited.readable() => None,
         () = tokio::time::sleep_until(deadline) => Some(StepOutcome::TimedOut { after_ms: millis(opts.timeout), cause: "step timeout".to_owned() }),
         () = cancel.cancelled() => Some(StepOutcome::Cancelled),
+        () = lost.cancelled() => Some(StepOutcome::SpawnFailed { reason: format!("{HELPER_DIED}; its processes were killed") }),
     };
     let mut stragglers_killed = false;
     if stop.is_some() {
         // TERM the whole group, give it the grace period (leader exit and
         // output closed), then KILL whatever is left.
-        signal_group(pid, Signal::SIGTERM);
+        signal(Signal::SIGTERM);
         let grace_end = Instant::now() + settings.kill_grace;
         let _ = timeout_at(grace_end, exited.readable()).await;
         let _ = timeout_at(grace_end, readers.done()).await;
         stragglers_killed = cgroup
             .as_ref()
             .is_some_and(super::cgroup::StepCgroup::populated);
-        signal_group(pid, Signal::SIGKILL);
+        signal(Signal::SIGKILL);
         if let Some(cg) = &cgroup {
             cg.kill();
         }
@@ -317,7 +321,7 @@ pub async fn run(
         .as_ref()
         .is_some_and(super::cgroup::StepCgroup::populated);
     stragglers_killed |= populated || !drained;
-    signal_group(pid, Signal::SIGKILL);
+    signal(Signal::SIGKILL);
     if let Some(cg) = cgroup.as_ref().filter(|_| populated || !drained) {
         cg.kill();
     }
@@ -333,14 +337,12 @@ pub async fn run(
     // The group is killed before the leader is reaped, never after: once
     // reaped, its process-group id may belong to someone else.
     drop(guard);
-    let status = child.wait().await;
+    let status = sandbox.reap(pid, reaper).await;
     let oom = cgroup
         .as_ref()
         .is_some_and(super::cgroup::StepCgroup::oom_killed);
     if let Some(cg) = cgroup {
-        // The kernel may take a moment to empty the cgroup after the last
-        // exit; removing it need not delay the step's result.
-        tokio::spawn(cg.remove());
+        sandbox.recycle(cg);
     }
     let outcome = stop.unwrap_or_else(|| match status {
         Ok(s) if s.code() == Some(0) => StepOutcome::Succeeded,
@@ -360,6 +362,9 @@ pub async fn run(
             };
             StepOutcome::Signalled { signal, cause }
         }
+        Err(e) if lost.is_cancelled() => StepOutcome::SpawnFailed {
+            reason: format!("{HELPER_DIED}: its exit status is unknown ({e})"),
+        },
         Err(e) => StepOutcome::SpawnFailed {
             reason: format!("cannot wait for the process: {e}"),
         },
@@ -367,24 +372,19 @@ pub async fn run(
     finish(outcome, record, stragglers_killed, output_abandoned)
 }
 
-fn spawn_error(program: &str, e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound => {
-            format!("cannot run `{program}`: not found (is it installed and on PATH?)")
-        }
-        io::ErrorKind::PermissionDenied => {
-            format!("cannot run `{program}`: permission denied for the step's user")
-        }
-        _ => format!("cannot run `{program}`: {e}"),
-    }
-}
-
 /// Kills the process group on drop (a cancelled or dropped step).
-struct GroupGuard(i32);
+struct GroupGuard {
+    pgid: i32,
+    /// Set when the leader may have been reaped by someone else (its group
+    /// id is then not ours to signal; the cgroup takes the step).
+    lost: CancellationToken,
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        signal_group(self.0, Signal::SIGKILL);
+        if !self.lost.is_cancelled() {
+            signal_group(self.pgid, Signal::SIGKILL);
+        }
     }
 }
 
@@ -392,21 +392,6 @@ impl Drop for GroupGuard {
 /// unreaped, so the id cannot have been reused.
 fn signal_group(pgid: i32, signal: Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
-}
-
-fn pidfd(pid: i32) -> io::Result<AsyncFd<OwnedFd>> {
-    // SAFETY: pidfd_open returns a new owned descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-    let fd = unsafe {
-        OwnedFd::from_raw_fd(i32::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?)
-    };
-    // SAFETY: the descriptor is owned by the AsyncFd alone and is never
-    // closed behind its back; registering it with the reactor is sound.
-    unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))
 }
 
 /// The two reader tasks; their buffers live outside them, so aborting one

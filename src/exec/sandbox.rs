@@ -34,8 +34,15 @@ use seccompiler::{
 };
 use serde::Serialize;
 
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
+use tokio_util::sync::CancellationToken;
+
 use super::cgroup::{Hierarchies, Limits, StepCgroup};
+use super::helper::{Helper, HELPER_DIED};
 use super::instance::{Instance, Reaped, Scratch};
+use super::spawn::{pidfd_open, spawn_here, Confinement, SpawnRequest};
 
 /// Settings of the sandbox (server config file / CLI flags).
 #[derive(Debug, Clone)]
@@ -56,7 +63,13 @@ pub struct SandboxConfig {
     /// Files and directories steps may not read even when they share
     /// runbookd's user: the store, the config file, secret files.
     pub hidden: Vec<PathBuf>,
+    /// Who starts steps (`sandbox.spawner`).
+    pub spawner: SpawnerConfig,
 }
+
+/// Idle step cgroups kept for reuse (more than the concurrent steps of a
+/// busy server rarely pays).
+const CGROUP_POOL: usize = 32;
 
 /// The default of `sandbox.default_pids`.
 pub const DEFAULT_PIDS: u64 = 512;
@@ -71,6 +84,7 @@ impl Default for SandboxConfig {
             default_pids: Some(DEFAULT_PIDS),
             runtime_dir: super::instance::default_runtime_dir(),
             hidden: Vec::new(),
+            spawner: SpawnerConfig::default(),
         }
     }
 }
@@ -184,13 +198,37 @@ pub struct SandboxRecord {
     pub unavailable: Vec<String>,
 }
 
-/// A command ready to spawn, with the resources that must outlive the spawn.
+/// A step ready to start: the request (policy as plain values), the
+/// descriptors that go with it, and its record.
 pub struct Prepared {
-    pub command: tokio::process::Command,
+    pub request: SpawnRequest,
     pub record: SandboxRecord,
     pub cgroup: Option<StepCgroup>,
-    /// Landlock ruleset fd: must stay open until the child has exec'd.
-    pub keep: Vec<OwnedFd>,
+    /// The Landlock ruleset the child restricts itself to.
+    pub landlock: Option<OwnedFd>,
+}
+
+/// Who starts steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnerConfig {
+    /// The spawn helper: `program __spawn-helper` (runbookd itself).
+    Helper { program: PathBuf },
+    /// runbookd forks each step itself.
+    Inline,
+}
+
+impl Default for SpawnerConfig {
+    fn default() -> Self {
+        // The running program, even if its file was replaced since.
+        SpawnerConfig::Helper {
+            program: PathBuf::from("/proc/self/exe"),
+        }
+    }
+}
+
+enum Spawner {
+    Inline,
+    Helper(Helper),
 }
 
 /// The probed host plus the configuration, and this process's claim on the
@@ -204,6 +242,9 @@ pub struct Sandbox {
     /// Read access everywhere except the hidden paths, opened once.
     readable: Vec<(PathFd, BitFlags<AccessFs>)>,
     instance: Instance,
+    spawner: Spawner,
+    /// Idle step cgroups, for reuse ([`Sandbox::recycle`]).
+    cgroup_pool: std::sync::Mutex<Vec<StepCgroup>>,
     /// What this start cleaned up after dead instances.
     pub reaped: Reaped,
 }
@@ -296,7 +337,7 @@ fn seccomp_filter(
 /// with `ENOSYS`. `clone3` takes its flags in memory, where seccomp cannot
 /// look, so it is refused whole; `ENOSYS` makes libc fall back to `clone`,
 /// whose namespace flags the first filter checks.
-fn seccomp_programs() -> Result<[BpfProgram; 2], String> {
+pub(crate) fn seccomp_programs() -> Result<[BpfProgram; 2], String> {
     let masked = |arg: u8, len, mask: u64| {
         SeccompCondition::new(arg, len, SeccompCmpOp::MaskedEq(mask), mask)
             .and_then(|c| SeccompRule::new(vec![c]))
@@ -331,10 +372,6 @@ fn seccomp_programs() -> Result<[BpfProgram; 2], String> {
     )?;
     Ok([deny, enosys])
 }
-
-/// Per-process limits always applied.
-const NOFILE: u64 = 1024;
-const FSIZE: u64 = 256 << 20;
 
 impl Sandbox {
     /// Probes the host and checks the configuration.
@@ -378,6 +415,12 @@ impl Sandbox {
         } else {
             Vec::new()
         };
+        let spawner = match &config.spawner {
+            SpawnerConfig::Inline => Spawner::Inline,
+            SpawnerConfig::Helper { program } => {
+                Spawner::Helper(Helper::start(program.clone(), seccomp.is_some())?)
+            }
+        };
         let sandbox = Sandbox {
             config,
             probe,
@@ -385,6 +428,8 @@ impl Sandbox {
             seccomp,
             readable,
             instance,
+            spawner,
+            cgroup_pool: std::sync::Mutex::new(Vec::new()),
             reaped,
         };
         sandbox.log_startup();
@@ -487,7 +532,47 @@ impl Sandbox {
 
     /// Removes this instance's cgroup directories (at exit).
     pub fn release(&self) {
+        drop(std::mem::take(&mut *self.lock_pool()));
         self.probe.cgroups.remove_instance(self.instance.id());
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<StepCgroup>> {
+        self.cgroup_pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle step cgroup made earlier with these limits.
+    fn pooled(&self, limits: Limits) -> Option<StepCgroup> {
+        let mut pool = self.lock_pool();
+        let at = pool.iter().position(|cg| cg.limits() == limits)?;
+        let cg = pool.swap_remove(at);
+        drop(pool);
+        match cg.reset_limits() {
+            Ok(()) => Some(cg),
+            Err(e) => {
+                tracing::debug!(error = %e, "a pooled step cgroup is not reused");
+                tokio::spawn(cg.remove());
+                None
+            }
+        }
+    }
+
+    /// Takes back a finished step's cgroup: an empty, reusable one waits
+    /// for the next step with the same limits (making and removing a
+    /// cgroup directory costs more than the rest of a short step's
+    /// sandbox); any other is removed.
+    pub fn recycle(&self, cg: StepCgroup) {
+        if cg.reusable() {
+            let mut pool = self.lock_pool();
+            if pool.len() < CGROUP_POOL {
+                pool.push(cg);
+                return;
+            }
+        }
+        // The kernel may take a moment to empty the cgroup after the last
+        // exit; removing it need not delay the step's result.
+        tokio::spawn(cg.remove());
     }
 
     /// Builds the sandboxed command for `argv`.
@@ -502,9 +587,9 @@ impl Sandbox {
         scratch: &Path,
         opts: &StepOptions,
     ) -> Result<Prepared, String> {
-        let Some(program) = argv.first() else {
+        if argv.is_empty() {
             return Err("empty argv".to_owned());
-        };
+        }
         if !scratch.is_dir() {
             return Err(format!(
                 "scratch directory `{}` is missing",
@@ -539,7 +624,10 @@ impl Sandbox {
         }
         let wants_cgroup = h.v2.is_some() || limits != Limits::default();
         let cgroup = if wants_cgroup {
-            Some(StepCgroup::create(h, self.instance.id(), limits)?)
+            match self.pooled(limits) {
+                Some(cg) => Some(cg),
+                None => Some(StepCgroup::create(h, self.instance.id(), limits)?),
+            }
         } else {
             None
         };
@@ -549,8 +637,7 @@ impl Sandbox {
         if h.v2.is_none() {
             record.unavailable.push("cgroup-v2".into());
         }
-        let mut keep = Vec::new();
-        let landlock_fd = if self.probe.landlock_abi > 0 {
+        let landlock = if self.probe.landlock_abi > 0 {
             let fd = landlock_ruleset(
                 landlock_abi(self.probe.landlock_abi),
                 &self.readable,
@@ -558,12 +645,10 @@ impl Sandbox {
                 &opts.writable_paths,
             )
             .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))?;
-            let raw = fd.as_raw_fd();
-            keep.push(fd);
             record
                 .applied
                 .push(format!("landlock:v{}", self.probe.landlock_abi));
-            Some(raw)
+            Some(fd)
         } else {
             if !opts.writable_paths.is_empty() {
                 tracing::debug!("writable_paths has no effect without Landlock");
@@ -583,46 +668,162 @@ impl Sandbox {
             record.applied.push(format!("uid:{uid}"));
         }
 
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(&argv[1..])
-            .env_clear()
-            .env("PATH", &self.config.path)
-            .env("LANG", "C.UTF-8")
-            .envs(
-                env.iter()
-                    .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "TMPDIR")),
-            )
-            .env("HOME", scratch)
-            .env("TMPDIR", scratch)
-            .current_dir(scratch)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
+        // The step's whole environment: the allowlist, the runbook's
+        // variables, and HOME/TMPDIR, which no runbook may point elsewhere.
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        vars.insert("PATH".into(), self.config.path.clone());
+        vars.insert("LANG".into(), "C.UTF-8".into());
+        vars.extend(
+            env.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "PATH" | "HOME" | "TMPDIR"))
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        let home = scratch.to_string_lossy().into_owned();
+        vars.insert("HOME".into(), home.clone());
+        vars.insert("TMPDIR".into(), home);
+        let cgroup_fds = cgroup
+            .as_ref()
+            .map(StepCgroup::join_fds)
+            .unwrap_or_default();
+        let request = SpawnRequest {
+            argv: argv.to_vec(),
+            env: vars.into_iter().collect(),
+            cwd: scratch.to_owned(),
+            path: self.config.path.clone(),
+            confine: Confinement {
+                network_none: opts.network_none,
+                cpu_soft: opts.timeout.as_secs() + 10,
+                drop_to,
+                landlock: landlock.is_some(),
+                cgroups: cgroup_fds.len(),
+                seccomp: self.seccomp.is_some(),
+                kill_file: cgroup.as_ref().and_then(StepCgroup::kill_fd).is_some(),
+            },
+        };
+        Ok(Prepared {
+            request,
+            record,
+            cgroup,
+            landlock,
+        })
+    }
 
-        let child = ChildSetup {
-            cgroup_fds: cgroup
+    /// Starts a prepared step (in the helper, or here with the inline spawner).
+    ///
+    /// # Errors
+    /// Why the step did not start, worded for its record.
+    pub async fn spawn(&self, p: &Prepared) -> Result<StepProcess, String> {
+        let mut fds: Vec<RawFd> = p.landlock.iter().map(AsRawFd::as_raw_fd).collect();
+        fds.extend(
+            p.cgroup
                 .as_ref()
                 .map(StepCgroup::join_fds)
                 .unwrap_or_default(),
-            network_none: opts.network_none,
-            cpu_soft: opts.timeout.as_secs() + 10,
-            drop_to,
-            landlock_fd,
-            seccomp: self.seccomp.clone(),
+        );
+        fds.extend(p.cgroup.as_ref().and_then(StepCgroup::kill_fd));
+        let program = p.request.argv.first().map_or("", String::as_str);
+        // The helper runs under the seccomp filter, which denies the
+        // `unshare` a `network: none` step needs before its own filter.
+        let helper = match &self.spawner {
+            Spawner::Helper(h) if !p.request.confine.network_none => Some(h),
+            _ => None,
         };
-        // SAFETY: `ChildSetup::apply` only makes raw, async-signal-safe
-        // syscalls on values prepared here; it allocates nothing and takes no locks.
-        unsafe {
-            cmd.pre_exec(move || child.apply());
+        match helper {
+            None => {
+                let s = spawn_here(&p.request, &fds, self.seccomp.as_deref())
+                    .map_err(|f| f.reason(program))?;
+                let pidfd = match pidfd_open(s.pid) {
+                    Ok(fd) => fd,
+                    Err(e) => {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(s.pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                        reap_here(s.pid);
+                        return Err(format!(
+                            "pidfd_open failed (Linux 5.3 or later is needed): {e}"
+                        ));
+                    }
+                };
+                Ok(StepProcess {
+                    pid: s.pid,
+                    pidfd,
+                    stdout: s.stdout,
+                    stderr: s.stderr,
+                    lost: CancellationToken::new(),
+                    reaper: Reaper::Here,
+                })
+            }
+            Some(h) => {
+                let owned = fds
+                    .iter()
+                    .map(|&fd| {
+                        // SAFETY: `fd` is open for the duration of this call
+                        // (owned by `p`); the copy is what travels.
+                        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()
+                    })
+                    .collect::<io::Result<Vec<OwnedFd>>>()
+                    .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+                let s = h.spawn(p.request.clone(), owned).await?;
+                let generation = s.generation();
+                Ok(StepProcess {
+                    pid: s.pid,
+                    pidfd: s.pidfd,
+                    stdout: s.stdout,
+                    stderr: s.stderr,
+                    lost: s.lost,
+                    reaper: Reaper::Helper(generation),
+                })
+            }
         }
-        Ok(Prepared {
-            command: cmd,
-            record,
-            cgroup,
-            keep,
-        })
     }
+
+    /// Reaps a step whose leader has exited and whose group is killed.
+    ///
+    /// # Errors
+    /// When whoever could reap it is gone (the helper died).
+    pub async fn reap(&self, pid: i32, reaper: Reaper) -> Result<ExitStatus, String> {
+        match (reaper, &self.spawner) {
+            (Reaper::Here, _) => Ok(reap_here(pid)),
+            (Reaper::Helper(g), Spawner::Helper(h)) => h.reap(pid, g).await,
+            (Reaper::Helper(_), Spawner::Inline) => Err(HELPER_DIED.to_owned()),
+        }
+    }
+}
+
+/// Waits for a child of this process that has exited.
+fn reap_here(pid: i32) -> ExitStatus {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child into a local.
+    while unsafe { libc::waitpid(pid, &raw mut status, 0) } < 0 {
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    ExitStatus::from_raw(status)
+}
+
+/// Who reaps a started step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaper {
+    /// runbookd (the inline spawner).
+    Here,
+    /// The spawn helper of this generation.
+    Helper(u64),
+}
+
+/// A started step as runbookd holds it: the leader (unreaped), a pidfd that
+/// becomes readable when it exits, its output pipes.
+pub struct StepProcess {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// Cancelled when whoever holds the leader unreaped is gone (the spawn
+    /// helper died): its group id may then be recycled, so the step is
+    /// stopped by pidfd and cgroup only.
+    pub lost: CancellationToken,
+    pub reaper: Reaper,
 }
 
 fn landlock_abi(abi: i32) -> ABI {
@@ -760,120 +961,6 @@ fn landlock_ruleset(
     }
     Option::<OwnedFd>::from(created)
         .ok_or_else(|| "the kernel did not create a Landlock ruleset".to_owned())
-}
-
-/// Everything the child applies between fork and exec, prepared in the parent.
-struct ChildSetup {
-    cgroup_fds: Vec<RawFd>,
-    network_none: bool,
-    cpu_soft: u64,
-    drop_to: Option<(u32, u32)>,
-    landlock_fd: Option<RawFd>,
-    seccomp: Option<Arc<[BpfProgram; 2]>>,
-}
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-impl ChildSetup {
-    /// Runs in the child after fork: a new session first (no controlling
-    /// terminal, so nothing can be typed into the operator's; the step leads
-    /// its own process group), root-needing steps next, the uid drop after
-    /// them, Landlock and seccomp last (seccomp denies `unshare`).
-    fn apply(&self) -> io::Result<()> {
-        // SAFETY (whole block): raw syscalls on prepared plain values; no
-        // allocation, no locks, async-signal-safe.
-        unsafe {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            for &fd in &self.cgroup_fds {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if self.network_none {
-                check(libc::unshare(libc::CLONE_NEWNET))?;
-                loopback_up()?;
-            }
-            let limit = |res: libc::__rlimit_resource_t, soft: u64, hard: u64| {
-                let rl = libc::rlimit {
-                    rlim_cur: soft,
-                    rlim_max: hard,
-                };
-                check(libc::setrlimit(res, &raw const rl))
-            };
-            limit(libc::RLIMIT_CORE, 0, 0)?;
-            limit(libc::RLIMIT_NOFILE, NOFILE, NOFILE)?;
-            limit(libc::RLIMIT_FSIZE, FSIZE, FSIZE)?;
-            limit(libc::RLIMIT_CPU, self.cpu_soft, self.cpu_soft + 5)?;
-            libc::umask(0o077);
-            // CLOEXEC rather than close: std's exec-error pipe must stay open until exec.
-            if libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some((uid, gid)) = self.drop_to {
-                // The output pipes were made by root with mode 0600; without
-                // this, `echo x > /dev/stderr` (a re-open through /proc) fails.
-                check(libc::fchown(1, uid, gid))?;
-                check(libc::fchown(2, uid, gid))?;
-                check(libc::setgroups(0, std::ptr::null()))?;
-                check(libc::setresgid(gid, gid, gid))?;
-                check(libc::setresuid(uid, uid, uid))?;
-            }
-            check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-            if let Some(fd) = self.landlock_fd {
-                if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some(progs) = &self.seccomp {
-                for prog in progs.iter() {
-                    seccompiler::apply_filter(prog)
-                        .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Brings `lo` up in a fresh network namespace (it starts down).
-unsafe fn loopback_up() -> io::Result<()> {
-    // SAFETY: socket/ioctl/close on a zeroed, correctly sized ifreq.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (slot, b) in ifr.ifr_name.iter_mut().zip(b"lo") {
-            *slot = libc::c_char::try_from(*b).unwrap_or_default();
-        }
-        let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS, &raw mut ifr);
-        if rc == 0 {
-            ifr.ifr_ifru.ifru_flags |= libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
-            rc = libc::ioctl(sock, libc::SIOCSIFFLAGS, &raw const ifr);
-        }
-        let err = io::Error::last_os_error();
-        libc::close(sock);
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(err)
-        }
-    }
 }
 
 /// Parses a memory quantity: bytes, or with `Ki`/`Mi`/`Gi`/`Ti` (powers of

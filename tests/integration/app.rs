@@ -30,6 +30,8 @@ pub fn config(runbooks: PathBuf, data: PathBuf) -> ServerConfig {
     cfg.max_concurrent_steps = 8;
     cfg.shutdown_grace = Duration::from_millis(500);
     cfg.kill_grace = Duration::from_millis(300);
+    // The spawn helper is runbookd itself, not this test binary.
+    cfg.sandbox.spawner = crate::exec::helper();
     cfg
 }
 

@@ -4,11 +4,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use runbookd::alert::Notification;
 use runbookd::exec::run::{Executor, Quiet, RunOutcome, RunRequest, RunResult, StepRecord};
-use runbookd::exec::{ExecSettings, Probe, Sandbox, SandboxConfig, StepOutcome};
+use runbookd::exec::{ExecSettings, Probe, Sandbox, SandboxConfig, SpawnerConfig, StepOutcome};
 use runbookd::plan::IncidentRef;
 use runbookd::runbook::{load_dir, Severity};
 use serde_json::json;
@@ -35,9 +35,24 @@ pub fn require_root(why: &str) -> bool {
     require(nix::unistd::geteuid().is_root(), &format!("root ({why})"))
 }
 
+/// The spawn helper is runbookd itself (this test binary is not).
+pub fn helper() -> SpawnerConfig {
+    SpawnerConfig::Helper {
+        program: env!("CARGO_BIN_EXE_runbookd").into(),
+    }
+}
+
 pub fn executor(grace: Duration) -> Executor {
+    executor_with(grace, helper())
+}
+
+pub fn executor_with(grace: Duration, spawner: SpawnerConfig) -> Executor {
     Executor {
-        sandbox: Sandbox::new(SandboxConfig::default()).expect("sandbox"),
+        sandbox: Sandbox::new(SandboxConfig {
+            spawner,
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox"),
         settings: ExecSettings {
             kill_grace: grace,
             drain: Duration::from_millis(250),
@@ -48,6 +63,16 @@ pub fn executor(grace: Duration) -> Executor {
 
 /// Runs the one runbook in `yaml` for an alert with `labels`.
 pub async fn run_yaml(
+    yaml: &str,
+    labels: &serde_json::Value,
+    cancel: &CancellationToken,
+) -> RunResult {
+    run_yaml_on(&executor(Duration::from_millis(300)), yaml, labels, cancel).await
+}
+
+/// [`run_yaml`] on a given executor.
+pub async fn run_yaml_on(
+    executor: &Executor,
     yaml: &str,
     labels: &serde_json::Value,
     cancel: &CancellationToken,
@@ -67,9 +92,7 @@ pub async fn run_yaml(
         },
         lease: None,
     };
-    executor(Duration::from_millis(300))
-        .run(&req, Arc::new(Quiet), cancel)
-        .await
+    executor.run(&req, Arc::new(Quiet), cancel).await
 }
 
 fn step<'a>(r: &'a RunResult, name: &str) -> &'a StepRecord {
@@ -219,9 +242,17 @@ steps:
     assert!(a.stdout.ends_with("x\nlast\n"));
 }
 
+/// Both spawners (the helper, and runbookd forking steps itself) give a
+/// step the same sandbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[allow(unsafe_code)]
 async fn the_step_sees_only_its_sandbox() {
+    for spawner in [helper(), SpawnerConfig::Inline] {
+        eprintln!("spawner: {spawner:?}");
+        sandbox_view(&executor_with(Duration::from_millis(300), spawner)).await;
+    }
+}
+
+async fn sandbox_view(executor: &Executor) {
     // An inherited descriptor without CLOEXEC must not reach the step.
     let leaked = nix::unistd::dup(std::io::stdin()).unwrap();
     let leaked_fd = std::os::fd::AsRawFd::as_raw_fd(&leaked);
@@ -254,7 +285,8 @@ steps:
     continue_on_failure: true
 "#
     );
-    let r = run_yaml(
+    let r = run_yaml_on(
+        executor,
         &yaml,
         &json!({"alertname": "X", "job": "api"}),
         &CancellationToken::new(),
@@ -309,7 +341,7 @@ steps:
     );
     let probe = Probe::run();
     // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     let expected_uid = if probe.euid_root { 65534 } else { euid };
     assert_eq!(stdout(&r, "uid"), format!("{expected_uid}\n"));
     if require(probe.landlock_abi > 0, "Landlock") {
@@ -783,4 +815,117 @@ fn a_process_group_is_never_signalled_after_its_leader_is_reaped() {
             );
         }
     }
+}
+
+/// The pid of the spawn helper that started `pid` (its nearest ancestor
+/// running `__spawn-helper`).
+fn helper_of(mut pid: i32) -> Option<i32> {
+    for _ in 0..8 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        pid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        if String::from_utf8_lossy(&cmdline).contains("__spawn-helper") {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// The spawn helper killed while a step runs: the step fails at once with
+/// the reason, its processes (a background one included) are gone, and the
+/// next step starts in a new helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_helper_killed_mid_step_fails_the_step_and_is_replaced() {
+    let exec = Arc::new(executor(Duration::from_millis(300)));
+    let t = token();
+    let yaml = format!(
+        "matchers: [alertname=X]\nsteps:\n  - name: long\n    timeout: 60s\n    shell: sleep {t} & sleep {t}\n"
+    );
+    let (e, y) = (exec.clone(), yaml.clone());
+    let run = tokio::spawn(async move {
+        run_yaml_on(
+            &e,
+            &y,
+            &json!({"alertname": "X"}),
+            &CancellationToken::new(),
+        )
+        .await
+    });
+    let token = format!("sleep {t}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sleeper = loop {
+        let found = survivors(&token);
+        if found.len() >= 2 {
+            break found[0].clone();
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pid: i32 = sleeper
+        .strip_prefix("/proc/")
+        .and_then(|s| s.split(':').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let helper = helper_of(pid).expect("the step's spawn helper");
+    let killed_at = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends soon after the helper died")
+        .unwrap();
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        killed_at.elapsed()
+    );
+    assert!(
+        matches!(&step(&r, "long").outcome, Some(StepOutcome::SpawnFailed { reason }) if reason.contains("the spawn helper died while the step ran")),
+        "{:?}",
+        step(&r, "long").outcome
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !survivors(&token).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "step processes outlived the helper: {:?}",
+            survivors(&token)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = run_yaml_on(
+        &exec,
+        "matchers: [alertname=X]\nsteps:\n  - name: next\n    run: [echo, fine]\n",
+        &json!({"alertname": "X"}),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(step(&again, "next").outcome, Some(StepOutcome::Succeeded));
+    assert_eq!(stdout(&again, "next"), "fine\n");
+}
+
+/// A spawn helper that cannot start stops runbookd from starting, saying which.
+#[test]
+fn a_spawn_helper_that_does_not_start_is_an_error_at_startup() {
+    let err = Sandbox::new(SandboxConfig {
+        spawner: SpawnerConfig::Helper {
+            program: "/bin/false".into(),
+        },
+        ..SandboxConfig::default()
+    })
+    .err()
+    .expect("no sandbox without its helper");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("the spawn helper `/bin/false` did not start"),
+        "{msg}"
+    );
 }
