@@ -280,6 +280,13 @@ impl StepCgroup {
             && self.dirs.iter().all(|d| {
                 fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
             })
+            // Nothing a step (sharing runbookd's user, without Landlock)
+            // could have left for the next one: a freeze, child cgroups.
+            && self.v2.as_ref().is_some_and(|d| {
+                fs::read_to_string(d.join("cgroup.freeze")).map_or(true, |s| s.trim() == "0")
+                    && fs::read_dir(d)
+                        .is_ok_and(|mut e| !e.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+            })
     }
 
     /// Before reuse: writes the pids limit again (a step that shares

@@ -10,7 +10,10 @@
 //! a [`SpawnRequest`] (the sandbox policy, decided in runbookd) with the
 //! Landlock ruleset and cgroup descriptors, the helper forks, confines and
 //! execs with [`spawn_here`] (the code the inline spawner runs), and sends
-//! back the step's pid, a pidfd and its stdout and stderr (`SCM_RIGHTS`).
+//! back the step's pid, a pidfd, its stdout and stderr and the pipe that
+//! reports whether the exec happened (`SCM_RIGHTS`), right after the fork:
+//! the child confines itself and execs while the helper serves the next
+//! request, and runbookd reads the report.
 //!
 //! The helper keeps every step it started unreaped until runbookd asks
 //! (after it has killed the step's process group: a reaped leader's group
@@ -52,19 +55,26 @@ const MAX_FDS: usize = 8;
 /// The largest message accepted (a step's argv and environment).
 const MAX_MESSAGE: usize = 16 << 20;
 
+/// The most argument and environment bytes a step may have (Linux's
+/// `ARG_MAX` with the default 8 MiB stack is 2 MiB).
+const MAX_EXEC_BYTES: usize = 2 << 20;
+
 #[derive(Debug, Serialize, Deserialize)]
 enum ToHelper {
     /// Start a step; the message carries the request's descriptors.
     Spawn(SpawnRequest),
     /// Reap a step whose leader has exited (its group is already killed).
     Reap { pid: i32 },
+    /// Kill and reap a step nobody in runbookd holds (its spawn was
+    /// abandoned).
+    Abandon { pid: i32 },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 enum FromHelper {
     /// Set up (filtered, when asked) and serving.
     Ready,
-    /// Started; the message carries its pidfd, stdout and stderr.
+    /// Forked; the message carries its pidfd, stdout, stderr and report pipe.
     Started {
         pid: i32,
     },
@@ -233,11 +243,20 @@ pub fn main() -> std::process::ExitCode {
                         held.insert(s.pid, kill_file);
                         (
                             FromHelper::Started { pid: s.pid },
-                            vec![pidfd, s.stdout, s.stderr],
+                            vec![pidfd, s.stdout, s.stderr, s.report],
                         )
                     }
                     Err(f) => (FromHelper::Failed(f), Vec::new()),
                 }
+            }
+            ToHelper::Abandon { pid } => {
+                if let Some(kill_file) = held.remove(&pid) {
+                    if let Some(f) = kill_file {
+                        let _ = borrowed(f.as_raw_fd()).write_all(b"1");
+                    }
+                    kill_and_reap(pid);
+                }
+                (FromHelper::NotReapable { pid }, Vec::new())
             }
             ToHelper::Reap { pid } => {
                 let reply = if held.contains_key(&pid) {
@@ -296,6 +315,7 @@ pub struct HelperStarted {
     pub pidfd: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub report: OwnedFd,
     /// Cancelled when the helper that holds the step dies.
     pub lost: CancellationToken,
     generation: u64,
@@ -437,29 +457,54 @@ impl Conn {
         req: &SpawnRequest,
         fds: &[OwnedFd],
     ) -> io::Result<Result<HelperStarted, String>> {
+        // The kernel refuses an exec this large anyway; refusing it here
+        // fails this step alone instead of the helper and every step in it.
+        let size: usize = req.argv.iter().map(|a| a.len() + 1).sum::<usize>()
+            + req
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        if size > MAX_EXEC_BYTES {
+            return Ok(Err(format!(
+                "cannot run `{}`: its arguments and environment are {size} bytes, more than the {MAX_EXEC_BYTES} an exec takes",
+                req.argv.first().map_or("", String::as_str)
+            )));
+        }
         let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
         send(self.sock.as_raw_fd(), &ToHelper::Spawn(req.clone()), &raw)?;
         let Some((reply, mut fds)) = recv::<FromHelper>(self.sock.as_raw_fd())? else {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };
         match reply {
-            FromHelper::Started { pid } if fds.len() == 3 => {
-                let stderr = fds.pop().expect("three descriptors");
-                let stdout = fds.pop().expect("three descriptors");
-                let pidfd = fds.pop().expect("three descriptors");
+            FromHelper::Started { pid } if fds.len() == 4 => {
+                let report = fds.pop().expect("four descriptors");
+                let stderr = fds.pop().expect("four descriptors");
+                let stdout = fds.pop().expect("four descriptors");
+                let pidfd = fds.pop().expect("four descriptors");
                 Ok(Ok(HelperStarted {
                     pid,
                     pidfd,
                     stdout,
                     stderr,
+                    report,
                     lost: self.lost.clone(),
                     generation: self.generation,
                 }))
             }
             FromHelper::Failed(f) => Ok(Err(f.reason(&req.argv[0]))),
             other => Err(io::Error::other(format!(
-                "unexpected answer from the spawn helper: {other:?}"
+                "unexpected answer from the spawn helper: {other:?} with {} descriptor(s)",
+                fds.len()
             ))),
+        }
+    }
+
+    fn abandon(&self, pid: i32) -> io::Result<()> {
+        send(self.sock.as_raw_fd(), &ToHelper::Abandon { pid }, &[])?;
+        match recv::<FromHelper>(self.sock.as_raw_fd())? {
+            Some(_) => Ok(()),
+            None => Err(io::ErrorKind::UnexpectedEof.into()),
         }
     }
 
@@ -591,10 +636,12 @@ fn serve(program: &Path, seccomp: bool, first: Conn, jobs: &mpsc::Receiver<Job>)
         let c = conn.as_ref().expect("a helper is running");
         let broken = match job {
             Job::Spawn { req, fds, reply } => match c.spawn(&req, &fds) {
-                Ok(r) => {
-                    let _ = reply.send(r);
-                    None
-                }
+                Ok(r) => match reply.send(r) {
+                    // Nobody waits for it any more (the step was dropped):
+                    // the helper takes it back, or it would run unwatched.
+                    Err(Ok(orphan)) => c.abandon(orphan.pid).err(),
+                    _ => None,
+                },
                 Err(e) => {
                     let _ = reply.send(Err(format!(
                         "cannot run `{}`: the spawn helper failed: {e}",

@@ -243,6 +243,7 @@ pub async fn run(
     let guard = GroupGuard {
         pgid: pid,
         lost: lost.clone(),
+        leader: child.pidfd.try_clone().ok(),
     };
     // A pidfd is readable once the process has exited (reaped or not).
     // SAFETY: the descriptor is owned by the AsyncFd alone and is never
@@ -265,6 +266,25 @@ pub async fn run(
             );
         }
     };
+    // The child confines itself and execs while we wait here, not in the
+    // spawner: the report pipe closes at exec or says what failed.
+    if let Some(failure) = exec_report(child.report).await {
+        let _ = exited.readable().await;
+        drop(guard);
+        let _ = sandbox.reap(pid, reaper).await;
+        if let Some(cg) = cgroup {
+            sandbox.recycle(cg);
+        }
+        let program = argv.first().map_or("", String::as_str);
+        return finish(
+            StepOutcome::SpawnFailed {
+                reason: failure.reason(program),
+            },
+            record,
+            false,
+            false,
+        );
+    }
     let mut readers = Readers(vec![
         tokio::spawn(read_stream(
             pipe::Receiver::from_owned_fd(child.stdout).ok(),
@@ -378,12 +398,17 @@ struct GroupGuard {
     /// Set when the leader may have been reaped by someone else (its group
     /// id is then not ours to signal; the cgroup takes the step).
     lost: CancellationToken,
+    /// The leader itself: dropped before its `setsid`, it leads no group yet.
+    leader: Option<std::os::fd::OwnedFd>,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if !self.lost.is_cancelled() {
             signal_group(self.pgid, Signal::SIGKILL);
+        }
+        if let Some(fd) = &self.leader {
+            super::spawn::pidfd_signal(fd, libc::SIGKILL);
         }
     }
 }
@@ -392,6 +417,15 @@ impl Drop for GroupGuard {
 /// unreaped, so the id cannot have been reused.
 fn signal_group(pgid: i32, signal: Signal) {
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
+}
+
+/// What the report pipe of a forked step says: `None` once it closed empty
+/// (the exec happened).
+async fn exec_report(report: std::os::fd::OwnedFd) -> Option<super::spawn::SpawnFailure> {
+    let mut pipe = pipe::Receiver::from_owned_fd(report).ok()?;
+    let mut bytes = Vec::with_capacity(8);
+    let _ = (&mut pipe).take(8).read_to_end(&mut bytes).await;
+    super::spawn::decode_report(&bytes)
 }
 
 /// The two reader tasks; their buffers live outside them, so aborting one

@@ -708,10 +708,11 @@ impl Sandbox {
         })
     }
 
-    /// Starts a prepared step (in the helper, or here with the inline spawner).
+    /// Forks a prepared step (in the helper, or here with the inline
+    /// spawner); whether its exec happened is on its report pipe.
     ///
     /// # Errors
-    /// Why the step did not start, worded for its record.
+    /// Why the step could not be forked, worded for its record.
     pub async fn spawn(&self, p: &Prepared) -> Result<StepProcess, String> {
         let mut fds: Vec<RawFd> = p.landlock.iter().map(AsRawFd::as_raw_fd).collect();
         fds.extend(
@@ -750,6 +751,7 @@ impl Sandbox {
                     pidfd,
                     stdout: s.stdout,
                     stderr: s.stderr,
+                    report: s.report,
                     lost: CancellationToken::new(),
                     reaper: Reaper::Here,
                 })
@@ -771,6 +773,7 @@ impl Sandbox {
                     pidfd: s.pidfd,
                     stdout: s.stdout,
                     stderr: s.stderr,
+                    report: s.report,
                     lost: s.lost,
                     reaper: Reaper::Helper(generation),
                 })
@@ -819,6 +822,8 @@ pub struct StepProcess {
     pub pidfd: OwnedFd,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// Closes at exec, or carries why the sandbox or the exec failed.
+    pub report: OwnedFd,
     /// Cancelled when whoever holds the leader unreaped is gone (the spawn
     /// helper died): its group id may then be recycled, so the step is
     /// stopped by pidfd and cgroup only.

@@ -108,13 +108,16 @@ impl SpawnFailure {
     }
 }
 
-/// A started step: its pid (which leads its own session and process group),
-/// and the read ends of its stdout and stderr.
+/// A forked step: its pid (which leads its own session and process group),
+/// the read ends of its stdout and stderr, and the report pipe: it closes
+/// when the exec happened, or carries 8 bytes (see [`decode_report`]) when
+/// the sandbox or the exec failed (the child then exits 127, unreaped).
 #[derive(Debug)]
 pub struct Started {
     pub pid: i32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    pub report: OwnedFd,
 }
 
 fn cstring(s: impl Into<Vec<u8>>) -> Result<CString, SpawnFailure> {
@@ -142,15 +145,15 @@ fn candidates(program: &str, path: &str) -> Result<Vec<CString>, SpawnFailure> {
         .collect()
 }
 
-/// Starts `req` here: fork, confine, exec. Returns once the exec happened
-/// or failed; the caller owns the unreaped child.
+/// Starts `req` here: fork, confine, exec. Returns right after the fork
+/// (the child confines itself and execs meanwhile: whoever forks need not
+/// wait for it); the caller owns the unreaped child and reads the report.
 ///
 /// `fds` are the descriptors the request's confinement names, in order: the
 /// Landlock ruleset (when `landlock`), then the `cgroup.procs` files.
 ///
 /// # Errors
-/// The stage and OS error that stopped the step from starting (the child, if
-/// one was made, is reaped).
+/// What stopped the fork (no child was made).
 pub fn spawn_here(
     req: &SpawnRequest,
     fds: &[RawFd],
@@ -222,32 +225,34 @@ pub fn spawn_here(
         }
     }
     drop((null, out_w, err_w, report_w));
-    // The report pipe closes on exec (success) or carries the failure.
-    let mut report = [0u8; 8];
-    let mut got = 0;
-    let file = std::fs::File::from(report_r);
-    while got < report.len() {
-        match io::Read::read(&mut &file, &mut report[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    if got == report.len() {
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-        let stage = match u32::from_ne_bytes([report[0], report[1], report[2], report[3]]) {
-            0 => Stage::Confine,
-            _ => Stage::Exec,
-        };
-        let errno = i32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
-        return Err(SpawnFailure { stage, errno });
-    }
     Ok(Started {
         pid,
         stdout: out_r,
         stderr: err_r,
+        report: report_r,
     })
+}
+
+/// Decodes what the report pipe carried: nothing (it closed at exec) or a
+/// failure's stage and errno.
+#[must_use]
+pub fn decode_report(bytes: &[u8]) -> Option<SpawnFailure> {
+    if bytes.is_empty() {
+        return None;
+    }
+    // A cut-short report is still a failure, never a start.
+    let Ok(b) = <[u8; 8]>::try_from(bytes) else {
+        return Some(SpawnFailure {
+            stage: Stage::Confine,
+            errno: libc::EIO,
+        });
+    };
+    let stage = match u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) {
+        0 => Stage::Confine,
+        _ => Stage::Exec,
+    };
+    let errno = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+    Some(SpawnFailure { stage, errno })
 }
 
 fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {

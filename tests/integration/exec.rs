@@ -929,3 +929,38 @@ fn a_spawn_helper_that_does_not_start_is_an_error_at_startup() {
         "{msg}"
     );
 }
+
+/// Alert values too large for an exec fail their step with the reason
+/// (the plan refuses them; the spawn helper would too, at 2 MiB), and only
+/// that step: the helper is unharmed and runs the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_step_environment_fails_that_step_alone() {
+    let exec = executor(Duration::from_millis(300));
+    // Each variable under the kernel's per-string limit, 2.4 MB together.
+    let big = "x".repeat(120 << 10);
+    let vars: String = (0..20)
+        .map(|i| format!("  BIG{i}: \"{{{{labels.big}}}}\"\n"))
+        .collect();
+    let r = run_yaml_on(
+        &exec,
+        &format!(
+            "matchers: [alertname=X]\nenv:\n{vars}steps:\n  - name: huge\n    run: ['true']\n"
+        ),
+        &json!({"alertname": "X", "big": big}),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert!(
+        matches!(&step(&r, "huge").outcome, Some(StepOutcome::SpawnFailed { reason }) if reason.contains("arguments and environment take") && reason.contains("over the limit")),
+        "{:?}",
+        step(&r, "huge").outcome
+    );
+    let again = run_yaml_on(
+        &exec,
+        "matchers: [alertname=X]\nsteps:\n  - name: next\n    run: [echo, fine]\n",
+        &json!({"alertname": "X"}),
+        &CancellationToken::new(),
+    )
+    .await;
+    assert_eq!(stdout(&again, "next"), "fine\n");
+}
