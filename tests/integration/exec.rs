@@ -938,9 +938,14 @@ async fn an_oversized_step_environment_fails_that_step_alone() {
     let exec = executor(Duration::from_millis(300));
     // Each variable under the kernel's per-string limit, 2.4 MB together.
     let big = "x".repeat(120 << 10);
-    let vars: String = (0..20)
-        .map(|i| format!("  BIG{i}: \"{{{{labels.big}}}}\"\n"))
-        .collect();
+    let mut vars = String::new();
+    for i in 0..20 {
+        std::fmt::Write::write_fmt(
+            &mut vars,
+            format_args!("  BIG{i}: \"{{{{labels.big}}}}\"\n"),
+        )
+        .unwrap();
+    }
     let r = run_yaml_on(
         &exec,
         &format!(
