@@ -251,10 +251,7 @@ pub fn main() -> std::process::ExitCode {
             }
             ToHelper::Abandon { pid } => {
                 if let Some(kill_file) = held.remove(&pid) {
-                    if let Some(f) = kill_file {
-                        let _ = borrowed(f.as_raw_fd()).write_all(b"1");
-                    }
-                    kill_and_reap(pid);
+                    kill_step(pid, kill_file.as_ref());
                 }
                 (FromHelper::NotReapable { pid }, Vec::new())
             }
@@ -283,11 +280,7 @@ pub fn main() -> std::process::ExitCode {
     // runbookd is gone (or the socket broke): nothing may outlive it. The
     // leaders are unreaped, so their group ids are still theirs.
     for (&pid, kill_file) in &held {
-        if let Some(f) = kill_file {
-            // Escapees (setsid, double fork) too.
-            let _ = borrowed(f.as_raw_fd()).write_all(b"1");
-        }
-        kill_and_reap(pid);
+        kill_step(pid, kill_file.as_ref());
     }
     match ended {
         None => std::process::ExitCode::SUCCESS,
@@ -300,6 +293,15 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Kills a held step, escapees (setsid, double fork) included through its
+/// cgroup, and reaps its leader.
+fn kill_step(pid: i32, kill_file: Option<&OwnedFd>) {
+    if let Some(f) = kill_file {
+        let _ = borrowed(f.as_raw_fd()).write_all(b"1");
+    }
+    kill_and_reap(pid);
 }
 
 fn kill_and_reap(pid: i32) {

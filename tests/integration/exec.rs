@@ -969,3 +969,32 @@ async fn an_oversized_step_environment_fails_that_step_alone() {
     .await;
     assert_eq!(stdout(&again, "next"), "fine\n");
 }
+
+/// Step cgroups are reused only by steps with the same limits: the third
+/// step gets the first one's cgroup back, the second (its own pids limit)
+/// another, and each records the limit it ran under.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cgroup_is_reused_only_with_the_same_limits() {
+    if !require(Probe::run().cgroups.v2.is_some(), "a cgroup v2 hierarchy") {
+        return;
+    }
+    let exec = executor(Duration::from_millis(300));
+    let r = run_yaml_on(
+        &exec,
+        "matchers: [alertname=X]\nsteps:\n  - name: a\n    run: [cat, /proc/self/cgroup]\n  - name: b\n    run: [cat, /proc/self/cgroup]\n    resources: {pids: 20}\n  - name: c\n    run: [cat, /proc/self/cgroup]\n",
+        &json!({"alertname": "X"}),
+        &CancellationToken::new(),
+    )
+    .await;
+    let v2 = |name: &str| {
+        stdout(&r, name)
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+            .unwrap_or_else(|| panic!("no v2 cgroup for {name}"))
+    };
+    assert_eq!(v2("a"), v2("c"), "the same limits reuse the cgroup");
+    assert_ne!(v2("a"), v2("b"), "other limits get another cgroup");
+    let applied = |name: &str| step(&r, name).attempts[0].sandbox.applied.join(" ");
+    assert!(applied("b").contains("pids:20"), "{}", applied("b"));
+    assert!(applied("c").contains("pids:512"), "{}", applied("c"));
+}
