@@ -30,6 +30,12 @@ pub struct FileConfig {
     pub sandbox: SandboxFile,
     #[serde(default)]
     pub http: HttpFile,
+    /// Where people reach this runbookd (links in notifications), e.g.
+    /// `https://runbookd.example.com`.
+    pub external_url: Option<String>,
+    /// Named notification targets (docs/notifications.md).
+    #[serde(default)]
+    pub notifiers: std::collections::BTreeMap<String, crate::notify::config::NotifierFile>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,6 +152,9 @@ pub struct ServerConfig {
     /// Shadow mode (`serve --plan`): record incidents and plans, execute nothing.
     pub shadow: bool,
     pub http: HttpConfig,
+    /// The base of links in notifications; `http://LISTEN` when not set.
+    pub external_url: String,
+    pub notifiers: std::sync::Arc<crate::notify::config::Notifiers>,
 }
 
 /// Connection hygiene of the HTTP server.
@@ -286,6 +295,12 @@ impl ServerConfig {
         hidden.extend(file.map(Path::to_owned));
         hidden.extend(f.auth.bearer_token_file.clone());
         hidden.extend(f.auth.basic_auth.as_ref().map(|b| b.password_file.clone()));
+        hidden.extend(f.notifiers.values().flat_map(|n| n.secret_files().cloned()));
+        let notifiers = f
+            .notifiers
+            .iter()
+            .map(|(name, n)| Ok((name.clone(), n.check(name)?)))
+            .collect::<anyhow::Result<crate::notify::config::Notifiers>>()?;
         let defaults = SandboxConfig::default();
         let sandbox = SandboxConfig {
             run_as: o.run_as.or(f.sandbox.run_as).unwrap_or(defaults.run_as),
@@ -379,6 +394,19 @@ impl ServerConfig {
             sandbox,
             shadow: o.shadow,
             http,
+            external_url: match f.external_url.as_deref() {
+                Some(u) => {
+                    let url = reqwest::Url::parse(u)
+                        .map_err(|e| anyhow::anyhow!("bad `external_url`: {e}"))?;
+                    anyhow::ensure!(
+                        matches!(url.scheme(), "http" | "https"),
+                        "bad `external_url`: an http(s) URL is needed"
+                    );
+                    u.trim_end_matches('/').to_owned()
+                }
+                None => format!("http://{listen}"),
+            },
+            notifiers: std::sync::Arc::new(notifiers),
         };
         anyhow::ensure!(
             cfg.body_limit >= 1024,

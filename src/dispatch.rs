@@ -145,6 +145,7 @@ pub async fn ingest(
                     has_on_resolved: !rb.on_resolved.is_empty(),
                     cancel_on_resolved: rb.cancel_on_resolved,
                     idempotent: rb.idempotent,
+                    policy: rb.policy.clone(),
                 })
                 .collect()
         })

@@ -231,6 +231,13 @@ impl FromStr for IncidentId {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for IncidentId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Serialize for IncidentId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
@@ -381,6 +388,12 @@ pub struct IncidentDetail {
     pub timeline: Vec<TimelineEntry>,
     /// Manual steps reached by runs: open checklist items.
     pub checklist: Vec<ChecklistItem>,
+    /// Who acknowledged the incident, and when.
+    pub acknowledged_at: Option<String>,
+    pub acknowledged_by: Option<String>,
+    /// What people were told (or, in shadow mode, would have been).
+    pub notifications: Vec<crate::notify::MessageRecord>,
+    pub escalations: Vec<crate::notify::EscalationRecord>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -27,6 +27,7 @@ pub mod incident;
 pub mod lifecycle;
 pub mod matcher;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod postmortem;
 pub mod runbook;

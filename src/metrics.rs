@@ -22,6 +22,12 @@ pub struct RunbookOutcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotifierOutcome {
+    pub notifier: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildInfo {
     pub version: String,
 }
@@ -62,6 +68,8 @@ pub struct Metrics {
     /// 1 when the last reload of the runbooks succeeded (or none was tried).
     pub reload_successful: Gauge,
     pub reload_success_time: Gauge,
+    /// Notification delivery attempts, by notifier and outcome.
+    pub deliveries: Family<NotifierOutcome, Counter>,
 }
 
 fn seconds() -> Histogram {
@@ -90,6 +98,7 @@ impl Default for Metrics {
             build_info: Family::default(),
             reload_successful: Gauge::default(),
             reload_success_time: Gauge::default(),
+            deliveries: Family::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -100,6 +109,7 @@ impl Default for Metrics {
         m.reload_successful.set(1);
         m.reload_success_time.set(unix_now());
         registry.register("notifications", "Webhook notifications received, by outcome (accepted, invalid, unauthorized, too_large, queue_full, store_error)", m.notifications.clone());
+        registry.register("deliveries", "Notification delivery attempts (docs/notifications.md), by notifier and outcome (delivered, failed: retried later, refused: dead at once, expired: dead after max_age, dead: its notifier is not configured)", m.deliveries.clone());
         registry.register(
             "alerts",
             "Alerts received in accepted notifications, by status",

@@ -240,6 +240,27 @@ struct RawRunbook {
     on_failure: Vec<RawStep>,
     #[serde(default)]
     on_resolved: Vec<RawStep>,
+    #[serde(default)]
+    communication: Vec<RawCommunication>,
+    #[serde(default)]
+    escalation: Vec<RawEscalation>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommunication {
+    on: Vec<String>,
+    notify: Vec<String>,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    after: String,
+    unless: Option<Vec<String>>,
+    notify: Vec<String>,
+    message: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -581,6 +602,103 @@ impl Checker<'_> {
             }
         }
         env
+    }
+
+    /// `communication:` and `escalation:`, with where each notifier is named
+    /// (checked against the server's `notifiers:` when it starts).
+    fn policy(
+        &mut self,
+        communication: Vec<RawCommunication>,
+        escalation: Vec<RawEscalation>,
+    ) -> (crate::notify::Policy, Vec<(String, Pos)>) {
+        use crate::notify::{Communication, Escalation, Event, Policy, Unless};
+        let mut refs = Vec::new();
+        let mut notify = |c: &mut Self, path: &str, names: Vec<String>| -> Vec<String> {
+            if names.is_empty() {
+                c.err(None, path, "`notify` needs at least one notifier name");
+            }
+            let mut out: Vec<String> = Vec::new();
+            for (i, n) in names.into_iter().enumerate() {
+                let at = format!("{path}.{i}");
+                let pos = c.positions.value(&at).unwrap_or(Pos { line: 1, col: 1 });
+                if !NAME_RE.is_match(&n) {
+                    c.err(
+                        None,
+                        &at,
+                        format!("bad notifier name `{n}`: use letters, digits, `.`, `-` and `_`"),
+                    );
+                } else if !out.contains(&n) {
+                    refs.push((n.clone(), pos));
+                    out.push(n);
+                }
+            }
+            out
+        };
+        let message = |c: &mut Self, path: &str, src: Option<String>| -> Option<String> {
+            let src = src?;
+            match crate::template::Template::compile_message(&src) {
+                Ok(_) => Some(src),
+                Err(e) => {
+                    c.err(None, path, e);
+                    None
+                }
+            }
+        };
+        let mut policy = Policy::default();
+        for (i, raw) in communication.into_iter().enumerate() {
+            let at = format!("communication.{i}");
+            if raw.on.is_empty() {
+                self.err(None, &format!("{at}.on"), "`on` needs at least one event");
+            }
+            let mut on = Vec::new();
+            for (j, e) in raw.on.iter().enumerate() {
+                match e.parse::<Event>() {
+                    Ok(e) if !on.contains(&e) => on.push(e),
+                    Ok(_) => {}
+                    Err(why) => self.err(None, &format!("{at}.on.{j}"), why),
+                }
+            }
+            let targets = notify(self, &format!("{at}.notify"), raw.notify);
+            let message = message(self, &format!("{at}.message"), raw.message);
+            policy.communication.push(Communication {
+                on,
+                notify: targets,
+                message,
+            });
+        }
+        for (i, raw) in escalation.into_iter().enumerate() {
+            let at = format!("escalation.{i}");
+            let after = self.duration(
+                None,
+                &format!("{at}.after"),
+                Some(&raw.after),
+                Duration::from_secs(900),
+                false,
+            );
+            let unless = match raw.unless {
+                None => vec![Unless::Acknowledged, Unless::Resolved],
+                Some(list) => {
+                    let mut out = Vec::new();
+                    for (j, u) in list.iter().enumerate() {
+                        match u.parse::<Unless>() {
+                            Ok(u) if !out.contains(&u) => out.push(u),
+                            Ok(_) => {}
+                            Err(why) => self.err(None, &format!("{at}.unless.{j}"), why),
+                        }
+                    }
+                    out
+                }
+            };
+            let targets = notify(self, &format!("{at}.notify"), raw.notify);
+            let message = message(self, &format!("{at}.message"), raw.message);
+            policy.escalation.push(Escalation {
+                after,
+                unless,
+                notify: targets,
+                message,
+            });
+        }
+        (policy, refs)
     }
 
     fn steps(
@@ -973,6 +1091,7 @@ fn parse_checked_once(
     let steps = c.steps("steps", raw.steps, Vec::new(), &mut names);
     let on_failure = c.steps("on_failure", raw.on_failure, main_names, &mut names);
     let on_resolved = c.steps("on_resolved", raw.on_resolved, Vec::new(), &mut names);
+    let (policy, notifier_refs) = c.policy(raw.communication, raw.escalation);
 
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -995,6 +1114,8 @@ fn parse_checked_once(
             steps,
             on_failure,
             on_resolved,
+            policy,
+            notifier_refs,
             source: file.to_owned(),
         },
         warnings,

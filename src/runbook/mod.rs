@@ -89,6 +89,11 @@ pub struct Runbook {
     pub steps: Vec<Step>,
     pub on_failure: Vec<Step>,
     pub on_resolved: Vec<Step>,
+    /// `communication:` and `escalation:`.
+    pub policy: crate::notify::Policy,
+    /// Each notifier the policy names, where (checked against the server's
+    /// `notifiers:` at start and reload).
+    pub notifier_refs: Vec<(String, Pos)>,
     /// The file it was loaded from.
     pub source: PathBuf,
 }

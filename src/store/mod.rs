@@ -256,6 +256,81 @@ impl Store {
         each!(self, b => b.add_update(id, update))
     }
 
+    /// Records who acknowledged an incident (the first acknowledgement wins:
+    /// false when it already had one), cancels the escalations that an
+    /// acknowledgement ends and tells people, in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or a store error.
+    #[must_use]
+    pub fn acknowledge(&self, id: IncidentId, who: String) -> Pending<bool> {
+        each!(self, b => b.acknowledge(id, who))
+    }
+
+    /// Fires the escalation timers that are due, each once across replicas
+    /// (or cancels them when what they wait for happened); how many fired.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn escalate(&self) -> Pending<usize> {
+        each!(self, b => b.escalate())
+    }
+
+    /// Takes up to `limit` due notifications to deliver (each attempt counted);
+    /// one whose deliverer died is due again after `lease`.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn outbox_claim(
+        &self,
+        owner: String,
+        limit: u32,
+        lease: Duration,
+    ) -> Pending<Vec<crate::notify::OutboxItem>> {
+        each!(self, b => b.outbox_claim(owner, limit, lease))
+    }
+
+    /// Records how an attempt ended; false when the attempt was no longer
+    /// the notification's latest (its lease ran out and another took it).
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn outbox_settle(&self, id: i64, attempt: u32, s: crate::notify::Settle) -> Pending<bool> {
+        each!(self, b => b.outbox_settle(id, attempt, s))
+    }
+
+    /// Queues a dead notification again.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Invalid`] when it is not dead,
+    /// or a store error.
+    #[must_use]
+    pub fn outbox_retry(&self, id: i64) -> Pending<()> {
+        each!(self, b => b.outbox_retry(id))
+    }
+
+    /// Whether a notification or an escalation is due now.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn outbox_due(&self) -> Result<bool> {
+        each!(self, b => b.outbox_due().await)
+    }
+
+    /// Notifications, newest first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn messages(
+        &self,
+        f: crate::notify::MessageFilter,
+    ) -> Result<Vec<crate::notify::MessageRecord>> {
+        each!(self, b => b.messages(f).await)
+    }
+
     /// Whether the store answers.
     ///
     /// # Errors

@@ -24,6 +24,8 @@ pub struct RunbookMatch {
     /// The runbook says its steps may run again: a run taken over from a
     /// replica that died is queued again instead of ending `interrupted`.
     pub idempotent: bool,
+    /// Its `communication:` and `escalation:`.
+    pub policy: crate::notify::Policy,
 }
 
 /// A notification to record, with the runbooks matching each of its alerts.

@@ -133,6 +133,25 @@ impl Template {
     /// # Errors
     /// A message saying what is wrong, without position.
     pub fn compile(source: &str, flavor: Flavor, steps_before: &[&str]) -> Result<Self, String> {
+        Self::compile_in(source, flavor, steps_before, Schema::Step)
+    }
+
+    /// Compiles a notification message (`communication[].message`): a raw
+    /// template over the step context without `steps`, plus `event` and the
+    /// incident's `status`, `title` and `url`.
+    ///
+    /// # Errors
+    /// A message saying what is wrong, without position.
+    pub fn compile_message(source: &str) -> Result<Self, String> {
+        Self::compile_in(source, Flavor::Raw, &[], Schema::Message)
+    }
+
+    fn compile_in(
+        source: &str,
+        flavor: Flavor,
+        steps_before: &[&str],
+        schema: Schema,
+    ) -> Result<Self, String> {
         let hinted = |msg: String| match foreign_syntax_hint(source) {
             Some(hint) => format!("{msg} ({hint})"),
             None => msg,
@@ -151,6 +170,7 @@ impl Template {
         let mut check = Checker {
             steps_before,
             flavor,
+            schema,
             uses_steps: false,
         };
         check.elements(&compiled.elements, false).map_err(hinted)?;
@@ -319,7 +339,18 @@ fn raw_affixes(probe: &str, sites: &mut [ValueSite]) {
 struct Checker<'a> {
     steps_before: &'a [&'a str],
     flavor: Flavor,
+    schema: Schema,
     uses_steps: bool,
+}
+
+/// Which context a template renders against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schema {
+    /// A step's (DESIGN §3).
+    Step,
+    /// A notification message's: the step context without `steps`, plus
+    /// `event` and more of the incident.
+    Message,
 }
 
 impl Checker<'_> {
@@ -417,8 +448,26 @@ impl Checker<'_> {
         if segs.first() == Some(&"steps") {
             self.uses_steps = true;
         }
-        check_segments(&segs, self.steps_before)
-            .map_err(|why| format!("unknown template variable `{raw}`: {why}"))
+        let checked = match (self.schema, segs.as_slice()) {
+            (Schema::Message, ["event"]) => Ok(()),
+            (Schema::Message, ["event", field, ..]) => {
+                Err(format!("`event` is a value and has no field `{field}`"))
+            }
+            (Schema::Message, ["incident", rest @ ..]) => match rest.first() {
+                Some(f) if !MESSAGE_INCIDENT_FIELDS.contains(f) => Err(format!(
+                    "`incident` has no field `{f}` (it has: {})",
+                    MESSAGE_INCIDENT_FIELDS.join(", ")
+                )),
+                Some(f) => map_or_leaf(f, &rest[1..]),
+                None => Ok(()),
+            },
+            (Schema::Message, ["steps", ..]) => Err(
+                "a message has no `steps`: it is not rendered within a run (it has: alert, labels, annotations, group, incident, runbook, event)"
+                    .to_owned(),
+            ),
+            _ => check_segments(&segs, self.steps_before),
+        };
+        checked.map_err(|why| format!("unknown template variable `{raw}`: {why}"))
     }
 }
 
@@ -473,6 +522,7 @@ const MAPS: &[&str] = &[
     "commonAnnotations",
 ];
 const INCIDENT_FIELDS: &[&str] = &["id", "severity"];
+const MESSAGE_INCIDENT_FIELDS: &[&str] = &["id", "severity", "status", "title", "url"];
 const RUNBOOK_FIELDS: &[&str] = &["name", "title", "severity"];
 const STEP_FIELDS: &[&str] = &["status", "exit_code", "stdout"];
 const ROOTS: &[&str] = &[

@@ -50,7 +50,7 @@ use crate::store::{
     UnmatchedAlert,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
 
 /// Advisory lock keys (any constants, distinct from each other).
 const MIGRATION_LOCK: i64 = 0x7275_6e62_6f6f_6b01;
@@ -328,6 +328,8 @@ macro_rules! transaction {
     }};
 }
 
+mod outbox;
+
 impl Postgres {
     #[must_use]
     pub fn ingest(&self, input: Ingest) -> Pending<Ingested> {
@@ -553,7 +555,11 @@ async fn advance(tx: &Tx<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<
         &[&incident, &t.status.as_str(), &t.escalate],
     )
     .await?;
-    timeline(tx, incident, t.author, "status", &t.message, Some(t.status)).await
+    timeline(tx, incident, t.author, "status", &t.message, Some(t.status)).await?;
+    if t.status == IncidentStatus::Resolved && status != IncidentStatus::Resolved {
+        outbox::resolved(tx, incident, &t.message).await?;
+    }
+    Ok(())
 }
 
 fn secs(d: Duration) -> f64 {
@@ -640,6 +646,7 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
         .zip(&input.matches)
         .any(|(a, m)| a.status == Status::Firing && !m.is_empty());
     let names: BTreeSet<String> = matched.iter().map(|m| m.name.clone()).collect();
+    let mut opened_now = false;
     let incident = loop {
         let open = tx
             .query_opt(
@@ -691,10 +698,12 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
                 Some(IncidentStatus::Investigating),
             )
             .await?;
+            opened_now = true;
             break id;
         }
     };
     out.incident = Some(IncidentId(incident));
+    notify_ingest(tx, input, n, incident, opened_now, notification_id).await?;
     tx.execute(
         "UPDATE notifications SET incident_id = $2 WHERE id = $1",
         &[&notification_id, &incident],
@@ -828,6 +837,54 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
 
 /// Queues a run unless its key is known or a run of the same runbook, alert
 /// and phase is in progress (a drifted `startsAt` is the same alert).
+/// Remembers the matched runbooks' notification rules on the incident,
+/// tells people it opened, and arms the escalation timers (as the SQLite
+/// store's).
+async fn notify_ingest(
+    tx: &Tx<'_>,
+    input: &Ingest,
+    n: &crate::alert::Notification,
+    incident: i64,
+    opened: bool,
+    notification: i64,
+) -> Op<()> {
+    let add: crate::notify::Policies = n
+        .alerts
+        .iter()
+        .zip(&input.matches)
+        .filter(|(a, _)| a.status == Status::Firing)
+        .flat_map(|(_, m)| m.iter())
+        .filter(|m| !m.policy.is_empty())
+        .map(|m| (m.name.clone(), m.policy.clone()))
+        .collect();
+    if add.is_empty() {
+        return Ok(());
+    }
+    outbox::remember(tx, incident, &add).await?;
+    if opened {
+        let fingerprint = n.alerts.first().map_or("", |a| a.fingerprint.as_str());
+        outbox::enqueue(
+            tx,
+            incident,
+            &crate::notify::Happened {
+                event: crate::notify::Event::IncidentOpened,
+                runbook: None,
+                run_id: None,
+                step: None,
+                detail: format!("{} {}", IncidentId(incident), say::opened(n)),
+            },
+            Some((notification, fingerprint)),
+        )
+        .await?;
+    }
+    for (name, policy) in &add {
+        if !policy.escalation.is_empty() {
+            outbox::arm(tx, incident, name, policy).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn insert_run(
     tx: &Tx<'_>,
     incident: i64,
@@ -971,7 +1028,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let attempt = u32::try_from(row.get::<_, i32>(1)).unwrap_or(1);
     let r = tx
         .query_one(
-            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity
+            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id
              FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1",
             &[&id],
         )
@@ -980,10 +1037,19 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let runbook: String = r.get(1);
     let fingerprint: String = r.get(2);
     let phase: Phase = r.get::<_, &str>(4).parse().map_err(StoreError::Invalid)?;
-    run_note(
+    let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
+    run_note(tx, incident, &started).await?;
+    outbox::enqueue(
         tx,
         incident,
-        &say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt),
+        &crate::notify::Happened {
+            event: crate::notify::Event::RunStarted,
+            runbook: Some(&runbook),
+            run_id: Some(id),
+            step: None,
+            detail: started,
+        },
+        Some((r.get(7), &fingerprint)),
     )
     .await?;
     advance(
@@ -1062,7 +1128,7 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
     let Some(row) = tx
         .query_opt(
             "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL
-             WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase",
+             WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
             &[&f.lease.run_id, &f.lease.fence, &f.state.as_str(), &json(&f.result), &f.summary],
         )
         .await?
@@ -1105,6 +1171,31 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
         },
     )
     .await?;
+    if phase == Phase::Remediation
+        && matches!(
+            f.state,
+            RunState::Succeeded | RunState::SucceededWithFailures
+        )
+    {
+        outbox::disarm(
+            tx,
+            incident,
+            crate::notify::Unless::Succeeded,
+            Some(&runbook),
+            &format!("run #{} of `{runbook}` succeeded", f.lease.run_id),
+        )
+        .await?;
+    }
+    let fingerprint: String = row.get(4);
+    for what in crate::notify::run_ended(
+        &runbook,
+        f.lease.run_id,
+        f.state,
+        &f.summary,
+        f.result.as_ref(),
+    ) {
+        outbox::enqueue(tx, incident, &what, Some((row.get(3), &fingerprint))).await?;
+    }
     Ok(FinishOutcome::Recorded)
 }
 
@@ -1161,6 +1252,9 @@ async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
             )
             .await?;
             run_note(tx, incident, &say::finished(id, &runbook, state, &why)).await?;
+            for what in crate::notify::run_ended(&runbook, id, state, &why, None) {
+                outbox::enqueue(tx, incident, &what, None).await?;
+            }
             reaped.interrupted += 1;
         }
     }
@@ -1185,12 +1279,24 @@ async fn lead(tx: &Tx<'_>, owner: &str, lease: Duration) -> Op<bool> {
 }
 
 async fn add_update(tx: &Tx<'_>, id: IncidentId, u: &Update) -> Op<()> {
-    if tx
-        .query_opt("SELECT 1 FROM incidents WHERE id = $1 FOR UPDATE", &[&id.0])
+    let Some(before) = tx
+        .query_opt(
+            "SELECT status FROM incidents WHERE id = $1 FOR UPDATE",
+            &[&id.0],
+        )
         .await?
-        .is_none()
-    {
+    else {
         return Err(StoreError::NotFound(id.to_string()).into());
+    };
+    if u.status == Some(IncidentStatus::Resolved)
+        && before.get::<_, &str>(0) != IncidentStatus::Resolved.as_str()
+    {
+        outbox::resolved(
+            tx,
+            id.0,
+            &text(&format!("{id} resolved by {}: {}", u.author, u.message)),
+        )
+        .await?;
     }
     timeline(
         tx,
@@ -1370,7 +1476,10 @@ impl Postgres {
                 })
                 .collect();
             let checklist = crate::store::types::checklist(&runs);
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist })
+            let acknowledged_at = row.try_get::<_, Option<DateTime<Utc>>>("acknowledged_at")?.map(ts);
+            let acknowledged_by: Option<String> = row.try_get("acknowledged_by")?;
+            let (notifications, escalations) = outbox::of_incident(&client, id.0).await?;
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations })
         }
         .await
         .map_err(Fail::into_store)

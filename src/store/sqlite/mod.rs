@@ -9,6 +9,7 @@
 //! their own connections (WAL readers never block the writer).
 
 mod ops;
+mod outbox;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -94,6 +95,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
     include_str!("schema_v6.sql"),
+    include_str!("schema_v7.sql"),
 ];
 
 /// Most operations committed together in one transaction.

@@ -25,7 +25,7 @@ use crate::store::{
     UnmatchedAlert,
 };
 
-fn timeline(
+pub(super) fn timeline(
     conn: &Connection,
     incident: i64,
     author: &str,
@@ -78,7 +78,11 @@ fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Res
             params![incident, now()],
         )?;
     }
-    set_status(conn, incident, t.status, t.author, &t.message)
+    set_status(conn, incident, t.status, t.author, &t.message)?;
+    if t.status == IncidentStatus::Resolved && status != IncidentStatus::Resolved {
+        super::outbox::resolved(conn, incident, &t.message)?;
+    }
+    Ok(())
 }
 
 /// A stored name of an enum (a run's state, phase); a name this runbookd
@@ -166,6 +170,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         .zip(&input.matches)
         .any(|(a, m)| a.status == Status::Firing && !m.is_empty());
     let names: BTreeSet<String> = matched.iter().map(|m| m.name.clone()).collect();
+    let mut opened = false;
     let incident = match open {
         Some((id, severity, svc, rbs)) => {
             let severity = severity.parse::<Severity>().map_or(worst, |s| s.min(worst));
@@ -199,10 +204,12 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                 &say::opened(n),
                 Some(IncidentStatus::Investigating),
             )?;
+            opened = true;
             id
         }
     };
     out.incident = Some(IncidentId(incident));
+    notify_ingest(conn, input, incident, opened, out.notification_id)?;
     conn.execute(
         "UPDATE notifications SET incident_id = ?2 WHERE id = ?1",
         params![out.notification_id, incident],
@@ -301,6 +308,55 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         return Err(StoreError::QueueFull);
     }
     Ok(out)
+}
+
+/// Remembers the matched runbooks' notification rules on the incident,
+/// tells people it opened, and arms the escalation timers of the runbooks
+/// matching its firing alerts.
+fn notify_ingest(
+    conn: &Connection,
+    input: &Ingest,
+    incident: i64,
+    opened: bool,
+    notification: i64,
+) -> Result<()> {
+    let n = &input.notification;
+    let firing = || {
+        n.alerts
+            .iter()
+            .zip(&input.matches)
+            .filter(|(a, _)| a.status == Status::Firing)
+            .flat_map(|(_, m)| m.iter())
+            .filter(|m| !m.policy.is_empty())
+    };
+    if firing().next().is_none() {
+        return Ok(());
+    }
+    let add: crate::notify::Policies = firing()
+        .map(|m| (m.name.clone(), m.policy.clone()))
+        .collect();
+    super::outbox::remember(conn, incident, &add)?;
+    if opened {
+        let fingerprint = n.alerts.first().map_or("", |a| a.fingerprint.as_str());
+        super::outbox::enqueue(
+            conn,
+            incident,
+            &crate::notify::Happened {
+                event: crate::notify::Event::IncidentOpened,
+                runbook: None,
+                run_id: None,
+                step: None,
+                detail: format!("{} {}", IncidentId(incident), say::opened(n)),
+            },
+            Some((notification, fingerprint)),
+        )?;
+    }
+    for (name, policy) in &add {
+        if !policy.escalation.is_empty() {
+            super::outbox::arm(conn, incident, name, policy)?;
+        }
+    }
+    Ok(())
 }
 
 /// Queues a run unless its key is known, or a run of the same runbook, alert
@@ -446,17 +502,26 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
     let Some((fence, attempt)) = taken else {
         return Ok(None);
     };
-    let (incident, runbook, fingerprint, starts_at, phase, body, severity): (i64, String, String, String, String, Vec<u8>, String) = conn.query_row(
-        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity
+    let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification): (i64, String, String, String, String, Vec<u8>, String, i64) = conn.query_row(
+        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id
          FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
     )?;
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-    run_note(
+    let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
+    run_note(conn, incident, &started)?;
+    super::outbox::enqueue(
         conn,
         incident,
-        &say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt),
+        &crate::notify::Happened {
+            event: crate::notify::Event::RunStarted,
+            runbook: Some(&runbook),
+            run_id: Some(id),
+            step: None,
+            detail: started,
+        },
+        Some((notification, &fingerprint)),
     )?;
     advance(
         conn,
@@ -536,12 +601,12 @@ fn append_output(
 /// # Errors
 /// A database error.
 fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
-    let Some((incident, runbook, phase)): Option<(i64, String, String)> = conn
+    let Some((incident, runbook, phase, notification, fingerprint)): Option<(i64, String, String, i64, String)> = conn
         .query_row(
             "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL
-             WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, phase",
+             WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
             params![f.lease.run_id, f.lease.fence, f.state.as_str(), now(), json(&f.result), f.summary],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()?
     else {
@@ -575,6 +640,29 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
             remediation_not_succeeded,
         },
     )?;
+    if phase == Phase::Remediation
+        && matches!(
+            f.state,
+            RunState::Succeeded | RunState::SucceededWithFailures
+        )
+    {
+        super::outbox::disarm(
+            conn,
+            incident,
+            crate::notify::Unless::Succeeded,
+            Some(&runbook),
+            &format!("run #{} of `{runbook}` succeeded", f.lease.run_id),
+        )?;
+    }
+    for what in crate::notify::run_ended(
+        &runbook,
+        f.lease.run_id,
+        f.state,
+        &f.summary,
+        f.result.as_ref(),
+    ) {
+        super::outbox::enqueue(conn, incident, &what, Some((notification, &fingerprint)))?;
+    }
     Ok(FinishOutcome::Recorded)
 }
 
@@ -643,6 +731,9 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
                 params![id, why, now(), state.as_str()],
             )?;
             run_note(conn, incident, &say::finished(id, &runbook, state, &why))?;
+            for what in crate::notify::run_ended(&runbook, id, state, &why, None) {
+                super::outbox::enqueue(conn, incident, &what, None)?;
+            }
             reaped.interrupted += 1;
         }
     }
@@ -659,10 +750,17 @@ fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
             r.get(0)
         })
         .optional()?;
-    if exists.is_none() {
+    let Some(before) = exists else {
         return Err(StoreError::NotFound(id.to_string()));
-    }
+    };
     timeline(conn, id.0, &u.author, "update", &u.message, u.status)?;
+    if u.status == Some(IncidentStatus::Resolved) && before != IncidentStatus::Resolved.as_str() {
+        super::outbox::resolved(
+            conn,
+            id.0,
+            &format!("{id} resolved by {}: {}", u.author, u.message),
+        )?;
+    }
     if let Some(rc) = &u.root_cause {
         conn.execute(
             "UPDATE incidents SET root_cause = ?2 WHERE id = ?1",
@@ -746,8 +844,8 @@ impl Sqlite {
     /// [`StoreError::NotFound`] or a database error.
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         self.read(move |conn| {
-            let (summary, root_cause) = conn
-                .query_row(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
+            let (summary, root_cause, acknowledged_at, acknowledged_by) = conn
+                .query_row(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?, r.get::<_, Option<String>>("acknowledged_at")?, r.get::<_, Option<String>>("acknowledged_by")?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;
@@ -798,7 +896,9 @@ impl Sqlite {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let checklist = crate::store::types::checklist(&runs);
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist })
+            let notifications = super::outbox::messages_of(conn, id.0)?;
+            let escalations = super::outbox::escalations(conn, id.0)?;
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations })
         })
         .await
     }

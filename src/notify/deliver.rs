@@ -1,0 +1,398 @@
+//! The outbox worker, on every replica: fires due escalation timers, takes
+//! due notifications from the store (each attempt belongs to one replica),
+//! renders and sends them, and records how each attempt ended.
+//!
+//! At-least-once: a notification is marked delivered only after the
+//! receiver accepted it, so a crash between the two sends it again (the
+//! `X-Runbookd-Delivery` header and PagerDuty's `dedup_key` let receivers
+//! fold repeats). Failures are retried with exponential backoff and jitter,
+//! at least as late as `Retry-After`; a 4xx other than 408 and 429 and a
+//! permanent SMTP reply end it `dead` at once, and so does its maximum age.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{Notifier, Notifiers, Rate};
+use super::send::{self, Outcome, Outgoing};
+use super::{OutboxItem, Settle};
+use crate::metrics::Metrics;
+use crate::runbook::RunbookSet;
+use crate::store::Store;
+
+/// How often the worker looks for due work.
+const POLL: Duration = Duration::from_millis(250);
+/// Notifications taken per claim.
+const BATCH: u32 = 32;
+/// Deliveries in flight at once per replica.
+const IN_FLIGHT: usize = 16;
+/// Retry delays double from the notifier's `backoff` up to this.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Everything the worker needs.
+#[derive(Clone)]
+pub struct Outbox {
+    pub store: Store,
+    pub notifiers: Arc<Notifiers>,
+    pub runbooks: Arc<RwLock<Arc<RunbookSet>>>,
+    pub metrics: Arc<Metrics>,
+    /// This replica's name (the owner of the attempts it makes).
+    pub owner: String,
+    /// The base of incident links.
+    pub external_url: String,
+}
+
+/// A notifier's rate as a token bucket.
+struct Bucket {
+    rate: Rate,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: Rate) -> Self {
+        Bucket {
+            rate,
+            tokens: f64::from(rate.n),
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self) -> Result<(), Duration> {
+        let per_token = self.rate.per.as_secs_f64() / f64::from(self.rate.n);
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() / per_token)
+            .min(f64::from(self.rate.n));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) * per_token))
+        }
+    }
+}
+
+/// The delay before attempt `attempt + 1`: `backoff` doubled per attempt,
+/// at most [`MAX_BACKOFF`], ±20% jitter, and never before `Retry-After`.
+#[must_use]
+pub fn retry_delay(backoff: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exp = backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let base = exp.min(MAX_BACKOFF);
+    let jittered = base.mul_f64(0.8 + fastrand::f64() * 0.4);
+    match retry_after {
+        Some(ra) => jittered.max(ra),
+        None => jittered,
+    }
+}
+
+/// What to record for an attempt's outcome.
+fn settle_for(n: &Notifier, item: &OutboxItem, outcome: Outcome) -> Settle {
+    match outcome {
+        Outcome::Delivered => Settle::Delivered,
+        Outcome::Permanent(error) => Settle::Dead {
+            error: format!("refused (not retried): {error}"),
+        },
+        Outcome::Retry { error, after } => {
+            let delay = retry_delay(n.backoff, item.attempt, after);
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            let deadline =
+                item.created_at + chrono::Duration::from_std(n.max_age).unwrap_or_default();
+            if at > deadline {
+                Settle::Dead {
+                    error: format!(
+                        "gave up after {} attempts (max_age {}): {error}",
+                        item.attempt,
+                        humantime::format_duration(n.max_age)
+                    ),
+                }
+            } else {
+                Settle::Retry { at, error }
+            }
+        }
+    }
+}
+
+impl Outbox {
+    /// Delivers until `stop`; what is in flight then is left to its lease
+    /// (another replica, or the next start, sends it again).
+    pub async fn run(self, stop: CancellationToken) {
+        let client = match reqwest::Client::builder()
+            .user_agent(concat!("runbookd/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the notification sender; notifications stay queued");
+                return;
+            }
+        };
+        let lease = self
+            .notifiers
+            .values()
+            .map(|n| n.timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(10))
+            + Duration::from_secs(30);
+        let mut buckets: HashMap<String, Bucket> = self
+            .notifiers
+            .values()
+            .filter_map(|n| Some((n.name.clone(), Bucket::new(n.rate?))))
+            .collect();
+        let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+        let mut inflight = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(POLL) => {}
+            }
+            while inflight.try_join_next().is_some() {}
+            match self.store.outbox_due().await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the outbox");
+                    continue;
+                }
+            }
+            match self.store.escalate().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(escalations = n, "escalation timers fired"),
+                Err(e) => tracing::warn!(error = %e, "cannot fire escalation timers"),
+            }
+            let free = u32::try_from(slots.available_permits())
+                .unwrap_or(0)
+                .min(BATCH);
+            if free == 0 {
+                continue;
+            }
+            let items = match self
+                .store
+                .outbox_claim(self.owner.clone(), free, lease)
+                .await
+            {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take notifications from the outbox");
+                    continue;
+                }
+            };
+            for item in items {
+                let Some(n) = self.notifiers.get(&item.notifier).cloned() else {
+                    let error = format!(
+                        "notifier `{}` is not configured (any more); fix the config, then `runbookd notifications retry {}`",
+                        item.notifier, item.id
+                    );
+                    self.record(&item, "dead", Settle::Dead { error }).await;
+                    continue;
+                };
+                if let Some(b) = buckets.get_mut(&n.name) {
+                    if let Err(wait) = b.take() {
+                        let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                        let _ = self
+                            .store
+                            .outbox_settle(item.id, item.attempt, Settle::Defer { at })
+                            .await;
+                        continue;
+                    }
+                }
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let this = self.clone();
+                let client = client.clone();
+                inflight.spawn(async move {
+                    this.deliver(&client, &n, item).await;
+                    drop(permit);
+                });
+            }
+        }
+        // Let what is in flight finish briefly; the rest is sent again later.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while inflight.join_next().await.is_some() {}
+        })
+        .await;
+    }
+
+    async fn deliver(&self, client: &reqwest::Client, n: &Notifier, item: OutboxItem) {
+        let url = format!("{}/incidents/{}", self.external_url, item.incident);
+        let text = self.render(&item, &url);
+        let outcome = send::send(
+            client,
+            n,
+            &Outgoing {
+                item: &item,
+                text,
+                url,
+            },
+        )
+        .await;
+        let label = match &outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry { .. } => "failed",
+            Outcome::Permanent(_) => "refused",
+        };
+        let settle = settle_for(n, &item, outcome);
+        let label = if matches!(settle, Settle::Dead { .. }) && label == "failed" {
+            "expired"
+        } else {
+            label
+        };
+        self.record(&item, label, settle).await;
+    }
+
+    async fn record(&self, item: &OutboxItem, outcome: &str, settle: Settle) {
+        self.metrics
+            .deliveries
+            .get_or_create(&crate::metrics::NotifierOutcome {
+                notifier: item.notifier.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        match &settle {
+            Settle::Delivered => {
+                tracing::info!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, "notification delivered")
+            }
+            Settle::Retry { at, error } => {
+                tracing::warn!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, next = %at, error = %error, "notification not delivered; will retry")
+            }
+            Settle::Dead { error } => {
+                tracing::error!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, error = %error, "notification dead")
+            }
+            Settle::Defer { .. } => {}
+        }
+        match self
+            .store
+            .outbox_settle(item.id, item.attempt, settle)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                id = item.id,
+                "a notification attempt outlived its lease; another attempt owns it"
+            ),
+            Err(e) => {
+                tracing::warn!(id = item.id, error = %e, "cannot record a notification attempt; it will be sent again after its lease")
+            }
+        }
+    }
+
+    /// The message: the rule's template over the alert context plus
+    /// `event`, or the default text; a template that cannot render for this
+    /// alert falls back to the default text, saying why.
+    fn render(&self, item: &OutboxItem, url: &str) -> String {
+        let title = self.runbooks.read().ok().and_then(|set| {
+            item.runbook
+                .as_deref()
+                .and_then(|rb| set.get(rb).map(|r| r.title.clone()))
+        });
+        let default = format!("[{}] {}: {}", item.severity, item.title, item.detail);
+        let Some(src) = &item.template else {
+            return default;
+        };
+        let rendered = crate::template::Template::compile_message(src).and_then(|t| {
+            t.render(&message_context(item, url, title.as_deref()))
+                .map_err(|e| e.to_string())
+        });
+        match rendered {
+            Ok(text) if !text.trim().is_empty() => text,
+            Ok(_) => default,
+            Err(e) => format!("{default} (the message template failed: {e})"),
+        }
+    }
+}
+
+/// The template context of a message: the step context of DESIGN §3 for the
+/// event's alert (without `steps`), the incident's `status`, `title` and
+/// `url`, and `event`.
+#[must_use]
+pub fn message_context(
+    item: &OutboxItem,
+    url: &str,
+    runbook_title: Option<&str>,
+) -> crate::template::Data {
+    let n = item
+        .body
+        .as_deref()
+        .and_then(|b| crate::alert::Notification::from_json(b).ok());
+    let mut v = serde_json::json!({
+        "event": item.event,
+        "incident": {
+            "id": item.incident,
+            "severity": item.severity,
+            "status": item.status,
+            "title": item.title,
+            "url": url,
+        },
+    });
+    if let Some(rb) = &item.runbook {
+        v["runbook"] = serde_json::json!({"name": rb, "title": runbook_title.unwrap_or(rb)});
+    }
+    if let Some(n) = &n {
+        let alert = item
+            .fingerprint
+            .as_deref()
+            .and_then(|f| n.alerts.iter().find(|a| a.fingerprint == f))
+            .or_else(|| n.alerts.first());
+        if let Some(a) = alert {
+            v["alert"] = serde_json::to_value(a).unwrap_or_default();
+            v["labels"] = serde_json::to_value(&a.labels).unwrap_or_default();
+            v["annotations"] = serde_json::to_value(&a.annotations).unwrap_or_default();
+        }
+        v["group"] = serde_json::json!({
+            "groupKey": n.group_key,
+            "receiver": n.receiver,
+            "status": n.status,
+            "groupLabels": n.group_labels,
+            "commonLabels": n.common_labels,
+            "commonAnnotations": n.common_annotations,
+            "externalURL": n.external_url,
+            "truncatedAlerts": n.truncated_alerts,
+        });
+    }
+    crate::template::Data::new(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_and_honour_retry_after() {
+        let b = Duration::from_secs(1);
+        for _ in 0..50 {
+            let d1 = retry_delay(b, 1, None);
+            assert!(
+                d1 >= Duration::from_millis(800) && d1 <= Duration::from_millis(1200),
+                "{d1:?}"
+            );
+            let d4 = retry_delay(b, 4, None);
+            assert!(
+                d4 >= Duration::from_millis(6400) && d4 <= Duration::from_millis(9600),
+                "{d4:?}"
+            );
+            assert!(retry_delay(b, 30, None) <= MAX_BACKOFF.mul_f64(1.2));
+            assert!(retry_delay(b, 1, Some(Duration::from_secs(7))) >= Duration::from_secs(7));
+        }
+    }
+
+    #[test]
+    fn a_bucket_allows_its_rate_and_says_when_the_next_token_comes() {
+        let mut b = Bucket::new(Rate {
+            n: 2,
+            per: Duration::from_secs(1),
+        });
+        assert!(b.take().is_ok());
+        assert!(b.take().is_ok());
+        let wait = b.take().unwrap_err();
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+    }
+}

@@ -1,0 +1,377 @@
+//! What each notifier sends, and how an attempt ended. Alert data reaches
+//! these documents only as JSON string values (serde escapes them), as
+//! Slack text with `&`, `<` and `>` escaped (so no `<!channel>` and no
+//! links of the sender's choosing), and as email text whose subject has no
+//! control characters (no header injection).
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::config::{Notifier, SmtpTls, Target};
+use super::{Event, OutboxItem};
+
+/// A notification ready to send: the item, its text, the incident's link.
+pub(super) struct Outgoing<'a> {
+    pub item: &'a OutboxItem,
+    pub text: String,
+    pub url: String,
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Delivered,
+    /// Worth trying again (a timeout, 5xx, 408, 429, a transient SMTP reply);
+    /// `after`: the receiver's `Retry-After`.
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Trying again cannot help (another 4xx, a permanent SMTP reply).
+    Permanent(String),
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+pub(super) fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max.saturating_sub(1)) {
+        Some((at, _)) if s.chars().count() > max => format!("{}…", &s[..at]),
+        _ => s.to_owned(),
+    }
+}
+
+/// Slack's escaping of message text: the three characters that start
+/// links, mentions and entities.
+pub(super) fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Text for a header or a subject: control characters (CR, LF, tabs) as spaces.
+pub(super) fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// runbookd's own event document (docs/notifications.md).
+pub(super) fn webhook_document(o: &Outgoing<'_>) -> Value {
+    let i = o.item;
+    json!({
+        "version": "1",
+        "id": i.id,
+        "event": i.event,
+        "message": o.text,
+        "detail": i.detail,
+        "incident": {
+            "id": i.incident,
+            "title": i.title,
+            "severity": i.severity,
+            "status": i.status,
+            "services": i.services,
+            "url": o.url,
+        },
+        "runbook": i.runbook,
+        "run_id": i.run_id,
+        "step": i.step,
+        "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    })
+}
+
+/// A Slack incoming-webhook message: `text` (the notification fallback)
+/// and blocks with the incident, runbook, status, failed step and a link.
+pub(super) fn slack_message(o: &Outgoing<'_>) -> Value {
+    let i = o.item;
+    let mut fields = vec![
+        json!({"type": "mrkdwn", "text": format!("*Severity*\n{}", i.severity)}),
+        json!({"type": "mrkdwn", "text": format!("*Status*\n{}", i.status)}),
+        json!({"type": "mrkdwn", "text": format!("*Event*\n{}", i.event)}),
+    ];
+    if let Some(rb) = &i.runbook {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Runbook*\n{}", slack_escape(&truncate(rb, 200)))}));
+    }
+    if let Some(step) = &i.step {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Failed step*\n{}", slack_escape(&truncate(step, 200)))}));
+    }
+    let header = truncate(&one_line(&format!("{} · {}", i.incident, i.title)), 150);
+    json!({
+        "text": slack_escape(&truncate(&format!("{}: {}", i.incident, o.text), 3000)),
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": header}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(&truncate(&o.text, 2900))}},
+            {"type": "section", "fields": fields},
+            {"type": "context", "elements": [
+                {"type": "mrkdwn", "text": format!("<{}|Open {} in runbookd>", o.url, i.incident)}
+            ]},
+        ],
+    })
+}
+
+/// PagerDuty's severity for an incident's.
+fn pagerduty_severity(s: crate::runbook::Severity) -> &'static str {
+    use crate::runbook::Severity as S;
+    match s {
+        S::Sev1 => "critical",
+        S::Sev2 => "error",
+        S::Sev3 => "warning",
+        S::Sev4 => "info",
+    }
+}
+
+/// An Events API v2 event: acknowledge and resolve for those events,
+/// trigger for every other (PagerDuty folds them by `dedup_key`).
+pub(super) fn pagerduty_event(o: &Outgoing<'_>, routing_key: &str) -> Value {
+    let i = o.item;
+    let dedup_key = truncate(&i.incident.to_string(), 255);
+    let action = match i.event {
+        Event::IncidentAcknowledged => "acknowledge",
+        Event::IncidentResolved => "resolve",
+        _ => "trigger",
+    };
+    if action != "trigger" {
+        return json!({"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key});
+    }
+    let source = i
+        .services
+        .first()
+        .map_or_else(|| "runbookd".to_owned(), |s| truncate(s, 255));
+    json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": dedup_key,
+        "client": "runbookd",
+        "client_url": o.url,
+        "payload": {
+            "summary": truncate(&one_line(&format!("{}: {}", i.incident, o.text)), 1024),
+            "source": source,
+            "severity": pagerduty_severity(i.severity),
+            "timestamp": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "component": i.runbook,
+            "group": i.services.join(","),
+            "class": i.event,
+            "custom_details": {
+                "incident": i.incident,
+                "title": i.title,
+                "status": i.status,
+                "runbook": i.runbook,
+                "run_id": i.run_id,
+                "step": i.step,
+                "detail": i.detail,
+            },
+        },
+        "links": [{"href": o.url, "text": format!("{} in runbookd", i.incident)}],
+    })
+}
+
+/// The `Retry-After` of a response: seconds or an HTTP date.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
+        .or(Some(Duration::ZERO))
+}
+
+async fn post(
+    client: &reqwest::Client,
+    n: &Notifier,
+    url: &reqwest::Url,
+    body: &Value,
+    bearer: Option<&str>,
+    id: i64,
+) -> Outcome {
+    let mut req = client
+        .post(url.clone())
+        .timeout(n.timeout)
+        .header("X-Runbookd-Delivery", id.to_string())
+        .json(body);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let why = if e.is_timeout() {
+                format!("no answer within {}", humantime::format_duration(n.timeout))
+            } else if e.is_connect() {
+                format!("cannot connect: {}", root_cause(&e))
+            } else {
+                format!("request failed: {}", root_cause(&e))
+            };
+            return Outcome::Retry {
+                error: why,
+                after: None,
+            };
+        }
+    };
+    let status = resp.status();
+    let after = retry_after(resp.headers());
+    if status.is_success() {
+        return Outcome::Delivered;
+    }
+    let body = resp.text().await.unwrap_or_default();
+    let error = format!(
+        "HTTP {}{}",
+        status.as_u16(),
+        if body.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", truncate(&one_line(body.trim()), 300))
+        }
+    );
+    match status.as_u16() {
+        408 | 429 => Outcome::Retry { error, after },
+        400..=499 => Outcome::Permanent(error),
+        // 3xx are not followed (a notifier URL is a fixed endpoint): retried,
+        // so that the operator sees the error and fixes the URL.
+        _ => Outcome::Retry { error, after },
+    }
+}
+
+/// The innermost cause of an error, which says what really failed.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+async fn email(n: &Notifier, o: &Outgoing<'_>) -> Outcome {
+    use lettre::message::header::ContentType;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let Target::Email {
+        host,
+        port,
+        tls,
+        credentials,
+        from,
+        to,
+    } = &n.target
+    else {
+        return Outcome::Permanent("not an email notifier".into());
+    };
+    let i = o.item;
+    let subject = truncate(
+        &one_line(&format!(
+            "[runbookd] {} {} {}: {}",
+            i.incident, i.severity, i.title, i.event
+        )),
+        200,
+    );
+    let mut body = format!("{}\n\n", o.text);
+    body.push_str(&format!(
+        "Incident: {} ({}, {})\n",
+        i.incident, i.severity, i.status
+    ));
+    body.push_str(&format!("Title:    {}\n", i.title));
+    if let Some(rb) = &i.runbook {
+        body.push_str(&format!("Runbook:  {rb}\n"));
+    }
+    if let Some(step) = &i.step {
+        body.push_str(&format!("Step:     {step}\n"));
+    }
+    body.push_str(&format!(
+        "Event:    {}\nDetail:   {}\n\n{}\n",
+        i.event, i.detail, o.url
+    ));
+    let mut m = Message::builder()
+        .from(from.clone())
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN);
+    for t in to {
+        m = m.to(t.clone());
+    }
+    let message = match m.body(body) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Permanent(format!("cannot build the email: {e}")),
+    };
+    let builder = match tls {
+        SmtpTls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            host.as_str(),
+        )),
+        SmtpTls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
+        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+    };
+    let mut builder = match builder {
+        Ok(b) => b.port(*port).timeout(Some(n.timeout)),
+        Err(e) => return Outcome::Permanent(format!("bad SMTP server `{host}`: {e}")),
+    };
+    if let Some((user, pass)) = credentials {
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            user.clone(),
+            pass.clone(),
+        ));
+    }
+    let transport = builder.build();
+    match transport.send(message).await {
+        Ok(_) => Outcome::Delivered,
+        Err(e) if e.is_permanent() => {
+            Outcome::Permanent(format!("SMTP {host}:{port} refused: {}", root_cause(&e)))
+        }
+        Err(e) => Outcome::Retry {
+            error: format!("SMTP {host}:{port}: {}", root_cause(&e)),
+            after: None,
+        },
+    }
+}
+
+/// One attempt to deliver `o` through `n`.
+pub(super) async fn send(client: &reqwest::Client, n: &Notifier, o: &Outgoing<'_>) -> Outcome {
+    match &n.target {
+        Target::Webhook { url, bearer } => {
+            post(
+                client,
+                n,
+                url,
+                &webhook_document(o),
+                bearer.as_deref(),
+                o.item.id,
+            )
+            .await
+        }
+        Target::Slack { url } => post(client, n, url, &slack_message(o), None, o.item.id).await,
+        Target::Pagerduty { url, routing_key } => {
+            post(
+                client,
+                n,
+                url,
+                &pagerduty_event(o, routing_key),
+                None,
+                o.item.id,
+            )
+            .await
+        }
+        Target::Email { .. } => email(n, o).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slack_text_cannot_mention_or_link() {
+        assert_eq!(
+            slack_escape("<!channel> <https://evil|click> & co"),
+            "&lt;!channel&gt; &lt;https://evil|click&gt; &amp; co"
+        );
+    }
+
+    #[test]
+    fn one_line_texts_have_no_line_breaks() {
+        assert_eq!(one_line("a\r\nBcc: x@y\tz"), "a  Bcc: x@y z");
+        assert_eq!(truncate("abcdef", 4), "abc…");
+        assert_eq!(truncate("abc", 4), "abc");
+        assert_eq!(truncate(&"é".repeat(2000), 1024).chars().count(), 1024);
+    }
+}
