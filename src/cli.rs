@@ -124,6 +124,23 @@ pub enum Command {
         /// Runbook files, or directories of them (*.yaml, *.yml).
         #[arg(default_value = "runbooks", env = "RUNBOOKD_RUNBOOKS", num_args = 1..)]
         paths: Vec<PathBuf>,
+        /// The server's settings file: notifiers that runbooks name must be in its `notifiers:`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// What runbookd told people: list notifications, retry a dead one.
+    Notifications {
+        /// Where the SQLite store lives.
+        #[arg(long, default_value = "data", env = "RUNBOOKD_DATA_DIR", global = true)]
+        data_dir: PathBuf,
+        /// The store, when not the SQLite file in --data-dir.
+        #[arg(long, env = "RUNBOOKD_STORE", global = true)]
+        store: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+        output: Output,
+        #[command(subcommand)]
+        action: NotificationsAction,
     },
     /// Run the runbooks matching an Alertmanager payload, or with --plan show what would run.
     Run {
@@ -175,6 +192,32 @@ pub enum IncidentsAction {
     Show {
         /// e.g. INC-0042
         id: crate::incident::IncidentId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotificationsAction {
+    /// Notifications, newest first.
+    List {
+        /// Only this incident's, e.g. INC-0042.
+        #[arg(long)]
+        incident: Option<crate::incident::IncidentId>,
+        /// Only those in this state (pending, sending, delivered, dead, suppressed).
+        #[arg(long)]
+        state: Option<crate::notify::DeliveryState>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Queue a dead notification again (asks the running server).
+    Retry {
+        /// The notification's id (`notifications list`).
+        id: i64,
+        /// The running server.
+        #[arg(long, default_value = "http://127.0.0.1:9095", env = "RUNBOOKD_SERVER")]
+        server: String,
+        /// A file holding the server's bearer token, when it has auth.
+        #[arg(long, env = "RUNBOOKD_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -233,7 +276,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             data_dir,
             store,
         } => postmortem(id, template.as_deref(), &store_url(store, &data_dir)?),
-        Command::Check { paths } => Ok(check(&paths)),
+        Command::Check { paths, config } => check(&paths, config.as_deref()),
+        Command::Notifications {
+            data_dir,
+            store,
+            output,
+            action,
+        } => notifications(store, &data_dir, output, action),
         Command::Run {
             alert,
             runbooks,
@@ -257,8 +306,25 @@ fn report(loaded: Result<RunbookSet, runbook::LoadErrors>) -> Result<RunbookSet,
     })
 }
 
-fn check(paths: &[PathBuf]) -> ExitCode {
-    match report(runbook::load_paths(paths)) {
+fn check(paths: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let names: Option<Vec<String>> = match config {
+        None => None,
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read config `{}`: {e}", p.display()))?;
+            let f: crate::config::FileConfig = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("config `{}`: {e}", p.display()))?;
+            Some(f.notifiers.into_keys().collect())
+        }
+    };
+    let loaded = runbook::load_paths(paths).and_then(|set| {
+        if let Some(names) = &names {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            crate::notify::config::check_names(&set, &names)?;
+        }
+        Ok(set)
+    });
+    Ok(match report(loaded) {
         Ok(set) => {
             for w in set.warnings() {
                 eprintln!("{w}");
@@ -280,6 +346,92 @@ fn check(paths: &[PathBuf]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    })
+}
+
+fn notifications(
+    store: Option<String>,
+    data_dir: &Path,
+    output: Output,
+    action: NotificationsAction,
+) -> anyhow::Result<ExitCode> {
+    match action {
+        NotificationsAction::List {
+            incident,
+            state,
+            limit,
+        } => {
+            let url = store_url(store, data_dir)?;
+            runtime()?.block_on(async {
+                let store = open_store(&url).await?;
+                let list = store
+                    .messages(crate::notify::MessageFilter {
+                        incident,
+                        state,
+                        limit: Some(limit),
+                    })
+                    .await?;
+                let mut out = std::io::stdout().lock();
+                if output == Output::Json {
+                    serde_json::to_writer_pretty(&mut out, &serde_json::json!({"notifications": list}))?;
+                    writeln!(out)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>6} {:<10} {:<16} {:<21} {:<10} {:>8}  LAST ERROR",
+                        "ID", "INCIDENT", "NOTIFIER", "EVENT", "STATE", "ATTEMPTS"
+                    )?;
+                    for m in &list {
+                        writeln!(
+                            out,
+                            "{:>6} {:<10} {:<16} {:<21} {:<10} {:>8}  {}",
+                            m.id,
+                            m.incident.to_string(),
+                            m.notifier,
+                            m.event.as_str(),
+                            m.state.as_str(),
+                            m.attempts,
+                            m.last_error.as_deref().unwrap_or("")
+                        )?;
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        NotificationsAction::Retry {
+            id,
+            server,
+            token_file,
+        } => {
+            let token = token_file
+                .as_deref()
+                .map(|p| crate::config::read_secret(p, "bearer token"))
+                .transpose()?;
+            runtime()?.block_on(async {
+                let url = format!("{}/api/v1/notifications/{id}/retry", server.trim_end_matches('/'));
+                let mut req = reqwest::Client::new().post(&url);
+                if let Some(t) = &token {
+                    req = req.bearer_auth(t);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot reach runbookd at {server}: {e}"))?;
+                let status = resp.status();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                if status.is_success() {
+                    say!("notification {id} queued again");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!(
+                        "runbookd refused: {} (HTTP {})",
+                        body["error"].as_str().unwrap_or("no reason given"),
+                        status.as_u16()
+                    );
+                    Ok(ExitCode::from(1))
+                }
+            })
+        }
     }
 }
 
@@ -428,6 +580,9 @@ fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
                 for (i, s) in r.on_failure.iter().enumerate() {
                     write_step(out, i + 1, s)?;
                 }
+            }
+            for n in &r.notifications {
+                writeln!(out, "    notifies {} (not sent by a plan)", n.describe())?;
             }
         }
     }

@@ -119,6 +119,70 @@ pub struct RunPlan {
     pub run_as: Option<String>,
     pub steps: Vec<StepPlan>,
     pub on_failure: Vec<StepPlan>,
+    /// Who is told what (`communication:`, `escalation:`); a plan sends nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<PlannedNotice>,
+}
+
+/// A notification rule of a planned run: on which events, or after how long
+/// unless what, which notifiers hear of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PlannedNotice {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<crate::notify::Event>,
+    /// Escalations: after this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unless: Vec<crate::notify::Unless>,
+    pub notify: Vec<String>,
+    /// The message template, when the rule has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl PlannedNotice {
+    /// `slack-ops on incident_opened, run_failed` / `pd after 15m unless acknowledged`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let when = match self.after_ms {
+            Some(ms) => {
+                let unless: Vec<&str> = self.unless.iter().map(|u| u.as_str()).collect();
+                format!(
+                    "after {}{}",
+                    humantime::format_duration(std::time::Duration::from_millis(ms)),
+                    if unless.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" unless {}", unless.join(" or "))
+                    }
+                )
+            }
+            None => {
+                let on: Vec<&str> = self.on.iter().map(|e| e.as_str()).collect();
+                format!("on {}", on.join(", "))
+            }
+        };
+        format!("{} {when}", self.notify.join(", "))
+    }
+}
+
+fn planned_notices(p: &crate::notify::Policy) -> Vec<PlannedNotice> {
+    let talk = p.communication.iter().map(|c| PlannedNotice {
+        on: c.on.clone(),
+        after_ms: None,
+        unless: Vec::new(),
+        notify: c.notify.clone(),
+        message: c.message.clone(),
+    });
+    let escalate = p.escalation.iter().map(|e| PlannedNotice {
+        on: Vec::new(),
+        after_ms: Some(millis(e.after)),
+        unless: e.unless.clone(),
+        notify: e.notify.clone(),
+        message: e.message.clone(),
+    });
+    talk.chain(escalate).collect()
 }
 
 /// (runbook, fingerprint, startsAt): the identity of a run.
@@ -314,6 +378,7 @@ fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRe
         run_as: rb.run_as.clone(),
         steps,
         on_failure,
+        notifications: planned_notices(&rb.policy),
     }
 }
 

@@ -282,6 +282,10 @@ mod tests {
             runs: vec![],
             timeline: vec![],
             checklist: vec![],
+            acknowledged_at: None,
+            acknowledged_by: None,
+            notifications: vec![],
+            escalations: vec![],
         }
     }
 

@@ -129,6 +129,7 @@ fn restrict(path: &std::path::Path, mode: u32) {
 /// Invalid runbooks (every error listed), an unusable store, sandbox or address.
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let set = runbook::load_dir(&cfg.runbooks).map_err(StartError::Runbooks)?;
+    crate::notify::config::check_refs(&set, &cfg.notifiers).map_err(StartError::Runbooks)?;
     for w in set.warnings() {
         tracing::warn!("{w}");
     }
@@ -235,6 +236,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         shadow: cfg.shadow,
         http,
         csrf,
+        notifiers: cfg.notifiers.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
@@ -269,6 +271,17 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         });
     }
     let dispatch_task = tokio::spawn(dispatcher.clone().run());
+    let outbox_task = tokio::spawn(
+        crate::notify::deliver::Outbox {
+            store: store.clone(),
+            notifiers: cfg.notifiers.clone(),
+            runbooks: state.runbooks.clone(),
+            metrics: state.metrics.clone(),
+            owner: cfg.replica.clone(),
+            external_url: cfg.external_url.clone(),
+        }
+        .run(stop.clone()),
+    );
     let serve_state = state.clone();
     let stopped = stop.clone();
     let grace = cfg.shutdown_grace;
@@ -276,6 +289,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         let served = api::serve(listener, serve_state, stopped.cancelled_owned()).await;
         dispatcher.shutdown(grace).await;
         let _ = dispatch_task.await;
+        let _ = outbox_task.await;
         store.close();
         served.context("the HTTP server failed")
     });

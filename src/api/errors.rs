@@ -34,6 +34,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the request body did not arrive within {0} s")]
     RequestTimeout(u64),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl ApiError {
@@ -49,6 +51,7 @@ impl ApiError {
             ApiError::MisdirectedHost(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
         }
     }
 }

@@ -46,7 +46,11 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
 /// # Errors
 /// Every error of the new set.
 pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
-    match crate::runbook::load_dir(&s.runbooks_dir) {
+    let loaded = crate::runbook::load_dir(&s.runbooks_dir).and_then(|set| {
+        crate::notify::config::check_refs(&set, &s.notifiers)?;
+        Ok(set)
+    });
+    match loaded {
         Ok(set) => {
             let n = set.len();
             *s.runbooks

@@ -6,6 +6,7 @@ mod errors;
 pub(crate) mod health;
 pub mod hygiene;
 mod incidents;
+mod notifications;
 pub mod listener;
 mod ui;
 mod webhook;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub http: HttpConfig,
     /// The token every UI form carries (random per process).
     pub csrf: Arc<str>,
+    /// The configured notifiers: a reload refuses runbooks naming others.
+    pub notifiers: Arc<crate::notify::config::Notifiers>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(webhook::router())
         .merge(incidents::router())
+        .merge(notifications::router())
         .merge(health::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })

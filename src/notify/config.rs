@@ -339,10 +339,21 @@ pub fn check_refs(
     notifiers: &Notifiers,
 ) -> Result<(), crate::runbook::LoadErrors> {
     let configured: Vec<&str> = notifiers.keys().map(String::as_str).collect();
+    check_names(set, &configured)
+}
+
+/// [`check_refs`] against the names of a config's `notifiers:` (`check --config`).
+///
+/// # Errors
+/// Every unknown name.
+pub fn check_names(
+    set: &crate::runbook::RunbookSet,
+    configured: &[&str],
+) -> Result<(), crate::runbook::LoadErrors> {
     let mut errors = Vec::new();
     for rb in set.iter() {
         for (name, pos) in &rb.notifier_refs {
-            if !notifiers.contains_key(name) {
+            if !configured.contains(&name.as_str()) {
                 errors.push(crate::runbook::LoadError {
                     file: rb.source.clone(),
                     pos: Some(*pos),

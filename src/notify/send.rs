@@ -261,11 +261,10 @@ async fn email(n: &Notifier, o: &Outgoing<'_>) -> Outcome {
         return Outcome::Permanent("not an email notifier".into());
     };
     let i = o.item;
+    // The subject carries the message (which may hold alert data): on one
+    // line, so that no value can start a header of its own.
     let subject = truncate(
-        &one_line(&format!(
-            "[runbookd] {} {} {}: {}",
-            i.incident, i.severity, i.title, i.event
-        )),
+        &one_line(&format!("[runbookd] {} {}: {}", i.incident, i.severity, o.text)),
         200,
     );
     let mut body = format!("{}\n\n", o.text);

@@ -11,6 +11,7 @@ mod exec;
 mod faults;
 mod ha;
 mod helpers;
+mod notify;
 mod operable;
 mod payload;
 #[allow(dead_code)] // start_durable is for the benchmarks

@@ -81,7 +81,198 @@ fn runbook(name: &str) -> RunbookMatch {
         has_on_resolved: false,
         cancel_on_resolved: false,
         idempotent: false,
+        policy: runbookd::notify::Policy::default(),
     }
+}
+
+/// A runbook that tells `hook` about its incidents and runs, and escalates
+/// to `pager` after `after` unless acknowledged or resolved.
+fn talkative(name: &str, after: Duration) -> RunbookMatch {
+    use runbookd::notify::{Communication, Escalation, Event, Policy, Unless};
+    RunbookMatch {
+        policy: Policy {
+            communication: vec![Communication {
+                on: vec![
+                    Event::IncidentOpened,
+                    Event::RunStarted,
+                    Event::RunFailed,
+                    Event::IncidentAcknowledged,
+                    Event::IncidentResolved,
+                ],
+                notify: vec!["hook".into()],
+                message: None,
+            }],
+            escalation: vec![Escalation {
+                after,
+                unless: vec![Unless::Acknowledged, Unless::Resolved],
+                notify: vec!["pager".into()],
+                message: None,
+            }],
+        },
+        ..runbook(name)
+    }
+}
+
+fn events(d: &runbookd::incident::IncidentDetail) -> Vec<(String, String, String)> {
+    d.notifications
+        .iter()
+        .map(|m| {
+            (
+                m.notifier.clone(),
+                m.event.as_str().to_owned(),
+                m.state.as_str().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A notification is written with its event, taken by one replica per
+/// attempt, fenced by its attempt, retried, given up and revived.
+async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) {
+    use runbookd::notify::{DeliveryState, Settle};
+    let r = b.replicas("outbox", 2).await;
+    let m = talkative("disk", LONG);
+    let got = ingest(&r[0], notification("g-out", "firing", &[("Disk", T0)]), &m)
+        .await
+        .unwrap();
+    let id = got.incident.unwrap();
+    let d = r[0].incident(id).await.unwrap();
+    assert_eq!(
+        events(&d),
+        [("hook".into(), "incident_opened".into(), "pending".into())]
+    );
+    assert_eq!(d.escalations.len(), 1, "the escalation timer is armed");
+    assert!(r[0].outbox_due().await.unwrap());
+    // Two replicas claim at once: the notification goes to one of them.
+    let (a, c) = tokio::join!(
+        r[0].outbox_claim("r0".into(), 10, LONG),
+        r[1].outbox_claim("r1".into(), 10, LONG)
+    );
+    let mut items: Vec<_> = a.unwrap().into_iter().chain(c.unwrap()).collect();
+    assert_eq!(items.len(), 1, "one replica per attempt: {items:?}");
+    let item = items.pop().unwrap();
+    assert_eq!((item.attempt, item.incident), (1, id));
+    assert_eq!(item.notifier, "hook");
+    assert!(item.body.is_some(), "the alert's notification comes along for the message context");
+    // A stale attempt records nothing; a failure waits for its next attempt.
+    assert!(!r[1]
+        .outbox_settle(item.id, 7, Settle::Delivered)
+        .await
+        .unwrap());
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    assert!(r[0]
+        .outbox_settle(item.id, 1, Settle::Retry { at: past, error: "HTTP 503".into() })
+        .await
+        .unwrap());
+    let again = r[1].outbox_claim("r1".into(), 10, LONG).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempt, 2);
+    assert!(r[1]
+        .outbox_settle(item.id, 2, Settle::Dead { error: "HTTP 404".into() })
+        .await
+        .unwrap());
+    let dead = r[0]
+        .messages(runbookd::notify::MessageFilter {
+            state: Some(DeliveryState::Dead),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 404"));
+    assert_eq!(dead[0].attempts, 2);
+    r[0].outbox_retry(item.id).await.unwrap();
+    let third = r[0].outbox_claim("r0".into(), 10, LONG).await.unwrap();
+    assert_eq!(third[0].attempt, 3);
+    assert!(r[0]
+        .outbox_settle(item.id, 3, Settle::Delivered)
+        .await
+        .unwrap());
+    assert!(matches!(
+        r[0].outbox_retry(item.id).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(r[0].outbox_claim("r0".into(), 10, LONG).await.unwrap().is_empty());
+    // A run's start and end are told in the transactions that record them.
+    let claimed = r[0]
+        .claim(claim_req("r0", 1, LONG, &[("disk", 1)]))
+        .await
+        .unwrap();
+    r[0].finish(finished(&claimed[0], RunState::Failed))
+        .await
+        .unwrap();
+    let d = r[1].incident(id).await.unwrap();
+    let evs: Vec<String> = events(&d).into_iter().map(|e| e.1).collect();
+    assert_eq!(evs, ["incident_opened", "run_started", "run_failed"]);
+    // A resolution tells people and cancels the escalation.
+    ingest(&r[1], notification("g-out", "resolved", &[("Disk", T0)]), &m)
+        .await
+        .unwrap();
+    let d = r[0].incident(id).await.unwrap();
+    assert_eq!(events(&d).last().unwrap().1, "incident_resolved");
+    assert_eq!(d.escalations[0].state, runbookd::notify::TimerState::Cancelled);
+}
+
+/// Escalation timers fire once across replicas; an acknowledgement cancels
+/// its incident's in the same transaction; shadow incidents record what
+/// would be sent and send nothing.
+async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
+    use runbookd::notify::TimerState;
+    let r = b.replicas("escalate", 2).await;
+    let m = talkative("disk", Duration::from_millis(200));
+    let loud = ingest(&r[0], notification("g-loud", "firing", &[("Disk", T0)]), &m)
+        .await
+        .unwrap()
+        .incident
+        .unwrap();
+    let acked = ingest(&r[0], notification("g-acked", "firing", &[("Disk", T0)]), &m)
+        .await
+        .unwrap()
+        .incident
+        .unwrap();
+    assert!(r[1].acknowledge(acked, "alice".into()).await.unwrap());
+    assert!(
+        !r[0].acknowledge(acked, "bob".into()).await.unwrap(),
+        "the first acknowledgement wins"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (x, y) = tokio::join!(r[0].escalate(), r[1].escalate());
+    assert_eq!(x.unwrap() + y.unwrap(), 1, "one escalation fired, once");
+    assert_eq!(r[0].escalate().await.unwrap(), 0);
+    let d = r[0].incident(loud).await.unwrap();
+    assert!(d.summary.escalated);
+    assert_eq!(d.escalations[0].state, TimerState::Fired);
+    assert!(events(&d).contains(&("pager".into(), "escalated".into(), "pending".into())));
+    assert!(d.timeline.iter().any(|t| t.kind == "escalation"));
+    let d = r[0].incident(acked).await.unwrap();
+    assert_eq!(d.escalations[0].state, TimerState::Cancelled);
+    assert_eq!(d.acknowledged_by.as_deref(), Some("alice"));
+    assert!(events(&d).iter().all(|e| e.1 != "escalated"));
+    assert!(events(&d).iter().any(|e| e.1 == "incident_acknowledged"));
+    assert!(d.timeline.iter().any(|t| t.author == "alice" && t.message.contains("acknowledged")));
+    // Shadow mode: recorded as suppressed, never handed out.
+    let matches = vec![vec![m.clone()]];
+    let (n, body) = notification("g-shadow", "firing", &[("Disk", T0)]);
+    let shadow = r[0]
+        .ingest(Ingest {
+            body,
+            notification: n,
+            matches,
+            max_queued: 1000,
+            shadow: true,
+        })
+        .await
+        .unwrap()
+        .incident
+        .unwrap();
+    let d = r[0].incident(shadow).await.unwrap();
+    assert_eq!(
+        events(&d),
+        [("hook".into(), "incident_opened".into(), "suppressed".into())]
+    );
+    let taken = r[0].outbox_claim("r0".into(), 100, LONG).await.unwrap();
+    assert!(taken.iter().all(|i| i.incident != shadow), "{taken:?}");
+    assert!(r[0].acknowledge(IncidentId(999_999), "x".into()).await.is_err());
 }
 
 fn ingest(
@@ -682,7 +873,13 @@ async fn a_full_queue_records_nothing(b: &Backend) {
 async fn conformance(b: Backend) {
     type Scenario =
         for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let scenarios: [(&str, Scenario); 12] = [
+    let scenarios: [(&str, Scenario); 14] = [
+        ("notifications_are_written_with_their_event_and_taken_once", |b| {
+            Box::pin(notifications_are_written_with_their_event_and_taken_once(b))
+        }),
+        ("escalations_fire_once_and_acknowledgements_cancel_them", |b| {
+            Box::pin(escalations_fire_once_and_acknowledgements_cancel_them(b))
+        }),
         ("nul_characters_are_stored_and_read", |b| {
             Box::pin(nul_characters_are_stored_and_read(b))
         }),
@@ -815,9 +1012,9 @@ async fn replicas_starting_together_migrate_once() {
     assert_eq!(
         pg.psql(
             &url,
-            "SELECT string_agg(version::text, ',') FROM schema_version"
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1"
+        "1,2"
     );
 }
 

@@ -1,0 +1,535 @@
+//! Notifications end to end: the real server delivers to a loopback HTTP
+//! receiver standing in for Slack, PagerDuty and a webhook (which checks
+//! each request's shape and can answer 500, 429 or not at all), and to a
+//! real SMTP server (Debian's python3-aiosmtpd) on loopback.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::{json, Value};
+
+use crate::app::{notification, TestApp};
+
+/// What the receiver answers next.
+#[derive(Clone, Copy)]
+pub enum Reply {
+    Status(u16),
+    /// 429 with `Retry-After: N`.
+    TooMany(u64),
+    /// No answer for this long (the notifier's timeout fires first).
+    Hang(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Got {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub at: Instant,
+}
+
+/// A loopback HTTP receiver: records every request, answers from a script
+/// (200 once the script is empty).
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    got: Arc<Mutex<Vec<Got>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let got: Arc<Mutex<Vec<Got>>> = Arc::default();
+        let script: Arc<Mutex<VecDeque<Reply>>> = Arc::default();
+        let (g, sc) = (got.clone(), script.clone());
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                let (g, sc) = (g.clone(), sc.clone());
+                async move {
+                    let body = serde_json::from_slice(&body)
+                        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+                    g.lock().unwrap().push(Got {
+                        path: uri.path().to_owned(),
+                        headers,
+                        body,
+                        at: Instant::now(),
+                    });
+                    let next = sc.lock().unwrap().pop_front();
+                    match next {
+                        None => StatusCode::OK.into_response(),
+                        Some(Reply::Status(s)) => (
+                            StatusCode::from_u16(s).unwrap(),
+                            "receiver says no",
+                        )
+                            .into_response(),
+                        Some(Reply::TooMany(secs)) => (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("Retry-After", secs.to_string())],
+                            "slow down",
+                        )
+                            .into_response(),
+                        Some(Reply::Hang(d)) => {
+                            tokio::time::sleep(d).await;
+                            StatusCode::OK.into_response()
+                        }
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, got, script }
+    }
+
+    pub fn script(&self, replies: &[Reply]) {
+        self.script.lock().unwrap().extend(replies.iter().cloned());
+    }
+
+    pub fn got(&self, path: &str) -> Vec<Got> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|g| g.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` received `n` requests (at most 20 s).
+    pub async fn wait(&self, path: &str, n: usize) -> Vec<Got> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = self.got(path);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} got {} requests, expected {n}: {:#?}",
+                got.len(),
+                got.iter().map(|g| &g.body).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Notifiers from YAML, as `notifiers:` in the server config.
+pub fn notifiers(yaml: &str) -> Arc<runbookd::notify::config::Notifiers> {
+    let files: std::collections::BTreeMap<String, runbookd::notify::config::NotifierFile> =
+        serde_yaml::from_str(yaml).unwrap();
+    Arc::new(
+        files
+            .iter()
+            .map(|(k, v)| (k.clone(), v.check(k).unwrap()))
+            .collect(),
+    )
+}
+
+async fn wait_for_states(app: &TestApp, id: &str, what: &str, done: impl Fn(&[Value]) -> bool) -> Value {
+    app.wait_for_incident(id, what, |v| {
+        v["notifications"].as_array().is_some_and(|n| done(n))
+    })
+    .await
+}
+
+fn states(v: &Value) -> Vec<(String, String, String)> {
+    v["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["notifier"].as_str().unwrap().to_owned(),
+                n["event"].as_str().unwrap().to_owned(),
+                n["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+const HOSTILE: &str = "<!channel> <https://evil.example|click> & \"quotes\"\r\nBcc: victim@example.com";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_pagerduty_and_webhooks_get_their_documented_shapes() {
+    let rx = Receiver::start().await;
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "R0UTINGKEY0123456789012345678901\n").unwrap();
+    let yaml = format!(
+        "slack-ops: {{type: slack, url: '{0}/slack'}}\npd: {{type: pagerduty, url: '{0}/pd', routing_key_file: '{1}'}}\nhook: {{type: webhook, url: '{0}/hook'}}\n",
+        rx.url,
+        key.path().display()
+    );
+    let runbook = r#"
+name: disk-full
+title: "Disk full"
+severity: sev1
+matchers: ['alertname = "DiskFull"']
+steps:
+  - name: clean
+    run: ["/bin/false"]
+communication:
+  - on: [incident_opened, step_failed, run_failed, incident_resolved]
+    notify: [slack-ops, pd]
+  - on: [run_failed]
+    notify: [hook]
+    message: "{{incident.id}} {{runbook.title}} on {{labels.instance}}: {{event}}"
+"#;
+    let app = TestApp::start(&[("disk.yaml", runbook)], |c| {
+        c.notifiers = notifiers(&yaml);
+        c.external_url = "https://runbookd.example".into();
+    })
+    .await;
+    let long = "x".repeat(3000);
+    let labels = json!({"alertname": "DiskFull", "instance": HOSTILE, "service": "db", "long": long});
+    let body = notification("g-shapes", &[(&labels, "firing", "2026-11-24T08:00:00Z")]);
+    assert_eq!(app.post_alert(body).await.status(), 200);
+
+    // Slack: opened, step_failed, run_failed; PagerDuty the same; the hook run_failed.
+    let slack = rx.wait("/slack", 3).await;
+    let pd = rx.wait("/pd", 3).await;
+    let hook = rx.wait("/hook", 1).await;
+    for s in &slack {
+        let text = s.body["text"].as_str().unwrap();
+        assert!(!text.is_empty());
+        let all = s.body.to_string();
+        assert!(!all.contains("<!channel>"), "a mention reached Slack: {all}");
+        assert!(!all.contains("<https://evil"), "a link of the sender's choosing reached Slack: {all}");
+        let blocks = s.body["blocks"].as_array().unwrap();
+        assert_eq!(blocks[0]["type"], "header");
+        assert!(blocks[0]["text"]["text"].as_str().unwrap().starts_with("INC-"));
+        assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
+        let link = blocks.last().unwrap()["elements"][0]["text"].as_str().unwrap();
+        assert!(link.starts_with("<https://runbookd.example/incidents/INC-"), "{link}");
+        assert_eq!(s.headers["content-type"], "application/json");
+    }
+    let failed_step = slack
+        .iter()
+        .find(|s| s.body.to_string().contains("Failed step"))
+        .expect("the step_failed message names the step");
+    assert!(failed_step.body.to_string().contains("clean"));
+
+    let incident = pd[0].body["dedup_key"].as_str().unwrap().to_owned();
+    assert!(incident.starts_with("INC-"));
+    for p in &pd {
+        let b = &p.body;
+        assert_eq!(b["routing_key"], "R0UTINGKEY0123456789012345678901");
+        assert_eq!(b["event_action"], "trigger");
+        assert_eq!(b["dedup_key"], incident.as_str());
+        assert!(b["dedup_key"].as_str().unwrap().len() <= 255);
+        let summary = b["payload"]["summary"].as_str().unwrap();
+        assert!(!summary.is_empty() && summary.chars().count() <= 1024, "{}", summary.len());
+        assert!(!summary.contains('\n'));
+        assert_eq!(b["payload"]["severity"], "critical", "sev1 is critical");
+        assert_eq!(b["payload"]["source"], "db");
+        assert!(b["payload"]["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            b["links"][0]["href"],
+            format!("https://runbookd.example/incidents/{incident}")
+        );
+    }
+
+    let h = &hook[0];
+    assert_eq!(h.body["version"], "1");
+    assert_eq!(h.body["event"], "run_failed");
+    assert_eq!(h.body["incident"]["id"], incident.as_str());
+    assert_eq!(h.body["incident"]["severity"], "sev1");
+    assert_eq!(h.body["runbook"], "disk-full");
+    assert!(h.body["run_id"].is_i64());
+    assert_eq!(
+        h.body["message"],
+        format!("{incident} Disk full on {HOSTILE}: run_failed"),
+        "the hostile label is a JSON string value, byte for byte"
+    );
+    assert!(h.headers.contains_key("x-runbookd-delivery"));
+
+    // Resolution: PagerDuty resolves the same dedup_key.
+    let resolved = notification("g-shapes", &[(&labels, "resolved", "2026-11-24T08:00:00Z")]);
+    assert_eq!(app.post_alert(resolved).await.status(), 200);
+    let pd = rx.wait("/pd", 4).await;
+    let last = &pd.last().unwrap().body;
+    assert_eq!(last["event_action"], "resolve");
+    assert_eq!(last["dedup_key"], incident.as_str());
+    assert!(last.get("payload").is_none());
+
+    let v = wait_for_states(&app, &incident, "every notification delivered", |n| {
+        n.len() == 9 && n.iter().all(|m| m["state"] == "delivered")
+    })
+    .await;
+    assert!(states(&v).contains(&("hook".into(), "run_failed".into(), "delivered".into())));
+    assert_eq!(
+        app.metric("runbookd_deliveries_total{notifier=\"pd\",outcome=\"delivered\"}").await,
+        4.0
+    );
+    let page = app.page(&format!("/incidents/{incident}")).await;
+    assert!(page.contains("<h2>Notifications</h2>") && page.contains("slack-ops"));
+    assert!(!page.contains("<!channel>"), "the UI escapes it too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deliveries_retry_honour_retry_after_and_end_dead() {
+    let rx = Receiver::start().await;
+    let runbook = r#"
+name: flappy
+matchers: ['alertname = "Flappy"']
+steps:
+  - name: ok
+    run: ["/bin/true"]
+communication:
+  - on: [incident_opened]
+    notify: [flaky, wrong, down]
+"#;
+    // flaky: 500, a hang past its timeout, 429 Retry-After 2, then 200;
+    // wrong: 404 (permanent); down: 503 until its max_age.
+    let wrong = Receiver::start().await;
+    wrong.script(&[Reply::Status(404)]);
+    let down = Receiver::start().await;
+    down.script(&[Reply::Status(503); 64]);
+    let yaml = format!(
+        "flaky: {{type: webhook, url: '{0}/flaky', backoff: 100ms, timeout: 500ms}}\n\
+         wrong: {{type: webhook, url: '{1}/wrong', backoff: 100ms}}\n\
+         down: {{type: webhook, url: '{2}/down', backoff: 100ms, max_age: 1s}}\n",
+        rx.url, wrong.url, down.url
+    );
+    rx.script(&[
+        Reply::Status(500),
+        Reply::Hang(Duration::from_secs(3)),
+        Reply::TooMany(2),
+    ]);
+    let app = TestApp::start(&[("f.yaml", runbook)], |c| c.notifiers = notifiers(&yaml)).await;
+    let labels = json!({"alertname": "Flappy"});
+    assert_eq!(
+        app.post_alert(notification("g-flaky", &[(&labels, "firing", "2026-11-24T08:00:00Z")]))
+            .await
+            .status(),
+        200
+    );
+    let flaky = rx.wait("/flaky", 4).await;
+    let gap = flaky[3].at.duration_since(flaky[2].at);
+    assert!(gap >= Duration::from_secs(2), "Retry-After: 2 was honoured: {gap:?}");
+    let v = wait_for_states(&app, "INC-0001", "flaky delivered, wrong and down dead", |n| {
+        let st = |name: &str| n.iter().find(|m| m["notifier"] == name).map(|m| m["state"].clone());
+        st("flaky") == Some(json!("delivered"))
+            && st("wrong") == Some(json!("dead"))
+            && st("down") == Some(json!("dead"))
+    })
+    .await;
+    let by = |name: &str| {
+        v["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["notifier"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("flaky")["attempts"], 4);
+    assert_eq!(by("wrong")["attempts"], 1, "a 404 is not retried");
+    let err = by("wrong")["last_error"].as_str().unwrap().to_owned();
+    assert!(err.contains("HTTP 404") && err.contains("not retried"), "{err}");
+    let err = by("down")["last_error"].as_str().unwrap().to_owned();
+    assert!(err.contains("gave up") && err.contains("HTTP 503"), "{err}");
+    assert_eq!(wrong.got("/wrong").len(), 1);
+    assert!(down.got("/down").len() >= 2, "a 503 is retried until max_age");
+    assert_eq!(
+        app.metric("runbookd_deliveries_total{notifier=\"flaky\",outcome=\"failed\"}").await,
+        3.0
+    );
+    // A dead notification is listed and can be queued again.
+    let (status, list) = app.get("/api/v1/notifications?state=dead").await;
+    assert_eq!(status, 200);
+    assert_eq!(list["notifications"].as_array().unwrap().len(), 2);
+    let id = by("wrong")["id"].as_i64().unwrap();
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/notifications/{id}/retry", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wrong.wait("/wrong", 2).await;
+    wait_for_states(&app, "INC-0001", "the retried one delivered", |n| {
+        n.iter().any(|m| m["notifier"] == "wrong" && m["state"] == "delivered")
+    })
+    .await;
+    let flaky_id = by("flaky")["id"].as_i64().unwrap();
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/notifications/{flaky_id}/retry", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409, "only a dead notification is retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_incident_escalates_once_and_an_acknowledged_one_does_not() {
+    let rx = Receiver::start().await;
+    let yaml = format!("pager: {{type: webhook, url: '{}/pager'}}\n", rx.url);
+    let runbook = r#"
+name: slow
+matchers: ['alertname = "Slow"']
+steps:
+  - name: look
+    run: ["/bin/false"]
+escalation:
+  - after: 1500ms
+    notify: [pager]
+    message: "{{incident.id}} escalated: {{event}}"
+"#;
+    let app = TestApp::start(&[("s.yaml", runbook)], |c| c.notifiers = notifiers(&yaml)).await;
+    for group in ["g-ignored", "g-handled"] {
+        let labels = json!({"alertname": "Slow", "group": group});
+        assert_eq!(
+            app.post_alert(notification(group, &[(&labels, "firing", "2026-11-24T08:00:00Z")]))
+                .await
+                .status(),
+            200
+        );
+    }
+    // INC-0002 is acknowledged before its escalation is due.
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/incidents/INC-0002/acknowledge", app.url))
+        .json(&json!({"author": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ack: Value = resp.json().await.unwrap();
+    assert_eq!(ack["acknowledged"], true);
+    assert_eq!(ack["acknowledged_by"], "alice");
+    let pages = rx.wait("/pager", 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pages_after = rx.got("/pager");
+    assert_eq!(pages_after.len(), 1, "one escalation, once: {pages_after:?}");
+    assert_eq!(pages[0].body["incident"]["id"], "INC-0001");
+    assert_eq!(pages[0].body["event"], "escalated");
+    assert_eq!(pages[0].body["message"], "INC-0001 escalated: escalated");
+    let one = app.incident("INC-0001").await;
+    assert_eq!(one["escalated"], true);
+    assert_eq!(one["escalations"][0]["state"], "fired");
+    assert!(one["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["kind"] == "escalation" && t["message"].as_str().unwrap().contains("pager")));
+    let two = app.incident("INC-0002").await;
+    assert_eq!(two["escalations"][0]["state"], "cancelled");
+    assert_eq!(two["acknowledged_by"], "alice");
+    assert!(two["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["author"] == "alice" && t["message"] == "acknowledged by alice"));
+    // Bad acknowledgements are 4xx with a reason.
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/incidents/INC-0999/acknowledge", app.url))
+        .json(&json!({"author": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/incidents/INC-0001/acknowledge", app.url))
+        .json(&json!({"author": "a\r\nb"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_reaches_a_real_smtp_server_without_header_injection() {
+    let python = std::path::Path::new("/usr/bin/python3");
+    let has_aiosmtpd = std::process::Command::new(python)
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_aiosmtpd {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3-aiosmtpd is needed (./scripts/test installs it)"
+        );
+        eprintln!("skipped: python3-aiosmtpd is not installed");
+        return;
+    }
+    let maildir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut smtp = std::process::Command::new(python)
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir.path().join("box"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the SMTP server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let yaml = format!(
+        "mail: {{type: email, smtp: '127.0.0.1:{port}', tls: none, from: 'runbookd <runbookd@example.com>', to: [oncall@example.com]}}\n"
+    );
+    let runbook = r#"
+name: mailer
+title: "Queue stuck"
+matchers: ['alertname = "Stuck"']
+steps:
+  - name: ok
+    run: ["/bin/true"]
+communication:
+  - on: [incident_opened]
+    notify: [mail]
+    message: "stuck queue {{labels.queue}}"
+"#;
+    let app = TestApp::start(&[("m.yaml", runbook)], |c| c.notifiers = notifiers(&yaml)).await;
+    let labels = json!({"alertname": "Stuck", "queue": HOSTILE});
+    assert_eq!(
+        app.post_alert(notification("g-mail", &[(&labels, "firing", "2026-11-24T08:00:00Z")]))
+            .await
+            .status(),
+        200
+    );
+    wait_for_states(&app, "INC-0001", "the email delivered", |n| {
+        n.iter().any(|m| m["state"] == "delivered")
+    })
+    .await;
+    let new = maildir.path().join("box").join("new");
+    let mails: Vec<_> = std::fs::read_dir(&new).unwrap().collect();
+    assert_eq!(mails.len(), 1);
+    let text = std::fs::read_to_string(mails[0].as_ref().unwrap().path()).unwrap();
+    let text = text.replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap();
+    let head = head.replace("\n ", " ").replace("\n\t", " ");
+    let subject = head
+        .lines()
+        .find(|l| l.starts_with("Subject: "))
+        .unwrap_or_else(|| panic!("no subject: {head}"));
+    assert!(subject.starts_with("Subject: [runbookd] INC-0001 sev3: stuck queue"), "{subject}");
+    assert!(subject.contains("Bcc: victim@example.com"), "the value stays inside the subject: {subject}");
+    assert!(
+        !head.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+        "no header injection: {head}"
+    );
+    assert!(head.lines().any(|l| l == "To: oncall@example.com"), "{head}");
+    assert!(body.contains("INC-0001"), "{body}");
+    assert!(body.contains("http://127.0.0.1:"), "the incident link: {body}");
+    let _ = smtp.kill();
+    let _ = smtp.wait();
+}
