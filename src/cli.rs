@@ -373,7 +373,10 @@ fn notifications(
                     .await?;
                 let mut out = std::io::stdout().lock();
                 if output == Output::Json {
-                    serde_json::to_writer_pretty(&mut out, &serde_json::json!({"notifications": list}))?;
+                    serde_json::to_writer_pretty(
+                        &mut out,
+                        &serde_json::json!({"notifications": list}),
+                    )?;
                     writeln!(out)?;
                 } else {
                     writeln!(
@@ -408,7 +411,10 @@ fn notifications(
                 .map(|p| crate::config::read_secret(p, "bearer token"))
                 .transpose()?;
             runtime()?.block_on(async {
-                let url = format!("{}/api/v1/notifications/{id}/retry", server.trim_end_matches('/'));
+                let url = format!(
+                    "{}/api/v1/notifications/{id}/retry",
+                    server.trim_end_matches('/')
+                );
                 let mut req = reqwest::Client::new().post(&url);
                 if let Some(t) = &token {
                     req = req.bearer_auth(t);

@@ -145,8 +145,8 @@ impl PlannedNotice {
     /// `slack-ops on incident_opened, run_failed` / `pd after 15m unless acknowledged`.
     #[must_use]
     pub fn describe(&self) -> String {
-        let when = match self.after_ms {
-            Some(ms) => {
+        let when = if let Some(ms) = self.after_ms {
+            {
                 let unless: Vec<&str> = self.unless.iter().map(|u| u.as_str()).collect();
                 format!(
                     "after {}{}",
@@ -158,10 +158,9 @@ impl PlannedNotice {
                     }
                 )
             }
-            None => {
-                let on: Vec<&str> = self.on.iter().map(|e| e.as_str()).collect();
-                format!("on {}", on.join(", "))
-            }
+        } else {
+            let on: Vec<&str> = self.on.iter().map(|e| e.as_str()).collect();
+            format!("on {}", on.join(", "))
         };
         format!("{} {when}", self.notify.join(", "))
     }

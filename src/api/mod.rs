@@ -6,8 +6,8 @@ mod errors;
 pub(crate) mod health;
 pub mod hygiene;
 mod incidents;
-mod notifications;
 pub mod listener;
+mod notifications;
 mod ui;
 mod webhook;
 

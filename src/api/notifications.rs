@@ -38,9 +38,9 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_auth(&s, &headers)?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("bad notification id `{id}`: a number is expected")))?;
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::BadRequest(format!("bad notification id `{id}`: a number is expected"))
+    })?;
     match s.store.outbox_retry(id).await {
         Ok(()) => Ok(Json(json!({"id": id, "state": "pending"}))),
         Err(crate::store::StoreError::Invalid(why)) => Err(ApiError::Conflict(why)),

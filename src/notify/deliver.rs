@@ -256,13 +256,13 @@ impl Outbox {
             .inc();
         match &settle {
             Settle::Delivered => {
-                tracing::info!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, "notification delivered")
+                tracing::info!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, "notification delivered");
             }
             Settle::Retry { at, error } => {
-                tracing::warn!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, next = %at, error = %error, "notification not delivered; will retry")
+                tracing::warn!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, next = %at, error = %error, "notification not delivered; will retry");
             }
             Settle::Dead { error } => {
-                tracing::error!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, error = %error, "notification dead")
+                tracing::error!(incident = %item.incident, notifier = %item.notifier, event = %item.event, id = item.id, attempt = item.attempt, error = %error, "notification dead");
             }
             Settle::Defer { .. } => {}
         }
@@ -277,7 +277,7 @@ impl Outbox {
                 "a notification attempt outlived its lease; another attempt owns it"
             ),
             Err(e) => {
-                tracing::warn!(id = item.id, error = %e, "cannot record a notification attempt; it will be sent again after its lease")
+                tracing::warn!(id = item.id, error = %e, "cannot record a notification attempt; it will be sent again after its lease");
             }
         }
     }

@@ -383,6 +383,7 @@ pub mod say {
 
     use super::Unless;
 
+    #[must_use]
     pub fn escalated(
         runbook: &str,
         after: Duration,
@@ -402,10 +403,12 @@ pub mod say {
         )
     }
 
+    #[must_use]
     pub fn acknowledged(who: &str) -> String {
         format!("acknowledged by {who}")
     }
 
+    #[must_use]
     pub fn escalation_cancelled(why: &str) -> String {
         format!("escalation cancelled: {why}")
     }

@@ -246,9 +246,10 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-async fn email(n: &Notifier, o: &Outgoing<'_>) -> Outcome {
+async fn email(notifier: &Notifier, out: &Outgoing<'_>) -> Outcome {
     use lettre::message::header::ContentType;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    use std::fmt::Write as _;
     let Target::Email {
         host,
         port,
@@ -256,42 +257,47 @@ async fn email(n: &Notifier, o: &Outgoing<'_>) -> Outcome {
         credentials,
         from,
         to,
-    } = &n.target
+    } = &notifier.target
     else {
         return Outcome::Permanent("not an email notifier".into());
     };
-    let i = o.item;
+    let item = out.item;
     // The subject carries the message (which may hold alert data): on one
     // line, so that no value can start a header of its own.
     let subject = truncate(
-        &one_line(&format!("[runbookd] {} {}: {}", i.incident, i.severity, o.text)),
+        &one_line(&format!(
+            "[runbookd] {} {}: {}",
+            item.incident, item.severity, out.text
+        )),
         200,
     );
-    let mut body = format!("{}\n\n", o.text);
-    body.push_str(&format!(
-        "Incident: {} ({}, {})\n",
-        i.incident, i.severity, i.status
-    ));
-    body.push_str(&format!("Title:    {}\n", i.title));
-    if let Some(rb) = &i.runbook {
-        body.push_str(&format!("Runbook:  {rb}\n"));
+    let mut body = format!("{}\n\n", out.text);
+    let _ = writeln!(
+        body,
+        "Incident: {} ({}, {})",
+        item.incident, item.severity, item.status
+    );
+    let _ = writeln!(body, "Title:    {}", item.title);
+    if let Some(rb) = &item.runbook {
+        let _ = writeln!(body, "Runbook:  {rb}");
     }
-    if let Some(step) = &i.step {
-        body.push_str(&format!("Step:     {step}\n"));
+    if let Some(step) = &item.step {
+        let _ = writeln!(body, "Step:     {step}");
     }
-    body.push_str(&format!(
+    let _ = write!(
+        body,
         "Event:    {}\nDetail:   {}\n\n{}\n",
-        i.event, i.detail, o.url
-    ));
-    let mut m = Message::builder()
+        item.event, item.detail, out.url
+    );
+    let mut message = Message::builder()
         .from(from.clone())
         .subject(subject)
         .header(ContentType::TEXT_PLAIN);
     for t in to {
-        m = m.to(t.clone());
+        message = message.to(t.clone());
     }
-    let message = match m.body(body) {
-        Ok(m) => m,
+    let message = match message.body(body) {
+        Ok(built) => built,
         Err(e) => return Outcome::Permanent(format!("cannot build the email: {e}")),
     };
     let builder = match tls {
@@ -302,7 +308,7 @@ async fn email(n: &Notifier, o: &Outgoing<'_>) -> Outcome {
         SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
     };
     let mut builder = match builder {
-        Ok(b) => b.port(*port).timeout(Some(n.timeout)),
+        Ok(b) => b.port(*port).timeout(Some(notifier.timeout)),
         Err(e) => return Outcome::Permanent(format!("bad SMTP server `{host}`: {e}")),
     };
     if let Some((user, pass)) = credentials {

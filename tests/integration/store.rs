@@ -153,7 +153,10 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
     let item = items.pop().unwrap();
     assert_eq!((item.attempt, item.incident), (1, id));
     assert_eq!(item.notifier, "hook");
-    assert!(item.body.is_some(), "the alert's notification comes along for the message context");
+    assert!(
+        item.body.is_some(),
+        "the alert's notification comes along for the message context"
+    );
     // A stale attempt records nothing; a failure waits for its next attempt.
     assert!(!r[1]
         .outbox_settle(item.id, 7, Settle::Delivered)
@@ -161,14 +164,27 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
         .unwrap());
     let past = chrono::Utc::now() - chrono::Duration::seconds(1);
     assert!(r[0]
-        .outbox_settle(item.id, 1, Settle::Retry { at: past, error: "HTTP 503".into() })
+        .outbox_settle(
+            item.id,
+            1,
+            Settle::Retry {
+                at: past,
+                error: "HTTP 503".into()
+            }
+        )
         .await
         .unwrap());
     let again = r[1].outbox_claim("r1".into(), 10, LONG).await.unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2);
     assert!(r[1]
-        .outbox_settle(item.id, 2, Settle::Dead { error: "HTTP 404".into() })
+        .outbox_settle(
+            item.id,
+            2,
+            Settle::Dead {
+                error: "HTTP 404".into()
+            }
+        )
         .await
         .unwrap());
     let dead = r[0]
@@ -192,7 +208,11 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
         r[0].outbox_retry(item.id).await,
         Err(StoreError::Invalid(_))
     ));
-    assert!(r[0].outbox_claim("r0".into(), 10, LONG).await.unwrap().is_empty());
+    assert!(r[0]
+        .outbox_claim("r0".into(), 10, LONG)
+        .await
+        .unwrap()
+        .is_empty());
     // A run's start and end are told in the transactions that record them.
     let claimed = r[0]
         .claim(claim_req("r0", 1, LONG, &[("disk", 1)]))
@@ -205,12 +225,19 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
     let evs: Vec<String> = events(&d).into_iter().map(|e| e.1).collect();
     assert_eq!(evs, ["incident_opened", "run_started", "run_failed"]);
     // A resolution tells people and cancels the escalation.
-    ingest(&r[1], notification("g-out", "resolved", &[("Disk", T0)]), &m)
-        .await
-        .unwrap();
+    ingest(
+        &r[1],
+        notification("g-out", "resolved", &[("Disk", T0)]),
+        &m,
+    )
+    .await
+    .unwrap();
     let d = r[0].incident(id).await.unwrap();
     assert_eq!(events(&d).last().unwrap().1, "incident_resolved");
-    assert_eq!(d.escalations[0].state, runbookd::notify::TimerState::Cancelled);
+    assert_eq!(
+        d.escalations[0].state,
+        runbookd::notify::TimerState::Cancelled
+    );
 }
 
 /// Escalation timers fire once across replicas; an acknowledgement cancels
@@ -225,11 +252,15 @@ async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
         .unwrap()
         .incident
         .unwrap();
-    let acked = ingest(&r[0], notification("g-acked", "firing", &[("Disk", T0)]), &m)
-        .await
-        .unwrap()
-        .incident
-        .unwrap();
+    let acked = ingest(
+        &r[0],
+        notification("g-acked", "firing", &[("Disk", T0)]),
+        &m,
+    )
+    .await
+    .unwrap()
+    .incident
+    .unwrap();
     assert!(r[1].acknowledge(acked, "alice".into()).await.unwrap());
     assert!(
         !r[0].acknowledge(acked, "bob".into()).await.unwrap(),
@@ -249,7 +280,10 @@ async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
     assert_eq!(d.acknowledged_by.as_deref(), Some("alice"));
     assert!(events(&d).iter().all(|e| e.1 != "escalated"));
     assert!(events(&d).iter().any(|e| e.1 == "incident_acknowledged"));
-    assert!(d.timeline.iter().any(|t| t.author == "alice" && t.message.contains("acknowledged")));
+    assert!(d
+        .timeline
+        .iter()
+        .any(|t| t.author == "alice" && t.message.contains("acknowledged")));
     // Shadow mode: recorded as suppressed, never handed out.
     let matches = vec![vec![m.clone()]];
     let (n, body) = notification("g-shadow", "firing", &[("Disk", T0)]);
@@ -272,7 +306,10 @@ async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
     );
     let taken = r[0].outbox_claim("r0".into(), 100, LONG).await.unwrap();
     assert!(taken.iter().all(|i| i.incident != shadow), "{taken:?}");
-    assert!(r[0].acknowledge(IncidentId(999_999), "x".into()).await.is_err());
+    assert!(r[0]
+        .acknowledge(IncidentId(999_999), "x".into())
+        .await
+        .is_err());
 }
 
 fn ingest(
@@ -874,12 +911,14 @@ async fn conformance(b: Backend) {
     type Scenario =
         for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
     let scenarios: [(&str, Scenario); 14] = [
-        ("notifications_are_written_with_their_event_and_taken_once", |b| {
-            Box::pin(notifications_are_written_with_their_event_and_taken_once(b))
-        }),
-        ("escalations_fire_once_and_acknowledgements_cancel_them", |b| {
-            Box::pin(escalations_fire_once_and_acknowledgements_cancel_them(b))
-        }),
+        (
+            "notifications_are_written_with_their_event_and_taken_once",
+            |b| Box::pin(notifications_are_written_with_their_event_and_taken_once(b)),
+        ),
+        (
+            "escalations_fire_once_and_acknowledgements_cancel_them",
+            |b| Box::pin(escalations_fire_once_and_acknowledgements_cancel_them(b)),
+        ),
         ("nul_characters_are_stored_and_read", |b| {
             Box::pin(nul_characters_are_stored_and_read(b))
         }),

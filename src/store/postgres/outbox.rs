@@ -125,18 +125,17 @@ pub(super) async fn arm(tx: &Tx<'_>, incident: i64, runbook: &str, p: &notify::P
 pub(super) async fn disarm(
     tx: &Tx<'_>,
     incident: i64,
-    cond: Unless,
+    condition: Unless,
     runbook: Option<&str>,
     why: &str,
 ) -> Op<u64> {
-    let pattern = format!("%\"{}\"%", cond.as_str());
-    Ok(tx
-        .execute(
-            "UPDATE escalations SET state = 'cancelled', ended_at = now(), reason = $3
-             WHERE incident_id = $1 AND state = 'pending' AND unless_ LIKE $2 AND ($4::TEXT IS NULL OR runbook = $4)",
-            &[&incident, &pattern, &notify::say::escalation_cancelled(why), &runbook],
-        )
-        .await?)
+    let pattern = format!("%\"{}\"%", condition.as_str());
+    tx.execute(
+        "UPDATE escalations SET state = 'cancelled', ended_at = now(), reason = $3
+         WHERE incident_id = $1 AND state = 'pending' AND unless_ LIKE $2 AND ($4::TEXT IS NULL OR runbook = $4)",
+        &[&incident, &pattern, &notify::say::escalation_cancelled(why), &runbook],
+    )
+    .await
 }
 
 pub(super) async fn resolved(tx: &Tx<'_>, incident: i64, detail: &str) -> Op<()> {

@@ -137,11 +137,11 @@ pub(super) fn arm(
 pub(super) fn disarm(
     conn: &Connection,
     incident: i64,
-    cond: Unless,
+    condition: Unless,
     runbook: Option<&str>,
     why: &str,
 ) -> Result<usize> {
-    let pattern = format!("%\"{}\"%", cond.as_str());
+    let pattern = format!("%\"{}\"%", condition.as_str());
     let n = conn.execute(
         "UPDATE escalations SET state = 'cancelled', ended_at = ?3, reason = ?4
          WHERE incident_id = ?1 AND state = 'pending' AND unless_ LIKE ?2 AND (?5 IS NULL OR runbook = ?5)",
