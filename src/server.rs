@@ -271,6 +271,16 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         });
     }
     let dispatch_task = tokio::spawn(dispatcher.clone().run());
+    // A shadow-mode server sends nothing: it records what would be sent.
+    let outbox_stop = if cfg.shadow {
+        tracing::warn!("shadow mode: notifications are recorded, none is sent");
+        CancellationToken::new()
+    } else {
+        stop.clone()
+    };
+    if cfg.shadow {
+        outbox_stop.cancel();
+    }
     let outbox_task = tokio::spawn(
         crate::notify::deliver::Outbox {
             store: store.clone(),
@@ -280,7 +290,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             owner: cfg.replica.clone(),
             external_url: cfg.external_url.clone(),
         }
-        .run(stop.clone()),
+        .run(outbox_stop),
     );
     let serve_state = state.clone();
     let stopped = stop.clone();

@@ -61,6 +61,7 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             crate::store::StoreError::NotFound(what) => ApiError::NotFound(what),
             crate::store::StoreError::QueueFull => ApiError::QueueFull,
+            crate::store::StoreError::Conflict(why) => ApiError::Conflict(why),
             other => {
                 tracing::error!(error = %other, "store failure");
                 ApiError::Unavailable

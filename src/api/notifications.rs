@@ -41,11 +41,8 @@ async fn retry(
     let id: i64 = id.parse().map_err(|_| {
         ApiError::BadRequest(format!("bad notification id `{id}`: a number is expected"))
     })?;
-    match s.store.outbox_retry(id).await {
-        Ok(()) => Ok(Json(json!({"id": id, "state": "pending"}))),
-        Err(crate::store::StoreError::Invalid(why)) => Err(ApiError::Conflict(why)),
-        Err(e) => Err(e.into()),
-    }
+    s.store.outbox_retry(id).await?;
+    Ok(Json(json!({"id": id, "state": "pending"})))
 }
 
 #[derive(serde::Deserialize)]

@@ -98,10 +98,20 @@ fn settle_for(n: &Notifier, item: &OutboxItem, outcome: Outcome) -> Settle {
             error: format!("refused (not retried): {error}"),
         },
         Outcome::Retry { error, after } => {
-            let delay = retry_delay(n.backoff, item.attempt, after);
-            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-            let deadline =
-                item.created_at + chrono::Duration::from_std(n.max_age).unwrap_or_default();
+            // A Retry-After past the maximum age cannot be honoured: the
+            // notification is given up instead (and never overflows a date).
+            let delay = retry_delay(n.backoff, item.attempt, after.map(|a| a.min(n.max_age)));
+            let at = chrono::Duration::from_std(delay)
+                .ok()
+                .and_then(|d| Utc::now().checked_add_signed(d));
+            let deadline = chrono::Duration::from_std(n.max_age)
+                .ok()
+                .and_then(|d| item.created_at.checked_add_signed(d));
+            let (Some(at), Some(deadline)) = (at, deadline) else {
+                return Settle::Dead {
+                    error: format!("gave up: the next attempt is out of range: {error}"),
+                };
+            };
             if at > deadline {
                 Settle::Dead {
                     error: format!(
@@ -118,7 +128,8 @@ fn settle_for(n: &Notifier, item: &OutboxItem, outcome: Outcome) -> Settle {
 }
 
 impl Outbox {
-    /// Delivers until `stop`; what is in flight then is left to its lease
+    /// Delivers until `stop` (a shadow-mode server never starts it); what is
+    /// in flight then is left to its lease
     /// (another replica, or the next start, sends it again).
     pub async fn run(self, stop: CancellationToken) {
         let client = match reqwest::Client::builder()
@@ -135,9 +146,9 @@ impl Outbox {
         let lease = self
             .notifiers
             .values()
-            .map(|n| n.timeout)
+            .map(|n| n.timeout * 2)
             .max()
-            .unwrap_or(Duration::from_secs(10))
+            .unwrap_or(Duration::from_secs(20))
             + Duration::from_secs(30);
         let mut buckets: HashMap<String, Bucket> = self
             .notifiers
@@ -220,6 +231,26 @@ impl Outbox {
     }
 
     async fn deliver(&self, client: &reqwest::Client, n: &Notifier, item: OutboxItem) {
+        let expired = chrono::Duration::from_std(n.max_age)
+            .ok()
+            .and_then(|d| item.created_at.checked_add_signed(d))
+            .is_some_and(|deadline| Utc::now() > deadline);
+        if expired {
+            let error = format!(
+                "expired before it could be sent (max_age {}): it is no news any more",
+                humantime::format_duration(n.max_age)
+            );
+            self.record(&item, "expired", Settle::Dead { error }).await;
+            return;
+        }
+        if matches!(n.target, super::config::Target::Pagerduty { .. })
+            && item.status == crate::incident::IncidentStatus::Resolved
+            && !matches!(item.event, super::Event::IncidentResolved)
+        {
+            let error = "not sent: the incident is resolved, and a PagerDuty trigger would open its page again".to_owned();
+            self.record(&item, "skipped", Settle::Dead { error }).await;
+            return;
+        }
         let url = format!("{}/incidents/{}", self.external_url, item.incident);
         let text = self.render(&item, &url);
         let outcome = send::send(
@@ -286,18 +317,22 @@ impl Outbox {
     /// `event`, or the default text; a template that cannot render for this
     /// alert falls back to the default text, saying why.
     fn render(&self, item: &OutboxItem, url: &str) -> String {
-        let title = self.runbooks.read().ok().and_then(|set| {
+        let runbook = self.runbooks.read().ok().and_then(|set| {
             item.runbook
                 .as_deref()
-                .and_then(|rb| set.get(rb).map(|r| r.title.clone()))
+                .and_then(|rb| set.get(rb).map(|r| (r.title.clone(), r.severity)))
         });
         let default = format!("[{}] {}: {}", item.severity, item.title, item.detail);
         let Some(src) = &item.template else {
             return default;
         };
         let rendered = crate::template::Template::compile_message(src).and_then(|t| {
-            t.render(&message_context(item, url, title.as_deref()))
-                .map_err(|e| e.to_string())
+            t.render(&message_context(
+                item,
+                url,
+                runbook.as_ref().map(|(t, s)| (t.as_str(), *s)),
+            ))
+            .map_err(|e| e.to_string())
         });
         match rendered {
             Ok(text) if !text.trim().is_empty() => text,
@@ -314,7 +349,7 @@ impl Outbox {
 pub fn message_context(
     item: &OutboxItem,
     url: &str,
-    runbook_title: Option<&str>,
+    runbook: Option<(&str, crate::runbook::Severity)>,
 ) -> crate::template::Data {
     let n = item
         .body
@@ -331,7 +366,8 @@ pub fn message_context(
         },
     });
     if let Some(rb) = &item.runbook {
-        v["runbook"] = serde_json::json!({"name": rb, "title": runbook_title.unwrap_or(rb)});
+        let (title, severity) = runbook.unwrap_or((rb, item.severity));
+        v["runbook"] = serde_json::json!({"name": rb, "title": title, "severity": severity});
     }
     if let Some(n) = &n {
         let alert = item
@@ -359,8 +395,65 @@ pub fn message_context(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// An outbox item about INC-0001 with this detail.
+    pub(in crate::notify) fn item(detail: String) -> OutboxItem {
+        OutboxItem {
+            id: 1,
+            attempt: 1,
+            notifier: "hook".into(),
+            event: super::super::Event::RunFailed,
+            incident: crate::incident::IncidentId(1),
+            title: "Disk full".into(),
+            severity: crate::runbook::Severity::Sev2,
+            status: crate::incident::IncidentStatus::Investigating,
+            services: vec![" ".into()],
+            runbook: Some("disk".into()),
+            run_id: Some(3),
+            step: None,
+            detail,
+            template: None,
+            created_at: Utc::now(),
+            body: None,
+            fingerprint: None,
+        }
+    }
+
+    #[test]
+    fn a_huge_retry_after_gives_up_instead_of_overflowing() {
+        let file: super::super::config::NotifierFile =
+            serde_yaml::from_str("{type: webhook, url: 'http://127.0.0.1:9/x', max_age: 1h}")
+                .unwrap();
+        let n = file.check("hook").unwrap();
+        let it = item("x".into());
+        for secs in [u64::MAX, 9_000_000_000_000, 10_000] {
+            let s = settle_for(
+                &n,
+                &it,
+                Outcome::Retry {
+                    error: "HTTP 429".into(),
+                    after: Some(Duration::from_secs(secs)),
+                },
+            );
+            assert!(
+                matches!(&s, Settle::Dead { error } if error.contains("HTTP 429")),
+                "{secs}: {s:?}"
+            );
+        }
+        let s = settle_for(
+            &n,
+            &it,
+            Outcome::Retry {
+                error: "HTTP 429".into(),
+                after: Some(Duration::from_secs(60)),
+            },
+        );
+        assert!(
+            matches!(s, Settle::Retry { at, .. } if at >= Utc::now() + chrono::Duration::seconds(59))
+        );
+    }
 
     #[test]
     fn retries_back_off_exponentially_with_jitter_and_honour_retry_after() {

@@ -89,17 +89,17 @@ pub(super) fn slack_message(o: &Outgoing<'_>) -> Value {
         json!({"type": "mrkdwn", "text": format!("*Event*\n{}", i.event)}),
     ];
     if let Some(rb) = &i.runbook {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Runbook*\n{}", slack_escape(&truncate(rb, 200)))}));
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Runbook*\n{}", truncate(&slack_escape(rb), 200))}));
     }
     if let Some(step) = &i.step {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Failed step*\n{}", slack_escape(&truncate(step, 200)))}));
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Failed step*\n{}", truncate(&slack_escape(step), 200))}));
     }
     let header = truncate(&one_line(&format!("{} · {}", i.incident, i.title)), 150);
     json!({
-        "text": slack_escape(&truncate(&format!("{}: {}", i.incident, o.text), 3000)),
+        "text": truncate(&slack_escape(&format!("{}: {}", i.incident, o.text)), 3000),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": header}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(&truncate(&o.text, 2900))}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&o.text), 2900)}},
             {"type": "section", "fields": fields},
             {"type": "context", "elements": [
                 {"type": "mrkdwn", "text": format!("<{}|Open {} in runbookd>", o.url, i.incident)}
@@ -134,8 +134,10 @@ pub(super) fn pagerduty_event(o: &Outgoing<'_>, routing_key: &str) -> Value {
     }
     let source = i
         .services
-        .first()
-        .map_or_else(|| "runbookd".to_owned(), |s| truncate(s, 255));
+        .iter()
+        .map(|s| one_line(s).trim().to_owned())
+        .find(|s| !s.is_empty())
+        .map_or_else(|| "runbookd".to_owned(), |s| truncate(&s, 255));
     json!({
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -148,7 +150,7 @@ pub(super) fn pagerduty_event(o: &Outgoing<'_>, routing_key: &str) -> Value {
             "severity": pagerduty_severity(i.severity),
             "timestamp": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             "component": i.runbook,
-            "group": i.services.join(","),
+            "group": truncate(&i.services.join(","), 255),
             "class": i.event,
             "custom_details": {
                 "incident": i.incident,
@@ -157,7 +159,7 @@ pub(super) fn pagerduty_event(o: &Outgoing<'_>, routing_key: &str) -> Value {
                 "runbook": i.runbook,
                 "run_id": i.run_id,
                 "step": i.step,
-                "detail": i.detail,
+                "detail": truncate(&i.detail, 2000),
             },
         },
         "links": [{"href": o.url, "text": format!("{} in runbookd", i.incident)}],
@@ -218,7 +220,16 @@ async fn post(
     if status.is_success() {
         return Outcome::Delivered;
     }
-    let body = resp.text().await.unwrap_or_default();
+    // At most 4 KiB of the answer is read: enough for its error message.
+    let mut resp = resp;
+    let mut raw = Vec::new();
+    while raw.len() < 4096 {
+        match resp.chunk().await {
+            Ok(Some(c)) => raw.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    let body = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).into_owned();
     let error = format!(
         "HTTP {}{}",
         status.as_u16(),
@@ -318,7 +329,19 @@ async fn email(notifier: &Notifier, out: &Outgoing<'_>) -> Outcome {
         ));
     }
     let transport = builder.build();
-    match transport.send(message).await {
+    // lettre's timeout is per SMTP command: the whole send gets one too, so
+    // that it ends within the attempt's lease.
+    let sent = tokio::time::timeout(notifier.timeout * 2, transport.send(message)).await;
+    let Ok(sent) = sent else {
+        return Outcome::Retry {
+            error: format!(
+                "SMTP {host}:{port}: no answer within {}",
+                humantime::format_duration(notifier.timeout * 2)
+            ),
+            after: None,
+        };
+    };
+    match sent {
         Ok(_) => Outcome::Delivered,
         Err(e) if e.is_permanent() => {
             Outcome::Permanent(format!("SMTP {host}:{port} refused: {}", root_cause(&e)))
@@ -369,6 +392,38 @@ mod tests {
         assert_eq!(
             slack_escape("<!channel> <https://evil|click> & co"),
             "&lt;!channel&gt; &lt;https://evil|click&gt; &amp; co"
+        );
+    }
+
+    #[test]
+    fn slack_text_is_escaped_before_it_is_cut_to_slacks_limits() {
+        let item = super::super::deliver::tests::item("<".repeat(5000));
+        let o = Outgoing {
+            item: &item,
+            text: "<&>".repeat(2000),
+            url: "http://x/incidents/INC-0001".into(),
+        };
+        let m = slack_message(&o);
+        assert!(m["text"].as_str().unwrap().chars().count() <= 3000);
+        let section = m["blocks"][1]["text"]["text"].as_str().unwrap();
+        assert!(
+            section.chars().count() <= 2900,
+            "{}",
+            section.chars().count()
+        );
+        assert!(!section.contains('<'));
+        let pd = pagerduty_event(&o, "key");
+        assert_eq!(
+            pd["payload"]["source"], "runbookd",
+            "a blank service is no source"
+        );
+        assert!(
+            pd["payload"]["custom_details"]["detail"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count()
+                <= 2000
         );
     }
 

@@ -653,6 +653,11 @@ impl Checker<'_> {
             let mut on = Vec::new();
             for (j, e) in raw.on.iter().enumerate() {
                 match e.parse::<Event>() {
+                    Ok(Event::ApprovalRequested) => self.err(
+                        None,
+                        &format!("{at}.on.{j}"),
+                        "`approval_requested` comes with approval steps, which this runbookd does not have yet: such a rule would never fire",
+                    ),
                     Ok(e) if !on.contains(&e) => on.push(e),
                     Ok(_) => {}
                     Err(why) => self.err(None, &format!("{at}.on.{j}"), why),

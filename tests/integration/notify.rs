@@ -740,3 +740,60 @@ async fn a_kill_9_before_delivery_loses_nothing_and_a_restart_resends_nothing_co
     );
     drop(served);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_records_what_would_be_sent_and_sends_nothing() {
+    let rx = Receiver::start().await;
+    let yaml = format!("hook: {{type: webhook, url: '{}/hook'}}\n", rx.url);
+    let runbook = r#"
+name: quiet
+matchers: ['alertname = "Quiet"']
+steps:
+  - name: a
+    run: ["/bin/false"]
+communication:
+  - on: [incident_opened, run_started, run_failed]
+    notify: [hook]
+escalation:
+  - after: 200ms
+    unless: [acknowledged]
+    notify: [hook]
+"#;
+    let app = TestApp::start(&[("q.yaml", runbook)], |c| {
+        c.notifiers = notifiers(&yaml);
+        c.shadow = true;
+    })
+    .await;
+    let labels = json!({"alertname": "Quiet"});
+    assert_eq!(
+        app.post_alert(notification(
+            "g-quiet",
+            &[(&labels, "firing", "2026-11-24T08:00:00Z")]
+        ))
+        .await
+        .status(),
+        200
+    );
+    let v = wait_for_states(&app, "INC-0001", "the notification recorded", |n| {
+        !n.is_empty()
+    })
+    .await;
+    assert!(
+        states(&v).iter().all(|s| s.2 == "suppressed"),
+        "{:?}",
+        states(&v)
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(rx.got("/hook").is_empty(), "shadow mode sent something");
+    // A person resolving the incident cancels every escalation, whatever its `unless`.
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/incidents/INC-0001/updates", app.url))
+        .json(&json!({"author": "bob", "message": "fixed by hand", "status": "resolved"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v = app.incident("INC-0001").await;
+    assert_eq!(v["escalations"][0]["state"], "cancelled", "{v:#}");
+}

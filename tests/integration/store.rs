@@ -199,14 +199,14 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
     assert_eq!(dead[0].attempts, 2);
     r[0].outbox_retry(item.id).await.unwrap();
     let third = r[0].outbox_claim("r0".into(), 10, LONG).await.unwrap();
-    assert_eq!(third[0].attempt, 3);
+    assert_eq!(third[0].attempt, 1, "a retried notification counts afresh");
     assert!(r[0]
-        .outbox_settle(item.id, 3, Settle::Delivered)
+        .outbox_settle(item.id, 1, Settle::Delivered)
         .await
         .unwrap());
     assert!(matches!(
         r[0].outbox_retry(item.id).await,
-        Err(StoreError::Invalid(_))
+        Err(StoreError::Conflict(_))
     ));
     assert!(r[0]
         .outbox_claim("r0".into(), 10, LONG)
@@ -224,6 +224,25 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
     let d = r[1].incident(id).await.unwrap();
     let evs: Vec<String> = events(&d).into_iter().map(|e| e.1).collect();
     assert_eq!(evs, ["incident_opened", "run_started", "run_failed"]);
+    // One notifier hears about one incident in order: the newer waits
+    // while the older is pending or in flight.
+    let first = r[1].outbox_claim("r1".into(), 10, LONG).await.unwrap();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].event, runbookd::notify::Event::RunStarted);
+    assert!(r[0]
+        .outbox_claim("r0".into(), 10, LONG)
+        .await
+        .unwrap()
+        .is_empty());
+    r[1].outbox_settle(first[0].id, 1, Settle::Delivered)
+        .await
+        .unwrap();
+    let next = r[0].outbox_claim("r0".into(), 10, LONG).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].event, runbookd::notify::Event::RunFailed);
+    r[0].outbox_settle(next[0].id, 1, Settle::Delivered)
+        .await
+        .unwrap();
     // A resolution tells people and cancels the escalation.
     ingest(
         &r[1],

@@ -139,12 +139,10 @@ pub(super) async fn disarm(
 }
 
 pub(super) async fn resolved(tx: &Tx<'_>, incident: i64, detail: &str) -> Op<()> {
-    disarm(
-        tx,
-        incident,
-        Unless::Resolved,
-        None,
-        "the incident resolved",
+    // Whatever its `unless`, nobody is paged about a resolved incident.
+    tx.execute(
+        "UPDATE escalations SET state = 'cancelled', ended_at = now(), reason = $2 WHERE incident_id = $1 AND state = 'pending'",
+        &[&incident, &notify::say::escalation_cancelled("the incident resolved")],
     )
     .await?;
     enqueue(
@@ -209,7 +207,7 @@ async fn escalate(tx: &Tx<'_>) -> Op<usize> {
                     i.status, i.acknowledged_at IS NOT NULL, i.shadow,
                     EXISTS (SELECT 1 FROM runs r WHERE r.incident_id = e.incident_id AND r.runbook = e.runbook AND r.phase = 'remediation' AND r.state IN ('succeeded', 'succeeded_with_failures'))
              FROM escalations e JOIN incidents i ON i.id = e.incident_id
-             WHERE e.state = 'pending' AND e.due_at <= now() ORDER BY e.due_at LIMIT 100 FOR UPDATE OF e SKIP LOCKED",
+             WHERE e.state = 'pending' AND e.due_at <= now() ORDER BY e.due_at LIMIT 100 FOR UPDATE OF e, i SKIP LOCKED",
             &[],
         )
         .await?;
@@ -289,8 +287,9 @@ async fn claim(tx: &Tx<'_>, owner: &str, limit: u32, lease: Duration) -> Op<Vec<
     let taken = tx
         .query(
             "UPDATE outbox SET state = 'sending', owner = $1, lease_until = now() + make_interval(secs => $2), attempts = attempts + 1
-             WHERE id IN (SELECT id FROM outbox WHERE (state = 'pending' AND next_at <= now()) OR (state = 'sending' AND lease_until < now())
-                          ORDER BY next_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+             WHERE id IN (SELECT o.id FROM outbox o WHERE ((o.state = 'pending' AND o.next_at <= now()) OR (o.state = 'sending' AND o.lease_until < now()))
+                          AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.incident_id = o.incident_id AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
+                          ORDER BY o.next_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED)
              RETURNING id, attempts",
             &[&owner, &secs(lease), &i64::from(limit)],
         )
@@ -379,13 +378,13 @@ async fn retry(tx: &Tx<'_>, id: i64) -> Op<()> {
         None => Err(StoreError::NotFound(format!("notification {id}")).into()),
         Some("dead") => {
             tx.execute(
-                "UPDATE outbox SET state = 'pending', next_at = now(), created_at = now() WHERE id = $1",
+                "UPDATE outbox SET state = 'pending', next_at = now(), created_at = now(), attempts = 0 WHERE id = $1",
                 &[&id],
             )
             .await?;
             Ok(())
         }
-        Some(other) => Err(StoreError::Invalid(format!(
+        Some(other) => Err(StoreError::Conflict(format!(
             "notification {id} is {other}: only a dead notification can be retried"
         ))
         .into()),

@@ -152,12 +152,10 @@ pub(super) fn disarm(
 
 /// The incident resolved: tell people, and cancel what resolution ends.
 pub(super) fn resolved(conn: &Connection, incident: i64, detail: &str) -> Result<()> {
-    disarm(
-        conn,
-        incident,
-        Unless::Resolved,
-        None,
-        "the incident resolved",
+    // Whatever its `unless`, nobody is paged about a resolved incident.
+    conn.execute(
+        "UPDATE escalations SET state = 'cancelled', ended_at = ?2, reason = ?3 WHERE incident_id = ?1 AND state = 'pending'",
+        params![incident, now(), notify::say::escalation_cancelled("the incident resolved")],
     )?;
     enqueue(
         conn,
@@ -314,7 +312,9 @@ fn claim(conn: &Connection, owner: &str, limit: u32, lease: Duration) -> Result<
     let taken: Vec<(i64, u32)> = conn
         .prepare_cached(
             "UPDATE outbox SET state = 'sending', owner = ?2, lease_until = ?3, attempts = attempts + 1
-             WHERE id IN (SELECT id FROM outbox WHERE (state = 'pending' AND next_at <= ?1) OR (state = 'sending' AND lease_until < ?1) ORDER BY next_at LIMIT ?4)
+             WHERE id IN (SELECT o.id FROM outbox o WHERE ((o.state = 'pending' AND o.next_at <= ?1) OR (o.state = 'sending' AND o.lease_until < ?1))
+                          AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.incident_id = o.incident_id AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
+                          ORDER BY o.next_at LIMIT ?4)
              RETURNING id, attempts",
         )?
         .query_map(params![at, owner, until, limit], item)?
@@ -395,12 +395,12 @@ fn retry(conn: &Connection, id: i64) -> Result<()> {
         None => Err(StoreError::NotFound(format!("notification {id}"))),
         Some("dead") => {
             conn.execute(
-                "UPDATE outbox SET state = 'pending', next_at = ?2, created_at = ?2 WHERE id = ?1",
+                "UPDATE outbox SET state = 'pending', next_at = ?2, created_at = ?2, attempts = 0 WHERE id = ?1",
                 params![id, now()],
             )?;
             Ok(())
         }
-        Some(other) => Err(StoreError::Invalid(format!(
+        Some(other) => Err(StoreError::Conflict(format!(
             "notification {id} is {other}: only a dead notification can be retried"
         ))),
     }
