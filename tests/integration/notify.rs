@@ -797,3 +797,35 @@ escalation:
     let v = app.incident("INC-0001").await;
     assert_eq!(v["escalations"][0]["state"], "cancelled", "{v:#}");
 }
+
+#[test]
+fn a_plan_shows_who_would_be_told_and_sends_nothing() {
+    let dir = crate::helpers::runbook_dir(&[(
+        "p.yaml",
+        "name: p\nmatchers: ['alertname = \"P\"']\nsteps:\n  - name: a\n    run: [\"/bin/true\"]\ncommunication:\n  - on: [incident_opened, run_failed]\n    notify: [slack-ops]\nescalation:\n  - after: 15m\n    notify: [pager]\n",
+    )]);
+    let alert = crate::helpers::write_alert(dir.path(), &json!({"alertname": "P"}));
+    let (out, v) = crate::helpers::plan_json(&alert, dir.path());
+    assert!(out.status.success());
+    let notices = &v["alerts"][0]["runs"][0]["notifications"];
+    assert_eq!(notices[0]["on"], json!(["incident_opened", "run_failed"]));
+    assert_eq!(notices[0]["notify"], json!(["slack-ops"]));
+    assert_eq!(notices[1]["after_ms"], 900_000);
+    assert_eq!(notices[1]["unless"], json!(["acknowledged", "resolved"]));
+    let out = crate::helpers::runbookd(&[
+        "run",
+        "--plan",
+        "--alert",
+        alert.to_str().unwrap(),
+        "--runbooks",
+        dir.path().to_str().unwrap(),
+    ]);
+    let text = crate::helpers::stdout(&out);
+    assert!(
+        text.contains("notifies slack-ops on incident_opened, run_failed (not sent by a plan)")
+            && text.contains(
+                "notifies pager after 15m unless acknowledged or resolved (not sent by a plan)"
+            ),
+        "{text}"
+    );
+}
