@@ -236,6 +236,10 @@ pub struct UnmatchedAlert {
     pub seen: i64,
 }
 
+/// How long a finished run's live output stays readable (a stream that
+/// polls it gets the output that arrived just before the end).
+pub(crate) const LIVE_TAIL: Duration = Duration::from_secs(30);
+
 /// Unmatched alerts kept, the most recently seen.
 pub(crate) const UNMATCHED_KEPT: i64 = 1000;
 

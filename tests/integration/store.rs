@@ -871,11 +871,17 @@ async fn live_output_resumes_after_a_cursor(b: &Backend) {
     r[0].finish(finished(&c, RunState::Succeeded))
         .await
         .unwrap();
-    let (after, active) = r[1].live(inc, 0).await.unwrap();
-    assert!(
-        after.is_empty() && !active,
-        "a finished run's live output is gone"
+    // A stream that had read the first chunk still gets the tail, and
+    // learns that nothing runs any more.
+    let (tail, active) = r[1].live(inc, all[0].cursor).await.unwrap();
+    assert!(!active);
+    assert_eq!(
+        tail.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+        ["2\n"],
+        "a finished run's last output is still readable"
     );
+    let (after, _) = r[1].live(inc, all[1].cursor).await.unwrap();
+    assert!(after.is_empty());
 }
 
 /// After a crash of the only process, everything running is its leftover.

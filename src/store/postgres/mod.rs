@@ -1138,9 +1138,13 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
     let incident: i64 = row.get(0);
     let runbook: String = row.get(1);
     let phase: Phase = row.get::<_, &str>(2).parse().map_err(StoreError::Invalid)?;
+    // The run's live output stays readable for a while after its end, so
+    // that a stream reading it gets the tail; older runs' output goes.
     tx.execute(
-        "DELETE FROM step_output WHERE run_id = $1",
-        &[&f.lease.run_id],
+        "DELETE FROM step_output WHERE run_id IN (
+             SELECT s.run_id FROM (SELECT DISTINCT run_id FROM step_output) s JOIN runs r ON r.id = s.run_id
+             WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < now() - make_interval(secs => $1))",
+        &[&secs(crate::store::types::LIVE_TAIL)],
     )
     .await?;
     run_note(

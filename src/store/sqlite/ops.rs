@@ -613,9 +613,13 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
         return Ok(FinishOutcome::Fenced);
     };
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
+    // The run's live output stays readable for a while after its end, so
+    // that a stream reading it gets the tail; older runs' output goes.
     conn.execute(
-        "DELETE FROM step_output WHERE run_id = ?1",
-        [f.lease.run_id],
+        "DELETE FROM step_output WHERE run_id IN (
+             SELECT s.run_id FROM (SELECT DISTINCT run_id FROM step_output) s JOIN runs r ON r.id = s.run_id
+             WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < ?1)",
+        [ts(Utc::now() - chrono::Duration::from_std(crate::store::types::LIVE_TAIL).unwrap_or_default())],
     )?;
     run_note(
         conn,
