@@ -128,6 +128,20 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Acknowledge an incident (asks the running server): stops its escalations, tells people.
+    Ack {
+        /// e.g. INC-0042
+        id: crate::incident::IncidentId,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a queued or running run (asks the running server).
+    Cancel {
+        /// The run's id (`incidents show`).
+        run: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// What runbookd told people: list notifications, retry a dead one.
     Notifications {
         /// Where the SQLite store lives.
@@ -212,13 +226,67 @@ pub enum NotificationsAction {
     Retry {
         /// The notification's id (`notifications list`).
         id: i64,
-        /// The running server.
-        #[arg(long, default_value = "http://127.0.0.1:9095", env = "RUNBOOKD_SERVER")]
-        server: String,
-        /// A file holding the server's bearer token, when it has auth.
-        #[arg(long, env = "RUNBOOKD_TOKEN_FILE")]
-        token_file: Option<PathBuf>,
+        #[command(flatten)]
+        server: ServerArgs,
     },
+}
+
+/// How a command reaches the running server.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// The running server.
+    #[arg(long, default_value = "http://127.0.0.1:9095", env = "RUNBOOKD_SERVER")]
+    pub server: String,
+    /// A file holding your token (`auth.users[].token_file` on the server).
+    #[arg(long, env = "RUNBOOKD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Who you are, when the server has no users (it then takes writes from loopback only).
+    #[arg(long = "as", env = "USER")]
+    pub author: Option<String>,
+}
+
+impl ServerArgs {
+    /// POSTs `body` to `path` of the server; prints `done` or the server's reason.
+    fn post(&self, path: &str, body: &serde_json::Value, done: &str) -> anyhow::Result<ExitCode> {
+        let token = self
+            .token_file
+            .as_deref()
+            .map(|p| crate::config::read_secret(p, "token"))
+            .transpose()?;
+        let server = self.server.trim_end_matches('/').to_owned();
+        runtime()?.block_on(async {
+            let mut req = reqwest::Client::new()
+                .post(format!("{server}{path}"))
+                .json(body);
+            if let Some(t) = &token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach runbookd at {server}: {e}"))?;
+            let status = resp.status();
+            let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+            if status.is_success() {
+                say!("{done}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "runbookd refused: {} (HTTP {})",
+                    answer["error"].as_str().unwrap_or("no reason given"),
+                    status.as_u16()
+                );
+                Ok(ExitCode::from(1))
+            }
+        })
+    }
+
+    fn author_body(&self) -> serde_json::Value {
+        match &self.author {
+            Some(a) => serde_json::json!({"author": a}),
+            None => serde_json::json!({}),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -277,6 +345,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             store,
         } => postmortem(id, template.as_deref(), &store_url(store, &data_dir)?),
         Command::Check { paths, config } => check(&paths, config.as_deref()),
+        Command::Ack { id, server } => server.post(
+            &format!("/api/v1/incidents/{id}/acknowledge"),
+            &server.author_body(),
+            &format!("{id} acknowledged"),
+        ),
+        Command::Cancel { run, server } => server.post(
+            &format!("/api/v1/runs/{run}/cancel"),
+            &server.author_body(),
+            &format!("run {run}: cancellation requested"),
+        ),
         Command::Notifications {
             data_dir,
             store,
@@ -401,43 +479,11 @@ fn notifications(
                 Ok(ExitCode::SUCCESS)
             })
         }
-        NotificationsAction::Retry {
-            id,
-            server,
-            token_file,
-        } => {
-            let token = token_file
-                .as_deref()
-                .map(|p| crate::config::read_secret(p, "bearer token"))
-                .transpose()?;
-            runtime()?.block_on(async {
-                let url = format!(
-                    "{}/api/v1/notifications/{id}/retry",
-                    server.trim_end_matches('/')
-                );
-                let mut req = reqwest::Client::new().post(&url);
-                if let Some(t) = &token {
-                    req = req.bearer_auth(t);
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot reach runbookd at {server}: {e}"))?;
-                let status = resp.status();
-                let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                if status.is_success() {
-                    say!("notification {id} queued again");
-                    Ok(ExitCode::SUCCESS)
-                } else {
-                    eprintln!(
-                        "runbookd refused: {} (HTTP {})",
-                        body["error"].as_str().unwrap_or("no reason given"),
-                        status.as_u16()
-                    );
-                    Ok(ExitCode::from(1))
-                }
-            })
-        }
+        NotificationsAction::Retry { id, server } => server.post(
+            &format!("/api/v1/notifications/{id}/retry"),
+            &serde_json::json!({}),
+            &format!("notification {id} queued again"),
+        ),
     }
 }
 

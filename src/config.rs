@@ -70,9 +70,63 @@ pub struct AuthFile {
     pub bearer_token_file: Option<PathBuf>,
     /// `basic_auth` as Alertmanager's http_config sends it.
     pub basic_auth: Option<BasicAuthFile>,
-    /// Require the same credentials to read the API and the UI.
+    /// Require credentials (the webhook's, or a user's) to read the API and the UI.
     #[serde(default)]
     pub protect_reads: bool,
+    /// People: who may read, who may act (docs/operators.md).
+    #[serde(default)]
+    pub users: Vec<UserFile>,
+}
+
+/// One of `auth.users`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    pub name: String,
+    /// For basic auth (a browser, `curl -u`).
+    pub password_file: Option<PathBuf>,
+    /// For `Authorization: Bearer …` (scripts, the CLI).
+    pub token_file: Option<PathBuf>,
+    pub role: Role,
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads incidents, runbooks, notifications.
+    Viewer,
+    /// Also acts: updates, acknowledgements, retries, reloads.
+    Operator,
+}
+
+impl std::fmt::Debug for User {
+    /// Without the password or token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Role {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// A person who may use the API and the UI.
+#[derive(Clone)]
+pub struct User {
+    pub name: String,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub role: Role,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +175,8 @@ pub struct Auth {
     pub bearer: Option<String>,
     pub basic: Option<(String, String)>,
     pub protect_reads: bool,
+    /// `auth.users`; without any, writes are accepted from loopback only.
+    pub users: Vec<User>,
 }
 
 impl Auth {
@@ -272,10 +328,50 @@ impl ServerConfig {
                 })
                 .transpose()?,
             protect_reads: f.auth.protect_reads,
+            users: f
+                .auth
+                .users
+                .iter()
+                .map(|u| {
+                    anyhow::ensure!(
+                        !u.name.trim().is_empty()
+                            && u.name.len() <= 64
+                            && !u.name.chars().any(|c| c.is_control() || c == ':'),
+                        "auth.users: bad user name `{}`: 1 to 64 characters, no `:` or control characters",
+                        u.name
+                    );
+                    anyhow::ensure!(
+                        u.password_file.is_some() || u.token_file.is_some(),
+                        "auth.users: `{}` needs a password_file or a token_file",
+                        u.name
+                    );
+                    Ok(User {
+                        name: u.name.clone(),
+                        password: u
+                            .password_file
+                            .as_deref()
+                            .map(|p| read_secret(p, "user password"))
+                            .transpose()?,
+                        token: u
+                            .token_file
+                            .as_deref()
+                            .map(|p| read_secret(p, "user token"))
+                            .transpose()?,
+                        role: u.role,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
         };
+        {
+            let mut names: Vec<&str> = auth.users.iter().map(|u| u.name.as_str()).collect();
+            names.sort_unstable();
+            if let Some([twice, _]) = names.windows(2).find(|w| w[0] == w[1]) {
+                anyhow::bail!("auth.users: `{twice}` is listed twice");
+            }
+        }
         anyhow::ensure!(
-            !auth.protect_reads || auth.enabled(),
-            "auth.protect_reads needs a bearer token or basic auth"
+            !auth.protect_reads || auth.enabled() || !auth.users.is_empty(),
+            "auth.protect_reads needs a bearer token, basic auth or auth.users"
         );
         let data_dir: PathBuf = o.data_dir.or(f.data_dir).unwrap_or_else(|| "data".into());
         let store = match (o.store, f.store) {
@@ -295,6 +391,13 @@ impl ServerConfig {
         hidden.extend(file.map(Path::to_owned));
         hidden.extend(f.auth.bearer_token_file.clone());
         hidden.extend(f.auth.basic_auth.as_ref().map(|b| b.password_file.clone()));
+        hidden.extend(
+            f.auth
+                .users
+                .iter()
+                .flat_map(|u| [u.password_file.clone(), u.token_file.clone()])
+                .flatten(),
+        );
         hidden.extend(f.notifiers.values().flat_map(|n| n.secret_files().cloned()));
         let notifiers = f
             .notifiers
@@ -512,7 +615,7 @@ mod tests {
             ),
             (
                 "auth: {protect_reads: true}\n",
-                "protect_reads needs a bearer token or basic auth",
+                "protect_reads needs a bearer token, basic auth or auth.users",
             ),
             (
                 "limits: {body_bytes: 10}\n",

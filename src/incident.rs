@@ -408,6 +408,8 @@ pub struct ChecklistItem {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
+    /// Who: with `auth.users`, the signed-in operator (whatever the request says).
+    #[serde(default)]
     pub author: String,
     pub message: String,
     pub status: Option<IncidentStatus>,

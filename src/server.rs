@@ -219,7 +219,10 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         u64::from(cfg.max_concurrent_steps) * 16 + 256,
     );
     if !cfg.listen.ip().is_loopback() && !cfg.auth.enabled() {
-        tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth: anyone who can reach this address can post alerts and change incidents; set auth.bearer_token_file or auth.basic_auth");
+        tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth: anyone who can reach this address can post alerts; set auth.bearer_token_file or auth.basic_auth");
+    }
+    if !cfg.listen.ip().is_loopback() && cfg.auth.users.is_empty() {
+        tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth.users: updates, acknowledgements and cancellations are taken from loopback only (docs/operators.md)");
     }
     let csrf: Arc<str> = crate::exec::instance::random_hex(32)
         .context("cannot read /dev/urandom")?

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{require_auth, ApiError, AppState};
+use super::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -88,8 +88,12 @@ pub async fn reload_everywhere(s: &AppState) -> Result<usize, ApiError> {
     Ok(n)
 }
 
-async fn reload(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    require_auth(&s, &headers)?;
+async fn reload(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+) -> Result<Json<Value>, ApiError> {
+    super::operator(&s, &headers, peer.as_ref())?;
     let n = reload_everywhere(&s).await?;
     Ok(Json(json!({"status": "reloaded", "runbooks": n})))
 }

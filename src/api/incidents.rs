@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::{read_body, require_auth, require_read_auth, ApiError, AppState};
+use super::{read_body, require_read_auth, ApiError, AppState};
 use crate::alert::Notification;
 use crate::incident::{IncidentId, Update};
 use crate::plan::{Plan, PLAN_INCIDENT_ID};
@@ -72,15 +72,17 @@ async fn detail(
 async fn add_update(
     State(s): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    require_auth(&s, &headers)?;
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
     super::require_json(&headers)?;
     let id = incident_id(&id)?;
     let bytes = read_body(body, 256 << 10, s.http.request_timeout).await?;
-    let update: Update = serde_json::from_slice(&bytes)
+    let mut update: Update = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid update: {e}")))?;
+    update.author = actor.author(&update.author);
     update.check().map_err(ApiError::BadRequest)?;
     s.store.add_update(id, update).await?;
     let detail = s.store.incident(id).await?;

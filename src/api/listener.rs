@@ -114,7 +114,7 @@ pub async fn serve(
             a = listener.accept() => a,
             () = &mut shutdown => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // Out of descriptors (or a transient error): back off rather
@@ -127,7 +127,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (id, busy, close) = conns.admit(http.max_connections);
         let inner = TowerToHyperService::new(app.clone());
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // Who is on the other end: writes without users are taken from loopback only.
+            req.extensions_mut().insert(super::Peer(peer));
             busy.fetch_add(1, Ordering::SeqCst);
             let guard = Busy(busy.clone());
             let fut = hyper::service::Service::call(&inner, req);

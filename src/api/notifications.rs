@@ -1,6 +1,6 @@
-//! Notifications and acknowledgements: `GET /api/v1/notifications`,
-//! `POST /api/v1/notifications/{id}/retry`,
-//! `POST /api/v1/incidents/{id}/acknowledge`.
+//! Operators' writes beyond updates: `POST /api/v1/incidents/{id}/acknowledge`,
+//! `POST /api/v1/runs/{id}/cancel`, and notifications:
+//! `GET /api/v1/notifications`, `POST /api/v1/notifications/{id}/retry`.
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::incidents::query;
-use super::{read_body, require_auth, require_read_auth, ApiError, AppState};
+use super::{read_body, require_read_auth, ApiError, AppState};
 use crate::incident::IncidentId;
 use crate::notify::MessageFilter;
 
@@ -19,6 +19,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/notifications", get(list))
         .route("/api/v1/notifications/{id}/retry", post(retry))
         .route("/api/v1/incidents/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/runs/{id}/cancel", post(cancel))
 }
 
 async fn list(
@@ -35,9 +36,10 @@ async fn list(
 async fn retry(
     State(s): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_auth(&s, &headers)?;
+    super::operator(&s, &headers, peer.as_ref())?;
     let id: i64 = id.parse().map_err(|_| {
         ApiError::BadRequest(format!("bad notification id `{id}`: a number is expected"))
     })?;
@@ -45,35 +47,83 @@ async fn retry(
     Ok(Json(json!({"id": id, "state": "pending"})))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Ack {
+    /// Who, when no users are configured (an operator is named by their login).
+    #[serde(default)]
     author: String,
 }
 
 async fn acknowledge(
     State(s): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    require_auth(&s, &headers)?;
-    super::require_json(&headers)?;
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
     let id: IncidentId = id.parse().map_err(ApiError::BadRequest)?;
     let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
-    let ack: Ack = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid acknowledgement: {e}")))?;
-    let author = ack.author.trim();
-    if author.is_empty() || author.chars().count() > 200 || author.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "`author` must be 1 to 200 characters without control characters".into(),
-        ));
-    }
-    let first = s.store.acknowledge(id, author.to_owned()).await?;
+    let ack: Ack = if bytes.is_empty() {
+        Ack::default()
+    } else {
+        super::require_json(&headers)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid acknowledgement: {e}")))?
+    };
+    let author = who(&actor, &ack.author)?;
+    let first = s.store.acknowledge(id, author).await?;
     let detail = s.store.incident(id).await?;
     Ok(Json(json!({
         "acknowledged": first,
         "acknowledged_by": detail.acknowledged_by,
         "acknowledged_at": detail.acknowledged_at,
+    })))
+}
+
+/// The author a write records: the operator, or a local request's `author`.
+fn who(actor: &super::Actor, given: &str) -> Result<String, ApiError> {
+    let author = actor.author(given);
+    let author = author.trim();
+    if author.is_empty() || author.chars().count() > 200 || author.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "`author` must be 1 to 200 characters without control characters".into(),
+        ));
+    }
+    Ok(author.to_owned())
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
+    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
+    let ack: Ack = if bytes.is_empty() {
+        Ack::default()
+    } else {
+        super::require_json(&headers)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
+    };
+    let author = who(&actor, &ack.author)?;
+    let before = s.store.cancel_run(id, author.clone()).await?;
+    if before == crate::incident::RunState::Running {
+        // This replica stops it at once if it runs it; another learns it
+        // from its next heartbeat.
+        s.dispatcher.cancel(&[id]);
+    }
+    tracing::info!(run = id, by = %author, "cancellation requested");
+    Ok(Json(json!({
+        "id": id,
+        "was": before,
+        "state": if before == crate::incident::RunState::Running { "cancelling" } else { "cancelled" },
     })))
 }

@@ -19,7 +19,7 @@ use axum::Router;
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
-use super::{read_body, require_auth, require_read_auth, ApiError, AppState};
+use super::{read_body, require_read_auth, ApiError, AppState};
 use crate::alert::Notification;
 use crate::incident::{IncidentId, IncidentStatus, Update};
 use crate::plan::{Plan, PLAN_INCIDENT_ID};
@@ -84,6 +84,10 @@ pub fn router() -> Router<AppState> {
         .route("/incidents", get(incidents))
         .route("/incidents/{id}", get(incident))
         .route("/incidents/{id}/updates", axum::routing::post(add_update))
+        .route(
+            "/incidents/{id}/acknowledge",
+            axum::routing::post(acknowledge),
+        )
         .route("/incidents/{id}/events", get(events))
         .route("/runbooks", get(runbooks))
         .route("/plan", get(plan_form).post(plan))
@@ -376,14 +380,49 @@ async fn incident(
             "firing": firing, "failed": failed, "many_alerts": d.alerts.len() > 3,
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
             "recovered": d.summary.recovered_seconds.map(human_secs),
+            "users": !s.auth.users.is_empty(),
         }),
     )
+}
+
+#[derive(serde::Deserialize)]
+struct AckForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    author: String,
+}
+
+/// The incident page's Acknowledge button.
+async fn acknowledge(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let id = parse_id(&id)?;
+    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
+    let f: AckForm = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    super::hygiene::check_form_token(&s, &f.csrf)?;
+    let author = actor.author(&f.author);
+    let author = author.trim();
+    if author.is_empty() || author.chars().count() > 200 || author.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(
+            "your name must be 1 to 200 characters without control characters".into(),
+        ));
+    }
+    s.store.acknowledge(id, author.to_owned()).await?;
+    Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
 }
 
 #[derive(serde::Deserialize)]
 struct UpdateForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
     author: String,
     message: String,
     #[serde(default)]
@@ -395,17 +434,18 @@ struct UpdateForm {
 async fn add_update(
     State(s): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require_auth(&s, &headers)?;
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
     let id = parse_id(&id)?;
     let bytes = read_body(body, 256 << 10, s.http.request_timeout).await?;
     let f: UpdateForm = serde_urlencoded::from_bytes(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
     super::hygiene::check_form_token(&s, &f.csrf)?;
     let update = Update {
-        author: f.author,
+        author: actor.author(&f.author),
         message: f.message,
         status: (!f.status.is_empty())
             .then(|| f.status.parse())

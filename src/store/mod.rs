@@ -260,6 +260,18 @@ impl Store {
         each!(self, b => b.add_update(id, update))
     }
 
+    /// Cancels a run for a person: a queued run ends `cancelled`, a running
+    /// one is asked to stop (whichever replica runs it stops it and records
+    /// it `cancelled`); answers the state it had.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Conflict`] for a run that
+    /// already ended, or a store error.
+    #[must_use]
+    pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
+        each!(self, b => b.cancel_run(id, who))
+    }
+
     /// Records who acknowledged an incident (the first acknowledgement wins:
     /// false when it already had one), cancels the escalations that an
     /// acknowledgement ends and tells people, in one transaction.

@@ -362,6 +362,14 @@ pub(crate) mod say {
 
     pub const CANCELLED_BEFORE_START: &str = "the alert resolved before the run started";
 
+    pub fn cancelled_by(who: &str) -> String {
+        format!("cancelled by {who} before it started")
+    }
+
+    pub fn cancel_requested(id: i64, runbook: &str, who: &str) -> String {
+        format!("run #{id} of `{runbook}`: {who} asked to cancel it; its steps are being stopped")
+    }
+
     pub fn started(
         id: i64,
         runbook: &str,

@@ -13,6 +13,7 @@ mod ha;
 mod helpers;
 mod notify;
 mod operable;
+mod operators;
 mod payload;
 #[allow(dead_code)] // start_durable is for the benchmarks
 mod pg;

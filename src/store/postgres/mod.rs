@@ -381,6 +381,11 @@ impl Postgres {
     }
 
     #[must_use]
+    pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
+        transaction!(self, leases, |tx| cancel_run(&tx, id, &who).await)
+    }
+
+    #[must_use]
     pub fn announce_reload(&self, origin: String) -> Pending<()> {
         transaction!(self, |tx| tx
             .execute("SELECT pg_notify($1, $2)", &[&RELOAD_CHANNEL, &origin])
@@ -1333,6 +1338,54 @@ async fn add_update(tx: &Tx<'_>, id: IncidentId, u: &Update) -> Op<()> {
     )
     .await?;
     Ok(())
+}
+
+/// Cancels a run for a person (as the SQLite store does).
+async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
+    let Some(row) = tx
+        .query_opt(
+            "SELECT state, incident_id, runbook FROM runs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+    else {
+        return Err(StoreError::NotFound(format!("run {id}")).into());
+    };
+    let state: RunState = parsed(&row, 0)?;
+    let incident: i64 = row.get(1);
+    let runbook: String = row.get(2);
+    let who = text(who);
+    match state {
+        RunState::Queued => {
+            let why = say::cancelled_by(&who);
+            tx.execute(
+                "UPDATE runs SET state = 'cancelled', reason = $2, ended_at = now() WHERE id = $1",
+                &[&id, &why],
+            )
+            .await?;
+            run_note(
+                tx,
+                incident,
+                &say::finished(id, &runbook, RunState::Cancelled, &why),
+            )
+            .await?;
+        }
+        RunState::Running => {
+            tx.execute(
+                "UPDATE runs SET cancel_requested = TRUE WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            run_note(tx, incident, &say::cancel_requested(id, &runbook, &who)).await?;
+        }
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "run {id} already ended ({other}): there is nothing to cancel"
+            ))
+            .into())
+        }
+    }
+    Ok(state)
 }
 
 /// The columns of an incident summary (as the SQLite store's).

@@ -786,6 +786,46 @@ fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
     Ok(())
 }
 
+/// Cancels a run for a person: a queued run ends `cancelled` now, a running
+/// one is asked to stop (its owner kills its steps and records it).
+fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
+    let row: Option<(String, i64, String)> = conn
+        .query_row(
+            "SELECT state, incident_id, runbook FROM runs WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((state, incident, runbook)) = row else {
+        return Err(StoreError::NotFound(format!("run {id}")));
+    };
+    let state: RunState = state.parse().map_err(StoreError::Invalid)?;
+    match state {
+        RunState::Queued => {
+            let why = say::cancelled_by(who);
+            conn.execute(
+                "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state = 'queued'",
+                params![id, why, now()],
+            )?;
+            run_note(
+                conn,
+                incident,
+                &say::finished(id, &runbook, RunState::Cancelled, &why),
+            )?;
+        }
+        RunState::Running => {
+            conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+            run_note(conn, incident, &say::cancel_requested(id, &runbook, who))?;
+        }
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "run {id} already ended ({other}): there is nothing to cancel"
+            )))
+        }
+    }
+    Ok(state)
+}
+
 fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
     let created: String = r.get("created_at")?;
     let resolved: Option<String> = r.get("resolved_at")?;
@@ -1070,6 +1110,11 @@ impl Sqlite {
     #[must_use]
     pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
         Box::pin(self.write(move |c| add_update(c, id, &u)))
+    }
+
+    #[must_use]
+    pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
+        Box::pin(self.write(move |c| cancel_run(c, id, &who)))
     }
 
     pub async fn ping(&self) -> Result<()> {

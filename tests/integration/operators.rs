@@ -1,0 +1,268 @@
+//! Operators in the loop: users and roles, acknowledgements and
+//! cancellations through the API, the UI and the CLI; the timeline names
+//! who did what.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::app::{notification, run_states, TestApp};
+
+const SLOW: &str = "name: slow\nmatchers: [alertname = \"Slow\"]\nconcurrency: 1\nsteps:\n  - name: wait\n    run: [\"/bin/sleep\", \"30\"]\n";
+
+fn users(c: &mut runbookd::config::ServerConfig) {
+    use runbookd::config::{Role, User};
+    c.auth.users = vec![
+        User {
+            name: "olga".into(),
+            password: Some("olga-pw".into()),
+            token: Some("olga-token".into()),
+            role: Role::Operator,
+        },
+        User {
+            name: "victor".into(),
+            password: Some("victor-pw".into()),
+            token: Some("victor-token".into()),
+            role: Role::Viewer,
+        },
+    ];
+    c.auth.bearer = Some("webhook-token".into());
+    c.auth.protect_reads = true;
+}
+
+async fn post(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = app.client.post(format!("{}{path}", app.url)).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_as(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+    let resp = app
+        .client
+        .get(format!("{}{path}", app.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_reads_but_cannot_act_an_operator_acts_under_their_name() {
+    let app = TestApp::start(&[("slow.yaml", SLOW)], users).await;
+    let labels = json!({"alertname": "Slow"});
+    // Two alerts: the first run runs, the second waits in the queue.
+    let body = notification(
+        "g-ops",
+        &[
+            (&labels, "firing", "2026-11-24T08:00:00Z"),
+            (
+                &json!({"alertname": "Slow", "n": "2"}),
+                "firing",
+                "2026-11-24T08:00:00Z",
+            ),
+        ],
+    );
+    assert_eq!(app.post_alert(body).await.status(), 200);
+    let (status, _) = get_as(&app, "/api/v1/incidents/INC-0001", "victor-token").await;
+    assert_eq!(status, 200, "a viewer reads");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let runs = loop {
+        let (_, v) = get_as(&app, "/api/v1/incidents/INC-0001", "olga-token").await;
+        if run_states(&v) == ["running", "queued"] {
+            break v["runs"].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{v:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (running, queued) = (
+        runs[0]["id"].as_i64().unwrap(),
+        runs[1]["id"].as_i64().unwrap(),
+    );
+
+    // A viewer cannot act: 403 with the reason, for every write.
+    let writes = [
+        (
+            "/api/v1/incidents/INC-0001/acknowledge".to_owned(),
+            json!({}),
+        ),
+        (
+            "/api/v1/incidents/INC-0001/updates".to_owned(),
+            json!({"message": "looking"}),
+        ),
+        (format!("/api/v1/runs/{running}/cancel"), json!({})),
+        ("/-/reload".to_owned(), json!({})),
+    ];
+    for (path, body) in &writes {
+        let (status, v) = post(&app, path, Some("victor-token"), body.clone()).await;
+        assert_eq!(status, 403, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("viewer"), "{v}");
+        // Nor can the webhook's credential, or nobody.
+        assert_eq!(
+            post(&app, path, Some("webhook-token"), body.clone())
+                .await
+                .0,
+            401,
+            "{path}"
+        );
+        assert_eq!(post(&app, path, None, body.clone()).await.0, 401, "{path}");
+    }
+
+    // An operator acts, under their own name whatever the request says.
+    let (status, v) = post(
+        &app,
+        "/api/v1/incidents/INC-0001/updates",
+        Some("olga-token"),
+        json!({"author": "mallory", "message": "looking into it"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = post(
+        &app,
+        "/api/v1/incidents/INC-0001/acknowledge",
+        Some("olga-token"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["acknowledged_by"], "olga");
+    let (status, v) = post(
+        &app,
+        &format!("/api/v1/runs/{queued}/cancel"),
+        Some("olga-token"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("cancelled")),
+        "{v}"
+    );
+    let (status, v) = post(
+        &app,
+        &format!("/api/v1/runs/{running}/cancel"),
+        Some("olga-token"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("cancelling")),
+        "{v}"
+    );
+    let v = crate::app::wait_for_incident_at(
+        &app.client,
+        &app.url.replace("http://", "http://olga:olga-pw@"),
+        "INC-0001",
+        "both runs cancelled",
+        |v| run_states(v) == ["cancelled", "cancelled"],
+    )
+    .await;
+    let timeline: Vec<(String, String)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["author"].as_str().unwrap().to_owned(),
+                t["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        timeline.contains(&("olga".into(), "looking into it".into())),
+        "{timeline:?}"
+    );
+    assert!(
+        !timeline.iter().any(|t| t.0 == "mallory"),
+        "the request cannot name someone else"
+    );
+    assert!(
+        timeline.contains(&("olga".into(), "acknowledged by olga".into())),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t.1.contains("cancelled by olga before it started")),
+        "{timeline:?}"
+    );
+    assert!(
+        timeline
+            .iter()
+            .any(|t| t.1.contains("olga asked to cancel it")),
+        "{timeline:?}"
+    );
+    // An ended run cannot be cancelled; an unknown one is 404.
+    let (status, v) = post(
+        &app,
+        &format!("/api/v1/runs/{queued}/cancel"),
+        Some("olga-token"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(
+        post(
+            &app,
+            "/api/v1/runs/99999/cancel",
+            Some("olga-token"),
+            json!({})
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_acknowledges_and_cancels_through_the_server() {
+    let app = TestApp::start(&[("slow.yaml", SLOW)], |_| {}).await;
+    let labels = json!({"alertname": "Slow"});
+    assert_eq!(
+        app.post_alert(notification(
+            "g-cli",
+            &[(&labels, "firing", "2026-11-24T08:00:00Z")]
+        ))
+        .await
+        .status(),
+        200
+    );
+    let v = app
+        .wait_for_incident("INC-0001", "the run running", |v| {
+            run_states(v) == ["running"]
+        })
+        .await;
+    let run = v["runs"][0]["id"].as_i64().unwrap().to_string();
+    let out = crate::helpers::runbookd(&["ack", "INC-0001", "--server", &app.url, "--as", "carol"]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert_eq!(crate::helpers::stdout(&out), "INC-0001 acknowledged\n");
+    let out = crate::helpers::runbookd(&["cancel", &run, "--server", &app.url, "--as", "carol"]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let v = app
+        .wait_for_incident("INC-0001", "the run cancelled", |v| {
+            run_states(v) == ["cancelled"]
+        })
+        .await;
+    assert_eq!(v["acknowledged_by"], "carol");
+    let out = crate::helpers::runbookd(&["cancel", &run, "--server", &app.url, "--as", "carol"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::helpers::stderr(&out).contains("already ended"),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+    // Without users and without a name, nobody is recorded: refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
+        .args(["ack", "INC-0001", "--server", &app.url])
+        .env_remove("USER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("author"));
+}
