@@ -135,6 +135,29 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Run a runbook now, by hand (asks the running server): a manual run with these labels.
+    Trigger {
+        /// The runbook's name.
+        runbook: String,
+        /// A label of the run's alert, `NAME=VALUE` (repeatable); `alertname` defaults to the runbook's name.
+        #[arg(long = "label", value_name = "NAME=VALUE")]
+        labels: Vec<String>,
+        /// An annotation, `NAME=VALUE` (repeatable).
+        #[arg(long = "annotation", value_name = "NAME=VALUE")]
+        annotations: Vec<String>,
+        /// Print what would run (JSON), run nothing.
+        #[arg(long)]
+        plan: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Run a run's runbook again for the same alert, as a manual run (asks the running server).
+    Rerun {
+        /// The run's id (`incidents show`).
+        run: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Cancel a queued or running run (asks the running server).
     Cancel {
         /// The run's id (`incidents show`).
@@ -248,6 +271,16 @@ pub struct ServerArgs {
 impl ServerArgs {
     /// POSTs `body` to `path` of the server; prints `done` or the server's reason.
     fn post(&self, path: &str, body: &serde_json::Value, done: &str) -> anyhow::Result<ExitCode> {
+        self.post_then(path, body, |_| say!("{done}"))
+    }
+
+    /// POSTs `body` to `path`; `ok` prints the answer, or the reason is printed.
+    fn post_then(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        ok: impl FnOnce(&serde_json::Value),
+    ) -> anyhow::Result<ExitCode> {
         let token = self
             .token_file
             .as_deref()
@@ -268,7 +301,7 @@ impl ServerArgs {
             let status = resp.status();
             let answer: serde_json::Value = resp.json().await.unwrap_or_default();
             if status.is_success() {
-                say!("{done}");
+                ok(&answer);
                 Ok(ExitCode::SUCCESS)
             } else {
                 eprintln!(
@@ -349,6 +382,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &format!("/api/v1/incidents/{id}/acknowledge"),
             &server.author_body(),
             &format!("{id} acknowledged"),
+        ),
+        Command::Trigger {
+            runbook,
+            labels,
+            annotations,
+            plan,
+            server,
+        } => {
+            let pairs = |list: &[String],
+                         what: &str|
+             -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+                list.iter()
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').ok_or_else(|| {
+                            anyhow::anyhow!("bad {what} `{kv}`: write NAME=VALUE")
+                        })?;
+                        Ok((k.to_owned(), serde_json::Value::String(v.to_owned())))
+                    })
+                    .collect()
+            };
+            let mut body = server.author_body();
+            body["labels"] = serde_json::Value::Object(pairs(&labels, "label")?);
+            body["annotations"] = serde_json::Value::Object(pairs(&annotations, "annotation")?);
+            body["plan"] = serde_json::Value::Bool(plan);
+            if plan {
+                body.as_object_mut().map(|o| o.remove("author"));
+            }
+            server.post_then(&format!("/api/v1/runbooks/{runbook}/runs"), &body, |v| {
+                if plan {
+                    say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+                } else {
+                    say!(
+                        "{}: run {} of `{runbook}` queued",
+                        v["incident"].as_str().unwrap_or("?"),
+                        v["runs"][0]
+                    );
+                }
+            })
+        }
+        Command::Rerun { run, server } => server.post_then(
+            &format!("/api/v1/runs/{run}/rerun"),
+            &server.author_body(),
+            |v| {
+                say!(
+                    "{}: run {run} re-run as run {}",
+                    v["incident"].as_str().unwrap_or("?"),
+                    v["runs"][0]
+                );
+            },
         ),
         Command::Cancel { run, server } => server.post(
             &format!("/api/v1/runs/{run}/cancel"),

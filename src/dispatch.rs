@@ -137,16 +137,7 @@ pub async fn ingest(
             runbooks
                 .matching(&a.labels)
                 .into_iter()
-                .map(|rb| RunbookMatch {
-                    name: rb.name.clone(),
-                    title: rb.title.clone(),
-                    severity: rb.severity,
-                    cooldown: rb.cooldown,
-                    has_on_resolved: !rb.on_resolved.is_empty(),
-                    cancel_on_resolved: rb.cancel_on_resolved,
-                    idempotent: rb.idempotent,
-                    policy: rb.policy.clone(),
-                })
+                .map(|rb| runbook_match(rb))
                 .collect()
         })
         .collect();
@@ -158,6 +149,52 @@ pub async fn ingest(
         shadow,
     };
     store.ingest(input).await
+}
+
+/// What ingesting needs of a runbook.
+#[must_use]
+pub fn runbook_match(rb: &crate::runbook::Runbook) -> RunbookMatch {
+    RunbookMatch {
+        name: rb.name.clone(),
+        title: rb.title.clone(),
+        severity: rb.severity,
+        cooldown: rb.cooldown,
+        has_on_resolved: !rb.on_resolved.is_empty(),
+        cancel_on_resolved: rb.cancel_on_resolved,
+        idempotent: rb.idempotent,
+        policy: rb.policy.clone(),
+    }
+}
+
+/// Records a manual run of `rb` (a synthetic notification whose alerts all
+/// run this one runbook, whatever its matchers), in one transaction.
+///
+/// # Errors
+/// As [`ingest`].
+pub async fn ingest_manual(
+    store: &Store,
+    rb: &crate::runbook::Runbook,
+    notification: Notification,
+    body: Vec<u8>,
+    max_queued: u64,
+    shadow: bool,
+) -> Result<Ingested, StoreError> {
+    let mut m = runbook_match(rb);
+    m.cooldown = std::time::Duration::ZERO;
+    let matches = notification
+        .alerts
+        .iter()
+        .map(|_| vec![m.clone()])
+        .collect();
+    store
+        .ingest(Ingest {
+            body,
+            notification,
+            matches,
+            max_queued,
+            shadow,
+        })
+        .await
 }
 
 impl Dispatcher {

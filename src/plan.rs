@@ -294,6 +294,21 @@ impl Plan {
             .iter()
             .map(|a| (a, set.matching(&a.labels)))
             .collect();
+        Self::of(n, matched, incident_id)
+    }
+
+    /// The plan of a manual run: every alert runs `rb`, whatever its matchers.
+    #[must_use]
+    pub fn manual(n: &Notification, rb: &std::sync::Arc<Runbook>, incident_id: &str) -> Plan {
+        let matched = n.alerts.iter().map(|a| (a, vec![rb])).collect();
+        Self::of(n, matched, incident_id)
+    }
+
+    fn of(
+        n: &Notification,
+        matched: Vec<(&Alert, Vec<&std::sync::Arc<Runbook>>)>,
+        incident_id: &str,
+    ) -> Plan {
         let severity = matched
             .iter()
             .flat_map(|(_, rbs)| rbs.iter().map(|r| r.severity))

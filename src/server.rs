@@ -240,6 +240,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         http,
         csrf,
         notifiers: cfg.notifiers.clone(),
+        external_url: cfg.external_url.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

@@ -8,6 +8,7 @@ pub mod hygiene;
 mod incidents;
 pub mod listener;
 mod notifications;
+mod runs;
 mod ui;
 mod webhook;
 
@@ -51,6 +52,8 @@ pub struct AppState {
     pub csrf: Arc<str>,
     /// The configured notifiers: a reload refuses runbooks naming others.
     pub notifiers: Arc<crate::notify::config::Notifiers>,
+    /// Where people reach this runbookd (manual runs' `externalURL`).
+    pub external_url: String,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook::router())
         .merge(incidents::router())
         .merge(notifications::router())
+        .merge(runs::router())
         .merge(health::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })

@@ -83,7 +83,7 @@ async fn acknowledge(
 }
 
 /// The author a write records: the operator, or a local request's `author`.
-fn who(actor: &super::Actor, given: &str) -> Result<String, ApiError> {
+pub(super) fn who(actor: &super::Actor, given: &str) -> Result<String, ApiError> {
     let author = actor.author(given);
     let author = author.trim();
     if author.is_empty() || author.chars().count() > 200 || author.chars().any(char::is_control) {

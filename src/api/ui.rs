@@ -90,6 +90,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/incidents/{id}/events", get(events))
         .route("/runbooks", get(runbooks))
+        .route("/runbooks/{name}/runs", axum::routing::post(run_now))
         .route("/plan", get(plan_form).post(plan))
         .route(
             "/assets/ui.css",
@@ -386,6 +387,80 @@ async fn incident(
 }
 
 #[derive(serde::Deserialize)]
+struct RunForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    author: String,
+    #[serde(default)]
+    labels: String,
+    #[serde(default)]
+    annotations: String,
+    #[serde(default)]
+    mode: String,
+}
+
+/// `NAME=VALUE` lines (blank lines skipped).
+fn pairs(text: &str, what: &str) -> Result<crate::alert::Labels, ApiError> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!("bad {what} line `{l}`: write NAME=VALUE"))
+                })
+        })
+        .collect()
+}
+
+/// The runbook page's *Run now* form: the plan, or a manual run.
+async fn run_now(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    require_read_auth(&s, &headers)?;
+    let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
+    let f: RunForm = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    super::hygiene::check_form_token(&s, &f.csrf)?;
+    let labels = pairs(&f.labels, "label")?;
+    let annotations = pairs(&f.annotations, "annotation")?;
+    super::runs::check_labels(&labels, "label")?;
+    super::runs::check_labels(&annotations, "annotation")?;
+    if f.mode == "plan" {
+        let set = s.runbook_set();
+        let rb = set
+            .get(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("runbook `{name}`")))?;
+        let (n, body) =
+            super::runs::manual_notification(&name, labels, &annotations, &s.external_url)?;
+        let data = json!({
+            "payload": String::from_utf8_lossy(&body),
+            "plan": Plan::manual(&n, rb, PLAN_INCIDENT_ID),
+        });
+        return page(&s, "Plan", "plan", &data);
+    }
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let author = super::notifications::who(&actor, &f.author)?;
+    let started = super::runs::start(
+        &s,
+        &name,
+        labels,
+        annotations,
+        &author,
+        format!("started a manual run of `{name}`"),
+    )
+    .await?;
+    let incident = started["incident"].as_str().unwrap_or_default().to_owned();
+    Ok(Redirect::to(&format!("/incidents/{incident}")).into_response())
+}
+
+#[derive(serde::Deserialize)]
 struct AckForm {
     #[serde(default)]
     csrf: String,
@@ -575,7 +650,12 @@ async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Respo
             .collect();
         list.push(v);
     }
-    page(&s, "Runbooks", "runbooks", &json!({"runbooks": list}))
+    page(
+        &s,
+        "Runbooks",
+        "runbooks",
+        &json!({"runbooks": list, "users": !s.auth.users.is_empty()}),
+    )
 }
 
 async fn plan_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -410,6 +410,14 @@ impl Store {
         each!(self, b => b.live(id, cursor).await)
     }
 
+    /// A run's incident, runbook and alert fingerprint.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn run_origin(&self, id: i64) -> Result<Option<(IncidentId, String, String)>> {
+        each!(self, b => b.run_origin(id).await)
+    }
+
     /// The latest runs of a runbook, newest first.
     ///
     /// # Errors

@@ -266,3 +266,204 @@ async fn the_cli_acknowledges_and_cancels_through_the_server() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("author"));
 }
+
+const ECHO: &str = r#"name: echo
+matchers: [alertname = "NeverFires"]
+steps:
+  - name: argv
+    run: ["/bin/echo", "{{labels.target}}"]
+  - name: script
+    shell: echo "{{labels.target}}" "{{annotations.why}}"
+"#;
+
+fn stdout_of(v: &Value, step: &str) -> String {
+    v["runs"][0]["result"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == step)
+        .unwrap()["attempts"][0]["stdout"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_run_with_hostile_labels_is_as_inert_as_a_webhook_alert() {
+    let app = TestApp::start(&[("echo.yaml", ECHO)], |_| {}).await;
+    let hostile = "$(id) `id` ';id;' \"x\"\n$HOME";
+    // The plan first: nothing is recorded.
+    let (status, plan) = post(
+        &app,
+        "/api/v1/runbooks/echo/runs",
+        None,
+        json!({"labels": {"target": hostile}, "annotations": {"why": "drill"}, "plan": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["alerts"][0]["runs"][0]["runbook"], "echo");
+    assert_eq!(
+        plan["alerts"][0]["labels"]["alertname"], "echo",
+        "alertname defaults to the runbook"
+    );
+    let (_, list) = app.get("/api/v1/incidents").await;
+    assert_eq!(list["total"], 0, "a plan records nothing");
+
+    let (status, v) = post(
+        &app,
+        "/api/v1/runbooks/echo/runs",
+        None,
+        json!({"labels": {"target": hostile}, "annotations": {"why": "drill"}, "author": "dana"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["incident"].as_str().unwrap().to_owned();
+    let done = app
+        .wait_for_incident(&id, "the manual run to end", crate::app::runs_ended)
+        .await;
+    assert_eq!(run_states(&done), ["succeeded"], "{done:#}");
+    assert_eq!(done["receiver"], "runbookd-manual");
+    assert_eq!(stdout_of(&done, "argv"), format!("{hostile}\n"));
+    assert_eq!(
+        stdout_of(&done, "script"),
+        format!("{hostile} drill\n"),
+        "the shell saw values, never source"
+    );
+    assert!(done["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["author"] == "dana" && t["message"] == "started a manual run of `echo`"));
+
+    // Re-run: a new manual incident for the same alert; the original says so.
+    let run = done["runs"][0]["id"].as_i64().unwrap();
+    let (status, again) = post(
+        &app,
+        &format!("/api/v1/runs/{run}/rerun"),
+        None,
+        json!({"author": "dana"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    let second = again["incident"].as_str().unwrap().to_owned();
+    assert_ne!(second, id);
+    let rerun = app
+        .wait_for_incident(&second, "the re-run to end", crate::app::runs_ended)
+        .await;
+    assert_eq!(stdout_of(&rerun, "argv"), format!("{hostile}\n"));
+    let first = app.incident(&id).await;
+    assert!(first["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["message"] == format!("re-ran run #{run} as {second}")));
+
+    // Bad requests are 4xx with the reason.
+    let (status, v) = post(
+        &app,
+        "/api/v1/runbooks/nope/runs",
+        None,
+        json!({"author": "dana"}),
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = post(
+        &app,
+        "/api/v1/runbooks/echo/runs",
+        None,
+        json!({"labels": {"bad-name": "x"}, "author": "dana"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("bad label name"),
+        "{v}"
+    );
+    let (status, _) = post(&app, "/api/v1/runbooks/echo/runs", None, json!({})).await;
+    assert_eq!(status, 400, "without users a manual run names its author");
+
+    // From the runbook page's form, and from the CLI.
+    let token = app.form_token("/runbooks", None).await;
+    let resp = app
+        .client
+        .post(format!("{}/runbooks/echo/runs", app.url))
+        .header("Origin", &app.url)
+        .form(&[
+            ("csrf", token.as_str()),
+            ("author", "erin"),
+            ("labels", "target=from-the-form\n"),
+            ("mode", "run"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let landed = resp.url().path().to_owned();
+    assert!(
+        landed.starts_with("/incidents/INC-"),
+        "redirected to the incident: {landed}"
+    );
+    let out = crate::helpers::runbookd(&[
+        "trigger",
+        "echo",
+        "--label",
+        "target=from-the-cli",
+        "--server",
+        &app.url,
+        "--as",
+        "finn",
+    ]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let said = crate::helpers::stdout(&out);
+    assert!(
+        said.starts_with("INC-") && said.contains("of `echo` queued"),
+        "{said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_cannot_trigger_or_rerun() {
+    let app = TestApp::start(&[("echo.yaml", ECHO)], users).await;
+    let (status, v) = post(
+        &app,
+        "/api/v1/runbooks/echo/runs",
+        Some("victor-token"),
+        json!({"labels": {"target": "x"}}),
+    )
+    .await;
+    assert_eq!(status, 403, "{v}");
+    let (status, _) = post(
+        &app,
+        "/api/v1/runbooks/echo/runs",
+        Some("victor-token"),
+        json!({"plan": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "a viewer may see the plan");
+    let (status, v) = post(
+        &app,
+        "/api/v1/runbooks/echo/runs",
+        Some("olga-token"),
+        json!({"labels": {"target": "x"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let run = v["runs"][0].as_i64().unwrap();
+    assert_eq!(
+        post(
+            &app,
+            &format!("/api/v1/runs/{run}/rerun"),
+            Some("victor-token"),
+            json!({})
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        post(&app, &format!("/api/v1/runs/{run}/rerun"), None, json!({}))
+            .await
+            .0,
+        401
+    );
+}

@@ -1649,6 +1649,21 @@ impl Postgres {
         .map_err(Fail::into_store)
     }
 
+    pub async fn run_origin(&self, id: i64) -> Result<Option<(IncidentId, String, String)>> {
+        async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt(
+                    "SELECT incident_id, runbook, fingerprint FROM runs WHERE id = $1",
+                    &[&id],
+                )
+                .await?;
+            Ok::<_, Fail>(row.map(|r| (IncidentId(r.get(0)), r.get(1), r.get(2))))
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
     pub async fn recent_runs(
         &self,
         runbook: String,

@@ -1042,6 +1042,23 @@ impl Sqlite {
         .await
     }
 
+    /// A run's incident, runbook and alert fingerprint.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn run_origin(&self, id: i64) -> Result<Option<(IncidentId, String, String)>> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT incident_id, runbook, fingerprint FROM runs WHERE id = ?1",
+                    [id],
+                    |r| Ok((IncidentId(r.get(0)?), r.get(1)?, r.get(2)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
     /// The latest runs of a runbook, newest first.
     ///
     /// # Errors

@@ -1,0 +1,252 @@
+//! Runs on demand: `POST /api/v1/runbooks/{name}/runs` (a manual run, or
+//! with `plan: true` its plan) and `POST /api/v1/runs/{id}/rerun`.
+//!
+//! A manual run is an Alertmanager notification that runbookd writes itself
+//! (receiver `runbookd-manual`, one alert with the given labels and
+//! annotations) and ingests like any other: its labels reach steps exactly
+//! as a webhook alert's do, so they are as inert; only the matching is
+//! skipped (the named runbook runs).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use super::{read_body, ApiError, AppState};
+use crate::alert::{Labels, Notification};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/runbooks/{name}/runs", post(trigger))
+        .route("/api/v1/runs/{id}/rerun", post(rerun))
+}
+
+/// The receiver of manual runs' incidents.
+pub const MANUAL_RECEIVER: &str = "runbookd-manual";
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub annotations: Labels,
+    /// Only show what would run.
+    #[serde(default)]
+    pub plan: bool,
+    /// Who, when no users are configured.
+    #[serde(default)]
+    pub author: String,
+}
+
+/// Prometheus' label names: what Alertmanager would accept.
+pub(super) fn check_labels(labels: &Labels, what: &str) -> Result<(), ApiError> {
+    for name in labels.keys() {
+        let mut chars = name.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(ApiError::BadRequest(format!(
+                "bad {what} name `{}`: use letters, digits and `_`, not starting with a digit",
+                name.escape_debug()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The notification of a manual run of `runbook`: one firing alert with
+/// these labels (`alertname` defaults to the runbook's name), in a group of
+/// its own.
+pub(super) fn manual_notification(
+    runbook: &str,
+    mut labels: Labels,
+    annotations: &Labels,
+    external_url: &str,
+) -> Result<(Notification, Vec<u8>), ApiError> {
+    labels
+        .entry("alertname".into())
+        .or_insert_with(|| runbook.to_owned());
+    let nonce = crate::exec::instance::random_hex(8)
+        .map_err(|e| ApiError::BadRequest(format!("cannot make a run id: {e}")))?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let body = serde_json::to_vec(&json!({
+        "version": "4",
+        "receiver": MANUAL_RECEIVER,
+        "status": "firing",
+        "groupKey": format!("manual:{runbook}:{nonce}"),
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": labels["alertname"]},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": external_url,
+        "alerts": [{
+            "status": "firing",
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": now,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "",
+            "fingerprint": crate::alert::fingerprint(&labels),
+        }],
+    }))
+    .map_err(|e| ApiError::BadRequest(format!("cannot encode the run: {e}")))?;
+    let n = Notification::from_json(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid manual run: {e}")))?;
+    Ok((n, body))
+}
+
+pub(super) async fn start(
+    s: &AppState,
+    runbook: &str,
+    labels: Labels,
+    annotations: Labels,
+    author: &str,
+    note: String,
+) -> Result<Value, ApiError> {
+    let set = s.runbook_set();
+    let rb = set
+        .get(runbook)
+        .ok_or_else(|| ApiError::NotFound(format!("runbook `{runbook}`")))?
+        .clone();
+    let (n, body) = manual_notification(runbook, labels, &annotations, &s.external_url)?;
+    if body.len() > s.body_limit {
+        return Err(ApiError::PayloadTooLarge(s.body_limit));
+    }
+    let ingested = crate::dispatch::ingest_manual(
+        &s.store,
+        &rb,
+        n,
+        body,
+        s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
+        s.shadow,
+    )
+    .await?;
+    let incident = ingested
+        .incident
+        .ok_or_else(|| ApiError::BadRequest("the run was not recorded".into()))?;
+    s.store
+        .add_update(
+            incident,
+            crate::incident::Update {
+                author: author.to_owned(),
+                message: note,
+                status: None,
+                root_cause: None,
+            },
+        )
+        .await?;
+    if !ingested.queued.is_empty() {
+        s.dispatcher.wake();
+    }
+    tracing::info!(runbook, incident = %incident, by = author, runs = ingested.queued.len(), "manual run queued");
+    Ok(json!({
+        "incident": incident,
+        "runs": ingested.queued,
+        "duplicate_runs": ingested.duplicates,
+        "shadow": s.shadow,
+    }))
+}
+
+async fn trigger(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    // A plan is a read; a run is an operator's write.
+    super::require_read_auth(&s, &headers)?;
+    let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
+    let t: Trigger = if bytes.is_empty() {
+        Trigger::default()
+    } else {
+        super::require_json(&headers)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid run request: {e}")))?
+    };
+    check_labels(&t.labels, "label")?;
+    check_labels(&t.annotations, "annotation")?;
+    if t.plan {
+        let set = s.runbook_set();
+        let rb = set
+            .get(&name)
+            .ok_or_else(|| ApiError::NotFound(format!("runbook `{name}`")))?;
+        let (n, _) = manual_notification(&name, t.labels, &t.annotations, &s.external_url)?;
+        let plan = crate::plan::Plan::manual(&n, rb, crate::plan::PLAN_INCIDENT_ID);
+        return Ok(Json(serde_json::to_value(plan).unwrap_or_default()));
+    }
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let author = super::notifications::who(&actor, &t.author)?;
+    let note = format!("started a manual run of `{name}`");
+    Ok(Json(
+        start(&s, &name, t.labels, t.annotations, &author, note).await?,
+    ))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rerun {
+    #[serde(default)]
+    author: String,
+}
+
+async fn rerun(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
+    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
+    let r: Rerun = if bytes.is_empty() {
+        Rerun::default()
+    } else {
+        super::require_json(&headers)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
+    };
+    let author = super::notifications::who(&actor, &r.author)?;
+    let (incident, runbook, fingerprint) = s
+        .store
+        .run_origin(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
+    let detail = s.store.incident(incident).await?;
+    let alert = detail
+        .alerts
+        .iter()
+        .find(|a| a.fingerprint == fingerprint)
+        .ok_or_else(|| ApiError::NotFound(format!("the alert of run {id}")))?;
+    let note = format!("re-ran run #{id} of `{runbook}` (from {incident})");
+    let started = start(
+        &s,
+        &runbook,
+        alert.labels.clone(),
+        alert.annotations.clone(),
+        &author,
+        note,
+    )
+    .await?;
+    let new_incident = started["incident"].as_str().unwrap_or_default().to_owned();
+    s.store
+        .add_update(
+            incident,
+            crate::incident::Update {
+                author: author.clone(),
+                message: format!("re-ran run #{id} as {new_incident}"),
+                status: None,
+                root_cause: None,
+            },
+        )
+        .await?;
+    Ok(Json(started))
+}
