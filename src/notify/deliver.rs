@@ -28,7 +28,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// Notifications taken per claim.
 const BATCH: u32 = 32;
 /// Deliveries in flight at once per replica.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 32;
 /// Retry delays double from the notifier's `backoff` up to this.
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -157,29 +157,47 @@ impl Outbox {
             .collect();
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let mut inflight = tokio::task::JoinSet::new();
+        // The last claim found work: look again as soon as a slot is free
+        // (an incident's next notification becomes due when its previous
+        // one is delivered), not only at the next poll.
+        let mut backlog = false;
+        let mut escalated_at = Instant::now();
         loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = tokio::time::sleep(POLL) => {}
-            }
-            while inflight.try_join_next().is_some() {}
-            match self.store.outbox_due().await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot read the outbox");
-                    continue;
+            if backlog && slots.available_permits() > 0 {
+                if stop.is_cancelled() {
+                    break;
+                }
+            } else {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(POLL) => {}
+                    Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
                 }
             }
-            match self.store.escalate().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(escalations = n, "escalation timers fired"),
-                Err(e) => tracing::warn!(error = %e, "cannot fire escalation timers"),
+            while inflight.try_join_next().is_some() {}
+            if !backlog {
+                match self.store.outbox_due().await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot read the outbox");
+                        continue;
+                    }
+                }
+            }
+            if escalated_at.elapsed() >= POLL {
+                escalated_at = Instant::now();
+                match self.store.escalate().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(escalations = n, "escalation timers fired"),
+                    Err(e) => tracing::warn!(error = %e, "cannot fire escalation timers"),
+                }
             }
             let free = u32::try_from(slots.available_permits())
                 .unwrap_or(0)
                 .min(BATCH);
             if free == 0 {
+                backlog = true;
                 continue;
             }
             let items = match self
@@ -189,10 +207,12 @@ impl Outbox {
             {
                 Ok(items) => items,
                 Err(e) => {
+                    backlog = false;
                     tracing::warn!(error = %e, "cannot take notifications from the outbox");
                     continue;
                 }
             };
+            backlog = !items.is_empty();
             for item in items {
                 let Some(n) = self.notifiers.get(&item.notifier).cloned() else {
                     let error = format!(
