@@ -166,8 +166,55 @@ pub fn runbook_match(rb: &crate::runbook::Runbook) -> RunbookMatch {
     }
 }
 
+/// The notification of a manual run or a drill of `runbook`: one firing
+/// alert with these labels (`alertname` defaults to the runbook's name), in
+/// a group of its own, from `receiver`. runbookd writes it and ingests it as
+/// it would an Alertmanager's, so its labels are exactly as inert.
+///
+/// # Errors
+/// When no random group id can be made or the result does not parse.
+pub fn manual_notification(
+    receiver: &str,
+    runbook: &str,
+    mut labels: crate::alert::Labels,
+    annotations: &crate::alert::Labels,
+    external_url: &str,
+) -> Result<(Notification, Vec<u8>), String> {
+    labels
+        .entry("alertname".into())
+        .or_insert_with(|| runbook.to_owned());
+    let nonce =
+        crate::exec::instance::random_hex(8).map_err(|e| format!("cannot make a group id: {e}"))?;
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "version": "4",
+        "receiver": receiver,
+        "status": "firing",
+        "groupKey": format!("{receiver}:{runbook}:{nonce}"),
+        "truncatedAlerts": 0,
+        "groupLabels": {"alertname": labels["alertname"]},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": external_url,
+        "alerts": [{
+            "status": "firing",
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": now,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "",
+            "fingerprint": crate::alert::fingerprint(&labels),
+        }],
+    }))
+    .map_err(|e| format!("cannot encode the run: {e}"))?;
+    let n = Notification::from_json(&body).map_err(|e| format!("invalid manual run: {e}"))?;
+    Ok((n, body))
+}
+
 /// Records a manual run of `rb` (a synthetic notification whose alerts all
-/// run this one runbook, whatever its matchers), in one transaction.
+/// run this one runbook, whatever its matchers, without its cooldown), in
+/// one transaction; `notify: false` leaves its notification rules out (a
+/// drill pages nobody unless it says so).
 ///
 /// # Errors
 /// As [`ingest`].
@@ -178,9 +225,13 @@ pub async fn ingest_manual(
     body: Vec<u8>,
     max_queued: u64,
     shadow: bool,
+    notify: bool,
 ) -> Result<Ingested, StoreError> {
     let mut m = runbook_match(rb);
     m.cooldown = std::time::Duration::ZERO;
+    if !notify {
+        m.policy = crate::notify::Policy::default();
+    }
     let matches = notification
         .alerts
         .iter()
@@ -630,8 +681,8 @@ impl Dispatcher {
             id: c.incident.to_string(),
             severity: c.severity,
         };
-        if self.shadow {
-            return shadow_plan(c, &n, &set, &incident);
+        if self.shadow || c.shadow {
+            return shadow_plan(c, &n, rb, &incident);
         }
         let req = RunRequest {
             notification: &n,
@@ -684,10 +735,12 @@ impl Dispatcher {
 fn shadow_plan(
     c: &Claimed,
     n: &Notification,
-    set: &RunbookSet,
+    rb: &Arc<crate::runbook::Runbook>,
     incident: &IncidentRef,
 ) -> Finished {
-    let plan = Plan::build(n, set, &incident.id);
+    // The run's own runbook, whatever its matchers (a manual run or a drill
+    // runs the runbook it names).
+    let plan = Plan::manual(n, rb, &incident.id);
     let run = plan
         .alerts
         .iter()

@@ -21,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod dispatch;
+pub mod drill;
 pub mod duration;
 pub mod exec;
 pub mod incident;

@@ -296,6 +296,18 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         }
         .run(outbox_stop),
     );
+    let drills_task = tokio::spawn(
+        crate::drill::Drills {
+            store: store.clone(),
+            runbooks: state.runbooks.clone(),
+            dispatcher: dispatcher.clone(),
+            owner: cfg.replica.clone(),
+            max_queued: state.max_queued_runs.clone(),
+            shadow: cfg.shadow,
+            external_url: cfg.external_url.clone(),
+        }
+        .run(stop.clone()),
+    );
     let serve_state = state.clone();
     let stopped = stop.clone();
     let grace = cfg.shutdown_grace;
@@ -304,6 +316,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         dispatcher.shutdown(grace).await;
         let _ = dispatch_task.await;
         let _ = outbox_task.await;
+        let _ = drills_task.await;
         store.close();
         served.context("the HTTP server failed")
     });

@@ -59,45 +59,22 @@ pub(super) fn check_labels(labels: &Labels, what: &str) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// The notification of a manual run of `runbook`: one firing alert with
-/// these labels (`alertname` defaults to the runbook's name), in a group of
-/// its own.
+/// The notification of a manual run of `runbook` (see
+/// [`crate::dispatch::manual_notification`]).
 pub(super) fn manual_notification(
     runbook: &str,
-    mut labels: Labels,
+    labels: Labels,
     annotations: &Labels,
     external_url: &str,
 ) -> Result<(Notification, Vec<u8>), ApiError> {
-    labels
-        .entry("alertname".into())
-        .or_insert_with(|| runbook.to_owned());
-    let nonce = crate::exec::instance::random_hex(8)
-        .map_err(|e| ApiError::BadRequest(format!("cannot make a run id: {e}")))?;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let body = serde_json::to_vec(&json!({
-        "version": "4",
-        "receiver": MANUAL_RECEIVER,
-        "status": "firing",
-        "groupKey": format!("manual:{runbook}:{nonce}"),
-        "truncatedAlerts": 0,
-        "groupLabels": {"alertname": labels["alertname"]},
-        "commonLabels": labels,
-        "commonAnnotations": annotations,
-        "externalURL": external_url,
-        "alerts": [{
-            "status": "firing",
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": now,
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "",
-            "fingerprint": crate::alert::fingerprint(&labels),
-        }],
-    }))
-    .map_err(|e| ApiError::BadRequest(format!("cannot encode the run: {e}")))?;
-    let n = Notification::from_json(&body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid manual run: {e}")))?;
-    Ok((n, body))
+    crate::dispatch::manual_notification(
+        MANUAL_RECEIVER,
+        runbook,
+        labels,
+        annotations,
+        external_url,
+    )
+    .map_err(ApiError::BadRequest)
 }
 
 pub(super) async fn start(
@@ -124,6 +101,7 @@ pub(super) async fn start(
         body,
         s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
         s.shadow,
+        true,
     )
     .await?;
     let incident = ingested

@@ -244,6 +244,20 @@ struct RawRunbook {
     communication: Vec<RawCommunication>,
     #[serde(default)]
     escalation: Vec<RawEscalation>,
+    #[serde(default)]
+    drills: Vec<RawDrill>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrill {
+    schedule: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    mode: Option<String>,
+    notify: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -602,6 +616,69 @@ impl Checker<'_> {
             }
         }
         env
+    }
+
+    /// `drills:`: schedules checked, labels named as Prometheus names them.
+    fn drills(&mut self, raw: Vec<RawDrill>, runbook: &str) -> Vec<super::Drill> {
+        use std::str::FromStr as _;
+        let mut out = Vec::new();
+        for (i, d) in raw.into_iter().enumerate() {
+            let at = format!("drills.{i}");
+            let cron = match croner::Cron::from_str(&d.schedule) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.err(
+                        None,
+                        &format!("{at}.schedule"),
+                        format!("bad drill `schedule` `{}`: {e} (write a cron pattern: minute hour day-of-month month day-of-week, e.g. `0 3 * * 1`; a sixth field first is seconds)", d.schedule),
+                    );
+                    None
+                }
+            };
+            let mode = match d.mode.as_deref() {
+                None | Some("plan") => super::DrillMode::Plan,
+                Some("execute") => super::DrillMode::Execute,
+                Some(other) => {
+                    self.err(
+                        None,
+                        &format!("{at}.mode"),
+                        format!("unknown drill mode `{other}`: expected plan (record what would run) or execute"),
+                    );
+                    super::DrillMode::Plan
+                }
+            };
+            for (what, map) in [("labels", &d.labels), ("annotations", &d.annotations)] {
+                for name in map.keys() {
+                    let mut chars = name.chars();
+                    let ok = chars
+                        .next()
+                        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !ok {
+                        self.err(
+                            None,
+                            &format!("{at}.{what}.{name}"),
+                            format!("bad {what} name `{name}`: use letters, digits and `_`, not starting with a digit"),
+                        );
+                    }
+                }
+            }
+            let mut labels: crate::alert::Labels = d.labels.into_iter().collect();
+            labels
+                .entry("alertname".into())
+                .or_insert_with(|| runbook.to_owned());
+            if let Some(cron) = cron {
+                out.push(super::Drill {
+                    schedule: d.schedule,
+                    cron,
+                    labels,
+                    annotations: d.annotations.into_iter().collect(),
+                    mode,
+                    notify: d.notify.unwrap_or(false),
+                });
+            }
+        }
+        out
     }
 
     /// `communication:` and `escalation:`, with where each notifier is named
@@ -1097,6 +1174,7 @@ fn parse_checked_once(
     let on_failure = c.steps("on_failure", raw.on_failure, main_names, &mut names);
     let on_resolved = c.steps("on_resolved", raw.on_resolved, Vec::new(), &mut names);
     let (policy, notifier_refs) = c.policy(raw.communication, raw.escalation);
+    let drills = c.drills(raw.drills, &name);
 
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -1121,6 +1199,7 @@ fn parse_checked_once(
             on_resolved,
             policy,
             notifier_refs,
+            drills,
             source: file.to_owned(),
         },
         warnings,

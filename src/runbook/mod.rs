@@ -94,6 +94,8 @@ pub struct Runbook {
     /// Each notifier the policy names, where (checked against the server's
     /// `notifiers:` at start and reload).
     pub notifier_refs: Vec<(String, Pos)>,
+    /// `drills:`: scheduled runs with a synthetic alert.
+    pub drills: Vec<Drill>,
     /// The file it was loaded from.
     pub source: PathBuf,
 }
@@ -103,6 +105,41 @@ impl Runbook {
     #[must_use]
     pub fn matches(&self, labels: &Labels) -> bool {
         self.matchers.iter().all(|m| m.matches(labels))
+    }
+}
+
+/// A drill (game day): the runbook run on a schedule with a synthetic
+/// alert, recorded as a drill.
+#[derive(Debug, Clone)]
+pub struct Drill {
+    /// The cron pattern as written (5 fields, or 6 with seconds first).
+    pub schedule: String,
+    pub cron: croner::Cron,
+    pub labels: Labels,
+    pub annotations: Labels,
+    pub mode: DrillMode,
+    /// Whether the runbook's `communication:` and `escalation:` apply (by
+    /// default a drill pages nobody).
+    pub notify: bool,
+}
+
+/// What a drill does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillMode {
+    /// Record the plan: nothing executes.
+    Plan,
+    /// Run the steps, for real.
+    Execute,
+}
+
+impl DrillMode {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrillMode::Plan => "plan",
+            DrillMode::Execute => "execute",
+        }
     }
 }
 

@@ -260,6 +260,22 @@ impl Store {
         each!(self, b => b.add_update(id, update))
     }
 
+    /// Claims one scheduled occurrence of a runbook's drill: true for the
+    /// one process (of all replicas) that gets it.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn claim_drill(
+        &self,
+        runbook: String,
+        index: u32,
+        at: chrono::DateTime<chrono::Utc>,
+        owner: String,
+    ) -> Pending<bool> {
+        each!(self, b => b.claim_drill(runbook, index, at, owner))
+    }
+
     /// Cancels a run for a person: a queued run ends `cancelled`, a running
     /// one is asked to stop (whichever replica runs it stops it and records
     /// it `cancelled`); answers the state it had.

@@ -96,6 +96,9 @@ pub struct Claimed {
     pub starts_at: String,
     pub phase: Phase,
     pub body: Vec<u8>,
+    /// Its incident records plans only (shadow mode, or a drill in `plan`
+    /// mode): the run is planned, never executed.
+    pub shadow: bool,
 }
 
 /// What a heartbeat learned about the runs it renewed.

@@ -467,3 +467,113 @@ async fn a_viewer_cannot_trigger_or_rerun() {
         401
     );
 }
+
+const GAMEDAY: &str = r#"name: gameday
+matchers: [alertname = "NeverFires"]
+steps:
+  - name: say
+    run: ["/bin/echo", "{{labels.target}}"]
+communication:
+  - on: [incident_opened, run_succeeded]
+    notify: [hook]
+drills:
+  - schedule: "*/2 * * * * *"
+    labels: {target: planned}
+  - schedule: "*/3 * * * * *"
+    labels: {target: real}
+    mode: execute
+"#;
+
+/// (mode, due) of each drill incident, from its timeline.
+fn drill_of(v: &Value) -> (String, chrono::DateTime<chrono::Utc>) {
+    let note = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|t| t["message"].as_str().filter(|m| m.starts_with("drill of")))
+        .unwrap_or_else(|| panic!("no drill note: {v:#}"))
+        .to_owned();
+    let mode = if note.contains("(plan mode") {
+        "plan"
+    } else {
+        "execute"
+    };
+    let due = note.rsplit("due ").next().unwrap().trim_end_matches(')');
+    (
+        mode.to_owned(),
+        chrono::DateTime::parse_from_rfc3339(due)
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drills_fire_on_schedule_once_each_and_page_nobody() {
+    let rx = crate::notify::Receiver::start().await;
+    let yaml = format!("hook: {{type: webhook, url: '{}/hook'}}\n", rx.url);
+    let app = TestApp::start(&[("gameday.yaml", GAMEDAY)], |c| {
+        c.notifiers = crate::notify::notifiers(&yaml);
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(7500)).await;
+    let (_, list) = app.get("/api/v1/incidents?limit=100").await;
+    let mut drills: Vec<(String, chrono::DateTime<chrono::Utc>)> = Vec::new();
+    for i in list["incidents"].as_array().unwrap() {
+        assert_eq!(i["receiver"], "runbookd-drill", "{i}");
+        let id = i["id"].as_str().unwrap();
+        let v = app
+            .wait_for_incident(id, "the drill's run to end", crate::app::runs_ended)
+            .await;
+        let (mode, due) = drill_of(&v);
+        if mode == "plan" {
+            assert_eq!(run_states(&v), ["planned"], "a plan drill executes nothing");
+        } else {
+            assert_eq!(run_states(&v), ["succeeded"]);
+            let out = v["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"]
+                .as_str()
+                .unwrap();
+            assert_eq!(out, "real\n");
+        }
+        assert!(
+            v["notifications"].as_array().unwrap().is_empty(),
+            "a drill pages nobody unless it says so"
+        );
+        drills.push((mode, due));
+    }
+    for (mode, every) in [("plan", 2), ("execute", 3)] {
+        let mut dues: Vec<_> = drills.iter().filter(|d| d.0 == mode).map(|d| d.1).collect();
+        dues.sort();
+        assert!(dues.len() >= 2, "{mode}: {dues:?}");
+        let span = (*dues.last().unwrap() - dues[0]).num_seconds();
+        assert_eq!(
+            i64::try_from(dues.len()).unwrap() - 1,
+            span / every,
+            "{mode}: every occurrence once, none skipped: {dues:?}"
+        );
+    }
+    assert!(rx.got("/hook").is_empty());
+}
+
+#[test]
+fn check_points_at_a_bad_drill() {
+    let dir = crate::helpers::runbook_dir(&[(
+        "d.yaml",
+        "name: d\nmatchers: [alertname = \"D\"]\nsteps:\n  - name: a\n    run: [\"/bin/true\"]\ndrills:\n  - schedule: \"every monday\"\n    mode: sometimes\n",
+    )]);
+    let path = dir.path().to_str().unwrap();
+    let out = crate::helpers::runbookd(&["check", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{path}/d.yaml:7:15: runbook `d`: bad drill `schedule` `every monday`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{path}/d.yaml:8:11: runbook `d`: unknown drill mode `sometimes`"
+        )),
+        "{err}"
+    );
+}

@@ -259,6 +259,30 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
     );
 }
 
+/// A drill's occurrence is claimed by one replica.
+async fn a_drill_occurrence_is_claimed_once(b: &Backend) {
+    let r = b.replicas("drills", 2).await;
+    let at = chrono::Utc::now();
+    let (x, y) = tokio::join!(
+        r[0].claim_drill("gameday".into(), 0, at, "r0".into()),
+        r[1].claim_drill("gameday".into(), 0, at, "r1".into())
+    );
+    assert!(x.unwrap() ^ y.unwrap(), "exactly one replica runs it");
+    assert!(!r[0]
+        .claim_drill("gameday".into(), 0, at, "r0".into())
+        .await
+        .unwrap());
+    let later = at + chrono::Duration::seconds(2);
+    assert!(r[1]
+        .claim_drill("gameday".into(), 0, later, "r1".into())
+        .await
+        .unwrap());
+    assert!(r[0]
+        .claim_drill("gameday".into(), 1, at, "r0".into())
+        .await
+        .unwrap());
+}
+
 /// Escalation timers fire once across replicas; an acknowledgement cancels
 /// its incident's in the same transaction; shadow incidents record what
 /// would be sent and send nothing.
@@ -935,7 +959,10 @@ async fn a_full_queue_records_nothing(b: &Backend) {
 async fn conformance(b: Backend) {
     type Scenario =
         for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let scenarios: [(&str, Scenario); 14] = [
+    let scenarios: [(&str, Scenario); 15] = [
+        ("a_drill_occurrence_is_claimed_once", |b| {
+            Box::pin(a_drill_occurrence_is_claimed_once(b))
+        }),
         (
             "notifications_are_written_with_their_event_and_taken_once",
             |b| Box::pin(notifications_are_written_with_their_event_and_taken_once(b)),
@@ -1078,7 +1105,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2"
+        "1,2,3"
     );
 }
 

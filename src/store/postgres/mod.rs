@@ -50,7 +50,11 @@ use crate::store::{
     UnmatchedAlert,
 };
 
-const MIGRATIONS: &[&str] = &[include_str!("schema_v1.sql"), include_str!("schema_v2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema_v1.sql"),
+    include_str!("schema_v2.sql"),
+    include_str!("schema_v3.sql"),
+];
 
 /// Advisory lock keys (any constants, distinct from each other).
 const MIGRATION_LOCK: i64 = 0x7275_6e62_6f6f_6b01;
@@ -378,6 +382,25 @@ impl Postgres {
     #[must_use]
     pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
         transaction!(self, |tx| add_update(&tx, id, &u).await)
+    }
+
+    #[must_use]
+    pub fn claim_drill(
+        &self,
+        runbook: String,
+        index: u32,
+        at: DateTime<Utc>,
+        owner: String,
+    ) -> Pending<bool> {
+        transaction!(self, |tx| {
+            let n = tx
+                .execute(
+                    "INSERT INTO drills (runbook, idx, scheduled_at, owner, claimed_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+                    &[&runbook, &i32::try_from(index).unwrap_or(i32::MAX), &at, &owner],
+                )
+                .await?;
+            Ok::<_, Fail>(n == 1)
+        })
     }
 
     #[must_use]
@@ -1033,7 +1056,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let attempt = u32::try_from(row.get::<_, i32>(1)).unwrap_or(1);
     let r = tx
         .query_one(
-            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id
+            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow
              FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1",
             &[&id],
         )
@@ -1076,6 +1099,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
         starts_at: r.get(3),
         phase,
         body: r.get(5),
+        shadow: r.get(8),
     }))
 }
 

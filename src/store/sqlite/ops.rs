@@ -502,11 +502,11 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
     let Some((fence, attempt)) = taken else {
         return Ok(None);
     };
-    let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification): (i64, String, String, String, String, Vec<u8>, String, i64) = conn.query_row(
-        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id
+    let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification, shadow): (i64, String, String, String, String, Vec<u8>, String, i64, bool) = conn.query_row(
+        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow
          FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
     )?;
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
     let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
@@ -541,6 +541,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         starts_at,
         phase,
         body,
+        shadow,
     }))
 }
 
@@ -1127,6 +1128,23 @@ impl Sqlite {
     #[must_use]
     pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
         Box::pin(self.write(move |c| add_update(c, id, &u)))
+    }
+
+    #[must_use]
+    pub fn claim_drill(
+        &self,
+        runbook: String,
+        index: u32,
+        at: DateTime<Utc>,
+        owner: String,
+    ) -> Pending<bool> {
+        Box::pin(self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO drills (runbook, idx, scheduled_at, owner, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![runbook, index, ts(at), owner, now()],
+            )?;
+            Ok(n == 1)
+        }))
     }
 
     #[must_use]
