@@ -788,6 +788,8 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
                 .collect::<Vec<_>>()
                 .join(", ")
         )?;
+    } else if let (Some(text), true) = (&s.text, s.silence.is_some()) {
+        writeln!(out, "       {}", printable(text))?;
     } else if let Some(text) = &s.text {
         writeln!(out, "       checklist: {}", printable(text))?;
     }
@@ -821,6 +823,8 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
     };
     let sandbox = Sandbox::new(config).context("cannot set up the step sandbox")?;
     let executor = Executor {
+        // `run --alert` has no Alertmanager: a silence step fails, saying so.
+        alertmanager: None,
         sandbox,
         settings: ExecSettings {
             kill_grace: args.kill_grace,

@@ -36,6 +36,18 @@ pub struct FileConfig {
     /// Named notification targets (docs/notifications.md).
     #[serde(default)]
     pub notifiers: std::collections::BTreeMap<String, crate::notify::config::NotifierFile>,
+    /// The Alertmanager `silence:` steps silence through.
+    pub alertmanager: Option<AlertmanagerFile>,
+}
+
+/// `alertmanager:` in the config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerFile {
+    /// e.g. `http://127.0.0.1:9093` (API v2 below it).
+    pub url: String,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +223,8 @@ pub struct ServerConfig {
     /// The base of links in notifications; `http://LISTEN` when not set.
     pub external_url: String,
     pub notifiers: std::sync::Arc<crate::notify::config::Notifiers>,
+    /// Where `silence:` steps make their silences.
+    pub alertmanager: Option<crate::silence::Alertmanager>,
 }
 
 /// Connection hygiene of the HTTP server.
@@ -399,6 +413,24 @@ impl ServerConfig {
                 .flatten(),
         );
         hidden.extend(f.notifiers.values().flat_map(|n| n.secret_files().cloned()));
+        hidden.extend(f.alertmanager.as_ref().and_then(|a| a.bearer_token_file.clone()));
+        let alertmanager = match &f.alertmanager {
+            None => None,
+            Some(a) => {
+                let url = reqwest::Url::parse(&a.url)
+                    .map_err(|e| anyhow::anyhow!("bad `alertmanager.url`: {e}"))?;
+                anyhow::ensure!(
+                    matches!(url.scheme(), "http" | "https"),
+                    "bad `alertmanager.url`: an http(s) URL is needed"
+                );
+                let bearer = a
+                    .bearer_token_file
+                    .as_deref()
+                    .map(|p| read_secret(p, "Alertmanager bearer token"))
+                    .transpose()?;
+                Some(crate::silence::Alertmanager::new(url, bearer).map_err(|e| anyhow::anyhow!(e))?)
+            }
+        };
         let notifiers = f
             .notifiers
             .iter()
@@ -510,6 +542,7 @@ impl ServerConfig {
                 None => format!("http://{listen}"),
             },
             notifiers: std::sync::Arc::new(notifiers),
+            alertmanager,
         };
         anyhow::ensure!(
             cfg.body_limit >= 1024,

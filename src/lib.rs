@@ -33,5 +33,6 @@ pub mod plan;
 pub mod postmortem;
 pub mod runbook;
 pub mod server;
+pub mod silence;
 pub mod store;
 pub mod template;

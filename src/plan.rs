@@ -228,6 +228,19 @@ pub struct StepPlan {
     pub warnings: Vec<String>,
     /// Why this step cannot be rendered for this alert; it would fail.
     pub error: Option<String>,
+    /// A silence step: the silence it makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence: Option<SilencePlan>,
+}
+
+/// The Alertmanager silence a `silence:` step makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SilencePlan {
+    pub matchers: Vec<crate::silence::ApiMatcher>,
+    pub duration_ms: u64,
+    /// The rendered comment (runbookd adds the incident, run and step).
+    pub comment: String,
+    pub until: crate::silence::Until,
 }
 
 impl StepPlan {
@@ -254,6 +267,7 @@ pub enum StepKind {
     Run,
     Shell,
     Manual,
+    Silence,
 }
 
 impl StepKind {
@@ -263,6 +277,7 @@ impl StepKind {
             StepKind::Run => "run",
             StepKind::Shell => "shell",
             StepKind::Manual => "manual",
+            StepKind::Silence => "silence",
         }
     }
 }
@@ -589,6 +604,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         when: None,
         warnings: Vec::new(),
         error: None,
+        silence: None,
     };
     let mut errors = Vec::new();
     let render = |what: &str, t: &Template| match t.render(data) {
@@ -621,6 +637,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
     let templates: Vec<&Template> = match &step.action {
         Action::Run(argv) => argv.iter().collect(),
         Action::Shell(t) | Action::Manual(t) => vec![t],
+        Action::Silence(spec) => spec.comment.iter().collect(),
     };
     if templates.iter().any(|t| defer(t)) {
         plan.deferred = true;
@@ -650,10 +667,51 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                 }
             },
             Action::Manual(t) => plan.text = ok(render("manual", t)),
+            Action::Silence(spec) => {
+                let matchers: Vec<crate::silence::ApiMatcher> = match &spec.matchers {
+                    Some(list) => list.iter().map(Into::into).collect(),
+                    None => data.value()["labels"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(k, v)| {
+                            Some(crate::silence::ApiMatcher {
+                                name: k.clone(),
+                                value: v.as_str()?.to_owned(),
+                                is_regex: false,
+                                is_equal: true,
+                            })
+                        })
+                        .collect(),
+                };
+                let comment = match &spec.comment {
+                    Some(t) => ok(render("comment", t)).unwrap_or_default(),
+                    None => String::new(),
+                };
+                plan.text = Some(format!(
+                    "silence {} for {}{}",
+                    matchers
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    humantime::format_duration(spec.duration),
+                    match spec.until {
+                        crate::silence::Until::RunEnd => ", expired when the run ends",
+                        crate::silence::Until::Resolved => ", expired when the alert resolves",
+                    }
+                ));
+                plan.silence = Some(SilencePlan {
+                    matchers,
+                    duration_ms: millis(spec.duration),
+                    comment,
+                    until: spec.until,
+                });
+            }
         }
     }
 
-    if !matches!(step.action, Action::Manual(_)) {
+    if !matches!(step.action, Action::Manual(_) | Action::Silence(_)) {
         match base_env {
             Ok(base) => {
                 plan.env.clone_from(&base.env);

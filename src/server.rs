@@ -191,6 +191,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     sandbox_cfg.hidden.extend(secret_files(&set));
     let sandbox = Sandbox::new(sandbox_cfg).context("cannot set up the step sandbox")?;
     let executor = Arc::new(Executor {
+        alertmanager: cfg.alertmanager.clone(),
         sandbox,
         settings: ExecSettings {
             kill_grace: cfg.kill_grace,
@@ -241,6 +242,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         csrf,
         notifiers: cfg.notifiers.clone(),
         external_url: cfg.external_url.clone(),
+        alertmanager: cfg.alertmanager.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await

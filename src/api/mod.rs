@@ -54,6 +54,8 @@ pub struct AppState {
     pub notifiers: Arc<crate::notify::config::Notifiers>,
     /// Where people reach this runbookd (manual runs' `externalURL`).
     pub external_url: String,
+    /// Where `silence:` steps' silences live (expired when their alert resolves).
+    pub alertmanager: Option<crate::silence::Alertmanager>,
 }
 
 impl AppState {

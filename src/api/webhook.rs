@@ -61,6 +61,11 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
             .inc();
     }
     let alerts = n.alerts.len();
+    let resolved = n
+        .alerts
+        .iter()
+        .filter(|a| a.status == crate::alert::Status::Resolved)
+        .count();
     let set = s.runbook_set();
     let ingested = crate::dispatch::ingest(
         &s.store,
@@ -85,6 +90,11 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         "webhook accepted"
     );
     s.dispatcher.cancel(&ingested.cancel);
+    if let (Some(am), Some(incident)) = (&s.alertmanager, ingested.incident) {
+        if resolved > 0 {
+            tokio::spawn(expire_resolved(s.store.clone(), am.clone(), incident));
+        }
+    }
     if !ingested.queued.is_empty() {
         s.dispatcher.wake();
     }
@@ -98,4 +108,39 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         "skipped_runs": ingested.skipped,
         "shadow": s.shadow,
     })))
+}
+
+/// Expires the `until: resolved` silences of an incident's runs whose alert
+/// has now resolved (best effort: a silence not expired ends at its duration).
+async fn expire_resolved(
+    store: crate::store::Store,
+    am: crate::silence::Alertmanager,
+    incident: crate::incident::IncidentId,
+) {
+    let Ok(d) = store.incident(incident).await else {
+        return;
+    };
+    for run in &d.runs {
+        let resolved = d
+            .alerts
+            .iter()
+            .any(|a| a.fingerprint == run.fingerprint && a.status == "resolved");
+        if !resolved {
+            continue;
+        }
+        let Some(crate::incident::RunDetail::Executed(r)) = &run.result else {
+            continue;
+        };
+        for step in &r.steps {
+            let (Some(id), Some(plan)) = (&step.silence_id, &step.plan.silence) else {
+                continue;
+            };
+            if plan.until == crate::silence::Until::Resolved {
+                match am.expire(id).await {
+                    Ok(()) => tracing::info!(incident = %incident, silence = %id, "the alert resolved: its silence is expired"),
+                    Err(e) => tracing::warn!(incident = %incident, silence = %id, error = %e, "cannot expire a silence"),
+                }
+            }
+        }
+    }
 }

@@ -38,6 +38,8 @@ pub const STDOUT_TAIL_FOR_TEMPLATES: usize = 4096;
 pub struct Executor {
     pub sandbox: Sandbox,
     pub settings: ExecSettings,
+    /// Where `silence:` steps make their silences (`alertmanager:` in the config).
+    pub alertmanager: Option<crate::silence::Alertmanager>,
 }
 
 impl Drop for Executor {
@@ -95,6 +97,9 @@ pub struct StepRecord {
     pub plan: StepPlan,
     /// `None` for a manual step: an open checklist item.
     pub outcome: Option<StepOutcome>,
+    /// A silence step: the Alertmanager silence it made (or found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_id: Option<String>,
     pub attempts: Vec<Attempt>,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
@@ -382,6 +387,19 @@ impl Executor {
             }
         }
         drop(scratch);
+        // The run's silences end with it, however it ended.
+        if let Some(am) = &self.alertmanager {
+            for rec in &records {
+                let (Some(id), Some(plan)) = (&rec.silence_id, &rec.plan.silence) else {
+                    continue;
+                };
+                if plan.until == crate::silence::Until::RunEnd {
+                    if let Err(e) = am.expire(id).await {
+                        tracing::warn!(silence = %id, error = %e, "cannot expire a run's silence; it ends at its duration");
+                    }
+                }
+            }
+        }
         RunResult {
             runbook: rb.name.clone(),
             fingerprint: req.alert.fingerprint.clone(),
@@ -492,6 +510,7 @@ impl Executor {
                 .insert("RUNBOOKD_FENCE".into(), lease.fence.to_string());
         }
         let mut attempts = Vec::new();
+        let mut silence_id = None;
         let outcome = if let Some(err) = &plan.error {
             Some(StepOutcome::SpawnFailed {
                 reason: format!("cannot render the step: {err}"),
@@ -511,6 +530,10 @@ impl Executor {
             None
         } else if cancel.is_cancelled() {
             Some(StepOutcome::Cancelled)
+        } else if let Some(silence) = &plan.silence {
+            let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
+            silence_id = id;
+            Some(outcome)
         } else if let (Some(argv), Ok(dir)) = (&plan.argv, run_dir) {
             Some(
                 self.attempts(
@@ -538,11 +561,92 @@ impl Executor {
             phase,
             plan,
             outcome,
+            silence_id,
             attempts,
             started,
             ended: Utc::now(),
             duration_ms: millis(t0.elapsed()),
         }
+    }
+
+    /// A silence step: makes the silence (or finds the one an earlier
+    /// attempt made), retrying as the step says.
+    async fn silence(
+        &self,
+        req: &RunRequest<'_>,
+        step: &Step,
+        silence: &crate::plan::SilencePlan,
+        attempts: &mut Vec<Attempt>,
+    ) -> (StepOutcome, Option<String>) {
+        let Some(am) = &self.alertmanager else {
+            return (
+                StepOutcome::SpawnFailed {
+                    reason: "no Alertmanager to silence through: set `alertmanager.url` in the server config".into(),
+                },
+                None,
+            );
+        };
+        let run = req
+            .lease
+            .map_or_else(|| "local".to_owned(), |l| l.run_id.to_string());
+        let tag = format!("[runbookd {} run {run} step {}]", req.incident.id, step.name);
+        let comment = if silence.comment.is_empty() {
+            format!("runbookd: `{}` remediating {}", req.runbook.name, req.incident.id)
+        } else {
+            silence.comment.clone()
+        };
+        let total = step.retries + 1;
+        for n in 1..=total {
+            let started = Utc::now();
+            let t0 = Instant::now();
+            let made = am
+                .ensure(
+                    &silence.matchers,
+                    std::time::Duration::from_millis(silence.duration_ms),
+                    &comment,
+                    &tag,
+                )
+                .await;
+            let (outcome, stdout, stderr, id) = match made {
+                Ok(id) => (
+                    StepOutcome::Succeeded,
+                    format!("silence {id}: {}\n", am.link(&id)),
+                    String::new(),
+                    Some(id),
+                ),
+                Err(e) => (
+                    StepOutcome::SpawnFailed { reason: e.clone() },
+                    String::new(),
+                    format!("{e}\n"),
+                    None,
+                ),
+            };
+            attempts.push(Attempt {
+                attempt: n,
+                outcome: outcome.clone(),
+                started,
+                ended: Utc::now(),
+                duration_ms: millis(t0.elapsed()),
+                stdout_bytes: stdout.len() as u64,
+                stderr_bytes: stderr.len() as u64,
+                stdout_tail: stdout.clone(),
+                stdout,
+                stderr,
+                sandbox: SandboxRecord::default(),
+                stragglers_killed: false,
+                output_abandoned: false,
+            });
+            if id.is_some() || n == total {
+                return (outcome, id);
+            }
+            tokio::time::sleep(step.retry_delay).await;
+        }
+        (
+            StepOutcome::SpawnFailed {
+                reason: "no attempt was made".into(),
+            },
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

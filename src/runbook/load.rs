@@ -284,6 +284,7 @@ struct RawStep {
     run: Option<Vec<Scalar>>,
     shell: Option<String>,
     manual: Option<String>,
+    silence: Option<RawSilence>,
     timeout: Option<String>,
     retries: Option<u32>,
     retry_delay: Option<String>,
@@ -295,6 +296,15 @@ struct RawStep {
     resources: Option<RawResources>,
     #[serde(default)]
     writable_paths: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSilence {
+    duration: Option<String>,
+    comment: Option<String>,
+    matchers: Option<Vec<String>>,
+    until: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -475,7 +485,7 @@ impl Checker<'_> {
         let findings = match action {
             Action::Run(argv) => super::lint::argv(argv, &self.matchers),
             Action::Shell(t) => super::lint::script(t, &self.matchers),
-            Action::Manual(_) => Vec::new(),
+            Action::Manual(_) | Action::Silence(_) => Vec::new(),
         };
         for f in findings {
             let at = match (action, f.element) {
@@ -818,6 +828,61 @@ impl Checker<'_> {
         steps
     }
 
+    /// A `silence:` step's settings.
+    fn silence(
+        &mut self,
+        step: Option<&str>,
+        path: &str,
+        raw: RawSilence,
+        before: &[&str],
+    ) -> Option<Action> {
+        let duration = self.duration(
+            step,
+            &format!("{path}.duration"),
+            raw.duration.as_deref(),
+            Duration::from_secs(3600),
+            false,
+        );
+        let comment = match raw.comment {
+            Some(c) => Some(self.template(step, &format!("{path}.comment"), &c, Flavor::Raw, before)?),
+            None => None,
+        };
+        let matchers = match raw.matchers {
+            None => None,
+            Some(list) => {
+                if list.is_empty() {
+                    self.err(step, &format!("{path}.matchers"), "`matchers` needs at least one matcher (leave it out to silence the alert's own labels)");
+                }
+                let mut out = Vec::new();
+                for (i, m) in list.iter().enumerate() {
+                    match m.parse::<Matcher>() {
+                        Ok(m) => out.push(m),
+                        Err(e) => self.err(step, &format!("{path}.matchers.{i}"), e.to_string()),
+                    }
+                }
+                Some(out)
+            }
+        };
+        let until = match raw.until.as_deref() {
+            None | Some("run_end") => crate::silence::Until::RunEnd,
+            Some("resolved") => crate::silence::Until::Resolved,
+            Some(other) => {
+                self.err(
+                    step,
+                    &format!("{path}.until"),
+                    format!("unknown `until` `{other}`: expected run_end (the default) or resolved"),
+                );
+                crate::silence::Until::RunEnd
+            }
+        };
+        Some(Action::Silence(super::SilenceSpec {
+            duration,
+            comment,
+            matchers,
+            until,
+        }))
+    }
+
     fn step(&mut self, path: &str, rs: RawStep, before: &[&str]) -> Option<Step> {
         let name = rs.name.as_str();
         let sn = Some(name);
@@ -826,13 +891,15 @@ impl Checker<'_> {
             ("run", rs.run.is_some()),
             ("shell", rs.shell.is_some()),
             ("manual", rs.manual.is_some()),
+            ("silence", rs.silence.is_some()),
         ]
         .into_iter()
         .filter(|(_, g)| *g)
         .map(|(k, _)| k)
         .collect();
-        let action = match (rs.run, rs.shell, rs.manual) {
-            (Some(argv), None, None) => {
+        let action = match (rs.run, rs.shell, rs.manual, rs.silence) {
+            (None, None, None, Some(raw)) => self.silence(sn, &at("silence"), raw, before),
+            (Some(argv), None, None, None) => {
                 if argv.is_empty() {
                     self.err(sn, &at("run"), "`run` needs at least the program to run");
                 }
@@ -848,10 +915,10 @@ impl Checker<'_> {
                     .collect::<Option<Vec<_>>>()
                     .map(Action::Run)
             }
-            (None, Some(script), None) => self
+            (None, Some(script), None, None) => self
                 .template(sn, &at("shell"), &script, Flavor::Shell, before)
                 .map(Action::Shell),
-            (None, None, Some(text)) => self
+            (None, None, Some(text), None) => self
                 .template(sn, &at("manual"), &text, Flavor::Raw, before)
                 .map(Action::Manual),
             _ => {
@@ -860,10 +927,26 @@ impl Checker<'_> {
                 } else {
                     given.join(" and ")
                 };
-                self.err(sn, path, format!("a step takes exactly one of `run`, `shell` or `manual`; this one has {what}"));
+                self.err(sn, path, format!("a step takes exactly one of `run`, `shell`, `manual` or `silence`; this one has {what}"));
                 None
             }
         };
+        if matches!(action, Some(Action::Silence(_))) {
+            for (field, set) in [
+                ("env", !rs.env.is_empty()),
+                ("network", rs.network.is_some()),
+                ("resources", rs.resources.is_some()),
+                ("writable_paths", !rs.writable_paths.is_empty()),
+            ] {
+                if set {
+                    self.err(
+                        sn,
+                        &at(field),
+                        format!("`{field}` does not apply to a silence step, which runbookd performs itself through Alertmanager's API"),
+                    );
+                }
+            }
+        }
         if matches!(action, Some(Action::Manual(_))) {
             for (field, set) in [
                 ("timeout", rs.timeout.is_some()),

@@ -241,6 +241,20 @@ pub enum Action {
     Shell(Template),
     /// A checklist item for people; never blocks the run.
     Manual(Template),
+    /// An Alertmanager silence for the alert while the run goes on.
+    Silence(SilenceSpec),
+}
+
+/// A `silence:` step.
+#[derive(Debug)]
+pub struct SilenceSpec {
+    /// How long the silence lasts at most (`duration`, default 1h).
+    pub duration: Duration,
+    /// A template; the silence's comment also links the incident.
+    pub comment: Option<Template>,
+    /// `matchers`; none: one `name="value"` per label of the alert.
+    pub matchers: Option<Vec<Matcher>>,
+    pub until: crate::silence::Until,
 }
 
 impl Action {
@@ -254,6 +268,14 @@ impl Action {
                 words.join(" ")
             }
             Action::Shell(t) | Action::Manual(t) => t.source().to_owned(),
+            Action::Silence(s) => format!(
+                "silence {} for {}",
+                s.matchers.as_ref().map_or_else(
+                    || "the alert's labels".to_owned(),
+                    |m| m.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                humantime::format_duration(s.duration)
+            ),
         }
     }
 
@@ -263,6 +285,7 @@ impl Action {
             Action::Run(_) => crate::plan::StepKind::Run,
             Action::Shell(_) => crate::plan::StepKind::Shell,
             Action::Manual(_) => crate::plan::StepKind::Manual,
+            Action::Silence(_) => crate::plan::StepKind::Silence,
         }
     }
 }

@@ -277,3 +277,138 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
         .unwrap();
     assert_eq!(without.status(), 401);
 }
+
+const SILENCING: &str = r#"name: quiet-please
+matchers: ['alertname = "Noisy"']
+steps:
+  - name: hush
+    silence:
+      duration: 1h
+      comment: "remediating {{labels.instance}}"
+  - name: work
+    run: ["/bin/sleep", "3"]
+"#;
+
+const SILENCING_UNTIL_RESOLVED: &str = r#"name: hush-until-resolved
+matchers: ['alertname = "Lasting"']
+steps:
+  - name: hush
+    silence:
+      matchers: ['alertname = "Lasting"', 'instance =~ "db-.*"']
+      until: resolved
+"#;
+
+async fn silences(am: &Alertmanager) -> Vec<Value> {
+    reqwest::get(format!("{}/api/v2/silences", am.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn state(s: &Value) -> &str {
+    s["status"]["state"].as_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_after() {
+    let Some(bin) = binary() else {
+        require(
+            false,
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+        );
+        return;
+    };
+    // This Alertmanager serves only its API: runbookd silences through it.
+    let am = start_alertmanager(&bin, "http://127.0.0.1:9/unused", "", &[]).await;
+    let am_url = am.url.clone();
+    let app = TestApp::start(
+        &[("q.yaml", SILENCING), ("r.yaml", SILENCING_UNTIL_RESOLVED)],
+        |c| {
+            c.alertmanager = Some(
+                runbookd::silence::Alertmanager::new(am_url.parse().unwrap(), None).unwrap(),
+            );
+        },
+    )
+    .await;
+    let labels = json!({"alertname": "Noisy", "instance": "web-1"});
+    assert_eq!(
+        app.post_alert(crate::app::notification("g-noisy", &[(&labels, "firing", "2026-11-24T08:00:00Z")]))
+            .await
+            .status(),
+        200
+    );
+    // While `work` runs, the silence is active, for the alert's labels.
+    wait_until("the silence to be active", 20, || async {
+        silences(&am).await.iter().any(|s| state(s) == "active")
+    })
+    .await;
+    let active: Vec<Value> = silences(&am).await.into_iter().filter(|s| state(s) == "active").collect();
+    assert_eq!(active.len(), 1, "{active:#?}");
+    let s = &active[0];
+    assert_eq!(s["createdBy"], "runbookd");
+    let comment = s["comment"].as_str().unwrap();
+    assert!(comment.starts_with("remediating web-1 [runbookd INC-0001 run "), "{comment}");
+    let mut matchers: Vec<(String, String, bool)> = s["matchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["value"].as_str().unwrap().to_owned(), m["isRegex"].as_bool().unwrap()))
+        .collect();
+    matchers.sort();
+    assert_eq!(
+        matchers,
+        [("alertname".into(), "Noisy".into(), false), ("instance".into(), "web-1".into(), false)]
+    );
+    let inc = app
+        .wait_for_incident("INC-0001", "the run to end", |v| run_states(v) == ["succeeded"])
+        .await;
+    let id = s["id"].as_str().unwrap();
+    assert_eq!(inc["runs"][0]["result"]["steps"][0]["silence_id"], id, "the incident links the silence");
+    let out = inc["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"].as_str().unwrap();
+    assert!(out.contains(&format!("/#/silences/{id}")), "{out}");
+    wait_until("the silence to be expired after the run", 10, || async {
+        silences(&am).await.iter().all(|s| state(s) == "expired")
+    })
+    .await;
+
+    // A retried step (same incident, run and step) finds its silence instead of making another.
+    let client = runbookd::silence::Alertmanager::new(am.url.parse().unwrap(), None).unwrap();
+    let m = [runbookd::silence::ApiMatcher { name: "alertname".into(), value: "Retried".into(), is_regex: false, is_equal: true }];
+    let tag = "[runbookd INC-0099 run 7 step hush]";
+    let first = client.ensure(&m, Duration::from_secs(600), "retry", tag).await.unwrap();
+    let second = client.ensure(&m, Duration::from_secs(600), "retry", tag).await.unwrap();
+    assert_eq!(first, second);
+    let mine = silences(&am).await.into_iter().filter(|s| s["comment"].as_str().unwrap().contains(tag)).count();
+    assert_eq!(mine, 1, "no duplicate silence on retry");
+    client.expire(&first).await.unwrap();
+    client.expire(&first).await.unwrap();
+
+    // until: resolved — the silence outlives the run and ends with the alert.
+    let lasting = json!({"alertname": "Lasting", "instance": "db-1"});
+    assert_eq!(
+        app.post_alert(crate::app::notification("g-lasting", &[(&lasting, "firing", "2026-11-24T08:00:00Z")]))
+            .await
+            .status(),
+        200
+    );
+    let inc = app
+        .wait_for_incident("INC-0002", "the silencing run to end", |v| run_states(v) == ["succeeded"])
+        .await;
+    let id = inc["runs"][0]["result"]["steps"][0]["silence_id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = silences(&am).await.into_iter().find(|s| s["id"] == id.as_str()).unwrap();
+    assert_eq!(state(&s), "active", "still active after the run: {s:#}");
+    assert_eq!(s["matchers"][1]["isRegex"], true);
+    assert_eq!(
+        app.post_alert(crate::app::notification("g-lasting", &[(&lasting, "resolved", "2026-11-24T08:00:00Z")]))
+            .await
+            .status(),
+        200
+    );
+    wait_until("the silence to expire with the alert", 10, || async {
+        silences(&am).await.iter().any(|s| s["id"] == id.as_str() && state(s) == "expired")
+    })
+    .await;
+}

@@ -48,6 +48,7 @@ pub fn executor(grace: Duration) -> Executor {
 
 pub fn executor_with(grace: Duration, spawner: SpawnerConfig) -> Executor {
     Executor {
+        alertmanager: None,
         sandbox: Sandbox::new(SandboxConfig {
             spawner,
             ..SandboxConfig::default()
