@@ -412,6 +412,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             server.post_then(&format!("/api/v1/runbooks/{runbook}/runs"), &body, |v| {
                 if plan {
                     say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+                } else if v["runs"][0].is_null() {
+                    say!(
+                        "{}: no run queued (a run of `{runbook}` for this alert is already in progress)",
+                        v["incident"].as_str().unwrap_or("?")
+                    );
                 } else {
                     say!(
                         "{}: run {} of `{runbook}` queued",

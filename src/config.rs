@@ -413,7 +413,11 @@ impl ServerConfig {
                 .flatten(),
         );
         hidden.extend(f.notifiers.values().flat_map(|n| n.secret_files().cloned()));
-        hidden.extend(f.alertmanager.as_ref().and_then(|a| a.bearer_token_file.clone()));
+        hidden.extend(
+            f.alertmanager
+                .as_ref()
+                .and_then(|a| a.bearer_token_file.clone()),
+        );
         let alertmanager = match &f.alertmanager {
             None => None,
             Some(a) => {
@@ -428,7 +432,10 @@ impl ServerConfig {
                     .as_deref()
                     .map(|p| read_secret(p, "Alertmanager bearer token"))
                     .transpose()?;
-                Some(crate::silence::Alertmanager::new(url, bearer).map_err(|e| anyhow::anyhow!(e))?)
+                Some(
+                    crate::silence::Alertmanager::new(url, bearer)
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                )
             }
         };
         let notifiers = f

@@ -40,9 +40,10 @@ pub struct Drills {
 impl Drills {
     /// Watches the schedules until `stop`.
     pub async fn run(self, stop: CancellationToken) {
-        let started = Utc::now();
-        // The latest occurrence handled per (runbook, drill).
-        let mut seen: HashMap<(String, usize), DateTime<Utc>> = HashMap::new();
+        // The latest occurrence handled per drill (by what the drill is, not
+        // where it stands in its list: a reload that adds, removes or
+        // changes a drill never re-runs or misfires another).
+        let mut seen: HashMap<String, DateTime<Utc>> = HashMap::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -58,19 +59,24 @@ impl Drills {
             let now = Utc::now();
             let now = now.with_nanosecond(0).unwrap_or(now);
             for rb in set.iter() {
-                for (i, drill) in rb.drills.iter().enumerate() {
+                for drill in &rb.drills {
                     let Ok(due) = drill.cron.find_previous_occurrence(&now, true) else {
                         continue;
                     };
-                    let key = (rb.name.clone(), i);
-                    if due <= seen.get(&key).copied().unwrap_or(started) {
+                    let key = identity(&rb.name, drill);
+                    // A drill seen for the first time (at start, or added by
+                    // a reload) waits for its next occurrence.
+                    let Some(last) = seen.get(&key).copied() else {
+                        seen.insert(key, due);
+                        continue;
+                    };
+                    if due <= last {
                         continue;
                     }
-                    seen.insert(key, due);
-                    let index = u32::try_from(i).unwrap_or(u32::MAX);
+                    seen.insert(key.clone(), due);
                     match self
                         .store
-                        .claim_drill(rb.name.clone(), index, due, self.owner.clone())
+                        .claim_drill(rb.name.clone(), key, due, self.owner.clone())
                         .await
                     {
                         Ok(true) => self.start(rb, drill, due).await,
@@ -85,10 +91,17 @@ impl Drills {
     }
 
     async fn start(&self, rb: &Arc<Runbook>, drill: &Drill, due: DateTime<Utc>) {
+        // A distinct label: a drill's alert is never taken for a real one
+        // (fingerprints, cancel_on_resolved, runs in progress).
+        let mut labels = drill.labels.clone();
+        labels.insert(
+            "runbookd_origin".into(),
+            format!("drill {}", due.timestamp()),
+        );
         let made = crate::dispatch::manual_notification(
             DRILL_RECEIVER,
             &rb.name,
-            drill.labels.clone(),
+            labels,
             &drill.annotations,
             &self.external_url,
         );
@@ -113,7 +126,7 @@ impl Drills {
         let ingested = match ingested {
             Ok(i) => i,
             Err(e) => {
-                tracing::warn!(runbook = %rb.name, error = %e, "cannot record a drill");
+                tracing::error!(runbook = %rb.name, due = %due, error = %e, "cannot record a drill: this occurrence is skipped");
                 return;
             }
         };
@@ -140,4 +153,26 @@ impl Drills {
             self.dispatcher.wake();
         }
     }
+}
+
+/// What a drill is, for the store's once-per-occurrence claim: its runbook
+/// and every setting, so that two different drills never share a claim.
+fn identity(runbook: &str, d: &Drill) -> String {
+    let text = serde_json::json!({
+        "runbook": runbook,
+        "schedule": d.schedule,
+        "labels": d.labels,
+        "annotations": d.annotations,
+        "mode": d.mode.as_str(),
+        "notify": d.notify,
+    })
+    .to_string();
+    // FNV-1a, 64 bits: stable across processes and versions (unlike the
+    // std hasher), short enough for a key.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{runbook}/{h:016x}")
 }

@@ -222,6 +222,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     if !cfg.listen.ip().is_loopback() && !cfg.auth.enabled() {
         tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth: anyone who can reach this address can post alerts; set auth.bearer_token_file or auth.basic_auth");
     }
+    if !cfg.auth.users.is_empty() && !cfg.auth.enabled() {
+        tracing::warn!("auth.users is set but the webhook has no credential of its own: anyone who can reach /webhook can post alerts; set auth.bearer_token_file or auth.basic_auth");
+    }
     if !cfg.listen.ip().is_loopback() && cfg.auth.users.is_empty() {
         tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth.users: updates, acknowledgements and cancellations are taken from loopback only (docs/operators.md)");
     }

@@ -340,6 +340,23 @@ pub fn require_operator(
                 .into(),
         ));
     }
+    // A page of another site that a local browser loads under a name
+    // resolving to 127.0.0.1 (DNS rebinding) sends that name as Host: only
+    // loopback names may write without users.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    if !["localhost", "127.0.0.1", "[::1]"].contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(ApiError::Forbidden(format!(
+            "writes without auth.users are taken from loopback names only, not from Host `{}` (docs/operators.md)",
+            host.escape_debug()
+        )));
+    }
     if authorized(auth, headers) {
         Ok(Actor::Local)
     } else {

@@ -40,6 +40,8 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     super::operator(&s, &headers, peer.as_ref())?;
+    // A JSON content type, which no cross-site form can send.
+    super::require_json(&headers)?;
     let id: i64 = id.parse().map_err(|_| {
         ApiError::BadRequest(format!("bad notification id `{id}`: a number is expected"))
     })?;
@@ -65,10 +67,10 @@ async fn acknowledge(
     let actor = super::operator(&s, &headers, peer.as_ref())?;
     let id: IncidentId = id.parse().map_err(ApiError::BadRequest)?;
     let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
+    super::require_json(&headers)?;
     let ack: Ack = if bytes.is_empty() {
         Ack::default()
     } else {
-        super::require_json(&headers)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("invalid acknowledgement: {e}")))?
     };
@@ -106,10 +108,10 @@ async fn cancel(
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
     let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
+    super::require_json(&headers)?;
     let ack: Ack = if bytes.is_empty() {
         Ack::default()
     } else {
-        super::require_json(&headers)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
     };

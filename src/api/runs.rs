@@ -63,10 +63,16 @@ pub(super) fn check_labels(labels: &Labels, what: &str) -> Result<(), ApiError> 
 /// [`crate::dispatch::manual_notification`]).
 pub(super) fn manual_notification(
     runbook: &str,
-    labels: Labels,
+    mut labels: Labels,
     annotations: &Labels,
     external_url: &str,
 ) -> Result<(Notification, Vec<u8>), ApiError> {
+    // A distinct label: a manual run's alert is never taken for the real
+    // one with the same labels (fingerprints, cancel_on_resolved, runs in
+    // progress).
+    let nonce = crate::exec::instance::random_hex(6)
+        .map_err(|e| ApiError::BadRequest(format!("cannot make a run id: {e}")))?;
+    labels.insert("runbookd_origin".into(), format!("manual {nonce}"));
     crate::dispatch::manual_notification(
         MANUAL_RECEIVER,
         runbook,
@@ -85,6 +91,31 @@ pub(super) async fn start(
     author: &str,
     note: String,
 ) -> Result<Value, ApiError> {
+    start_as(
+        s,
+        runbook,
+        labels,
+        annotations,
+        author,
+        note,
+        s.shadow,
+        true,
+    )
+    .await
+}
+
+/// [`start`], planned only (`plan_only`) or without notifications.
+#[allow(clippy::too_many_arguments)]
+async fn start_as(
+    s: &AppState,
+    runbook: &str,
+    labels: Labels,
+    annotations: Labels,
+    author: &str,
+    note: String,
+    plan_only: bool,
+    notify: bool,
+) -> Result<Value, ApiError> {
     let set = s.runbook_set();
     let rb = set
         .get(runbook)
@@ -100,8 +131,8 @@ pub(super) async fn start(
         n,
         body,
         s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
-        s.shadow,
-        true,
+        plan_only,
+        notify,
     )
     .await?;
     let incident = ingested
@@ -126,7 +157,7 @@ pub(super) async fn start(
         "incident": incident,
         "runs": ingested.queued,
         "duplicate_runs": ingested.duplicates,
-        "shadow": s.shadow,
+        "shadow": plan_only,
     }))
 }
 
@@ -140,10 +171,10 @@ async fn trigger(
     // A plan is a read; a run is an operator's write.
     super::require_read_auth(&s, &headers)?;
     let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
+    super::require_json(&headers)?;
     let t: Trigger = if bytes.is_empty() {
         Trigger::default()
     } else {
-        super::require_json(&headers)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("invalid run request: {e}")))?
     };
@@ -185,10 +216,10 @@ async fn rerun(
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
     let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
+    super::require_json(&headers)?;
     let r: Rerun = if bytes.is_empty() {
         Rerun::default()
     } else {
-        super::require_json(&headers)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
     };
@@ -205,13 +236,19 @@ async fn rerun(
         .find(|a| a.fingerprint == fingerprint)
         .ok_or_else(|| ApiError::NotFound(format!("the alert of run {id}")))?;
     let note = format!("re-ran run #{id} of `{runbook}` (from {incident})");
-    let started = start(
+    // A re-run is what the original was: a plan stays a plan, and a
+    // drill's re-run pages nobody either.
+    let mut labels = alert.labels.clone();
+    labels.remove("runbookd_origin");
+    let started = start_as(
         &s,
         &runbook,
-        alert.labels.clone(),
+        labels,
         alert.annotations.clone(),
         &author,
         note,
+        s.shadow || detail.summary.shadow,
+        detail.summary.receiver != crate::drill::DRILL_RECEIVER,
     )
     .await?;
     let new_incident = started["incident"].as_str().unwrap_or_default().to_owned();

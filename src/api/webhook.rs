@@ -52,6 +52,12 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
     let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
     let n = Notification::from_json(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid Alertmanager payload: {e}")))?;
+    if [super::runs::MANUAL_RECEIVER, crate::drill::DRILL_RECEIVER].contains(&n.receiver.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "receiver `{}` is runbookd's own (manual runs and drills); name the Alertmanager receiver otherwise",
+            n.receiver
+        )));
+    }
     for a in &n.alerts {
         s.metrics
             .alerts
@@ -137,8 +143,12 @@ async fn expire_resolved(
             };
             if plan.until == crate::silence::Until::Resolved {
                 match am.expire(id).await {
-                    Ok(()) => tracing::info!(incident = %incident, silence = %id, "the alert resolved: its silence is expired"),
-                    Err(e) => tracing::warn!(incident = %incident, silence = %id, error = %e, "cannot expire a silence"),
+                    Ok(()) => {
+                        tracing::info!(incident = %incident, silence = %id, "the alert resolved: its silence is expired");
+                    }
+                    Err(e) => {
+                        tracing::warn!(incident = %incident, silence = %id, error = %e, "cannot expire a silence");
+                    }
                 }
             }
         }

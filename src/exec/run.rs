@@ -589,9 +589,15 @@ impl Executor {
         let run = req
             .lease
             .map_or_else(|| "local".to_owned(), |l| l.run_id.to_string());
-        let tag = format!("[runbookd {} run {run} step {}]", req.incident.id, step.name);
+        let tag = format!(
+            "[runbookd {} run {run} step {}]",
+            req.incident.id, step.name
+        );
         let comment = if silence.comment.is_empty() {
-            format!("runbookd: `{}` remediating {}", req.runbook.name, req.incident.id)
+            format!(
+                "runbookd: `{}` remediating {}",
+                req.runbook.name, req.incident.id
+            )
         } else {
             silence.comment.clone()
         };

@@ -635,6 +635,17 @@ impl Checker<'_> {
         for (i, d) in raw.into_iter().enumerate() {
             let at = format!("drills.{i}");
             let cron = match croner::Cron::from_str(&d.schedule) {
+                Ok(c) if c.find_next_occurrence(&chrono::Utc::now(), false).is_err() => {
+                    self.err(
+                        None,
+                        &format!("{at}.schedule"),
+                        format!(
+                            "drill `schedule` `{}` never comes (no date matches it)",
+                            d.schedule
+                        ),
+                    );
+                    None
+                }
                 Ok(c) => Some(c),
                 Err(e) => {
                     self.err(
@@ -844,7 +855,9 @@ impl Checker<'_> {
             false,
         );
         let comment = match raw.comment {
-            Some(c) => Some(self.template(step, &format!("{path}.comment"), &c, Flavor::Raw, before)?),
+            Some(c) => {
+                Some(self.template(step, &format!("{path}.comment"), &c, Flavor::Raw, before)?)
+            }
             None => None,
         };
         let matchers = match raw.matchers {
@@ -870,7 +883,9 @@ impl Checker<'_> {
                 self.err(
                     step,
                     &format!("{path}.until"),
-                    format!("unknown `until` `{other}`: expected run_end (the default) or resolved"),
+                    format!(
+                        "unknown `until` `{other}`: expected run_end (the default) or resolved"
+                    ),
                 );
                 crate::silence::Until::RunEnd
             }

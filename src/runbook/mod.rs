@@ -272,7 +272,11 @@ impl Action {
                 "silence {} for {}",
                 s.matchers.as_ref().map_or_else(
                     || "the alert's labels".to_owned(),
-                    |m| m.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    |m| m
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 humantime::format_duration(s.duration)
             ),

@@ -269,11 +269,11 @@ impl Store {
     pub fn claim_drill(
         &self,
         runbook: String,
-        index: u32,
+        drill: String,
         at: chrono::DateTime<chrono::Utc>,
         owner: String,
     ) -> Pending<bool> {
-        each!(self, b => b.claim_drill(runbook, index, at, owner))
+        each!(self, b => b.claim_drill(runbook, drill, at, owner))
     }
 
     /// Cancels a run for a person: a queued run ends `cancelled`, a running

@@ -326,17 +326,19 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
     let app = TestApp::start(
         &[("q.yaml", SILENCING), ("r.yaml", SILENCING_UNTIL_RESOLVED)],
         |c| {
-            c.alertmanager = Some(
-                runbookd::silence::Alertmanager::new(am_url.parse().unwrap(), None).unwrap(),
-            );
+            c.alertmanager =
+                Some(runbookd::silence::Alertmanager::new(am_url.parse().unwrap(), None).unwrap());
         },
     )
     .await;
     let labels = json!({"alertname": "Noisy", "instance": "web-1"});
     assert_eq!(
-        app.post_alert(crate::app::notification("g-noisy", &[(&labels, "firing", "2026-11-24T08:00:00Z")]))
-            .await
-            .status(),
+        app.post_alert(crate::app::notification(
+            "g-noisy",
+            &[(&labels, "firing", "2026-11-24T08:00:00Z")]
+        ))
+        .await
+        .status(),
         200
     );
     // While `work` runs, the silence is active, for the alert's labels.
@@ -344,29 +346,52 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
         silences(&am).await.iter().any(|s| state(s) == "active")
     })
     .await;
-    let active: Vec<Value> = silences(&am).await.into_iter().filter(|s| state(s) == "active").collect();
+    let active: Vec<Value> = silences(&am)
+        .await
+        .into_iter()
+        .filter(|s| state(s) == "active")
+        .collect();
     assert_eq!(active.len(), 1, "{active:#?}");
     let s = &active[0];
     assert_eq!(s["createdBy"], "runbookd");
     let comment = s["comment"].as_str().unwrap();
-    assert!(comment.starts_with("remediating web-1 [runbookd INC-0001 run "), "{comment}");
+    assert!(
+        comment.starts_with("remediating web-1 [runbookd INC-0001 run "),
+        "{comment}"
+    );
     let mut matchers: Vec<(String, String, bool)> = s["matchers"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["name"].as_str().unwrap().to_owned(), m["value"].as_str().unwrap().to_owned(), m["isRegex"].as_bool().unwrap()))
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["value"].as_str().unwrap().to_owned(),
+                m["isRegex"].as_bool().unwrap(),
+            )
+        })
         .collect();
     matchers.sort();
     assert_eq!(
         matchers,
-        [("alertname".into(), "Noisy".into(), false), ("instance".into(), "web-1".into(), false)]
+        [
+            ("alertname".into(), "Noisy".into(), false),
+            ("instance".into(), "web-1".into(), false)
+        ]
     );
     let inc = app
-        .wait_for_incident("INC-0001", "the run to end", |v| run_states(v) == ["succeeded"])
+        .wait_for_incident("INC-0001", "the run to end", |v| {
+            run_states(v) == ["succeeded"]
+        })
         .await;
     let id = s["id"].as_str().unwrap();
-    assert_eq!(inc["runs"][0]["result"]["steps"][0]["silence_id"], id, "the incident links the silence");
-    let out = inc["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"].as_str().unwrap();
+    assert_eq!(
+        inc["runs"][0]["result"]["steps"][0]["silence_id"], id,
+        "the incident links the silence"
+    );
+    let out = inc["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"]
+        .as_str()
+        .unwrap();
     assert!(out.contains(&format!("/#/silences/{id}")), "{out}");
     wait_until("the silence to be expired after the run", 10, || async {
         silences(&am).await.iter().all(|s| state(s) == "expired")
@@ -375,12 +400,27 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
 
     // A retried step (same incident, run and step) finds its silence instead of making another.
     let client = runbookd::silence::Alertmanager::new(am.url.parse().unwrap(), None).unwrap();
-    let m = [runbookd::silence::ApiMatcher { name: "alertname".into(), value: "Retried".into(), is_regex: false, is_equal: true }];
+    let m = [runbookd::silence::ApiMatcher {
+        name: "alertname".into(),
+        value: "Retried".into(),
+        is_regex: false,
+        is_equal: true,
+    }];
     let tag = "[runbookd INC-0099 run 7 step hush]";
-    let first = client.ensure(&m, Duration::from_secs(600), "retry", tag).await.unwrap();
-    let second = client.ensure(&m, Duration::from_secs(600), "retry", tag).await.unwrap();
+    let first = client
+        .ensure(&m, Duration::from_secs(600), "retry", tag)
+        .await
+        .unwrap();
+    let second = client
+        .ensure(&m, Duration::from_secs(600), "retry", tag)
+        .await
+        .unwrap();
     assert_eq!(first, second);
-    let mine = silences(&am).await.into_iter().filter(|s| s["comment"].as_str().unwrap().contains(tag)).count();
+    let mine = silences(&am)
+        .await
+        .into_iter()
+        .filter(|s| s["comment"].as_str().unwrap().contains(tag))
+        .count();
     assert_eq!(mine, 1, "no duplicate silence on retry");
     client.expire(&first).await.unwrap();
     client.expire(&first).await.unwrap();
@@ -388,27 +428,45 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
     // until: resolved — the silence outlives the run and ends with the alert.
     let lasting = json!({"alertname": "Lasting", "instance": "db-1"});
     assert_eq!(
-        app.post_alert(crate::app::notification("g-lasting", &[(&lasting, "firing", "2026-11-24T08:00:00Z")]))
-            .await
-            .status(),
+        app.post_alert(crate::app::notification(
+            "g-lasting",
+            &[(&lasting, "firing", "2026-11-24T08:00:00Z")]
+        ))
+        .await
+        .status(),
         200
     );
     let inc = app
-        .wait_for_incident("INC-0002", "the silencing run to end", |v| run_states(v) == ["succeeded"])
+        .wait_for_incident("INC-0002", "the silencing run to end", |v| {
+            run_states(v) == ["succeeded"]
+        })
         .await;
-    let id = inc["runs"][0]["result"]["steps"][0]["silence_id"].as_str().unwrap().to_owned();
+    let id = inc["runs"][0]["result"]["steps"][0]["silence_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = silences(&am).await.into_iter().find(|s| s["id"] == id.as_str()).unwrap();
+    let s = silences(&am)
+        .await
+        .into_iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
     assert_eq!(state(&s), "active", "still active after the run: {s:#}");
     assert_eq!(s["matchers"][1]["isRegex"], true);
     assert_eq!(
-        app.post_alert(crate::app::notification("g-lasting", &[(&lasting, "resolved", "2026-11-24T08:00:00Z")]))
-            .await
-            .status(),
+        app.post_alert(crate::app::notification(
+            "g-lasting",
+            &[(&lasting, "resolved", "2026-11-24T08:00:00Z")]
+        ))
+        .await
+        .status(),
         200
     );
     wait_until("the silence to expire with the alert", 10, || async {
-        silences(&am).await.iter().any(|s| s["id"] == id.as_str() && state(s) == "expired")
+        silences(&am)
+            .await
+            .iter()
+            .any(|s| s["id"] == id.as_str() && state(s) == "expired")
     })
     .await;
 }

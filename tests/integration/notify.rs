@@ -395,6 +395,7 @@ communication:
     let resp = app
         .client
         .post(format!("{}/api/v1/notifications/{id}/retry", app.url))
+        .json(&json!({}))
         .send()
         .await
         .unwrap();
@@ -409,6 +410,7 @@ communication:
     let resp = app
         .client
         .post(format!("{}/api/v1/notifications/{flaky_id}/retry", app.url))
+        .json(&json!({}))
         .send()
         .await
         .unwrap();

@@ -323,6 +323,30 @@ async fn a_manual_run_with_hostile_labels_is_as_inert_as_a_webhook_alert() {
         .await;
     assert_eq!(run_states(&done), ["succeeded"], "{done:#}");
     assert_eq!(done["receiver"], "runbookd-manual");
+    assert!(
+        done["alerts"][0]["labels"]["runbookd_origin"]
+            .as_str()
+            .unwrap()
+            .starts_with("manual "),
+        "a manual run's alert is never the real alert with the same labels"
+    );
+    // Nobody else may post as runbookd's own receivers.
+    let forged = String::from_utf8(crate::app::notification(
+        "g-forged",
+        &[(
+            &json!({"alertname": "echo"}),
+            "firing",
+            "2026-11-24T08:00:00Z",
+        )],
+    ))
+    .unwrap()
+    .replace(
+        "\"receiver\":\"runbookd\"",
+        "\"receiver\":\"runbookd-manual\"",
+    );
+    assert!(forged.contains("runbookd-manual"));
+    let resp = app.post_alert(forged).await;
+    assert_eq!(resp.status(), 400);
     assert_eq!(stdout_of(&done, "argv"), format!("{hostile}\n"));
     assert_eq!(
         stdout_of(&done, "script"),

@@ -264,21 +264,21 @@ async fn a_drill_occurrence_is_claimed_once(b: &Backend) {
     let r = b.replicas("drills", 2).await;
     let at = chrono::Utc::now();
     let (x, y) = tokio::join!(
-        r[0].claim_drill("gameday".into(), 0, at, "r0".into()),
-        r[1].claim_drill("gameday".into(), 0, at, "r1".into())
+        r[0].claim_drill("gameday".into(), "gameday/a".into(), at, "r0".into()),
+        r[1].claim_drill("gameday".into(), "gameday/a".into(), at, "r1".into())
     );
     assert!(x.unwrap() ^ y.unwrap(), "exactly one replica runs it");
     assert!(!r[0]
-        .claim_drill("gameday".into(), 0, at, "r0".into())
+        .claim_drill("gameday".into(), "gameday/a".into(), at, "r0".into())
         .await
         .unwrap());
     let later = at + chrono::Duration::seconds(2);
     assert!(r[1]
-        .claim_drill("gameday".into(), 0, later, "r1".into())
+        .claim_drill("gameday".into(), "gameday/a".into(), later, "r1".into())
         .await
         .unwrap());
     assert!(r[0]
-        .claim_drill("gameday".into(), 1, at, "r0".into())
+        .claim_drill("gameday".into(), "gameday/b".into(), at, "r0".into())
         .await
         .unwrap());
 }

@@ -388,15 +388,15 @@ impl Postgres {
     pub fn claim_drill(
         &self,
         runbook: String,
-        index: u32,
+        drill: String,
         at: DateTime<Utc>,
         owner: String,
     ) -> Pending<bool> {
         transaction!(self, |tx| {
             let n = tx
                 .execute(
-                    "INSERT INTO drills (runbook, idx, scheduled_at, owner, claimed_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
-                    &[&runbook, &i32::try_from(index).unwrap_or(i32::MAX), &at, &owner],
+                    "INSERT INTO drills (runbook, drill, scheduled_at, owner, claimed_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+                    &[&runbook, &drill, &at, &owner],
                 )
                 .await?;
             Ok::<_, Fail>(n == 1)

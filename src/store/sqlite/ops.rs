@@ -1134,14 +1134,14 @@ impl Sqlite {
     pub fn claim_drill(
         &self,
         runbook: String,
-        index: u32,
+        drill: String,
         at: DateTime<Utc>,
         owner: String,
     ) -> Pending<bool> {
         Box::pin(self.write(move |c| {
             let n = c.execute(
-                "INSERT INTO drills (runbook, idx, scheduled_at, owner, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![runbook, index, ts(at), owner, now()],
+                "INSERT INTO drills (runbook, drill, scheduled_at, owner, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![runbook, drill, ts(at), owner, now()],
             )?;
             Ok(n == 1)
         }))

@@ -2,9 +2,9 @@
 -- once (the primary key), whichever process sees it first.
 CREATE TABLE drills (
   runbook       TEXT NOT NULL,
-  idx           INTEGER NOT NULL,
+  drill         TEXT NOT NULL,      -- the drill's identity (runbook and settings)
   scheduled_at  TEXT NOT NULL,
   owner         TEXT NOT NULL,
   claimed_at    TEXT NOT NULL,
-  PRIMARY KEY (runbook, idx, scheduled_at)
+  PRIMARY KEY (runbook, drill, scheduled_at)
 );
