@@ -447,10 +447,22 @@ mod tests {
         let here: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
         let there: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
-        let none = HeaderMap::new();
+        let mut none = HeaderMap::new();
+        none.insert(axum::http::header::HOST, "127.0.0.1:9095".parse().unwrap());
         assert_eq!(
             require_operator(&auth, &none, Some(here)).unwrap(),
             Actor::Local
+        );
+        let mut rebound = HeaderMap::new();
+        rebound.insert(
+            axum::http::header::HOST,
+            "evil.example:9095".parse().unwrap(),
+        );
+        let err = require_operator(&auth, &rebound, Some(here)).unwrap_err();
+        assert_eq!(
+            err.status_code(),
+            axum::http::StatusCode::FORBIDDEN,
+            "a rebound name cannot write"
         );
         assert_eq!(
             require_operator(&auth, &none, Some(mapped)).unwrap(),
@@ -466,8 +478,10 @@ mod tests {
             ..Auth::default()
         };
         assert!(require_operator(&shared, &none, Some(here)).is_err());
+        let mut with_token = bearer("hook");
+        with_token.insert(axum::http::header::HOST, "localhost".parse().unwrap());
         assert_eq!(
-            require_operator(&shared, &bearer("hook"), Some(here)).unwrap(),
+            require_operator(&shared, &with_token, Some(here)).unwrap(),
             Actor::Local
         );
     }
