@@ -224,6 +224,12 @@ async fn rerun(
             .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
     };
     let author = super::notifications::who(&actor, &r.author)?;
+    Ok(Json(rerun_as(&s, id, author).await?))
+}
+
+/// Re-runs run `id` for `author`: a manual run of its runbook with its
+/// alert's labels and annotations, noted on the original incident.
+pub(super) async fn rerun_as(s: &AppState, id: i64, author: String) -> Result<Value, ApiError> {
     let (incident, runbook, fingerprint) = s
         .store
         .run_origin(id)
@@ -241,7 +247,7 @@ async fn rerun(
     let mut labels = alert.labels.clone();
     labels.remove("runbookd_origin");
     let started = start_as(
-        &s,
+        s,
         &runbook,
         labels,
         alert.annotations.clone(),
@@ -263,5 +269,5 @@ async fn rerun(
             },
         )
         .await?;
-    Ok(Json(started))
+    Ok(started)
 }

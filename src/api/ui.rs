@@ -91,6 +91,8 @@ pub fn router() -> Router<AppState> {
         .route("/incidents/{id}/events", get(events))
         .route("/runbooks", get(runbooks))
         .route("/runbooks/{name}/runs", axum::routing::post(run_now))
+        .route("/runs/{id}/cancel", axum::routing::post(cancel_run))
+        .route("/runs/{id}/rerun", axum::routing::post(rerun_run))
         .route("/plan", get(plan_form).post(plan))
         .route(
             "/assets/ui.css",
@@ -328,7 +330,7 @@ async fn incident(
             // successful runs stay folded.
             let open = Some(r.id) == last_run
                 || !r.state.is_quiet();
-            json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps,
+            json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps, "active": r.state.is_active(),
                    "live": live.0, "live_step": live.1, "open": open, "step_count": steps.len()})
         })
         .collect();
@@ -458,6 +460,64 @@ async fn run_now(
     .await?;
     let incident = started["incident"].as_str().unwrap_or_default().to_owned();
     Ok(Redirect::to(&format!("/incidents/{incident}")).into_response())
+}
+
+/// A run's *Cancel this run* button.
+async fn cancel_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let (id, author) = run_form(&s, &actor, &id, body).await?;
+    let incident = s.store.run_origin(id).await?.map(|o| o.0);
+    let before = s.store.cancel_run(id, author).await?;
+    if before == crate::incident::RunState::Running {
+        s.dispatcher.cancel(&[id]);
+    }
+    Ok(back_to(incident, id))
+}
+
+/// An ended run's *Run again* button.
+async fn rerun_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let (id, author) = run_form(&s, &actor, &id, body).await?;
+    let started = super::runs::rerun_as(&s, id, author).await?;
+    let incident = started["incident"].as_str().unwrap_or_default().to_owned();
+    Ok(Redirect::to(&format!("/incidents/{incident}")).into_response())
+}
+
+/// The run id and author of a run button's form (its token checked).
+async fn run_form(
+    s: &AppState,
+    actor: &super::Actor,
+    id: &str,
+    body: Body,
+) -> Result<(i64, String), ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
+    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
+    let f: AckForm = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    super::hygiene::check_form_token(s, &f.csrf)?;
+    let author = super::notifications::who(actor, &f.author)?;
+    Ok((id, author))
+}
+
+fn back_to(incident: Option<IncidentId>, run: i64) -> Response {
+    match incident {
+        Some(i) => Redirect::to(&format!("/incidents/{i}#run-{run}")).into_response(),
+        None => Redirect::to("/incidents").into_response(),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -601,3 +601,89 @@ fn check_points_at_a_bad_drill() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_incident_page_cancels_a_run_and_runs_it_again() {
+    let app = TestApp::start(&[("slow.yaml", SLOW)], |_| {}).await;
+    let labels = json!({"alertname": "Slow"});
+    assert_eq!(
+        app.post_alert(notification(
+            "g-ui",
+            &[(&labels, "firing", "2026-11-24T08:00:00Z")]
+        ))
+        .await
+        .status(),
+        200
+    );
+    let v = app
+        .wait_for_incident("INC-0001", "the run running", |v| {
+            run_states(v) == ["running"]
+        })
+        .await;
+    let run = v["runs"][0]["id"].as_i64().unwrap();
+    let page = app.page("/incidents/INC-0001").await;
+    assert!(
+        page.contains(&format!("action=\"/runs/{run}/cancel\"")),
+        "a running run has a Cancel button"
+    );
+    let token = app.form_token("/incidents/INC-0001", None).await;
+    let resp = app
+        .client
+        .post(format!("{}/runs/{run}/cancel", app.url))
+        .header("Origin", &app.url)
+        .form(&[("csrf", token.as_str()), ("author", "gina")])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.url().path(), "/incidents/INC-0001");
+    app.wait_for_incident("INC-0001", "the run cancelled", |v| {
+        run_states(v) == ["cancelled"]
+    })
+    .await;
+    let page = app.page("/incidents/INC-0001").await;
+    assert!(
+        page.contains(&format!("action=\"/runs/{run}/rerun\"")),
+        "an ended run has a Run again button"
+    );
+    // Without the page's token, nothing happens.
+    let resp = app
+        .client
+        .post(format!("{}/runs/{run}/rerun", app.url))
+        .header("Origin", &app.url)
+        .form(&[("csrf", "forged"), ("author", "gina")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = app
+        .client
+        .post(format!("{}/runs/{run}/rerun", app.url))
+        .header("Origin", &app.url)
+        .form(&[("csrf", token.as_str()), ("author", "gina")])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.url().path(), "/incidents/INC-0002");
+    let again = app
+        .wait_for_incident("INC-0002", "the re-run running", |v| {
+            run_states(v) == ["running"]
+        })
+        .await;
+    let rerun = again["runs"][0]["id"].as_i64().unwrap();
+    let (status, _) = post(
+        &app,
+        &format!("/api/v1/runs/{rerun}/cancel"),
+        None,
+        json!({"author": "gina"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let first = app.incident("INC-0001").await;
+    assert!(first["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["author"] == "gina" && t["message"].as_str().unwrap().contains("re-ran")));
+}

@@ -1368,7 +1368,7 @@ async fn add_update(tx: &Tx<'_>, id: IncidentId, u: &Update) -> Op<()> {
 async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
     let Some(row) = tx
         .query_opt(
-            "SELECT state, incident_id, runbook FROM runs WHERE id = $1 FOR UPDATE",
+            "SELECT state, incident_id, runbook, phase FROM runs WHERE id = $1 FOR UPDATE",
             &[&id],
         )
         .await?
@@ -1391,6 +1391,30 @@ async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
                 tx,
                 incident,
                 &say::finished(id, &runbook, RunState::Cancelled, &why),
+            )
+            .await?;
+            // The incident moves on as when a run ends.
+            let phase: Phase = parsed(&row, 3)?;
+            let mut not_succeeded = 0;
+            for r in tx
+                .query(
+                    "SELECT state FROM runs WHERE incident_id = $1 AND phase = 'remediation'",
+                    &[&incident],
+                )
+                .await?
+            {
+                not_succeeded += usize::from(!parsed::<RunState>(&r, 0)?.settled());
+            }
+            advance(
+                tx,
+                incident,
+                lifecycle::Event::RunFinished {
+                    runbook: &runbook,
+                    phase,
+                    state: RunState::Cancelled,
+                    summary: &why,
+                    remediation_not_succeeded: not_succeeded,
+                },
             )
             .await?;
         }

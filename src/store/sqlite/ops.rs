@@ -790,14 +790,14 @@ fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
 /// Cancels a run for a person: a queued run ends `cancelled` now, a running
 /// one is asked to stop (its owner kills its steps and records it).
 fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
-    let row: Option<(String, i64, String)> = conn
+    let row: Option<(String, i64, String, String)> = conn
         .query_row(
-            "SELECT state, incident_id, runbook FROM runs WHERE id = ?1",
+            "SELECT state, incident_id, runbook, phase FROM runs WHERE id = ?1",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?;
-    let Some((state, incident, runbook)) = row else {
+    let Some((state, incident, runbook, phase)) = row else {
         return Err(StoreError::NotFound(format!("run {id}")));
     };
     let state: RunState = state.parse().map_err(StoreError::Invalid)?;
@@ -812,6 +812,28 @@ fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
                 conn,
                 incident,
                 &say::finished(id, &runbook, RunState::Cancelled, &why),
+            )?;
+            // The incident moves on as when a run ends.
+            let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
+            let remediation_not_succeeded = conn
+                .prepare_cached(
+                    "SELECT state FROM runs WHERE incident_id = ?1 AND phase = 'remediation'",
+                )?
+                .query_map([incident], |r| parsed::<RunState>(r, 0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .filter(|s| !s.settled())
+                .count();
+            advance(
+                conn,
+                incident,
+                lifecycle::Event::RunFinished {
+                    runbook: &runbook,
+                    phase,
+                    state: RunState::Cancelled,
+                    summary: &why,
+                    remediation_not_succeeded,
+                },
             )?;
         }
         RunState::Running => {
