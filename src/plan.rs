@@ -670,10 +670,14 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
             Action::Silence(spec) => {
                 let matchers: Vec<crate::silence::ApiMatcher> = match &spec.matchers {
                     Some(list) => list.iter().map(Into::into).collect(),
+                    // The alert's own labels; not the mark runbookd puts on
+                    // manual runs and drills, so that the silence covers the
+                    // real alert those labels name.
                     None => data.value()["labels"]
                         .as_object()
                         .into_iter()
                         .flatten()
+                        .filter(|(k, _)| k.as_str() != "runbookd_origin")
                         .filter_map(|(k, v)| {
                             Some(crate::silence::ApiMatcher {
                                 name: k.clone(),

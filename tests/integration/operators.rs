@@ -687,3 +687,31 @@ async fn the_incident_page_cancels_a_run_and_runs_it_again() {
         .iter()
         .any(|t| t["author"] == "gina" && t["message"].as_str().unwrap().contains("re-ran")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_runs_silence_covers_the_real_alerts_labels() {
+    let rb = "name: hush\nmatchers: [alertname = \"Never\"]\nsteps:\n  - name: hush\n    silence: {duration: 10m}\n";
+    let app = TestApp::start(&[("hush.yaml", rb)], |_| {}).await;
+    let (status, plan) = post(
+        &app,
+        "/api/v1/runbooks/hush/runs",
+        None,
+        json!({"labels": {"alertname": "DiskFull", "instance": "db-1"}, "plan": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{plan}");
+    let run = &plan["alerts"][0]["runs"][0];
+    assert!(plan["alerts"][0]["labels"]["runbookd_origin"].is_string());
+    let names: Vec<&str> = run["steps"][0]["silence"]["matchers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["alertname", "instance"],
+        "runbookd's own mark is not silenced on"
+    );
+    assert_eq!(run["steps"][0]["kind"], "silence");
+}
