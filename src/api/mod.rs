@@ -384,6 +384,55 @@ pub(crate) fn operator(
     require_operator(&s.auth, headers, peer.map(|p| p.0 .0))
 }
 
+/// A body naming who acts (`{"author": …}`), needed only without users.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Author {
+    #[serde(default)]
+    pub author: String,
+}
+
+/// A JSON body that may be empty (then the defaults), always under the JSON
+/// content type (which no cross-site form can send).
+pub(crate) async fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    what: &str,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, limit, s.http.request_timeout).await?;
+    require_json(headers)?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid {what}: {e}")))
+}
+
+/// A UI form's token.
+pub(crate) trait FormToken {
+    fn csrf(&self) -> &str;
+}
+
+/// A UI form: read (at most `limit` bytes), parsed, its token checked.
+pub(crate) async fn form<T: serde::de::DeserializeOwned + FormToken>(
+    s: &AppState,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let bytes = read_body(body, limit, s.http.request_timeout).await?;
+    let f: T = serde_urlencoded::from_bytes(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
+    hygiene::check_form_token(s, f.csrf())?;
+    Ok(f)
+}
+
+/// A run's id in a path.
+pub(crate) fn run_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::BadRequest(format!("bad run id `{raw}`: a number is expected")))
+}
+
 /// After the limit is exceeded, how much more of a body is read and thrown
 /// away (and for how long) so that the client, still writing, receives the
 /// 413 instead of a reset connection.

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::incidents::query;
-use super::{read_body, require_read_auth, ApiError, AppState};
+use super::{require_read_auth, ApiError, AppState};
 use crate::incident::IncidentId;
 use crate::notify::MessageFilter;
 
@@ -49,14 +49,6 @@ async fn retry(
     Ok(Json(json!({"id": id, "state": "pending"})))
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Ack {
-    /// Who, when no users are configured (an operator is named by their login).
-    #[serde(default)]
-    author: String,
-}
-
 async fn acknowledge(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -66,14 +58,8 @@ async fn acknowledge(
 ) -> Result<Json<Value>, ApiError> {
     let actor = super::operator(&s, &headers, peer.as_ref())?;
     let id: IncidentId = id.parse().map_err(ApiError::BadRequest)?;
-    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
-    super::require_json(&headers)?;
-    let ack: Ack = if bytes.is_empty() {
-        Ack::default()
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("invalid acknowledgement: {e}")))?
-    };
+    let ack: super::Author =
+        super::optional_json(&s, &headers, body, 16 << 10, "acknowledgement").await?;
     let author = who(&actor, &ack.author)?;
     let first = s.store.acknowledge(id, author).await?;
     let detail = s.store.incident(id).await?;
@@ -104,17 +90,8 @@ async fn cancel(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let actor = super::operator(&s, &headers, peer.as_ref())?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
-    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
-    super::require_json(&headers)?;
-    let ack: Ack = if bytes.is_empty() {
-        Ack::default()
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
-    };
+    let id = super::run_id(&id)?;
+    let ack: super::Author = super::optional_json(&s, &headers, body, 16 << 10, "request").await?;
     let author = who(&actor, &ack.author)?;
     let before = s.store.cancel_run(id, author.clone()).await?;
     if before == crate::incident::RunState::Running {

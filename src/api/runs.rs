@@ -14,7 +14,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{read_body, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::alert::{Labels, Notification};
 
 pub fn router() -> Router<AppState> {
@@ -170,14 +170,7 @@ async fn trigger(
 ) -> Result<Json<Value>, ApiError> {
     // A plan is a read; a run is an operator's write.
     super::require_read_auth(&s, &headers)?;
-    let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
-    super::require_json(&headers)?;
-    let t: Trigger = if bytes.is_empty() {
-        Trigger::default()
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("invalid run request: {e}")))?
-    };
+    let t: Trigger = super::optional_json(&s, &headers, body, s.body_limit, "run request").await?;
     check_labels(&t.labels, "label")?;
     check_labels(&t.annotations, "annotation")?;
     if t.plan {
@@ -197,13 +190,6 @@ async fn trigger(
     ))
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Rerun {
-    #[serde(default)]
-    author: String,
-}
-
 async fn rerun(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -212,17 +198,8 @@ async fn rerun(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let actor = super::operator(&s, &headers, peer.as_ref())?;
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
-    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
-    super::require_json(&headers)?;
-    let r: Rerun = if bytes.is_empty() {
-        Rerun::default()
-    } else {
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("invalid request: {e}")))?
-    };
+    let id = super::run_id(&id)?;
+    let r: super::Author = super::optional_json(&s, &headers, body, 16 << 10, "request").await?;
     let author = super::notifications::who(&actor, &r.author)?;
     Ok(Json(rerun_as(&s, id, author).await?))
 }

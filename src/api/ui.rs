@@ -19,7 +19,7 @@ use axum::Router;
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
-use super::{read_body, require_read_auth, ApiError, AppState};
+use super::{require_read_auth, ApiError, AppState};
 use crate::alert::Notification;
 use crate::incident::{IncidentId, IncidentStatus, Update};
 use crate::plan::{Plan, PLAN_INCIDENT_ID};
@@ -402,6 +402,12 @@ struct RunForm {
     mode: String,
 }
 
+impl super::FormToken for RunForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `NAME=VALUE` lines (blank lines skipped).
 fn pairs(text: &str, what: &str) -> Result<crate::alert::Labels, ApiError> {
     text.lines()
@@ -426,10 +432,7 @@ async fn run_now(
     body: Body,
 ) -> Result<Response, ApiError> {
     require_read_auth(&s, &headers)?;
-    let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
-    let f: RunForm = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
-    super::hygiene::check_form_token(&s, &f.csrf)?;
+    let f: RunForm = super::form(&s, body, s.body_limit).await?;
     let labels = pairs(&f.labels, "label")?;
     let annotations = pairs(&f.annotations, "annotation")?;
     super::runs::check_labels(&labels, "label")?;
@@ -502,13 +505,8 @@ async fn run_form(
     id: &str,
     body: Body,
 ) -> Result<(i64, String), ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("bad run id `{id}`: a number is expected")))?;
-    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
-    let f: AckForm = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
-    super::hygiene::check_form_token(s, &f.csrf)?;
+    let id = super::run_id(id)?;
+    let f: AckForm = super::form(s, body, 16 << 10).await?;
     let author = super::notifications::who(actor, &f.author)?;
     Ok((id, author))
 }
@@ -528,6 +526,12 @@ struct AckForm {
     author: String,
 }
 
+impl super::FormToken for AckForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// The incident page's Acknowledge button.
 async fn acknowledge(
     State(s): State<AppState>,
@@ -538,18 +542,9 @@ async fn acknowledge(
 ) -> Result<Response, ApiError> {
     let actor = super::operator(&s, &headers, peer.as_ref())?;
     let id = parse_id(&id)?;
-    let bytes = read_body(body, 16 << 10, s.http.request_timeout).await?;
-    let f: AckForm = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
-    super::hygiene::check_form_token(&s, &f.csrf)?;
-    let author = actor.author(&f.author);
-    let author = author.trim();
-    if author.is_empty() || author.chars().count() > 200 || author.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest(
-            "your name must be 1 to 200 characters without control characters".into(),
-        ));
-    }
-    s.store.acknowledge(id, author.to_owned()).await?;
+    let f: AckForm = super::form(&s, body, 16 << 10).await?;
+    let author = super::notifications::who(&actor, &f.author)?;
+    s.store.acknowledge(id, author).await?;
     Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
 }
 
@@ -566,6 +561,12 @@ struct UpdateForm {
     root_cause: String,
 }
 
+impl super::FormToken for UpdateForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn add_update(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -575,10 +576,7 @@ async fn add_update(
 ) -> Result<Response, ApiError> {
     let actor = super::operator(&s, &headers, peer.as_ref())?;
     let id = parse_id(&id)?;
-    let bytes = read_body(body, 256 << 10, s.http.request_timeout).await?;
-    let f: UpdateForm = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
-    super::hygiene::check_form_token(&s, &f.csrf)?;
+    let f: UpdateForm = super::form(&s, body, 256 << 10).await?;
     let update = Update {
         author: actor.author(&f.author),
         message: f.message,
@@ -730,16 +728,19 @@ struct PlanForm {
     payload: String,
 }
 
+impl super::FormToken for PlanForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 async fn plan(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     require_read_auth(&s, &headers)?;
-    let bytes = read_body(body, s.body_limit * 3, s.http.request_timeout).await?;
-    let f: PlanForm = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid form: {e}")))?;
-    super::hygiene::check_form_token(&s, &f.csrf)?;
+    let f: PlanForm = super::form(&s, body, s.body_limit * 3).await?;
     let set = s.runbook_set();
     let data = match Notification::from_json(f.payload.as_bytes()) {
         Ok(n) => json!({"payload": f.payload, "plan": Plan::build(&n, &set, PLAN_INCIDENT_ID)}),

@@ -258,6 +258,21 @@ pub(crate) fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
 }
 
+/// The notification rules of the runbooks matching the notification's
+/// firing alerts (what an incident remembers, and arms timers from).
+pub(crate) fn firing_policies(input: &Ingest) -> crate::notify::Policies {
+    input
+        .notification
+        .alerts
+        .iter()
+        .zip(&input.matches)
+        .filter(|(a, _)| a.status == crate::alert::Status::Firing)
+        .flat_map(|(_, m)| m.iter())
+        .filter(|m| !m.policy.is_empty())
+        .map(|m| (m.name.clone(), m.policy.clone()))
+        .collect()
+}
+
 /// The services an incident is about: each alert's `service` (or `job`) label.
 pub(crate) fn services(n: &Notification) -> BTreeSet<String> {
     n.alerts

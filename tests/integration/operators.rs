@@ -627,6 +627,31 @@ async fn the_incident_page_cancels_a_run_and_runs_it_again() {
         "a running run has a Cancel button"
     );
     let token = app.form_token("/incidents/INC-0001", None).await;
+    assert!(
+        page.contains("id=\"ack-form\""),
+        "an unacknowledged incident has the button"
+    );
+    let resp = app
+        .client
+        .post(format!("{}/incidents/INC-0001/acknowledge", app.url))
+        .header("Origin", &app.url)
+        .form(&[("csrf", token.as_str()), ("author", "gina")])
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(app.incident("INC-0001").await["acknowledged_by"], "gina");
+    let page = app.page("/incidents/INC-0001").await;
+    assert!(page.contains("acknowledged by gina") && !page.contains("id=\"ack-form\""));
+    let resp = app
+        .client
+        .post(format!("{}/incidents/INC-0001/acknowledge", app.url))
+        .header("Origin", &app.url)
+        .form(&[("csrf", token.as_str()), ("author", "a\nb")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "a name with a line break is refused");
     let resp = app
         .client
         .post(format!("{}/runs/{run}/cancel", app.url))

@@ -876,15 +876,7 @@ async fn notify_ingest(
     opened: bool,
     notification: i64,
 ) -> Op<()> {
-    let add: crate::notify::Policies = n
-        .alerts
-        .iter()
-        .zip(&input.matches)
-        .filter(|(a, _)| a.status == Status::Firing)
-        .flat_map(|(_, m)| m.iter())
-        .filter(|m| !m.policy.is_empty())
-        .map(|m| (m.name.clone(), m.policy.clone()))
-        .collect();
+    let add = crate::store::types::firing_policies(input);
     if add.is_empty() {
         return Ok(());
     }
@@ -1176,32 +1168,14 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
         &[&secs(crate::store::types::LIVE_TAIL)],
     )
     .await?;
-    run_note(
+    run_ended(
         tx,
         incident,
-        &say::finished(f.lease.run_id, &runbook, f.state, &f.summary),
-    )
-    .await?;
-    let mut not_succeeded = 0;
-    for r in tx
-        .query(
-            "SELECT state FROM runs WHERE incident_id = $1 AND phase = 'remediation'",
-            &[&incident],
-        )
-        .await?
-    {
-        not_succeeded += usize::from(!parsed::<RunState>(&r, 0)?.settled());
-    }
-    advance(
-        tx,
-        incident,
-        lifecycle::Event::RunFinished {
-            runbook: &runbook,
-            phase,
-            state: f.state,
-            summary: &f.summary,
-            remediation_not_succeeded: not_succeeded,
-        },
+        f.lease.run_id,
+        &runbook,
+        phase,
+        f.state,
+        &f.summary,
     )
     .await?;
     if phase == Phase::Remediation
@@ -1230,6 +1204,41 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
         outbox::enqueue(tx, incident, &what, Some((row.get(3), &fingerprint))).await?;
     }
     Ok(FinishOutcome::Recorded)
+}
+
+/// A run's end on its incident (as the SQLite store's `run_ended`).
+async fn run_ended(
+    tx: &Tx<'_>,
+    incident: i64,
+    id: i64,
+    runbook: &str,
+    phase: Phase,
+    state: RunState,
+    summary: &str,
+) -> Op<()> {
+    run_note(tx, incident, &say::finished(id, runbook, state, summary)).await?;
+    let mut not_succeeded = 0;
+    for r in tx
+        .query(
+            "SELECT state FROM runs WHERE incident_id = $1 AND phase = 'remediation'",
+            &[&incident],
+        )
+        .await?
+    {
+        not_succeeded += usize::from(!parsed::<RunState>(&r, 0)?.settled());
+    }
+    advance(
+        tx,
+        incident,
+        lifecycle::Event::RunFinished {
+            runbook,
+            phase,
+            state,
+            summary,
+            remediation_not_succeeded: not_succeeded,
+        },
+    )
+    .await
 }
 
 async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
@@ -1387,36 +1396,9 @@ async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
                 &[&id, &why],
             )
             .await?;
-            run_note(
-                tx,
-                incident,
-                &say::finished(id, &runbook, RunState::Cancelled, &why),
-            )
-            .await?;
             // The incident moves on as when a run ends.
             let phase: Phase = parsed(&row, 3)?;
-            let mut not_succeeded = 0;
-            for r in tx
-                .query(
-                    "SELECT state FROM runs WHERE incident_id = $1 AND phase = 'remediation'",
-                    &[&incident],
-                )
-                .await?
-            {
-                not_succeeded += usize::from(!parsed::<RunState>(&r, 0)?.settled());
-            }
-            advance(
-                tx,
-                incident,
-                lifecycle::Event::RunFinished {
-                    runbook: &runbook,
-                    phase,
-                    state: RunState::Cancelled,
-                    summary: &why,
-                    remediation_not_succeeded: not_succeeded,
-                },
-            )
-            .await?;
+            run_ended(tx, incident, id, &runbook, phase, RunState::Cancelled, &why).await?;
         }
         RunState::Running => {
             tx.execute(

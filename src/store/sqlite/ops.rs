@@ -321,20 +321,10 @@ fn notify_ingest(
     notification: i64,
 ) -> Result<()> {
     let n = &input.notification;
-    let firing = || {
-        n.alerts
-            .iter()
-            .zip(&input.matches)
-            .filter(|(a, _)| a.status == Status::Firing)
-            .flat_map(|(_, m)| m.iter())
-            .filter(|m| !m.policy.is_empty())
-    };
-    if firing().next().is_none() {
+    let add = crate::store::types::firing_policies(input);
+    if add.is_empty() {
         return Ok(());
     }
-    let add: crate::notify::Policies = firing()
-        .map(|m| (m.name.clone(), m.policy.clone()))
-        .collect();
     super::outbox::remember(conn, incident, &add)?;
     if opened {
         let fingerprint = n.alerts.first().map_or("", |a| a.fingerprint.as_str());
@@ -622,28 +612,14 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
              WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < ?1)",
         [ts(Utc::now() - chrono::Duration::from_std(crate::store::types::LIVE_TAIL).unwrap_or_default())],
     )?;
-    run_note(
+    run_ended(
         conn,
         incident,
-        &say::finished(f.lease.run_id, &runbook, f.state, &f.summary),
-    )?;
-    let remediation_not_succeeded = conn
-        .prepare_cached("SELECT state FROM runs WHERE incident_id = ?1 AND phase = 'remediation'")?
-        .query_map([incident], |r| parsed::<RunState>(r, 0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .into_iter()
-        .filter(|s| !s.settled())
-        .count();
-    advance(
-        conn,
-        incident,
-        lifecycle::Event::RunFinished {
-            runbook: &runbook,
-            phase,
-            state: f.state,
-            summary: &f.summary,
-            remediation_not_succeeded,
-        },
+        f.lease.run_id,
+        &runbook,
+        phase,
+        f.state,
+        &f.summary,
     )?;
     if phase == Phase::Remediation
         && matches!(
@@ -669,6 +645,38 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
         super::outbox::enqueue(conn, incident, &what, Some((notification, &fingerprint)))?;
     }
     Ok(FinishOutcome::Recorded)
+}
+
+/// A run's end on its incident: the timeline entry, and the lifecycle's
+/// next step given the incident's remediation runs.
+fn run_ended(
+    conn: &Connection,
+    incident: i64,
+    id: i64,
+    runbook: &str,
+    phase: Phase,
+    state: RunState,
+    summary: &str,
+) -> Result<()> {
+    run_note(conn, incident, &say::finished(id, runbook, state, summary))?;
+    let remediation_not_succeeded = conn
+        .prepare_cached("SELECT state FROM runs WHERE incident_id = ?1 AND phase = 'remediation'")?
+        .query_map([incident], |r| parsed::<RunState>(r, 0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|s| !s.settled())
+        .count();
+    advance(
+        conn,
+        incident,
+        lifecycle::Event::RunFinished {
+            runbook,
+            phase,
+            state,
+            summary,
+            remediation_not_succeeded,
+        },
+    )
 }
 
 /// Takes running runs back: idempotent ones are queued again, the others
@@ -808,32 +816,16 @@ fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
                 "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state = 'queued'",
                 params![id, why, now()],
             )?;
-            run_note(
-                conn,
-                incident,
-                &say::finished(id, &runbook, RunState::Cancelled, &why),
-            )?;
             // The incident moves on as when a run ends.
             let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-            let remediation_not_succeeded = conn
-                .prepare_cached(
-                    "SELECT state FROM runs WHERE incident_id = ?1 AND phase = 'remediation'",
-                )?
-                .query_map([incident], |r| parsed::<RunState>(r, 0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?
-                .into_iter()
-                .filter(|s| !s.settled())
-                .count();
-            advance(
+            run_ended(
                 conn,
                 incident,
-                lifecycle::Event::RunFinished {
-                    runbook: &runbook,
-                    phase,
-                    state: RunState::Cancelled,
-                    summary: &why,
-                    remediation_not_succeeded,
-                },
+                id,
+                &runbook,
+                phase,
+                RunState::Cancelled,
+                &why,
             )?;
         }
         RunState::Running => {
