@@ -158,7 +158,27 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Cancel a queued or running run (asks the running server).
+    /// Approve the step a run waits on (asks the running server): the run goes on.
+    Approve {
+        /// The run's id (`incidents show`, the incident page).
+        run: i64,
+        /// Why, for the timeline.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Deny the step a run waits on (asks the running server): the step fails, `on_failure` runs.
+    Deny {
+        /// The run's id (`incidents show`, the incident page).
+        run: i64,
+        /// Why, for the timeline.
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Cancel a queued or running run, or one waiting for approval (asks the running server).
     Cancel {
         /// The run's id (`incidents show`).
         run: i64,
@@ -437,6 +457,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             },
         ),
+        Command::Approve {
+            run,
+            comment,
+            server,
+        } => decide(run, crate::approval::Decision::Approve, comment, &server),
+        Command::Deny {
+            run,
+            comment,
+            server,
+        } => decide(run, crate::approval::Decision::Deny, comment, &server),
         Command::Cancel { run, server } => server.post(
             &format!("/api/v1/runs/{run}/cancel"),
             &server.author_body(),
@@ -866,7 +896,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     alert.status,
                     alert.fingerprint
                 );
-                let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None };
+                let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: None };
                 let result = executor.run(&req, transcript.clone(), &cancel).await;
                 let not_ok = result
                     .steps
@@ -882,7 +912,9 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     result.checklist.len()
                 );
                 match result.outcome {
-                    RunOutcome::Failed | RunOutcome::TimedOut => worst = ExitCode::from(1),
+                    RunOutcome::Failed | RunOutcome::TimedOut | RunOutcome::AwaitingApproval => {
+                        worst = ExitCode::from(1);
+                    }
                     RunOutcome::Cancelled => return ExitCode::from(130),
                     RunOutcome::Succeeded | RunOutcome::SucceededWithFailures => {}
                 }
@@ -890,6 +922,29 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
         }
         worst
     }))
+}
+
+/// `runbookd approve|deny RUN`.
+fn decide(
+    run: i64,
+    decision: crate::approval::Decision,
+    comment: Option<String>,
+    server: &ServerArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut body = server.author_body();
+    body["decision"] = serde_json::Value::String(decision.as_str().to_owned());
+    if let Some(c) = comment {
+        body["comment"] = serde_json::Value::String(c);
+    }
+    server.post_then(&format!("/api/v1/runs/{run}/approval"), &body, |v| {
+        let a = &v["approval"];
+        say!(
+            "run {run}: step `{}` {} by {}",
+            a["step"].as_str().unwrap_or("?"),
+            a["state"].as_str().unwrap_or("?"),
+            a["decided_by"].as_str().unwrap_or("?")
+        );
+    })
 }
 
 /// Longest line printed at once; longer ones continue on the next line.
@@ -993,6 +1048,8 @@ impl RunObserver for Transcript {
             }
             Some(StepOutcome::Skipped { reason }) => format!("skipped: {}", printable(reason)),
             Some(StepOutcome::Cancelled) => format!("cancelled after {took}"),
+            Some(StepOutcome::AwaitingApproval) => "waiting for approval".to_owned(),
+            Some(StepOutcome::Denied { reason }) => format!("DENIED: {}", printable(reason)),
         };
         let tail = if rec.phase == crate::exec::run::StepPhase::OnFailure {
             " (on_failure)"

@@ -321,6 +321,7 @@ impl Dispatcher {
             tokio::spawn(self.clone().heartbeats());
             tokio::spawn(self.clone().duties());
         }
+        tokio::spawn(self.clone().deadlines());
         loop {
             loop {
                 let concurrency: HashMap<String, u32> = self
@@ -501,6 +502,33 @@ impl Dispatcher {
         }
     }
 
+    /// Decides the approvals whose deadline passed (by their `on_timeout`),
+    /// twice a second: a read, and a write only when one is due. Every
+    /// replica looks; the store gives each approval to one.
+    async fn deadlines(self: Arc<Self>) {
+        while !self.stop.is_cancelled() {
+            if matches!(self.store.approvals_due().await, Ok(true)) {
+                match self.store.expire_approvals().await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(
+                            approvals = n,
+                            "approvals reached their deadline: their runs go on as on_timeout says"
+                        );
+                        self.wake();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot decide approvals whose deadline passed");
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = self.stop.cancelled() => {}
+            }
+        }
+    }
+
     /// Periodic duties of the replica holding the leader lease: runs whose
     /// owner stopped renewing are taken over.
     async fn duties(self: Arc<Self>) {
@@ -577,6 +605,12 @@ impl Dispatcher {
             "run started"
         );
         let finished = self.execute_claimed(&c, &held).await;
+        if let Some(a) = &finished.awaiting {
+            tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, step = %a.step, "run waits for approval");
+            self.record(&held, finished).await;
+            self.free(c.lease.run_id);
+            return;
+        }
         if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
             tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         } else {
@@ -651,6 +685,7 @@ impl Dispatcher {
             state: RunState::Failed,
             summary,
             result: None,
+            awaiting: None,
         };
         let n = match Notification::from_json(&c.body) {
             Ok(n) => n,
@@ -690,6 +725,7 @@ impl Dispatcher {
             runbook: rb,
             incident,
             lease: Some(c.lease),
+            resume: c.resume.as_ref(),
         };
         let observer = Arc::new(StoreObserver::new(
             self.store.clone(),
@@ -714,18 +750,22 @@ impl Dispatcher {
             RunOutcome::Failed => RunState::Failed,
             RunOutcome::TimedOut => RunState::TimedOut,
             RunOutcome::Cancelled => RunState::Cancelled,
+            RunOutcome::AwaitingApproval => RunState::AwaitingApproval,
         };
-        self.metrics
-            .run_duration
-            .get_or_create(&crate::metrics::Outcome {
-                outcome: state.as_str().to_owned(),
-            })
-            .observe(Duration::from_millis(result.duration_ms).as_secs_f64());
+        if state != RunState::AwaitingApproval {
+            self.metrics
+                .run_duration
+                .get_or_create(&crate::metrics::Outcome {
+                    outcome: state.as_str().to_owned(),
+                })
+                .observe(Duration::from_millis(result.duration_ms).as_secs_f64());
+        }
         let summary = summarize(&result, shutting_down);
         Finished {
             lease: c.lease,
             state,
             summary,
+            awaiting: result.awaiting.clone(),
             result: Some(RunDetail::Executed(Box::new(result))),
         }
     }
@@ -756,6 +796,7 @@ fn shadow_plan(
             shadow: true,
             plan: run.cloned().map(Box::new),
         }),
+        awaiting: None,
     }
 }
 

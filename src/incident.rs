@@ -61,6 +61,8 @@ pub const SUBJECT_LABELS: &[&str] = &["instance", "pod", "service", "job", "node
 pub enum RunState {
     Queued,
     Running,
+    /// Paused on an approval step: waits for a decision, holding no slot.
+    AwaitingApproval,
     Succeeded,
     SucceededWithFailures,
     Failed,
@@ -75,9 +77,10 @@ pub enum RunState {
 }
 
 impl RunState {
-    pub const ALL: [RunState; 10] = [
+    pub const ALL: [RunState; 11] = [
         RunState::Queued,
         RunState::Running,
+        RunState::AwaitingApproval,
         RunState::Succeeded,
         RunState::SucceededWithFailures,
         RunState::Failed,
@@ -93,6 +96,7 @@ impl RunState {
         match self {
             RunState::Queued => "queued",
             RunState::Running => "running",
+            RunState::AwaitingApproval => "awaiting_approval",
             RunState::Succeeded => "succeeded",
             RunState::SucceededWithFailures => "succeeded_with_failures",
             RunState::Failed => "failed",
@@ -110,10 +114,13 @@ impl RunState {
         self.as_str().replace('_', " ")
     }
 
-    /// Still to run or running.
+    /// Still to run, running, or waiting for approval.
     #[must_use]
     pub fn is_active(self) -> bool {
-        matches!(self, RunState::Queued | RunState::Running)
+        matches!(
+            self,
+            RunState::Queued | RunState::Running | RunState::AwaitingApproval
+        )
     }
 
     /// A remediation run that leaves its incident nothing to fix: it
@@ -394,6 +401,8 @@ pub struct IncidentDetail {
     /// What people were told (or, in shadow mode, would have been).
     pub notifications: Vec<crate::notify::MessageRecord>,
     pub escalations: Vec<crate::notify::EscalationRecord>,
+    /// Approval steps its runs reached: pending ones wait for an operator.
+    pub approvals: Vec<crate::approval::Approval>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -18,6 +18,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod approval;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

@@ -231,6 +231,9 @@ pub struct StepPlan {
     /// A silence step: the silence it makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence: Option<SilencePlan>,
+    /// An approval step: what operators are asked, and the timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::ApprovalPlan>,
 }
 
 /// The Alertmanager silence a `silence:` step makes.
@@ -268,6 +271,7 @@ pub enum StepKind {
     Shell,
     Manual,
     Silence,
+    Approve,
 }
 
 impl StepKind {
@@ -278,6 +282,7 @@ impl StepKind {
             StepKind::Shell => "shell",
             StepKind::Manual => "manual",
             StepKind::Silence => "silence",
+            StepKind::Approve => "approve",
         }
     }
 }
@@ -605,6 +610,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         warnings: Vec::new(),
         error: None,
         silence: None,
+        approval: None,
     };
     let mut errors = Vec::new();
     let render = |what: &str, t: &Template| match t.render(data) {
@@ -638,6 +644,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         Action::Run(argv) => argv.iter().collect(),
         Action::Shell(t) | Action::Manual(t) => vec![t],
         Action::Silence(spec) => spec.comment.iter().collect(),
+        Action::Approve(spec) => vec![&spec.prompt],
     };
     if templates.iter().any(|t| defer(t)) {
         plan.deferred = true;
@@ -667,6 +674,19 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                 }
             },
             Action::Manual(t) => plan.text = ok(render("manual", t)),
+            Action::Approve(spec) => {
+                let prompt = ok(render("prompt", &spec.prompt)).unwrap_or_default();
+                plan.text = Some(format!(
+                    "ask for approval: {prompt} (waits {}, then {})",
+                    humantime::format_duration(spec.timeout),
+                    spec.on_timeout
+                ));
+                plan.approval = Some(crate::approval::ApprovalPlan {
+                    prompt,
+                    timeout_ms: millis(spec.timeout),
+                    on_timeout: spec.on_timeout,
+                });
+            }
             Action::Silence(spec) => {
                 let matchers: Vec<crate::silence::ApiMatcher> = match &spec.matchers {
                     Some(list) => list.iter().map(Into::into).collect(),
@@ -715,7 +735,10 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         }
     }
 
-    if !matches!(step.action, Action::Manual(_) | Action::Silence(_)) {
+    if !matches!(
+        step.action,
+        Action::Manual(_) | Action::Silence(_) | Action::Approve(_)
+    ) {
         match base_env {
             Ok(base) => {
                 plan.env.clone_from(&base.env);

@@ -286,6 +286,7 @@ mod tests {
             acknowledged_by: None,
             notifications: vec![],
             escalations: vec![],
+            approvals: vec![],
         }
     }
 

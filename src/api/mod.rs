@@ -2,6 +2,7 @@
 //! metrics. [`serve`] takes a bound listener and a shutdown future, so tests
 //! bind `127.0.0.1:0` and stop the app themselves.
 
+mod approvals;
 mod errors;
 pub(crate) mod health;
 pub mod hygiene;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .merge(incidents::router())
         .merge(notifications::router())
         .merge(runs::router())
+        .merge(approvals::router())
         .merge(health::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })

@@ -92,6 +92,7 @@ pub fn router() -> Router<AppState> {
         .route("/runbooks", get(runbooks))
         .route("/runbooks/{name}/runs", axum::routing::post(run_now))
         .route("/runs/{id}/cancel", axum::routing::post(cancel_run))
+        .route("/runs/{id}/approval", axum::routing::post(decide_run))
         .route("/runs/{id}/rerun", axum::routing::post(rerun_run))
         .route("/plan", get(plan_form).post(plan))
         .route(
@@ -300,7 +301,8 @@ fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::exec::run::Ste
         "name": plan.name, "kind": plan.kind.as_str(),
         "on_failure": record.is_some_and(|r| r.phase == crate::exec::run::StepPhase::OnFailure),
         "status": status, "duration": record.map(|r| human_ms(r.duration_ms)).unwrap_or_default(),
-        "detail": outcome.and_then(crate::exec::StepOutcome::detail).unwrap_or_default(),
+        "detail": record.and_then(|r| r.approval.as_ref()).filter(|a| a.granted()).map(crate::approval::Approval::sentence)
+            .or_else(|| outcome.and_then(crate::exec::StepOutcome::detail)).unwrap_or_default(),
         "command": plan.command_line(), "text": plan.text, "attempts": attempts,
     })
 }
@@ -353,7 +355,7 @@ async fn incident(
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|st| matches!(st["status"].as_str(), Some("failed" | "timed_out" | "signalled" | "spawn_failed")))
+                .filter(|st| matches!(st["status"].as_str(), Some("failed" | "timed_out" | "signalled" | "spawn_failed" | "denied")))
                 .map(|st| json!({"run": r["id"], "runbook": r["runbook"], "step": st["name"], "status": st["status"], "detail": st["detail"]}))
                 .collect::<Vec<_>>()
         })
@@ -384,6 +386,7 @@ async fn incident(
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
             "recovered": d.summary.recovered_seconds.map(human_secs),
             "users": !s.auth.users.is_empty(),
+            "pending": d.approvals.iter().filter(|a| a.state == crate::approval::ApprovalState::Pending).collect::<Vec<_>>(),
         }),
     )
 }
@@ -480,6 +483,40 @@ async fn cancel_run(
     if before == crate::incident::RunState::Running {
         s.dispatcher.cancel(&[id]);
     }
+    Ok(back_to(incident, id))
+}
+
+#[derive(serde::Deserialize)]
+struct DecisionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    author: String,
+    decision: crate::approval::Decision,
+    #[serde(default)]
+    comment: String,
+}
+
+impl super::FormToken for DecisionForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// A pending approval's *Approve* and *Deny* buttons.
+async fn decide_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<super::Peer>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let id = super::run_id(&id)?;
+    let f: DecisionForm = super::form(&s, body, 16 << 10).await?;
+    let author = super::notifications::who(&actor, &f.author)?;
+    let incident = s.store.run_origin(id).await?.map(|o| o.0);
+    super::approvals::decide(&s, id, f.decision, author, Some(f.comment)).await?;
     Ok(back_to(incident, id))
 }
 

@@ -37,12 +37,30 @@ use crate::plan::millis;
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepOutcome {
     Succeeded,
-    Failed { exit_code: i32 },
-    Signalled { signal: i32, cause: Option<String> },
-    TimedOut { after_ms: u64, cause: String },
-    SpawnFailed { reason: String },
-    Skipped { reason: String },
+    Failed {
+        exit_code: i32,
+    },
+    Signalled {
+        signal: i32,
+        cause: Option<String>,
+    },
+    TimedOut {
+        after_ms: u64,
+        cause: String,
+    },
+    SpawnFailed {
+        reason: String,
+    },
+    Skipped {
+        reason: String,
+    },
     Cancelled,
+    /// An approval step the run is paused on (only in a paused run's record).
+    AwaitingApproval,
+    /// An approval step denied, by an operator or by its timeout.
+    Denied {
+        reason: String,
+    },
 }
 
 impl StepOutcome {
@@ -62,6 +80,8 @@ impl StepOutcome {
             StepOutcome::SpawnFailed { .. } => "spawn_failed",
             StepOutcome::Skipped { .. } => "skipped",
             StepOutcome::Cancelled => "cancelled",
+            StepOutcome::AwaitingApproval => "awaiting_approval",
+            StepOutcome::Denied { .. } => "denied",
         }
     }
 
@@ -77,10 +97,10 @@ impl StepOutcome {
                 None => format!("signal {signal}"),
             }),
             StepOutcome::TimedOut { cause, .. } => Some(format!("timed out: {cause}")),
-            StepOutcome::SpawnFailed { reason } | StepOutcome::Skipped { reason } => {
-                Some(reason.clone())
-            }
-            StepOutcome::Succeeded | StepOutcome::Cancelled => None,
+            StepOutcome::SpawnFailed { reason }
+            | StepOutcome::Skipped { reason }
+            | StepOutcome::Denied { reason } => Some(reason.clone()),
+            StepOutcome::Succeeded | StepOutcome::Cancelled | StepOutcome::AwaitingApproval => None,
         }
     }
 
@@ -99,6 +119,8 @@ impl StepOutcome {
             StepOutcome::SpawnFailed { reason } => format!("could not start: {reason}"),
             StepOutcome::Skipped { reason } => format!("was skipped: {reason}"),
             StepOutcome::Cancelled => "was cancelled".into(),
+            StepOutcome::AwaitingApproval => "waits for approval".into(),
+            StepOutcome::Denied { reason } => format!("was denied: {reason}"),
         }
     }
 

@@ -57,6 +57,9 @@ pub enum RunOutcome {
     Failed,
     TimedOut,
     Cancelled,
+    /// Paused on an approval step (`RunResult.awaiting` says which); the
+    /// store keeps the steps so far until a decision resumes the run.
+    AwaitingApproval,
 }
 
 /// Which list a step belongs to.
@@ -100,6 +103,9 @@ pub struct StepRecord {
     /// A silence step: the Alertmanager silence it made (or found).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub silence_id: Option<String>,
+    /// An approval step: the decision that let the run go on, or stopped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::Approval>,
     pub attempts: Vec<Attempt>,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
@@ -118,7 +124,11 @@ pub struct RunResult {
     pub checklist: Vec<String>,
     pub started: DateTime<Utc>,
     pub ended: DateTime<Utc>,
+    /// Time spent executing (a wait for approval is not counted).
     pub duration_ms: u64,
+    /// A paused run (`AwaitingApproval`): the approval it waits for.
+    #[serde(skip)]
+    pub awaiting: Option<crate::approval::Request>,
 }
 
 /// Sees a run as it happens (live transcript, the incident store).
@@ -235,6 +245,8 @@ pub struct RunRequest<'a> {
     /// The claimed run (server runs): steps get `RUNBOOKD_RUN_ID` and
     /// `RUNBOOKD_FENCE`, for downstream systems that refuse a stale owner.
     pub lease: Option<crate::store::Lease>,
+    /// A run paused on an approval step and decided: resumed after that step.
+    pub resume: Option<&'a crate::approval::Resume>,
 }
 
 /// The run's state that step templates read as `steps.*`.
@@ -259,10 +271,18 @@ impl Results {
             Some(o) => (o.status(), o.exit_code()),
             None => ("open", None),
         };
+        // A record read back from the store (a resumed run) has no tail:
+        // it is the end of the stored output.
         let stdout = rec
             .attempts
             .last()
-            .map(|a| a.stdout_tail.clone())
+            .map(|a| {
+                if a.stdout_tail.is_empty() {
+                    tail(&a.stdout, STDOUT_TAIL_FOR_TEMPLATES).to_owned()
+                } else {
+                    a.stdout_tail.clone()
+                }
+            })
             .unwrap_or_default();
         self.0.insert(
             rec.name.clone(),
@@ -271,17 +291,57 @@ impl Results {
     }
 }
 
+/// The last `max` bytes of `s` (at a character boundary).
+fn tail(s: &str, max: usize) -> &str {
+    let mut at = s.len().saturating_sub(max);
+    while !s.is_char_boundary(at) {
+        at += 1;
+    }
+    &s[at..]
+}
+
+/// The paused approval step's record, decided: approved, denied, or failed
+/// because the runbook no longer has that step there (a reload while the
+/// run waited).
+fn decided(mut rec: StepRecord, approval: &crate::approval::Approval, fits: bool) -> StepRecord {
+    rec.outcome = Some(if !fits {
+        StepOutcome::SpawnFailed {
+            reason: format!(
+                "the runbook changed while the run waited for approval: step {} is no longer the approval step `{}`",
+                approval.index + 1,
+                approval.step
+            ),
+        }
+    } else if approval.granted() {
+        StepOutcome::Succeeded
+    } else {
+        StepOutcome::Denied {
+            reason: approval.sentence(),
+        }
+    });
+    rec.approval = Some(approval.clone());
+    rec.ended = Utc::now();
+    rec.duration_ms = millis((rec.ended - rec.started).to_std().unwrap_or_default());
+    rec
+}
+
 impl Executor {
-    /// Executes one run to the end (or until `cancel`).
+    /// Executes one run to the end (or until `cancel`), or until it pauses
+    /// on an approval step (`RunOutcome::AwaitingApproval`); a decided
+    /// `req.resume` goes on after that step.
     pub async fn run(
         &self,
         req: &RunRequest<'_>,
         observer: Arc<dyn RunObserver>,
         cancel: &CancellationToken,
     ) -> RunResult {
-        let started = Utc::now();
         let t0 = Instant::now();
         let rb = req.runbook;
+        let resume = req.resume;
+        let started = resume.map_or_else(Utc::now, |r| r.prior.started);
+        // Time executed before the pause counts against the run's timeout;
+        // the wait for a decision does not.
+        let spent = std::time::Duration::from_millis(resume.map_or(0, |r| r.prior.duration_ms));
         let phase = if req.alert.status == crate::alert::Status::Firing {
             Phase::Remediation
         } else {
@@ -299,7 +359,7 @@ impl Executor {
         }));
         let mut records = Vec::new();
         let mut checklist = Vec::new();
-        let deadline = t0 + rb.timeout;
+        let deadline = t0 + rb.timeout.saturating_sub(spent);
         let base_data = plan::context(req.notification, req.alert, rb, &req.incident, None);
         let base_env = plan::base_env(req.alert, rb, &req.incident, &base_data);
         // Whom the steps run as (the runbook's `run_as`), and their scratch
@@ -319,29 +379,76 @@ impl Executor {
 
         let mut outcome = RunOutcome::Succeeded;
         let mut needs_on_failure = false;
-        for step in main {
-            let rec = self
-                .step(
-                    req,
-                    step,
-                    main_phase,
-                    &results,
-                    &base_env,
-                    scratch.as_ref().map_err(String::as_str),
-                    Some(deadline),
-                    &observer,
-                    cancel,
-                )
-                .await;
+        let mut awaiting = None;
+        // A resumed run: the steps before the approval as recorded, then
+        // the approval step decided, then on.
+        let mut next = 0;
+        let mut decision = None;
+        if let Some(r) = resume {
+            let mut prior = r.prior.steps.clone();
+            let paused = prior.pop();
+            for rec in &prior {
+                results.record(rec);
+            }
+            checklist.clone_from(&r.prior.checklist);
+            next = prior.len();
+            records = prior;
+            let fits = r.approval.index as usize == next
+                && main.get(next).is_some_and(|s| {
+                    s.name == r.approval.step
+                        && matches!(s.action, crate::runbook::Action::Approve(_))
+                });
+            match paused {
+                Some(rec) if fits => decision = Some(decided(rec, &r.approval, true)),
+                paused => {
+                    if let Some(rec) = paused {
+                        let rec = decided(rec, &r.approval, false);
+                        observer.step_finished(&rec);
+                        records.push(rec);
+                    }
+                    outcome = RunOutcome::Failed;
+                    needs_on_failure = true;
+                    next = main.len();
+                }
+            }
+        }
+        for (index, step) in main.iter().enumerate().skip(next) {
+            let rec = match decision.take() {
+                Some(rec) => rec,
+                None => {
+                    self.step(
+                        req,
+                        step,
+                        main_phase,
+                        &results,
+                        &base_env,
+                        scratch.as_ref().map_err(String::as_str),
+                        Some(deadline),
+                        &observer,
+                        cancel,
+                    )
+                    .await
+                }
+            };
             results.record(&rec);
             if rec.outcome.is_none() {
                 checklist.push(rec.plan.text.clone().unwrap_or_default());
             }
             let o = rec.outcome.clone();
+            let asks = rec.plan.approval.clone();
             observer.step_finished(&rec);
             records.push(rec);
             match o {
                 None | Some(StepOutcome::Succeeded | StepOutcome::Skipped { .. }) => {}
+                Some(StepOutcome::AwaitingApproval) => {
+                    awaiting = asks.map(|plan| crate::approval::Request {
+                        step: step.name.clone(),
+                        index: u32::try_from(index).unwrap_or(u32::MAX),
+                        plan,
+                    });
+                    outcome = RunOutcome::AwaitingApproval;
+                    break;
+                }
                 Some(StepOutcome::Cancelled) => {
                     outcome = RunOutcome::Cancelled;
                     break;
@@ -387,8 +494,13 @@ impl Executor {
             }
         }
         drop(scratch);
-        // The run's silences end with it, however it ended.
-        if let Some(am) = &self.alertmanager {
+        // The run's silences end with it, however it ended; a paused run
+        // keeps them while it waits (they still end at their duration).
+        if let Some(am) = self
+            .alertmanager
+            .as_ref()
+            .filter(|_| outcome != RunOutcome::AwaitingApproval)
+        {
             for rec in &records {
                 let (Some(id), Some(plan)) = (&rec.silence_id, &rec.plan.silence) else {
                     continue;
@@ -409,7 +521,8 @@ impl Executor {
             checklist,
             started,
             ended: Utc::now(),
-            duration_ms: millis(t0.elapsed()),
+            duration_ms: millis(spent + t0.elapsed()),
+            awaiting,
         }
     }
 
@@ -530,6 +643,14 @@ impl Executor {
             None
         } else if cancel.is_cancelled() {
             Some(StepOutcome::Cancelled)
+        } else if plan.approval.is_some() {
+            Some(if req.lease.is_some() {
+                StepOutcome::AwaitingApproval
+            } else {
+                StepOutcome::SpawnFailed {
+                    reason: "an approval step waits for an operator of `runbookd serve`; `runbookd run` has nobody to ask".into(),
+                }
+            })
         } else if let Some(silence) = &plan.silence {
             let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
             silence_id = id;
@@ -562,6 +683,7 @@ impl Executor {
             plan,
             outcome,
             silence_id,
+            approval: None,
             attempts,
             started,
             ended: Utc::now(),

@@ -60,6 +60,8 @@ macro_rules! named {
     };
 }
 
+pub(crate) use named;
+
 named!(
     /// What happened to an incident, that people may be told about.
     Event, "event" {

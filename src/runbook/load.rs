@@ -20,6 +20,9 @@ use crate::template::{Flavor, Template};
 /// Defaults documented in docs/runbooks.md.
 const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an approval step waits by default, and at most.
+const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+const MAX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(1);
 const MAX_RETRIES: u32 = 100;
 
@@ -285,6 +288,7 @@ struct RawStep {
     shell: Option<String>,
     manual: Option<String>,
     silence: Option<RawSilence>,
+    approve: Option<RawApprove>,
     timeout: Option<String>,
     retries: Option<u32>,
     retry_delay: Option<String>,
@@ -305,6 +309,14 @@ struct RawSilence {
     comment: Option<String>,
     matchers: Option<Vec<String>>,
     until: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApprove {
+    prompt: String,
+    timeout: Option<String>,
+    on_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -485,7 +497,7 @@ impl Checker<'_> {
         let findings = match action {
             Action::Run(argv) => super::lint::argv(argv, &self.matchers),
             Action::Shell(t) => super::lint::script(t, &self.matchers),
-            Action::Manual(_) | Action::Silence(_) => Vec::new(),
+            Action::Manual(_) | Action::Silence(_) | Action::Approve(_) => Vec::new(),
         };
         for f in findings {
             let at = match (action, f.element) {
@@ -751,11 +763,6 @@ impl Checker<'_> {
             let mut on = Vec::new();
             for (j, e) in raw.on.iter().enumerate() {
                 match e.parse::<Event>() {
-                    Ok(Event::ApprovalRequested) => self.err(
-                        None,
-                        &format!("{at}.on.{j}"),
-                        "`approval_requested` comes with approval steps, which this runbookd does not have yet: such a rule would never fire",
-                    ),
                     Ok(e) if !on.contains(&e) => on.push(e),
                     Ok(_) => {}
                     Err(why) => self.err(None, &format!("{at}.on.{j}"), why),
@@ -898,6 +905,59 @@ impl Checker<'_> {
         }))
     }
 
+    /// An `approve:` step's settings.
+    fn approve(
+        &mut self,
+        step: Option<&str>,
+        path: &str,
+        raw: RawApprove,
+        before: &[&str],
+    ) -> Option<Action> {
+        if path.starts_with("on_failure.") {
+            self.err(step, path, "an approval step cannot be in `on_failure`: a rollback runs when things already went wrong, and does not wait for people (put the approval in `steps`)");
+        }
+        if raw.prompt.trim().is_empty() {
+            self.err(
+                step,
+                &format!("{path}.prompt"),
+                "`prompt` must say what operators approve",
+            );
+        }
+        let timeout = self.duration(
+            step,
+            &format!("{path}.timeout"),
+            raw.timeout.as_deref(),
+            DEFAULT_APPROVAL_TIMEOUT,
+            false,
+        );
+        if timeout > MAX_APPROVAL_TIMEOUT {
+            self.err(
+                step,
+                &format!("{path}.timeout"),
+                "an approval waits at most 7d",
+            );
+        }
+        let on_timeout = match raw.on_timeout.as_deref() {
+            None => crate::approval::OnTimeout::Deny,
+            Some(s) => s.parse().unwrap_or_else(|e: String| {
+                self.err(step, &format!("{path}.on_timeout"), e);
+                crate::approval::OnTimeout::Deny
+            }),
+        };
+        let prompt = self.template(
+            step,
+            &format!("{path}.prompt"),
+            &raw.prompt,
+            Flavor::Raw,
+            before,
+        )?;
+        Some(Action::Approve(super::ApproveSpec {
+            prompt,
+            timeout,
+            on_timeout,
+        }))
+    }
+
     fn step(&mut self, path: &str, rs: RawStep, before: &[&str]) -> Option<Step> {
         let name = rs.name.as_str();
         let sn = Some(name);
@@ -907,14 +967,16 @@ impl Checker<'_> {
             ("shell", rs.shell.is_some()),
             ("manual", rs.manual.is_some()),
             ("silence", rs.silence.is_some()),
+            ("approve", rs.approve.is_some()),
         ]
         .into_iter()
         .filter(|(_, g)| *g)
         .map(|(k, _)| k)
         .collect();
-        let action = match (rs.run, rs.shell, rs.manual, rs.silence) {
-            (None, None, None, Some(raw)) => self.silence(sn, &at("silence"), raw, before),
-            (Some(argv), None, None, None) => {
+        let action = match (rs.run, rs.shell, rs.manual, rs.silence, rs.approve) {
+            (None, None, None, Some(raw), None) => self.silence(sn, &at("silence"), raw, before),
+            (None, None, None, None, Some(raw)) => self.approve(sn, &at("approve"), raw, before),
+            (Some(argv), None, None, None, None) => {
                 if argv.is_empty() {
                     self.err(sn, &at("run"), "`run` needs at least the program to run");
                 }
@@ -930,10 +992,10 @@ impl Checker<'_> {
                     .collect::<Option<Vec<_>>>()
                     .map(Action::Run)
             }
-            (None, Some(script), None, None) => self
+            (None, Some(script), None, None, None) => self
                 .template(sn, &at("shell"), &script, Flavor::Shell, before)
                 .map(Action::Shell),
-            (None, None, Some(text), None) => self
+            (None, None, Some(text), None, None) => self
                 .template(sn, &at("manual"), &text, Flavor::Raw, before)
                 .map(Action::Manual),
             _ => {
@@ -942,7 +1004,7 @@ impl Checker<'_> {
                 } else {
                     given.join(" and ")
                 };
-                self.err(sn, path, format!("a step takes exactly one of `run`, `shell`, `manual` or `silence`; this one has {what}"));
+                self.err(sn, path, format!("a step takes exactly one of `run`, `shell`, `manual`, `silence` or `approve`; this one has {what}"));
                 None
             }
         };
@@ -958,6 +1020,37 @@ impl Checker<'_> {
                         sn,
                         &at(field),
                         format!("`{field}` does not apply to a silence step, which runbookd performs itself through Alertmanager's API"),
+                    );
+                }
+            }
+        }
+        if matches!(action, Some(Action::Approve(_))) {
+            for (field, set, why) in [
+                (
+                    "timeout",
+                    rs.timeout.is_some(),
+                    "use `approve.timeout` for how long it waits",
+                ),
+                ("retries", rs.retries.is_some(), "a decision is not retried"),
+                (
+                    "retry_delay",
+                    rs.retry_delay.is_some(),
+                    "a decision is not retried",
+                ),
+                ("env", !rs.env.is_empty(), "it runs nothing"),
+                ("network", rs.network.is_some(), "it runs nothing"),
+                ("resources", rs.resources.is_some(), "it runs nothing"),
+                (
+                    "writable_paths",
+                    !rs.writable_paths.is_empty(),
+                    "it runs nothing",
+                ),
+            ] {
+                if set {
+                    self.err(
+                        sn,
+                        &at(field),
+                        format!("`{field}` does not apply to an approval step: {why}"),
                     );
                 }
             }

@@ -243,6 +243,18 @@ pub enum Action {
     Manual(Template),
     /// An Alertmanager silence for the alert while the run goes on.
     Silence(SilenceSpec),
+    /// The run waits for an operator's approval (or the timeout).
+    Approve(ApproveSpec),
+}
+
+/// An `approve:` step.
+#[derive(Debug)]
+pub struct ApproveSpec {
+    /// A template: what operators are asked.
+    pub prompt: Template,
+    /// How long the run waits for a decision (`timeout`, default 30m).
+    pub timeout: Duration,
+    pub on_timeout: crate::approval::OnTimeout,
 }
 
 /// A `silence:` step.
@@ -268,6 +280,7 @@ impl Action {
                 words.join(" ")
             }
             Action::Shell(t) | Action::Manual(t) => t.source().to_owned(),
+            Action::Approve(a) => format!("approve: {}", a.prompt.source()),
             Action::Silence(s) => format!(
                 "silence {} for {}",
                 s.matchers.as_ref().map_or_else(
@@ -290,6 +303,7 @@ impl Action {
             Action::Shell(_) => crate::plan::StepKind::Shell,
             Action::Manual(_) => crate::plan::StepKind::Manual,
             Action::Silence(_) => crate::plan::StepKind::Silence,
+            Action::Approve(_) => crate::plan::StepKind::Approve,
         }
     }
 }

@@ -288,6 +288,42 @@ impl Store {
         each!(self, b => b.cancel_run(id, who))
     }
 
+    /// The first decision on a run's pending approval: the run is queued
+    /// again to resume (whichever replica claims it).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Conflict`] when the run is
+    /// not waiting for approval (or another decision came first), or a
+    /// store error.
+    #[must_use]
+    pub fn decide(
+        &self,
+        run: i64,
+        decision: crate::approval::Decision,
+        who: String,
+        comment: Option<String>,
+    ) -> Pending<crate::approval::Approval> {
+        each!(self, b => b.decide(run, decision, who, comment))
+    }
+
+    /// Decides the approvals whose deadline passed by their `on_timeout`,
+    /// each once across replicas; how many.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn expire_approvals(&self) -> Pending<usize> {
+        each!(self, b => b.expire_approvals())
+    }
+
+    /// Whether an approval's deadline has passed (a read).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn approvals_due(&self) -> Result<bool> {
+        each!(self, b => b.approvals_due().await)
+    }
+
     /// Records who acknowledged an incident (the first acknowledgement wins:
     /// false when it already had one), cancels the escalations that an
     /// acknowledgement ends and tells people, in one transaction.

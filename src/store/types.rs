@@ -99,6 +99,8 @@ pub struct Claimed {
     /// Its incident records plans only (shadow mode, or a drill in `plan`
     /// mode): the run is planned, never executed.
     pub shadow: bool,
+    /// A run that paused on an approval step and was decided: it resumes.
+    pub resume: Option<crate::approval::Resume>,
 }
 
 /// What a heartbeat learned about the runs it renewed.
@@ -119,6 +121,9 @@ pub struct Finished {
     pub state: RunState,
     pub summary: String,
     pub result: Option<crate::incident::RunDetail>,
+    /// With `state` `awaiting_approval`: the run paused on this approval
+    /// step; the store keeps `result` (the steps so far) and waits.
+    pub awaiting: Option<crate::approval::Request>,
 }
 
 /// Whether a run's end was recorded.
@@ -380,8 +385,22 @@ pub(crate) mod say {
 
     pub const CANCELLED_BEFORE_START: &str = "the alert resolved before the run started";
 
-    pub fn cancelled_by(who: &str) -> String {
-        format!("cancelled by {who} before it started")
+    pub fn cancelled_by(who: &str, was: RunState) -> String {
+        if was == RunState::AwaitingApproval {
+            format!("cancelled by {who} while it waited for approval")
+        } else {
+            format!("cancelled by {who} before it started")
+        }
+    }
+
+    pub const CANCELLED_WAITING: &str = "the alert resolved while the run waited for approval";
+
+    pub fn resumed(id: i64, runbook: &str, a: &crate::approval::Approval, owner: &str) -> String {
+        format!(
+            "run #{id}: `{runbook}` resumed on {owner} after step `{}` was {}",
+            a.step,
+            if a.granted() { "approved" } else { "denied" }
+        )
     }
 
     pub fn cancel_requested(id: i64, runbook: &str, who: &str) -> String {

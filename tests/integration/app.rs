@@ -207,7 +207,10 @@ pub async fn wait_for_incident_at(
 /// Whether every run of the incident has ended (and there is one).
 pub fn runs_ended(incident: &Value) -> bool {
     let states = run_states(incident);
-    !states.is_empty() && states.iter().all(|s| s != "queued" && s != "running")
+    !states.is_empty()
+        && states
+            .iter()
+            .all(|s| s != "queued" && s != "running" && s != "awaiting_approval")
 }
 
 /// The states of an incident's runs, in order.

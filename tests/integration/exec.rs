@@ -92,6 +92,7 @@ pub async fn run_yaml_on(
             severity: Severity::Sev3,
         },
         lease: None,
+        resume: None,
     };
     executor.run(&req, Arc::new(Quiet), cancel).await
 }

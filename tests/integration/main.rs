@@ -3,6 +3,7 @@
 
 mod alertmanager;
 mod app;
+mod approvals;
 mod attacks;
 mod browser;
 mod check;

@@ -389,6 +389,7 @@ fn finished(c: &Claimed, state: RunState) -> Finished {
         state,
         summary: format!("{state} in a test"),
         result: None,
+        awaiting: None,
     }
 }
 

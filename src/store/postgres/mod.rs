@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
+    include_str!("schema_v4.sql"),
 ];
 
 /// Advisory lock keys (any constants, distinct from each other).
@@ -332,6 +333,7 @@ macro_rules! transaction {
     }};
 }
 
+mod approvals;
 mod outbox;
 
 impl Postgres {
@@ -789,18 +791,25 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
                     if m.cancel_on_resolved {
                         let runs = tx
                             .query(
-                                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running') FOR UPDATE",
+                                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') FOR UPDATE",
                                 &[&m.name, &alert.fingerprint],
                             )
                             .await?;
                         for r in runs {
                             let id: i64 = r.get(0);
-                            if r.get::<_, &str>(1) == "queued" {
+                            let state: &str = r.get(1);
+                            if state == "queued" || state == "awaiting_approval" {
+                                let why = if state == "queued" {
+                                    say::CANCELLED_BEFORE_START
+                                } else {
+                                    say::CANCELLED_WAITING
+                                };
                                 tx.execute(
                                     "UPDATE runs SET state = 'cancelled', reason = $2, ended_at = now() WHERE id = $1",
-                                    &[&id, &say::CANCELLED_BEFORE_START],
+                                    &[&id, &why],
                                 )
                                 .await?;
+                                approvals::withdraw(tx, id).await?;
                             } else {
                                 tx.execute(
                                     "UPDATE runs SET cancel_requested = true WHERE id = $1",
@@ -916,7 +925,7 @@ async fn insert_run(
 ) -> Op<Option<i64>> {
     let in_progress: bool = tx
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = $3 AND state IN ('queued', 'running'))",
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = $3 AND state IN ('queued', 'running', 'awaiting_approval'))",
             &[&m.name, &fingerprint, &phase.as_str()],
         )
         .await?
@@ -1035,8 +1044,11 @@ async fn claim(tx: &Tx<'_>, req: &ClaimRequest) -> Op<Vec<Claimed>> {
 async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claimed>> {
     let Some(row) = tx
         .query_opt(
-            "UPDATE runs SET state = 'running', started_at = now(), owner = $2, lease_until = clock_timestamp() + make_interval(secs => $3),
-                 fence = fence + 1, attempt = attempt + 1
+            // A run resuming after an approval (it has its steps so far)
+            // keeps its start and attempt.
+            "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
+                 lease_until = clock_timestamp() + make_interval(secs => $3),
+                 fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
              WHERE id = $1 AND state = 'queued' RETURNING fence, attempt",
             &[&id, &req.owner, &secs(req.lease)],
         )
@@ -1057,21 +1069,31 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let runbook: String = r.get(1);
     let fingerprint: String = r.get(2);
     let phase: Phase = r.get::<_, &str>(4).parse().map_err(StoreError::Invalid)?;
-    let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
-    run_note(tx, incident, &started).await?;
-    outbox::enqueue(
-        tx,
-        incident,
-        &crate::notify::Happened {
-            event: crate::notify::Event::RunStarted,
-            runbook: Some(&runbook),
-            run_id: Some(id),
-            step: None,
-            detail: started,
-        },
-        Some((r.get(7), &fingerprint)),
-    )
-    .await?;
+    let resume = approvals::resume(tx, id).await?;
+    if let Some(a) = &resume {
+        run_note(
+            tx,
+            incident,
+            &say::resumed(id, &runbook, &a.approval, &req.owner),
+        )
+        .await?;
+    } else {
+        let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
+        run_note(tx, incident, &started).await?;
+        outbox::enqueue(
+            tx,
+            incident,
+            &crate::notify::Happened {
+                event: crate::notify::Event::RunStarted,
+                runbook: Some(&runbook),
+                run_id: Some(id),
+                step: None,
+                detail: started,
+            },
+            Some((r.get(7), &fingerprint)),
+        )
+        .await?;
+    }
     advance(
         tx,
         incident,
@@ -1092,6 +1114,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
         phase,
         body: r.get(5),
         shadow: r.get(8),
+        resume,
     }))
 }
 
@@ -1146,6 +1169,9 @@ async fn append_output(
 }
 
 async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
+    if let (RunState::AwaitingApproval, Some(r)) = (f.state, &f.awaiting) {
+        return pause(tx, f, r).await;
+    }
     let Some(row) = tx
         .query_opt(
             "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL
@@ -1203,6 +1229,32 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
     ) {
         outbox::enqueue(tx, incident, &what, Some((row.get(3), &fingerprint))).await?;
     }
+    Ok(FinishOutcome::Recorded)
+}
+
+/// A run paused on an approval step (as the SQLite store's `pause`).
+async fn pause(tx: &Tx<'_>, f: &Finished, r: &crate::approval::Request) -> Op<FinishOutcome> {
+    let Some(row) = tx
+        .query_opt(
+            "UPDATE runs SET state = 'awaiting_approval', result = $3, reason = $4, owner = NULL, lease_until = NULL
+             WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, notification_id, fingerprint",
+            &[&f.lease.run_id, &f.lease.fence, &json(&f.result), &f.summary],
+        )
+        .await?
+    else {
+        return Ok(FinishOutcome::Fenced);
+    };
+    let runbook: String = row.get(1);
+    let fingerprint: String = row.get(3);
+    approvals::pause(
+        tx,
+        row.get(0),
+        f.lease.run_id,
+        &runbook,
+        r,
+        (row.get(2), &fingerprint),
+    )
+    .await?;
     Ok(FinishOutcome::Recorded)
 }
 
@@ -1389,13 +1441,14 @@ async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
     let runbook: String = row.get(2);
     let who = text(who);
     match state {
-        RunState::Queued => {
-            let why = say::cancelled_by(&who);
+        RunState::Queued | RunState::AwaitingApproval => {
+            let why = say::cancelled_by(&who, state);
             tx.execute(
                 "UPDATE runs SET state = 'cancelled', reason = $2, ended_at = now() WHERE id = $1",
                 &[&id, &why],
             )
             .await?;
+            approvals::withdraw(tx, id).await?;
             // The incident moves on as when a run ends.
             let phase: Phase = parsed(&row, 3)?;
             run_ended(tx, incident, id, &runbook, phase, RunState::Cancelled, &why).await?;
@@ -1566,7 +1619,8 @@ impl Postgres {
             let acknowledged_at = row.try_get::<_, Option<DateTime<Utc>>>("acknowledged_at")?.map(ts);
             let acknowledged_by: Option<String> = row.try_get("acknowledged_by")?;
             let (notifications, escalations) = outbox::of_incident(&client, id.0).await?;
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations })
+            let approvals = approvals::of_incident(&client, id.0).await?;
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations, approvals })
         }
         .await
         .map_err(Fail::into_store)
@@ -1670,7 +1724,7 @@ impl Postgres {
                 })
                 .collect();
             let active: bool = client
-                .query_one("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = $1 AND state IN ('queued', 'running'))", &[&id.0])
+                .query_one("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = $1 AND state IN ('queued', 'running', 'awaiting_approval'))", &[&id.0])
                 .await?
                 .get(0);
             Ok((chunks, active))

@@ -8,6 +8,7 @@
 //! webhook therefore costs a share of one fsync, not a whole one. Reads use
 //! their own connections (WAL readers never block the writer).
 
+mod approvals;
 mod ops;
 mod outbox;
 
@@ -97,6 +98,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v6.sql"),
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
+    include_str!("schema_v9.sql"),
 ];
 
 /// Most operations committed together in one transaction.

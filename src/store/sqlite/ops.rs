@@ -56,7 +56,7 @@ fn set_status(
 }
 
 /// A run's entry on its incident's timeline, by runbookd.
-fn run_note(conn: &Connection, incident: i64, message: &str) -> Result<()> {
+pub(super) fn run_note(conn: &Connection, incident: i64, message: &str) -> Result<()> {
     timeline(conn, incident, "runbookd", "run", message, None)
 }
 
@@ -257,7 +257,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                     }
                     if m.cancel_on_resolved {
                         let mut stmt = conn.prepare(
-                            "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running')",
+                            "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval')",
                         )?;
                         let runs: Vec<(i64, String)> = stmt
                             .query_map(params![m.name, alert.fingerprint], |r| {
@@ -265,8 +265,14 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                             })?
                             .collect::<rusqlite::Result<_>>()?;
                         for (id, state) in runs {
-                            if state == "queued" {
-                                conn.execute("UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1", params![id, say::CANCELLED_BEFORE_START, now()])?;
+                            if state == "queued" || state == "awaiting_approval" {
+                                let why = if state == "queued" {
+                                    say::CANCELLED_BEFORE_START
+                                } else {
+                                    say::CANCELLED_WAITING
+                                };
+                                conn.execute("UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1", params![id, why, now()])?;
+                                super::approvals::withdraw(conn, id)?;
                             } else {
                                 conn.execute(
                                     "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
@@ -362,7 +368,7 @@ fn insert_run(
     phase: Phase,
 ) -> Result<Option<i64>> {
     let in_progress: bool = conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = ?3 AND state IN ('queued', 'running'))",
+        "SELECT EXISTS (SELECT 1 FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = ?3 AND state IN ('queued', 'running', 'awaiting_approval'))",
         params![m.name, fingerprint, phase.as_str()],
         |r| r.get(0),
     )?;
@@ -483,7 +489,10 @@ fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
 fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Claimed>> {
     let taken: Option<(i64, u32)> = conn
         .query_row(
-            "UPDATE runs SET state = 'running', started_at = ?2, owner = ?3, lease_until = ?4, fence = fence + 1, attempt = attempt + 1
+            // A run resuming after an approval (it has its steps so far)
+            // keeps its start and attempt.
+            "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4,
+                 fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
              WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt",
             params![id, now(), req.owner, lease_until(req.lease)],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -499,20 +508,29 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
     )?;
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-    let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
-    run_note(conn, incident, &started)?;
-    super::outbox::enqueue(
-        conn,
-        incident,
-        &crate::notify::Happened {
-            event: crate::notify::Event::RunStarted,
-            runbook: Some(&runbook),
-            run_id: Some(id),
-            step: None,
-            detail: started,
-        },
-        Some((notification, &fingerprint)),
-    )?;
+    let resume = super::approvals::resume(conn, id)?;
+    if let Some(r) = &resume {
+        run_note(
+            conn,
+            incident,
+            &say::resumed(id, &runbook, &r.approval, &req.owner),
+        )?;
+    } else {
+        let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
+        run_note(conn, incident, &started)?;
+        super::outbox::enqueue(
+            conn,
+            incident,
+            &crate::notify::Happened {
+                event: crate::notify::Event::RunStarted,
+                runbook: Some(&runbook),
+                run_id: Some(id),
+                step: None,
+                detail: started,
+            },
+            Some((notification, &fingerprint)),
+        )?;
+    }
     advance(
         conn,
         incident,
@@ -532,6 +550,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         phase,
         body,
         shadow,
+        resume,
     }))
 }
 
@@ -592,6 +611,9 @@ fn append_output(
 /// # Errors
 /// A database error.
 fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
+    if let (RunState::AwaitingApproval, Some(r)) = (f.state, &f.awaiting) {
+        return pause(conn, f, r);
+    }
     let Some((incident, runbook, phase, notification, fingerprint)): Option<(i64, String, String, i64, String)> = conn
         .query_row(
             "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL
@@ -644,6 +666,31 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
     ) {
         super::outbox::enqueue(conn, incident, &what, Some((notification, &fingerprint)))?;
     }
+    Ok(FinishOutcome::Recorded)
+}
+
+/// A run paused on an approval step: its steps so far are kept, it waits
+/// (holding no slot and no lease) for a decision.
+fn pause(conn: &Connection, f: &Finished, r: &crate::approval::Request) -> Result<FinishOutcome> {
+    let Some((incident, runbook, notification, fingerprint)): Option<(i64, String, i64, String)> = conn
+        .query_row(
+            "UPDATE runs SET state = 'awaiting_approval', result = ?3, reason = ?4, owner = NULL, lease_until = NULL
+             WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, notification_id, fingerprint",
+            params![f.lease.run_id, f.lease.fence, json(&f.result), f.summary],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?
+    else {
+        return Ok(FinishOutcome::Fenced);
+    };
+    super::approvals::pause(
+        conn,
+        incident,
+        f.lease.run_id,
+        &runbook,
+        r,
+        (notification, &fingerprint),
+    )?;
     Ok(FinishOutcome::Recorded)
 }
 
@@ -810,12 +857,13 @@ fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
     };
     let state: RunState = state.parse().map_err(StoreError::Invalid)?;
     match state {
-        RunState::Queued => {
-            let why = say::cancelled_by(who);
+        RunState::Queued | RunState::AwaitingApproval => {
+            let why = say::cancelled_by(who, state);
             conn.execute(
-                "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state = 'queued'",
+                "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state IN ('queued', 'awaiting_approval')",
                 params![id, why, now()],
             )?;
+            super::approvals::withdraw(conn, id)?;
             // The incident moves on as when a run ends.
             let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
             run_ended(
@@ -957,7 +1005,8 @@ impl Sqlite {
             let checklist = crate::store::types::checklist(&runs);
             let notifications = super::outbox::messages_of(conn, id.0)?;
             let escalations = super::outbox::escalations(conn, id.0)?;
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations })
+            let approvals = super::approvals::of_incident(conn, id.0)?;
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations, approvals })
         })
         .await
     }
@@ -1051,7 +1100,7 @@ impl Sqlite {
                     Ok(LiveChunk { cursor: r.get(0)?, run: r.get(1)?, step: r.get(2)?, stream: r.get(3)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(4)?).into_owned() })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let active: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND state IN ('queued', 'running'))", [id.0], |r| r.get(0))?;
+            let active: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND state IN ('queued', 'running', 'awaiting_approval'))", [id.0], |r| r.get(0))?;
             Ok((chunks, active))
         })
         .await
