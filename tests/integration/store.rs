@@ -957,10 +957,127 @@ async fn a_full_queue_records_nothing(b: &Backend) {
     );
 }
 
+/// A paused run: one approval step recorded, waiting.
+fn paused(c: &Claimed, timeout_ms: u64) -> Finished {
+    let at = "2026-11-25T08:00:00Z";
+    let plan = json!({"name": "go", "kind": "approve", "vars": {}, "env": {}, "deferred": false, "timeout_ms": 0,
+        "retries": 0, "retry_delay_ms": 0, "continue_on_failure": false,
+        "approval": {"prompt": "Go?", "timeout_ms": timeout_ms, "on_timeout": "deny"}});
+    let result: runbookd::exec::run::RunResult = serde_json::from_value(json!({
+        "runbook": c.runbook, "fingerprint": c.fingerprint, "phase": "remediation", "outcome": "awaiting_approval",
+        "steps": [{"name": "go", "phase": "steps", "plan": plan, "outcome": {"status": "awaiting_approval"},
+                   "attempts": [], "started": at, "ended": at, "duration_ms": 0}],
+        "checklist": [], "started": at, "ended": at, "duration_ms": 5,
+    }))
+    .unwrap();
+    Finished {
+        lease: c.lease,
+        state: RunState::AwaitingApproval,
+        summary: "waiting".into(),
+        result: Some(runbookd::incident::RunDetail::Executed(Box::new(result))),
+        awaiting: Some(runbookd::approval::Request {
+            step: "go".into(),
+            index: 0,
+            plan: runbookd::approval::ApprovalPlan {
+                prompt: "Go?".into(),
+                timeout_ms,
+                on_timeout: runbookd::approval::OnTimeout::Deny,
+            },
+        }),
+    }
+}
+
+/// A run paused on an approval holds no slot; two decisions at once on two
+/// replicas: one wins; the run resumes with it; a deadline fires once.
+async fn approvals_are_decided_once_and_resume(b: &Backend) {
+    use runbookd::approval::{ApprovalState, Decision};
+    let r = b.replicas("approvals", 2).await;
+    let m = runbook("risky");
+    let ing = ingest(&r[0], notification("g1", "firing", &[("Risky", T0)]), &m)
+        .await
+        .unwrap();
+    let id = ing.incident.unwrap();
+    let c = r[0].claim(claim_req("a", 1, LONG, &[])).await.unwrap().remove(0);
+    assert_eq!(
+        r[0].finish(paused(&c, 600_000)).await.unwrap(),
+        FinishOutcome::Recorded
+    );
+    let d = r[1].incident(id).await.unwrap();
+    assert_eq!(d.runs[0].state, RunState::AwaitingApproval);
+    assert_eq!(d.approvals.len(), 1);
+    assert_eq!(d.approvals[0].state, ApprovalState::Pending);
+    assert!(d.timeline.iter().any(|t| t.message.contains("waits for approval of step `go`")));
+    assert!(
+        r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().is_empty(),
+        "a waiting run is not claimed"
+    );
+    let (x, y) = tokio::join!(
+        r[0].decide(c.lease.run_id, Decision::Approve, "alice".into(), Some("ok".into())),
+        r[1].decide(c.lease.run_id, Decision::Deny, "bob".into(), None),
+    );
+    let winner = match (x, y) {
+        (Ok(a), Err(StoreError::Conflict(why))) | (Err(StoreError::Conflict(why)), Ok(a)) => {
+            assert!(why.contains("already decided"), "{why}");
+            a
+        }
+        other => panic!("one decision wins, the other conflicts: {other:?}"),
+    };
+    let again = r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().remove(0);
+    assert_eq!(again.lease.run_id, c.lease.run_id);
+    assert_eq!(again.attempt, c.attempt, "a resume is not a new attempt");
+    let resume = again.resume.as_ref().expect("the claim resumes the run");
+    assert_eq!(resume.approval.state, winner.state);
+    assert_eq!(resume.prior.steps.len(), 1);
+    assert_eq!(
+        r[0].finish(paused(&c, 1)).await.unwrap(),
+        FinishOutcome::Fenced,
+        "the old claim writes nothing"
+    );
+    r[1].finish(finished(&again, RunState::Succeeded)).await.unwrap();
+    assert!(matches!(
+        r[0].decide(c.lease.run_id, Decision::Approve, "carl".into(), None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        r[0].decide(999_999, Decision::Approve, "carl".into(), None).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A deadline: two replicas expire at once, one decides.
+    let ing = ingest(&r[0], notification("g2", "firing", &[("Other", T0)]), &m)
+        .await
+        .unwrap();
+    let c = r[0].claim(claim_req("a", 1, LONG, &[])).await.unwrap().remove(0);
+    r[0].finish(paused(&c, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(r[1].approvals_due().await.unwrap());
+    let (x, y) = tokio::join!(r[0].expire_approvals(), r[1].expire_approvals());
+    assert_eq!(x.unwrap() + y.unwrap(), 1, "the deadline decides once");
+    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    assert_eq!(d.approvals[0].state, ApprovalState::TimedOut);
+    assert_eq!(d.runs[0].state, RunState::Queued);
+    assert!(!r[1].approvals_due().await.unwrap());
+    // Cancelled while waiting: withdrawn, never resumed.
+    let again = r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().remove(0);
+    assert_eq!(
+        r[1].finish(paused(&again, 600_000)).await.unwrap(),
+        FinishOutcome::Recorded
+    );
+    let before = r[0].cancel_run(again.lease.run_id, "dana".into()).await.unwrap();
+    assert_eq!(before, RunState::AwaitingApproval);
+    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    assert_eq!(d.runs[0].state, RunState::Cancelled);
+    assert_eq!(d.approvals.last().unwrap().state, ApprovalState::Cancelled);
+    assert!(r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().is_empty());
+}
+
 async fn conformance(b: Backend) {
     type Scenario =
         for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let scenarios: [(&str, Scenario); 15] = [
+    let scenarios: [(&str, Scenario); 16] = [
+        ("approvals_are_decided_once_and_resume", |b| {
+            Box::pin(approvals_are_decided_once_and_resume(b))
+        }),
         ("a_drill_occurrence_is_claimed_once", |b| {
             Box::pin(a_drill_occurrence_is_claimed_once(b))
         }),
