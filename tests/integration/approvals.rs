@@ -407,3 +407,37 @@ async fn cancelling_a_waiting_run_withdraws_its_approval() {
         "it never resumes"
     );
 }
+
+#[test]
+fn check_points_at_bad_approval_steps() {
+    let rb = "name: d\nmatchers: [alertname = \"D\"]\ncommunication:\n  - on: [approval_requested]\n    notify: [ops]\nsteps:\n  - name: ask\n    approve: {prompt: \"Go?\", on_timeout: maybe}\n  - name: ask2\n    timeout: 5m\n    approve: {prompt: \"Go?\", timeout: 30d}\non_failure:\n  - name: ask3\n    approve: {prompt: \"Undo?\"}\n";
+    let dir = crate::helpers::runbook_dir(&[("d.yaml", rb)]);
+    let path = dir.path().to_str().unwrap();
+    let out = crate::helpers::runbookd(&["check", path]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::helpers::stderr(&out);
+    for (at, what) in [
+        (
+            "8:42",
+            "unknown on_timeout `maybe`: expected one of deny, approve",
+        ),
+        (
+            "10:14",
+            "`timeout` does not apply to an approval step: use `approve.timeout`",
+        ),
+        ("11:39", "an approval waits at most 7d"),
+        ("14:14", "an approval step cannot be in `on_failure`"),
+    ] {
+        assert!(
+            err.lines().any(
+                |l| l.starts_with(&format!("{path}/d.yaml:{at}: runbook `d`, step"))
+                    && l.contains(what)
+            ),
+            "{at} {what}: {err}"
+        );
+    }
+    assert!(
+        !err.contains("approval_requested"),
+        "the event is accepted now that approval steps exist: {err}"
+    );
+}

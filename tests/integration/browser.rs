@@ -371,3 +371,61 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     }
     b.client.clone().close().await.unwrap();
 }
+
+/// An operator approves a waiting step from the incident page: the prompt
+/// shows (as text), the click resumes the run, the timeline names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_approves_a_waiting_step_from_the_incident_page() {
+    let Some(b) = browser().await else { return };
+    let rb = "name: risky\nmatchers: [alertname = \"Risky\"]\nsteps:\n  - name: check\n    run: [echo, checked]\n  - name: go\n    approve: {prompt: \"Restart {{labels.instance}}?\", timeout: 10m}\n  - name: restart\n    run: [echo, restarted]\n";
+    let app = TestApp::start(&[("risky.yaml", rb)], |_| {}).await;
+    app.post_alert(notification(
+        "g-approve",
+        &[(
+            &json!({"alertname": "Risky", "instance": HOSTILE}),
+            "firing",
+            "2026-11-25T08:00:00Z",
+        )],
+    ))
+    .await;
+    let v = app
+        .wait_for_incident("INC-0001", "the run waiting", |v| {
+            run_states(v) == ["awaiting_approval"]
+        })
+        .await;
+    let run = v["runs"][0]["id"].as_i64().unwrap();
+    visit(&b, &app.url, "/incidents/INC-0001").await;
+    let ask = text_of(&b, &format!("#approval-{run}")).await;
+    assert!(ask.contains(&format!("Restart {HOSTILE}?")), "{ask}");
+    let pwned = b.client.execute("return window.__pwned === undefined && document.querySelectorAll('main script:not([src]), main img[src=x]').length", vec![]).await.unwrap();
+    assert_eq!(pwned, json!(0), "the prompt's alert data became markup");
+    screenshot(&b, "approval").await;
+    let form = b
+        .client
+        .form(Locator::Css(&format!("#approval-{run} form")))
+        .await
+        .unwrap();
+    form.set_by_name("author", "pat").await.unwrap();
+    form.set_by_name("comment", "go ahead").await.unwrap();
+    click(
+        &b,
+        Locator::Css(&format!("#approval-{run} button[value=approve]")),
+    )
+    .await;
+    let v = app
+        .wait_for_incident("INC-0001", "the run resumed", |v| {
+            run_states(v) == ["succeeded"]
+        })
+        .await;
+    assert_eq!(v["approvals"][0]["decided_by"], "pat");
+    visit(&b, &app.url, "/incidents/INC-0001").await;
+    let timeline = wait_for_text(&b, "table.timeline", "approved by pat: go ahead").await;
+    assert!(timeline.contains("pat"), "{timeline}");
+    assert!(
+        b.client
+            .find(Locator::Css(&format!("#approval-{run}")))
+            .await
+            .is_err(),
+        "a decided approval has no buttons"
+    );
+}

@@ -997,7 +997,11 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         .await
         .unwrap();
     let id = ing.incident.unwrap();
-    let c = r[0].claim(claim_req("a", 1, LONG, &[])).await.unwrap().remove(0);
+    let c = r[0]
+        .claim(claim_req("a", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(
         r[0].finish(paused(&c, 600_000)).await.unwrap(),
         FinishOutcome::Recorded
@@ -1006,13 +1010,24 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     assert_eq!(d.runs[0].state, RunState::AwaitingApproval);
     assert_eq!(d.approvals.len(), 1);
     assert_eq!(d.approvals[0].state, ApprovalState::Pending);
-    assert!(d.timeline.iter().any(|t| t.message.contains("waits for approval of step `go`")));
+    assert!(d
+        .timeline
+        .iter()
+        .any(|t| t.message.contains("waits for approval of step `go`")));
     assert!(
-        r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().is_empty(),
+        r[1].claim(claim_req("b", 1, LONG, &[]))
+            .await
+            .unwrap()
+            .is_empty(),
         "a waiting run is not claimed"
     );
     let (x, y) = tokio::join!(
-        r[0].decide(c.lease.run_id, Decision::Approve, "alice".into(), Some("ok".into())),
+        r[0].decide(
+            c.lease.run_id,
+            Decision::Approve,
+            "alice".into(),
+            Some("ok".into())
+        ),
         r[1].decide(c.lease.run_id, Decision::Deny, "bob".into(), None),
     );
     let winner = match (x, y) {
@@ -1022,7 +1037,11 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         }
         other => panic!("one decision wins, the other conflicts: {other:?}"),
     };
-    let again = r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().remove(0);
+    let again = r[1]
+        .claim(claim_req("b", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(again.lease.run_id, c.lease.run_id);
     assert_eq!(again.attempt, c.attempt, "a resume is not a new attempt");
     let resume = again.resume.as_ref().expect("the claim resumes the run");
@@ -1033,13 +1052,17 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         FinishOutcome::Fenced,
         "the old claim writes nothing"
     );
-    r[1].finish(finished(&again, RunState::Succeeded)).await.unwrap();
+    r[1].finish(finished(&again, RunState::Succeeded))
+        .await
+        .unwrap();
     assert!(matches!(
-        r[0].decide(c.lease.run_id, Decision::Approve, "carl".into(), None).await,
+        r[0].decide(c.lease.run_id, Decision::Approve, "carl".into(), None)
+            .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        r[0].decide(999_999, Decision::Approve, "carl".into(), None).await,
+        r[0].decide(999_999, Decision::Approve, "carl".into(), None)
+            .await,
         Err(StoreError::NotFound(_))
     ));
 
@@ -1047,7 +1070,11 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     let ing = ingest(&r[0], notification("g2", "firing", &[("Other", T0)]), &m)
         .await
         .unwrap();
-    let c = r[0].claim(claim_req("a", 1, LONG, &[])).await.unwrap().remove(0);
+    let c = r[0]
+        .claim(claim_req("a", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
     r[0].finish(paused(&c, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(r[1].approvals_due().await.unwrap());
@@ -1058,17 +1085,28 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     assert_eq!(d.runs[0].state, RunState::Queued);
     assert!(!r[1].approvals_due().await.unwrap());
     // Cancelled while waiting: withdrawn, never resumed.
-    let again = r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().remove(0);
+    let again = r[1]
+        .claim(claim_req("b", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(
         r[1].finish(paused(&again, 600_000)).await.unwrap(),
         FinishOutcome::Recorded
     );
-    let before = r[0].cancel_run(again.lease.run_id, "dana".into()).await.unwrap();
+    let before = r[0]
+        .cancel_run(again.lease.run_id, "dana".into())
+        .await
+        .unwrap();
     assert_eq!(before, RunState::AwaitingApproval);
     let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
     assert_eq!(d.runs[0].state, RunState::Cancelled);
     assert_eq!(d.approvals.last().unwrap().state, ApprovalState::Cancelled);
-    assert!(r[1].claim(claim_req("b", 1, LONG, &[])).await.unwrap().is_empty());
+    assert!(r[1]
+        .claim(claim_req("b", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn conformance(b: Backend) {
