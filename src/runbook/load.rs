@@ -910,7 +910,7 @@ impl Checker<'_> {
         &mut self,
         step: Option<&str>,
         path: &str,
-        raw: RawApprove,
+        raw: &RawApprove,
         before: &[&str],
     ) -> Option<Action> {
         if path.starts_with("on_failure.") {
@@ -975,7 +975,7 @@ impl Checker<'_> {
         .collect();
         let action = match (rs.run, rs.shell, rs.manual, rs.silence, rs.approve) {
             (None, None, None, Some(raw), None) => self.silence(sn, &at("silence"), raw, before),
-            (None, None, None, None, Some(raw)) => self.approve(sn, &at("approve"), raw, before),
+            (None, None, None, None, Some(raw)) => self.approve(sn, &at("approve"), &raw, before),
             (Some(argv), None, None, None, None) => {
                 if argv.is_empty() {
                     self.err(sn, &at("run"), "`run` needs at least the program to run");
