@@ -154,6 +154,10 @@ pub struct Resume {
 #[must_use]
 pub fn conflict(run: i64, state: &str, last: Option<&Approval>) -> String {
     match last {
+        Some(a) if a.state == ApprovalState::Pending && state == "awaiting_approval" => format!(
+            "run {run}: the approval of step `{}` reached its deadline ({}); on_timeout ({}) decides it",
+            a.step, a.deadline, a.on_timeout
+        ),
         Some(a) if a.state != ApprovalState::Pending => format!(
             "run {run}: the approval of step `{}` was already decided ({}); the first decision wins",
             a.step,

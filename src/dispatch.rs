@@ -627,6 +627,10 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&run);
+        self.early_cancels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&run);
         self.wake();
     }
 
@@ -684,7 +688,11 @@ impl Dispatcher {
             lease: c.lease,
             state: RunState::Failed,
             summary,
-            result: None,
+            // A resumed run keeps the record of the steps it ran.
+            result: c
+                .resume
+                .as_ref()
+                .map(|r| RunDetail::Executed(r.prior.clone())),
             awaiting: None,
         };
         let n = match Notification::from_json(&c.body) {

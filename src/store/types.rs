@@ -126,6 +126,21 @@ pub struct Finished {
     pub awaiting: Option<crate::approval::Request>,
 }
 
+impl Finished {
+    /// A pause on an approval step turned into the run's end, because its
+    /// cancellation was asked for while it ran (the fence is still checked).
+    #[must_use]
+    pub fn cancelled_instead(&self) -> Finished {
+        Finished {
+            lease: self.lease,
+            state: RunState::Cancelled,
+            summary: format!("{}; cancelled before it asked for approval", self.summary),
+            result: self.result.clone(),
+            awaiting: None,
+        }
+    }
+}
+
 /// Whether a run's end was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishOutcome {

@@ -1261,7 +1261,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3"
+        "1,2,3,4"
     );
 }
 

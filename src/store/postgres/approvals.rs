@@ -69,12 +69,16 @@ pub(super) async fn pause(
 }
 
 async fn decided(tx: &Tx<'_>, a: &Approval, author: &str) -> Op<()> {
-    let r = tx
-        .query_one(
+    let Some(r) = tx
+        .query_opt(
             "UPDATE runs SET state = 'queued' WHERE id = $1 AND state = 'awaiting_approval' RETURNING incident_id",
             &[&a.run_id],
         )
-        .await?;
+        .await?
+    else {
+        tracing::warn!(run = a.run_id, "an approval was decided for a run that no longer waits");
+        return Ok(());
+    };
     let incident: i64 = r.get(0);
     timeline(tx, incident, author, "approval", &say::decided(a), None).await?;
     tx.execute(
@@ -96,11 +100,14 @@ async fn decide(
     comment: Option<&str>,
 ) -> Op<Approval> {
     let comment = comment.map(text);
+    // The run first, then its approval: the order cancel takes them in.
+    tx.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&run])
+        .await?;
     let taken = tx
         .query_opt(
             &format!(
                 "UPDATE approvals SET state = $2, decided_by = $3, decided_at = now(), comment = $4
-                 WHERE id = (SELECT MAX(id) FROM approvals WHERE run_id = $1) AND state = 'pending'
+                 WHERE id = (SELECT MAX(id) FROM approvals WHERE run_id = $1) AND state = 'pending' AND deadline > now()
                  RETURNING {COLUMNS}"
             ),
             &[&run, &decision.state().as_str(), &text(who), &comment],
@@ -134,7 +141,8 @@ async fn expire(tx: &Tx<'_>) -> Op<usize> {
         .query(
             &format!(
                 "UPDATE approvals SET state = 'timed_out', decided_by = 'runbookd', decided_at = now()
-                 WHERE id IN (SELECT id FROM approvals WHERE state = 'pending' AND deadline <= now() FOR UPDATE SKIP LOCKED)
+                 WHERE id IN (SELECT a.id FROM approvals a JOIN runs r ON r.id = a.run_id
+                              WHERE a.state = 'pending' AND a.deadline <= now() FOR UPDATE OF r, a SKIP LOCKED)
                    AND state = 'pending'
                  RETURNING {COLUMNS}"
             ),

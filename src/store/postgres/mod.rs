@@ -1237,12 +1237,13 @@ async fn pause(tx: &Tx<'_>, f: &Finished, r: &crate::approval::Request) -> Op<Fi
     let Some(row) = tx
         .query_opt(
             "UPDATE runs SET state = 'awaiting_approval', result = $3, reason = $4, owner = NULL, lease_until = NULL
-             WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, notification_id, fingerprint",
+             WHERE id = $1 AND fence = $2 AND state = 'running' AND NOT cancel_requested RETURNING incident_id, runbook, notification_id, fingerprint",
             &[&f.lease.run_id, &f.lease.fence, &json(&f.result), &f.summary],
         )
         .await?
     else {
-        return Ok(FinishOutcome::Fenced);
+        // Cancelled while it ran: it ends so, and asks nobody.
+        return Box::pin(finish(tx, &f.cancelled_instead())).await;
     };
     let runbook: String = row.get(1);
     let fingerprint: String = row.get(3);

@@ -70,11 +70,17 @@ pub(super) fn pause(
 
 /// Queues a decided run again, and says so on its incident's timeline.
 fn decided(conn: &Connection, a: &Approval, author: &str) -> Result<()> {
-    let incident: i64 = conn.query_row(
-        "UPDATE runs SET state = 'queued' WHERE id = ?1 AND state = 'awaiting_approval' RETURNING incident_id",
-        [a.run_id],
-        |r| r.get(0),
-    )?;
+    let Some(incident): Option<i64> = conn
+        .query_row(
+            "UPDATE runs SET state = 'queued' WHERE id = ?1 AND state = 'awaiting_approval' RETURNING incident_id",
+            [a.run_id],
+            |r| r.get(0),
+        )
+        .optional()?
+    else {
+        tracing::warn!(run = a.run_id, "an approval was decided for a run that no longer waits");
+        return Ok(());
+    };
     timeline(conn, incident, author, "approval", &say::decided(a), None)?;
     conn.execute(
         "UPDATE incidents SET updated_at = ?2 WHERE id = ?1",
@@ -95,7 +101,7 @@ fn decide(
         .query_row(
             &format!(
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, comment = ?5
-                 WHERE id = (SELECT MAX(id) FROM approvals WHERE run_id = ?1) AND state = 'pending'
+                 WHERE id = (SELECT MAX(id) FROM approvals WHERE run_id = ?1) AND state = 'pending' AND deadline > ?4
                  RETURNING {COLUMNS}"
             ),
             params![run, decision.state().as_str(), who, now(), comment],

@@ -675,13 +675,14 @@ fn pause(conn: &Connection, f: &Finished, r: &crate::approval::Request) -> Resul
     let Some((incident, runbook, notification, fingerprint)): Option<(i64, String, i64, String)> = conn
         .query_row(
             "UPDATE runs SET state = 'awaiting_approval', result = ?3, reason = ?4, owner = NULL, lease_until = NULL
-             WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, notification_id, fingerprint",
+             WHERE id = ?1 AND fence = ?2 AND state = 'running' AND NOT cancel_requested RETURNING incident_id, runbook, notification_id, fingerprint",
             params![f.lease.run_id, f.lease.fence, json(&f.result), f.summary],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .optional()?
     else {
-        return Ok(FinishOutcome::Fenced);
+        // Cancelled while it ran: it ends so, and asks nobody.
+        return finish(conn, &f.cancelled_instead());
     };
     super::approvals::pause(
         conn,
