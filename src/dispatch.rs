@@ -563,7 +563,8 @@ impl Dispatcher {
 
     /// Keeps the queue and incident gauges current, once a second.
     async fn refresh_gauges(&self) {
-        if let Ok((queued, open)) = self.store.gauges().await {
+        if let Ok((queued, open, awaiting)) = self.store.gauges().await {
+            self.metrics.awaiting_approval.set(awaiting);
             self.metrics.queue_depth.set(queued);
             self.metrics.open_incidents.set(open);
         }

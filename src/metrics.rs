@@ -62,6 +62,8 @@ pub struct Metrics {
     pub queue_depth: Gauge,
     pub running_steps: Gauge,
     pub open_incidents: Gauge,
+    /// Runs paused on an approval step, waiting for a decision.
+    pub awaiting_approval: Gauge,
     pub http_requests: Family<RouteCode, Counter>,
     pub http_duration: HistogramFamily<Route>,
     pub build_info: Family<BuildInfo, Gauge>,
@@ -93,6 +95,7 @@ impl Default for Metrics {
             queue_depth: Gauge::default(),
             running_steps: Gauge::default(),
             open_incidents: Gauge::default(),
+            awaiting_approval: Gauge::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_seconds),
             build_info: Family::default(),
@@ -164,6 +167,11 @@ impl Default for Metrics {
             "open_incidents",
             "Incidents not resolved",
             m.open_incidents.clone(),
+        );
+        registry.register(
+            "runs_awaiting_approval",
+            "Runs paused on an approval step, waiting for a decision",
+            m.awaiting_approval.clone(),
         );
         registry.register(
             "http_requests",

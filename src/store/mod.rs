@@ -445,11 +445,12 @@ impl Store {
         each!(self, b => b.unmatched(limit).await)
     }
 
-    /// (queued runs, open incidents), cheaply, for the metrics gauges.
+    /// (queued runs, open incidents, runs awaiting approval), cheaply, for
+    /// the metrics gauges.
     ///
     /// # Errors
     /// A store error.
-    pub async fn gauges(&self) -> Result<(i64, i64)> {
+    pub async fn gauges(&self) -> Result<(i64, i64, i64)> {
         each!(self, b => b.gauges().await)
     }
 

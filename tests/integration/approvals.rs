@@ -139,6 +139,14 @@ async fn an_operator_approves_and_the_run_goes_on_after_the_step_once() {
     })
     .await;
 
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.metric("runbookd_runs_awaiting_approval ").await < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gauge counts both waiting runs"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let path = format!("/api/v1/runs/{run}/approval");
     let (status, body) = post(
         &app,
@@ -439,5 +447,30 @@ fn check_points_at_bad_approval_steps() {
     assert!(
         !err.contains("approval_requested"),
         "the event is accepted now that approval steps exist: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_told_when_a_run_asks_for_approval() {
+    use crate::notify::{notifiers, Receiver};
+    let rx = Receiver::start().await;
+    let yaml = format!("ops: {{type: webhook, url: '{}/ops'}}\n", rx.url);
+    let rb = "name: ask\nmatchers: [alertname = \"Ask\"]\ncommunication:\n  - on: [approval_requested]\n    notify: [ops]\n    message: \"{{incident.id}} needs you: {{event}}\"\nsteps:\n  - name: go\n    approve: {prompt: \"Restart {{labels.instance}}?\"}\n";
+    let app = TestApp::start(&[("ask.yaml", rb)], |c| c.notifiers = notifiers(&yaml)).await;
+    fire(&app, "Ask", "g-tell").await;
+    let got = rx.wait("/ops", 1).await;
+    assert_eq!(got[0].body["event"], "approval_requested");
+    assert_eq!(
+        got[0].body["message"],
+        "INC-0001 needs you: approval_requested"
+    );
+    assert_eq!(got[0].body["step"], "go", "{:#}", got[0].body);
+    assert!(
+        got[0].body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Restart db1?"),
+        "{:#}",
+        got[0].body
     );
 }

@@ -1107,6 +1107,55 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         .await
         .unwrap()
         .is_empty());
+
+    // A decision after the deadline is refused: the deadline decides.
+    let ing = ingest(&r[0], notification("g3", "firing", &[("Late", T0)]), &m)
+        .await
+        .unwrap();
+    let c = r[0]
+        .claim(claim_req("a", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    r[0].finish(paused(&c, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    match r[1]
+        .decide(c.lease.run_id, Decision::Approve, "late".into(), None)
+        .await
+    {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("deadline"), "{why}"),
+        other => panic!("a late decision is refused: {other:?}"),
+    }
+    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    assert_eq!(d.approvals[0].state, ApprovalState::Pending);
+    assert_eq!(d.runs[0].state, RunState::AwaitingApproval);
+
+    // Cancelled while it executed: reaching the approval ends it, asking nobody.
+    let ing = ingest(
+        &r[0],
+        notification("g4", "firing", &[("Cancelled", T0)]),
+        &m,
+    )
+    .await
+    .unwrap();
+    let c = r[1]
+        .claim(claim_req("b", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        r[0].cancel_run(c.lease.run_id, "erin".into())
+            .await
+            .unwrap(),
+        RunState::Running
+    );
+    assert_eq!(
+        r[1].finish(paused(&c, 600_000)).await.unwrap(),
+        FinishOutcome::Recorded
+    );
+    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    assert_eq!(d.runs[0].state, RunState::Cancelled);
+    assert!(d.approvals.is_empty(), "{:?}", d.approvals);
 }
 
 async fn conformance(b: Backend) {

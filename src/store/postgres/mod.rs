@@ -1690,16 +1690,17 @@ impl Postgres {
         .map_err(Fail::into_store)
     }
 
-    pub async fn gauges(&self) -> Result<(i64, i64)> {
+    pub async fn gauges(&self) -> Result<(i64, i64, i64)> {
         async {
             let client = self.client().await?;
             let r = client
                 .query_one(
-                    "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'queued'), (SELECT COUNT(*) FROM incidents WHERE status <> 'resolved')",
+                    "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'queued'), (SELECT COUNT(*) FROM incidents WHERE status <> 'resolved'),
+                         (SELECT COUNT(*) FROM approvals WHERE state = 'pending')",
                     &[],
                 )
                 .await?;
-            Ok((r.get(0), r.get(1)))
+            Ok((r.get(0), r.get(1), r.get(2)))
         }
         .await
         .map_err(Fail::into_store)

@@ -1070,7 +1070,7 @@ impl Sqlite {
     ///
     /// # Errors
     /// A database error.
-    pub async fn gauges(&self) -> Result<(i64, i64)> {
+    pub async fn gauges(&self) -> Result<(i64, i64, i64)> {
         self.read(|conn| {
             let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
             let open: i64 = conn.query_row(
@@ -1078,7 +1078,12 @@ impl Sqlite {
                 [],
                 |r| r.get(0),
             )?;
-            Ok((queued, open))
+            let awaiting: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM approvals WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((queued, open, awaiting))
         })
         .await
     }
