@@ -170,8 +170,13 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
     resp
 }
 
+/// Whether two secrets are equal, in time independent of where they differ
+/// and of their lengths: their SHA-256 digests (always 32 bytes) are
+/// compared in constant time.
 pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && bool::from(a.ct_eq(b))
+    use sha2::Digest as _;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 /// Who is asking, by the request's `Authorization` header (compared in
@@ -482,6 +487,16 @@ async fn read_body_inner(body: Body, limit: usize) -> Result<axum::body::Bytes, 
 mod tests {
     use super::*;
     use crate::config::{Role, User};
+
+    #[test]
+    fn secrets_compare_by_content_whatever_their_lengths() {
+        assert!(ct_eq(b"olga-token", b"olga-token"));
+        assert!(!ct_eq(b"olga-token", b"olga-tokem"));
+        assert!(!ct_eq(b"olga-token", b"olga-token-longer"));
+        assert!(!ct_eq(b"olga", b"olga-token"));
+        assert!(!ct_eq(b"", b"x"));
+        assert!(ct_eq(b"", b""));
+    }
 
     fn bearer(t: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
