@@ -428,4 +428,57 @@ async fn a_person_approves_a_waiting_step_from_the_incident_page() {
             .is_err(),
         "a decided approval has no buttons"
     );
+
+    // Deny: Enter in the comment decides nothing; the Deny button does.
+    app.post_alert(notification(
+        "g-deny",
+        &[(
+            &json!({"alertname": "Risky", "instance": "db2"}),
+            "firing",
+            "2026-11-25T08:00:00Z",
+        )],
+    ))
+    .await;
+    let v = app
+        .wait_for_incident("INC-0002", "the second run waiting", |v| {
+            run_states(v) == ["awaiting_approval"]
+        })
+        .await;
+    let run = v["runs"][0]["id"].as_i64().unwrap();
+    visit(&b, &app.url, "/incidents/INC-0002").await;
+    let form = b
+        .client
+        .form(Locator::Css(&format!("#approval-{run} form")))
+        .await
+        .unwrap();
+    form.set_by_name("author", "pat").await.unwrap();
+    let comment = b
+        .client
+        .find(Locator::Css(&format!(
+            "#approval-{run} input[name=comment]"
+        )))
+        .await
+        .unwrap();
+    comment.send_keys("not during peak\u{E007}").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        app.incident("INC-0002").await["approvals"][0]["state"],
+        "pending",
+        "Enter in the comment must not approve"
+    );
+    click(
+        &b,
+        Locator::Css(&format!("#approval-{run} button[value=deny]")),
+    )
+    .await;
+    let v = app
+        .wait_for_incident("INC-0002", "the run denied", |v| {
+            run_states(v) == ["failed"]
+        })
+        .await;
+    assert_eq!(v["approvals"][0]["state"], "denied");
+    assert_eq!(v["approvals"][0]["comment"], "not during peak");
+    visit(&b, &app.url, "/incidents/INC-0002").await;
+    let failed = wait_for_text(&b, "#failed", "denied").await;
+    assert!(failed.contains("go"), "{failed}");
 }
