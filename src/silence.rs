@@ -197,6 +197,41 @@ impl Alertmanager {
     ///
     /// # Errors
     /// What Alertmanager answered, or why it could not be reached.
+    /// Expires the `until: run_end` silences of run `run`, which ended
+    /// without reaching its end in the executor (cancelled while it waited
+    /// for approval); best effort, logged.
+    pub async fn expire_run_end(&self, store: &crate::store::Store, run: i64) {
+        let Ok(Some((incident, _, _))) = store.run_origin(run).await else {
+            return;
+        };
+        let Ok(d) = store.incident(incident).await else {
+            return;
+        };
+        let Some(crate::incident::RunDetail::Executed(r)) = d
+            .runs
+            .iter()
+            .find(|r| r.id == run)
+            .and_then(|r| r.result.as_ref())
+        else {
+            return;
+        };
+        for step in &r.steps {
+            let (Some(id), Some(plan)) = (&step.silence_id, &step.plan.silence) else {
+                continue;
+            };
+            if plan.until == Until::RunEnd {
+                match self.expire(id).await {
+                    Ok(()) => {
+                        tracing::info!(run, silence = %id, "the run was cancelled while it waited: its silence is expired")
+                    }
+                    Err(e) => {
+                        tracing::warn!(run, silence = %id, error = %e, "cannot expire a cancelled run's silence; it ends at its duration")
+                    }
+                }
+            }
+        }
+    }
+
     pub async fn expire(&self, id: &str) -> Result<(), String> {
         let resp = self
             .auth(

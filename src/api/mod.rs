@@ -434,6 +434,16 @@ pub(crate) async fn form<T: serde::de::DeserializeOwned + FormToken>(
     Ok(f)
 }
 
+/// After a person cancelled run `id` (which was `before`): a run that
+/// waited for approval never runs again, so its `until: run_end` silences
+/// are expired now (in the background).
+pub(crate) fn withdrawn(s: &AppState, id: i64, before: crate::incident::RunState) {
+    if let (crate::incident::RunState::AwaitingApproval, Some(am)) = (before, &s.alertmanager) {
+        let (am, store) = (am.clone(), s.store.clone());
+        tokio::spawn(async move { am.expire_run_end(&store, id).await });
+    }
+}
+
 /// A run's id in a path.
 pub(crate) fn run_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse()

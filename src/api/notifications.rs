@@ -99,6 +99,7 @@ async fn cancel(
         // from its next heartbeat.
         s.dispatcher.cancel(&[id]);
     }
+    super::withdrawn(&s, id, before);
     tracing::info!(run = id, by = %author, "cancellation requested");
     Ok(Json(json!({
         "id": id,

@@ -483,6 +483,7 @@ async fn cancel_run(
     if before == crate::incident::RunState::Running {
         s.dispatcher.cancel(&[id]);
     }
+    super::withdrawn(&s, id, before);
     Ok(back_to(incident, id))
 }
 

@@ -96,6 +96,12 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         "webhook accepted"
     );
     s.dispatcher.cancel(&ingested.cancel);
+    if let Some(am) = &s.alertmanager {
+        for &run in &ingested.withdrawn {
+            let (am, store) = (am.clone(), s.store.clone());
+            tokio::spawn(async move { am.expire_run_end(&store, run).await });
+        }
+    }
     if let (Some(am), Some(incident)) = (&s.alertmanager, ingested.incident) {
         if resolved > 0 {
             tokio::spawn(expire_resolved(s.store.clone(), am.clone(), incident));

@@ -58,6 +58,11 @@ pub struct Ingested {
     /// `cancel_on_resolved`); whichever replica runs them stops them.
     #[serde(skip)]
     pub cancel: Vec<i64>,
+    /// Runs cancelled while they waited for approval (their alert resolved,
+    /// `cancel_on_resolved`): they will not run again, so their silences
+    /// are expired now.
+    #[serde(skip)]
+    pub withdrawn: Vec<i64>,
 }
 
 /// A claimed run's identity for writes: every write of a run names its fence,

@@ -470,3 +470,66 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
     })
     .await;
 }
+
+/// A run that silenced its alert and then waits for approval keeps the
+/// silence while it waits; cancelling it expires the silence at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_runs_silence_holds_and_ends_when_the_run_is_cancelled() {
+    let Some(bin) = binary() else {
+        require(
+            false,
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+        );
+        return;
+    };
+    let am = start_alertmanager(&bin, "http://127.0.0.1:9/unused", "", &[]).await;
+    let am_url = am.url.clone();
+    let rb = "name: ask\nmatchers: ['alertname = \"Risky\"']\nsteps:\n  - name: hush\n    silence: {duration: 1h}\n  - name: go\n    approve: {prompt: \"Restart?\"}\n  - name: work\n    run: [\"/bin/true\"]\n";
+    let app = TestApp::start(&[("ask.yaml", rb)], |c| {
+        c.alertmanager =
+            Some(runbookd::silence::Alertmanager::new(am_url.parse().unwrap(), None).unwrap());
+    })
+    .await;
+    let labels = json!({"alertname": "Risky", "instance": "db-1"});
+    assert_eq!(
+        app.post_alert(crate::app::notification(
+            "g-ask",
+            &[(&labels, "firing", "2026-11-25T08:00:00Z")]
+        ))
+        .await
+        .status(),
+        200
+    );
+    let inc = app
+        .wait_for_incident("INC-0001", "the run waiting", |v| {
+            run_states(v) == ["awaiting_approval"]
+        })
+        .await;
+    let id = inc["runs"][0]["result"]["steps"][0]["silence_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run = inc["runs"][0]["id"].as_i64().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = silences(&am)
+        .await
+        .into_iter()
+        .find(|s| s["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(state(&s), "active", "the silence holds while the run waits");
+    let resp = app
+        .client
+        .post(format!("{}/api/v1/runs/{run}/cancel", app.url))
+        .json(&json!({"author": "ann"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_until("the cancelled run's silence to expire", 10, || async {
+        silences(&am)
+            .await
+            .iter()
+            .any(|s| s["id"] == id.as_str() && state(s) == "expired")
+    })
+    .await;
+}
