@@ -222,10 +222,10 @@ impl Alertmanager {
             if plan.until == Until::RunEnd {
                 match self.expire(id).await {
                     Ok(()) => {
-                        tracing::info!(run, silence = %id, "the run was cancelled while it waited: its silence is expired")
+                        tracing::info!(run, silence = %id, "the run was cancelled while it waited: its silence is expired");
                     }
                     Err(e) => {
-                        tracing::warn!(run, silence = %id, error = %e, "cannot expire a cancelled run's silence; it ends at its duration")
+                        tracing::warn!(run, silence = %id, error = %e, "cannot expire a cancelled run's silence; it ends at its duration");
                     }
                 }
             }
