@@ -193,10 +193,6 @@ impl Alertmanager {
             .ok_or_else(|| "Alertmanager answered without a silenceID".to_owned())
     }
 
-    /// Expires a silence (one already expired or gone is fine).
-    ///
-    /// # Errors
-    /// What Alertmanager answered, or why it could not be reached.
     /// Expires the `until: run_end` silences of run `run`, which ended
     /// without reaching its end in the executor (cancelled while it waited
     /// for approval); best effort, logged.
@@ -232,6 +228,10 @@ impl Alertmanager {
         }
     }
 
+    /// Expires a silence (one already expired or gone is fine).
+    ///
+    /// # Errors
+    /// What Alertmanager answered, or why it could not be reached.
     pub async fn expire(&self, id: &str) -> Result<(), String> {
         let resp = self
             .auth(
