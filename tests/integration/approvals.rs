@@ -474,3 +474,36 @@ async fn people_are_told_when_a_run_asks_for_approval() {
         got[0].body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_approves_and_denies_through_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let rb = risky(dir.path(), "Risky", "{prompt: \"Go?\"}");
+    let app = TestApp::start(&[("risky.yaml", &rb)], |_| {}).await;
+    let v = fire(&app, "Risky", "g-cli").await;
+    let run = v["runs"][0]["id"].as_i64().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--server", app.url.as_str(), "--as", "carol"]);
+        crate::helpers::runbookd(&all)
+    };
+    let out = cli(&["approve", &run, "--comment", "fine by me"]);
+    assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    assert_eq!(
+        crate::helpers::stdout(&out),
+        format!("run {run}: step `go` approved by carol\n")
+    );
+    let v = app
+        .wait_for_incident("INC-0001", "the run resumed", |v| {
+            run_states(v) == ["succeeded"]
+        })
+        .await;
+    assert_eq!(v["approvals"][0]["comment"], "fine by me");
+    let out = cli(&["deny", &run]);
+    assert_eq!(out.status.code(), Some(1), "a second decision is refused");
+    assert!(
+        crate::helpers::stderr(&out).contains("already decided"),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
+}
