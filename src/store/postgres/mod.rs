@@ -1052,7 +1052,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
             "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
                  lease_until = clock_timestamp() + make_interval(secs => $3),
                  fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
-             WHERE id = $1 AND state = 'queued' RETURNING fence, attempt",
+             WHERE id = $1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
             &[&id, &req.owner, &secs(req.lease)],
         )
         .await?
@@ -1072,7 +1072,11 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let runbook: String = r.get(1);
     let fingerprint: String = r.get(2);
     let phase: Phase = r.get::<_, &str>(4).parse().map_err(StoreError::Invalid)?;
-    let resume = approvals::resume(tx, id).await?;
+    let resume = if row.get::<_, bool>(2) {
+        approvals::resume(tx, id).await?
+    } else {
+        None
+    };
     if let Some(a) = &resume {
         run_note(
             tx,

@@ -490,18 +490,18 @@ fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
 }
 
 fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Claimed>> {
-    let taken: Option<(i64, u32)> = conn
+    let taken: Option<(i64, u32, bool)> = conn
         .query_row(
             // A run resuming after an approval (it has its steps so far)
             // keeps its start and attempt.
             "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4,
                  fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
-             WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt",
+             WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
             params![id, now(), req.owner, lease_until(req.lease)],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let Some((fence, attempt)) = taken else {
+    let Some((fence, attempt, paused)) = taken else {
         return Ok(None);
     };
     let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification, shadow): (i64, String, String, String, String, Vec<u8>, String, i64, bool) = conn.query_row(
@@ -511,7 +511,11 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
     )?;
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-    let resume = super::approvals::resume(conn, id)?;
+    let resume = if paused {
+        super::approvals::resume(conn, id)?
+    } else {
+        None
+    };
     if let Some(r) = &resume {
         run_note(
             conn,
