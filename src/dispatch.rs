@@ -610,6 +610,9 @@ impl Dispatcher {
             tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, step = %a.step, "run waits for approval");
             self.record(&held, finished).await;
             self.free(c.lease.run_id);
+            // Cancelled while it ran, the pause was recorded as the run's
+            // end: its silences end now.
+            self.end_silences(c.lease.run_id).await;
             return;
         }
         if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
@@ -620,6 +623,19 @@ impl Dispatcher {
         Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
         self.record(&held, finished).await;
         self.free(c.lease.run_id);
+        if c.resume.is_some() {
+            // A resumed run that could not execute (its runbook removed,
+            // say) still ends the silences made before its pause.
+            self.end_silences(c.lease.run_id).await;
+        }
+    }
+
+    /// Expires the `until: run_end` silences of run `run` if it has ended
+    /// (already expired ones are fine).
+    async fn end_silences(&self, run: i64) {
+        if let Some(am) = &self.executor.alertmanager {
+            am.expire_run_end(&self.store, run).await;
+        }
     }
 
     /// The run no longer takes one of this replica's slots.

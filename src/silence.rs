@@ -193,9 +193,10 @@ impl Alertmanager {
             .ok_or_else(|| "Alertmanager answered without a silenceID".to_owned())
     }
 
-    /// Expires the `until: run_end` silences of run `run`, which ended
+    /// Expires the `until: run_end` silences of run `run` if it has ended
     /// without reaching its end in the executor (cancelled while it waited
-    /// for approval); best effort, logged.
+    /// for approval, or before it resumed); nothing while it may still run;
+    /// best effort, logged.
     pub async fn expire_run_end(&self, store: &crate::store::Store, run: i64) {
         let Ok(Some((incident, _, _))) = store.run_origin(run).await else {
             return;
@@ -206,7 +207,7 @@ impl Alertmanager {
         let Some(crate::incident::RunDetail::Executed(r)) = d
             .runs
             .iter()
-            .find(|r| r.id == run)
+            .find(|r| r.id == run && !r.state.is_active())
             .and_then(|r| r.result.as_ref())
         else {
             return;

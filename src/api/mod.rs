@@ -438,7 +438,10 @@ pub(crate) async fn form<T: serde::de::DeserializeOwned + FormToken>(
 /// waited for approval never runs again, so its `until: run_end` silences
 /// are expired now (in the background).
 pub(crate) fn withdrawn(s: &AppState, id: i64, before: crate::incident::RunState) {
-    if let (crate::incident::RunState::AwaitingApproval, Some(am)) = (before, &s.alertmanager) {
+    use crate::incident::RunState;
+    // Queued: maybe decided and not yet resumed (without a record of steps
+    // there is nothing to expire).
+    if let (RunState::AwaitingApproval | RunState::Queued, Some(am)) = (before, &s.alertmanager) {
         let (am, store) = (am.clone(), s.store.clone());
         tokio::spawn(async move { am.expire_run_end(&store, id).await });
     }

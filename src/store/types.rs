@@ -58,9 +58,9 @@ pub struct Ingested {
     /// `cancel_on_resolved`); whichever replica runs them stops them.
     #[serde(skip)]
     pub cancel: Vec<i64>,
-    /// Runs cancelled while they waited for approval (their alert resolved,
-    /// `cancel_on_resolved`): they will not run again, so their silences
-    /// are expired now.
+    /// Runs cancelled before they (re)started (their alert resolved,
+    /// `cancel_on_resolved`): one that had paused for approval will not run
+    /// again, so the silences it made are expired now.
     #[serde(skip)]
     pub withdrawn: Vec<i64>,
 }
@@ -140,7 +140,17 @@ impl Finished {
             lease: self.lease,
             state: RunState::Cancelled,
             summary: format!("{}; cancelled before it asked for approval", self.summary),
-            result: self.result.clone(),
+            result: self.result.clone().map(|mut r| {
+                if let crate::incident::RunDetail::Executed(x) = &mut r {
+                    x.outcome = crate::exec::run::RunOutcome::Cancelled;
+                    for s in &mut x.steps {
+                        if s.outcome == Some(crate::exec::StepOutcome::AwaitingApproval) {
+                            s.outcome = Some(crate::exec::StepOutcome::Cancelled);
+                        }
+                    }
+                }
+                r
+            }),
             awaiting: None,
         }
     }

@@ -1156,6 +1156,14 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
     assert_eq!(d.runs[0].state, RunState::Cancelled);
     assert!(d.approvals.is_empty(), "{:?}", d.approvals);
+    let Some(runbookd::incident::RunDetail::Executed(res)) = &d.runs[0].result else {
+        panic!("the steps so far are recorded: {:?}", d.runs[0].result);
+    };
+    assert_eq!(
+        res.steps[0].outcome,
+        Some(runbookd::exec::StepOutcome::Cancelled),
+        "the step it stopped at shows cancelled, not waiting"
+    );
 }
 
 async fn conformance(b: Backend) {

@@ -810,9 +810,7 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
                                 )
                                 .await?;
                                 approvals::withdraw(tx, id).await?;
-                                if state == "awaiting_approval" {
-                                    out.withdrawn.push(id);
-                                }
+                                out.withdrawn.push(id);
                             } else {
                                 tx.execute(
                                     "UPDATE runs SET cancel_requested = true WHERE id = $1",

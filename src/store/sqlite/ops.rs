@@ -273,9 +273,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                                 };
                                 conn.execute("UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1", params![id, why, now()])?;
                                 super::approvals::withdraw(conn, id)?;
-                                if state == "awaiting_approval" {
-                                    out.withdrawn.push(id);
-                                }
+                                out.withdrawn.push(id);
                             } else {
                                 conn.execute(
                                     "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
