@@ -1634,7 +1634,14 @@ impl Postgres {
 
     pub async fn stats(&self, window: Duration) -> Result<Stats> {
         async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            // One snapshot: the counts agree with each other.
+            let client = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
             let since = Utc::now() - chrono::Duration::from_std(window).unwrap_or_default();
             let r = client
                 .query_one(

@@ -251,7 +251,16 @@ impl Sqlite {
                 Some(c) => c,
                 None => connect(&inner.path, true)?,
             };
-            let result = op(&conn);
+            // One snapshot for all of a read's queries: counts read together
+            // (stats, an incident's runs and timeline) agree with each other.
+            let result = conn
+                .execute_batch("BEGIN")
+                .map_err(StoreError::from)
+                .and_then(|()| {
+                    let r = op(&conn);
+                    let _ = conn.execute_batch("ROLLBACK");
+                    r
+                });
             inner
                 .readers
                 .lock()
