@@ -957,6 +957,23 @@ async fn a_full_queue_records_nothing(b: &Backend) {
     );
 }
 
+/// The first run `owner` can claim within 5 s.
+async fn claim_soon(store: &Store, owner: &str) -> Claimed {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(c) = store
+            .claim(claim_req(owner, 1, LONG, &[]))
+            .await
+            .unwrap()
+            .pop()
+        {
+            return c;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing to claim");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A paused run: one approval step recorded, waiting.
 fn paused(c: &Claimed, timeout_ms: u64) -> Finished {
     let at = "2026-11-25T08:00:00Z";
@@ -1037,11 +1054,9 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         }
         other => panic!("one decision wins, the other conflicts: {other:?}"),
     };
-    let again = r[1]
-        .claim(claim_req("b", 1, LONG, &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    // A claim skips rows another transaction holds at that moment: a
+    // claim that finds nothing is asked again, as the claim loop does.
+    let again = claim_soon(&r[1], "b").await;
     assert_eq!(again.lease.run_id, c.lease.run_id);
     assert_eq!(again.attempt, c.attempt, "a resume is not a new attempt");
     let resume = again.resume.as_ref().expect("the claim resumes the run");
@@ -1085,11 +1100,7 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     assert_eq!(d.runs[0].state, RunState::Queued);
     assert!(!r[1].approvals_due().await.unwrap());
     // Cancelled while waiting: withdrawn, never resumed.
-    let again = r[1]
-        .claim(claim_req("b", 1, LONG, &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    let again = claim_soon(&r[1], "b").await;
     assert_eq!(
         r[1].finish(paused(&again, 600_000)).await.unwrap(),
         FinishOutcome::Recorded

@@ -98,7 +98,7 @@ async fn decide(
     decision: Decision,
     who: &str,
     comment: Option<&str>,
-) -> Op<Approval> {
+) -> Op<Result<Approval>> {
     let comment = comment.map(text);
     // The run first, then its approval: the order cancel takes them in.
     tx.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&run])
@@ -116,13 +116,16 @@ async fn decide(
     if let Some(r) = taken {
         let a = row(&r)?;
         decided(tx, &a, who).await?;
-        return Ok(a);
+        return Ok(Ok(a));
     }
+    // Refused: answered from a committed transaction, so that the run's
+    // lock is released now rather than by a rollback sent on drop (a claim
+    // right after would skip the still-locked run).
     let Some(state) = tx
         .query_opt("SELECT state FROM runs WHERE id = $1", &[&run])
         .await?
     else {
-        return Err(StoreError::NotFound(format!("run {run}")).into());
+        return Ok(Err(StoreError::NotFound(format!("run {run}"))));
     };
     let last = tx
         .query_opt(
@@ -133,7 +136,11 @@ async fn decide(
         .as_ref()
         .map(row)
         .transpose()?;
-    Err(StoreError::Conflict(crate::approval::conflict(run, state.get(0), last.as_ref())).into())
+    Ok(Err(StoreError::Conflict(crate::approval::conflict(
+        run,
+        state.get(0),
+        last.as_ref(),
+    ))))
 }
 
 async fn expire(tx: &Tx<'_>) -> Op<usize> {
@@ -211,14 +218,15 @@ impl Postgres {
         who: String,
         comment: Option<String>,
     ) -> Pending<Approval> {
-        transaction!(self, |tx| decide(
+        let decided: Pending<Result<Approval>> = transaction!(self, |tx| decide(
             &tx,
             run,
             decision,
             &who,
             comment.as_deref()
         )
-        .await)
+        .await);
+        Box::pin(async move { decided.await.and_then(|r| r) })
     }
 
     #[must_use]
