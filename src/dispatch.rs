@@ -321,7 +321,6 @@ impl Dispatcher {
             tokio::spawn(self.clone().heartbeats());
             tokio::spawn(self.clone().duties());
         }
-        tokio::spawn(self.clone().deadlines());
         loop {
             loop {
                 let concurrency: HashMap<String, u32> = self
@@ -502,33 +501,6 @@ impl Dispatcher {
         }
     }
 
-    /// Decides the approvals whose deadline passed (by their `on_timeout`),
-    /// twice a second: a read, and a write only when one is due. Every
-    /// replica looks; the store gives each approval to one.
-    async fn deadlines(self: Arc<Self>) {
-        while !self.stop.is_cancelled() {
-            if matches!(self.store.approvals_due().await, Ok(true)) {
-                match self.store.expire_approvals().await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(
-                            approvals = n,
-                            "approvals reached their deadline: their runs go on as on_timeout says"
-                        );
-                        self.wake();
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot decide approvals whose deadline passed");
-                    }
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                () = self.stop.cancelled() => {}
-            }
-        }
-    }
-
     /// Periodic duties of the replica holding the leader lease: runs whose
     /// owner stopped renewing are taken over.
     async fn duties(self: Arc<Self>) {
@@ -561,12 +533,30 @@ impl Dispatcher {
         }
     }
 
-    /// Keeps the queue and incident gauges current, once a second.
+    /// Keeps the queue, incident and approval gauges current, once a
+    /// second; while approvals wait, decides those whose deadline passed
+    /// (by their `on_timeout`). Every replica looks; the store gives each
+    /// approval to one.
     async fn refresh_gauges(&self) {
-        if let Ok((queued, open, awaiting)) = self.store.gauges().await {
-            self.metrics.awaiting_approval.set(awaiting);
-            self.metrics.queue_depth.set(queued);
-            self.metrics.open_incidents.set(open);
+        let Ok((queued, open, awaiting)) = self.store.gauges().await else {
+            return;
+        };
+        self.metrics.awaiting_approval.set(awaiting);
+        self.metrics.queue_depth.set(queued);
+        self.metrics.open_incidents.set(open);
+        if awaiting == 0 || !matches!(self.store.approvals_due().await, Ok(true)) {
+            return;
+        }
+        match self.store.expire_approvals().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    approvals = n,
+                    "approvals reached their deadline: their runs go on as on_timeout says"
+                );
+                self.wake();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot decide approvals whose deadline passed"),
         }
     }
 

@@ -434,17 +434,29 @@ pub(crate) async fn form<T: serde::de::DeserializeOwned + FormToken>(
     Ok(f)
 }
 
-/// After a person cancelled run `id` (which was `before`): a run that
-/// waited for approval never runs again, so its `until: run_end` silences
-/// are expired now (in the background).
-pub(crate) fn withdrawn(s: &AppState, id: i64, before: crate::incident::RunState) {
+/// Cancels run `id` for `author` (the API and the UI's button): a running
+/// run is stopped by whichever replica runs it (this one at once; another
+/// at its next heartbeat); one that had paused for approval never runs
+/// again, so its `until: run_end` silences are expired now (in the
+/// background). Answers the state the run had.
+pub(crate) async fn cancel_run(
+    s: &AppState,
+    id: i64,
+    author: String,
+) -> Result<crate::incident::RunState, ApiError> {
     use crate::incident::RunState;
+    let before = s.store.cancel_run(id, author.clone()).await?;
+    if before == RunState::Running {
+        s.dispatcher.cancel(&[id]);
+    }
     // Queued: maybe decided and not yet resumed (without a record of steps
     // there is nothing to expire).
     if let (RunState::AwaitingApproval | RunState::Queued, Some(am)) = (before, &s.alertmanager) {
         let (am, store) = (am.clone(), s.store.clone());
         tokio::spawn(async move { am.expire_run_end(&store, id).await });
     }
+    tracing::info!(run = id, by = %author, was = %before, "cancellation requested");
+    Ok(before)
 }
 
 /// A run's id in a path.

@@ -93,14 +93,7 @@ async fn cancel(
     let id = super::run_id(&id)?;
     let ack: super::Author = super::optional_json(&s, &headers, body, 16 << 10, "request").await?;
     let author = who(&actor, &ack.author)?;
-    let before = s.store.cancel_run(id, author.clone()).await?;
-    if before == crate::incident::RunState::Running {
-        // This replica stops it at once if it runs it; another learns it
-        // from its next heartbeat.
-        s.dispatcher.cancel(&[id]);
-    }
-    super::withdrawn(&s, id, before);
-    tracing::info!(run = id, by = %author, "cancellation requested");
+    let before = super::cancel_run(&s, id, author).await?;
     Ok(Json(json!({
         "id": id,
         "was": before,

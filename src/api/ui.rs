@@ -391,6 +391,19 @@ async fn incident(
     )
 }
 
+/// The forms of the UI: each carries the page's `csrf` token.
+macro_rules! form_token {
+    ($($form:ident),+) => {
+        $(impl super::FormToken for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+        })+
+    };
+}
+
+form_token!(RunForm, DecisionForm, AckForm, UpdateForm, PlanForm);
+
 #[derive(serde::Deserialize)]
 struct RunForm {
     #[serde(default)]
@@ -403,12 +416,6 @@ struct RunForm {
     annotations: String,
     #[serde(default)]
     mode: String,
-}
-
-impl super::FormToken for RunForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 /// `NAME=VALUE` lines (blank lines skipped).
@@ -479,11 +486,7 @@ async fn cancel_run(
     let actor = super::operator(&s, &headers, peer.as_ref())?;
     let (id, author) = run_form(&s, &actor, &id, body).await?;
     let incident = s.store.run_origin(id).await?.map(|o| o.0);
-    let before = s.store.cancel_run(id, author).await?;
-    if before == crate::incident::RunState::Running {
-        s.dispatcher.cancel(&[id]);
-    }
-    super::withdrawn(&s, id, before);
+    super::cancel_run(&s, id, author).await?;
     Ok(back_to(incident, id))
 }
 
@@ -496,12 +499,6 @@ struct DecisionForm {
     decision: crate::approval::Decision,
     #[serde(default)]
     comment: String,
-}
-
-impl super::FormToken for DecisionForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 /// A pending approval's *Approve* and *Deny* buttons.
@@ -564,12 +561,6 @@ struct AckForm {
     author: String,
 }
 
-impl super::FormToken for AckForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 /// The incident page's Acknowledge button.
 async fn acknowledge(
     State(s): State<AppState>,
@@ -597,12 +588,6 @@ struct UpdateForm {
     status: String,
     #[serde(default)]
     root_cause: String,
-}
-
-impl super::FormToken for UpdateForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 async fn add_update(
@@ -764,12 +749,6 @@ struct PlanForm {
     #[serde(default)]
     csrf: String,
     payload: String,
-}
-
-impl super::FormToken for PlanForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
 }
 
 async fn plan(

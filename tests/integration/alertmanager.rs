@@ -298,6 +298,26 @@ steps:
       until: resolved
 "#;
 
+/// An Alertmanager that serves only its API, and the app with these
+/// runbooks silencing through it (None, after `require`, without the binary).
+async fn silencing(files: &[(&str, &str)]) -> Option<(Alertmanager, TestApp)> {
+    let Some(bin) = binary() else {
+        require(
+            false,
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+        );
+        return None;
+    };
+    let am = start_alertmanager(&bin, "http://127.0.0.1:9/unused", "", &[]).await;
+    let am_url = am.url.clone();
+    let app = TestApp::start(files, |c| {
+        c.alertmanager =
+            Some(runbookd::silence::Alertmanager::new(am_url.parse().unwrap(), None).unwrap());
+    })
+    .await;
+    Some((am, app))
+}
+
 async fn silences(am: &Alertmanager) -> Vec<Value> {
     reqwest::get(format!("{}/api/v2/silences", am.url))
         .await
@@ -313,24 +333,11 @@ fn state(s: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_after() {
-    let Some(bin) = binary() else {
-        require(
-            false,
-            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
-        );
+    let Some((am, app)) =
+        silencing(&[("q.yaml", SILENCING), ("r.yaml", SILENCING_UNTIL_RESOLVED)]).await
+    else {
         return;
     };
-    // This Alertmanager serves only its API: runbookd silences through it.
-    let am = start_alertmanager(&bin, "http://127.0.0.1:9/unused", "", &[]).await;
-    let am_url = am.url.clone();
-    let app = TestApp::start(
-        &[("q.yaml", SILENCING), ("r.yaml", SILENCING_UNTIL_RESOLVED)],
-        |c| {
-            c.alertmanager =
-                Some(runbookd::silence::Alertmanager::new(am_url.parse().unwrap(), None).unwrap());
-        },
-    )
-    .await;
     let labels = json!({"alertname": "Noisy", "instance": "web-1"});
     assert_eq!(
         app.post_alert(crate::app::notification(
@@ -475,21 +482,10 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
 /// silence while it waits; cancelling it expires the silence at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_runs_silence_holds_and_ends_when_the_run_is_cancelled() {
-    let Some(bin) = binary() else {
-        require(
-            false,
-            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
-        );
+    let rb = "name: ask\nmatchers: ['alertname = \"Risky\"']\nsteps:\n  - name: hush\n    silence: {duration: 1h}\n  - name: go\n    approve: {prompt: \"Restart?\"}\n  - name: work\n    run: [\"/bin/true\"]\n";
+    let Some((am, app)) = silencing(&[("ask.yaml", rb)]).await else {
         return;
     };
-    let am = start_alertmanager(&bin, "http://127.0.0.1:9/unused", "", &[]).await;
-    let am_url = am.url.clone();
-    let rb = "name: ask\nmatchers: ['alertname = \"Risky\"']\nsteps:\n  - name: hush\n    silence: {duration: 1h}\n  - name: go\n    approve: {prompt: \"Restart?\"}\n  - name: work\n    run: [\"/bin/true\"]\n";
-    let app = TestApp::start(&[("ask.yaml", rb)], |c| {
-        c.alertmanager =
-            Some(runbookd::silence::Alertmanager::new(am_url.parse().unwrap(), None).unwrap());
-    })
-    .await;
     let labels = json!({"alertname": "Risky", "instance": "db-1"});
     assert_eq!(
         app.post_alert(crate::app::notification(

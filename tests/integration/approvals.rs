@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::app::{notification, run_states, TestApp};
+use crate::operators::post;
 
 /// `before` counts its executions in `dir`; `go` asks; `after` reads
 /// `before`'s output (kept across the pause); `rollback` runs on failure.
@@ -17,16 +18,6 @@ fn risky(dir: &std::path::Path, name: &str, approve: &str) -> String {
     format!(
         "name: {name}\nmatchers: [alertname = \"{name}\"]\nconcurrency: 1\nsteps:\n  - name: before\n    shell: echo ran >> {d}/before; echo prepared-{{{{labels.instance}}}}\n    writable_paths: [\"{d}\"]\n  - name: go\n    approve: {approve}\n  - name: after\n    run: [\"/bin/echo\", \"after saw {{{{steps.before.stdout}}}}\"]\non_failure:\n  - name: rollback\n    run: [\"/bin/echo\", \"rolled back\"]\n"
     )
-}
-
-async fn post(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = app.client.post(format!("{}{path}", app.url)).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn fire(app: &TestApp, alertname: &str, group: &str) -> Value {
@@ -72,23 +63,11 @@ fn timeline(v: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The operators tests' users (olga operates, victor views), with reads
+/// open so that the metrics can be read without a login.
 fn users(c: &mut runbookd::config::ServerConfig) {
-    use runbookd::config::{Role, User};
-    c.auth.users = vec![
-        User {
-            name: "olga".into(),
-            password: None,
-            token: Some("olga-token".into()),
-            role: Role::Operator,
-        },
-        User {
-            name: "victor".into(),
-            password: None,
-            token: Some("victor-token".into()),
-            role: Role::Viewer,
-        },
-    ];
-    c.auth.bearer = Some("webhook-token".into());
+    crate::operators::users(c);
+    c.auth.protect_reads = false;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,6 +155,29 @@ async fn an_operator_approves_and_the_run_goes_on_after_the_step_once() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
+    // A comment that would forge terminal or log output, or flood the
+    // timeline, is refused; the approval stays pending.
+    for comment in [
+        "ok\u{1b}[2J\u{1b}[31mAPPROVED BY ADMIN".to_owned(),
+        "x".repeat(2001),
+    ] {
+        let (status, body) = post(
+            &app,
+            &path,
+            Some("olga-token"),
+            json!({"decision": "approve", "comment": comment}),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("comment"),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        app.incident("INC-0001").await["approvals"][0]["state"],
+        "pending"
+    );
     let (status, body) = post(&app, &path, Some("olga-token"), json!({})).await;
     assert_eq!(status, 400, "{body}");
     assert!(

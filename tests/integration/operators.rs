@@ -10,7 +10,7 @@ use crate::app::{notification, run_states, TestApp};
 
 const SLOW: &str = "name: slow\nmatchers: [alertname = \"Slow\"]\nconcurrency: 1\nsteps:\n  - name: wait\n    run: [\"/bin/sleep\", \"30\"]\n";
 
-fn users(c: &mut runbookd::config::ServerConfig) {
+pub fn users(c: &mut runbookd::config::ServerConfig) {
     use runbookd::config::{Role, User};
     c.auth.users = vec![
         User {
@@ -30,7 +30,7 @@ fn users(c: &mut runbookd::config::ServerConfig) {
     c.auth.protect_reads = true;
 }
 
-async fn post(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+pub async fn post(app: &TestApp, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
     let mut req = app.client.post(format!("{}{path}", app.url)).json(&body);
     if let Some(t) = token {
         req = req.bearer_auth(t);

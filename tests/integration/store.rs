@@ -957,6 +957,20 @@ async fn a_full_queue_records_nothing(b: &Backend) {
     );
 }
 
+/// A run of `alert` queued in its own incident and claimed by `owner`.
+async fn started(
+    store: &Store,
+    group: &str,
+    alert: &str,
+    m: &RunbookMatch,
+    owner: &str,
+) -> (IncidentId, Claimed) {
+    let ing = ingest(store, notification(group, "firing", &[(alert, T0)]), m)
+        .await
+        .unwrap();
+    (ing.incident.unwrap(), claim_soon(store, owner).await)
+}
+
 /// The first run `owner` can claim within 5 s.
 async fn claim_soon(store: &Store, owner: &str) -> Claimed {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -1082,20 +1096,13 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     ));
 
     // A deadline: two replicas expire at once, one decides.
-    let ing = ingest(&r[0], notification("g2", "firing", &[("Other", T0)]), &m)
-        .await
-        .unwrap();
-    let c = r[0]
-        .claim(claim_req("a", 1, LONG, &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    let (id, c) = started(&r[0], "g2", "Other", &m, "a").await;
     r[0].finish(paused(&c, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(r[1].approvals_due().await.unwrap());
     let (x, y) = tokio::join!(r[0].expire_approvals(), r[1].expire_approvals());
     assert_eq!(x.unwrap() + y.unwrap(), 1, "the deadline decides once");
-    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    let d = r[0].incident(id).await.unwrap();
     assert_eq!(d.approvals[0].state, ApprovalState::TimedOut);
     assert_eq!(d.runs[0].state, RunState::Queued);
     assert!(!r[1].approvals_due().await.unwrap());
@@ -1110,7 +1117,7 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(before, RunState::AwaitingApproval);
-    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    let d = r[0].incident(id).await.unwrap();
     assert_eq!(d.runs[0].state, RunState::Cancelled);
     assert_eq!(d.approvals.last().unwrap().state, ApprovalState::Cancelled);
     assert!(r[1]
@@ -1120,14 +1127,7 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         .is_empty());
 
     // A decision after the deadline is refused: the deadline decides.
-    let ing = ingest(&r[0], notification("g3", "firing", &[("Late", T0)]), &m)
-        .await
-        .unwrap();
-    let c = r[0]
-        .claim(claim_req("a", 1, LONG, &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    let (id, c) = started(&r[0], "g3", "Late", &m, "a").await;
     r[0].finish(paused(&c, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     match r[1]
@@ -1137,23 +1137,12 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         Err(StoreError::Conflict(why)) => assert!(why.contains("deadline"), "{why}"),
         other => panic!("a late decision is refused: {other:?}"),
     }
-    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    let d = r[0].incident(id).await.unwrap();
     assert_eq!(d.approvals[0].state, ApprovalState::Pending);
     assert_eq!(d.runs[0].state, RunState::AwaitingApproval);
 
     // Cancelled while it executed: reaching the approval ends it, asking nobody.
-    let ing = ingest(
-        &r[0],
-        notification("g4", "firing", &[("Cancelled", T0)]),
-        &m,
-    )
-    .await
-    .unwrap();
-    let c = r[1]
-        .claim(claim_req("b", 1, LONG, &[]))
-        .await
-        .unwrap()
-        .remove(0);
+    let (id, c) = started(&r[1], "g4", "Cancelled", &m, "b").await;
     assert_eq!(
         r[0].cancel_run(c.lease.run_id, "erin".into())
             .await
@@ -1164,7 +1153,7 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         r[1].finish(paused(&c, 600_000)).await.unwrap(),
         FinishOutcome::Recorded
     );
-    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    let d = r[0].incident(id).await.unwrap();
     assert_eq!(d.runs[0].state, RunState::Cancelled);
     assert!(d.approvals.is_empty(), "{:?}", d.approvals);
     let Some(runbookd::incident::RunDetail::Executed(res)) = &d.runs[0].result else {
