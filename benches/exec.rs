@@ -1,6 +1,7 @@
 //! Cost of one sandboxed step. `cargo bench --bench exec`; figures in docs/benchmarks.md.
 //!
-//! - `sandboxed_true`: `exec::process::run` of `/bin/true` with the default
+//! - `sandboxed_true`: a one-step run's scratch directory taken and given
+//!   back, and `exec::process::run` of `/bin/true` in it with the default
 //!   layers this host offers (process group, env allowlist, rlimits,
 //!   no-new-privs, uid drop as root, Landlock, seccomp, a cgroup v2 per step),
 //!   output captured. Goal: median ≤ 1.5 ms per step.
@@ -25,7 +26,6 @@ fn main() {
 struct Setup {
     rt: tokio::runtime::Runtime,
     sandbox: Sandbox,
-    scratch: tempfile::TempDir,
 }
 
 static SETUP: LazyLock<Setup> = LazyLock::new(|| {
@@ -36,20 +36,12 @@ static SETUP: LazyLock<Setup> = LazyLock::new(|| {
         ..SandboxConfig::default()
     })
     .expect("sandbox");
-    let scratch = tempfile::tempdir().expect("scratch");
-    if let Some((uid, gid)) = sandbox.identity(runbookd::exec::sandbox::RunAs::Default) {
-        std::os::unix::fs::chown(scratch.path(), Some(uid), Some(gid)).expect("chown scratch");
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    Setup {
-        rt,
-        sandbox,
-        scratch,
-    }
+    Setup { rt, sandbox }
 });
 
 #[divan::bench(threads = [1, 2])]
@@ -63,13 +55,17 @@ fn sandboxed_true(bencher: divan::Bencher) {
     };
     let settings = ExecSettings::default();
     let cancel = CancellationToken::new();
-    let spec = ProcessSpec {
-        argv: &argv,
-        env: &env,
-        scratch: s.scratch.path(),
-        opts: &opts,
-    };
     bencher.bench(|| {
+        let scratch = s
+            .sandbox
+            .scratch_for(runbookd::exec::sandbox::RunAs::Default)
+            .expect("scratch");
+        let spec = ProcessSpec {
+            argv: &argv,
+            env: &env,
+            scratch: &scratch,
+            opts: &opts,
+        };
         let r = s.rt.block_on(runbookd::exec::process::run(
             &s.sandbox,
             &settings,

@@ -342,6 +342,15 @@ impl StepCgroup {
         })
     }
 
+    /// Whether the kernel says no process is left: only a v2 cgroup can
+    /// tell (`populated 0` in `cgroup.events`).
+    #[must_use]
+    pub fn emptied(&self) -> bool {
+        self.v2.as_ref().is_some_and(|d| {
+            fs::read_to_string(d.join("cgroup.events")).is_ok_and(|s| s.contains("populated 0"))
+        })
+    }
+
     /// Kills every process in the step's cgroups (escapees included).
     pub fn kill(&self) {
         match &self.v2 {

@@ -22,11 +22,22 @@
 //! listed, and steps are refused read access to the runtime directory by
 //! Landlock except for their own run's directory, so a run cannot read
 //! another's scratch.
+//!
+//! A finished run's directory is kept for a later run of the same user
+//! (making a directory and its Landlock ruleset costs more than a short
+//! step), but only when it can be given back exactly as made: every process
+//! of the run's steps is known to be gone (their cgroup v2 said so), its
+//! contents are removed, its mode is 0700 again, its owner is unchanged and
+//! it carries no extended attribute (ACLs included) a step could have left.
+//! Anything else is removed as before.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -59,7 +70,21 @@ pub struct Instance {
     id: String,
     dir: PathBuf,
     scratch_root: PathBuf,
+    /// Finished runs' directories, emptied, for later runs.
+    idle: Arc<Mutex<Vec<Idle>>>,
     _lock: Flock<File>,
+}
+
+/// Most idle scratch directories kept.
+const IDLE_SCRATCH: usize = 32;
+
+/// An emptied scratch directory waiting for a run of the same user.
+#[derive(Debug)]
+struct Idle {
+    path: PathBuf,
+    owner: Option<(u32, u32)>,
+    ids: (u32, u32),
+    ruleset: Option<Arc<OwnedFd>>,
 }
 
 /// What cleaning up after dead instances found.
@@ -127,6 +152,7 @@ impl Instance {
             id,
             dir: runtime_dir.to_owned(),
             scratch_root,
+            idle: Arc::default(),
             _lock: lock,
         })
     }
@@ -143,21 +169,48 @@ impl Instance {
         &self.dir
     }
 
-    /// A fresh run scratch directory: 0700, owned by `owner` when given,
-    /// with an unguessable name; removed when the returned value drops.
+    /// An empty run scratch directory: 0700, owned by `owner` when given,
+    /// with an unguessable name; when the returned value drops it is
+    /// emptied for a later run ([`Scratch`]) or removed.
     ///
     /// # Errors
     /// When it cannot be made or handed to the step user.
     pub fn scratch(&self, owner: Option<(u32, u32)>) -> io::Result<Scratch> {
-        // A cleaner of /tmp may have removed an idle root: make it again.
+        let reused = {
+            let mut idle = lock(&self.idle);
+            let at = idle.iter().position(|d| d.owner == owner);
+            at.map(|at| idle.swap_remove(at))
+        };
+        // A cleaner of /tmp may have removed an idle directory or the root.
+        if let Some(d) = reused.filter(|d| d.path.is_dir()) {
+            return Ok(Scratch {
+                path: d.path,
+                owner,
+                ids: d.ids,
+                ruleset: Mutex::new(d.ruleset),
+                reusable: AtomicBool::new(true),
+                idle: Arc::downgrade(&self.idle),
+            });
+        }
         own_dir(&self.scratch_root, 0o711)?;
         let path = self.scratch_root.join(random_hex(16)?);
         fs::DirBuilder::new().mode(0o700).create(&path)?;
-        let scratch = Scratch(path);
-        fs::set_permissions(&scratch.0, fs::Permissions::from_mode(0o700))?;
+        let mut scratch = Scratch {
+            path,
+            owner,
+            ids: (u32::MAX, u32::MAX),
+            ruleset: Mutex::new(None),
+            // Never reused if it cannot be handed over whole.
+            reusable: AtomicBool::new(false),
+            idle: Arc::downgrade(&self.idle),
+        };
+        fs::set_permissions(&scratch.path, fs::Permissions::from_mode(0o700))?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&scratch.0, Some(uid), Some(gid))?;
+            std::os::unix::fs::chown(&scratch.path, Some(uid), Some(gid))?;
         }
+        let meta = fs::symlink_metadata(&scratch.path)?;
+        scratch.ids = (meta.uid(), meta.gid());
+        scratch.reusable = AtomicBool::new(true);
         Ok(scratch)
     }
 
@@ -207,6 +260,7 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
+        lock(&self.idle).clear();
         let _ = remove_tree(&self.scratch_root);
         let _ = fs::remove_file(self.dir.join(format!("{}.lock", self.id)));
     }
@@ -233,20 +287,115 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
     fs::remove_dir_all(dir)
 }
 
-/// One run's scratch directory; removed on drop.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One run's scratch directory. Dropped, it is emptied and kept for a
+/// later run of the same user when that is safe ([`Scratch::wipe`]), or
+/// removed.
 #[derive(Debug)]
-pub struct Scratch(PathBuf);
+pub struct Scratch {
+    path: PathBuf,
+    owner: Option<(u32, u32)>,
+    /// The owner and group it was made with.
+    ids: (u32, u32),
+    /// The Landlock ruleset of its steps without `writable_paths`, built
+    /// once for the directory (a ruleset names the directory itself, and
+    /// the kernel copies it into each step that restricts itself to it).
+    ruleset: Mutex<Option<Arc<OwnedFd>>>,
+    /// Cleared when a step's processes could not be shown to be gone.
+    reusable: AtomicBool,
+    idle: Weak<Mutex<Vec<Idle>>>,
+}
 
 impl Scratch {
     #[must_use]
     pub fn path(&self) -> &Path {
-        &self.0
+        &self.path
+    }
+
+    /// The directory's shared ruleset, built by `build` the first time.
+    ///
+    /// # Errors
+    /// `build`'s.
+    pub fn ruleset(
+        &self,
+        build: impl FnOnce() -> Result<OwnedFd, String>,
+    ) -> Result<Arc<OwnedFd>, String> {
+        let mut cached = lock(&self.ruleset);
+        if let Some(fd) = &*cached {
+            return Ok(fd.clone());
+        }
+        let fd = Arc::new(build()?);
+        *cached = Some(fd.clone());
+        Ok(fd)
+    }
+
+    /// A step ran here whose processes may outlive it (no cgroup v2 told
+    /// they were gone): the directory is removed, never handed on.
+    pub fn keep_from_reuse(&self) {
+        self.reusable.store(false, Ordering::Relaxed);
+    }
+
+    /// Empties the directory and checks it is as [`Instance::scratch`] made
+    /// it: still a directory of the same owner, mode 0700 again, nothing
+    /// left in it, no extended attribute but the `security.` ones (which a
+    /// step's user cannot set).
+    fn wipe(&self) -> io::Result<()> {
+        let dir = &self.path;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                remove_tree(&entry.path())?;
+            } else {
+                fs::remove_file(entry.path())?;
+            }
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        let meta = fs::symlink_metadata(dir)?;
+        let as_made = meta.is_dir()
+            && (meta.uid(), meta.gid()) == self.ids
+            && meta.permissions().mode() & 0o7777 == 0o700
+            && fs::read_dir(dir)?.next().is_none();
+        let mut names = [0u8; 1024];
+        let listed =
+            rustix::fs::llistxattr(dir.as_path(), &mut names[..]).map_err(io::Error::from)?;
+        let no_xattrs = names[..listed]
+            .split(|&b| b == 0)
+            .all(|name| name.is_empty() || name.starts_with(b"security."));
+        if as_made && no_xattrs {
+            Ok(())
+        } else {
+            Err(io::Error::other("not as it was made"))
+        }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = remove_tree(&self.0);
+        if self.reusable.load(Ordering::Relaxed) {
+            if let Some(idle) = self.idle.upgrade() {
+                match self.wipe() {
+                    Ok(()) => {
+                        let mut idle = lock(&idle);
+                        if idle.len() < IDLE_SCRATCH {
+                            idle.push(Idle {
+                                path: std::mem::take(&mut self.path),
+                                owner: self.owner,
+                                ids: self.ids,
+                                ruleset: lock(&self.ruleset).take(),
+                            });
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(dir = %self.path.display(), error = %e, "a run's scratch directory is removed, not reused");
+                    }
+                }
+            }
+        }
+        let _ = remove_tree(&self.path);
     }
 }
 

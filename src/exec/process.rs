@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -28,7 +27,9 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{Capture, Stream};
+use super::cgroup::StepCgroup;
 use super::helper::HELPER_DIED;
+use super::instance::Scratch;
 use super::sandbox::{Prepared, Sandbox, SandboxRecord, StepOptions};
 use crate::plan::millis;
 
@@ -193,7 +194,7 @@ pub struct ProcessResult {
 pub struct ProcessSpec<'a> {
     pub argv: &'a [String],
     pub env: &'a BTreeMap<String, String>,
-    pub scratch: &'a Path,
+    pub scratch: &'a Scratch,
     pub opts: &'a StepOptions,
 }
 
@@ -250,6 +251,10 @@ pub async fn run(
         }
     };
     let record = prepared.record.clone();
+    // From here a process may exist: the scratch directory goes to a later
+    // run only once the step's cgroup shows every process gone, never if
+    // this future is dropped first.
+    let mut settled = Settled(scratch, false);
     let started_step = sandbox.spawn(&prepared).await;
     let Prepared {
         cgroup, landlock, ..
@@ -258,6 +263,7 @@ pub async fn run(
     let child = match started_step {
         Ok(s) => s,
         Err(reason) => {
+            settled.check(cgroup.as_ref());
             return finish(StepOutcome::SpawnFailed { reason }, record, false, false);
         }
     };
@@ -278,6 +284,7 @@ pub async fn run(
                 cg.kill();
             }
             let _ = sandbox.reap(pid, reaper).await;
+            settled.check(cgroup.as_ref());
             return finish(
                 StepOutcome::SpawnFailed {
                     reason: format!("cannot watch the step process: {e}"),
@@ -294,6 +301,7 @@ pub async fn run(
         let _ = exited.readable().await;
         drop(guard);
         let _ = sandbox.reap(pid, reaper).await;
+        settled.check(cgroup.as_ref());
         if let Some(cg) = cgroup {
             sandbox.recycle(cg);
         }
@@ -383,6 +391,7 @@ pub async fn run(
     let oom = cgroup
         .as_ref()
         .is_some_and(super::cgroup::StepCgroup::oom_killed);
+    settled.check(cgroup.as_ref());
     if let Some(cg) = cgroup {
         sandbox.recycle(cg);
     }
@@ -412,6 +421,24 @@ pub async fn run(
         },
     });
     finish(outcome, record, stragglers_killed, output_abandoned)
+}
+
+/// Whether a step left its run's scratch directory fit for a later run:
+/// only when its cgroup (v2) was seen empty after the step ended.
+struct Settled<'a>(&'a Scratch, bool);
+
+impl Settled<'_> {
+    fn check(&mut self, cgroup: Option<&StepCgroup>) {
+        self.1 = cgroup.is_some_and(StepCgroup::emptied);
+    }
+}
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.keep_from_reuse();
+        }
+    }
 }
 
 /// Kills the process group on drop (a cancelled or dropped step).

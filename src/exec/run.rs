@@ -794,7 +794,7 @@ impl Executor {
         // secrets, read now; the record keeps them redacted.
         let mut env = plan.env.clone();
         env.extend(plan.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let scratch = dir.scratch.path();
+        let scratch = &dir.scratch;
         let mut secrets = Vec::new();
         for (k, secret) in &plan.secrets {
             let read = match secret {

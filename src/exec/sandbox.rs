@@ -204,8 +204,9 @@ pub struct Prepared {
     pub request: SpawnRequest,
     pub record: SandboxRecord,
     pub cgroup: Option<StepCgroup>,
-    /// The Landlock ruleset the child restricts itself to.
-    pub landlock: Option<OwnedFd>,
+    /// The Landlock ruleset the child restricts itself to (shared by the
+    /// steps of a scratch directory that have no `writable_paths`).
+    pub landlock: Option<Arc<OwnedFd>>,
 }
 
 /// Who starts steps.
@@ -584,9 +585,10 @@ impl Sandbox {
         &self,
         argv: &[String],
         env: &BTreeMap<String, String>,
-        scratch: &Path,
+        run_dir: &Scratch,
         opts: &StepOptions,
     ) -> Result<Prepared, String> {
+        let scratch = run_dir.path();
         if argv.is_empty() {
             return Err("empty argv".to_owned());
         }
@@ -638,13 +640,21 @@ impl Sandbox {
             record.unavailable.push("cgroup-v2".into());
         }
         let landlock = if self.probe.landlock_abi > 0 {
-            let fd = landlock_ruleset(
-                landlock_abi(self.probe.landlock_abi),
-                &self.readable,
-                scratch,
-                &opts.writable_paths,
-            )
-            .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))?;
+            let build = || {
+                landlock_ruleset(
+                    landlock_abi(self.probe.landlock_abi),
+                    &self.readable,
+                    scratch,
+                    &opts.writable_paths,
+                )
+                .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))
+            };
+            // A few hundred rules: built once per scratch directory.
+            let fd = if opts.writable_paths.is_empty() {
+                run_dir.ruleset(build)?
+            } else {
+                Arc::new(build()?)
+            };
             record
                 .applied
                 .push(format!("landlock:v{}", self.probe.landlock_abi));

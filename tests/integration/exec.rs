@@ -338,8 +338,8 @@ steps:
     );
     assert_eq!(cwd, format!("{scratch}\n{scratch} {scratch}\n"));
     assert!(
-        !Path::new(&scratch).exists(),
-        "scratch is removed after the run"
+        std::fs::read_dir(&scratch).map_or(true, |mut d| d.next().is_none()),
+        "scratch is emptied (or removed) after the run"
     );
     let probe = Probe::run();
     // SAFETY: geteuid has no preconditions.
@@ -999,4 +999,74 @@ async fn a_step_cgroup_is_reused_only_with_the_same_limits() {
     let applied = |name: &str| step(&r, name).attempts[0].sandbox.applied.join(" ");
     assert!(applied("b").contains("pids:20"), "{}", applied("b"));
     assert!(applied("c").contains("pids:512"), "{}", applied("c"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_scratch_goes_to_a_later_run_only_emptied() {
+    if !require(Probe::run().cgroups.v2.is_some(), "a cgroup v2 hierarchy") {
+        return;
+    }
+    let exec = executor(Duration::from_millis(300));
+    let x = json!({"alertname": "X"});
+    let cancel = CancellationToken::new();
+    // A run leaves all it can in its directory: files, a directory it made
+    // unreadable, a link, a fifo, and the directory opened to everyone.
+    let first = run_yaml_on(
+        &exec,
+        "matchers: [alertname=X]\nsteps:\n  - name: plant\n    shell: pwd; echo secret > f; mkdir -p d/e; echo s > d/e/g; chmod 000 d; ln -s / root; mkfifo p; chmod 777 .\n",
+        &x,
+        &cancel,
+    )
+    .await;
+    assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:?}");
+    let dir = stdout(&first, "plant");
+    let t = token();
+    let look = format!(
+        "matchers: [alertname=X]\nsteps:\n  - name: look\n    shell: pwd; ls -A; stat -c %a .; touch mine && echo wrote; touch /tmp/runbookd-reused-{t} 2>/dev/null && echo escaped; true\n"
+    );
+    let second = run_yaml_on(&exec, &look, &x, &cancel).await;
+    let seen = stdout(&second, "look");
+    assert_eq!(
+        seen,
+        format!("{dir}700\nwrote\n"),
+        "the later run got the same directory, empty, 0700, and may write in it (and only there)"
+    );
+    assert!(!Path::new(&format!("/tmp/runbookd-reused-{t}")).exists());
+
+    // Two runs at once never share one.
+    let (a, b) = tokio::join!(
+        run_yaml_on(
+            &exec,
+            "matchers: [alertname=X]\nsteps:\n  - name: at\n    shell: pwd; sleep 0.3\n",
+            &x,
+            &cancel
+        ),
+        run_yaml_on(
+            &exec,
+            "matchers: [alertname=X]\nsteps:\n  - name: at\n    shell: pwd; sleep 0.3\n",
+            &x,
+            &cancel
+        ),
+    );
+    assert_ne!(stdout(&a, "at"), stdout(&b, "at"));
+
+    // An extended attribute (an ACL is one) cannot be wiped with the
+    // contents: that directory is removed, and the next run gets a new one.
+    let tagged = run_yaml_on(
+        &exec,
+        "matchers: [alertname=X]\nsteps:\n  - name: tag\n    shell: pwd; python3 -c 'import os; os.setxattr(\".\", \"user.planted\", b\"1\")' 2>/dev/null && echo tagged; true\n",
+        &x,
+        &cancel,
+    )
+    .await;
+    let out = stdout(&tagged, "tag");
+    let Some(tagged_dir) = out.strip_suffix("tagged\n") else {
+        eprintln!("SKIP: this file system takes no user extended attributes ({out})");
+        return;
+    };
+    let after = run_yaml_on(&exec, &look, &x, &cancel).await;
+    let seen = stdout(&after, "look");
+    assert!(!seen.starts_with(tagged_dir), "{seen}");
+    assert!(!Path::new(tagged_dir.trim_end()).exists());
+    assert!(seen.ends_with("700\nwrote\n"), "{seen}");
 }

@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ops::{run_note, timeline};
+use super::Cached;
 use super::Sqlite;
 use crate::approval::{say, Approval, ApprovalState, Decision, Request, Resume};
 use crate::incident::RunDetail;
@@ -46,7 +47,7 @@ pub(super) fn pause(
 ) -> Result<()> {
     let deadline =
         ts(chrono::Utc::now() + chrono::Duration::from_std(r.plan.timeout()).unwrap_or_default());
-    conn.execute(
+    conn.run(
         "INSERT INTO approvals (run_id, incident_id, runbook, step, step_index, prompt, requested_at, deadline, on_timeout, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
         params![run, incident, runbook, r.step, r.index, r.plan.prompt, now(), deadline, r.plan.on_timeout.as_str()],
@@ -71,7 +72,7 @@ pub(super) fn pause(
 /// Queues a decided run again, and says so on its incident's timeline.
 fn decided(conn: &Connection, a: &Approval, author: &str) -> Result<()> {
     let Some(incident): Option<i64> = conn
-        .query_row(
+        .one(
             "UPDATE runs SET state = 'queued' WHERE id = ?1 AND state = 'awaiting_approval' RETURNING incident_id",
             [a.run_id],
             |r| r.get(0),
@@ -82,7 +83,7 @@ fn decided(conn: &Connection, a: &Approval, author: &str) -> Result<()> {
         return Ok(());
     };
     timeline(conn, incident, author, "approval", &say::decided(a), None)?;
-    conn.execute(
+    conn.run(
         "UPDATE incidents SET updated_at = ?2 WHERE id = ?1",
         params![incident, now()],
     )?;
@@ -98,7 +99,7 @@ fn decide(
     comment: Option<&str>,
 ) -> Result<Approval> {
     let taken = conn
-        .query_row(
+        .one(
             &format!(
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, comment = ?5
                  WHERE id = (SELECT MAX(id) FROM approvals WHERE run_id = ?1) AND state = 'pending' AND deadline > ?4
@@ -118,13 +119,13 @@ fn decide(
 /// Why a run's approval cannot be decided (the conflict, or not found).
 fn undecidable(conn: &Connection, run: i64) -> Result<StoreError> {
     let state: Option<String> = conn
-        .query_row("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
+        .one("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
         .optional()?;
     let Some(state) = state else {
         return Ok(StoreError::NotFound(format!("run {run}")));
     };
     let last = conn
-        .query_row(
+        .one(
             &format!("SELECT {COLUMNS} FROM approvals WHERE run_id = ?1 ORDER BY id DESC LIMIT 1"),
             [run],
             row,
@@ -154,7 +155,7 @@ fn expire(conn: &Connection) -> Result<usize> {
 
 /// Withdraws a cancelled run's pending approval.
 pub(super) fn withdraw(conn: &Connection, run: i64) -> Result<()> {
-    conn.execute(
+    conn.run(
         "UPDATE approvals SET state = 'cancelled', decided_at = ?2 WHERE run_id = ?1 AND state = 'pending'",
         params![run, now()],
     )?;
@@ -164,14 +165,14 @@ pub(super) fn withdraw(conn: &Connection, run: i64) -> Result<()> {
 /// A queued run to resume: its steps before the pause and the decision.
 pub(super) fn resume(conn: &Connection, run: i64) -> Result<Option<Resume>> {
     let result: Option<String> =
-        conn.query_row("SELECT result FROM runs WHERE id = ?1", [run], |r| r.get(0))?;
+        conn.one("SELECT result FROM runs WHERE id = ?1", [run], |r| r.get(0))?;
     let Some(RunDetail::Executed(prior)) =
         run_detail(result.as_deref()).map_err(StoreError::Invalid)?
     else {
         return Ok(None);
     };
     let approval = conn
-        .query_row(
+        .one(
             &format!("SELECT {COLUMNS} FROM approvals WHERE run_id = ?1 ORDER BY id DESC LIMIT 1"),
             [run],
             row,

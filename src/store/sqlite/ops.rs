@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::Cached;
 use super::Sqlite;
 use crate::alert::Status;
 use crate::incident::{
@@ -33,7 +34,7 @@ pub(super) fn timeline(
     message: &str,
     status: Option<IncidentStatus>,
 ) -> Result<()> {
-    conn.execute(
+    conn.run(
         "INSERT INTO timeline (incident_id, at, author, kind, message, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![incident, now(), author, kind, message, status.map(IncidentStatus::as_str)],
     )?;
@@ -48,7 +49,7 @@ fn set_status(
     message: &str,
 ) -> Result<()> {
     let resolved_at = (status == IncidentStatus::Resolved).then(now);
-    conn.execute(
+    conn.run(
         "UPDATE incidents SET status = ?2, updated_at = ?3, resolved_at = COALESCE(?4, resolved_at) WHERE id = ?1",
         params![incident, status.as_str(), now(), resolved_at],
     )?;
@@ -63,7 +64,7 @@ pub(super) fn run_note(conn: &Connection, incident: i64, message: &str) -> Resul
 /// Records what the lifecycle decided for an event of `incident` (read in
 /// the same transaction).
 fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Result<()> {
-    let (status, escalated): (String, bool) = conn.query_row(
+    let (status, escalated): (String, bool) = conn.one(
         "SELECT status, escalated FROM incidents WHERE id = ?1",
         [incident],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -73,7 +74,7 @@ fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Res
         return Ok(());
     };
     if t.escalate {
-        conn.execute(
+        conn.run(
             "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
             params![incident, now()],
         )?;
@@ -120,7 +121,7 @@ static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
 fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
     let n = &input.notification;
     let at = now();
-    conn.execute(
+    conn.run(
         "INSERT INTO notifications (received_at, receiver, group_key, status, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![at, n.receiver, n.group_key, n.status.as_str(), input.body],
     )?;
@@ -134,7 +135,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
     let mut unmatched = 0;
     for (alert, m) in n.alerts.iter().zip(&input.matches) {
         if alert.status == Status::Firing && m.is_empty() {
-            unmatched += conn.execute(
+            unmatched += conn.run(
                 "INSERT INTO unmatched_alerts (fingerprint, alertname, labels, receiver, first_seen, last_seen, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)
                  ON CONFLICT (fingerprint) DO UPDATE SET labels = ?3, receiver = ?4, last_seen = ?5, seen = seen + 1",
                 params![alert.fingerprint, alert.name(), json(&shortened(&alert.labels)), n.receiver, at],
@@ -142,7 +143,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         }
     }
     if unmatched > 0 {
-        conn.execute(
+        conn.run(
             "DELETE FROM unmatched_alerts WHERE (SELECT COUNT(*) FROM unmatched_alerts) > ?1
              AND fingerprint NOT IN (SELECT fingerprint FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1)",
             [UNMATCHED_KEPT],
@@ -158,7 +159,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         .min()
         .unwrap_or(Severity::Sev4);
     let open: Option<(i64, String, String, String)> = conn
-        .query_row(
+        .one(
             "SELECT id, severity, services, runbooks FROM incidents WHERE receiver = ?1 AND group_key = ?2 AND status != 'resolved'",
             params![n.receiver, n.group_key],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -178,7 +179,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             svc.extend(services(n));
             let mut rbs: BTreeSet<String> = serde_json::from_str(&rbs).unwrap_or_default();
             rbs.extend(names);
-            conn.execute(
+            conn.run(
                 "UPDATE incidents SET severity = ?2, services = ?3, runbooks = ?4, updated_at = ?5 WHERE id = ?1",
                 params![id, severity.to_string(), json(&svc), json(&rbs), at],
             )?;
@@ -190,7 +191,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             let title = matched
                 .first()
                 .map_or_else(String::new, |m| m.title.clone());
-            conn.execute(
+            conn.run(
                 "INSERT INTO incidents (receiver, group_key, title, severity, status, services, runbooks, created_at, updated_at, shadow)
                  VALUES (?1, ?2, ?3, ?4, 'investigating', ?5, ?6, ?7, ?7, ?8)",
                 params![n.receiver, n.group_key, title, worst.to_string(), json(&services(n)), json(&names), at, input.shadow],
@@ -210,7 +211,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
     };
     out.incident = Some(IncidentId(incident));
     notify_ingest(conn, input, incident, opened, out.notification_id)?;
-    conn.execute(
+    conn.run(
         "UPDATE notifications SET incident_id = ?2 WHERE id = ?1",
         params![out.notification_id, incident],
     )?;
@@ -218,9 +219,9 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
     for (alert, matches) in n.alerts.iter().zip(&input.matches) {
         let starts = alert.starts_at.to_string();
         let known: Option<String> = conn
-            .query_row("SELECT status FROM alerts WHERE incident_id = ?1 AND fingerprint = ?2 AND starts_at = ?3", params![incident, alert.fingerprint, starts], |r| r.get(0))
+            .one("SELECT status FROM alerts WHERE incident_id = ?1 AND fingerprint = ?2 AND starts_at = ?3", params![incident, alert.fingerprint, starts], |r| r.get(0))
             .optional()?;
-        conn.execute(
+        conn.run(
             "INSERT INTO alerts (incident_id, fingerprint, starts_at, status, ends_at, labels, annotations, generator_url, first_seen, last_seen)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
              ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = ?4, ends_at = ?5, annotations = ?7, last_seen = ?9",
@@ -271,11 +272,11 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                                 } else {
                                     say::CANCELLED_WAITING
                                 };
-                                conn.execute("UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1", params![id, why, now()])?;
+                                conn.run("UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1", params![id, why, now()])?;
                                 super::approvals::withdraw(conn, id)?;
                                 out.withdrawn.push(id);
                             } else {
-                                conn.execute(
+                                conn.run(
                                     "UPDATE runs SET cancel_requested = 1 WHERE id = ?1",
                                     [id],
                                 )?;
@@ -288,7 +289,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             }
         }
     }
-    let unresolved: i64 = conn.query_row(
+    let unresolved: i64 = conn.one(
         "SELECT COUNT(*) FROM alerts WHERE incident_id = ?1 AND status != 'resolved'",
         [incident],
         |r| r.get(0),
@@ -299,7 +300,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         // incident was opened.
         // Clamped to [opened, now]: an endsAt in the future (or in 9999)
         // must not skew MTTR.
-        conn.execute(
+        conn.run(
             "UPDATE incidents SET alerts_ended_at = COALESCE(alerts_ended_at, (
                  SELECT CASE WHEN julianday(a.ends_at) <= julianday(i.created_at) THEN i.created_at
                              WHEN julianday(a.ends_at) >= julianday(?2) THEN ?2
@@ -310,7 +311,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             params![incident, now()],
         )?;
     }
-    let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
+    let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
     if u64::try_from(queued).unwrap_or(0) > input.max_queued {
         return Err(StoreError::QueueFull);
     }
@@ -368,7 +369,7 @@ fn insert_run(
     starts: &str,
     phase: Phase,
 ) -> Result<Option<i64>> {
-    let in_progress: bool = conn.query_row(
+    let in_progress: bool = conn.one(
         "SELECT EXISTS (SELECT 1 FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = ?3 AND state IN ('queued', 'running', 'awaiting_approval'))",
         params![m.name, fingerprint, phase.as_str()],
         |r| r.get(0),
@@ -376,7 +377,7 @@ fn insert_run(
     if in_progress {
         return Ok(None);
     }
-    let inserted = conn.execute(
+    let inserted = conn.run(
         "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8) ON CONFLICT DO NOTHING",
         params![incident, notification, m.name, fingerprint, starts, phase.as_str(), now(), m.idempotent],
@@ -408,7 +409,7 @@ fn queue_remediation(
     if !m.cooldown.is_zero() {
         let since = ts(Utc::now() - chrono::Duration::from_std(m.cooldown).unwrap_or_default());
         let recent: Option<String> = conn
-            .query_row(
+            .one(
                 "SELECT queued_at FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND id != ?3
                  AND state != 'skipped' AND queued_at > ?4 ORDER BY id DESC LIMIT 1",
                 params![m.name, alert.fingerprint, id, since],
@@ -417,7 +418,7 @@ fn queue_remediation(
             .optional()?;
         if let Some(last) = recent {
             let reason = say::cooldown(&m.name, &last, m.cooldown);
-            conn.execute(
+            conn.run(
                 "UPDATE runs SET state = 'skipped', reason = ?2, ended_at = ?3 WHERE id = ?1",
                 params![id, reason, now()],
             )?;
@@ -440,7 +441,7 @@ fn lease_until(lease: Duration) -> String {
 /// # Errors
 /// A database error.
 fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
-    let running: i64 = conn.query_row(
+    let running: i64 = conn.one(
         "SELECT COUNT(*) FROM runs WHERE state = 'running'",
         [],
         |r| r.get(0),
@@ -489,7 +490,7 @@ fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
 
 fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Claimed>> {
     let taken: Option<(i64, u32, bool)> = conn
-        .query_row(
+        .one(
             // A run resuming after an approval (it has its steps so far)
             // keeps its start and attempt.
             "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4,
@@ -502,7 +503,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
     let Some((fence, attempt, paused)) = taken else {
         return Ok(None);
     };
-    let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification, shadow): (i64, String, String, String, String, Vec<u8>, String, i64, bool) = conn.query_row(
+    let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification, shadow): (i64, String, String, String, String, Vec<u8>, String, i64, bool) = conn.one(
         "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow
          FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
         [id],
@@ -585,7 +586,7 @@ fn heartbeat(conn: &Connection, owner: &str, runs: &[Lease], lease: Duration) ->
 
 /// Whether `lease` still holds its run.
 fn holds(conn: &Connection, lease: Lease) -> Result<bool> {
-    Ok(conn.query_row(
+    Ok(conn.one(
         "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND fence = ?2 AND state = 'running')",
         params![lease.run_id, lease.fence],
         |r| r.get(0),
@@ -620,7 +621,7 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
         return pause(conn, f, r);
     }
     let Some((incident, runbook, phase, notification, fingerprint)): Option<(i64, String, String, i64, String)> = conn
-        .query_row(
+        .one(
             "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL
              WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
             params![f.lease.run_id, f.lease.fence, f.state.as_str(), now(), json(&f.result), f.summary],
@@ -633,7 +634,7 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
     // The run's live output stays readable for a while after its end, so
     // that a stream reading it gets the tail; older runs' output goes.
-    conn.execute(
+    conn.run(
         "DELETE FROM step_output WHERE run_id IN (
              SELECT s.run_id FROM (SELECT DISTINCT run_id FROM step_output) s JOIN runs r ON r.id = s.run_id
              WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < ?1)",
@@ -678,7 +679,7 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
 /// (holding no slot and no lease) for a decision.
 fn pause(conn: &Connection, f: &Finished, r: &crate::approval::Request) -> Result<FinishOutcome> {
     let Some((incident, runbook, notification, fingerprint)): Option<(i64, String, i64, String)> = conn
-        .query_row(
+        .one(
             "UPDATE runs SET state = 'awaiting_approval', result = ?3, reason = ?4, owner = NULL, lease_until = NULL
              WHERE id = ?1 AND fence = ?2 AND state = 'running' AND NOT cancel_requested RETURNING incident_id, runbook, notification_id, fingerprint",
             params![f.lease.run_id, f.lease.fence, json(&f.result), f.summary],
@@ -770,9 +771,9 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
     let mut reaped = Reaped::default();
     for (id, incident, runbook, idempotent, owner, attempt, cancelled) in runs {
         let owner = owner.unwrap_or_default();
-        conn.execute("DELETE FROM step_output WHERE run_id = ?1", [id])?;
+        conn.run("DELETE FROM step_output WHERE run_id = ?1", [id])?;
         if idempotent {
-            conn.execute(
+            conn.run(
                 "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
                 [id],
             )?;
@@ -792,7 +793,7 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
             } else {
                 RunState::Interrupted
             };
-            conn.execute(
+            conn.run(
                 "UPDATE runs SET state = ?4, reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
                 params![id, why, now(), state.as_str()],
             )?;
@@ -812,7 +813,7 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
 /// [`StoreError::NotFound`] or a database error.
 fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
     let exists: Option<String> = conn
-        .query_row("SELECT status FROM incidents WHERE id = ?1", [id.0], |r| {
+        .one("SELECT status FROM incidents WHERE id = ?1", [id.0], |r| {
             r.get(0)
         })
         .optional()?;
@@ -828,20 +829,20 @@ fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
         )?;
     }
     if let Some(rc) = &u.root_cause {
-        conn.execute(
+        conn.run(
             "UPDATE incidents SET root_cause = ?2 WHERE id = ?1",
             params![id.0, rc],
         )?;
     }
     if let Some(status) = u.status {
         let resolved_at = (status == IncidentStatus::Resolved).then(now);
-        conn.execute(
+        conn.run(
             "UPDATE incidents SET status = ?2, resolved_at = CASE WHEN ?2 = 'resolved' THEN COALESCE(resolved_at, ?3) ELSE NULL END,
                  alerts_ended_at = CASE WHEN ?2 = 'resolved' THEN alerts_ended_at ELSE NULL END WHERE id = ?1",
             params![id.0, status.as_str(), resolved_at],
         )?;
     }
-    conn.execute(
+    conn.run(
         "UPDATE incidents SET updated_at = ?2 WHERE id = ?1",
         params![id.0, now()],
     )?;
@@ -852,7 +853,7 @@ fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
 /// one is asked to stop (its owner kills its steps and records it).
 fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
     let row: Option<(String, i64, String, String)> = conn
-        .query_row(
+        .one(
             "SELECT state, incident_id, runbook, phase FROM runs WHERE id = ?1",
             [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -865,7 +866,7 @@ fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
     match state {
         RunState::Queued | RunState::AwaitingApproval => {
             let why = say::cancelled_by(who, state);
-            conn.execute(
+            conn.run(
                 "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state IN ('queued', 'awaiting_approval')",
                 params![id, why, now()],
             )?;
@@ -883,7 +884,7 @@ fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
             )?;
         }
         RunState::Running => {
-            conn.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+            conn.run("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [id])?;
             run_note(conn, incident, &say::cancel_requested(id, &runbook, who))?;
         }
         other => {
@@ -942,7 +943,7 @@ impl Sqlite {
     pub async fn incidents(&self, f: IncidentFilter) -> Result<(Vec<IncidentSummary>, i64)> {
         self.read(move |conn| {
             let (sql, args) = incident_filter(&f, '?');
-            let total: i64 = conn.query_row(&format!("SELECT COUNT(*){sql}"), rusqlite::params_from_iter(&args), |r| r.get(0))?;
+            let total: i64 = conn.one(&format!("SELECT COUNT(*){sql}"), rusqlite::params_from_iter(&args), |r| r.get(0))?;
             let (limit, offset) = f.page();
             let mut stmt = conn.prepare(&format!("SELECT {}{sql} ORDER BY (status = 'resolved'), id DESC LIMIT {limit} OFFSET {offset}", *SUMMARY_COLUMNS))?;
             let rows = stmt.query_map(rusqlite::params_from_iter(&args), summary)?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -958,7 +959,7 @@ impl Sqlite {
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         self.read(move |conn| {
             let (summary, root_cause, acknowledged_at, acknowledged_by) = conn
-                .query_row(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?, r.get::<_, Option<String>>("acknowledged_at")?, r.get::<_, Option<String>>("acknowledged_by")?)))
+                .one(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?, r.get::<_, Option<String>>("acknowledged_at")?, r.get::<_, Option<String>>("acknowledged_by")?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;
@@ -1024,7 +1025,7 @@ impl Sqlite {
     pub async fn stats(&self, window: Duration) -> Result<Stats> {
         self.read(move |conn| {
             let since = ts(Utc::now() - chrono::Duration::from_std(window).unwrap_or_default());
-            let (opened, resolved, mttr, mttr_notified): (i64, i64, Option<f64>, Option<f64>) = conn.query_row(
+            let (opened, resolved, mttr, mttr_notified): (i64, i64, Option<f64>, Option<f64>) = conn.one(
                 "SELECT COUNT(*), COUNT(resolved_at),
                         AVG(CASE WHEN resolved_at IS NOT NULL THEN (julianday(COALESCE(alerts_ended_at, resolved_at)) - julianday(created_at)) * 86400.0 END),
                         AVG(CASE WHEN resolved_at IS NOT NULL THEN (julianday(resolved_at) - julianday(created_at)) * 86400.0 END)
@@ -1032,11 +1033,11 @@ impl Sqlite {
                 [&since],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-            let open: i64 = conn.query_row("SELECT COUNT(*) FROM incidents WHERE status != 'resolved'", [], |r| r.get(0))?;
+            let open: i64 = conn.one("SELECT COUNT(*) FROM incidents WHERE status != 'resolved'", [], |r| r.get(0))?;
             let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM runs WHERE queued_at >= ?1 GROUP BY state")?;
             let runs = stmt.query_map([&since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?.collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?;
-            let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
-            let notifications: i64 = conn.query_row("SELECT COUNT(*) FROM notifications WHERE received_at >= ?1", [&since], |r| r.get(0))?;
+            let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
+            let notifications: i64 = conn.one("SELECT COUNT(*) FROM notifications WHERE received_at >= ?1", [&since], |r| r.get(0))?;
             Ok(Stats { window_seconds: window.as_secs(), incidents_opened: opened, incidents_resolved: resolved, incidents_open: open, mttr_seconds: mttr, mttr_notified_seconds: mttr_notified, runs_by_state: runs, queued_runs: queued, notifications })
         })
         .await
@@ -1077,13 +1078,13 @@ impl Sqlite {
     /// A database error.
     pub async fn gauges(&self) -> Result<(i64, i64, i64)> {
         self.read(|conn| {
-            let queued: i64 = conn.query_row("SELECT n FROM queue_depth", [], |r| r.get(0))?;
-            let open: i64 = conn.query_row(
+            let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
+            let open: i64 = conn.one(
                 "SELECT COUNT(*) FROM incidents WHERE status != 'resolved'",
                 [],
                 |r| r.get(0),
             )?;
-            let awaiting: i64 = conn.query_row(
+            let awaiting: i64 = conn.one(
                 "SELECT COUNT(*) FROM approvals WHERE state = 'pending'",
                 [],
                 |r| r.get(0),
@@ -1111,7 +1112,7 @@ impl Sqlite {
                     Ok(LiveChunk { cursor: r.get(0)?, run: r.get(1)?, step: r.get(2)?, stream: r.get(3)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(4)?).into_owned() })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let active: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND state IN ('queued', 'running', 'awaiting_approval'))", [id.0], |r| r.get(0))?;
+            let active: bool = conn.one("SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND state IN ('queued', 'running', 'awaiting_approval'))", [id.0], |r| r.get(0))?;
             Ok((chunks, active))
         })
         .await
@@ -1124,7 +1125,7 @@ impl Sqlite {
     pub async fn run_origin(&self, id: i64) -> Result<Option<(IncidentId, String, String)>> {
         self.read(move |conn| {
             Ok(conn
-                .query_row(
+                .one(
                     "SELECT incident_id, runbook, fingerprint FROM runs WHERE id = ?1",
                     [id],
                     |r| Ok((IncidentId(r.get(0)?), r.get(1)?, r.get(2)?)),

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::ops::timeline;
+use super::Cached;
 use super::Sqlite;
 use crate::incident::{IncidentId, IncidentStatus};
 use crate::notify::{
@@ -18,7 +19,7 @@ use crate::store::{Pending, Result, StoreError};
 
 /// The incident's notification rules and whether it is a shadow incident.
 fn policies(conn: &Connection, incident: i64) -> Result<(Policies, bool)> {
-    let (raw, shadow): (String, bool) = conn.query_row(
+    let (raw, shadow): (String, bool) = conn.one(
         "SELECT notify, shadow FROM incidents WHERE id = ?1",
         [incident],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -44,7 +45,7 @@ pub(super) fn remember(conn: &Connection, incident: i64, add: &Policies) -> Resu
         }
     }
     if changed || p.len() != before {
-        conn.execute(
+        conn.run(
             "UPDATE incidents SET notify = ?2 WHERE id = ?1",
             params![incident, json(&p)],
         )?;
@@ -142,7 +143,7 @@ pub(super) fn disarm(
     why: &str,
 ) -> Result<usize> {
     let pattern = format!("%\"{}\"%", condition.as_str());
-    let n = conn.execute(
+    let n = conn.run(
         "UPDATE escalations SET state = 'cancelled', ended_at = ?3, reason = ?4
          WHERE incident_id = ?1 AND state = 'pending' AND unless_ LIKE ?2 AND (?5 IS NULL OR runbook = ?5)",
         params![incident, pattern, now(), notify::say::escalation_cancelled(why), runbook],
@@ -153,7 +154,7 @@ pub(super) fn disarm(
 /// The incident resolved: tell people, and cancel what resolution ends.
 pub(super) fn resolved(conn: &Connection, incident: i64, detail: &str) -> Result<()> {
     // Whatever its `unless`, nobody is paged about a resolved incident.
-    conn.execute(
+    conn.run(
         "UPDATE escalations SET state = 'cancelled', ended_at = ?2, reason = ?3 WHERE incident_id = ?1 AND state = 'pending'",
         params![incident, now(), notify::say::escalation_cancelled("the incident resolved")],
     )?;
@@ -175,7 +176,7 @@ pub(super) fn resolved(conn: &Connection, incident: i64, detail: &str) -> Result
 /// Records an acknowledgement; false when the incident already had one.
 fn acknowledge(conn: &Connection, id: IncidentId, who: &str) -> Result<bool> {
     let status: Option<(String, Option<String>)> = conn
-        .query_row(
+        .one(
             "SELECT status, acknowledged_at FROM incidents WHERE id = ?1",
             [id.0],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -187,7 +188,7 @@ fn acknowledge(conn: &Connection, id: IncidentId, who: &str) -> Result<bool> {
     if acked.is_some() {
         return Ok(false);
     }
-    conn.execute(
+    conn.run(
         "UPDATE incidents SET acknowledged_at = ?2, acknowledged_by = ?3, updated_at = ?2 WHERE id = ?1",
         params![id.0, now(), who],
     )?;
@@ -235,12 +236,12 @@ fn escalate(conn: &Connection) -> Result<usize> {
     for (id, incident, runbook, notify_raw, unless_raw, message, after_ms) in due {
         let targets: Vec<String> = serde_json::from_str(&notify_raw).unwrap_or_default();
         let unless: Vec<Unless> = serde_json::from_str(&unless_raw).unwrap_or_default();
-        let (status, acked, shadow): (String, Option<String>, bool) = conn.query_row(
+        let (status, acked, shadow): (String, Option<String>, bool) = conn.one(
             "SELECT status, acknowledged_at, shadow FROM incidents WHERE id = ?1",
             [incident],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let succeeded: bool = conn.query_row(
+        let succeeded: bool = conn.one(
             "SELECT EXISTS (SELECT 1 FROM runs WHERE incident_id = ?1 AND runbook = ?2 AND phase = 'remediation' AND state IN ('succeeded', 'succeeded_with_failures'))",
             params![incident, runbook],
             |r| r.get(0),
@@ -251,7 +252,7 @@ fn escalate(conn: &Connection) -> Result<usize> {
             Unless::Succeeded => succeeded,
         });
         if let Some(u) = handled {
-            conn.execute(
+            conn.run(
                 "UPDATE escalations SET state = 'cancelled', ended_at = ?2, reason = ?3 WHERE id = ?1 AND state = 'pending'",
                 params![id, now(), notify::say::escalation_cancelled(&format!("{u}"))],
             )?;
@@ -259,14 +260,14 @@ fn escalate(conn: &Connection) -> Result<usize> {
         }
         let after = Duration::from_millis(u64::try_from(after_ms).unwrap_or(0));
         let text = notify::say::escalated(&runbook, after, &unless, &targets);
-        if conn.execute(
+        if conn.run(
             "UPDATE escalations SET state = 'fired', ended_at = ?2, reason = ?3 WHERE id = ?1 AND state = 'pending'",
             params![id, now(), text],
         )? == 0
         {
             continue;
         }
-        conn.execute(
+        conn.run(
             "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
             params![incident, now()],
         )?;
@@ -362,22 +363,22 @@ fn claim(conn: &Connection, owner: &str, limit: u32, lease: Duration) -> Result<
 /// Records how an attempt ended, if the attempt is still the item's latest.
 fn settle(conn: &Connection, id: i64, attempt: u32, s: &Settle) -> Result<bool> {
     let n = match s {
-        Settle::Delivered => conn.execute(
+        Settle::Delivered => conn.run(
             "UPDATE outbox SET state = 'delivered', delivered_at = ?3, owner = NULL, lease_until = NULL, last_error = NULL
              WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
             params![id, attempt, now()],
         )?,
-        Settle::Retry { at, error } => conn.execute(
+        Settle::Retry { at, error } => conn.run(
             "UPDATE outbox SET state = 'pending', next_at = ?3, last_error = ?4, owner = NULL, lease_until = NULL
              WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
             params![id, attempt, ts(*at), error],
         )?,
-        Settle::Defer { at } => conn.execute(
+        Settle::Defer { at } => conn.run(
             "UPDATE outbox SET state = 'pending', next_at = ?3, attempts = attempts - 1, owner = NULL, lease_until = NULL
              WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
             params![id, attempt, ts(*at)],
         )?,
-        Settle::Dead { error } => conn.execute(
+        Settle::Dead { error } => conn.run(
             "UPDATE outbox SET state = 'dead', last_error = ?3, owner = NULL, lease_until = NULL
              WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
             params![id, attempt, error],
@@ -389,12 +390,12 @@ fn settle(conn: &Connection, id: i64, attempt: u32, s: &Settle) -> Result<bool> 
 /// Queues a dead notification again, with a fresh maximum age.
 fn retry(conn: &Connection, id: i64) -> Result<()> {
     let state: Option<String> = conn
-        .query_row("SELECT state FROM outbox WHERE id = ?1", [id], |r| r.get(0))
+        .one("SELECT state FROM outbox WHERE id = ?1", [id], |r| r.get(0))
         .optional()?;
     match state.as_deref() {
         None => Err(StoreError::NotFound(format!("notification {id}"))),
         Some("dead") => {
-            conn.execute(
+            conn.run(
                 "UPDATE outbox SET state = 'pending', next_at = ?2, created_at = ?2, attempts = 0 WHERE id = ?1",
                 params![id, now()],
             )?;
