@@ -285,7 +285,7 @@ impl StepCgroup {
             && self.v2.as_ref().is_some_and(|d| {
                 fs::read_to_string(d.join("cgroup.freeze")).map_or(true, |s| s.trim() == "0")
                     && fs::read_dir(d)
-                        .is_ok_and(|mut e| !e.any(|e| e.is_ok_and(|e| e.path().is_dir())))
+                        .is_ok_and(|mut e| !e.any(|e| e.and_then(|e| e.file_type()).is_ok_and(|t| t.is_dir())))
             })
     }
 

@@ -23,13 +23,18 @@
 //! Landlock except for their own run's directory, so a run cannot read
 //! another's scratch.
 //!
-//! A finished run's directory is kept for a later run of the same user
-//! (making a directory and its Landlock ruleset costs more than a short
-//! step), but only when it can be given back exactly as made: every process
-//! of the run's steps is known to be gone (their cgroup v2 said so), its
-//! contents are removed, its mode is 0700 again, its owner is unchanged and
-//! it carries no extended attribute (ACLs included) a step could have left.
-//! Anything else is removed as before.
+//! When steps run as a user other than root and runbookd's own (the default
+//! when runbookd is root), a run's directory is made inside a *slot*: a
+//! directory of runbookd's (0711, so steps can neither list nor change it)
+//! that holds one run's directory at a time. A slot and its Landlock ruleset
+//! (which grants beneath the slot) are kept for later runs, because building
+//! a ruleset of a few hundred rules costs more than a short step; the run's
+//! own directory is always new, so nothing a run held (an open descriptor,
+//! an inotify watch, a planted file) reaches a later run's directory, whose
+//! name it cannot learn. A slot goes to a later run only when every process
+//! of the run's steps is known to be gone (their cgroup v2 said so) and the
+//! slot is exactly as made: empty, 0711, runbookd's, with the same extended
+//! attributes. Anything else removes it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -70,20 +75,21 @@ pub struct Instance {
     id: String,
     dir: PathBuf,
     scratch_root: PathBuf,
-    /// Finished runs' directories, emptied, for later runs.
-    idle: Arc<Mutex<Vec<Idle>>>,
+    /// Slots of finished runs, for later runs.
+    idle: Arc<Mutex<Vec<Slot>>>,
     _lock: Flock<File>,
 }
 
-/// Most idle scratch directories kept.
-const IDLE_SCRATCH: usize = 32;
+/// Most idle slots kept.
+const IDLE_SLOTS: usize = 32;
 
-/// An emptied scratch directory waiting for a run of the same user.
+/// A directory of runbookd's holding one run's scratch directory at a time,
+/// with the Landlock ruleset that grants beneath it.
 #[derive(Debug)]
-struct Idle {
+struct Slot {
     path: PathBuf,
-    owner: Option<(u32, u32)>,
-    ids: (u32, u32),
+    /// Its extended attributes' names when made.
+    xattrs: Vec<u8>,
     ruleset: Option<Arc<OwnedFd>>,
 }
 
@@ -169,38 +175,46 @@ impl Instance {
         &self.dir
     }
 
-    /// An empty run scratch directory: 0700, owned by `owner` when given,
-    /// with an unguessable name; when the returned value drops it is
-    /// emptied for a later run ([`Scratch`]) or removed.
+    /// A new, empty run scratch directory: 0700, owned by `owner` when
+    /// given, with an unguessable name; removed when the returned value
+    /// drops (its slot, if any, kept for a later run when that is safe).
     ///
     /// # Errors
     /// When it cannot be made or handed to the step user.
     pub fn scratch(&self, owner: Option<(u32, u32)>) -> io::Result<Scratch> {
-        let reused = {
-            let mut idle = lock(&self.idle);
-            let at = idle.iter().position(|d| d.owner == owner);
-            at.map(|at| idle.swap_remove(at))
-        };
-        // A cleaner of /tmp may have removed an idle directory or the root.
-        if let Some(d) = reused.filter(|d| d.path.is_dir()) {
-            return Ok(Scratch {
-                path: d.path,
-                owner,
-                ids: d.ids,
-                ruleset: Mutex::new(d.ruleset),
-                reusable: AtomicBool::new(true),
-                idle: Arc::downgrade(&self.idle),
-            });
-        }
+        // A cleaner of /tmp may have removed an idle root: make it again.
         own_dir(&self.scratch_root, 0o711)?;
-        let path = self.scratch_root.join(random_hex(16)?);
+        // Only a step user who owns nothing of runbookd's may share slots:
+        // root, or runbookd's own user, could change one.
+        let me = nix::unistd::geteuid().as_raw();
+        let slotted = owner.is_some_and(|(uid, _)| uid != 0 && uid != me);
+        let slot = if slotted {
+            let idle = lock(&self.idle).pop();
+            if let Some(slot) =
+                idle.filter(|s| fs::symlink_metadata(&s.path).is_ok_and(|m| m.is_dir()))
+            {
+                Some(slot)
+            } else {
+                let path = self.scratch_root.join(random_hex(16)?);
+                fs::DirBuilder::new().mode(0o711).create(&path)?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o711))?;
+                let xattrs = xattr_names(&path)?;
+                Some(Slot {
+                    path,
+                    xattrs,
+                    ruleset: None,
+                })
+            }
+        } else {
+            None
+        };
+        let parent = slot.as_ref().map_or(&self.scratch_root, |s| &s.path);
+        let path = parent.join(random_hex(16)?);
         fs::DirBuilder::new().mode(0o700).create(&path)?;
-        let mut scratch = Scratch {
+        let scratch = Scratch {
+            ruleset: Mutex::new(slot.as_ref().and_then(|s| s.ruleset.clone())),
+            slot: slot.map(|s| (s.path, s.xattrs)),
             path,
-            owner,
-            ids: (u32::MAX, u32::MAX),
-            ruleset: Mutex::new(None),
-            // Never reused if it cannot be handed over whole.
             reusable: AtomicBool::new(false),
             idle: Arc::downgrade(&self.idle),
         };
@@ -208,9 +222,7 @@ impl Instance {
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&scratch.path, Some(uid), Some(gid))?;
         }
-        let meta = fs::symlink_metadata(&scratch.path)?;
-        scratch.ids = (meta.uid(), meta.gid());
-        scratch.reusable = AtomicBool::new(true);
+        scratch.reusable.store(true, Ordering::Relaxed);
         Ok(scratch)
     }
 
@@ -291,22 +303,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One run's scratch directory. Dropped, it is emptied and kept for a
-/// later run of the same user when that is safe ([`Scratch::wipe`]), or
-/// removed.
+/// The names of a file's extended attributes, as the kernel lists them.
+fn xattr_names(path: &Path) -> io::Result<Vec<u8>> {
+    let mut names = [0u8; 1024];
+    let n = rustix::fs::llistxattr(path, &mut names[..]).map_err(io::Error::from)?;
+    Ok(names[..n].to_vec())
+}
+
+/// One run's scratch directory, removed on drop.
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
-    owner: Option<(u32, u32)>,
-    /// The owner and group it was made with.
-    ids: (u32, u32),
+    /// The slot it is in, and the slot's extended attributes when made.
+    slot: Option<(PathBuf, Vec<u8>)>,
     /// The Landlock ruleset of its steps without `writable_paths`, built
-    /// once for the directory (a ruleset names the directory itself, and
-    /// the kernel copies it into each step that restricts itself to it).
+    /// once (for the slot, when there is one: the kernel copies a ruleset
+    /// into each step that restricts itself to it).
     ruleset: Mutex<Option<Arc<OwnedFd>>>,
     /// Cleared when a step's processes could not be shown to be gone.
     reusable: AtomicBool,
-    idle: Weak<Mutex<Vec<Idle>>>,
+    idle: Weak<Mutex<Vec<Slot>>>,
 }
 
 impl Scratch {
@@ -315,87 +331,63 @@ impl Scratch {
         &self.path
     }
 
-    /// The directory's shared ruleset, built by `build` the first time.
+    /// The shared ruleset of the run's steps, built by `build` the first
+    /// time, given the directory it must grant beneath (the slot, or the
+    /// run's directory).
     ///
     /// # Errors
     /// `build`'s.
     pub fn ruleset(
         &self,
-        build: impl FnOnce() -> Result<OwnedFd, String>,
+        build: impl FnOnce(&Path) -> Result<OwnedFd, String>,
     ) -> Result<Arc<OwnedFd>, String> {
         let mut cached = lock(&self.ruleset);
         if let Some(fd) = &*cached {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(build()?);
+        let granted = self.slot.as_ref().map_or(&self.path, |(slot, _)| slot);
+        let fd = Arc::new(build(granted)?);
         *cached = Some(fd.clone());
         Ok(fd)
     }
 
     /// A step ran here whose processes may outlive it (no cgroup v2 told
-    /// they were gone): the directory is removed, never handed on.
+    /// they were gone): its slot is removed, never handed on.
     pub fn keep_from_reuse(&self) {
         self.reusable.store(false, Ordering::Relaxed);
     }
+}
 
-    /// Empties the directory and checks it is as [`Instance::scratch`] made
-    /// it: still a directory of the same owner, mode 0700 again, nothing
-    /// left in it, no extended attribute but the `security.` ones (which a
-    /// step's user cannot set).
-    fn wipe(&self) -> io::Result<()> {
-        let dir = &self.path;
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_dir() {
-                remove_tree(&entry.path())?;
-            } else {
-                fs::remove_file(entry.path())?;
-            }
-        }
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        let meta = fs::symlink_metadata(dir)?;
-        let as_made = meta.is_dir()
-            && (meta.uid(), meta.gid()) == self.ids
-            && meta.permissions().mode() & 0o7777 == 0o700
-            && fs::read_dir(dir)?.next().is_none();
-        let mut names = [0u8; 1024];
-        let listed =
-            rustix::fs::llistxattr(dir.as_path(), &mut names[..]).map_err(io::Error::from)?;
-        let no_xattrs = names[..listed]
-            .split(|&b| b == 0)
-            .all(|name| name.is_empty() || name.starts_with(b"security."));
-        if as_made && no_xattrs {
-            Ok(())
-        } else {
-            Err(io::Error::other("not as it was made"))
-        }
-    }
+/// Whether a slot is as [`Instance::scratch`] made it: a directory of
+/// runbookd's, 0711, empty, with the same extended attributes.
+fn as_made(slot: &Path, xattrs: &[u8]) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    fs::symlink_metadata(slot)
+        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.permissions().mode() & 0o7777 == 0o711)
+        && fs::read_dir(slot).is_ok_and(|mut d| d.next().is_none())
+        && xattr_names(slot).is_ok_and(|now| now == xattrs)
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        if self.reusable.load(Ordering::Relaxed) {
+        let removed = remove_tree(&self.path).is_ok();
+        let Some((slot, xattrs)) = self.slot.take() else {
+            return;
+        };
+        if removed && self.reusable.load(Ordering::Relaxed) && as_made(&slot, &xattrs) {
             if let Some(idle) = self.idle.upgrade() {
-                match self.wipe() {
-                    Ok(()) => {
-                        let mut idle = lock(&idle);
-                        if idle.len() < IDLE_SCRATCH {
-                            idle.push(Idle {
-                                path: std::mem::take(&mut self.path),
-                                owner: self.owner,
-                                ids: self.ids,
-                                ruleset: lock(&self.ruleset).take(),
-                            });
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(dir = %self.path.display(), error = %e, "a run's scratch directory is removed, not reused");
-                    }
+                let mut idle = lock(&idle);
+                if idle.len() < IDLE_SLOTS {
+                    idle.push(Slot {
+                        path: slot,
+                        xattrs,
+                        ruleset: lock(&self.ruleset).take(),
+                    });
+                    return;
                 }
             }
         }
-        let _ = remove_tree(&self.path);
+        let _ = remove_tree(&slot);
     }
 }
 

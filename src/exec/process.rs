@@ -263,7 +263,7 @@ pub async fn run(
     let child = match started_step {
         Ok(s) => s,
         Err(reason) => {
-            settled.check(cgroup.as_ref());
+            // A child may be forked and not yet in its cgroup: never shown gone.
             return finish(StepOutcome::SpawnFailed { reason }, record, false, false);
         }
     };

@@ -640,20 +640,20 @@ impl Sandbox {
             record.unavailable.push("cgroup-v2".into());
         }
         let landlock = if self.probe.landlock_abi > 0 {
-            let build = || {
+            let build = |granted: &Path| {
                 landlock_ruleset(
                     landlock_abi(self.probe.landlock_abi),
                     &self.readable,
-                    scratch,
+                    granted,
                     &opts.writable_paths,
                 )
                 .map_err(|e| format!("cannot build the Landlock ruleset: {e}"))
             };
-            // A few hundred rules: built once per scratch directory.
+            // A few hundred rules: built once per run, or per slot.
             let fd = if opts.writable_paths.is_empty() {
                 run_dir.ruleset(build)?
             } else {
-                Arc::new(build()?)
+                Arc::new(build(scratch)?)
             };
             record
                 .applied
@@ -932,13 +932,14 @@ fn grant_beside(
     }
 }
 
-/// Builds one step's Landlock ruleset in the parent: the shared read rules,
-/// full access to the run's scratch dir and `writable_paths`, write access
-/// to the null-like devices. Nothing else, `/dev/tty` included.
+/// Builds a step's Landlock ruleset in the parent: the shared read rules,
+/// full access beneath `granted` (the run's scratch dir, or the slot that
+/// holds it) and `writable_paths`, write access to the null-like devices.
+/// Nothing else, `/dev/tty` included.
 fn landlock_ruleset(
     abi: ABI,
     readable: &[(PathFd, BitFlags<AccessFs>)],
-    scratch: &Path,
+    granted: &Path,
     writable: &[PathBuf],
 ) -> Result<OwnedFd, String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
@@ -956,7 +957,7 @@ fn landlock_ruleset(
     }
     created = created
         .add_rule(PathBeneath::new(
-            PathFd::new(scratch).map_err(|e| err(&e))?,
+            PathFd::new(granted).map_err(|e| err(&e))?,
             AccessFs::from_all(abi),
         ))
         .map_err(|e| err(&e))?;

@@ -1002,8 +1002,10 @@ async fn a_step_cgroup_is_reused_only_with_the_same_limits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_runs_scratch_goes_to_a_later_run_only_emptied() {
-    if !require(Probe::run().cgroups.v2.is_some(), "a cgroup v2 hierarchy") {
+async fn a_later_run_gets_a_new_directory_in_a_reused_slot() {
+    if !require(Probe::run().cgroups.v2.is_some(), "a cgroup v2 hierarchy")
+        || !require_root("steps run as another user, in slots")
+    {
         return;
     }
     let exec = executor(Duration::from_millis(300));
@@ -1019,21 +1021,25 @@ async fn a_runs_scratch_goes_to_a_later_run_only_emptied() {
     )
     .await;
     assert_eq!(first.outcome, RunOutcome::Succeeded, "{first:?}");
-    let dir = stdout(&first, "plant");
+    let dir = stdout(&first, "plant").trim().to_owned();
+    assert!(!Path::new(&dir).exists(), "the run's directory is removed");
     let t = token();
     let look = format!(
-        "matchers: [alertname=X]\nsteps:\n  - name: look\n    shell: pwd; ls -A; stat -c %a .; touch mine && echo wrote; touch /tmp/runbookd-reused-{t} 2>/dev/null && echo escaped; true\n"
+        "matchers: [alertname=X]\nsteps:\n  - name: look\n    shell: pwd; ls -A; stat -c %a .; touch mine && echo wrote; ls .. 2>/dev/null || echo 'slot not listable'; touch ../planted 2>/dev/null && echo 'slot writable'; touch /tmp/runbookd-reused-{t} 2>/dev/null && echo escaped; true\n"
     );
     let second = run_yaml_on(&exec, &look, &x, &cancel).await;
     let seen = stdout(&second, "look");
+    let (at, rest) = seen.split_once('\n').unwrap();
+    assert_ne!(at, dir, "a new directory");
     assert_eq!(
-        seen,
-        format!("{dir}700\nwrote\n"),
-        "the later run got the same directory, empty, 0700, and may write in it (and only there)"
+        Path::new(at).parent(),
+        Path::new(&dir).parent(),
+        "in the same slot"
     );
+    assert_eq!(rest, "700\nwrote\nslot not listable\n", "{seen}");
     assert!(!Path::new(&format!("/tmp/runbookd-reused-{t}")).exists());
 
-    // Two runs at once never share one.
+    // Two runs at once never share a slot.
     let (a, b) = tokio::join!(
         run_yaml_on(
             &exec,
@@ -1048,25 +1054,151 @@ async fn a_runs_scratch_goes_to_a_later_run_only_emptied() {
             &cancel
         ),
     );
-    assert_ne!(stdout(&a, "at"), stdout(&b, "at"));
+    let parent = |r: &RunResult| {
+        Path::new(stdout(r, "at").trim())
+            .parent()
+            .unwrap()
+            .to_owned()
+    };
+    assert_ne!(parent(&a), parent(&b));
+}
 
-    // An extended attribute (an ACL is one) cannot be wiped with the
-    // contents: that directory is removed, and the next run gets a new one.
-    let tagged = run_yaml_on(
+/// The attack on reused scratch directories: a run that learns another
+/// run's directory (here from that run, as colluding steps would) watches
+/// it with inotify, which Landlock does not mediate, then waits for a later
+/// run to be given the same directory and reads the names of its files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cannot_watch_a_later_runs_directory() {
+    if !require(Probe::run().cgroups.v2.is_some(), "a cgroup v2 hierarchy")
+        || !require_root("steps run as another user, in slots")
+    {
+        return;
+    }
+    let exec = Arc::new(executor(Duration::from_millis(300)));
+    let x = json!({"alertname": "X"});
+    let from = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let to = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (port, watcher_port) = (
+        from.local_addr().unwrap().port(),
+        to.local_addr().unwrap().port(),
+    );
+    // Passes the leaker's line on to the watcher (each given 20 s to call).
+    let accept = |l: &std::net::TcpListener| {
+        l.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match l.accept() {
+                Ok((c, _)) => {
+                    c.set_nonblocking(false).unwrap();
+                    return Some(c);
+                }
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return None,
+            }
+        }
+    };
+    let relay = std::thread::spawn(move || {
+        use std::io::{BufRead, Write};
+        let mut line = String::new();
+        std::io::BufReader::new(accept(&from)?)
+            .read_line(&mut line)
+            .ok()?;
+        accept(&to)?.write_all(line.as_bytes()).ok()?;
+        Some(line)
+    });
+    let leaker = format!(
+        "matchers: [alertname=X]\nsteps:\n  - name: leak\n    run: [python3, -c, 'import os, socket, time; s = socket.create_connection((\"127.0.0.1\", {port})); s.sendall((os.getcwd() + \"\\n\").encode()); s.close(); time.sleep(1)']\n"
+    );
+    let watcher = format!(
+        r#"matchers: [alertname=X]
+steps:
+  - name: watch
+    run:
+      - python3
+      - -c
+      - |
+        import ctypes, os, select, socket, struct, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        s = socket.create_connection(("127.0.0.1", {watcher_port}))
+        path = s.makefile().readline().strip()
+        fd = libc.inotify_init1(0)
+        for p in (path, os.path.dirname(path)):
+            print("watch", p == path and "run" or "slot", libc.inotify_add_watch(fd, p.encode(), 0x100 | 0x80 | 0x2) >= 0, flush=True)
+        end = time.time() + 4
+        while time.time() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                buf = os.read(fd, 65536)
+                i = 0
+                while i < len(buf):
+                    wd, mask, cookie, n = struct.unpack_from("iIII", buf, i)
+                    print("event", buf[i + 16:i + 16 + n].rstrip(b"\0").decode(errors="replace"), flush=True)
+                    i += 16 + n
+"#
+    );
+    let (e1, e2) = (exec.clone(), exec.clone());
+    let (x1, x2) = (x.clone(), x.clone());
+    let watching =
+        tokio::spawn(
+            async move { run_yaml_on(&e2, &watcher, &x2, &CancellationToken::new()).await },
+        );
+    let leak_run = run_yaml_on(&e1, &leaker, &x1, &CancellationToken::new()).await;
+    assert_eq!(leak_run.outcome, RunOutcome::Succeeded, "{leak_run:?}");
+    let line = tokio::task::spawn_blocking(move || relay.join().unwrap())
+        .await
+        .unwrap();
+    assert!(line.is_some(), "the leaker and the watcher called");
+    // The next run takes the slot the leaker gave back.
+    let later = run_yaml_on(
         &exec,
-        "matchers: [alertname=X]\nsteps:\n  - name: tag\n    shell: pwd; python3 -c 'import os; os.setxattr(\".\", \"user.planted\", b\"1\")' 2>/dev/null && echo tagged; true\n",
+        "matchers: [alertname=X]\nsteps:\n  - name: work\n    shell: pwd; echo key > later-secret-name; sleep 0.5\n",
         &x,
-        &cancel,
+        &CancellationToken::new(),
     )
     .await;
-    let out = stdout(&tagged, "tag");
-    let Some(tagged_dir) = out.strip_suffix("tagged\n") else {
-        eprintln!("SKIP: this file system takes no user extended attributes ({out})");
+    let watch_run = watching.await.unwrap();
+    let seen = stdout(&watch_run, "watch");
+    let at = stdout(&later, "work");
+    assert!(
+        seen.contains("watch run True"),
+        "the watcher got its watch on the leaked directory: {seen}"
+    );
+    assert!(
+        seen.contains("watch slot False"),
+        "a slot cannot be watched: {seen}"
+    );
+    assert!(
+        !seen.contains("later-secret-name"),
+        "the watcher saw the later run's files ({at}): {seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cgroup_with_a_child_cgroup_or_frozen_is_not_reused() {
+    use runbookd::exec::cgroup::{Limits, StepCgroup};
+    let probe = Probe::run();
+    let Some(v2) = probe.cgroups.v2.clone() else {
+        require(false, "a cgroup v2 hierarchy");
         return;
     };
-    let after = run_yaml_on(&exec, &look, &x, &cancel).await;
-    let seen = stdout(&after, "look");
-    assert!(!seen.starts_with(tagged_dir), "{seen}");
-    assert!(!Path::new(tagged_dir.trim_end()).exists());
-    assert!(seen.ends_with("700\nwrote\n"), "{seen}");
+    let instance = format!("test{}", token().replace('.', ""));
+    let cg = StepCgroup::create(&probe.cgroups, &instance, Limits::default()).expect("cgroup");
+    let parent = v2.join(format!("runbookd-{instance}"));
+    let dir = std::fs::read_dir(&parent)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .expect("the step cgroup");
+    assert!(cg.reusable(), "an empty step cgroup is reused");
+    std::fs::create_dir(dir.join("left-behind")).unwrap();
+    assert!(!cg.reusable(), "a child cgroup left by a step");
+    std::fs::remove_dir(dir.join("left-behind")).unwrap();
+    std::fs::write(dir.join("cgroup.freeze"), "1").unwrap();
+    assert!(!cg.reusable(), "a frozen cgroup");
+    std::fs::write(dir.join("cgroup.freeze"), "0").unwrap();
+    assert!(cg.reusable());
+    cg.remove().await;
+    let _ = std::fs::remove_dir(&parent);
 }
