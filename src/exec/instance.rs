@@ -21,7 +21,10 @@
 //! Run directories have 128-bit random names in a parent that cannot be
 //! listed, and steps are refused read access to the runtime directory by
 //! Landlock except for their own run's directory, so a run cannot read
-//! another's scratch.
+//! another's scratch. (A step of the same user may still learn another
+//! run's directory name from `/proc`, a command line or a bound socket,
+//! and Landlock does not mediate `connect` or `chmod` there; only a user
+//! per run would.)
 //!
 //! When steps run as a user other than root and runbookd's own (the default
 //! when runbookd is root), a run's directory is made inside a *slot*: a
@@ -30,8 +33,7 @@
 //! (which grants beneath the slot) are kept for later runs, because building
 //! a ruleset of a few hundred rules costs more than a short step; the run's
 //! own directory is always new, so nothing a run held (an open descriptor,
-//! an inotify watch, a planted file) reaches a later run's directory, whose
-//! name it cannot learn. A slot goes to a later run only when every process
+//! an inotify watch, a planted file) reaches a later run's directory. A slot goes to a later run only when every process
 //! of the run's steps is known to be gone (their cgroup v2 said so) and the
 //! slot is exactly as made: empty, 0711, runbookd's, with the same extended
 //! attributes. Anything else removes it.
@@ -182,7 +184,10 @@ impl Instance {
     /// # Errors
     /// When it cannot be made or handed to the step user.
     pub fn scratch(&self, owner: Option<(u32, u32)>) -> io::Result<Scratch> {
-        // A cleaner of /tmp may have removed an idle root: make it again.
+        // A cleaner of /tmp may have removed an idle root, or the runtime
+        // dir above it (which another user could then have made): check
+        // both, making the root again.
+        own_dir(&self.dir, 0o711)?;
         own_dir(&self.scratch_root, 0o711)?;
         // Only a step user who owns nothing of runbookd's may share slots:
         // root, or runbookd's own user, could change one.
@@ -210,7 +215,12 @@ impl Instance {
         };
         let parent = slot.as_ref().map_or(&self.scratch_root, |s| &s.path);
         let path = parent.join(random_hex(16)?);
-        fs::DirBuilder::new().mode(0o700).create(&path)?;
+        if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&path) {
+            if let Some(slot) = slot {
+                let _ = remove_tree(&slot.path);
+            }
+            return Err(e);
+        }
         let scratch = Scratch {
             ruleset: Mutex::new(slot.as_ref().and_then(|s| s.ruleset.clone())),
             slot: slot.map(|s| (s.path, s.xattrs)),
@@ -292,8 +302,12 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
             }
         }
     }
-    if fs::remove_dir_all(dir).is_ok() {
-        return Ok(());
+    match fs::remove_dir_all(dir) {
+        Ok(()) => return Ok(()),
+        // Root needs no permission bits to remove, and must not chmod by
+        // path where a step could swap a directory for a link.
+        Err(e) if nix::unistd::geteuid().is_root() => return Err(e),
+        Err(_) => {}
     }
     open_up(dir);
     fs::remove_dir_all(dir)

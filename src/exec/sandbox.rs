@@ -240,6 +240,9 @@ pub struct Sandbox {
     /// (uid, gid) steps drop to; `None` when runbookd is not root or root steps are allowed.
     drop_to: Option<(u32, u32)>,
     seccomp: Option<Arc<[BpfProgram; 2]>>,
+    /// The hidden paths and the runtime dir, resolved: no `writable_paths`
+    /// entry may contain one or lie beneath one.
+    protected: Vec<PathBuf>,
     /// Read access everywhere except the hidden paths, opened once.
     readable: Vec<(PathFd, BitFlags<AccessFs>)>,
     instance: Instance,
@@ -408,14 +411,18 @@ impl Sandbox {
         };
         let instance = Instance::start(&config.runtime_dir)?;
         let reaped = instance.reap_dead(&probe.cgroups);
+        let mut hidden = config.hidden.clone();
+        hidden.push(config.runtime_dir.clone());
         let readable = if probe.landlock_abi > 0 {
-            let mut hidden = config.hidden.clone();
-            hidden.push(config.runtime_dir.clone());
             readable_rules(&hidden, landlock_abi(probe.landlock_abi))
                 .map_err(SandboxError::Landlock)?
         } else {
             Vec::new()
         };
+        let protected = hidden
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect();
         let spawner = match &config.spawner {
             SpawnerConfig::Inline => Spawner::Inline,
             SpawnerConfig::Helper { program } => {
@@ -427,6 +434,7 @@ impl Sandbox {
             probe,
             drop_to,
             seccomp,
+            protected,
             readable,
             instance,
             spawner,
@@ -597,6 +605,21 @@ impl Sandbox {
                 "scratch directory `{}` is missing",
                 scratch.display()
             ));
+        }
+        for w in &opts.writable_paths {
+            let real = std::fs::canonicalize(w)
+                .map_err(|e| format!("writable path `{}`: {e}", w.display()))?;
+            if let Some(p) = self
+                .protected
+                .iter()
+                .find(|p| p.starts_with(&real) || real.starts_with(p))
+            {
+                return Err(format!(
+                    "writable path `{}` would let the step write `{}`, which holds runbookd's store, configuration, secrets or other runs' scratch directories: name a narrower path (or move `sandbox.runtime_dir`, e.g. to /run/runbookd)",
+                    w.display(),
+                    p.display()
+                ));
+            }
         }
         if opts.network_none && !self.probe.netns {
             return Err("`network: none` needs a network namespace, which runbookd can only create when it runs as root on a kernel with network namespaces".to_owned());

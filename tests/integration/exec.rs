@@ -1202,3 +1202,57 @@ async fn a_step_cgroup_with_a_child_cgroup_or_frozen_is_not_reused() {
     cg.remove().await;
     let _ = std::fs::remove_dir(&parent);
 }
+
+/// `writable_paths: [/tmp]` while the runtime dir is `/tmp/runbookd-<uid>`
+/// granted writing every run's scratch directory, and a parent of the store
+/// granted writing the store: both now fail the step, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writable_path_over_the_runtime_dir_or_a_hidden_path_fails_the_step() {
+    if !require(Probe::run().landlock_abi > 0, "Landlock") {
+        return;
+    }
+    let base = tempfile::tempdir().unwrap();
+    let store = base.path().join("store");
+    std::fs::create_dir(&store).unwrap();
+    // Root steps: file modes alone would not stop the writes.
+    let exec = Executor {
+        alertmanager: None,
+        sandbox: Sandbox::new(SandboxConfig {
+            spawner: helper(),
+            allow_root_steps: true,
+            hidden: vec![store.clone()],
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox"),
+        settings: ExecSettings::default(),
+    };
+    let runtime = runbookd::exec::instance::default_runtime_dir();
+    let t = token();
+    let yaml = format!(
+        "matchers: [alertname=X]\nsteps:\n  - name: runtime\n    writable_paths: [{}]\n    shell: touch {}/planted-{t}\n    continue_on_failure: true\n  - name: store\n    writable_paths: [{}]\n    shell: touch {}/planted\n    continue_on_failure: true\n",
+        runtime.parent().unwrap().display(),
+        runtime.display(),
+        base.path().display(),
+        store.display(),
+    );
+    let r = run_yaml_on(
+        &exec,
+        &yaml,
+        &json!({"alertname": "X"}),
+        &CancellationToken::new(),
+    )
+    .await;
+    // The runtime dir's parent may hold the store too.
+    let parent = runtime.parent().unwrap().to_string_lossy().into_owned();
+    for (name, named) in [("runtime", &*parent), ("store", &*store.to_string_lossy())] {
+        match &step(&r, name).attempts[0].outcome {
+            StepOutcome::SpawnFailed { reason } => assert!(
+                reason.contains("would let the step write") && reason.contains(named),
+                "{name}: {reason}"
+            ),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(!runtime.join(format!("planted-{t}")).exists());
+    assert!(!store.join("planted").exists());
+}
