@@ -50,8 +50,9 @@ impl Cached for Connection {
     }
 }
 
-/// Statements each connection keeps parsed.
-const STATEMENT_CACHE: usize = 128;
+/// Statements the writer keeps parsed: every write statement there is
+/// (readers keep rusqlite's default of 16, their few hot queries).
+const WRITER_STATEMENTS: usize = 96;
 
 type WriteFn = Box<dyn FnOnce(&Connection) -> Result<Box<dyn std::any::Any + Send>> + Send>;
 
@@ -141,9 +142,9 @@ fn connect(path: &Path, read_only: bool) -> Result<Connection> {
     };
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "foreign_keys", "ON")?;
     if !read_only {
+        conn.set_prepared_statement_cache_capacity(WRITER_STATEMENTS);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
     }
