@@ -274,9 +274,14 @@ impl StepCgroup {
     /// count would carry over), and no process left in any of them.
     #[must_use]
     pub fn reusable(&self) -> bool {
-        self.v2.is_some()
+        self.reusable_when(self.emptied())
+    }
+
+    /// [`StepCgroup::reusable`], `emptied` having just been read.
+    #[must_use]
+    pub fn reusable_when(&self, emptied: bool) -> bool {
+        emptied
             && self.memory_dir.is_none()
-            && !self.populated()
             && self.dirs.iter().all(|d| {
                 fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|s| s.trim().is_empty())
             })
@@ -334,21 +339,26 @@ impl StepCgroup {
             > 0
     }
 
+    /// `populated` of the v2 cgroup's `cgroup.events`, when it can be read.
+    fn populated_flag(&self) -> Option<bool> {
+        let events = fs::read_to_string(self.v2.as_ref()?.join("cgroup.events")).ok()?;
+        events
+            .lines()
+            .find_map(|l| l.strip_prefix("populated "))
+            .map(|v| v.trim() == "1")
+    }
+
     /// Whether any process of the step is still alive (v2 only).
     #[must_use]
     pub fn populated(&self) -> bool {
-        self.v2.as_ref().is_some_and(|d| {
-            fs::read_to_string(d.join("cgroup.events")).is_ok_and(|s| s.contains("populated 1"))
-        })
+        self.populated_flag() == Some(true)
     }
 
     /// Whether the kernel says no process is left: only a v2 cgroup can
     /// tell (`populated 0` in `cgroup.events`).
     #[must_use]
     pub fn emptied(&self) -> bool {
-        self.v2.as_ref().is_some_and(|d| {
-            fs::read_to_string(d.join("cgroup.events")).is_ok_and(|s| s.contains("populated 0"))
-        })
+        self.populated_flag() == Some(false)
     }
 
     /// Kills every process in the step's cgroups (escapees included).

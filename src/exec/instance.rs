@@ -33,10 +33,11 @@
 //! (which grants beneath the slot) are kept for later runs, because building
 //! a ruleset of a few hundred rules costs more than a short step; the run's
 //! own directory is always new, so nothing a run held (an open descriptor,
-//! an inotify watch, a planted file) reaches a later run's directory. A slot goes to a later run only when every process
-//! of the run's steps is known to be gone (their cgroup v2 said so) and the
-//! slot is exactly as made: empty, 0711, runbookd's, with the same extended
-//! attributes. Anything else removes it.
+//! an inotify watch, a planted file) reaches a later run's directory. A
+//! slot goes to a later run only when every process of the run's steps is
+//! known to be gone (their cgroup v2 said so) and the slot is exactly as
+//! made: empty, 0711, runbookd's, with the same extended attributes.
+//! Anything else removes it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -193,7 +194,7 @@ impl Instance {
         // root, or runbookd's own user, could change one.
         let me = nix::unistd::geteuid().as_raw();
         let slotted = owner.is_some_and(|(uid, _)| uid != 0 && uid != me);
-        let slot = if slotted {
+        let mut slot = if slotted {
             let idle = lock(&self.idle).pop();
             if let Some(slot) =
                 idle.filter(|s| fs::symlink_metadata(&s.path).is_ok_and(|m| m.is_dir()))
@@ -222,9 +223,10 @@ impl Instance {
             return Err(e);
         }
         let scratch = Scratch {
-            ruleset: Mutex::new(slot.as_ref().and_then(|s| s.ruleset.clone())),
-            slot: slot.map(|s| (s.path, s.xattrs)),
+            ruleset: Mutex::new(slot.as_mut().and_then(|s| s.ruleset.take())),
+            slot,
             path,
+            // Until it is made whole: a failure below removes the slot.
             reusable: AtomicBool::new(false),
             idle: Arc::downgrade(&self.idle),
         };
@@ -328,8 +330,8 @@ fn xattr_names(path: &Path) -> io::Result<Vec<u8>> {
 #[derive(Debug)]
 pub struct Scratch {
     path: PathBuf,
-    /// The slot it is in, and the slot's extended attributes when made.
-    slot: Option<(PathBuf, Vec<u8>)>,
+    /// The slot it is in (whose ruleset is the one below while it is).
+    slot: Option<Slot>,
     /// The Landlock ruleset of its steps without `writable_paths`, built
     /// once (for the slot, when there is one: the kernel copies a ruleset
     /// into each step that restricts itself to it).
@@ -359,7 +361,7 @@ impl Scratch {
         if let Some(fd) = &*cached {
             return Ok(fd.clone());
         }
-        let granted = self.slot.as_ref().map_or(&self.path, |(slot, _)| slot);
+        let granted = self.slot.as_ref().map_or(&self.path, |s| &s.path);
         let fd = Arc::new(build(granted)?);
         *cached = Some(fd.clone());
         Ok(fd)
@@ -372,36 +374,35 @@ impl Scratch {
     }
 }
 
-/// Whether a slot is as [`Instance::scratch`] made it: a directory of
-/// runbookd's, 0711, empty, with the same extended attributes.
-fn as_made(slot: &Path, xattrs: &[u8]) -> bool {
-    let me = nix::unistd::geteuid().as_raw();
-    fs::symlink_metadata(slot)
-        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.permissions().mode() & 0o7777 == 0o711)
-        && fs::read_dir(slot).is_ok_and(|mut d| d.next().is_none())
-        && xattr_names(slot).is_ok_and(|now| now == xattrs)
+impl Slot {
+    /// Whether it is as [`Instance::scratch`] made it: a directory of
+    /// runbookd's, 0711, empty, with the same extended attributes.
+    fn as_made(&self) -> bool {
+        let me = nix::unistd::geteuid().as_raw();
+        fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.permissions().mode() & 0o7777 == 0o711)
+            && fs::read_dir(&self.path).is_ok_and(|mut d| d.next().is_none())
+            && xattr_names(&self.path).is_ok_and(|now| now == self.xattrs)
+    }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         let removed = remove_tree(&self.path).is_ok();
-        let Some((slot, xattrs)) = self.slot.take() else {
+        let Some(mut slot) = self.slot.take() else {
             return;
         };
-        if removed && self.reusable.load(Ordering::Relaxed) && as_made(&slot, &xattrs) {
+        if removed && self.reusable.load(Ordering::Relaxed) && slot.as_made() {
             if let Some(idle) = self.idle.upgrade() {
                 let mut idle = lock(&idle);
                 if idle.len() < IDLE_SLOTS {
-                    idle.push(Slot {
-                        path: slot,
-                        xattrs,
-                        ruleset: lock(&self.ruleset).take(),
-                    });
+                    slot.ruleset = lock(&self.ruleset).take();
+                    idle.push(slot);
                     return;
                 }
             }
         }
-        let _ = remove_tree(&slot);
+        let _ = remove_tree(&slot.path);
     }
 }
 

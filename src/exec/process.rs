@@ -284,7 +284,7 @@ pub async fn run(
                 cg.kill();
             }
             let _ = sandbox.reap(pid, reaper).await;
-            settled.check(cgroup.as_ref());
+            settled.end(sandbox, cgroup);
             return finish(
                 StepOutcome::SpawnFailed {
                     reason: format!("cannot watch the step process: {e}"),
@@ -301,10 +301,7 @@ pub async fn run(
         let _ = exited.readable().await;
         drop(guard);
         let _ = sandbox.reap(pid, reaper).await;
-        settled.check(cgroup.as_ref());
-        if let Some(cg) = cgroup {
-            sandbox.recycle(cg);
-        }
+        settled.end(sandbox, cgroup);
         let program = argv.first().map_or("", String::as_str);
         return finish(
             StepOutcome::SpawnFailed {
@@ -391,10 +388,7 @@ pub async fn run(
     let oom = cgroup
         .as_ref()
         .is_some_and(super::cgroup::StepCgroup::oom_killed);
-    settled.check(cgroup.as_ref());
-    if let Some(cg) = cgroup {
-        sandbox.recycle(cg);
-    }
+    settled.end(sandbox, cgroup);
     let outcome = stop.unwrap_or_else(|| match status {
         Ok(s) if s.code() == Some(0) => StepOutcome::Succeeded,
         Ok(s) if s.code().is_some() => StepOutcome::Failed {
@@ -428,8 +422,13 @@ pub async fn run(
 struct Settled<'a>(&'a Scratch, bool);
 
 impl Settled<'_> {
-    fn check(&mut self, cgroup: Option<&StepCgroup>) {
-        self.1 = cgroup.is_some_and(StepCgroup::emptied);
+    /// The step's end, its leader reaped: one read of `cgroup.events`
+    /// decides both this and whether the cgroup serves another step.
+    fn end(&mut self, sandbox: &Sandbox, cgroup: Option<StepCgroup>) {
+        self.1 = cgroup.as_ref().is_some_and(StepCgroup::emptied);
+        if let Some(cg) = cgroup {
+            sandbox.recycle(cg, self.1);
+        }
     }
 }
 

@@ -570,9 +570,10 @@ impl Sandbox {
     /// Takes back a finished step's cgroup: an empty, reusable one waits
     /// for the next step with the same limits (making and removing a
     /// cgroup directory costs more than the rest of a short step's
-    /// sandbox); any other is removed.
-    pub fn recycle(&self, cg: StepCgroup) {
-        if cg.reusable() {
+    /// sandbox); any other is removed. `emptied`: its `cgroup.events` was
+    /// just read and said no process is left.
+    pub fn recycle(&self, cg: StepCgroup, emptied: bool) {
+        if cg.reusable_when(emptied) {
             let mut pool = self.lock_pool();
             if pool.len() < CGROUP_POOL {
                 pool.push(cg);

@@ -1256,3 +1256,48 @@ async fn a_writable_path_over_the_runtime_dir_or_a_hidden_path_fails_the_step() 
     assert!(!runtime.join(format!("planted-{t}")).exists());
     assert!(!store.join("planted").exists());
 }
+
+/// A run dropped mid-step (its processes killed as it drops) never hands
+/// its slot on: nothing proved them gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_of_a_run_dropped_mid_step_is_not_handed_on() {
+    if !require(Probe::run().cgroups.v2.is_some(), "a cgroup v2 hierarchy")
+        || !require_root("steps run as another user, in slots")
+    {
+        return;
+    }
+    let runtime = tempfile::tempdir().unwrap();
+    let exec = Executor {
+        alertmanager: None,
+        sandbox: Sandbox::new(SandboxConfig {
+            spawner: helper(),
+            runtime_dir: runtime.path().join("rt"),
+            ..SandboxConfig::default()
+        })
+        .expect("sandbox"),
+        settings: ExecSettings::default(),
+    };
+    let x = json!({"alertname": "X"});
+    let at = "matchers: [alertname=X]\nsteps:\n  - name: at\n    run: [pwd]\n";
+    let slot = |r: &RunResult| {
+        Path::new(stdout(r, "at").trim())
+            .parent()
+            .unwrap()
+            .to_owned()
+    };
+    let first = slot(&run_yaml_on(&exec, at, &x, &CancellationToken::new()).await);
+    let again = slot(&run_yaml_on(&exec, at, &x, &CancellationToken::new()).await);
+    assert_eq!(first, again, "a finished run's slot is handed on");
+    let t = token();
+    let long =
+        format!("matchers: [alertname=X]\nsteps:\n  - name: long\n    run: [sleep, '{t}']\n");
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(400),
+        run_yaml_on(&exec, &long, &x, &CancellationToken::new()),
+    )
+    .await;
+    assert!(dropped.is_err(), "the run was still going");
+    assert!(!first.exists(), "the dropped run's slot is removed");
+    let after = slot(&run_yaml_on(&exec, at, &x, &CancellationToken::new()).await);
+    assert_ne!(after, first);
+}
