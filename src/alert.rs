@@ -4,9 +4,10 @@
 //! Lenient with what Alertmanager may add (unknown fields are ignored), strict
 //! with what the contract needs: `version` must be `"4"`, `receiver`, `status`,
 //! `groupKey` and a non-empty `alerts` list are required, and every alert needs
-//! `status`, `labels` and `startsAt`. A missing `fingerprint` is computed the
-//! way Alertmanager does (FNV-1a over the sorted label set), so hand-written
-//! payloads work too.
+//! `status`, `labels` and `startsAt`. An alert's `fingerprint` is always
+//! computed from its labels the way Alertmanager does (FNV-1a over the sorted
+//! label set): a sent one that differs is not trusted, and hand-written
+//! payloads need none.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -261,13 +262,9 @@ impl TryFrom<RawNotification> for Notification {
             .map(|(i, a)| {
                 // Alertmanager's fingerprints are 16 hex digits; anything
                 // else is refused rather than carried into keys and steps.
-                let fingerprint = if a.fingerprint.is_empty() {
-                    fingerprint(&a.labels)
-                } else if a.fingerprint.len() <= 32
-                    && a.fingerprint.bytes().all(|b| b.is_ascii_hexdigit())
+                if !(a.fingerprint.len() <= 32
+                    && a.fingerprint.bytes().all(|b| b.is_ascii_hexdigit()))
                 {
-                    a.fingerprint.to_ascii_lowercase()
-                } else {
                     return Err(err(
                         &format!("alerts[{i}].fingerprint"),
                         format!(
@@ -275,7 +272,19 @@ impl TryFrom<RawNotification> for Notification {
                             a.fingerprint.chars().take(40).collect::<String>()
                         ),
                     ));
-                };
+                }
+                // The fingerprint keys runs, cooldowns and silences: it is
+                // always the labels' own, never what the sender claims (a
+                // decoy claiming a real alert's fingerprint would use up its
+                // cooldown or be absorbed into its run).
+                let fingerprint = fingerprint(&a.labels);
+                if !a.fingerprint.is_empty() && !a.fingerprint.eq_ignore_ascii_case(&fingerprint) {
+                    tracing::warn!(
+                        given = %a.fingerprint,
+                        computed = %fingerprint,
+                        "alerts[{i}]: the fingerprint does not match the labels; the labels' own is used"
+                    );
+                }
                 Ok(Alert {
                     status: a.status,
                     labels: a.labels,

@@ -152,8 +152,17 @@ pub struct Resume {
 /// Why a run's approval cannot be decided now: the run (in `state`) is not
 /// waiting, or `last`, its latest approval, was already decided.
 #[must_use]
-pub fn conflict(run: i64, state: &str, last: Option<&Approval>) -> String {
+pub fn conflict(run: i64, asked: i64, state: &str, last: Option<&Approval>) -> String {
     match last {
+        // A decision on an earlier prompt is never applied to the next.
+        Some(a) if a.id != asked => format!(
+            "run {run}: approval {asked} is not the one it waits on{}; read the prompt before deciding",
+            if a.state == ApprovalState::Pending {
+                format!(": it now asks `{}` (approval {}) at step `{}`", a.prompt, a.id, a.step)
+            } else {
+                String::new()
+            }
+        ),
         Some(a) if a.state == ApprovalState::Pending && state == "awaiting_approval" => format!(
             "run {run}: the approval of step `{}` reached its deadline ({}); on_timeout ({}) decides it",
             a.step, a.deadline, a.on_timeout

@@ -165,6 +165,10 @@ pub enum Command {
         /// Why, for the timeline.
         #[arg(long)]
         comment: Option<String>,
+        /// The approval you answer (its id, as the incident shows it)
+        /// [default: the one the run waits on now, whose prompt is printed].
+        #[arg(long)]
+        approval: Option<i64>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -175,6 +179,10 @@ pub enum Command {
         /// Why, for the timeline.
         #[arg(long)]
         comment: Option<String>,
+        /// The approval you answer (its id, as the incident shows it)
+        /// [default: the one the run waits on now, whose prompt is printed].
+        #[arg(long)]
+        approval: Option<i64>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -280,15 +288,44 @@ pub struct ServerArgs {
     /// The running server.
     #[arg(long, default_value = "http://127.0.0.1:9095", env = "RUNBOOKD_SERVER")]
     pub server: String,
-    /// A file holding your token (`auth.users[].token_file` on the server).
+    /// A file holding your token (`auth.users[].token_file` on the server)
+    /// [default: the operator credential in --data-dir, when the server has
+    /// no users].
     #[arg(long, env = "RUNBOOKD_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
-    /// Who you are, when the server has no users (it then takes writes from loopback only).
+    /// The server's data directory, where it keeps its operator credential
+    /// (`operator.token`) when it has no users.
+    #[arg(long, default_value = "data", env = "RUNBOOKD_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Who you are, when the server has no users (the timeline records it).
     #[arg(long = "as", env = "USER")]
     pub author: Option<String>,
 }
 
 impl ServerArgs {
+    /// The credential to send: `--token-file`'s, or the server's operator
+    /// credential in `--data-dir` when it is there (a server without users
+    /// makes it at its first start), or none.
+    ///
+    /// # Errors
+    /// A token file that cannot be read (an unreadable operator credential
+    /// says whose it is).
+    fn credential(&self) -> anyhow::Result<Option<String>> {
+        use crate::api::auth::LOCAL_TOKEN_FILE;
+        if let Some(p) = &self.token_file {
+            return crate::config::read_secret(p, "token").map(Some);
+        }
+        let local = self.data_dir.join(LOCAL_TOKEN_FILE);
+        match std::fs::File::open(&local) {
+            Ok(_) => crate::config::read_secret(&local, "operator credential").map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(anyhow::anyhow!(
+                "cannot read the server's operator credential `{}`: only runbookd's user may (run this as that user, e.g. with sudo), or pass --token-file",
+                local.display()
+            )),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// POSTs `body` to `path` of the server; prints `done` or the server's reason.
     fn post(&self, path: &str, body: &serde_json::Value, done: &str) -> anyhow::Result<ExitCode> {
         self.post_then(path, body, |_| say!("{done}"))
@@ -301,16 +338,25 @@ impl ServerArgs {
         body: &serde_json::Value,
         ok: impl FnOnce(&serde_json::Value),
     ) -> anyhow::Result<ExitCode> {
-        let token = self
-            .token_file
-            .as_deref()
-            .map(|p| crate::config::read_secret(p, "token"))
-            .transpose()?;
+        self.ask(reqwest::Method::POST, path, Some(body), ok)
+    }
+
+    /// Sends `method` to `path` (with `body` as JSON); `ok` prints the
+    /// answer, or the server's reason is printed (exit status 1).
+    fn ask(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        ok: impl FnOnce(&serde_json::Value),
+    ) -> anyhow::Result<ExitCode> {
+        let token = self.credential()?;
         let server = self.server.trim_end_matches('/').to_owned();
         runtime()?.block_on(async {
-            let mut req = reqwest::Client::new()
-                .post(format!("{server}{path}"))
-                .json(body);
+            let mut req = reqwest::Client::new().request(method, format!("{server}{path}"));
+            if let Some(body) = body {
+                req = req.json(body);
+            }
             if let Some(t) = &token {
                 req = req.bearer_auth(t);
             }
@@ -458,15 +504,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Approve {
+            approval,
             run,
             comment,
             server,
-        } => decide(run, crate::approval::Decision::Approve, comment, &server),
+        } => decide(
+            run,
+            approval,
+            crate::approval::Decision::Approve,
+            comment,
+            &server,
+        ),
         Command::Deny {
+            approval,
             run,
             comment,
             server,
-        } => decide(run, crate::approval::Decision::Deny, comment, &server),
+        } => decide(
+            run,
+            approval,
+            crate::approval::Decision::Deny,
+            comment,
+            &server,
+        ),
         Command::Cancel { run, server } => server.post(
             &format!("/api/v1/runs/{run}/cancel"),
             &server.author_body(),
@@ -854,6 +914,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
         run_as: args.run_as.clone(),
         allow_root_steps: args.allow_root_steps,
         strict: args.strict_sandbox,
+        secret_files: set.secret_files(),
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::new(config).context("cannot set up the step sandbox")?;
@@ -925,13 +986,37 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
 }
 
 /// `runbookd approve|deny RUN`.
+/// Decides run `run`'s approval: `approval`, or the one it waits on now
+/// (asked first, its prompt printed, so that what is decided is what was
+/// read: a later prompt is never answered by mistake).
 fn decide(
     run: i64,
+    approval: Option<i64>,
     decision: crate::approval::Decision,
     comment: Option<String>,
     server: &ServerArgs,
 ) -> anyhow::Result<ExitCode> {
+    let approval = if let Some(a) = approval {
+        a
+    } else {
+        let mut pending = None;
+        let code = server.ask(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{run}/approval"),
+            None,
+            |v| pending = Some(v.clone()),
+        )?;
+        let Some(a) = pending else { return Ok(code) };
+        say!(
+            "run {run} asks: {} (step `{}`, approval {})",
+            printable(a["prompt"].as_str().unwrap_or("?")),
+            printable(a["step"].as_str().unwrap_or("?")),
+            a["id"]
+        );
+        a["id"].as_i64().unwrap_or_default()
+    };
     let mut body = server.author_body();
+    body["approval"] = serde_json::json!(approval);
     body["decision"] = serde_json::Value::String(decision.as_str().to_owned());
     if let Some(c) = comment {
         body["comment"] = serde_json::Value::String(c);

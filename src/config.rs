@@ -75,19 +75,31 @@ pub struct ClusterFile {
     pub max_concurrent_steps: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
     /// File holding the token Alertmanager sends as `Authorization: Bearer …`.
     pub bearer_token_file: Option<PathBuf>,
     /// `basic_auth` as Alertmanager's http_config sends it.
     pub basic_auth: Option<BasicAuthFile>,
-    /// Require credentials (the webhook's, or a user's) to read the API and the UI.
-    #[serde(default)]
+    /// Require credentials (a user's, the operator credential's or the
+    /// webhook's) to read the API, the UI and `/metrics` (default: true).
+    #[serde(default = "yes")]
     pub protect_reads: bool,
     /// People: who may read, who may act (docs/operators.md).
     #[serde(default)]
     pub users: Vec<UserFile>,
+}
+
+impl Default for AuthFile {
+    fn default() -> Self {
+        AuthFile {
+            bearer_token_file: None,
+            basic_auth: None,
+            protect_reads: true,
+            users: Vec::new(),
+        }
+    }
 }
 
 /// One of `auth.users`.
@@ -181,17 +193,58 @@ pub enum SpawnerChoice {
     Inline,
 }
 
-/// Credentials accepted on the webhook (and the API when configured).
-#[derive(Debug, Clone, Default)]
+fn yes() -> bool {
+    true
+}
+
+/// Credentials accepted on the webhook, the API and the UI (see
+/// [`crate::api::auth`]).
+#[derive(Clone)]
 pub struct Auth {
+    /// The webhook's bearer token: configured, or made by runbookd when
+    /// its steps could reach its port.
     pub bearer: Option<String>,
     pub basic: Option<(String, String)>,
+    /// Reads need a credential (`auth.protect_reads`, on by default).
     pub protect_reads: bool,
-    /// `auth.users`; without any, writes are accepted from loopback only.
+    /// `auth.users`.
     pub users: Vec<User>,
+    /// Without users: the local operator credential (the data directory's
+    /// `operator.token`), set at start.
+    pub local: Option<String>,
+    /// Where the webhook's credential comes from, for a refusal's message.
+    pub webhook_hint: String,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            bearer: None,
+            basic: None,
+            protect_reads: true,
+            users: Vec::new(),
+            local: None,
+            webhook_hint: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    /// Without any secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("webhook_bearer", &self.bearer.is_some())
+            .field("webhook_basic", &self.basic.is_some())
+            .field("protect_reads", &self.protect_reads)
+            .field("users", &self.users)
+            .field("local", &self.local.is_some())
+            .field("webhook_hint", &self.webhook_hint)
+            .finish()
+    }
 }
 
 impl Auth {
+    /// Whether the webhook needs a credential.
     #[must_use]
     pub fn enabled(&self) -> bool {
         self.bearer.is_some() || self.basic.is_some()
@@ -342,6 +395,12 @@ impl ServerConfig {
                 })
                 .transpose()?,
             protect_reads: f.auth.protect_reads,
+            local: None,
+            webhook_hint: match (&f.auth.bearer_token_file, &f.auth.basic_auth) {
+                (Some(p), _) => format!("the token in `{}`", p.display()),
+                (None, Some(b)) => format!("basic auth as `{}`", b.username),
+                (None, None) => String::new(),
+            },
             users: f
                 .auth
                 .users
@@ -383,10 +442,6 @@ impl ServerConfig {
                 anyhow::bail!("auth.users: `{twice}` is listed twice");
             }
         }
-        anyhow::ensure!(
-            !auth.protect_reads || auth.enabled() || !auth.users.is_empty(),
-            "auth.protect_reads needs a bearer token, basic auth or auth.users"
-        );
         let data_dir: PathBuf = o.data_dir.or(f.data_dir).unwrap_or_else(|| "data".into());
         let store = match (o.store, f.store) {
             (Some(s), _) => Some(s),
@@ -459,6 +514,8 @@ impl ServerConfig {
             },
             runtime_dir: f.sandbox.runtime_dir.unwrap_or(defaults.runtime_dir),
             hidden,
+            secret_files: Vec::new(),
+            guarded_ports: Vec::new(),
             spawner: match f.sandbox.spawner {
                 Some(SpawnerChoice::Inline) => SpawnerConfig::Inline,
                 Some(SpawnerChoice::Helper) | None => defaults.spawner,
@@ -652,10 +709,6 @@ mod tests {
             (
                 "shutdown_grace: soon\n",
                 "bad `shutdown_grace`: not a valid duration `soon`",
-            ),
-            (
-                "auth: {protect_reads: true}\n",
-                "protect_reads needs a bearer token, basic auth or auth.users",
             ),
             (
                 "limits: {body_bytes: 10}\n",

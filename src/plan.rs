@@ -244,6 +244,13 @@ pub struct SilencePlan {
     /// The rendered comment (runbookd adds the incident, run and step).
     pub comment: String,
     pub until: crate::silence::Until,
+    /// The fingerprint of the alert the run is about (its labels, without
+    /// runbookd's own mark on manual runs and drills): the silence may not
+    /// cover any other alert Alertmanager holds, unless `covers_others`.
+    #[serde(default)]
+    pub alert: String,
+    #[serde(default)]
+    pub covers_others: bool,
 }
 
 impl StepPlan {
@@ -725,7 +732,16 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                         crate::silence::Until::Resolved => ", expired when the alert resolves",
                     }
                 ));
+                let own: crate::alert::Labels = data.value()["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(k, _)| k.as_str() != "runbookd_origin")
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect();
                 plan.silence = Some(SilencePlan {
+                    alert: crate::alert::fingerprint(&own),
+                    covers_others: spec.covers_others,
                     matchers,
                     duration_ms: millis(spec.duration),
                     comment,

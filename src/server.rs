@@ -61,23 +61,6 @@ impl Running {
     }
 }
 
-/// The secret files runbooks read from (`env: {X: {secret_file: …}}`).
-fn secret_files(set: &crate::runbook::RunbookSet) -> Vec<std::path::PathBuf> {
-    use crate::runbook::{EnvValue, Secret};
-    let mut out = Vec::new();
-    for rb in set.iter() {
-        let steps = rb.steps.iter().chain(&rb.on_failure).chain(&rb.on_resolved);
-        let envs = rb.env.iter().chain(steps.flat_map(|s| s.env.iter()));
-        for (_, v) in envs {
-            if let EnvValue::Secret(Secret::File(p) | Secret::CredentialFile(p)) = v {
-                crate::config::warn_if_shared(p, "secret");
-                out.push(p.clone());
-            }
-        }
-    }
-    out
-}
-
 /// Makes the data directory 0700, or tightens an existing one.
 fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -123,6 +106,46 @@ fn restrict(path: &std::path::Path, mode: u32) {
     }
 }
 
+/// The credentials this server takes: the configured ones, plus (without
+/// `auth.users`) the local operator credential, and (when steps could reach
+/// this port and the webhook has no credential) one for the webhook, both
+/// made in the data directory at first start.
+fn credentials(
+    cfg: &ServerConfig,
+    sandbox: &Sandbox,
+    addr: SocketAddr,
+) -> anyhow::Result<crate::config::Auth> {
+    use crate::api::auth::{own_credential, LOCAL_TOKEN_FILE, WEBHOOK_TOKEN_FILE};
+    let mut auth = cfg.auth.clone();
+    if auth.users.is_empty() {
+        let (token, path) = own_credential(&cfg.data_dir, LOCAL_TOKEN_FILE)?;
+        auth.local = Some(token);
+        tracing::info!(
+            credential = %path.display(),
+            "no auth.users: the operator credential is in `{}` (the CLI reads it by itself); sign in to the web UI at http://{addr}/login with its contents",
+            path.display()
+        );
+    }
+    if !auth.enabled() {
+        if sandbox.guards_connections() {
+            tracing::info!("the webhook takes notifications without a credential: steps cannot connect to this port");
+        } else {
+            let (token, path) = own_credential(&cfg.data_dir, WEBHOOK_TOKEN_FILE)?;
+            auth.bearer = Some(token);
+            auth.webhook_hint = format!(
+                "runbookd made one in `{}`, since its steps could connect to its port (it is not root, or has no cgroup v2); point Alertmanager's `credentials_file` at it",
+                path.display()
+            );
+            tracing::warn!(
+                credential = %path.display(),
+                "steps could connect to this port (runbookd is not root, or has no cgroup v2), so the webhook needs a credential: Alertmanager must send the token in `{}` (http_config.authorization.credentials_file), or set auth.bearer_token_file",
+                path.display()
+            );
+        }
+    }
+    Ok(auth)
+}
+
 /// Starts the server: everything is ready when this returns.
 ///
 /// # Errors
@@ -134,24 +157,22 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         tracing::warn!("{w}");
     }
     let url = cfg.store();
-    match (&cfg.store, &url) {
-        // The data dir is runbookd's own: made, or tightened to, 0700.
-        (None, _) => private_dir(&cfg.data_dir)?,
+    // The data directory is runbookd's own (the store by default, its
+    // credentials): made, or tightened to, 0700.
+    private_dir(&cfg.data_dir)?;
+    if let (Some(_), StoreUrl::Sqlite(db)) = (&cfg.store, &url) {
         // A store path chosen by hand: its directory is hidden from steps,
         // so it must be one runbookd owns alone; runbookd makes it when
         // missing but never tightens a directory others use.
-        (Some(_), StoreUrl::Sqlite(db)) => {
-            let dir = db
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            if dir.exists() {
-                own_private_dir(dir)?;
-            } else {
-                private_dir(dir)?;
-            }
+        let dir = db
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if dir.exists() {
+            own_private_dir(dir)?;
+        } else {
+            private_dir(dir)?;
         }
-        (Some(_), StoreUrl::Postgres(_)) => {}
     }
     let store = Store::open(&url).await.map_err(|e| match e {
         e @ store::StoreError::Locked { .. } => anyhow::anyhow!(e),
@@ -186,10 +207,17 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             );
         }
     }
+    // Bound first: steps are kept from connecting to this port.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr().context("no local address")?;
     // Secret files named by runbooks are as unreadable to steps as the store.
     let mut sandbox_cfg = cfg.sandbox.clone();
-    sandbox_cfg.hidden.extend(secret_files(&set));
+    sandbox_cfg.secret_files = set.secret_files();
+    sandbox_cfg.guarded_ports = vec![addr.port()];
     let sandbox = Sandbox::new(sandbox_cfg).context("cannot set up the step sandbox")?;
+    let auth = credentials(&cfg, &sandbox, addr)?;
     let executor = Arc::new(Executor {
         alertmanager: cfg.alertmanager.clone(),
         sandbox,
@@ -219,14 +247,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         http.max_connections,
         u64::from(cfg.max_concurrent_steps) * 16 + 256,
     );
-    if !cfg.listen.ip().is_loopback() && !cfg.auth.enabled() {
-        tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth: anyone who can reach this address can post alerts; set auth.bearer_token_file or auth.basic_auth");
-    }
-    if !cfg.auth.users.is_empty() && !cfg.auth.enabled() {
-        tracing::warn!("auth.users is set but the webhook has no credential of its own: anyone who can reach /webhook can post alerts; set auth.bearer_token_file or auth.basic_auth");
-    }
-    if !cfg.listen.ip().is_loopback() && cfg.auth.users.is_empty() {
-        tracing::warn!(listen = %cfg.listen, "listening beyond loopback without auth.users: updates, acknowledgements and cancellations are taken from loopback only (docs/operators.md)");
+    if !cfg.listen.ip().is_loopback() && !auth.enabled() {
+        tracing::warn!(listen = %cfg.listen, "listening beyond loopback with no webhook credential: anyone who can reach this address can post alerts; set auth.bearer_token_file or auth.basic_auth");
     }
     let csrf: Arc<str> = crate::exec::instance::random_hex(32)
         .context("cannot read /dev/urandom")?
@@ -236,7 +258,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         dispatcher: dispatcher.clone(),
         runbooks,
         runbooks_dir: cfg.runbooks.clone(),
-        auth: Arc::new(cfg.auth.clone()),
+        auth: Arc::new(auth),
         body_limit: cfg.body_limit,
         max_queued_runs: Arc::new(std::sync::atomic::AtomicU64::new(cfg.max_queued_runs)),
         metrics,
@@ -247,10 +269,6 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         external_url: cfg.external_url.clone(),
         alertmanager: cfg.alertmanager.clone(),
     };
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let addr = listener.local_addr().context("no local address")?;
     if cfg.shadow {
         tracing::warn!(
             "shadow mode (--plan): incidents and plans are recorded, nothing is executed"

@@ -52,6 +52,20 @@ impl From<&Matcher> for ApiMatcher {
     }
 }
 
+impl TryFrom<&ApiMatcher> for Matcher {
+    type Error = String;
+
+    fn try_from(m: &ApiMatcher) -> Result<Self, String> {
+        let op = match (m.is_regex, m.is_equal) {
+            (false, true) => MatchOp::Equal,
+            (false, false) => MatchOp::NotEqual,
+            (true, true) => MatchOp::Regex,
+            (true, false) => MatchOp::NotRegex,
+        };
+        Matcher::new(&m.name, op, &m.value).map_err(|e| format!("silence matcher `{m}`: {e}"))
+    }
+}
+
 impl std::fmt::Display for ApiMatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let op = match (self.is_regex, self.is_equal) {
@@ -131,16 +145,22 @@ impl Alertmanager {
 
     /// Makes the silence, or finds the one `tag` already made (a retried
     /// step, or a run taken over after its first owner made it): its id.
+    /// A new silence that would cover an alert Alertmanager holds other than
+    /// the run's own is refused unless the step says `covers_others`.
     ///
     /// # Errors
-    /// What Alertmanager answered, or why it could not be reached.
+    /// What Alertmanager answered, why it could not be reached, or the
+    /// other alerts the silence would cover.
     pub async fn ensure(
         &self,
-        matchers: &[ApiMatcher],
-        duration: Duration,
+        silence: &crate::plan::SilencePlan,
         comment: &str,
         tag: &str,
     ) -> Result<String, String> {
+        let (matchers, duration) = (
+            &silence.matchers,
+            Duration::from_millis(silence.duration_ms),
+        );
         let listed = self
             .auth(self.client.get(self.endpoint("/api/v2/silences")))
             .send()
@@ -160,6 +180,9 @@ impl Alertmanager {
             s.created_by == "runbookd" && s.comment.contains(tag) && s.status.state != "expired"
         }) {
             return Ok(s.id.clone());
+        }
+        if !silence.covers_others {
+            self.covers_only(matchers, &silence.alert).await?;
         }
         let now = chrono::Utc::now();
         let ends = now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::hours(1));
@@ -191,6 +214,55 @@ impl Alertmanager {
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| "Alertmanager answered without a silenceID".to_owned())
+    }
+
+    /// Refuses matchers that hold for an alert Alertmanager has (active,
+    /// silenced or inhibited) other than the one of fingerprint `own`.
+    async fn covers_only(&self, matchers: &[ApiMatcher], own: &str) -> Result<(), String> {
+        #[derive(Deserialize)]
+        struct Held {
+            fingerprint: String,
+            labels: crate::alert::Labels,
+        }
+        let resp = self
+            .auth(self.client.get(self.endpoint(
+                "/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true",
+            )))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach Alertmanager at {}: {e}", self.url))?;
+        if !resp.status().is_success() {
+            return Err(format!(
+                "Alertmanager answered HTTP {} to listing alerts (asked before silencing, to check what the silence would cover)",
+                resp.status().as_u16()
+            ));
+        }
+        let held: Vec<Held> = resp
+            .json()
+            .await
+            .map_err(|e| format!("Alertmanager's alert list does not parse: {e}"))?;
+        let compiled = matchers
+            .iter()
+            .map(Matcher::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let others: Vec<&Held> = held
+            .iter()
+            .filter(|a| a.fingerprint != own && compiled.iter().all(|m| m.matches(&a.labels)))
+            .collect();
+        match others.first() {
+            None => Ok(()),
+            Some(first) => Err(format!(
+                "not silenced: {{{}}} would also silence {} other alert(s) Alertmanager holds, e.g. {{{}}}; name narrower `matchers`, or set `covers_others: true` to silence them on purpose",
+                matchers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                others.len(),
+                first
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 
     /// Expires the `until: run_end` silences of run `run` if it has ended

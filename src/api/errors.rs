@@ -11,8 +11,10 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("missing or invalid credentials")]
+    #[error("missing or invalid credentials: send a user's, or without auth.users the operator credential runbookd made in its data directory (`operator.token`, which the CLI reads by itself), or sign in at /login (docs/operators.md)")]
     Unauthorized,
+    #[error("missing or invalid webhook credentials: send Alertmanager's `http_config` credential ({0})")]
+    WebhookUnauthorized(String),
     #[error("{0} not found")]
     NotFound(String),
     #[error("the request body is larger than the limit of {0} bytes")]
@@ -45,7 +47,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::WebhookUnauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull | ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,7 +83,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, Json(body)).into_response();
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::WebhookUnauthorized(_) => {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"runbookd\", Basic realm=\"runbookd\""),

@@ -50,6 +50,25 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
         crate::notify::config::check_refs(&set, &s.notifiers)?;
         Ok(set)
     });
+    // The sandbox hides the new set's secret files before any step of it
+    // can run.
+    let loaded = loaded.and_then(|set| {
+        s.dispatcher
+            .executor
+            .sandbox
+            .hide_secrets(&set.secret_files())
+            .map_err(|e| {
+                crate::runbook::LoadErrors(vec![crate::runbook::LoadError {
+                    file: s.runbooks_dir.clone(),
+                    pos: None,
+                    runbook: None,
+                    step: None,
+                    message: format!("cannot hide the runbooks' secret files from steps: {e}"),
+                    warning: false,
+                }])
+            })?;
+        Ok(set)
+    });
     match loaded {
         Ok(set) => {
             let n = set.len();
@@ -90,10 +109,9 @@ pub async fn reload_everywhere(s: &AppState) -> Result<usize, ApiError> {
 
 async fn reload(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
 ) -> Result<Json<Value>, ApiError> {
-    super::operator(&s, &headers, peer.as_ref())?;
+    super::operator(ident.as_ref())?;
     let n = reload_everywhere(&s).await?;
     Ok(Json(json!({"status": "reloaded", "runbooks": n})))
 }

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use super::{read_body, require_read_auth, ApiError, AppState};
+use super::{read_body, ApiError, AppState};
 use crate::alert::Notification;
 use crate::incident::{IncidentId, Update};
 use crate::plan::{Plan, PLAN_INCIDENT_ID};
@@ -42,12 +42,7 @@ fn incident_id(raw: &str) -> Result<IncidentId, ApiError> {
     raw.parse().map_err(ApiError::BadRequest)
 }
 
-async fn list(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let filter: IncidentFilter = query(q)?;
     let (limit, offset) = (
         filter.limit.unwrap_or(50).min(500),
@@ -61,10 +56,8 @@ async fn list(
 
 async fn detail(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_read_auth(&s, &headers)?;
     let detail = s.store.incident(incident_id(&id)?).await?;
     Ok(Json(serde_json::to_value(detail).unwrap_or_default()))
 }
@@ -72,11 +65,11 @@ async fn detail(
 async fn add_update(
     State(s): State<AppState>,
     headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     super::require_json(&headers)?;
     let id = incident_id(&id)?;
     let bytes = read_body(body, 256 << 10, s.http.request_timeout).await?;
@@ -89,8 +82,7 @@ async fn add_update(
     Ok(Json(serde_json::to_value(detail).unwrap_or_default()))
 }
 
-async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn runbooks(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     let set = s.runbook_set();
     let list: Vec<Value> = set.iter().map(|rb| runbook_json(rb)).collect();
     Ok(Json(json!({"runbooks": list})))
@@ -127,7 +119,6 @@ async fn plan(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    require_read_auth(&s, &headers)?;
     super::require_json(&headers)?;
     let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
     let n = Notification::from_json(&bytes)
@@ -153,21 +144,14 @@ struct UnmatchedQuery {
 /// Recent firing alerts that no runbook matched.
 async fn unmatched(
     State(s): State<AppState>,
-    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    require_read_auth(&s, &headers)?;
     let q: UnmatchedQuery = query(q)?;
     let alerts = s.store.unmatched(q.limit.unwrap_or(100).min(1000)).await?;
     Ok(Json(json!({ "alerts": alerts })))
 }
 
-async fn stats(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn stats(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let q: StatsQuery = query(q)?;
     let window = match q.window.as_deref() {
         None => Duration::from_secs(7 * 86400),
@@ -180,11 +164,9 @@ async fn stats(
 
 async fn postmortem(
     State(s): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    require_read_auth(&s, &headers)?;
     let detail = s.store.incident(incident_id(&id)?).await?;
     let text = crate::postmortem::render(&detail, None).map_err(|e| {
         tracing::error!(error = %e, "the default postmortem template failed");

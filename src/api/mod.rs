@@ -3,6 +3,7 @@
 //! bind `127.0.0.1:0` and stop the app themselves.
 
 mod approvals;
+pub mod auth;
 mod errors;
 pub(crate) mod health;
 pub mod hygiene;
@@ -23,9 +24,9 @@ use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
-use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
+pub use auth::{identify, Actor, Identity};
 pub use errors::ApiError;
 pub use health::{reload_everywhere, reload_runbooks};
 pub use ui::http_link;
@@ -81,7 +82,9 @@ pub fn router(state: AppState) -> Router {
         .merge(approvals::router())
         .merge(health::router())
         .merge(ui::router())
+        .merge(auth::router())
         .fallback(|| async { ApiError::NotFound("route".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), auth::gate))
         .layer(middleware::from_fn_with_state(state.clone(), html_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -179,92 +182,10 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
-/// Who is asking, by the request's `Authorization` header (compared in
-/// constant time against every credential).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identity {
-    /// No credentials, or none that match.
-    Nobody,
-    /// The webhook's own credential (`auth.bearer_token_file` / `auth.basic_auth`).
-    Webhook,
-    /// One of `auth.users`.
-    User {
-        name: String,
-        role: crate::config::Role,
-    },
-}
-
-/// The connection's peer address, set by the listener on every request.
+/// The connection's peer address, set by the listener on every request
+/// (logged; never a credential).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
-
-#[must_use]
-pub fn identify(auth: &Auth, headers: &HeaderMap) -> Identity {
-    let Some(value) = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Identity::Nobody;
-    };
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let mut found = Identity::Nobody;
-    if scheme.eq_ignore_ascii_case("bearer") {
-        let given = rest.trim().as_bytes();
-        // Every credential is compared, whatever matched, to keep the timing flat.
-        if auth
-            .bearer
-            .as_ref()
-            .is_some_and(|t| ct_eq(given, t.as_bytes()))
-        {
-            found = Identity::Webhook;
-        }
-        for u in &auth.users {
-            if u.token.as_ref().is_some_and(|t| ct_eq(given, t.as_bytes()))
-                && found == Identity::Nobody
-            {
-                found = Identity::User {
-                    name: u.name.clone(),
-                    role: u.role,
-                };
-            }
-        }
-        return found;
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
-            return Identity::Nobody;
-        };
-        let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return Identity::Nobody;
-        };
-        let (u, p) = (&decoded[..colon], &decoded[colon + 1..]);
-        if let Some((user, pass)) = &auth.basic {
-            if ct_eq(u, user.as_bytes()) & ct_eq(p, pass.as_bytes()) {
-                found = Identity::Webhook;
-            }
-        }
-        for user in &auth.users {
-            let Some(pass) = &user.password else { continue };
-            if (ct_eq(u, user.name.as_bytes()) & ct_eq(p, pass.as_bytes()))
-                && found == Identity::Nobody
-            {
-                found = Identity::User {
-                    name: user.name.clone(),
-                    role: user.role,
-                };
-            }
-        }
-    }
-    found
-}
-
-/// Whether the request carries the webhook's credentials, as Alertmanager's
-/// `http_config` sends them: `Authorization: Bearer T` or `Basic
-/// base64(u:p)`. Always true when no webhook auth is configured.
-#[must_use]
-pub fn authorized(auth: &Auth, headers: &HeaderMap) -> bool {
-    !auth.enabled() || identify(auth, headers) == Identity::Webhook
-}
 
 /// Refuses a body whose declared type is not JSON (a cross-site HTML form
 /// can only send `text/plain`, `multipart/form-data` or urlencoded bodies).
@@ -288,107 +209,9 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn require_auth(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if authorized(&s.auth, headers) {
-        Ok(())
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-fn require_read_auth(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if !s.auth.protect_reads {
-        return Ok(());
-    }
-    match identify(&s.auth, headers) {
-        Identity::Nobody => Err(ApiError::Unauthorized),
-        Identity::Webhook | Identity::User { .. } => Ok(()),
-    }
-}
-
-/// Who performs a write, as the timeline records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
-    /// An operator of `auth.users`: the record names them.
-    User(String),
-    /// No users are configured and the request came from loopback: the
-    /// request names its author.
-    Local,
-}
-
-/// Who may write: an operator when `auth.users` is set (a viewer gets 403);
-/// without users, a client on loopback only (with the webhook's credential
-/// when one is configured), so that nobody on the network can act
-/// anonymously.
-///
-/// # Errors
-/// 401 without valid credentials, 403 for a viewer or a client beyond loopback.
-pub fn require_operator(
-    auth: &Auth,
-    headers: &HeaderMap,
-    peer: Option<std::net::SocketAddr>,
-) -> Result<Actor, ApiError> {
-    if !auth.users.is_empty() {
-        return match identify(auth, headers) {
-            Identity::User {
-                name,
-                role: crate::config::Role::Operator,
-            } => Ok(Actor::User(name)),
-            Identity::User { name, role } => Err(ApiError::Forbidden(format!(
-                "`{name}` has the {} role; this needs an operator",
-                role.as_str()
-            ))),
-            Identity::Webhook | Identity::Nobody => Err(ApiError::Unauthorized),
-        };
-    }
-    if !peer.is_some_and(|p| p.ip().is_loopback() || p.ip().to_canonical().is_loopback()) {
-        return Err(ApiError::Forbidden(
-            "writes from beyond loopback need a user: configure auth.users (docs/operators.md)"
-                .into(),
-        ));
-    }
-    // A page of another site that a local browser loads under a name
-    // resolving to 127.0.0.1 (DNS rebinding) sends that name as Host: only
-    // loopback names may write without users.
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let name = match host.rsplit_once(':') {
-        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
-        _ => host,
-    };
-    if !["localhost", "127.0.0.1", "[::1]"].contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(ApiError::Forbidden(format!(
-            "writes without auth.users are taken from loopback names only, not from Host `{}` (docs/operators.md)",
-            host.escape_debug()
-        )));
-    }
-    if authorized(auth, headers) {
-        Ok(Actor::Local)
-    } else {
-        Err(ApiError::Unauthorized)
-    }
-}
-
-impl Actor {
-    /// The author to record: the operator's name, or what a local request says.
-    #[must_use]
-    pub fn author(&self, given: &str) -> String {
-        match self {
-            Actor::User(name) => name.clone(),
-            Actor::Local => given.to_owned(),
-        }
-    }
-}
-
-/// [`require_operator`] for a handler's state, headers and peer.
-pub(crate) fn operator(
-    s: &AppState,
-    headers: &HeaderMap,
-    peer: Option<&axum::Extension<Peer>>,
-) -> Result<Actor, ApiError> {
-    require_operator(&s.auth, headers, peer.map(|p| p.0 .0))
+/// [`auth::operator`]: the operator a handler acts for.
+pub(crate) fn operator(who: Option<&axum::Extension<Identity>>) -> Result<Actor, ApiError> {
+    auth::operator(who)
 }
 
 /// A body naming who acts (`{"author": …}`), needed only without users.
@@ -511,7 +334,6 @@ async fn read_body_inner(body: Body, limit: usize) -> Result<axum::body::Bytes, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Role, User};
 
     #[test]
     fn secrets_compare_by_content_whatever_their_lengths() {
@@ -521,116 +343,5 @@ mod tests {
         assert!(!ct_eq(b"olga", b"olga-token"));
         assert!(!ct_eq(b"", b"x"));
         assert!(ct_eq(b"", b""));
-    }
-
-    fn bearer(t: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            axum::http::header::AUTHORIZATION,
-            format!("Bearer {t}").parse().unwrap(),
-        );
-        h
-    }
-
-    #[test]
-    fn without_users_only_loopback_may_write() {
-        let auth = Auth::default();
-        let here: std::net::SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let mapped: std::net::SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
-        let there: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
-        let mut none = HeaderMap::new();
-        none.insert(axum::http::header::HOST, "127.0.0.1:9095".parse().unwrap());
-        assert_eq!(
-            require_operator(&auth, &none, Some(here)).unwrap(),
-            Actor::Local
-        );
-        let mut rebound = HeaderMap::new();
-        rebound.insert(
-            axum::http::header::HOST,
-            "evil.example:9095".parse().unwrap(),
-        );
-        let err = require_operator(&auth, &rebound, Some(here)).unwrap_err();
-        assert_eq!(
-            err.status_code(),
-            axum::http::StatusCode::FORBIDDEN,
-            "a rebound name cannot write"
-        );
-        assert_eq!(
-            require_operator(&auth, &none, Some(mapped)).unwrap(),
-            Actor::Local
-        );
-        let err = require_operator(&auth, &none, Some(there)).unwrap_err();
-        assert_eq!(err.status_code(), axum::http::StatusCode::FORBIDDEN);
-        assert!(err.to_string().contains("auth.users"), "{err}");
-        assert!(require_operator(&auth, &none, None).is_err());
-        // The webhook's credential, when configured, is still needed on loopback.
-        let shared = Auth {
-            bearer: Some("hook".into()),
-            ..Auth::default()
-        };
-        assert!(require_operator(&shared, &none, Some(here)).is_err());
-        let mut with_token = bearer("hook");
-        with_token.insert(axum::http::header::HOST, "localhost".parse().unwrap());
-        assert_eq!(
-            require_operator(&shared, &with_token, Some(here)).unwrap(),
-            Actor::Local
-        );
-    }
-
-    #[test]
-    fn with_users_an_operator_acts_under_their_name_and_a_viewer_cannot() {
-        let auth = Auth {
-            bearer: Some("hook".into()),
-            users: vec![
-                User {
-                    name: "ana".into(),
-                    password: None,
-                    token: Some("ana-token".into()),
-                    role: Role::Operator,
-                },
-                User {
-                    name: "vic".into(),
-                    password: Some("pw".into()),
-                    token: Some("vic-token".into()),
-                    role: Role::Viewer,
-                },
-            ],
-            ..Auth::default()
-        };
-        let there: std::net::SocketAddr = "192.0.2.7:5000".parse().unwrap();
-        assert_eq!(
-            require_operator(&auth, &bearer("ana-token"), Some(there)).unwrap(),
-            Actor::User("ana".into())
-        );
-        let err = require_operator(&auth, &bearer("vic-token"), Some(there)).unwrap_err();
-        assert_eq!(err.status_code(), axum::http::StatusCode::FORBIDDEN);
-        assert!(err.to_string().contains("viewer"), "{err}");
-        for h in [bearer("hook"), bearer("nope"), HeaderMap::new()] {
-            let err = require_operator(&auth, &h, Some(there)).unwrap_err();
-            assert_eq!(err.status_code(), axum::http::StatusCode::UNAUTHORIZED);
-        }
-        let mut basic = HeaderMap::new();
-        basic.insert(
-            axum::http::header::AUTHORIZATION,
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode("vic:pw")
-            )
-            .parse()
-            .unwrap(),
-        );
-        assert_eq!(
-            identify(&auth, &basic),
-            Identity::User {
-                name: "vic".into(),
-                role: Role::Viewer
-            }
-        );
-        assert_eq!(identify(&auth, &bearer("hook")), Identity::Webhook);
-        assert!(authorized(&auth, &bearer("hook")));
-        assert!(
-            !authorized(&auth, &bearer("ana-token")),
-            "a user's token is not the webhook's credential"
-        );
     }
 }

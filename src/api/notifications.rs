@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::incidents::query;
-use super::{require_read_auth, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::incident::IncidentId;
 use crate::notify::MessageFilter;
 
@@ -22,12 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/runs/{id}/cancel", post(cancel))
 }
 
-async fn list(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn list(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
     let filter: MessageFilter = query(q)?;
     let list = s.store.messages(filter).await?;
     Ok(Json(json!({"notifications": list})))
@@ -36,10 +31,10 @@ async fn list(
 async fn retry(
     State(s): State<AppState>,
     headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    super::operator(&s, &headers, peer.as_ref())?;
+    super::operator(ident.as_ref())?;
     // A JSON content type, which no cross-site form can send.
     super::require_json(&headers)?;
     let id: i64 = id.parse().map_err(|_| {
@@ -52,11 +47,11 @@ async fn retry(
 async fn acknowledge(
     State(s): State<AppState>,
     headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let id: IncidentId = id.parse().map_err(ApiError::BadRequest)?;
     let ack: super::Author =
         super::optional_json(&s, &headers, body, 16 << 10, "acknowledgement").await?;
@@ -85,11 +80,11 @@ pub(super) fn who(actor: &super::Actor, given: &str) -> Result<String, ApiError>
 async fn cancel(
     State(s): State<AppState>,
     headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let id = super::run_id(&id)?;
     let ack: super::Author = super::optional_json(&s, &headers, body, 16 << 10, "request").await?;
     let author = who(&actor, &ack.author)?;

@@ -19,7 +19,7 @@ use axum::Router;
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
-use super::{require_read_auth, ApiError, AppState};
+use super::{ApiError, AppState};
 use crate::alert::Notification;
 use crate::incident::{IncidentId, IncidentStatus, Update};
 use crate::plan::{Plan, PLAN_INCIDENT_ID};
@@ -41,6 +41,7 @@ static UI: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
         ("plan", include_str!("ui/plan.hbs")),
         ("unmatched", include_str!("ui/unmatched.hbs")),
         ("not_found", include_str!("ui/not_found.hbs")),
+        ("login", include_str!("ui/login.hbs")),
     ] {
         h.register_template_string(name, text)
             .unwrap_or_else(|e| panic!("UI template {name}: {e}"));
@@ -184,8 +185,7 @@ fn table_rows(list: &[crate::incident::IncidentSummary]) -> Vec<Value> {
         .collect()
 }
 
-async fn overview(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn overview(State(s): State<AppState>) -> Result<Response, ApiError> {
     let (open, _) = s
         .store
         .incidents(IncidentFilter {
@@ -214,12 +214,7 @@ struct ListQuery {
     page: Option<u32>,
 }
 
-async fn incidents(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn incidents(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let q: ListQuery = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?;
     let status = q
@@ -307,12 +302,7 @@ fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::exec::run::Ste
     })
 }
 
-async fn incident(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let d = s.store.incident(parse_id(&id)?).await?;
     let s30 = s.store.stats(Duration::from_secs(30 * 86400)).await?;
     let watching = d.runs.iter().any(|r| r.state.is_active());
@@ -436,12 +426,10 @@ fn pairs(text: &str, what: &str) -> Result<crate::alert::Labels, ApiError> {
 /// The runbook page's *Run now* form: the plan, or a manual run.
 async fn run_now(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(name): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
     let f: RunForm = super::form(&s, body, s.body_limit).await?;
     let labels = pairs(&f.labels, "label")?;
     let annotations = pairs(&f.annotations, "annotation")?;
@@ -460,7 +448,7 @@ async fn run_now(
         });
         return page(&s, "Plan", "plan", &data);
     }
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let author = super::notifications::who(&actor, &f.author)?;
     let started = super::runs::start(
         &s,
@@ -478,12 +466,11 @@ async fn run_now(
 /// A run's *Cancel this run* button.
 async fn cancel_run(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let (id, author) = run_form(&s, &actor, &id, body).await?;
     let incident = s.store.run_origin(id).await?.map(|o| o.0);
     super::cancel_run(&s, id, author).await?;
@@ -497,6 +484,8 @@ struct DecisionForm {
     #[serde(default)]
     author: String,
     decision: crate::approval::Decision,
+    /// The approval whose prompt the page showed.
+    approval: i64,
     #[serde(default)]
     comment: String,
 }
@@ -504,29 +493,27 @@ struct DecisionForm {
 /// A pending approval's *Approve* and *Deny* buttons.
 async fn decide_run(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let id = super::run_id(&id)?;
     let f: DecisionForm = super::form(&s, body, 16 << 10).await?;
     let author = super::notifications::who(&actor, &f.author)?;
     let incident = s.store.run_origin(id).await?.map(|o| o.0);
-    super::approvals::decide(&s, id, f.decision, author, Some(f.comment)).await?;
+    super::approvals::decide(&s, id, f.approval, f.decision, author, Some(f.comment)).await?;
     Ok(back_to(incident, id))
 }
 
 /// An ended run's *Run again* button.
 async fn rerun_run(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let (id, author) = run_form(&s, &actor, &id, body).await?;
     let started = super::runs::rerun_as(&s, id, author).await?;
     let incident = started["incident"].as_str().unwrap_or_default().to_owned();
@@ -564,12 +551,11 @@ struct AckForm {
 /// The incident page's Acknowledge button.
 async fn acknowledge(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let id = parse_id(&id)?;
     let f: AckForm = super::form(&s, body, 16 << 10).await?;
     let author = super::notifications::who(&actor, &f.author)?;
@@ -592,12 +578,11 @@ struct UpdateForm {
 
 async fn add_update(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    peer: Option<axum::Extension<super::Peer>>,
+    ident: Option<axum::Extension<super::Identity>>,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let actor = super::operator(&s, &headers, peer.as_ref())?;
+    let actor = super::operator(ident.as_ref())?;
     let id = parse_id(&id)?;
     let f: UpdateForm = super::form(&s, body, 256 << 10).await?;
     let update = Update {
@@ -651,7 +636,6 @@ async fn events(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
     let q: LiveQuery = super::incidents::query(q)?;
     let id = parse_id(&id)?;
     let resumed = headers
@@ -692,8 +676,7 @@ async fn events(
         .into_response())
 }
 
-async fn unmatched(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn unmatched(State(s): State<AppState>) -> Result<Response, ApiError> {
     let alerts = s.store.unmatched(200).await?;
     page(
         &s,
@@ -704,6 +687,25 @@ async fn unmatched(State(s): State<AppState>, headers: HeaderMap) -> Result<Resp
 }
 
 /// A UI page for a UI error (a person's browser gets HTML, not JSON).
+/// The sign-in page: a user's name and password (or token) with
+/// `auth.users`, the operator credential without; `error` after a refusal.
+pub(super) fn login_page(
+    s: &AppState,
+    status: StatusCode,
+    error: Option<&str>,
+    next: &str,
+) -> Response {
+    let mut resp = page(
+        s,
+        "Sign in",
+        "login",
+        &json!({"error": error, "next": next, "users": !s.auth.users.is_empty()}),
+    )
+    .unwrap_or_else(IntoResponse::into_response);
+    *resp.status_mut() = status;
+    resp
+}
+
 pub(super) fn html_error(s: &AppState, status: StatusCode, message: &str) -> Response {
     let mut resp = page(
         s,
@@ -716,8 +718,7 @@ pub(super) fn html_error(s: &AppState, status: StatusCode, message: &str) -> Res
     resp
 }
 
-async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn runbooks(State(s): State<AppState>) -> Result<Response, ApiError> {
     let set = s.runbook_set();
     let mut list = Vec::new();
     for rb in set.iter() {
@@ -739,8 +740,7 @@ async fn runbooks(State(s): State<AppState>, headers: HeaderMap) -> Result<Respo
     )
 }
 
-async fn plan_form(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn plan_form(State(s): State<AppState>) -> Result<Response, ApiError> {
     page(&s, "Plan", "plan", &json!({}))
 }
 
@@ -751,12 +751,7 @@ struct PlanForm {
     payload: String,
 }
 
-async fn plan(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    require_read_auth(&s, &headers)?;
+async fn plan(State(s): State<AppState>, body: Body) -> Result<Response, ApiError> {
     let f: PlanForm = super::form(&s, body, s.body_limit * 3).await?;
     let set = s.runbook_set();
     let data = match Notification::from_json(f.payload.as_bytes()) {

@@ -27,7 +27,7 @@ async fn webhook(
     let outcome = accept(&s, &headers, body).await;
     let label = match &outcome {
         Ok(_) => "accepted",
-        Err(ApiError::Unauthorized) => "unauthorized",
+        Err(ApiError::Unauthorized | ApiError::WebhookUnauthorized(_)) => "unauthorized",
         Err(ApiError::PayloadTooLarge(_)) => "too_large",
         Err(ApiError::QueueFull) => "queue_full",
         Err(ApiError::Unavailable) => "store_error",
@@ -47,7 +47,9 @@ async fn webhook(
 }
 
 async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
-    super::require_auth(s, headers)?;
+    if !super::auth::webhook_authorized(&s.auth, headers) {
+        return Err(ApiError::WebhookUnauthorized(s.auth.webhook_hint.clone()));
+    }
     super::require_json(headers)?;
     let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
     let n = Notification::from_json(&bytes)

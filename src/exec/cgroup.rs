@@ -151,7 +151,12 @@ fn remove_retrying(dir: &Path) -> bool {
 
 /// Whether a child cgroup can be made under `base` and has `file`.
 fn usable(base: &Path, file: &str) -> bool {
-    let probe = base.join(format!("runbookd-probe-{}", std::process::id()));
+    // Unique per call: two sandboxes of one process (tests) probe at once.
+    let probe = base.join(format!(
+        "runbookd-probe-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let ok = fs::create_dir(&probe).is_ok() && probe.join(file).exists();
     let _ = fs::remove_dir(&probe);
     ok
@@ -312,6 +317,12 @@ impl StepCgroup {
         self.limits
     }
 
+    /// Whether the step's processes are in a cgroup v2 (of this instance).
+    #[must_use]
+    pub fn in_v2(&self) -> bool {
+        self.v2.is_some()
+    }
+
     /// The v2 `cgroup.kill` descriptor, when there is one.
     #[must_use]
     pub fn kill_fd(&self) -> Option<RawFd> {
@@ -413,7 +424,7 @@ impl Drop for StepCgroup {
 /// The instance's cgroup (parent of its step cgroups), made on first use;
 /// on cgroup v2 it passes the memory and pids controllers down when its
 /// parent has them enabled for it.
-fn instance_dir(dir: &Path) -> Result<(), String> {
+pub(crate) fn instance_dir(dir: &Path) -> Result<(), String> {
     match fs::create_dir(dir) {
         Ok(()) => {
             if let Ok(ctrls) = fs::read_to_string(dir.join("cgroup.controllers")) {

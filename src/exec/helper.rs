@@ -171,26 +171,31 @@ pub fn main() -> std::process::ExitCode {
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
     let sock = SOCKET_FD;
-    // With `--seccomp` the helper filters itself once, and every step it
-    // forks inherits the filter: the kernel then need not load and JIT it
-    // again for each step. (Nothing the helper does is on the deny-list;
-    // `network: none` steps, which must `unshare` before the filter, are
-    // started by runbookd itself.)
+    // With `--seccomp` the helper filters itself once with the steps' base
+    // filter, and every step it forks inherits it: the kernel then need not
+    // load and JIT it again for each step; each child adds only the last,
+    // small filter after entering its own namespaces. (Nothing the helper
+    // does is on the deny-list.)
     let mut seccomp = None;
     let mut inherited = false;
     if std::env::args().nth(2).as_deref() == Some("--seccomp") {
-        let applied = super::sandbox::seccomp_programs().and_then(|progs| {
+        let applied = super::sandbox::Filters::build().and_then(|filters| {
             // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
             if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
                 return Err(io::Error::last_os_error().to_string());
             }
-            progs
+            filters
+                .base
                 .iter()
-                .try_for_each(|p| seccompiler::apply_filter(p).map_err(|e| e.to_string()))
+                .try_for_each(|p| seccompiler::apply_filter(p).map_err(|e| e.to_string()))?;
+            Ok(filters)
         });
-        if let Err(e) = applied {
-            eprintln!("runbookd spawn helper: cannot apply the seccomp filter: {e}");
-            return std::process::ExitCode::from(2);
+        match applied {
+            Ok(filters) => seccomp = Some(filters),
+            Err(e) => {
+                eprintln!("runbookd spawn helper: cannot apply the seccomp filter: {e}");
+                return std::process::ExitCode::from(2);
+            }
         }
         inherited = true;
     }
@@ -208,8 +213,8 @@ pub fn main() -> std::process::ExitCode {
         };
         let (reply, out) = match msg {
             ToHelper::Spawn(req) => {
-                if req.confine.seccomp && !inherited && seccomp.is_none() {
-                    match super::sandbox::seccomp_programs() {
+                if req.confine.seccomp && seccomp.is_none() {
+                    match super::sandbox::Filters::build() {
                         Ok(p) => seccomp = Some(p),
                         Err(e) => {
                             eprintln!(
@@ -219,9 +224,8 @@ pub fn main() -> std::process::ExitCode {
                     }
                 }
                 let raw: Vec<RawFd> = fds.iter().map(AsRawFd::as_raw_fd).collect();
-                let filter = seccomp.as_ref().filter(|_| !inherited);
-                let started =
-                    spawn_here(&req, &raw, filter).and_then(|s| match pidfd_open(s.pid) {
+                let started = spawn_here(&req, &raw, seccomp.as_ref(), inherited).and_then(|s| {
+                    match pidfd_open(s.pid) {
                         Ok(pidfd) => Ok((s, pidfd)),
                         Err(e) => {
                             kill_and_reap(s.pid);
@@ -230,7 +234,8 @@ pub fn main() -> std::process::ExitCode {
                                 errno: e.raw_os_error().unwrap_or(libc::ENOSYS),
                             })
                         }
-                    });
+                    }
+                });
                 let mut fds = fds;
                 let kill_file = if req.confine.kill_file {
                     fds.pop()

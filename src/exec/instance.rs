@@ -93,7 +93,7 @@ struct Slot {
     path: PathBuf,
     /// Its extended attributes' names when made.
     xattrs: Vec<u8>,
-    ruleset: Option<Arc<OwnedFd>>,
+    ruleset: Option<(u64, Arc<OwnedFd>)>,
 }
 
 /// What cleaning up after dead instances found.
@@ -334,8 +334,9 @@ pub struct Scratch {
     slot: Option<Slot>,
     /// The Landlock ruleset of its steps without `writable_paths`, built
     /// once (for the slot, when there is one: the kernel copies a ruleset
-    /// into each step that restricts itself to it).
-    ruleset: Mutex<Option<Arc<OwnedFd>>>,
+    /// into each step that restricts itself to it), with the generation of
+    /// the sandbox's read policy it was built for.
+    ruleset: Mutex<Option<(u64, Arc<OwnedFd>)>>,
     /// Cleared when a step's processes could not be shown to be gone.
     reusable: AtomicBool,
     idle: Weak<Mutex<Vec<Slot>>>,
@@ -347,23 +348,27 @@ impl Scratch {
         &self.path
     }
 
-    /// The shared ruleset of the run's steps, built by `build` the first
-    /// time, given the directory it must grant beneath (the slot, or the
-    /// run's directory).
+    /// The shared ruleset of the run's steps under read policy
+    /// `generation`, built by `build` the first time (and again when the
+    /// policy changed since: a reload hid new files), given the directory
+    /// it must grant beneath (the slot, or the run's directory).
     ///
     /// # Errors
     /// `build`'s.
     pub fn ruleset(
         &self,
+        generation: u64,
         build: impl FnOnce(&Path) -> Result<OwnedFd, String>,
     ) -> Result<Arc<OwnedFd>, String> {
         let mut cached = lock(&self.ruleset);
-        if let Some(fd) = &*cached {
-            return Ok(fd.clone());
+        if let Some((built_for, fd)) = &*cached {
+            if *built_for == generation {
+                return Ok(fd.clone());
+            }
         }
         let granted = self.slot.as_ref().map_or(&self.path, |s| &s.path);
         let fd = Arc::new(build(granted)?);
-        *cached = Some(fd.clone());
+        *cached = Some((generation, fd.clone()));
         Ok(fd)
     }
 

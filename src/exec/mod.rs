@@ -4,6 +4,7 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod guard;
 pub mod helper;
 pub mod instance;
 pub mod process;

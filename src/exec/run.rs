@@ -727,14 +727,7 @@ impl Executor {
         for n in 1..=total {
             let started = Utc::now();
             let t0 = Instant::now();
-            let made = am
-                .ensure(
-                    &silence.matchers,
-                    std::time::Duration::from_millis(silence.duration_ms),
-                    &comment,
-                    &tag,
-                )
-                .await;
+            let made = am.ensure(silence, &comment, &tag).await;
             let (outcome, stdout, stderr, id) = match made {
                 Ok(id) => (
                     StepOutcome::Succeeded,

@@ -63,8 +63,14 @@ pub struct SandboxConfig {
     /// Files and directories steps may not read even when they share
     /// runbookd's user: the store, the config file, secret files.
     pub hidden: Vec<PathBuf>,
+    /// The secret files the runbooks name at start (hidden too; a reload
+    /// replaces them: [`Sandbox::hide_secrets`]).
+    pub secret_files: Vec<PathBuf>,
     /// Who starts steps (`sandbox.spawner`).
     pub spawner: SpawnerConfig,
+    /// TCP ports steps may not connect to (runbookd's own listener):
+    /// enforced by the connect guard where the host allows it.
+    pub guarded_ports: Vec<u16>,
 }
 
 /// Idle step cgroups kept for reuse (more than the concurrent steps of a
@@ -84,7 +90,9 @@ impl Default for SandboxConfig {
             default_pids: Some(DEFAULT_PIDS),
             runtime_dir: super::instance::default_runtime_dir(),
             hidden: Vec::new(),
+            secret_files: Vec::new(),
             spawner: SpawnerConfig::default(),
+            guarded_ports: Vec::new(),
         }
     }
 }
@@ -99,6 +107,8 @@ pub struct Probe {
     pub seccomp: bool,
     /// A network namespace can be created for `network: none`.
     pub netns: bool,
+    /// Each step can get an IPC namespace of its own.
+    pub ipcns: bool,
     pub cgroups: Hierarchies,
     /// runbookd is PID 1 (steps' orphans would never be reaped without an init).
     pub pid1: bool,
@@ -128,22 +138,24 @@ impl Probe {
             euid_root: euid == 0,
             landlock_abi: i32::try_from(abi.max(0)).unwrap_or(0),
             seccomp,
-            netns: euid == 0 && netns_works(),
+            netns: euid == 0 && unshare_works(libc::CLONE_NEWNET),
+            ipcns: euid == 0 && unshare_works(libc::CLONE_NEWIPC),
             cgroups: Hierarchies::probe(),
             pid1: pid == 1,
         }
     }
 }
 
-fn netns_works() -> bool {
+/// Whether a child can enter new namespaces of these kinds.
+fn unshare_works(flags: libc::c_int) -> bool {
     let mut cmd = std::process::Command::new("/bin/true");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: unshare is a raw syscall, async-signal-safe.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::unshare(flags) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -239,21 +251,23 @@ pub struct Sandbox {
     pub probe: Probe,
     /// (uid, gid) steps drop to; `None` when runbookd is not root or root steps are allowed.
     drop_to: Option<(u32, u32)>,
-    seccomp: Option<Arc<[BpfProgram; 2]>>,
-    /// The hidden paths and the runtime dir, resolved: no `writable_paths`
-    /// entry may contain one or lie beneath one.
-    protected: Vec<PathBuf>,
-    /// Read access everywhere except the hidden paths, opened once.
-    readable: Vec<(PathFd, BitFlags<AccessFs>)>,
+    seccomp: Option<Arc<Filters>>,
+    /// What steps may read: replaced whole when a reload names other
+    /// secret files.
+    policy: std::sync::RwLock<Arc<ReadPolicy>>,
     instance: Instance,
     spawner: Spawner,
     /// Idle step cgroups, for reuse ([`Sandbox::recycle`]).
     cgroup_pool: std::sync::Mutex<Vec<StepCgroup>>,
     /// What this start cleaned up after dead instances.
     pub reaped: Reaped,
+    /// Steps cannot connect to these ports (`None`: the host cannot do it).
+    pub guard: Option<super::guard::ConnectGuard>,
 }
 
 /// Syscalls no runbook step needs and an attacker would want (SANDBOX.md §10).
+/// (`unshare` is filtered by its flags in the base filter and refused whole
+/// by the last one: see [`Filters`].)
 const DENIED: &[libc::c_long] = &[
     libc::SYS_ptrace,
     libc::SYS_process_vm_readv,
@@ -269,7 +283,6 @@ const DENIED: &[libc::c_long] = &[
     libc::SYS_fsmount,
     libc::SYS_fspick,
     libc::SYS_mount_setattr,
-    libc::SYS_unshare,
     libc::SYS_setns,
     libc::SYS_keyctl,
     libc::SYS_add_key,
@@ -317,8 +330,19 @@ const CLONE_NAMESPACES: &[libc::c_int] = &[
     0x80, // CLONE_NEWTIME
 ];
 
+/// The namespaces a step's child enters itself before its last filter: its
+/// own IPC namespace (always, as root) and network namespace (`network:
+/// none`). Only these may be unshared under the base filter.
+const STEP_NAMESPACES: &[libc::c_int] = &[libc::CLONE_NEWIPC, libc::CLONE_NEWNET];
+
 /// Terminal ioctls that inject input or reach the console.
 const DENIED_IOCTLS: &[libc::c_ulong] = &[libc::TIOCSTI, libc::TIOCLINUX];
+
+/// Address families a `network: none` step may not make sockets of: a
+/// network namespace cuts IP, but a Unix socket's path (PostgreSQL's, the
+/// container runtime's) still reaches the host's services, and vsock the
+/// hypervisor's.
+const HOST_FAMILIES: &[libc::c_int] = &[libc::AF_UNIX, libc::AF_VSOCK];
 
 fn seccomp_filter(
     rules: BTreeMap<i64, Vec<SeccompRule>>,
@@ -337,44 +361,231 @@ fn seccomp_filter(
         .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
-/// Two filters, both applied: the deny-list (`EPERM`), and `clone3` refused
-/// with `ENOSYS`. `clone3` takes its flags in memory, where seccomp cannot
-/// look, so it is refused whole; `ENOSYS` makes libc fall back to `clone`,
-/// whose namespace flags the first filter checks.
-pub(crate) fn seccomp_programs() -> Result<[BpfProgram; 2], String> {
-    let masked = |arg: u8, len, mask: u64| {
-        SeccompCondition::new(arg, len, SeccompCmpOp::MaskedEq(mask), mask)
-            .and_then(|c| SeccompRule::new(vec![c]))
-            .map_err(|e| e.to_string())
-    };
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
-    rules.insert(
-        libc::SYS_clone,
-        CLONE_NAMESPACES
+/// The seccomp filters of steps, compiled once.
+///
+/// - `base`: the deny-list (`EPERM`), and `clone3` refused with `ENOSYS`.
+///   `clone3` takes its flags in memory, where seccomp cannot look, so it is
+///   refused whole; `ENOSYS` makes libc fall back to `clone`, whose namespace
+///   flags the deny-list checks. `unshare` is allowed only for the step's
+///   own namespaces (IPC, network), which the child enters before `last`;
+///   `prlimit64` may change only the caller's own limits (pid 0), so no step
+///   lowers another process's (another run's remediation, an unprivileged
+///   runbookd). The spawn helper filters itself with it once; its children
+///   inherit it.
+/// - `last`: applied by each step's child as its last act before exec:
+///   `unshare` refused whole; with `network: none` (`last_no_network`)
+///   also sockets that reach the host without IP (Unix, vsock).
+pub struct Filters {
+    pub base: [BpfProgram; 2],
+    pub last: BpfProgram,
+    pub last_no_network: BpfProgram,
+}
+
+impl Filters {
+    /// Compiles the filters for this architecture.
+    ///
+    /// # Errors
+    /// When seccompiler cannot build them (an unsupported architecture).
+    pub fn build() -> Result<Filters, String> {
+        let rule = |conds: Vec<Result<SeccompCondition, seccompiler::BackendError>>| {
+            conds
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(SeccompRule::new)
+                .map_err(|e| e.to_string())
+        };
+        let masked = |arg: u8, mask: libc::c_int| {
+            let mask = u64::from(mask.unsigned_abs());
+            rule(vec![SeccompCondition::new(
+                arg,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(mask),
+                mask,
+            )])
+        };
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+            DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
+        rules.insert(
+            libc::SYS_clone,
+            CLONE_NAMESPACES
+                .iter()
+                .map(|&f| masked(0, f))
+                .collect::<Result<_, _>>()?,
+        );
+        rules.insert(
+            libc::SYS_unshare,
+            CLONE_NAMESPACES
+                .iter()
+                .filter(|f| !STEP_NAMESPACES.contains(f))
+                .map(|&f| masked(0, f))
+                .collect::<Result<_, _>>()?,
+        );
+        // The request is an `unsigned int`: compare the low 32 bits only, so
+        // garbage in the high half cannot slip past.
+        rules.insert(
+            libc::SYS_ioctl,
+            DENIED_IOCTLS
+                .iter()
+                .map(|&req| {
+                    rule(vec![SeccompCondition::new(
+                        1,
+                        SeccompCmpArgLen::Dword,
+                        SeccompCmpOp::Eq,
+                        req,
+                    )])
+                })
+                .collect::<Result<_, _>>()?,
+        );
+        // prlimit64(pid, resource, new, old): setting (new != NULL) the
+        // limits of another process (pid != 0).
+        rules.insert(
+            libc::SYS_prlimit64,
+            vec![rule(vec![
+                SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, 0),
+                SeccompCondition::new(2, SeccompCmpArgLen::Qword, SeccompCmpOp::Ne, 0),
+            ])?],
+        );
+        let deny = seccomp_filter(rules, libc::EPERM)?;
+        let enosys = seccomp_filter(
+            [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+            libc::ENOSYS,
+        )?;
+        let last = seccomp_filter(
+            [(libc::SYS_unshare, Vec::new())].into_iter().collect(),
+            libc::EPERM,
+        )?;
+        let families = HOST_FAMILIES
             .iter()
-            .map(|&f| masked(0, SeccompCmpArgLen::Qword, u64::from(f.unsigned_abs())))
-            .collect::<Result<_, _>>()?,
-    );
-    // The request is an `unsigned int`: compare the low 32 bits only, so
-    // garbage in the high half cannot slip past.
-    rules.insert(
-        libc::SYS_ioctl,
-        DENIED_IOCTLS
-            .iter()
-            .map(|&req| {
-                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)
-                    .and_then(|c| SeccompRule::new(vec![c]))
-                    .map_err(|e| e.to_string())
+            .map(|&f| {
+                rule(vec![SeccompCondition::new(
+                    0,
+                    SeccompCmpArgLen::Dword,
+                    SeccompCmpOp::Eq,
+                    u64::from(f.unsigned_abs()),
+                )])
             })
-            .collect::<Result<_, _>>()?,
-    );
-    let deny = seccomp_filter(rules, libc::EPERM)?;
-    let enosys = seccomp_filter(
-        [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
-        libc::ENOSYS,
-    )?;
-    Ok([deny, enosys])
+            .collect::<Result<Vec<_>, _>>()?;
+        let last_no_network = seccomp_filter(
+            [
+                (libc::SYS_unshare, Vec::new()),
+                (libc::SYS_socket, families),
+            ]
+            .into_iter()
+            .collect(),
+            libc::EPERM,
+        )?;
+        Ok(Filters {
+            base: [deny, enosys],
+            last,
+            last_no_network,
+        })
+    }
+}
+
+/// What steps may read: everything but the hidden paths (the store, the
+/// config, credentials and secret files, the runtime directory).
+struct ReadPolicy {
+    /// Bumped at each change: rulesets built for an older one are rebuilt.
+    generation: u64,
+    /// The hidden paths, resolved: no `writable_paths` entry may contain
+    /// one or lie beneath one.
+    protected: Vec<PathBuf>,
+    /// Read access everywhere except the hidden paths, opened once per
+    /// policy.
+    readable: Vec<(PathFd, BitFlags<AccessFs>)>,
+}
+
+impl ReadPolicy {
+    /// The configured hidden paths, the runtime directory and `secrets`.
+    fn new(
+        config: &SandboxConfig,
+        secrets: &[PathBuf],
+        abi: i32,
+        generation: u64,
+    ) -> Result<Self, SandboxError> {
+        let mut hidden = config.hidden.clone();
+        hidden.push(config.runtime_dir.clone());
+        hidden.extend(secrets.iter().cloned());
+        let readable = if abi > 0 {
+            readable_rules(&hidden, landlock_abi(abi)).map_err(SandboxError::Landlock)?
+        } else {
+            Vec::new()
+        };
+        let protected = hidden
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect();
+        Ok(ReadPolicy {
+            generation,
+            protected,
+            readable,
+        })
+    }
+}
+
+impl Sandbox {
+    /// Attaches the connect guard for `config.guarded_ports` to the cgroup
+    /// v2 directory that holds this instance's step cgroups.
+    fn guard(
+        config: &SandboxConfig,
+        probe: &Probe,
+        instance: &str,
+    ) -> Option<super::guard::ConnectGuard> {
+        if config.guarded_ports.is_empty() {
+            return None;
+        }
+        let Some(base) = &probe.cgroups.v2 else {
+            tracing::warn!("sandbox: no writable cgroup v2 hierarchy, so steps could connect to runbookd's own port: the webhook needs a credential");
+            return None;
+        };
+        let dir = base.join(format!("runbookd-{instance}"));
+        let attached = super::cgroup::instance_dir(&dir)
+            .map_err(io::Error::other)
+            .and_then(|()| super::guard::ConnectGuard::attach(&dir, &config.guarded_ports));
+        match attached {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, "sandbox: the connect guard cannot be attached (it needs root and cgroup BPF), so steps could connect to runbookd's own port: the webhook needs a credential");
+                None
+            }
+        }
+    }
+
+    /// Whether steps cannot connect to runbookd's own listener.
+    #[must_use]
+    pub fn guards_connections(&self) -> bool {
+        self.guard.is_some()
+    }
+
+    fn read_policy(&self) -> Arc<ReadPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Hides `secrets` (the files the runbooks in force name) from steps
+    /// besides the configured hidden paths, from the next step on: called
+    /// with the runbooks at start and before a reloaded set is put in
+    /// force, so no step of a runbook ever runs under a policy older than
+    /// its secrets. Files no runbook names any longer are no longer hidden.
+    ///
+    /// # Errors
+    /// When the Landlock read rules cannot be opened.
+    pub fn hide_secrets(&self, secrets: &[PathBuf]) -> Result<(), SandboxError> {
+        let mut current = self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let next = ReadPolicy::new(
+            &self.config,
+            secrets,
+            self.probe.landlock_abi,
+            current.generation + 1,
+        )?;
+        *current = Arc::new(next);
+        Ok(())
+    }
 }
 
 impl Sandbox {
@@ -405,24 +616,19 @@ impl Sandbox {
             }
         }
         let seccomp = if probe.seccomp {
-            Some(Arc::new(seccomp_programs().map_err(SandboxError::Seccomp)?))
+            Some(Arc::new(Filters::build().map_err(SandboxError::Seccomp)?))
         } else {
             None
         };
         let instance = Instance::start(&config.runtime_dir)?;
         let reaped = instance.reap_dead(&probe.cgroups);
-        let mut hidden = config.hidden.clone();
-        hidden.push(config.runtime_dir.clone());
-        let readable = if probe.landlock_abi > 0 {
-            readable_rules(&hidden, landlock_abi(probe.landlock_abi))
-                .map_err(SandboxError::Landlock)?
-        } else {
-            Vec::new()
-        };
-        let protected = hidden
-            .iter()
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-            .collect();
+        let guard = Self::guard(&config, &probe, instance.id());
+        if config.strict && !config.guarded_ports.is_empty() && guard.is_none() {
+            return Err(SandboxError::Strict(
+                "the connect guard (root and a writable cgroup v2 hierarchy)",
+            ));
+        }
+        let policy = ReadPolicy::new(&config, &config.secret_files, probe.landlock_abi, 0)?;
         let spawner = match &config.spawner {
             SpawnerConfig::Inline => Spawner::Inline,
             SpawnerConfig::Helper { program } => {
@@ -434,12 +640,12 @@ impl Sandbox {
             probe,
             drop_to,
             seccomp,
-            protected,
-            readable,
+            policy: std::sync::RwLock::new(Arc::new(policy)),
             instance,
             spawner,
             cgroup_pool: std::sync::Mutex::new(Vec::new()),
             reaped,
+            guard,
         };
         sandbox.log_startup();
         Ok(sandbox)
@@ -598,6 +804,7 @@ impl Sandbox {
         opts: &StepOptions,
     ) -> Result<Prepared, String> {
         let scratch = run_dir.path();
+        let policy = self.read_policy();
         if argv.is_empty() {
             return Err("empty argv".to_owned());
         }
@@ -610,7 +817,7 @@ impl Sandbox {
         for w in &opts.writable_paths {
             let real = std::fs::canonicalize(w)
                 .map_err(|e| format!("writable path `{}`: {e}", w.display()))?;
-            if let Some(p) = self
+            if let Some(p) = policy
                 .protected
                 .iter()
                 .find(|p| p.starts_with(&real) || real.starts_with(p))
@@ -660,6 +867,17 @@ impl Sandbox {
         if let Some(cg) = &cgroup {
             record.applied.extend(cg.layers.iter().cloned());
         }
+        // The guard holds every step in a cgroup v2 of this instance.
+        match (&self.guard, cgroup.as_ref().is_some_and(StepCgroup::in_v2)) {
+            (Some(_), true) => record.applied.push("connect-guard".into()),
+            (Some(_), false) => {
+                return Err("the step has no cgroup v2 of runbookd's, so the connect guard would not hold it".into());
+            }
+            (None, _) if !self.config.guarded_ports.is_empty() => {
+                record.unavailable.push("connect-guard".into());
+            }
+            (None, _) => {}
+        }
         if h.v2.is_none() {
             record.unavailable.push("cgroup-v2".into());
         }
@@ -667,7 +885,7 @@ impl Sandbox {
             let build = |granted: &Path| {
                 landlock_ruleset(
                     landlock_abi(self.probe.landlock_abi),
-                    &self.readable,
+                    &policy.readable,
                     granted,
                     &opts.writable_paths,
                 )
@@ -675,7 +893,7 @@ impl Sandbox {
             };
             // A few hundred rules: built once per run, or per slot.
             let fd = if opts.writable_paths.is_empty() {
-                run_dir.ruleset(build)?
+                run_dir.ruleset(policy.generation, build)?
             } else {
                 Arc::new(build(scratch)?)
             };
@@ -696,6 +914,11 @@ impl Sandbox {
         }
         if opts.network_none {
             record.applied.push("network:none".into());
+        }
+        if self.probe.ipcns {
+            record.applied.push("ipc-namespace".into());
+        } else {
+            record.unavailable.push("ipc-namespace".into());
         }
         let drop_to = self.identity(opts.run_as);
         if let Some((uid, _)) = drop_to {
@@ -726,6 +949,7 @@ impl Sandbox {
             path: self.config.path.clone(),
             confine: Confinement {
                 network_none: opts.network_none,
+                ipc_namespace: self.probe.ipcns,
                 cpu_soft: opts.timeout.as_secs() + 10,
                 drop_to,
                 landlock: landlock.is_some(),
@@ -757,15 +981,13 @@ impl Sandbox {
         );
         fds.extend(p.cgroup.as_ref().and_then(StepCgroup::kill_fd));
         let program = p.request.argv.first().map_or("", String::as_str);
-        // The helper runs under the seccomp filter, which denies the
-        // `unshare` a `network: none` step needs before its own filter.
         let helper = match &self.spawner {
-            Spawner::Helper(h) if !p.request.confine.network_none => Some(h),
-            _ => None,
+            Spawner::Helper(h) => Some(h),
+            Spawner::Inline => None,
         };
         match helper {
             None => {
-                let s = spawn_here(&p.request, &fds, self.seccomp.as_deref())
+                let s = spawn_here(&p.request, &fds, self.seccomp.as_deref(), false)
                     .map_err(|f| f.reason(program))?;
                 let pidfd = match pidfd_open(s.pid) {
                     Ok(fd) => fd,

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use seccompiler::BpfProgram;
+use super::sandbox::Filters;
 use serde::{Deserialize, Serialize};
 
 /// Per-process limits always applied.
@@ -31,6 +31,9 @@ const FSIZE: u64 = 256 << 20;
 pub struct Confinement {
     /// Enter a new network namespace with only `lo` up.
     pub network_none: bool,
+    /// Enter a new IPC namespace: System V objects and POSIX message queues
+    /// the step makes are its own and go with its last process.
+    pub ipc_namespace: bool,
     /// Soft `RLIMIT_CPU` in seconds (the hard limit is 5 s above).
     pub cpu_soft: u64,
     /// (uid, gid) to switch to, last of the privileged steps.
@@ -151,13 +154,16 @@ fn candidates(program: &str, path: &str) -> Result<Vec<CString>, SpawnFailure> {
 ///
 /// `fds` are the descriptors the request's confinement names, in order: the
 /// Landlock ruleset (when `landlock`), then the `cgroup.procs` files.
+/// `seccomp`: the filters; `base_inherited` when this process is already
+/// filtered by their base (the spawn helper), so the child adds only the last.
 ///
 /// # Errors
 /// What stopped the fork (no child was made).
 pub fn spawn_here(
     req: &SpawnRequest,
     fds: &[RawFd],
-    seccomp: Option<&[BpfProgram; 2]>,
+    seccomp: Option<&Filters>,
+    base_inherited: bool,
 ) -> Result<Started, SpawnFailure> {
     let c = req.confine;
     let wanted = usize::from(c.landlock) + c.cgroups + usize::from(c.kill_file);
@@ -202,6 +208,7 @@ pub fn spawn_here(
         cgroup_fds,
         landlock_fd,
         seccomp,
+        base_inherited,
     };
     // SAFETY: the child runs `child_main` only, which makes raw,
     // async-signal-safe syscalls on the values prepared above and never
@@ -333,7 +340,8 @@ struct ChildSetup<'a> {
     confine: Confinement,
     cgroup_fds: &'a [RawFd],
     landlock_fd: Option<RawFd>,
-    seccomp: Option<&'a [BpfProgram; 2]>,
+    seccomp: Option<&'a Filters>,
+    base_inherited: bool,
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -347,8 +355,9 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 impl ChildSetup<'_> {
     /// A new session first (no controlling terminal, so nothing can be typed
     /// into the operator's; the step leads its own process group),
-    /// root-needing steps next, the uid drop after them, Landlock and
-    /// seccomp last (seccomp denies `unshare`).
+    /// root-needing steps next (cgroups, the step's own IPC and network
+    /// namespaces), the uid drop after them, Landlock and seccomp last (the
+    /// last filter denies `unshare`).
     fn apply(&self) -> io::Result<()> {
         let c = &self.confine;
         // SAFETY (whole block): raw syscalls on prepared plain values; no
@@ -362,8 +371,19 @@ impl ChildSetup<'_> {
                     return Err(io::Error::last_os_error());
                 }
             }
+            let namespaces = if c.ipc_namespace {
+                libc::CLONE_NEWIPC
+            } else {
+                0
+            } | if c.network_none {
+                libc::CLONE_NEWNET
+            } else {
+                0
+            };
+            if namespaces != 0 {
+                check(libc::unshare(namespaces))?;
+            }
             if c.network_none {
-                check(libc::unshare(libc::CLONE_NEWNET))?;
                 loopback_up()?;
             }
             let limit = |res: libc::__rlimit_resource_t, soft: u64, hard: u64| {
@@ -403,8 +423,18 @@ impl ChildSetup<'_> {
                     return Err(io::Error::last_os_error());
                 }
             }
-            if let Some(progs) = self.seccomp.filter(|_| c.seccomp) {
-                for prog in progs {
+            if let Some(filters) = self.seccomp.filter(|_| c.seccomp) {
+                let base = if self.base_inherited {
+                    &[][..]
+                } else {
+                    &filters.base[..]
+                };
+                let last = if c.network_none {
+                    &filters.last_no_network
+                } else {
+                    &filters.last
+                };
+                for prog in base.iter().chain([last]) {
                     seccompiler::apply_filter(prog)
                         .map_err(|_| io::Error::from_raw_os_error(libc::EPERM))?;
                 }

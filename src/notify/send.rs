@@ -48,6 +48,21 @@ pub(super) fn slack_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Text for an email body: line breaks and tabs kept, every other control
+/// character (terminal escapes such as ESC, C1 controls, DEL) shown as `�`,
+/// so alert data cannot drive the terminal of whoever reads the mail.
+pub(super) fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 /// Text for a header or a subject: control characters (CR, LF, tabs) as spaces.
 pub(super) fn one_line(s: &str) -> String {
     s.chars()
@@ -89,17 +104,24 @@ pub(super) fn slack_message(o: &Outgoing<'_>) -> Value {
         json!({"type": "mrkdwn", "text": format!("*Event*\n{}", i.event)}),
     ];
     if let Some(rb) = &i.runbook {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Runbook*\n{}", truncate(&slack_escape(rb), 200))}));
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Runbook*\n{}", truncate(&slack_escape(rb), 200)), "verbatim": true}));
     }
     if let Some(step) = &i.step {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*Failed step*\n{}", truncate(&slack_escape(step), 200))}));
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Failed step*\n{}", truncate(&slack_escape(step), 200)), "verbatim": true}));
     }
     let header = truncate(&one_line(&format!("{} · {}", i.incident, i.title)), 150);
     json!({
         "text": truncate(&slack_escape(&format!("{}: {}", i.incident, o.text)), 3000),
+        // Alert data is text, never links, channel names or mentions: the
+        // fallback text is not formatted, and every mrkdwn object holding
+        // alert data is `verbatim` (Slack then neither auto-links URLs nor
+        // link-ifies #channels and @names); nothing unfurls.
+        "mrkdwn": false,
+        "unfurl_links": false,
+        "unfurl_media": false,
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": header}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&o.text), 2900)}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": truncate(&slack_escape(&o.text), 2900), "verbatim": true}},
             {"type": "section", "fields": fields},
             {"type": "context", "elements": [
                 {"type": "mrkdwn", "text": format!("<{}|Open {} in runbookd>", o.url, i.incident)}
@@ -282,23 +304,25 @@ async fn email(notifier: &Notifier, out: &Outgoing<'_>) -> Outcome {
         )),
         200,
     );
-    let mut body = format!("{}\n\n", out.text);
+    let mut body = format!("{}\n\n", printable(&out.text));
     let _ = writeln!(
         body,
         "Incident: {} ({}, {})",
         item.incident, item.severity, item.status
     );
-    let _ = writeln!(body, "Title:    {}", item.title);
+    let _ = writeln!(body, "Title:    {}", one_line(&item.title));
     if let Some(rb) = &item.runbook {
-        let _ = writeln!(body, "Runbook:  {rb}");
+        let _ = writeln!(body, "Runbook:  {}", one_line(rb));
     }
     if let Some(step) = &item.step {
-        let _ = writeln!(body, "Step:     {step}");
+        let _ = writeln!(body, "Step:     {}", one_line(step));
     }
     let _ = write!(
         body,
         "Event:    {}\nDetail:   {}\n\n{}\n",
-        item.event, item.detail, out.url
+        item.event,
+        printable(&item.detail),
+        out.url
     );
     let mut message = Message::builder()
         .from(from.clone())

@@ -309,6 +309,7 @@ struct RawSilence {
     comment: Option<String>,
     matchers: Option<Vec<String>>,
     until: Option<String>,
+    covers_others: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -902,6 +903,7 @@ impl Checker<'_> {
             comment,
             matchers,
             until,
+            covers_others: raw.covers_others.unwrap_or(false),
         }))
     }
 

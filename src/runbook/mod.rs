@@ -267,6 +267,9 @@ pub struct SilenceSpec {
     /// `matchers`; none: one `name="value"` per label of the alert.
     pub matchers: Option<Vec<Matcher>>,
     pub until: crate::silence::Until,
+    /// `covers_others: true`: the silence may cover alerts other than the
+    /// run's own (checked against Alertmanager's alerts otherwise).
+    pub covers_others: bool,
 }
 
 impl Action {
@@ -359,6 +362,27 @@ impl RunbookSet {
     pub fn with_warnings(mut self, warnings: Vec<LoadError>) -> Self {
         self.warnings = warnings;
         self
+    }
+
+    /// The files the runbooks read secrets from (`{secret_file: …}`,
+    /// `{credential_file: …}`): steps may not read them, whatever their
+    /// modes. One group- or world-readable is warned about.
+    #[must_use]
+    pub fn secret_files(&self) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for rb in &self.runbooks {
+            let steps = rb.steps.iter().chain(&rb.on_failure).chain(&rb.on_resolved);
+            let envs = rb.env.iter().chain(steps.flat_map(|s| s.env.iter()));
+            for (_, v) in envs {
+                if let EnvValue::Secret(Secret::File(p) | Secret::CredentialFile(p)) = v {
+                    crate::config::warn_if_shared(p, "secret");
+                    out.push(p.clone());
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// What `check` warns about (the set is valid nonetheless).

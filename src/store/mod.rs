@@ -299,11 +299,12 @@ impl Store {
     pub fn decide(
         &self,
         run: i64,
+        approval: i64,
         decision: crate::approval::Decision,
         who: String,
         comment: Option<String>,
     ) -> Pending<crate::approval::Approval> {
-        each!(self, b => b.decide(run, decision, who, comment))
+        each!(self, b => b.decide(run, approval, decision, who, comment))
     }
 
     /// Decides the approvals whose deadline passed by their `on_timeout`,

@@ -407,21 +407,22 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
 
     // A retried step (same incident, run and step) finds its silence instead of making another.
     let client = runbookd::silence::Alertmanager::new(am.url.parse().unwrap(), None).unwrap();
-    let m = [runbookd::silence::ApiMatcher {
-        name: "alertname".into(),
-        value: "Retried".into(),
-        is_regex: false,
-        is_equal: true,
-    }];
+    let m = runbookd::plan::SilencePlan {
+        matchers: vec![runbookd::silence::ApiMatcher {
+            name: "alertname".into(),
+            value: "Retried".into(),
+            is_regex: false,
+            is_equal: true,
+        }],
+        duration_ms: 600_000,
+        comment: String::new(),
+        until: runbookd::silence::Until::RunEnd,
+        alert: String::new(),
+        covers_others: false,
+    };
     let tag = "[runbookd INC-0099 run 7 step hush]";
-    let first = client
-        .ensure(&m, Duration::from_secs(600), "retry", tag)
-        .await
-        .unwrap();
-    let second = client
-        .ensure(&m, Duration::from_secs(600), "retry", tag)
-        .await
-        .unwrap();
+    let first = client.ensure(&m, "retry", tag).await.unwrap();
+    let second = client.ensure(&m, "retry", tag).await.unwrap();
     assert_eq!(first, second);
     let mine = silences(&am)
         .await

@@ -35,6 +35,17 @@ pub fn config(runbooks: PathBuf, data: PathBuf) -> ServerConfig {
     cfg
 }
 
+/// The client of a person at the server whose data directory is `store`:
+/// with the local operator credential when the server made one (no
+/// `auth.users`), without any otherwise (tests then send a user's).
+pub fn client_for(store: &std::path::Path) -> reqwest::Client {
+    if store.join("operator.token").exists() {
+        crate::helpers::operator_client(store)
+    } else {
+        reqwest::Client::new()
+    }
+}
+
 impl TestApp {
     /// Starts the app with these runbook files; `tweak` adjusts the config.
     pub async fn start(files: &[(&str, &str)], tweak: impl FnOnce(&mut ServerConfig)) -> TestApp {
@@ -46,10 +57,11 @@ impl TestApp {
         let mut cfg = config(runbooks.path().to_owned(), data.path().join("store"));
         tweak(&mut cfg);
         let token = cfg.auth.bearer.clone();
+        let store = cfg.data_dir.clone();
         let running = server::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
         TestApp {
             url: format!("http://{}", running.addr),
-            client: reqwest::Client::new(),
+            client: client_for(&store),
             running: Some(running),
             data,
             runbooks,
@@ -64,6 +76,7 @@ impl TestApp {
             self.data.path().join("store"),
         );
         let running = server::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+        self.client = client_for(&self.data.path().join("store"));
         self.url = format!("http://{}", running.addr);
         self.running = Some(running);
     }

@@ -7,7 +7,22 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::app::{notification, run_states, TestApp};
-use crate::operators::post;
+
+/// A person's decision, as the incident page and the CLI send it: it names
+/// the approval the run waits on now (read first, as the page shows it)
+/// unless `body` names one itself. Other posts go as they are.
+async fn post(app: &TestApp, path: &str, token: Option<&str>, mut body: Value) -> (u16, Value) {
+    if path.ends_with("/approval")
+        && body.get("decision").is_some()
+        && body.get("approval").is_none()
+    {
+        let (_, current) = app.get(path).await;
+        if let Some(id) = current["id"].as_i64() {
+            body["approval"] = json!(id);
+        }
+    }
+    crate::operators::post(app, path, token, body).await
+}
 
 /// `before` counts its executions in `dir`; `go` asks; `after` reads
 /// `before`'s output (kept across the pause); `rollback` runs on failure.
@@ -145,7 +160,8 @@ async fn an_operator_approves_and_the_run_goes_on_after_the_step_once() {
         )
         .await
         .0,
-        401
+        403,
+        "the webhook's credential is not an operator's"
     );
     let (status, body) = post(
         &app,
@@ -230,7 +246,7 @@ async fn an_operator_approves_and_the_run_goes_on_after_the_step_once() {
         &app,
         "/api/v1/runs/999999/approval",
         Some("olga-token"),
-        json!({"decision": "deny"}),
+        json!({"decision": "deny", "approval": 1}),
     )
     .await;
     assert_eq!(status, 404);
@@ -484,16 +500,20 @@ async fn the_cli_approves_and_denies_through_the_server() {
     let app = TestApp::start(&[("risky.yaml", &rb)], |_| {}).await;
     let v = fire(&app, "Risky", "g-cli").await;
     let run = v["runs"][0]["id"].as_i64().unwrap().to_string();
+    let store = app.data.path().join("store");
     let cli = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--server", app.url.as_str(), "--as", "carol"]);
+        all.extend(["--data-dir", store.to_str().unwrap()]);
         crate::helpers::runbookd(&all)
     };
     let out = cli(&["approve", &run, "--comment", "fine by me"]);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
+    let approval = v["approvals"][0]["id"].as_i64().unwrap();
     assert_eq!(
         crate::helpers::stdout(&out),
-        format!("run {run}: step `go` approved by carol\n")
+        format!("run {run} asks: Go? (step `go`, approval {approval})\nrun {run}: step `go` approved by carol\n"),
+        "what is approved is the prompt it printed"
     );
     let v = app
         .wait_for_incident("INC-0001", "the run resumed", |v| {
@@ -501,7 +521,7 @@ async fn the_cli_approves_and_denies_through_the_server() {
         })
         .await;
     assert_eq!(v["approvals"][0]["comment"], "fine by me");
-    let out = cli(&["deny", &run]);
+    let out = cli(&["deny", &run, "--approval", &approval.to_string()]);
     assert_eq!(out.status.code(), Some(1), "a second decision is refused");
     assert!(
         crate::helpers::stderr(&out).contains("already decided"),

@@ -20,6 +20,17 @@ use crate::helpers::{
 
 const T0: &str = "2026-11-24T08:00:00Z";
 
+/// The header of the operator credential a server made in `data`.
+fn operator_headers(data: &Path) -> reqwest::header::HeaderMap {
+    let token = std::fs::read_to_string(data.join("operator.token")).unwrap();
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    h
+}
+
 /// `runbookd serve ARGS` from `binary`, under a descriptor limit when given.
 fn serve(binary: &Path, args: &[&str], nofile: Option<u64>) -> Served {
     let mut cmd = match nofile {
@@ -371,7 +382,7 @@ async fn steps_cannot_read_the_store_config_or_secrets() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("runbookd.db")), 0o600);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::operator_client(&data);
     let r = client
         .post(format!("{}/webhook", server.url))
         .header("content-type", "application/json")
@@ -436,6 +447,7 @@ async fn idle_connections_cannot_exhaust_descriptors() {
         }
     }
     let client = reqwest::Client::builder()
+        .default_headers(operator_headers(data.path()))
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -540,7 +552,7 @@ async fn a_second_server_on_the_same_store_leaves_the_live_one_alone() {
         data.path().to_str().unwrap(),
     ];
     let server = serve(&renamed, &args, None);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::operator_client(data.path());
     let r = post_json(
         &client,
         &server.url,
@@ -644,7 +656,7 @@ async fn killed_server_leftovers(spawner: &str) {
     ];
     let bin = Path::new(env!("CARGO_BIN_EXE_runbookd"));
     let mut first = serve(bin, &args, None);
-    let client = reqwest::Client::new();
+    let client = crate::helpers::operator_client(data.path());
     post_json(
         &client,
         &first.url,

@@ -118,6 +118,31 @@ async fn wait_for_text(b: &Browser, css: &str, needle: &str) -> String {
     }
 }
 
+/// A person opens `path` before signing in: the browser is sent to the
+/// sign-in page, takes the operator credential runbookd made (as the
+/// README says: `cat data/operator.token`), and lands on `path`.
+async fn sign_in(b: &Browser, app: &TestApp, path: &str) {
+    visit(b, &app.url, path).await;
+    let url = b.client.current_url().await.unwrap();
+    assert_eq!(
+        url.path(),
+        "/login",
+        "an anonymous page view signs in first"
+    );
+    let secret = std::fs::read_to_string(app.data.path().join("store/operator.token")).unwrap();
+    let form = b.client.form(Locator::Css("#login-form")).await.unwrap();
+    form.set_by_name("secret", secret.trim()).await.unwrap();
+    form.submit().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.client.current_url().await.unwrap().path() != path {
+        assert!(
+            Instant::now() < deadline,
+            "not sent back to {path} after signing in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 const RUNBOOKS: &[(&str, &str)] = &[
     ("ui.yaml", "name: ui\ntitle: UI check\nseverity: sev2\nmatchers: [alertname = \"UiTest\"]\nsteps:\n  - name: show\n    run: [echo, \"output of {{labels.instance}}\"]\n  - name: look\n    manual: Look at {{labels.instance}}\n"),
     ("slow.yaml", "name: slow\ntitle: Slow one\nmatchers: [alertname = \"SlowTest\"]\nsteps:\n  - name: ticks\n    shell: for i in 1 2 3 4 5 6 7 8; do echo tick-$i; sleep 0.4; done\n"),
@@ -143,7 +168,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         .await;
 
     // The incidents list shows it; clicking through opens the incident.
-    visit(&b, &app.url, "/incidents").await;
+    sign_in(&b, &app, "/incidents").await;
     let table = text_of(&b, "table.incidents").await;
     assert!(
         table.contains("INC-0001")
@@ -379,6 +404,7 @@ async fn a_person_approves_a_waiting_step_from_the_incident_page() {
     let Some(b) = browser().await else { return };
     let rb = "name: risky\nmatchers: [alertname = \"Risky\"]\nsteps:\n  - name: check\n    run: [echo, checked]\n  - name: go\n    approve: {prompt: \"Restart {{labels.instance}}?\", timeout: 10m}\n  - name: restart\n    run: [echo, restarted]\n";
     let app = TestApp::start(&[("risky.yaml", rb)], |_| {}).await;
+    sign_in(&b, &app, "/").await;
     app.post_alert(notification(
         "g-approve",
         &[(

@@ -85,6 +85,7 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_runs_nothing_twice() {
     }
     // A last start drains the queue, then stops cleanly.
     let mut server = start(runbooks.path(), data.path());
+    let client = crate::helpers::operator_client(data.path());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let stats: serde_json::Value = client
@@ -208,7 +209,7 @@ async fn sighup_reloads_and_sigterm_stops_cleanly() {
     )
     .unwrap();
     let mut server = start(runbooks.path(), data.path());
-    let client = reqwest::Client::new();
+    let client = crate::helpers::operator_client(data.path());
     let count = |v: serde_json::Value| v["runbooks"].as_array().unwrap().len();
     let list = || async {
         client

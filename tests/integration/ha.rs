@@ -47,6 +47,22 @@ fn executions(marks: &Path) -> std::collections::BTreeMap<String, usize> {
     counts
 }
 
+/// The operator of every replica of a [`Cluster`].
+const OPS_TOKEN: &str = "ops-token-5e1f";
+
+/// A client of the cluster's operator.
+fn ops_client() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {OPS_TOKEN}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
 struct Cluster {
     pg: Pg,
     url: String,
@@ -75,6 +91,18 @@ impl Cluster {
             data: tempfile::tempdir().unwrap(),
             replicas: Vec::new(),
         };
+        // Replicas share their people (each would make an operator
+        // credential of its own without them).
+        let token = c.data.path().join("ops.token");
+        crate::helpers::write_with_mode(&token, OPS_TOKEN, 0o600);
+        std::fs::write(
+            c.data.path().join("runbookd.yaml"),
+            format!(
+                "auth: {{users: [{{name: ops, token_file: {}, role: operator}}]}}\n",
+                token.display()
+            ),
+        )
+        .unwrap();
         for i in 0..n {
             let r = c.replica(i);
             c.replicas.push(Some(r));
@@ -90,6 +118,8 @@ impl Cluster {
             .arg(self.data.path().join(format!("r{i}")))
             .args(["--store", &self.url, "--replica", &format!("replica-{i}")])
             .args(["--lease", LEASE, "--kill-grace", "500ms"])
+            .arg("--config")
+            .arg(self.data.path().join("runbookd.yaml"))
             .env("RUNBOOKD_LOG", "warn")
             .stderr(std::fs::File::create(self.data.path().join(format!("r{i}.log"))).unwrap());
         Served::start(cmd)
@@ -217,7 +247,7 @@ async fn a_killed_replicas_run_is_taken_over_and_not_run_twice() {
         return;
     }
     let mut c = Cluster::start(2, "30", false);
-    let client = reqwest::Client::new();
+    let client = ops_client();
     assert_eq!(post(&client, &c.url(0), &alert("killed")).await, Some(200));
     wait_until("the step to start", 20, || async {
         executions(c.marks.path()).len() == 1
@@ -272,7 +302,7 @@ async fn an_idempotent_run_is_requeued_on_another_replica() {
         return;
     }
     let mut c = Cluster::start(2, "4", true);
-    let client = reqwest::Client::new();
+    let client = ops_client();
     assert_eq!(post(&client, &c.url(0), &alert("again")).await, Some(200));
     wait_until("the step to start", 20, || async {
         executions(c.marks.path()).len() == 1
@@ -336,7 +366,7 @@ async fn a_paused_replica_fences_itself_when_it_wakes() {
         return;
     }
     let c = Cluster::start(2, "47.25", false);
-    let client = reqwest::Client::new();
+    let client = ops_client();
     assert_eq!(post(&client, &c.url(0), &alert("paused")).await, Some(200));
     wait_until("the step to start", 20, || async {
         step_processes("sleep 47.25") == 1
@@ -388,7 +418,7 @@ async fn a_thousand_notifications_and_a_kill_lose_nothing_and_run_nothing_twice(
         return;
     }
     let mut c = Cluster::start(3, "0", false);
-    let client = reqwest::Client::new();
+    let client = ops_client();
     let urls: Vec<String> = (0..3).map(|i| c.url(i)).collect();
     let mut acked = std::collections::BTreeSet::new();
     let mut refused = 0;
@@ -457,7 +487,7 @@ async fn a_postgres_restart_answers_503_meanwhile_and_loses_nothing() {
         return;
     }
     let mut c = Cluster::start(2, "0", false);
-    let client = reqwest::Client::new();
+    let client = ops_client();
     let mut acked = Vec::new();
     let mut unavailable = 0;
     let mut ready_down = false;
@@ -523,7 +553,7 @@ async fn reload_and_cancel_reach_every_replica() {
         return;
     }
     let c = Cluster::start(2, "0", false);
-    let client = reqwest::Client::new();
+    let client = ops_client();
     let names = |url: String| {
         let client = client.clone();
         async move {

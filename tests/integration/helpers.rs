@@ -153,6 +153,23 @@ impl Drop for Served {
     }
 }
 
+/// A client that sends the local operator credential runbookd made in
+/// `data` (what the CLI does by itself): without `auth.users`, reads and
+/// writes need it.
+pub fn operator_client(data: &Path) -> reqwest::Client {
+    let token = std::fs::read_to_string(data.join("operator.token"))
+        .unwrap_or_else(|e| panic!("no operator credential in {}: {e}", data.display()));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// `runbookd serve` on `127.0.0.1:0` with these runbooks and data directory
 /// (stderr discarded), for [`Served::start`].
 pub fn serve_command(binary: &Path, runbooks: &Path, data: &Path) -> Command {

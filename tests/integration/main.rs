@@ -22,4 +22,5 @@ mod plan;
 mod properties;
 mod server;
 mod shell;
+mod steps_vs_runbookd;
 mod store;

@@ -159,8 +159,36 @@ fn states(v: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
-const HOSTILE: &str =
-    "<!channel> <https://evil.example|click> & \"quotes\"\r\nBcc: victim@example.com";
+const HOSTILE: &str = "<!channel> <https://evil.example|click> & \"quotes\" https://evil.example/login #general @here \u{1b}]0;pwned\u{7}\u{1b}[2J\r\nBcc: victim@example.com";
+
+/// Every mrkdwn text object of a Slack message that shows `needle` (alert
+/// data) is `verbatim`: Slack neither auto-links its URLs nor link-ifies its
+/// #channels and @names.
+fn assert_verbatim(message: &Value, needle: &str) {
+    fn walk(v: &Value, needle: &str, seen: &mut usize) {
+        match v {
+            Value::Object(o) => {
+                if o.get("type") == Some(&json!("mrkdwn"))
+                    && o["text"].as_str().is_some_and(|t| t.contains(needle))
+                {
+                    *seen += 1;
+                    assert_eq!(o.get("verbatim"), Some(&json!(true)), "auto-linked: {v}");
+                }
+                o.values().for_each(|v| walk(v, needle, seen));
+            }
+            Value::Array(a) => a.iter().for_each(|v| walk(v, needle, seen)),
+            _ => {}
+        }
+    }
+    let mut seen = 0;
+    walk(message, needle, &mut seen);
+    assert!(seen > 0, "the alert data is not in the message: {message}");
+    assert_eq!(
+        message["mrkdwn"],
+        json!(false),
+        "the fallback text is formatted"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_pagerduty_and_webhooks_get_their_documented_shapes() {
@@ -183,6 +211,7 @@ steps:
 communication:
   - on: [incident_opened, step_failed, run_failed, incident_resolved]
     notify: [slack-ops, pd]
+    message: "{{runbook.title}} on {{labels.instance}}: {{event}}"
   - on: [run_failed]
     notify: [hook]
     message: "{{incident.id}} {{runbook.title}} on {{labels.instance}}: {{event}}"
@@ -229,6 +258,7 @@ communication:
             "{link}"
         );
         assert_eq!(s.headers["content-type"], "application/json");
+        assert_verbatim(&s.body, "https://evil.example/login #general @here");
     }
     let failed_step = slack
         .iter()
@@ -613,6 +643,26 @@ communication:
         body.contains("http://127.0.0.1:"),
         "the incident link: {body}"
     );
+    // The body as a mail reader shows it (transfer encoding undone): the
+    // label's terminal escapes (set the window title, clear the screen)
+    // are not there to drive the reader's terminal.
+    let decoded = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import email,sys; m=email.message_from_binary_file(open(sys.argv[1],'rb')); sys.stdout.buffer.write(m.get_payload(decode=True))",
+        ])
+        .arg(mails[0].as_ref().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(decoded.status.success());
+    let shown = String::from_utf8_lossy(&decoded.stdout);
+    assert!(shown.contains("stuck queue <!channel>"), "{shown}");
+    assert!(
+        !shown
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t'),
+        "control characters from alert data reach the mail body: {shown:?}"
+    );
     let _ = smtp.kill();
     let _ = smtp.wait();
 }
@@ -700,8 +750,8 @@ async fn a_kill_9_before_delivery_loses_nothing_and_a_restart_resends_nothing_co
         cmd.arg("--config").arg(&cfg);
         Served::start(cmd)
     };
-    let client = reqwest::Client::new();
     let mut served = start();
+    let client = crate::helpers::operator_client(&data.path().join("store"));
     let labels = json!({"alertname": "K"});
     let resp = client
         .post(format!("{}/webhook", served.url))

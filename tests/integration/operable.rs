@@ -30,9 +30,9 @@ fn serve(global: &[&str], runbooks: &std::path::Path, data: &std::path::Path) ->
 
 /// Posts a failing run and a bad payload, waits for the run, stops the
 /// server, and returns what it logged.
-async fn activity(server: &mut Served) -> String {
+async fn activity(server: &mut Served, data: &std::path::Path) -> String {
     let url = server.url.clone();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::operator_client(data);
     let post = |body: Vec<u8>| {
         client
             .post(format!("{url}/webhook"))
@@ -84,7 +84,7 @@ async fn the_log_tells_what_was_received_what_ran_and_what_failed() {
         first.starts_with("runbookd listening on http://127.0.0.1:"),
         "{first}"
     );
-    let logs = activity(&mut server).await;
+    let logs = activity(&mut server, data.path()).await;
     assert!(
         !logs.contains('\u{1b}'),
         "colour codes in a log that is not a terminal:\n{logs}"
@@ -128,7 +128,7 @@ async fn json_logs_stay_json_including_the_listening_line() {
     let announced: Value = serde_json::from_str(&first)
         .unwrap_or_else(|e| panic!("the listening line is not JSON ({e}): {first}"));
     assert_eq!(announced["fields"]["url"], server.url.as_str());
-    let logs = activity(&mut server).await;
+    let logs = activity(&mut server, data.path()).await;
     let lines: Vec<Value> = logs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -616,6 +616,7 @@ async fn the_readme_walkthrough_works_as_written() {
                 .next()
                 .unwrap()
                 .replace("http://127.0.0.1:9095", &url)
+                .replace("data/", &format!("{}/", data.path().display()))
         })
         .collect();
     assert_eq!(curls.len(), 2, "{curls:?}");

@@ -102,12 +102,12 @@ async fn a_viewer_reads_but_cannot_act_an_operator_acts_under_their_name() {
         let (status, v) = post(&app, path, Some("victor-token"), body.clone()).await;
         assert_eq!(status, 403, "{path}: {v}");
         assert!(v["error"].as_str().unwrap().contains("viewer"), "{v}");
-        // Nor can the webhook's credential, or nobody.
+        // Nor can the webhook's credential (not a person's), or nobody.
         assert_eq!(
             post(&app, path, Some("webhook-token"), body.clone())
                 .await
                 .0,
-            401,
+            403,
             "{path}"
         );
         assert_eq!(post(&app, path, None, body.clone()).await.0, 401, "{path}");
@@ -239,10 +239,30 @@ async fn the_cli_acknowledges_and_cancels_through_the_server() {
         })
         .await;
     let run = v["runs"][0]["id"].as_i64().unwrap().to_string();
-    let out = crate::helpers::runbookd(&["ack", "INC-0001", "--server", &app.url, "--as", "carol"]);
+    let store = app.data.path().join("store");
+    let store = store.to_str().unwrap();
+    let out = crate::helpers::runbookd(&[
+        "ack",
+        "INC-0001",
+        "--server",
+        &app.url,
+        "--as",
+        "carol",
+        "--data-dir",
+        store,
+    ]);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
     assert_eq!(crate::helpers::stdout(&out), "INC-0001 acknowledged\n");
-    let out = crate::helpers::runbookd(&["cancel", &run, "--server", &app.url, "--as", "carol"]);
+    let out = crate::helpers::runbookd(&[
+        "cancel",
+        &run,
+        "--server",
+        &app.url,
+        "--as",
+        "carol",
+        "--data-dir",
+        store,
+    ]);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
     let v = app
         .wait_for_incident("INC-0001", "the run cancelled", |v| {
@@ -250,7 +270,16 @@ async fn the_cli_acknowledges_and_cancels_through_the_server() {
         })
         .await;
     assert_eq!(v["acknowledged_by"], "carol");
-    let out = crate::helpers::runbookd(&["cancel", &run, "--server", &app.url, "--as", "carol"]);
+    let out = crate::helpers::runbookd(&[
+        "cancel",
+        &run,
+        "--server",
+        &app.url,
+        "--as",
+        "carol",
+        "--data-dir",
+        store,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         crate::helpers::stderr(&out).contains("already ended"),
@@ -259,12 +288,32 @@ async fn the_cli_acknowledges_and_cancels_through_the_server() {
     );
     // Without users and without a name, nobody is recorded: refused.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbookd"))
-        .args(["ack", "INC-0001", "--server", &app.url])
+        .args(["ack", "INC-0001", "--server", &app.url, "--data-dir", store])
         .env_remove("USER")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("author"));
+    // Without the operator credential (another data directory): refused,
+    // saying what is missing, wherever the CLI runs from (loopback is not a
+    // credential).
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = crate::helpers::runbookd(&[
+        "ack",
+        "INC-0001",
+        "--server",
+        &app.url,
+        "--as",
+        "mallory",
+        "--data-dir",
+        elsewhere.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = crate::helpers::stderr(&out);
+    assert!(
+        err.contains("HTTP 401") && err.contains("operator.token"),
+        "{err}"
+    );
 }
 
 const ECHO: &str = r#"name: echo
@@ -436,6 +485,8 @@ async fn a_manual_run_with_hostile_labels_is_as_inert_as_a_webhook_alert() {
         &app.url,
         "--as",
         "finn",
+        "--data-dir",
+        app.data.path().join("store").to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
     let said = crate::helpers::stdout(&out);

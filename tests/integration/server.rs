@@ -746,8 +746,12 @@ async fn the_postmortem_lists_failures_checklist_and_root_cause_and_takes_a_cust
     );
 }
 
+/// The README's auth path (a webhook token, no users): the webhook's
+/// credential posts alerts but is not an operator's; a person signs in to
+/// the UI with the operator credential runbookd made, and acts through
+/// forms; reads need a credential unless `protect_reads: false`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ui_writes_need_credentials_and_reads_can_be_closed() {
+async fn the_webhook_credential_is_not_an_operators_and_people_sign_in() {
     let app = TestApp::start(&[("echo.yaml", ECHO)], |c| {
         c.auth.basic = Some(("ops".into(), "pw".into()));
     })
@@ -756,7 +760,7 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    app.client
+    let r = plain
         .post(format!("{}/webhook", app.url))
         .header("content-type", "application/json")
         .basic_auth("ops", Some("pw"))
@@ -764,8 +768,26 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 200);
+    // Anonymous: an API read is refused, a page sends the browser to sign in.
+    let r = plain
+        .get(format!("{}/api/v1/incidents", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = plain
+        .get(format!("{}/incidents/INC-0001", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/login?next=%2Fincidents%2FINC-0001"
+    );
     let (code, _) = app.get("/incidents/INC-0001").await;
-    assert_eq!(code, 200, "reads are open unless protect_reads");
+    assert_eq!(code, 200, "the operator reads");
     let token = app.form_token("/incidents/INC-0001", None).await;
     let form = [
         ("csrf", token.as_str()),
@@ -773,20 +795,7 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         ("message", "hi"),
         ("status", ""),
     ];
-    let r = plain
-        .post(format!("{}/incidents/INC-0001/updates", app.url))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("Basic"),
-        "the browser is asked for credentials"
-    );
+    // The webhook's credential cannot act, nor can nobody.
     let r = plain
         .post(format!("{}/incidents/INC-0001/updates", app.url))
         .basic_auth("ops", Some("pw"))
@@ -794,13 +803,69 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         .send()
         .await
         .unwrap();
-    let status = r.status().as_u16();
-    let location = r.headers().get("location").cloned();
-    assert!(location.is_some(), "{status}: {}", r.text().await.unwrap());
-    assert_eq!(
-        (status, location.unwrap().to_str().unwrap()),
-        (303, "/incidents/INC-0001")
+    assert_eq!(r.status(), 403, "{}", r.text().await.unwrap());
+    let r = plain
+        .post(format!("{}/incidents/INC-0001/updates", app.url))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Signing in: the webhook's credential is refused, the operator's
+    // gives a session cookie that the forms then carry.
+    let login_token = app.form_token("/login", None).await;
+    let operator = std::fs::read_to_string(app.data.path().join("store/operator.token")).unwrap();
+    let sign_in = |secret: String| {
+        plain
+            .post(format!("{}/login", app.url))
+            .form(&[
+                ("csrf", login_token.clone()),
+                ("secret", secret),
+                ("next", "/incidents/INC-0001".to_owned()),
+            ])
+            .send()
+    };
+    let r = sign_in("pw".into()).await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    let r = sign_in(operator.trim().to_owned()).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/incidents/INC-0001");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
     );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = plain
+        .post(format!("{}/incidents/INC-0001/updates", app.url))
+        .header("cookie", &session)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers().get("location").cloned()),
+        (303, Some("/incidents/INC-0001".parse().unwrap()))
+    );
+    let page = plain
+        .get(format!("{}/incidents/INC-0001", app.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("hi"), "the update is on the page");
+    // A forged or tampered session is nobody.
+    let r = plain
+        .get(format!("{}/api/v1/incidents", app.url))
+        .header("cookie", format!("{session}x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     let bad = [
         ("csrf", token.as_str()),
         ("author", "eve"),
@@ -809,16 +874,15 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
     ];
     let r = plain
         .post(format!("{}/incidents/INC-0001/updates", app.url))
-        .basic_auth("ops", Some("pw"))
+        .header("cookie", &session)
         .form(&bad)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    let closed = TestApp::start(&[("echo.yaml", ECHO)], |c| {
-        c.auth.basic = Some(("ops".into(), "pw".into()));
-        c.auth.protect_reads = true;
+    let open = TestApp::start(&[("echo.yaml", ECHO)], |c| {
+        c.auth.protect_reads = false;
     })
     .await;
     for path in [
@@ -828,17 +892,27 @@ async fn ui_writes_need_credentials_and_reads_can_be_closed() {
         "/plan",
         "/api/v1/incidents",
         "/api/v1/stats",
+        "/metrics",
     ] {
-        let (code, _) = closed.get(path).await;
-        assert_eq!(code, 401, "{path}");
-        let ok = plain
-            .get(format!("{}{path}", closed.url))
-            .basic_auth("ops", Some("pw"))
+        let r = plain
+            .get(format!("{}{path}", open.url))
             .send()
             .await
             .unwrap();
-        assert_eq!(ok.status(), 200, "{path}");
+        assert_eq!(r.status(), 200, "{path} with protect_reads: false");
+        let r = plain
+            .get(format!("{}{path}", app.url))
+            .header("accept", "application/json")
+            .header("authorization", "Bearer wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
     }
-    let (code, _) = closed.get("/-/healthy").await;
-    assert_eq!(code, 200, "health stays open for probes");
+    let r = plain
+        .get(format!("{}/-/healthy", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "health stays open for probes");
 }

@@ -1052,14 +1052,16 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
             .is_empty(),
         "a waiting run is not claimed"
     );
+    let asked = d.approvals[0].id;
     let (x, y) = tokio::join!(
         r[0].decide(
             c.lease.run_id,
+            asked,
             Decision::Approve,
             "alice".into(),
             Some("ok".into())
         ),
-        r[1].decide(c.lease.run_id, Decision::Deny, "bob".into(), None),
+        r[1].decide(c.lease.run_id, asked, Decision::Deny, "bob".into(), None),
     );
     let winner = match (x, y) {
         (Ok(a), Err(StoreError::Conflict(why))) | (Err(StoreError::Conflict(why)), Ok(a)) => {
@@ -1081,16 +1083,66 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
         FinishOutcome::Fenced,
         "the old claim writes nothing"
     );
+    // The resumed run pauses again, on a second prompt: a decision that
+    // names the first (a stale page, a stale CLI) is refused, never
+    // applied to the second.
+    assert_eq!(
+        r[1].finish(paused(&again, 600_000)).await.unwrap(),
+        FinishOutcome::Recorded
+    );
+    let d = r[0].incident(id).await.unwrap();
+    let second = d.approvals.iter().map(|a| a.id).max().unwrap();
+    assert_ne!(second, asked);
+    match r[0]
+        .decide(
+            c.lease.run_id,
+            asked,
+            Decision::Approve,
+            "carl".into(),
+            None,
+        )
+        .await
+    {
+        Err(StoreError::Conflict(why)) => {
+            assert!(why.contains("not the one it waits on"), "{why}");
+            assert!(why.contains(&format!("approval {second}")), "{why}");
+        }
+        other => panic!("a stale decision is refused: {other:?}"),
+    }
+    let d = r[0].incident(id).await.unwrap();
+    let pending = d.approvals.iter().find(|a| a.id == second).unwrap();
+    assert_eq!(
+        pending.state,
+        ApprovalState::Pending,
+        "the second prompt still waits"
+    );
+    assert_eq!(d.runs[0].state, RunState::AwaitingApproval);
+    r[1].decide(
+        c.lease.run_id,
+        second,
+        Decision::Approve,
+        "dora".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let again = claim_soon(&r[1], "b").await;
     r[1].finish(finished(&again, RunState::Succeeded))
         .await
         .unwrap();
     assert!(matches!(
-        r[0].decide(c.lease.run_id, Decision::Approve, "carl".into(), None)
-            .await,
+        r[0].decide(
+            c.lease.run_id,
+            second,
+            Decision::Approve,
+            "carl".into(),
+            None
+        )
+        .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
-        r[0].decide(999_999, Decision::Approve, "carl".into(), None)
+        r[0].decide(999_999, 1, Decision::Approve, "carl".into(), None)
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -1130,8 +1182,9 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     let (id, c) = started(&r[0], "g3", "Late", &m, "a").await;
     r[0].finish(paused(&c, 1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let late = r[0].incident(id).await.unwrap().approvals[0].id;
     match r[1]
-        .decide(c.lease.run_id, Decision::Approve, "late".into(), None)
+        .decide(c.lease.run_id, late, Decision::Approve, "late".into(), None)
         .await
     {
         Err(StoreError::Conflict(why)) => assert!(why.contains("deadline"), "{why}"),

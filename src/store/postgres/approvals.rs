@@ -95,6 +95,7 @@ async fn decided(tx: &Tx<'_>, a: &Approval, author: &str) -> Op<()> {
 async fn decide(
     tx: &Tx<'_>,
     run: i64,
+    approval: i64,
     decision: Decision,
     who: &str,
     comment: Option<&str>,
@@ -107,10 +108,11 @@ async fn decide(
         .query_opt(
             &format!(
                 "UPDATE approvals SET state = $2, decided_by = $3, decided_at = now(), comment = $4
-                 WHERE id = (SELECT MAX(id) FROM approvals WHERE run_id = $1) AND state = 'pending' AND deadline > now()
+                 WHERE id = $5 AND run_id = $1 AND id = (SELECT MAX(id) FROM approvals WHERE run_id = $1)
+                   AND state = 'pending' AND deadline > now()
                  RETURNING {COLUMNS}"
             ),
-            &[&run, &decision.state().as_str(), &text(who), &comment],
+            &[&run, &decision.state().as_str(), &text(who), &comment, &approval],
         )
         .await?;
     if let Some(r) = taken {
@@ -138,6 +140,7 @@ async fn decide(
         .transpose()?;
     Ok(Err(StoreError::Conflict(crate::approval::conflict(
         run,
+        approval,
         state.get(0),
         last.as_ref(),
     ))))
@@ -214,6 +217,7 @@ impl Postgres {
     pub fn decide(
         &self,
         run: i64,
+        approval: i64,
         decision: Decision,
         who: String,
         comment: Option<String>,
@@ -221,6 +225,7 @@ impl Postgres {
         let decided: Pending<Result<Approval>> = transaction!(self, |tx| decide(
             &tx,
             run,
+            approval,
             decision,
             &who,
             comment.as_deref()

@@ -94,6 +94,7 @@ fn decided(conn: &Connection, a: &Approval, author: &str) -> Result<()> {
 fn decide(
     conn: &Connection,
     run: i64,
+    approval: i64,
     decision: Decision,
     who: &str,
     comment: Option<&str>,
@@ -102,10 +103,11 @@ fn decide(
         .one(
             &format!(
                 "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, comment = ?5
-                 WHERE id = (SELECT MAX(id) FROM approvals WHERE run_id = ?1) AND state = 'pending' AND deadline > ?4
+                 WHERE id = ?6 AND run_id = ?1 AND id = (SELECT MAX(id) FROM approvals WHERE run_id = ?1)
+                   AND state = 'pending' AND deadline > ?4
                  RETURNING {COLUMNS}"
             ),
-            params![run, decision.state().as_str(), who, now(), comment],
+            params![run, decision.state().as_str(), who, now(), comment, approval],
             row,
         )
         .optional()?;
@@ -113,11 +115,11 @@ fn decide(
         decided(conn, &a, who)?;
         return Ok(a);
     }
-    Err(undecidable(conn, run)?)
+    Err(undecidable(conn, run, approval)?)
 }
 
 /// Why a run's approval cannot be decided (the conflict, or not found).
-fn undecidable(conn: &Connection, run: i64) -> Result<StoreError> {
+fn undecidable(conn: &Connection, run: i64, approval: i64) -> Result<StoreError> {
     let state: Option<String> = conn
         .one("SELECT state FROM runs WHERE id = ?1", [run], |r| r.get(0))
         .optional()?;
@@ -133,6 +135,7 @@ fn undecidable(conn: &Connection, run: i64) -> Result<StoreError> {
         .optional()?;
     Ok(StoreError::Conflict(crate::approval::conflict(
         run,
+        approval,
         &state,
         last.as_ref(),
     )))
@@ -198,11 +201,12 @@ impl Sqlite {
     pub fn decide(
         &self,
         run: i64,
+        approval: i64,
         decision: Decision,
         who: String,
         comment: Option<String>,
     ) -> Pending<Approval> {
-        Box::pin(self.write(move |c| decide(c, run, decision, &who, comment.as_deref())))
+        Box::pin(self.write(move |c| decide(c, run, approval, decision, &who, comment.as_deref())))
     }
 
     #[must_use]
