@@ -103,8 +103,9 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
-/// One alert of a notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One alert of a notification (deserialized from runbookd's own records;
+/// a webhook payload is parsed by [`Notification::from_json`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Alert {
     pub status: Status,

@@ -48,6 +48,10 @@ pub struct AlertmanagerFile {
     pub url: String,
     /// Sent as `Authorization: Bearer …`.
     pub bearer_token_file: Option<PathBuf>,
+    /// How long Alertmanager must have been up before an `until: resolved`
+    /// silence's alert that it no longer holds counts as resolved (after a
+    /// restart it learns firing alerts again as Prometheus resends them).
+    pub restart_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -487,10 +491,14 @@ impl ServerConfig {
                     .as_deref()
                     .map(|p| read_secret(p, "Alertmanager bearer token"))
                     .transpose()?;
-                Some(
-                    crate::silence::Alertmanager::new(url, bearer)
-                        .map_err(|e| anyhow::anyhow!(e))?,
-                )
+                let mut am = crate::silence::Alertmanager::new(url, bearer)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                am.restart_grace = duration(
+                    a.restart_grace.as_deref(),
+                    am.restart_grace,
+                    "alertmanager.restart_grace",
+                )?;
+                Some(am)
             }
         };
         let notifiers = f

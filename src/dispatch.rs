@@ -600,9 +600,6 @@ impl Dispatcher {
             tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, step = %a.step, "run waits for approval");
             self.record(&held, finished).await;
             self.free(c.lease.run_id);
-            // Cancelled while it ran, the pause was recorded as the run's
-            // end: its silences end now.
-            self.end_silences(c.lease.run_id).await;
             return;
         }
         if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
@@ -611,21 +608,10 @@ impl Dispatcher {
             tracing::warn!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
         }
         Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
+        // The run's silences (any made before a pause included) are
+        // expired by the silence keeper, which finds the run ended.
         self.record(&held, finished).await;
         self.free(c.lease.run_id);
-        if c.resume.is_some() {
-            // A resumed run that could not execute (its runbook removed,
-            // say) still ends the silences made before its pause.
-            self.end_silences(c.lease.run_id).await;
-        }
-    }
-
-    /// Expires the `until: run_end` silences of run `run` if it has ended
-    /// (already expired ones are fine).
-    async fn end_silences(&self, run: i64) {
-        if let Some(am) = &self.executor.alertmanager {
-            am.expire_run_end(&self.store, run).await;
-        }
     }
 
     /// The run no longer takes one of this replica's slots.
@@ -945,6 +931,18 @@ impl RunObserver for StoreObserver {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((step.to_owned(), stream, bytes[..take].to_vec()));
+    }
+
+    fn silenced(
+        &self,
+        silence: crate::silence::RunSilence,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let id = silence.id.clone();
+            if let Err(e) = self.store.record_silence(silence).await {
+                tracing::warn!(run = self.lease.run_id, silence = %id, error = %e, "cannot record a run's silence: should runbookd die before the run ends, it ends only at its duration");
+            }
+        })
     }
 
     fn step_finished(&self, rec: &StepRecord) {

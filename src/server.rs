@@ -298,6 +298,27 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         });
     }
     let dispatch_task = tokio::spawn(dispatcher.clone().run());
+    // The silences runs made end when they are due, on every replica.
+    let keeper_task = cfg.alertmanager.clone().map(|am| {
+        let state = state.clone();
+        let resolve: crate::silence::Resolve = Arc::new(move |n, body| {
+            let state = state.clone();
+            Box::pin(async move {
+                api::ingest(&state, n, body)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+        });
+        tokio::spawn(
+            crate::silence::Keeper {
+                store: store.clone(),
+                alertmanager: am,
+                resolve,
+            }
+            .run(stop.clone()),
+        )
+    });
     // A shadow-mode server sends nothing: it records what would be sent.
     let outbox_stop = if cfg.shadow {
         tracing::warn!("shadow mode: notifications are recorded, none is sent");
@@ -340,6 +361,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         let _ = dispatch_task.await;
         let _ = outbox_task.await;
         let _ = drills_task.await;
+        if let Some(t) = keeper_task {
+            let _ = t.await;
+        }
         store.close();
         served.context("the HTTP server failed")
     });

@@ -20,6 +20,46 @@ pub enum Until {
     Resolved,
 }
 
+impl Until {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Until::RunEnd => "run_end",
+            Until::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::str::FromStr for Until {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "run_end" => Ok(Until::RunEnd),
+            "resolved" => Ok(Until::Resolved),
+            other => Err(format!("unknown silence `until` `{other}`")),
+        }
+    }
+}
+
+/// A silence a run made, as the store keeps it from the moment it is made:
+/// what is needed to expire it (whoever finds its run ended) and, for an
+/// `until: resolved` one, to ask Alertmanager about its alert and record
+/// the alert's resolution in its incident's group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSilence {
+    /// Alertmanager's silence id.
+    pub id: String,
+    pub run_id: i64,
+    pub incident: crate::incident::IncidentId,
+    /// The incident's Alertmanager group.
+    pub receiver: String,
+    pub group_key: String,
+    /// The run's alert, as its incident holds it.
+    pub alert: crate::alert::Alert,
+    pub until: Until,
+}
+
 /// A matcher as Alertmanager's API v2 takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiMatcher {
@@ -48,6 +88,135 @@ impl From<&Matcher> for ApiMatcher {
             value: m.value.clone(),
             is_regex,
             is_equal,
+        }
+    }
+}
+
+/// Records a resolution learnt from Alertmanager's API, as the webhook
+/// would have: the notification and its raw body.
+pub type Resolve = std::sync::Arc<
+    dyn Fn(
+            crate::alert::Notification,
+            Vec<u8>,
+        ) -> futures_util::future::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
+
+/// Ends the silences runs made when they are due, on every replica (an
+/// expiry is idempotent), and learns the resolution of silenced alerts.
+pub struct Keeper {
+    pub store: crate::store::Store,
+    pub alertmanager: Alertmanager,
+    pub resolve: Resolve,
+}
+
+/// How often due silences are looked for.
+const KEEPER_TICK: Duration = Duration::from_secs(1);
+/// How often Alertmanager is asked about the alerts of `until: resolved`
+/// silences.
+const RESOLUTION_TICK: Duration = Duration::from_secs(5);
+
+impl Keeper {
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        let mut last_asked = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(KEEPER_TICK) => {}
+                () = stop.cancelled() => return,
+            }
+            self.expire_due().await;
+            if last_asked.elapsed() >= RESOLUTION_TICK {
+                last_asked = tokio::time::Instant::now();
+                self.learn_resolutions().await;
+            }
+        }
+    }
+
+    /// Expires the silences whose run ended or whose alert resolved.
+    async fn expire_due(&self) {
+        let due = match self.store.silences_due().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the silences due");
+                return;
+            }
+        };
+        for s in due {
+            match self.alertmanager.expire(&s.id).await {
+                Ok(()) => {
+                    tracing::info!(incident = %s.incident, run = s.run_id, silence = %s.id, until = s.until.as_str(), "a run's silence is expired");
+                    if let Err(e) = self.store.silence_ended(s.id.clone()).await {
+                        tracing::warn!(silence = %s.id, error = %e, "cannot record a silence as ended");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(incident = %s.incident, silence = %s.id, error = %e, "cannot expire a run's silence; trying again");
+                }
+            }
+        }
+    }
+
+    /// Records the resolution of each `until: resolved` silence's alert
+    /// that Alertmanager no longer holds as firing.
+    async fn learn_resolutions(&self) {
+        let held = match self.store.silences_held().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the silences held");
+                return;
+            }
+        };
+        // Manual runs' and drills' alerts are runbookd's own, not
+        // Alertmanager's: theirs end with their incident.
+        let held: Vec<RunSilence> = held
+            .into_iter()
+            .filter(|s| !s.receiver.starts_with("runbookd-"))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let firing = match self.alertmanager.firing().await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot ask Alertmanager whether silenced alerts still fire");
+                return;
+            }
+        };
+        for s in held
+            .into_iter()
+            .filter(|s| !firing.contains(&s.alert.fingerprint))
+        {
+            let mut alert = serde_json::to_value(&s.alert).unwrap_or_default();
+            alert["status"] = serde_json::json!("resolved");
+            alert["endsAt"] = serde_json::json!(
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            );
+            let body = serde_json::to_vec(&serde_json::json!({
+                "version": "4",
+                "receiver": s.receiver,
+                "groupKey": s.group_key,
+                "status": "resolved",
+                "alerts": [alert],
+                "groupLabels": {},
+                "commonLabels": s.alert.labels,
+                "commonAnnotations": {},
+                "externalURL": self.alertmanager.url.as_str(),
+                "truncatedAlerts": 0,
+            }))
+            .unwrap_or_default();
+            let n = match crate::alert::Notification::from_json(&body) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(silence = %s.id, error = %e, "cannot make the resolution of a silenced alert");
+                    continue;
+                }
+            };
+            tracing::info!(incident = %s.incident, silence = %s.id, fingerprint = %s.alert.fingerprint, "Alertmanager no longer holds a silenced alert as firing: its resolution is recorded");
+            if let Err(e) = (self.resolve)(n, body).await {
+                tracing::warn!(incident = %s.incident, error = %e, "cannot record a silenced alert's resolution; asking again later");
+            }
         }
     }
 }
@@ -84,6 +253,8 @@ pub struct Alertmanager {
     pub url: reqwest::Url,
     bearer: Option<String>,
     client: reqwest::Client,
+    /// `alertmanager.restart_grace`.
+    pub restart_grace: Duration,
 }
 
 impl std::fmt::Debug for Alertmanager {
@@ -123,6 +294,7 @@ impl Alertmanager {
             url,
             bearer,
             client,
+            restart_grace: Duration::from_secs(180),
         })
     }
 
@@ -265,40 +437,60 @@ impl Alertmanager {
         }
     }
 
-    /// Expires the `until: run_end` silences of run `run` if it has ended
-    /// without reaching its end in the executor (cancelled while it waited
-    /// for approval, or before it resumed); nothing while it may still run;
-    /// best effort, logged.
-    pub async fn expire_run_end(&self, store: &crate::store::Store, run: i64) {
-        let Ok(Some((incident, _, _))) = store.run_origin(run).await else {
-            return;
-        };
-        let Ok(d) = store.incident(incident).await else {
-            return;
-        };
-        let Some(crate::incident::RunDetail::Executed(r)) = d
-            .runs
-            .iter()
-            .find(|r| r.id == run && !r.state.is_active())
-            .and_then(|r| r.result.as_ref())
-        else {
-            return;
-        };
-        for step in &r.steps {
-            let (Some(id), Some(plan)) = (&step.silence_id, &step.plan.silence) else {
-                continue;
-            };
-            if plan.until == Until::RunEnd {
-                match self.expire(id).await {
-                    Ok(()) => {
-                        tracing::info!(run, silence = %id, "the run was cancelled while it waited: its silence is expired");
-                    }
-                    Err(e) => {
-                        tracing::warn!(run, silence = %id, error = %e, "cannot expire a cancelled run's silence; it ends at its duration");
-                    }
-                }
-            }
+    /// The fingerprints of the alerts Alertmanager holds as firing now
+    /// (silenced and inhibited included), if it has been up for at least
+    /// `restart_grace` (`None` otherwise: a restarted Alertmanager learns
+    /// firing alerts again only as Prometheus resends them).
+    ///
+    /// # Errors
+    /// What Alertmanager answered, or why it could not be reached.
+    pub async fn firing(&self) -> Result<Option<std::collections::HashSet<String>>, String> {
+        #[derive(Deserialize)]
+        struct Status {
+            uptime: String,
         }
+        #[derive(Deserialize)]
+        struct Held {
+            fingerprint: String,
+            #[serde(rename = "endsAt")]
+            ends_at: String,
+        }
+        let get = |path: &str| self.auth(self.client.get(self.endpoint(path))).send();
+        let unreachable =
+            |e: reqwest::Error| format!("cannot reach Alertmanager at {}: {e}", self.url);
+        let status: Status = get("/api/v2/status")
+            .await
+            .map_err(unreachable)?
+            .json()
+            .await
+            .map_err(|e| format!("Alertmanager's status does not parse: {e}"))?;
+        let up = chrono::DateTime::parse_from_rfc3339(&status.uptime).map_err(|e| {
+            format!(
+                "Alertmanager's uptime `{}` does not parse: {e}",
+                status.uptime
+            )
+        })?;
+        let grace = chrono::Duration::from_std(self.restart_grace).unwrap_or_default();
+        let now = chrono::Utc::now();
+        if now - up.with_timezone(&chrono::Utc) < grace {
+            return Ok(None);
+        }
+        let held: Vec<Held> =
+            get("/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true")
+                .await
+                .map_err(unreachable)?
+                .json()
+                .await
+                .map_err(|e| format!("Alertmanager's alert list does not parse: {e}"))?;
+        Ok(Some(
+            held.into_iter()
+                .filter(|a| {
+                    chrono::DateTime::parse_from_rfc3339(&a.ends_at)
+                        .map_or(true, |t| t.with_timezone(&chrono::Utc) > now)
+                })
+                .map(|a| a.fingerprint)
+                .collect(),
+        ))
     }
 
     /// Expires a silence (one already expired or gone is fine).

@@ -30,6 +30,7 @@ pub use auth::{identify, Actor, Identity};
 pub use errors::ApiError;
 pub use health::{reload_everywhere, reload_runbooks};
 pub use ui::http_link;
+pub use webhook::ingest;
 
 use crate::config::{Auth, HttpConfig};
 use crate::dispatch::{Dispatcher, Runbooks};
@@ -272,12 +273,8 @@ pub(crate) async fn cancel_run(
     if before == RunState::Running {
         s.dispatcher.cancel(&[id]);
     }
-    // Queued: maybe decided and not yet resumed (without a record of steps
-    // there is nothing to expire).
-    if let (RunState::AwaitingApproval | RunState::Queued, Some(am)) = (before, &s.alertmanager) {
-        let (am, store) = (am.clone(), s.store.clone());
-        tokio::spawn(async move { am.expire_run_end(&store, id).await });
-    }
+    // Its `until: run_end` silences, if it made any, are expired by the
+    // silence keeper, which finds the run ended in the store.
     tracing::info!(run = id, by = %author, was = %before, "cancellation requested");
     Ok(before)
 }

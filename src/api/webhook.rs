@@ -60,6 +60,17 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
             n.receiver
         )));
     }
+    ingest(s, n, bytes.to_vec()).await.map(Json)
+}
+
+/// Records a notification as the webhook does (one transaction: its
+/// incident, alerts and queued runs), wakes the runs it queued and stops
+/// those it cancelled: the webhook's path, and the silence keeper's for a
+/// silenced alert's resolution learnt from Alertmanager's API.
+///
+/// # Errors
+/// A full queue or a store error.
+pub async fn ingest(s: &AppState, n: Notification, bytes: Vec<u8>) -> Result<Value, ApiError> {
     for a in &n.alerts {
         s.metrics
             .alerts
@@ -69,17 +80,12 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
             .inc();
     }
     let alerts = n.alerts.len();
-    let resolved = n
-        .alerts
-        .iter()
-        .filter(|a| a.status == crate::alert::Status::Resolved)
-        .count();
     let set = s.runbook_set();
     let ingested = crate::dispatch::ingest(
         &s.store,
         &set,
         n,
-        bytes.to_vec(),
+        bytes,
         s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
         s.shadow,
     )
@@ -97,22 +103,13 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         skipped_runs = ingested.skipped,
         "webhook accepted"
     );
+    // Silences of withdrawn runs and of resolved alerts are expired by the
+    // silence keeper, which finds them due in the store.
     s.dispatcher.cancel(&ingested.cancel);
-    if let Some(am) = &s.alertmanager {
-        for &run in &ingested.withdrawn {
-            let (am, store) = (am.clone(), s.store.clone());
-            tokio::spawn(async move { am.expire_run_end(&store, run).await });
-        }
-    }
-    if let (Some(am), Some(incident)) = (&s.alertmanager, ingested.incident) {
-        if resolved > 0 {
-            tokio::spawn(expire_resolved(s.store.clone(), am.clone(), incident));
-        }
-    }
     if !ingested.queued.is_empty() {
         s.dispatcher.wake();
     }
-    Ok(Json(json!({
+    Ok(json!({
         "status": "accepted",
         "notification": ingested.notification_id,
         "incident": ingested.incident.map(|i| i.to_string()),
@@ -121,44 +118,5 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
         "duplicate_runs": ingested.duplicates,
         "skipped_runs": ingested.skipped,
         "shadow": s.shadow,
-    })))
-}
-
-/// Expires the `until: resolved` silences of an incident's runs whose alert
-/// has now resolved (best effort: a silence not expired ends at its duration).
-async fn expire_resolved(
-    store: crate::store::Store,
-    am: crate::silence::Alertmanager,
-    incident: crate::incident::IncidentId,
-) {
-    let Ok(d) = store.incident(incident).await else {
-        return;
-    };
-    for run in &d.runs {
-        let resolved = d
-            .alerts
-            .iter()
-            .any(|a| a.fingerprint == run.fingerprint && a.status == "resolved");
-        if !resolved {
-            continue;
-        }
-        let Some(crate::incident::RunDetail::Executed(r)) = &run.result else {
-            continue;
-        };
-        for step in &r.steps {
-            let (Some(id), Some(plan)) = (&step.silence_id, &step.plan.silence) else {
-                continue;
-            };
-            if plan.until == crate::silence::Until::Resolved {
-                match am.expire(id).await {
-                    Ok(()) => {
-                        tracing::info!(incident = %incident, silence = %id, "the alert resolved: its silence is expired");
-                    }
-                    Err(e) => {
-                        tracing::warn!(incident = %incident, silence = %id, error = %e, "cannot expire a silence");
-                    }
-                }
-            }
-        }
-    }
+    }))
 }

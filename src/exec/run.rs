@@ -141,6 +141,15 @@ pub trait RunObserver: Send + Sync {
     fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {}
     fn output(&self, _step: &str, _stream: Stream, _bytes: &[u8]) {}
     fn step_finished(&self, _record: &StepRecord) {}
+    /// A `silence:` step made (or found) a silence: the server records it
+    /// before the run goes on, so that it is expired whoever finds the run
+    /// ended (a crash, a takeover).
+    fn silenced(
+        &self,
+        _silence: crate::silence::RunSilence,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
 }
 
 /// Observes nothing.
@@ -494,20 +503,20 @@ impl Executor {
             }
         }
         drop(scratch);
-        // The run's silences end with it, however it ended; a paused run
-        // keeps them while it waits (they still end at their duration).
-        if let Some(am) = self
-            .alertmanager
-            .as_ref()
-            .filter(|_| outcome != RunOutcome::AwaitingApproval)
-        {
-            for rec in &records {
-                let (Some(id), Some(plan)) = (&rec.silence_id, &rec.plan.silence) else {
-                    continue;
-                };
-                if plan.until == crate::silence::Until::RunEnd {
-                    if let Err(e) = am.expire(id).await {
-                        tracing::warn!(silence = %id, error = %e, "cannot expire a run's silence; it ends at its duration");
+        // The run's `until: run_end` silences end with it, however it
+        // ended (by the server's silence keeper, which finds them in the
+        // store; a paused run keeps them while it waits). Without a store
+        // (`runbookd run`), here.
+        if req.lease.is_none() && outcome != RunOutcome::AwaitingApproval {
+            if let Some(am) = &self.alertmanager {
+                for rec in &records {
+                    let (Some(id), Some(plan)) = (&rec.silence_id, &rec.plan.silence) else {
+                        continue;
+                    };
+                    if plan.until == crate::silence::Until::RunEnd {
+                        if let Err(e) = am.expire(id).await {
+                            tracing::warn!(silence = %id, error = %e, "cannot expire a run's silence; it ends at its duration");
+                        }
                     }
                 }
             }
@@ -653,6 +662,23 @@ impl Executor {
             })
         } else if let Some(silence) = &plan.silence {
             let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
+            if let (Some(id), Some(lease), Ok(incident)) = (
+                &id,
+                req.lease,
+                req.incident.id.parse::<crate::incident::IncidentId>(),
+            ) {
+                observer
+                    .silenced(crate::silence::RunSilence {
+                        id: id.clone(),
+                        run_id: lease.run_id,
+                        incident,
+                        receiver: req.notification.receiver.clone(),
+                        group_key: req.notification.group_key.clone(),
+                        alert: req.alert.clone(),
+                        until: silence.until,
+                    })
+                    .await;
+            }
             silence_id = id;
             Some(outcome)
         } else if let (Some(argv), Ok(dir)) = (&plan.argv, run_dir) {

@@ -307,6 +307,44 @@ impl Store {
         each!(self, b => b.decide(run, approval, decision, who, comment))
     }
 
+    /// Records a silence a run made, as soon as it is made.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn record_silence(&self, s: crate::silence::RunSilence) -> Pending<()> {
+        each!(self, b => b.record_silence(s))
+    }
+
+    /// Marks a silence ended (expired in Alertmanager).
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn silence_ended(&self, id: String) -> Pending<()> {
+        each!(self, b => b.silence_ended(id))
+    }
+
+    /// The silences to expire now: `until: run_end` ones of runs that
+    /// ended, however (finished, cancelled, interrupted by a crash or a
+    /// takeover), and `until: resolved` ones whose alert or incident
+    /// resolved.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn silences_due(&self) -> Result<Vec<crate::silence::RunSilence>> {
+        each!(self, b => b.silences_due().await)
+    }
+
+    /// The `until: resolved` silences still in force (their alerts are
+    /// asked about: Alertmanager sends no resolution for a silenced alert).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn silences_held(&self) -> Result<Vec<crate::silence::RunSilence>> {
+        each!(self, b => b.silences_held().await)
+    }
+
     /// Decides the approvals whose deadline passed by their `on_timeout`,
     /// each once across replicas; how many.
     ///

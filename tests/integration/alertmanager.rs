@@ -530,3 +530,245 @@ async fn a_waiting_runs_silence_holds_and_ends_when_the_run_is_cancelled() {
     })
     .await;
 }
+
+/// #22, finding 7: an alert that carries only `alertname` (a careless or
+/// hostile sender) would have its default silence cover every team's
+/// alerts of that name; the silence is refused unless the runbook says
+/// `covers_others`, and one that names only its own alert is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_never_covers_other_alerts_unless_the_runbook_says_so() {
+    let narrow = "name: hush\nmatchers: ['alertname = \"Shared\"']\nsteps:\n  - name: hush\n    silence: {duration: 10m}\n";
+    let wide = "name: hush-wide\nmatchers: ['alertname = \"Wide\"']\nsteps:\n  - name: hush\n    silence: {duration: 10m, matchers: ['alertname = \"Wide\"'], covers_others: true}\n";
+    let Some((am, app)) = silencing(&[("n.yaml", narrow), ("w.yaml", wide)]).await else {
+        return;
+    };
+    post_to_alertmanager(
+        &am,
+        &json!([
+            {"labels": {"alertname": "Shared", "team": "payments"}},
+            {"labels": {"alertname": "Shared", "team": "search"}},
+            {"labels": {"alertname": "Wide", "team": "payments"}},
+            {"labels": {"alertname": "Wide", "team": "search"}},
+        ]),
+    )
+    .await;
+    let fire = |group: &str, labels: Value| {
+        app.post_alert(crate::app::notification(
+            group,
+            &[(&labels, "firing", "2026-12-01T08:00:00Z")],
+        ))
+    };
+    assert_eq!(
+        fire("g-1", json!({"alertname": "Shared"})).await.status(),
+        200
+    );
+    let inc = app
+        .wait_for_incident("INC-0001", "the silence step", crate::app::runs_ended)
+        .await;
+    assert_eq!(run_states(&inc), ["failed"], "{inc:#}");
+    let reason = inc["runs"][0]["result"]["steps"][0]["outcome"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.contains("would also silence 2 other alert(s)") && reason.contains("covers_others"),
+        "{reason}"
+    );
+    assert!(silences(&am).await.is_empty(), "a silence was made");
+    // The alert Alertmanager holds, named whole: its silence covers it alone.
+    assert_eq!(
+        fire("g-2", json!({"alertname": "Shared", "team": "payments"}))
+            .await
+            .status(),
+        200
+    );
+    let inc = app
+        .wait_for_incident("INC-0002", "the silence step", crate::app::runs_ended)
+        .await;
+    assert_eq!(run_states(&inc), ["succeeded"], "{inc:#}");
+    // On purpose: the runbook says the silence covers every `Wide` alert.
+    assert_eq!(
+        fire("g-3", json!({"alertname": "Wide", "team": "payments"}))
+            .await
+            .status(),
+        200
+    );
+    let inc = app
+        .wait_for_incident("INC-0003", "the silence step", crate::app::runs_ended)
+        .await;
+    assert_eq!(run_states(&inc), ["succeeded"], "{inc:#}");
+    assert_eq!(silences(&am).await.len(), 2);
+}
+
+/// #22, finding 8: runbookd is killed (-9) while a run holds an `until:
+/// run_end` silence; the silence was recorded when made, so the restart
+/// that marks the run interrupted expires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_silence_is_expired_by_the_restart() {
+    use crate::helpers::{serve_command, Served};
+    let Some(bin) = binary() else {
+        require(
+            false,
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+        );
+        return;
+    };
+    let am = start_alertmanager(&bin, "http://127.0.0.1:9/unused", "", &[]).await;
+    let runbooks = crate::helpers::runbook_dir(&[(
+        "k.yaml",
+        "name: k\nmatchers: ['alertname = \"Killed\"']\nsteps:\n  - name: hush\n    silence: {duration: 2h}\n  - name: long\n    run: [sleep, '30']\n",
+    )]);
+    let data = tempfile::tempdir().unwrap();
+    let cfg = data.path().join("runbookd.yaml");
+    std::fs::write(&cfg, format!("alertmanager: {{url: '{}'}}\n", am.url)).unwrap();
+    let start = || {
+        let mut cmd = serve_command(
+            std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
+            runbooks.path(),
+            &data.path().join("store"),
+        );
+        cmd.arg("--config").arg(&cfg);
+        Served::start(cmd)
+    };
+    let mut served = start();
+    let client = crate::helpers::operator_client(&data.path().join("store"));
+    let resp = client
+        .post(format!("{}/webhook", served.url))
+        .header("content-type", "application/json")
+        .body(crate::app::notification(
+            "g-killed",
+            &[(
+                &json!({"alertname": "Killed", "instance": "db-9"}),
+                "firing",
+                "2026-12-01T08:00:00Z",
+            )],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    wait_until("the silence to be active", 20, || async {
+        silences(&am).await.iter().any(|s| state(s) == "active")
+    })
+    .await;
+    served.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        silences(&am).await.iter().any(|s| state(s) == "active"),
+        "still active after the kill"
+    );
+    let served = start();
+    wait_until(
+        "the restart to expire the interrupted run's silence",
+        20,
+        || async { silences(&am).await.iter().all(|s| state(s) == "expired") },
+    )
+    .await;
+    let inc = crate::app::wait_for_incident_at(
+        &client,
+        &served.url,
+        "INC-0001",
+        "the run interrupted",
+        crate::app::runs_ended,
+    )
+    .await;
+    assert_eq!(run_states(&inc), ["interrupted"]);
+}
+
+/// #23, item 2: Alertmanager sends no resolution for an alert it silences,
+/// so an `until: resolved` silence swallowed its own alert's resolution.
+/// runbookd asks Alertmanager's API while the silence holds: the incident
+/// resolves, `on_resolved` runs and the silence ends; a silence whose
+/// incident a person resolved ends too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silenced_alerts_resolution_still_resolves_its_incident() {
+    let Some(bin) = binary() else {
+        require(
+            false,
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+        );
+        return;
+    };
+    let rb = "name: lasting\nmatchers: ['alertname =~ \"Lasting|Handled\"']\nsteps:\n  - name: hush\n    silence: {duration: 1h, until: resolved}\non_resolved:\n  - name: note\n    run: [echo, recovered]\n";
+    // Alertmanager sends to the app, which silences through Alertmanager.
+    let port = free_port();
+    let am = start_alertmanager(&bin, &format!("http://127.0.0.1:{port}/webhook"), "", &[]).await;
+    let mut am_client =
+        runbookd::silence::Alertmanager::new(am.url.parse().unwrap(), None).unwrap();
+    // A fresh Alertmanager: nothing to wait for in this test.
+    am_client.restart_grace = Duration::ZERO;
+    let app = TestApp::start(&[("l.yaml", rb)], |c| {
+        c.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.alertmanager = Some(am_client.clone());
+    })
+    .await;
+    let alert = json!({"labels": {"alertname": "Lasting", "instance": "db-1"}, "startsAt": "2026-12-01T08:00:00Z"});
+    post_to_alertmanager(&am, &json!([alert])).await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the silencing run", |v| {
+            run_states(v) == ["succeeded"]
+        })
+        .await;
+    let id = inc["runs"][0]["result"]["steps"][0]["silence_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Prometheus resolves it: Alertmanager holds it resolved and, silenced,
+    // tells nobody.
+    let mut resolved = alert.clone();
+    resolved["endsAt"] = json!(chrono::Utc::now().to_rfc3339());
+    post_to_alertmanager(&am, &json!([resolved])).await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the resolution learnt from Alertmanager", |v| {
+            v["status"] == "resolved" && run_states(v) == ["succeeded", "succeeded"]
+        })
+        .await;
+    let note = inc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["phase"] == "resolution")
+        .unwrap();
+    assert_eq!(
+        note["result"]["steps"][0]["attempts"][0]["stdout"],
+        "recovered\n"
+    );
+    wait_until("the silence to end with its alert", 15, || async {
+        silences(&am)
+            .await
+            .iter()
+            .any(|s| s["id"] == id.as_str() && state(s) == "expired")
+    })
+    .await;
+
+    // A person resolves an incident whose alert still fires: its silence ends.
+    post_to_alertmanager(
+        &am,
+        &json!([{"labels": {"alertname": "Handled", "instance": "db-2"}}]),
+    )
+    .await;
+    let inc = app
+        .wait_for_incident("INC-0002", "the second silencing run", |v| {
+            run_states(v) == ["succeeded"]
+        })
+        .await;
+    let id = inc["runs"][0]["result"]["steps"][0]["silence_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .client
+        .post(format!("{}/api/v1/incidents/INC-0002/updates", app.url))
+        .json(&json!({"author": "ann", "message": "fixed by hand", "status": "resolved"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    wait_until("the silence to end with its incident", 15, || async {
+        silences(&am)
+            .await
+            .iter()
+            .any(|s| s["id"] == id.as_str() && state(s) == "expired")
+    })
+    .await;
+}

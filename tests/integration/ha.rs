@@ -208,9 +208,13 @@ async fn an_alertmanager_ha_pair_and_three_replicas_run_each_alert_once() {
     };
     let am1 = start_alertmanager(&bin, &format!("{}/webhook", c.url(0)), "", &gossip(p1, p2)).await;
     let am2 = start_alertmanager(&bin, &format!("{}/webhook", c.url(1)), "", &gossip(p2, p1)).await;
-    // Prometheus sends every alert to every Alertmanager.
+    // Prometheus sends every alert to every Alertmanager, with the time it
+    // became active (the peers would otherwise stamp their own, and a
+    // notification from the slower peer, should gossip lag under load,
+    // would be a new occurrence of the alert).
+    let active_at = chrono::Utc::now().to_rfc3339();
     let alerts: Vec<Value> = (0..5)
-        .map(|i| json!({"labels": {"alertname": "HaPair", "key": format!("pair-{i}")}}))
+        .map(|i| json!({"labels": {"alertname": "HaPair", "key": format!("pair-{i}")}, "startsAt": active_at}))
         .collect();
     post_to_alertmanager(&am1, &json!(alerts)).await;
     post_to_alertmanager(&am2, &json!(alerts)).await;

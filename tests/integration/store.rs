@@ -1219,10 +1219,68 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     );
 }
 
+/// #22, finding 8: a run's silences are recorded when made; a `run_end`
+/// one is due once its run ended, however; a `resolved` one once its alert
+/// (or incident) resolved; an ended one never again.
+async fn silences_end_when_their_run_or_alert_does(b: &Backend) {
+    use runbookd::silence::{RunSilence, Until};
+    let r = b.replicas("silences", 2).await;
+    let m = runbook("a");
+    let firing = notification("g-s", "firing", &[("A", T0)]);
+    let alert = firing.0.alerts[0].clone();
+    let ing = ingest(&r[0], firing, &m).await.unwrap();
+    let incident = ing.incident.unwrap();
+    let c = claim_soon(&r[0], "a").await;
+    let silence = |id: &str, until| RunSilence {
+        id: id.into(),
+        run_id: c.lease.run_id,
+        incident,
+        receiver: "runbookd".into(),
+        group_key: "g-s".into(),
+        alert: alert.clone(),
+        until,
+    };
+    r[0].record_silence(silence("s-run", Until::RunEnd))
+        .await
+        .unwrap();
+    r[0].record_silence(silence("s-res", Until::Resolved))
+        .await
+        .unwrap();
+    r[1].record_silence(silence("s-run", Until::RunEnd))
+        .await
+        .unwrap();
+    let ids = |v: Vec<RunSilence>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert!(
+        r[1].silences_due().await.unwrap().is_empty(),
+        "the run runs"
+    );
+    let held = r[1].silences_held().await.unwrap();
+    assert_eq!(ids(held.clone()), ["s-res"]);
+    assert_eq!(held[0].alert, alert, "the alert is kept whole");
+    assert_eq!(held[0].until, Until::Resolved);
+    r[0].finish(finished(&c, RunState::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(ids(r[1].silences_due().await.unwrap()), ["s-run"]);
+    r[1].silence_ended("s-run".into()).await.unwrap();
+    assert!(r[0].silences_due().await.unwrap().is_empty());
+    ingest(&r[0], notification("g-s", "resolved", &[("A", T0)]), &m)
+        .await
+        .unwrap();
+    assert_eq!(ids(r[1].silences_due().await.unwrap()), ["s-res"]);
+    assert!(r[1].silences_held().await.unwrap().is_empty());
+    r[0].silence_ended("s-res".into()).await.unwrap();
+    r[0].silence_ended("s-res".into()).await.unwrap();
+    assert!(r[1].silences_due().await.unwrap().is_empty());
+}
+
 async fn conformance(b: Backend) {
     type Scenario =
         for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let scenarios: [(&str, Scenario); 16] = [
+    let scenarios: [(&str, Scenario); 17] = [
+        ("silences_end_when_their_run_or_alert_does", |b| {
+            Box::pin(silences_end_when_their_run_or_alert_does(b))
+        }),
         ("approvals_are_decided_once_and_resume", |b| {
             Box::pin(approvals_are_decided_once_and_resume(b))
         }),
@@ -1371,7 +1429,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3,4"
+        "1,2,3,4,5"
     );
 }
 

@@ -55,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v2.sql"),
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
+    include_str!("schema_v5.sql"),
 ];
 
 /// Advisory lock keys (any constants, distinct from each other).
@@ -335,6 +336,7 @@ macro_rules! transaction {
 
 mod approvals;
 mod outbox;
+mod silences;
 
 impl Postgres {
     #[must_use]

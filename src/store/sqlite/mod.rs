@@ -11,6 +11,7 @@
 mod approvals;
 mod ops;
 mod outbox;
+mod silences;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
@@ -127,6 +128,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
     include_str!("schema_v9.sql"),
+    include_str!("schema_v10.sql"),
 ];
 
 /// Most operations committed together in one transaction.

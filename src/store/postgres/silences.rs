@@ -1,0 +1,96 @@
+//! The silences runs made, on PostgreSQL (as the SQLite store's).
+
+use std::time::Duration;
+
+use tokio_postgres::Row;
+
+use super::{parsed, text, Fail, Op, Postgres, Tx};
+use crate::incident::IncidentId;
+use crate::silence::RunSilence;
+use crate::store::{Pending, Result, StoreError};
+
+const COLUMNS: &str = "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until";
+
+fn row(r: &Row) -> Op<RunSilence> {
+    Ok(RunSilence {
+        id: r.get(0),
+        run_id: r.get(1),
+        incident: IncidentId(r.get(2)),
+        receiver: r.get(3),
+        group_key: r.get(4),
+        alert: serde_json::from_str(r.get::<_, &str>(5))
+            .map_err(|e| StoreError::Invalid(format!("a silence's alert: {e}")))?,
+        until: parsed(r, 6)?,
+    })
+}
+
+/// The silences to end now (see the SQLite store's `DUE`).
+const DUE: &str = "FROM silences s JOIN runs r ON r.id = s.run_id JOIN incidents i ON i.id = s.incident_id
+     WHERE s.ended_at IS NULL AND (
+       (s.until = 'run_end' AND r.state NOT IN ('queued', 'running', 'awaiting_approval'))
+       OR (s.until = 'resolved' AND (i.status = 'resolved' OR EXISTS (
+         SELECT 1 FROM alerts a WHERE a.incident_id = s.incident_id AND a.fingerprint = s.fingerprint
+           AND a.starts_at = s.starts_at AND a.status = 'resolved'))))";
+
+impl Postgres {
+    #[must_use]
+    pub fn record_silence(&self, s: RunSilence) -> Pending<()> {
+        transaction!(self, |tx| {
+            tx.execute(
+                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &text(&s.id),
+                    &s.run_id,
+                    &s.incident.0,
+                    &text(&s.receiver),
+                    &text(&s.group_key),
+                    &s.alert.fingerprint,
+                    &s.alert.starts_at.to_string(),
+                    &text(&serde_json::to_string(&s.alert).unwrap_or_default()),
+                    &s.until.as_str(),
+                ],
+            )
+            .await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    #[must_use]
+    pub fn silence_ended(&self, id: String) -> Pending<()> {
+        transaction!(self, |tx| {
+            tx.execute(
+                "UPDATE silences SET ended_at = now() WHERE id = $1 AND ended_at IS NULL",
+                &[&id],
+            )
+            .await?;
+            Ok::<_, Fail>(())
+        })
+    }
+
+    async fn silences(&self, sql: String) -> Result<Vec<RunSilence>> {
+        async {
+            let client = self.client().await?;
+            client
+                .query(&sql, &[])
+                .await?
+                .iter()
+                .map(row)
+                .collect::<Op<Vec<_>>>()
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    pub async fn silences_due(&self) -> Result<Vec<RunSilence>> {
+        self.silences(format!("SELECT {COLUMNS} {DUE}")).await
+    }
+
+    pub async fn silences_held(&self) -> Result<Vec<RunSilence>> {
+        self.silences(format!(
+            "SELECT {COLUMNS} FROM silences s WHERE s.ended_at IS NULL AND s.until = 'resolved'
+             AND s.id NOT IN (SELECT s.id {DUE})"
+        ))
+        .await
+    }
+}

@@ -1,0 +1,100 @@
+//! The silences runs made, on SQLite (see `schema_v10.sql`).
+
+use rusqlite::{params, Connection};
+
+use super::{Cached, Sqlite};
+use crate::incident::IncidentId;
+use crate::silence::RunSilence;
+use crate::store::types::now;
+use crate::store::{Pending, Result};
+
+const COLUMNS: &str = "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until";
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSilence> {
+    let bad = |i: usize, e: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    };
+    Ok(RunSilence {
+        id: r.get(0)?,
+        run_id: r.get(1)?,
+        incident: IncidentId(r.get(2)?),
+        receiver: r.get(3)?,
+        group_key: r.get(4)?,
+        alert: serde_json::from_str(&r.get::<_, String>(5)?).map_err(|e| bad(5, e.to_string()))?,
+        until: r.get::<_, String>(6)?.parse().map_err(|e| bad(6, e))?,
+    })
+}
+
+/// The silences to end now: those of runs that ended (`until: run_end`),
+/// and those whose alert or incident resolved (`until: resolved`).
+const DUE: &str = "FROM silences s JOIN runs r ON r.id = s.run_id JOIN incidents i ON i.id = s.incident_id
+     WHERE s.ended_at IS NULL AND (
+       (s.until = 'run_end' AND r.state NOT IN ('queued', 'running', 'awaiting_approval'))
+       OR (s.until = 'resolved' AND (i.status = 'resolved' OR EXISTS (
+         SELECT 1 FROM alerts a WHERE a.incident_id = s.incident_id AND a.fingerprint = s.fingerprint
+           AND a.starts_at = s.starts_at AND a.status = 'resolved'))))";
+
+fn list(conn: &Connection, sql: &str) -> Result<Vec<RunSilence>> {
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_map([], row)?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+impl Sqlite {
+    /// Records a silence a run made (again: nothing).
+    #[must_use]
+    pub fn record_silence(&self, s: RunSilence) -> Pending<()> {
+        Box::pin(self.write(move |c| {
+            c.run(
+                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
+                params![
+                    s.id,
+                    s.run_id,
+                    s.incident.0,
+                    s.receiver,
+                    s.group_key,
+                    s.alert.fingerprint,
+                    s.alert.starts_at.to_string(),
+                    serde_json::to_string(&s.alert).unwrap_or_default(),
+                    s.until.as_str(),
+                    now()
+                ],
+            )?;
+            Ok(())
+        }))
+    }
+
+    /// Marks a silence ended (expired in Alertmanager).
+    #[must_use]
+    pub fn silence_ended(&self, id: String) -> Pending<()> {
+        Box::pin(self.write(move |c| {
+            c.run(
+                "UPDATE silences SET ended_at = ?2 WHERE id = ?1 AND ended_at IS NULL",
+                params![id, now()],
+            )?;
+            Ok(())
+        }))
+    }
+
+    pub async fn silences_due(&self) -> Result<Vec<RunSilence>> {
+        self.read(|c| list(c, &format!("SELECT {COLUMNS} {DUE}")))
+            .await
+    }
+
+    /// `until: resolved` silences still in force, whose alerts Alertmanager
+    /// is to be asked about.
+    pub async fn silences_held(&self) -> Result<Vec<RunSilence>> {
+        self.read(|c| {
+            list(
+                c,
+                &format!(
+                    "SELECT {COLUMNS} FROM silences s WHERE s.ended_at IS NULL AND s.until = 'resolved'
+                     AND s.id NOT IN (SELECT s.id {DUE})"
+                ),
+            )
+        })
+        .await
+    }
+}
