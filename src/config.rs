@@ -185,6 +185,9 @@ pub struct SandboxFile {
     pub runtime_dir: Option<PathBuf>,
     /// Who starts steps: the spawn helper (default) or runbookd itself.
     pub spawner: Option<SpawnerChoice>,
+    /// The size of the steps' scratch `tmpfs` (as root), e.g. `1Gi`; `0`
+    /// for none (scratch on the runtime directory's filesystem).
+    pub scratch_size: Option<String>,
 }
 
 /// `sandbox.spawner`.
@@ -524,6 +527,14 @@ impl ServerConfig {
             hidden,
             secret_files: Vec::new(),
             guarded_ports: Vec::new(),
+            scratch_size: match f.sandbox.scratch_size.as_deref() {
+                None => defaults.scratch_size,
+                Some("0") => None,
+                Some(s) => Some(
+                    crate::exec::sandbox::parse_memory(s)
+                        .map_err(|e| anyhow::anyhow!("bad `sandbox.scratch_size`: {e}"))?,
+                ),
+            },
             spawner: match f.sandbox.spawner {
                 Some(SpawnerChoice::Inline) => SpawnerConfig::Inline,
                 Some(SpawnerChoice::Helper) | None => defaults.spawner,

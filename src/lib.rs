@@ -14,7 +14,13 @@
 //!    checked to stand as an unquoted word.
 //! 5. [`plan`]: alerts + runbooks → exactly what would run; execution renders
 //!    steps with the same code.
-//! 6. [`cli`]: `check` and `run [--plan]`.
+//! 6. [`exec`]: the sandbox around every step (Landlock, seccomp, cgroups,
+//!    namespaces, the connect guard that keeps steps off runbookd's own
+//!    port) and the executor of a run.
+//! 7. [`api`]: the HTTP server; [`api::auth`] decides every request before
+//!    its handler (loopback is not a credential).
+//! 8. [`silence`]: `silence:` steps and the keeper that ends them when due.
+//! 9. [`cli`]: `check`, `run [--plan]`, and the commands that ask a server.
 
 pub mod alert;
 pub mod api;

@@ -18,6 +18,11 @@
 //!   9f3c…e1/             0711: the instance's scratch root (cannot be listed)
 //!     4b1d…77/           0700, owned by the step user: one run's scratch dir
 //! ```
+//! As root, the scratch root is a `tmpfs` of its own, `sandbox.scratch_size`
+//! large (1 GiB by default): steps filling their scratch directories get
+//! `ENOSPC` there and never fill the disk that holds the store. It is
+//! unmounted when the instance ends, or by whoever reaps a dead one.
+//!
 //! Run directories have 128-bit random names in a parent that cannot be
 //! listed, and steps are refused read access to the runtime directory by
 //! Landlock except for their own run's directory, so a run cannot read
@@ -78,6 +83,8 @@ pub struct Instance {
     id: String,
     dir: PathBuf,
     scratch_root: PathBuf,
+    /// `Some(bytes)`: the scratch root is a `tmpfs` of that size.
+    scratch_limit: Option<u64>,
     /// Slots of finished runs, for later runs.
     idle: Arc<Mutex<Vec<Slot>>>,
     _lock: Flock<File>,
@@ -131,11 +138,12 @@ fn own_dir(dir: &Path, mode: u32) -> io::Result<()> {
 }
 
 impl Instance {
-    /// Claims a new instance id in `runtime_dir` (made if missing).
+    /// Claims a new instance id in `runtime_dir` (made if missing); as
+    /// root, its scratch root becomes a `tmpfs` of `scratch_size` bytes.
     ///
     /// # Errors
     /// When the directory is unusable (not ours, not writable) or no lock can be taken.
-    pub fn start(runtime_dir: &Path) -> io::Result<Instance> {
+    pub fn start(runtime_dir: &Path, scratch_size: Option<u64>) -> io::Result<Instance> {
         let context = |what: &str, e: io::Error| {
             io::Error::new(
                 e.kind(),
@@ -157,13 +165,36 @@ impl Instance {
         let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
             .map_err(|(_, e)| context("cannot lock the instance lock", e.into()))?;
         own_dir(&scratch_root, 0o711).map_err(|e| context("cannot make the scratch root", e))?;
+        let scratch_limit = scratch_size.filter(|_| nix::unistd::geteuid().is_root()).and_then(|size| {
+            let options = format!("size={size},mode=0711,uid=0,gid=0");
+            match nix::mount::mount(
+                Some("runbookd-scratch"),
+                &scratch_root,
+                Some("tmpfs"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            ) {
+                Ok(()) => Some(size),
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %scratch_root.display(), "sandbox: the scratch root cannot be a tmpfs of its own, so steps' scratch directories have no size limit and share the runtime directory's filesystem");
+                    None
+                }
+            }
+        });
         Ok(Instance {
             id,
             dir: runtime_dir.to_owned(),
             scratch_root,
+            scratch_limit,
             idle: Arc::default(),
             _lock: lock,
         })
+    }
+
+    /// The size of the scratch root's own `tmpfs`, when it has one.
+    #[must_use]
+    pub fn scratch_limit(&self) -> Option<u64> {
+        self.scratch_limit
     }
 
     /// The id step cgroups are named after (`runbookd-<id>`).
@@ -270,6 +301,7 @@ impl Instance {
             reaped.instances += 1;
             reaped.cgroups += cgroups.reap_instance(id);
             let scratch = self.dir.join(id);
+            unmount(&scratch);
             if fs::symlink_metadata(&scratch).is_ok_and(|m| m.is_dir())
                 && remove_tree(&scratch).is_ok()
             {
@@ -285,9 +317,17 @@ impl Instance {
 impl Drop for Instance {
     fn drop(&mut self) {
         lock(&self.idle).clear();
+        if self.scratch_limit.is_some() {
+            unmount(&self.scratch_root);
+        }
         let _ = remove_tree(&self.scratch_root);
         let _ = fs::remove_file(self.dir.join(format!("{}.lock", self.id)));
     }
+}
+
+/// Detaches a scratch root's `tmpfs` (nothing when it is none).
+fn unmount(dir: &Path) {
+    let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
 }
 
 /// Removes a directory tree; files a step made read-only or unreadable to
@@ -419,7 +459,7 @@ mod tests {
     fn a_dead_instance_is_reaped_and_a_live_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let rt = dir.path().join("rt");
-        let live = Instance::start(&rt).unwrap();
+        let live = Instance::start(&rt, Some(8 << 20)).unwrap();
         let live_scratch = live.scratch(None).unwrap();
         // A dead instance (kill -9): its lock file and scratch stay, unlocked.
         let dead_id = "00112233aabbccdd";
@@ -427,7 +467,7 @@ mod tests {
         let dead_root = rt.join(dead_id);
         fs::create_dir_all(dead_root.join("run/sub")).unwrap();
         fs::set_permissions(dead_root.join("run"), fs::Permissions::from_mode(0o000)).unwrap();
-        let me = Instance::start(&rt).unwrap();
+        let me = Instance::start(&rt, None).unwrap();
         let reaped = me.reap_dead(&Hierarchies::default());
         assert_eq!(reaped.instances, 1, "{reaped:?}");
         assert_eq!(reaped.scratch_dirs, 1);
@@ -444,6 +484,21 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         let root_mode = fs::metadata(&rt).unwrap().permissions().mode();
         assert_eq!(root_mode & 0o777, 0o711, "the runtime dir cannot be listed");
+        // As root the live instance's scratch is a tmpfs of its own, gone
+        // with the instance.
+        let root = rt.join(live.id());
+        let on_tmpfs = || {
+            nix::sys::statfs::statfs(&root)
+                .is_ok_and(|f| f.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+        };
+        assert_eq!(on_tmpfs(), nix::unistd::geteuid().is_root());
+        assert_eq!(
+            live.scratch_limit().is_some(),
+            nix::unistd::geteuid().is_root()
+        );
+        drop(live_scratch);
+        drop(live);
+        assert!(!root.exists(), "the scratch root is unmounted and removed");
     }
 
     #[test]
@@ -453,7 +508,7 @@ mod tests {
         fs::create_dir(&elsewhere).unwrap();
         let link = dir.path().join("rt");
         std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
-        let err = Instance::start(&link).unwrap_err();
+        let err = Instance::start(&link, None).unwrap_err();
         assert!(
             err.to_string().contains("not a directory owned by"),
             "{err}"

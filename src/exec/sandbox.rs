@@ -68,6 +68,10 @@ pub struct SandboxConfig {
     pub secret_files: Vec<PathBuf>,
     /// Who starts steps (`sandbox.spawner`).
     pub spawner: SpawnerConfig,
+    /// As root, the scratch root is a `tmpfs` of this many bytes
+    /// (`sandbox.scratch_size`; `None`: no limit, on the runtime
+    /// directory's filesystem).
+    pub scratch_size: Option<u64>,
     /// TCP ports steps may not connect to (runbookd's own listener):
     /// enforced by the connect guard where the host allows it.
     pub guarded_ports: Vec<u16>,
@@ -76,6 +80,9 @@ pub struct SandboxConfig {
 /// Idle step cgroups kept for reuse (more than the concurrent steps of a
 /// busy server rarely pays).
 const CGROUP_POOL: usize = 32;
+
+/// The default of `sandbox.scratch_size` (1 GiB).
+pub const DEFAULT_SCRATCH_SIZE: u64 = 1 << 30;
 
 /// The default of `sandbox.default_pids`.
 pub const DEFAULT_PIDS: u64 = 512;
@@ -93,6 +100,7 @@ impl Default for SandboxConfig {
             secret_files: Vec::new(),
             spawner: SpawnerConfig::default(),
             guarded_ports: Vec::new(),
+            scratch_size: Some(DEFAULT_SCRATCH_SIZE),
         }
     }
 }
@@ -620,7 +628,7 @@ impl Sandbox {
         } else {
             None
         };
-        let instance = Instance::start(&config.runtime_dir)?;
+        let instance = Instance::start(&config.runtime_dir, config.scratch_size)?;
         let reaped = instance.reap_dead(&probe.cgroups);
         let guard = Self::guard(&config, &probe, instance.id());
         if config.strict && !config.guarded_ports.is_empty() && guard.is_none() {
@@ -914,6 +922,13 @@ impl Sandbox {
         }
         if opts.network_none {
             record.applied.push("network:none".into());
+        }
+        match self.instance.scratch_limit() {
+            Some(n) => record.applied.push(format!("scratch-size:{n}")),
+            None if self.config.scratch_size.is_some() => {
+                record.unavailable.push("scratch-size".into());
+            }
+            None => {}
         }
         if self.probe.ipcns {
             record.applied.push("ipc-namespace".into());

@@ -559,3 +559,37 @@ async fn no_network_means_no_unix_sockets_to_the_host() {
         "the host's service got a connection"
     );
 }
+
+/// Finding 13: scratch had no disk limit, so a step could fill the disk
+/// that holds the store. As root it is a tmpfs of `sandbox.scratch_size`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cannot_fill_the_disk_through_its_scratch() {
+    if !require_root("to mount the scratch tmpfs") {
+        return;
+    }
+    let rb = "name: fill\nmatchers: [alertname = \"Fill\"]\nsteps:\n  - name: dd\n    shell: dd if=/dev/zero of=\"$TMPDIR/fill\" bs=1M count=64 2>&1 | head -1; stat -f -c %T \"$TMPDIR\"\n";
+    let app = TestApp::start(&[("f.yaml", rb)], |c| {
+        c.sandbox.scratch_size = Some(16 << 20);
+    })
+    .await;
+    app.post_alert(notification(
+        "g",
+        &[(&json!({"alertname": "Fill"}), "firing", T0)],
+    ))
+    .await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the step", runs_ended)
+        .await;
+    let out = stdout_of(&inc, 0);
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.contains("tmpfs"), "{out}");
+    let applied = &inc["runs"][0]["result"]["steps"][0]["attempts"][0]["sandbox"]["applied"];
+    assert!(
+        applied
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == &json!(format!("scratch-size:{}", 16 << 20))),
+        "{applied}"
+    );
+}
