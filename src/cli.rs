@@ -315,6 +315,21 @@ impl ServerArgs {
         if let Some(p) = &self.token_file {
             return crate::config::read_secret(p, "token").map(Some);
         }
+        // The operator credential is this host's: it goes by itself only to
+        // a server on loopback (another one gets it with --token-file).
+        let loopback = reqwest::Url::parse(&self.server)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .is_some_and(|h| {
+                h.eq_ignore_ascii_case("localhost")
+                    || h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+        if !loopback {
+            return Ok(None);
+        }
         let local = self.data_dir.join(LOCAL_TOKEN_FILE);
         match std::fs::File::open(&local) {
             Ok(_) => crate::config::read_secret(&local, "operator credential").map(Some),

@@ -93,6 +93,10 @@ pub struct AuthFile {
     /// People: who may read, who may act (docs/operators.md).
     #[serde(default)]
     pub users: Vec<UserFile>,
+    /// The key browser sessions are signed with (default: one runbookd
+    /// makes in the data directory); replicas that share it accept each
+    /// other's sessions.
+    pub session_key_file: Option<PathBuf>,
 }
 
 impl Default for AuthFile {
@@ -102,6 +106,7 @@ impl Default for AuthFile {
             basic_auth: None,
             protect_reads: true,
             users: Vec::new(),
+            session_key_file: None,
         }
     }
 }
@@ -221,6 +226,11 @@ pub struct Auth {
     pub local: Option<String>,
     /// Where the webhook's credential comes from, for a refusal's message.
     pub webhook_hint: String,
+    /// The server's own key, mixed into every session's signing key (so a
+    /// stolen cookie is no offline test of a user's password), set at start.
+    pub session_key: String,
+    /// `auth.session_key_file`.
+    pub session_key_file: Option<PathBuf>,
 }
 
 impl Default for Auth {
@@ -232,6 +242,8 @@ impl Default for Auth {
             users: Vec::new(),
             local: None,
             webhook_hint: String::new(),
+            session_key: String::new(),
+            session_key_file: None,
         }
     }
 }
@@ -246,7 +258,8 @@ impl std::fmt::Debug for Auth {
             .field("users", &self.users)
             .field("local", &self.local.is_some())
             .field("webhook_hint", &self.webhook_hint)
-            .finish()
+            .field("session_key_file", &self.session_key_file)
+            .finish_non_exhaustive()
     }
 }
 
@@ -403,6 +416,8 @@ impl ServerConfig {
                 .transpose()?,
             protect_reads: f.auth.protect_reads,
             local: None,
+            session_key: String::new(),
+            session_key_file: f.auth.session_key_file.clone(),
             webhook_hint: match (&f.auth.bearer_token_file, &f.auth.basic_auth) {
                 (Some(p), _) => format!("the token in `{}`", p.display()),
                 (None, Some(b)) => format!("basic auth as `{}`", b.username),
@@ -466,6 +481,7 @@ impl ServerConfig {
         }
         hidden.extend(file.map(Path::to_owned));
         hidden.extend(f.auth.bearer_token_file.clone());
+        hidden.extend(f.auth.session_key_file.clone());
         hidden.extend(f.auth.basic_auth.as_ref().map(|b| b.password_file.clone()));
         hidden.extend(
             f.auth

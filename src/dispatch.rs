@@ -387,16 +387,19 @@ impl Dispatcher {
         }
     }
 
-    /// Renews this replica's leases every third of the lease. A run whose
-    /// lease has not been renewed for `lease − margin` (the store is
-    /// unreachable, or this process was paused) is stopped at that moment:
-    /// another replica may take it over once the lease expires, and its
-    /// steps must be dead by then. Its end is left to that takeover.
+    /// Renews this replica's leases whenever one is due: at most half of
+    /// `lease − margin` (and a third of the lease) after its last renewal,
+    /// each lease by its own clock, whatever the loop saw before it slept
+    /// (a run claimed meanwhile is due by its claim). A run whose lease has
+    /// not been renewed for `lease − margin` is stopped at that moment:
+    /// renewals failed (the store is unreachable or slow) or this process
+    /// was paused, so another replica may take the run over once the lease
+    /// expires, and its steps must be dead by then. Its end is left to that
+    /// takeover.
     async fn heartbeats(self: Arc<Self>) {
         let lease = self.replica.lease;
-        let every = lease / 3;
         let fence_after = lease.saturating_sub(self.replica.fence_margin);
-        let mut last_beat = std::time::Instant::now();
+        let renew_after = (fence_after / 2).min(lease / 3);
         // Leases are renewed until the last run ends after a shutdown.
         let ended = async {
             self.stop.cancelled().await;
@@ -404,6 +407,7 @@ impl Dispatcher {
         };
         let mut ended = std::pin::pin!(ended);
         loop {
+            // Who holds what now (never a snapshot from before a sleep).
             let held: Vec<Held> = self
                 .running
                 .lock()
@@ -412,22 +416,10 @@ impl Dispatcher {
                 .filter(|h| !h.released())
                 .cloned()
                 .collect();
-            // Wake for the next heartbeat, or the first lease to run out.
-            let mut wait = every.saturating_sub(last_beat.elapsed());
-            for h in &held {
-                wait = wait.min(fence_after.saturating_sub(h.since_renewal()));
-            }
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = &mut ended => return,
-            }
-            // Checked before asking: after a pause (SIGSTOP) nothing may act
-            // on runs this replica may no longer hold.
+            // Overdue: renewals failed, or this process was paused (after a
+            // SIGSTOP nothing may act on runs it may no longer hold).
             let mut live = Vec::new();
             for h in held {
-                if h.released() {
-                    continue;
-                }
                 let since = h.since_renewal();
                 if since >= fence_after {
                     tracing::error!(
@@ -435,69 +427,85 @@ impl Dispatcher {
                         unrenewed_for = ?since,
                         "lease not renewed in time: stopping the run's steps (fenced); the run is taken over after its lease"
                     );
+                    self.metrics.fenced_runs.inc();
                     h.release();
                 } else {
                     live.push(h);
                 }
             }
-            if live.is_empty() {
-                // Nothing to renew: the next beat is a whole period away.
-                last_beat = std::time::Instant::now();
-                continue;
+            if live.iter().any(|h| h.since_renewal() >= renew_after) {
+                self.renew(&live, fence_after).await;
             }
-            if last_beat.elapsed() < every {
-                continue;
-            }
-            let asked = std::time::Instant::now();
-            last_beat = asked;
-            let patience = live
+            // Sleep until the next lease is due (or `renew_after` when none
+            // is held: a run claimed meanwhile is due no sooner).
+            let wait = live
                 .iter()
-                .map(|h| fence_after.saturating_sub(h.since_renewal()))
+                .filter(|h| !h.released())
+                .map(|h| renew_after.saturating_sub(h.since_renewal()))
                 .min()
-                .unwrap_or(every);
-            let beat = tokio::time::timeout(
-                patience,
-                self.store.heartbeat(
-                    self.replica.name.clone(),
-                    live.iter().map(|h| h.lease).collect(),
-                    lease,
-                ),
-            )
-            .await;
-            match beat {
-                Ok(Ok(beat)) => {
-                    let running: std::collections::HashSet<i64> = self
-                        .running
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .keys()
-                        .copied()
-                        .collect();
-                    for h in &live {
-                        let id = h.lease.run_id;
-                        if !running.contains(&id) {
-                            // It ended (and was recorded) meanwhile.
-                            continue;
-                        }
-                        if beat.lost.contains(&id) {
-                            tracing::warn!(
-                                run = id,
-                                "the run was taken over by another replica: stopping its steps"
-                            );
-                            h.release();
-                            continue;
-                        }
-                        *h.renewed.lock().unwrap_or_else(PoisonError::into_inner) = asked;
-                        if beat.cancel.contains(&id) {
-                            h.cancel.cancel();
-                        }
+                .unwrap_or(renew_after)
+                .max(Duration::from_millis(10));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut ended => return,
+            }
+        }
+    }
+
+    /// One heartbeat for `live`: the leases renewed are stamped with when it
+    /// was asked; lost ones are released; cancellations asked elsewhere
+    /// reach their runs. It waits no longer than the first lease could
+    /// still be renewed in time.
+    async fn renew(&self, live: &[Held], fence_after: Duration) {
+        let asked = std::time::Instant::now();
+        let patience = live
+            .iter()
+            .map(|h| fence_after.saturating_sub(h.since_renewal()))
+            .min()
+            .unwrap_or(fence_after);
+        let beat = tokio::time::timeout(
+            patience,
+            self.store.heartbeat(
+                self.replica.name.clone(),
+                live.iter().map(|h| h.lease).collect(),
+                self.replica.lease,
+            ),
+        )
+        .await;
+        match beat {
+            Ok(Ok(beat)) => {
+                let running: std::collections::HashSet<i64> = self
+                    .running
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .keys()
+                    .copied()
+                    .collect();
+                for h in live {
+                    let id = h.lease.run_id;
+                    if !running.contains(&id) {
+                        // It ended (and was recorded) meanwhile.
+                        continue;
+                    }
+                    if beat.lost.contains(&id) {
+                        tracing::warn!(
+                            run = id,
+                            "the run was taken over by another replica: stopping its steps"
+                        );
+                        self.metrics.fenced_runs.inc();
+                        h.release();
+                        continue;
+                    }
+                    *h.renewed.lock().unwrap_or_else(PoisonError::into_inner) = asked;
+                    if beat.cancel.contains(&id) {
+                        h.cancel.cancel();
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot renew the leases of running runs");
-                }
-                Err(_) => tracing::warn!("renewing the leases of running runs timed out"),
             }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot renew the leases of running runs");
+            }
+            Err(_) => tracing::warn!("renewing the leases of running runs timed out"),
         }
     }
 
@@ -513,17 +521,25 @@ impl Dispatcher {
             {
                 Ok(true) => match self.store.reap(Reap::Expired).await {
                     Ok(r) if r.interrupted + r.requeued > 0 => {
+                        self.metrics.leader.set(1);
                         tracing::warn!(
                             interrupted = r.interrupted,
                             requeued = r.requeued,
                             "took over runs whose replica stopped renewing its lease"
                         );
+                        self.metrics
+                            .takeovers
+                            .inc_by(u64::try_from(r.interrupted + r.requeued).unwrap_or(0));
                         self.wake();
                     }
-                    Ok(_) => {}
+                    Ok(_) => {
+                        self.metrics.leader.set(1);
+                    }
                     Err(e) => tracing::warn!(error = %e, "cannot reap expired leases"),
                 },
-                Ok(false) => {}
+                Ok(false) => {
+                    self.metrics.leader.set(0);
+                }
                 Err(e) => tracing::debug!(error = %e, "cannot take the leader lease"),
             }
             tokio::select! {
@@ -602,12 +618,17 @@ impl Dispatcher {
             self.free(c.lease.run_id);
             return;
         }
-        if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
-            tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
+        if held.released() {
+            // Fenced: its end is the takeover's to record and count.
+            tracing::warn!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, "run stopped here (fenced): the replica that takes it over records its end");
         } else {
-            tracing::warn!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
+            if matches!(finished.state, RunState::Succeeded | RunState::Planned) {
+                tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
+            } else {
+                tracing::warn!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, state = %finished.state, summary = ?finished.summary, "run ended");
+            }
+            Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
         }
-        Metrics::count_for(&self.metrics.runs, &c.runbook, finished.state.as_str());
         // The run's silences (any made before a pause included) are
         // expired by the silence keeper, which finds the run ended.
         self.record(&held, finished).await;

@@ -72,6 +72,13 @@ pub struct Metrics {
     pub reload_success_time: Gauge,
     /// Notification delivery attempts, by notifier and outcome.
     pub deliveries: Family<NotifierOutcome, Counter>,
+    /// Runs this replica stopped because it could not renew their lease in
+    /// time, or found them taken over (their end is the takeover's).
+    pub fenced_runs: Counter,
+    /// Runs this replica took over from replicas that stopped renewing.
+    pub takeovers: Counter,
+    /// 1 while this replica holds the leader lease (timers, takeovers).
+    pub leader: Gauge,
 }
 
 fn seconds() -> Histogram {
@@ -102,6 +109,9 @@ impl Default for Metrics {
             reload_successful: Gauge::default(),
             reload_success_time: Gauge::default(),
             deliveries: Family::default(),
+            fenced_runs: Counter::default(),
+            takeovers: Counter::default(),
+            leader: Gauge::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -182,6 +192,21 @@ impl Default for Metrics {
             "http_request_duration_seconds",
             "HTTP request latency, by route",
             m.http_duration.clone(),
+        );
+        registry.register(
+            "fenced_runs",
+            "Runs this replica stopped because it could not renew their lease in time or found them taken over (their end is recorded by the takeover, not in runs_total)",
+            m.fenced_runs.clone(),
+        );
+        registry.register(
+            "takeovers",
+            "Runs this replica took over (interrupted or queued again) after their replica stopped renewing",
+            m.takeovers.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease (escalations, drills, takeovers run there)",
+            m.leader.clone(),
         );
         Metrics { registry, ..m }
     }

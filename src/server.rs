@@ -107,16 +107,24 @@ fn restrict(path: &std::path::Path, mode: u32) {
 }
 
 /// The credentials this server takes: the configured ones, plus (without
-/// `auth.users`) the local operator credential, and (when steps could reach
-/// this port and the webhook has no credential) one for the webhook, both
-/// made in the data directory at first start.
+/// `auth.users`) the local operator credential, and (without a configured
+/// one) the webhook's, both made in the data directory at first start. A
+/// post to the webhook is a write: steps, or anything a step can reach that
+/// relays to this port (a local proxy, a port forward), must not make one,
+/// so it always needs a credential.
 fn credentials(
     cfg: &ServerConfig,
     sandbox: &Sandbox,
     addr: SocketAddr,
 ) -> anyhow::Result<crate::config::Auth> {
-    use crate::api::auth::{own_credential, LOCAL_TOKEN_FILE, WEBHOOK_TOKEN_FILE};
+    use crate::api::auth::{
+        own_credential, LOCAL_TOKEN_FILE, SESSION_KEY_FILE, WEBHOOK_TOKEN_FILE,
+    };
     let mut auth = cfg.auth.clone();
+    auth.session_key = match &auth.session_key_file {
+        Some(p) => crate::config::read_secret(p, "session key")?,
+        None => own_credential(&cfg.data_dir, SESSION_KEY_FILE)?.0,
+    };
     if auth.users.is_empty() {
         let (token, path) = own_credential(&cfg.data_dir, LOCAL_TOKEN_FILE)?;
         auth.local = Some(token);
@@ -127,21 +135,20 @@ fn credentials(
         );
     }
     if !auth.enabled() {
-        if sandbox.guards_connections() {
-            tracing::info!("the webhook takes notifications without a credential: steps cannot connect to this port");
-        } else {
-            let (token, path) = own_credential(&cfg.data_dir, WEBHOOK_TOKEN_FILE)?;
-            auth.bearer = Some(token);
-            auth.webhook_hint = format!(
-                "runbookd made one in `{}`, since its steps could connect to its port (it is not root, or has no cgroup v2); point Alertmanager's `credentials_file` at it",
-                path.display()
-            );
-            tracing::warn!(
-                credential = %path.display(),
-                "steps could connect to this port (runbookd is not root, or has no cgroup v2), so the webhook needs a credential: Alertmanager must send the token in `{}` (http_config.authorization.credentials_file), or set auth.bearer_token_file",
-                path.display()
-            );
-        }
+        let (token, path) = own_credential(&cfg.data_dir, WEBHOOK_TOKEN_FILE)?;
+        auth.bearer = Some(token);
+        auth.webhook_hint = format!(
+            "without auth.bearer_token_file runbookd made one, `{}`: point Alertmanager's `http_config.authorization.credentials_file` at it",
+            path.display()
+        );
+        tracing::info!(
+            credential = %path.display(),
+            "the webhook's credential is in `{}` (no auth.bearer_token_file): Alertmanager sends it with http_config.authorization.credentials_file",
+            path.display()
+        );
+    }
+    if !sandbox.guards_connections() {
+        tracing::warn!("steps can connect to this port (runbookd is not root, or has no writable cgroup v2): they still need a credential for everything, which they cannot read");
     }
     Ok(auth)
 }
@@ -217,6 +224,17 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     sandbox_cfg.secret_files = set.secret_files();
     sandbox_cfg.guarded_ports = vec![addr.port()];
     let sandbox = Sandbox::new(sandbox_cfg).context("cannot set up the step sandbox")?;
+    // Steps of runbookd's own user (or root) without Landlock could read its
+    // store and credentials, and with them act as an operator.
+    if sandbox
+        .identity(crate::exec::sandbox::RunAs::Default)
+        .is_none()
+        && sandbox.probe.landlock_abi == 0
+    {
+        return Err(StartError::Other(anyhow::anyhow!(
+            "steps would run as runbookd's own user (or root) on a kernel without Landlock, so nothing would keep them from reading runbookd's store and credentials: run runbookd as root without allow_root_steps (steps drop to `run_as`), or on a kernel with Landlock (Linux 5.13+)"
+        )));
+    }
     let auth = credentials(&cfg, &sandbox, addr)?;
     let executor = Arc::new(Executor {
         alertmanager: cfg.alertmanager.clone(),
@@ -268,6 +286,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         notifiers: cfg.notifiers.clone(),
         external_url: cfg.external_url.clone(),
         alertmanager: cfg.alertmanager.clone(),
+        reloading: Arc::default(),
     };
     if cfg.shadow {
         tracing::warn!(

@@ -42,6 +42,17 @@ impl std::str::FromStr for Until {
     }
 }
 
+/// A silence a `silence:` step made (or found).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silenced {
+    pub id: String,
+    /// Alertmanager held the run's alert when the silence was made: its
+    /// resolution can be learnt from Alertmanager (an alert posted straight
+    /// to the webhook never was Alertmanager's, and its absence says
+    /// nothing).
+    pub watched: bool,
+}
+
 /// A silence a run made, as the store keeps it from the moment it is made:
 /// what is needed to expire it (whoever finds its run ended) and, for an
 /// `until: resolved` one, to ask Alertmanager about its alert and record
@@ -58,6 +69,8 @@ pub struct RunSilence {
     /// The run's alert, as its incident holds it.
     pub alert: crate::alert::Alert,
     pub until: Until,
+    /// See [`Silenced::watched`].
+    pub watched: bool,
 }
 
 /// A matcher as Alertmanager's API v2 takes it.
@@ -272,7 +285,19 @@ struct Listed {
     created_by: String,
     #[serde(default)]
     comment: String,
+    #[serde(default)]
+    matchers: Vec<ApiMatcher>,
     status: ListedStatus,
+}
+
+/// Whether two matcher lists say the same (in any order).
+fn same_matchers(a: &[ApiMatcher], b: &[ApiMatcher]) -> bool {
+    let key = |m: &ApiMatcher| (m.name.clone(), m.value.clone(), m.is_regex, m.is_equal);
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
 }
 
 #[derive(Deserialize)]
@@ -328,11 +353,17 @@ impl Alertmanager {
         silence: &crate::plan::SilencePlan,
         comment: &str,
         tag: &str,
-    ) -> Result<String, String> {
+    ) -> Result<Silenced, String> {
         let (matchers, duration) = (
             &silence.matchers,
             Duration::from_millis(silence.duration_ms),
         );
+        // Checked first, also for a silence found below: its tag is
+        // predictable, so anyone who can reach Alertmanager could have made
+        // one (it is taken only with the same matchers, too).
+        let watched = self
+            .covered(matchers, &silence.alert, silence.covers_others)
+            .await?;
         let listed = self
             .auth(self.client.get(self.endpoint("/api/v2/silences")))
             .send()
@@ -349,12 +380,15 @@ impl Alertmanager {
             .await
             .map_err(|e| format!("Alertmanager's silence list does not parse: {e}"))?;
         if let Some(s) = listed.iter().find(|s| {
-            s.created_by == "runbookd" && s.comment.contains(tag) && s.status.state != "expired"
+            s.created_by == "runbookd"
+                && s.comment.contains(tag)
+                && s.status.state != "expired"
+                && same_matchers(&s.matchers, matchers)
         }) {
-            return Ok(s.id.clone());
-        }
-        if !silence.covers_others {
-            self.covers_only(matchers, &silence.alert).await?;
+            return Ok(Silenced {
+                id: s.id.clone(),
+                watched,
+            });
         }
         let now = chrono::Utc::now();
         let ends = now + chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::hours(1));
@@ -384,13 +418,22 @@ impl Alertmanager {
             .map_err(|e| format!("Alertmanager's answer does not parse: {e}"))?;
         v["silenceID"]
             .as_str()
-            .map(str::to_owned)
+            .map(|id| Silenced {
+                id: id.to_owned(),
+                watched,
+            })
             .ok_or_else(|| "Alertmanager answered without a silenceID".to_owned())
     }
 
-    /// Refuses matchers that hold for an alert Alertmanager has (active,
-    /// silenced or inhibited) other than the one of fingerprint `own`.
-    async fn covers_only(&self, matchers: &[ApiMatcher], own: &str) -> Result<(), String> {
+    /// Whether Alertmanager holds the alert of fingerprint `own` (active,
+    /// silenced or inhibited); refuses, unless `covers_others`, matchers
+    /// that hold for any other alert it has.
+    async fn covered(
+        &self,
+        matchers: &[ApiMatcher],
+        own: &str,
+        covers_others: bool,
+    ) -> Result<bool, String> {
         #[derive(Deserialize)]
         struct Held {
             fingerprint: String,
@@ -417,12 +460,14 @@ impl Alertmanager {
             .iter()
             .map(Matcher::try_from)
             .collect::<Result<Vec<_>, _>>()?;
+        let holds_own = held.iter().any(|a| a.fingerprint == own);
         let others: Vec<&Held> = held
             .iter()
             .filter(|a| a.fingerprint != own && compiled.iter().all(|m| m.matches(&a.labels)))
             .collect();
         match others.first() {
-            None => Ok(()),
+            _ if covers_others => Ok(holds_own),
+            None => Ok(holds_own),
             Some(first) => Err(format!(
                 "not silenced: {{{}}} would also silence {} other alert(s) Alertmanager holds, e.g. {{{}}}; name narrower `matchers`, or set `covers_others: true` to silence them on purpose",
                 matchers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),

@@ -42,9 +42,13 @@ pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The local operator credential's file name, in the data directory.
 pub const LOCAL_TOKEN_FILE: &str = "operator.token";
 
-/// The webhook credential runbookd makes when it must (its steps could
-/// reach its port and none is configured), in the data directory.
+/// The webhook credential runbookd makes when none is configured, in the
+/// data directory.
 pub const WEBHOOK_TOKEN_FILE: &str = "webhook.token";
+
+/// The server's session key, made in the data directory unless
+/// `auth.session_key_file` names one.
+pub const SESSION_KEY_FILE: &str = "session.key";
 
 /// Who is asking, by the request's `Authorization` header or session
 /// cookie (every credential compared in constant time).
@@ -175,12 +179,15 @@ fn by_authorization(auth: &Auth, value: &str) -> Identity {
     found
 }
 
-/// Whether the request carries the webhook's credential, as Alertmanager's
-/// `http_config` sends it; always true when the webhook needs none (no
-/// credential is configured and steps cannot reach runbookd's port).
+/// Whether the request may post alerts: it carries the webhook's
+/// credential, as Alertmanager's `http_config` sends it (configured, or made
+/// by runbookd at first start: a post is a write, and loopback is no
+/// credential, so one is always needed), or an operator's (who could run
+/// any runbook by hand anyway).
 #[must_use]
 pub fn webhook_authorized(auth: &Auth, headers: &HeaderMap) -> bool {
-    !auth.enabled() || identify(auth, headers) == Identity::Webhook
+    let who = identify(auth, headers);
+    who == Identity::Webhook || who.may_act()
 }
 
 fn now_secs() -> u64 {
@@ -217,6 +224,8 @@ fn session_key(auth: &Auth, who: &Identity) -> Option<Vec<u8>> {
     };
     let mut h = sha2::Sha256::new();
     h.update(b"runbookd session v1\0");
+    h.update(auth.session_key.as_bytes());
+    h.update(b"\0");
     h.update(secret.as_bytes());
     Some(h.finalize().to_vec())
 }
@@ -412,7 +421,16 @@ pub fn router() -> Router<AppState> {
 /// Where to go after signing in: a path of this site only.
 fn local_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        // No whitespace or control character a browser would drop (`/\t/x`
+        // becomes `//x`, another site), no `//` or `\\`.
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -494,8 +512,14 @@ async fn login(State(s): State<AppState>, body: axum::body::Body) -> Response {
         return super::ui::login_page(&s, StatusCode::UNAUTHORIZED, Some(why), &next);
     };
     tracing::info!(who = ?who, "signed in");
+    // `Secure` where people reach runbookd over https.
+    let secure = if s.external_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         SESSION_TTL.as_secs()
     );
     let mut resp = Redirect::to(&next).into_response();
@@ -629,6 +653,13 @@ mod tests {
         let mut changed = a.clone();
         changed.users[0].password = Some("new".into());
         assert_eq!(verify_session(&changed, &v, 1), Identity::Nobody);
+        let mut rekeyed = a.clone();
+        rekeyed.session_key = "another server".into();
+        assert_eq!(
+            verify_session(&rekeyed, &v, 1),
+            Identity::Nobody,
+            "the server's key signs too"
+        );
         assert!(session_value(&a, &Identity::Webhook, 1000).is_none());
         let local = Auth {
             local: Some("s".into()),
@@ -673,6 +704,8 @@ mod tests {
         assert_eq!(sign_in(&a, "vic", "ana-token"), Identity::Nobody);
         assert_eq!(local_next(Some("//evil.example/")), "/");
         assert_eq!(local_next(Some("https://evil.example/")), "/");
+        assert_eq!(local_next(Some("/\t/evil.example")), "/");
+        assert_eq!(local_next(Some("/\\evil.example")), "/");
         assert_eq!(
             local_next(Some("/incidents/INC-0001")),
             "/incidents/INC-0001"

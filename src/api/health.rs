@@ -46,6 +46,10 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
 /// # Errors
 /// Every error of the new set.
 pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
+    let _one_at_a_time = s
+        .reloading
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let loaded = crate::runbook::load_dir(&s.runbooks_dir).and_then(|set| {
         crate::notify::config::check_refs(&set, &s.notifiers)?;
         Ok(set)

@@ -59,6 +59,10 @@ pub struct AppState {
     pub external_url: String,
     /// Where `silence:` steps' silences live (expired when their alert resolves).
     pub alertmanager: Option<crate::silence::Alertmanager>,
+    /// Held across a whole reload (load, hide its secrets, swap), so that
+    /// two at once (the API, SIGHUP, another replica's) cannot leave one
+    /// set in force under the other's sandbox policy.
+    pub reloading: Arc<std::sync::Mutex<()>>,
 }
 
 impl AppState {

@@ -1,20 +1,22 @@
-//! The connect guard: steps cannot open a TCP connection to runbookd's own
-//! listening port, on any address (IPv4, IPv6, v4-mapped, TCP Fast Open
-//! included). A step is a program on runbookd's host; without this, it could
-//! post alerts to an unauthenticated webhook, or try runbookd's API.
+//! The connect guard: steps can neither open a TCP connection to
+//! runbookd's own listening port, on any address (IPv4, IPv6, v4-mapped,
+//! TCP Fast Open included), nor bind that port on another address (a step
+//! listening on `[::1]:9095` beside runbookd's `127.0.0.1:9095` would get
+//! what a browser or Alertmanager sends to `localhost`: session cookies,
+//! credentials). A step is a program on runbookd's host: this is the layer
+//! below the credentials every request needs anyway.
 //!
-//! It is a cgroup-BPF `connect` hook (`BPF_PROG_TYPE_CGROUP_SOCK_ADDR`,
-//! attached for `connect4` and `connect6`) on the cgroup v2 directory that
-//! holds every step's cgroup. The kernel runs it on each `connect` of a
-//! socket made inside, whatever the step's user, and refuses (`EPERM`) one
-//! to a guarded port. It costs nothing per step (attached once) and a few
-//! instructions per connect. It needs root (to load BPF) and a writable
-//! cgroup v2 hierarchy; where either is missing, runbookd instead requires a
-//! credential on its webhook (see `server`), and every step's record lists
+//! It is a cgroup-BPF hook (`BPF_PROG_TYPE_CGROUP_SOCK_ADDR`, attached for
+//! `connect4`, `connect6`, `bind4` and `bind6`) on the cgroup v2 directory
+//! that holds every step's cgroup. The kernel runs it on each `connect` and
+//! `bind` of a socket made inside, whatever the step's user, and refuses
+//! (`EPERM`) a guarded port. It costs nothing per step (attached once) and a
+//! few instructions per call. It needs root (to load BPF) and a writable
+//! cgroup v2 hierarchy; where either is missing every step's record lists
 //! `connect-guard` as unavailable. A Landlock TCP rule cannot express
 //! "every port but this one" cheaply: allowing the other 65,535 ports one
 //! rule each made every step's `landlock_restrict_self` copy them, 40 ms a
-//! step (docs/security.md).
+//! step (docs/sandbox.md).
 //!
 //! Steps cannot remove it: seccomp denies `bpf`, Landlock denies writing
 //! cgroup files, and steps do not run as root.
@@ -29,6 +31,8 @@ use std::path::Path;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+const BPF_CGROUP_INET4_BIND: u32 = 8;
+const BPF_CGROUP_INET6_BIND: u32 = 9;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 const BPF_F_ALLOW_MULTI: u32 = 2;
@@ -135,7 +139,7 @@ pub struct ConnectGuard {
 
 impl ConnectGuard {
     /// Loads the program for `ports` and attaches it to the cgroup v2
-    /// directory `cgroup` for IPv4 and IPv6 connects.
+    /// directory `cgroup` for IPv4 and IPv6 connects and binds.
     ///
     /// # Errors
     /// When BPF or the cgroup refuses (not root, no cgroup BPF in the
@@ -158,7 +162,12 @@ impl ConnectGuard {
         let insns = program(ports);
         let license = b"GPL\0";
         let mut programs = Vec::new();
-        for attach_type in [BPF_CGROUP_INET4_CONNECT, BPF_CGROUP_INET6_CONNECT] {
+        for attach_type in [
+            BPF_CGROUP_INET4_CONNECT,
+            BPF_CGROUP_INET6_CONNECT,
+            BPF_CGROUP_INET4_BIND,
+            BPF_CGROUP_INET6_BIND,
+        ] {
             let mut load = LoadAttr {
                 prog_type: BPF_PROG_TYPE_CGROUP_SOCK_ADDR,
                 insn_cnt: u32::try_from(insns.len()).unwrap_or(u32::MAX),

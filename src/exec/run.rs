@@ -662,14 +662,15 @@ impl Executor {
             })
         } else if let Some(silence) = &plan.silence {
             let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
-            if let (Some(id), Some(lease), Ok(incident)) = (
+            if let (Some(made), Some(lease), Ok(incident)) = (
                 &id,
                 req.lease,
                 req.incident.id.parse::<crate::incident::IncidentId>(),
             ) {
                 observer
                     .silenced(crate::silence::RunSilence {
-                        id: id.clone(),
+                        id: made.id.clone(),
+                        watched: made.watched,
                         run_id: lease.run_id,
                         incident,
                         receiver: req.notification.receiver.clone(),
@@ -679,7 +680,7 @@ impl Executor {
                     })
                     .await;
             }
-            silence_id = id;
+            silence_id = id.map(|made| made.id);
             Some(outcome)
         } else if let (Some(argv), Ok(dir)) = (&plan.argv, run_dir) {
             Some(
@@ -725,7 +726,7 @@ impl Executor {
         step: &Step,
         silence: &crate::plan::SilencePlan,
         attempts: &mut Vec<Attempt>,
-    ) -> (StepOutcome, Option<String>) {
+    ) -> (StepOutcome, Option<crate::silence::Silenced>) {
         let Some(am) = &self.alertmanager else {
             return (
                 StepOutcome::SpawnFailed {
@@ -755,11 +756,11 @@ impl Executor {
             let t0 = Instant::now();
             let made = am.ensure(silence, &comment, &tag).await;
             let (outcome, stdout, stderr, id) = match made {
-                Ok(id) => (
+                Ok(made) => (
                     StepOutcome::Succeeded,
-                    format!("silence {id}: {}\n", am.link(&id)),
+                    format!("silence {}: {}\n", made.id, am.link(&made.id)),
                     String::new(),
-                    Some(id),
+                    Some(made),
                 ),
                 Err(e) => (
                     StepOutcome::SpawnFailed { reason: e.clone() },

@@ -369,6 +369,28 @@ fn seccomp_filter(
         .map_err(|e: seccompiler::BackendError| e.to_string())
 }
 
+/// On x86-64, a filter refusing every x32 system call (number with bit 30
+/// set): seccompiler's rules match x86-64 numbers only, and on a kernel
+/// built with x32 the same calls under x32 numbers would pass them.
+fn x32_refused() -> Option<BpfProgram> {
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const X32: u32 = 0x4000_0000;
+    const RET_ERRNO_EPERM: u32 = 0x0005_0000 | 1; // SECCOMP_RET_ERRNO | EPERM
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    let op = |code: u16, jt: u8, jf: u8, k: u32| seccompiler::sock_filter { code, jt, jf, k };
+    Some(vec![
+        op(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        op(JSET_K, 0, 1, X32),
+        op(RET_K, 0, 0, RET_ERRNO_EPERM),
+        op(RET_K, 0, 0, RET_ALLOW),
+    ])
+}
+
 /// The seccomp filters of steps, compiled once.
 ///
 /// - `base`: the deny-list (`EPERM`), and `clone3` refused with `ENOSYS`.
@@ -384,7 +406,7 @@ fn seccomp_filter(
 ///   `unshare` refused whole; with `network: none` (`last_no_network`)
 ///   also sockets that reach the host without IP (Unix, vsock).
 pub struct Filters {
-    pub base: [BpfProgram; 2],
+    pub base: Vec<BpfProgram>,
     pub last: BpfProgram,
     pub last_no_network: BpfProgram,
 }
@@ -482,8 +504,10 @@ impl Filters {
             .collect(),
             libc::EPERM,
         )?;
+        let mut base = vec![deny, enosys];
+        base.extend(x32_refused());
         Ok(Filters {
-            base: [deny, enosys],
+            base,
             last,
             last_no_network,
         })

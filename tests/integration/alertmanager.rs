@@ -267,8 +267,7 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
             .await
             == 0.0
     );
-    let without = app
-        .client
+    let without = reqwest::Client::new()
         .post(format!("{}/webhook", app.url))
         .header("content-type", "application/json")
         .body("{}")
@@ -430,8 +429,8 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
         .filter(|s| s["comment"].as_str().unwrap().contains(tag))
         .count();
     assert_eq!(mine, 1, "no duplicate silence on retry");
-    client.expire(&first).await.unwrap();
-    client.expire(&first).await.unwrap();
+    client.expire(&first.id).await.unwrap();
+    client.expire(&first.id).await.unwrap();
 
     // until: resolved — the silence outlives the run and ends with the alert.
     let lasting = json!({"alertname": "Lasting", "instance": "db-1"});
@@ -692,7 +691,14 @@ async fn a_silenced_alerts_resolution_still_resolves_its_incident() {
     let rb = "name: lasting\nmatchers: ['alertname =~ \"Lasting|Handled\"']\nsteps:\n  - name: hush\n    silence: {duration: 1h, until: resolved}\non_resolved:\n  - name: note\n    run: [echo, recovered]\n";
     // Alertmanager sends to the app, which silences through Alertmanager.
     let port = free_port();
-    let am = start_alertmanager(&bin, &format!("http://127.0.0.1:{port}/webhook"), "", &[]).await;
+    let token = "am-hook-token";
+    let am = start_alertmanager(
+        &bin,
+        &format!("http://127.0.0.1:{port}/webhook"),
+        token,
+        &[],
+    )
+    .await;
     let mut am_client =
         runbookd::silence::Alertmanager::new(am.url.parse().unwrap(), None).unwrap();
     // A fresh Alertmanager: nothing to wait for in this test.
@@ -700,6 +706,7 @@ async fn a_silenced_alerts_resolution_still_resolves_its_incident() {
     let app = TestApp::start(&[("l.yaml", rb)], |c| {
         c.listen = format!("127.0.0.1:{port}").parse().unwrap();
         c.alertmanager = Some(am_client.clone());
+        c.auth.bearer = Some(token.into());
     })
     .await;
     let alert = json!({"labels": {"alertname": "Lasting", "instance": "db-1"}, "startsAt": "2026-12-01T08:00:00Z"});

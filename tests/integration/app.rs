@@ -16,6 +16,8 @@ pub struct TestApp {
     pub data: tempfile::TempDir,
     pub runbooks: tempfile::TempDir,
     pub token: Option<String>,
+    /// The server's data directory (its store and credentials).
+    pub store_dir: PathBuf,
 }
 
 pub fn config(runbooks: PathBuf, data: PathBuf) -> ServerConfig {
@@ -62,6 +64,7 @@ impl TestApp {
         TestApp {
             url: format!("http://{}", running.addr),
             client: client_for(&store),
+            store_dir: store,
             running: Some(running),
             data,
             runbooks,
@@ -113,16 +116,25 @@ impl TestApp {
             .store(n, Ordering::Relaxed);
     }
 
+    /// The webhook's credential: the configured one, or the one runbookd
+    /// made in its data directory.
+    pub fn webhook_token(&self) -> String {
+        self.token.clone().unwrap_or_else(|| {
+            std::fs::read_to_string(self.store_dir.join("webhook.token"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+    }
+
     /// Alertmanager posting a notification (with the configured token).
     pub async fn post_alert(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        let mut req = self
+        let req = self
             .client
             .post(format!("{}/webhook", self.url))
             .header("Content-Type", "application/json")
-            .body(body);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+            .body(body)
+            .bearer_auth(self.webhook_token());
         req.send().await.unwrap()
     }
 

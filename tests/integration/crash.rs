@@ -35,11 +35,11 @@ async fn kill_9_under_load_loses_nothing_acknowledged_and_runs_nothing_twice() {
         ),
     )
     .unwrap();
-    let client = reqwest::Client::new();
     let mut acked: BTreeSet<u64> = BTreeSet::new();
     let mut sent = 0u64;
     for round in 0..4u64 {
         let mut server = start(runbooks.path(), data.path());
+        let client = crate::helpers::operator_client(data.path());
         let stop_at = Instant::now() + Duration::from_millis(400 + 150 * round);
         let mut tasks = Vec::new();
         for worker in 0..4u64 {

@@ -199,9 +199,11 @@ async fn the_same_notification_on_many_connections_at_once_runs_once() {
     for _ in 0..16 {
         // A fresh client each: a separate connection, as two Alertmanagers of a cluster would use.
         let (url, body) = (format!("{}/webhook", app.url), body.clone());
+        let token = app.webhook_token();
         tasks.push(tokio::spawn(async move {
             reqwest::Client::new()
                 .post(url)
+                .bearer_auth(token)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()

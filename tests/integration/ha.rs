@@ -49,6 +49,8 @@ fn executions(marks: &Path) -> std::collections::BTreeMap<String, usize> {
 
 /// The operator of every replica of a [`Cluster`].
 const OPS_TOKEN: &str = "ops-token-5e1f";
+/// The Alertmanagers' credential on every replica's webhook.
+const HOOK_TOKEN: &str = "hook-token-77c2";
 
 /// A client of the cluster's operator.
 fn ops_client() -> reqwest::Client {
@@ -95,10 +97,13 @@ impl Cluster {
         // credential of its own without them).
         let token = c.data.path().join("ops.token");
         crate::helpers::write_with_mode(&token, OPS_TOKEN, 0o600);
+        let hook = c.data.path().join("hook.token");
+        crate::helpers::write_with_mode(&hook, HOOK_TOKEN, 0o600);
         std::fs::write(
             c.data.path().join("runbookd.yaml"),
             format!(
-                "auth: {{users: [{{name: ops, token_file: {}, role: operator}}]}}\n",
+                "auth: {{bearer_token_file: {}, users: [{{name: ops, token_file: {}, role: operator}}]}}\n",
+                hook.display(),
                 token.display()
             ),
         )
@@ -206,8 +211,20 @@ async fn an_alertmanager_ha_pair_and_three_replicas_run_each_alert_once() {
             "--cluster.pushpull-interval=1s".to_owned(),
         ]
     };
-    let am1 = start_alertmanager(&bin, &format!("{}/webhook", c.url(0)), "", &gossip(p1, p2)).await;
-    let am2 = start_alertmanager(&bin, &format!("{}/webhook", c.url(1)), "", &gossip(p2, p1)).await;
+    let am1 = start_alertmanager(
+        &bin,
+        &format!("{}/webhook", c.url(0)),
+        HOOK_TOKEN,
+        &gossip(p1, p2),
+    )
+    .await;
+    let am2 = start_alertmanager(
+        &bin,
+        &format!("{}/webhook", c.url(1)),
+        HOOK_TOKEN,
+        &gossip(p2, p1),
+    )
+    .await;
     // Prometheus sends every alert to every Alertmanager, with the time it
     // became active (the peers would otherwise stamp their own, and a
     // notification from the slower peer, should gossip lag under load,

@@ -74,6 +74,14 @@ def ask(port, method, path, body=None):
     finally:
         s.close()
 print("listening:", "runbookd's port found" if target in ports else "not found")
+for fam, addr in ((socket.AF_INET, "127.0.0.2"), (socket.AF_INET6, "::1")):
+    b = socket.socket(fam)
+    try:
+        b.bind((addr, target))
+        b.listen(1)
+        print("bind", addr, "BOUND")
+    except OSError as e:
+        print("bind", addr, "ERR errno=%s" % e.errno)
 for port in [target]:
     r = ask(port, "POST", "/api/v1/runs/%s/approval" % run, {"decision": "approve", "approval": int(approval), "author": "oncall-lead"})
     print("port", port, "approve:", r.split("\r\n")[0])

@@ -12,6 +12,7 @@ CREATE TABLE silences (
   starts_at    TEXT NOT NULL,
   alert        TEXT NOT NULL,            -- the alert as its incident holds it (JSON)
   until        TEXT NOT NULL CHECK (until IN ('run_end', 'resolved')),
+  watched      BOOLEAN NOT NULL DEFAULT false, -- Alertmanager held the alert when the silence was made
   created_at   TIMESTAMPTZ NOT NULL,
   ended_at     TIMESTAMPTZ
 );

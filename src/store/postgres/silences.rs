@@ -9,7 +9,8 @@ use crate::incident::IncidentId;
 use crate::silence::RunSilence;
 use crate::store::{Pending, Result, StoreError};
 
-const COLUMNS: &str = "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until";
+const COLUMNS: &str =
+    "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until, s.watched";
 
 fn row(r: &Row) -> Op<RunSilence> {
     Ok(RunSilence {
@@ -21,6 +22,7 @@ fn row(r: &Row) -> Op<RunSilence> {
         alert: serde_json::from_str(r.get::<_, &str>(5))
             .map_err(|e| StoreError::Invalid(format!("a silence's alert: {e}")))?,
         until: parsed(r, 6)?,
+        watched: r.get(7),
     })
 }
 
@@ -37,8 +39,8 @@ impl Postgres {
     pub fn record_silence(&self, s: RunSilence) -> Pending<()> {
         transaction!(self, |tx| {
             tx.execute(
-                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, watched, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) ON CONFLICT (id) DO NOTHING",
                 &[
                     &text(&s.id),
                     &s.run_id,
@@ -49,6 +51,7 @@ impl Postgres {
                     &s.alert.starts_at.to_string(),
                     &text(&serde_json::to_string(&s.alert).unwrap_or_default()),
                     &s.until.as_str(),
+                    &s.watched,
                 ],
             )
             .await?;
@@ -89,7 +92,7 @@ impl Postgres {
     pub async fn silences_held(&self) -> Result<Vec<RunSilence>> {
         self.silences(format!(
             "SELECT {COLUMNS} FROM silences s WHERE s.ended_at IS NULL AND s.until = 'resolved'
-             AND s.id NOT IN (SELECT s.id {DUE})"
+             AND s.watched AND s.id NOT IN (SELECT s.id {DUE})"
         ))
         .await
     }

@@ -13,6 +13,7 @@ CREATE TABLE silences (
   starts_at    TEXT NOT NULL,
   alert        TEXT NOT NULL,            -- the alert as its incident holds it (JSON)
   until        TEXT NOT NULL CHECK (until IN ('run_end', 'resolved')),
+  watched      INTEGER NOT NULL DEFAULT 0, -- 1: Alertmanager held the alert when the silence was made
   created_at   TEXT NOT NULL,
   ended_at     TEXT
 );

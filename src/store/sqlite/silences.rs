@@ -8,7 +8,8 @@ use crate::silence::RunSilence;
 use crate::store::types::now;
 use crate::store::{Pending, Result};
 
-const COLUMNS: &str = "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until";
+const COLUMNS: &str =
+    "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until, s.watched";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSilence> {
     let bad = |i: usize, e: String| {
@@ -22,6 +23,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSilence> {
         group_key: r.get(4)?,
         alert: serde_json::from_str(&r.get::<_, String>(5)?).map_err(|e| bad(5, e.to_string()))?,
         until: r.get::<_, String>(6)?.parse().map_err(|e| bad(6, e))?,
+        watched: r.get(7)?,
     })
 }
 
@@ -47,8 +49,8 @@ impl Sqlite {
     pub fn record_silence(&self, s: RunSilence) -> Pending<()> {
         Box::pin(self.write(move |c| {
             c.run(
-                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, watched, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
                 params![
                     s.id,
                     s.run_id,
@@ -59,6 +61,7 @@ impl Sqlite {
                     s.alert.starts_at.to_string(),
                     serde_json::to_string(&s.alert).unwrap_or_default(),
                     s.until.as_str(),
+                    s.watched,
                     now()
                 ],
             )?;
@@ -91,7 +94,7 @@ impl Sqlite {
                 c,
                 &format!(
                     "SELECT {COLUMNS} FROM silences s WHERE s.ended_at IS NULL AND s.until = 'resolved'
-                     AND s.id NOT IN (SELECT s.id {DUE})"
+                     AND s.watched AND s.id NOT IN (SELECT s.id {DUE})"
                 ),
             )
         })
