@@ -66,6 +66,8 @@ fn ops_client() -> reqwest::Client {
 }
 
 struct Cluster {
+    /// Each replica's `--kill-grace`.
+    kill_grace: &'static str,
     pg: Pg,
     url: String,
     runbooks: tempfile::TempDir,
@@ -76,6 +78,10 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize, sleep: &str, idempotent: bool) -> Cluster {
+        Cluster::start_with_grace(n, sleep, idempotent, "500ms")
+    }
+
+    fn start_with_grace(n: usize, sleep: &str, idempotent: bool, kill_grace: &'static str) -> Cluster {
         let pg = Pg::start();
         let url = pg.database();
         let marks = open_tempdir();
@@ -86,6 +92,7 @@ impl Cluster {
         let runbooks =
             runbook_dir(&[("m.yaml", &marking_runbook(marks.path(), sleep, idempotent))]);
         let mut c = Cluster {
+            kill_grace,
             pg,
             url,
             runbooks,
@@ -122,7 +129,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.data.path().join(format!("r{i}")))
             .args(["--store", &self.url, "--replica", &format!("replica-{i}")])
-            .args(["--lease", LEASE, "--kill-grace", "500ms"])
+            .args(["--lease", LEASE, "--kill-grace", self.kill_grace])
             .arg("--config")
             .arg(self.data.path().join("runbookd.yaml"))
             .env("RUNBOOKD_LOG", "warn")
@@ -700,4 +707,51 @@ async fn a_replica_frozen_mid_transaction_does_not_block_the_others() {
     .await;
     eprintln!("leader lease passed on {:?} after the freeze", t.elapsed());
     kill(frozen, Signal::SIGCONT).unwrap();
+}
+
+/// #23, item 1: an idle replica claims runs whose steps outlast the point
+/// where an unrenewed lease is fenced (1.5 s with a 3 s lease and a 1 s
+/// kill grace, as 7.5 s with the defaults: 15 s and 5 s): each lease is
+/// renewed when due by its own clock, whatever the heartbeat loop saw
+/// before it slept, so every run succeeds and none is fenced. (Before,
+/// a run claimed while the loop slept was fenced at its deadline.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_idle_replica_never_fences_its_own_runs() {
+    if !pg::available() {
+        return;
+    }
+    let c = Cluster::start_with_grace(1, "2.6", false, "1s");
+    let client = ops_client();
+    for i in 0..6 {
+        // Idle between runs: the loop sleeps, and the next claim comes
+        // at any point of that sleep.
+        tokio::time::sleep(Duration::from_millis(150 * i)).await;
+        assert_eq!(
+            post(&client, &c.url(0), &alert(&format!("idle-{i}"))).await,
+            Some(200)
+        );
+        wait_until("the run to end", 20, || async {
+            c.sql("SELECT COUNT(*) FROM runs WHERE state NOT IN ('queued', 'running')")
+                == (i + 1).to_string()
+        })
+        .await;
+    }
+    assert_eq!(c.states(), "succeeded=6", "a run was fenced");
+    let metrics = client
+        .get(format!("{}/metrics", c.url(0)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("runbookd_fenced_runs_total 0"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("fenced") || l.contains("runs_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
