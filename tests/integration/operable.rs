@@ -666,6 +666,17 @@ async fn the_readme_walkthrough_works_as_written() {
         "{commands:?}"
     );
     assert_eq!(inc["runbooks"], json!(["disk-full"]), "{inc:#}");
+    // The example tells the truth: as `nobody` (runbookd is root here) du
+    // cannot read everything under /, and the step says so.
+    if nix::unistd::geteuid().is_root() {
+        let du = inc["runs"][0]["result"]["steps"][2]["attempts"][0]["stdout"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            du.contains("could not be read as nobody: these sizes are lower bounds"),
+            "{du}"
+        );
+    }
     let _ = child.kill();
     let _ = child.wait();
 
