@@ -70,6 +70,20 @@ impl StepOutcome {
         matches!(self, StepOutcome::Succeeded)
     }
 
+    /// Whether the step failed (ran and did not succeed, was denied, or
+    /// could not start); a skipped, cancelled or waiting step did not.
+    #[must_use]
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            StepOutcome::Failed { .. }
+                | StepOutcome::Signalled { .. }
+                | StepOutcome::TimedOut { .. }
+                | StepOutcome::SpawnFailed { .. }
+                | StepOutcome::Denied { .. }
+        )
+    }
+
     /// The value templates see as `steps.NAME.status`.
     #[must_use]
     pub fn status(&self) -> &'static str {

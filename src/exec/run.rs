@@ -399,6 +399,15 @@ impl Executor {
             for rec in &prior {
                 results.record(rec);
             }
+            // A step before the pause that failed and went on makes the
+            // run's end `succeeded_with_failures`, as it would have without
+            // the pause.
+            if prior
+                .iter()
+                .any(|rec| rec.outcome.as_ref().is_some_and(StepOutcome::is_failure))
+            {
+                outcome = RunOutcome::SucceededWithFailures;
+            }
             checklist.clone_from(&r.prior.checklist);
             next = prior.len();
             records = prior;

@@ -529,3 +529,25 @@ async fn the_cli_approves_and_denies_through_the_server() {
         crate::helpers::stderr(&out)
     );
 }
+
+/// #23, item 9: a step that failed and went on before the pause still
+/// counts when the run resumes: it ends `succeeded_with_failures`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_remembers_a_failure_before_its_pause() {
+    let rb = "name: partly\nmatchers: [alertname = \"Partly\"]\nsteps:\n  - name: probe\n    run: [\"false\"]\n    continue_on_failure: true\n  - name: go\n    approve: {prompt: \"Go on?\"}\n  - name: after\n    run: [\"true\"]\n";
+    let app = TestApp::start(&[("p.yaml", rb)], |_| {}).await;
+    let v = fire(&app, "Partly", "g-partly").await;
+    let run = v["runs"][0]["id"].as_i64().unwrap();
+    let (status, body) = post(
+        &app,
+        &format!("/api/v1/runs/{run}/approval"),
+        None,
+        json!({"decision": "approve", "author": "ann"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v = app
+        .wait_for_incident("INC-0001", "the resumed run's end", crate::app::runs_ended)
+        .await;
+    assert_eq!(run_states(&v), ["succeeded_with_failures"], "{v:#}");
+}
