@@ -118,6 +118,12 @@ pub struct Dispatcher {
     claiming_done: CancellationToken,
 }
 
+/// Whether a claimed run's notification is a drill's.
+fn is_drill(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v["receiver"] == crate::drill::DRILL_RECEIVER)
+}
+
 /// Matches the notification's alerts and records everything in one transaction.
 ///
 /// # Errors
@@ -631,8 +637,26 @@ impl Dispatcher {
         }
         // The run's silences (any made before a pause included) are
         // expired by the silence keeper, which finds the run ended.
+        let recorded = !held.released();
         self.record(&held, finished).await;
         self.free(c.lease.run_id);
+        if recorded && is_drill(&c.body) {
+            self.close_drill(&c).await;
+        }
+    }
+
+    /// A drill's incident closes when its run ends: a drill is practice,
+    /// and nobody is to resolve it by hand.
+    async fn close_drill(&self, c: &Claimed) {
+        let update = crate::incident::Update {
+            author: "runbookd".into(),
+            message: format!("the drill's run of `{}` ended: its incident is closed", c.runbook),
+            status: Some(crate::incident::IncidentStatus::Resolved),
+            root_cause: None,
+        };
+        if let Err(e) = self.store.add_update(c.incident, update).await {
+            tracing::warn!(incident = %c.incident, error = %e, "cannot close a drill's incident");
+        }
     }
 
     /// The run no longer takes one of this replica's slots.

@@ -265,6 +265,9 @@ pub struct IncidentSummary {
     pub group_key: String,
     /// Recorded in shadow mode (`serve --plan`): nothing was executed.
     pub shadow: bool,
+    /// A drill's incident (receiver `runbookd-drill`): closed when the
+    /// drill's run ends, never counted as open.
+    pub drill: bool,
     pub created_at: String,
     pub updated_at: String,
     /// When the resolved notification arrived.

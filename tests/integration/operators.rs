@@ -600,6 +600,14 @@ async fn drills_fire_on_schedule_once_each_and_page_nobody() {
             .wait_for_incident(id, "the drill's run to end", crate::app::runs_ended)
             .await;
         let (mode, due) = drill_of(&v);
+        // #23, item 6: a drill's incident says it is one, and closes when
+        // its run ends (plan drills too).
+        assert_eq!(v["drill"], true, "{v:#}");
+        let v = app
+            .wait_for_incident(id, "the drill's incident to close", |v| {
+                v["status"] == "resolved"
+            })
+            .await;
         if mode == "plan" {
             assert_eq!(run_states(&v), ["planned"], "a plan drill executes nothing");
         } else {
@@ -627,6 +635,13 @@ async fn drills_fire_on_schedule_once_each_and_page_nobody() {
         );
     }
     assert!(rx.got("/hook").is_empty());
+    assert_eq!(
+        app.metric("runbookd_open_incidents ").await,
+        0.0,
+        "drills are never open incidents"
+    );
+    let page = app.page("/incidents").await;
+    assert!(page.contains("badge drill"), "the list marks drills");
 }
 
 #[test]

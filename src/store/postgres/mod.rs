@@ -1511,6 +1511,7 @@ fn summary(r: &Row) -> Op<IncidentSummary> {
         receiver: r.try_get("receiver")?,
         group_key: r.try_get("group_key")?,
         shadow: r.try_get("shadow")?,
+        drill: r.try_get::<_, String>("receiver")? == crate::drill::DRILL_RECEIVER,
         created_at: ts(created),
         updated_at: ts(r.try_get("updated_at")?),
         resolved_at: resolved.map(ts),
@@ -1654,7 +1655,7 @@ impl Postgres {
                     &[&since],
                 )
                 .await?;
-            let open: i64 = client.query_one("SELECT COUNT(*) FROM incidents WHERE status <> 'resolved'", &[]).await?.get(0);
+            let open: i64 = client.query_one("SELECT COUNT(*) FROM incidents WHERE status <> 'resolved' AND receiver <> 'runbookd-drill'", &[]).await?.get(0);
             let runs = client
                 .query("SELECT state, COUNT(*) FROM runs WHERE queued_at >= $1 GROUP BY state", &[&since])
                 .await?
@@ -1709,7 +1710,7 @@ impl Postgres {
             let client = self.client().await?;
             let r = client
                 .query_one(
-                    "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'queued'), (SELECT COUNT(*) FROM incidents WHERE status <> 'resolved'),
+                    "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'queued'), (SELECT COUNT(*) FROM incidents WHERE status <> 'resolved' AND receiver <> 'runbookd-drill'),
                          (SELECT COUNT(*) FROM approvals WHERE state = 'pending')",
                     &[],
                 )

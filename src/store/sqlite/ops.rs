@@ -919,6 +919,7 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         receiver: r.get("receiver")?,
         group_key: r.get("group_key")?,
         shadow: r.get("shadow")?,
+        drill: r.get::<_, String>("receiver")? == crate::drill::DRILL_RECEIVER,
         created_at: created,
         updated_at: r.get("updated_at")?,
         resolved_at: resolved,
@@ -1033,7 +1034,7 @@ impl Sqlite {
                 [&since],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-            let open: i64 = conn.one("SELECT COUNT(*) FROM incidents WHERE status != 'resolved'", [], |r| r.get(0))?;
+            let open: i64 = conn.one("SELECT COUNT(*) FROM incidents WHERE status != 'resolved' AND receiver != 'runbookd-drill'", [], |r| r.get(0))?;
             let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM runs WHERE queued_at >= ?1 GROUP BY state")?;
             let runs = stmt.query_map([&since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?.collect::<rusqlite::Result<std::collections::BTreeMap<_, _>>>()?;
             let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
@@ -1080,7 +1081,7 @@ impl Sqlite {
         self.read(|conn| {
             let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
             let open: i64 = conn.one(
-                "SELECT COUNT(*) FROM incidents WHERE status != 'resolved'",
+                "SELECT COUNT(*) FROM incidents WHERE status != 'resolved' AND receiver != 'runbookd-drill'",
                 [],
                 |r| r.get(0),
             )?;
