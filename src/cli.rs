@@ -847,7 +847,9 @@ fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
 
 fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<()> {
     let mut attrs = vec![s.kind.as_str().to_owned()];
-    if s.kind != crate::plan::StepKind::Manual {
+    if let Some(a) = &s.approval {
+        attrs.push(format!("waits {}, then {}", ms(a.timeout_ms), a.on_timeout));
+    } else if s.kind != crate::plan::StepKind::Manual {
         attrs.push(format!("timeout {}", ms(s.timeout_ms)));
         if s.retries > 0 {
             attrs.push(format!(
@@ -918,6 +920,72 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
     Ok(())
 }
 
+/// A local run's approval, decided at the terminal: `y` approves, anything
+/// else denies; no answer within the step's timeout decides as its
+/// `on_timeout` says; without a terminal to ask, it is denied.
+async fn ask_at_terminal(
+    runbook: &str,
+    asked: &crate::approval::Request,
+) -> crate::approval::Approval {
+    use crate::approval::ApprovalState;
+    use std::io::IsTerminal as _;
+    let plan = &asked.plan;
+    let now = chrono::Utc::now();
+    let deadline =
+        now + chrono::Duration::milliseconds(i64::try_from(plan.timeout_ms).unwrap_or(i64::MAX));
+    let who = std::env::var("USER").unwrap_or_else(|_| "the terminal".into());
+    let (state, by, comment) = if std::io::stdin().is_terminal() {
+        say!(
+            "  ? step `{}` asks: {} [y/N] (waits {}, then {})",
+            asked.step,
+            printable(&plan.prompt),
+            ms(plan.timeout_ms),
+            plan.on_timeout
+        );
+        let line = tokio::time::timeout(
+            plan.timeout(),
+            tokio::task::spawn_blocking(|| {
+                let mut s = String::new();
+                std::io::stdin().read_line(&mut s).map(|_| s)
+            }),
+        )
+        .await;
+        match line {
+            Ok(Ok(Ok(answer))) if answer.trim().eq_ignore_ascii_case("y") => {
+                (ApprovalState::Approved, who, None)
+            }
+            Ok(_) => (ApprovalState::Denied, who, None),
+            Err(_) => (ApprovalState::TimedOut, "runbookd".to_owned(), None),
+        }
+    } else {
+        say!(
+            "  ? step `{}` asks: {} — no terminal to ask: denied",
+            asked.step,
+            printable(&plan.prompt)
+        );
+        (
+            ApprovalState::Denied,
+            "runbookd".to_owned(),
+            Some("no terminal to ask (runbookd run)".to_owned()),
+        )
+    };
+    crate::approval::Approval {
+        id: 0,
+        run_id: 0,
+        runbook: runbook.to_owned(),
+        step: asked.step.clone(),
+        index: asked.index,
+        prompt: plan.prompt.clone(),
+        requested_at: now.to_rfc3339(),
+        deadline: deadline.to_rfc3339(),
+        on_timeout: plan.on_timeout,
+        state,
+        decided_by: Some(by),
+        decided_at: Some(chrono::Utc::now().to_rfc3339()),
+        comment,
+    }
+}
+
 /// The incident id templates see when `runbookd run` executes locally.
 pub const LOCAL_INCIDENT_ID: &str = "INC-LOCAL";
 
@@ -973,7 +1041,15 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     alert.fingerprint
                 );
                 let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: None };
-                let result = executor.run(&req, transcript.clone(), &cancel).await;
+                let mut result = executor.run(&req, transcript.clone(), &cancel).await;
+                // A local run pauses on an approval step as a server's
+                // does: the person at the terminal decides.
+                while let Some(asked) = result.awaiting.clone() {
+                    let approval = ask_at_terminal(&rb.name, &asked).await;
+                    let resume = crate::approval::Resume { prior: Box::new(result), approval };
+                    let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: Some(&resume) };
+                    result = executor.run(&req, transcript.clone(), &cancel).await;
+                }
                 let not_ok = result
                     .steps
                     .iter()

@@ -650,7 +650,10 @@ impl Dispatcher {
     async fn close_drill(&self, c: &Claimed) {
         let update = crate::incident::Update {
             author: "runbookd".into(),
-            message: format!("the drill's run of `{}` ended: its incident is closed", c.runbook),
+            message: format!(
+                "the drill's run of `{}` ended: its incident is closed",
+                c.runbook
+            ),
             status: Some(crate::incident::IncidentStatus::Resolved),
             root_cause: None,
         };

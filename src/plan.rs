@@ -653,6 +653,16 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         Action::Silence(spec) => spec.comment.iter().collect(),
         Action::Approve(spec) => vec![&spec.prompt],
     };
+    // An approval step waits its own `timeout`, not a step's; what it asks
+    // is known even when its prompt is rendered at run time.
+    if let Action::Approve(spec) = &step.action {
+        plan.timeout_ms = millis(spec.timeout);
+        plan.approval = Some(crate::approval::ApprovalPlan {
+            prompt: spec.prompt.source().to_owned(),
+            timeout_ms: millis(spec.timeout),
+            on_timeout: spec.on_timeout,
+        });
+    }
     if templates.iter().any(|t| defer(t)) {
         plan.deferred = true;
         plan.templates = Some(templates.iter().map(|t| t.source().to_owned()).collect());

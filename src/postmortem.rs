@@ -267,7 +267,7 @@ mod tests {
                 receiver: "r".into(),
                 group_key: "g".into(),
                 shadow: false,
-        drill: false,
+                drill: false,
                 created_at: "2026-11-24T08:00:00Z".into(),
                 updated_at: "2026-11-24T08:00:00Z".into(),
                 resolved_at: None,

@@ -662,13 +662,9 @@ impl Executor {
         } else if cancel.is_cancelled() {
             Some(StepOutcome::Cancelled)
         } else if plan.approval.is_some() {
-            Some(if req.lease.is_some() {
-                StepOutcome::AwaitingApproval
-            } else {
-                StepOutcome::SpawnFailed {
-                    reason: "an approval step waits for an operator of `runbookd serve`; `runbookd run` has nobody to ask".into(),
-                }
-            })
+            // The run pauses: a server's operators decide, or the person at
+            // the terminal of `runbookd run`.
+            Some(StepOutcome::AwaitingApproval)
         } else if let Some(silence) = &plan.silence {
             let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
             if let (Some(made), Some(lease), Ok(incident)) = (

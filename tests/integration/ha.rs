@@ -81,7 +81,12 @@ impl Cluster {
         Cluster::start_with_grace(n, sleep, idempotent, "500ms")
     }
 
-    fn start_with_grace(n: usize, sleep: &str, idempotent: bool, kill_grace: &'static str) -> Cluster {
+    fn start_with_grace(
+        n: usize,
+        sleep: &str,
+        idempotent: bool,
+        kill_grace: &'static str,
+    ) -> Cluster {
         let pg = Pg::start();
         let url = pg.database();
         let marks = open_tempdir();

@@ -635,9 +635,8 @@ async fn drills_fire_on_schedule_once_each_and_page_nobody() {
         );
     }
     assert!(rx.got("/hook").is_empty());
-    assert_eq!(
-        app.metric("runbookd_open_incidents ").await,
-        0.0,
+    assert!(
+        app.metric("runbookd_open_incidents ").await.abs() < 0.5,
         "drills are never open incidents"
     );
     let page = app.page("/incidents").await;

@@ -116,7 +116,7 @@ fn plan_json_shows_rendered_steps_env_and_limits() {
         ),
         (Some("run"), Some(10_000), Some(true))
     );
-    let script = "du -x -h -d 1 -- \"$MOUNTPOINT\" 2>/dev/null | sort -r -h | head -n 15";
+    let script = "du -x -h -d 1 -- \"$MOUNTPOINT\" 2>\"$TMPDIR/du.err\" | sort -r -h | head -n 15\nunread=$(grep -c 'Permission denied' \"$TMPDIR/du.err\")\nif [ \"$unread\" -gt 0 ]; then\n  echo \"note: $unread directories could not be read as $(id -un): these sizes are lower bounds\"\n  grep 'Permission denied' \"$TMPDIR/du.err\" | head -n 5\nfi\n";
     assert_eq!(steps[2]["script"], script);
     assert_eq!(steps[2]["argv"], json!(["/bin/sh", "-c", script]));
     let env = &steps[2]["env"];
@@ -448,5 +448,90 @@ fn logs_can_be_json_lines() {
             .iter()
             .any(|l| l["fields"]["message"] == "sandbox probed" && l["level"] == "INFO"),
         "{logs}"
+    );
+}
+
+/// #23, item 13: an approval step's plan shows what it waits and what
+/// happens then, also when its prompt reads earlier steps' results; a local
+/// run asks the person at the terminal, and without one denies.
+#[test]
+fn approval_steps_plan_their_wait_and_a_local_run_asks_at_the_terminal() {
+    let rb = "name: ask\nmatchers: [alertname = \"Ask\"]\nsteps:\n  - name: look\n    run: [echo, db-7]\n  - name: go\n    approve: {prompt: \"Restart {{steps.look.stdout}}?\", timeout: 10m, on_timeout: approve}\n  - name: after\n    run: [echo, restarted]\n";
+    let dir = crate::helpers::runbook_dir(&[("a.yaml", rb)]);
+    let alert = crate::helpers::write_alert(dir.path(), &json!({"alertname": "Ask"}));
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "run",
+            "--alert",
+            alert.to_str().unwrap(),
+            "--runbooks",
+            dir.path().to_str().unwrap(),
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let out = crate::helpers::runbookd(
+        &args(&["--plan", "--output", "json"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let go = &plan["alerts"][0]["runs"][0]["steps"][1];
+    assert_eq!(go["timeout_ms"], 600_000, "{go:#}");
+    assert_eq!(go["approval"]["timeout_ms"], 600_000, "{go:#}");
+    assert_eq!(go["approval"]["on_timeout"], "approve", "{go:#}");
+    let text = crate::helpers::runbookd(
+        &args(&["--plan"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let text = crate::helpers::stdout(&text);
+    assert!(
+        text.contains("2. go (approve; waits 10m, then approve)"),
+        "{text}"
+    );
+    // No terminal (stdin is not one): denied, saying why; the run fails.
+    let out = crate::helpers::runbookd(&args(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let said = crate::helpers::stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("asks: Restart db-7\n? — no terminal to ask: denied")
+            || said.contains("no terminal to ask: denied"),
+        "{said}"
+    );
+    assert!(!said.contains("| restarted"), "{said}");
+    // At a terminal, `y` approves and the run goes on.
+    let harness = r#"
+import os, pty, sys, time
+pid, master = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b""
+answered = False
+while True:
+    try:
+        chunk = os.read(master, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if not answered and b"[y/N]" in out:
+        os.write(master, b"y\n")
+        answered = True
+os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+"#;
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", harness, env!("CARGO_BIN_EXE_runbookd")]);
+    cmd.args(args(&[]));
+    let out = cmd.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("[y/N]"), "{said}");
+    assert!(
+        said.contains("| restarted"),
+        "approved at the terminal: {said}"
     );
 }
