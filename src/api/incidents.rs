@@ -111,6 +111,15 @@ pub(super) fn runbook_json(rb: &crate::runbook::Runbook) -> Value {
         "steps": steps(&rb.steps),
         "on_failure": steps(&rb.on_failure),
         "on_resolved": steps(&rb.on_resolved),
+        "inputs": rb.inputs.iter().map(|i| json!({
+            "label": i.label,
+            "description": i.description,
+            "matches": i.pattern.as_ref().map(|p| p.value.clone()),
+        })).collect::<Vec<_>>(),
+        "env": rb.env.iter().map(|(k, v)| json!({"name": k, "value": match v {
+            crate::runbook::EnvValue::Template(t) => t.source().to_owned(),
+            crate::runbook::EnvValue::Secret(s) => s.shown(),
+        }})).collect::<Vec<_>>(),
     })
 }
 

@@ -83,6 +83,24 @@ pub(super) fn manual_notification(
     .map_err(ApiError::BadRequest)
 }
 
+/// Refuses a manual run (or its plan) that lacks a label the runbook
+/// declares in `inputs:`, or gives one that does not match its pattern.
+pub(super) fn check_inputs(rb: &crate::runbook::Runbook, labels: &Labels) -> Result<(), ApiError> {
+    let missing = rb.missing_inputs(labels);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            message: format!(
+                "a manual run of `{}` needs: {}",
+                rb.name,
+                missing.join("; ")
+            ),
+            errors: missing,
+        })
+    }
+}
+
 pub(super) async fn start(
     s: &AppState,
     runbook: &str,
@@ -121,6 +139,7 @@ async fn start_as(
         .get(runbook)
         .ok_or_else(|| ApiError::NotFound(format!("runbook `{runbook}`")))?
         .clone();
+    check_inputs(&rb, &labels)?;
     let (n, body) = manual_notification(runbook, labels, &annotations, &s.external_url)?;
     if body.len() > s.body_limit {
         return Err(ApiError::PayloadTooLarge(s.body_limit));
@@ -177,6 +196,7 @@ async fn trigger(
         let rb = set
             .get(&name)
             .ok_or_else(|| ApiError::NotFound(format!("runbook `{name}`")))?;
+        check_inputs(rb, &t.labels)?;
         let (n, _) = manual_notification(&name, t.labels, &t.annotations, &s.external_url)?;
         let plan = crate::plan::Plan::manual(&n, rb, crate::plan::PLAN_INCIDENT_ID);
         return Ok(Json(serde_json::to_value(plan).unwrap_or_default()));

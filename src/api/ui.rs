@@ -440,6 +440,7 @@ async fn run_now(
         let rb = set
             .get(&name)
             .ok_or_else(|| ApiError::NotFound(format!("runbook `{name}`")))?;
+        super::runs::check_inputs(rb, &labels)?;
         let (n, body) =
             super::runs::manual_notification(&name, labels, &annotations, &s.external_url)?;
         let data = json!({

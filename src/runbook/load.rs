@@ -249,6 +249,17 @@ struct RawRunbook {
     escalation: Vec<RawEscalation>,
     #[serde(default)]
     drills: Vec<RawDrill>,
+    #[serde(default)]
+    inputs: Vec<RawInput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    label: String,
+    description: Option<String>,
+    /// A regex (fully anchored, as matchers') the value must match.
+    matches: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -642,6 +653,54 @@ impl Checker<'_> {
     }
 
     /// `drills:`: schedules checked, labels named as Prometheus names them.
+    /// `inputs:`: the labels a manual run must give.
+    fn inputs(&mut self, raw: Vec<RawInput>) -> Vec<super::Input> {
+        let mut out: Vec<super::Input> = Vec::new();
+        for (i, r) in raw.into_iter().enumerate() {
+            let at = format!("inputs.{i}");
+            let mut chars = r.label.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                self.err(
+                    None,
+                    &format!("{at}.label"),
+                    format!("bad input label `{}`: a Prometheus label name", r.label),
+                );
+                continue;
+            }
+            if out.iter().any(|x| x.label == r.label) {
+                self.err(
+                    None,
+                    &format!("{at}.label"),
+                    format!("input label `{}` is listed twice", r.label),
+                );
+                continue;
+            }
+            let pattern = match r.matches {
+                None => None,
+                Some(p) => {
+                    match crate::matcher::Matcher::new(&r.label, crate::matcher::MatchOp::Regex, &p)
+                    {
+                        Ok(m) => Some(m),
+                        Err(e) => {
+                            self.err(None, &format!("{at}.matches"), e.to_string());
+                            continue;
+                        }
+                    }
+                }
+            };
+            out.push(super::Input {
+                label: r.label,
+                description: r.description.unwrap_or_default(),
+                pattern,
+            });
+        }
+        out
+    }
+
     fn drills(&mut self, raw: Vec<RawDrill>, runbook: &str) -> Vec<super::Drill> {
         use std::str::FromStr as _;
         let mut out = Vec::new();
@@ -1368,6 +1427,7 @@ fn parse_checked_once(
     let on_resolved = c.steps("on_resolved", raw.on_resolved, Vec::new(), &mut names);
     let (policy, notifier_refs) = c.policy(raw.communication, raw.escalation);
     let drills = c.drills(raw.drills, &name);
+    let inputs = c.inputs(raw.inputs);
 
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -1393,6 +1453,7 @@ fn parse_checked_once(
             policy,
             notifier_refs,
             drills,
+            inputs,
             source: file.to_owned(),
         },
         warnings,

@@ -96,11 +96,52 @@ pub struct Runbook {
     pub notifier_refs: Vec<(String, Pos)>,
     /// `drills:`: scheduled runs with a synthetic alert.
     pub drills: Vec<Drill>,
+    /// `inputs:`: the labels a manual run must give.
+    pub inputs: Vec<Input>,
     /// The file it was loaded from.
     pub source: PathBuf,
 }
 
+/// A label a manual run must give (`inputs:`).
+#[derive(Debug, Clone)]
+pub struct Input {
+    pub label: String,
+    /// What to enter, shown in the *Run now* form and in refusals.
+    pub description: String,
+    /// `matches`: a fully anchored regex the value must match.
+    pub pattern: Option<Matcher>,
+}
+
 impl Runbook {
+    /// Why `labels` cannot start a manual run of this runbook: a declared
+    /// input missing, empty or not matching its pattern (one sentence per
+    /// problem).
+    #[must_use]
+    pub fn missing_inputs(&self, labels: &Labels) -> Vec<String> {
+        self.inputs
+            .iter()
+            .filter_map(|i| {
+                let what = if i.description.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", i.description)
+                };
+                match labels.get(&i.label).map(String::as_str) {
+                    None | Some("") => Some(format!("label `{}`{what} is needed", i.label)),
+                    Some(v) if i.pattern.as_ref().is_some_and(|p| !p.matches_value(v)) => {
+                        Some(format!(
+                            "label `{}`{what} must match `{}`, not `{}`",
+                            i.label,
+                            i.pattern.as_ref().map_or("", |p| p.value.as_str()),
+                            v.escape_debug()
+                        ))
+                    }
+                    Some(_) => None,
+                }
+            })
+            .collect()
+    }
+
     /// Whether every matcher holds for this one alert's labels.
     #[must_use]
     pub fn matches(&self, labels: &Labels) -> bool {

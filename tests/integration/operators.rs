@@ -805,3 +805,67 @@ async fn a_manual_runs_silence_covers_the_real_alerts_labels() {
     );
     assert_eq!(run["steps"][0]["kind"], "silence");
 }
+
+/// #23, item 14: a runbook declares the labels a manual run must give; a
+/// run (or its plan) without them, or with a value its pattern refuses, is
+/// refused with what is needed, and *Run now* asks for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_run_must_give_the_runbooks_declared_inputs() {
+    let rb = "name: unit-down\nmatchers: [alertname = \"UnitDown\"]\ninputs:\n  - label: unit\n    description: the systemd unit\n    matches: '[a-z0-9@._-]+\\.service'\nsteps:\n  - name: status\n    run: [echo, 'systemctl status {{labels.unit}}']\n";
+    let app = TestApp::start(&[("u.yaml", rb)], |_| {}).await;
+    for (labels, needle) in [
+        (json!({}), "label `unit` (the systemd unit) is needed"),
+        (
+            json!({"unit": ""}),
+            "label `unit` (the systemd unit) is needed",
+        ),
+        (
+            json!({"unit": "x; rm -rf /"}),
+            "must match `[a-z0-9@._-]+\\.service`",
+        ),
+    ] {
+        for plan in [false, true] {
+            let (status, v) = post(
+                &app,
+                "/api/v1/runbooks/unit-down/runs",
+                None,
+                json!({"labels": labels, "plan": plan, "author": "ann"}),
+            )
+            .await;
+            assert_eq!(status, 400, "{labels} {plan}: {v}");
+            assert!(v["error"].as_str().unwrap().contains(needle), "{v}");
+        }
+    }
+    let (_, list) = app.get("/api/v1/incidents").await;
+    assert_eq!(
+        list["incidents"].as_array().unwrap().len(),
+        0,
+        "nothing was run"
+    );
+    let (status, v) = post(
+        &app,
+        "/api/v1/runbooks/unit-down/runs",
+        None,
+        json!({"labels": {"unit": "nginx.service"}, "author": "ann"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let page = app.page("/runbooks").await;
+    assert!(
+        page.contains("A manual run needs: <code>unit</code> (the systemd unit)"),
+        "{page}"
+    );
+    // check: a bad input is an error at its place.
+    let dir = crate::helpers::runbook_dir(&[(
+        "b.yaml",
+        "name: b\nmatchers: [alertname = \"B\"]\ninputs:\n  - label: 9lives\n  - label: ok\n    matches: '(['\nsteps:\n  - name: a\n    run: ['true']\n",
+    )]);
+    let out = crate::helpers::runbookd(&["check", dir.path().to_str().unwrap()]);
+    let err = crate::helpers::stdout(&out) + &crate::helpers::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("b.yaml:4:12: runbook `b`: bad input label `9lives`"),
+        "{err}"
+    );
+    assert!(err.contains("b.yaml:6:14:"), "{err}");
+}
