@@ -54,6 +54,15 @@ impl FromStr for IncidentStatus {
 /// incident row and the incident page show the first one an alert has.
 pub const SUBJECT_LABELS: &[&str] = &["instance", "pod", "service", "job", "node", "cluster"];
 
+/// What an alert is about: the value of the first of [`SUBJECT_LABELS`] its
+/// labels have.
+#[must_use]
+pub fn subject_of(labels: &crate::alert::Labels) -> Option<&str> {
+    SUBJECT_LABELS
+        .iter()
+        .find_map(|l| labels.get(*l).map(String::as_str).filter(|v| !v.is_empty()))
+}
+
 /// Where a run is: waiting, executing, or how it ended. Stored as its
 /// snake_case name; the API shows the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -277,6 +277,7 @@ impl Outbox {
             client,
             n,
             &Outgoing {
+                alert: item.alert(),
                 item: &item,
                 text,
                 url,
@@ -342,7 +343,9 @@ impl Outbox {
                 .as_deref()
                 .and_then(|rb| set.get(rb).map(|r| (r.title.clone(), r.severity)))
         });
-        let default = format!("[{}] {}: {}", item.severity, item.title, item.detail);
+        // Severity is a field of every channel's message (and the email's
+        // subject): the text does not repeat it.
+        let default = format!("{}: {}", item.title, item.detail);
         let Some(src) = &item.template else {
             return default;
         };

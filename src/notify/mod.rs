@@ -360,6 +360,20 @@ pub struct OutboxItem {
     pub fingerprint: Option<String>,
 }
 
+impl OutboxItem {
+    /// The event's alert: the one of `fingerprint` in the notification the
+    /// event came with (or its first).
+    #[must_use]
+    pub fn alert(&self) -> Option<crate::alert::Alert> {
+        let n = crate::alert::Notification::from_json(self.body.as_deref()?).ok()?;
+        let by_fingerprint = self
+            .fingerprint
+            .as_deref()
+            .and_then(|f| n.alerts.iter().find(|a| a.fingerprint == f));
+        by_fingerprint.or_else(|| n.alerts.first()).cloned()
+    }
+}
+
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settle {

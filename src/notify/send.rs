@@ -16,6 +16,26 @@ pub(super) struct Outgoing<'a> {
     pub item: &'a OutboxItem,
     pub text: String,
     pub url: String,
+    /// The event's alert (from the notification the event came with).
+    pub alert: Option<crate::alert::Alert>,
+}
+
+impl Outgoing<'_> {
+    /// What the event is about (`web-1`): its alert's subject label.
+    fn subject(&self) -> Option<&str> {
+        self.alert
+            .as_ref()
+            .and_then(|a| crate::incident::subject_of(&a.labels))
+    }
+
+    /// `INC-0007 · Disk full · web-1`.
+    fn headline(&self) -> String {
+        let i = self.item;
+        match self.subject() {
+            Some(s) => format!("{} · {} · {s}", i.incident, i.title),
+            None => format!("{} · {}", i.incident, i.title),
+        }
+    }
 }
 
 /// How one attempt ended.
@@ -91,6 +111,15 @@ pub(super) fn webhook_document(o: &Outgoing<'_>) -> Value {
         "run_id": i.run_id,
         "step": i.step,
         "created_at": i.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "subject": o.subject(),
+        "alert": o.alert.as_ref().map(|a| json!({
+            "fingerprint": a.fingerprint,
+            "status": a.status,
+            "labels": a.labels,
+            "annotations": a.annotations,
+            "startsAt": a.starts_at,
+            "generatorURL": a.generator_url,
+        })),
     })
 }
 
@@ -109,7 +138,7 @@ pub(super) fn slack_message(o: &Outgoing<'_>) -> Value {
     if let Some(step) = &i.step {
         fields.push(json!({"type": "mrkdwn", "text": format!("*Failed step*\n{}", truncate(&slack_escape(step), 200)), "verbatim": true}));
     }
-    let header = truncate(&one_line(&format!("{} · {}", i.incident, i.title)), 150);
+    let header = truncate(&one_line(&slack_escape(&o.headline())), 150);
     json!({
         "text": truncate(&slack_escape(&format!("{}: {}", i.incident, o.text)), 3000),
         // Alert data is text, never links, channel names or mentions: the
@@ -297,10 +326,15 @@ async fn email(notifier: &Notifier, out: &Outgoing<'_>) -> Outcome {
     let item = out.item;
     // The subject carries the message (which may hold alert data): on one
     // line, so that no value can start a header of its own.
+    // Severity once (the default text no longer repeats it), and what the
+    // incident is about.
     let subject = truncate(
         &one_line(&format!(
-            "[runbookd] {} {}: {}",
-            item.incident, item.severity, out.text
+            "[runbookd] {} {}{}: {}",
+            item.incident,
+            item.severity,
+            out.subject().map(|s| format!(" {s}")).unwrap_or_default(),
+            out.text
         )),
         200,
     );
@@ -426,6 +460,7 @@ mod tests {
             item: &item,
             text: "<&>".repeat(2000),
             url: "http://x/incidents/INC-0001".into(),
+            alert: None,
         };
         let m = slack_message(&o);
         assert!(m["text"].as_str().unwrap().chars().count() <= 3000);

@@ -249,6 +249,15 @@ communication:
             .as_str()
             .unwrap()
             .starts_with("INC-"));
+        // #23, item 16: the header names what the incident is about.
+        assert!(
+            blocks[0]["text"]["text"]
+                .as_str()
+                .unwrap()
+                .contains("· Disk full · &lt;!channel&gt;"),
+            "{}",
+            blocks[0]["text"]["text"]
+        );
         assert!(blocks[0]["text"]["text"].as_str().unwrap().chars().count() <= 150);
         let link = blocks.last().unwrap()["elements"][0]["text"]
             .as_str()
@@ -303,6 +312,11 @@ communication:
         "the hostile label is a JSON string value, byte for byte"
     );
     assert!(h.headers.contains_key("x-runbookd-delivery"));
+    assert_eq!(
+        h.body["alert"]["labels"], labels,
+        "the webhook carries the alert's labels"
+    );
+    assert_eq!(h.body["subject"], HOSTILE);
 
     // Resolution: PagerDuty resolves the same dedup_key.
     let resolved = notification("g-shapes", &[(&labels, "resolved", "2026-11-24T08:00:00Z")]);
@@ -623,6 +637,11 @@ communication:
     assert!(
         subject.starts_with("Subject: [runbookd] INC-0001 sev3: stuck queue"),
         "{subject}"
+    );
+    assert_eq!(
+        subject.matches("sev3").count(),
+        1,
+        "the severity once: {subject}"
     );
     assert!(
         subject.contains("Bcc: victim@example.com"),
