@@ -125,7 +125,7 @@ pub enum Command {
         #[arg(default_value = "runbooks", env = "RUNBOOKD_RUNBOOKS", num_args = 1..)]
         paths: Vec<PathBuf>,
         /// The server's settings file: notifiers that runbooks name must be in its `notifiers:`.
-        #[arg(long)]
+        #[arg(long, env = "RUNBOOKD_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Acknowledge an incident (asks the running server): stops its escalations, tells people.
@@ -570,8 +570,9 @@ fn load(dir: &Path) -> Result<RunbookSet, ExitCode> {
 fn report(loaded: Result<RunbookSet, runbook::LoadErrors>) -> Result<RunbookSet, ExitCode> {
     loaded.map_err(|errors| {
         eprintln!("{errors}");
-        let files: std::collections::BTreeSet<_> = errors.0.iter().map(|e| &e.file).collect();
-        eprintln!("{} error(s) in {} file(s)", errors.0.len(), files.len());
+        let real: Vec<_> = errors.0.iter().filter(|e| !e.warning).collect();
+        let files: std::collections::BTreeSet<_> = real.iter().map(|e| &e.file).collect();
+        eprintln!("{} error(s) in {} file(s)", real.len(), files.len());
         ExitCode::from(1)
     })
 }
@@ -591,6 +592,17 @@ fn check(paths: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
         if let Some(names) = &names {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             crate::notify::config::check_names(&set, &names)?;
+        } else {
+            let referenced: std::collections::BTreeSet<&str> = set
+                .iter()
+                .flat_map(|rb| rb.notifier_refs.iter().map(|(n, _)| n.as_str()))
+                .collect();
+            if !referenced.is_empty() {
+                eprintln!(
+                    "note: the notifiers runbooks name ({}) were not checked against a server's: pass --config FILE (or set RUNBOOKD_CONFIG)",
+                    referenced.into_iter().collect::<Vec<_>>().join(", ")
+                );
+            }
         }
         Ok(set)
     });

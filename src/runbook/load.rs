@@ -81,11 +81,13 @@ impl std::error::Error for LoadErrors {}
 /// # Errors
 /// Every problem found, across all files.
 pub fn load_dir(dir: &Path) -> Result<RunbookSet, LoadErrors> {
-    load_files(&load_dir_files(dir)?)
+    let (files, skipped) = load_dir_files(dir)?;
+    load_files_noting(&files, skipped)
 }
 
-/// The runbook files of `dir`, sorted.
-fn load_dir_files(dir: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
+/// The runbook files of `dir` (`*.yaml`, `*.yml`, in any case), sorted,
+/// and a warning for each subdirectory (runbooks are not searched below).
+fn load_dir_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<LoadError>), LoadErrors> {
     let whole = |message: String| {
         LoadErrors(vec![LoadError {
             file: dir.to_owned(),
@@ -98,10 +100,29 @@ fn load_dir_files(dir: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
     };
     let entries =
         std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read runbook directory: {e}")))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+    let paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut files: Vec<PathBuf> = paths
+        .iter()
+        .filter(|p| {
+            p.is_file()
+                && p.extension().is_some_and(|x| {
+                    x.eq_ignore_ascii_case("yaml") || x.eq_ignore_ascii_case("yml")
+                })
+        })
+        .cloned()
+        .collect();
+    let mut skipped: Vec<LoadError> = paths
+        .iter()
+        .filter(|p| p.is_dir())
+        .map(|p| LoadError {
+            file: p.clone(),
+            pos: None,
+            runbook: None,
+            step: None,
+            message: "a subdirectory: not searched for runbooks (name it, or move its files up)"
+                .to_owned(),
+            warning: true,
+        })
         .collect();
     if files.is_empty() {
         return Err(whole(
@@ -109,7 +130,8 @@ fn load_dir_files(dir: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
         ));
     }
     files.sort();
-    Ok(files)
+    skipped.sort_by(|a, b| a.file.cmp(&b.file));
+    Ok((files, skipped))
 }
 
 /// Loads runbook files and directories of them (as `runbookd check` takes
@@ -121,10 +143,14 @@ fn load_dir_files(dir: &Path) -> Result<Vec<PathBuf>, LoadErrors> {
 pub fn load_paths(paths: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
+    let mut skipped = Vec::new();
     for path in paths {
         if path.is_dir() {
             match load_dir_files(path) {
-                Ok(mut f) => files.append(&mut f),
+                Ok((mut f, mut s)) => {
+                    files.append(&mut f);
+                    skipped.append(&mut s);
+                }
                 Err(mut e) => errors.append(&mut e.0),
             }
         } else if path.is_file() {
@@ -140,7 +166,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
             });
         }
     }
-    match load_files(&files) {
+    match load_files_noting(&files, skipped) {
         Ok(set) if errors.is_empty() => Ok(set),
         Ok(_) => Err(LoadErrors(errors)),
         Err(mut e) => {
@@ -155,6 +181,14 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
 /// # Errors
 /// Every problem found, across all files.
 pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
+    load_files_noting(files, Vec::new())
+}
+
+/// [`load_files`], with warnings found before (files a directory skipped).
+fn load_files_noting(
+    files: &[PathBuf],
+    extra_warnings: Vec<LoadError>,
+) -> Result<RunbookSet, LoadErrors> {
     let mut runbooks = Vec::new();
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -213,11 +247,14 @@ pub fn load_files(files: &[PathBuf]) -> Result<RunbookSet, LoadErrors> {
             }
         }
     }
-    errors.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
+    warnings.extend(extra_warnings);
     warnings.sort_by(|a: &LoadError, b: &LoadError| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
     if errors.is_empty() {
         Ok(RunbookSet::new(runbooks).with_warnings(warnings))
     } else {
+        // The warnings too: errors do not hide them.
+        errors.append(&mut warnings);
+        errors.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
         Err(LoadErrors(errors))
     }
 }
@@ -1071,6 +1108,7 @@ impl Checker<'_> {
         };
         if matches!(action, Some(Action::Silence(_))) {
             for (field, set) in [
+                ("timeout", rs.timeout.is_some()),
                 ("env", !rs.env.is_empty()),
                 ("network", rs.network.is_some()),
                 ("resources", rs.resources.is_some()),
@@ -1275,6 +1313,43 @@ fn parse_checked(file: &Path, text: &str, positions: Result<Positions, (Pos, Str
     }
 }
 
+/// `unknown field `titel`, expected one of …` with `; did you mean `title`?`
+/// when one expected name is within two edits of the unknown one.
+fn with_suggestion(message: String) -> String {
+    let Some(rest) = message.split("unknown field `").nth(1) else {
+        return message;
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message;
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|cand| (edit_distance(unknown, cand), cand))
+        .filter(|&(d, cand)| d > 0 && d <= 2.min(cand.len().saturating_sub(1)))
+        .min_by_key(|&(d, _)| d);
+    match best {
+        Some((_, cand)) => format!("{message}; did you mean `{cand}`?"),
+        None => message,
+    }
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 /// Removes the mapping entry whose key starts at `pos` (and the lines
 /// indented under it), leaving empty lines so later positions stay true.
 /// False when `pos` is not the start of a `key:` on its line.
@@ -1355,7 +1430,12 @@ fn parse_checked_once(
         } else {
             msg
         };
-        fail(pos, Some(runbook_name.clone()), step_name, msg)
+        fail(
+            pos,
+            Some(runbook_name.clone()),
+            step_name,
+            with_suggestion(msg),
+        )
     })?;
 
     let name = raw.name.clone().unwrap_or_else(|| stem.clone());

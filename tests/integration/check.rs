@@ -15,7 +15,7 @@ fn check_reports_every_error_with_file_line_col_and_names() {
     assert_eq!(out.status.code(), Some(1));
     let d = "tests/fixtures/runbooks-broken";
     let expected = [
-        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `cancel_on_resolved`, `idempotent`, `run_as`, `env`, `steps`, `on_failure`, `on_resolved`, `communication`, `escalation`, `drills`"),
+        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `cancel_on_resolved`, `idempotent`, `run_as`, `env`, `steps`, `on_failure`, `on_resolved`, `communication`, `escalation`, `drills`, `inputs`; did you mean `matchers`?"),
         format!("{d}/b-many.yaml:2:11: runbook `many-problems`: unknown severity `sev5`: expected sev1 (worst), sev2, sev3 or sev4"),
         format!("{d}/b-many.yaml:5:5: runbook `many-problems`: invalid regex in matcher `severity=~\"(\"`: error: unclosed group"),
         format!("{d}/b-many.yaml:6:5: runbook `many-problems`: matcher value contains an unescaped double quote: `\"ops`"),
@@ -77,5 +77,52 @@ fn shell_values_in_unsafe_places_are_refused_with_the_expression() {
         ),
         "{}",
         stderr(&out)
+    );
+}
+
+/// #23, item 17: `check` says what it did not check and what it skipped,
+/// suggests the key meant, shows warnings beside errors, and refuses a
+/// `timeout` on a silence step.
+#[test]
+fn check_says_what_it_skipped_and_suggests_keys() {
+    let dir = runbook_dir(&[
+        ("upper.YAML", "name: upper\nmatchers: [alertname = \"U\"]\nsteps:\n  - name: s\n    silence: {duration: 1h}\n    timeout: 5s\n"),
+        ("warn.yaml", "name: warn\nmatchers: [alertname = \"W\"]\nsteps:\n  - name: c\n    run: [curl, '{{labels.url}}']\ncommunication:\n  - on: [incident_opened]\n    notify: [slack-ops]\n"),
+        ("typo.yaml", "name: typo\ntitel: T\nmatchers: [alertname = \"T\"]\nsteps:\n  - name: a\n    run: ['true']\n"),
+    ]);
+    std::fs::create_dir(dir.path().join("more")).unwrap();
+    let d = dir.path().display();
+    let out = runbookd(&["check", dir.path().to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{d}/typo.yaml:2:1: runbook `typo`: unknown field `titel`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `title`?"), "{err}");
+    assert!(
+        err.contains(&format!("{d}/upper.YAML:6:14: runbook `upper`, step `s`: `timeout` does not apply to a silence step")),
+        "a .YAML file is a runbook too: {err}"
+    );
+    assert!(
+        err.contains(&format!("{d}/warn.yaml:5:17: warning:")),
+        "warnings beside errors: {err}"
+    );
+    assert!(
+        err.contains(&format!("{d}/more: warning: a subdirectory: not searched")),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s) in 2 file(s)"), "{err}");
+    // Without a config, the notifiers runbooks name are not checked: said.
+    std::fs::remove_file(dir.path().join("typo.yaml")).unwrap();
+    std::fs::remove_file(dir.path().join("upper.YAML")).unwrap();
+    let out = runbookd(&["check", dir.path().to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: the notifiers runbooks name (slack-ops) were not checked against a server's: pass --config FILE"),
+        "{err}"
     );
 }
