@@ -118,6 +118,26 @@ pub struct Dispatcher {
     claiming_done: CancellationToken,
 }
 
+/// When the alert of a run's first remediation began firing: `None` for a
+/// resumed or taken-over run, a resolution, a manual run or a drill (whose
+/// alerts runbookd made itself).
+fn first_step_of(c: &Claimed) -> Option<chrono::DateTime<chrono::Utc>> {
+    if c.phase != crate::plan::Phase::Remediation || c.resume.is_some() || c.attempt > 1 || c.shadow
+    {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&c.body).ok()?;
+    if v["receiver"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("runbookd-"))
+    {
+        return None;
+    }
+    chrono::DateTime::parse_from_rfc3339(&c.starts_at)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
 /// Whether a claimed run's notification is a drill's.
 fn is_drill(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -560,12 +580,15 @@ impl Dispatcher {
     /// (by their `on_timeout`). Every replica looks; the store gives each
     /// approval to one.
     async fn refresh_gauges(&self) {
-        let Ok((queued, open, awaiting)) = self.store.gauges().await else {
+        let Ok(g) = self.store.gauges().await else {
             return;
         };
+        let awaiting = g.awaiting;
         self.metrics.awaiting_approval.set(awaiting);
-        self.metrics.queue_depth.set(queued);
-        self.metrics.open_incidents.set(open);
+        self.metrics.queue_depth.set(g.queued);
+        self.metrics.open_incidents.set(g.open);
+        self.metrics.outbox_backlog.set(g.outbox_backlog);
+        self.metrics.outbox_dead.set(g.outbox_dead);
         if awaiting == 0 || !matches!(self.store.approvals_due().await, Ok(true)) {
             return;
         }
@@ -896,6 +919,9 @@ struct StoreObserver {
     /// On a shared store: the run's lease and how long it may go unrenewed;
     /// no step starts past that (after a pause, before the heartbeat notices).
     held: Option<(Held, Duration)>,
+    /// When the alert of a first remediation run began firing (taken
+    /// once, at its first step, for the alert-to-first-step latency).
+    first_step_of: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 impl StoreObserver {
@@ -915,6 +941,7 @@ impl StoreObserver {
             stored: Mutex::new(HashMap::new()),
             done: CancellationToken::new(),
             held,
+            first_step_of: Mutex::new(first_step_of(c)),
         }
     }
 
@@ -959,6 +986,17 @@ impl RunObserver for StoreObserver {
 
     fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {
         self.metrics.running_steps.inc();
+        if let Some(fired) = self
+            .first_step_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            let waited = (chrono::Utc::now() - fired).to_std().unwrap_or_default();
+            self.metrics
+                .alert_to_first_step
+                .observe(waited.as_secs_f64());
+        }
     }
 
     fn output(&self, step: &str, stream: Stream, bytes: &[u8]) {

@@ -1,7 +1,9 @@
 //! runbookd's own golden signals, served at `GET /metrics`: traffic
-//! (notifications, alerts, HTTP requests), errors (by outcome and code),
-//! latency (HTTP, run and step durations) and saturation (queue depth,
-//! running steps, open incidents).
+//! (webhooks received, alerts, HTTP requests), errors (by outcome and
+//! code), latency (HTTP, run and step durations, alert to first step) and
+//! saturation (queue depth, running steps, open incidents, the outbox), the
+//! replica's part in a cluster (leader, takeovers, fenced runs), and the
+//! process's own `process_*` metrics.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -79,6 +81,25 @@ pub struct Metrics {
     pub takeovers: Counter,
     /// 1 while this replica holds the leader lease (timers, takeovers).
     pub leader: Gauge,
+    /// From an alert's start (Alertmanager's `startsAt`) to the first step
+    /// of its run: the whole response time, Alertmanager's waits included.
+    pub alert_to_first_step: Histogram,
+    /// Notifications still to deliver, and those given up on.
+    pub outbox_backlog: Gauge,
+    pub outbox_dead: Gauge,
+    process: Process,
+}
+
+/// The process's own metrics (`process_*`, as Prometheus's client
+/// libraries name them), read from `/proc` at each scrape.
+#[derive(Default)]
+struct Process {
+    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    resident: Gauge,
+    virtual_memory: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    start_time: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 fn seconds() -> Histogram {
@@ -91,7 +112,8 @@ fn http_seconds() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("runbookd");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("runbookd");
         let m = Metrics {
             notifications: Family::default(),
             alerts: Family::default(),
@@ -112,6 +134,10 @@ impl Default for Metrics {
             fenced_runs: Counter::default(),
             takeovers: Counter::default(),
             leader: Gauge::default(),
+            alert_to_first_step: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            outbox_backlog: Gauge::default(),
+            outbox_dead: Gauge::default(),
+            process: Process::default(),
             registry: Registry::default(),
         };
         m.build_info
@@ -121,7 +147,7 @@ impl Default for Metrics {
             .set(1);
         m.reload_successful.set(1);
         m.reload_success_time.set(unix_now());
-        registry.register("notifications", "Webhook notifications received, by outcome (accepted, invalid, unauthorized, too_large, queue_full, store_error)", m.notifications.clone());
+        registry.register("webhooks", "Alertmanager notifications received on /webhook, by outcome (accepted, invalid, unauthorized, too_large, queue_full, store_error, refused)", m.notifications.clone());
         registry.register("deliveries", "Notification delivery attempts (docs/notifications.md), by notifier and outcome (delivered, failed: retried later, refused: dead at once, expired: dead after max_age, dead: its notifier is not configured)", m.deliveries.clone());
         registry.register(
             "alerts",
@@ -208,7 +234,56 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease (escalations, drills, takeovers run there)",
             m.leader.clone(),
         );
-        Metrics { registry, ..m }
+        registry.register(
+            "alert_to_first_step_seconds",
+            "From an alert's start (startsAt) to the first step of its run, Alertmanager's group_wait and the queue included",
+            m.alert_to_first_step.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Notifications to people still to deliver (pending or being sent)",
+            m.outbox_backlog.clone(),
+        );
+        registry.register(
+            "outbox_dead",
+            "Notifications to people given up on (dead: see them per incident)",
+            m.outbox_dead.clone(),
+        );
+        let p = &m.process;
+        root.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            p.cpu_seconds.clone(),
+        );
+        root.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            p.resident.clone(),
+        );
+        root.register(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            p.virtual_memory.clone(),
+        );
+        root.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            p.open_fds.clone(),
+        );
+        root.register(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            p.max_fds.clone(),
+        );
+        root.register(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            p.start_time.clone(),
+        );
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 }
 
@@ -273,9 +348,68 @@ impl Metrics {
         }
     }
 
+    /// Reads the process's own figures from `/proc/self` (nothing changes
+    /// where it cannot be read).
+    fn refresh_process(&self) {
+        let p = &self.process;
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .unwrap_or(4096);
+        let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        let to_f = |n: i64| {
+            #[allow(clippy::cast_precision_loss)] // ticks and seconds fit f64 well enough
+            let f = n as f64;
+            f
+        };
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command (which may hold spaces), from state.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace()
+                .collect();
+            let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<i64>().ok());
+            if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+                let now = to_f(utime + stime) / to_f(ticks);
+                let before = p.cpu_seconds.get();
+                if now > before {
+                    p.cpu_seconds.inc_by(now - before);
+                }
+            }
+            if let Some(v) = field(23) {
+                p.virtual_memory.set(v);
+            }
+            if let Some(rss) = field(24) {
+                p.resident.set(rss * page);
+            }
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("btime "))
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+            });
+            if let (Some(start), Some(boot)) = (field(22), boot) {
+                p.start_time.set(to_f(boot) + to_f(start) / to_f(ticks));
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            p.open_fds
+                .set(i64::try_from(fds.count()).unwrap_or(i64::MAX));
+        }
+        if let Ok((soft, _)) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        {
+            p.max_fds.set(i64::try_from(soft).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The exposition in `format`.
     #[must_use]
     pub fn encode(&self, format: Format) -> String {
+        self.refresh_process();
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         match format {

@@ -24,6 +24,21 @@ pub use types::*;
 
 use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState, Update};
 
+/// What `/metrics` shows of the store, read together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Runs waiting to start.
+    pub queued: i64,
+    /// Incidents not resolved (drills not counted).
+    pub open: i64,
+    /// Runs paused on an approval step.
+    pub awaiting: i64,
+    /// Notifications still to deliver (pending or being sent).
+    pub outbox_backlog: i64,
+    /// Notifications given up on.
+    pub outbox_dead: i64,
+}
+
 /// A store failure; the cause is logged, callers answer 503.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -489,7 +504,7 @@ impl Store {
     ///
     /// # Errors
     /// A store error.
-    pub async fn gauges(&self) -> Result<(i64, i64, i64)> {
+    pub async fn gauges(&self) -> Result<Gauges> {
         each!(self, b => b.gauges().await)
     }
 

@@ -178,7 +178,7 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
     post_to_alertmanager(&am, &json!([{"labels": {"alertname": "RunbookdE2E", "instance": "web-7"}, "annotations": {"summary": "e2e"}, "generatorURL": "http://prometheus.example/graph"}])).await;
 
     wait_until("a 503 answered to Alertmanager", 20, || async {
-        app.metric("runbookd_notifications_total{outcome=\"queue_full\"} ")
+        app.metric("runbookd_webhooks_total{outcome=\"queue_full\"} ")
             .await
             >= 1.0
     })
@@ -198,10 +198,10 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
 
     // repeat_interval resends the same notification: recorded, never run again.
     let accepted = app
-        .metric("runbookd_notifications_total{outcome=\"accepted\"} ")
+        .metric("runbookd_webhooks_total{outcome=\"accepted\"} ")
         .await;
     wait_until("a repeat_interval resend", 20, || async {
-        app.metric("runbookd_notifications_total{outcome=\"accepted\"} ")
+        app.metric("runbookd_webhooks_total{outcome=\"accepted\"} ")
             .await
             > accepted
     })
@@ -263,7 +263,7 @@ async fn alertmanager_delivers_retries_resends_and_resolves_through_runbookd() {
 
     // Alertmanager's bearer credentials were accepted every time.
     assert!(
-        app.metric("runbookd_notifications_total{outcome=\"unauthorized\"} ")
+        app.metric("runbookd_webhooks_total{outcome=\"unauthorized\"} ")
             .await
             == 0.0
     );

@@ -435,6 +435,18 @@ async fn metrics_pass_promtool_and_label_runs_by_runbook() {
         "runbookd_runs_total{runbook=\"flaky\",outcome=\"failed\"} 1",
         "runbookd_steps_total{runbook=\"flaky\",outcome=\"failed\"} 1",
         "runbookd_config_last_reload_successful 0",
+        // #23, item 15: what running runbookd needs.
+        "runbookd_alert_to_first_step_seconds_count 1",
+        "runbookd_outbox_backlog 0",
+        "runbookd_outbox_dead 0",
+        "runbookd_fenced_runs_total 0",
+        "runbookd_takeovers_total 0",
+        "runbookd_leader 0",
+        "runbookd_webhooks_total{outcome=\"accepted\"} 1",
+        "# TYPE process_cpu_seconds_total counter",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
         &format!(
             "runbookd_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
@@ -442,6 +454,12 @@ async fn metrics_pass_promtool_and_label_runs_by_runbook() {
     ] {
         assert!(text.contains(needle), "no `{needle}` in:\n{text}");
     }
+    let rss: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no resident memory in:\n{text}"));
+    assert!(rss > 1e6, "{rss}");
     // What Prometheus asks for, it gets, labelled as such.
     let r = app
         .client

@@ -406,10 +406,10 @@ async fn bad_input_gets_a_json_4xx_and_the_server_stays_healthy() {
         .await
         .unwrap();
     for line in [
-        "runbookd_notifications_total{outcome=\"invalid\"} 6",
-        "runbookd_notifications_total{outcome=\"too_large\"} 1",
-        "runbookd_notifications_total{outcome=\"unauthorized\"} 4",
-        "runbookd_notifications_total{outcome=\"accepted\"} 1",
+        "runbookd_webhooks_total{outcome=\"invalid\"} 6",
+        "runbookd_webhooks_total{outcome=\"too_large\"} 1",
+        "runbookd_webhooks_total{outcome=\"unauthorized\"} 4",
+        "runbookd_webhooks_total{outcome=\"accepted\"} 1",
     ] {
         assert!(metrics.contains(line), "{line} missing from\n{metrics}");
     }

@@ -1705,17 +1705,25 @@ impl Postgres {
         .map_err(Fail::into_store)
     }
 
-    pub async fn gauges(&self) -> Result<(i64, i64, i64)> {
+    pub async fn gauges(&self) -> Result<crate::store::Gauges> {
         async {
             let client = self.client().await?;
             let r = client
                 .query_one(
                     "SELECT (SELECT COUNT(*) FROM runs WHERE state = 'queued'), (SELECT COUNT(*) FROM incidents WHERE status <> 'resolved' AND receiver <> 'runbookd-drill'),
-                         (SELECT COUNT(*) FROM approvals WHERE state = 'pending')",
+                         (SELECT COUNT(*) FROM approvals WHERE state = 'pending'),
+                         (SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')),
+                         (SELECT COUNT(*) FROM outbox WHERE state = 'dead')",
                     &[],
                 )
                 .await?;
-            Ok((r.get(0), r.get(1), r.get(2)))
+            Ok(crate::store::Gauges {
+                queued: r.get(0),
+                open: r.get(1),
+                awaiting: r.get(2),
+                outbox_backlog: r.get(3),
+                outbox_dead: r.get(4),
+            })
         }
         .await
         .map_err(Fail::into_store)

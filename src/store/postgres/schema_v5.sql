@@ -17,3 +17,5 @@ CREATE TABLE silences (
   ended_at     TIMESTAMPTZ
 );
 CREATE INDEX silences_open ON silences(run_id) WHERE ended_at IS NULL;
+-- Dead notifications, counted every second for /metrics.
+CREATE INDEX outbox_dead ON outbox(id) WHERE state = 'dead';

@@ -1077,7 +1077,7 @@ impl Sqlite {
     ///
     /// # Errors
     /// A database error.
-    pub async fn gauges(&self) -> Result<(i64, i64, i64)> {
+    pub async fn gauges(&self) -> Result<crate::store::Gauges> {
         self.read(|conn| {
             let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
             let open: i64 = conn.one(
@@ -1090,7 +1090,19 @@ impl Sqlite {
                 [],
                 |r| r.get(0),
             )?;
-            Ok((queued, open, awaiting))
+            let (outbox_backlog, outbox_dead): (i64, i64) = conn.one(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'sending')),
+                        (SELECT COUNT(*) FROM outbox WHERE state = 'dead')",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(crate::store::Gauges {
+                queued,
+                open,
+                awaiting,
+                outbox_backlog,
+                outbox_dead,
+            })
         })
         .await
     }
