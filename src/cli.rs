@@ -1328,8 +1328,8 @@ fn incidents(
                 } else {
                     writeln!(
                         out,
-                        "{:<10} {:<5} {:<14} {:<4} {:>9}  TITLE",
-                        "ID", "SEV", "STATUS", "ESC", "DURATION"
+                        "{:<10} {:<5} {:<14} {:<11} {:>9}  TITLE",
+                        "ID", "SEV", "STATUS", "ATTENTION", "DURATION"
                     )?;
                     for i in &list {
                         let d = humantime::format_duration(std::time::Duration::from_secs(
@@ -1337,11 +1337,16 @@ fn incidents(
                         ));
                         writeln!(
                             out,
-                            "{:<10} {:<5} {:<14} {:<4} {:>9}  {}",
+                            "{:<10} {:<5} {:<14} {:<11} {:>9}  {}",
                             i.id.to_string(),
                             i.severity,
                             i.status.as_str(),
-                            if i.escalated { "yes" } else { "" },
+                            match (i.run_failed, i.escalated) {
+                                (true, true) => "failed,esc",
+                                (true, false) => "run failed",
+                                (false, true) => "escalated",
+                                (false, false) => "",
+                            },
                             d.to_string(),
                             printable(&i.title)
                         )?;

@@ -3,10 +3,11 @@
 //! services, its alerts, runs and a timeline.
 //!
 //! Status: `investigating` when opened → `identified` when a runbook starts →
-//! `monitoring` when all its runs succeeded → `resolved` when Alertmanager
-//! reports every alert resolved. A failed run keeps it (or puts it back to)
-//! `investigating` and marks it escalated. People add updates with an
-//! optional status and root cause.
+//! `monitoring` when all its runs succeeded and left no checklist item for
+//! people → `resolved` when Alertmanager reports every alert resolved. A
+//! failed run keeps it (or puts it back to) `investigating` and marks it
+//! `run_failed`; `escalated` says only that an escalation timer fired.
+//! People add updates with an optional status and root cause.
 
 use std::fmt;
 use std::str::FromStr;
@@ -262,12 +263,16 @@ impl Serialize for IncidentId {
 
 /// An incident as listed.
 #[derive(Debug, Clone, Serialize)]
+#[allow(clippy::struct_excessive_bools)] // independent facts about the incident
 pub struct IncidentSummary {
     pub id: IncidentId,
     pub title: String,
     pub severity: String,
     pub status: IncidentStatus,
+    /// An escalation timer fired (nobody acknowledged or resolved in time).
     pub escalated: bool,
+    /// A remediation run failed: people must act.
+    pub run_failed: bool,
     pub services: Vec<String>,
     pub runbooks: Vec<String>,
     pub receiver: String,

@@ -3,8 +3,11 @@
 //! store. `investigating` when opened → `identified` when a remediation run
 //! starts → `monitoring` when every remediation run succeeded → `resolved`
 //! when Alertmanager reports every alert resolved; a failed or timed-out
-//! remediation run escalates the incident and puts it back to
-//! `investigating`.
+//! remediation run marks the incident `run_failed` and puts it back to
+//! `investigating`. A run that succeeded but left checklist items (manual
+//! steps) leaves the incident `identified`: people still have work to do,
+//! so it is not `monitoring`. (`escalated` is not the lifecycle's: it means
+//! an escalation timer fired.)
 
 use crate::incident::{IncidentStatus, RunState};
 use crate::plan::Phase;
@@ -13,7 +16,8 @@ use crate::plan::Phase;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Incident {
     pub status: IncidentStatus,
-    pub escalated: bool,
+    /// A remediation run of it failed: it waits for people.
+    pub run_failed: bool,
 }
 
 /// Something that happened to an incident.
@@ -31,17 +35,19 @@ pub enum Event<'a> {
         /// Remediation runs of the incident that have not succeeded (nor been
         /// skipped or cancelled), counted once this run's state is recorded.
         remediation_not_succeeded: usize,
+        /// Checklist items (manual steps) this run left for people.
+        open_checklist: usize,
     },
     /// Alertmanager reports every alert of the incident resolved.
     AllAlertsResolved,
 }
 
-/// What to record: a new status (with its timeline entry) and whether the
-/// incident becomes escalated.
+/// What to record: a new status (with its timeline entry) and whether a
+/// run of the incident failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub status: IncidentStatus,
-    pub escalate: bool,
+    pub run_failed: bool,
     pub author: &'static str,
     pub message: String,
 }
@@ -49,15 +55,15 @@ pub struct Transition {
 /// The transition `event` causes for `incident`, if any.
 #[must_use]
 pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
-    let runbookd = |status, escalate, message: String| Transition {
+    let runbookd = |status, run_failed, message: String| Transition {
         status,
-        escalate,
+        run_failed,
         author: "runbookd",
         message,
     };
     match event {
         Event::RunStarted { runbook, phase } => (incident.status == IncidentStatus::Investigating
-            && !incident.escalated
+            && !incident.run_failed
             && phase == Phase::Remediation)
             .then(|| {
                 runbookd(
@@ -80,15 +86,30 @@ pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
             IncidentStatus::Investigating,
             true,
             format!(
-                "escalated: runbook `{runbook}` {} ({summary})",
+                "a run failed: runbook `{runbook}` {} ({summary}); people must act",
                 state.words()
             ),
         )),
         Event::RunFinished {
+            runbook,
+            state: RunState::Succeeded | RunState::SucceededWithFailures,
+            remediation_not_succeeded: 0,
+            open_checklist: open @ 1..,
+            ..
+        } if !incident.run_failed && incident.status != IncidentStatus::Monitoring => {
+            Some(runbookd(
+                IncidentStatus::Identified,
+                false,
+                format!(
+                    "identified: runbook `{runbook}` ran and left {open} checklist item(s) for people; not monitoring until they are done"
+                ),
+            ))
+        }
+        Event::RunFinished {
             state: RunState::Succeeded | RunState::SucceededWithFailures,
             remediation_not_succeeded: 0,
             ..
-        } if !incident.escalated && incident.status != IncidentStatus::Monitoring => {
+        } if !incident.run_failed && incident.status != IncidentStatus::Monitoring => {
             Some(runbookd(
                 IncidentStatus::Monitoring,
                 false,
@@ -98,7 +119,7 @@ pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
         Event::RunFinished { .. } => None,
         Event::AllAlertsResolved => Some(Transition {
             status: IncidentStatus::Resolved,
-            escalate: false,
+            run_failed: false,
             author: "alertmanager",
             message: "resolved: Alertmanager reports every alert of the incident resolved"
                 .to_owned(),
@@ -112,7 +133,7 @@ mod tests {
 
     const OPEN: Incident = Incident {
         status: IncidentStatus::Investigating,
-        escalated: false,
+        run_failed: false,
     };
 
     fn finished(state: RunState, not_succeeded: usize) -> Event<'static> {
@@ -122,11 +143,12 @@ mod tests {
             state,
             summary: "`df` failed",
             remediation_not_succeeded: not_succeeded,
+            open_checklist: 0,
         }
     }
 
-    fn at(status: IncidentStatus, escalated: bool) -> Incident {
-        Incident { status, escalated }
+    fn at(status: IncidentStatus, run_failed: bool) -> Incident {
+        Incident { status, run_failed }
     }
 
     #[test]
@@ -138,7 +160,7 @@ mod tests {
         let t = next(OPEN, started).unwrap();
         assert_eq!(t.status, IncidentStatus::Identified);
         assert_eq!(t.message, "identified: runbook `disk` is running");
-        // Not once escalated, not for on_resolved runs, not from later states.
+        // Not once a run failed, not for on_resolved runs, not from later states.
         assert_eq!(next(at(IncidentStatus::Investigating, true), started), None);
         assert_eq!(next(at(IncidentStatus::Monitoring, false), started), None);
         let resolution = Event::RunStarted {
@@ -149,13 +171,13 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_or_timed_out_run_escalates_back_to_investigating() {
+    fn a_failed_or_timed_out_run_goes_back_to_investigating() {
         for state in [RunState::Failed, RunState::TimedOut] {
             let t = next(at(IncidentStatus::Monitoring, false), finished(state, 1)).unwrap();
-            assert!(t.escalate);
+            assert!(t.run_failed);
             assert_eq!(t.status, IncidentStatus::Investigating);
             assert!(
-                t.message.starts_with("escalated: runbook `disk` "),
+                t.message.starts_with("a run failed: runbook `disk` "),
                 "{}",
                 t.message
             );
@@ -183,7 +205,24 @@ mod tests {
                 finished(RunState::Succeeded, 0)
             ),
             None,
-            "an escalated incident stays with people"
+            "an incident whose run failed stays with people"
+        );
+        // A run that left checklist items for people is not monitoring: a
+        // diagnostics-only run found what to do, it did not do it.
+        let left = Event::RunFinished {
+            runbook: "disk",
+            phase: Phase::Remediation,
+            state: RunState::Succeeded,
+            summary: "",
+            remediation_not_succeeded: 0,
+            open_checklist: 1,
+        };
+        let t = next(ident, left).unwrap();
+        assert_eq!(t.status, IncidentStatus::Identified);
+        assert!(
+            t.message.contains("left 1 checklist item(s) for people"),
+            "{}",
+            t.message
         );
         assert_eq!(
             next(
@@ -217,6 +256,7 @@ mod tests {
             state: RunState::Failed,
             summary: "",
             remediation_not_succeeded: 0,
+            open_checklist: 0,
         };
         assert_eq!(next(OPEN, resolution), None);
     }

@@ -216,7 +216,7 @@ pub fn context(d: &IncidentDetail) -> Value {
     );
     json!({
         "incident": {
-            "id": s.id.to_string(), "title": cell(&s.title), "severity": s.severity, "status": s.status, "escalated": s.escalated,
+            "id": s.id.to_string(), "title": cell(&s.title), "severity": s.severity, "status": s.status, "escalated": s.escalated, "run_failed": s.run_failed,
             "services": s.services.iter().map(|x| cell(x)).collect::<Vec<_>>(), "runbooks": s.runbooks, "receiver": s.receiver, "group_key": s.group_key,
             "created_at": s.created_at, "resolved_at": s.resolved_at, "alerts_ended_at": s.alerts_ended_at, "recovered": s.recovered_seconds.map(human), "date": parse(&s.created_at).map(|t| t.format("%Y-%m-%d").to_string()),
             "start": utc(&s.created_at), "end": s.resolved_at.as_deref().map(utc), "duration": human(s.duration_seconds),
@@ -262,6 +262,7 @@ mod tests {
                 severity: "sev2".into(),
                 status: IncidentStatus::Investigating,
                 escalated: true,
+                run_failed: true,
                 services: vec![],
                 runbooks: vec![],
                 receiver: "r".into(),
@@ -299,7 +300,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| Status | investigating (escalated) |"),
+            text.contains("| Status | investigating (a run failed; escalated) |"),
             "{text}"
         );
         assert!(

@@ -174,7 +174,7 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
         table.contains("INC-0001")
             && table.contains("UI check")
             && table.contains("sev2")
-            && table.contains("monitoring"),
+            && table.contains("identified"),
         "{table}"
     );
     screenshot(&b, "incidents").await;

@@ -183,7 +183,7 @@ async fn a_memory_hog_is_contained_and_the_server_unharmed() {
         outcome["cause"].as_str().unwrap().contains("memory limit"),
         "{outcome}"
     );
-    assert_eq!(inc["escalated"], true);
+    assert_eq!(inc["run_failed"], true);
     healthy_within(&app, Duration::from_millis(500)).await;
 }
 

@@ -49,7 +49,20 @@ async fn a_notification_opens_an_incident_and_its_run_is_recorded() {
             run_states(v) == ["succeeded"]
         })
         .await;
-    assert_eq!(inc["status"], "monitoring", "{inc:#}");
+    // The run left a checklist item (`check`) for people: it found what to
+    // do, it did not do it, so the incident is not `monitoring` (#23, 11).
+    assert_eq!(inc["status"], "identified", "{inc:#}");
+    assert!(
+        inc["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"]
+                .as_str()
+                .unwrap()
+                .contains("left 1 checklist item(s) for people")),
+        "{inc:#}"
+    );
     assert_eq!(
         (inc["severity"].as_str(), inc["title"].as_str()),
         (Some("sev2"), Some("Echo the alert"))
@@ -76,7 +89,7 @@ async fn a_notification_opens_an_incident_and_its_run_is_recorded() {
         "started (remediation)",
         "identified: runbook `echo` is running",
         "succeeded: 2 step(s)",
-        "monitoring: every run",
+        "identified: runbook `echo` ran and left 1 checklist item(s) for people",
     ] {
         assert!(
             timeline.iter().any(|m| m.contains(expected)),
@@ -157,9 +170,15 @@ async fn a_failed_run_escalates_and_runs_on_failure() {
     let inc = app
         .wait_for_incident("INC-0001", "the failure", |v| run_states(v) == ["failed"])
         .await;
+    // #23, item 11: one word, one meaning: the run failed; nothing was
+    // escalated (no escalation timer fired).
     assert_eq!(
-        (inc["status"].as_str(), inc["escalated"].as_bool()),
-        (Some("investigating"), Some(true))
+        (
+            inc["status"].as_str(),
+            inc["run_failed"].as_bool(),
+            inc["escalated"].as_bool()
+        ),
+        (Some("investigating"), Some(true), Some(false))
     );
     let steps = inc["runs"][0]["result"]["steps"].as_array().unwrap();
     assert_eq!(steps[0]["attempts"][0]["stderr"], "broken\n");
@@ -659,7 +678,7 @@ async fn the_postmortem_lists_failures_checklist_and_root_cause_and_takes_a_cust
         "- [ ] Fix or replace `mixed` step `broken`: it failed with exit status 1",
         "- [ ] Look at the \\| dashboard (checklist item of `mixed`)",
         "| bob | found it |",
-        "| Status | monitoring |",
+        "| Status | identified |",
         "(still open)",
     ] {
         assert!(pm.contains(expected), "{expected:?} missing from\n{pm}");
@@ -674,7 +693,7 @@ async fn the_postmortem_lists_failures_checklist_and_root_cause_and_takes_a_cust
     let list = crate::helpers::stdout(&out);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
     assert!(
-        list.contains("INC-0001   sev3  monitoring")
+        list.contains("INC-0001   sev3  identified")
             && list.contains("Mixed results")
             && list.ends_with("1 of 1 incident(s)\n"),
         "{list}"

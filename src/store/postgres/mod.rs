@@ -569,7 +569,7 @@ async fn run_note(tx: &Tx<'_>, incident: i64, message: &str) -> Op<()> {
 async fn advance(tx: &Tx<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<()> {
     let row = tx
         .query_one(
-            "SELECT status, escalated FROM incidents WHERE id = $1",
+            "SELECT status, run_failed FROM incidents WHERE id = $1",
             &[&incident],
         )
         .await?;
@@ -577,14 +577,14 @@ async fn advance(tx: &Tx<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<
         .get::<_, String>(0)
         .parse()
         .map_err(StoreError::Invalid)?;
-    let escalated: bool = row.get(1);
-    let Some(t) = lifecycle::next(lifecycle::Incident { status, escalated }, event) else {
+    let run_failed: bool = row.get(1);
+    let Some(t) = lifecycle::next(lifecycle::Incident { status, run_failed }, event) else {
         return Ok(());
     };
     tx.execute(
-        "UPDATE incidents SET status = $2, escalated = escalated OR $3, updated_at = now(),
+        "UPDATE incidents SET status = $2, run_failed = run_failed OR $3, updated_at = now(),
              resolved_at = CASE WHEN $2 = 'resolved' THEN now() ELSE resolved_at END WHERE id = $1",
-        &[&incident, &t.status.as_str(), &t.escalate],
+        &[&incident, &t.status.as_str(), &t.run_failed],
     )
     .await?;
     timeline(tx, incident, t.author, "status", &t.message, Some(t.status)).await?;
@@ -1205,10 +1205,10 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
         tx,
         incident,
         f.lease.run_id,
-        &runbook,
-        phase,
+        (&runbook, phase),
         f.state,
         &f.summary,
+        f.result.as_ref().map_or(0, |r| r.open_checklist().count()),
     )
     .await?;
     if phase == Phase::Remediation
@@ -1271,10 +1271,10 @@ async fn run_ended(
     tx: &Tx<'_>,
     incident: i64,
     id: i64,
-    runbook: &str,
-    phase: Phase,
+    (runbook, phase): (&str, Phase),
     state: RunState,
     summary: &str,
+    open_checklist: usize,
 ) -> Op<()> {
     run_note(tx, incident, &say::finished(id, runbook, state, summary)).await?;
     let mut not_succeeded = 0;
@@ -1296,6 +1296,7 @@ async fn run_ended(
             state,
             summary,
             remediation_not_succeeded: not_succeeded,
+            open_checklist,
         },
     )
     .await
@@ -1459,7 +1460,16 @@ async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
             approvals::withdraw(tx, id).await?;
             // The incident moves on as when a run ends.
             let phase: Phase = parsed(&row, 3)?;
-            run_ended(tx, incident, id, &runbook, phase, RunState::Cancelled, &why).await?;
+            run_ended(
+                tx,
+                incident,
+                id,
+                (&runbook, phase),
+                RunState::Cancelled,
+                &why,
+                0,
+            )
+            .await?;
         }
         RunState::Running => {
             tx.execute(
@@ -1506,6 +1516,7 @@ fn summary(r: &Row) -> Op<IncidentSummary> {
             .parse()
             .map_err(StoreError::Invalid)?,
         escalated: r.try_get("escalated")?,
+        run_failed: r.try_get("run_failed")?,
         services: serde_json::from_str(r.try_get("services")?).unwrap_or_default(),
         runbooks: serde_json::from_str(r.try_get("runbooks")?).unwrap_or_default(),
         receiver: r.try_get("receiver")?,

@@ -64,18 +64,18 @@ pub(super) fn run_note(conn: &Connection, incident: i64, message: &str) -> Resul
 /// Records what the lifecycle decided for an event of `incident` (read in
 /// the same transaction).
 fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Result<()> {
-    let (status, escalated): (String, bool) = conn.one(
-        "SELECT status, escalated FROM incidents WHERE id = ?1",
+    let (status, run_failed): (String, bool) = conn.one(
+        "SELECT status, run_failed FROM incidents WHERE id = ?1",
         [incident],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let status: IncidentStatus = status.parse().map_err(StoreError::Invalid)?;
-    let Some(t) = lifecycle::next(lifecycle::Incident { status, escalated }, event) else {
+    let Some(t) = lifecycle::next(lifecycle::Incident { status, run_failed }, event) else {
         return Ok(());
     };
-    if t.escalate {
+    if t.run_failed {
         conn.run(
-            "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
+            "UPDATE incidents SET run_failed = 1, updated_at = ?2 WHERE id = ?1",
             params![incident, now()],
         )?;
     }
@@ -644,10 +644,10 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
         conn,
         incident,
         f.lease.run_id,
-        &runbook,
-        phase,
+        (&runbook, phase),
         f.state,
         &f.summary,
+        f.result.as_ref().map_or(0, |r| r.open_checklist().count()),
     )?;
     if phase == Phase::Remediation
         && matches!(
@@ -707,10 +707,10 @@ fn run_ended(
     conn: &Connection,
     incident: i64,
     id: i64,
-    runbook: &str,
-    phase: Phase,
+    (runbook, phase): (&str, Phase),
     state: RunState,
     summary: &str,
+    open_checklist: usize,
 ) -> Result<()> {
     run_note(conn, incident, &say::finished(id, runbook, state, summary))?;
     let remediation_not_succeeded = conn
@@ -729,6 +729,7 @@ fn run_ended(
             state,
             summary,
             remediation_not_succeeded,
+            open_checklist,
         },
     )
 }
@@ -877,10 +878,10 @@ fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
                 conn,
                 incident,
                 id,
-                &runbook,
-                phase,
+                (&runbook, phase),
                 RunState::Cancelled,
                 &why,
+                0,
             )?;
         }
         RunState::Running => {
@@ -914,6 +915,7 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
             .parse()
             .unwrap_or(IncidentStatus::Investigating),
         escalated: r.get("escalated")?,
+        run_failed: r.get("run_failed")?,
         services: serde_json::from_str(&r.get::<_, String>("services")?).unwrap_or_default(),
         runbooks: serde_json::from_str(&r.get::<_, String>("runbooks")?).unwrap_or_default(),
         receiver: r.get("receiver")?,

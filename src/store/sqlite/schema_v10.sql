@@ -20,3 +20,8 @@ CREATE TABLE silences (
 CREATE INDEX silences_open ON silences(run_id) WHERE ended_at IS NULL;
 -- Dead notifications, counted every second for /metrics.
 CREATE INDEX outbox_dead ON outbox(id) WHERE state = 'dead';
+-- A remediation run of the incident failed (people must act), apart from
+-- `escalated`, which now means only that an escalation timer fired. Before,
+-- one flag said both.
+ALTER TABLE incidents ADD COLUMN run_failed INTEGER NOT NULL DEFAULT 0;
+UPDATE incidents SET run_failed = escalated;
