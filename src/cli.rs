@@ -459,11 +459,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             store,
         } => postmortem(id, template.as_deref(), &store_url(store, &data_dir)?),
         Command::Check { paths, config } => check(&paths, config.as_deref()),
-        Command::Ack { id, server } => server.post(
-            &format!("/api/v1/incidents/{id}/acknowledge"),
-            &server.author_body(),
-            &format!("{id} acknowledged"),
-        ),
+        Command::Ack { id, server } => {
+            // Someone else's acknowledgement is theirs: said, exit status 1.
+            let mut mine = true;
+            let code = server.post_then(
+                &format!("/api/v1/incidents/{id}/acknowledge"),
+                &server.author_body(),
+                |v| {
+                    if v["acknowledged"] == serde_json::Value::Bool(true) {
+                        say!("{id} acknowledged");
+                    } else {
+                        mine = false;
+                        eprintln!(
+                            "{id} was already acknowledged by {} at {}",
+                            printable(v["acknowledged_by"].as_str().unwrap_or("someone")),
+                            v["acknowledged_at"].as_str().unwrap_or("?")
+                        );
+                    }
+                },
+            )?;
+            Ok(if mine { code } else { ExitCode::from(1) })
+        }
         Command::Trigger {
             runbook,
             labels,

@@ -465,6 +465,18 @@ impl ServerConfig {
             }
         }
         let data_dir: PathBuf = o.data_dir.or(f.data_dir).unwrap_or_else(|| "data".into());
+        // A config file naming a store with its password is a secret.
+        if let (Some(p), Some(url)) = (file, &f.store) {
+            if url.starts_with("postgres")
+                && url.contains('@')
+                && url
+                    .split('@')
+                    .next()
+                    .is_some_and(|u| u.matches(':').count() >= 2)
+            {
+                warn_if_shared(p, "config file holding the store's password");
+            }
+        }
         let store = match (o.store, f.store) {
             (Some(s), _) => Some(s),
             (None, Some(s)) => Some(s.parse().map_err(|e| anyhow::anyhow!("bad `store`: {e}"))?),

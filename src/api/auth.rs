@@ -354,6 +354,18 @@ fn wants_page(req: &Request) -> bool {
             .is_none_or(HeaderValue::is_empty)
 }
 
+tokio::task_local! {
+    /// Who the request being served is from (set by [`gate`]): the UI's
+    /// pages show write forms only to someone who may act.
+    static WHO: Identity;
+}
+
+/// Whether the request being served may act (false outside a request).
+#[must_use]
+pub fn current_may_act() -> bool {
+    WHO.try_with(Identity::may_act).unwrap_or(false)
+}
+
 /// Decides every request before its handler: identifies it, refuses what
 /// its identity may not do, and hands the identity to the handler.
 pub async fn gate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -388,8 +400,8 @@ pub async fn gate(State(s): State<AppState>, mut req: Request, next: Next) -> Re
         }
         return e.into_response();
     }
-    req.extensions_mut().insert(who);
-    next.run(req).await
+    req.extensions_mut().insert(who.clone());
+    WHO.scope(who, next.run(req)).await
 }
 
 /// Who may write: an operator (a viewer gets 403, nobody 401). The gate has

@@ -125,7 +125,17 @@ fn is_ui_path(path: &str) -> bool {
 /// A person's browser asking for a page gets an HTML error page, not the
 /// API's JSON error (which clients of the API keep getting).
 async fn html_errors(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let ui = req.method() == axum::http::Method::GET && is_ui_path(req.uri().path());
+    // A page, or a form of a page (a person's browser either way).
+    let form = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes()
+                .starts_with(b"application/x-www-form-urlencoded")
+        });
+    let ui = (req.method() == axum::http::Method::GET
+        || (req.method() == axum::http::Method::POST && form))
+        && is_ui_path(req.uri().path());
     let resp = next.run(req).await;
     let status = resp.status();
     let json = resp

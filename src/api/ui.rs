@@ -142,6 +142,8 @@ fn page(s: &AppState, title: &str, template: &str, data: &Value) -> Result<Respo
     };
     let mut data = data.clone();
     data["csrf"] = json!(&*s.csrf);
+    // Write forms only for someone who may act (a viewer sees none).
+    data["can_act"] = json!(super::auth::current_may_act());
     let body = render(template, &data)?;
     let html = render(
         "layout",

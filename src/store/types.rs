@@ -398,6 +398,17 @@ pub(crate) mod say {
         format!("alert {} ({}) {}", a.name(), a.fingerprint, a.status)
     }
 
+    /// Who an alert's timeline entry is from: Alertmanager, or runbookd
+    /// for the alerts it makes itself (manual runs, drills).
+    #[must_use]
+    pub fn alert_author(receiver: &str) -> &'static str {
+        if receiver.starts_with("runbookd-") {
+            "runbookd"
+        } else {
+            "alertmanager"
+        }
+    }
+
     pub fn cooldown(runbook: &str, last: &str, cooldown: Duration) -> String {
         format!(
             "cooldown: `{runbook}` last ran for this alert at {last}, within its cooldown of {}",

@@ -71,6 +71,22 @@ async fn a_viewer_reads_but_cannot_act_an_operator_acts_under_their_name() {
     assert_eq!(app.post_alert(body).await.status(), 200);
     let (status, _) = get_as(&app, "/api/v1/incidents/INC-0001", "victor-token").await;
     assert_eq!(status, 200, "a viewer reads");
+    // A viewer's page shows no button they cannot use; an operator's does
+    // (#23, 18).
+    let page_as = |token: &'static str| {
+        let req = app
+            .client
+            .get(format!("{}/incidents/INC-0001", app.url))
+            .bearer_auth(token)
+            .send();
+        async move { req.await.unwrap().text().await.unwrap() }
+    };
+    let viewer = page_as("victor-token").await;
+    let operator = page_as("olga-token").await;
+    for form in ["update-form", "/acknowledge\"", "run-action"] {
+        assert!(!viewer.contains(form), "a viewer sees {form}");
+        assert!(operator.contains(form), "an operator misses {form}");
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let runs = loop {
         let (_, v) = get_as(&app, "/api/v1/incidents/INC-0001", "olga-token").await;
@@ -253,6 +269,23 @@ async fn the_cli_acknowledges_and_cancels_through_the_server() {
     ]);
     assert!(out.status.success(), "{}", crate::helpers::stderr(&out));
     assert_eq!(crate::helpers::stdout(&out), "INC-0001 acknowledged\n");
+    // Someone else's acknowledgement is not reported as mine (#23, 18).
+    let out = crate::helpers::runbookd(&[
+        "ack",
+        "INC-0001",
+        "--server",
+        &app.url,
+        "--as",
+        "dave",
+        "--data-dir",
+        store,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        crate::helpers::stderr(&out).contains("INC-0001 was already acknowledged by carol"),
+        "{}",
+        crate::helpers::stderr(&out)
+    );
     let out = crate::helpers::runbookd(&[
         "cancel",
         &run,

@@ -898,6 +898,12 @@ async fn the_webhook_credential_is_not_an_operators_and_people_sign_in() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // A form's refusal is a page a person reads, not raw JSON (#23, 18).
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("exploded"));
 
     let open = TestApp::start(&[("echo.yaml", ECHO)], |c| {
         c.auth.protect_reads = false;

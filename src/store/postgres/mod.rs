@@ -761,7 +761,7 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
             timeline(
                 tx,
                 incident,
-                "alertmanager",
+                say::alert_author(&input.notification.receiver),
                 "alert",
                 &say::alert(alert),
                 None,

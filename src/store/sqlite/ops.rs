@@ -231,7 +231,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             timeline(
                 conn,
                 incident,
-                "alertmanager",
+                say::alert_author(&n.receiver),
                 "alert",
                 &say::alert(alert),
                 None,
