@@ -55,6 +55,41 @@ impl FromStr for IncidentStatus {
 /// incident row and the incident page show the first one an alert has.
 pub const SUBJECT_LABELS: &[&str] = &["instance", "pod", "service", "job", "node", "cluster"];
 
+/// The labels of an Alertmanager `groupKey` (`{}/{…}:{alertname="A",
+/// unit="x"}`: the group's labels are its last `{…}`), besides `alertname`,
+/// as `unit=x`; `None` when it has none (a receiver that does not group).
+#[must_use]
+pub fn grouped_by(group_key: &str) -> Option<String> {
+    let inner = group_key.strip_suffix('}')?;
+    let start = inner
+        .rfind(":{")
+        .map(|i| i + 2)
+        .or_else(|| inner.starts_with('{').then_some(1))?;
+    let body = &inner[start..];
+    let mut out = Vec::new();
+    let mut rest = body.trim_start();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (_, '\\') => value.push(chars.next()?.1),
+                (i, '"') => break i,
+                (_, c) => value.push(c),
+            }
+        };
+        if name.trim() != "alertname" {
+            out.push(format!("{}={value}", name.trim()));
+        }
+        rest = after[end + 1..]
+            .trim_start()
+            .trim_start_matches(',')
+            .trim_start();
+    }
+    (!out.is_empty()).then(|| out.join(", "))
+}
+
 /// What an alert is about: the value of the first of [`SUBJECT_LABELS`] its
 /// labels have.
 #[must_use]
@@ -299,6 +334,15 @@ pub struct IncidentSummary {
     pub subject: Option<String>,
     /// Seconds from opening to resolution, or to now while open.
     pub duration_seconds: i64,
+    /// Who acknowledged the incident, and when.
+    pub acknowledged_at: Option<String>,
+    pub acknowledged_by: Option<String>,
+    /// Runs of it paused on an approval step: someone must decide.
+    pub awaiting_approval: i64,
+    /// The labels Alertmanager grouped it by besides `alertname` (its
+    /// `groupKey`'s), `unit=nginx.service, instance=web-1`: what tells it
+    /// from other incidents of the same alert.
+    pub grouped_by: Option<String>,
 }
 
 /// One alert of an incident.
@@ -412,9 +456,6 @@ pub struct IncidentDetail {
     pub timeline: Vec<TimelineEntry>,
     /// Manual steps reached by runs: open checklist items.
     pub checklist: Vec<ChecklistItem>,
-    /// Who acknowledged the incident, and when.
-    pub acknowledged_at: Option<String>,
-    pub acknowledged_by: Option<String>,
     /// What people were told (or, in shadow mode, would have been).
     pub notifications: Vec<crate::notify::MessageRecord>,
     pub escalations: Vec<crate::notify::EscalationRecord>,
@@ -470,6 +511,23 @@ impl Update {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_keys_labels_tell_incidents_of_one_alert_apart() {
+        assert_eq!(
+            grouped_by(r#"{}:{alertname="UnitDown", instance="web-1", unit="nginx.service"}"#)
+                .as_deref(),
+            Some("instance=web-1, unit=nginx.service")
+        );
+        assert_eq!(
+            grouped_by(r#"{}/{team="a"}:{alertname="X", path="a\"b, c"}"#).as_deref(),
+            Some(r#"path=a"b, c"#)
+        );
+        assert_eq!(grouped_by(r#"{}:{alertname="DiskFull"}"#), None);
+        assert_eq!(grouped_by("{}:{}"), None);
+        assert_eq!(grouped_by("g-1"), None, "a hand-written key");
+        assert_eq!(grouped_by(r#"{}:{broken="x}"#), None);
+    }
 
     #[test]
     fn ids_print_and_parse() {

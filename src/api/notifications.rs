@@ -60,8 +60,8 @@ async fn acknowledge(
     let detail = s.store.incident(id).await?;
     Ok(Json(json!({
         "acknowledged": first,
-        "acknowledged_by": detail.acknowledged_by,
-        "acknowledged_at": detail.acknowledged_at,
+        "acknowledged_by": detail.summary.acknowledged_by,
+        "acknowledged_at": detail.summary.acknowledged_at,
     })))
 }
 

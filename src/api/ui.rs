@@ -197,7 +197,23 @@ async fn overview(State(s): State<AppState>) -> Result<Response, ApiError> {
         .await?;
     let open: Vec<_> = open
         .into_iter()
-        .filter(|i| i.status != IncidentStatus::Resolved)
+        .filter(|i| i.status != IncidentStatus::Resolved && !i.drill)
+        .collect();
+    // What needs me, first: a decision, then nobody's yet, then the rest.
+    let decide: Vec<_> = open
+        .iter()
+        .filter(|i| i.awaiting_approval > 0)
+        .cloned()
+        .collect();
+    let unacked: Vec<_> = open
+        .iter()
+        .filter(|i| i.awaiting_approval == 0 && i.acknowledged_by.is_none())
+        .cloned()
+        .collect();
+    let acked: Vec<_> = open
+        .iter()
+        .filter(|i| i.awaiting_approval == 0 && i.acknowledged_by.is_some())
+        .cloned()
         .collect();
     let s7 = s.store.stats(Duration::from_secs(7 * 86400)).await?;
     let s30 = s.store.stats(Duration::from_secs(30 * 86400)).await?;
@@ -205,7 +221,7 @@ async fn overview(State(s): State<AppState>) -> Result<Response, ApiError> {
         &s,
         "Overview",
         "overview",
-        &json!({"refresh": 30, "open": table_rows(&open), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "mttr7_notified": mttr(s7.mttr_notified_seconds), "mttr30_notified": mttr(s30.mttr_notified_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
+        &json!({"refresh": 30, "decide": table_rows(&decide), "unacked": table_rows(&unacked), "acked": table_rows(&acked), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "mttr7_notified": mttr(s7.mttr_notified_seconds), "mttr30_notified": mttr(s30.mttr_notified_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
     )
 }
 

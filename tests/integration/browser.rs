@@ -420,6 +420,17 @@ async fn a_person_approves_a_waiting_step_from_the_incident_page() {
         })
         .await;
     let run = v["runs"][0]["id"].as_i64().unwrap();
+    // #23, item 10: the overview leads with what needs a person: a run
+    // waiting for a decision, and it is not acknowledged yet.
+    visit(&b, &app.url, "/").await;
+    let needs = text_of(&b, "#needs-decision + table").await;
+    assert!(
+        needs.contains("INC-0001")
+            && needs.contains("needs a decision")
+            && needs.contains("unacknowledged"),
+        "{needs}"
+    );
+    screenshot(&b, "overview").await;
     visit(&b, &app.url, "/incidents/INC-0001").await;
     let ask = text_of(&b, &format!("#approval-{run}")).await;
     assert!(ask.contains(&format!("Restart {HOSTILE}?")), "{ask}");

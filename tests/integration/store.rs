@@ -320,7 +320,7 @@ async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
     assert!(d.timeline.iter().any(|t| t.kind == "escalation"));
     let d = r[0].incident(acked).await.unwrap();
     assert_eq!(d.escalations[0].state, TimerState::Cancelled);
-    assert_eq!(d.acknowledged_by.as_deref(), Some("alice"));
+    assert_eq!(d.summary.acknowledged_by.as_deref(), Some("alice"));
     assert!(events(&d).iter().all(|e| e.1 != "escalated"));
     assert!(events(&d).iter().any(|e| e.1 == "incident_acknowledged"));
     assert!(d

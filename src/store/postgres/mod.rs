@@ -1498,6 +1498,7 @@ static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     format!(
         "i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id) AS alert_count,
          (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id AND a.status = 'firing') AS firing_count,
+         (SELECT COUNT(*) FROM runs r WHERE r.incident_id = i.id AND r.state = 'awaiting_approval') AS awaiting_approval,
          (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = i.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
         subject.join(", ")
     )
@@ -1532,6 +1533,12 @@ fn summary(r: &Row) -> Op<IncidentSummary> {
         firing_count: r.try_get("firing_count")?,
         subject: r.try_get("subject")?,
         duration_seconds: (resolved.unwrap_or_else(Utc::now) - created).num_seconds(),
+        acknowledged_at: r
+            .try_get::<_, Option<DateTime<Utc>>>("acknowledged_at")?
+            .map(ts),
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        awaiting_approval: r.try_get("awaiting_approval")?,
+        grouped_by: crate::incident::grouped_by(r.try_get("group_key")?),
     })
 }
 
@@ -1636,11 +1643,9 @@ impl Postgres {
                 })
                 .collect();
             let checklist = crate::store::types::checklist(&runs);
-            let acknowledged_at = row.try_get::<_, Option<DateTime<Utc>>>("acknowledged_at")?.map(ts);
-            let acknowledged_by: Option<String> = row.try_get("acknowledged_by")?;
             let (notifications, escalations) = outbox::of_incident(&client, id.0).await?;
             let approvals = approvals::of_incident(&client, id.0).await?;
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations, approvals })
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, notifications, escalations, approvals })
         }
         .await
         .map_err(Fail::into_store)

@@ -109,6 +109,7 @@ static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     format!(
         "i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id) AS alert_count,
          (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id AND a.status = 'firing') AS firing_count,
+         (SELECT COUNT(*) FROM runs r WHERE r.incident_id = i.id AND r.state = 'awaiting_approval') AS awaiting_approval,
          (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = i.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
         subject.join(", ")
     )
@@ -935,6 +936,10 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         firing_count: r.get("firing_count")?,
         subject: r.get("subject")?,
         duration_seconds: (end - start).num_seconds(),
+        acknowledged_at: r.get("acknowledged_at")?,
+        acknowledged_by: r.get("acknowledged_by")?,
+        awaiting_approval: r.get("awaiting_approval")?,
+        grouped_by: crate::incident::grouped_by(&r.get::<_, String>("group_key")?),
     })
 }
 
@@ -961,8 +966,8 @@ impl Sqlite {
     /// [`StoreError::NotFound`] or a database error.
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         self.read(move |conn| {
-            let (summary, root_cause, acknowledged_at, acknowledged_by) = conn
-                .one(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?, r.get::<_, Option<String>>("acknowledged_at")?, r.get::<_, Option<String>>("acknowledged_by")?)))
+            let (summary, root_cause) = conn
+                .one(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
                 .optional()?
                 .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
             let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;
@@ -1016,7 +1021,7 @@ impl Sqlite {
             let notifications = super::outbox::messages_of(conn, id.0)?;
             let escalations = super::outbox::escalations(conn, id.0)?;
             let approvals = super::approvals::of_incident(conn, id.0)?;
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, acknowledged_at, acknowledged_by, notifications, escalations, approvals })
+            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, notifications, escalations, approvals })
         })
         .await
     }
