@@ -135,6 +135,58 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Post an update to an incident (asks the running server): a message, and optionally a new status or the root cause.
+    Update {
+        /// e.g. INC-0042
+        id: crate::incident::IncidentId,
+        /// What happened, for the timeline.
+        message: String,
+        /// A new status (investigating, identified, monitoring, resolved).
+        #[arg(long)]
+        status: Option<crate::incident::IncidentStatus>,
+        /// What caused it (the postmortem shows it).
+        #[arg(long)]
+        root_cause: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Resolve an incident (asks the running server): an update with status `resolved`.
+    Resolve {
+        /// e.g. INC-0042
+        id: crate::incident::IncidentId,
+        /// Why, for the timeline.
+        #[arg(default_value = "resolved")]
+        message: String,
+        /// What caused it (the postmortem shows it).
+        #[arg(long)]
+        root_cause: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Tick a checklist item of an incident as done (asks the running server); `--undo` reopens it.
+    Tick {
+        /// e.g. INC-0042
+        id: crate::incident::IncidentId,
+        /// The item: its manual step's name (`incidents show` lists them).
+        step: String,
+        /// The run whose item it is, when several runs have one of that name.
+        #[arg(long)]
+        run: Option<i64>,
+        /// Reopen the item instead.
+        #[arg(long)]
+        undo: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Hand command of an incident over (asks the running server): NAME leads it from now on.
+    Handover {
+        /// e.g. INC-0042
+        id: crate::incident::IncidentId,
+        /// The new incident commander (with users on the server: an operator's name).
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Run a runbook now, by hand (asks the running server): a manual run with these labels.
     Trigger {
         /// The runbook's name.
@@ -151,7 +203,7 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Run a run's runbook again for the same alert, as a manual run (asks the running server).
+    /// Run a run's runbook again for the same alert, on the same incident, in the run's place (asks the running server).
     Rerun {
         /// The run's id (`incidents show`).
         run: i64,
@@ -403,6 +455,30 @@ impl ServerArgs {
     }
 }
 
+/// `runbookd update` and `resolve`: an update posted to the server.
+fn update(
+    id: crate::incident::IncidentId,
+    message: &str,
+    status: Option<crate::incident::IncidentStatus>,
+    root_cause: Option<String>,
+    server: &ServerArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut body = server.author_body();
+    body["message"] = serde_json::json!(message);
+    if let Some(st) = status {
+        body["status"] = serde_json::json!(st.as_str());
+    }
+    if let Some(rc) = root_cause {
+        body["root_cause"] = serde_json::json!(rc);
+    }
+    server.post_then(&format!("/api/v1/incidents/{id}/updates"), &body, |v| {
+        say!(
+            "{id}: update recorded; status {}",
+            v["status"].as_str().unwrap_or("?")
+        );
+    })
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -534,6 +610,65 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             },
         ),
+        Command::Update {
+            id,
+            message,
+            status,
+            root_cause,
+            server,
+        } => update(id, &message, status, root_cause, &server),
+        Command::Resolve {
+            id,
+            message,
+            root_cause,
+            server,
+        } => update(
+            id,
+            &message,
+            Some(crate::incident::IncidentStatus::Resolved),
+            root_cause,
+            &server,
+        ),
+        Command::Tick {
+            id,
+            step,
+            run,
+            undo,
+            server,
+        } => {
+            let mut body = server.author_body();
+            body["step"] = serde_json::json!(step);
+            body["done"] = serde_json::json!(!undo);
+            if let Some(r) = run {
+                body["run_id"] = serde_json::json!(r);
+            }
+            server.post_then(&format!("/api/v1/incidents/{id}/checklist"), &body, |v| {
+                if let Some(by) = v["done_by"].as_str() {
+                    say!(
+                        "{id}: `{}` of run #{} done (by {})",
+                        printable(&step),
+                        v["run_id"],
+                        printable(by)
+                    );
+                } else {
+                    say!("{id}: `{}` of run #{} open", printable(&step), v["run_id"]);
+                }
+            })
+        }
+        Command::Handover { id, name, server } => {
+            let mut body = server.author_body();
+            body["name"] = serde_json::json!(name);
+            server.post_then(&format!("/api/v1/incidents/{id}/commander"), &body, |v| {
+                let now = printable(v["commander"].as_str().unwrap_or("?"));
+                match v["previous"].as_str() {
+                    _ if v["changed"] == serde_json::json!(false) => {
+                        say!("{id}: {now} already leads it");
+                    }
+                    Some(was) => say!("{id}: {now} leads it now (was {})", printable(was)),
+                    None => say!("{id}: {now} leads it now"),
+                }
+            })
+        }
         Command::Approve {
             approval,
             run,
@@ -1068,14 +1203,14 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     alert.status,
                     alert.fingerprint
                 );
-                let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: None };
+                let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: None, rerun_of: None };
                 let mut result = executor.run(&req, transcript.clone(), &cancel).await;
                 // A local run pauses on an approval step as a server's
                 // does: the person at the terminal decides.
                 while let Some(asked) = result.awaiting.clone() {
                     let approval = ask_at_terminal(&rb.name, &asked).await;
                     let resume = crate::approval::Resume { prior: Box::new(result), approval };
-                    let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: Some(&resume) };
+                    let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: Some(&resume), rerun_of: None };
                     result = executor.run(&req, transcript.clone(), &cancel).await;
                 }
                 let not_ok = result
@@ -1407,6 +1542,12 @@ fn incidents(
                             .unwrap_or_default(),
                         s.services.join(", ")
                     )?;
+                    let lead = match (&s.commander, &s.acknowledged_by) {
+                        (Some(c), _) => format!("led by {} (incident commander)", printable(c)),
+                        (None, Some(a)) => format!("acknowledged by {}", printable(a)),
+                        (None, None) => "not acknowledged".to_owned(),
+                    };
+                    writeln!(out, "{lead}")?;
                     writeln!(out, "\nalerts:")?;
                     for a in &detail.alerts {
                         let labels: Vec<String> = a
@@ -1439,15 +1580,24 @@ fn incidents(
                         write_run_steps(&mut out, r)?;
                     }
                     if !detail.checklist.is_empty() {
-                        writeln!(out, "\nchecklist (open):")?;
+                        writeln!(out, "\nchecklist (`runbookd tick {id} STEP` when done):")?;
                         for c in &detail.checklist {
+                            let done = c.done_by.as_ref().map(|by| {
+                                format!(
+                                    "; done by {} at {}",
+                                    printable(by),
+                                    c.done_at.as_deref().unwrap_or("?")
+                                )
+                            });
                             writeln!(
                                 out,
-                                "  [ ] {} (run #{} {}, step {})",
+                                "  [{}] {} (run #{} {}, step {}{})",
+                                if done.is_some() { "x" } else { " " },
                                 printable(&c.text),
                                 c.run_id,
                                 c.runbook,
-                                c.step
+                                c.step,
+                                done.unwrap_or_default()
                             )?;
                         }
                     }

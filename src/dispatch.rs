@@ -798,6 +798,7 @@ impl Dispatcher {
             incident,
             lease: Some(c.lease),
             resume: c.resume.as_ref(),
+            rerun_of: c.rerun_of,
         };
         let observer = Arc::new(StoreObserver::new(
             self.store.clone(),

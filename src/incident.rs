@@ -337,6 +337,9 @@ pub struct IncidentSummary {
     /// Who acknowledged the incident, and when.
     pub acknowledged_at: Option<String>,
     pub acknowledged_by: Option<String>,
+    /// The person leading the incident: the first to acknowledge it, then
+    /// whoever it was handed to.
+    pub commander: Option<String>,
     /// Runs of it paused on an approval step: someone must decide.
     pub awaiting_approval: i64,
     /// The labels Alertmanager grouped it by besides `alertname` (its
@@ -374,6 +377,9 @@ pub struct RunRecord {
     pub result: Option<RunDetail>,
     /// Output received so far from the step that is running.
     pub live_output: Vec<OutputChunk>,
+    /// A re-run: the first run of what it re-runs (a re-run takes that
+    /// run's place on its incident).
+    pub rerun_of: Option<i64>,
 }
 
 /// What a finished run recorded: what it executed, or in shadow mode what
@@ -412,7 +418,7 @@ impl RunDetail {
         }
     }
 
-    /// Manual steps reached and not done.
+    /// Manual steps reached (checklist items; people tick them).
     pub fn open_checklist(&self) -> impl Iterator<Item = &crate::exec::run::StepRecord> {
         let steps = match self {
             RunDetail::Executed(r) => r.steps.as_slice(),
@@ -469,6 +475,16 @@ pub struct ChecklistItem {
     pub runbook: String,
     pub step: String,
     pub text: String,
+    /// Who ticked it, and when; `None` while it is open.
+    pub done_by: Option<String>,
+    pub done_at: Option<String>,
+}
+
+impl ChecklistItem {
+    #[must_use]
+    pub fn is_open(&self) -> bool {
+        self.done_by.is_none()
+    }
 }
 
 /// A person's update to an incident.

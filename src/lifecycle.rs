@@ -2,12 +2,14 @@
 //! incident's status and escalation, decided here and only persisted by the
 //! store. `investigating` when opened → `identified` when a remediation run
 //! starts → `monitoring` when every remediation run succeeded → `resolved`
-//! when Alertmanager reports every alert resolved; a failed or timed-out
-//! remediation run marks the incident `run_failed` and puts it back to
-//! `investigating`. A run that succeeded but left checklist items (manual
-//! steps) leaves the incident `identified`: people still have work to do,
-//! so it is not `monitoring`. (`escalated` is not the lifecycle's: it means
-//! an escalation timer fired.)
+//! when Alertmanager reports every alert resolved; a failed, timed-out or
+//! interrupted remediation run marks the incident `run_failed` and puts it
+//! back to `investigating`. A run that succeeded but left checklist items
+//! (manual steps) leaves the incident `identified`: people still have work
+//! to do, so it is not `monitoring` until they tick the last one. A re-run
+//! takes its original's place: once no remediation run that failed is left
+//! un-re-run, `run_failed` clears. (`escalated` is not the lifecycle's: it
+//! means an escalation timer fired.)
 
 use crate::incident::{IncidentStatus, RunState};
 use crate::plan::Phase;
@@ -26,6 +28,9 @@ pub enum Event<'a> {
     RunStarted {
         runbook: &'a str,
         phase: Phase,
+        /// Remediation runs of the incident that failed and were not re-run
+        /// since.
+        failed_runs: usize,
     },
     RunFinished {
         runbook: &'a str,
@@ -38,6 +43,13 @@ pub enum Event<'a> {
         /// Checklist items (manual steps) this run left for people.
         open_checklist: usize,
     },
+    /// People ticked or reopened checklist items.
+    ChecklistChanged {
+        /// Items of the incident still open.
+        open: usize,
+        /// As in `RunFinished`.
+        remediation_not_succeeded: usize,
+    },
     /// Alertmanager reports every alert of the incident resolved.
     AllAlertsResolved,
 }
@@ -47,7 +59,9 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transition {
     pub status: IncidentStatus,
-    pub run_failed: bool,
+    /// Set or clear `run_failed`; `None` leaves it (a resolved incident
+    /// still says a run of it failed).
+    pub run_failed: Option<bool>,
     pub author: &'static str,
     pub message: String,
 }
@@ -55,15 +69,19 @@ pub struct Transition {
 /// The transition `event` causes for `incident`, if any.
 #[must_use]
 pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
-    let runbookd = |status, run_failed, message: String| Transition {
+    let runbookd = |status, run_failed: bool, message: String| Transition {
         status,
-        run_failed,
+        run_failed: Some(run_failed),
         author: "runbookd",
         message,
     };
     match event {
-        Event::RunStarted { runbook, phase } => (incident.status == IncidentStatus::Investigating
-            && !incident.run_failed
+        Event::RunStarted {
+            runbook,
+            phase,
+            failed_runs,
+        } => (incident.status == IncidentStatus::Investigating
+            && failed_runs == 0
             && phase == Phase::Remediation)
             .then(|| {
                 runbookd(
@@ -79,7 +97,7 @@ pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
         } => None,
         Event::RunFinished {
             runbook,
-            state: state @ (RunState::Failed | RunState::TimedOut),
+            state: state @ (RunState::Failed | RunState::TimedOut | RunState::Interrupted),
             summary,
             ..
         } => Some(runbookd(
@@ -96,7 +114,7 @@ pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
             remediation_not_succeeded: 0,
             open_checklist: open @ 1..,
             ..
-        } if !incident.run_failed && incident.status != IncidentStatus::Monitoring => {
+        } if incident.status != IncidentStatus::Monitoring => {
             Some(runbookd(
                 IncidentStatus::Identified,
                 false,
@@ -109,17 +127,32 @@ pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
             state: RunState::Succeeded | RunState::SucceededWithFailures,
             remediation_not_succeeded: 0,
             ..
-        } if !incident.run_failed && incident.status != IncidentStatus::Monitoring => {
+        } if incident.status != IncidentStatus::Monitoring => Some(runbookd(
+            IncidentStatus::Monitoring,
+            false,
+            "monitoring: every run of the incident succeeded".to_owned(),
+        )),
+        Event::ChecklistChanged {
+            open: 0,
+            remediation_not_succeeded: 0,
+        } if incident.status == IncidentStatus::Identified && !incident.run_failed => Some(runbookd(
+            IncidentStatus::Monitoring,
+            false,
+            "monitoring: every run of the incident succeeded and every checklist item is done"
+                .to_owned(),
+        )),
+        Event::ChecklistChanged { open: 1.., .. } if incident.status == IncidentStatus::Monitoring => {
             Some(runbookd(
-                IncidentStatus::Monitoring,
+                IncidentStatus::Identified,
                 false,
-                "monitoring: every run of the incident succeeded".to_owned(),
+                "identified: a checklist item was reopened; not monitoring until it is done"
+                    .to_owned(),
             ))
         }
-        Event::RunFinished { .. } => None,
+        Event::RunFinished { .. } | Event::ChecklistChanged { .. } => None,
         Event::AllAlertsResolved => Some(Transition {
             status: IncidentStatus::Resolved,
-            run_failed: false,
+            run_failed: None,
             author: "alertmanager",
             message: "resolved: Alertmanager reports every alert of the incident resolved"
                 .to_owned(),
@@ -156,25 +189,41 @@ mod tests {
         let started = Event::RunStarted {
             runbook: "disk",
             phase: Phase::Remediation,
+            failed_runs: 0,
         };
         let t = next(OPEN, started).unwrap();
         assert_eq!(t.status, IncidentStatus::Identified);
         assert_eq!(t.message, "identified: runbook `disk` is running");
-        // Not once a run failed, not for on_resolved runs, not from later states.
-        assert_eq!(next(at(IncidentStatus::Investigating, true), started), None);
+        // Not while a failed run is left, not for on_resolved runs, not from later states.
+        let another_failed = Event::RunStarted {
+            runbook: "disk",
+            phase: Phase::Remediation,
+            failed_runs: 1,
+        };
+        assert_eq!(
+            next(at(IncidentStatus::Investigating, true), another_failed),
+            None
+        );
         assert_eq!(next(at(IncidentStatus::Monitoring, false), started), None);
+        // A re-run of the failed run: it takes the failed one's place.
+        let t = next(at(IncidentStatus::Investigating, true), started).unwrap();
+        assert_eq!(
+            (t.status, t.run_failed),
+            (IncidentStatus::Identified, Some(false))
+        );
         let resolution = Event::RunStarted {
             runbook: "disk",
             phase: Phase::Resolution,
+            failed_runs: 0,
         };
         assert_eq!(next(OPEN, resolution), None);
     }
 
     #[test]
     fn a_failed_or_timed_out_run_goes_back_to_investigating() {
-        for state in [RunState::Failed, RunState::TimedOut] {
+        for state in [RunState::Failed, RunState::TimedOut, RunState::Interrupted] {
             let t = next(at(IncidentStatus::Monitoring, false), finished(state, 1)).unwrap();
-            assert!(t.run_failed);
+            assert_eq!(t.run_failed, Some(true));
             assert_eq!(t.status, IncidentStatus::Investigating);
             assert!(
                 t.message.starts_with("a run failed: runbook `disk` "),
@@ -201,11 +250,21 @@ mod tests {
         );
         assert_eq!(
             next(
-                at(IncidentStatus::Identified, true),
-                finished(RunState::Succeeded, 0)
+                at(IncidentStatus::Investigating, true),
+                finished(RunState::Succeeded, 1)
             ),
             None,
             "an incident whose run failed stays with people"
+        );
+        // ... until that run is re-run and succeeds.
+        let t = next(
+            at(IncidentStatus::Identified, true),
+            finished(RunState::Succeeded, 0),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.status, t.run_failed),
+            (IncidentStatus::Monitoring, Some(false))
         );
         // A run that left checklist items for people is not monitoring: a
         // diagnostics-only run found what to do, it did not do it.
@@ -231,14 +290,35 @@ mod tests {
             ),
             None
         );
-        for quiet in [
-            RunState::Cancelled,
-            RunState::Skipped,
-            RunState::Interrupted,
-            RunState::Planned,
-        ] {
+        for quiet in [RunState::Cancelled, RunState::Skipped, RunState::Planned] {
             assert_eq!(next(ident, finished(quiet, 0)), None, "{quiet}");
         }
+    }
+
+    #[test]
+    fn ticking_the_last_checklist_item_moves_to_monitoring_and_reopening_moves_back() {
+        let ident = at(IncidentStatus::Identified, false);
+        let done = |open, not_succeeded| Event::ChecklistChanged {
+            open,
+            remediation_not_succeeded: not_succeeded,
+        };
+        let t = next(ident, done(0, 0)).unwrap();
+        assert_eq!(t.status, IncidentStatus::Monitoring);
+        assert!(
+            t.message.contains("every checklist item is done"),
+            "{}",
+            t.message
+        );
+        assert_eq!(next(ident, done(1, 0)), None, "items are left");
+        assert_eq!(next(ident, done(0, 1)), None, "a run is still going");
+        assert_eq!(
+            next(at(IncidentStatus::Identified, true), done(0, 0)),
+            None,
+            "a failed run is left for people"
+        );
+        let t = next(at(IncidentStatus::Monitoring, false), done(1, 0)).unwrap();
+        assert_eq!(t.status, IncidentStatus::Identified);
+        assert_eq!(next(at(IncidentStatus::Resolved, false), done(1, 0)), None);
     }
 
     #[test]
@@ -269,8 +349,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (t.status, t.author),
-            (IncidentStatus::Resolved, "alertmanager")
+            (t.status, t.author, t.run_failed),
+            (IncidentStatus::Resolved, "alertmanager", None)
         );
     }
 }

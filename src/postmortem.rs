@@ -115,15 +115,24 @@ pub fn context(d: &IncidentDetail) -> Value {
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             let label = format!("`{}` step `{}`", run.runbook, step.name);
             let Some(outcome) = &step.outcome else {
-                actions.push(format!(
-                    "{} (checklist item of `{}`)",
-                    cell(step.plan.text.as_deref().unwrap_or_default()),
-                    run.runbook
-                ));
+                let text = cell(step.plan.text.as_deref().unwrap_or_default());
+                let done = d
+                    .checklist
+                    .iter()
+                    .find(|c| c.run_id == run.id && c.step == step.name)
+                    .and_then(|c| c.done_by.as_deref());
+                match done {
+                    Some(by) => well.push(format!(
+                        "{text} (checklist item of `{}`) done by {}",
+                        run.runbook,
+                        cell(by)
+                    )),
+                    None => actions.push(format!("{text} (checklist item of `{}`)", run.runbook)),
+                }
                 events.push((
                     at,
                     "runbookd".into(),
-                    format!("{label}: open checklist item"),
+                    format!("{label}: checklist item for people"),
                 ));
                 continue;
             };
@@ -221,6 +230,7 @@ pub fn context(d: &IncidentDetail) -> Value {
             "created_at": s.created_at, "resolved_at": s.resolved_at, "alerts_ended_at": s.alerts_ended_at, "recovered": s.recovered_seconds.map(human), "date": parse(&s.created_at).map(|t| t.format("%Y-%m-%d").to_string()),
             "start": utc(&s.created_at), "end": s.resolved_at.as_deref().map(utc), "duration": human(s.duration_seconds),
             "duration_seconds": s.duration_seconds, "root_cause": d.root_cause.as_deref().map(cell), "shadow": s.shadow,
+            "commander": s.commander.as_deref().map(cell), "acknowledged_by": s.acknowledged_by.as_deref().map(cell),
         },
         "summary": summary,
         "alerts": alerts,
@@ -265,6 +275,7 @@ mod tests {
                 run_failed: true,
                 acknowledged_at: None,
                 acknowledged_by: None,
+                commander: None,
                 awaiting_approval: 0,
                 grouped_by: None,
                 services: vec![],

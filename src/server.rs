@@ -276,7 +276,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         dispatcher: dispatcher.clone(),
         runbooks,
         runbooks_dir: cfg.runbooks.clone(),
-        auth: Arc::new(auth),
+        auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),
         body_limit: cfg.body_limit,
         max_queued_runs: Arc::new(std::sync::atomic::AtomicU64::new(cfg.max_queued_runs)),
         metrics,

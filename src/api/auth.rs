@@ -369,10 +369,10 @@ pub fn current_may_act() -> bool {
 /// Decides every request before its handler: identifies it, refuses what
 /// its identity may not do, and hands the identity to the handler.
 pub async fn gate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let who = identify(&s.auth, req.headers());
+    let who = identify(&s.auth(), req.headers());
     let refused = match access(req.method(), req.uri().path()) {
         Access::Public | Access::Webhook => None,
-        Access::Read if !s.auth.protect_reads || who.may_read() => None,
+        Access::Read if !s.auth().protect_reads || who.may_read() => None,
         Access::Act if who.may_act() => None,
         Access::Read | Access::Act => Some(match &who {
             Identity::Nobody | Identity::Local => ApiError::Unauthorized,
@@ -512,11 +512,11 @@ async fn login(State(s): State<AppState>, body: axum::body::Body) -> Response {
         Err(e) => return e.into_response(),
     };
     let next = local_next(Some(&f.next));
-    let who = sign_in(&s.auth, &f.user, &f.secret);
+    let who = sign_in(&s.auth(), &f.user, &f.secret);
     let expires = now_secs() + SESSION_TTL.as_secs();
-    let Some(value) = session_value(&s.auth, &who, expires) else {
+    let Some(value) = session_value(&s.auth(), &who, expires) else {
         tracing::warn!(user = %f.user.escape_debug(), "a sign-in was refused");
-        let why = if s.auth.users.is_empty() {
+        let why = if s.auth().users.is_empty() {
             "That is not the operator credential."
         } else {
             "Unknown user, or a wrong password or token."

@@ -10,6 +10,7 @@ pub mod hygiene;
 mod incidents;
 pub mod listener;
 mod notifications;
+mod people;
 mod runs;
 mod ui;
 mod webhook;
@@ -44,7 +45,8 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub runbooks: Runbooks,
     pub runbooks_dir: PathBuf,
-    pub auth: Arc<Auth>,
+    /// Credentials and users: a reload (SIGHUP) swaps them whole.
+    pub auth: Arc<std::sync::RwLock<Arc<Auth>>>,
     pub body_limit: usize,
     /// Runs allowed in the queue; past it the webhook answers 503.
     pub max_queued_runs: Arc<std::sync::atomic::AtomicU64>,
@@ -66,6 +68,15 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The credentials in force now.
+    #[must_use]
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
     /// The runbook set in force now (a reload swaps it whole).
     #[must_use]
     pub fn runbook_set(&self) -> Arc<crate::runbook::RunbookSet> {
@@ -85,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(notifications::router())
         .merge(runs::router())
         .merge(approvals::router())
+        .merge(people::router())
         .merge(health::router())
         .merge(ui::router())
         .merge(auth::router())

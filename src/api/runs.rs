@@ -223,47 +223,17 @@ async fn rerun(
     Ok(Json(rerun_as(&s, id, author).await?))
 }
 
-/// Re-runs run `id` for `author`: a manual run of its runbook with its
-/// alert's labels and annotations, noted on the original incident.
+/// Re-runs run `id` for `author`: the same runbook for the same alert, on
+/// the same incident (no new incident, nobody paged for one), in place of
+/// the original.
 pub(super) async fn rerun_as(s: &AppState, id: i64, author: String) -> Result<Value, ApiError> {
-    let (incident, runbook, fingerprint) = s
-        .store
-        .run_origin(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("run {id}")))?;
-    let detail = s.store.incident(incident).await?;
-    let alert = detail
-        .alerts
-        .iter()
-        .find(|a| a.fingerprint == fingerprint)
-        .ok_or_else(|| ApiError::NotFound(format!("the alert of run {id}")))?;
-    let note = format!("re-ran run #{id} of `{runbook}` (from {incident})");
-    // A re-run is what the original was: a plan stays a plan, and a
-    // drill's re-run pages nobody either.
-    let mut labels = alert.labels.clone();
-    labels.remove("runbookd_origin");
-    let started = start_as(
-        s,
-        &runbook,
-        labels,
-        alert.annotations.clone(),
-        &author,
-        note,
-        s.shadow || detail.summary.shadow,
-        detail.summary.receiver != crate::drill::DRILL_RECEIVER,
-    )
-    .await?;
-    let new_incident = started["incident"].as_str().unwrap_or_default().to_owned();
-    s.store
-        .add_update(
-            incident,
-            crate::incident::Update {
-                author: author.clone(),
-                message: format!("re-ran run #{id} as {new_incident}"),
-                status: None,
-                root_cause: None,
-            },
-        )
-        .await?;
-    Ok(started)
+    let r = s.store.rerun(id, author.clone()).await?;
+    s.dispatcher.wake();
+    tracing::info!(run = id, rerun = r.run, incident = %r.incident, by = %author, "re-run queued");
+    Ok(json!({
+        "incident": r.incident,
+        "runs": [r.run],
+        "rerun_of": r.rerun_of,
+        "duplicate_runs": 0,
+    }))
 }

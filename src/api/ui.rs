@@ -90,6 +90,8 @@ pub fn router() -> Router<AppState> {
             axum::routing::post(acknowledge),
         )
         .route("/incidents/{id}/events", get(events))
+        .route("/incidents/{id}/checklist", axum::routing::post(tick))
+        .route("/incidents/{id}/commander", axum::routing::post(hand_over))
         .route("/runbooks", get(runbooks))
         .route("/runbooks/{name}/runs", axum::routing::post(run_now))
         .route("/runs/{id}/cancel", axum::routing::post(cancel_run))
@@ -341,6 +343,7 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
             let open = Some(r.id) == last_run
                 || !r.state.is_quiet();
             json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps, "active": r.state.is_active(),
+                   "rerun_of": r.rerun_of, "may_rerun": d.summary.status != crate::incident::IncidentStatus::Resolved,
                    "live": live.0, "live_step": live.1, "open": open, "step_count": steps.len()})
         })
         .collect();
@@ -393,7 +396,9 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
             "firing": firing, "failed": failed, "many_alerts": d.alerts.len() > 3,
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
             "recovered": d.summary.recovered_seconds.map(human_secs),
-            "users": !s.auth.users.is_empty(),
+            "users": !s.auth().users.is_empty(),
+            "operators": s.auth().users.iter().filter(|u| u.role == crate::config::Role::Operator).map(|u| u.name.clone()).collect::<Vec<_>>(),
+            "open_items": d.checklist.iter().filter(|c| c.is_open()).count(),
             "pending": d.approvals.iter().filter(|a| a.state == crate::approval::ApprovalState::Pending).collect::<Vec<_>>(),
         }),
     )
@@ -410,7 +415,15 @@ macro_rules! form_token {
     };
 }
 
-form_token!(RunForm, DecisionForm, AckForm, UpdateForm, PlanForm);
+form_token!(
+    RunForm,
+    DecisionForm,
+    AckForm,
+    UpdateForm,
+    PlanForm,
+    TickForm,
+    CommanderForm
+);
 
 #[derive(serde::Deserialize)]
 struct RunForm {
@@ -567,6 +580,63 @@ struct AckForm {
     author: String,
 }
 
+#[derive(serde::Deserialize)]
+struct TickForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    author: String,
+    run_id: i64,
+    step: String,
+    /// `true` ticks, `false` reopens.
+    done: bool,
+}
+
+/// A checklist item's Done / Reopen button.
+async fn tick(
+    State(s): State<AppState>,
+    ident: Option<axum::Extension<super::Identity>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let actor = super::operator(ident.as_ref())?;
+    let id = parse_id(&id)?;
+    let f: TickForm = super::form(&s, body, 16 << 10).await?;
+    let author = super::notifications::who(&actor, &f.author)?;
+    let t = super::people::TickRequest {
+        run_id: Some(f.run_id),
+        step: f.step,
+        done: f.done,
+        author: String::new(),
+    };
+    super::people::tick_as(&s, id, t, author).await?;
+    Ok(Redirect::to(&format!("/incidents/{id}#now")).into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct CommanderForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    author: String,
+    name: String,
+}
+
+/// The incident page's hand-over form.
+async fn hand_over(
+    State(s): State<AppState>,
+    ident: Option<axum::Extension<super::Identity>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let actor = super::operator(ident.as_ref())?;
+    let id = parse_id(&id)?;
+    let f: CommanderForm = super::form(&s, body, 16 << 10).await?;
+    let author = super::notifications::who(&actor, &f.author)?;
+    super::people::hand_over_as(&s, id, &f.name, author).await?;
+    Ok(Redirect::to(&format!("/incidents/{id}")).into_response())
+}
+
 /// The incident page's Acknowledge button.
 async fn acknowledge(
     State(s): State<AppState>,
@@ -718,7 +788,7 @@ pub(super) fn login_page(
         s,
         "Sign in",
         "login",
-        &json!({"error": error, "next": next, "users": !s.auth.users.is_empty()}),
+        &json!({"error": error, "next": next, "users": !s.auth().users.is_empty()}),
     )
     .unwrap_or_else(IntoResponse::into_response);
     *resp.status_mut() = status;
@@ -755,7 +825,7 @@ async fn runbooks(State(s): State<AppState>) -> Result<Response, ApiError> {
         &s,
         "Runbooks",
         "runbooks",
-        &json!({"runbooks": list, "users": !s.auth.users.is_empty()}),
+        &json!({"runbooks": list, "users": !s.auth().users.is_empty()}),
     )
 }
 

@@ -47,8 +47,8 @@ async fn webhook(
 }
 
 async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Value>, ApiError> {
-    if !super::auth::webhook_authorized(&s.auth, headers) {
-        return Err(ApiError::WebhookUnauthorized(s.auth.webhook_hint.clone()));
+    if !super::auth::webhook_authorized(&s.auth(), headers) {
+        return Err(ApiError::WebhookUnauthorized(s.auth().webhook_hint.clone()));
     }
     super::require_json(headers)?;
     let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;

@@ -256,6 +256,9 @@ pub struct RunRequest<'a> {
     pub lease: Option<crate::store::Lease>,
     /// A run paused on an approval step and decided: resumed after that step.
     pub resume: Option<&'a crate::approval::Resume>,
+    /// A re-run: the first run of what it re-runs (its `until: resolved`
+    /// silences are that run's, found again rather than made twice).
+    pub rerun_of: Option<i64>,
 }
 
 /// The run's state that step templates read as `steps.*`.
@@ -740,9 +743,13 @@ impl Executor {
                 None,
             );
         };
-        let run = req
-            .lease
-            .map_or_else(|| "local".to_owned(), |l| l.run_id.to_string());
+        // A silence kept until the alert resolves belongs to the run and
+        // its re-runs; one that ends with the run, to this run alone.
+        let run = match (req.lease, req.rerun_of, silence.until) {
+            (Some(_), Some(first), crate::silence::Until::Resolved) => first.to_string(),
+            (Some(l), ..) => l.run_id.to_string(),
+            (None, ..) => "local".to_owned(),
+        };
         let tag = format!(
             "[runbookd {} run {run} step {}]",
             req.incident.id, step.name

@@ -389,6 +389,44 @@ impl Store {
         each!(self, b => b.acknowledge(id, who))
     }
 
+    /// Ticks (or, `done: false`, reopens) a checklist item of the incident:
+    /// who and when are recorded, on the timeline too; ticking the last open
+    /// item of an incident whose runs all succeeded moves it to
+    /// `monitoring`. Ticking a done item changes nothing. Answers the item.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (no such incident or item),
+    /// [`StoreError::Conflict`] (several runs have an item of that name and
+    /// the tick does not say which), or a store error.
+    #[must_use]
+    pub fn tick(&self, id: IncidentId, t: Tick) -> Pending<crate::incident::ChecklistItem> {
+        each!(self, b => b.tick(id, t))
+    }
+
+    /// Makes `to` the incident's commander, `by`'s hand-over, on the
+    /// timeline; an incident nobody acknowledged is acknowledged by `by`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or a store error.
+    #[must_use]
+    pub fn hand_over(&self, id: IncidentId, to: String, by: String) -> Pending<HandOver> {
+        each!(self, b => b.hand_over(id, to, by))
+    }
+
+    /// Queues run `run` again on its incident, for its alert (`who` asked):
+    /// the re-run takes its original's place (its failure no longer
+    /// counts once the re-run is queued and succeeds; its silences are
+    /// found again, not made twice).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] when the run has
+    /// not ended, another run for the alert is in progress or the incident
+    /// is resolved; or a store error.
+    #[must_use]
+    pub fn rerun(&self, run: i64, who: String) -> Pending<Rerun> {
+        each!(self, b => b.rerun(run, who))
+    }
+
     /// Fires the escalation timers that are due, each once across replicas
     /// (or cancels them when what they wait for happened); how many fired.
     ///

@@ -106,6 +106,8 @@ pub struct Claimed {
     pub shadow: bool,
     /// A run that paused on an approval step and was decided: it resumes.
     pub resume: Option<crate::approval::Resume>,
+    /// A re-run: the first run of what it re-runs.
+    pub rerun_of: Option<i64>,
 }
 
 /// What a heartbeat learned about the runs it renewed.
@@ -363,22 +365,207 @@ pub(crate) fn run_detail(
     }
 }
 
-/// Manual steps reached and not done: the incident's open checklist.
-pub(crate) fn checklist(
-    runs: &[crate::incident::RunRecord],
-) -> Vec<crate::incident::ChecklistItem> {
+/// Who ticked a checklist item, and when, by (run id, step name).
+pub(crate) type Ticks = HashMap<(i64, String), (String, String)>;
+
+/// The runs a later re-run took the place of (a run's lineage is its
+/// `rerun_of`, or itself): their open checklist items and failures no
+/// longer count.
+pub(crate) fn superseded(runs: &[(i64, i64)]) -> BTreeSet<i64> {
+    let mut latest: HashMap<i64, i64> = HashMap::new();
+    for &(id, lineage) in runs {
+        let l = latest.entry(lineage).or_insert(id);
+        *l = (*l).max(id);
+    }
     runs.iter()
-        .filter_map(|run| run.result.as_ref().map(|res| (run, res)))
+        .filter(|(id, lineage)| latest.get(lineage).is_some_and(|l| l > id))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// A run as the checklist sees it.
+pub(crate) struct ChecklistRun<'a> {
+    pub id: i64,
+    pub runbook: &'a str,
+    /// Its `rerun_of`, or itself.
+    pub lineage: i64,
+    pub result: Option<&'a crate::incident::RunDetail>,
+}
+
+impl<'a> ChecklistRun<'a> {
+    pub fn of(r: &'a crate::incident::RunRecord) -> Self {
+        ChecklistRun {
+            id: r.id,
+            runbook: &r.runbook,
+            lineage: r.rerun_of.unwrap_or(r.id),
+            result: r.result.as_ref(),
+        }
+    }
+}
+
+/// The incident's checklist: the manual steps its runs reached, done (with
+/// who and when) or open; a superseded run's open items are left out.
+pub(crate) fn checklist(
+    runs: &[ChecklistRun<'_>],
+    ticks: &Ticks,
+) -> Vec<crate::incident::ChecklistItem> {
+    let gone = superseded(&runs.iter().map(|r| (r.id, r.lineage)).collect::<Vec<_>>());
+    runs.iter()
+        .filter_map(|run| run.result.map(|res| (run, res)))
         .flat_map(|(run, res)| {
-            res.open_checklist()
-                .map(move |s| crate::incident::ChecklistItem {
+            let gone = gone.contains(&run.id);
+            res.open_checklist().filter_map(move |s| {
+                let done = ticks.get(&(run.id, s.name.clone()));
+                (done.is_some() || !gone).then(|| crate::incident::ChecklistItem {
                     run_id: run.id,
-                    runbook: run.runbook.clone(),
+                    runbook: run.runbook.to_owned(),
                     step: s.name.clone(),
                     text: s.plan.text.clone().unwrap_or_default(),
+                    done_by: done.map(|d| d.0.clone()),
+                    done_at: done.map(|d| d.1.clone()),
                 })
+            })
         })
         .collect()
+}
+
+/// Someone ticks (or reopens) a checklist item.
+#[derive(Debug, Clone)]
+pub struct Tick {
+    /// The run whose manual step it is; may be left out when only one run
+    /// of the incident has a step of that name.
+    pub run_id: Option<i64>,
+    pub step: String,
+    /// `false` reopens it.
+    pub done: bool,
+    pub who: String,
+}
+
+/// The item `t` names among `items`: exactly one, or why not.
+///
+/// # Errors
+/// [`StoreError::NotFound`] for no such item, [`StoreError::Conflict`]
+/// when several runs have one and `t` does not say which.
+pub(crate) fn pick<'a>(
+    items: &'a [crate::incident::ChecklistItem],
+    t: &Tick,
+    incident: IncidentId,
+) -> crate::store::Result<&'a crate::incident::ChecklistItem> {
+    let found: Vec<&crate::incident::ChecklistItem> = items
+        .iter()
+        .filter(|i| i.step == t.step && t.run_id.is_none_or(|r| r == i.run_id))
+        .collect();
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(crate::store::StoreError::NotFound(format!(
+            "checklist item `{}`{} of {incident} (its items: {})",
+            t.step,
+            t.run_id
+                .map(|r| format!(" of run #{r}"))
+                .unwrap_or_default(),
+            if items.is_empty() {
+                "none".to_owned()
+            } else {
+                items
+                    .iter()
+                    .map(|i| format!("`{}` of run #{}", i.step, i.run_id))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ))),
+        many => Err(crate::store::StoreError::Conflict(format!(
+            "`{}` is a checklist item of runs {}: say which run",
+            t.step,
+            many.iter()
+                .map(|i| format!("#{}", i.run_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// Whether run `run` (in `state`, of `incident` in `status`) may be re-run
+/// now; `busy`: a run of the same runbook, alert and phase in progress.
+///
+/// # Errors
+/// [`StoreError::Conflict`](crate::store::StoreError::Conflict) saying why not.
+pub(crate) fn may_rerun(
+    run: i64,
+    state: RunState,
+    incident: IncidentId,
+    status: crate::incident::IncidentStatus,
+    runbook: &str,
+    busy: Option<i64>,
+) -> crate::store::Result<()> {
+    let no = |why: String| Err(crate::store::StoreError::Conflict(why));
+    if matches!(
+        state,
+        RunState::Queued | RunState::Running | RunState::AwaitingApproval
+    ) {
+        return no(format!(
+            "run #{run} is {state}: it can be re-run once it has ended"
+        ));
+    }
+    if status == crate::incident::IncidentStatus::Resolved {
+        return no(format!(
+            "{incident} is resolved, and a re-run belongs to its incident: start a manual run of `{runbook}` instead"
+        ));
+    }
+    if let Some(b) = busy {
+        return no(format!(
+            "run #{b} of `{runbook}` for the same alert is in progress: wait for it or cancel it"
+        ));
+    }
+    Ok(())
+}
+
+/// Who commands an incident after a hand-over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HandOver {
+    pub commander: String,
+    pub previous: Option<String>,
+    /// False when `commander` already led it.
+    pub changed: bool,
+}
+
+/// A re-run queued on its incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rerun {
+    pub incident: IncidentId,
+    pub run: i64,
+    /// The first run of what is re-run.
+    pub rerun_of: i64,
+}
+
+/// The states of an incident's remediation runs that count: a re-run takes
+/// the place of the run it re-ran (`$1`: the incident; SQLite and
+/// PostgreSQL both bind it).
+pub(crate) const CURRENT_REMEDIATION_STATES: &str =
+    "SELECT r.state FROM runs r WHERE r.incident_id = $1 AND r.phase = 'remediation'
+     AND NOT EXISTS (SELECT 1 FROM runs n WHERE n.incident_id = r.incident_id AND n.id > r.id
+                     AND COALESCE(n.rerun_of, n.id) = COALESCE(r.rerun_of, r.id))";
+
+/// What the lifecycle counts of an incident's current remediation runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally {
+    /// Not succeeded (nor skipped or cancelled): running, queued, failed.
+    pub not_succeeded: usize,
+    /// Failed, timed out or interrupted.
+    pub failed: usize,
+}
+
+impl Tally {
+    pub fn of(states: impl IntoIterator<Item = RunState>) -> Tally {
+        let mut t = Tally::default();
+        for s in states {
+            t.not_succeeded += usize::from(!s.settled());
+            t.failed += usize::from(matches!(
+                s,
+                RunState::Failed | RunState::TimedOut | RunState::Interrupted
+            ));
+        }
+        t
+    }
 }
 
 /// The timeline's wording, the same whichever backend records it.
@@ -480,6 +667,31 @@ pub(crate) mod say {
         format!(
             "run #{id}: `{runbook}` re-queued (idempotent, attempt {attempt}): its replica `{owner}` stopped renewing its lease"
         )
+    }
+
+    pub fn commands(who: &str) -> String {
+        format!("{who} leads the incident (incident commander): the first to acknowledge it")
+    }
+
+    pub fn handed_over(by: &str, from: Option<&str>, to: &str) -> String {
+        match from {
+            Some(from) if by == to => format!("{to} took command of the incident from {from}"),
+            Some(from) => format!("{by} handed command of the incident from {from} to {to}"),
+            None if by == to => format!("{to} took command of the incident"),
+            None => format!("{by} made {to} the incident commander"),
+        }
+    }
+
+    pub fn ticked(who: &str, run: i64, step: &str, text: &str, done: bool) -> String {
+        if done {
+            format!("{who} ticked checklist item `{step}` of run #{run}: {text}")
+        } else {
+            format!("{who} reopened checklist item `{step}` of run #{run}: {text}")
+        }
+    }
+
+    pub fn rerun(who: &str, of: i64, runbook: &str, id: i64) -> String {
+        format!("{who} re-ran run #{of} of `{runbook}` as run #{id}")
     }
 
     pub fn requeued_after_restart(id: i64, runbook: &str, attempt: u32) -> String {

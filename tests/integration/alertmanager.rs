@@ -460,6 +460,42 @@ async fn a_silence_step_silences_the_alert_while_the_run_goes_on_and_expires_it_
         .unwrap();
     assert_eq!(state(&s), "active", "still active after the run: {s:#}");
     assert_eq!(s["matchers"][1]["isRegex"], true);
+    // Run again (#23, 8): on the same incident, and the silence it keeps
+    // until the alert resolves is found again, not made a second time.
+    let run = inc["runs"][0]["id"].as_i64().unwrap();
+    let (status, again) = crate::operators::post(
+        &app,
+        &format!("/api/v1/runs/{run}/rerun"),
+        None,
+        json!({"author": "erin"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["incident"], "INC-0002");
+    let inc = app
+        .wait_for_incident("INC-0002", "the re-run to end", |v| {
+            run_states(v) == ["succeeded", "succeeded"]
+        })
+        .await;
+    assert_eq!(
+        inc["runs"][1]["result"]["steps"][0]["silence_id"],
+        id.as_str()
+    );
+    let made: Vec<Value> = silences(&am)
+        .await
+        .into_iter()
+        .filter(|s| s["createdBy"] == "runbookd" && s["matchers"][0]["value"] == "Lasting")
+        .collect();
+    assert_eq!(
+        made.len(),
+        1,
+        "one silence for the run and its re-run: {made:#?}"
+    );
+    assert_eq!(
+        app.get("/api/v1/incidents").await.1["total"],
+        2,
+        "no incident for the re-run"
+    );
     assert_eq!(
         app.post_alert(crate::app::notification(
             "g-lasting",

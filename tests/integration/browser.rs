@@ -211,6 +211,37 @@ async fn a_person_sees_incidents_output_live_updates_and_safe_labels() {
     assert!(timeline.contains("alice"), "{timeline}");
     assert_eq!(text_of(&b, "#status").await, "identified");
 
+    // The checklist item is ticked from the page (#23, 12): who is shown,
+    // and with nothing left for people the incident is monitoring.
+    let tick = b
+        .client
+        .form(Locator::Css("#checklist form.tick"))
+        .await
+        .unwrap();
+    tick.set_by_name("author", "alice").await.unwrap();
+    click(&b, Locator::Css("#checklist form.tick button[name=done]")).await;
+    let items = wait_for_text(&b, "#checklist", "done by alice").await;
+    assert!(items.contains('☑'), "{items}");
+    assert_eq!(text_of(&b, "#status").await, "monitoring");
+    // Command is handed over from the page (#23, 19).
+    click(&b, Locator::Css("#hand-over > summary")).await;
+    let hand = b
+        .client
+        .form(Locator::Css("#commander-form"))
+        .await
+        .unwrap();
+    hand.set_by_name("author", "alice").await.unwrap();
+    hand.set_by_name("name", "bob").await.unwrap();
+    hand.submit().await.unwrap();
+    let lead = wait_for_text(&b, "#commander", "bob").await;
+    assert!(lead.contains("incident commander"), "{lead}");
+    let timeline = text_of(&b, "table.timeline").await;
+    assert!(
+        timeline.contains("alice made bob the incident commander")
+            || timeline.contains("alice handed command"),
+        "{timeline}"
+    );
+
     // Live output arrives while a slow step runs, without reloading the page.
     app.post_alert(notification(
         "g-slow",

@@ -93,6 +93,7 @@ pub async fn run_yaml_on(
         },
         lease: None,
         resume: None,
+        rerun_of: None,
     };
     executor.run(&req, Arc::new(Quiet), cancel).await
 }

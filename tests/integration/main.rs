@@ -16,6 +16,7 @@ mod notify;
 mod operable;
 mod operators;
 mod payload;
+mod people;
 #[allow(dead_code)] // start_durable is for the benchmarks
 mod pg;
 mod plan;

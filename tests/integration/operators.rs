@@ -441,7 +441,8 @@ async fn a_manual_run_with_hostile_labels_is_as_inert_as_a_webhook_alert() {
         .iter()
         .any(|t| t["author"] == "dana" && t["message"] == "started a manual run of `echo`"));
 
-    // Re-run: a new manual incident for the same alert; the original says so.
+    // Re-run: the same incident, the same alert, in the original's place;
+    // the timeline says who.
     let run = done["runs"][0]["id"].as_i64().unwrap();
     let (status, again) = post(
         &app,
@@ -451,18 +452,33 @@ async fn a_manual_run_with_hostile_labels_is_as_inert_as_a_webhook_alert() {
     )
     .await;
     assert_eq!(status, 200, "{again}");
-    let second = again["incident"].as_str().unwrap().to_owned();
-    assert_ne!(second, id);
+    assert_eq!(
+        again["incident"],
+        id.as_str(),
+        "a re-run belongs to its incident"
+    );
+    assert_eq!(again["rerun_of"], run);
+    let second = again["runs"][0].as_i64().unwrap();
     let rerun = app
-        .wait_for_incident(&second, "the re-run to end", crate::app::runs_ended)
+        .wait_for_incident(&id, "the re-run to end", |v| {
+            crate::app::runs_ended(v) && v["runs"].as_array().unwrap().len() == 2
+        })
         .await;
-    assert_eq!(stdout_of(&rerun, "argv"), format!("{hostile}\n"));
-    let first = app.incident(&id).await;
-    assert!(first["timeline"]
+    assert_eq!(rerun["runs"][1]["id"], second);
+    assert_eq!(rerun["runs"][1]["rerun_of"], run);
+    assert_eq!(
+        rerun["runs"][1]["result"]["steps"][0]["attempts"][0]["stdout"],
+        format!("{hostile}\n"),
+        "the same alert's labels, as inert as the first time"
+    );
+    assert!(rerun["timeline"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|t| t["message"] == format!("re-ran run #{run} as {second}")));
+        .any(|t| t["author"] == "dana"
+            && t["message"] == format!("dana re-ran run #{run} of `echo` as run #{second}")));
+    let (_, all) = app.get("/api/v1/incidents").await;
+    assert_eq!(all["total"], 1, "no second incident: {all}");
 
     // Bad requests are 4xx with the reason.
     let (status, v) = post(
@@ -788,13 +804,13 @@ async fn the_incident_page_cancels_a_run_and_runs_it_again() {
         .await
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    assert_eq!(resp.url().path(), "/incidents/INC-0002");
+    assert_eq!(resp.url().path(), "/incidents/INC-0001");
     let again = app
-        .wait_for_incident("INC-0002", "the re-run running", |v| {
-            run_states(v) == ["running"]
+        .wait_for_incident("INC-0001", "the re-run running", |v| {
+            run_states(v) == ["cancelled", "running"]
         })
         .await;
-    let rerun = again["runs"][0]["id"].as_i64().unwrap();
+    let rerun = again["runs"][1]["id"].as_i64().unwrap();
     let (status, _) = post(
         &app,
         &format!("/api/v1/runs/{rerun}/cancel"),

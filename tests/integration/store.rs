@@ -1018,6 +1018,194 @@ fn paused(c: &Claimed, timeout_ms: u64) -> Finished {
     }
 }
 
+/// A run that succeeded and left one manual step (a checklist item).
+fn with_checklist(c: &Claimed, step: &str) -> Finished {
+    let at = "2026-11-25T08:00:00Z";
+    let plan = json!({"name": step, "kind": "manual", "vars": {}, "env": {}, "deferred": false, "timeout_ms": 0,
+        "retries": 0, "retry_delay_ms": 0, "continue_on_failure": false, "text": format!("{step} by hand")});
+    let result: runbookd::exec::run::RunResult = serde_json::from_value(json!({
+        "runbook": c.runbook, "fingerprint": c.fingerprint, "phase": "remediation", "outcome": "succeeded",
+        "steps": [{"name": step, "phase": "steps", "plan": plan, "outcome": null,
+                   "attempts": [], "started": at, "ended": at, "duration_ms": 0}],
+        "checklist": [format!("{step} by hand")], "started": at, "ended": at, "duration_ms": 5,
+    }))
+    .unwrap();
+    Finished {
+        lease: c.lease,
+        state: RunState::Succeeded,
+        summary: "left a checklist item".into(),
+        result: Some(runbookd::incident::RunDetail::Executed(Box::new(result))),
+        awaiting: None,
+    }
+}
+
+/// People on an incident: the first to acknowledge commands it until they
+/// hand it over; checklist items are ticked once, by someone, and the last
+/// one moves the incident to monitoring; a re-run belongs to its incident,
+/// takes the failed run's place, and is queued once for two requests.
+async fn people_lead_tick_and_rerun(b: &Backend) {
+    use runbookd::store::Tick;
+    let r = b.replicas("people", 2).await;
+    let (inc, c) = started(&r[0], "g1", "Down", &runbook("fix"), "a").await;
+    r[0].finish(with_checklist(&c, "watch")).await.unwrap();
+    let d = r[0].incident(inc).await.unwrap();
+    assert_eq!(
+        d.summary.status,
+        IncidentStatus::Identified,
+        "an item is open"
+    );
+    assert_eq!(d.checklist.len(), 1);
+    assert!(d.checklist[0].is_open());
+
+    // Commander: nobody, then the first to acknowledge, then a hand-over.
+    assert_eq!(d.summary.commander, None);
+    assert!(r[0].acknowledge(inc, "alice".into()).await.unwrap());
+    assert_eq!(
+        r[1].incident(inc)
+            .await
+            .unwrap()
+            .summary
+            .commander
+            .as_deref(),
+        Some("alice")
+    );
+    let h = r[1]
+        .hand_over(inc, "bob".into(), "alice".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        (h.commander.as_str(), h.previous.as_deref(), h.changed),
+        ("bob", Some("alice"), true)
+    );
+    let again = r[0]
+        .hand_over(inc, "bob".into(), "carol".into())
+        .await
+        .unwrap();
+    assert!(!again.changed, "bob already leads it");
+    let d = r[0].incident(inc).await.unwrap();
+    assert_eq!(d.summary.commander.as_deref(), Some("bob"));
+    assert!(
+        d.timeline.iter().any(|t| t.author == "alice"
+            && t.message == "alice handed command of the incident from alice to bob"),
+        "{:?}",
+        d.timeline
+    );
+    let err = r[0]
+        .hand_over(IncidentId(999), "x".into(), "y".into())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+
+    // Ticks: an unknown item is named as such; the item is ticked once.
+    let tick = |step: &str, done: bool, who: &str| Tick {
+        run_id: None,
+        step: step.into(),
+        done,
+        who: who.into(),
+    };
+    let err = r[0].tick(inc, tick("nope", true, "bob")).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound(m) if m.contains("`watch` of run #")),
+        "{err:?}"
+    );
+    let (a, b2) = tokio::join!(
+        r[0].tick(inc, tick("watch", true, "bob")),
+        r[1].tick(inc, tick("watch", true, "carol"))
+    );
+    let (a, b2) = (a.unwrap(), b2.unwrap());
+    assert_eq!(
+        a.done_by, b2.done_by,
+        "one tick wins; the other finds it done"
+    );
+    let d = r[0].incident(inc).await.unwrap();
+    assert_eq!(
+        d.summary.status,
+        IncidentStatus::Monitoring,
+        "the last item is done"
+    );
+    assert!(!d.checklist[0].is_open() && d.checklist[0].done_at.is_some());
+    let ticked: Vec<_> = d
+        .timeline
+        .iter()
+        .filter(|t| t.message.contains("ticked checklist item `watch`"))
+        .collect();
+    assert_eq!(ticked.len(), 1, "{:?}", d.timeline);
+    // Reopened: back to identified.
+    let open = r[0].tick(inc, tick("watch", false, "bob")).await.unwrap();
+    assert!(open.is_open());
+    assert_eq!(
+        r[0].incident(inc).await.unwrap().summary.status,
+        IncidentStatus::Identified
+    );
+
+    // A re-run: refused while its original runs, on the same incident once
+    // it ended; a failed run's re-run that succeeds clears `run_failed`.
+    let (inc2, c2) = started(&r[0], "g2", "Full", &runbook("clean"), "a").await;
+    let err = r[0].rerun(c2.lease.run_id, "bob".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("running")),
+        "{err:?}"
+    );
+    r[0].finish(finished(&c2, RunState::Failed)).await.unwrap();
+    let d = r[0].incident(inc2).await.unwrap();
+    assert!(d.summary.run_failed);
+    assert_eq!(d.summary.status, IncidentStatus::Investigating);
+    let (x, y) = tokio::join!(
+        r[0].rerun(c2.lease.run_id, "bob".into()),
+        r[1].rerun(c2.lease.run_id, "bob".into())
+    );
+    let (won, lost) = match (x, y) {
+        (Ok(w), Err(l)) | (Err(l), Ok(w)) => (w, l),
+        other => panic!("two re-run requests at once queue one: {other:?}"),
+    };
+    assert!(matches!(lost, StoreError::Conflict(_)), "{lost:?}");
+    assert_eq!((won.incident, won.rerun_of), (inc2, c2.lease.run_id));
+    let c3 = claim_soon(&r[1], "b").await;
+    assert_eq!(
+        (c3.lease.run_id, c3.rerun_of),
+        (won.run, Some(c2.lease.run_id))
+    );
+    assert_eq!(
+        (c3.fingerprint.as_str(), c3.starts_at.as_str()),
+        (c2.fingerprint.as_str(), c2.starts_at.as_str()),
+        "the same alert"
+    );
+    let d = r[0].incident(inc2).await.unwrap();
+    assert_eq!(
+        d.summary.status,
+        IncidentStatus::Identified,
+        "the re-run is running"
+    );
+    assert!(!d.summary.run_failed, "the failed run was re-run");
+    r[1].finish(finished(&c3, RunState::Succeeded))
+        .await
+        .unwrap();
+    let d = r[0].incident(inc2).await.unwrap();
+    assert_eq!(d.summary.status, IncidentStatus::Monitoring);
+    assert_eq!(d.runs.len(), 2);
+    assert_eq!(d.runs[1].rerun_of, Some(c2.lease.run_id));
+    // A re-run of the re-run keeps the first run as its original.
+    let again = r[0].rerun(c3.lease.run_id, "bob".into()).await.unwrap();
+    assert_eq!(again.rerun_of, c2.lease.run_id);
+    // Resolved: re-runs are refused with what to do instead.
+    let c4 = claim_soon(&r[0], "a").await;
+    r[0].finish(finished(&c4, RunState::Succeeded))
+        .await
+        .unwrap();
+    ingest(
+        &r[0],
+        notification("g2", "resolved", &[("Full", T0)]),
+        &runbook("clean"),
+    )
+    .await
+    .unwrap();
+    let err = r[0].rerun(c4.lease.run_id, "bob".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Conflict(m) if m.contains("is resolved")),
+        "{err:?}"
+    );
+}
+
 /// A run paused on an approval holds no slot; two decisions at once on two
 /// replicas: one wins; the run resumes with it; a deadline fires once.
 async fn approvals_are_decided_once_and_resume(b: &Backend) {
@@ -1289,7 +1477,10 @@ async fn silences_end_when_their_run_or_alert_does(b: &Backend) {
 async fn conformance(b: Backend) {
     type Scenario =
         for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let scenarios: [(&str, Scenario); 17] = [
+    let scenarios: [(&str, Scenario); 18] = [
+        ("people_lead_tick_and_rerun", |b| {
+            Box::pin(people_lead_tick_and_rerun(b))
+        }),
         ("silences_end_when_their_run_or_alert_does", |b| {
             Box::pin(silences_end_when_their_run_or_alert_does(b))
         }),
@@ -1441,7 +1632,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3,4,5"
+        "1,2,3,4,5,6"
     );
 }
 

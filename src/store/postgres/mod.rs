@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v3.sql"),
     include_str!("schema_v4.sql"),
     include_str!("schema_v5.sql"),
+    include_str!("schema_v6.sql"),
 ];
 
 /// Advisory lock keys (any constants, distinct from each other).
@@ -336,6 +337,7 @@ macro_rules! transaction {
 
 mod approvals;
 mod outbox;
+mod people;
 mod silences;
 
 impl Postgres {
@@ -582,7 +584,7 @@ async fn advance(tx: &Tx<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<
         return Ok(());
     };
     tx.execute(
-        "UPDATE incidents SET status = $2, run_failed = run_failed OR $3, updated_at = now(),
+        "UPDATE incidents SET status = $2, run_failed = COALESCE($3, run_failed), updated_at = now(),
              resolved_at = CASE WHEN $2 = 'resolved' THEN now() ELSE resolved_at END WHERE id = $1",
         &[&incident, &t.status.as_str(), &t.run_failed],
     )
@@ -1063,7 +1065,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let attempt = u32::try_from(row.get::<_, i32>(1)).unwrap_or(1);
     let r = tx
         .query_one(
-            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow
+            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow, r.rerun_of
              FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1",
             &[&id],
         )
@@ -1107,6 +1109,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
         lifecycle::Event::RunStarted {
             runbook: &runbook,
             phase,
+            failed_runs: people::tally(tx, incident).await?.failed,
         },
     )
     .await?;
@@ -1122,6 +1125,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
         body: r.get(5),
         shadow: r.get(8),
         resume,
+        rerun_of: r.get(9),
     }))
 }
 
@@ -1277,16 +1281,7 @@ async fn run_ended(
     open_checklist: usize,
 ) -> Op<()> {
     run_note(tx, incident, &say::finished(id, runbook, state, summary)).await?;
-    let mut not_succeeded = 0;
-    for r in tx
-        .query(
-            "SELECT state FROM runs WHERE incident_id = $1 AND phase = 'remediation'",
-            &[&incident],
-        )
-        .await?
-    {
-        not_succeeded += usize::from(!parsed::<RunState>(&r, 0)?.settled());
-    }
+    let not_succeeded = people::tally(tx, incident).await?.not_succeeded;
     advance(
         tx,
         incident,
@@ -1537,6 +1532,7 @@ fn summary(r: &Row) -> Op<IncidentSummary> {
             .try_get::<_, Option<DateTime<Utc>>>("acknowledged_at")?
             .map(ts),
         acknowledged_by: r.try_get("acknowledged_by")?,
+        commander: r.try_get("commander")?,
         awaiting_approval: r.try_get("awaiting_approval")?,
         grouped_by: crate::incident::grouped_by(r.try_get("group_key")?),
     })
@@ -1598,7 +1594,7 @@ impl Postgres {
                 .collect();
             let mut runs = Vec::new();
             for r in client
-                .query("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result FROM runs WHERE incident_id = $1 ORDER BY id", &[&id.0])
+                .query("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result, rerun_of FROM runs WHERE incident_id = $1 ORDER BY id", &[&id.0])
                 .await?
             {
                 runs.push(RunRecord {
@@ -1614,6 +1610,7 @@ impl Postgres {
                     ended_at: r.get::<_, Option<DateTime<Utc>>>(9).map(ts),
                     result: run_detail(r.get(10)).map_err(StoreError::Invalid)?,
                     live_output: Vec::new(),
+                    rerun_of: r.get(11),
                 });
             }
             for run in runs.iter_mut().filter(|r| r.state == RunState::Running) {
@@ -1642,7 +1639,11 @@ impl Postgres {
                     status: r.get::<_, Option<&str>>(4).and_then(|s| s.parse().ok()),
                 })
                 .collect();
-            let checklist = crate::store::types::checklist(&runs);
+            let ticks = people::ticks_of(&client.query(people::TICKS, &[&id.0]).await?);
+            let checklist = crate::store::types::checklist(
+                &runs.iter().map(crate::store::types::ChecklistRun::of).collect::<Vec<_>>(),
+                &ticks,
+            );
             let (notifications, escalations) = outbox::of_incident(&client, id.0).await?;
             let approvals = approvals::of_incident(&client, id.0).await?;
             Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, notifications, escalations, approvals })

@@ -161,10 +161,12 @@ pub(super) async fn resolved(tx: &Tx<'_>, incident: i64, detail: &str) -> Op<()>
     Ok(())
 }
 
-async fn acknowledge(tx: &Tx<'_>, id: IncidentId, who: &str) -> Op<bool> {
+/// The first acknowledgement also makes its author the incident commander
+/// (unless someone was already made commander).
+pub(super) async fn acknowledge(tx: &Tx<'_>, id: IncidentId, who: &str) -> Op<bool> {
     let Some(row) = tx
         .query_opt(
-            "SELECT acknowledged_at IS NOT NULL FROM incidents WHERE id = $1 FOR UPDATE",
+            "SELECT acknowledged_at IS NOT NULL, commander IS NOT NULL FROM incidents WHERE id = $1 FOR UPDATE",
             &[&id.0],
         )
         .await?
@@ -174,15 +176,26 @@ async fn acknowledge(tx: &Tx<'_>, id: IncidentId, who: &str) -> Op<bool> {
     if row.get::<_, bool>(0) {
         return Ok(false);
     }
+    let who = super::text(who);
+    let who = who.as_str();
     tx.execute(
-        "UPDATE incidents SET acknowledged_at = now(), acknowledged_by = $2, updated_at = now() WHERE id = $1",
+        "UPDATE incidents SET acknowledged_at = now(), acknowledged_by = $2, commander = COALESCE(commander, $2), updated_at = now() WHERE id = $1",
         &[&id.0, &who],
     )
     .await?;
-    let who = super::text(who);
-    let who = who.as_str();
     let message = notify::say::acknowledged(who);
     timeline(tx, id.0, who, "update", &message, None).await?;
+    if !row.get::<_, bool>(1) {
+        timeline(
+            tx,
+            id.0,
+            who,
+            "update",
+            &crate::store::types::say::commands(who),
+            None,
+        )
+        .await?;
+    }
     disarm(tx, id.0, Unless::Acknowledged, None, &message).await?;
     enqueue(
         tx,

@@ -11,13 +11,14 @@
 mod approvals;
 mod ops;
 mod outbox;
+mod people;
 mod silences;
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::{Result, StoreError};
 
@@ -129,6 +130,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v8.sql"),
     include_str!("schema_v9.sql"),
     include_str!("schema_v10.sql"),
+    include_str!("schema_v11.sql"),
 ];
 
 /// Most operations committed together in one transaction.
@@ -336,20 +338,37 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             "the database is at schema version {current}, newer than this runbookd ({known})"
         )));
     }
-    for (i, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(current).unwrap_or(0))
-    {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_version (version) VALUES (?1)",
-            [i64::try_from(i + 1).unwrap_or(i64::MAX)],
-        )?;
-        tx.commit()?;
-    }
-    Ok(())
+    // SQLite's procedure for schema changes it cannot ALTER (a table is
+    // rebuilt): foreign keys off outside the transaction, checked inside it
+    // before the commit, on again after.
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let migrated = (|| {
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()?;
+            if let Some(table) = broken {
+                return Err(StoreError::Invalid(format!(
+                    "migrating to schema version {} broke a reference in table `{table}`",
+                    i + 1
+                )));
+            }
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i64::try_from(i + 1).unwrap_or(i64::MAX)],
+            )?;
+            tx.commit()?;
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    migrated
 }
 
 /// The writer thread: group commit of everything queued.
@@ -437,4 +456,78 @@ fn commit_batch(conn: &mut Connection, jobs: Vec<WriteJob>, done: &mut Done) -> 
     tx.set_drop_behavior(rusqlite::DropBehavior::Rollback);
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store made by the previous runbookd (schema 10) keeps its runs, and
+    /// what refers to them, through the runs table's rebuild.
+    #[test]
+    fn the_runs_table_rebuild_keeps_runs_and_their_references() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .unwrap();
+        for (i, sql) in MIGRATIONS[..10].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [i + 1])
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO notifications (id, received_at, receiver, group_key, status, body) VALUES (1, 't', 'r', 'g', 'firing', x'7b7d');
+             INSERT INTO incidents (id, receiver, group_key, title, severity, status, created_at, updated_at, acknowledged_by)
+               VALUES (1, 'r', 'g', 'T', 'sev2', 'identified', 't', 't', 'alice');
+             INSERT INTO runs (id, incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, attempt)
+               VALUES (7, 1, 1, 'fix', 'f1', 't0', 'remediation', 'queued', 't', 0),
+                      (8, 1, 1, 'fix', 'f2', 't0', 'remediation', 'succeeded', 't', 1);
+             INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES (8, 's', 1, 'stdout', x'6869');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let runs: Vec<(i64, String, i64)> = conn
+            .prepare("SELECT id, state, rerun FROM runs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            runs,
+            [(7, "queued".to_owned(), 0), (8, "succeeded".to_owned(), 0)]
+        );
+        let depth: i64 = conn
+            .query_row("SELECT n FROM queue_depth", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(depth, 1, "the queue depth counts the queued run");
+        // The triggers were made again on the new table.
+        conn.execute("UPDATE runs SET state = 'running' WHERE id = 7", [])
+            .unwrap();
+        let depth: i64 = conn
+            .query_row("SELECT n FROM queue_depth", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(depth, 0);
+        let commander: String = conn
+            .query_row("SELECT commander FROM incidents WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(commander, "alice", "who acknowledged leads");
+        // References hold, and are enforced again.
+        let broken: Option<String> = conn
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()
+            .unwrap();
+        assert_eq!(broken, None);
+        assert!(conn
+            .execute(
+                "INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES (99, 's', 1, 'stdout', x'00')",
+                []
+            )
+            .is_err());
+        // States are checked.
+        assert!(conn
+            .execute("UPDATE runs SET state = 'weird' WHERE id = 8", [])
+            .is_err());
+    }
 }

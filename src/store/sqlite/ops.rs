@@ -63,7 +63,7 @@ pub(super) fn run_note(conn: &Connection, incident: i64, message: &str) -> Resul
 
 /// Records what the lifecycle decided for an event of `incident` (read in
 /// the same transaction).
-fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Result<()> {
+pub(super) fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Result<()> {
     let (status, run_failed): (String, bool) = conn.one(
         "SELECT status, run_failed FROM incidents WHERE id = ?1",
         [incident],
@@ -73,10 +73,10 @@ fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Res
     let Some(t) = lifecycle::next(lifecycle::Incident { status, run_failed }, event) else {
         return Ok(());
     };
-    if t.run_failed {
+    if let Some(failed) = t.run_failed {
         conn.run(
-            "UPDATE incidents SET run_failed = 1, updated_at = ?2 WHERE id = ?1",
-            params![incident, now()],
+            "UPDATE incidents SET run_failed = ?2, updated_at = ?3 WHERE id = ?1",
+            params![incident, failed, now()],
         )?;
     }
     set_status(conn, incident, t.status, t.author, &t.message)?;
@@ -489,6 +489,21 @@ fn claim(conn: &Connection, req: &ClaimRequest) -> Result<Vec<Claimed>> {
     Ok(claimed)
 }
 
+/// A claimed run's row: incident, runbook, fingerprint, startsAt, phase,
+/// notification body, severity, notification id, shadow, `rerun_of`.
+type ClaimedRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    String,
+    i64,
+    bool,
+    Option<i64>,
+);
+
 fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Claimed>> {
     let taken: Option<(i64, u32, bool)> = conn
         .one(
@@ -504,11 +519,11 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
     let Some((fence, attempt, paused)) = taken else {
         return Ok(None);
     };
-    let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification, shadow): (i64, String, String, String, String, Vec<u8>, String, i64, bool) = conn.one(
-        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow
+    let (incident, runbook, fingerprint, starts_at, phase, body, severity, notification, shadow, rerun_of): ClaimedRow = conn.one(
+        "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow, r.rerun_of
          FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?)),
     )?;
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
     let resume = if paused {
@@ -544,6 +559,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         lifecycle::Event::RunStarted {
             runbook: &runbook,
             phase,
+            failed_runs: super::people::tally(conn, incident)?.failed,
         },
     )?;
     Ok(Some(Claimed {
@@ -558,6 +574,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         body,
         shadow,
         resume,
+        rerun_of,
     }))
 }
 
@@ -714,13 +731,7 @@ fn run_ended(
     open_checklist: usize,
 ) -> Result<()> {
     run_note(conn, incident, &say::finished(id, runbook, state, summary))?;
-    let remediation_not_succeeded = conn
-        .prepare_cached("SELECT state FROM runs WHERE incident_id = ?1 AND phase = 'remediation'")?
-        .query_map([incident], |r| parsed::<RunState>(r, 0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .into_iter()
-        .filter(|s| !s.settled())
-        .count();
+    let remediation_not_succeeded = super::people::tally(conn, incident)?.not_succeeded;
     advance(
         conn,
         incident,
@@ -938,6 +949,7 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         duration_seconds: (end - start).num_seconds(),
         acknowledged_at: r.get("acknowledged_at")?,
         acknowledged_by: r.get("acknowledged_by")?,
+        commander: r.get("commander")?,
         awaiting_approval: r.get("awaiting_approval")?,
         grouped_by: crate::incident::grouped_by(&r.get::<_, String>("group_key")?),
     })
@@ -984,7 +996,7 @@ impl Sqlite {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = conn.prepare("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result FROM runs WHERE incident_id = ?1 ORDER BY id")?;
+            let mut stmt = conn.prepare("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result, rerun_of FROM runs WHERE incident_id = ?1 ORDER BY id")?;
             let mut runs = stmt
                 .query_map([id.0], |r| {
                     Ok(RunRecord {
@@ -1002,6 +1014,7 @@ impl Sqlite {
                             rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
                         })?,
                         live_output: Vec::new(),
+                        rerun_of: r.get(11)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1017,7 +1030,11 @@ impl Sqlite {
                     Ok(TimelineEntry { at: r.get(0)?, author: r.get(1)?, kind: r.get(2)?, message: r.get(3)?, status: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()) })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let checklist = crate::store::types::checklist(&runs);
+            let ticks = super::people::ticks(conn, id.0)?;
+            let checklist = crate::store::types::checklist(
+                &runs.iter().map(crate::store::types::ChecklistRun::of).collect::<Vec<_>>(),
+                &ticks,
+            );
             let notifications = super::outbox::messages_of(conn, id.0)?;
             let escalations = super::outbox::escalations(conn, id.0)?;
             let approvals = super::approvals::of_incident(conn, id.0)?;

@@ -174,26 +174,38 @@ pub(super) fn resolved(conn: &Connection, incident: i64, detail: &str) -> Result
 }
 
 /// Records an acknowledgement; false when the incident already had one.
-fn acknowledge(conn: &Connection, id: IncidentId, who: &str) -> Result<bool> {
-    let status: Option<(String, Option<String>)> = conn
+/// The first acknowledgement also makes its author the incident commander
+/// (unless someone was already made commander).
+pub(super) fn acknowledge(conn: &Connection, id: IncidentId, who: &str) -> Result<bool> {
+    let status: Option<(Option<String>, Option<String>)> = conn
         .one(
-            "SELECT status, acknowledged_at FROM incidents WHERE id = ?1",
+            "SELECT acknowledged_at, commander FROM incidents WHERE id = ?1",
             [id.0],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    let Some((_, acked)) = status else {
+    let Some((acked, commander)) = status else {
         return Err(StoreError::NotFound(id.to_string()));
     };
     if acked.is_some() {
         return Ok(false);
     }
     conn.run(
-        "UPDATE incidents SET acknowledged_at = ?2, acknowledged_by = ?3, updated_at = ?2 WHERE id = ?1",
+        "UPDATE incidents SET acknowledged_at = ?2, acknowledged_by = ?3, commander = COALESCE(commander, ?3), updated_at = ?2 WHERE id = ?1",
         params![id.0, now(), who],
     )?;
     let message = notify::say::acknowledged(who);
     timeline(conn, id.0, who, "update", &message, None)?;
+    if commander.is_none() {
+        timeline(
+            conn,
+            id.0,
+            who,
+            "update",
+            &crate::store::types::say::commands(who),
+            None,
+        )?;
+    }
     disarm(conn, id.0, Unless::Acknowledged, None, &message)?;
     enqueue(
         conn,
