@@ -554,7 +554,7 @@ async fn incidents_show_prints_steps_output_and_checklist() {
         "$ echo filesystem-usage-97",
         "| filesystem-usage-97",
         "! cannot-clean",
-        "checklist (open):",
+        "checklist (`runbookd tick INC-0001 STEP` when done):",
         "[ ] Check the volume graph for the last hour",
     ] {
         assert!(text.contains(needle), "no `{needle}` in:\n{text}");
