@@ -1230,7 +1230,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     RunOutcome::Failed | RunOutcome::TimedOut | RunOutcome::AwaitingApproval => {
                         worst = ExitCode::from(1);
                     }
-                    RunOutcome::Cancelled => return ExitCode::from(130),
+                    RunOutcome::Cancelled | RunOutcome::Interrupted => return ExitCode::from(130),
                     RunOutcome::Succeeded | RunOutcome::SucceededWithFailures => {}
                 }
             }
@@ -1389,6 +1389,9 @@ impl RunObserver for Transcript {
             Some(StepOutcome::Cancelled) => format!("cancelled after {took}"),
             Some(StepOutcome::AwaitingApproval) => "waiting for approval".to_owned(),
             Some(StepOutcome::Denied { reason }) => format!("DENIED: {}", printable(reason)),
+            Some(StepOutcome::Interrupted { reason }) => {
+                format!("INTERRUPTED: {}", printable(reason))
+            }
         };
         let tail = if rec.phase == crate::exec::run::StepPhase::OnFailure {
             " (on_failure)"

@@ -175,6 +175,8 @@ pub struct LimitsFile {
     pub body_bytes: Option<usize>,
     pub max_queued_runs: Option<u64>,
     pub max_concurrent_steps: Option<u32>,
+    /// `10/5m`: runs of all runbooks for alerts per window; more are skipped.
+    pub run_rate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,6 +288,9 @@ pub struct ServerConfig {
     pub auth: Auth,
     pub body_limit: usize,
     pub max_queued_runs: u64,
+    /// `limits.run_rate`: at most this many runs (of all runbooks, for
+    /// alerts) per window; more are recorded `skipped`.
+    pub run_rate: Option<crate::duration::Rate>,
     pub max_concurrent_steps: u32,
     pub shutdown_grace: Duration,
     pub kill_grace: Duration,
@@ -623,6 +628,13 @@ impl ServerConfig {
             auth,
             body_limit: f.limits.body_bytes.unwrap_or(1 << 20),
             max_queued_runs: f.limits.max_queued_runs.unwrap_or(10_000),
+            run_rate: f
+                .limits
+                .run_rate
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: String| anyhow::anyhow!("bad `limits.run_rate`: {e}"))?,
             max_concurrent_steps: f.limits.max_concurrent_steps.unwrap_or(16),
             shutdown_grace: duration(
                 f.shutdown_grace.as_deref(),

@@ -155,6 +155,7 @@ pub async fn ingest(
     body: Vec<u8>,
     max_queued: u64,
     shadow: bool,
+    run_rate: Option<crate::duration::Rate>,
 ) -> Result<Ingested, StoreError> {
     let matches = notification
         .alerts
@@ -173,6 +174,7 @@ pub async fn ingest(
         matches,
         max_queued,
         shadow,
+        run_rate,
     };
     store.ingest(input).await
 }
@@ -185,6 +187,7 @@ pub fn runbook_match(rb: &crate::runbook::Runbook) -> RunbookMatch {
         title: rb.title.clone(),
         severity: rb.severity,
         cooldown: rb.cooldown,
+        rate: rb.rate,
         has_on_resolved: !rb.on_resolved.is_empty(),
         cancel_on_resolved: rb.cancel_on_resolved,
         idempotent: rb.idempotent,
@@ -254,7 +257,9 @@ pub async fn ingest_manual(
     notify: bool,
 ) -> Result<Ingested, StoreError> {
     let mut m = runbook_match(rb);
+    // People asked for this run: no cooldown, no rate cap.
     m.cooldown = std::time::Duration::ZERO;
+    m.rate = None;
     if !notify {
         m.policy = crate::notify::Policy::default();
     }
@@ -270,6 +275,7 @@ pub async fn ingest_manual(
             matches,
             max_queued,
             shadow,
+            run_rate: None,
         })
         .await
 }
@@ -818,6 +824,7 @@ impl Dispatcher {
         let shutting_down = self.stop.is_cancelled();
         let state = match result.outcome {
             RunOutcome::Cancelled if shutting_down => RunState::Interrupted,
+            RunOutcome::Interrupted => RunState::Interrupted,
             RunOutcome::Succeeded => RunState::Succeeded,
             RunOutcome::SucceededWithFailures => RunState::SucceededWithFailures,
             RunOutcome::Failed => RunState::Failed,
@@ -923,6 +930,10 @@ struct StoreObserver {
     /// When the alert of a first remediation run began firing (taken
     /// once, at its first step, for the alert-to-first-step latency).
     first_step_of: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
+    /// The steps so far and the one running, and whether the store has
+    /// seen them yet: stored with the output, so that a run taken over
+    /// keeps them.
+    progress: Mutex<(crate::exec::run::Progress, bool)>,
 }
 
 impl StoreObserver {
@@ -943,17 +954,43 @@ impl StoreObserver {
             done: CancellationToken::new(),
             held,
             first_step_of: Mutex::new(first_step_of(c)),
+            progress: Mutex::new((
+                crate::exec::run::Progress {
+                    steps: c
+                        .resume
+                        .as_ref()
+                        .map(|r| r.prior.steps.clone())
+                        .unwrap_or_default(),
+                    running: None,
+                },
+                false,
+            )),
         }
     }
 
     async fn flush(&self) {
         let chunks =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        if chunks.is_empty() {
-            return;
+        if !chunks.is_empty() {
+            if let Err(e) = self.store.append_output(self.lease, chunks).await {
+                tracing::warn!(run = self.lease.run_id, error = %e, "cannot store live output");
+            }
         }
-        if let Err(e) = self.store.append_output(self.lease, chunks).await {
-            tracing::warn!(run = self.lease.run_id, error = %e, "cannot store live output");
+        let progress = {
+            let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+            let dirty = std::mem::replace(&mut p.1, false);
+            dirty.then(|| serde_json::to_string(&p.0))
+        };
+        match progress {
+            Some(Ok(json)) => {
+                if let Err(e) = self.store.progress(self.lease, json).await {
+                    tracing::warn!(run = self.lease.run_id, error = %e, "cannot store the run's steps so far");
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(run = self.lease.run_id, error = %e, "cannot write the run's steps so far");
+            }
+            None => {}
         }
     }
 
@@ -985,8 +1022,17 @@ impl RunObserver for StoreObserver {
         true
     }
 
-    fn step_started(&self, _step: &StepPlan, _attempt: u32, _attempts: u32) {
+    fn step_started(&self, step: &StepPlan, attempt: u32, _attempts: u32) {
         self.metrics.running_steps.inc();
+        {
+            let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+            p.0.running = Some(crate::exec::run::RunningStep {
+                plan: step.clone(),
+                attempt,
+                since: chrono::Utc::now(),
+            });
+            p.1 = true;
+        }
         if let Some(fired) = self
             .first_step_of
             .lock()
@@ -1033,6 +1079,12 @@ impl RunObserver for StoreObserver {
     }
 
     fn step_finished(&self, rec: &StepRecord) {
+        {
+            let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
+            p.0.steps.push(rec.clone());
+            p.0.running = None;
+            p.1 = true;
+        }
         if rec.attempts.is_empty() {
             if let Some(o) = &rec.outcome {
                 Metrics::count_for(&self.metrics.steps, &self.runbook, o.status());

@@ -90,6 +90,39 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
 /// date arithmetic would overflow, and no timeout or window needs it).
 const MAX_MS: u64 = 520 * 7 * 86_400_000;
 
+/// At most `n` per `per`: `1/s`, `30/m`, `10/5m` (a notifier's delivery
+/// rate, a runbook's or the server's run rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub n: u32,
+    pub per: Duration,
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("bad rate `{s}`: write N/UNIT or N/DURATION, e.g. 1/s, 30/m, 10/5m");
+        let (n, per) = s.split_once('/').ok_or_else(bad)?;
+        let n: u32 = n.trim().parse().map_err(|_| bad())?;
+        let per = per.trim();
+        let per = if per.chars().all(|c| c.is_ascii_alphabetic()) {
+            parse(&format!("1{per}")).map_err(|_| bad())?
+        } else {
+            parse(per).map_err(|_| bad())?
+        };
+        if n == 0 || per.is_zero() {
+            return Err(format!("bad rate `{s}`: it must allow at least one"));
+        }
+        Ok(Rate { n, per })
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.n, humantime::format_duration(self.per))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

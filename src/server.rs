@@ -279,6 +279,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),
         body_limit: cfg.body_limit,
         max_queued_runs: Arc::new(std::sync::atomic::AtomicU64::new(cfg.max_queued_runs)),
+        run_rate: Arc::new(std::sync::RwLock::new(cfg.run_rate)),
         metrics,
         shadow: cfg.shadow,
         http,

@@ -106,6 +106,7 @@ pub(super) fn runbook_json(rb: &crate::runbook::Runbook) -> Value {
         "timeout_ms": rb.timeout.as_millis(),
         "concurrency": rb.concurrency,
         "cooldown_ms": rb.cooldown.as_millis(),
+        "rate": rb.rate.map(|r| r.to_string()),
         "cancel_on_resolved": rb.cancel_on_resolved,
         "idempotent": rb.idempotent,
         "steps": steps(&rb.steps),

@@ -50,6 +50,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// Runs allowed in the queue; past it the webhook answers 503.
     pub max_queued_runs: Arc<std::sync::atomic::AtomicU64>,
+    /// `limits.run_rate`: runs of all runbooks per window, for alerts.
+    pub run_rate: Arc<std::sync::RwLock<Option<crate::duration::Rate>>>,
     pub metrics: Arc<Metrics>,
     pub shadow: bool,
     pub http: HttpConfig,

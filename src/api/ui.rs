@@ -366,7 +366,7 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|st| matches!(st["status"].as_str(), Some("failed" | "timed_out" | "signalled" | "spawn_failed" | "denied")))
+                .filter(|st| matches!(st["status"].as_str(), Some("failed" | "timed_out" | "signalled" | "spawn_failed" | "denied" | "interrupted")))
                 .map(|st| json!({"run": r["id"], "runbook": r["runbook"], "step": st["name"], "status": st["status"], "detail": st["detail"]}))
                 .collect::<Vec<_>>()
         })

@@ -81,6 +81,10 @@ pub async fn ingest(s: &AppState, n: Notification, bytes: Vec<u8>) -> Result<Val
     }
     let alerts = n.alerts.len();
     let set = s.runbook_set();
+    let run_rate = *s
+        .run_rate
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let ingested = crate::dispatch::ingest(
         &s.store,
         &set,
@@ -88,6 +92,7 @@ pub async fn ingest(s: &AppState, n: Notification, bytes: Vec<u8>) -> Result<Val
         bytes,
         s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
         s.shadow,
+        run_rate,
     )
     .await?;
     tracing::info!(

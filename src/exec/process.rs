@@ -62,6 +62,11 @@ pub enum StepOutcome {
     Denied {
         reason: String,
     },
+    /// The step was running when its run's owner stopped (a replica that
+    /// died, runbookd killed): whether it finished is unknown.
+    Interrupted {
+        reason: String,
+    },
 }
 
 impl StepOutcome {
@@ -81,6 +86,7 @@ impl StepOutcome {
                 | StepOutcome::TimedOut { .. }
                 | StepOutcome::SpawnFailed { .. }
                 | StepOutcome::Denied { .. }
+                | StepOutcome::Interrupted { .. }
         )
     }
 
@@ -97,6 +103,7 @@ impl StepOutcome {
             StepOutcome::Cancelled => "cancelled",
             StepOutcome::AwaitingApproval => "awaiting_approval",
             StepOutcome::Denied { .. } => "denied",
+            StepOutcome::Interrupted { .. } => "interrupted",
         }
     }
 
@@ -114,7 +121,8 @@ impl StepOutcome {
             StepOutcome::TimedOut { cause, .. } => Some(format!("timed out: {cause}")),
             StepOutcome::SpawnFailed { reason }
             | StepOutcome::Skipped { reason }
-            | StepOutcome::Denied { reason } => Some(reason.clone()),
+            | StepOutcome::Denied { reason }
+            | StepOutcome::Interrupted { reason } => Some(reason.clone()),
             StepOutcome::Succeeded | StepOutcome::Cancelled | StepOutcome::AwaitingApproval => None,
         }
     }
@@ -136,6 +144,7 @@ impl StepOutcome {
             StepOutcome::Cancelled => "was cancelled".into(),
             StepOutcome::AwaitingApproval => "waits for approval".into(),
             StepOutcome::Denied { reason } => format!("was denied: {reason}"),
+            StepOutcome::Interrupted { reason } => format!("was interrupted: {reason}"),
         }
     }
 

@@ -60,6 +60,9 @@ pub enum RunOutcome {
     /// Paused on an approval step (`RunResult.awaiting` says which); the
     /// store keeps the steps so far until a decision resumes the run.
     AwaitingApproval,
+    /// Its owner stopped while it ran (a replica that died, runbookd
+    /// killed): the record holds the steps recorded so far.
+    Interrupted,
 }
 
 /// Which list a step belongs to.
@@ -129,6 +132,90 @@ pub struct RunResult {
     /// A paused run (`AwaitingApproval`): the approval it waits for.
     #[serde(skip)]
     pub awaiting: Option<crate::approval::Request>,
+}
+
+/// A running run's steps so far, stored as it goes (a server run), so that a
+/// run whose owner stops (a replica that died, runbookd killed) keeps what
+/// it did, and says which step was running.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Progress {
+    pub steps: Vec<StepRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<RunningStep>,
+}
+
+/// The step a run is in.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RunningStep {
+    pub plan: StepPlan,
+    pub attempt: u32,
+    pub since: DateTime<Utc>,
+}
+
+impl Progress {
+    /// The record of a run whose owner stopped: the steps it recorded, and
+    /// the one it was in, `Interrupted` with `why` and the output stored of
+    /// it (`stdout`, `stderr`).
+    #[must_use]
+    pub fn interrupted(
+        self,
+        run: (&str, &str, Phase),
+        started: DateTime<Utc>,
+        why: &str,
+        output: (String, String),
+    ) -> RunResult {
+        let now = Utc::now();
+        let mut steps = self.steps;
+        if let Some(r) = self.running {
+            let outcome = StepOutcome::Interrupted {
+                reason: why.to_owned(),
+            };
+            let ms = u64::try_from((now - r.since).num_milliseconds().max(0)).unwrap_or(0);
+            steps.push(StepRecord {
+                name: r.plan.name.clone(),
+                phase: StepPhase::Steps,
+                outcome: Some(outcome.clone()),
+                silence_id: None,
+                approval: None,
+                attempts: vec![Attempt {
+                    attempt: r.attempt,
+                    outcome,
+                    started: r.since,
+                    ended: now,
+                    duration_ms: ms,
+                    stdout_bytes: output.0.len() as u64,
+                    stderr_bytes: output.1.len() as u64,
+                    stdout_tail: String::new(),
+                    stdout: output.0,
+                    stderr: output.1,
+                    sandbox: SandboxRecord::default(),
+                    stragglers_killed: false,
+                    output_abandoned: false,
+                }],
+                plan: r.plan,
+                started: r.since,
+                ended: now,
+                duration_ms: ms,
+            });
+        }
+        let checklist = steps
+            .iter()
+            .filter(|s| s.outcome.is_none())
+            .map(|s| s.plan.text.clone().unwrap_or_default())
+            .collect();
+        RunResult {
+            runbook: run.0.to_owned(),
+            fingerprint: run.1.to_owned(),
+            phase: run.2,
+            outcome: RunOutcome::Interrupted,
+            steps,
+            checklist,
+            started,
+            ended: now,
+            duration_ms: u64::try_from((now - started).num_milliseconds().max(0)).unwrap_or(0),
+            awaiting: None,
+        }
+    }
 }
 
 /// Sees a run as it happens (live transcript, the incident store).

@@ -65,33 +65,8 @@ pub enum SmtpTls {
     Tls,
 }
 
-/// At most `n` deliveries per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub n: u32,
-    pub per: Duration,
-}
-
-impl std::str::FromStr for Rate {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("bad rate `{s}`: write N/UNIT or N/DURATION, e.g. 1/s, 30/m, 5/10s");
-        let (n, per) = s.split_once('/').ok_or_else(bad)?;
-        let n: u32 = n.trim().parse().map_err(|_| bad())?;
-        let per = per.trim();
-        let per = if per.chars().all(|c| c.is_ascii_alphabetic()) {
-            crate::duration::parse(&format!("1{per}")).map_err(|_| bad())?
-        } else {
-            crate::duration::parse(per).map_err(|_| bad())?
-        };
-        if n == 0 || per.is_zero() {
-            return Err(format!(
-                "bad rate `{s}`: it must allow at least one delivery"
-            ));
-        }
-        Ok(Rate { n, per })
-    }
-}
+/// At most `n` deliveries per `per` (a notifier's `rate`).
+pub use crate::duration::Rate;
 
 /// A checked notifier.
 #[derive(Clone)]

@@ -74,6 +74,9 @@ named!(
         IncidentAcknowledged = "incident_acknowledged",
         IncidentResolved = "incident_resolved",
         Escalated = "escalated",
+        /// An alert storm: runs over a rate cap are being skipped (told
+        /// once per storm).
+        RunsRateLimited = "runs_rate_limited",
     }
 );
 

@@ -270,6 +270,7 @@ struct RawRunbook {
     timeout: Option<String>,
     concurrency: Option<u32>,
     cooldown: Option<String>,
+    rate: Option<String>,
     cancel_on_resolved: Option<bool>,
     idempotent: Option<bool>,
     run_as: Option<String>,
@@ -1492,6 +1493,13 @@ fn parse_checked_once(
         Duration::ZERO,
         true,
     );
+    let rate = raw.rate.as_deref().and_then(|r| match r.parse() {
+        Ok(rate) => Some(rate),
+        Err(e) => {
+            c.err(None, "rate", e);
+            None
+        }
+    });
     let concurrency = raw.concurrency.unwrap_or(1);
     if concurrency == 0 {
         c.err(None, "concurrency", "`concurrency` must be at least 1");
@@ -1523,6 +1531,7 @@ fn parse_checked_once(
             timeout,
             concurrency,
             cooldown,
+            rate,
             cancel_on_resolved: raw.cancel_on_resolved.unwrap_or(false),
             idempotent: raw.idempotent.unwrap_or(false),
             run_as: raw.run_as,

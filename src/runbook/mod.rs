@@ -76,6 +76,9 @@ pub struct Runbook {
     pub concurrency: u32,
     /// No new run for the same alert within this long of the last one.
     pub cooldown: Duration,
+    /// `rate: 10/5m`: at most this many runs of it (for any alert) per
+    /// window; more are recorded `skipped` (an alert storm).
+    pub rate: Option<crate::duration::Rate>,
     pub cancel_on_resolved: bool,
     /// Its steps may run again: a run taken over from a dead replica (or
     /// found running after a crash) is queued again instead of ending

@@ -237,6 +237,17 @@ impl Store {
         each!(self, b => b.append_output(lease, chunks))
     }
 
+    /// Stores a running run's steps so far (JSON of
+    /// [`crate::exec::run::Progress`]), if `lease` still holds it: a run
+    /// taken over or found after a crash keeps them.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
+        each!(self, b => b.progress(lease, json))
+    }
+
     /// Records a finished run and moves its incident along, if its fence holds.
     ///
     /// # Errors

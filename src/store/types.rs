@@ -19,6 +19,8 @@ pub struct RunbookMatch {
     pub title: String,
     pub severity: Severity,
     pub cooldown: Duration,
+    /// The runbook's `rate`: more runs of it per window are skipped.
+    pub rate: Option<crate::duration::Rate>,
     pub has_on_resolved: bool,
     pub cancel_on_resolved: bool,
     /// The runbook says its steps may run again: a run taken over from a
@@ -39,6 +41,9 @@ pub struct Ingest {
     pub max_queued: u64,
     /// Recorded in shadow mode: the incident is marked so.
     pub shadow: bool,
+    /// The server's cap on runs of all runbooks per window (`limits.run_rate`);
+    /// `None` for runs people asked for.
+    pub run_rate: Option<crate::duration::Rate>,
 }
 
 /// What ingesting did.
@@ -52,7 +57,7 @@ pub struct Ingested {
     /// any Alertmanager peer, or a run of the same runbook and alert still in
     /// progress).
     pub duplicates: usize,
-    /// Runs skipped because of the runbook's cooldown.
+    /// Runs skipped because of the runbook's cooldown or a rate cap.
     pub skipped: usize,
     /// Running runs whose cancellation was requested (their alert resolved,
     /// `cancel_on_resolved`); whichever replica runs them stops them.
@@ -568,6 +573,71 @@ impl Tally {
     }
 }
 
+/// A running run found by reaping, as the store holds it.
+pub(crate) struct Leftover<'a> {
+    pub runbook: &'a str,
+    pub fingerprint: &'a str,
+    pub phase: Phase,
+    pub started: Option<DateTime<Utc>>,
+    /// When its owner last renewed its lease.
+    pub heard: Option<DateTime<Utc>>,
+    /// Its steps so far (`runs.progress`), if it stored any.
+    pub progress: Option<&'a str>,
+    /// The live output stored of it: step, stream, bytes.
+    pub output: &'a [(String, String, Vec<u8>)],
+}
+
+/// What reaping records of a run whose owner stopped: the reason (`why`,
+/// and which step was running since when, and when the owner was last
+/// heard from) and the run's record (the steps it stored so far, the one
+/// it was in `interrupted` with its stored output), or `None` to keep the
+/// record it has (a run that resumed after an approval and stored nothing
+/// since).
+pub(crate) fn leftover_record(why: &str, l: &Leftover<'_>) -> (String, Option<String>) {
+    use std::fmt::Write as _;
+    let progress = l
+        .progress
+        .and_then(|p| serde_json::from_str::<crate::exec::run::Progress>(p).ok());
+    let mut reason = why.to_owned();
+    if let Some(r) = progress.as_ref().and_then(|p| p.running.as_ref()) {
+        let _ = write!(
+            reason,
+            "; step `{}` was running (since {})",
+            r.plan.name,
+            r.since.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    if let Some(h) = l.heard {
+        let _ = write!(
+            reason,
+            "; its owner was last heard from at {}",
+            h.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    let Some(progress) = progress else {
+        return (reason, None);
+    };
+    let of = |stream: &str| {
+        let name = progress.running.as_ref().map(|r| r.plan.name.as_str());
+        let bytes: Vec<u8> = l
+            .output
+            .iter()
+            .filter(|(step, s, _)| Some(step.as_str()) == name && s == stream)
+            .flat_map(|(_, _, b)| b.iter().copied())
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let output = (of("stdout"), of("stderr"));
+    let record = progress.interrupted(
+        (l.runbook, l.fingerprint, l.phase),
+        l.started.unwrap_or_else(Utc::now),
+        &reason,
+        output,
+    );
+    let json = serde_json::to_string(&crate::incident::RunDetail::Executed(Box::new(record))).ok();
+    (reason, json)
+}
+
 /// The timeline's wording, the same whichever backend records it.
 pub(crate) mod say {
     use super::{Alert, Duration, Notification, Phase, RunState};
@@ -601,6 +671,27 @@ pub(crate) mod say {
             "cooldown: `{runbook}` last ran for this alert at {last}, within its cooldown of {}",
             humantime::format_duration(cooldown)
         )
+    }
+
+    /// Why a run over a rate cap is skipped (`server`: the server's
+    /// `limits.run_rate`, else the runbook's `rate`).
+    pub fn rate_limited(runbook: &str, rate: crate::duration::Rate, server: bool) -> String {
+        let window = humantime::format_duration(rate.per);
+        if server {
+            format!(
+                "rate: {} runs started in the last {window} (the server's `limits.run_rate: {rate}`); runs over it are skipped while the storm lasts",
+                rate.n
+            )
+        } else {
+            format!(
+                "rate: `{runbook}` started {} runs in the last {window} (its `rate: {rate}`); runs over it are skipped while the storm lasts",
+                rate.n
+            )
+        }
+    }
+
+    pub fn storm(reason: &str) -> String {
+        format!("alert storm: {reason}; people are told once per storm")
     }
 
     pub fn skipped(id: i64, reason: &str) -> String {

@@ -15,7 +15,7 @@ fn check_reports_every_error_with_file_line_col_and_names() {
     assert_eq!(out.status.code(), Some(1));
     let d = "tests/fixtures/runbooks-broken";
     let expected = [
-        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `cancel_on_resolved`, `idempotent`, `run_as`, `env`, `steps`, `on_failure`, `on_resolved`, `communication`, `escalation`, `drills`, `inputs`; did you mean `matchers`?"),
+        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `rate`, `cancel_on_resolved`, `idempotent`, `run_as`, `env`, `steps`, `on_failure`, `on_resolved`, `communication`, `escalation`, `drills`, `inputs`; did you mean `matchers`?"),
         format!("{d}/b-many.yaml:2:11: runbook `many-problems`: unknown severity `sev5`: expected sev1 (worst), sev2, sev3 or sev4"),
         format!("{d}/b-many.yaml:5:5: runbook `many-problems`: invalid regex in matcher `severity=~\"(\"`: error: unclosed group"),
         format!("{d}/b-many.yaml:6:5: runbook `many-problems`: matcher value contains an unescaped double quote: `\"ops`"),
@@ -123,6 +123,23 @@ fn check_says_what_it_skipped_and_suggests_keys() {
     assert!(out.status.success(), "{err}");
     assert!(
         err.contains("note: the notifiers runbooks name (slack-ops) were not checked against a server's: pass --config FILE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_points_at_a_bad_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("storm.yaml"),
+        "name: storm\nmatchers: ['alertname = \"X\"']\nrate: 10 per 5m\nsteps:\n  - name: a\n    run: ['true']\n",
+    )
+    .unwrap();
+    let out = runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("storm.yaml:3:7: runbook `storm`: bad rate `10 per 5m`: write N/UNIT or N/DURATION, e.g. 1/s, 30/m, 10/5m"),
         "{err}"
     );
 }

@@ -28,7 +28,7 @@ steps:
     run: [mktemp, "{marks}/{{{{labels.key}}}}.XXXXXX"]
     writable_paths: [{marks}]
   - name: work
-    run: [sleep, "{sleep}"]
+    run: [sh, -c, 'echo working; exec sleep "$1"', sh, "{sleep}"]
 "#,
         marks = marks.display()
     )
@@ -286,6 +286,10 @@ async fn a_killed_replicas_run_is_taken_over_and_not_run_twice() {
         executions(c.marks.path()).len() == 1
     })
     .await;
+    wait_until("the work step's output to be stored", 20, || async {
+        c.sql("SELECT count(*) FROM step_output") != "0"
+    })
+    .await;
     let victim = c.owner_of("marked");
     let t = Instant::now();
     c.replicas[victim].as_mut().unwrap().kill9();
@@ -322,6 +326,35 @@ async fn a_killed_replicas_run_is_taken_over_and_not_run_twice() {
                 .unwrap()
                 .contains("stopped renewing its lease")),
         "the incident says what happened: {detail:#}"
+    );
+    // What ran so far is kept (#23, 7): the step that finished, and the one
+    // that was running with its output, and since when the owner was silent.
+    assert!(
+        reason.contains("step `work` was running (since ")
+            && reason.contains("its owner was last heard from at "),
+        "{reason}"
+    );
+    let steps = detail["runs"][0]["result"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{steps:#?}");
+    assert_eq!(
+        (
+            steps[0]["name"].as_str(),
+            steps[0]["outcome"]["status"].as_str()
+        ),
+        (Some("mark"), Some("succeeded"))
+    );
+    assert_eq!(
+        (
+            steps[1]["name"].as_str(),
+            steps[1]["outcome"]["status"].as_str()
+        ),
+        (Some("work"), Some("interrupted"))
+    );
+    assert_eq!(steps[1]["attempts"][0]["stdout"], "working\n");
+    assert_eq!(
+        (detail["status"].as_str(), detail["run_failed"].as_bool()),
+        (Some("investigating"), Some(true)),
+        "an interrupted run is for people"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(executions(c.marks.path()).get("killed"), Some(&1));

@@ -900,3 +900,150 @@ fn a_plan_shows_who_would_be_told_and_sends_nothing() {
         "{text}"
     );
 }
+
+/// An alert storm over many fingerprints (#23, 20): a runbook's `rate`
+/// caps its runs per window, the server's `limits.run_rate` caps all runs;
+/// runs over a cap are recorded `skipped` with the reason, and people are
+/// told once per storm, not once per alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_storm_runs_up_to_the_rate_and_tells_people_once() {
+    let rx = Receiver::start().await;
+    let yaml = format!("ops: {{type: webhook, url: '{}/ops'}}\n", rx.url);
+    let capped = r#"
+name: restart-unit
+matchers: ['alertname = "UnitDown"']
+concurrency: 50
+rate: 5/1m
+steps:
+  - name: restart
+    run: ["true"]
+communication:
+  - on: [runs_rate_limited]
+    notify: [ops]
+"#;
+    let other = r#"
+name: note-disk
+matchers: ['alertname = "DiskFull"']
+concurrency: 50
+steps:
+  - name: note
+    run: ["true"]
+communication:
+  - on: [runs_rate_limited]
+    notify: [ops]
+"#;
+    let app = TestApp::start(&[("a.yaml", capped), ("b.yaml", other)], |c| {
+        c.notifiers = notifiers(&yaml);
+        c.run_rate = Some("8/1m".parse().unwrap());
+    })
+    .await;
+    // 20 units go down at once, in two notifications (two Alertmanager
+    // groups); then 6 disks fill.
+    let unit = |i: usize| json!({"alertname": "UnitDown", "unit": format!("u{i}.service")});
+    let units: Vec<Value> = (0..20).map(unit).collect();
+    for (group, range) in [("g-units-1", 0..10), ("g-units-2", 10..20)] {
+        let alerts: Vec<(&Value, &str, &str)> = units[range]
+            .iter()
+            .map(|l| (l, "firing", "2026-11-24T08:00:00Z"))
+            .collect();
+        let resp = app.post_alert(notification(group, &alerts)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let disks: Vec<Value> = (0..6)
+        .map(|i| json!({"alertname": "DiskFull", "instance": format!("db-{i}")}))
+        .collect();
+    let alerts: Vec<(&Value, &str, &str)> = disks
+        .iter()
+        .map(|l| (l, "firing", "2026-11-24T08:00:00Z"))
+        .collect();
+    let resp = app.post_alert(notification("g-disks", &alerts)).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (body["queued_runs"].as_u64(), body["skipped_runs"].as_u64()),
+        (Some(3), Some(3)),
+        "5 unit runs + 3 disk runs reach the server's 8/1m: {body}"
+    );
+
+    let runs = |v: &Value| -> Vec<(String, String)> {
+        v["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["state"].as_str().unwrap().to_owned(),
+                    r["reason"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut all = Vec::new();
+    for id in ["INC-0001", "INC-0002"] {
+        let v = app
+            .wait_for_incident(id, "the storm's runs to end", crate::app::runs_ended)
+            .await;
+        all.extend(runs(&v));
+    }
+    let ran = all.iter().filter(|(s, _)| s == "succeeded").count();
+    let skipped: Vec<&String> = all
+        .iter()
+        .filter(|(s, _)| s == "skipped")
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!((ran, skipped.len()), (5, 15), "{all:#?}");
+    assert!(
+        skipped
+            .iter()
+            .all(|r| r.contains("`restart-unit` started 5 runs in the last 1m (its `rate: 5/1m`)")),
+        "{skipped:#?}"
+    );
+    let disks = app
+        .wait_for_incident("INC-0003", "the disk runs to end", crate::app::runs_ended)
+        .await;
+    let disk_runs = runs(&disks);
+    assert_eq!(
+        disk_runs.iter().filter(|(s, _)| s == "skipped").count(),
+        3,
+        "{disk_runs:#?}"
+    );
+    assert!(disk_runs
+        .iter()
+        .any(|(_, r)| r.contains("the server's `limits.run_rate: 8/1m`")));
+
+    // Told once per storm and runbook: two messages, not eighteen.
+    rx.wait("/ops", 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let told = rx.got("/ops");
+    assert_eq!(
+        told.len(),
+        2,
+        "{:#?}",
+        told.iter().map(|g| &g.body).collect::<Vec<_>>()
+    );
+    assert!(told.iter().all(|g| g.body["event"] == "runs_rate_limited"));
+    assert!(told.iter().any(|g| g.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("alert storm: rate: `restart-unit`")));
+    let first = app.incident("INC-0001").await;
+    assert!(first["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["message"]
+            .as_str()
+            .unwrap()
+            .contains("people are told once per storm")));
+
+    // People's own runs are not capped.
+    let (status, v) = crate::operators::post(
+        &app,
+        "/api/v1/runbooks/restart-unit/runs",
+        None,
+        json!({"labels": {"unit": "u99.service"}, "author": "dana"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1, "{v}");
+}

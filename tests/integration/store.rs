@@ -78,6 +78,7 @@ fn runbook(name: &str) -> RunbookMatch {
         title: format!("{name} title"),
         severity: Severity::Sev2,
         cooldown: Duration::ZERO,
+        rate: None,
         has_on_resolved: false,
         cancel_on_resolved: false,
         idempotent: false,
@@ -337,6 +338,7 @@ async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
             matches,
             max_queued: 1000,
             shadow: true,
+            run_rate: None,
         })
         .await
         .unwrap()
@@ -367,6 +369,7 @@ fn ingest(
         matches,
         max_queued: 1000,
         shadow: false,
+        run_rate: None,
     })
 }
 
@@ -946,6 +949,7 @@ async fn a_full_queue_records_nothing(b: &Backend) {
             matches,
             max_queued: 1,
             shadow: false,
+            run_rate: None,
         })
         .await
         .unwrap_err();

@@ -376,6 +376,11 @@ impl Postgres {
     }
 
     #[must_use]
+    pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
+        transaction!(self, |tx| progress(&tx, lease, &json).await)
+    }
+
+    #[must_use]
     pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
         transaction!(self, leases, |tx| reap(&tx, &scope).await)
     }
@@ -773,7 +778,8 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
         for m in matches {
             match alert.status {
                 Status::Firing => {
-                    queue_remediation(tx, &mut out, incident, alert, m, &starts).await?;
+                    queue_remediation(tx, &mut out, incident, alert, (m, input.run_rate), &starts)
+                        .await?;
                 }
                 Status::Resolved => {
                     if m.has_on_resolved {
@@ -953,7 +959,7 @@ async fn queue_remediation(
     out: &mut Ingested,
     incident: i64,
     alert: &crate::alert::Alert,
-    m: &RunbookMatch,
+    (m, run_rate): (&RunbookMatch, Option<crate::duration::Rate>),
     starts: &str,
 ) -> Op<()> {
     let Some(id) = insert_run(
@@ -991,8 +997,91 @@ async fn queue_remediation(
             return Ok(());
         }
     }
+    if let Some((reason, window)) = over_rate(tx, id, m, run_rate).await? {
+        tx.execute(
+            "UPDATE runs SET state = 'skipped', reason = $2, ended_at = now(), rate_limited = true WHERE id = $1",
+            &[&id, &reason],
+        )
+        .await?;
+        run_note(tx, incident, &say::skipped(id, &reason)).await?;
+        out.skipped += 1;
+        // The storm's first skipped run tells people; the others do not.
+        let storming: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE rate_limited AND runbook = $1 AND id <> $2
+                     AND ended_at > now() - make_interval(secs => $3))",
+                &[&m.name, &id, &secs(window)],
+            )
+            .await?
+            .get(0);
+        if !storming {
+            run_note(tx, incident, &say::storm(&reason)).await?;
+            outbox::enqueue(
+                tx,
+                incident,
+                &crate::notify::Happened {
+                    event: crate::notify::Event::RunsRateLimited,
+                    runbook: Some(&m.name),
+                    run_id: Some(id),
+                    step: None,
+                    detail: say::storm(&reason),
+                },
+                Some((out.notification_id, &alert.fingerprint)),
+            )
+            .await?;
+        }
+        return Ok(());
+    }
     out.queued.push(id);
     Ok(())
+}
+
+/// Why run `id` of `m` is over a rate cap (the runbook's `rate`, then the
+/// server's), if it is, and the storm's window. Counting holds a lock per
+/// cap to the end of the transaction, so that replicas ingesting at once
+/// cannot both take the last place.
+async fn over_rate(
+    tx: &Tx<'_>,
+    id: i64,
+    m: &RunbookMatch,
+    run_rate: Option<crate::duration::Rate>,
+) -> Op<Option<(String, Duration)>> {
+    let window = m
+        .rate
+        .map(|r| r.per)
+        .max(run_rate.map(|r| r.per))
+        .unwrap_or_default();
+    let started = |runbook: Option<&str>, rate: crate::duration::Rate| {
+        let runbook = runbook.map(str::to_owned);
+        async move {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('runbookd-rate:' || COALESCE($1, '')))",
+                &[&runbook],
+            )
+            .await?;
+            let n: i64 = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE state <> 'skipped' AND phase = 'remediation'
+                         AND queued_at > now() - make_interval(secs => $1) AND id <> $2
+                         AND ($3::text IS NULL OR runbook = $3) LIMIT $4) c",
+                    &[&secs(rate.per), &id, &runbook, &i64::from(rate.n)],
+                )
+                .await?
+                .get(0);
+            Ok::<_, Fail>(n >= i64::from(rate.n))
+        }
+    };
+    if let Some(rate) = m.rate {
+        if started(Some(&m.name), rate).await? {
+            return Ok(Some((say::rate_limited(&m.name, rate, false), window)));
+        }
+    }
+    if let Some(rate) = run_rate {
+        if started(None, rate).await? {
+            return Ok(Some((say::rate_limited(&m.name, rate, true), window)));
+        }
+    }
+    Ok(None)
 }
 
 async fn claim(tx: &Tx<'_>, req: &ClaimRequest) -> Op<Vec<Claimed>> {
@@ -1052,7 +1141,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
             // A run resuming after an approval (it has its steps so far)
             // keeps its start and attempt.
             "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
-                 lease_until = clock_timestamp() + make_interval(secs => $3),
+                 lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp(), progress = NULL,
                  fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
              WHERE id = $1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
             &[&id, &req.owner, &secs(req.lease)],
@@ -1134,7 +1223,7 @@ async fn heartbeat(tx: &Tx<'_>, owner: &str, runs: &[Lease], lease: Duration) ->
     let fences: Vec<i64> = runs.iter().map(|l| l.fence).collect();
     let held: HashMap<i64, bool> = tx
         .query(
-            "UPDATE runs r SET lease_until = clock_timestamp() + make_interval(secs => $3)
+            "UPDATE runs r SET lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp()
              FROM unnest($1::int8[], $2::int8[]) AS l(id, fence)
              WHERE r.id = l.id AND r.fence = l.fence AND r.owner = $4 AND r.state = 'running'
              RETURNING r.id, r.cancel_requested",
@@ -1179,13 +1268,23 @@ async fn append_output(
     Ok(())
 }
 
+/// Stores a running run's steps so far, if its fence holds.
+async fn progress(tx: &Tx<'_>, lease: Lease, json: &str) -> Op<()> {
+    tx.execute(
+        "UPDATE runs SET progress = $3 WHERE id = $1 AND fence = $2 AND state = 'running'",
+        &[&lease.run_id, &lease.fence, &json],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
     if let (RunState::AwaitingApproval, Some(r)) = (f.state, &f.awaiting) {
         return pause(tx, f, r).await;
     }
     let Some(row) = tx
         .query_opt(
-            "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL
+            "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL, progress = NULL
              WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
             &[&f.lease.run_id, &f.lease.fence, &f.state.as_str(), &json(&f.result), &f.summary],
         )
@@ -1247,7 +1346,7 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
 async fn pause(tx: &Tx<'_>, f: &Finished, r: &crate::approval::Request) -> Op<FinishOutcome> {
     let Some(row) = tx
         .query_opt(
-            "UPDATE runs SET state = 'awaiting_approval', result = $3, reason = $4, owner = NULL, lease_until = NULL
+            "UPDATE runs SET state = 'awaiting_approval', result = $3, reason = $4, owner = NULL, lease_until = NULL, progress = NULL
              WHERE id = $1 AND fence = $2 AND state = 'running' AND NOT cancel_requested RETURNING incident_id, runbook, notification_id, fingerprint",
             &[&f.lease.run_id, &f.lease.fence, &json(&f.result), &f.summary],
         )
@@ -1299,7 +1398,8 @@ async fn run_ended(
 
 async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
     // A run whose cancellation was requested is not queued again: it ends cancelled.
-    let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested FROM runs WHERE state = 'running'";
+    let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
+                      fingerprint, phase, progress, started_at, heard_at FROM runs WHERE state = 'running'";
     let rows = match scope {
         Reap::All { .. } => {
             tx.query(&format!("{sql} FOR UPDATE SKIP LOCKED"), &[])
@@ -1320,11 +1420,11 @@ async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
         let runbook: String = r.get(2);
         let owner: String = r.get::<_, Option<String>>(4).unwrap_or_default();
         let attempt = u32::try_from(r.get::<_, i32>(5)).unwrap_or(1);
-        tx.execute("DELETE FROM step_output WHERE run_id = $1", &[&id])
-            .await?;
         if r.get::<_, bool>(3) {
+            tx.execute("DELETE FROM step_output WHERE run_id = $1", &[&id])
+                .await?;
             tx.execute(
-                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = $1",
+                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, progress = NULL, fence = fence + 1 WHERE id = $1",
                 &[&id],
             )
             .await?;
@@ -1335,22 +1435,61 @@ async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
             run_note(tx, incident, &message).await?;
             reaped.requeued += 1;
         } else {
+            let output: Vec<(String, String, Vec<u8>)> = tx
+                .query(
+                    "SELECT step, stream, chunk FROM step_output WHERE run_id = $1 ORDER BY seq",
+                    &[&id],
+                )
+                .await?
+                .iter()
+                .map(|o| (o.get(0), o.get(1), o.get(2)))
+                .collect();
+            tx.execute("DELETE FROM step_output WHERE run_id = $1", &[&id])
+                .await?;
             let why = match scope {
                 Reap::All { why } => why.clone(),
                 Reap::Expired => say::lease_lost(&owner),
             };
+            let phase: Phase = r.get::<_, &str>(8).parse().map_err(StoreError::Invalid)?;
+            let (why, record) = crate::store::types::leftover_record(
+                &why,
+                &crate::store::types::Leftover {
+                    runbook: &runbook,
+                    fingerprint: r.get(7),
+                    phase,
+                    started: r.get(10),
+                    heard: if matches!(scope, Reap::Expired) {
+                        r.get(11)
+                    } else {
+                        None
+                    },
+                    progress: r.get(9),
+                    output: &output,
+                },
+            );
             let state = if r.get::<_, bool>(6) {
                 RunState::Cancelled
             } else {
                 RunState::Interrupted
             };
             tx.execute(
-                "UPDATE runs SET state = $3, reason = $2, ended_at = now(), owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = $1",
-                &[&id, &why, &state.as_str()],
+                "UPDATE runs SET state = $3, reason = $2, ended_at = now(), owner = NULL, lease_until = NULL, progress = NULL,
+                     result = COALESCE($4, result), fence = fence + 1 WHERE id = $1",
+                &[&id, &why, &state.as_str(), &record],
             )
             .await?;
-            run_note(tx, incident, &say::finished(id, &runbook, state, &why)).await?;
-            for what in crate::notify::run_ended(&runbook, id, state, &why, None) {
+            let detail = run_detail(record.as_deref()).map_err(StoreError::Invalid)?;
+            run_ended(
+                tx,
+                incident,
+                id,
+                (&runbook, phase),
+                state,
+                &why,
+                detail.as_ref().map_or(0, |d| d.open_checklist().count()),
+            )
+            .await?;
+            for what in crate::notify::run_ended(&runbook, id, state, &why, detail.as_ref()) {
                 outbox::enqueue(tx, incident, &what, None).await?;
             }
             reaped.interrupted += 1;

@@ -4,8 +4,10 @@
 -- their original's place (`rerun_of`: the first run of what is re-run;
 -- `rerun`: which re-run it is, part of the run key, so a re-run never
 -- collides with the run it repeats and a double submission queues one);
--- runs skipped by a rate cap (people are told once per storm); runs'
--- states and phases checked.
+-- runs skipped by a rate cap (people are told once per storm); a running
+-- run's steps so far (`progress`) and when its owner last renewed its
+-- lease (`heard_at`), so that a run taken over keeps them; runs' states
+-- and phases checked.
 ALTER TABLE incidents ADD COLUMN commander TEXT;
 UPDATE incidents SET commander = acknowledged_by;
 CREATE TABLE checklist_done (
@@ -18,6 +20,8 @@ CREATE TABLE checklist_done (
 ALTER TABLE runs ADD COLUMN rerun_of BIGINT REFERENCES runs(id);
 ALTER TABLE runs ADD COLUMN rerun INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN rate_limited BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE runs ADD COLUMN progress TEXT;
+ALTER TABLE runs ADD COLUMN heard_at TIMESTAMPTZ;
 ALTER TABLE runs DROP CONSTRAINT runs_runbook_fingerprint_starts_at_phase_key;
 ALTER TABLE runs ADD CONSTRAINT runs_key UNIQUE (runbook, fingerprint, starts_at, phase, rerun);
 ALTER TABLE runs ADD CONSTRAINT runs_phase CHECK (phase IN ('remediation', 'resolution'));

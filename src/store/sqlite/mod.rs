@@ -76,8 +76,10 @@ struct Inner {
     write_error: Arc<Mutex<Option<String>>>,
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
     readers: Mutex<Vec<Connection>>,
-    /// Held for the life of the store: no other runbookd may write it.
-    _lock: Option<nix::fcntl::Flock<std::fs::File>>,
+    /// The writer thread, which holds the store's lock (no other runbookd
+    /// may write it) until its last commit: closing the store waits for it,
+    /// so that a restart in the same process finds the lock free.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Takes the exclusive lock of the store at `path` (`PATH.lock` beside it),
@@ -188,9 +190,12 @@ impl Sqlite {
         let (tx, rx) = mpsc::channel::<WriteJob>();
         let write_error = Arc::new(Mutex::new(None));
         let health = write_error.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("runbookd-store".into())
-            .spawn(move || writer(conn, &rx, &health))
+            .spawn(move || {
+                let _lock = lock;
+                writer(conn, &rx, &health);
+            })
             .map_err(|e| StoreError::Invalid(format!("cannot start the store writer: {e}")))?;
         Ok(Sqlite {
             inner: Arc::new(Inner {
@@ -198,7 +203,7 @@ impl Sqlite {
                 write_error,
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(Vec::new()),
-                _lock: Some(lock),
+                thread: Mutex::new(Some(thread)),
             }),
         })
     }
@@ -222,7 +227,7 @@ impl Sqlite {
                 write_error: Arc::new(Mutex::new(None)),
                 writer: Mutex::new(None),
                 readers: Mutex::new(Vec::new()),
-                _lock: None,
+                thread: Mutex::new(None),
             }),
         })
     }
@@ -316,12 +321,23 @@ impl Sqlite {
             .clone()
     }
 
+    /// Stops taking writes; returns once the writes queued so far are
+    /// committed and the store's lock is released.
     pub fn close(&self) {
         self.inner
             .writer
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
+        let thread = self
+            .inner
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
     }
 }
 

@@ -240,7 +240,14 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
         }
         for m in matches {
             match alert.status {
-                Status::Firing => queue_remediation(conn, &mut out, incident, alert, m, &starts)?,
+                Status::Firing => queue_remediation(
+                    conn,
+                    &mut out,
+                    incident,
+                    alert,
+                    (m, input.run_rate),
+                    &starts,
+                )?,
                 Status::Resolved => {
                     if m.has_on_resolved {
                         if let Some(id) = insert_run(
@@ -391,7 +398,7 @@ fn queue_remediation(
     out: &mut Ingested,
     incident: i64,
     alert: &crate::alert::Alert,
-    m: &RunbookMatch,
+    (m, run_rate): (&RunbookMatch, Option<crate::duration::Rate>),
     starts: &str,
 ) -> Result<()> {
     let Some(id) = insert_run(
@@ -428,8 +435,80 @@ fn queue_remediation(
             return Ok(());
         }
     }
+    if let Some(reason) = over_rate(conn, id, m, run_rate)? {
+        conn.run(
+            "UPDATE runs SET state = 'skipped', reason = ?2, ended_at = ?3, rate_limited = 1 WHERE id = ?1",
+            params![id, reason, now()],
+        )?;
+        run_note(conn, incident, &say::skipped(id, &reason))?;
+        out.skipped += 1;
+        // The storm's first skipped run tells people; the others do not.
+        let since =
+            ts(Utc::now()
+                - chrono::Duration::from_std(storm_window(m, run_rate)).unwrap_or_default());
+        let storming: bool = conn.one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE rate_limited = 1 AND runbook = ?1 AND id != ?2 AND ended_at > ?3)",
+            params![m.name, id, since],
+            |r| r.get(0),
+        )?;
+        if !storming {
+            run_note(conn, incident, &say::storm(&reason))?;
+            super::outbox::enqueue(
+                conn,
+                incident,
+                &crate::notify::Happened {
+                    event: crate::notify::Event::RunsRateLimited,
+                    runbook: Some(&m.name),
+                    run_id: Some(id),
+                    step: None,
+                    detail: say::storm(&reason),
+                },
+                Some((out.notification_id, &alert.fingerprint)),
+            )?;
+        }
+        return Ok(());
+    }
     out.queued.push(id);
     Ok(())
+}
+
+/// The window a storm of `m`'s runs is told once in: the longer of the caps.
+fn storm_window(m: &RunbookMatch, run_rate: Option<crate::duration::Rate>) -> Duration {
+    m.rate
+        .map(|r| r.per)
+        .max(run_rate.map(|r| r.per))
+        .unwrap_or_default()
+}
+
+/// Why run `id` of `m` is over a rate cap (the runbook's `rate`, then the
+/// server's), if it is: as many runs started within the window already.
+fn over_rate(
+    conn: &Connection,
+    id: i64,
+    m: &RunbookMatch,
+    run_rate: Option<crate::duration::Rate>,
+) -> Result<Option<String>> {
+    let started = |runbook: Option<&str>, rate: crate::duration::Rate| -> Result<bool> {
+        let since = ts(Utc::now() - chrono::Duration::from_std(rate.per).unwrap_or_default());
+        let n: i64 = conn.one(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE state != 'skipped' AND queued_at > ?1 AND id != ?2
+                 AND phase = 'remediation' AND (?3 IS NULL OR runbook = ?3) LIMIT ?4)",
+            params![since, id, runbook, rate.n],
+            |r| r.get(0),
+        )?;
+        Ok(n >= i64::from(rate.n))
+    };
+    if let Some(rate) = m.rate {
+        if started(Some(&m.name), rate)? {
+            return Ok(Some(say::rate_limited(&m.name, rate, false)));
+        }
+    }
+    if let Some(rate) = run_rate {
+        if started(None, rate)? {
+            return Ok(Some(say::rate_limited(&m.name, rate, true)));
+        }
+    }
+    Ok(None)
 }
 
 fn lease_until(lease: Duration) -> String {
@@ -509,7 +588,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         .one(
             // A run resuming after an approval (it has its steps so far)
             // keeps its start and attempt.
-            "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4,
+            "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4, heard_at = ?2, progress = NULL,
                  fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
              WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
             params![id, now(), req.owner, lease_until(req.lease)],
@@ -586,12 +665,13 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
 fn heartbeat(conn: &Connection, owner: &str, runs: &[Lease], lease: Duration) -> Result<Heartbeat> {
     let until = lease_until(lease);
     let mut stmt = conn.prepare_cached(
-        "UPDATE runs SET lease_until = ?4 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'running' RETURNING cancel_requested",
+        "UPDATE runs SET lease_until = ?4, heard_at = ?5 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'running' RETURNING cancel_requested",
     )?;
     let mut beat = Heartbeat::default();
+    let at = now();
     for l in runs {
         let cancel: Option<bool> = stmt
-            .query_row(params![l.run_id, l.fence, owner, until], |r| r.get(0))
+            .query_row(params![l.run_id, l.fence, owner, until, at], |r| r.get(0))
             .optional()?;
         match cancel {
             None => beat.lost.push(l.run_id),
@@ -630,6 +710,15 @@ fn append_output(
     Ok(())
 }
 
+/// Stores a running run's steps so far, if its fence holds.
+fn progress(conn: &Connection, lease: Lease, json: &str) -> Result<()> {
+    conn.run(
+        "UPDATE runs SET progress = ?3 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+        params![lease.run_id, lease.fence, json],
+    )?;
+    Ok(())
+}
+
 /// Records a finished run and moves its incident along, if its fence holds.
 ///
 /// # Errors
@@ -640,7 +729,7 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
     }
     let Some((incident, runbook, phase, notification, fingerprint)): Option<(i64, String, String, i64, String)> = conn
         .one(
-            "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL
+            "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL, progress = NULL
              WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
             params![f.lease.run_id, f.lease.fence, f.state.as_str(), now(), json(&f.result), f.summary],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
@@ -698,7 +787,7 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
 fn pause(conn: &Connection, f: &Finished, r: &crate::approval::Request) -> Result<FinishOutcome> {
     let Some((incident, runbook, notification, fingerprint)): Option<(i64, String, i64, String)> = conn
         .one(
-            "UPDATE runs SET state = 'awaiting_approval', result = ?3, reason = ?4, owner = NULL, lease_until = NULL
+            "UPDATE runs SET state = 'awaiting_approval', result = ?3, reason = ?4, owner = NULL, lease_until = NULL, progress = NULL
              WHERE id = ?1 AND fence = ?2 AND state = 'running' AND NOT cancel_requested RETURNING incident_id, runbook, notification_id, fingerprint",
             params![f.lease.run_id, f.lease.fence, json(&f.result), f.summary],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -752,13 +841,29 @@ fn run_ended(
 /// # Errors
 /// A database error.
 /// A running run found by reaping: id, incident, runbook, whether to queue
-/// it again, owner, attempt, whether its cancellation was requested.
-type Leftover = (i64, i64, String, bool, Option<String>, u32, bool);
+/// it again, owner, attempt, whether its cancellation was requested,
+/// fingerprint, phase, its steps so far, when it started, when its owner
+/// was last heard from.
+type Reaping = (
+    i64,
+    i64,
+    String,
+    bool,
+    Option<String>,
+    u32,
+    bool,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
     // A run whose cancellation was requested is not queued again: it ends cancelled.
-    let runs: Vec<Leftover> = {
-        let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested FROM runs WHERE state = 'running'";
+    let runs: Vec<Reaping> = {
+        let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
+                          fingerprint, phase, progress, started_at, heard_at FROM runs WHERE state = 'running'";
         let row = |r: &rusqlite::Row<'_>| {
             Ok((
                 r.get(0)?,
@@ -768,6 +873,11 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
                 r.get(4)?,
                 r.get(5)?,
                 r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+                r.get(10)?,
+                r.get(11)?,
             ))
         };
         match scope {
@@ -782,12 +892,26 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
         }
     };
     let mut reaped = Reaped::default();
-    for (id, incident, runbook, idempotent, owner, attempt, cancelled) in runs {
+    for (
+        id,
+        incident,
+        runbook,
+        idempotent,
+        owner,
+        attempt,
+        cancelled,
+        fingerprint,
+        phase,
+        progress,
+        started,
+        heard,
+    ) in runs
+    {
         let owner = owner.unwrap_or_default();
-        conn.run("DELETE FROM step_output WHERE run_id = ?1", [id])?;
         if idempotent {
+            conn.run("DELETE FROM step_output WHERE run_id = ?1", [id])?;
             conn.run(
-                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
+                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, progress = NULL, fence = fence + 1 WHERE id = ?1",
                 [id],
             )?;
             let message = match scope {
@@ -797,21 +921,57 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
             run_note(conn, incident, &message)?;
             reaped.requeued += 1;
         } else {
+            let output: Vec<(String, String, Vec<u8>)> = conn
+                .prepare_cached(
+                    "SELECT step, stream, chunk FROM step_output WHERE run_id = ?1 ORDER BY seq",
+                )?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            conn.run("DELETE FROM step_output WHERE run_id = ?1", [id])?;
             let why = match scope {
                 Reap::All { why } => why.clone(),
                 Reap::Expired => say::lease_lost(&owner),
             };
+            let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
+            let parse = |t: Option<String>| {
+                t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+            };
+            let (why, record) = crate::store::types::leftover_record(
+                &why,
+                &crate::store::types::Leftover {
+                    runbook: &runbook,
+                    fingerprint: &fingerprint,
+                    phase,
+                    started: parse(started),
+                    heard: matches!(scope, Reap::Expired)
+                        .then(|| parse(heard))
+                        .flatten(),
+                    progress: progress.as_deref(),
+                    output: &output,
+                },
+            );
             let state = if cancelled {
                 RunState::Cancelled
             } else {
                 RunState::Interrupted
             };
             conn.run(
-                "UPDATE runs SET state = ?4, reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, fence = fence + 1 WHERE id = ?1",
-                params![id, why, now(), state.as_str()],
+                "UPDATE runs SET state = ?4, reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, progress = NULL,
+                     result = COALESCE(?5, result), fence = fence + 1 WHERE id = ?1",
+                params![id, why, now(), state.as_str(), record],
             )?;
-            run_note(conn, incident, &say::finished(id, &runbook, state, &why))?;
-            for what in crate::notify::run_ended(&runbook, id, state, &why, None) {
+            let detail = run_detail(record.as_deref()).map_err(StoreError::Invalid)?;
+            run_ended(
+                conn,
+                incident,
+                id,
+                (&runbook, phase),
+                state,
+                &why,
+                detail.as_ref().map_or(0, |r| r.open_checklist().count()),
+            )?;
+            for what in crate::notify::run_ended(&runbook, id, state, &why, detail.as_ref()) {
                 super::outbox::enqueue(conn, incident, &what, None)?;
             }
             reaped.interrupted += 1;
@@ -1223,6 +1383,11 @@ impl Sqlite {
     #[must_use]
     pub fn finish(&self, f: std::sync::Arc<Finished>) -> Pending<FinishOutcome> {
         Box::pin(self.write(move |c| finish(c, &f)))
+    }
+
+    #[must_use]
+    pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
+        Box::pin(self.write(move |c| progress(c, lease, &json)))
     }
 
     #[must_use]

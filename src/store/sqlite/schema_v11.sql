@@ -4,7 +4,9 @@
 -- their original's place (`rerun_of`: the first run of what is re-run;
 -- `rerun`: which re-run it is, part of the run key, so a re-run never
 -- collides with the run it repeats and a double submission queues one);
--- runs skipped by a rate cap (people are told once per storm). The runs
+-- runs skipped by a rate cap (people are told once per storm); a running
+-- run's steps so far (`progress`) and when its owner last renewed its
+-- lease (`heard_at`), so that a run taken over keeps them. The runs
 -- table is rebuilt (SQLite cannot change a table's UNIQUE constraint), with
 -- its states and phases checked.
 ALTER TABLE incidents ADD COLUMN commander TEXT;
@@ -40,6 +42,8 @@ CREATE TABLE runs_v11 (
   rerun_of         INTEGER REFERENCES runs(id),
   rerun            INTEGER NOT NULL DEFAULT 0,
   rate_limited     INTEGER NOT NULL DEFAULT 0,
+  progress         TEXT,                  -- a running run's steps so far (JSON)
+  heard_at         TEXT,                  -- its owner's last renewal
   -- A resent notification maps to the same key and never starts a second run.
   UNIQUE (runbook, fingerprint, starts_at, phase, rerun)
 );
