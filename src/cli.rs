@@ -1166,7 +1166,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
     let sandbox = Sandbox::new(config).context("cannot set up the step sandbox")?;
     let executor = Executor {
         // `run --alert` has no Alertmanager: a silence step fails, saying so.
-        alertmanager: None,
+        alertmanager: crate::silence::Alertmanagers::default(),
         sandbox,
         settings: ExecSettings {
             kill_grace: args.kill_grace,

@@ -303,6 +303,77 @@ pub struct ServerConfig {
     pub notifiers: std::sync::Arc<crate::notify::config::Notifiers>,
     /// Where `silence:` steps make their silences.
     pub alertmanager: Option<crate::silence::Alertmanager>,
+    /// The file (and flags) this came from, read again on reload (SIGHUP).
+    pub source: Option<ConfigSource>,
+}
+
+/// Where a server config came from, to read it again on reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub file: PathBuf,
+    pub overrides: Overrides,
+}
+
+impl ServerConfig {
+    /// The settings a reload cannot change (they shape what is already
+    /// running), as `(key, value)`: a reload that changes one says to
+    /// restart.
+    #[must_use]
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("listen", self.listen.to_string()),
+            ("runbooks", self.runbooks.display().to_string()),
+            ("data_dir", self.data_dir.display().to_string()),
+            ("store", self.store().to_string()),
+            ("cluster.replica", self.replica.clone()),
+            ("cluster.lease", format!("{:?}", self.lease)),
+            (
+                "limits.max_concurrent_steps",
+                self.max_concurrent_steps.to_string(),
+            ),
+            ("limits.body_bytes", self.body_limit.to_string()),
+            ("shutdown_grace", format!("{:?}", self.shutdown_grace)),
+            (
+                "sandbox",
+                format!("{:?} {:?}", self.sandbox, self.kill_grace),
+            ),
+            ("http", format!("{:?}", self.http)),
+            ("external_url", self.external_url.clone()),
+        ]
+    }
+}
+
+/// A setting a reload may replace while every part of the server keeps a
+/// handle on it.
+#[derive(Debug, Default)]
+pub struct Shared<T>(std::sync::Arc<std::sync::RwLock<T>>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T: Clone> Shared<T> {
+    pub fn new(value: T) -> Self {
+        Shared(std::sync::Arc::new(std::sync::RwLock::new(value)))
+    }
+
+    /// The value in force now.
+    #[must_use]
+    pub fn get(&self) -> T {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set(&self, value: T) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    }
 }
 
 /// Connection hygiene of the HTTP server.
@@ -392,6 +463,10 @@ impl ServerConfig {
     /// # Errors
     /// An unreadable or invalid file, a missing secret, a bad value.
     pub fn load(file: Option<&Path>, o: Overrides) -> anyhow::Result<ServerConfig> {
+        let source = file.map(|p| ConfigSource {
+            file: p.to_owned(),
+            overrides: o.clone(),
+        });
         let f: FileConfig = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
@@ -666,6 +741,7 @@ impl ServerConfig {
             },
             notifiers: std::sync::Arc::new(notifiers),
             alertmanager,
+            source,
         };
         anyhow::ensure!(
             cfg.body_limit >= 1024,

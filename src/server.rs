@@ -112,14 +112,16 @@ fn restrict(path: &std::path::Path, mode: u32) {
 /// post to the webhook is a write: steps, or anything a step can reach that
 /// relays to this port (a local proxy, a port forward), must not make one,
 /// so it always needs a credential.
-fn credentials(
+pub(crate) fn credentials(
     cfg: &ServerConfig,
     sandbox: &Sandbox,
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
 ) -> anyhow::Result<crate::config::Auth> {
     use crate::api::auth::{
         own_credential, LOCAL_TOKEN_FILE, SESSION_KEY_FILE, WEBHOOK_TOKEN_FILE,
     };
+    // `addr`: at start, when where to sign in is logged; a reload is quiet.
+    let quiet = addr.is_none();
     let mut auth = cfg.auth.clone();
     auth.session_key = match &auth.session_key_file {
         Some(p) => crate::config::read_secret(p, "session key")?,
@@ -128,11 +130,13 @@ fn credentials(
     if auth.users.is_empty() {
         let (token, path) = own_credential(&cfg.data_dir, LOCAL_TOKEN_FILE)?;
         auth.local = Some(token);
-        tracing::info!(
-            credential = %path.display(),
-            "no auth.users: the operator credential is in `{}` (the CLI reads it by itself); sign in to the web UI at http://{addr}/login with its contents",
-            path.display()
-        );
+        if let Some(addr) = addr {
+            tracing::info!(
+                credential = %path.display(),
+                "no auth.users: the operator credential is in `{}` (the CLI reads it by itself); sign in to the web UI at http://{addr}/login with its contents",
+                path.display()
+            );
+        }
     }
     if !auth.enabled() {
         let (token, path) = own_credential(&cfg.data_dir, WEBHOOK_TOKEN_FILE)?;
@@ -141,13 +145,15 @@ fn credentials(
             "without auth.bearer_token_file runbookd made one, `{}`: point Alertmanager's `http_config.authorization.credentials_file` at it",
             path.display()
         );
-        tracing::info!(
-            credential = %path.display(),
-            "the webhook's credential is in `{}` (no auth.bearer_token_file): Alertmanager sends it with http_config.authorization.credentials_file",
-            path.display()
-        );
+        if !quiet {
+            tracing::info!(
+                credential = %path.display(),
+                "the webhook's credential is in `{}` (no auth.bearer_token_file): Alertmanager sends it with http_config.authorization.credentials_file",
+                path.display()
+            );
+        }
     }
-    if !sandbox.guards_connections() {
+    if !quiet && !sandbox.guards_connections() {
         tracing::warn!("steps can connect to this port (runbookd is not root, or has no writable cgroup v2): they still need a credential for everything, which they cannot read");
     }
     Ok(auth)
@@ -235,9 +241,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             "steps would run as runbookd's own user (or root) on a kernel without Landlock, so nothing would keep them from reading runbookd's store and credentials: run runbookd as root without allow_root_steps (steps drop to `run_as`), or on a kernel with Landlock (Linux 5.13+)"
         )));
     }
-    let auth = credentials(&cfg, &sandbox, addr)?;
+    let auth = credentials(&cfg, &sandbox, Some(addr))?;
+    let alertmanager = crate::silence::Alertmanagers::new(cfg.alertmanager.clone());
+    let notifiers = crate::config::Shared::new(cfg.notifiers.clone());
     let executor = Arc::new(Executor {
-        alertmanager: cfg.alertmanager.clone(),
+        alertmanager: alertmanager.clone(),
         sandbox,
         settings: ExecSettings {
             kill_grace: cfg.kill_grace,
@@ -284,10 +292,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         shadow: cfg.shadow,
         http,
         csrf,
-        notifiers: cfg.notifiers.clone(),
+        notifiers: notifiers.clone(),
         external_url: cfg.external_url.clone(),
-        alertmanager: cfg.alertmanager.clone(),
+        alertmanager: alertmanager.clone(),
         reloading: Arc::default(),
+        config: Arc::new(cfg.clone()),
     };
     if cfg.shadow {
         tracing::warn!(
@@ -319,7 +328,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     }
     let dispatch_task = tokio::spawn(dispatcher.clone().run());
     // The silences runs made end when they are due, on every replica.
-    let keeper_task = cfg.alertmanager.clone().map(|am| {
+    // Always running: a reload may configure an Alertmanager.
+    let keeper_task = {
+        let am = alertmanager.clone();
         let state = state.clone();
         let resolve: crate::silence::Resolve = Arc::new(move |n, body| {
             let state = state.clone();
@@ -338,7 +349,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             }
             .run(stop.clone()),
         )
-    });
+    };
     // A shadow-mode server sends nothing: it records what would be sent.
     let outbox_stop = if cfg.shadow {
         tracing::warn!("shadow mode: notifications are recorded, none is sent");
@@ -352,7 +363,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let outbox_task = tokio::spawn(
         crate::notify::deliver::Outbox {
             store: store.clone(),
-            notifiers: cfg.notifiers.clone(),
+            notifiers: notifiers.clone(),
             runbooks: state.runbooks.clone(),
             metrics: state.metrics.clone(),
             owner: cfg.replica.clone(),
@@ -381,9 +392,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         let _ = dispatch_task.await;
         let _ = outbox_task.await;
         let _ = drills_task.await;
-        if let Some(t) = keeper_task {
-            let _ = t.await;
-        }
+        let _ = keeper_task.await;
         store.close();
         served.context("the HTTP server failed")
     });
@@ -406,7 +415,8 @@ pub enum Announce {
     Json,
 }
 
-/// `runbookd serve`: until SIGTERM or SIGINT; SIGHUP reloads the runbooks.
+/// `runbookd serve`: until SIGTERM or SIGINT; SIGHUP reloads the config
+/// file's users, notifiers, Alertmanager and limits, and the runbooks.
 ///
 /// # Errors
 /// When the server cannot start or fails.

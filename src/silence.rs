@@ -51,6 +51,8 @@ pub struct Silenced {
     /// to the webhook never was Alertmanager's, and its absence says
     /// nothing).
     pub watched: bool,
+    /// The Alertmanager it was made in (its URL).
+    pub alertmanager: String,
 }
 
 /// A silence a run made, as the store keeps it from the moment it is made:
@@ -71,6 +73,10 @@ pub struct RunSilence {
     pub until: Until,
     /// See [`Silenced::watched`].
     pub watched: bool,
+    /// The Alertmanager it was made in (its URL; empty in stores from
+    /// before this was recorded: the configured one): a reload may point
+    /// runbookd at another, and the silence is expired where it is.
+    pub alertmanager: String,
 }
 
 /// A matcher as Alertmanager's API v2 takes it.
@@ -120,7 +126,8 @@ pub type Resolve = std::sync::Arc<
 /// expiry is idempotent), and learns the resolution of silenced alerts.
 pub struct Keeper {
     pub store: crate::store::Store,
-    pub alertmanager: Alertmanager,
+    /// `None` while no Alertmanager is configured (a reload may add one).
+    pub alertmanager: Alertmanagers,
     pub resolve: Resolve,
 }
 
@@ -129,6 +136,73 @@ const KEEPER_TICK: Duration = Duration::from_secs(1);
 /// How often Alertmanager is asked about the alerts of `until: resolved`
 /// silences.
 const RESOLUTION_TICK: Duration = Duration::from_secs(5);
+
+/// The Alertmanager `silence:` steps silence through (`None` while none is
+/// configured; a reload may replace it), and every one this process has
+/// had, by URL: a silence is expired, and its alert asked about, in the one
+/// it was made in, even after a reload pointed runbookd at another.
+#[derive(Debug, Clone, Default)]
+pub struct Alertmanagers(std::sync::Arc<std::sync::RwLock<InForce>>);
+
+/// The Alertmanager in force, and every one had, by URL.
+type InForce = (
+    Option<Alertmanager>,
+    std::collections::HashMap<String, Alertmanager>,
+);
+
+impl Alertmanagers {
+    #[must_use]
+    pub fn new(current: Option<Alertmanager>) -> Self {
+        let a = Alertmanagers::default();
+        a.set(current);
+        a
+    }
+
+    /// The one in force.
+    #[must_use]
+    pub fn get(&self) -> Option<Alertmanager> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Puts `am` in force; the one before stays known.
+    pub fn set(&self, am: Option<Alertmanager>) {
+        let mut w = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(a) = &am {
+            w.1.insert(a.url.to_string(), a.clone());
+        }
+        w.0 = am;
+    }
+
+    /// Whether this process has had any (silences to look after).
+    fn ever(&self) -> bool {
+        !self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .1
+            .is_empty()
+    }
+
+    /// The Alertmanager `s` was made in, if this process has had it.
+    fn made_in(&self, s: &RunSilence) -> Option<Alertmanager> {
+        let r = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if s.alertmanager.is_empty() {
+            r.0.clone()
+        } else {
+            r.1.get(&s.alertmanager).cloned()
+        }
+    }
+}
 
 impl Keeper {
     pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
@@ -148,6 +222,9 @@ impl Keeper {
 
     /// Expires the silences whose run ended or whose alert resolved.
     async fn expire_due(&self) {
+        if !self.alertmanager.ever() {
+            return;
+        }
         let due = match self.store.silences_due().await {
             Ok(d) => d,
             Err(e) => {
@@ -156,9 +233,18 @@ impl Keeper {
             }
         };
         for s in due {
-            match self.alertmanager.expire(&s.id).await {
+            let Some(am) = self.alertmanager.made_in(&s) else {
+                // Made in an Alertmanager this process never had (the
+                // config changed across a restart): nothing to ask.
+                tracing::warn!(incident = %s.incident, silence = %s.id, alertmanager = %s.alertmanager, "a run's silence was made in an Alertmanager no longer configured: it ends there at its duration");
+                if let Err(e) = self.store.silence_ended(s.id.clone()).await {
+                    tracing::warn!(silence = %s.id, error = %e, "cannot record a silence as ended");
+                }
+                continue;
+            };
+            match am.expire(&s.id).await {
                 Ok(()) => {
-                    tracing::info!(incident = %s.incident, run = s.run_id, silence = %s.id, until = s.until.as_str(), "a run's silence is expired");
+                    tracing::info!(incident = %s.incident, run = s.run_id, silence = %s.id, until = s.until.as_str(), alertmanager = %am.url, "a run's silence is expired");
                     if let Err(e) = self.store.silence_ended(s.id.clone()).await {
                         tracing::warn!(silence = %s.id, error = %e, "cannot record a silence as ended");
                     }
@@ -171,8 +257,13 @@ impl Keeper {
     }
 
     /// Records the resolution of each `until: resolved` silence's alert
-    /// that Alertmanager no longer holds as firing.
+    /// that the Alertmanager holding its silence no longer holds as firing
+    /// (an alert silenced in one Alertmanager says nothing by its absence
+    /// from another).
     async fn learn_resolutions(&self) {
+        if !self.alertmanager.ever() {
+            return;
+        }
         let held = match self.store.silences_held().await {
             Ok(h) => h,
             Err(e) => {
@@ -182,14 +273,27 @@ impl Keeper {
         };
         // Manual runs' and drills' alerts are runbookd's own, not
         // Alertmanager's: theirs end with their incident.
-        let held: Vec<RunSilence> = held
-            .into_iter()
-            .filter(|s| !s.receiver.starts_with("runbookd-"))
-            .collect();
-        if held.is_empty() {
-            return;
+        let mut by_am: std::collections::BTreeMap<String, (Alertmanager, Vec<RunSilence>)> =
+            std::collections::BTreeMap::new();
+        for s in held {
+            if s.receiver.starts_with("runbookd-") {
+                continue;
+            }
+            if let Some(am) = self.alertmanager.made_in(&s) {
+                by_am
+                    .entry(am.url.to_string())
+                    .or_insert_with(|| (am, Vec::new()))
+                    .1
+                    .push(s);
+            }
         }
-        let firing = match self.alertmanager.firing().await {
+        for (am, held) in by_am.into_values() {
+            self.resolutions_in(&am, held).await;
+        }
+    }
+
+    async fn resolutions_in(&self, am: &Alertmanager, held: Vec<RunSilence>) {
+        let firing = match am.firing().await {
             Ok(Some(f)) => f,
             Ok(None) => return,
             Err(e) => {
@@ -215,7 +319,7 @@ impl Keeper {
                 "groupLabels": {},
                 "commonLabels": s.alert.labels,
                 "commonAnnotations": {},
-                "externalURL": self.alertmanager.url.as_str(),
+                "externalURL": am.url.as_str(),
                 "truncatedAlerts": 0,
             }))
             .unwrap_or_default();
@@ -388,6 +492,7 @@ impl Alertmanager {
             return Ok(Silenced {
                 id: s.id.clone(),
                 watched,
+                alertmanager: self.url.to_string(),
             });
         }
         let now = chrono::Utc::now();
@@ -421,6 +526,7 @@ impl Alertmanager {
             .map(|id| Silenced {
                 id: id.to_owned(),
                 watched,
+                alertmanager: self.url.to_string(),
             })
             .ok_or_else(|| "Alertmanager answered without a silenceID".to_owned())
     }

@@ -1,6 +1,7 @@
 //! Operations, as Alertmanager names them: `/-/healthy`, `/-/ready`,
-//! `POST /-/reload` (an invalid runbook set is refused with its errors and
-//! the old set kept), and `/metrics` in the Prometheus text format.
+//! `POST /-/reload` (the config file's live settings and the runbooks; an
+//! invalid config or runbook set is refused with its errors and everything
+//! in force kept), and `/metrics` in the Prometheus text format.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -41,26 +42,89 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Loads the runbook directory again; keeps the old set when the new one is invalid.
+/// The settings a reload reads again from the config file, checked, not
+/// yet in force.
+struct Settings {
+    auth: crate::config::Auth,
+    notifiers: std::sync::Arc<crate::notify::config::Notifiers>,
+    alertmanager: Option<crate::silence::Alertmanager>,
+    run_rate: Option<crate::duration::Rate>,
+    max_queued_runs: u64,
+    /// Settings that changed but need a restart.
+    restart: Vec<&'static str>,
+    /// The paths the reloaded config keeps from steps (its secret files).
+    hidden: Vec<std::path::PathBuf>,
+}
+
+/// Reads the config file again (when `serve` was given one).
+fn read_settings(s: &AppState) -> Result<Option<Settings>, String> {
+    let Some(src) = &s.config.source else {
+        return Ok(None);
+    };
+    let cfg = crate::config::ServerConfig::load(Some(&src.file), src.overrides.clone())
+        .map_err(|e| format!("{e:#}"))?;
+    let auth = crate::server::credentials(&cfg, &s.dispatcher.executor.sandbox, None)
+        .map_err(|e| format!("{e:#}"))?;
+    let before = s.config.restart_only();
+    let restart = cfg
+        .restart_only()
+        .into_iter()
+        .zip(before)
+        .filter(|(now, was)| now.1 != was.1)
+        .map(|(now, _)| now.0)
+        .collect();
+    Ok(Some(Settings {
+        auth,
+        notifiers: cfg.notifiers.clone(),
+        alertmanager: cfg.alertmanager.clone(),
+        run_rate: cfg.run_rate,
+        max_queued_runs: cfg.max_queued_runs,
+        restart,
+        hidden: cfg.sandbox.hidden.clone(),
+    }))
+}
+
+/// Reloads: the config file's users and credentials, notifiers,
+/// Alertmanager and limits (when `serve` was given a config file), and the
+/// runbook directory. All or nothing: an invalid config or runbook set is
+/// refused with every error and everything in force stays.
 ///
 /// # Errors
-/// Every error of the new set.
+/// The config's error, or every error of the new runbook set.
 pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
     let _one_at_a_time = s
         .reloading
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let settings = read_settings(s).map_err(|e| {
+        s.metrics.reloaded(false);
+        tracing::error!("reload refused, the previous settings and runbooks stay in force: {e}");
+        ApiError::Invalid {
+            message: "invalid config: the previous settings and runbooks stay in force".into(),
+            errors: vec![e],
+        }
+    })?;
+    let notifiers = settings
+        .as_ref()
+        .map_or_else(|| s.notifiers.get(), |c| c.notifiers.clone());
     let loaded = crate::runbook::load_dir(&s.runbooks_dir).and_then(|set| {
-        crate::notify::config::check_refs(&set, &s.notifiers)?;
+        crate::notify::config::check_refs(&set, &notifiers)?;
         Ok(set)
     });
-    // The sandbox hides the new set's secret files before any step of it
-    // can run.
+    // The sandbox hides the new set's secret files, and the reloaded
+    // config's (a new user's token file, a notifier's), before any step
+    // can run under the new set or any of those is read by runbookd.
+    let config_secrets = settings
+        .as_ref()
+        .map(|c| c.hidden.clone())
+        .unwrap_or_default();
     let loaded = loaded.and_then(|set| {
+        let mut secrets = set.secret_files();
+        secrets.extend(config_secrets);
         s.dispatcher
             .executor
             .sandbox
-            .hide_secrets(&set.secret_files())
+            .hide_secrets(&secrets)
             .map_err(|e| {
                 crate::runbook::LoadErrors(vec![crate::runbook::LoadError {
                     file: s.runbooks_dir.clone(),
@@ -79,6 +143,26 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
             *s.runbooks
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(set);
+            if let Some(c) = settings {
+                *s.auth
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    std::sync::Arc::new(c.auth);
+                s.notifiers.set(c.notifiers);
+                s.alertmanager.set(c.alertmanager);
+                *s.run_rate
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = c.run_rate;
+                s.max_queued_runs
+                    .store(c.max_queued_runs, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!("config reloaded: users and credentials, notifiers, alertmanager, limits.run_rate and limits.max_queued_runs are in force");
+                for key in c.restart {
+                    tracing::warn!(
+                        setting = key,
+                        "`{key}` changed in the config: it takes effect at the next restart"
+                    );
+                }
+            }
             s.metrics.reloaded(true);
             tracing::info!(runbooks = n, "runbooks reloaded");
             Ok(n)

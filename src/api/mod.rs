@@ -57,12 +57,17 @@ pub struct AppState {
     pub http: HttpConfig,
     /// The token every UI form carries (random per process).
     pub csrf: Arc<str>,
-    /// The configured notifiers: a reload refuses runbooks naming others.
-    pub notifiers: Arc<crate::notify::config::Notifiers>,
+    /// The configured notifiers: a reload refuses runbooks naming others
+    /// (and may replace them, from the config file).
+    pub notifiers: crate::config::Shared<Arc<crate::notify::config::Notifiers>>,
     /// Where people reach this runbookd (manual runs' `externalURL`).
     pub external_url: String,
-    /// Where `silence:` steps' silences live (expired when their alert resolves).
-    pub alertmanager: Option<crate::silence::Alertmanager>,
+    /// Where `silence:` steps' silences live (expired when their alert
+    /// resolves); a reload may change it.
+    pub alertmanager: crate::silence::Alertmanagers,
+    /// The config the server started with (its file is read again on
+    /// reload).
+    pub config: Arc<crate::config::ServerConfig>,
     /// Held across a whole reload (load, hide its secrets, swap), so that
     /// two at once (the API, SIGHUP, another replica's) cannot leave one
     /// set in force under the other's sandbox policy.

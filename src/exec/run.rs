@@ -38,8 +38,9 @@ pub const STDOUT_TAIL_FOR_TEMPLATES: usize = 4096;
 pub struct Executor {
     pub sandbox: Sandbox,
     pub settings: ExecSettings,
-    /// Where `silence:` steps make their silences (`alertmanager:` in the config).
-    pub alertmanager: Option<crate::silence::Alertmanager>,
+    /// Where `silence:` steps make their silences (`alertmanager:` in the
+    /// config; a reload may change it).
+    pub alertmanager: crate::silence::Alertmanagers,
 }
 
 impl Drop for Executor {
@@ -607,7 +608,7 @@ impl Executor {
         // store; a paused run keeps them while it waits). Without a store
         // (`runbookd run`), here.
         if req.lease.is_none() && outcome != RunOutcome::AwaitingApproval {
-            if let Some(am) = &self.alertmanager {
+            if let Some(am) = &self.alertmanager.get() {
                 for rec in &records {
                     let (Some(id), Some(plan)) = (&rec.silence_id, &rec.plan.silence) else {
                         continue;
@@ -772,6 +773,7 @@ impl Executor {
                         group_key: req.notification.group_key.clone(),
                         alert: req.alert.clone(),
                         until: silence.until,
+                        alertmanager: made.alertmanager.clone(),
                     })
                     .await;
             }
@@ -822,7 +824,7 @@ impl Executor {
         silence: &crate::plan::SilencePlan,
         attempts: &mut Vec<Attempt>,
     ) -> (StepOutcome, Option<crate::silence::Silenced>) {
-        let Some(am) = &self.alertmanager else {
+        let Some(am) = &self.alertmanager.get() else {
             return (
                 StepOutcome::SpawnFailed {
                     reason: "no Alertmanager to silence through: set `alertmanager.url` in the server config".into(),

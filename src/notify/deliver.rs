@@ -36,7 +36,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(600);
 #[derive(Clone)]
 pub struct Outbox {
     pub store: Store,
-    pub notifiers: Arc<Notifiers>,
+    /// The configured notifiers (a reload may replace them).
+    pub notifiers: crate::config::Shared<Arc<Notifiers>>,
     pub runbooks: Arc<RwLock<Arc<RunbookSet>>>,
     pub metrics: Arc<Metrics>,
     /// This replica's name (the owner of the attempts it makes).
@@ -143,18 +144,22 @@ impl Outbox {
                 return;
             }
         };
-        let lease = self
-            .notifiers
-            .values()
-            .map(|n| n.timeout * 2)
-            .max()
-            .unwrap_or(Duration::from_secs(20))
-            + Duration::from_secs(30);
-        let mut buckets: HashMap<String, Bucket> = self
-            .notifiers
-            .values()
-            .filter_map(|n| Some((n.name.clone(), Bucket::new(n.rate?))))
-            .collect();
+        // The lease and the rate buckets follow the notifiers in force.
+        let shape = |notifiers: &Notifiers| {
+            let lease = notifiers
+                .values()
+                .map(|n| n.timeout * 2)
+                .max()
+                .unwrap_or(Duration::from_secs(20))
+                + Duration::from_secs(30);
+            let buckets: HashMap<String, Bucket> = notifiers
+                .values()
+                .filter_map(|n| Some((n.name.clone(), Bucket::new(n.rate?))))
+                .collect();
+            (lease, buckets)
+        };
+        let mut notifiers = self.notifiers.get();
+        let (mut lease, mut buckets) = shape(&notifiers);
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
         let mut inflight = tokio::task::JoinSet::new();
         // The last claim found work: look again as soon as a slot is free
@@ -175,6 +180,11 @@ impl Outbox {
                 }
             }
             while inflight.try_join_next().is_some() {}
+            let now = self.notifiers.get();
+            if !Arc::ptr_eq(&now, &notifiers) {
+                notifiers = now;
+                (lease, buckets) = shape(&notifiers);
+            }
             if !backlog {
                 match self.store.outbox_due().await {
                     Ok(true) => {}
@@ -214,7 +224,7 @@ impl Outbox {
             };
             backlog = !items.is_empty();
             for item in items {
-                let Some(n) = self.notifiers.get(&item.notifier).cloned() else {
+                let Some(n) = notifiers.get(&item.notifier).cloned() else {
                     let error = format!(
                         "notifier `{}` is not configured (any more); fix the config, then `runbookd notifications retry {}`",
                         item.notifier, item.id

@@ -21,6 +21,7 @@ mod people;
 mod pg;
 mod plan;
 mod properties;
+mod reload;
 mod server;
 mod shell;
 mod steps_vs_runbookd;

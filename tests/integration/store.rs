@@ -1432,6 +1432,7 @@ async fn silences_end_when_their_run_or_alert_does(b: &Backend) {
         alert: alert.clone(),
         until,
         watched: true,
+        alertmanager: "http://127.0.0.1:9093/".into(),
     };
     r[0].record_silence(silence("s-run", Until::RunEnd))
         .await
@@ -1636,7 +1637,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3,4,5,6"
+        "1,2,3,4,5,6,7"
     );
 }
 

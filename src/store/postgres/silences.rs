@@ -10,7 +10,7 @@ use crate::silence::RunSilence;
 use crate::store::{Pending, Result, StoreError};
 
 const COLUMNS: &str =
-    "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until, s.watched";
+    "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until, s.watched, s.alertmanager";
 
 fn row(r: &Row) -> Op<RunSilence> {
     Ok(RunSilence {
@@ -23,6 +23,7 @@ fn row(r: &Row) -> Op<RunSilence> {
             .map_err(|e| StoreError::Invalid(format!("a silence's alert: {e}")))?,
         until: parsed(r, 6)?,
         watched: r.get(7),
+        alertmanager: r.get(8),
     })
 }
 
@@ -39,8 +40,8 @@ impl Postgres {
     pub fn record_silence(&self, s: RunSilence) -> Pending<()> {
         transaction!(self, |tx| {
             tx.execute(
-                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, watched, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now()) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, watched, created_at, alertmanager)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(), $11) ON CONFLICT (id) DO NOTHING",
                 &[
                     &text(&s.id),
                     &s.run_id,
@@ -52,6 +53,7 @@ impl Postgres {
                     &text(&serde_json::to_string(&s.alert).unwrap_or_default()),
                     &s.until.as_str(),
                     &s.watched,
+                    &text(&s.alertmanager),
                 ],
             )
             .await?;

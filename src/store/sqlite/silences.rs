@@ -9,7 +9,7 @@ use crate::store::types::now;
 use crate::store::{Pending, Result};
 
 const COLUMNS: &str =
-    "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until, s.watched";
+    "s.id, s.run_id, s.incident_id, s.receiver, s.group_key, s.alert, s.until, s.watched, s.alertmanager";
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSilence> {
     let bad = |i: usize, e: String| {
@@ -24,6 +24,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSilence> {
         alert: serde_json::from_str(&r.get::<_, String>(5)?).map_err(|e| bad(5, e.to_string()))?,
         until: r.get::<_, String>(6)?.parse().map_err(|e| bad(6, e))?,
         watched: r.get(7)?,
+        alertmanager: r.get(8)?,
     })
 }
 
@@ -49,8 +50,8 @@ impl Sqlite {
     pub fn record_silence(&self, s: RunSilence) -> Pending<()> {
         Box::pin(self.write(move |c| {
             c.run(
-                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, watched, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO silences (id, run_id, incident_id, receiver, group_key, fingerprint, starts_at, alert, until, watched, created_at, alertmanager)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
                 params![
                     s.id,
                     s.run_id,
@@ -62,7 +63,8 @@ impl Sqlite {
                     serde_json::to_string(&s.alert).unwrap_or_default(),
                     s.until.as_str(),
                     s.watched,
-                    now()
+                    now(),
+                    s.alertmanager
                 ],
             )?;
             Ok(())
