@@ -61,6 +61,9 @@ pub enum Command {
         /// Directory of runbook files [default: runbooks].
         #[arg(long, env = "RUNBOOKD_RUNBOOKS")]
         runbooks: Option<PathBuf>,
+        /// Directory of SLO files, Sloth or OpenSLO (docs/slos.md).
+        #[arg(long, env = "RUNBOOKD_SLOS")]
+        slos: Option<PathBuf>,
         /// Where the SQLite store lives [default: data].
         #[arg(long, env = "RUNBOOKD_DATA_DIR")]
         data_dir: Option<PathBuf>,
@@ -127,6 +130,14 @@ pub enum Command {
         /// The server's settings file: notifiers that runbooks name must be in its `notifiers:`.
         #[arg(long, env = "RUNBOOKD_CONFIG")]
         config: Option<PathBuf>,
+        /// Also check the SLO files of this directory (or file).
+        #[arg(long, env = "RUNBOOKD_SLOS")]
+        slos: Option<PathBuf>,
+    },
+    /// Service level objectives (docs/slos.md).
+    Slo {
+        #[command(subcommand)]
+        action: SloAction,
     },
     /// Acknowledge an incident (asks the running server): stops its escalations, tells people.
     Ack {
@@ -293,6 +304,20 @@ pub struct SandboxArgs {
     /// Between SIGTERM and SIGKILL when a step times out or is cancelled.
     #[arg(long, default_value = "5s", value_parser = crate::duration::parse, env = "RUNBOOKD_KILL_GRACE")]
     pub kill_grace: std::time::Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SloAction {
+    /// Write Prometheus recording and burn-rate alerting rules for the SLOs
+    /// (Sloth's names and labels; event-weighted period ratio).
+    Rules {
+        /// Directory (or file) of SLO files, Sloth or OpenSLO.
+        #[arg(long, default_value = "slos", env = "RUNBOOKD_SLOS")]
+        slos: PathBuf,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -495,6 +520,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             config,
             listen,
             runbooks,
+            slos,
             data_dir,
             store,
             replica,
@@ -508,6 +534,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let overrides = crate::config::Overrides {
                 listen,
                 runbooks,
+                slos,
                 data_dir,
                 store: parse_store(store)?,
                 replica,
@@ -534,7 +561,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             data_dir,
             store,
         } => postmortem(id, template.as_deref(), &store_url(store, &data_dir)?),
-        Command::Check { paths, config } => check(&paths, config.as_deref()),
+        Command::Check {
+            paths,
+            config,
+            slos,
+        } => {
+            let runbooks = check(&paths, config.as_deref())?;
+            let slos = match slos {
+                None => ExitCode::SUCCESS,
+                Some(dir) => check_slos(&dir),
+            };
+            Ok(if runbooks == ExitCode::SUCCESS {
+                slos
+            } else {
+                runbooks
+            })
+        }
+        Command::Slo { action } => slo(action),
         Command::Ack { id, server } => {
             // Someone else's acknowledgement is theirs: said, exit status 1.
             let mut mine = true;
@@ -726,6 +769,54 @@ fn report(loaded: Result<RunbookSet, runbook::LoadErrors>) -> Result<RunbookSet,
         eprintln!("{} error(s) in {} file(s)", real.len(), files.len());
         ExitCode::from(1)
     })
+}
+
+/// `check --slos`: every problem as `file:line:col`.
+fn check_slos(path: &Path) -> ExitCode {
+    match crate::slo::load_paths(&[path.to_owned()]) {
+        Ok(set) => {
+            say!("{}: {} SLO(s): ok", path.display(), set.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            let files: std::collections::BTreeSet<_> = errors.0.iter().map(|e| &e.file).collect();
+            eprintln!("{} error(s) in {} SLO file(s)", errors.0.len(), files.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn slo(action: SloAction) -> anyhow::Result<ExitCode> {
+    match action {
+        SloAction::Rules { slos, out } => {
+            let set = match crate::slo::load_paths(std::slice::from_ref(&slos)) {
+                Ok(set) => set,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    eprintln!("{} error(s): no rules written", errors.0.len());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            if set.is_empty() {
+                eprintln!("{}: no SLOs", slos.display());
+                return Ok(ExitCode::from(1));
+            }
+            let yaml = crate::slo::rules::yaml(&set).map_err(|e| anyhow::anyhow!(e))?;
+            match out {
+                None => {
+                    use std::io::Write as _;
+                    std::io::stdout().lock().write_all(yaml.as_bytes())?;
+                }
+                Some(path) => {
+                    std::fs::write(&path, yaml)
+                        .with_context(|| format!("cannot write `{}`", path.display()))?;
+                    eprintln!("{}: rules for {} SLO(s)", path.display(), set.len());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn check(paths: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
@@ -1448,6 +1539,14 @@ fn serve(cfg: crate::config::ServerConfig, format: LogFormat) -> anyhow::Result<
             eprintln!("{errors}");
             eprintln!(
                 "refusing to start: {} error(s) in the runbooks",
+                errors.0.len()
+            );
+            Ok(ExitCode::from(1))
+        }
+        Err(crate::server::StartError::Slos(errors)) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "refusing to start: {} error(s) in the SLO files",
                 errors.0.len()
             );
             Ok(ExitCode::from(1))

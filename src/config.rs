@@ -16,6 +16,8 @@ use crate::exec::{SandboxConfig, SpawnerConfig};
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub runbooks: Option<PathBuf>,
+    /// The SLO files' directory (Sloth or OpenSLO; docs/slos.md).
+    pub slos: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     /// `sqlite:PATH` (default `sqlite:DATA_DIR/runbookd.db`) or `postgres://…`.
     pub store: Option<String>,
@@ -278,6 +280,8 @@ impl Auth {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub runbooks: PathBuf,
+    /// The SLO files' directory, loaded and reloaded with the runbooks.
+    pub slos: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// `None`: the SQLite file in `data_dir` (see [`ServerConfig::store`]).
     pub store: Option<crate::store::StoreUrl>,
@@ -323,6 +327,7 @@ impl ServerConfig {
         vec![
             ("listen", self.listen.to_string()),
             ("runbooks", self.runbooks.display().to_string()),
+            ("slos", format!("{:?}", self.slos)),
             ("data_dir", self.data_dir.display().to_string()),
             ("store", self.store().to_string()),
             ("cluster.replica", self.replica.clone()),
@@ -396,6 +401,7 @@ pub struct HttpConfig {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub runbooks: Option<PathBuf>,
+    pub slos: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub store: Option<crate::store::StoreUrl>,
     pub replica: Option<String>,
@@ -685,6 +691,7 @@ impl ServerConfig {
                 .runbooks
                 .or(f.runbooks)
                 .unwrap_or_else(|| "runbooks".into()),
+            slos: o.slos.or(f.slos),
             data_dir,
             store,
             replica: o

@@ -41,5 +41,6 @@ pub mod postmortem;
 pub mod runbook;
 pub mod server;
 pub mod silence;
+pub mod slo;
 pub mod store;
 pub mod template;

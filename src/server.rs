@@ -23,8 +23,20 @@ use crate::store::{self, Store, StoreUrl};
 pub enum StartError {
     #[error("invalid runbooks, refusing to start:\n{0}")]
     Runbooks(LoadErrors),
+    #[error("invalid SLO files, refusing to start:\n{0}")]
+    Slos(crate::slo::SloErrors),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// The SLOs of `dir` (none without one).
+///
+/// # Errors
+/// Every problem in its files.
+pub fn load_slos(
+    dir: Option<&std::path::Path>,
+) -> Result<crate::slo::SloSet, crate::slo::SloErrors> {
+    dir.map_or_else(|| Ok(crate::slo::SloSet::default()), crate::slo::load_dir)
 }
 
 /// A running server.
@@ -166,6 +178,7 @@ pub(crate) fn credentials(
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let set = runbook::load_dir(&cfg.runbooks).map_err(StartError::Runbooks)?;
     crate::notify::config::check_refs(&set, &cfg.notifiers).map_err(StartError::Runbooks)?;
+    let slos = load_slos(cfg.slos.as_deref()).map_err(StartError::Slos)?;
     for w in set.warnings() {
         tracing::warn!("{w}");
     }
@@ -284,6 +297,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         dispatcher: dispatcher.clone(),
         runbooks,
         runbooks_dir: cfg.runbooks.clone(),
+        slos: Arc::new(std::sync::RwLock::new(Arc::new(slos))),
         auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),
         body_limit: cfg.body_limit,
         max_queued_runs: Arc::new(std::sync::atomic::AtomicU64::new(cfg.max_queued_runs)),

@@ -104,6 +104,17 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
             errors: vec![e],
         }
     })?;
+    let slos = crate::server::load_slos(s.config.slos.as_deref()).map_err(|errors| {
+        s.metrics.reloaded(false);
+        tracing::error!(
+            "reload refused, the previous SLOs, settings and runbooks stay in force:\n{errors}"
+        );
+        ApiError::Invalid {
+            message: "invalid SLO files: the previous SLOs, settings and runbooks stay in force"
+                .into(),
+            errors: errors.0.iter().map(ToString::to_string).collect(),
+        }
+    })?;
     let notifiers = settings
         .as_ref()
         .map_or_else(|| s.notifiers.get(), |c| c.notifiers.clone());
@@ -143,6 +154,13 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
             *s.runbooks
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(set);
+            let n_slos = slos.len();
+            *s.slos
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(slos);
+            if s.config.slos.is_some() {
+                tracing::info!(slos = n_slos, "SLOs reloaded");
+            }
             if let Some(c) = settings {
                 *s.auth
                     .write()

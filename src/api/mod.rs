@@ -45,6 +45,8 @@ pub struct AppState {
     pub dispatcher: Arc<Dispatcher>,
     pub runbooks: Runbooks,
     pub runbooks_dir: PathBuf,
+    /// The SLOs in force (`slos:`), reloaded with the runbooks.
+    pub slos: Arc<std::sync::RwLock<Arc<crate::slo::SloSet>>>,
     /// Credentials and users: a reload (SIGHUP) swaps them whole.
     pub auth: Arc<std::sync::RwLock<Arc<Auth>>>,
     pub body_limit: usize,

@@ -7,7 +7,7 @@
 
 pub mod lint;
 mod load;
-mod position;
+pub mod position;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -24,5 +24,6 @@ mod properties;
 mod reload;
 mod server;
 mod shell;
+mod slo;
 mod steps_vs_runbookd;
 mod store;

@@ -1,0 +1,218 @@
+//! Service level objectives, as teams already write them: Sloth
+//! `prometheus/v1` files and OpenSLO v1 `SLO` documents, read unchanged
+//! into one model ([`Slo`]), checked with `file:line:col` like runbooks
+//! (DESIGN §11). [`rules`] turns them into Prometheus recording and
+//! multi-window multi-burn-rate alerting rules.
+
+mod load;
+pub mod promql;
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{load_dir, load_paths, SloError, SloErrors};
+
+use crate::runbook::position::Pos;
+
+/// One objective of one service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slo {
+    pub service: String,
+    pub name: String,
+    pub description: String,
+    /// In percent: 99.9.
+    pub objective: f64,
+    pub sli: Sli,
+    pub period: Period,
+    /// Alerts stay silent while the long window saw fewer events (a
+    /// low-traffic service does not page on one error).
+    pub min_events: Option<f64>,
+    /// Labels of every rule (the file's and the SLO's).
+    pub labels: BTreeMap<String, String>,
+    pub alerting: Alerting,
+    /// Where it was read from.
+    pub source: Source,
+}
+
+/// Where an SLO was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub file: PathBuf,
+    pub pos: Pos,
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Sloth `version: "prometheus/v1"`.
+    Sloth,
+    /// OpenSLO `apiVersion: openslo/v1`, `kind: SLO`.
+    OpenSlo,
+}
+
+impl Format {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Sloth => "prometheus/v1",
+            Format::OpenSlo => "openslo/v1",
+        }
+    }
+}
+
+/// How the service level is measured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sli {
+    /// Bad events and all events, each per second over a window: the
+    /// period's ratio is weighted by traffic.
+    Events {
+        errors: promql::Query,
+        total: promql::Query,
+    },
+    /// The error ratio itself, over a window (no event counts: the
+    /// period's ratio is the mean of short windows' ratios).
+    Ratio { error_ratio: promql::Query },
+}
+
+/// The window the budget is counted over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// The last `Duration`, at every moment.
+    Rolling(Duration),
+    /// The current calendar month or week (UTC), from its start.
+    Calendar(Calendar),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Calendar {
+    Month,
+    Week,
+}
+
+impl Period {
+    /// Its nominal length: a calendar month counts as 30 days.
+    #[must_use]
+    pub fn length(self) -> Duration {
+        match self {
+            Period::Rolling(d) => d,
+            Period::Calendar(Calendar::Month) => Duration::from_secs(30 * 86_400),
+            Period::Calendar(Calendar::Week) => Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Period::Rolling(d) => write!(f, "rolling {}", promql::duration(*d)),
+            Period::Calendar(Calendar::Month) => f.write_str("calendar month"),
+            Period::Calendar(Calendar::Week) => f.write_str("calendar week"),
+        }
+    }
+}
+
+/// Alert names, labels and annotations from the file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Alerting {
+    /// `None`: derived from the service and SLO.
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub page: Tier,
+    pub ticket: Tier,
+}
+
+/// One severity of burn-rate alert.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tier {
+    pub disabled: bool,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Slo {
+    /// `service-name`, as Sloth's `sloth_id`.
+    #[must_use]
+    pub fn id(&self) -> String {
+        format!("{}-{}", self.service, self.name)
+    }
+
+    /// The share of events allowed to fail: 0.001 for 99.9%.
+    #[must_use]
+    pub fn budget_ratio(&self) -> f64 {
+        decimal(1.0 - self.objective / 100.0)
+    }
+
+    /// The objective as a ratio: 0.999 for 99.9%.
+    #[must_use]
+    pub fn objective_ratio(&self) -> f64 {
+        decimal(self.objective / 100.0)
+    }
+
+    /// The period's budget in minutes of full outage: 43.2 for 99.9% of 30
+    /// days.
+    #[must_use]
+    pub fn budget_minutes(&self) -> f64 {
+        self.budget_ratio() * self.period.length().as_secs_f64() / 60.0
+    }
+}
+
+/// `x` without the binary noise of decimal percentages (`1 - 0.999` is
+/// 0.0010000000000000009): 12 significant decimals are plenty.
+fn decimal(x: f64) -> f64 {
+    (x * 1e12).round() / 1e12
+}
+
+/// Every SLO of a directory (or of some files).
+#[derive(Debug, Clone, Default)]
+pub struct SloSet {
+    slos: Vec<Slo>,
+}
+
+impl SloSet {
+    #[must_use]
+    pub fn new(mut slos: Vec<Slo>) -> Self {
+        slos.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        SloSet { slos }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Slo> {
+        self.slos.iter()
+    }
+
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.slos.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.slos.is_empty()
+    }
+
+    #[must_use]
+    pub fn get(&self, service: &str, name: &str) -> Option<&Slo> {
+        self.slos
+            .iter()
+            .find(|s| s.service == service && s.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guide_s_budget_99_9_of_30_days_is_43_2_minutes() {
+        let set = load::parse_text(
+            std::path::Path::new("a.yaml"),
+            "version: prometheus/v1\nservice: web\nslos:\n  - name: avail\n    objective: 99.9\n    sli:\n      raw:\n        error_ratio_query: sum(rate(e[{{.window}}])) / sum(rate(t[{{.window}}]))\n",
+        )
+        .unwrap();
+        let slo = &set[0];
+        assert!((slo.budget_minutes() - 43.2).abs() < 1e-9);
+        assert_eq!(slo.id(), "web-avail");
+    }
+}
