@@ -318,6 +318,22 @@ pub enum SloAction {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Each SLO's budget, burn rates and state, straight from Prometheus
+    /// (no server needed).
+    Status {
+        /// Directory (or file) of SLO files, Sloth or OpenSLO.
+        #[arg(long, default_value = "slos", env = "RUNBOOKD_SLOS")]
+        slos: PathBuf,
+        /// The server's settings file, for its `prometheus:`.
+        #[arg(long, env = "RUNBOOKD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Prometheus's URL, instead of the config's.
+        #[arg(long, env = "RUNBOOKD_PROMETHEUS")]
+        prometheus: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -771,6 +787,90 @@ fn report(loaded: Result<RunbookSet, runbook::LoadErrors>) -> Result<RunbookSet,
     })
 }
 
+fn slo_status(
+    slos: &Path,
+    config: Option<&Path>,
+    url: Option<String>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let set = match crate::slo::load_paths(&[slos.to_owned()]) {
+        Ok(set) => set,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let settings = match (url, config) {
+        (Some(url), _) => crate::config::PrometheusFile {
+            url,
+            headers: std::collections::BTreeMap::new(),
+            bearer_token_file: None,
+            timeout: None,
+            refresh: None,
+        },
+        (None, Some(p)) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("cannot read config `{}`: {e}", p.display()))?;
+            let f: crate::config::FileConfig = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("config `{}`: {e}", p.display()))?;
+            f.prometheus.ok_or_else(|| {
+                anyhow::anyhow!("config `{}` has no `prometheus:`", p.display())
+            })?
+        }
+        (None, None) => anyhow::bail!(
+            "where is Prometheus? pass --prometheus URL or --config FILE (with `prometheus: {{url: …}}`)"
+        ),
+    };
+    let prom = settings.client()?;
+    let now = chrono::Utc::now();
+    let statuses = runtime()?.block_on(crate::slo::refresh::read_all(&prom, &set, now));
+    let failed = statuses.iter().any(|s| s.error.is_some());
+    match output {
+        Output::Json => say!("{}", serde_json::to_string_pretty(&statuses)?),
+        Output::Text => {
+            say!(
+                "{:<32} {:<8} {:>9} {:>9} {:>10} {:>12} {:>9}  EXHAUSTED IN",
+                "SERVICE/SLO",
+                "STATE",
+                "OBJECTIVE",
+                "SLI",
+                "REMAINING",
+                "BUDGET LEFT",
+                "BURN 1h"
+            );
+            for s in &statuses {
+                let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.3}%", v * 100.0));
+                let burn1h = s
+                    .tiers
+                    .first()
+                    .and_then(|t| t.long.burn_rate)
+                    .map_or("-".into(), |b| format!("{b:.2}x"));
+                say!(
+                    "{:<32} {:<8} {:>9} {:>9} {:>10} {:>12} {:>9}  {}",
+                    printable(&format!("{}/{}", s.service, s.slo)),
+                    s.state.as_str(),
+                    format!("{}%", s.objective),
+                    pct(s.sli),
+                    pct(s.remaining),
+                    s.remaining_minutes
+                        .map_or("-".into(), |m| format!("{m:.1} min")),
+                    burn1h,
+                    s.exhaustion_seconds
+                        .map_or("never at this pace".into(), crate::slo::refresh::human)
+                );
+                if let Some(e) = &s.error {
+                    eprintln!("{}/{}: {e}", s.service, s.slo);
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 /// `check --slos`: every problem as `file:line:col`.
 fn check_slos(path: &Path) -> ExitCode {
     match crate::slo::load_paths(&[path.to_owned()]) {
@@ -789,6 +889,12 @@ fn check_slos(path: &Path) -> ExitCode {
 
 fn slo(action: SloAction) -> anyhow::Result<ExitCode> {
     match action {
+        SloAction::Status {
+            slos,
+            config,
+            prometheus,
+            output,
+        } => slo_status(&slos, config.as_deref(), prometheus, output),
         SloAction::Rules { slos, out } => {
             let set = match crate::slo::load_paths(std::slice::from_ref(&slos)) {
                 Ok(set) => set,

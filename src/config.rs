@@ -40,6 +40,53 @@ pub struct FileConfig {
     pub notifiers: std::collections::BTreeMap<String, crate::notify::config::NotifierFile>,
     /// The Alertmanager `silence:` steps silence through.
     pub alertmanager: Option<AlertmanagerFile>,
+    /// The Prometheus SLO status comes from.
+    pub prometheus: Option<PrometheusFile>,
+}
+
+impl PrometheusFile {
+    /// The client these settings describe.
+    ///
+    /// # Errors
+    /// A bad URL, duration, header or unreadable token file.
+    pub fn client(&self) -> anyhow::Result<crate::prometheus::Prometheus> {
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| anyhow::anyhow!("bad `prometheus.url`: {e}"))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "bad `prometheus.url`: an http(s) URL is needed"
+        );
+        let bearer = self
+            .bearer_token_file
+            .as_deref()
+            .map(|f| read_secret(f, "Prometheus bearer token"))
+            .transpose()?;
+        let timeout = duration(
+            self.timeout.as_deref(),
+            Duration::from_secs(10),
+            "prometheus.timeout",
+        )?;
+        crate::prometheus::Prometheus::new(url, &self.headers, bearer.as_deref(), timeout)
+            .map_err(|e| anyhow::anyhow!("bad `prometheus`: {e}"))
+    }
+}
+
+/// `prometheus:` in the config.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusFile {
+    /// e.g. `http://127.0.0.1:9090` (`/api/v1/query` below it; Thanos and
+    /// Mimir too).
+    pub url: String,
+    /// Sent with every query (e.g. `X-Scope-OrgID` for Mimir).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Per query [default: 10s].
+    pub timeout: Option<String>,
+    /// How often SLO status is read again [default: 1m].
+    pub refresh: Option<String>,
 }
 
 /// `alertmanager:` in the config.
@@ -307,6 +354,9 @@ pub struct ServerConfig {
     pub notifiers: std::sync::Arc<crate::notify::config::Notifiers>,
     /// Where `silence:` steps make their silences.
     pub alertmanager: Option<crate::silence::Alertmanager>,
+    /// Where SLO status comes from, and how often it is read.
+    pub prometheus: Option<crate::prometheus::Prometheus>,
+    pub slo_refresh: Duration,
     /// The file (and flags) this came from, read again on reload (SIGHUP).
     pub source: Option<ConfigSource>,
 }
@@ -344,6 +394,10 @@ impl ServerConfig {
             ),
             ("http", format!("{:?}", self.http)),
             ("external_url", self.external_url.clone()),
+            (
+                "prometheus",
+                format!("{:?} {:?}", self.prometheus, self.slo_refresh),
+            ),
         ]
     }
 }
@@ -618,6 +672,25 @@ impl ServerConfig {
                 Some(am)
             }
         };
+        hidden.extend(
+            f.prometheus
+                .as_ref()
+                .and_then(|p| p.bearer_token_file.clone()),
+        );
+        let prometheus = f
+            .prometheus
+            .as_ref()
+            .map(PrometheusFile::client)
+            .transpose()?;
+        let slo_refresh = duration(
+            f.prometheus.as_ref().and_then(|p| p.refresh.as_deref()),
+            Duration::from_secs(60),
+            "prometheus.refresh",
+        )?;
+        anyhow::ensure!(
+            slo_refresh >= Duration::from_secs(5),
+            "bad `prometheus.refresh`: at least 5s"
+        );
         let notifiers = f
             .notifiers
             .iter()
@@ -748,6 +821,8 @@ impl ServerConfig {
             },
             notifiers: std::sync::Arc::new(notifiers),
             alertmanager,
+            prometheus,
+            slo_refresh,
             source,
         };
         anyhow::ensure!(

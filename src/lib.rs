@@ -38,6 +38,7 @@ pub mod metrics;
 pub mod notify;
 pub mod plan;
 pub mod postmortem;
+pub mod prometheus;
 pub mod runbook;
 pub mod server;
 pub mod silence;

@@ -298,6 +298,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         runbooks,
         runbooks_dir: cfg.runbooks.clone(),
         slos: Arc::new(std::sync::RwLock::new(Arc::new(slos))),
+        slo_status: crate::slo::refresh::Shared::default(),
+        prometheus: cfg.prometheus.clone(),
         auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),
         body_limit: cfg.body_limit,
         max_queued_runs: Arc::new(std::sync::atomic::AtomicU64::new(cfg.max_queued_runs)),
@@ -397,6 +399,14 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         }
         .run(stop.clone()),
     );
+    // SLO status, read from Prometheus in the background.
+    let slo_task = tokio::spawn(crate::slo::refresh::run(
+        cfg.prometheus.clone(),
+        state.slos.clone(),
+        state.slo_status.clone(),
+        cfg.slo_refresh,
+        stop.clone(),
+    ));
     let serve_state = state.clone();
     let stopped = stop.clone();
     let grace = cfg.shutdown_grace;
@@ -407,6 +417,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         let _ = outbox_task.await;
         let _ = drills_task.await;
         let _ = keeper_task.await;
+        let _ = slo_task.await;
         store.close();
         served.context("the HTTP server failed")
     });

@@ -12,6 +12,7 @@ pub mod listener;
 mod notifications;
 mod people;
 mod runs;
+pub mod slos;
 mod ui;
 mod webhook;
 
@@ -47,6 +48,10 @@ pub struct AppState {
     pub runbooks_dir: PathBuf,
     /// The SLOs in force (`slos:`), reloaded with the runbooks.
     pub slos: Arc<std::sync::RwLock<Arc<crate::slo::SloSet>>>,
+    /// Their status, as the background refresh last read it.
+    pub slo_status: crate::slo::refresh::Shared,
+    /// Where that status comes from (`prometheus:`).
+    pub prometheus: Option<crate::prometheus::Prometheus>,
     /// Credentials and users: a reload (SIGHUP) swaps them whole.
     pub auth: Arc<std::sync::RwLock<Arc<Auth>>>,
     pub body_limit: usize,
@@ -102,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(webhook::router())
         .merge(incidents::router())
+        .merge(slos::router())
         .merge(notifications::router())
         .merge(runs::router())
         .merge(approvals::router())

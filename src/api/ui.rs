@@ -42,6 +42,8 @@ static UI: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
         ("unmatched", include_str!("ui/unmatched.hbs")),
         ("not_found", include_str!("ui/not_found.hbs")),
         ("login", include_str!("ui/login.hbs")),
+        ("slos", include_str!("ui/slos.hbs")),
+        ("slo", include_str!("ui/slo.hbs")),
     ] {
         h.register_template_string(name, text)
             .unwrap_or_else(|e| panic!("UI template {name}: {e}"));
@@ -111,6 +113,8 @@ pub fn router() -> Router<AppState> {
             get(|| async { asset("text/javascript", include_str!("ui/time.js")) }),
         )
         .route("/unmatched", get(unmatched))
+        .route("/slos", get(slos))
+        .route("/slos/{service}/{slo}", get(slo))
 }
 
 /// A static file of the UI (no inline style or script: the CSP forbids them).
@@ -858,4 +862,134 @@ async fn plan(State(s): State<AppState>, body: Body) -> Result<Response, ApiErro
         header::HeaderValue::from_static("no-store"),
     );
     Ok(resp)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
+        .map_or_else(|| "–".into(), |v| format!("{:.3}%", v * 100.0))
+}
+
+/// A status's numbers as people read them.
+fn slo_row(st: &crate::slo::status::Status) -> Value {
+    let mut v = serde_json::to_value(st).unwrap_or_default();
+    v["sli_pct"] = json!(pct(st.sli));
+    v["remaining_pct"] = json!(pct(st.remaining));
+    v["remaining_min"] = json!(st
+        .remaining_minutes
+        .map_or(String::new(), |m| format!("{m:.1} min")));
+    v["burn_1h"] = json!(st
+        .tiers
+        .first()
+        .and_then(|t| t.long.burn_rate)
+        .map_or("–".into(), |b| format!("{b:.2}×")));
+    v["exhausted_in"] = json!(st
+        .exhaustion_seconds
+        .map_or(String::new(), crate::slo::refresh::human));
+    v
+}
+
+async fn slos(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let snap = s
+        .slo_status
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let rows: Vec<Value> = super::slos::statuses(&s).iter().map(slo_row).collect();
+    page(
+        &s,
+        "SLOs",
+        "slos",
+        &json!({
+            "slos": rows,
+            "prometheus": s.prometheus.as_ref().map(|p| p.url.to_string()),
+            "refreshed_at": snap.at,
+            "took_ms": snap.took_ms,
+        }),
+    )
+}
+
+/// The budget burn-down as an SVG polyline in a 640×180 box.
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+fn chart(points: &[(f64, f64)]) -> Option<Value> {
+    let (t0, t1) = (points.first()?.0, points.last()?.0);
+    let top = points.iter().map(|p| p.1).fold(1.0_f64, f64::max);
+    let bottom = points.iter().map(|p| p.1).fold(0.0_f64, f64::min);
+    let span = (top - bottom).max(1e-9);
+    let y = |v: f64| 10.0 + (top - v) / span * 150.0;
+    let x = |t: f64| {
+        40.0 + if t1 > t0 {
+            (t - t0) / (t1 - t0) * 590.0
+        } else {
+            0.0
+        }
+    };
+    let day = |t: f64| {
+        chrono::DateTime::from_timestamp(t as i64, 0)
+            .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    Some(json!({
+        "points": points.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect::<Vec<_>>().join(" "),
+        "zero": format!("{:.1}", y(0.0)),
+        "top": format!("{:.0}%", top * 100.0),
+        "bottom": format!("{:.0}%", bottom * 100.0),
+        "from": day(t0),
+        "to": day(t1),
+    }))
+}
+
+async fn slo(
+    State(s): State<AppState>,
+    Path((service, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let one = super::slos::one(&s, &service, &name).await?;
+    let set = s
+        .slos
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let (chart_data, chart_error) = match (set.get(&service, &name), &s.prometheus) {
+        (Some(slo), Some(prom)) => {
+            match crate::slo::status::burn_down(prom, slo, chrono::Utc::now()).await {
+                Ok(points) if points.is_empty() => {
+                    (None, "No events in the period yet.".to_owned())
+                }
+                Ok(points) => (chart(&points), String::new()),
+                Err(e) => (None, format!("cannot draw the budget: {e}")),
+            }
+        }
+        _ => (None, "No `prometheus:` in the config.".to_owned()),
+    };
+    let st = &one.status;
+    let row = slo_row(st);
+    let mut tiers = Vec::new();
+    for t in &st.tiers {
+        let mut tv = serde_json::to_value(t).unwrap_or_default();
+        let b = |x: Option<f64>| x.map_or("–".into(), |b| format!("{b:.2}×"));
+        tv["short_burn"] = json!(b(t.short.burn_rate));
+        tv["long_burn"] = json!(b(t.long.burn_rate));
+        tiers.push(tv);
+    }
+    let mut st_json = serde_json::to_value(st).unwrap_or_default();
+    st_json["tiers"] = json!(tiers);
+    page(
+        &s,
+        &format!("SLO {service}/{name}"),
+        "slo",
+        &json!({
+            "d": one.definition,
+            "st": st_json,
+            "sli_pct": row["sli_pct"],
+            "remaining_pct": row["remaining_pct"],
+            "remaining_min": row["remaining_min"],
+            "exhausted_in": row["exhausted_in"],
+            "budget_min": format!("{:.1} min", st.budget_minutes),
+            "events": st.events.map_or(String::new(), |e| format!("{e:.0} events")),
+            "latency_q": st.latency.as_ref().map(|l| format!("{}", l.quantile * 100.0)),
+            "latency_value": st.latency.as_ref().and_then(|l| l.value).map_or("–".into(), |v| format!("{v:.3}")),
+            "chart": chart_data,
+            "chart_error": chart_error,
+            "incidents": table_rows(&one.incidents),
+        }),
+    )
 }

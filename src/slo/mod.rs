@@ -6,7 +6,9 @@
 
 mod load;
 pub mod promql;
+pub mod refresh;
 pub mod rules;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

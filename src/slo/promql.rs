@@ -87,6 +87,14 @@ impl Query {
         }
     }
 
+    /// For a latency SLI on a histogram: the bucket selector (without its
+    /// `le`) and the bucket's bound, found in the syntax tree.
+    #[must_use]
+    pub fn histogram(&self) -> Option<(String, f64)> {
+        let expr = parser::parse(&self.at(Duration::from_secs(300)).ok()?).ok()?;
+        bucket(&expr)
+    }
+
     /// The query as written.
     #[must_use]
     pub fn text(&self) -> &str {
@@ -119,6 +127,36 @@ fn check_counters(e: &Expr) -> Result<(), String> {
         | Expr::StringLiteral(_)
         | Expr::VectorSelector(_)
         | Expr::Extension(_) => Ok(()),
+    }
+}
+
+fn bucket(e: &Expr) -> Option<(String, f64)> {
+    let of_selector = |vs: &parser::VectorSelector| -> Option<(String, f64)> {
+        if !vs.name.as_deref()?.ends_with("_bucket") {
+            return None;
+        }
+        let le = vs
+            .matchers
+            .matchers
+            .iter()
+            .find(|m| m.name == "le" && matches!(m.op, promql_parser::label::MatchOp::Equal))?;
+        let bound: f64 = le.value.parse().ok()?;
+        let mut without = vs.clone();
+        without.matchers.matchers.retain(|m| m.name != "le");
+        without.offset = None;
+        without.at = None;
+        Some((without.to_string(), bound))
+    };
+    match e {
+        Expr::VectorSelector(vs) => of_selector(vs),
+        Expr::MatrixSelector(m) => of_selector(&m.vs),
+        Expr::Aggregate(a) => bucket(&a.expr),
+        Expr::Unary(u) => bucket(&u.expr),
+        Expr::Binary(b) => bucket(&b.lhs).or_else(|| bucket(&b.rhs)),
+        Expr::Paren(p) => bucket(&p.expr),
+        Expr::Subquery(s) => bucket(&s.expr),
+        Expr::Call(c) => c.args.args.iter().find_map(|a| bucket(a)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => None,
     }
 }
 
@@ -235,6 +273,24 @@ mod tests {
         assert!(e.starts_with("not PromQL"), "{e}");
         let e = Query::new("sum(rate(x[{{.window}}]) by", false).unwrap_err();
         assert!(e.starts_with("not PromQL"), "{e}");
+    }
+
+    #[test]
+    fn a_latency_sli_s_histogram_is_found() {
+        let q = Query::new(
+            "sum(rate(http_request_duration_seconds_count{job=\"api\"}[{{.window}}])) - sum(rate(http_request_duration_seconds_bucket{job=\"api\",le=\"0.5\"}[{{.window}}]))",
+            false,
+        )
+        .unwrap();
+        let (sel, bound) = q.histogram().unwrap();
+        assert_eq!(sel, "http_request_duration_seconds_bucket{job=\"api\"}");
+        assert!((bound - 0.5).abs() < f64::EPSILON);
+        assert_eq!(
+            Query::new("sum(rate(x[{{.window}}]))", false)
+                .unwrap()
+                .histogram(),
+            None
+        );
     }
 
     #[test]

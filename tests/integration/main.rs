@@ -20,6 +20,7 @@ mod people;
 #[allow(dead_code)] // start_durable is for the benchmarks
 mod pg;
 mod plan;
+mod prom;
 mod properties;
 mod reload;
 mod server;

@@ -176,3 +176,298 @@ fn serve_refuses_to_start_on_invalid_slo_files() {
         stderr(&o)
     );
 }
+
+const WEB_SLOS: &str = r#"version: "prometheus/v1"
+service: "web"
+slos:
+  - name: "availability"
+    objective: 99.9
+    sli:
+      events:
+        error_query: sum(rate(http_requests_total{job="web",code=~"5.."}[{{.window}}]))
+        total_query: sum(rate(http_requests_total{job="web"}[{{.window}}]))
+  - name: "latency"
+    objective: 99
+    sli:
+      events:
+        error_query: sum(rate(http_request_duration_seconds_count{job="web"}[{{.window}}])) - sum(rate(http_request_duration_seconds_bucket{job="web",le="0.5"}[{{.window}}]))
+        total_query: sum(rate(http_request_duration_seconds_count{job="web"}[{{.window}}]))
+"#;
+
+fn close(got: f64, want: f64, rel: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= rel * want.abs().max(1e-12),
+        "{what}: runbookd says {got}, the history {want}"
+    );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn find<'a>(list: &'a serde_json::Value, slo: &str) -> &'a serde_json::Value {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slo"] == slo)
+        .unwrap_or_else(|| panic!("no {slo} in {list}"))
+}
+
+/// Holds an availability status to the history: the period (30 days, in
+/// whole hours up to the hour it was read in), its errors and events, the
+/// budget, the last hour's burn rate.
+fn holds_to_the_history(s: &serde_json::Value, history: &crate::prom::History) {
+    let checked = chrono::DateTime::parse_from_rfc3339(s["checked_at"].as_str().unwrap()).unwrap();
+    let t = u64::try_from(checked.timestamp()).unwrap() / 3600 * 3600;
+    let (requests, errors) = history.between(t - 720 * 3600, t);
+    #[allow(clippy::cast_precision_loss)]
+    let (requests, errors) = (requests as f64, errors as f64);
+    close(s["events"].as_f64().unwrap(), requests, 1e-6, "events");
+    close(s["errors"].as_f64().unwrap(), errors, 1e-6, "errors");
+    let ratio = errors / requests;
+    close(
+        s["error_ratio"].as_f64().unwrap(),
+        ratio,
+        1e-6,
+        "error ratio",
+    );
+    close(s["budget_minutes"].as_f64().unwrap(), 43.2, 1e-9, "budget");
+    close(
+        s["remaining"].as_f64().unwrap(),
+        1.0 - ratio / 0.001,
+        1e-5,
+        "remaining",
+    );
+    // The last two hours fail about 2%: twenty times the budget's pace,
+    // over the page tier's 14.4 in both its windows.
+    let (r, e) = history.between(history.end - 3600, history.end);
+    #[allow(clippy::cast_precision_loss)]
+    let pace = e as f64 / r as f64 / 0.001;
+    assert!(pace > 14.4, "{pace}");
+    let tier = &s["tiers"][0];
+    assert_eq!(
+        (
+            tier["short"]["window"].as_str(),
+            tier["long"]["window"].as_str()
+        ),
+        (Some("5m"), Some("1h"))
+    );
+    close(
+        tier["long"]["burn_rate"].as_f64().unwrap(),
+        pace,
+        0.01,
+        "the 1h burn rate",
+    );
+    close(
+        tier["short"]["burn_rate"].as_f64().unwrap(),
+        pace,
+        0.01,
+        "the 5m burn rate",
+    );
+    assert_eq!(tier["burning"], true);
+    // At that pace, what is left lasts remaining × 30 days ÷ pace.
+    close(
+        s["exhaustion_seconds"].as_f64().unwrap(),
+        (1.0 - ratio / 0.001) * 30.0 * 86_400.0 / pace,
+        0.02,
+        "time to exhaustion",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_status_from_a_real_prometheus_is_the_history_s_event_weighted_truth() {
+    if !crate::prom::available() {
+        return;
+    }
+    let history = crate::prom::History::web(unix_now());
+    let prometheus = crate::prom::start(&history).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), WEB_SLOS).unwrap();
+    let o = runbookd(&[
+        "slo",
+        "status",
+        "--slos",
+        dir.path().to_str().unwrap(),
+        "--prometheus",
+        &prometheus.url,
+        "--output",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let avail = find(&list, "availability");
+    holds_to_the_history(avail, &history);
+    assert_eq!(avail["source"], "queries", "no rules are loaded");
+    // Budget left, but the page tier burns: critical.
+    assert!(avail["remaining"].as_f64().unwrap() > 0.0, "{avail}");
+    assert_eq!(avail["state"], "critical");
+    // The latency SLO: 2% slower than 500ms against 1% allowed, and its
+    // 99th percentile interpolated in the (0.5, 1] bucket.
+    let latency = find(&list, "latency");
+    // (within 0.1%: the quiet hours' bucket counts are whole requests.)
+    close(
+        latency["error_ratio"].as_f64().unwrap(),
+        0.02,
+        1e-3,
+        "latency error ratio",
+    );
+    assert_eq!(latency["latency"]["threshold"], 0.5);
+    assert_eq!(latency["latency"]["quantile"], 0.99);
+    close(
+        latency["latency"]["value"].as_f64().unwrap(),
+        0.75,
+        0.01,
+        "p99",
+    );
+    // In text, a line per SLO, the least budget left first.
+    let o = runbookd(&[
+        "slo",
+        "status",
+        "--slos",
+        dir.path().to_str().unwrap(),
+        "--prometheus",
+        &prometheus.url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("web/availability") && text.contains("critical"),
+        "{text}"
+    );
+}
+
+/// The server reads SLO status in the background: the API and the pages
+/// serve the last numbers, a Prometheus that goes away leaves them marked
+/// stale with the error, and alerts are still taken at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_shows_slos_from_prometheus_and_keeps_them_stale_when_it_goes() {
+    use crate::app::{notification, TestApp};
+    use serde_json::{json, Value};
+    use std::time::{Duration, Instant};
+    if !crate::prom::available() {
+        return;
+    }
+    let history = crate::prom::History::web(unix_now());
+    let mut prometheus = crate::prom::start(&history).await;
+    let slos = tempfile::tempdir().unwrap();
+    std::fs::write(slos.path().join("web.yaml"), WEB_SLOS).unwrap();
+    let url: reqwest::Url = prometheus.url.parse().unwrap();
+    let dir = slos.path().to_owned();
+    let rb = "name: web-down\nmatchers: ['alertname = \"WebDown\"']\nsteps:\n  - name: look\n    run: ['true']\n";
+    let app = TestApp::start(&[("web.yaml", rb)], move |c| {
+        c.slos = Some(dir);
+        c.prometheus = Some(
+            runbookd::prometheus::Prometheus::new(
+                url,
+                &std::collections::BTreeMap::new(),
+                None,
+                Duration::from_secs(5),
+            )
+            .unwrap(),
+        );
+        c.slo_refresh = Duration::from_secs(1);
+    })
+    .await;
+    let get = |path: &'static str| {
+        let (client, url) = (app.client.clone(), app.url.clone());
+        async move {
+            let r = client.get(format!("{url}{path}")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let list: Value = loop {
+        let (code, body) = get("/api/v1/slos").await;
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if !v["refreshed_at"].is_null() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "never refreshed: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let avail = find(&list["slos"], "availability");
+    holds_to_the_history(avail, &history);
+    let remaining = avail["remaining"].as_f64().unwrap();
+    // Least budget left first: the latency SLO (2% slow against 1%) is
+    // overspent.
+    assert_eq!(list["slos"][0]["slo"], "latency", "{list}");
+    // An incident of the service shows on its SLO.
+    let resp = app
+        .post_alert(notification(
+            "g-web",
+            &[(
+                &json!({"alertname": "WebDown", "service": "web"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (code, body) = get("/api/v1/slos/web/availability").await;
+    assert_eq!(code, 200, "{body}");
+    let one: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(one["incidents"][0]["id"], "INC-0001", "{one}");
+    assert_eq!(one["definition"]["budget_minutes"], 43.2);
+    assert_eq!(one["definition"]["windows"]["page"][0]["long"], "1h");
+    let (code, body) = get("/api/v1/slos/web/nope").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("web/nope"), "{body}");
+    // The pages.
+    let (code, page) = get("/slos").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("href=\"/slos/web/availability\"") && page.contains("slo-critical"),
+        "{page}"
+    );
+    let (code, page) = get("/slos/web/availability").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<svg class=\"chart\"") && page.contains("<polyline"),
+        "{page}"
+    );
+    assert!(page.contains("INC-0001"), "{page}");
+    // Prometheus goes away: the numbers stay, marked stale with why.
+    prometheus.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let avail = loop {
+        let v: Value = serde_json::from_str(&get("/api/v1/slos").await.1).unwrap();
+        let a = find(&v["slos"], "availability").clone();
+        if a["stale"] == true {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "never stale: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        avail["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach Prometheus"),
+        "{avail}"
+    );
+    assert_eq!(avail["remaining"].as_f64(), Some(remaining));
+    // Alerts are taken at once all the same.
+    let t0 = Instant::now();
+    let resp = app
+        .post_alert(notification(
+            "g-web-2",
+            &[(
+                &json!({"alertname": "WebDown", "service": "web", "instance": "b"}),
+                "firing",
+                "2026-12-05T08:01:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    let (code, page) = get("/slos/web/availability").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("stale") && page.contains("cannot draw the budget"),
+        "{page}"
+    );
+}

@@ -1,0 +1,427 @@
+//! An SLO's state now, from Prometheus: the SLI over the period, the
+//! budget and what is left of it, burn rates per alert window, time to
+//! exhaustion, a state word, and for a latency SLO on a histogram the
+//! percentile beside its threshold.
+//!
+//! Correct whether or not the rules of [`super::rules`] are loaded: the
+//! period's errors and events are read from the hourly recordings when they
+//! cover the whole period, and computed from the SLI queries otherwise (the
+//! first days, or a Prometheus without the rules).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use serde::Serialize;
+
+use super::promql::{duration, string};
+use super::rules::Windows;
+use super::{Calendar, Period, Sli, Slo};
+use crate::prometheus::Prometheus;
+
+/// The guide's dashboard words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Budget left, no alert window burning.
+    Healthy,
+    /// Under a quarter of the budget left, or a ticket window burning.
+    Warning,
+    /// The budget is spent, or a page window is burning.
+    Critical,
+    /// No events in the period, or Prometheus could not be asked.
+    Unknown,
+}
+
+impl State {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Healthy => "healthy",
+            State::Warning => "warning",
+            State::Critical => "critical",
+            State::Unknown => "unknown",
+        }
+    }
+}
+
+/// The severity of a burn-rate tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Page,
+    Ticket,
+}
+
+/// One alert window's burn rate: how many times faster than the even pace
+/// the budget is being spent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Burn {
+    pub window: String,
+    pub burn_rate: Option<f64>,
+}
+
+/// One pair of windows and the factor both must exceed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierBurn {
+    pub severity: Severity,
+    pub short: Burn,
+    pub long: Burn,
+    pub factor: f64,
+    /// Both windows over the factor: the tier's alert fires.
+    pub burning: bool,
+}
+
+/// A latency SLO's percentile beside its threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// The objective as a quantile: 0.99.
+    pub quantile: f64,
+    /// That quantile over the last 5 minutes, in the histogram's unit.
+    pub value: Option<f64>,
+    /// The bucket bound the SLI counts as good.
+    pub threshold: f64,
+}
+
+/// Where the period's numbers came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The hourly recordings of `runbookd slo rules`.
+    Recordings,
+    /// The SLI queries themselves.
+    Queries,
+}
+
+/// One SLO's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    pub service: String,
+    pub slo: String,
+    pub description: String,
+    /// In percent.
+    pub objective: f64,
+    pub period: String,
+    /// When the current period started (calendar periods), or
+    /// `now - period` (rolling).
+    pub period_start: DateTime<Utc>,
+    /// The share of good events over the period (so far).
+    pub sli: Option<f64>,
+    pub error_ratio: Option<f64>,
+    pub events: Option<f64>,
+    pub errors: Option<f64>,
+    /// The whole period's budget, in minutes of full outage.
+    pub budget_minutes: f64,
+    /// The share of the budget left (negative once overspent).
+    pub remaining: Option<f64>,
+    pub remaining_minutes: Option<f64>,
+    pub tiers: Vec<TierBurn>,
+    /// At the last hour's burn rate, until the budget is spent (`None`:
+    /// not burning).
+    pub exhaustion_seconds: Option<f64>,
+    pub state: State,
+    pub latency: Option<Latency>,
+    pub source: Option<Source>,
+    pub checked_at: DateTime<Utc>,
+    /// Why the numbers are missing or old.
+    pub error: Option<String>,
+    /// The numbers are from an earlier check (`checked_at`): the last one
+    /// failed with `error`.
+    pub stale: bool,
+}
+
+/// Where the period starts at `now`.
+#[must_use]
+pub fn period_start(period: Period, now: DateTime<Utc>) -> DateTime<Utc> {
+    match period {
+        Period::Rolling(d) => now - chrono::Duration::from_std(d).unwrap_or_default(),
+        Period::Calendar(Calendar::Month) => Utc
+            .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+            .single()
+            .unwrap_or(now),
+        Period::Calendar(Calendar::Week) => {
+            let days = i64::from(now.weekday().num_days_from_monday());
+            let day = now.date_naive() - chrono::Duration::days(days);
+            Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).unwrap_or_default())
+        }
+    }
+}
+
+fn seconds(d: chrono::Duration) -> Duration {
+    Duration::from_secs(u64::try_from(d.num_seconds()).unwrap_or(0).max(60))
+}
+
+/// Reads `slo`'s status from `prom` at `now`.
+pub async fn read(prom: &Prometheus, slo: &Slo, now: DateTime<Utc>) -> Status {
+    let start = period_start(slo.period, now);
+    let mut status = Status {
+        service: slo.service.clone(),
+        slo: slo.name.clone(),
+        description: slo.description.clone(),
+        objective: slo.objective,
+        period: slo.period.to_string(),
+        period_start: start,
+        sli: None,
+        error_ratio: None,
+        events: None,
+        errors: None,
+        budget_minutes: slo.budget_minutes(),
+        remaining: None,
+        remaining_minutes: None,
+        tiers: Vec::new(),
+        exhaustion_seconds: None,
+        state: State::Unknown,
+        latency: None,
+        source: None,
+        checked_at: now,
+        error: None,
+        stale: false,
+    };
+    if let Err(e) = fill(prom, slo, now, start, &mut status).await {
+        status.error = Some(e);
+        status.state = State::Unknown;
+    }
+    status
+}
+
+#[allow(clippy::cast_precision_loss)]
+async fn fill(
+    prom: &Prometheus,
+    slo: &Slo,
+    now: DateTime<Utc>,
+    start: DateTime<Utc>,
+    st: &mut Status,
+) -> Result<(), String> {
+    let at = Some(now.timestamp_millis() as f64 / 1000.0);
+    let range = duration(seconds(now - start));
+    let budget = slo.budget_ratio();
+    let sel = format!(
+        "{{sloth_id={}, sloth_service={}, sloth_slo={}}}",
+        string(&slo.id()),
+        string(&slo.service),
+        string(&slo.name)
+    );
+    let hour = Duration::from_secs(3600);
+    // The period: errors and events (events SLIs), or the mean ratio.
+    match &slo.sli {
+        Sli::Events { errors, total } => {
+            let hours = (now - start).num_hours();
+            let recorded = prom
+                .value(
+                    &format!("count_over_time(slo:sli_total:events_rate1h{sel}[{range}:1h])"),
+                    at,
+                )
+                .await?
+                .unwrap_or(0.0);
+            let (e, t, source) = if hours > 0 && recorded >= hours as f64 {
+                (
+                    format!("slo:sli_error:events_rate1h{sel}"),
+                    format!("slo:sli_total:events_rate1h{sel}"),
+                    Source::Recordings,
+                )
+            } else {
+                (
+                    format!("sum({})", errors.at(hour)?),
+                    format!("sum({})", total.at(hour)?),
+                    Source::Queries,
+                )
+            };
+            let (qe, qt) = (
+                format!("sum_over_time(({e})[{range}:1h]) * 3600"),
+                format!("sum_over_time(({t})[{range}:1h]) * 3600"),
+            );
+            let (bad, all) = futures_util::join!(prom.value(&qe, at), prom.value(&qt, at));
+            let (bad, all) = (bad?, all?);
+            st.source = Some(source);
+            st.events = all;
+            st.errors = bad.or(all.map(|_| 0.0));
+            if let (Some(bad), Some(all)) = (st.errors, all) {
+                if all > 0.0 {
+                    st.error_ratio = Some(bad / all);
+                }
+            }
+        }
+        Sli::Ratio { error_ratio } => {
+            let five = Duration::from_secs(300);
+            st.source = Some(Source::Queries);
+            st.error_ratio = prom
+                .value(
+                    &format!("avg_over_time(({})[{range}:5m])", error_ratio.at(five)?),
+                    at,
+                )
+                .await?;
+        }
+    }
+    // Burn rates per alert window.
+    let windows = Windows::for_period(slo.period);
+    let ratio_at = |w: Duration| -> Result<String, String> {
+        Ok(match &slo.sli {
+            Sli::Events { errors, total } => {
+                format!("sum({}) / sum({})", errors.at(w)?, total.at(w)?)
+            }
+            Sli::Ratio { error_ratio } => format!("sum({})", error_ratio.at(w)?),
+        })
+    };
+    let all = windows.all();
+    let queries = all
+        .iter()
+        .map(|w| ratio_at(*w))
+        .collect::<Result<Vec<_>, _>>()?;
+    let answers = futures_util::future::join_all(queries.iter().map(|q| prom.value(q, at))).await;
+    let mut burn = std::collections::BTreeMap::new();
+    for (w, a) in all.iter().zip(answers) {
+        burn.insert(*w, a?.map(|r| r / budget));
+    }
+    let tier = |severity, p: &super::rules::Pair| {
+        let short = burn.get(&p.short).copied().flatten();
+        let long = burn.get(&p.long).copied().flatten();
+        TierBurn {
+            severity,
+            burning: short.is_some_and(|b| b > p.factor) && long.is_some_and(|b| b > p.factor),
+            short: Burn {
+                window: duration(p.short),
+                burn_rate: short,
+            },
+            long: Burn {
+                window: duration(p.long),
+                burn_rate: long,
+            },
+            factor: p.factor,
+        }
+    };
+    st.tiers = windows
+        .page
+        .iter()
+        .map(|p| tier(Severity::Page, p))
+        .chain(windows.ticket.iter().map(|p| tier(Severity::Ticket, p)))
+        .collect();
+    // The budget.
+    if let Some(ratio) = st.error_ratio {
+        st.sli = Some(1.0 - ratio);
+        let remaining = 1.0 - ratio / budget;
+        st.remaining = Some(remaining);
+        st.remaining_minutes = Some(remaining * st.budget_minutes);
+        // At the last hour's pace (the first page pair's long window).
+        let pace = burn.get(&windows.page[0].long).copied().flatten();
+        st.exhaustion_seconds = match pace {
+            _ if remaining <= 0.0 => Some(0.0),
+            Some(b) if b > 0.0 => Some(remaining * slo.period.length().as_secs_f64() / b),
+            _ => None,
+        };
+        let paging = st
+            .tiers
+            .iter()
+            .any(|t| t.severity == Severity::Page && t.burning);
+        let ticketing = st
+            .tiers
+            .iter()
+            .any(|t| t.severity == Severity::Ticket && t.burning);
+        st.state = if remaining <= 0.0 || paging {
+            State::Critical
+        } else if remaining < 0.25 || ticketing {
+            State::Warning
+        } else {
+            State::Healthy
+        };
+    }
+    // A latency SLO on a histogram: its percentile now.
+    let histogram = match &slo.sli {
+        Sli::Events { errors, total } => errors.histogram().or_else(|| total.histogram()),
+        Sli::Ratio { error_ratio } => error_ratio.histogram(),
+    };
+    if let Some((buckets, threshold)) = histogram {
+        let quantile = slo.objective_ratio();
+        let value = prom
+            .value(
+                &format!("histogram_quantile({quantile}, sum by (le) (rate({buckets}[5m])))"),
+                at,
+            )
+            .await?
+            .filter(|v| v.is_finite());
+        st.latency = Some(Latency {
+            quantile,
+            value,
+            threshold,
+        });
+    }
+    Ok(())
+}
+
+/// The budget left of the period so far, hour by hour, as `(unix seconds,
+/// share left)`: errors since the period began against what all of the
+/// period's events so far allow (the last point is the status's
+/// `remaining`).
+///
+/// # Errors
+/// What Prometheus answered, or why it could not be asked.
+#[allow(clippy::cast_precision_loss)]
+pub async fn burn_down(
+    prom: &Prometheus,
+    slo: &Slo,
+    now: DateTime<Utc>,
+) -> Result<Vec<(f64, f64)>, String> {
+    let start = period_start(slo.period, now).timestamp();
+    let first = (start / 3600 + 1) * 3600;
+    let last = now.timestamp() / 3600 * 3600;
+    if last < first {
+        return Ok(Vec::new());
+    }
+    let hour = Duration::from_secs(3600);
+    let budget = slo.budget_ratio();
+    let series = |q: String| async move {
+        let s = prom.range(&q, first as f64, last as f64, 3600.0).await?;
+        Ok::<_, String>(s.into_iter().next().map(|s| s.points).unwrap_or_default())
+    };
+    match &slo.sli {
+        Sli::Events { errors, total } => {
+            let (e, t) = futures_util::join!(
+                series(format!("sum({}) * 3600", errors.at(hour)?)),
+                series(format!("sum({}) * 3600", total.at(hour)?)),
+            );
+            let (e, t) = (e?, t?);
+            let all: f64 = t.iter().map(|p| p.1).filter(|v| v.is_finite()).sum();
+            if all <= 0.0 {
+                return Ok(Vec::new());
+            }
+            let mut spent = 0.0;
+            Ok(e.into_iter()
+                .map(|(ts, v)| {
+                    if v.is_finite() {
+                        spent += v;
+                    }
+                    (ts, 1.0 - spent / (budget * all))
+                })
+                .collect())
+        }
+        Sli::Ratio { error_ratio } => {
+            let r = series(format!("sum({})", error_ratio.at(hour)?)).await?;
+            let (mut sum, mut n) = (0.0, 0.0);
+            Ok(r.into_iter()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(ts, v)| {
+                    sum += v;
+                    n += 1.0;
+                    (ts, 1.0 - sum / n / budget)
+                })
+                .collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_periods_start_at_the_month_and_the_monday() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 5, 13, 7, 0).unwrap();
+        assert_eq!(
+            period_start(Period::Calendar(Calendar::Month), now),
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+        );
+        // 2026-12-05 is a Saturday.
+        assert_eq!(
+            period_start(Period::Calendar(Calendar::Week), now),
+            Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap()
+        );
+    }
+}

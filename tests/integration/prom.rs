@@ -1,0 +1,218 @@
+//! A real Prometheus on loopback over a deterministic history: 31 days of
+//! counters written as OpenMetrics, turned into TSDB blocks by `promtool
+//! tsdb create-blocks-from openmetrics`, served by Debian's `prometheus`.
+//! The history's own sums are the truth runbookd's numbers are held to.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::exec::require;
+
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Stops it (a Prometheus that went away).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn binary(name: &str) -> Option<PathBuf> {
+    [format!("/usr/bin/{name}"), format!("/usr/local/bin/{name}")]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Both `prometheus` and `promtool`, or `None` after `require`.
+pub fn available() -> bool {
+    require(
+        binary("prometheus").is_some() && binary("promtool").is_some(),
+        "prometheus and promtool (apt-get install prometheus)",
+    )
+}
+
+const STEP: u64 = 300;
+
+/// The web service's history: every 5 minutes for 31 days up to `end`,
+/// requests (`code="200"` and `code="500"`) and their latency histogram.
+/// Traffic varies (busy days 08:00–20:00 UTC, quiet nights); errors are
+/// 0.02% by day, 0.2% by night, 5% during an incident from 50 to 48 hours
+/// before `end`, and 2% over the last two hours. The last three hours are
+/// sampled every minute (5-minute windows need two samples).
+pub struct History {
+    pub end: u64,
+    /// `(time, requests, errors)` per 5-minute step, oldest first: the
+    /// counters grow by these at `time`.
+    pub steps: Vec<(u64, u64, u64)>,
+}
+
+impl History {
+    #[must_use]
+    pub fn web(end: u64) -> History {
+        // Whole minutes; 5-minute samples on multiples of 5 minutes, so
+        // that every hour starts and ends on a sample.
+        let end = end / 60 * 60;
+        let start = (end - 31 * 86_400) / STEP * STEP;
+        let fine = end - 3 * 3_600;
+        let mut steps = Vec::new();
+        let mut last = start;
+        let times = (start / STEP + 1..)
+            .map(|k| k * STEP)
+            .take_while(|t| *t <= fine)
+            .chain((fine / 60 + 1..=end / 60).map(|k| k * 60));
+        for t in times {
+            let minutes = (t - last) / 60;
+            last = t;
+            let hour = (t % 86_400) / 3_600;
+            let day = (8..20).contains(&hour);
+            let requests: u64 = if day { 1_200 } else { 200 } * minutes;
+            let per_100k: u64 = if t > end - 2 * 3_600 {
+                2_000
+            } else if t > end - 50 * 3_600 && t <= end - 48 * 3_600 {
+                5_000
+            } else if day {
+                20
+            } else {
+                200
+            };
+            steps.push((t, requests, requests * per_100k / 100_000));
+        }
+        History { end, steps }
+    }
+
+    /// Requests and errors in `(from, to]`.
+    #[must_use]
+    pub fn between(&self, from: u64, to: u64) -> (u64, u64) {
+        self.steps
+            .iter()
+            .filter(|(t, ..)| *t > from && *t <= to)
+            .fold((0, 0), |(r, e), (_, dr, de)| (r + dr, e + de))
+    }
+
+    /// The history as OpenMetrics.
+    #[must_use]
+    pub fn openmetrics(&self) -> String {
+        let start = self.steps[0].0 - STEP;
+        debug_assert_eq!(start % STEP, 0);
+        let mut out = String::from("# TYPE http_requests counter\n");
+        for code in ["200", "500"] {
+            let mut c = 0u64;
+            let _ = writeln!(
+                out,
+                "http_requests_total{{job=\"web\",code=\"{code}\"}} 0 {start}"
+            );
+            for (t, r, e) in &self.steps {
+                c += if code == "200" { r - e } else { *e };
+                let _ = writeln!(
+                    out,
+                    "http_requests_total{{job=\"web\",code=\"{code}\"}} {c} {t}"
+                );
+            }
+        }
+        // 95% within 100ms, 3% within 500ms, 2% within 1s.
+        out.push_str("# TYPE http_request_duration_seconds histogram\n");
+        let buckets = [("0.1", 95u64), ("0.5", 98), ("1", 100), ("+Inf", 100)];
+        for (le, share) in buckets {
+            let mut c = 0u64;
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{job=\"web\",le=\"{le}\"}} 0 {start}"
+            );
+            for (t, r, _) in &self.steps {
+                c += r * share / 100;
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{job=\"web\",le=\"{le}\"}} {c} {t}"
+                );
+            }
+        }
+        for (name, per) in [("count", 1u64), ("sum", 0)] {
+            let mut c = 0u64;
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_{name}{{job=\"web\"}} 0 {start}"
+            );
+            for (t, r, _) in &self.steps {
+                c += if per == 1 { *r } else { r / 20 };
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_{name}{{job=\"web\"}} {c} {t}"
+                );
+            }
+        }
+        out.push_str("# EOF\n");
+        out
+    }
+}
+
+/// A Prometheus serving `history` (no scraping, no rules).
+pub async fn start(history: &History) -> Prometheus {
+    let dir = tempfile::tempdir().unwrap();
+    let om = dir.path().join("history.om");
+    std::fs::write(&om, history.openmetrics()).unwrap();
+    let tsdb = dir.path().join("tsdb");
+    let out = Command::new(binary("promtool").unwrap())
+        .args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "-q",
+            "--max-block-duration=744h",
+        ])
+        .arg(&om)
+        .arg(&tsdb)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(&cfg, "global: {scrape_interval: 1h}\n").unwrap();
+    let port = crate::alertmanager::free_port();
+    let child = Command::new(binary("prometheus").unwrap())
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+        .arg("--storage.tsdb.retention.time=90d")
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("prometheus starts");
+    let p = Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{}/-/ready", p.url))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(Instant::now() < deadline, "prometheus did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p
+}
