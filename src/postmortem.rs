@@ -250,12 +250,45 @@ pub fn context(d: &IncidentDetail) -> Value {
 /// # Errors
 /// A template that does not parse or names a field the context lacks.
 pub fn render(d: &IncidentDetail, template: Option<&str>) -> Result<String, PostmortemError> {
+    render_with_budget(d, template, &[])
+}
+
+/// As [`render`], with the error budget the incident spent (`slo_budget`
+/// in the template: Impact and Monitoring queries).
+///
+/// # Errors
+/// As [`render`].
+pub fn render_with_budget(
+    d: &IncidentDetail,
+    template: Option<&str>,
+    budget: &[crate::slo::impact::Consumed],
+) -> Result<String, PostmortemError> {
+    let mut ctx = context(d);
+    ctx["slo_budget"] = budget
+        .iter()
+        .map(|c| {
+            json!({
+                "slo": format!("{}/{}", cell(&c.service), cell(&c.slo)),
+                "minutes": c.minutes.map(|m| format!("{m:.1}")),
+                "percent": c.share.map(|s| format!("{:.1}", s * 100.0)),
+                "errors": c.errors.map(|e| format!("{e:.0}")),
+                "error": c.error.as_deref().map(cell),
+                "queries": c.queries.iter().map(|q| cell(q)).collect::<Vec<_>>(),
+                "at": c.at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    render_context(&ctx, template)
+}
+
+fn render_context(ctx: &Value, template: Option<&str>) -> Result<String, PostmortemError> {
     let mut hb = Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_template_string("postmortem", template.unwrap_or(DEFAULT_TEMPLATE))
         .map_err(|e| PostmortemError(e.to_string()))?;
-    hb.render("postmortem", &context(d))
+    hb.render("postmortem", ctx)
         .map_err(|e| PostmortemError(e.to_string()))
 }
 

@@ -59,7 +59,11 @@ async fn detail(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let detail = s.store.incident(incident_id(&id)?).await?;
-    Ok(Json(serde_json::to_value(detail).unwrap_or_default()))
+    let (budget, affecting) = super::slos::incident_budget(&s, &detail).await;
+    let mut v = serde_json::to_value(detail).unwrap_or_default();
+    v["slo_budget"] = serde_json::to_value(budget).unwrap_or_default();
+    v["slo_affecting"] = Value::Bool(affecting);
+    Ok(Json(v))
 }
 
 async fn add_update(
@@ -178,7 +182,8 @@ async fn postmortem(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     let detail = s.store.incident(incident_id(&id)?).await?;
-    let text = crate::postmortem::render(&detail, None).map_err(|e| {
+    let (budget, _) = super::slos::incident_budget(&s, &detail).await;
+    let text = crate::postmortem::render_with_budget(&detail, None, &budget).map_err(|e| {
         tracing::error!(error = %e, "the default postmortem template failed");
         ApiError::Unavailable
     })?;

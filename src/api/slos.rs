@@ -170,3 +170,51 @@ async fn detail(
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(one(&s, &service, &name).await?.to_json()))
 }
+
+/// What an incident cost its services' SLOs (opened → alerts ended, or
+/// resolved, or now), and whether it is SLO-affecting: it spent budget,
+/// or, when its services have no SLO, it is sev1 or sev2 (the guide's
+/// `is_slo_affecting`). Bounded: Prometheus gets 3 seconds.
+pub async fn incident_budget(
+    s: &AppState,
+    d: &crate::incident::IncidentDetail,
+) -> (Vec<crate::slo::impact::Consumed>, bool) {
+    let set = s
+        .slos
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let sum = &d.summary;
+    let severe = matches!(sum.severity.as_str(), "sev1" | "sev2");
+    if crate::slo::impact::of_services(&set, &sum.services)
+        .next()
+        .is_none()
+    {
+        return (Vec::new(), severe);
+    }
+    let parse = |t: &str| {
+        chrono::DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let Some(from) = parse(&sum.created_at) else {
+        return (Vec::new(), severe);
+    };
+    let to = sum
+        .alerts_ended_at
+        .as_deref()
+        .or(sum.resolved_at.as_deref())
+        .and_then(parse)
+        .unwrap_or_else(chrono::Utc::now);
+    let Some(prom) = &s.prometheus else {
+        return (Vec::new(), severe);
+    };
+    let read = crate::slo::impact::consumed(prom, &set, &sum.services, from, to);
+    match tokio::time::timeout(std::time::Duration::from_secs(3), read).await {
+        Ok(list) => {
+            let spent = list.iter().any(|c| c.share.is_some_and(|x| x > 0.0));
+            (list, spent)
+        }
+        Err(_) => (Vec::new(), severe),
+    }
+}

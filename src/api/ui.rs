@@ -382,6 +382,16 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
         .flat_map(|r| r.live_output.iter().map(|c| c.cursor))
         .max()
         .unwrap_or(0);
+    let (budget, slo_affecting) = super::slos::incident_budget(&s, &d).await;
+    let slo_budget: Vec<Value> = budget
+        .iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or_default();
+            v["minutes_text"] = json!(c.minutes.map(|m| format!("{m:.1} min")));
+            v["percent_text"] = json!(pct(c.share));
+            v
+        })
+        .collect();
     let title = format!("{} {}", d.summary.id, d.summary.title);
     let mut i = serde_json::to_value(&d).unwrap_or_default();
     for a in i["alerts"].as_array_mut().into_iter().flatten() {
@@ -398,6 +408,7 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
         &json!({
             "i": i, "runs": runs, "checklist": d.checklist, "statuses": STATUSES, "watching": watching, "live_after": live_after,
             "firing": firing, "failed": failed, "many_alerts": d.alerts.len() > 3,
+            "slo_budget": slo_budget, "slo_affecting": slo_affecting,
             "duration": human_secs(d.summary.duration_seconds), "mttr30": mttr(s30.mttr_seconds),
             "recovered": d.summary.recovered_seconds.map(human_secs),
             "users": !s.auth().users.is_empty(),

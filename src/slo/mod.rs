@@ -4,6 +4,7 @@
 //! (DESIGN §11). [`rules`] turns them into Prometheus recording and
 //! multi-window multi-burn-rate alerting rules.
 
+pub mod impact;
 mod load;
 pub mod promql;
 pub mod refresh;

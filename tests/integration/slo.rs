@@ -413,6 +413,46 @@ async fn the_server_shows_slos_from_prometheus_and_keeps_them_stale_when_it_goes
     assert_eq!(one["incidents"][0]["id"], "INC-0001", "{one}");
     assert_eq!(one["definition"]["budget_minutes"], 43.2);
     assert_eq!(one["definition"]["windows"]["page"][0]["long"], "1h");
+    // What the incident cost, so far: the budget its service's SLOs spent
+    // since it opened (at least the last 5 minutes).
+    let (code, body) = get("/api/v1/incidents/INC-0001").await;
+    assert_eq!(code, 200, "{body}");
+    let inc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(inc["slo_affecting"], true, "{inc}");
+    let spent = inc["slo_budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["slo"] == "availability")
+        .unwrap_or_else(|| panic!("{inc}"));
+    let (_, recent_errors) = history.between(history.end - 300, history.end);
+    #[allow(clippy::cast_precision_loss)]
+    let recent_errors = recent_errors as f64;
+    close(
+        spent["errors"].as_f64().unwrap(),
+        recent_errors,
+        0.25,
+        "errors during the incident",
+    );
+    let events = avail["events"].as_f64().unwrap();
+    close(
+        spent["minutes"].as_f64().unwrap(),
+        spent["errors"].as_f64().unwrap() / (0.001 * events) * 43.2,
+        0.01,
+        "budget minutes spent",
+    );
+    let (code, md) = get("/api/v1/incidents/INC-0001/postmortem").await;
+    assert_eq!(code, 200);
+    assert!(
+        md.contains("- SLO `web/availability`: ") && md.contains("## Monitoring queries"),
+        "{md}"
+    );
+    let (code, page) = get("/incidents/INC-0001").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("id=\"slo-budget\"") && page.contains("SLO-affecting"),
+        "{page}"
+    );
     let (code, body) = get("/api/v1/slos/web/nope").await;
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("web/nope"), "{body}");
