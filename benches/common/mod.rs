@@ -156,3 +156,20 @@ pub async fn drain(client: &reqwest::Client, base: &str) -> (i64, f64) {
     let rate = (done - done0) as f64 / t0.elapsed().as_secs_f64();
     (queued0, rate)
 }
+
+/// A client with the operator credential the server made in `data` (no
+/// `auth.users`): every request but the health checks needs a credential,
+/// the webhook's included.
+pub fn operator_client(data: &Path) -> reqwest::Client {
+    let token = std::fs::read_to_string(data.join("operator.token")).unwrap();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token.trim()).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
+}

@@ -12,14 +12,27 @@ use super::status::{read, Status};
 use super::SloSet;
 use crate::prometheus::Prometheus;
 
-/// At most this many SLOs are asked about at once.
-const PARALLEL: usize = 16;
+/// At most this many SLOs are asked about at once: Prometheus usually
+/// shares the machine's cores with the services it watches (and here with
+/// runbookd's webhook), so a refresh is spread out rather than a burst
+/// (docs/benchmarks.md).
+pub const PARALLEL: usize = 4;
 
 /// Every SLO of `set`, in the set's order.
 pub async fn read_all(prom: &Prometheus, set: &SloSet, now: DateTime<Utc>) -> Vec<Status> {
+    read_all_with(prom, set, now, PARALLEL).await
+}
+
+/// As [`read_all`], `parallel` SLOs at a time.
+pub async fn read_all_with(
+    prom: &Prometheus,
+    set: &SloSet,
+    now: DateTime<Utc>,
+    parallel: usize,
+) -> Vec<Status> {
     let reads: Vec<_> = set.iter().map(|slo| read(prom, slo, now)).collect();
     futures_util::stream::iter(reads)
-        .buffered(PARALLEL)
+        .buffered(parallel.max(1))
         .collect()
         .await
 }

@@ -158,13 +158,62 @@ impl History {
         out.push_str("# EOF\n");
         out
     }
+
+    /// The history, plus the hourly recordings `runbookd slo rules` makes
+    /// for the availability SLO of service `web` (errors and events per
+    /// second over the last hour, every 5 minutes), as a Prometheus with
+    /// those rules loaded for 31 days would hold them.
+    #[must_use]
+    pub fn openmetrics_with_recordings(&self, slo: &str) -> String {
+        let mut out = self.openmetrics();
+        out.truncate(out.len() - "# EOF\n".len());
+        let start = self.steps[0].0 - STEP;
+        let mut cumulative = std::collections::BTreeMap::from([(start, (0u64, 0u64))]);
+        let (mut r, mut e) = (0, 0);
+        for (t, dr, de) in &self.steps {
+            r += dr;
+            e += de;
+            cumulative.insert(*t, (r, e));
+        }
+        let labels = format!(
+            "sloth_id=\"web-{slo}\",sloth_service=\"web\",sloth_slo=\"{slo}\",sloth_window=\"1h\""
+        );
+        for (name, errors) in [
+            ("slo:sli_error:events_rate1h", true),
+            ("slo:sli_total:events_rate1h", false),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (t, (r, e)) in &cumulative {
+                let Some((r0, e0)) = cumulative.get(&(t.saturating_sub(3_600))) else {
+                    continue;
+                };
+                if t % STEP != 0 {
+                    continue;
+                }
+                #[allow(clippy::cast_precision_loss)]
+                let v = if errors {
+                    (e - e0) as f64
+                } else {
+                    (r - r0) as f64
+                } / 3_600.0;
+                let _ = writeln!(out, "{name}{{{labels}}} {v} {t}");
+            }
+        }
+        out.push_str("# EOF\n");
+        out
+    }
 }
 
 /// A Prometheus serving `history` (no scraping, no rules).
 pub async fn start(history: &History) -> Prometheus {
+    serve(&history.openmetrics()).await
+}
+
+/// A Prometheus serving these OpenMetrics samples.
+pub async fn serve(openmetrics: &str) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let om = dir.path().join("history.om");
-    std::fs::write(&om, history.openmetrics()).unwrap();
+    std::fs::write(&om, openmetrics).unwrap();
     let tsdb = dir.path().join("tsdb");
     let out = Command::new(binary("promtool").unwrap())
         .args([

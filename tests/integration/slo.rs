@@ -511,3 +511,119 @@ async fn the_server_shows_slos_from_prometheus_and_keeps_them_stale_when_it_goes
         "{page}"
     );
 }
+
+/// Once the rules' hourly recordings cover the period, status reads them
+/// (one series per SLO) instead of the SLI queries, with the same numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_status_reads_the_rules_recordings_once_they_cover_the_period() {
+    if !crate::prom::available() {
+        return;
+    }
+    let history = crate::prom::History::web(unix_now());
+    let prometheus = crate::prom::serve(&history.openmetrics_with_recordings("availability")).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), WEB_SLOS).unwrap();
+    let o = runbookd(&[
+        "slo",
+        "status",
+        "--slos",
+        dir.path().to_str().unwrap(),
+        "--prometheus",
+        &prometheus.url,
+        "--output",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let avail = find(&list, "availability");
+    assert_eq!(avail["source"], "recordings", "{avail}");
+    holds_to_the_history(avail, &history);
+    // The latency SLO has no recordings: its SLI queries, as before.
+    assert_eq!(find(&list, "latency")["source"], "queries");
+}
+
+/// SLO files reload with the runbooks: an invalid one refuses the reload
+/// (with its file:line:col) and the SLOs in force stay; a valid change is
+/// served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_takes_valid_slo_files_and_refuses_invalid_ones() {
+    use crate::helpers::{operator_client, serve_command, Served};
+    let dir = tempfile::tempdir().unwrap();
+    let slos = dir.path().join("slos");
+    std::fs::create_dir(&slos).unwrap();
+    std::fs::write(slos.join("web.yaml"), WEB_SLOS).unwrap();
+    let store = dir.path().join("data");
+    let mut cmd = serve_command(
+        Path::new(env!("CARGO_BIN_EXE_runbookd")),
+        &root().join("runbooks"),
+        &store,
+    );
+    cmd.arg("--slos").arg(&slos);
+    let served = Served::start(cmd);
+    let client = operator_client(&store);
+    let names = || async {
+        let v: serde_json::Value = client
+            .get(format!("{}/api/v1/slos", served.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut n: Vec<String> = v["slos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}/{}",
+                    s["service"].as_str().unwrap(),
+                    s["slo"].as_str().unwrap()
+                )
+            })
+            .collect();
+        n.sort();
+        (n, v)
+    };
+    let (n, v) = names().await;
+    assert_eq!(n, ["web/availability", "web/latency"]);
+    assert!(
+        v["slos"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no `prometheus:`"),
+        "{v}"
+    );
+    std::fs::write(
+        slos.join("api.yaml"),
+        "version: prometheus/v1\nservice: api\nslos:\n  - name: up\n    objective: 101\n    sli:\n      raw:\n        error_ratio_query: x{w=\"{{.window}}\"}\n",
+    )
+    .unwrap();
+    let r = client
+        .post(format!("{}/-/reload", served.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err = r.text().await.unwrap();
+    assert!(
+        err.contains("api.yaml:5:16: slo `api/up`: objective 101"),
+        "{err}"
+    );
+    assert_eq!(names().await.0, ["web/availability", "web/latency"]);
+    std::fs::write(
+        slos.join("api.yaml"),
+        "version: prometheus/v1\nservice: api\nslos:\n  - name: up\n    objective: 99\n    sli:\n      raw:\n        error_ratio_query: avg_over_time(x[{{.window}}])\n",
+    )
+    .unwrap();
+    let r = client
+        .post(format!("{}/-/reload", served.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(
+        names().await.0,
+        ["api/up", "web/availability", "web/latency"]
+    );
+}
