@@ -262,7 +262,7 @@ fn main() {
             let client = client_for(&prom.url);
             // One warm-up refresh (Prometheus loads its blocks' chunks).
             let _ = runbookd::slo::refresh::read_all(&client, &set, chrono::Utc::now()).await;
-            for parallel in [runbookd::slo::refresh::PARALLEL, 16] {
+            for parallel in [1, runbookd::slo::refresh::PARALLEL, 4, 16] {
                 let q0 = queries_answered(&prom.url).await;
                 let t = Instant::now();
                 let statuses = runbookd::slo::refresh::read_all_with(

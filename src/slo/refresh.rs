@@ -16,7 +16,7 @@ use crate::prometheus::Prometheus;
 /// shares the machine's cores with the services it watches (and here with
 /// runbookd's webhook), so a refresh is spread out rather than a burst
 /// (docs/benchmarks.md).
-pub const PARALLEL: usize = 4;
+pub const PARALLEL: usize = 2;
 
 /// Every SLO of `set`, in the set's order.
 pub async fn read_all(prom: &Prometheus, set: &SloSet, now: DateTime<Utc>) -> Vec<Status> {
