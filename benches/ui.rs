@@ -38,7 +38,7 @@ fn main() {
         cfg.shadow = true;
         let server = runbookd::server::start(cfg).await.unwrap();
         let base = format!("http://{}", server.addr);
-        let client = reqwest::Client::new();
+        let client = common::client();
         let t = Instant::now();
         let mut pending = Vec::new();
         for id in 0..10_000u64 {

@@ -26,7 +26,27 @@ pub fn loopback_config(runbooks: &Path, data: &Path) -> ServerConfig {
     cfg.sandbox.spawner = runbookd::exec::SpawnerConfig::Helper {
         program: env!("CARGO_BIN_EXE_runbookd").into(),
     };
+    // The webhook's credential (it posts alerts and reads): loopback is
+    // no credential.
+    cfg.auth.bearer = Some(TOKEN.into());
     cfg
+}
+
+/// The benchmarks' webhook credential.
+pub const TOKEN: &str = "runbookd-bench-token";
+
+/// A client that sends the webhook's credential with every request.
+pub fn client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TOKEN}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap()
 }
 
 /// A firing notification of one `Bench` alert, distinct per `id` (its own group).
@@ -101,6 +121,7 @@ pub async fn load(
             let t = Instant::now();
             let ok = client
                 .post(&url)
+                .bearer_auth(TOKEN)
                 .header("content-type", "application/json")
                 .body(notification(id))
                 .send()
@@ -128,6 +149,7 @@ pub async fn load(
 pub async fn run_counts(client: &reqwest::Client, base: &str) -> (i64, i64, i64) {
     let v: serde_json::Value = client
         .get(format!("{base}/api/v1/stats"))
+        .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap()
