@@ -1723,3 +1723,179 @@ fn the_lease_is_checked_only_for_a_shared_store() {
         served.first_line
     );
 }
+
+/// Each drift scenario below runs as a test of its own per backend, so
+/// that the first failure does not hide the rest (PostgreSQL: a throwaway
+/// cluster each).
+macro_rules! on_both_stores {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(&super::Backend::Sqlite(tempfile::tempdir().unwrap())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if !crate::pg::available() {
+                    return;
+                }
+                super::$scenario(&super::Backend::Postgres(crate::pg::Pg::start())).await;
+            }
+        }
+    };
+}
+
+fn ingest_capped(
+    store: &Store,
+    n: (Notification, Vec<u8>),
+    m: Option<&RunbookMatch>,
+    max_queued: u64,
+) -> runbookd::store::Pending<Ingested> {
+    let matches =
+        n.0.alerts
+            .iter()
+            .map(|_| m.into_iter().cloned().collect())
+            .collect();
+    store.ingest(Ingest {
+        body: n.1,
+        notification: n.0,
+        matches,
+        max_queued,
+        shadow: false,
+        run_rate: None,
+    })
+}
+
+/// Decided: a full queue refuses only what would queue a run. A
+/// notification that queues none (a resolution, above all) is always
+/// recorded: refusing it would hold the incident open and its silences
+/// and escalations with it.
+async fn a_full_queue_still_takes_a_resolution(b: &Backend) {
+    let r = b.replicas("full-resolution", 1).await;
+    let fix = runbook("fix");
+    ingest_capped(
+        &r[0],
+        notification("g1", "firing", &[("A", T0)]),
+        Some(&fix),
+        1,
+    )
+    .await
+    .unwrap();
+    // The queue holds 1 run; the cap is 0 now.
+    // (Its runbook matches, as it did when the alert fired; a resolution
+    // queues no remediation.)
+    let got = ingest_capped(
+        &r[0],
+        notification("g1", "resolved", &[("A", T0)]),
+        Some(&fix),
+        0,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{} refused a resolution: {e:?}", b.name()));
+    let detail = r[0].incident(got.incident.unwrap()).await.unwrap();
+    assert_eq!(detail.alerts[0].status, "resolved", "{}", b.name());
+    // What would queue a run is refused whole.
+    let err = ingest_capped(
+        &r[0],
+        notification("g2", "firing", &[("B", T0)]),
+        Some(&fix),
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, StoreError::QueueFull),
+        "{}: {err:?}",
+        b.name()
+    );
+}
+on_both_stores!(a_full_queue_still_takes_a_resolution);
+
+/// Decided: `resolved_at` is when the incident was first resolved; a
+/// second resolution (a person after the alerts, or the alerts after a
+/// person) changes nothing.
+async fn a_repeated_resolve_keeps_the_first_resolved_at(b: &Backend) {
+    let r = b.replicas("resolve-twice", 1).await;
+    let got = ingest(
+        &r[0],
+        notification("g1", "firing", &[("A", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    let resolve = || runbookd::incident::Update {
+        author: "olga".into(),
+        message: "fixed".into(),
+        status: Some(IncidentStatus::Resolved),
+        root_cause: None,
+    };
+    r[0].add_update(got.incident.unwrap(), resolve())
+        .await
+        .unwrap();
+    let first = r[0]
+        .incident(got.incident.unwrap())
+        .await
+        .unwrap()
+        .summary
+        .resolved_at;
+    assert!(first.is_some(), "{}", b.name());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    r[0].add_update(got.incident.unwrap(), resolve())
+        .await
+        .unwrap();
+    ingest(
+        &r[0],
+        notification("g1", "resolved", &[("A", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    let again = r[0]
+        .incident(got.incident.unwrap())
+        .await
+        .unwrap()
+        .summary
+        .resolved_at;
+    assert_eq!(again, first, "{}: resolved_at moved", b.name());
+}
+on_both_stores!(a_repeated_resolve_keeps_the_first_resolved_at);
+
+/// Writes into a store behind its back (a damaged or newer database).
+fn corrupt(b: &Backend, url: &StoreUrl, sql: &str) {
+    match (b, url) {
+        (Backend::Sqlite(_), StoreUrl::Sqlite(path)) => {
+            let c = rusqlite::Connection::open(path).unwrap();
+            c.busy_timeout(Duration::from_secs(5)).unwrap();
+            c.execute_batch(sql).unwrap();
+        }
+        (Backend::Postgres(pg), StoreUrl::Postgres(url)) => {
+            pg.psql(url, sql);
+        }
+        _ => unreachable!("a store of another backend"),
+    }
+}
+
+/// Decided: a stored incident status this version does not know (a
+/// damaged database, or one a newer runbookd wrote) is an error naming it,
+/// on both backends; it is never shown as `investigating`.
+async fn an_unknown_stored_status_is_an_error_naming_it(b: &Backend) {
+    let url = b.fresh("unknown-status");
+    let store = Store::open(&url).await.unwrap();
+    let got = ingest(
+        &store,
+        notification("g1", "firing", &[("A", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    corrupt(b, &url, "UPDATE incidents SET status = 'on_fire'");
+    let err = store
+        .incidents(IncidentFilter::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("on_fire"), "{}: {err}", b.name());
+    let err = store.incident(got.incident.unwrap()).await.unwrap_err();
+    assert!(err.to_string().contains("on_fire"), "{}: {err}", b.name());
+}
+on_both_stores!(an_unknown_stored_status_is_an_error_naming_it);

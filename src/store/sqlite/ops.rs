@@ -319,9 +319,14 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
             params![incident, now()],
         )?;
     }
-    let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
-    if u64::try_from(queued).unwrap_or(0) > input.max_queued {
-        return Err(StoreError::QueueFull);
+    // Only what queues a run is refused (whole) over the cap: a
+    // notification that queues none, a resolution above all, is always
+    // recorded (as on PostgreSQL).
+    if !out.queued.is_empty() {
+        let queued: i64 = conn.one("SELECT n FROM queue_depth", [], |r| r.get(0))?;
+        if u64::try_from(queued).unwrap_or(0) > input.max_queued {
+            return Err(StoreError::QueueFull);
+        }
     }
     Ok(out)
 }
@@ -1082,10 +1087,11 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         id: IncidentId(r.get("id")?),
         title: r.get("title")?,
         severity: r.get("severity")?,
-        status: r
-            .get::<_, String>("status")?
-            .parse()
-            .unwrap_or(IncidentStatus::Investigating),
+        // A status this version does not know is an error that names it
+        // (as on PostgreSQL), never shown as `investigating`.
+        status: r.get::<_, String>("status")?.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+        })?,
         escalated: r.get("escalated")?,
         run_failed: r.get("run_failed")?,
         services: serde_json::from_str(&r.get::<_, String>("services")?).unwrap_or_default(),
