@@ -195,7 +195,12 @@ impl Store {
     /// # Errors
     /// [`StoreError::QueueFull`] (nothing recorded), or a store error.
     #[must_use]
-    pub fn ingest(&self, input: Ingest) -> Pending<Ingested> {
+    pub fn ingest(&self, mut input: Ingest) -> Pending<Ingested> {
+        // Text columns hold no NUL on either backend (PostgreSQL cannot):
+        // rewritten once, here, for both. The raw body keeps every byte.
+        if let std::borrow::Cow::Owned(n) = types::storable(&input.notification) {
+            input.notification = n;
+        }
         each!(self, b => b.ingest(input))
     }
 

@@ -791,3 +791,40 @@ pub(crate) mod say {
         )
     }
 }
+
+/// `s` with every NUL as U+FFFD: what a text column holds.
+#[must_use]
+pub fn text(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn text_labels(labels: &crate::alert::Labels) -> crate::alert::Labels {
+    labels.iter().map(|(k, v)| (text(k), text(v))).collect()
+}
+
+/// The notification as both stores hold it: NUL rewritten in its text
+/// (receiver, group key, labels, annotations, generator URL).
+#[must_use]
+pub fn storable(
+    n: &crate::alert::Notification,
+) -> std::borrow::Cow<'_, crate::alert::Notification> {
+    let has_nul = |s: &str| s.contains('\0');
+    let labels_nul = |l: &crate::alert::Labels| l.iter().any(|(k, v)| has_nul(k) || has_nul(v));
+    if !has_nul(&n.receiver)
+        && !has_nul(&n.group_key)
+        && !n.alerts.iter().any(|a| {
+            labels_nul(&a.labels) || labels_nul(&a.annotations) || has_nul(&a.generator_url)
+        })
+    {
+        return std::borrow::Cow::Borrowed(n);
+    }
+    let mut n = n.clone();
+    n.receiver = text(&n.receiver);
+    n.group_key = text(&n.group_key);
+    for a in &mut n.alerts {
+        a.labels = text_labels(&a.labels);
+        a.annotations = text_labels(&a.annotations);
+        a.generator_url = text(&a.generator_url);
+    }
+    std::borrow::Cow::Owned(n)
+}

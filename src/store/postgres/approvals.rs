@@ -198,7 +198,7 @@ pub(super) async fn resume(tx: &Tx<'_>, run: i64) -> Op<Option<Resume>> {
 }
 
 pub(super) async fn of_incident(
-    client: &deadpool_postgres::Object,
+    client: &impl deadpool_postgres::GenericClient,
     incident: i64,
 ) -> Op<Vec<Approval>> {
     client

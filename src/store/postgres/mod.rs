@@ -609,38 +609,10 @@ fn secs(d: Duration) -> f64 {
 /// PostgreSQL's text cannot hold NUL: the copy of alert data this store
 /// keeps for display shows U+FFFD instead (the raw body, from which steps
 /// are rendered, keeps every byte; fingerprints are hexadecimal).
-fn text(s: &str) -> String {
-    s.replace('\0', "\u{FFFD}")
-}
-
-fn text_labels(labels: &crate::alert::Labels) -> crate::alert::Labels {
-    labels.iter().map(|(k, v)| (text(k), text(v))).collect()
-}
-
-fn storable(n: &crate::alert::Notification) -> std::borrow::Cow<'_, crate::alert::Notification> {
-    let has_nul = |s: &str| s.contains('\0');
-    let labels_nul = |l: &crate::alert::Labels| l.iter().any(|(k, v)| has_nul(k) || has_nul(v));
-    if !has_nul(&n.receiver)
-        && !has_nul(&n.group_key)
-        && !n.alerts.iter().any(|a| {
-            labels_nul(&a.labels) || labels_nul(&a.annotations) || has_nul(&a.generator_url)
-        })
-    {
-        return std::borrow::Cow::Borrowed(n);
-    }
-    let mut n = n.clone();
-    n.receiver = text(&n.receiver);
-    n.group_key = text(&n.group_key);
-    for a in &mut n.alerts {
-        a.labels = text_labels(&a.labels);
-        a.annotations = text_labels(&a.annotations);
-        a.generator_url = text(&a.generator_url);
-    }
-    std::borrow::Cow::Owned(n)
-}
+use crate::store::types::text;
 
 async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
-    let n = &*storable(&input.notification);
+    let n = &input.notification;
     let notification_id: i64 = tx
         .query_one(
             "INSERT INTO notifications (received_at, receiver, group_key, status, body) VALUES (now(), $1, $2, $3, $4) RETURNING id",
@@ -1711,7 +1683,15 @@ impl Postgres {
 
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         async {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            // One snapshot, as SQLite's read: a run that ends meanwhile is
+            // seen either running or ended in every part of the record.
+            let client = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
             let row = client
                 .query_opt(&format!("SELECT {} FROM incidents i WHERE id = $1", *SUMMARY_COLUMNS), &[&id.0])
                 .await?

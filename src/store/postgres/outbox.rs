@@ -426,7 +426,7 @@ fn record(r: &Row) -> Op<MessageRecord> {
 }
 
 pub(super) async fn of_incident(
-    client: &deadpool_postgres::Object,
+    client: &impl deadpool_postgres::GenericClient,
     incident: i64,
 ) -> Op<(Vec<MessageRecord>, Vec<EscalationRecord>)> {
     let messages = client
