@@ -1900,3 +1900,50 @@ async fn an_unknown_stored_status_is_an_error_naming_it(b: &Backend) {
     assert!(err.to_string().contains("on_fire"), "{}: {err}", b.name());
 }
 on_both_stores!(an_unknown_stored_status_is_an_error_naming_it);
+
+/// Decided: when an incident's alerts ended is computed once, in Rust, for
+/// both backends: the latest `endsAt`, clamped to [opened, now], kept in
+/// UTC (SQLite kept Alertmanager's text, offset and all, and compared in
+/// SQL).
+async fn when_alerts_ended_is_the_same_instant_in_utc_on_both(b: &Backend) {
+    let r = b.replicas("ended-utc", 1).await;
+    let opened = ingest(
+        &r[0],
+        notification("g1", "firing", &[("A", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    let id = opened.incident.unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(&r[0].incident(id).await.unwrap().summary.created_at)
+            .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Ended one second after the incident opened, written in +01:00.
+    let ended = (created + chrono::Duration::seconds(1))
+        .with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap());
+    let body = serde_json::to_vec(&json!({
+        "receiver": "runbookd", "status": "resolved", "version": "4", "groupKey": "g1",
+        "alerts": [{
+            "status": "resolved",
+            "labels": {"alertname": "A", "instance": "web-1"},
+            "annotations": {},
+            "startsAt": T0,
+            "endsAt": ended.to_rfc3339(),
+        }],
+    }))
+    .unwrap();
+    let n = Notification::from_json(&body).unwrap();
+    ingest(&r[0], (n, body), &runbook("fix")).await.unwrap();
+    let s = r[0].incident(id).await.unwrap().summary;
+    let at = s.alerts_ended_at.clone().unwrap_or_default();
+    assert!(at.ends_with('Z'), "{}: {at}", b.name());
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(&at).unwrap(),
+        ended,
+        "{}",
+        b.name()
+    );
+    assert_eq!(s.recovered_seconds, Some(1), "{}", b.name());
+}
+on_both_stores!(when_alerts_ended_is_the_same_instant_in_utc_on_both);

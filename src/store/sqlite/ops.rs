@@ -304,20 +304,27 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
     )?;
     if unresolved == 0 {
         advance(conn, incident, lifecycle::Event::AllAlertsResolved)?;
-        // When the alerts really ended: the latest endsAt, never before the
-        // incident was opened.
-        // Clamped to [opened, now]: an endsAt in the future (or in 9999)
-        // must not skew MTTR.
-        conn.run(
-            "UPDATE incidents SET alerts_ended_at = COALESCE(alerts_ended_at, (
-                 SELECT CASE WHEN julianday(a.ends_at) <= julianday(i.created_at) THEN i.created_at
-                             WHEN julianday(a.ends_at) >= julianday(?2) THEN ?2
-                             ELSE a.ends_at END
-                 FROM alerts a, incidents i WHERE a.incident_id = ?1 AND i.id = ?1 AND julianday(a.ends_at) IS NOT NULL
-                 ORDER BY julianday(a.ends_at) DESC LIMIT 1))
-             WHERE id = ?1",
-            params![incident, now()],
+        // When the alerts really ended, the first time they all did: the
+        // shared rule (the latest endsAt, clamped to [opened, now]).
+        let (created, known): (String, bool) = conn.one(
+            "SELECT created_at, alerts_ended_at IS NOT NULL FROM incidents WHERE id = ?1",
+            [incident],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        if !known {
+            let ends: Vec<String> = conn
+                .prepare_cached("SELECT ends_at FROM alerts WHERE incident_id = ?1")?
+                .query_map([incident], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let opened = DateTime::parse_from_rfc3339(&created)
+                .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
+            let ended =
+                crate::store::types::alerts_ended_at(ends.iter().map(String::as_str), opened);
+            conn.run(
+                "UPDATE incidents SET alerts_ended_at = ?2 WHERE id = ?1",
+                params![incident, ended.map(crate::store::types::ts)],
+            )?;
+        }
     }
     // Only what queues a run is refused (whole) over the cap: a
     // notification that queues none, a resolution above all, is always
