@@ -1947,3 +1947,71 @@ async fn when_alerts_ended_is_the_same_instant_in_utc_on_both(b: &Backend) {
     assert_eq!(s.recovered_seconds, Some(1), "{}", b.name());
 }
 on_both_stores!(when_alerts_ended_is_the_same_instant_in_utc_on_both);
+
+/// The reads the suite never called: unmatched alerts, the gauges, a run's
+/// origin and a runbook's recent runs answer alike on both backends.
+async fn the_small_reads_answer_alike(b: &Backend) {
+    let r = b.replicas("small-reads", 1).await;
+    let fix = runbook("fix");
+    // Two notifications of an alert no runbook matches: one row, seen twice.
+    for _ in 0..2 {
+        ingest_capped(
+            &r[0],
+            notification("g-none", "firing", &[("Nobody", T0)]),
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    }
+    let unmatched = r[0].unmatched(10).await.unwrap();
+    assert_eq!(unmatched.len(), 1, "{}: {unmatched:?}", b.name());
+    assert_eq!(
+        (unmatched[0].alertname.as_str(), unmatched[0].seen),
+        ("Nobody", 2),
+        "{}",
+        b.name()
+    );
+    let got = ingest(
+        &r[0],
+        notification("g1", "firing", &[("A", T0), ("B", T0)]),
+        &fix,
+    )
+    .await
+    .unwrap();
+    let g = r[0].gauges().await.unwrap();
+    assert_eq!((g.queued, g.open, g.awaiting), (2, 1, 0), "{}", b.name());
+    let run = got.queued[0];
+    let (incident, runbook_name, fingerprint) = r[0].run_origin(run).await.unwrap().unwrap();
+    assert_eq!(
+        (incident, runbook_name.as_str()),
+        (got.incident.unwrap(), "fix"),
+        "{}",
+        b.name()
+    );
+    assert!(!fingerprint.is_empty(), "{}", b.name());
+    assert_eq!(
+        r[0].run_origin(999_999).await.unwrap(),
+        None,
+        "{}",
+        b.name()
+    );
+    let recent = r[0].recent_runs("fix".into(), 10).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|(id, ..)| *id).collect::<Vec<_>>(),
+        got.queued.iter().rev().copied().collect::<Vec<_>>(),
+        "{}: newest first",
+        b.name()
+    );
+    assert!(
+        recent.iter().all(|(_, _, s)| *s == RunState::Queued),
+        "{}",
+        b.name()
+    );
+    assert!(r[0]
+        .recent_runs("other".into(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+on_both_stores!(the_small_reads_answer_alike);
