@@ -346,6 +346,9 @@ pub struct IncidentSummary {
     /// `groupKey`'s), `unit=nginx.service, instance=web-1`: what tells it
     /// from other incidents of the same alert.
     pub grouped_by: Option<String>,
+    /// It spent error budget (recorded once it resolved), or, while that
+    /// is not known or its services have no SLO, it is sev1 or sev2.
+    pub slo_affecting: bool,
 }
 
 /// One alert of an incident.

@@ -311,6 +311,7 @@ mod tests {
                 commander: None,
                 awaiting_approval: 0,
                 grouped_by: None,
+                slo_affecting: false,
                 services: vec![],
                 runbooks: vec![],
                 receiver: "r".into(),

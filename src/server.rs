@@ -404,6 +404,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         cfg.prometheus.clone(),
         state.slos.clone(),
         state.slo_status.clone(),
+        Some(store.clone()),
         cfg.slo_refresh,
         stop.clone(),
     ));

@@ -59,7 +59,9 @@ async fn detail(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let detail = s.store.incident(incident_id(&id)?).await?;
-    let (budget, affecting) = super::slos::incident_budget(&s, &detail).await;
+    let (budget, spent) = super::slos::incident_budget(&s, &detail).await;
+    // Recorded once it resolved (or the severity rule), or spending now.
+    let affecting = detail.summary.slo_affecting || spent;
     let mut v = serde_json::to_value(detail).unwrap_or_default();
     v["slo_budget"] = serde_json::to_value(budget).unwrap_or_default();
     v["slo_affecting"] = Value::Bool(affecting);

@@ -235,6 +235,8 @@ async fn overview(State(s): State<AppState>) -> Result<Response, ApiError> {
 struct ListQuery {
     status: Option<String>,
     severity: Option<String>,
+    /// `true`: SLO-affecting incidents only; `false`: the others.
+    slo_affecting: Option<String>,
     page: Option<u32>,
 }
 
@@ -249,6 +251,16 @@ async fn incidents(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
         .transpose()
         .map_err(ApiError::BadRequest)?;
     let severity = q.severity.clone().filter(|s| !s.is_empty());
+    let slo_affecting = match q.slo_affecting.as_deref() {
+        None | Some("") => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "bad slo_affecting `{other}`: true or false"
+            )))
+        }
+    };
     let pageno = q.page.unwrap_or(0);
     let (list, total) = s
         .store
@@ -258,6 +270,7 @@ async fn incidents(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
             runbook: None,
             limit: Some(PAGE),
             offset: Some(pageno * PAGE),
+            slo_affecting,
         })
         .await?;
     let link = |p: u32| {
@@ -273,6 +286,9 @@ async fn incidents(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
                     .trim_start_matches('=')
             ));
         }
+        if let Some(v) = slo_affecting {
+            qs.push(format!("slo_affecting={v}"));
+        }
         format!("/incidents?{}", qs.join("&"))
     };
     let more = i64::from((pageno + 1) * PAGE) < total;
@@ -283,6 +299,7 @@ async fn incidents(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
         &json!({
             "refresh": 30, "incidents": table_rows(&list), "total": total, "statuses": STATUSES, "severities": SEVERITIES,
             "filter_status": status.map(crate::incident::StatusFilter::as_str), "filter_severity": severity,
+            "filter_slo": slo_affecting.map(|v| v.to_string()),
             "prev": (pageno > 0).then(|| link(pageno - 1)), "next": more.then(|| link(pageno + 1)),
         }),
     )
@@ -382,7 +399,8 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
         .flat_map(|r| r.live_output.iter().map(|c| c.cursor))
         .max()
         .unwrap_or(0);
-    let (budget, slo_affecting) = super::slos::incident_budget(&s, &d).await;
+    let (budget, spent) = super::slos::incident_budget(&s, &d).await;
+    let slo_affecting = d.summary.slo_affecting || spent;
     let slo_budget: Vec<Value> = budget
         .iter()
         .map(|c| {

@@ -74,12 +74,86 @@ pub fn merge(previous: &[Status], fresh: Vec<Status>) -> Vec<Status> {
         .collect()
 }
 
+/// Records what each recently resolved incident cost its services' SLOs
+/// (at most `BUDGETS_PER_TICK` a tick, each once across replicas): the
+/// figures, whether it is SLO-affecting, and a timeline note. An incident
+/// whose services have no SLO is recorded as such (its severity decides).
+/// One whose figures Prometheus cannot give now is tried again.
+pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set: &SloSet) {
+    let since = Utc::now() - chrono::Duration::days(BUDGET_WINDOW_DAYS);
+    let due = match store.slo_budget_due(since, BUDGETS_PER_TICK).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the incidents whose SLO budget is due");
+            return;
+        }
+    };
+    let parse = |t: &str| {
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    };
+    for inc in due {
+        let (budget, affecting, note) = if super::impact::of_services(set, &inc.services)
+            .next()
+            .is_none()
+        {
+            ("[]".to_owned(), None, None)
+        } else {
+            let (Some(from), Some(to)) = (
+                parse(&inc.created_at),
+                inc.alerts_ended_at
+                    .as_deref()
+                    .or(inc.resolved_at.as_deref())
+                    .and_then(parse),
+            ) else {
+                continue;
+            };
+            let spent = super::impact::consumed(prom, set, &inc.services, from, to).await;
+            if let Some(e) = spent.iter().find_map(|c| c.error.clone()) {
+                tracing::debug!(incident = %inc.id, error = %e, "cannot read an incident's SLO budget yet");
+                continue;
+            }
+            let affecting = spent.iter().any(|c| c.share.is_some_and(|s| s > 0.0));
+            let said: Vec<String> = spent
+                .iter()
+                .map(|c| match (c.minutes, c.share) {
+                    (Some(m), Some(s)) => format!(
+                        "{}/{}: {m:.1} min ({:.1}% of the period's)",
+                        c.service,
+                        c.slo,
+                        s * 100.0
+                    ),
+                    _ => format!("{}/{}: no events", c.service, c.slo),
+                })
+                .collect();
+            (
+                serde_json::to_string(&spent).unwrap_or_else(|_| "[]".into()),
+                Some(affecting),
+                Some(format!("SLO budget spent: {}", said.join("; "))),
+            )
+        };
+        if let Err(e) = store
+            .record_slo_budget(inc.id, budget, affecting, note)
+            .await
+        {
+            tracing::warn!(incident = %inc.id, error = %e, "cannot record an incident's SLO budget");
+        }
+    }
+}
+
+/// Incidents resolved this many days ago or less get their budget recorded.
+const BUDGET_WINDOW_DAYS: i64 = 31;
+const BUDGETS_PER_TICK: u32 = 20;
+
 /// Refreshes `into` from `prom` every `every`, for the SLOs `slos` holds
-/// then (a reload changes them), until `stop`.
+/// then (a reload changes them), until `stop`; records what resolved
+/// incidents cost (`store`).
 pub async fn run(
     prom: Option<Prometheus>,
     slos: Arc<RwLock<Arc<SloSet>>>,
     into: Shared,
+    store: Option<crate::store::Store>,
     every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -103,12 +177,20 @@ pub async fn run(
                     .unwrap_or_default();
                 tracing::warn!(failed, error = %first, "cannot read the status of some SLOs from Prometheus: their last numbers are shown, marked stale");
             }
-            let mut snap = into
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            snap.statuses = merge(&snap.statuses, fresh);
-            snap.at = Some(Utc::now());
-            snap.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            {
+                let mut snap = into
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                snap.statuses = merge(&snap.statuses, fresh);
+                snap.at = Some(Utc::now());
+                snap.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            }
+            if let Some(store) = &store {
+                tokio::select! {
+                    () = record_budgets(store, &prom, &set) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}

@@ -545,6 +545,33 @@ impl Store {
         each!(self, b => b.stats(window).await)
     }
 
+    /// Incidents resolved since `since` whose SLO budget is not recorded
+    /// yet, the earliest resolved first.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn slo_budget_due(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<IncidentSummary>> {
+        each!(self, b => b.slo_budget_due(since, limit).await)
+    }
+
+    /// Records what an incident cost its services' SLOs (JSON), whether it
+    /// is SLO-affecting (`None`: its services have no SLO), and a timeline
+    /// note, once: `false` when it was already recorded.
+    #[must_use]
+    pub fn record_slo_budget(
+        &self,
+        id: IncidentId,
+        budget: String,
+        affecting: Option<bool>,
+        note: Option<String>,
+    ) -> Pending<bool> {
+        each!(self, b => b.record_slo_budget(id, budget, affecting, note))
+    }
+
     /// Firing alerts no runbook matched, most recently seen first.
     ///
     /// # Errors

@@ -194,6 +194,8 @@ pub struct Reaped {
 #[serde(deny_unknown_fields)]
 pub struct IncidentFilter {
     pub status: Option<crate::incident::StatusFilter>,
+    /// Only SLO-affecting incidents (`true`) or only the others.
+    pub slo_affecting: Option<bool>,
     pub severity: Option<String>,
     pub runbook: Option<String>,
     pub limit: Option<u32>,
@@ -225,6 +227,16 @@ pub(crate) fn incident_filter(f: &IncidentFilter, mark: char) -> (String, Vec<St
     if let Some(s) = &f.severity {
         args.push(s.clone());
         let _ = write!(sql, " AND severity = {mark}{}", args.len());
+    }
+    // The rule of [`slo_affecting`], in SQL.
+    match f.slo_affecting {
+        None => {}
+        Some(true) => sql.push_str(
+            " AND (slo_affecting IS TRUE OR (slo_affecting IS NULL AND severity IN ('sev1', 'sev2')))",
+        ),
+        Some(false) => sql.push_str(
+            " AND (slo_affecting IS FALSE OR (slo_affecting IS NULL AND severity NOT IN ('sev1', 'sev2')))",
+        ),
     }
     if let Some(rb) = &f.runbook {
         // Runbook names are stored as a JSON list: match `"name"` literally.
@@ -827,4 +839,12 @@ pub fn storable(
         a.generator_url = text(&a.generator_url);
     }
     std::borrow::Cow::Owned(n)
+}
+
+/// Whether an incident is SLO-affecting: it spent error budget (`stored`,
+/// recorded once it resolved), or, while that is not known or its services
+/// have no SLO, it is sev1 or sev2 (the guide's `is_slo_affecting`).
+#[must_use]
+pub fn slo_affecting(stored: Option<bool>, severity: &str) -> bool {
+    stored.unwrap_or(matches!(severity, "sev1" | "sev2"))
 }

@@ -453,6 +453,77 @@ async fn the_server_shows_slos_from_prometheus_and_keeps_them_stale_when_it_goes
         page.contains("id=\"slo-budget\"") && page.contains("SLO-affecting"),
         "{page}"
     );
+    // Resolved, what it cost is recorded once, on its timeline, and it is
+    // SLO-affecting in the list; an incident of a service without SLOs
+    // (sev3) is not.
+    let resp = app
+        .post_alert(notification(
+            "g-other",
+            &[(
+                &json!({"alertname": "WebDown", "service": "other"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    for id in ["INC-0001", "INC-0002"] {
+        let r = app
+            .client
+            .post(format!("{}/api/v1/incidents/{id}/updates", app.url))
+            .header("content-type", "application/json")
+            .body(r#"{"author": "olga", "message": "fixed", "status": "resolved"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let note = loop {
+        let v: Value = serde_json::from_str(&get("/api/v1/incidents/INC-0001").await.1).unwrap();
+        let found = v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["kind"] == "slo")
+            .cloned();
+        if let Some(t) = found {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no SLO note: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let msg = note["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("SLO budget spent: web/availability: ") && msg.contains("web/latency"),
+        "{msg}"
+    );
+    let listed = |q: &'static str| {
+        let get = &get;
+        async move {
+            let v: Value = serde_json::from_str(&get(q).await.1).unwrap();
+            v["incidents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed("/api/v1/incidents?slo_affecting=true").await,
+        ["INC-0001"]
+    );
+    assert_eq!(
+        listed("/api/v1/incidents?slo_affecting=false").await,
+        ["INC-0002"]
+    );
+    let (code, page) = get("/incidents?slo_affecting=true").await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("INC-0001") && !page.contains("INC-0002"),
+        "{page}"
+    );
     let (code, body) = get("/api/v1/slos/web/nope").await;
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("web/nope"), "{body}");

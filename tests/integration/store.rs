@@ -1638,7 +1638,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3,4,5,6,7"
+        "1,2,3,4,5,6,7,8"
     );
 }
 
@@ -2015,3 +2015,91 @@ async fn the_small_reads_answer_alike(b: &Backend) {
         .is_empty());
 }
 on_both_stores!(the_small_reads_answer_alike);
+
+/// What an incident cost its SLOs is recorded once (the second replica to
+/// try is told so), with one timeline note; SLO-affecting is that record,
+/// or the severity while there is none (sev1, sev2).
+async fn an_incidents_slo_budget_is_recorded_once(b: &Backend) {
+    let r = b.replicas("slo-budget", 2).await;
+    let mut sev3 = runbook("fix");
+    sev3.severity = Severity::Sev3;
+    let quiet = ingest(&r[0], notification("g1", "firing", &[("A", T0)]), &sev3)
+        .await
+        .unwrap()
+        .incident
+        .unwrap();
+    let loud = ingest(
+        &r[0],
+        notification("g2", "firing", &[("B", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap()
+    .incident
+    .unwrap();
+    let filtered = |v: Option<bool>| {
+        let store = r[0].clone();
+        async move {
+            let (list, _) = store
+                .incidents(IncidentFilter {
+                    slo_affecting: v,
+                    ..IncidentFilter::default()
+                })
+                .await
+                .unwrap();
+            let mut ids: Vec<IncidentId> = list.iter().map(|i| i.id).collect();
+            ids.sort();
+            ids
+        }
+    };
+    // Unknown yet: the severity decides (sev2 is, sev3 is not).
+    assert_eq!(filtered(Some(true)).await, [loud], "{}", b.name());
+    assert_eq!(filtered(Some(false)).await, [quiet], "{}", b.name());
+    assert!(r[0]
+        .slo_budget_due(chrono::Utc::now() - chrono::Duration::days(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let resolve = runbookd::incident::Update {
+        author: "olga".into(),
+        message: "fixed".into(),
+        status: Some(IncidentStatus::Resolved),
+        root_cause: None,
+    };
+    r[0].add_update(quiet, resolve).await.unwrap();
+    let due = r[0]
+        .slo_budget_due(chrono::Utc::now() - chrono::Duration::days(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        due.iter().map(|i| i.id).collect::<Vec<_>>(),
+        [quiet],
+        "{}",
+        b.name()
+    );
+    let note = || Some("SLO budget spent: web/availability: 3.2 min".to_owned());
+    let (first, second) = tokio::join!(
+        r[0].record_slo_budget(quiet, "[{}]".into(), Some(true), note()),
+        r[1].record_slo_budget(quiet, "[{}]".into(), Some(true), note()),
+    );
+    assert!(
+        first.unwrap() ^ second.unwrap(),
+        "{}: recorded exactly once",
+        b.name()
+    );
+    let d = r[0].incident(quiet).await.unwrap();
+    assert_eq!(
+        d.timeline.iter().filter(|t| t.kind == "slo").count(),
+        1,
+        "{}",
+        b.name()
+    );
+    assert!(d.summary.slo_affecting, "{}", b.name());
+    assert_eq!(filtered(Some(true)).await.len(), 2, "{}", b.name());
+    assert!(r[0]
+        .slo_budget_due(chrono::Utc::now() - chrono::Duration::days(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+on_both_stores!(an_incidents_slo_budget_is_recorded_once);

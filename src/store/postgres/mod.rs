@@ -58,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v5.sql"),
     include_str!("schema_v6.sql"),
     include_str!("schema_v7.sql"),
+    include_str!("schema_v8.sql"),
 ];
 
 /// Advisory lock keys (any constants, distinct from each other).
@@ -1647,6 +1648,10 @@ fn summary(r: &Row) -> Op<IncidentSummary> {
         commander: r.try_get("commander")?,
         awaiting_approval: r.try_get("awaiting_approval")?,
         grouped_by: crate::incident::grouped_by(r.try_get("group_key")?),
+        slo_affecting: crate::store::types::slo_affecting(
+            r.try_get("slo_affecting")?,
+            r.try_get("severity")?,
+        ),
     })
 }
 
@@ -1818,6 +1823,55 @@ impl Postgres {
         }
         .await
         .map_err(Fail::into_store)
+    }
+
+    /// Incidents resolved since `since` whose SLO budget is not recorded
+    /// yet, the earliest resolved first.
+    pub async fn slo_budget_due(
+        &self,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<IncidentSummary>> {
+        async {
+            let client = self.client().await?;
+            client
+                .query(
+                    &format!("SELECT {} FROM incidents i WHERE status = 'resolved' AND slo_budget IS NULL AND resolved_at >= $1 ORDER BY resolved_at, id LIMIT $2", *SUMMARY_COLUMNS),
+                    &[&since, &i64::from(limit)],
+                )
+                .await?
+                .iter()
+                .map(summary)
+                .collect::<Op<Vec<_>>>()
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
+    /// Records what an incident cost its services' SLOs, once: `false`
+    /// when it was already recorded (by this or another replica).
+    #[must_use]
+    pub fn record_slo_budget(
+        &self,
+        id: IncidentId,
+        budget: String,
+        affecting: Option<bool>,
+        note: Option<String>,
+    ) -> Pending<bool> {
+        transaction!(self, |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE incidents SET slo_budget = $2, slo_affecting = $3 WHERE id = $1 AND slo_budget IS NULL",
+                    &[&id.0, &text(&budget), &affecting],
+                )
+                .await?;
+            if n == 1 {
+                if let Some(note) = &note {
+                    timeline(&tx, id.0, "runbookd", "slo", &text(note), None).await?;
+                }
+            }
+            Ok::<_, Fail>(n == 1)
+        })
     }
 
     pub async fn unmatched(&self, limit: u32) -> Result<Vec<UnmatchedAlert>> {

@@ -1125,6 +1125,10 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
         commander: r.get("commander")?,
         awaiting_approval: r.get("awaiting_approval")?,
         grouped_by: crate::incident::grouped_by(&r.get::<_, String>("group_key")?),
+        slo_affecting: crate::store::types::slo_affecting(
+            r.get("slo_affecting")?,
+            &r.get::<_, String>("severity")?,
+        ),
     })
 }
 
@@ -1247,6 +1251,51 @@ impl Sqlite {
     ///
     /// # Errors
     /// A database error.
+    /// Incidents resolved since `since` whose SLO budget is not recorded
+    /// yet, the earliest resolved first.
+    pub async fn slo_budget_due(
+        &self,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<IncidentSummary>> {
+        let since = crate::store::types::ts(since);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT {} FROM incidents i WHERE status = 'resolved' AND slo_budget IS NULL AND resolved_at >= ?1 ORDER BY resolved_at, id LIMIT ?2",
+                *SUMMARY_COLUMNS
+            ))?;
+            let rows = stmt
+                .query_map(params![since, limit], summary)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Records what an incident cost its services' SLOs, once: `false`
+    /// when it was already recorded (by this or another replica).
+    #[must_use]
+    pub fn record_slo_budget(
+        &self,
+        id: IncidentId,
+        budget: String,
+        affecting: Option<bool>,
+        note: Option<String>,
+    ) -> Pending<bool> {
+        Box::pin(self.write(move |c| {
+            let n = c.run(
+                "UPDATE incidents SET slo_budget = ?2, slo_affecting = ?3 WHERE id = ?1 AND slo_budget IS NULL",
+                params![id.0, budget, affecting],
+            )?;
+            if n == 1 {
+                if let Some(note) = note {
+                    timeline(c, id.0, "runbookd", "slo", &note, None)?;
+                }
+            }
+            Ok(n == 1)
+        }))
+    }
+
     pub async fn unmatched(&self, limit: u32) -> Result<Vec<UnmatchedAlert>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached("SELECT fingerprint, alertname, labels, receiver, first_seen, last_seen, seen FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1")?;

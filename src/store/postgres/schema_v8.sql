@@ -1,0 +1,3 @@
+-- Version 8: what an incident cost its services' SLOs (see the SQLite
+-- store's schema_v13.sql).
+ALTER TABLE incidents ADD COLUMN slo_budget TEXT, ADD COLUMN slo_affecting BOOLEAN;
