@@ -404,7 +404,11 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         cfg.prometheus.clone(),
         state.slos.clone(),
         state.slo_status.clone(),
-        Some(store.clone()),
+        Some(crate::slo::refresh::Replica {
+            store: store.clone(),
+            name: cfg.replica.clone(),
+            lease: cfg.lease,
+        }),
         cfg.slo_refresh,
         stop.clone(),
     ));

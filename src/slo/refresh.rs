@@ -146,14 +146,48 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
 const BUDGET_WINDOW_DAYS: i64 = 31;
 const BUDGETS_PER_TICK: u32 = 20;
 
+/// The replica a refresh runs on: only the holder of the store's leader
+/// lease asks Prometheus; every replica shows what it stored.
+pub struct Replica {
+    pub store: crate::store::Store,
+    pub name: String,
+    pub lease: std::time::Duration,
+}
+
+/// Shows the statuses the leader stored (another replica's read).
+async fn follow(store: &crate::store::Store, into: &Shared) {
+    let (rows, at, took_ms) = match store.slo_statuses().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the SLO statuses the leader stored");
+            return;
+        }
+    };
+    let statuses: Vec<Status> = rows
+        .iter()
+        .filter_map(|s| serde_json::from_str(s).ok())
+        .collect();
+    let mut snap = into
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    snap.statuses = statuses;
+    snap.at = at.as_deref().and_then(|t| {
+        DateTime::parse_from_rfc3339(t)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    });
+    snap.took_ms = u64::try_from(took_ms).unwrap_or(0);
+}
+
 /// Refreshes `into` from `prom` every `every`, for the SLOs `slos` holds
-/// then (a reload changes them), until `stop`; records what resolved
-/// incidents cost (`store`).
+/// then (a reload changes them), until `stop`. With a `replica`, only the
+/// leader asks Prometheus and stores what it read for the others, and it
+/// records what resolved incidents cost.
 pub async fn run(
     prom: Option<Prometheus>,
     slos: Arc<RwLock<Arc<SloSet>>>,
     into: Shared,
-    store: Option<crate::store::Store>,
+    replica: Option<Replica>,
     every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
@@ -163,7 +197,15 @@ pub async fn run(
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
-        if !set.is_empty() {
+        let leading = match &replica {
+            None => true,
+            Some(r) => r.store.lead(r.name.clone(), r.lease).await.unwrap_or(false),
+        };
+        if !leading {
+            if let Some(r) = &replica {
+                follow(&r.store, &into).await;
+            }
+        } else if !set.is_empty() {
             let started = std::time::Instant::now();
             let fresh = tokio::select! {
                 s = read_all(&prom, &set, Utc::now()) => s,
@@ -177,17 +219,38 @@ pub async fn run(
                     .unwrap_or_default();
                 tracing::warn!(failed, error = %first, "cannot read the status of some SLOs from Prometheus: their last numbers are shown, marked stale");
             }
-            {
+            let (statuses, at, took_ms) = {
                 let mut snap = into
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 snap.statuses = merge(&snap.statuses, fresh);
                 snap.at = Some(Utc::now());
                 snap.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            }
-            if let Some(store) = &store {
+                (
+                    snap.statuses.clone(),
+                    snap.at.unwrap_or_else(Utc::now),
+                    snap.took_ms,
+                )
+            };
+            if let Some(r) = &replica {
+                let rows = statuses
+                    .iter()
+                    .map(|s| {
+                        (
+                            format!("{}-{}", s.service, s.slo),
+                            serde_json::to_string(s).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                if let Err(e) = r
+                    .store
+                    .put_slo_statuses(rows, at, i64::try_from(took_ms).unwrap_or(i64::MAX))
+                    .await
+                {
+                    tracing::warn!(error = %e, "cannot store the SLO statuses for the other replicas");
+                }
                 tokio::select! {
-                    () = record_budgets(store, &prom, &set) => {}
+                    () = record_budgets(&r.store, &prom, &set) => {}
                     () = stop.cancelled() => return,
                 }
             }

@@ -19,7 +19,7 @@ use super::{Calendar, Period, Sli, Slo};
 use crate::prometheus::Prometheus;
 
 /// The guide's dashboard words.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
     /// Budget left, no alert window burning.
@@ -45,7 +45,7 @@ impl State {
 }
 
 /// The severity of a burn-rate tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Page,
@@ -54,14 +54,14 @@ pub enum Severity {
 
 /// One alert window's burn rate: how many times faster than the even pace
 /// the budget is being spent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Burn {
     pub window: String,
     pub burn_rate: Option<f64>,
 }
 
 /// One pair of windows and the factor both must exceed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct TierBurn {
     pub severity: Severity,
     pub short: Burn,
@@ -72,7 +72,7 @@ pub struct TierBurn {
 }
 
 /// A latency SLO's percentile beside its threshold.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Latency {
     /// The objective as a quantile: 0.99.
     pub quantile: f64,
@@ -83,7 +83,7 @@ pub struct Latency {
 }
 
 /// Where the period's numbers came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// The hourly recordings of `runbookd slo rules`.
@@ -93,7 +93,7 @@ pub enum Source {
 }
 
 /// One SLO's status.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Status {
     pub service: String,
     pub slo: String,

@@ -545,6 +545,26 @@ impl Store {
         each!(self, b => b.stats(window).await)
     }
 
+    /// Replaces the SLO statuses every replica shows (the leader's read):
+    /// `(id, JSON)`, read at `at` in `took_ms`.
+    #[must_use]
+    pub fn put_slo_statuses(
+        &self,
+        rows: Vec<(String, String)>,
+        at: chrono::DateTime<chrono::Utc>,
+        took_ms: i64,
+    ) -> Pending<()> {
+        each!(self, b => b.put_slo_statuses(rows, at, took_ms))
+    }
+
+    /// The SLO statuses the leader last read (JSON), when, and in how long.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn slo_statuses(&self) -> Result<(Vec<String>, Option<String>, i64)> {
+        each!(self, b => b.slo_statuses().await)
+    }
+
     /// Incidents resolved since `since` whose SLO budget is not recorded
     /// yet, the earliest resolved first.
     ///

@@ -698,3 +698,98 @@ async fn a_reload_takes_valid_slo_files_and_refuses_invalid_ones() {
         ["api/up", "web/availability", "web/latency"]
     );
 }
+
+/// Replicas on one PostgreSQL store: only the leader asks Prometheus; the
+/// others show what it stored (here a replica whose own Prometheus URL
+/// answers nothing still shows the numbers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replicas_read_of_prometheus_serves_all() {
+    use crate::helpers::{operator_client, serve_command, Served};
+    use serde_json::Value;
+    use std::time::{Duration, Instant};
+    if !crate::prom::available() || !crate::pg::available() {
+        return;
+    }
+    let history = crate::prom::History::web(unix_now());
+    let prometheus = crate::prom::start(&history).await;
+    let pg = crate::pg::Pg::start();
+    let store = pg.database();
+    let dir = tempfile::tempdir().unwrap();
+    let slos = dir.path().join("slos");
+    std::fs::create_dir(&slos).unwrap();
+    std::fs::write(slos.join("web.yaml"), WEB_SLOS).unwrap();
+    let start = |i: usize, prom: &str| {
+        let cfg = dir.path().join(format!("r{i}.yaml"));
+        std::fs::write(
+            &cfg,
+            format!("prometheus: {{url: '{prom}', refresh: 5s, timeout: 2s}}\n"),
+        )
+        .unwrap();
+        let data = dir.path().join(format!("r{i}"));
+        let mut cmd = serve_command(
+            Path::new(env!("CARGO_BIN_EXE_runbookd")),
+            &root().join("runbooks"),
+            &data,
+        );
+        cmd.arg("--slos")
+            .arg(&slos)
+            .args(["--store", &store, "--replica", &format!("replica-{i}")])
+            .arg("--config")
+            .arg(&cfg);
+        (Served::start(cmd), operator_client(&data))
+    };
+    let slo_list = |served: &Served, client: &reqwest::Client| {
+        let (url, client) = (served.url.clone(), client.clone());
+        async move {
+            client
+                .get(format!("{url}/api/v1/slos"))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let read = |v: &Value| -> Option<f64> {
+        let a = find(&v["slos"], "availability");
+        if a["error"].is_null() {
+            a["remaining"].as_f64()
+        } else {
+            None
+        }
+    };
+    let (leader, leader_client) = start(0, &prometheus.url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let leaders = loop {
+        if let Some(r) = read(&slo_list(&leader, &leader_client).await) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader never read Prometheus"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // A second replica whose own Prometheus answers nothing.
+    let (follower, follower_client) = start(1, "http://127.0.0.1:9");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let followers = loop {
+        let v = slo_list(&follower, &follower_client).await;
+        if let Some(r) = read(&v) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the follower never showed the leader's read: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    close(
+        followers,
+        leaders,
+        0.01,
+        "the follower shows the leader's numbers",
+    );
+    drop((leader, follower));
+}

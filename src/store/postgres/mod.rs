@@ -1825,6 +1825,47 @@ impl Postgres {
         .map_err(Fail::into_store)
     }
 
+    /// Replaces the shared SLO statuses: `(id, JSON)`, read at `at` in
+    /// `took_ms`.
+    #[must_use]
+    pub fn put_slo_statuses(
+        &self,
+        rows: Vec<(String, String)>,
+        at: DateTime<Utc>,
+        took_ms: i64,
+    ) -> Pending<()> {
+        transaction!(self, |tx| {
+            tx.execute("DELETE FROM slo_status", &[]).await?;
+            for (id, status) in &rows {
+                tx.execute(
+                    "INSERT INTO slo_status (id, status, refreshed_at, took_ms) VALUES ($1, $2, $3, $4)",
+                    &[&text(id), &text(status), &at, &took_ms],
+                )
+                .await?;
+            }
+            Ok::<_, Fail>(())
+        })
+    }
+
+    /// The shared SLO statuses (JSON), when they were read and how long
+    /// that took.
+    pub async fn slo_statuses(&self) -> Result<(Vec<String>, Option<String>, i64)> {
+        async {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT status, refreshed_at, took_ms FROM slo_status ORDER BY id",
+                    &[],
+                )
+                .await?;
+            let at = rows.first().map(|r| ts(r.get(1)));
+            let took = rows.first().map_or(0, |r| r.get(2));
+            Ok::<_, Fail>((rows.iter().map(|r| r.get(0)).collect(), at, took))
+        }
+        .await
+        .map_err(Fail::into_store)
+    }
+
     /// Incidents resolved since `since` whose SLO budget is not recorded
     /// yet, the earliest resolved first.
     pub async fn slo_budget_due(

@@ -1251,6 +1251,51 @@ impl Sqlite {
     ///
     /// # Errors
     /// A database error.
+    /// Replaces the shared SLO statuses: `(id, JSON)`, read at `at` in
+    /// `took_ms`.
+    #[must_use]
+    pub fn put_slo_statuses(
+        &self,
+        rows: Vec<(String, String)>,
+        at: DateTime<Utc>,
+        took_ms: i64,
+    ) -> Pending<()> {
+        Box::pin(self.write(move |c| {
+            c.run("DELETE FROM slo_status", [])?;
+            let at = crate::store::types::ts(at);
+            for (id, status) in &rows {
+                c.run(
+                    "INSERT INTO slo_status (id, status, refreshed_at, took_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, status, at, took_ms],
+                )?;
+            }
+            Ok(())
+        }))
+    }
+
+    /// The shared SLO statuses (JSON), when they were read and how long
+    /// that took.
+    pub async fn slo_statuses(&self) -> Result<(Vec<String>, Option<String>, i64)> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT status, refreshed_at, took_ms FROM slo_status ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let at = rows.first().map(|r| r.1.clone());
+            let took = rows.first().map_or(0, |r| r.2);
+            Ok((rows.into_iter().map(|r| r.0).collect(), at, took))
+        })
+        .await
+    }
+
     /// Incidents resolved since `since` whose SLO budget is not recorded
     /// yet, the earliest resolved first.
     pub async fn slo_budget_due(

@@ -4,3 +4,11 @@
 -- sev2 count as SLO-affecting).
 ALTER TABLE incidents ADD COLUMN slo_budget TEXT;
 ALTER TABLE incidents ADD COLUMN slo_affecting INTEGER CHECK (slo_affecting IN (0, 1));
+-- Every SLO's status as the leader replica last read it from Prometheus
+-- (JSON), so that one replica's answer serves all.
+CREATE TABLE slo_status (
+  id           TEXT PRIMARY KEY,
+  status       TEXT NOT NULL,
+  refreshed_at TEXT NOT NULL,
+  took_ms      INTEGER NOT NULL
+);
