@@ -836,7 +836,7 @@ fn slo_status(
                 "SLI",
                 "REMAINING",
                 "BUDGET LEFT",
-                "BURN 1h"
+                "BURN PAGE"
             );
             for s in &statuses {
                 let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.3}%", v * 100.0));

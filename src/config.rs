@@ -56,6 +56,11 @@ impl PrometheusFile {
             matches!(url.scheme(), "http" | "https"),
             "bad `prometheus.url`: an http(s) URL is needed"
         );
+        // It is shown (pages, API, errors, logs): no credentials in it.
+        anyhow::ensure!(
+            url.username().is_empty() && url.password().is_none(),
+            "bad `prometheus.url`: no user or password in it (it is shown on pages and in logs); use `bearer_token_file` or `headers`"
+        );
         let bearer = self
             .bearer_token_file
             .as_deref()
@@ -930,6 +935,14 @@ mod tests {
             (
                 "limits: {body_bytes: 10}\n",
                 "body_bytes must be at least 1024",
+            ),
+            (
+                "prometheus: {url: 'http://ops:hunter2@127.0.0.1:9090'}\n",
+                "bad `prometheus.url`: no user or password in it",
+            ),
+            (
+                "prometheus: {url: 'http://127.0.0.1:9090', refresh: 1s}\n",
+                "bad `prometheus.refresh`: at least 5s",
             ),
         ];
         for (i, (text, needle)) in cases.iter().enumerate() {

@@ -349,6 +349,10 @@ pub struct IncidentSummary {
     /// It spent error budget (recorded once it resolved), or, while that
     /// is not known or its services have no SLO, it is sev1 or sev2.
     pub slo_affecting: bool,
+    /// What it cost its services' SLOs, as recorded once it resolved
+    /// (JSON; `None` until then). Shown through the API's `slo_budget`.
+    #[serde(skip)]
+    pub slo_budget: Option<String>,
 }
 
 /// One alert of an incident.

@@ -312,6 +312,7 @@ mod tests {
                 awaiting_approval: 0,
                 grouped_by: None,
                 slo_affecting: false,
+                slo_budget: None,
                 services: vec![],
                 runbooks: vec![],
                 receiver: "r".into(),

@@ -1,7 +1,8 @@
 //! `GET /api/v1/slos` (every SLO, least budget left first) and `GET
 //! /api/v1/slos/{service}/{slo}` (one, with its definition, burn-rate
 //! tiers and the service's incidents), served from the last background
-//! refresh: a request never waits for Prometheus.
+//! refresh: these never wait for Prometheus. (An open incident's live
+//! budget figures and an SLO page's chart do, 3 s at most.)
 
 use axum::extract::{Path, State};
 use axum::routing::get;
@@ -179,13 +180,21 @@ pub async fn incident_budget(
     s: &AppState,
     d: &crate::incident::IncidentDetail,
 ) -> (Vec<crate::slo::impact::Consumed>, bool) {
+    let sum = &d.summary;
+    let severe = matches!(sum.severity.as_str(), "sev1" | "sev2");
+    // Recorded once it resolved: those figures, without asking again.
+    if let Some(list) = sum
+        .slo_budget
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<Vec<crate::slo::impact::Consumed>>(j).ok())
+    {
+        return (list, sum.slo_affecting);
+    }
     let set = s
         .slos
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let sum = &d.summary;
-    let severe = matches!(sum.severity.as_str(), "sev1" | "sev2");
     if crate::slo::impact::of_services(&set, &sum.services)
         .next()
         .is_none()

@@ -979,7 +979,14 @@ async fn slo(
         .clone();
     let (chart_data, chart_error) = match (set.get(&service, &name), &s.prometheus) {
         (Some(slo), Some(prom)) => {
-            match crate::slo::status::burn_down(prom, slo, chrono::Utc::now()).await {
+            // The one figure an SLO page asks Prometheus for itself: 3 s at most.
+            let drawn = tokio::time::timeout(
+                Duration::from_secs(3),
+                crate::slo::status::burn_down(prom, slo, chrono::Utc::now()),
+            )
+            .await
+            .unwrap_or_else(|_| Err("Prometheus did not answer within 3s".into()));
+            match drawn {
                 Ok(points) if points.is_empty() => {
                     (None, "No events in the period yet.".to_owned())
                 }

@@ -10,7 +10,7 @@ use super::{Sli, Slo, SloSet};
 use crate::prometheus::Prometheus;
 
 /// One SLO's budget spent during an incident.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Consumed {
     pub service: String,
     pub slo: String,
@@ -86,7 +86,7 @@ async fn one(prom: &Prometheus, slo: &Slo, from: DateTime<Utc>, to: DateTime<Utc
                 }
             }
             Sli::Ratio { error_ratio } => {
-                let q = format!("sum({})", error_ratio.at(during)?);
+                let q = format!("avg({})", error_ratio.at(during)?);
                 c.queries = vec![q.clone()];
                 if let Some(r) = prom.value(&q, at).await? {
                     c.share = Some(r * during.as_secs_f64() / (budget * period.as_secs_f64()));

@@ -110,15 +110,18 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<SloSet, SloErrors> {
             }),
         }
     }
-    let mut seen: BTreeMap<(String, String), &Source> = BTreeMap::new();
+    // Keyed by the rules' `sloth_id` (`service-name`): two SLOs with the
+    // same id (`a-b`/`c` and `a`/`b-c`) would share rule groups.
+    let mut seen: BTreeMap<String, &Source> = BTreeMap::new();
     for s in &slos {
-        if let Some(first) = seen.insert((s.service.clone(), s.name.clone()), &s.source) {
+        if let Some(first) = seen.insert(s.id(), &s.source) {
             errors.push(SloError {
                 file: s.source.file.clone(),
                 pos: Some(s.source.pos),
                 slo: Some(format!("{}/{}", s.service, s.name)),
                 message: format!(
-                    "defined twice: first at {}:{}:{}",
+                    "defined twice (its id `{}` is taken): first at {}:{}:{}",
+                    s.id(),
                     first.file.display(),
                     first.pos.line,
                     first.pos.col
@@ -969,11 +972,11 @@ fn check_objective(
     id: Option<&str>,
     errors: &mut Vec<SloError>,
 ) {
-    if !(objective > 0.0 && objective < 100.0) {
+    if !(objective > 0.0 && objective <= 99.9999) {
         errors.push(at.err(
             path,
             id,
-            format!("objective {objective}: a percentage between 0 and 100, exclusive (99.9)"),
+            format!("objective {objective}: a percentage above 0 and at most 99.9999 (99.9); a budget must be left"),
         ));
     }
 }
@@ -1084,6 +1087,21 @@ mod tests {
         };
         let q = errors.at(Duration::from_secs(3600)).unwrap();
         assert!(q.contains("rate(http_requests_total[1h])"), "{q}");
+    }
+
+    #[test]
+    fn ids_that_collide_and_objectives_without_budget_are_refused() {
+        let slo = |service: &str, name: &str, objective: &str| {
+            format!("version: prometheus/v1\nservice: {service}\nslos:\n  - name: {name}\n    objective: {objective}\n    sli: {{raw: {{error_ratio_query: 'avg_over_time(r[{{{{.window}}}}])'}}}}\n")
+        };
+        let e = errors(&slo("a", "b", "99.99999"));
+        assert!(e[0].contains("objective 99.99999"), "{e:?}");
+        // Two files in one directory: the rules' id `a-b-c` twice.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("1.yaml"), slo("a-b", "c", "99")).unwrap();
+        std::fs::write(dir.path().join("2.yaml"), slo("a", "b-c", "99")).unwrap();
+        let err = load_dir(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("its id `a-b-c` is taken"), "{err}");
     }
 
     #[test]

@@ -140,7 +140,7 @@ fn bucket(e: &Expr) -> Option<(String, f64)> {
             .matchers
             .iter()
             .find(|m| m.name == "le" && matches!(m.op, promql_parser::label::MatchOp::Equal))?;
-        let bound: f64 = le.value.parse().ok()?;
+        let bound: f64 = le.value.parse().ok().filter(|b: &f64| b.is_finite())?;
         let mut without = vs.clone();
         without.matchers.matchers.retain(|m| m.name != "le");
         without.offset = None;
@@ -291,6 +291,9 @@ mod tests {
                 .histogram(),
             None
         );
+        // The +Inf bucket is no threshold.
+        let q = Query::new("sum(rate(h_bucket{le=\"+Inf\"}[{{.window}}]))", false).unwrap();
+        assert_eq!(q.histogram(), None);
     }
 
     #[test]

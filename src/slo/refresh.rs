@@ -107,11 +107,33 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
                     .or(inc.resolved_at.as_deref())
                     .and_then(parse),
             ) else {
+                // Times this runbookd cannot read: nothing to ask about.
+                let _ = store
+                    .record_slo_budget(inc.id, "[]".into(), None, None)
+                    .await;
                 continue;
             };
             let spent = super::impact::consumed(prom, set, &inc.services, from, to).await;
             if let Some(e) = spent.iter().find_map(|c| c.error.clone()) {
-                tracing::debug!(incident = %inc.id, error = %e, "cannot read an incident's SLO budget yet");
+                // Tried again for a while; then recorded with the error, so
+                // that one incident never holds back the others.
+                let given_up = inc
+                    .resolved_at
+                    .as_deref()
+                    .and_then(parse)
+                    .is_none_or(|r| Utc::now() - r > chrono::Duration::hours(GIVE_UP_HOURS));
+                if !given_up {
+                    tracing::debug!(incident = %inc.id, error = %e, "cannot read an incident's SLO budget yet");
+                    continue;
+                }
+                let _ = store
+                    .record_slo_budget(
+                        inc.id,
+                        serde_json::to_string(&spent).unwrap_or_else(|_| "[]".into()),
+                        None,
+                        Some(format!("SLO budget could not be read from Prometheus: {e}")),
+                    )
+                    .await;
                 continue;
             }
             let affecting = spent.iter().any(|c| c.share.is_some_and(|s| s > 0.0));
@@ -145,6 +167,9 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
 /// Incidents resolved this many days ago or less get their budget recorded.
 const BUDGET_WINDOW_DAYS: i64 = 31;
 const BUDGETS_PER_TICK: u32 = 20;
+/// An incident whose figures Prometheus still cannot give this long after
+/// it resolved is recorded with the error.
+const GIVE_UP_HOURS: i64 = 6;
 
 /// The replica a refresh runs on: only the holder of the store's leader
 /// lease asks Prometheus; every replica shows what it stored.

@@ -190,12 +190,12 @@ fn groups_of(slo: &Slo) -> Result<Vec<Group>, String> {
             // SLO instead of the raw series over the whole period.
             sli.push(record(
                 "slo:sli_error:events_rate1h",
-                errors.at(TILE)?,
+                format!("sum({})", errors.at(TILE)?),
                 windowed(slo, TILE),
             ));
             sli.push(record(
                 "slo:sli_total:events_rate1h",
-                total.at(TILE)?,
+                format!("sum({})", total.at(TILE)?),
                 windowed(slo, TILE),
             ));
             sli.push(record(
@@ -209,7 +209,7 @@ fn groups_of(slo: &Slo) -> Result<Vec<Group>, String> {
                 for w in windows.all().into_iter().filter(|w| *w != TILE) {
                     sli.push(record(
                         &format!("slo:sli_total:events_rate{}", duration(w)),
-                        total.at(w)?,
+                        format!("sum({})", total.at(w)?),
                         windowed(slo, w),
                     ));
                 }

@@ -207,15 +207,17 @@ async fn fill(
             let hours = (now - start).num_hours();
             let recorded = prom
                 .value(
-                    &format!("count_over_time(slo:sli_total:events_rate1h{sel}[{range}:1h])"),
+                    &format!(
+                        "count_over_time((sum(slo:sli_total:events_rate1h{sel}))[{range}:1h])"
+                    ),
                     at,
                 )
                 .await?
                 .unwrap_or(0.0);
             let (e, t, source) = if hours > 0 && recorded >= hours as f64 {
                 (
-                    format!("slo:sli_error:events_rate1h{sel}"),
-                    format!("slo:sli_total:events_rate1h{sel}"),
+                    format!("sum(slo:sli_error:events_rate1h{sel})"),
+                    format!("sum(slo:sli_total:events_rate1h{sel})"),
                     Source::Recordings,
                 )
             } else {
@@ -245,7 +247,10 @@ async fn fill(
             st.source = Some(Source::Queries);
             st.error_ratio = prom
                 .value(
-                    &format!("avg_over_time(({})[{range}:5m])", error_ratio.at(five)?),
+                    &format!(
+                        "avg_over_time((avg({}))[{range}:5m])",
+                        error_ratio.at(five)?
+                    ),
                     at,
                 )
                 .await?;
@@ -258,7 +263,7 @@ async fn fill(
             Sli::Events { errors, total } => {
                 format!("sum({}) / sum({})", errors.at(w)?, total.at(w)?)
             }
-            Sli::Ratio { error_ratio } => format!("sum({})", error_ratio.at(w)?),
+            Sli::Ratio { error_ratio } => format!("avg({})", error_ratio.at(w)?),
         })
     };
     let all = windows.all();
@@ -393,7 +398,7 @@ pub async fn burn_down(
                 .collect())
         }
         Sli::Ratio { error_ratio } => {
-            let r = series(format!("sum({})", error_ratio.at(hour)?)).await?;
+            let r = series(format!("avg({})", error_ratio.at(hour)?)).await?;
             let (mut sum, mut n) = (0.0, 0.0);
             Ok(r.into_iter()
                 .filter(|(_, v)| v.is_finite())

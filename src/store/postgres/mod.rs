@@ -1652,6 +1652,7 @@ fn summary(r: &Row) -> Op<IncidentSummary> {
             r.try_get("slo_affecting")?,
             r.try_get("severity")?,
         ),
+        slo_budget: r.try_get("slo_budget")?,
     })
 }
 

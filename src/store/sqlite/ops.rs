@@ -1129,6 +1129,7 @@ fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
             r.get("slo_affecting")?,
             &r.get::<_, String>("severity")?,
         ),
+        slo_budget: r.get("slo_budget")?,
     })
 }
 
