@@ -77,6 +77,31 @@ fn history(end: u64, recordings: bool) -> String {
         counts.push((oks, bads));
     }
     if recordings {
+        // The alert windows' error ratios over the last hour.
+        for (w, steps) in [
+            ("5m", 1usize),
+            ("30m", 6),
+            ("1h", 12),
+            ("2h", 24),
+            ("6h", 72),
+            ("1d", 288),
+            ("3d", 864),
+        ] {
+            let name = format!("slo:sli_error:ratio_rate{w}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (s, (all, bad)) in counts.iter().enumerate() {
+                for o in OBJECTIVES {
+                    let slo = format!("avail-{}", o.to_string().replace('.', "-"));
+                    let labels = format!(
+                        "sloth_id=\"svc-{s}-{slo}\",sloth_service=\"svc-{s}\",sloth_slo=\"{slo}\",sloth_window=\"{w}\""
+                    );
+                    for i in times.len() - 13..times.len() {
+                        let v = (bad[i] - bad[i - steps]) / (all[i] - all[i - steps]);
+                        let _ = writeln!(out, "{name}{{{labels}}} {v} {}", times[i]);
+                    }
+                }
+            }
+        }
         for (name, which) in [
             ("slo:sli_error:events_rate1h", 1),
             ("slo:sli_total:events_rate1h", 0),

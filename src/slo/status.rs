@@ -256,9 +256,15 @@ async fn fill(
                 .await?;
         }
     }
-    // Burn rates per alert window.
+    // Burn rates per alert window: from the rules' window recordings when
+    // they are loaded (one recorded series each, as the alerts read them),
+    // from the SLI queries otherwise.
     let windows = Windows::for_period(slo.period);
+    let recorded = st.source == Some(Source::Recordings);
     let ratio_at = |w: Duration| -> Result<String, String> {
+        if recorded {
+            return Ok(format!("max(slo:sli_error:ratio_rate{}{sel})", duration(w)));
+        }
         Ok(match &slo.sli {
             Sli::Events { errors, total } => {
                 format!("sum({}) / sum({})", errors.at(w)?, total.at(w)?)

@@ -199,6 +199,34 @@ impl History {
                 let _ = writeln!(out, "{name}{{{labels}}} {v} {t}");
             }
         }
+        // The alert windows' error ratios, over the last hour (what an
+        // instant query reads).
+        for w in [300u64, 1_800, 3_600, 7_200, 21_600, 86_400, 259_200] {
+            let name = match w {
+                300 => "5m",
+                1_800 => "30m",
+                3_600 => "1h",
+                7_200 => "2h",
+                21_600 => "6h",
+                86_400 => "1d",
+                _ => "3d",
+            };
+            let labels = format!(
+                "sloth_id=\"web-{slo}\",sloth_service=\"web\",sloth_slo=\"{slo}\",sloth_window=\"{name}\""
+            );
+            let _ = writeln!(out, "# TYPE slo:sli_error:ratio_rate{name} gauge");
+            for t in (self.end - 3_600..=self.end).step_by(60) {
+                let at = |x: u64| cumulative.range(..=x).next_back().map(|(_, c)| *c);
+                let (Some((r, e)), Some((r0, e0))) = (at(t), at(t.saturating_sub(w))) else {
+                    continue;
+                };
+                if r > r0 {
+                    #[allow(clippy::cast_precision_loss)]
+                    let v = (e - e0) as f64 / (r - r0) as f64;
+                    let _ = writeln!(out, "slo:sli_error:ratio_rate{name}{{{labels}}} {v} {t}");
+                }
+            }
+        }
         out.push_str("# EOF\n");
         out
     }
