@@ -228,29 +228,6 @@ fn client_for(url: &str) -> runbookd::prometheus::Prometheus {
     .unwrap()
 }
 
-/// (sum of seconds, count) of a route's request-duration histogram.
-async fn server_time(client: &reqwest::Client, base: &str, route: &str) -> (f64, f64) {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let get = |suffix: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "runbookd_http_request_duration_seconds_{suffix}{{route=\"{route}\"}} "
-                ))
-            })
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (get("sum"), get("count"))
-}
-
 async fn ack_p99(client: &reqwest::Client, base: &str) -> (f64, f64, u64) {
     let next = AtomicU64::new(0);
     let (lat, failed) = common::load(client, &[format!("{base}/webhook")], 200, 5, &next).await;
@@ -375,7 +352,7 @@ async fn page_and_acks(prom: &Prom, all_slos: &std::path::Path) {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let before = server_time(&http, &base, "/slos").await;
+    let before = common::route_time(&http, &base, "/slos").await;
     let mut times = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
@@ -385,7 +362,7 @@ async fn page_and_acks(prom: &Prom, all_slos: &std::path::Path) {
         times.push(t.elapsed());
     }
     times.sort();
-    let after = server_time(&http, &base, "/slos").await;
+    let after = common::route_time(&http, &base, "/slos").await;
     println!(
         "| page | client median | server mean |\n| --- | --- | --- |\n| `/slos` | {:.2} ms | {:.2} ms |",
         times[25].as_secs_f64() * 1e3,

@@ -57,7 +57,7 @@ fn main() {
         println!("| page | client median | server mean (runbookd histogram) |");
         println!("| --- | --- | --- |");
         for path in ["/incidents", "/incidents?status=monitoring", "/incidents?severity=sev3&page=40", "/incidents?page=199", "/", "/incidents/INC-5000", "/api/v1/incidents?limit=50"] {
-            let before = metric(&client, &base, route(path)).await;
+            let before = common::route_time(&client, &base, route(path)).await;
             let mut times = Vec::new();
             for _ in 0..50 {
                 let t = Instant::now();
@@ -67,7 +67,7 @@ fn main() {
                 times.push(t.elapsed());
             }
             times.sort();
-            let after = metric(&client, &base, route(path)).await;
+            let after = common::route_time(&client, &base, route(path)).await;
             let server_ms = (after.0 - before.0) / (after.1 - before.1) * 1e3;
             println!("| `{path}` | {:.2} ms | {server_ms:.2} ms |", times[25].as_secs_f64() * 1e3);
         }
@@ -82,27 +82,4 @@ fn route(path: &str) -> &'static str {
         "/api/v1/incidents" => "/api/v1/incidents",
         _ => "/incidents/{id}",
     }
-}
-
-/// (sum of seconds, count) of the route's request-duration histogram.
-async fn metric(client: &reqwest::Client, base: &str, route: &str) -> (f64, f64) {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let get = |suffix: &str| {
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "runbookd_http_request_duration_seconds_{suffix}{{route=\"{route}\"}} "
-                ))
-            })
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (get("sum"), get("count"))
 }

@@ -195,3 +195,27 @@ pub fn operator_client(data: &Path) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// (sum of seconds, count) of a route's request-duration histogram, from
+/// the server's own `/metrics`.
+pub async fn route_time(client: &reqwest::Client, base: &str, route: &str) -> (f64, f64) {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let get = |suffix: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "runbookd_http_request_duration_seconds_{suffix}{{route=\"{route}\"}} "
+                ))
+            })
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (get("sum"), get("count"))
+}

@@ -194,6 +194,29 @@ slos:
         total_query: sum(rate(http_request_duration_seconds_count{job="web"}[{{.window}}]))
 "#;
 
+/// A directory holding `WEB_SLOS`.
+fn web_slos() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), WEB_SLOS).unwrap();
+    dir
+}
+
+/// `runbookd slo status --output json` for the SLOs in `dir`.
+fn slo_status_json(dir: &Path, prometheus: &str) -> serde_json::Value {
+    let o = runbookd(&[
+        "slo",
+        "status",
+        "--slos",
+        dir.to_str().unwrap(),
+        "--prometheus",
+        prometheus,
+        "--output",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap()
+}
+
 fn close(got: f64, want: f64, rel: f64, what: &str) {
     assert!(
         (got - want).abs() <= rel * want.abs().max(1e-12),
@@ -284,20 +307,8 @@ async fn slo_status_from_a_real_prometheus_is_the_history_s_event_weighted_truth
     }
     let history = crate::prom::History::web(unix_now());
     let prometheus = crate::prom::start(&history).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("web.yaml"), WEB_SLOS).unwrap();
-    let o = runbookd(&[
-        "slo",
-        "status",
-        "--slos",
-        dir.path().to_str().unwrap(),
-        "--prometheus",
-        &prometheus.url,
-        "--output",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let list: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let dir = web_slos();
+    let list = slo_status_json(dir.path(), &prometheus.url);
     let avail = find(&list, "availability");
     holds_to_the_history(avail, &history);
     assert_eq!(avail["source"], "queries", "no rules are loaded");
@@ -352,8 +363,7 @@ async fn the_server_shows_slos_from_prometheus_and_keeps_them_stale_when_it_goes
     }
     let history = crate::prom::History::web(unix_now());
     let mut prometheus = crate::prom::start(&history).await;
-    let slos = tempfile::tempdir().unwrap();
-    std::fs::write(slos.path().join("web.yaml"), WEB_SLOS).unwrap();
+    let slos = web_slos();
     let url: reqwest::Url = prometheus.url.parse().unwrap();
     let dir = slos.path().to_owned();
     let rb = "name: web-down\nmatchers: ['alertname = \"WebDown\"']\nsteps:\n  - name: look\n    run: ['true']\n";
@@ -592,20 +602,8 @@ async fn slo_status_reads_the_rules_recordings_once_they_cover_the_period() {
     }
     let history = crate::prom::History::web(unix_now());
     let prometheus = crate::prom::serve(&history.openmetrics_with_recordings("availability")).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("web.yaml"), WEB_SLOS).unwrap();
-    let o = runbookd(&[
-        "slo",
-        "status",
-        "--slos",
-        dir.path().to_str().unwrap(),
-        "--prometheus",
-        &prometheus.url,
-        "--output",
-        "json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let list: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let dir = web_slos();
+    let list = slo_status_json(dir.path(), &prometheus.url);
     let avail = find(&list, "availability");
     assert_eq!(avail["source"], "recordings", "{avail}");
     holds_to_the_history(avail, &history);
