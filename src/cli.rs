@@ -139,6 +139,23 @@ pub enum Command {
         #[command(subcommand)]
         action: SloAction,
     },
+    /// When each forecast's usage reaches its capacity, fitted from
+    /// Prometheus's history (docs/capacity.md; no server needed). Exits 1
+    /// when a forecast could not be read.
+    Capacity {
+        /// Directory (or file) of SLO files holding `forecasts:`.
+        #[arg(long, default_value = "slos", env = "RUNBOOKD_SLOS")]
+        slos: PathBuf,
+        /// The server's settings file, for its `prometheus:`.
+        #[arg(long, env = "RUNBOOKD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Prometheus's URL, instead of the config's.
+        #[arg(long, env = "RUNBOOKD_PROMETHEUS")]
+        prometheus: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Acknowledge an incident (asks the running server): stops its escalations, tells people.
     Ack {
         /// e.g. INC-0042
@@ -594,6 +611,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Slo { action } => slo(action),
+        Command::Capacity {
+            slos,
+            config,
+            prometheus,
+            output,
+        } => capacity(&slos, config.as_deref(), prometheus, output),
         Command::Ack { id, server } => {
             // Someone else's acknowledgement is theirs: said, exit status 1.
             let mut mine = true;
@@ -787,19 +810,12 @@ fn report(loaded: Result<RunbookSet, runbook::LoadErrors>) -> Result<RunbookSet,
     })
 }
 
-fn slo_status(
-    slos: &Path,
+/// The Prometheus a CLI command asks: `--prometheus URL`, or the config
+/// file's `prometheus:`.
+fn prometheus_of(
     config: Option<&Path>,
     url: Option<String>,
-    output: Output,
-) -> anyhow::Result<ExitCode> {
-    let set = match crate::slo::load_paths(&[slos.to_owned()]) {
-        Ok(set) => set,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(1));
-        }
-    };
+) -> anyhow::Result<crate::prometheus::Prometheus> {
     let settings = match (url, config) {
         (Some(url), _) => crate::config::PrometheusFile {
             url,
@@ -822,6 +838,87 @@ fn slo_status(
         ),
     };
     let prom = settings.client()?;
+    Ok(prom)
+}
+
+/// `runbookd capacity`: every forecast, soonest full first.
+fn capacity(
+    slos: &Path,
+    config: Option<&Path>,
+    url: Option<String>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let set = match crate::slo::load_paths(&[slos.to_owned()]) {
+        Ok(set) => set,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if set.forecasts().next().is_none() {
+        eprintln!("{}: no forecasts (write them under `forecasts:`, docs/capacity.md)", slos.display());
+        return Ok(ExitCode::from(1));
+    }
+    let prom = prometheus_of(config, url)?;
+    let all = runtime()?.block_on(crate::capacity::read::read_all(
+        &prom,
+        &set,
+        chrono::Utc::now(),
+    ));
+    let failed = all.iter().any(|p| p.error.is_some());
+    match output {
+        Output::Json => say!("{}", serde_json::to_string_pretty(&all)?),
+        Output::Text => {
+            say!(
+                "{:<40} {:<12} {:>7} {:>18} {:>10} {:>14} {:>6}  NOTE",
+                "SERVICE/FORECAST SERIES",
+                "VERDICT",
+                "USED",
+                "FULL ON",
+                "DAYS LEFT",
+                "GROWTH/DAY",
+                "R²"
+            );
+            for p in &all {
+                say!(
+                    "{:<40} {:<12} {:>7} {:>18} {:>10} {:>14} {:>6}  {}",
+                    printable(&format!("{}/{} {}", p.service, p.forecast, p.series())),
+                    p.verdict.as_str(),
+                    p.used.map_or("-".into(), |u| format!("{:.1}%", u * 100.0)),
+                    p.full_at
+                        .map_or("-".into(), |d| d.format("%Y-%m-%d %H:%M").to_string()),
+                    p.days_left.map_or("-".into(), |d| format!("{d:.1}")),
+                    p.growth_per_day.map_or("-".into(), crate::capacity::human),
+                    p.r2.map_or("-".into(), |r| format!("{r:.2}")),
+                    printable(p.note.as_deref().unwrap_or(""))
+                );
+                if let Some(e) = &p.error {
+                    eprintln!("{}/{}: {e}", p.service, p.forecast);
+                }
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn slo_status(
+    slos: &Path,
+    config: Option<&Path>,
+    url: Option<String>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let set = match crate::slo::load_paths(&[slos.to_owned()]) {
+        Ok(set) => set,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let prom = prometheus_of(config, url)?;
     let now = chrono::Utc::now();
     let statuses = runtime()?.block_on(crate::slo::refresh::read_all(&prom, &set, now));
     let failed = statuses.iter().any(|s| s.error.is_some());
@@ -875,7 +972,12 @@ fn slo_status(
 fn check_slos(path: &Path) -> ExitCode {
     match crate::slo::load_paths(&[path.to_owned()]) {
         Ok(set) => {
-            say!("{}: {} SLO(s): ok", path.display(), set.len());
+            say!(
+                "{}: {} SLO(s), {} forecast(s): ok",
+                path.display(),
+                set.len(),
+                set.forecasts().count()
+            );
             ExitCode::SUCCESS
         }
         Err(errors) => {
@@ -904,8 +1006,8 @@ fn slo(action: SloAction) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(1));
                 }
             };
-            if set.is_empty() {
-                eprintln!("{}: no SLOs", slos.display());
+            if set.is_empty() && set.forecasts().next().is_none() {
+                eprintln!("{}: no SLOs and no forecasts", slos.display());
                 return Ok(ExitCode::from(1));
             }
             let yaml = crate::slo::rules::yaml(&set).map_err(|e| anyhow::anyhow!(e))?;
@@ -917,7 +1019,12 @@ fn slo(action: SloAction) -> anyhow::Result<ExitCode> {
                 Some(path) => {
                     std::fs::write(&path, yaml)
                         .with_context(|| format!("cannot write `{}`", path.display()))?;
-                    eprintln!("{}: rules for {} SLO(s)", path.display(), set.len());
+                    eprintln!(
+                        "{}: rules for {} SLO(s) and {} forecast(s)",
+                        path.display(),
+                        set.len(),
+                        set.forecasts().count()
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

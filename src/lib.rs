@@ -25,6 +25,7 @@
 pub mod alert;
 pub mod api;
 pub mod approval;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod dispatch;

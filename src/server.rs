@@ -299,6 +299,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         runbooks_dir: cfg.runbooks.clone(),
         slos: Arc::new(std::sync::RwLock::new(Arc::new(slos))),
         slo_status: crate::slo::refresh::Shared::default(),
+        forecasts: crate::capacity::read::Shared::default(),
         prometheus: cfg.prometheus.clone(),
         auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),
         body_limit: cfg.body_limit,
@@ -412,6 +413,14 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         cfg.slo_refresh,
         stop.clone(),
     ));
+    // Capacity forecasts, read by every replica every few minutes.
+    let forecast_task = tokio::spawn(crate::capacity::read::run(
+        cfg.prometheus.clone(),
+        state.slos.clone(),
+        state.forecasts.clone(),
+        cfg.slo_refresh,
+        stop.clone(),
+    ));
     let serve_state = state.clone();
     let stopped = stop.clone();
     let grace = cfg.shutdown_grace;
@@ -423,6 +432,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         let _ = drills_task.await;
         let _ = keeper_task.await;
         let _ = slo_task.await;
+        let _ = forecast_task.await;
         store.close();
         served.context("the HTTP server failed")
     });

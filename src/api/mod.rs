@@ -5,6 +5,7 @@
 mod approvals;
 pub mod auth;
 mod errors;
+mod forecasts;
 pub(crate) mod health;
 pub mod hygiene;
 mod incidents;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub slos: Arc<std::sync::RwLock<Arc<crate::slo::SloSet>>>,
     /// Their status, as the background refresh last read it.
     pub slo_status: crate::slo::refresh::Shared,
+    /// The last capacity forecasts read (DESIGN §13).
+    pub forecasts: crate::capacity::read::Shared,
     /// Where that status comes from (`prometheus:`).
     pub prometheus: Option<crate::prometheus::Prometheus>,
     /// Credentials and users: a reload (SIGHUP) swaps them whole.
@@ -108,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhook::router())
         .merge(incidents::router())
         .merge(slos::router())
+        .merge(forecasts::router())
         .merge(notifications::router())
         .merge(runs::router())
         .merge(approvals::router())

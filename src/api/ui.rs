@@ -44,6 +44,7 @@ static UI: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
         ("login", include_str!("ui/login.hbs")),
         ("slos", include_str!("ui/slos.hbs")),
         ("slo", include_str!("ui/slo.hbs")),
+        ("capacity", include_str!("ui/capacity.hbs")),
     ] {
         h.register_template_string(name, text)
             .unwrap_or_else(|e| panic!("UI template {name}: {e}"));
@@ -115,6 +116,7 @@ pub fn router() -> Router<AppState> {
         .route("/unmatched", get(unmatched))
         .route("/slos", get(slos))
         .route("/slos/{service}/{slo}", get(slo))
+        .route("/capacity", get(capacity))
 }
 
 /// A static file of the UI (no inline style or script: the CSP forbids them).
@@ -967,6 +969,135 @@ fn chart(points: &[(f64, f64)]) -> Option<Value> {
     }))
 }
 
+/// A forecast's usage history, its fitted line projected to the capacity
+/// (or the horizon), the capacity and now, in a 640×180 box.
+#[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+fn capacity_chart(
+    p: &crate::capacity::Projection,
+    f: &crate::capacity::Forecast,
+) -> Option<Value> {
+    let t0 = p.history.first()?.0;
+    let now = p.checked_at.timestamp() as f64;
+    let horizon = now + f.horizon.as_secs_f64();
+    let end = p
+        .full_at
+        .map_or(horizon, |d| (d.timestamp() as f64).max(now))
+        .min(horizon)
+        .max(now + (now - t0) / 4.0);
+    let line = |t: f64| -> Option<f64> {
+        Some(p.fit_start? + p.growth_per_day? / 86_400.0 * (t - p.fit_from?))
+    };
+    let mut values: Vec<f64> = p.history.iter().map(|x| x.1).collect();
+    values.extend(p.capacity);
+    values.extend(line(end));
+    let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let bottom = values.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+    let span = (top - bottom).max(1e-9);
+    let y = |v: f64| 10.0 + (top - v.clamp(bottom, top)) / span * 150.0;
+    let x = |t: f64| 40.0 + (t - t0) / (end - t0).max(1.0) * 590.0;
+    let day = |t: f64| {
+        chrono::DateTime::from_timestamp(t as i64, 0)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default()
+    };
+    let fit = p.fit_from.and_then(|from| {
+        Some(format!(
+            "{:.1},{:.1} {:.1},{:.1}",
+            x(from),
+            y(line(from)?),
+            x(end),
+            y(line(end)?)
+        ))
+    });
+    Some(json!({
+        "points": p.history.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect::<Vec<_>>().join(" "),
+        "fit": fit,
+        "cap_y": format!("{:.1}", y(p.capacity.unwrap_or(top))),
+        "cap": crate::capacity::human(p.capacity.unwrap_or(top)),
+        "bottom": crate::capacity::human(bottom),
+        "now_x": format!("{:.1}", x(now)),
+        "from": day(t0),
+        "to": day(end),
+    }))
+}
+
+/// `/capacity`: every forecast's series, soonest full first, each drawn.
+async fn capacity(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    struct Q {
+        service: Option<String>,
+    }
+    let q: Q = super::incidents::query(q)?;
+    let snap = s
+        .forecasts
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let set = s
+        .slos
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let rows: Vec<Value> = super::forecasts::all(&s, q.service.as_deref())
+        .iter()
+        .map(|p| {
+            let f = set.forecast(&p.service, &p.forecast);
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("history");
+            }
+            let date = |d: Option<chrono::DateTime<chrono::Utc>>| {
+                d.map(|d| d.format("%Y-%m-%d").to_string())
+            };
+            v["series"] = json!(p.series());
+            v["verdict_text"] = json!(p.verdict.as_str().replace('_', " "));
+            v["full_on"] = json!(date(p.full_at).unwrap_or_else(|| "–".into()));
+            v["band"] = json!(match (date(p.earliest), date(p.latest)) {
+                (Some(a), Some(b)) if a != b => format!("between {a} and {b}"),
+                (Some(a), None) => format!("from {a}"),
+                _ => String::new(),
+            });
+            v["days_left_text"] = json!(p.days_left.map_or("–".into(), |d| format!("{d:.1}")));
+            v["used_text"] = json!(p.used.map_or(String::new(), |u| format!(
+                "{:.1}% used of {}",
+                u * 100.0,
+                p.capacity.map(crate::capacity::human).unwrap_or_default()
+            )));
+            v["growth"] = json!(p.growth_per_day.map_or("–".into(), |g| format!(
+                "{}{}",
+                if g > 0.0 { "+" } else { "" },
+                crate::capacity::human(g)
+            )));
+            v["r2_text"] = json!(p.r2.map_or("–".into(), |r| format!("R² {r:.2}")));
+            v["confidence"] = json!(p
+                .confidence
+                .map_or(String::new(), |c| format!("{} confidence", match c {
+                    crate::capacity::Confidence::High => "high",
+                    crate::capacity::Confidence::Medium => "medium",
+                    crate::capacity::Confidence::Low => "low",
+                })));
+            if let Some(f) = f {
+                v["chart"] = json!(capacity_chart(p, f));
+                v["def"] = super::forecasts::definition(f);
+            }
+            v
+        })
+        .collect();
+    page(
+        &s,
+        "Capacity",
+        "capacity",
+        &json!({
+            "rows": rows,
+            "service": q.service,
+            "prometheus": s.prometheus.as_ref().map(|p| p.url.to_string()),
+            "refreshed_at": snap.at,
+            "took_ms": snap.took_ms,
+        }),
+    )
+}
+
 async fn slo(
     State(s): State<AppState>,
     Path((service, name)): Path<(String, String)>,
@@ -1026,6 +1157,13 @@ async fn slo(
             "chart": chart_data,
             "chart_error": chart_error,
             "incidents": table_rows(&one.incidents),
+            "forecasts": super::forecasts::all(&s, Some(&service)).iter().map(|p| json!({
+                "name": p.forecast,
+                "series": p.series(),
+                "verdict": p.verdict.as_str(),
+                "verdict_text": p.verdict.as_str().replace('_', " "),
+                "days_left": p.days_left.map(|d| format!("{d:.1}")),
+            })).collect::<Vec<_>>(),
         }),
     )
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::promql::Query;
+use crate::capacity::{Capacity, Forecast};
 use super::{Alerting, Calendar, Format, Period, Sli, Slo, SloSet, Source, Tier};
 use crate::runbook::position::{Pos, Positions};
 
@@ -88,18 +89,25 @@ pub fn load_dir(dir: &Path) -> Result<SloSet, SloErrors> {
 /// Every problem, across all files.
 pub fn load_paths(paths: &[PathBuf]) -> Result<SloSet, SloErrors> {
     let mut slos = Vec::new();
+    let mut forecasts = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
         if p.is_dir() {
             match load_dir(p) {
-                Ok(set) => slos.extend(set.slos),
+                Ok(set) => {
+                    slos.extend(set.slos);
+                    forecasts.extend(set.forecasts);
+                }
                 Err(e) => errors.extend(e.0),
             }
             continue;
         }
         match std::fs::read_to_string(p) {
             Ok(text) => match parse_text(p, &text) {
-                Ok(s) => slos.extend(s),
+                Ok((s, f)) => {
+                    slos.extend(s);
+                    forecasts.extend(f);
+                }
                 Err(e) => errors.extend(e),
             },
             Err(e) => errors.push(SloError {
@@ -129,8 +137,27 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<SloSet, SloErrors> {
             });
         }
     }
+    let mut seen: BTreeMap<String, (&PathBuf, Pos)> = BTreeMap::new();
+    for f in &forecasts {
+        if let Some((file, pos)) = seen.insert(f.id(), (&f.file, f.pos)) {
+            errors.push(SloError {
+                file: f.file.clone(),
+                pos: Some(f.pos),
+                slo: None,
+                message: format!(
+                    "forecast `{}/{}` defined twice (its id `{}` is taken): first at {}:{}:{}",
+                    f.service,
+                    f.name,
+                    f.id(),
+                    file.display(),
+                    pos.line,
+                    pos.col
+                ),
+            });
+        }
+    }
     if errors.is_empty() {
-        Ok(SloSet::new(slos))
+        Ok(SloSet::new(slos).with_forecasts(forecasts))
     } else {
         errors.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
         Err(SloErrors(errors))
@@ -215,8 +242,12 @@ impl At<'_> {
 ///
 /// # Errors
 /// Every problem in it.
-pub(crate) fn parse_text(file: &Path, text: &str) -> Result<Vec<Slo>, Vec<SloError>> {
+pub(crate) fn parse_text(
+    file: &Path,
+    text: &str,
+) -> Result<(Vec<Slo>, Vec<Forecast>), Vec<SloError>> {
     let mut slos = Vec::new();
+    let mut forecasts = Vec::new();
     let mut errors = Vec::new();
     for doc in documents(text) {
         let positions = match Positions::of(doc.text) {
@@ -248,6 +279,13 @@ pub(crate) fn parse_text(file: &Path, text: &str) -> Result<Vec<Slo>, Vec<SloErr
         };
         let version = value.get("version").and_then(serde_yaml::Value::as_str);
         let api = value.get("apiVersion").and_then(serde_yaml::Value::as_str);
+        if version.is_none() && api.is_none() && value.get("forecasts").is_some() {
+            match forecasts_doc(&at, doc.text) {
+                Ok(f) => forecasts.extend(f),
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
         let got = match (version, api) {
             (Some("prometheus/v1"), _) => sloth(&at, doc.text),
             (_, Some("openslo/v1")) => openslo(&at, doc.text, &value),
@@ -264,7 +302,7 @@ pub(crate) fn parse_text(file: &Path, text: &str) -> Result<Vec<Slo>, Vec<SloErr
             (None, None) => Err(vec![at.err(
                 "",
                 None,
-                "not an SLO file: expected Sloth's `version: \"prometheus/v1\"` or OpenSLO's `apiVersion: openslo/v1`",
+                "not an SLO file: expected Sloth's `version: \"prometheus/v1\"`, OpenSLO's `apiVersion: openslo/v1`, or runbookd's `forecasts:`",
             )]),
         };
         match got {
@@ -273,7 +311,7 @@ pub(crate) fn parse_text(file: &Path, text: &str) -> Result<Vec<Slo>, Vec<SloErr
         }
     }
     if errors.is_empty() {
-        Ok(slos)
+        Ok((slos, forecasts))
     } else {
         Err(errors)
     }
@@ -889,6 +927,168 @@ fn os_period(
     }
 }
 
+// ---- runbookd's capacity forecasts ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForecastsFile {
+    forecasts: Vec<ForecastEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForecastEntry {
+    name: String,
+    service: String,
+    #[serde(default)]
+    description: String,
+    usage: String,
+    capacity: serde_yaml::Value,
+    #[serde(default)]
+    lookback: Option<String>,
+    #[serde(default)]
+    horizon: Option<String>,
+    #[serde(default)]
+    warn_within: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A PromQL query that gives an instant vector (or a scalar, with
+/// `scalar_ok`).
+fn instant_query(q: &str, scalar_ok: bool) -> Result<String, String> {
+    use promql_parser::parser::value::ValueType;
+    let q = q.trim();
+    if q.is_empty() {
+        return Err("the query is empty".into());
+    }
+    let expr = promql_parser::parser::parse(q).map_err(|e| format!("not PromQL: {e}"))?;
+    match expr.value_type() {
+        ValueType::Vector => Ok(q.to_owned()),
+        ValueType::Scalar if scalar_ok => Ok(q.to_owned()),
+        t => Err(format!(
+            "the query gives a {t}; write one that gives an instant vector{}",
+            if scalar_ok { " or a scalar" } else { " (no `[range]`)" }
+        )),
+    }
+}
+
+fn forecasts_doc(at: &At<'_>, text: &str) -> Result<Vec<Forecast>, Vec<SloError>> {
+    let f: ForecastsFile = serde_yaml::from_str(text).map_err(|e| vec![serde_error(at, &e)])?;
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, e) in f.forecasts.into_iter().enumerate() {
+        let path = |k: &str| format!("forecasts.{i}.{k}");
+        let id = format!("{}/{}", e.service, e.name);
+        let id = Some(id.as_str());
+        let before = errors.len();
+        check_name(at, &path("name"), &e.name, id, &mut errors);
+        check_name(at, &path("service"), &e.service, id, &mut errors);
+        check_labels(at, &path("labels"), &e.labels, id, &mut errors);
+        let usage = instant_query(&e.usage, false)
+            .map_err(|m| errors.push(at.err(&path("usage"), id, format!("`usage`: {m}"))))
+            .ok();
+        let capacity = match &e.capacity {
+            serde_yaml::Value::Number(n) => match n.as_f64() {
+                Some(v) if v.is_finite() && v > 0.0 => Some(Capacity::Value(v)),
+                _ => {
+                    errors.push(at.err(
+                        &path("capacity"),
+                        id,
+                        format!("`capacity: {n}`: a number above 0, or a query"),
+                    ));
+                    None
+                }
+            },
+            serde_yaml::Value::String(q) => instant_query(q, true)
+                .map(Capacity::Query)
+                .map_err(|m| {
+                    errors.push(at.err(&path("capacity"), id, format!("`capacity`: {m}")));
+                })
+                .ok(),
+            _ => {
+                errors.push(at.err(
+                    &path("capacity"),
+                    id,
+                    "`capacity`: a number (bytes, items, …) or a PromQL query",
+                ));
+                None
+            }
+        };
+        let span = |key: &str, given: Option<&str>, default: u64, least: u64, errors: &mut Vec<SloError>| {
+            let Some(text) = given else {
+                return Some(Duration::from_secs(default));
+            };
+            match crate::duration::parse(text) {
+                Ok(d) if d.as_secs() >= least && d.as_secs() % 60 == 0 => Some(d),
+                Ok(_) => {
+                    errors.push(at.err(
+                        &path(key),
+                        id,
+                        format!(
+                            "`{key}: {text}`: at least {}, in whole minutes",
+                            crate::slo::promql::duration(Duration::from_secs(least))
+                        ),
+                    ));
+                    None
+                }
+                Err(err) => {
+                    errors.push(at.err(&path(key), id, format!("`{key}`: {err}")));
+                    None
+                }
+            }
+        };
+        let lookback = span("lookback", e.lookback.as_deref(), 14 * 86_400, 3_600, &mut errors);
+        let horizon = span("horizon", e.horizon.as_deref(), 90 * 86_400, 3_600, &mut errors);
+        let warn = span("warn_within", e.warn_within.as_deref(), 30 * 86_400, 60, &mut errors);
+        if let (Some(h), Some(w)) = (horizon, warn) {
+            if w > h {
+                errors.push(at.err(
+                    &path("warn_within"),
+                    id,
+                    format!(
+                        "`warn_within` ({}) is beyond the `horizon` ({}): nothing past the horizon is forecast",
+                        crate::slo::promql::duration(w),
+                        crate::slo::promql::duration(h)
+                    ),
+                ));
+            }
+        }
+        if errors.len() > before {
+            // Said as a forecast's, not an SLO's.
+            for e in &mut errors[before..] {
+                if let Some(who) = e.slo.take() {
+                    e.message = format!("forecast `{who}`: {}", e.message);
+                }
+            }
+            continue;
+        }
+        let (Some(usage), Some(capacity), Some(lookback), Some(horizon), Some(warn_within)) =
+            (usage, capacity, lookback, horizon, warn)
+        else {
+            continue;
+        };
+        out.push(Forecast {
+            name: e.name,
+            service: e.service,
+            description: e.description,
+            usage,
+            capacity,
+            lookback,
+            horizon,
+            warn_within,
+            labels: e.labels,
+            file: at.file.to_owned(),
+            pos: at.shift(at.positions.value(&format!("forecasts.{i}")).unwrap_or_default()),
+        });
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
 // ---- Checks shared by both formats ----
 
 fn rolling(
@@ -1075,7 +1275,8 @@ mod tests {
             e[1].starts_with("s.yaml:35:17: slo `web/bad`: `indicatorRef: some-sli`"),
             "{e:?}"
         );
-        let ok = parse_text(Path::new("s.yaml"), &text[..text.rfind("---").unwrap()]).unwrap();
+        let (ok, _) =
+            parse_text(Path::new("s.yaml"), &text[..text.rfind("---").unwrap()]).unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(
             ok[0].period,
@@ -1105,6 +1306,26 @@ mod tests {
     }
 
     #[test]
+    fn forecasts_are_read_with_defaults_and_their_errors_pointed_at() {
+        let text = "# capacity\nforecasts:\n  - name: disk\n    service: db\n    usage: node_filesystem_size_bytes - node_filesystem_avail_bytes\n    capacity: node_filesystem_size_bytes\n  - name: queue\n    service: db\n    usage: jobs_queued\n    capacity: 1e6\n    lookback: 3d\n    warn_within: 2d\n";
+        let (slos, f) = parse_text(Path::new("s.yaml"), text).unwrap();
+        assert!(slos.is_empty());
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].lookback, Duration::from_secs(14 * 86_400));
+        assert_eq!(f[0].pos.line, 3);
+        assert_eq!(f[1].capacity, Capacity::Value(1e6));
+        assert_eq!(f[1].warn_within, Duration::from_secs(2 * 86_400));
+        let e = errors("forecasts:\n  - name: disk\n    service: db\n    usage: rate(x[5m])[1h:]\n    capacity: -3\n    horizon: 7d\n    warn_within: 8d\n    colour: red\n");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("s.yaml:8:5: forecasts[0]: unknown field `colour`"), "{e:?}");
+        let e = errors("forecasts:\n  - name: disk\n    service: db\n    usage: rate(x[5m])[1h:]\n    capacity: -3\n    horizon: 7d\n    warn_within: 8d\n");
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("s.yaml:4:12: forecast `db/disk`: `usage`: the query gives a matrix"), "{e:?}");
+        assert!(e[1].starts_with("s.yaml:5:15: forecast `db/disk`: `capacity: -3`"), "{e:?}");
+        assert!(e[2].starts_with("s.yaml:7:18: forecast `db/disk`: `warn_within` (8d) is beyond"), "{e:?}");
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for text in [
             "",
@@ -1114,6 +1335,8 @@ mod tests {
             "version: 3\nslos: 7\n",
             "apiVersion: openslo/v1\nkind: SLO\n",
             "\u{0}",
+            "forecasts: 3\n",
+            "forecasts:\n  - capacity: {a: 1}\n",
         ] {
             let _ = parse_text(Path::new("g.yaml"), text);
         }

@@ -172,24 +172,50 @@ fn decimal(x: f64) -> f64 {
 #[derive(Debug, Clone, Default)]
 pub struct SloSet {
     slos: Vec<Slo>,
+    forecasts: Vec<crate::capacity::Forecast>,
 }
 
 impl SloSet {
     #[must_use]
     pub fn new(mut slos: Vec<Slo>) -> Self {
         slos.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
-        SloSet { slos }
+        SloSet {
+            slos,
+            forecasts: Vec::new(),
+        }
+    }
+
+    /// With these capacity forecasts (`forecasts:` documents of the same
+    /// files).
+    #[must_use]
+    pub fn with_forecasts(mut self, mut forecasts: Vec<crate::capacity::Forecast>) -> Self {
+        forecasts.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+        self.forecasts = forecasts;
+        self
+    }
+
+    pub fn forecasts(&self) -> impl Iterator<Item = &crate::capacity::Forecast> {
+        self.forecasts.iter()
+    }
+
+    #[must_use]
+    pub fn forecast(&self, service: &str, name: &str) -> Option<&crate::capacity::Forecast> {
+        self.forecasts
+            .iter()
+            .find(|f| f.service == service && f.name == name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Slo> {
         self.slos.iter()
     }
 
+    /// How many SLOs (forecasts not counted).
     #[must_use]
     pub fn len(&self) -> usize {
         self.slos.len()
     }
 
+    /// No SLOs (there may be forecasts).
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.slos.is_empty()
@@ -214,7 +240,7 @@ mod tests {
             "version: prometheus/v1\nservice: web\nslos:\n  - name: avail\n    objective: 99.9\n    sli:\n      raw:\n        error_ratio_query: sum(rate(e[{{.window}}])) / sum(rate(t[{{.window}}]))\n",
         )
         .unwrap();
-        let slo = &set[0];
+        let slo = &set.0[0];
         assert!((slo.budget_minutes() - 43.2).abs() < 1e-9);
         assert_eq!(slo.id(), "web-avail");
     }

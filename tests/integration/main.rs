@@ -6,6 +6,7 @@ mod app;
 mod approvals;
 mod attacks;
 mod browser;
+mod capacity;
 mod check;
 mod crash;
 mod exec;
