@@ -856,7 +856,10 @@ fn capacity(
         }
     };
     if set.forecasts().next().is_none() {
-        eprintln!("{}: no forecasts (write them under `forecasts:`, docs/capacity.md)", slos.display());
+        eprintln!(
+            "{}: no forecasts (write them under `forecasts:`, docs/capacity.md)",
+            slos.display()
+        );
         return Ok(ExitCode::from(1));
     }
     let prom = prometheus_of(config, url)?;

@@ -84,10 +84,7 @@ struct ListQuery {
     service: Option<String>,
 }
 
-async fn list(
-    State(s): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+async fn list(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let q: ListQuery = super::incidents::query(raw)?;
     let snap = s
         .forecasts

@@ -972,18 +972,19 @@ fn chart(points: &[(f64, f64)]) -> Option<Value> {
 /// A forecast's usage history, its fitted line projected to the capacity
 /// (or the horizon), the capacity and now, in a 640×180 box.
 #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-fn capacity_chart(
-    p: &crate::capacity::Projection,
-    f: &crate::capacity::Forecast,
-) -> Option<Value> {
+fn capacity_chart(p: &crate::capacity::Projection, f: &crate::capacity::Forecast) -> Option<Value> {
     let t0 = p.history.first()?.0;
     let now = p.checked_at.timestamp() as f64;
     let horizon = now + f.horizon.as_secs_f64();
-    let end = p
-        .full_at
-        .map_or(horizon, |d| (d.timestamp() as f64).max(now))
-        .min(horizon)
-        .max(now + (now - t0) / 4.0);
+    // Without a line there is nothing to draw ahead of now.
+    let end = if p.fit_from.is_none() {
+        now
+    } else {
+        p.full_at
+            .map_or(horizon, |d| (d.timestamp() as f64).max(now))
+            .min(horizon)
+            .max(now + (now - t0) / 4.0)
+    };
     let line = |t: f64| -> Option<f64> {
         Some(p.fit_start? + p.growth_per_day? / 86_400.0 * (t - p.fit_from?))
     };
@@ -991,7 +992,11 @@ fn capacity_chart(
     values.extend(p.capacity);
     values.extend(line(end));
     let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let bottom = values.iter().copied().fold(f64::INFINITY, f64::min).min(0.0);
+    let bottom = values
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min)
+        .min(0.0);
     let span = (top - bottom).max(1e-9);
     let y = |v: f64| 10.0 + (top - v.clamp(bottom, top)) / span * 150.0;
     let x = |t: f64| 40.0 + (t - t0) / (end - t0).max(1.0) * 590.0;
@@ -1022,13 +1027,16 @@ fn capacity_chart(
 }
 
 /// `/capacity`: every forecast's series, soonest full first, each drawn.
-async fn capacity(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
+async fn capacity(
+    State(s): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize, Default)]
     #[serde(deny_unknown_fields)]
     struct Q {
         service: Option<String>,
     }
-    let q: Q = super::incidents::query(q)?;
+    let only: Q = super::incidents::query(raw)?;
     let snap = s
         .forecasts
         .read()
@@ -1039,10 +1047,10 @@ async fn capacity(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Re
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let rows: Vec<Value> = super::forecasts::all(&s, q.service.as_deref())
+    let rows: Vec<Value> = super::forecasts::all(&s, only.service.as_deref())
         .iter()
         .map(|p| {
-            let f = set.forecast(&p.service, &p.forecast);
+            let def = set.forecast(&p.service, &p.forecast);
             let mut v = serde_json::to_value(p).unwrap_or_default();
             if let Some(o) = v.as_object_mut() {
                 o.remove("history");
@@ -1070,16 +1078,17 @@ async fn capacity(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Re
                 crate::capacity::human(g)
             )));
             v["r2_text"] = json!(p.r2.map_or("–".into(), |r| format!("R² {r:.2}")));
-            v["confidence"] = json!(p
-                .confidence
-                .map_or(String::new(), |c| format!("{} confidence", match c {
+            v["confidence"] = json!(p.confidence.map_or(String::new(), |c| format!(
+                "{} confidence",
+                match c {
                     crate::capacity::Confidence::High => "high",
                     crate::capacity::Confidence::Medium => "medium",
                     crate::capacity::Confidence::Low => "low",
-                })));
-            if let Some(f) = f {
-                v["chart"] = json!(capacity_chart(p, f));
-                v["def"] = super::forecasts::definition(f);
+                }
+            )));
+            if let Some(def) = def {
+                v["chart"] = json!(capacity_chart(p, def));
+                v["def"] = super::forecasts::definition(def);
             }
             v
         })
@@ -1090,7 +1099,7 @@ async fn capacity(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Re
         "capacity",
         &json!({
             "rows": rows,
-            "service": q.service,
+            "service": only.service,
             "prometheus": s.prometheus.as_ref().map(|p| p.url.to_string()),
             "refreshed_at": snap.at,
             "took_ms": snap.took_ms,

@@ -202,8 +202,7 @@ pub fn project(
     let lookback = f.lookback.as_secs_f64();
     let enough = |pts: &[(f64, f64)]| {
         pts.len() >= MIN_POINTS
-            && pts.last().map_or(0.0, |l| l.0) - pts.first().map_or(0.0, |l| l.0)
-                >= lookback / 10.0
+            && pts.last().map_or(0.0, |l| l.0) - pts.first().map_or(0.0, |l| l.0) >= lookback / 10.0
     };
     if let Some(u) = p.usage {
         if u >= capacity {
@@ -339,7 +338,13 @@ mod tests {
         let t = 1_800_000_000.0;
         // 10 per day, at 500 now: 1000 in 50 days.
         let pts = series(t, |_, x| 500.0 + (x - t) * 10.0 / 86_400.0);
-        let p = project(&forecast(), Default::default(), &pts, Some(1000.0), now);
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &pts,
+            Some(1000.0),
+            now,
+        );
         assert_eq!(p.verdict, Verdict::Filling);
         assert!((p.growth_per_day.unwrap() - 10.0).abs() < 1e-6);
         assert!((p.days_left.unwrap() - 50.0).abs() < 1e-3, "{p:?}");
@@ -347,18 +352,31 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::cast_precision_loss)]
     fn a_sawtooth_is_flagged_and_a_step_is_fitted_after() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let t = 1_800_000_000.0;
         let saw = series(t, |i, _| 100.0 + (i % 250) as f64 * 2.0);
-        let p = project(&forecast(), Default::default(), &saw, Some(1000.0), now);
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &saw,
+            Some(1000.0),
+            now,
+        );
         assert_eq!(p.verdict, Verdict::Irregular);
         assert!(p.full_at.is_none());
         // A restore adds 300 half-way; growth is 5/day before and after.
         let step = series(t, |i, x| {
             400.0 + (x - t) * 5.0 / 86_400.0 + if i > 500 { 300.0 } else { 0.0 }
         });
-        let p = project(&forecast(), Default::default(), &step, Some(1000.0), now);
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &step,
+            Some(1000.0),
+            now,
+        );
         assert!((p.growth_per_day.unwrap() - 5.0).abs() < 1e-6, "{p:?}");
         assert!((p.days_left.unwrap() - 60.0).abs() < 1e-3);
         assert!(p.note.unwrap().contains("a step on"));
@@ -369,13 +387,37 @@ mod tests {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let t = 1_800_000_000.0;
         let down = series(t, |_, x| 500.0 - (x - t + 14.0 * 86_400.0) / 86_400.0);
-        let p = project(&forecast(), Default::default(), &down, Some(1000.0), now);
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &down,
+            Some(1000.0),
+            now,
+        );
         assert_eq!(p.verdict, Verdict::NotFilling);
-        let p = project(&forecast(), Default::default(), &down, Some(400.0), now);
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &down,
+            Some(400.0),
+            now,
+        );
         assert_eq!(p.verdict, Verdict::Full);
-        let p = project(&forecast(), Default::default(), &down[..4], Some(1000.0), now);
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &down[..4],
+            Some(1000.0),
+            now,
+        );
         assert_eq!(p.verdict, Verdict::Unknown);
-        let p = project(&forecast(), Default::default(), &down, None, now);
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &down,
+            None,
+            now,
+        );
         assert!(p.error.is_some());
     }
 }

@@ -79,9 +79,7 @@ impl Forecast {
 }
 
 /// What a series' forecast says.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// At or over its capacity now.
@@ -248,17 +246,11 @@ pub fn human(v: f64) -> String {
         return "-".into();
     }
     let a = v.abs();
-    let (scaled, suffix) = [
-        (1e15, "P"),
-        (1e12, "T"),
-        (1e9, "G"),
-        (1e6, "M"),
-        (1e3, "k"),
-    ]
-    .iter()
-    .find(|(f, _)| a >= *f)
-    .map_or((v, ""), |(f, s)| (v / f, *s));
-    let digits = if scaled.abs() >= 100.0 || scaled == scaled.trunc() {
+    let (scaled, suffix) = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .iter()
+        .find(|(f, _)| a >= *f)
+        .map_or((v, ""), |(f, s)| (v / f, *s));
+    let digits = if scaled.abs() >= 100.0 || scaled.fract().abs() < 1e-9 {
         0
     } else if scaled.abs() >= 10.0 {
         1

@@ -165,7 +165,9 @@ pub fn merge(previous: &[Projection], fresh: Vec<Projection>) -> Vec<Projection>
         let kept: Vec<&Projection> = if p.error.is_some() && p.labels.is_empty() {
             previous
                 .iter()
-                .filter(|q| q.service == p.service && q.forecast == p.forecast && q.fit_from.is_some())
+                .filter(|q| {
+                    q.service == p.service && q.forecast == p.forecast && q.fit_from.is_some()
+                })
                 .collect()
         } else {
             Vec::new()

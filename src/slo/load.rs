@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::promql::Query;
-use crate::capacity::{Capacity, Forecast};
 use super::{Alerting, Calendar, Format, Period, Sli, Slo, SloSet, Source, Tier};
+use crate::capacity::{Capacity, Forecast};
 use crate::runbook::position::{Pos, Positions};
 
 /// One problem in one SLO file.
@@ -968,7 +968,11 @@ fn instant_query(q: &str, scalar_ok: bool) -> Result<String, String> {
         ValueType::Scalar if scalar_ok => Ok(q.to_owned()),
         t => Err(format!(
             "the query gives a {t}; write one that gives an instant vector{}",
-            if scalar_ok { " or a scalar" } else { " (no `[range]`)" }
+            if scalar_ok {
+                " or a scalar"
+            } else {
+                " (no `[range]`)"
+            }
         )),
     }
 }
@@ -1015,7 +1019,11 @@ fn forecasts_doc(at: &At<'_>, text: &str) -> Result<Vec<Forecast>, Vec<SloError>
                 None
             }
         };
-        let span = |key: &str, given: Option<&str>, default: u64, least: u64, errors: &mut Vec<SloError>| {
+        let span = |key: &str,
+                    given: Option<&str>,
+                    default: u64,
+                    least: u64,
+                    errors: &mut Vec<SloError>| {
             let Some(text) = given else {
                 return Some(Duration::from_secs(default));
             };
@@ -1038,9 +1046,27 @@ fn forecasts_doc(at: &At<'_>, text: &str) -> Result<Vec<Forecast>, Vec<SloError>
                 }
             }
         };
-        let lookback = span("lookback", e.lookback.as_deref(), 14 * 86_400, 3_600, &mut errors);
-        let horizon = span("horizon", e.horizon.as_deref(), 90 * 86_400, 3_600, &mut errors);
-        let warn = span("warn_within", e.warn_within.as_deref(), 30 * 86_400, 60, &mut errors);
+        let lookback = span(
+            "lookback",
+            e.lookback.as_deref(),
+            14 * 86_400,
+            3_600,
+            &mut errors,
+        );
+        let horizon = span(
+            "horizon",
+            e.horizon.as_deref(),
+            90 * 86_400,
+            3_600,
+            &mut errors,
+        );
+        let warn = span(
+            "warn_within",
+            e.warn_within.as_deref(),
+            30 * 86_400,
+            60,
+            &mut errors,
+        );
         if let (Some(h), Some(w)) = (horizon, warn) {
             if w > h {
                 errors.push(at.err(
@@ -1079,7 +1105,11 @@ fn forecasts_doc(at: &At<'_>, text: &str) -> Result<Vec<Forecast>, Vec<SloError>
             warn_within,
             labels: e.labels,
             file: at.file.to_owned(),
-            pos: at.shift(at.positions.value(&format!("forecasts.{i}")).unwrap_or_default()),
+            pos: at.shift(
+                at.positions
+                    .value(&format!("forecasts.{i}"))
+                    .unwrap_or_default(),
+            ),
         });
     }
     if errors.is_empty() {
@@ -1275,8 +1305,7 @@ mod tests {
             e[1].starts_with("s.yaml:35:17: slo `web/bad`: `indicatorRef: some-sli`"),
             "{e:?}"
         );
-        let (ok, _) =
-            parse_text(Path::new("s.yaml"), &text[..text.rfind("---").unwrap()]).unwrap();
+        let (ok, _) = parse_text(Path::new("s.yaml"), &text[..text.rfind("---").unwrap()]).unwrap();
         assert_eq!(ok.len(), 1);
         assert_eq!(
             ok[0].period,
@@ -1317,12 +1346,24 @@ mod tests {
         assert_eq!(f[1].warn_within, Duration::from_secs(2 * 86_400));
         let e = errors("forecasts:\n  - name: disk\n    service: db\n    usage: rate(x[5m])[1h:]\n    capacity: -3\n    horizon: 7d\n    warn_within: 8d\n    colour: red\n");
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("s.yaml:8:5: forecasts[0]: unknown field `colour`"), "{e:?}");
+        assert!(
+            e[0].starts_with("s.yaml:8:5: forecasts[0]: unknown field `colour`"),
+            "{e:?}"
+        );
         let e = errors("forecasts:\n  - name: disk\n    service: db\n    usage: rate(x[5m])[1h:]\n    capacity: -3\n    horizon: 7d\n    warn_within: 8d\n");
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("s.yaml:4:12: forecast `db/disk`: `usage`: the query gives a matrix"), "{e:?}");
-        assert!(e[1].starts_with("s.yaml:5:15: forecast `db/disk`: `capacity: -3`"), "{e:?}");
-        assert!(e[2].starts_with("s.yaml:7:18: forecast `db/disk`: `warn_within` (8d) is beyond"), "{e:?}");
+        assert!(
+            e[0].starts_with("s.yaml:4:12: forecast `db/disk`: `usage`: the query gives a matrix"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("s.yaml:5:15: forecast `db/disk`: `capacity: -3`"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].starts_with("s.yaml:7:18: forecast `db/disk`: `warn_within` (8d) is beyond"),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@ fn used(mountpoint: &str, d: f64, k: u64) -> f64 {
         "/linear" => 200.0 * GB + 2.0 * GB * d,
         // 3 GB a day from 100 GB, ±4 GB of (deterministic) noise.
         "/noisy" => {
-            let r = (k.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407) >> 33) as f64
+            let r = (k
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407)
+                >> 33) as f64
                 / f64::from(u32::MAX >> 1);
             100.0 * GB + 3.0 * GB * d + (r - 0.5) * 8.0 * GB
         }
@@ -61,7 +64,11 @@ fn history(end: u64) -> String {
     for (m, _) in DISKS {
         for (k, t) in (start..=end).step_by(300).enumerate() {
             let d = (t - start) as f64 / DAY;
-            let _ = writeln!(out, "disk_used_bytes{{mountpoint=\"{m}\"}} {} {t}", used(m, d, k as u64));
+            let _ = writeln!(
+                out,
+                "disk_used_bytes{{mountpoint=\"{m}\"}} {} {t}",
+                used(m, d, k as u64)
+            );
         }
     }
     out.push_str("# TYPE disk_size_bytes gauge\n");
@@ -91,7 +98,9 @@ fn of<'a>(list: &'a Value, mountpoint: &str) -> &'a Value {
 }
 
 fn full_at(p: &Value) -> f64 {
-    let s = p["full_at"].as_str().unwrap_or_else(|| panic!("no date: {p}"));
+    let s = p["full_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no date: {p}"));
     #[allow(clippy::cast_precision_loss)]
     let t = chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp() as f64;
     t
@@ -109,7 +118,10 @@ fn holds_to_the_truth(list: &Value, end: u64) {
     assert_eq!(p["verdict"], "filling", "{p}");
     let t = truth(200.0 * GB, 2.0 * GB, 300.0 * GB);
     assert!((full_at(p) - t).abs() < 2.0 * 3_600.0, "{p}: truth {t}");
-    assert!((p["growth_per_day"].as_f64().unwrap() / GB - 2.0).abs() < 0.01, "{p}");
+    assert!(
+        (p["growth_per_day"].as_f64().unwrap() / GB - 2.0).abs() < 0.01,
+        "{p}"
+    );
     assert!(p["r2"].as_f64().unwrap() > 0.999, "{p}");
     assert_eq!(p["confidence"], "high");
     // Noise: within a day and a half; the band holds the truth.
@@ -124,7 +136,10 @@ fn holds_to_the_truth(list: &Value, end: u64) {
             .timestamp() as f64;
         v
     };
-    assert!(band("earliest") <= t && t <= band("latest"), "{p}: truth {t}");
+    assert!(
+        band("earliest") <= t && t <= band("latest"),
+        "{p}: truth {t}"
+    );
     assert!(p["r2"].as_f64().unwrap() > 0.9, "{p}");
     // A step: fitted after it, so the growth is the 1 GB a day since and
     // the date within half a day (a fit over the whole lookback would say
@@ -137,7 +152,10 @@ fn holds_to_the_truth(list: &Value, end: u64) {
     let p = of(list, "/saw");
     assert_eq!(p["verdict"], "irregular", "{p}");
     assert!(p["full_at"].is_null(), "{p}");
-    assert!(p["note"].as_str().unwrap().contains("fill-and-clean"), "{p}");
+    assert!(
+        p["note"].as_str().unwrap().contains("fill-and-clean"),
+        "{p}"
+    );
     // Shrinking: never full.
     let p = of(list, "/shrinking");
     assert_eq!(p["verdict"], "not_filling", "{p}");
@@ -234,7 +252,10 @@ async fn forecasts_from_a_real_prometheus_hold_to_the_history_s_truth() {
     assert_eq!(code, 200, "{body}");
     let one: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(one["definition"]["usage"], "disk_used_bytes");
-    assert!(one["series"][0]["history"].as_array().unwrap().len() > 100, "{one}");
+    assert!(
+        one["series"][0]["history"].as_array().unwrap().len() > 100,
+        "{one}"
+    );
     let (code, body) = get("/api/v1/forecasts/db/nope").await;
     assert_eq!(code, 404, "{body}");
     let (code, body) = get("/api/v1/forecasts?colour=red").await;
@@ -245,7 +266,10 @@ async fn forecasts_from_a_real_prometheus_hold_to_the_history_s_truth() {
     let linear = page.find("/linear").unwrap();
     assert!(noisy < linear, "soonest full first");
     assert!(page.contains("fill-and-clean"), "the sawtooth is flagged");
-    assert!(page.matches("<svg class=\"chart\"").count() == 5, "one chart per series");
+    assert!(
+        page.matches("<svg class=\"chart\"").count() == 5,
+        "one chart per series"
+    );
     app.stop().await;
     drop(prometheus);
 }
@@ -287,7 +311,9 @@ async fn a_prometheus_that_goes_away_keeps_the_last_forecast_with_the_error() {
                     .json()
                     .await
                     .unwrap();
-                if !v["refreshed_at"].is_null() && v["refreshed_at"].as_str().map(str::to_owned) != after {
+                if !v["refreshed_at"].is_null()
+                    && v["refreshed_at"].as_str().map(str::to_owned) != after
+                {
                     return v;
                 }
                 assert!(Instant::now() < deadline, "never read: {v}");
@@ -308,7 +334,13 @@ async fn a_prometheus_that_goes_away_keeps_the_last_forecast_with_the_error() {
     assert_eq!(r.status(), 200);
     let second = read(first["refreshed_at"].as_str().map(str::to_owned)).await;
     let p = of(&second["forecasts"], "/linear");
-    assert!(p["error"].as_str().unwrap().contains("cannot reach Prometheus"), "{p}");
+    assert!(
+        p["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach Prometheus"),
+        "{p}"
+    );
     assert_eq!(p["verdict"], "filling", "the last figures stay: {p}");
     assert!(p["full_at"].is_string(), "{p}");
     app.stop().await;
@@ -344,7 +376,10 @@ fn the_forecast_alert_fires_for_a_fast_fill_and_not_a_slow_one() {
         vec!["check", "rules", rules.to_str().unwrap()],
         vec!["test", "rules", test.to_str().unwrap()],
     ] {
-        let o = std::process::Command::new(&promtool).args(&args).output().unwrap();
+        let o = std::process::Command::new(&promtool)
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(
             o.status.success(),
             "promtool {args:?}: {}{}",
@@ -368,13 +403,23 @@ fn a_bad_forecast_is_refused_by_check_with_file_line_col() {
     let err = stderr(&o);
     let f = file.display();
     assert!(
-        err.contains(&format!("{f}:4:12: forecast `db/disk`: `usage`: the query gives a matrix")),
+        err.contains(&format!(
+            "{f}:4:12: forecast `db/disk`: `usage`: the query gives a matrix"
+        )),
         "{err}"
     );
     assert!(
-        err.contains(&format!("{f}:6:15: forecast `db/disk`: `lookback`: not a valid duration `2 weeks`")),
+        err.contains(&format!(
+            "{f}:6:15: forecast `db/disk`: `lookback`: not a valid duration `2 weeks`"
+        )),
         "{err}"
     );
-    let o = runbookd(&["capacity", "--slos", file.to_str().unwrap(), "--prometheus", "http://127.0.0.1:9"]);
+    let o = runbookd(&[
+        "capacity",
+        "--slos",
+        file.to_str().unwrap(),
+        "--prometheus",
+        "http://127.0.0.1:9",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }

@@ -50,7 +50,11 @@ fn promtool_ok(promtool: &Path, args: &[&str]) {
 fn the_shipped_slos_check_and_their_rules_pass_promtool() {
     let o = runbookd(&["check", "--slos", "slos", "runbooks"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("slos: 3 SLO(s), 1 forecast(s): ok"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("slos: 3 SLO(s), 1 forecast(s): ok"),
+        "{}",
+        stdout(&o)
+    );
     let Some(promtool) = promtool() else { return };
     let dir = tempfile::tempdir().unwrap();
     let rules = rules_into(&root().join("slos"), dir.path());
