@@ -896,7 +896,7 @@ fn capacity(
                     printable(p.note.as_deref().unwrap_or(""))
                 );
                 if let Some(e) = &p.error {
-                    eprintln!("{}/{}: {e}", p.service, p.forecast);
+                    eprintln!("{}/{}: {}", p.service, p.forecast, printable(e));
                 }
             }
         }

@@ -86,11 +86,13 @@ struct ListQuery {
 
 async fn list(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json<Value>, ApiError> {
     let q: ListQuery = super::incidents::query(raw)?;
-    let snap = s
-        .forecasts
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let (at, took_ms) = {
+        let snap = s
+            .forecasts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (snap.at, snap.took_ms)
+    };
     let list: Vec<Value> = all(&s, q.service.as_deref())
         .into_iter()
         .map(|p| {
@@ -103,8 +105,8 @@ async fn list(State(s): State<AppState>, RawQuery(raw): RawQuery) -> Result<Json
         .collect();
     Ok(Json(json!({
         "prometheus": s.prometheus.as_ref().map(|p| p.url.to_string()),
-        "refreshed_at": snap.at,
-        "refresh_took_ms": snap.took_ms,
+        "refreshed_at": at,
+        "refresh_took_ms": took_ms,
         "forecasts": list,
     })))
 }

@@ -988,9 +988,14 @@ fn capacity_chart(p: &crate::capacity::Projection, f: &crate::capacity::Forecast
     let line = |t: f64| -> Option<f64> {
         Some(p.fit_start? + p.growth_per_day? / 86_400.0 * (t - p.fit_from?))
     };
+    let capacity = p.capacity.filter(|c| c.is_finite());
     let mut values: Vec<f64> = p.history.iter().map(|x| x.1).collect();
-    values.extend(p.capacity);
+    values.extend(capacity);
     values.extend(line(end));
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
     let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let bottom = values
         .iter()
@@ -1017,8 +1022,8 @@ fn capacity_chart(p: &crate::capacity::Projection, f: &crate::capacity::Forecast
     Some(json!({
         "points": p.history.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect::<Vec<_>>().join(" "),
         "fit": fit,
-        "cap_y": format!("{:.1}", y(p.capacity.unwrap_or(top))),
-        "cap": crate::capacity::human(p.capacity.unwrap_or(top)),
+        "cap_y": capacity.map(|c| format!("{:.1}", y(c))),
+        "cap": capacity.map(crate::capacity::human),
         "bottom": crate::capacity::human(bottom),
         "now_x": format!("{:.1}", x(now)),
         "from": day(t0),
@@ -1037,11 +1042,13 @@ async fn capacity(
         service: Option<String>,
     }
     let only: Q = super::incidents::query(raw)?;
-    let snap = s
-        .forecasts
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
+    let (at, took_ms) = {
+        let snap = s
+            .forecasts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (snap.at, snap.took_ms)
+    };
     let set = s
         .slos
         .read()
@@ -1101,8 +1108,8 @@ async fn capacity(
             "rows": rows,
             "service": only.service,
             "prometheus": s.prometheus.as_ref().map(|p| p.url.to_string()),
-            "refreshed_at": snap.at,
-            "took_ms": snap.took_ms,
+            "refreshed_at": at,
+            "took_ms": took_ms,
         }),
     )
 }

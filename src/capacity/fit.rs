@@ -20,12 +20,27 @@ pub struct Line {
     /// The residuals' standard deviation.
     pub sigma: f64,
     pub n: usize,
+    /// The fitted times' mean (seconds after `from`) and their sum of
+    /// squared deviations: how far from its data the line is read.
+    pub mean_t: f64,
+    pub stt: f64,
 }
 
 impl Line {
     #[must_use]
     pub fn at(&self, t: f64) -> f64 {
         self.start + self.slope * (t - self.from)
+    }
+
+    /// Twice the prediction error of a new point at `t`: the line's own
+    /// uncertainty (its slope and level from `n` points) with the scatter
+    /// around it. Residuals that follow each other (a daily cycle) make the
+    /// truth wider still.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss)]
+    pub fn band(&self, t: f64) -> f64 {
+        let d = t - self.from - self.mean_t;
+        2.0 * self.sigma * (1.0 + 1.0 / self.n as f64 + d * d / self.stt).sqrt()
     }
 
     /// When the line shifted by `offset` reaches `level` (`None`: never,
@@ -79,16 +94,27 @@ pub fn least_squares(points: &[(f64, f64)]) -> Option<Line> {
         r2,
         sigma: (ss_res / (nf - 2.0)).sqrt(),
         n,
+        mean_t: mt,
+        stt,
     })
 }
 
-/// The series' jumps: moves between neighbours far beyond its usual step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Jumps {
-    /// Indexes `i` where `points[i] → points[i + 1]` rose sharply.
-    pub rises: Vec<usize>,
-    /// … and where it fell sharply.
-    pub drops: Vec<usize>,
+/// A jump: the series moved far beyond its usual step, from `points[from]`
+/// to `points[to]` (one move, or several in a row the same way: a clean-up
+/// or a restore that takes a few samples is one jump).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Jump {
+    pub from: usize,
+    pub to: usize,
+    /// `points[to] - points[from]`.
+    pub size: f64,
+}
+
+impl Jump {
+    #[must_use]
+    pub fn rise(&self) -> bool {
+        self.size > 0.0
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -103,12 +129,13 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// A jump moves more than 8 robust standard deviations of the usual move
-/// (1.4826 × the median absolute deviation of the differences) and more
-/// than a tenth of the series' range: noise and steady growth never do,
-/// a clean-up or a restore does.
+/// Moves flagged as jumps: more than 8 robust standard deviations of the
+/// usual move (1.4826 × the median absolute deviation of the differences)
+/// and more than a fifth of the series' range — noise and steady growth
+/// never make one, a clean-up or a restore does. Flagged moves the same
+/// way with at most one ordinary move between them are one jump.
 #[must_use]
-pub fn jumps(points: &[(f64, f64)]) -> Jumps {
+pub fn jumps(points: &[(f64, f64)]) -> Vec<Jump> {
     let d: Vec<f64> = points.windows(2).map(|w| w[1].1 - w[0].1).collect();
     let (lo, hi) = points
         .iter()
@@ -116,23 +143,49 @@ pub fn jumps(points: &[(f64, f64)]) -> Jumps {
             (lo.min(p.1), hi.max(p.1))
         });
     let range = hi - lo;
-    let mut out = Jumps {
-        rises: Vec::new(),
-        drops: Vec::new(),
-    };
     if d.len() < 3 || range <= 0.0 {
-        return out;
+        return Vec::new();
     }
     let m = median(&mut d.clone());
     let mad = median(&mut d.iter().map(|x| (x - m).abs()).collect::<Vec<_>>());
-    let limit = (8.0 * 1.4826 * mad).max(0.1 * range);
+    let limit = (8.0 * 1.4826 * mad).max(0.2 * range);
+    let mut out: Vec<Jump> = Vec::new();
     for (i, x) in d.iter().enumerate() {
-        if (x - m).abs() > limit {
-            if *x > m {
-                out.rises.push(i);
-            } else {
-                out.drops.push(i);
+        if (x - m).abs() <= limit {
+            continue;
+        }
+        let up = *x > m;
+        match out.last_mut() {
+            Some(j) if j.rise() == up && i <= j.to + 1 => {
+                j.to = i + 1;
+                j.size += x;
             }
+            _ => out.push(Jump {
+                from: i,
+                to: i + 1,
+                size: *x,
+            }),
+        }
+    }
+    for j in &mut out {
+        j.size = points[j.to].1 - points[j.from].1;
+    }
+    out
+}
+
+/// The points a glitch displaced: a jump undone within three samples by
+/// one the other way (a scrape that read 0, a spike) is not the series'
+/// shape. Returns the indexes to leave out.
+#[must_use]
+pub fn glitches(jumps: &[Jump]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for w in jumps.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.rise() != b.rise()
+            && b.from <= a.to + 3
+            && (a.size + b.size).abs() < 0.5 * a.size.abs()
+        {
+            out.extend(a.to..=b.from);
         }
     }
     out
@@ -196,7 +249,10 @@ pub fn project(
         }
     }
     let Some(capacity) = capacity else {
-        p.error = Some("no capacity for this series: the capacity query has no series with its labels (write one number as `scalar(…)`)".into());
+        p.error = Some(match &f.capacity {
+            super::Capacity::Query(_) => "no capacity for this series: the capacity query has no series with its labels (`__name__` aside); for one number for all, write `scalar(…)`".into(),
+            _ => "no capacity: the capacity query gave no number (`scalar(…)` of no series, or of several, is NaN)".into(),
+        });
         return p;
     };
     let lookback = f.lookback.as_secs_f64();
@@ -212,34 +268,81 @@ pub fn project(
             p.note = Some("at or over its capacity now".into());
         }
     }
-    // The jumps decide what is fitted.
-    let j = jumps(&points);
-    let fitted: &[(f64, f64)] = if j.drops.len() >= 2 {
+    // Glitches out; then the jumps decide what is fitted.
+    let left_out = glitches(&jumps(&points));
+    let points: Vec<(f64, f64)> = points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !left_out.contains(i))
+        .map(|(_, p)| *p)
+        .collect();
+    let found = jumps(&points);
+    let drops: Vec<&Jump> = found.iter().filter(|j| !j.rise()).collect();
+    let rises = found.len() - drops.len();
+    let glitch_note = (!left_out.is_empty()).then(|| {
+        format!(
+            "{} point(s) left out as a glitch (a jump undone at once)",
+            left_out.len()
+        )
+    });
+    let join = |a: String| match &glitch_note {
+        Some(g) => format!("{a}; {g}"),
+        None => a,
+    };
+    let after = |j: &Jump| -> Result<&[(f64, f64)], String> {
+        let rest = &points[j.to..];
+        if enough(rest) {
+            Ok(rest)
+        } else {
+            Err(format!(
+                "a {} on {}: too little history since to fit",
+                if j.rise() { "step up" } else { "drop" },
+                day(points[j.to].0)
+            ))
+        }
+    };
+    let fitted: &[(f64, f64)] = if drops.len() >= 2 {
         if p.verdict != Verdict::Full {
             p.verdict = Verdict::Irregular;
         }
-        p.note = Some(format!(
-            "drops sharply {} times in the lookback (last on {}): a fill-and-clean pattern, which a straight line would misread; watch its peaks instead",
-            j.drops.len(),
-            day(points[j.drops[j.drops.len() - 1] + 1].0)
-        ));
+        p.note = Some(join(format!(
+            "drops sharply {} times in the lookback (last on {}): a fill-and-clean pattern, which a straight line would misread; forecast its peaks instead",
+            drops.len(),
+            day(points[drops[drops.len() - 1].to].0)
+        )));
         return p;
-    } else if j.drops.len() + j.rises.len() == 1 {
-        let i = j.drops.first().or(j.rises.first()).copied().unwrap_or(0) + 1;
-        let after = &points[i..];
-        if !enough(after) {
-            if p.verdict != Verdict::Full {
-                p.verdict = Verdict::Unknown;
+    } else if let Some(j) = drops
+        .first()
+        .copied()
+        .or(if rises == 1 { found.first() } else { None })
+    {
+        // One drop (a clean-up, a volume emptied) or one step up (a
+        // restore): the growth since is what counts.
+        match after(j) {
+            Ok(rest) => {
+                p.note = Some(join(format!(
+                    "a {} on {}: fitted from there",
+                    if j.rise() { "step up" } else { "drop" },
+                    day(points[j.to].0)
+                )));
+                rest
             }
-            p.note = Some(format!(
-                "a step on {}: too little history since to fit",
-                day(points[i].0)
-            ));
-            return p;
+            Err(why) => {
+                if p.verdict != Verdict::Full {
+                    p.verdict = Verdict::Unknown;
+                }
+                p.note = Some(join(why));
+                return p;
+            }
         }
-        p.note = Some(format!("a step on {}: fitted from there", day(points[i].0)));
-        after
     } else {
+        if rises > 1 {
+            p.note = Some(join(format!(
+                "rises sharply {rises} times (a staircase): fitted as one line"
+            )));
+        } else {
+            p.note.clone_from(&glitch_note);
+        }
         &points
     };
     if !enough(fitted) {
@@ -277,10 +380,13 @@ pub fn project(
             } else {
                 Verdict::Filling
             };
+            let band = line.band(t);
             p.earliest = line
-                .reaches(capacity, 2.0 * line.sigma)
+                .reaches(capacity, band)
                 .and_then(|t| date(t.max(t_now)));
-            p.latest = line.reaches(capacity, -2.0 * line.sigma).and_then(date);
+            p.latest = line
+                .reaches(capacity, -band)
+                .and_then(|t| date(t.max(t_now)));
         }
         Some(_) => {
             p.verdict = Verdict::NotFilling;
@@ -379,7 +485,57 @@ mod tests {
         );
         assert!((p.growth_per_day.unwrap() - 5.0).abs() < 1e-6, "{p:?}");
         assert!((p.days_left.unwrap() - 60.0).abs() < 1e-3);
-        assert!(p.note.unwrap().contains("a step on"));
+        assert!(p.note.unwrap().contains("a step up on"));
+        // The same restore spread over three samples is one step.
+        let slow = series(t, |i, x| {
+            400.0
+                + (x - t) * 5.0 / 86_400.0
+                + match i {
+                    0..=500 => 0.0,
+                    501 => 100.0,
+                    502 => 200.0,
+                    _ => 300.0,
+                }
+        });
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &slow,
+            Some(1000.0),
+            now,
+        );
+        assert!((p.days_left.unwrap() - 60.0).abs() < 1e-3, "{p:?}");
+        // A scrape that read 0 twice is left out, not taken for two drops.
+        let glitch = series(t, |i, x| {
+            if i == 300 || i == 700 {
+                0.0
+            } else {
+                500.0 + (x - t) * 10.0 / 86_400.0
+            }
+        });
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &glitch,
+            Some(1000.0),
+            now,
+        );
+        assert_eq!(p.verdict, Verdict::Filling, "{p:?}");
+        assert!((p.days_left.unwrap() - 50.0).abs() < 1e-3, "{p:?}");
+        assert!(p.note.unwrap().contains("2 point(s) left out"));
+        // A count of volumes growing to 10, with two deletions of one, is
+        // no sawtooth.
+        let count = series(t, |i, _| {
+            (i / 100) as f64 - f64::from(u8::from(i > 300)) - f64::from(u8::from(i > 700))
+        });
+        let p = project(
+            &forecast(),
+            std::collections::BTreeMap::new(),
+            &count,
+            Some(20.0),
+            now,
+        );
+        assert_ne!(p.verdict, Verdict::Irregular, "{p:?}");
     }
 
     #[test]

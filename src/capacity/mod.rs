@@ -46,9 +46,13 @@ pub struct Forecast {
 pub enum Capacity {
     /// The same for every series.
     Value(f64),
-    /// A query answered now: a series with the usage series' labels, or one
-    /// number (`scalar(…)`, or one series without labels) for all.
+    /// A query giving a vector, answered now: each usage series is matched
+    /// to the capacity series with its labels (`__name__` aside), as
+    /// Prometheus's `>=` matches them in the generated alert.
     Query(String),
+    /// A query giving a scalar (`scalar(…)`), answered now: one number for
+    /// every series.
+    Scalar(String),
 }
 
 impl Capacity {
@@ -57,7 +61,7 @@ impl Capacity {
     pub fn text(&self) -> String {
         match self {
             Capacity::Value(v) => format!("{v}"),
-            Capacity::Query(q) => q.clone(),
+            Capacity::Query(q) | Capacity::Scalar(q) => q.clone(),
         }
     }
 }

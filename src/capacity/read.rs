@@ -19,20 +19,25 @@ fn without_name(mut l: BTreeMap<String, String>) -> BTreeMap<String, String> {
     l
 }
 
-/// The capacity of a series with `labels`: the capacity series with the
-/// same labels, or the only one when it has none (a number for all).
+/// The capacity of a series with `labels`: for a vector capacity, its
+/// series with the same labels (`__name__` aside), as Prometheus's `>=`
+/// matches them in the generated alert; for a number or a scalar, that one
+/// value. `None` when there is none, or it is not a number (NaN: an empty
+/// `scalar(…)`).
 #[must_use]
-pub fn capacity_for(labels: &BTreeMap<String, String>, caps: &[Sample]) -> Option<f64> {
-    let caps: Vec<(BTreeMap<String, String>, f64)> = caps
-        .iter()
-        .map(|s| (without_name(s.labels.clone()), s.value))
-        .collect();
-    if let [(l, v)] = caps.as_slice() {
-        if l.is_empty() {
-            return Some(*v);
-        }
-    }
-    caps.iter().find(|(l, _)| l == labels).map(|(_, v)| *v)
+pub fn capacity_for(
+    labels: &BTreeMap<String, String>,
+    caps: &[Sample],
+    one_for_all: bool,
+) -> Option<f64> {
+    let v = if one_for_all {
+        caps.first().map(|s| s.value)
+    } else {
+        caps.iter()
+            .find(|s| &without_name(s.labels.clone()) == labels)
+            .map(|s| s.value)
+    };
+    v.filter(|v| v.is_finite())
 }
 
 /// Every series' forecast of `f` at `now`.
@@ -47,7 +52,7 @@ pub async fn read(prom: &Prometheus, f: &Forecast, now: DateTime<Utc>) -> Vec<Pr
                 labels: BTreeMap::new(),
                 value: *v,
             }]),
-            Capacity::Query(q) => prom.query(q, Some(end)).await,
+            Capacity::Query(q) | Capacity::Scalar(q) => prom.query(q, Some(end)).await,
         }
     };
     let (usage, caps) = futures_util::join!(prom.range(&f.usage, start, end, step), caps);
@@ -73,7 +78,7 @@ pub async fn read(prom: &Prometheus, f: &Forecast, now: DateTime<Utc>) -> Vec<Pr
         .into_iter()
         .map(|s| {
             let labels = without_name(s.labels);
-            let cap = capacity_for(&labels, &caps);
+            let cap = capacity_for(&labels, &caps, !matches!(f.capacity, Capacity::Query(_)));
             fit::project(f, labels, &s.points, cap, now)
         })
         .collect();
@@ -184,4 +189,35 @@ pub fn merge(previous: &[Projection], fresh: Vec<Projection>) -> Vec<Projection>
     }
     super::sort(&mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(labels: &[(&str, &str)], value: f64) -> Sample {
+        Sample {
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn capacity_is_matched_by_labels_as_prometheus_does_and_nan_is_none() {
+        let usage: BTreeMap<String, String> = [("mountpoint".to_owned(), "/a".to_owned())].into();
+        let caps = [
+            sample(&[("__name__", "size"), ("mountpoint", "/b")], 2.0),
+            sample(&[("__name__", "size"), ("mountpoint", "/a")], 1.0),
+        ];
+        assert_eq!(capacity_for(&usage, &caps, false), Some(1.0));
+        // A vector without the series' labels is no capacity for it (the
+        // alert's `>=` would not match it either).
+        assert_eq!(capacity_for(&usage, &[sample(&[], 5.0)], false), None);
+        // A scalar is one number for all; `scalar()` of nothing is NaN.
+        assert_eq!(capacity_for(&usage, &[sample(&[], 5.0)], true), Some(5.0));
+        assert_eq!(capacity_for(&usage, &[sample(&[], f64::NAN)], true), None);
+    }
 }

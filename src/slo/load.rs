@@ -955,8 +955,8 @@ struct ForecastEntry {
 }
 
 /// A PromQL query that gives an instant vector (or a scalar, with
-/// `scalar_ok`).
-fn instant_query(q: &str, scalar_ok: bool) -> Result<String, String> {
+/// `scalar_ok`): its text, and whether it gives a scalar.
+fn instant_query(q: &str, scalar_ok: bool) -> Result<(String, bool), String> {
     use promql_parser::parser::value::ValueType;
     let q = q.trim();
     if q.is_empty() {
@@ -964,8 +964,8 @@ fn instant_query(q: &str, scalar_ok: bool) -> Result<String, String> {
     }
     let expr = promql_parser::parser::parse(q).map_err(|e| format!("not PromQL: {e}"))?;
     match expr.value_type() {
-        ValueType::Vector => Ok(q.to_owned()),
-        ValueType::Scalar if scalar_ok => Ok(q.to_owned()),
+        ValueType::Vector => Ok((q.to_owned(), false)),
+        ValueType::Scalar if scalar_ok => Ok((q.to_owned(), true)),
         t => Err(format!(
             "the query gives a {t}; write one that gives an instant vector{}",
             if scalar_ok {
@@ -989,7 +989,17 @@ fn forecasts_doc(at: &At<'_>, text: &str) -> Result<Vec<Forecast>, Vec<SloError>
         check_name(at, &path("name"), &e.name, id, &mut errors);
         check_name(at, &path("service"), &e.service, id, &mut errors);
         check_labels(at, &path("labels"), &e.labels, id, &mut errors);
+        for k in ["severity", "service", "runbookd_forecast"] {
+            if e.labels.contains_key(k) {
+                errors.push(at.err(
+                    &format!("{}.{k}", path("labels")),
+                    id,
+                    format!("label `{k}`: the generated alert sets it (severity: warning, the service, the forecast's id)"),
+                ));
+            }
+        }
         let usage = instant_query(&e.usage, false)
+            .map(|(q, _)| q)
             .map_err(|m| errors.push(at.err(&path("usage"), id, format!("`usage`: {m}"))))
             .ok();
         let capacity = match &e.capacity {
@@ -1005,7 +1015,13 @@ fn forecasts_doc(at: &At<'_>, text: &str) -> Result<Vec<Forecast>, Vec<SloError>
                 }
             },
             serde_yaml::Value::String(q) => instant_query(q, true)
-                .map(Capacity::Query)
+                .map(|(q, scalar)| {
+                    if scalar {
+                        Capacity::Scalar(q)
+                    } else {
+                        Capacity::Query(q)
+                    }
+                })
                 .map_err(|m| {
                     errors.push(at.err(&path("capacity"), id, format!("`capacity`: {m}")));
                 })

@@ -142,7 +142,9 @@ pub fn yaml(set: &SloSet) -> Result<String, String> {
 fn forecast_group(f: &crate::capacity::Forecast) -> Group {
     let capacity = match &f.capacity {
         crate::capacity::Capacity::Value(v) => format!("{v}"),
-        crate::capacity::Capacity::Query(q) => format!("({q})"),
+        crate::capacity::Capacity::Query(q) | crate::capacity::Capacity::Scalar(q) => {
+            format!("({q})")
+        }
     };
     let mut labels = f.labels.clone();
     labels.insert("severity".into(), "warning".into());

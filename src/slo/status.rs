@@ -150,16 +150,15 @@ fn seconds(d: chrono::Duration) -> Duration {
     Duration::from_secs(u64::try_from(d.num_seconds()).unwrap_or(0).max(60))
 }
 
-/// Reads `slo`'s status from `prom` at `now`.
-pub async fn read(prom: &Prometheus, slo: &Slo, now: DateTime<Utc>) -> Status {
-    let start = period_start(slo.period, now);
-    let mut status = Status {
+/// A status with nothing read yet.
+fn blank(slo: &Slo, now: DateTime<Utc>) -> Status {
+    Status {
         service: slo.service.clone(),
         slo: slo.name.clone(),
         description: slo.description.clone(),
         objective: slo.objective,
         period: slo.period.to_string(),
-        period_start: start,
+        period_start: period_start(slo.period, now),
         sli: None,
         error_ratio: None,
         events: None,
@@ -175,12 +174,207 @@ pub async fn read(prom: &Prometheus, slo: &Slo, now: DateTime<Utc>) -> Status {
         checked_at: now,
         error: None,
         stale: false,
-    };
+    }
+}
+
+/// Reads `slo`'s status from `prom` at `now`, with queries of its own.
+pub async fn read(prom: &Prometheus, slo: &Slo, now: DateTime<Utc>) -> Status {
+    let mut status = blank(slo, now);
+    let start = status.period_start;
     if let Err(e) = fill(prom, slo, now, start, &mut status).await {
         status.error = Some(e);
         status.state = State::Unknown;
     }
     status
+}
+
+/// `{sloth_id="…", sloth_service="…", sloth_slo="…"}`.
+fn selector(slo: &Slo) -> String {
+    format!(
+        "{{sloth_id={}, sloth_service={}, sloth_slo={}}}",
+        string(&slo.id()),
+        string(&slo.service),
+        string(&slo.name)
+    )
+}
+
+/// What the rules' recordings say of every SLO at once, by `sloth_id`: a
+/// handful of queries for any number of SLOs (one per distinct period for
+/// coverage, errors and events; one per alert window), where reading each
+/// SLO alone sends ten.
+#[derive(Debug, Default)]
+struct Recorded {
+    /// Per period range (`30d`): hours recorded, errors, events.
+    periods: std::collections::HashMap<String, PeriodSums>,
+    /// Per alert window: the recorded error ratio.
+    ratios: std::collections::BTreeMap<Duration, std::collections::HashMap<String, f64>>,
+}
+
+#[derive(Debug, Default)]
+struct PeriodSums {
+    hours: std::collections::HashMap<String, f64>,
+    errors: std::collections::HashMap<String, f64>,
+    events: std::collections::HashMap<String, f64>,
+}
+
+fn by_id(samples: Vec<crate::prometheus::Sample>) -> std::collections::HashMap<String, f64> {
+    samples
+        .into_iter()
+        .filter(|s| !s.value.is_nan())
+        .filter_map(|s| Some((s.labels.get("sloth_id")?.clone(), s.value)))
+        .collect()
+}
+
+/// Reads [`Recorded`] for `slos` at `now`.
+#[allow(clippy::cast_precision_loss)]
+async fn recorded(
+    prom: &Prometheus,
+    slos: &[&Slo],
+    now: DateTime<Utc>,
+) -> Result<Recorded, String> {
+    let at = Some(now.timestamp_millis() as f64 / 1000.0);
+    let mut ranges: Vec<String> = slos
+        .iter()
+        .map(|slo| duration(seconds(now - period_start(slo.period, now))))
+        .collect();
+    ranges.sort();
+    ranges.dedup();
+    let mut windows: Vec<Duration> = slos
+        .iter()
+        .flat_map(|slo| Windows::for_period(slo.period).all())
+        .collect();
+    windows.sort();
+    windows.dedup();
+    let sums = ranges.iter().map(|range| async move {
+        let q = |inner: &str| {
+            format!("sum_over_time((sum by (sloth_id) ({inner}))[{range}:1h]) * 3600")
+        };
+        let (qh, qe, qt) = (
+            format!(
+                "count_over_time((sum by (sloth_id) (slo:sli_total:events_rate1h))[{range}:1h])"
+            ),
+            q("slo:sli_error:events_rate1h"),
+            q("slo:sli_total:events_rate1h"),
+        );
+        let (hours, errors, events) = futures_util::join!(
+            prom.query(&qh, at),
+            prom.query(&qe, at),
+            prom.query(&qt, at),
+        );
+        Ok::<_, String>((
+            range.clone(),
+            PeriodSums {
+                hours: by_id(hours?),
+                errors: by_id(errors?),
+                events: by_id(events?),
+            },
+        ))
+    });
+    let ratios = windows.iter().map(|w| async move {
+        let q = format!(
+            "max by (sloth_id) (slo:sli_error:ratio_rate{})",
+            duration(*w)
+        );
+        Ok::<_, String>((*w, by_id(prom.query(&q, at).await?)))
+    });
+    let (sums, ratios) = futures_util::join!(
+        futures_util::future::join_all(sums),
+        futures_util::future::join_all(ratios)
+    );
+    Ok(Recorded {
+        periods: sums.into_iter().collect::<Result<_, _>>()?,
+        ratios: ratios.into_iter().collect::<Result<_, _>>()?,
+    })
+}
+
+/// `slo`'s status from the batch, when the recordings cover its period
+/// (`None`: they do not; read it alone).
+#[allow(clippy::cast_precision_loss)]
+fn from_recorded(slo: &Slo, rec: &Recorded, now: DateTime<Utc>) -> Option<Status> {
+    if !matches!(slo.sli, Sli::Events { .. }) {
+        return None;
+    }
+    let mut st = blank(slo, now);
+    let range = duration(seconds(now - st.period_start));
+    let sums = rec.periods.get(&range)?;
+    let id = slo.id();
+    let hours = (now - st.period_start).num_hours();
+    if hours <= 0 || sums.hours.get(&id).copied().unwrap_or(0.0) < hours as f64 {
+        return None;
+    }
+    st.source = Some(Source::Recordings);
+    st.events = sums.events.get(&id).copied();
+    st.errors = sums.errors.get(&id).copied().or(st.events.map(|_| 0.0));
+    if let (Some(bad), Some(all)) = (st.errors, st.events) {
+        if all > 0.0 {
+            st.error_ratio = Some(bad / all);
+        }
+    }
+    let budget = slo.budget_ratio();
+    let burn = Windows::for_period(slo.period)
+        .all()
+        .into_iter()
+        .map(|w| {
+            let r = rec.ratios.get(&w).and_then(|m| m.get(&id)).copied();
+            (w, r.map(|r| r / budget))
+        })
+        .collect();
+    finish(slo, &mut st, &burn);
+    Some(st)
+}
+
+/// Every SLO of `slos` at `now`: those whose period the rules' recordings
+/// cover from one batch of queries for all, the others (the first days,
+/// ratio SLIs, a Prometheus without the rules) with queries of their own,
+/// `parallel` at a time. A batch Prometheus refuses is every SLO's error
+/// (asking each alone would wait as long, 500 times).
+#[allow(clippy::cast_precision_loss)]
+pub async fn read_many(
+    prom: &Prometheus,
+    slos: &[&Slo],
+    now: DateTime<Utc>,
+    parallel: usize,
+) -> Vec<Status> {
+    use futures_util::StreamExt as _;
+    let rec = match recorded(prom, slos, now).await {
+        Ok(r) => r,
+        Err(e) => {
+            return slos
+                .iter()
+                .map(|slo| {
+                    let mut st = blank(slo, now);
+                    st.error = Some(e.clone());
+                    st
+                })
+                .collect();
+        }
+    };
+    let mut out: Vec<Option<Status>> = slos
+        .iter()
+        .map(|slo| from_recorded(slo, &rec, now))
+        .collect();
+    // A latency SLO's percentile is its own query; the rest, alone.
+    let at = Some(now.timestamp_millis() as f64 / 1000.0);
+    let jobs: Vec<_> = slos
+        .iter()
+        .zip(out.iter_mut())
+        .map(|(slo, st)| async move {
+            match st {
+                Some(st) => {
+                    if let Err(e) = latency(prom, slo, at, st).await {
+                        st.error = Some(e);
+                        st.state = State::Unknown;
+                    }
+                }
+                None => *st = Some(read(prom, slo, now).await),
+            }
+        })
+        .collect();
+    futures_util::stream::iter(jobs)
+        .buffer_unordered(parallel.max(1))
+        .collect::<Vec<()>>()
+        .await;
+    out.into_iter().flatten().collect()
 }
 
 #[allow(clippy::cast_precision_loss)]
@@ -194,12 +388,7 @@ async fn fill(
     let at = Some(now.timestamp_millis() as f64 / 1000.0);
     let range = duration(seconds(now - start));
     let budget = slo.budget_ratio();
-    let sel = format!(
-        "{{sloth_id={}, sloth_service={}, sloth_slo={}}}",
-        string(&slo.id()),
-        string(&slo.service),
-        string(&slo.name)
-    );
+    let sel = selector(slo);
     let hour = Duration::from_secs(3600);
     // The period: errors and events (events SLIs), or the mean ratio.
     match &slo.sli {
@@ -282,6 +471,15 @@ async fn fill(
     for (w, a) in all.iter().zip(answers) {
         burn.insert(*w, a?.map(|r| r / budget));
     }
+    finish(slo, st, &burn);
+    latency(prom, slo, at, st).await
+}
+
+/// From the period's error ratio and the windows' burn rates: the tiers,
+/// the budget left, the time to exhaustion and the state.
+#[allow(clippy::cast_precision_loss)]
+fn finish(slo: &Slo, st: &mut Status, burn: &std::collections::BTreeMap<Duration, Option<f64>>) {
+    let windows = Windows::for_period(slo.period);
     let tier = |severity, p: &super::rules::Pair| {
         let short = burn.get(&p.short).copied().flatten();
         let long = burn.get(&p.long).copied().flatten();
@@ -305,7 +503,7 @@ async fn fill(
         .map(|p| tier(Severity::Page, p))
         .chain(windows.ticket.iter().map(|p| tier(Severity::Ticket, p)))
         .collect();
-    // The budget.
+    let budget = slo.budget_ratio();
     if let Some(ratio) = st.error_ratio {
         st.sli = Some(1.0 - ratio);
         let remaining = 1.0 - ratio / budget;
@@ -334,7 +532,15 @@ async fn fill(
             State::Healthy
         };
     }
-    // A latency SLO on a histogram: its percentile now.
+}
+
+/// A latency SLO on a histogram: its percentile now.
+async fn latency(
+    prom: &Prometheus,
+    slo: &Slo,
+    at: Option<f64>,
+    st: &mut Status,
+) -> Result<(), String> {
     let histogram = match &slo.sli {
         Sli::Events { errors, total } => errors.histogram().or_else(|| total.histogram()),
         Sli::Ratio { error_ratio } => error_ratio.histogram(),

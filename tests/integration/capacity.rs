@@ -147,7 +147,7 @@ fn holds_to_the_truth(list: &Value, end: u64) {
     let p = of(list, "/step");
     let t = truth(110.0 * GB, GB, 150.0 * GB);
     assert!((full_at(p) - t).abs() < 0.5 * DAY, "{p}: truth {t}");
-    assert!(p["note"].as_str().unwrap().contains("a step on"), "{p}");
+    assert!(p["note"].as_str().unwrap().contains("a step up on"), "{p}");
     // The sawtooth: flagged, no date.
     let p = of(list, "/saw");
     assert_eq!(p["verdict"], "irregular", "{p}");

@@ -613,6 +613,49 @@ async fn slo_status_reads_the_rules_recordings_once_they_cover_the_period() {
     holds_to_the_history(avail, &history);
     // The latency SLO has no recordings: its SLI queries, as before.
     assert_eq!(find(&list, "latency")["source"], "queries");
+    // The batch (a few queries for every SLO) says what each SLO's own
+    // queries say.
+    let set = runbookd::slo::load_dir(dir.path()).unwrap();
+    let prom = runbookd::prometheus::Prometheus::new(
+        prometheus.url.parse().unwrap(),
+        &std::collections::BTreeMap::new(),
+        None,
+        std::time::Duration::from_secs(10),
+    )
+    .unwrap();
+    let now = chrono::Utc::now();
+    let batched = runbookd::slo::refresh::read_all(&prom, &set, now).await;
+    let alone = runbookd::slo::refresh::read_each(&prom, &set, now, 2).await;
+    assert_eq!(batched.len(), alone.len());
+    for (b, a) in batched.iter().zip(&alone) {
+        let num = |s: &runbookd::slo::status::Status| {
+            let mut v = vec![
+                s.events,
+                s.errors,
+                s.error_ratio,
+                s.remaining,
+                s.exhaustion_seconds,
+            ];
+            v.extend(
+                s.tiers
+                    .iter()
+                    .flat_map(|t| [t.short.burn_rate, t.long.burn_rate]),
+            );
+            v
+        };
+        assert_eq!(
+            (b.state, b.source, &b.error),
+            (a.state, a.source, &a.error),
+            "{}",
+            b.slo
+        );
+        for (x, y) in num(b).into_iter().zip(num(a)) {
+            match (x, y) {
+                (Some(x), Some(y)) => close(x, y, 1e-9, &b.slo),
+                (x, y) => assert_eq!(x, y, "{}", b.slo),
+            }
+        }
+    }
 }
 
 /// SLO files reload with the runbooks: an invalid one refuses the reload
