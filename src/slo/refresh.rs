@@ -67,15 +67,15 @@ pub type Shared = Arc<RwLock<Snapshot>>;
 /// keeps its last numbers, marked stale with the error.
 #[must_use]
 pub fn merge(previous: &[Status], fresh: Vec<Status>) -> Vec<Status> {
+    let before: std::collections::HashMap<(&str, &str), &Status> = previous
+        .iter()
+        .map(|p| ((p.service.as_str(), p.slo.as_str()), p))
+        .collect();
     fresh
         .into_iter()
         .map(|s| {
-            match (
-                &s.error,
-                previous
-                    .iter()
-                    .find(|p| p.service == s.service && p.slo == s.slo),
-            ) {
+            let was = before.get(&(s.service.as_str(), s.slo.as_str())).copied();
+            match (&s.error, was) {
                 (Some(e), Some(p)) if p.error.is_none() || p.stale => {
                     let mut kept = p.clone();
                     kept.error = Some(e.clone());
@@ -272,21 +272,8 @@ pub async fn run(
                 )
             };
             if let Some(r) = &replica {
-                let rows = statuses
-                    .iter()
-                    .map(|s| {
-                        (
-                            format!("{}-{}", s.service, s.slo),
-                            serde_json::to_string(s).unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                if let Err(e) = r
-                    .store
-                    .put_slo_statuses(rows, at, i64::try_from(took_ms).unwrap_or(i64::MAX))
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot store the SLO statuses for the other replicas");
+                if r.store.shared() {
+                    share(&r.store, &statuses, at, took_ms).await;
                 }
                 tokio::select! {
                     () = record_budgets(&r.store, &prom, &set) => {}
@@ -298,6 +285,25 @@ pub async fn run(
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
         }
+    }
+}
+
+/// Stores what the leader read for the other replicas.
+async fn share(store: &crate::store::Store, statuses: &[Status], at: DateTime<Utc>, took_ms: u64) {
+    let rows = statuses
+        .iter()
+        .map(|s| {
+            (
+                format!("{}-{}", s.service, s.slo),
+                serde_json::to_string(s).unwrap_or_default(),
+            )
+        })
+        .collect();
+    if let Err(e) = store
+        .put_slo_statuses(rows, at, i64::try_from(took_ms).unwrap_or(i64::MAX))
+        .await
+    {
+        tracing::warn!(error = %e, "cannot store the SLO statuses for the other replicas");
     }
 }
 

@@ -265,11 +265,23 @@ fn groups_of(slo: &Slo) -> Result<Vec<Group>, String> {
                 format!("sum({})", total.at(TILE)?),
                 windowed(slo, TILE),
             ));
-            sli.push(record(
-                &format!("slo:sli_error:ratio_rate{p}"),
-                format!(
+            let expr = match slo.period {
+                Period::Rolling(_) => format!(
                     "sum_over_time(slo:sli_error:events_rate1h{sel}[{p}:1h])\n/ ignoring (sloth_window)\nsum_over_time(slo:sli_total:events_rate1h{sel}[{p}:1h])"
                 ),
+                // The hours of the current month (week) only: a range
+                // longer than any, each hourly step kept when the hour it
+                // ends belongs to the same month (week) as the evaluation.
+                Period::Calendar(c) => {
+                    let (range, mask) = calendar_mask(c);
+                    format!(
+                        "sum_over_time((slo:sli_error:events_rate1h{sel} and on() ({mask}))[{range}:1h])\n/ ignoring (sloth_window)\nsum_over_time((slo:sli_total:events_rate1h{sel} and on() ({mask}))[{range}:1h])"
+                    )
+                }
+            };
+            sli.push(record(
+                &format!("slo:sli_error:ratio_rate{p}"),
+                expr,
                 windowed(slo, period),
             ));
             if slo.min_events.is_some() {
@@ -382,6 +394,26 @@ fn groups_of(slo: &Slo) -> Result<Vec<Group>, String> {
         });
     }
     Ok(groups)
+}
+
+/// A subquery range covering any calendar month (week), and the PromQL
+/// condition, true at a subquery step when the hour that step ends falls in
+/// the same UTC month (ISO week, from Monday) as the evaluation (`@ end()`
+/// is the evaluation time of a rule).
+fn calendar_mask(c: super::Calendar) -> (&'static str, String) {
+    let now = "last_over_time((vector(time()))[1m:1m] @ end())";
+    let hour = "vector(time() - 1)";
+    match c {
+        super::Calendar::Month => (
+            "32d",
+            format!("year({hour}) * 12 + month({hour}) == on() year({now}) * 12 + month({now})"),
+        ),
+        // Weeks since the epoch's Monday (1970-01-01 was a Thursday).
+        super::Calendar::Week => (
+            "8d",
+            format!("floor(({hour} / 86400 + 3) / 7) == on() floor(({now} / 86400 + 3) / 7)"),
+        ),
+    }
 }
 
 /// Either pair burns: both its windows over `factor ×` the budget (and,

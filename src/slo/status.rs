@@ -256,17 +256,12 @@ async fn recorded(
             q("slo:sli_error:events_rate1h"),
             q("slo:sli_total:events_rate1h"),
         );
-        let (hours, errors, events) = futures_util::join!(
-            prom.query(&qh, at),
-            prom.query(&qe, at),
-            prom.query(&qt, at),
-        );
         Ok::<_, String>((
             range.clone(),
             PeriodSums {
-                hours: by_id(hours?),
-                errors: by_id(errors?),
-                events: by_id(events?),
+                hours: by_id(prom.query(&qh, at).await?),
+                errors: by_id(prom.query(&qe, at).await?),
+                events: by_id(prom.query(&qt, at).await?),
             },
         ))
     });
@@ -277,13 +272,22 @@ async fn recorded(
         );
         Ok::<_, String>((*w, by_id(prom.query(&q, at).await?)))
     });
-    let (sums, ratios) = futures_util::join!(
-        futures_util::future::join_all(sums),
-        futures_util::future::join_all(ratios)
-    );
+    // One query at a time: Prometheus often shares its cores with the
+    // services it watches (and, on a small host, with runbookd's webhook),
+    // so a refresh takes one core, never all.
+    let mut periods = std::collections::HashMap::new();
+    for q in sums {
+        let (range, sums) = q.await?;
+        periods.insert(range, sums);
+    }
+    let mut by_window = std::collections::BTreeMap::new();
+    for q in ratios {
+        let (w, r) = q.await?;
+        by_window.insert(w, r);
+    }
     Ok(Recorded {
-        periods: sums.into_iter().collect::<Result<_, _>>()?,
-        ratios: ratios.into_iter().collect::<Result<_, _>>()?,
+        periods,
+        ratios: by_window,
     })
 }
 

@@ -282,6 +282,14 @@ impl Store {
         each!(self, b => b.lead(owner, lease))
     }
 
+    /// Whether other replicas may share this store (PostgreSQL): what one
+    /// replica reads for all is worth writing down only then. A SQLite
+    /// store has one process, whose single writer the webhook needs.
+    #[must_use]
+    pub fn shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
     /// Adds a person's update to the timeline (and status / root cause).
     ///
     /// # Errors

@@ -115,6 +115,17 @@ fn the_generated_rules_page_on_a_fast_burn_ticket_a_slow_one_and_weigh_by_traffi
 }
 
 #[test]
+fn calendar_periods_count_from_the_month_s_first_day_in_the_rules() {
+    let Some(promtool) = promtool() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_into(&fixture("calendar.yaml"), dir.path());
+    promtool_ok(&promtool, &["check", "rules", rules.to_str().unwrap()]);
+    let test = dir.path().join("calendar.test.yaml");
+    std::fs::copy(fixture("calendar.test.yaml"), &test).unwrap();
+    promtool_ok(&promtool, &["test", "rules", test.to_str().unwrap()]);
+}
+
+#[test]
 fn bad_slo_files_get_file_line_col_errors_and_no_rules() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
