@@ -156,6 +156,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// What the running server's step sandbox enforces right now, layer by
+    /// layer, and why a missing layer is missing (asks the server).
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Acknowledge an incident (asks the running server): stops its escalations, tells people.
     Ack {
         /// e.g. INC-0042
@@ -617,6 +626,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             prometheus,
             output,
         } => capacity(&slos, config.as_deref(), prometheus, output),
+        Command::Status { server, output } => {
+            server.ask(reqwest::Method::GET, "/api/v1/status", None, |v| {
+                if output == Output::Json {
+                    say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+                    return;
+                }
+                say!(
+                    "runbookd {} on {}; steps' sandbox{}:",
+                    v["version"].as_str().unwrap_or("?"),
+                    v["store"].as_str().unwrap_or("?"),
+                    if v["sandbox"]["strict"] == true {
+                        " (strict)"
+                    } else {
+                        ""
+                    }
+                );
+                for l in v["sandbox"]["layers"].as_array().into_iter().flatten() {
+                    say!(
+                        "  {:<18} {:<8} {}",
+                        l["layer"].as_str().unwrap_or("?"),
+                        if l["enforced"] == true {
+                            "yes"
+                        } else {
+                            "MISSING"
+                        },
+                        printable(l["detail"].as_str().unwrap_or(""))
+                    );
+                }
+            })
+        }
         Command::Ack { id, server } => {
             // Someone else's acknowledgement is theirs: said, exit status 1.
             let mut mine = true;

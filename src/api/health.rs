@@ -1,7 +1,9 @@
 //! Operations, as Alertmanager names them: `/-/healthy`, `/-/ready`,
 //! `POST /-/reload` (the config file's live settings and the runbooks; an
 //! invalid config or runbook set is refused with its errors and everything
-//! in force kept), and `/metrics` in the Prometheus text format.
+//! in force kept), `/metrics` in the Prometheus text format, and `GET
+//! /api/v1/status`: the version, the store, and what the step sandbox
+//! enforces right now, layer by layer.
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,6 +20,17 @@ pub fn router() -> Router<AppState> {
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload))
         .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+}
+
+/// The version, the store and the sandbox report.
+async fn status(State(s): State<AppState>) -> Json<Value> {
+    let report = s.dispatcher.executor.sandbox.report();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": if s.store.shared() { "postgres" } else { "sqlite" },
+        "sandbox": report,
+    }))
 }
 
 /// Ready means a webhook would be acknowledged: the store answers and its

@@ -229,7 +229,7 @@ async fn overview(State(s): State<AppState>) -> Result<Response, ApiError> {
         &s,
         "Overview",
         "overview",
-        &json!({"refresh": 30, "decide": table_rows(&decide), "unacked": table_rows(&unacked), "acked": table_rows(&acked), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "mttr7_notified": mttr(s7.mttr_notified_seconds), "mttr30_notified": mttr(s30.mttr_notified_seconds), "stats30": s30, "runs30": s30.runs_by_state}),
+        &json!({"refresh": 30, "decide": table_rows(&decide), "unacked": table_rows(&unacked), "acked": table_rows(&acked), "mttr7": mttr(s7.mttr_seconds), "mttr30": mttr(s30.mttr_seconds), "mttr7_notified": mttr(s7.mttr_notified_seconds), "mttr30_notified": mttr(s30.mttr_notified_seconds), "stats30": s30, "runs30": s30.runs_by_state, "sandbox": s.dispatcher.executor.sandbox.report()}),
     )
 }
 

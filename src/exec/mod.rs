@@ -8,6 +8,7 @@ pub mod guard;
 pub mod helper;
 pub mod instance;
 pub mod process;
+pub mod report;
 pub mod run;
 pub mod sandbox;
 pub mod spawn;

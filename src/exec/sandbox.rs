@@ -177,8 +177,8 @@ fn unshare_works(flags: libc::c_int) -> bool {
 pub enum SandboxError {
     #[error("run_as user `{0}` does not exist")]
     NoSuchUser(String),
-    #[error("sandbox.strict is set and {0} is not available on this host")]
-    Strict(&'static str),
+    #[error("sandbox.strict (--strict-sandbox) is set and these layers are not enforced:\n  {}", .0.join("\n  "))]
+    StrictMissing(Vec<String>),
     #[error("cannot build the seccomp filter: {0}")]
     Seccomp(String),
     #[error("{0}")]
@@ -636,17 +636,6 @@ impl Sandbox {
         } else {
             None
         };
-        if config.strict {
-            if probe.landlock_abi == 0 {
-                return Err(SandboxError::Strict("Landlock"));
-            }
-            if !probe.seccomp {
-                return Err(SandboxError::Strict("seccomp"));
-            }
-            if probe.cgroups.v2.is_none() {
-                return Err(SandboxError::Strict("a writable cgroup v2 hierarchy"));
-            }
-        }
         let seccomp = if probe.seccomp {
             Some(Arc::new(Filters::build().map_err(SandboxError::Seccomp)?))
         } else {
@@ -655,11 +644,6 @@ impl Sandbox {
         let instance = Instance::start(&config.runtime_dir, config.scratch_size)?;
         let reaped = instance.reap_dead(&probe.cgroups);
         let guard = Self::guard(&config, &probe, instance.id());
-        if config.strict && !config.guarded_ports.is_empty() && guard.is_none() {
-            return Err(SandboxError::Strict(
-                "the connect guard (root and a writable cgroup v2 hierarchy)",
-            ));
-        }
         let policy = ReadPolicy::new(&config, &config.secret_files, probe.landlock_abi, 0)?;
         let spawner = match &config.spawner {
             SpawnerConfig::Inline => Spawner::Inline,
@@ -679,6 +663,13 @@ impl Sandbox {
             reaped,
             guard,
         };
+        if sandbox.config.strict {
+            let missing =
+                super::report::missing_for_strict(&super::report::report(&sandbox), &sandbox);
+            if !missing.is_empty() {
+                return Err(SandboxError::StrictMissing(missing));
+            }
+        }
         sandbox.log_startup();
         Ok(sandbox)
     }
@@ -689,6 +680,18 @@ impl Sandbox {
     /// When it cannot be made or handed to the step user.
     pub fn scratch_for(&self, run_as: RunAs) -> io::Result<Scratch> {
         self.instance.scratch(self.identity(run_as))
+    }
+
+    /// The size of the scratch root's own tmpfs, when it has one.
+    #[must_use]
+    pub fn scratch_limit(&self) -> Option<u64> {
+        self.instance.scratch_limit()
+    }
+
+    /// What the sandbox enforces now, layer by layer.
+    #[must_use]
+    pub fn report(&self) -> super::report::Report {
+        super::report::report(self)
     }
 
     /// The uid and gid steps switch to (`None`: they keep runbookd's).

@@ -6,7 +6,7 @@ use crate::helpers::{runbook_dir, runbookd, stderr, stdout};
 fn example_runbooks_pass_check() {
     let out = runbookd(&["check", "runbooks"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "runbooks: 7 runbook(s), 37 step(s): ok\n");
+    assert_eq!(stdout(&out), "runbooks: 8 runbook(s), 41 step(s): ok\n");
 }
 
 #[test]

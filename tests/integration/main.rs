@@ -24,6 +24,7 @@ mod plan;
 mod prom;
 mod properties;
 mod reload;
+mod sandbox_report;
 mod server;
 mod shell;
 mod slo;

@@ -1,0 +1,248 @@
+//! The sandbox report tells the truth: what `GET /api/v1/status` (and
+//! `runbookd status`) says is enforced is what a step observes from inside
+//! (its uid, seccomp and no_new_privs in /proc/self/status, whether it can
+//! read runbookd's credential), and `--strict-sandbox` refuses to start,
+//! naming the layer and why, when one the config asks for is missing.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::app::{notification, TestApp};
+use crate::exec::{require, require_root};
+use crate::helpers::{runbookd, stderr, stdout};
+
+const LOOK: &str = r#"name: look
+matchers: ['alertname = "Look"']
+steps:
+  - name: inside
+    shell: |
+      echo "uid=$(id -u)"
+      grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status
+      if cat "$CREDENTIAL" >/dev/null 2>&1; then echo credential=read; else echo credential=denied; fi
+    timeout: 10s
+"#;
+
+/// The step's observations, from its output.
+fn observed(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix(key)
+                .map(|v| v.trim_start_matches([':', '=']).trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_says_what_a_step_observes() {
+    let app_dir = tempfile::tempdir().unwrap();
+    let credential = app_dir.path().join("store").join("operator.token");
+    let rb = LOOK.replace(
+        "steps:",
+        &format!("env:\n  CREDENTIAL: {}\nsteps:", credential.display()),
+    );
+    let store = app_dir.path().join("store");
+    let app = TestApp::start(&[("look.yaml", &rb)], move |c| {
+        c.data_dir = store;
+    })
+    .await;
+    let status: Value = app
+        .client
+        .get(format!("{}/api/v1/status", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let layers = status["sandbox"]["layers"].as_array().unwrap();
+    let layer = |name: &str| {
+        layers
+            .iter()
+            .find(|l| l["layer"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+            .clone()
+    };
+    assert_eq!(layers.len(), 10, "{status}");
+    assert!(
+        layers
+            .iter()
+            .all(|l| !l["detail"].as_str().unwrap().is_empty()),
+        "every layer says what it does or why it is missing: {status}"
+    );
+    // A step, and what it saw.
+    let resp = app
+        .post_alert(notification(
+            "g-look",
+            &[(
+                &json!({"alertname": "Look"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let inc: Value = app
+            .client
+            .get(format!("{}/api/v1/incidents/INC-0001", app.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(o) = inc["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"].as_str() {
+            break o.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the step never ran: {inc}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let uid = layer("uid_drop");
+    let step_uid: u32 = observed(&out, "uid").parse().unwrap();
+    if uid["enforced"] == true {
+        assert_ne!(
+            u64::from(step_uid),
+            status["sandbox"]["uid"].as_u64().unwrap()
+        );
+        assert!(
+            uid["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("(uid {step_uid})")),
+            "{uid} vs the step's uid {step_uid}"
+        );
+    } else {
+        assert_eq!(
+            u64::from(step_uid),
+            status["sandbox"]["uid"].as_u64().unwrap()
+        );
+    }
+    // Mode 2: a seccomp filter; no_new_privs comes with it.
+    let seccomp = observed(&out, "Seccomp") == "2";
+    assert_eq!(layer("seccomp")["enforced"] == true, seccomp, "{out}");
+    if seccomp {
+        assert_eq!(observed(&out, "NoNewPrivs"), "1", "{out}");
+    }
+    // Landlock: runbookd's credential is unreadable, though the step
+    // knows where it is (as root, the uid drop alone also keeps it: 0600).
+    let denied = observed(&out, "credential") == "denied";
+    if layer("landlock")["enforced"] == true || uid["enforced"] == true {
+        assert!(denied, "{out}");
+    }
+    // The page says the same.
+    let page = app
+        .client
+        .get(format!("{}/", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for l in layers {
+        let id = format!("id=\"layer-{}\"", l["layer"].as_str().unwrap());
+        let row = &page[page
+            .find(&id)
+            .unwrap_or_else(|| panic!("no {id} on the page"))..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert_eq!(row.contains(">yes<"), l["enforced"] == true, "{row}");
+    }
+    // And `runbookd status`, asking the server.
+    let o = runbookd(&[
+        "status",
+        "--server",
+        &app.url,
+        "--data-dir",
+        app_dir.path().join("store").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for l in layers {
+        let line = text
+            .lines()
+            .find(|x| x.trim_start().starts_with(l["layer"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(line.contains("MISSING"), l["enforced"] == false, "{line}");
+    }
+}
+
+/// Run as an ordinary user, runbookd cannot give steps another uid:
+/// `--strict-sandbox` refuses to start and says so; without it, the server
+/// starts and its report says the layer is missing, and why.
+#[test]
+fn strict_sandbox_refuses_to_start_without_a_layer_and_says_which() {
+    if !require_root("switching to an ordinary user") {
+        return;
+    }
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !require(setpriv.exists(), "setpriv (util-linux)") {
+        return;
+    }
+    let dir = crate::helpers::open_tempdir();
+    let (runbooks, data) = (dir.path().join("runbooks"), dir.path().join("data"));
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(runbooks.join("look.yaml"), LOOK).unwrap();
+    let tmp = dir.path().join("tmp");
+    for d in [&data, &tmp] {
+        std::fs::create_dir(d).unwrap();
+        nix::unistd::chown(
+            d,
+            Some(nix::unistd::Uid::from_raw(65534)),
+            Some(nix::unistd::Gid::from_raw(65534)),
+        )
+        .unwrap();
+    }
+    let serve = |strict: bool| {
+        let mut cmd = std::process::Command::new(setpriv);
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_runbookd"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--runbooks"])
+            .arg(&runbooks)
+            .arg("--data-dir")
+            .arg(&data)
+            .env("TMPDIR", &tmp);
+        if strict {
+            cmd.arg("--strict-sandbox");
+        }
+        cmd
+    };
+    let o = serve(true).output().unwrap();
+    assert!(!o.status.success(), "started: {}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("these layers are not enforced"), "{err}");
+    assert!(
+        err.contains("uid_drop: runbookd is not root (nobody (uid 65534))"),
+        "{err}"
+    );
+    // Without --strict-sandbox it starts, and says the same in its report.
+    let served = crate::helpers::Served::start({
+        let mut c = serve(false);
+        c.stderr(std::process::Stdio::null());
+        c
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status: Value = rt.block_on(async {
+        crate::helpers::operator_client(&data)
+            .get(format!("{}/api/v1/status", served.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let uid = status["sandbox"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == "uid_drop")
+        .unwrap();
+    assert_eq!(uid["enforced"], false, "{status}");
+    assert!(
+        uid["detail"].as_str().unwrap().contains("not root"),
+        "{uid}"
+    );
+    assert_eq!(status["sandbox"]["uid"], 65534);
+}
