@@ -1513,6 +1513,8 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
     let executor = Executor {
         // `run --alert` has no Alertmanager: a silence step fails, saying so.
         alertmanager: crate::silence::Alertmanagers::default(),
+        // Nor a Prometheus: a verify step fails, saying so.
+        prometheus: None,
         sandbox,
         settings: ExecSettings {
             kill_grace: args.kill_grace,

@@ -46,3 +46,4 @@ pub mod silence;
 pub mod slo;
 pub mod store;
 pub mod template;
+pub mod verify;

@@ -234,6 +234,9 @@ pub struct StepPlan {
     /// An approval step: what operators are asked, and the timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::approval::ApprovalPlan>,
+    /// A verify step: the rendered query and its conditions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<crate::verify::VerifyPlan>,
 }
 
 /// The Alertmanager silence a `silence:` step makes.
@@ -279,6 +282,7 @@ pub enum StepKind {
     Manual,
     Silence,
     Approve,
+    Verify,
 }
 
 impl StepKind {
@@ -290,6 +294,7 @@ impl StepKind {
             StepKind::Manual => "manual",
             StepKind::Silence => "silence",
             StepKind::Approve => "approve",
+            StepKind::Verify => "verify",
         }
     }
 }
@@ -618,6 +623,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         error: None,
         silence: None,
         approval: None,
+        verify: None,
     };
     let mut errors = Vec::new();
     let render = |what: &str, t: &Template| match t.render(data) {
@@ -652,6 +658,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         Action::Shell(t) | Action::Manual(t) => vec![t],
         Action::Silence(spec) => spec.comment.iter().collect(),
         Action::Approve(spec) => vec![&spec.prompt],
+        Action::Verify(_) => Vec::new(),
     };
     // An approval step waits its own `timeout`, not a step's; what it asks
     // is known even when its prompt is rendered at run time.
@@ -661,6 +668,48 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
             prompt: spec.prompt.source().to_owned(),
             timeout_ms: millis(spec.timeout),
             on_timeout: spec.on_timeout,
+        });
+    }
+    // A verify step polls for its own `timeout`; its query, rendered now
+    // or (reading earlier steps) at run time.
+    if let Action::Verify(spec) = &step.action {
+        plan.timeout_ms = millis(spec.timeout);
+        let (query, success, failure, resolved) = match &spec.check {
+            crate::runbook::VerifyCheck::Query {
+                query,
+                success,
+                failure,
+            } => {
+                let text = if query.uses_steps() && !at_run_time {
+                    plan.deferred = true;
+                    plan.templates = Some(vec![query.source().to_owned()]);
+                    None
+                } else {
+                    ok(query.render(data).map_err(|e| format!("query: {e}")))
+                };
+                (text, *success, *failure, false)
+            }
+            crate::runbook::VerifyCheck::AlertResolved => (None, None, None, true),
+        };
+        plan.text = Some(match (&query, resolved) {
+            (_, true) => "verify that the alert resolved (asks Alertmanager)".to_owned(),
+            (Some(q), _) => format!(
+                "verify `{q}`{}{}",
+                success.map_or(String::new(), |c| format!(" until {c}")),
+                failure.map_or(String::new(), |c| format!(", failing at once at {c}"))
+            ),
+            (None, _) => "verify (the query is rendered at run time)".to_owned(),
+        });
+        plan.verify = Some(crate::verify::VerifyPlan {
+            query,
+            success,
+            failure,
+            alert_resolved: resolved,
+            initial_delay_ms: millis(spec.initial_delay),
+            interval_ms: millis(spec.interval),
+            timeout_ms: millis(spec.timeout),
+            consecutive_success: spec.consecutive_success,
+            on_inconclusive: spec.on_inconclusive,
         });
     }
     if templates.iter().any(|t| defer(t)) {
@@ -691,6 +740,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                 }
             },
             Action::Manual(t) => plan.text = ok(render("manual", t)),
+            Action::Verify(_) => {}
             Action::Approve(spec) => {
                 let prompt = ok(render("prompt", &spec.prompt)).unwrap_or_default();
                 plan.text = Some(format!(
@@ -763,7 +813,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
 
     if !matches!(
         step.action,
-        Action::Manual(_) | Action::Silence(_) | Action::Approve(_)
+        Action::Manual(_) | Action::Silence(_) | Action::Approve(_) | Action::Verify(_)
     ) {
         match base_env {
             Ok(base) => {

@@ -259,6 +259,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let notifiers = crate::config::Shared::new(cfg.notifiers.clone());
     let executor = Arc::new(Executor {
         alertmanager: alertmanager.clone(),
+        prometheus: cfg.prometheus.clone(),
         sandbox,
         settings: ExecSettings {
             kill_grace: cfg.kill_grace,

@@ -41,6 +41,8 @@ pub struct Executor {
     /// Where `silence:` steps make their silences (`alertmanager:` in the
     /// config; a reload may change it).
     pub alertmanager: crate::silence::Alertmanagers,
+    /// Where `verify:` steps' queries go (`prometheus:` in the config).
+    pub prometheus: Option<crate::prometheus::Prometheus>,
 }
 
 impl Drop for Executor {
@@ -756,6 +758,8 @@ impl Executor {
             // The run pauses: a server's operators decide, or the person at
             // the terminal of `runbookd run`.
             Some(StepOutcome::AwaitingApproval)
+        } else if let Some(v) = &plan.verify {
+            Some(self.verify(req, step, v, cancel, &mut attempts).await)
         } else if let Some(silence) = &plan.silence {
             let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
             if let (Some(made), Some(lease), Ok(incident)) = (
@@ -813,6 +817,87 @@ impl Executor {
             ended: Utc::now(),
             duration_ms: millis(t0.elapsed()),
         }
+    }
+
+    /// A verify step: polls until its verdict; the measurements are the
+    /// attempt's output.
+    async fn verify(
+        &self,
+        req: &RunRequest<'_>,
+        step: &Step,
+        v: &crate::verify::VerifyPlan,
+        cancel: &CancellationToken,
+        attempts: &mut Vec<Attempt>,
+    ) -> StepOutcome {
+        let own: crate::alert::Labels = req
+            .alert
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != "runbookd_origin")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let fingerprint = crate::alert::fingerprint(&own);
+        let src = crate::verify::Sources {
+            prometheus: self.prometheus.as_ref(),
+            alertmanager: self.alertmanager.get(),
+            fingerprint: &fingerprint,
+        };
+        let total = step.retries + 1;
+        let mut outcome = StepOutcome::Cancelled;
+        for n in 1..=total {
+            let started = Utc::now();
+            let t0 = Instant::now();
+            let mut log = String::new();
+            let ended = crate::verify::run(v, &src, cancel, &mut log).await;
+            let stderr;
+            (outcome, stderr) = match ended {
+                crate::verify::Ended::Succeeded => (StepOutcome::Succeeded, String::new()),
+                crate::verify::Ended::Cancelled => (StepOutcome::Cancelled, String::new()),
+                crate::verify::Ended::Failed(why) => (
+                    StepOutcome::SpawnFailed {
+                        reason: why.clone(),
+                    },
+                    format!("{why}\n"),
+                ),
+                crate::verify::Ended::Inconclusive(why) => match v.on_inconclusive {
+                    crate::verify::Inconclusive::Fail => (
+                        StepOutcome::TimedOut {
+                            after_ms: v.timeout_ms,
+                            cause: why.clone(),
+                        },
+                        format!("{why}\n"),
+                    ),
+                    crate::verify::Inconclusive::Continue => {
+                        log.push_str(&why);
+                        log.push_str("; on_inconclusive: continue\n");
+                        (StepOutcome::Succeeded, String::new())
+                    }
+                },
+            };
+            attempts.push(Attempt {
+                attempt: n,
+                outcome: outcome.clone(),
+                started,
+                ended: Utc::now(),
+                duration_ms: millis(t0.elapsed()),
+                stdout_bytes: log.len() as u64,
+                stderr_bytes: stderr.len() as u64,
+                stdout_tail: log.clone(),
+                stdout: log,
+                stderr,
+                sandbox: SandboxRecord::default(),
+                stragglers_killed: false,
+                output_abandoned: false,
+            });
+            if matches!(outcome, StepOutcome::Succeeded | StepOutcome::Cancelled) || n == total {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(step.retry_delay) => {}
+                () = cancel.cancelled() => return StepOutcome::Cancelled,
+            }
+        }
+        outcome
     }
 
     /// A silence step: makes the silence (or finds the one an earlier

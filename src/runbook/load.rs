@@ -338,6 +338,7 @@ struct RawStep {
     manual: Option<String>,
     silence: Option<RawSilence>,
     approve: Option<RawApprove>,
+    verify: Option<RawVerify>,
     timeout: Option<String>,
     retries: Option<u32>,
     retry_delay: Option<String>,
@@ -367,6 +368,22 @@ struct RawApprove {
     prompt: String,
     timeout: Option<String>,
     on_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    query: Option<String>,
+    success: Option<String>,
+    failure: Option<String>,
+    alert_resolved: Option<bool>,
+    initial_delay: Option<String>,
+    interval: Option<String>,
+    timeout: Option<String>,
+    consecutive_success: Option<u32>,
+    on_inconclusive: Option<String>,
+    slo: Option<serde_yaml::Value>,
+    burn_rate: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -547,7 +564,9 @@ impl Checker<'_> {
         let findings = match action {
             Action::Run(argv) => super::lint::argv(argv, &self.matchers),
             Action::Shell(t) => super::lint::script(t, &self.matchers),
-            Action::Manual(_) | Action::Silence(_) | Action::Approve(_) => Vec::new(),
+            Action::Manual(_) | Action::Silence(_) | Action::Approve(_) | Action::Verify(_) => {
+                Vec::new()
+            }
         };
         for f in findings {
             let at = match (action, f.element) {
@@ -1057,6 +1076,85 @@ impl Checker<'_> {
         }))
     }
 
+    /// A `verify:` step's settings.
+    fn verify(
+        &mut self,
+        step: Option<&str>,
+        path: &str,
+        raw: RawVerify,
+        before: &[&str],
+    ) -> Option<Action> {
+        let at = |f: &str| format!("{path}.{f}");
+        if raw.slo.is_some() || raw.burn_rate.is_some() {
+            self.err(step, &at(if raw.slo.is_some() { "slo" } else { "burn_rate" }), "`slo:`/`burn_rate:` verify conditions are not built yet: verify the SLO's window recording with a `query` (e.g. `max(slo:sli_error:ratio_rate5m{sloth_id=\"checkout-availability\"}) / 0.001`, `success: \"< 1\"`)");
+            return None;
+        }
+        let cond = |me: &mut Self, f: &str, v: Option<&String>| {
+            v.and_then(|t| {
+                t.parse::<crate::verify::Condition>()
+                    .map_err(|e| me.err(step, &at(f), format!("`{f}`: {e}")))
+                    .ok()
+            })
+        };
+        let success = cond(self, "success", raw.success.as_ref());
+        let failure = cond(self, "failure", raw.failure.as_ref());
+        let check = match (raw.query, raw.alert_resolved.unwrap_or(false)) {
+            (Some(q), false) => {
+                if raw.success.is_none() && raw.failure.is_none() {
+                    self.err(step, path, "a `query` needs `success` (and may have `failure`): what value means it worked?");
+                }
+                match crate::template::promql::Query::compile(&q, before) {
+                    Ok(query) => Some(super::VerifyCheck::Query {
+                        query,
+                        success,
+                        failure,
+                    }),
+                    Err(e) => {
+                        self.err(step, &at("query"), format!("`query`: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, true) => {
+                for (f, set) in [("success", raw.success.is_some()), ("failure", raw.failure.is_some())] {
+                    if set {
+                        self.err(step, &at(f), format!("`{f}` compares a query's value; `alert_resolved` has none"));
+                    }
+                }
+                Some(super::VerifyCheck::AlertResolved)
+            }
+            _ => {
+                self.err(step, path, "a verify step takes a `query` (with `success`) or `alert_resolved: true`, one of them");
+                None
+            }
+        };
+        let initial_delay = self.duration(step, &at("initial_delay"), raw.initial_delay.as_deref(), Duration::ZERO, true);
+        let interval = self.duration(step, &at("interval"), raw.interval.as_deref(), Duration::from_secs(30), false);
+        let timeout = self.duration(step, &at("timeout"), raw.timeout.as_deref(), Duration::from_secs(600), false);
+        if timeout > Duration::from_secs(86_400) {
+            self.err(step, &at("timeout"), "a verify step waits at most 1d");
+        }
+        let consecutive_success = raw.consecutive_success.unwrap_or(1);
+        if consecutive_success == 0 {
+            self.err(step, &at("consecutive_success"), "`consecutive_success` is at least 1");
+        }
+        let on_inconclusive = match raw.on_inconclusive.as_deref() {
+            None => crate::verify::Inconclusive::Fail,
+            Some(s) => s.parse().unwrap_or_else(|e: String| {
+                self.err(step, &at("on_inconclusive"), e);
+                crate::verify::Inconclusive::Fail
+            }),
+        };
+        Some(Action::Verify(super::VerifySpec {
+            check: check?,
+            initial_delay,
+            interval,
+            timeout,
+            consecutive_success,
+            on_inconclusive,
+        }))
+    }
+
     fn step(&mut self, path: &str, rs: RawStep, before: &[&str]) -> Option<Step> {
         let name = rs.name.as_str();
         let sn = Some(name);
@@ -1067,15 +1165,23 @@ impl Checker<'_> {
             ("manual", rs.manual.is_some()),
             ("silence", rs.silence.is_some()),
             ("approve", rs.approve.is_some()),
+            ("verify", rs.verify.is_some()),
         ]
         .into_iter()
         .filter(|(_, g)| *g)
         .map(|(k, _)| k)
         .collect();
-        let action = match (rs.run, rs.shell, rs.manual, rs.silence, rs.approve) {
-            (None, None, None, Some(raw), None) => self.silence(sn, &at("silence"), raw, before),
-            (None, None, None, None, Some(raw)) => self.approve(sn, &at("approve"), &raw, before),
-            (Some(argv), None, None, None, None) => {
+        let action = match (rs.run, rs.shell, rs.manual, rs.silence, rs.approve, rs.verify) {
+            (None, None, None, Some(raw), None, None) => {
+                self.silence(sn, &at("silence"), raw, before)
+            }
+            (None, None, None, None, Some(raw), None) => {
+                self.approve(sn, &at("approve"), &raw, before)
+            }
+            (None, None, None, None, None, Some(raw)) => {
+                self.verify(sn, &at("verify"), raw, before)
+            }
+            (Some(argv), None, None, None, None, None) => {
                 if argv.is_empty() {
                     self.err(sn, &at("run"), "`run` needs at least the program to run");
                 }
@@ -1091,10 +1197,10 @@ impl Checker<'_> {
                     .collect::<Option<Vec<_>>>()
                     .map(Action::Run)
             }
-            (None, Some(script), None, None, None) => self
+            (None, Some(script), None, None, None, None) => self
                 .template(sn, &at("shell"), &script, Flavor::Shell, before)
                 .map(Action::Shell),
-            (None, None, Some(text), None, None) => self
+            (None, None, Some(text), None, None, None) => self
                 .template(sn, &at("manual"), &text, Flavor::Raw, before)
                 .map(Action::Manual),
             _ => {
@@ -1103,10 +1209,23 @@ impl Checker<'_> {
                 } else {
                     given.join(" and ")
                 };
-                self.err(sn, path, format!("a step takes exactly one of `run`, `shell`, `manual`, `silence` or `approve`; this one has {what}"));
+                self.err(sn, path, format!("a step takes exactly one of `run`, `shell`, `manual`, `silence`, `approve` or `verify`; this one has {what}"));
                 None
             }
         };
+        if matches!(action, Some(Action::Verify(_))) {
+            for (field, set, why) in [
+                ("timeout", rs.timeout.is_some(), "use `verify.timeout` for how long it polls"),
+                ("env", !rs.env.is_empty(), "runbookd measures itself; nothing runs"),
+                ("network", rs.network.is_some(), "runbookd measures itself; nothing runs"),
+                ("resources", rs.resources.is_some(), "runbookd measures itself; nothing runs"),
+                ("writable_paths", !rs.writable_paths.is_empty(), "runbookd measures itself; nothing runs"),
+            ] {
+                if set {
+                    self.err(sn, &at(field), format!("`{field}` does not apply to a verify step: {why}"));
+                }
+            }
+        }
         if matches!(action, Some(Action::Silence(_))) {
             for (field, set) in [
                 ("timeout", rs.timeout.is_some()),

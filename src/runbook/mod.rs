@@ -289,6 +289,32 @@ pub enum Action {
     Silence(SilenceSpec),
     /// The run waits for an operator's approval (or the timeout).
     Approve(ApproveSpec),
+    /// Polls Prometheus or Alertmanager until a condition holds.
+    Verify(VerifySpec),
+}
+
+/// A `verify:` step (DESIGN §12).
+#[derive(Debug)]
+pub struct VerifySpec {
+    pub check: VerifyCheck,
+    pub initial_delay: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub consecutive_success: u32,
+    pub on_inconclusive: crate::verify::Inconclusive,
+}
+
+/// What a verify step measures.
+#[derive(Debug)]
+pub enum VerifyCheck {
+    /// A PromQL query, alert values only inside matcher values.
+    Query {
+        query: crate::template::promql::Query,
+        success: Option<crate::verify::Condition>,
+        failure: Option<crate::verify::Condition>,
+    },
+    /// Whether this alert still fires, asked of Alertmanager.
+    AlertResolved,
 }
 
 /// An `approve:` step.
@@ -328,6 +354,19 @@ impl Action {
             }
             Action::Shell(t) | Action::Manual(t) => t.source().to_owned(),
             Action::Approve(a) => format!("approve: {}", a.prompt.source()),
+            Action::Verify(v) => match &v.check {
+                VerifyCheck::Query {
+                    query,
+                    success,
+                    failure,
+                } => format!(
+                    "verify `{}`{}{}",
+                    query.source(),
+                    success.map_or(String::new(), |c| format!(" success {c}")),
+                    failure.map_or(String::new(), |c| format!(" failure {c}"))
+                ),
+                VerifyCheck::AlertResolved => "verify the alert resolved".into(),
+            },
             Action::Silence(s) => format!(
                 "silence {} for {}",
                 s.matchers.as_ref().map_or_else(
@@ -351,6 +390,7 @@ impl Action {
             Action::Manual(_) => crate::plan::StepKind::Manual,
             Action::Silence(_) => crate::plan::StepKind::Silence,
             Action::Approve(_) => crate::plan::StepKind::Approve,
+            Action::Verify(_) => crate::plan::StepKind::Verify,
         }
     }
 }

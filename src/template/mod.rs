@@ -38,6 +38,8 @@ const HELPERS: &[&str] = &[
     "not", "len",
 ];
 
+pub mod promql;
+
 use shell::{ShellContext, Substituted, CLOSE, OPEN, POISON};
 
 fn registry(escape: fn(&str) -> String) -> Handlebars<'static> {

@@ -30,3 +30,4 @@ mod shell;
 mod slo;
 mod steps_vs_runbookd;
 mod store;
+mod verify;

@@ -1,0 +1,188 @@
+//! `verify:` steps against a real Prometheus (the web history of
+//! `prom.rs`: 2% of requests fail over its last two hours): a condition
+//! that holds passes after its consecutive successes, a `failure` fails at
+//! once, a timeout is inconclusive (failed, or passed with
+//! `on_inconclusive: continue`), every measurement is in the step's
+//! output; and hostile label values stay inside their matcher.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::app::{notification, TestApp};
+
+const RATIO: &str = "sum(rate(http_requests_total{job=\\\"{{labels.job}}\\\",code=\\\"500\\\"}[5m])) / sum(rate(http_requests_total{job=\\\"{{labels.job}}\\\"}[5m]))";
+
+fn runbooks() -> Vec<(&'static str, String)> {
+    let step = |name: &str, extra: &str| {
+        format!("  - name: {name}\n    continue_on_failure: true\n    verify:\n      query: \"{RATIO}\"\n      interval: 100ms\n{extra}")
+    };
+    let checks = format!(
+        "name: checks\nmatchers: ['alertname = \"Checks\"']\nsteps:\n{}{}{}{}",
+        step("recovered", "      success: \"< 0.5\"\n      consecutive_success: 2\n      timeout: 10s\n"),
+        step("still-failing", "      success: \"< 0.001\"\n      failure: \">= 0.01\"\n      timeout: 10s\n"),
+        step("never", "      success: \"< 0.001\"\n      timeout: 1s\n"),
+        step("never-but-go-on", "      success: \"< 0.001\"\n      timeout: 1s\n      on_inconclusive: continue\n"),
+    );
+    // With the query's value `1` an injected `or vector(1)` would pass.
+    let hostile = format!(
+        "name: hostile\nmatchers: ['alertname = \"Hostile\"']\nsteps:\n{}",
+        step("injected", "      success: \"> 0.5\"\n      timeout: 1s\n").replace(
+            RATIO,
+            "count(http_requests_total{job=\\\"{{labels.job}}\\\"}) + count(http_requests_total{job=~\\\"{{labels.job}}\\\"})"
+        )
+    );
+    vec![("checks.yaml", checks), ("hostile.yaml", hostile)]
+}
+
+async fn finished_steps(app: &TestApp, incident: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let inc: Value = app
+            .client
+            .get(format!("{}/api/v1/incidents/{incident}", app.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let state = inc["runs"][0]["state"].as_str().unwrap_or_default().to_owned();
+        if !["", "queued", "running"].contains(&state.as_str()) {
+            return inc["runs"][0]["result"]["steps"].as_array().unwrap().clone();
+        }
+        assert!(Instant::now() < deadline, "the run never ended: {inc}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
+    steps
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no step {name}"))
+}
+
+fn measurements(s: &Value) -> Vec<String> {
+    s["attempts"][0]["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(" value="))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_steps_poll_prometheus_and_record_every_measurement() {
+    if !crate::prom::available() {
+        return;
+    }
+    let history = crate::prom::History::web(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    );
+    let prometheus = crate::prom::start(&history).await;
+    let url: reqwest::Url = prometheus.url.parse().unwrap();
+    let files = runbooks();
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let app = TestApp::start(&files, move |c| {
+        c.prometheus = Some(
+            runbookd::prometheus::Prometheus::new(
+                url,
+                &std::collections::BTreeMap::new(),
+                None,
+                Duration::from_secs(5),
+            )
+            .unwrap(),
+        );
+    })
+    .await;
+    let resp = app
+        .post_alert(notification(
+            "g-checks",
+            &[(&json!({"alertname": "Checks", "job": "web"}), "firing", "2026-12-05T08:00:00Z")],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let steps = finished_steps(&app, "INC-0001").await;
+    // Held twice in a row: passed, both measurements recorded.
+    let s = step(&steps, "recovered");
+    assert_eq!(s["outcome"]["status"], "succeeded", "{s}");
+    let m = measurements(s);
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert!(m.iter().all(|l| l.ends_with("verdict=success")), "{m:?}");
+    let value: f64 = m[0].split("value=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!((value - 0.02).abs() < 0.002, "the history's 2%: {value}");
+    // The plan shows the rendered query.
+    assert!(
+        s["plan"]["verify"]["query"].as_str().unwrap().contains("job=\"web\""),
+        "{s}"
+    );
+    // `failure` holds: failed at once, after one measurement.
+    let s = step(&steps, "still-failing");
+    assert_eq!(s["outcome"]["status"], "spawn_failed", "{s}");
+    assert!(s["outcome"]["reason"].as_str().unwrap().contains("verify failed"), "{s}");
+    assert_eq!(measurements(s).len(), 1);
+    // Neither: inconclusive at the timeout (about 10 measurements in 1s).
+    let s = step(&steps, "never");
+    assert_eq!(s["outcome"]["status"], "timed_out", "{s}");
+    let n = measurements(s).len();
+    assert!((5..=11).contains(&n), "{n}");
+    assert!(measurements(s).iter().all(|l| l.ends_with("verdict=inconclusive")));
+    let s = step(&steps, "never-but-go-on");
+    assert_eq!(s["outcome"]["status"], "succeeded", "{s}");
+    assert!(
+        s["attempts"][0]["stdout"].as_str().unwrap().contains("on_inconclusive: continue"),
+        "{s}"
+    );
+
+    // Hostile label values: each stays inside its matcher, so the query
+    // finds no series (and `or vector(1)` never answers 1).
+    for (i, hostile) in [
+        "web\"} or vector(1) or x{a=\"",
+        "web\\\"} or vector(1) #",
+        ".*",
+        "web|.+",
+        "web\n) or vector(1",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let resp = app
+            .post_alert(notification(
+                &format!("g-hostile-{i}"),
+                &[(
+                    &json!({"alertname": "Hostile", "job": hostile}),
+                    "firing",
+                    "2026-12-05T08:00:00Z",
+                )],
+            ))
+            .await;
+        assert_eq!(resp.status(), 200);
+        let steps = finished_steps(&app, &format!("INC-{:04}", i + 2)).await;
+        let s = step(&steps, "injected");
+        assert_eq!(s["outcome"]["status"], "timed_out", "{hostile:?}: {s}");
+        let m = measurements(s);
+        assert!(!m.is_empty() && m.iter().all(|l| l.contains("value=no data")), "{hostile:?}: {m:?}");
+    }
+    drop(prometheus);
+}
+
+#[test]
+fn check_refuses_alert_values_outside_a_matcher_with_file_line_col() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("v.yaml"),
+        "name: v\nmatchers: ['alertname = \"V\"']\nsteps:\n  - name: a\n    verify:\n      query: 'rate(x[{{labels.window}}])'\n      success: '< 1'\n  - name: b\n    verify:\n      query: 'x{job=\"{{labels.job}}\"}'\n      success: 'about 1'\n  - name: c\n    verify: {alert_resolved: true, timeout: 5m}\n",
+    )
+    .unwrap();
+    let o = crate::helpers::runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = crate::helpers::stderr(&o);
+    assert!(err.contains("v.yaml:6:14: runbook `v`, step `a`: `query`: a `{{…}}` in a query may stand only inside a label matcher's double-quoted value"), "{err}");
+    assert!(err.contains("v.yaml:11:16: runbook `v`, step `b`: `success`: `about 1`"), "{err}");
+    assert!(err.contains("2 error(s)"), "{err}");
+}
