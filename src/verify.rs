@@ -77,7 +77,9 @@ impl std::str::FromStr for Condition {
         ]
         .iter()
         .find_map(|(p, op)| s.strip_prefix(p).map(|r| (*op, r)))
-        .ok_or_else(|| format!("`{s}`: write a comparison and a number, e.g. `< 0.5`, `>= 50`, `== 0`"))?;
+        .ok_or_else(|| {
+            format!("`{s}`: write a comparison and a number, e.g. `< 0.5`, `>= 50`, `== 0`")
+        })?;
         let value: f64 = rest
             .trim()
             .parse()
@@ -169,7 +171,9 @@ async fn measure(plan: &VerifyPlan, src: &Sources<'_>) -> (String, Verdict) {
         let Some(am) = &src.alertmanager else {
             return (
                 "-".into(),
-                Verdict::Error("no Alertmanager to ask: set `alertmanager.url` in the server config".into()),
+                Verdict::Error(
+                    "no Alertmanager to ask: set `alertmanager.url` in the server config".into(),
+                ),
             );
         };
         return match am.firing().await {
@@ -187,7 +191,9 @@ async fn measure(plan: &VerifyPlan, src: &Sources<'_>) -> (String, Verdict) {
     let (Some(prom), Some(query)) = (src.prometheus, &plan.query) else {
         return (
             "-".into(),
-            Verdict::Error("no Prometheus to ask: set `prometheus.url` in the server config".into()),
+            Verdict::Error(
+                "no Prometheus to ask: set `prometheus.url` in the server config".into(),
+            ),
         );
     };
     match prom.query(query, None).await {
@@ -304,6 +310,9 @@ mod tests {
         assert!(c.holds(50.0) && !c.holds(49.9));
         assert!("about 3".parse::<Condition>().is_err());
         assert!("< NaN".parse::<Condition>().is_err());
-        assert!("< x".parse::<Condition>().unwrap_err().contains("not a number"));
+        assert!("< x"
+            .parse::<Condition>()
+            .unwrap_err()
+            .contains("not a number"));
     }
 }

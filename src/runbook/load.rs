@@ -1116,9 +1116,16 @@ impl Checker<'_> {
                 }
             }
             (None, true) => {
-                for (f, set) in [("success", raw.success.is_some()), ("failure", raw.failure.is_some())] {
+                for (f, set) in [
+                    ("success", raw.success.is_some()),
+                    ("failure", raw.failure.is_some()),
+                ] {
                     if set {
-                        self.err(step, &at(f), format!("`{f}` compares a query's value; `alert_resolved` has none"));
+                        self.err(
+                            step,
+                            &at(f),
+                            format!("`{f}` compares a query's value; `alert_resolved` has none"),
+                        );
                     }
                 }
                 Some(super::VerifyCheck::AlertResolved)
@@ -1128,15 +1135,37 @@ impl Checker<'_> {
                 None
             }
         };
-        let initial_delay = self.duration(step, &at("initial_delay"), raw.initial_delay.as_deref(), Duration::ZERO, true);
-        let interval = self.duration(step, &at("interval"), raw.interval.as_deref(), Duration::from_secs(30), false);
-        let timeout = self.duration(step, &at("timeout"), raw.timeout.as_deref(), Duration::from_secs(600), false);
+        let initial_delay = self.duration(
+            step,
+            &at("initial_delay"),
+            raw.initial_delay.as_deref(),
+            Duration::ZERO,
+            true,
+        );
+        let interval = self.duration(
+            step,
+            &at("interval"),
+            raw.interval.as_deref(),
+            Duration::from_secs(30),
+            false,
+        );
+        let timeout = self.duration(
+            step,
+            &at("timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(600),
+            false,
+        );
         if timeout > Duration::from_secs(86_400) {
             self.err(step, &at("timeout"), "a verify step waits at most 1d");
         }
         let consecutive_success = raw.consecutive_success.unwrap_or(1);
         if consecutive_success == 0 {
-            self.err(step, &at("consecutive_success"), "`consecutive_success` is at least 1");
+            self.err(
+                step,
+                &at("consecutive_success"),
+                "`consecutive_success` is at least 1",
+            );
         }
         let on_inconclusive = match raw.on_inconclusive.as_deref() {
             None => crate::verify::Inconclusive::Fail,
@@ -1171,7 +1200,9 @@ impl Checker<'_> {
         .filter(|(_, g)| *g)
         .map(|(k, _)| k)
         .collect();
-        let action = match (rs.run, rs.shell, rs.manual, rs.silence, rs.approve, rs.verify) {
+        let action = match (
+            rs.run, rs.shell, rs.manual, rs.silence, rs.approve, rs.verify,
+        ) {
             (None, None, None, Some(raw), None, None) => {
                 self.silence(sn, &at("silence"), raw, before)
             }
@@ -1215,14 +1246,38 @@ impl Checker<'_> {
         };
         if matches!(action, Some(Action::Verify(_))) {
             for (field, set, why) in [
-                ("timeout", rs.timeout.is_some(), "use `verify.timeout` for how long it polls"),
-                ("env", !rs.env.is_empty(), "runbookd measures itself; nothing runs"),
-                ("network", rs.network.is_some(), "runbookd measures itself; nothing runs"),
-                ("resources", rs.resources.is_some(), "runbookd measures itself; nothing runs"),
-                ("writable_paths", !rs.writable_paths.is_empty(), "runbookd measures itself; nothing runs"),
+                (
+                    "timeout",
+                    rs.timeout.is_some(),
+                    "use `verify.timeout` for how long it polls",
+                ),
+                (
+                    "env",
+                    !rs.env.is_empty(),
+                    "runbookd measures itself; nothing runs",
+                ),
+                (
+                    "network",
+                    rs.network.is_some(),
+                    "runbookd measures itself; nothing runs",
+                ),
+                (
+                    "resources",
+                    rs.resources.is_some(),
+                    "runbookd measures itself; nothing runs",
+                ),
+                (
+                    "writable_paths",
+                    !rs.writable_paths.is_empty(),
+                    "runbookd measures itself; nothing runs",
+                ),
             ] {
                 if set {
-                    self.err(sn, &at(field), format!("`{field}` does not apply to a verify step: {why}"));
+                    self.err(
+                        sn,
+                        &at(field),
+                        format!("`{field}` does not apply to a verify step: {why}"),
+                    );
                 }
             }
         }

@@ -29,11 +29,11 @@ fn placeholder(i: usize) -> String {
 
 /// Where each placeholder stands: inside a `"…"` string (checked with the
 /// lexer's rules: `#` comments, `'` and `` ` `` strings, `\` escapes).
-fn in_double_quotes(text: &str, n: usize) -> Result<(), String> {
+fn in_double_quotes(text: &str, count: usize) -> Result<(), String> {
     let b = text.as_bytes();
     let mut i = 0;
     let mut quote: Option<u8> = None;
-    let mut found = vec![false; n];
+    let mut found = vec![false; count];
     while i < b.len() {
         let c = b[i];
         match quote {
@@ -57,7 +57,7 @@ fn in_double_quotes(text: &str, n: usize) -> Result<(), String> {
                 } else if q == b'"' && text[i..].starts_with("RBKDV") {
                     if let Some(end) = text[i + 5..].find('X') {
                         if let Ok(k) = text[i + 5..i + 5 + end].parse::<usize>() {
-                            if k < n {
+                            if k < count {
                                 found[k] = true;
                             }
                         }
@@ -191,7 +191,13 @@ impl Query {
                 return Err("a `{{` without its `}}`".into());
             };
             let expr = &after[..end + 2];
-            if expr.starts_with("{{{") || expr.starts_with("{{#") || expr.starts_with("{{/") || expr.starts_with("{{^") || expr.starts_with("{{!") || expr.starts_with("{{>") {
+            if expr.starts_with("{{{")
+                || expr.starts_with("{{#")
+                || expr.starts_with("{{/")
+                || expr.starts_with("{{^")
+                || expr.starts_with("{{!")
+                || expr.starts_with("{{>")
+            {
                 return Err(format!(
                     "`{expr}`: a query takes plain values (`{{{{labels.job}}}}`), not blocks, comments or raw output"
                 ));
@@ -242,7 +248,8 @@ impl Query {
         }
         // The second lock: parse what will be sent; every value must be a
         // matcher's (regex: one that matches the value itself).
-        let expr = parser::parse(&out).map_err(|e| format!("the rendered query is not PromQL: {e}"))?;
+        let expr =
+            parser::parse(&out).map_err(|e| format!("the rendered query is not PromQL: {e}"))?;
         let mut ms = Vec::new();
         matchers(&expr, &mut ms);
         for (v, regex) in &want {
@@ -255,7 +262,10 @@ impl Query {
                     }
             });
             if !ok {
-                return Err("the rendered query does not hold an alert value where the template put it".into());
+                return Err(
+                    "the rendered query does not hold an alert value where the template put it"
+                        .into(),
+                );
             }
         }
         Ok(out)
@@ -275,11 +285,12 @@ pub fn escape(v: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             c if c.is_control() || u32::from(c) == 0xFEFF => {
+                use std::fmt::Write as _;
                 let n = u32::from(c);
                 if n <= 0xFFFF {
-                    out.push_str(&format!("\\u{n:04x}"));
+                    let _ = write!(out, "\\u{n:04x}");
                 } else {
-                    out.push_str(&format!("\\U{n:08x}"));
+                    let _ = write!(out, "\\U{n:08x}");
                 }
             }
             c => out.push(c),
@@ -326,7 +337,11 @@ mod tests {
         ] {
             assert!(Query::compile(bad, &[]).is_err(), "{bad}");
         }
-        let q = Query::compile("sum(rate(x{job=\"{{labels.job}}\",instance=~\"{{labels.instance}}|other\"}[5m]))", &[]).unwrap();
+        let q = Query::compile(
+            "sum(rate(x{job=\"{{labels.job}}\",instance=~\"{{labels.instance}}|other\"}[5m]))",
+            &[],
+        )
+        .unwrap();
         assert_eq!(
             q.render(&data("api")).unwrap(),
             "sum(rate(x{job=\"api\",instance=~\"db-1:9100|other\"}[5m]))"
@@ -355,11 +370,34 @@ mod tests {
             let mut ms = Vec::new();
             matchers(&expr, &mut ms);
             assert_eq!(ms[0], (hostile.to_owned(), false), "{out}");
-            assert!(!out.contains("vector(1) or") || out.contains("\\\""), "{out}");
+            assert!(
+                !out.contains("vector(1) or") || out.contains("\\\""),
+                "{out}"
+            );
             // The regex matches the value itself and nothing else.
             let re = regex::Regex::new(&format!("^(?:{})$", ms[1].0)).unwrap();
             assert!(re.is_match(hostile), "{out}");
             assert!(!re.is_match("other") || hostile == "other");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+        /// Any value, in an `=` and a `=~` matcher: the rendered query
+        /// parses, the first matcher holds the value verbatim and the
+        /// regex matches exactly it.
+        #[test]
+        fn any_value_stays_a_literal(v in "\\PC*|[\"\\\\`'{}()|.*+?\n\r\t\u{0}-\u{1f}]*") {
+            let q = Query::compile("x{a=\"{{labels.job}}\"} or y{b=~\"p-{{labels.job}}\"}", &[]).unwrap();
+            let out = q.render(&data(&v)).unwrap();
+            let expr = parser::parse(&out).unwrap();
+            let mut ms = Vec::new();
+            matchers(&expr, &mut ms);
+            proptest::prop_assert_eq!(ms.len(), 2);
+            proptest::prop_assert_eq!(&ms[0], &(v.clone(), false));
+            let re = regex::Regex::new(&format!("^(?:{})$", ms[1].0)).unwrap();
+            let want = format!("p-{v}");
+            proptest::prop_assert!(re.is_match(&want));
         }
     }
 }

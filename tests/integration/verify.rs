@@ -19,10 +19,19 @@ fn runbooks() -> Vec<(&'static str, String)> {
     };
     let checks = format!(
         "name: checks\nmatchers: ['alertname = \"Checks\"']\nsteps:\n{}{}{}{}",
-        step("recovered", "      success: \"< 0.5\"\n      consecutive_success: 2\n      timeout: 10s\n"),
-        step("still-failing", "      success: \"< 0.001\"\n      failure: \">= 0.01\"\n      timeout: 10s\n"),
+        step(
+            "recovered",
+            "      success: \"< 0.5\"\n      consecutive_success: 2\n      timeout: 10s\n"
+        ),
+        step(
+            "still-failing",
+            "      success: \"< 0.001\"\n      failure: \">= 0.01\"\n      timeout: 10s\n"
+        ),
         step("never", "      success: \"< 0.001\"\n      timeout: 1s\n"),
-        step("never-but-go-on", "      success: \"< 0.001\"\n      timeout: 1s\n      on_inconclusive: continue\n"),
+        step(
+            "never-but-go-on",
+            "      success: \"< 0.001\"\n      timeout: 1s\n      on_inconclusive: continue\n"
+        ),
     );
     // With the query's value `1` an injected `or vector(1)` would pass.
     let hostile = format!(
@@ -47,9 +56,15 @@ async fn finished_steps(app: &TestApp, incident: &str) -> Vec<Value> {
             .json()
             .await
             .unwrap();
-        let state = inc["runs"][0]["state"].as_str().unwrap_or_default().to_owned();
+        let state = inc["runs"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         if !["", "queued", "running"].contains(&state.as_str()) {
-            return inc["runs"][0]["result"]["steps"].as_array().unwrap().clone();
+            return inc["runs"][0]["result"]["steps"]
+                .as_array()
+                .unwrap()
+                .clone();
         }
         assert!(Instant::now() < deadline, "the run never ended: {inc}");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -103,7 +118,11 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
     let resp = app
         .post_alert(notification(
             "g-checks",
-            &[(&json!({"alertname": "Checks", "job": "web"}), "firing", "2026-12-05T08:00:00Z")],
+            &[(
+                &json!({"alertname": "Checks", "job": "web"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
         ))
         .await;
     assert_eq!(resp.status(), 200);
@@ -114,28 +133,50 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
     let m = measurements(s);
     assert_eq!(m.len(), 2, "{m:?}");
     assert!(m.iter().all(|l| l.ends_with("verdict=success")), "{m:?}");
-    let value: f64 = m[0].split("value=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let value: f64 = m[0]
+        .split("value=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((value - 0.02).abs() < 0.002, "the history's 2%: {value}");
     // The plan shows the rendered query.
     assert!(
-        s["plan"]["verify"]["query"].as_str().unwrap().contains("job=\"web\""),
+        s["plan"]["verify"]["query"]
+            .as_str()
+            .unwrap()
+            .contains("job=\"web\""),
         "{s}"
     );
     // `failure` holds: failed at once, after one measurement.
     let s = step(&steps, "still-failing");
     assert_eq!(s["outcome"]["status"], "spawn_failed", "{s}");
-    assert!(s["outcome"]["reason"].as_str().unwrap().contains("verify failed"), "{s}");
+    assert!(
+        s["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("verify failed"),
+        "{s}"
+    );
     assert_eq!(measurements(s).len(), 1);
     // Neither: inconclusive at the timeout (about 10 measurements in 1s).
     let s = step(&steps, "never");
     assert_eq!(s["outcome"]["status"], "timed_out", "{s}");
     let n = measurements(s).len();
     assert!((5..=11).contains(&n), "{n}");
-    assert!(measurements(s).iter().all(|l| l.ends_with("verdict=inconclusive")));
+    assert!(measurements(s)
+        .iter()
+        .all(|l| l.ends_with("verdict=inconclusive")));
     let s = step(&steps, "never-but-go-on");
     assert_eq!(s["outcome"]["status"], "succeeded", "{s}");
     assert!(
-        s["attempts"][0]["stdout"].as_str().unwrap().contains("on_inconclusive: continue"),
+        s["attempts"][0]["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("on_inconclusive: continue"),
         "{s}"
     );
 
@@ -166,7 +207,10 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
         let s = step(&steps, "injected");
         assert_eq!(s["outcome"]["status"], "timed_out", "{hostile:?}: {s}");
         let m = measurements(s);
-        assert!(!m.is_empty() && m.iter().all(|l| l.contains("value=no data")), "{hostile:?}: {m:?}");
+        assert!(
+            !m.is_empty() && m.iter().all(|l| l.contains("value=no data")),
+            "{hostile:?}: {m:?}"
+        );
     }
     drop(prometheus);
 }
@@ -183,6 +227,9 @@ fn check_refuses_alert_values_outside_a_matcher_with_file_line_col() {
     assert!(!o.status.success());
     let err = crate::helpers::stderr(&o);
     assert!(err.contains("v.yaml:6:14: runbook `v`, step `a`: `query`: a `{{…}}` in a query may stand only inside a label matcher's double-quoted value"), "{err}");
-    assert!(err.contains("v.yaml:11:16: runbook `v`, step `b`: `success`: `about 1`"), "{err}");
+    assert!(
+        err.contains("v.yaml:11:16: runbook `v`, step `b`: `success`: `about 1`"),
+        "{err}"
+    );
     assert!(err.contains("2 error(s)"), "{err}");
 }
