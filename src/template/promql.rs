@@ -54,9 +54,17 @@ fn in_double_quotes(text: &str, count: usize) -> Result<(), String> {
                 }
                 if c == q {
                     quote = None;
-                } else if q == b'"' && text[i..].starts_with("RBKDV") {
-                    if let Some(end) = text[i + 5..].find('X') {
-                        if let Ok(k) = text[i + 5..i + 5 + end].parse::<usize>() {
+                } else if q == b'"' && b[i..].starts_with(b"RBKDV") {
+                    let digits: Vec<u8> = b[i + 5..]
+                        .iter()
+                        .copied()
+                        .take_while(u8::is_ascii_digit)
+                        .collect();
+                    if b.get(i + 5 + digits.len()) == Some(&b'X') {
+                        if let Some(k) = std::str::from_utf8(&digits)
+                            .ok()
+                            .and_then(|d| d.parse::<usize>().ok())
+                        {
                             if k < count {
                                 found[k] = true;
                             }
@@ -181,6 +189,9 @@ impl Query {
     /// # Errors
     /// What is wrong, for the field's error.
     pub fn compile(source: &str, steps_before: &[&str]) -> Result<Query, String> {
+        if source.contains("RBKDV") {
+            return Err("`RBKDV` is reserved in queries (runbookd marks values with it)".into());
+        }
         let mut text = String::new();
         let mut values = Vec::new();
         let mut rest = source;
@@ -238,14 +249,24 @@ impl Query {
     /// parse or whose matchers do not hold the values as given (cannot
     /// happen: checked, and kept as a second lock).
     pub fn render(&self, data: &Data) -> Result<String, String> {
-        let mut out = self.text.clone();
+        // One pass over the template's text: a value that holds a
+        // placeholder's text is never substituted into again.
+        let mut out = String::with_capacity(self.text.len());
         let mut want = Vec::new();
+        let mut rest = self.text.as_str();
         for (i, (t, regex)) in self.values.iter().enumerate() {
             let v = t.render(data).map_err(|e| e.to_string())?;
+            let p = placeholder(i);
+            let at = rest
+                .find(&p)
+                .ok_or("the query template lost a value's place")?;
+            out.push_str(&rest[..at]);
             let inner = if *regex { regex_literal(&v) } else { v.clone() };
-            out = out.replacen(&placeholder(i), &escape(&inner), 1);
+            out.push_str(&escape(&inner));
+            rest = &rest[at + p.len()..];
             want.push((v, *regex));
         }
+        out.push_str(rest);
         // The second lock: parse what will be sent; every value must be a
         // matcher's (regex: one that matches the value itself).
         let expr =
@@ -333,6 +354,7 @@ mod tests {
             "x{job=\"a\"} # {{labels.job}}",
             "x{ {{labels.job}}=\"a\"}",
             "x{job=\"{{#if labels.job}}a{{/if}}\"}",
+            "x{job=\"RBKDV0X\"} + rate(x[{{labels.job}}])",
             "x{job=\"{{{labels.job}}}\"}",
         ] {
             assert!(Query::compile(bad, &[]).is_err(), "{bad}");
@@ -364,6 +386,7 @@ mod tests {
             "\\",
             "`",
             "\u{0}\u{7}\u{2028}",
+            "RBKDV1X",
         ] {
             let out = q.render(&data(hostile)).unwrap();
             let expr = parser::parse(&out).unwrap();
