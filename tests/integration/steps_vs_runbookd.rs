@@ -201,6 +201,21 @@ async fn an_unprivileged_runbookds_credentials_stay_out_of_its_steps_reach() {
     let binary = work.path().join("runbookd");
     std::fs::copy(env!("CARGO_BIN_EXE_runbookd"), &binary).unwrap();
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A process another test forks while the copy was open for writing
+    // holds that descriptor until it execs: the copy is "busy" (ETXTBSY)
+    // for those moments. Wait until it runs.
+    for _ in 0..50 {
+        let ok = Command::new(&binary)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let runbooks = runbook_dir(&[(
         "s.yaml",
         "name: snoop\nmatchers: [alertname = \"Snoop\"]\nsteps:\n  - name: look\n    shell: for f in \"$DATA\"/*.token; do cat \"$f\" >/dev/null 2>&1 && echo READ $f || echo denied $f; done; id -u\n    env: {DATA: '{{labels.data}}'}\n",
