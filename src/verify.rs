@@ -154,6 +154,8 @@ pub enum Ended {
     Failed(String),
     /// The timeout came first; `on_inconclusive` decides.
     Inconclusive(String),
+    /// The run's own timeout came first.
+    RunTimedOut,
     Cancelled,
 }
 
@@ -163,11 +165,22 @@ pub struct Sources<'a> {
     pub alertmanager: Option<crate::silence::Alertmanager>,
     /// The alert's fingerprint (for `alert_resolved`).
     pub fingerprint: &'a str,
+    /// The alert came from Alertmanager (not a manual run or a drill,
+    /// whose alert Alertmanager never held: it would look resolved).
+    pub from_alertmanager: bool,
+    /// The run's deadline.
+    pub run_deadline: Option<tokio::time::Instant>,
 }
 
 /// One measurement: `(value as text, verdict)`.
 async fn measure(plan: &VerifyPlan, src: &Sources<'_>) -> (String, Verdict) {
     if plan.alert_resolved {
+        if !src.from_alertmanager {
+            return (
+                "-".into(),
+                Verdict::Error("`alert_resolved` asks Alertmanager about the alert of the run, and this run's alert is not one Alertmanager sent (a manual run or a drill)".into()),
+            );
+        }
         let Some(am) = &src.alertmanager else {
             return (
                 "-".into(),
@@ -234,7 +247,10 @@ pub async fn run(
 ) -> Ended {
     use std::fmt::Write as _;
     let start = tokio::time::Instant::now();
-    let deadline = start + Duration::from_millis(plan.timeout_ms);
+    let own = start + Duration::from_millis(plan.timeout_ms);
+    let run_end = src.run_deadline;
+    let deadline = run_end.map_or(own, |r| r.min(own));
+    let ran_out = || run_end.is_some_and(|r| r <= own && tokio::time::Instant::now() >= r);
     let what = if plan.alert_resolved {
         "whether the alert still fires, asked of Alertmanager".to_owned()
     } else {
@@ -255,9 +271,20 @@ pub async fn run(
     if !sleep((start + Duration::from_millis(plan.initial_delay_ms)).min(deadline)).await {
         return Ended::Cancelled;
     }
+    if ran_out() {
+        return Ended::RunTimedOut;
+    }
     let mut streak = 0u32;
     loop {
-        let (value, verdict) = measure(plan, src).await;
+        // A measurement waits for Prometheus at most until the deadline.
+        let (value, verdict) = tokio::select! {
+            m = measure(plan, src) => m,
+            () = cancel.cancelled() => return Ended::Cancelled,
+            () = tokio::time::sleep_until(deadline) => (
+                "-".into(),
+                Verdict::Error("no answer before the deadline".into()),
+            ),
+        };
         let word = match &verdict {
             Verdict::Success => "success".to_owned(),
             Verdict::Failure => "failure".to_owned(),
@@ -286,6 +313,9 @@ pub async fn run(
             Verdict::Inconclusive | Verdict::Error(_) => streak = 0,
         }
         let next = tokio::time::Instant::now() + Duration::from_millis(plan.interval_ms.max(1));
+        if next > deadline && ran_out_at(run_end, own, next) {
+            return Ended::RunTimedOut;
+        }
         if next > deadline {
             return Ended::Inconclusive(format!(
                 "verify inconclusive after {}: {last}",
@@ -296,6 +326,15 @@ pub async fn run(
             return Ended::Cancelled;
         }
     }
+}
+
+/// Whether the run's deadline (not the step's) is what `at` passes.
+fn ran_out_at(
+    run_end: Option<tokio::time::Instant>,
+    own: tokio::time::Instant,
+    at: tokio::time::Instant,
+) -> bool {
+    run_end.is_some_and(|r| r < own && at > r)
 }
 
 #[cfg(test)]

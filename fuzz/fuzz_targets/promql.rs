@@ -18,9 +18,9 @@ libfuzzer_sys::fuzz_target!(|input: &str| {
     };
     let expr = promql_parser::parser::parse(&out).expect("a rendered query parses");
     // The same query with a harmless value has the same shape.
-    let plain = q
-        .render(&Data::new(serde_json::json!({"labels": {"v": "a", "w": "a"}})))
-        .expect("renders");
+    let Ok(plain) = q.render(&Data::new(serde_json::json!({"labels": {"v": "a", "w": "a"}}))) else {
+        return;
+    };
     let plain = promql_parser::parser::parse(&plain).expect("parses");
     assert_eq!(
         format!("{expr:?}").matches("VectorSelector").count(),

@@ -759,7 +759,10 @@ impl Executor {
             // the terminal of `runbookd run`.
             Some(StepOutcome::AwaitingApproval)
         } else if let Some(v) = &plan.verify {
-            Some(self.verify(req, step, v, cancel, &mut attempts).await)
+            Some(
+                self.verify(req, step, v, deadline, cancel, &mut attempts)
+                    .await,
+            )
         } else if let Some(silence) = &plan.silence {
             let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
             if let (Some(made), Some(lease), Ok(incident)) = (
@@ -826,6 +829,7 @@ impl Executor {
         req: &RunRequest<'_>,
         step: &Step,
         v: &crate::verify::VerifyPlan,
+        deadline: Option<Instant>,
         cancel: &CancellationToken,
         attempts: &mut Vec<Attempt>,
     ) -> StepOutcome {
@@ -841,6 +845,8 @@ impl Executor {
             prometheus: self.prometheus.as_ref(),
             alertmanager: self.alertmanager.get(),
             fingerprint: &fingerprint,
+            from_alertmanager: !req.alert.labels.contains_key("runbookd_origin"),
+            run_deadline: deadline,
         };
         let total = step.retries + 1;
         let mut outcome = StepOutcome::Cancelled;
@@ -853,6 +859,13 @@ impl Executor {
             (outcome, stderr) = match ended {
                 crate::verify::Ended::Succeeded => (StepOutcome::Succeeded, String::new()),
                 crate::verify::Ended::Cancelled => (StepOutcome::Cancelled, String::new()),
+                crate::verify::Ended::RunTimedOut => (
+                    StepOutcome::TimedOut {
+                        after_ms: millis(t0.elapsed()),
+                        cause: "the run's timeout".into(),
+                    },
+                    "the run's timeout came before a verdict\n".into(),
+                ),
                 crate::verify::Ended::Failed(why) => (
                     StepOutcome::SpawnFailed {
                         reason: why.clone(),
@@ -889,7 +902,11 @@ impl Executor {
                 stragglers_killed: false,
                 output_abandoned: false,
             });
-            if matches!(outcome, StepOutcome::Succeeded | StepOutcome::Cancelled) || n == total {
+            let out_of_time = deadline.is_some_and(|d| Instant::now() + step.retry_delay >= d);
+            if matches!(outcome, StepOutcome::Succeeded | StepOutcome::Cancelled)
+                || n == total
+                || out_of_time
+            {
                 break;
             }
             tokio::select! {

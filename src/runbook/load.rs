@@ -1166,6 +1166,13 @@ impl Checker<'_> {
                 &at("consecutive_success"),
                 "`consecutive_success` is at least 1",
             );
+        } else if initial_delay + interval * (consecutive_success - 1) >= timeout {
+            self.err(step, &at("timeout"), format!(
+                "{consecutive_success} successes {} apart after `initial_delay` {} do not fit in `timeout` {}: the step could never succeed",
+                humantime::format_duration(interval),
+                humantime::format_duration(initial_delay),
+                humantime::format_duration(timeout)
+            ));
         }
         let on_inconclusive = match raw.on_inconclusive.as_deref() {
             None => crate::verify::Inconclusive::Fail,

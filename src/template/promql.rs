@@ -84,9 +84,14 @@ fn in_double_quotes(text: &str, count: usize) -> Result<(), String> {
     }
 }
 
-/// Every matcher of the expression: `(value, is_regex)`.
+/// Every matcher of the expression: `(value, is_regex)`; a matcher on the
+/// metric name counts as `(value, None)`-like: its value is returned with
+/// a `__name__:` prefix so that no placeholder is ever found in it.
 fn matchers(e: &Expr, out: &mut Vec<(String, bool)>) {
     let mut vs = |v: &promql_parser::parser::VectorSelector| {
+        if let Some(name) = &v.name {
+            out.push((format!("__name__:{name}"), false));
+        }
         for m in v
             .matchers
             .matchers
@@ -94,7 +99,11 @@ fn matchers(e: &Expr, out: &mut Vec<(String, bool)>) {
             .chain(v.matchers.or_matchers.iter().flatten())
         {
             let regex = matches!(m.op, MatchOp::Re(_) | MatchOp::NotRe(_));
-            out.push((m.value.clone(), regex));
+            if m.name == "__name__" {
+                out.push((format!("__name__:{}", m.value), regex));
+            } else {
+                out.push((m.value.clone(), regex));
+            }
         }
     };
     match e {
@@ -164,6 +173,12 @@ fn sites(text: &str, n: usize) -> Result<Vec<bool>, String> {
         if lits.iter().any(|s| s.contains(&p)) {
             return Err("a `{{…}}` in a query may stand only inside a label matcher's value, not in a function's string argument".into());
         }
+        if ms
+            .iter()
+            .any(|(v, _)| v.starts_with("__name__:") && v.contains(&p))
+        {
+            return Err("a `{{…}}` may not choose the metric (`__name__`): alert data never picks what is measured".into());
+        }
         let holding: Vec<bool> = ms
             .iter()
             .filter(|(v, _)| v.contains(&p))
@@ -191,6 +206,21 @@ impl Query {
     pub fn compile(source: &str, steps_before: &[&str]) -> Result<Query, String> {
         if source.contains("RBKDV") {
             return Err("`RBKDV` is reserved in queries (runbookd marks values with it)".into());
+        }
+        // Escapes that spell characters (`\x52`, `\u0041`, octal) could
+        // spell a value's mark; a backslash right before a value would
+        // escape its first character (`\d`).
+        let b = source.as_bytes();
+        for (i, w) in b.windows(2).enumerate() {
+            if w[0] == b'\\'
+                && (matches!(w[1], b'x' | b'u' | b'U' | b'0'..=b'7')
+                    || source[i + 1..].starts_with("{{"))
+            {
+                let backslashes = b[..=i].iter().rev().take_while(|c| **c == b'\\').count();
+                if backslashes % 2 == 1 {
+                    return Err("a query template may not use `\\x`, `\\u`, `\\U` or octal escapes, nor a backslash right before a `{{…}}`".into());
+                }
+            }
         }
         let mut text = String::new();
         let mut values = Vec::new();
@@ -256,6 +286,12 @@ impl Query {
         let mut rest = self.text.as_str();
         for (i, (t, regex)) in self.values.iter().enumerate() {
             let v = t.render(data).map_err(|e| e.to_string())?;
+            if v.is_empty() {
+                return Err(format!(
+                    "`{}` is empty for this alert: an empty matcher value selects the series without that label",
+                    t.source()
+                ));
+            }
             let p = placeholder(i);
             let at = rest
                 .find(&p)
@@ -273,6 +309,7 @@ impl Query {
             parser::parse(&out).map_err(|e| format!("the rendered query is not PromQL: {e}"))?;
         let mut ms = Vec::new();
         matchers(&expr, &mut ms);
+        ms.retain(|(m, _)| !m.starts_with("__name__:"));
         for (v, regex) in &want {
             let ok = ms.iter().any(|(m, r)| {
                 *r == *regex
@@ -326,7 +363,7 @@ pub fn escape(v: &str) -> String {
 pub fn regex_literal(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
-        if "\\.+*?()|[]{}^$".contains(c) {
+        if "\\.+*?()|[]{}^$-".contains(c) {
             out.push('\\');
         }
         out.push(c);
@@ -355,6 +392,10 @@ mod tests {
             "x{ {{labels.job}}=\"a\"}",
             "x{job=\"{{#if labels.job}}a{{/if}}\"}",
             "x{job=\"RBKDV0X\"} + rate(x[{{labels.job}}])",
+            "sum by (\"{{labels.job}}\") (x{a=\"\\x52BKDV0X\", j=\"{{labels.job}}\"})",
+            "{\"{{labels.job}}\"}",
+            "{__name__=\"{{labels.job}}\"}",
+            "x{a=~\"\\\\{{labels.job}}\"}",
             "x{job=\"{{{labels.job}}}\"}",
         ] {
             assert!(Query::compile(bad, &[]).is_err(), "{bad}");
@@ -366,7 +407,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             q.render(&data("api")).unwrap(),
-            "sum(rate(x{job=\"api\",instance=~\"db-1:9100|other\"}[5m]))"
+            "sum(rate(x{job=\"api\",instance=~\"db\\\\-1:9100|other\"}[5m]))"
         );
     }
 
@@ -392,6 +433,7 @@ mod tests {
             let expr = parser::parse(&out).unwrap();
             let mut ms = Vec::new();
             matchers(&expr, &mut ms);
+            ms.retain(|(v, _)| !v.starts_with("__name__:"));
             assert_eq!(ms[0], (hostile.to_owned(), false), "{out}");
             assert!(
                 !out.contains("vector(1) or") || out.contains("\\\""),
@@ -411,11 +453,13 @@ mod tests {
         /// regex matches exactly it.
         #[test]
         fn any_value_stays_a_literal(v in "\\PC*|[\"\\\\`'{}()|.*+?\n\r\t\u{0}-\u{1f}]*") {
+            proptest::prop_assume!(!v.is_empty());
             let q = Query::compile("x{a=\"{{labels.job}}\"} or y{b=~\"p-{{labels.job}}\"}", &[]).unwrap();
             let out = q.render(&data(&v)).unwrap();
             let expr = parser::parse(&out).unwrap();
             let mut ms = Vec::new();
             matchers(&expr, &mut ms);
+            ms.retain(|(v, _)| !v.starts_with("__name__:"));
             proptest::prop_assert_eq!(ms.len(), 2);
             proptest::prop_assert_eq!(&ms[0], &(v.clone(), false));
             let re = regex::Regex::new(&format!("^(?:{})$", ms[1].0)).unwrap();

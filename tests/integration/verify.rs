@@ -41,7 +41,16 @@ fn runbooks() -> Vec<(&'static str, String)> {
             "count(http_requests_total{job=\\\"{{labels.job}}\\\"}) + count(http_requests_total{job=~\\\"{{labels.job}}\\\"})"
         )
     );
-    vec![("checks.yaml", checks), ("hostile.yaml", hostile)]
+    // The run's 2s timeout bounds a verify step that would poll for a minute.
+    let bounded = format!(
+        "name: bounded\nmatchers: ['alertname = \"Bounded\"']\ntimeout: 2s\nsteps:\n{}",
+        step("long", "      success: \"< 0.001\"\n      timeout: 1m\n")
+    );
+    vec![
+        ("checks.yaml", checks),
+        ("hostile.yaml", hostile),
+        ("bounded.yaml", bounded),
+    ]
 }
 
 async fn finished_steps(app: &TestApp, incident: &str) -> Vec<Value> {
@@ -180,6 +189,27 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
         "{s}"
     );
 
+    let t = Instant::now();
+    let resp = app
+        .post_alert(notification(
+            "g-bounded",
+            &[(
+                &json!({"alertname": "Bounded", "job": "web"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let steps = finished_steps(&app, "INC-0002").await;
+    let s = step(&steps, "long");
+    assert_eq!(s["outcome"]["status"], "timed_out", "{s}");
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    assert!(
+        s["attempts"][0]["duration_ms"].as_u64().unwrap() < 5_000,
+        "{s}"
+    );
+
     // Hostile label values: each stays inside its matcher, so the query
     // finds no series (and `or vector(1)` never answers 1).
     for (i, hostile) in [
@@ -203,7 +233,7 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
             ))
             .await;
         assert_eq!(resp.status(), 200);
-        let steps = finished_steps(&app, &format!("INC-{:04}", i + 2)).await;
+        let steps = finished_steps(&app, &format!("INC-{:04}", i + 3)).await;
         let s = step(&steps, "injected");
         assert_eq!(s["outcome"]["status"], "timed_out", "{hostile:?}: {s}");
         let m = measurements(s);
