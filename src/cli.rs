@@ -143,18 +143,8 @@ pub enum Command {
     /// Prometheus's history (docs/capacity.md; no server needed). Exits 1
     /// when a forecast could not be read.
     Capacity {
-        /// Directory (or file) of SLO files holding `forecasts:`.
-        #[arg(long, default_value = "slos", env = "RUNBOOKD_SLOS")]
-        slos: PathBuf,
-        /// The server's settings file, for its `prometheus:`.
-        #[arg(long, env = "RUNBOOKD_CONFIG")]
-        config: Option<PathBuf>,
-        /// Prometheus's URL, instead of the config's.
-        #[arg(long, env = "RUNBOOKD_PROMETHEUS")]
-        prometheus: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        from: FromPrometheus,
     },
     /// What the running server's step sandbox enforces right now, layer by
     /// layer, and why a missing layer is missing (asks the server).
@@ -347,19 +337,26 @@ pub enum SloAction {
     /// Each SLO's budget, burn rates and state, straight from Prometheus
     /// (no server needed).
     Status {
-        /// Directory (or file) of SLO files, Sloth or OpenSLO.
-        #[arg(long, default_value = "slos", env = "RUNBOOKD_SLOS")]
-        slos: PathBuf,
-        /// The server's settings file, for its `prometheus:`.
-        #[arg(long, env = "RUNBOOKD_CONFIG")]
-        config: Option<PathBuf>,
-        /// Prometheus's URL, instead of the config's.
-        #[arg(long, env = "RUNBOOKD_PROMETHEUS")]
-        prometheus: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
+        #[command(flatten)]
+        from: FromPrometheus,
     },
+}
+
+/// Where the SLO commands read: the SLO files, and the Prometheus to ask.
+#[derive(Debug, clap::Args)]
+pub struct FromPrometheus {
+    /// Directory (or file) of SLO files: Sloth, OpenSLO, `forecasts:`.
+    #[arg(long, default_value = "slos", env = "RUNBOOKD_SLOS")]
+    pub slos: PathBuf,
+    /// The server's settings file, for its `prometheus:`.
+    #[arg(long, env = "RUNBOOKD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Prometheus's URL, instead of the config's.
+    #[arg(long, env = "RUNBOOKD_PROMETHEUS")]
+    pub prometheus: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -620,12 +617,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Slo { action } => slo(action),
-        Command::Capacity {
-            slos,
-            config,
-            prometheus,
-            output,
-        } => capacity(&slos, config.as_deref(), prometheus, output),
+        Command::Capacity { from } => capacity(
+            &from.slos,
+            from.config.as_deref(),
+            from.prometheus,
+            from.output,
+        ),
         Command::Status { server, output } => {
             server.ask(reqwest::Method::GET, "/api/v1/status", None, |v| {
                 if output == Output::Json {
@@ -1033,12 +1030,12 @@ fn check_slos(path: &Path) -> ExitCode {
 
 fn slo(action: SloAction) -> anyhow::Result<ExitCode> {
     match action {
-        SloAction::Status {
-            slos,
-            config,
-            prometheus,
-            output,
-        } => slo_status(&slos, config.as_deref(), prometheus, output),
+        SloAction::Status { from } => slo_status(
+            &from.slos,
+            from.config.as_deref(),
+            from.prometheus,
+            from.output,
+        ),
         SloAction::Rules { slos, out } => {
             let set = match crate::slo::load_paths(std::slice::from_ref(&slos)) {
                 Ok(set) => set,

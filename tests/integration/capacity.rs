@@ -213,19 +213,11 @@ async fn forecasts_from_a_real_prometheus_hold_to_the_history_s_truth() {
     let line = text.lines().find(|l| l.contains("/saw")).unwrap();
     assert!(line.contains("irregular"), "{text}");
     // The server: the same figures, in the API and on the page.
-    let url: reqwest::Url = prometheus.url.parse().unwrap();
+    let client = prometheus.client(Duration::from_secs(5));
     let slos = dir.path().to_owned();
     let mut app = TestApp::start(&[("capacity.yaml", RUNBOOK)], move |c| {
         c.slos = Some(slos);
-        c.prometheus = Some(
-            runbookd::prometheus::Prometheus::new(
-                url,
-                &std::collections::BTreeMap::new(),
-                None,
-                Duration::from_secs(5),
-            )
-            .unwrap(),
-        );
+        c.prometheus = Some(client);
     })
     .await;
     let get = |path: &'static str| {
@@ -283,19 +275,11 @@ async fn a_prometheus_that_goes_away_keeps_the_last_forecast_with_the_error() {
     let end = unix_now();
     let mut prometheus = crate::prom::serve(&history(end)).await;
     let dir = forecasts_dir();
-    let url: reqwest::Url = prometheus.url.parse().unwrap();
+    let client = prometheus.client(Duration::from_secs(2));
     let slos = dir.path().to_owned();
     let mut app = TestApp::start(&[("capacity.yaml", RUNBOOK)], move |c| {
         c.slos = Some(slos);
-        c.prometheus = Some(
-            runbookd::prometheus::Prometheus::new(
-                url,
-                &std::collections::BTreeMap::new(),
-                None,
-                Duration::from_secs(2),
-            )
-            .unwrap(),
-        );
+        c.prometheus = Some(client);
     })
     .await;
     let read = |after: Option<String>| {

@@ -232,6 +232,20 @@ impl History {
     }
 }
 
+impl Prometheus {
+    /// runbookd's client of it, answering within `timeout`.
+    #[must_use]
+    pub fn client(&self, timeout: Duration) -> runbookd::prometheus::Prometheus {
+        runbookd::prometheus::Prometheus::new(
+            self.url.parse().unwrap(),
+            &std::collections::BTreeMap::new(),
+            None,
+            timeout,
+        )
+        .unwrap()
+    }
+}
+
 /// A Prometheus serving `history` (no scraping, no rules).
 pub async fn start(history: &History) -> Prometheus {
     serve(&history.openmetrics()).await

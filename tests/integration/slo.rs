@@ -379,20 +379,12 @@ async fn the_server_shows_slos_from_prometheus_and_keeps_them_stale_when_it_goes
     let history = crate::prom::History::web(unix_now());
     let mut prometheus = crate::prom::start(&history).await;
     let slos = web_slos();
-    let url: reqwest::Url = prometheus.url.parse().unwrap();
+    let client = prometheus.client(Duration::from_secs(5));
     let dir = slos.path().to_owned();
     let rb = "name: web-down\nmatchers: ['alertname = \"WebDown\"']\nsteps:\n  - name: look\n    run: ['true']\n";
     let app = TestApp::start(&[("web.yaml", rb)], move |c| {
         c.slos = Some(dir);
-        c.prometheus = Some(
-            runbookd::prometheus::Prometheus::new(
-                url,
-                &std::collections::BTreeMap::new(),
-                None,
-                Duration::from_secs(5),
-            )
-            .unwrap(),
-        );
+        c.prometheus = Some(client);
         c.slo_refresh = Duration::from_secs(1);
     })
     .await;
@@ -627,13 +619,7 @@ async fn slo_status_reads_the_rules_recordings_once_they_cover_the_period() {
     // The batch (a few queries for every SLO) says what each SLO's own
     // queries say.
     let set = runbookd::slo::load_dir(dir.path()).unwrap();
-    let prom = runbookd::prometheus::Prometheus::new(
-        prometheus.url.parse().unwrap(),
-        &std::collections::BTreeMap::new(),
-        None,
-        std::time::Duration::from_secs(10),
-    )
-    .unwrap();
+    let prom = prometheus.client(std::time::Duration::from_secs(10));
     let now = chrono::Utc::now();
     let batched = runbookd::slo::refresh::read_all(&prom, &set, now).await;
     let alone = runbookd::slo::refresh::read_each(&prom, &set, now, 2).await;

@@ -109,19 +109,11 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
             .as_secs(),
     );
     let prometheus = crate::prom::start(&history).await;
-    let url: reqwest::Url = prometheus.url.parse().unwrap();
+    let client = prometheus.client(Duration::from_secs(5));
     let files = runbooks();
     let files: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
     let app = TestApp::start(&files, move |c| {
-        c.prometheus = Some(
-            runbookd::prometheus::Prometheus::new(
-                url,
-                &std::collections::BTreeMap::new(),
-                None,
-                Duration::from_secs(5),
-            )
-            .unwrap(),
-        );
+        c.prometheus = Some(client);
     })
     .await;
     let resp = app
