@@ -136,6 +136,22 @@ pub fn context(d: &IncidentDetail) -> Value {
                 ));
                 continue;
             };
+            // A verify step's measurements: how many, and the last.
+            let label = match (&step.plan.verify, step.attempts.last()) {
+                (Some(_), Some(a)) => {
+                    let measured: Vec<&str> =
+                        a.stdout.lines().filter(|l| l.contains(" value=")).collect();
+                    match measured.last() {
+                        Some(last) => format!(
+                            "{label} (verify: {} measurement(s), the last {})",
+                            measured.len(),
+                            cell(last)
+                        ),
+                        None => format!("{label} (verify: no measurement)"),
+                    }
+                }
+                _ => label,
+            };
             match outcome {
                 StepOutcome::Succeeded => {
                     well.push(format!("{label} succeeded in {} ms", step.duration_ms));

@@ -171,6 +171,20 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
     assert!(measurements(s)
         .iter()
         .all(|l| l.ends_with("verdict=inconclusive")));
+    // The postmortem says what was measured.
+    let pm = app
+        .client
+        .get(format!("{}/api/v1/incidents/INC-0001/postmortem", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        pm.contains("`recovered` (verify: 2 measurement(s), the last"),
+        "{pm}"
+    );
     let s = step(&steps, "never-but-go-on");
     assert_eq!(s["outcome"]["status"], "succeeded", "{s}");
     assert!(
