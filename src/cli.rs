@@ -877,6 +877,13 @@ fn prometheus_of(
     Ok(prom)
 }
 
+/// The SLO files at `path`, or `None` with every error printed.
+fn load_slos(path: &Path) -> Option<crate::slo::SloSet> {
+    crate::slo::load_paths(&[path.to_owned()])
+        .map_err(|errors| eprintln!("{errors}"))
+        .ok()
+}
+
 /// `runbookd capacity`: every forecast, soonest full first.
 fn capacity(
     slos: &Path,
@@ -884,12 +891,8 @@ fn capacity(
     url: Option<String>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let set = match crate::slo::load_paths(&[slos.to_owned()]) {
-        Ok(set) => set,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(1));
-        }
+    let Some(set) = load_slos(slos) else {
+        return Ok(ExitCode::from(1));
     };
     if set.forecasts().next().is_none() {
         eprintln!(
@@ -950,12 +953,8 @@ fn slo_status(
     url: Option<String>,
     output: Output,
 ) -> anyhow::Result<ExitCode> {
-    let set = match crate::slo::load_paths(&[slos.to_owned()]) {
-        Ok(set) => set,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::from(1));
-        }
+    let Some(set) = load_slos(slos) else {
+        return Ok(ExitCode::from(1));
     };
     let prom = prometheus_of(config, url)?;
     let now = chrono::Utc::now();

@@ -220,18 +220,10 @@ async fn forecasts_from_a_real_prometheus_hold_to_the_history_s_truth() {
         c.prometheus = Some(client);
     })
     .await;
-    let get = |path: &'static str| {
-        let (client, url) = (app.client.clone(), app.url.clone());
-        async move {
-            let r = client.get(format!("{url}{path}")).send().await.unwrap();
-            (r.status().as_u16(), r.text().await.unwrap())
-        }
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let list: Value = loop {
-        let (code, body) = get("/api/v1/forecasts").await;
-        assert_eq!(code, 200, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
+        let (code, v) = app.get("/api/v1/forecasts").await;
+        assert_eq!(code, 200, "{v}");
         if !v["refreshed_at"].is_null() {
             break v;
         }
@@ -240,20 +232,18 @@ async fn forecasts_from_a_real_prometheus_hold_to_the_history_s_truth() {
     };
     holds_to_the_truth(&list["forecasts"], end);
     assert!(list["forecasts"][0].get("history").is_none(), "{list}");
-    let (code, body) = get("/api/v1/forecasts/db/disk").await;
-    assert_eq!(code, 200, "{body}");
-    let one: Value = serde_json::from_str(&body).unwrap();
+    let (code, one) = app.get("/api/v1/forecasts/db/disk").await;
+    assert_eq!(code, 200, "{one}");
     assert_eq!(one["definition"]["usage"], "disk_used_bytes");
     assert!(
         one["series"][0]["history"].as_array().unwrap().len() > 100,
         "{one}"
     );
-    let (code, body) = get("/api/v1/forecasts/db/nope").await;
+    let (code, body) = app.get("/api/v1/forecasts/db/nope").await;
     assert_eq!(code, 404, "{body}");
-    let (code, body) = get("/api/v1/forecasts?colour=red").await;
+    let (code, body) = app.get("/api/v1/forecasts?colour=red").await;
     assert_eq!(code, 400, "{body}");
-    let (code, page) = get("/capacity").await;
-    assert_eq!(code, 200, "{page}");
+    let page = app.page("/capacity").await;
     let noisy = page.find("/noisy").unwrap();
     let linear = page.find("/linear").unwrap();
     assert!(noisy < linear, "soonest full first");
@@ -283,18 +273,11 @@ async fn a_prometheus_that_goes_away_keeps_the_last_forecast_with_the_error() {
     })
     .await;
     let read = |after: Option<String>| {
-        let (client, url) = (app.client.clone(), app.url.clone());
+        let app = &app;
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let v: Value = client
-                    .get(format!("{url}/api/v1/forecasts"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let (_, v) = app.get("/api/v1/forecasts").await;
                 if !v["refreshed_at"].is_null()
                     && v["refreshed_at"].as_str().map(str::to_owned) != after
                 {

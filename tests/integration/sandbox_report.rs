@@ -4,8 +4,6 @@
 //! read runbookd's credential), and `--strict-sandbox` refuses to start,
 //! naming the layer and why, when one the config asks for is missing.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use crate::app::{notification, TestApp};
@@ -46,15 +44,8 @@ async fn the_report_says_what_a_step_observes() {
         c.data_dir = store;
     })
     .await;
-    let status: Value = app
-        .client
-        .get(format!("{}/api/v1/status", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (code, status) = app.get("/api/v1/status").await;
+    assert_eq!(code, 200, "{status}");
     let layers = status["sandbox"]["layers"].as_array().unwrap();
     let layer = |name: &str| {
         layers
@@ -82,23 +73,13 @@ async fn the_report_says_what_a_step_observes() {
         ))
         .await;
     assert_eq!(resp.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let out = loop {
-        let inc: Value = app
-            .client
-            .get(format!("{}/api/v1/incidents/INC-0001", app.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(o) = inc["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"].as_str() {
-            break o.to_owned();
-        }
-        assert!(Instant::now() < deadline, "the step never ran: {inc}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let inc = app
+        .wait_for_incident("INC-0001", "the step to run", crate::app::runs_ended)
+        .await;
+    let out = inc["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the step never ran: {inc}"))
+        .to_owned();
     let uid = layer("uid_drop");
     let step_uid: u32 = observed(&out, "uid").parse().unwrap();
     if uid["enforced"] == true {
@@ -132,15 +113,7 @@ async fn the_report_says_what_a_step_observes() {
         assert!(denied, "{out}");
     }
     // The page says the same.
-    let page = app
-        .client
-        .get(format!("{}/", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.page("/").await;
     for l in layers {
         let id = format!("id=\"layer-{}\"", l["layer"].as_str().unwrap());
         let row = &page[page

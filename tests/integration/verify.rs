@@ -54,30 +54,13 @@ fn runbooks() -> Vec<(&'static str, String)> {
 }
 
 async fn finished_steps(app: &TestApp, incident: &str) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let inc: Value = app
-            .client
-            .get(format!("{}/api/v1/incidents/{incident}", app.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let state = inc["runs"][0]["state"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if !["", "queued", "running"].contains(&state.as_str()) {
-            return inc["runs"][0]["result"]["steps"]
-                .as_array()
-                .unwrap()
-                .clone();
-        }
-        assert!(Instant::now() < deadline, "the run never ended: {inc}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let inc = app
+        .wait_for_incident(incident, "its run to end", crate::app::runs_ended)
+        .await;
+    inc["runs"][0]["result"]["steps"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn step<'a>(steps: &'a [Value], name: &str) -> &'a Value {
@@ -172,15 +155,7 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
         .iter()
         .all(|l| l.ends_with("verdict=inconclusive")));
     // The postmortem says what was measured.
-    let pm = app
-        .client
-        .get(format!("{}/api/v1/incidents/INC-0001/postmortem", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let pm = app.page("/api/v1/incidents/INC-0001/postmortem").await;
     assert!(
         pm.contains("`recovered` (verify: 2 measurement(s), the last"),
         "{pm}"
