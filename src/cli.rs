@@ -84,7 +84,7 @@ pub enum Command {
         /// Run steps as root when runbookd runs as root (not recommended).
         #[arg(long, env = "RUNBOOKD_ALLOW_ROOT_STEPS")]
         allow_root_steps: bool,
-        /// Refuse to start when Landlock, seccomp or a cgroup v2 hierarchy is unavailable.
+        /// Refuse to start when a sandbox layer the configuration asks for is not enforced (`runbookd status` lists them)
         #[arg(long, env = "RUNBOOKD_SANDBOX_STRICT")]
         strict_sandbox: bool,
         /// Between SIGTERM and SIGKILL when a step times out or is cancelled [default: 5s].

@@ -44,7 +44,9 @@ impl Hierarchies {
         let mut h = Hierarchies::default();
         if let Some(rel) = v2_rel {
             for mount in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-                let base = Path::new(mount).join(&rel);
+                let Some(base) = ours(Path::new(mount), &rel) else {
+                    continue;
+                };
                 if Path::new(mount).join("cgroup.controllers").exists()
                     && usable(&base, "cgroup.kill")
                 {
@@ -61,8 +63,9 @@ impl Hierarchies {
             ("memory", &mut h.v1_memory, "memory.limit_in_bytes"),
             ("pids", &mut h.v1_pids, "pids.max"),
         ] {
-            if let Some(rel) = own_path(ctrl) {
-                let base = Path::new("/sys/fs/cgroup").join(ctrl).join(rel);
+            if let Some(base) =
+                own_path(ctrl).and_then(|rel| ours(&Path::new("/sys/fs/cgroup").join(ctrl), &rel))
+            {
                 if usable(&base, file) {
                     *slot = Some(base);
                 }
@@ -70,6 +73,20 @@ impl Hierarchies {
         }
         h
     }
+}
+
+/// This process's cgroup directory in the hierarchy mounted at `mount`:
+/// `mount/rel` (`rel` from /proc/self/cgroup), or, in a container that
+/// shares the host's cgroup namespace, `mount` itself (the runtime mounts
+/// the container's cgroup there, so the host path named in
+/// /proc/self/cgroup does not exist inside). Either only when its
+/// `cgroup.procs` lists this process.
+fn ours(mount: &Path, rel: &str) -> Option<PathBuf> {
+    let me = std::process::id().to_string();
+    [mount.join(rel), mount.to_owned()].into_iter().find(|dir| {
+        fs::read_to_string(dir.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.lines().any(|p| p.trim() == me))
+    })
 }
 
 impl Hierarchies {

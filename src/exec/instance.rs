@@ -46,13 +46,14 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use nix::fcntl::{Flock, FlockArg};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::cgroup::Hierarchies;
 
@@ -346,13 +347,65 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
     }
     match fs::remove_dir_all(dir) {
         Ok(()) => return Ok(()),
-        // Root needs no permission bits to remove, and must not chmod by
-        // path where a step could swap a directory for a link.
-        Err(e) if nix::unistd::geteuid().is_root() => return Err(e),
-        Err(_) => {}
+        // Root without `CAP_DAC_OVERRIDE` (Kubernetes' Baseline profile)
+        // cannot enter a step's 0700 directories: it takes them over first.
+        // It must not chmod by path, where a step could swap a directory
+        // for a link.
+        Err(e) if nix::unistd::geteuid().is_root() => {
+            if e.kind() != io::ErrorKind::PermissionDenied {
+                return Err(e);
+            }
+            let top = rustix::fs::open(
+                dir,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            take_over(&top)?;
+        }
+        Err(_) => open_up(dir),
     }
-    open_up(dir);
     fs::remove_dir_all(dir)
+}
+
+/// Makes a directory tree (given as an `O_PATH` descriptor) root's, 0700,
+/// so that root without `CAP_DAC_OVERRIDE` can remove it: `CAP_CHOWN` gives
+/// each directory to root, found and changed by descriptor, never by a path a
+/// step could replace with a link. Files need nothing (removing one is a
+/// write to its directory).
+fn take_over(dir: &OwnedFd) -> io::Result<()> {
+    rustix::fs::chownat(
+        dir,
+        "",
+        Some(rustix::fs::Uid::ROOT),
+        Some(rustix::fs::Gid::ROOT),
+        AtFlags::EMPTY_PATH,
+    )?;
+    // `fchmod` refuses an `O_PATH` descriptor; its /proc link is the same inode.
+    let by_fd = format!("/proc/self/fd/{}", dir.as_raw_fd());
+    rustix::fs::chmod(by_fd.as_str(), Mode::RWXU)?;
+    let listing = rustix::fs::open(
+        by_fd.as_str(),
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for entry in rustix::fs::Dir::read_from(&listing)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        // NOFOLLOW|DIRECTORY: a link or a file fails here and is left to
+        // the removal, which unlinks it.
+        if let Ok(sub) = rustix::fs::openat(
+            &listing,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            take_over(&sub)?;
+        }
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

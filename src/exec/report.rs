@@ -89,7 +89,10 @@ pub fn report(sandbox: &Sandbox) -> Report {
         Some((step_uid, _)) if step_uid != uid => add(
             Layer::UidDrop,
             true,
-            format!("steps run as {} (sandbox.run_as)", user_name(step_uid)),
+            match &sandbox.drop_note {
+                None => format!("steps run as {} (sandbox.run_as)", user_name(step_uid)),
+                Some(note) => format!("steps run as {}: {note}", user_name(step_uid)),
+            },
         ),
         _ if p.euid_root => add(
             Layer::UidDrop,
@@ -248,17 +251,26 @@ pub fn report(sandbox: &Sandbox) -> Report {
         Some(bytes) => add(
             Layer::ScratchLimit,
             true,
-            format!("run scratch directories share a tmpfs of {} MiB", bytes >> 20),
+            format!(
+                "run scratch directories share a tmpfs of {} MiB",
+                bytes >> 20
+            ),
         ),
         None => add(
             Layer::ScratchLimit,
             false,
             if c.scratch_size.is_none() {
-                "`sandbox.scratch_size` is off: scratch directories share the runtime directory's filesystem"
+                "`sandbox.scratch_size` is off: scratch directories share the runtime directory's filesystem".into()
             } else {
-                "the scratch root cannot be a tmpfs of its own (not root): scratch directories share the runtime directory's filesystem"
-            }
-            .into(),
+                format!(
+                    "the scratch root cannot be a tmpfs of its own ({}): scratch directories share the runtime directory's filesystem, limited by the volume's size",
+                    if p.euid_root {
+                        "mounting needs CAP_SYS_ADMIN, which a container's profile usually drops"
+                    } else {
+                        "not root"
+                    }
+                )
+            },
         ),
     }
     Report {

@@ -172,11 +172,137 @@ fn unshare_works(flags: libc::c_int) -> bool {
     cmd.status().is_ok_and(|s| s.success())
 }
 
+/// The uid and gid ranges of runbookd's user namespace (`/proc/self/uid_map`,
+/// `gid_map`): `(first id inside, count)` each. The initial namespace maps
+/// every id; a container's (`podman --userns=auto`, Kubernetes'
+/// `hostUsers: false`) maps a range, and a step cannot become an id
+/// outside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMaps {
+    pub uids: Vec<(u32, u32)>,
+    pub gids: Vec<(u32, u32)>,
+}
+
+impl IdMaps {
+    /// This process's maps (all ids when they cannot be read).
+    #[must_use]
+    pub fn read() -> Self {
+        let read = |path: &str| {
+            let ranges = std::fs::read_to_string(path)
+                .map(|s| parse_id_map(&s))
+                .unwrap_or_default();
+            if ranges.is_empty() {
+                vec![(0, u32::MAX)]
+            } else {
+                ranges
+            }
+        };
+        IdMaps {
+            uids: read("/proc/self/uid_map"),
+            gids: read("/proc/self/gid_map"),
+        }
+    }
+
+    /// Both ids are mapped.
+    #[must_use]
+    pub fn maps(&self, uid: u32, gid: u32) -> bool {
+        let has = |ranges: &[(u32, u32)], id: u32| {
+            ranges.iter().any(|&(first, count)| {
+                id >= first && u64::from(id) < u64::from(first) + u64::from(count)
+            })
+        };
+        has(&self.uids, uid) && has(&self.gids, gid)
+    }
+
+    /// The highest mapped uid and gid other than root's, if any.
+    #[must_use]
+    pub fn highest_unprivileged(&self) -> Option<(u32, u32)> {
+        let highest = |ranges: &[(u32, u32)]| {
+            ranges
+                .iter()
+                .filter(|&&(_, count)| count > 0)
+                .map(|&(first, count)| {
+                    u32::try_from((u64::from(first) + u64::from(count) - 1).min(u64::from(NOBODY)))
+                        .unwrap_or(NOBODY)
+                })
+                .filter(|&id| id != 0)
+                .max()
+        };
+        Some((highest(&self.uids)?, highest(&self.gids)?))
+    }
+
+    /// `uids 0-1023, gids 0-1023`, for messages.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let ranges = |r: &[(u32, u32)]| {
+            r.iter()
+                .map(|&(first, count)| {
+                    format!("{first}-{}", u64::from(first) + u64::from(count).max(1) - 1)
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!("uids {}, gids {}", ranges(&self.uids), ranges(&self.gids))
+    }
+}
+
+/// Linux's overflow id (`nobody`), the highest a step is ever given.
+const NOBODY: u32 = 65534;
+
+/// `inside outside count` lines into `(inside, count)` ranges.
+fn parse_id_map(text: &str) -> Vec<(u32, u32)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().map(str::parse::<u32>);
+            let (inside, _outside, count) = (f.next()?.ok()?, f.next()?.ok()?, f.next()?.ok()?);
+            Some((inside, count))
+        })
+        .collect()
+}
+
+/// The ids steps drop to: `run_as`'s own where the user namespace maps them;
+/// for the default `nobody` in a namespace that does not (65534 is outside
+/// `podman --userns=auto`'s 1024 ids), the highest mapped ids other than
+/// root's, with a note saying so. Another named user that is not mapped is
+/// an error: runbookd never guesses for a user someone chose.
+fn step_ids(
+    run_as: &str,
+    ids: (u32, u32),
+    maps: &IdMaps,
+) -> Result<((u32, u32), Option<String>), SandboxError> {
+    if maps.maps(ids.0, ids.1) {
+        return Ok((ids, None));
+    }
+    let unmapped = || SandboxError::Unmapped {
+        user: run_as.to_owned(),
+        uid: ids.0,
+        gid: ids.1,
+        maps: maps.describe(),
+    };
+    if run_as != "nobody" {
+        return Err(unmapped());
+    }
+    let picked = maps.highest_unprivileged().ok_or_else(unmapped)?;
+    let note = format!(
+        "nobody's uid {} is not mapped in this user namespace ({}): the highest mapped ids are used",
+        ids.0,
+        maps.describe()
+    );
+    Ok((picked, Some(note)))
+}
+
 /// Why the sandbox cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     #[error("run_as user `{0}` does not exist")]
     NoSuchUser(String),
+    #[error("run_as user `{user}` (uid {uid}, gid {gid}) is not mapped in runbookd's user namespace ({maps}): choose a user inside it, or map a wider range")]
+    Unmapped {
+        user: String,
+        uid: u32,
+        gid: u32,
+        maps: String,
+    },
     #[error("sandbox.strict (--strict-sandbox) is set and these layers are not enforced:\n  {}", .0.join("\n  "))]
     StrictMissing(Vec<String>),
     #[error("cannot build the seccomp filter: {0}")]
@@ -259,6 +385,9 @@ pub struct Sandbox {
     pub probe: Probe,
     /// (uid, gid) steps drop to; `None` when runbookd is not root or root steps are allowed.
     drop_to: Option<(u32, u32)>,
+    /// Why `drop_to` is not `run_as`'s own ids (a user namespace that does
+    /// not map them).
+    pub drop_note: Option<String>,
     seccomp: Option<Arc<Filters>>,
     /// What steps may read: replaced whole when a reload names other
     /// secret files.
@@ -627,14 +756,19 @@ impl Sandbox {
     /// An unknown `run_as` user, or a missing layer under `strict`.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
         let probe = Probe::run();
-        let drop_to = if probe.euid_root && !config.allow_root_steps {
+        let (drop_to, drop_note) = if probe.euid_root && !config.allow_root_steps {
             let user = nix::unistd::User::from_name(&config.run_as)
                 .ok()
                 .flatten()
                 .ok_or_else(|| SandboxError::NoSuchUser(config.run_as.clone()))?;
-            Some((user.uid.as_raw(), user.gid.as_raw()))
+            let (ids, note) = step_ids(
+                &config.run_as,
+                (user.uid.as_raw(), user.gid.as_raw()),
+                &IdMaps::read(),
+            )?;
+            (Some(ids), note)
         } else {
-            None
+            (None, None)
         };
         let seccomp = if probe.seccomp {
             Some(Arc::new(Filters::build().map_err(SandboxError::Seccomp)?))
@@ -655,6 +789,7 @@ impl Sandbox {
             config,
             probe,
             drop_to,
+            drop_note,
             seccomp,
             policy: std::sync::RwLock::new(Arc::new(policy)),
             instance,
@@ -726,6 +861,13 @@ impl Sandbox {
         }
         if user.uid == me {
             return Ok(RunAs::Unchanged);
+        }
+        let maps = IdMaps::read();
+        if !maps.maps(user.uid.as_raw(), user.gid.as_raw()) {
+            return Err(format!(
+                "run_as user `{name}` (uid {}, gid {}) is not mapped in runbookd's user namespace ({}): choose a user inside it",
+                user.uid, user.gid, maps.describe()
+            ));
         }
         if !self.probe.euid_root {
             return Err(format!(
@@ -1305,6 +1447,50 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_get_ids_their_user_namespace_maps() {
+        let all = IdMaps {
+            uids: parse_id_map("         0          0 4294967295\n"),
+            gids: parse_id_map("         0          0 4294967295\n"),
+        };
+        assert_eq!(
+            step_ids("nobody", (65534, 65534), &all).unwrap(),
+            ((65534, 65534), None)
+        );
+        // podman --userns=auto: 1024 ids from 0.
+        let auto = IdMaps {
+            uids: parse_id_map("0 100000 1024\n"),
+            gids: parse_id_map("0 100000 1024\n"),
+        };
+        let (ids, note) = step_ids("nobody", (65534, 65534), &auto).unwrap();
+        assert_eq!(ids, (1023, 1023));
+        assert!(note.unwrap().contains("uids 0-1023"));
+        // A user someone named is never swapped for another.
+        let err = step_ids("deploy", (2000, 2000), &auto)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`deploy` (uid 2000, gid 2000) is not mapped")
+                && err.contains("uids 0-1023"),
+            "{err}"
+        );
+        // Only root mapped: no one to drop to.
+        let root_only = IdMaps {
+            uids: parse_id_map("0 100000 1\n"),
+            gids: parse_id_map("0 100000 1\n"),
+        };
+        assert!(step_ids("nobody", (65534, 65534), &root_only).is_err());
+        // Kubernetes hostUsers: false maps 65536 ids: nobody is inside.
+        let k8s = IdMaps {
+            uids: parse_id_map("0 1879048192 65536\n"),
+            gids: parse_id_map("0 1879048192 65536\n"),
+        };
+        assert_eq!(
+            step_ids("nobody", (65534, 65534), &k8s).unwrap().0,
+            (65534, 65534)
+        );
+    }
 
     #[test]
     fn a_listed_entry_that_vanished_does_not_stop_the_start() {

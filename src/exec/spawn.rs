@@ -73,6 +73,8 @@ pub enum Stage {
     Prepare,
     /// In the child, applying the sandbox.
     Confine,
+    /// In the child, entering the working directory (as the step's user).
+    Enter,
     /// The exec of the program.
     Exec,
 }
@@ -106,6 +108,9 @@ impl SpawnFailure {
             (Stage::Confine, _) => {
                 format!("cannot run `{program}`: applying the sandbox failed: {e}")
             }
+            (Stage::Enter, _) => format!(
+                "cannot run `{program}`: the step's user cannot enter its scratch directory: {e}"
+            ),
             (Stage::Exec | Stage::Prepare, _) => format!("cannot run `{program}`: {e}"),
         }
     }
@@ -255,7 +260,8 @@ pub fn decode_report(bytes: &[u8]) -> Option<SpawnFailure> {
         });
     };
     let stage = match u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) {
-        0 => Stage::Confine,
+        REPORT_CONFINE => Stage::Confine,
+        REPORT_ENTER => Stage::Enter,
         _ => Stage::Exec,
     };
     let errno = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
@@ -268,6 +274,11 @@ fn null_terminated(v: &[CString]) -> Vec<*const libc::c_char> {
         .chain(std::iter::once(std::ptr::null()))
         .collect()
 }
+
+/// The stages a child reports on its report pipe.
+const REPORT_CONFINE: u32 = 0;
+const REPORT_EXEC: u32 = 1;
+const REPORT_ENTER: u32 = 2;
 
 /// The child between fork and exec. Never returns.
 ///
@@ -295,7 +306,7 @@ unsafe fn child_main(
         for (target, &fd) in stdio.iter().enumerate() {
             // dup2 leaves the copy without CLOEXEC.
             if libc::dup2(fd, i32::try_from(target).unwrap_or(0)) < 0 {
-                fail(0);
+                fail(REPORT_CONFINE);
             }
         }
         // Signal dispositions and the mask are inherited: a step starts
@@ -313,11 +324,8 @@ unsafe fn child_main(
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &raw const empty, std::ptr::null_mut());
-        if libc::chdir(cwd.as_ptr()) != 0 {
-            fail(0);
-        }
-        if setup.apply().is_err() {
-            fail(0);
+        if let Err(stage) = setup.apply(cwd) {
+            fail(stage);
         }
         let mut denied = false;
         for p in programs {
@@ -325,13 +333,13 @@ unsafe fn child_main(
             match *libc::__errno_location() {
                 libc::ENOENT | libc::ENOTDIR => {}
                 libc::EACCES => denied = true,
-                _ => fail(1),
+                _ => fail(REPORT_EXEC),
             }
         }
         if denied {
             *libc::__errno_location() = libc::EACCES;
         }
-        fail(1)
+        fail(REPORT_EXEC)
     }
 }
 
@@ -356,9 +364,22 @@ impl ChildSetup<'_> {
     /// A new session first (no controlling terminal, so nothing can be typed
     /// into the operator's; the step leads its own process group),
     /// root-needing steps next (cgroups, the step's own IPC and network
-    /// namespaces), the uid drop after them, Landlock and seccomp last (the
-    /// last filter denies `unshare`).
-    fn apply(&self) -> io::Result<()> {
+    /// namespaces), the uid drop after them, then the working directory
+    /// (entered as the step's user: root without `CAP_DAC_OVERRIDE`, as in
+    /// Kubernetes' Baseline profile, cannot search the step's 0700 scratch),
+    /// Landlock and seccomp last (the last filter denies `unshare`). On
+    /// failure, `errno` holds the cause and the stage is returned.
+    fn apply(&self, cwd: &CString) -> Result<(), u32> {
+        self.until_drop().map_err(|_| REPORT_CONFINE)?;
+        // SAFETY: chdir on a prepared C string.
+        if unsafe { libc::chdir(cwd.as_ptr()) } != 0 {
+            return Err(REPORT_ENTER);
+        }
+        self.after_drop().map_err(|_| REPORT_CONFINE)
+    }
+
+    /// Everything up to and including the uid drop.
+    fn until_drop(&self) -> io::Result<()> {
         let c = &self.confine;
         // SAFETY (whole block): raw syscalls on prepared plain values; no
         // allocation, no locks, async-signal-safe.
@@ -417,6 +438,16 @@ impl ChildSetup<'_> {
                 check(libc::setresgid(gid, gid, gid))?;
                 check(libc::setresuid(uid, uid, uid))?;
             }
+        }
+        Ok(())
+    }
+
+    /// No new privileges, Landlock and seccomp.
+    fn after_drop(&self) -> io::Result<()> {
+        let c = &self.confine;
+        // SAFETY (whole block): raw syscalls on prepared plain values; no
+        // allocation, no locks, async-signal-safe.
+        unsafe {
             check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
             if let Some(fd) = self.landlock_fd {
                 if libc::syscall(libc::SYS_landlock_restrict_self, fd, 0u32) != 0 {

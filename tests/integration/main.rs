@@ -8,6 +8,7 @@ mod attacks;
 mod browser;
 mod capacity;
 mod check;
+mod container;
 mod crash;
 mod exec;
 mod faults;

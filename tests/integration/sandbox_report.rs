@@ -10,7 +10,7 @@ use crate::app::{notification, TestApp};
 use crate::exec::{require, require_root};
 use crate::helpers::{runbookd, stderr, stdout};
 
-const LOOK: &str = r#"name: look
+pub const LOOK: &str = r#"name: look
 matchers: ['alertname = "Look"']
 steps:
   - name: inside
@@ -18,17 +18,65 @@ steps:
       echo "uid=$(id -u)"
       grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status
       if cat "$CREDENTIAL" >/dev/null 2>&1; then echo credential=read; else echo credential=denied; fi
+      # Left for runbookd to clean: a file in a directory only the step may enter.
+      mkdir -p left/behind/deep && echo x > left/behind/deep/f && chmod 000 left/behind
     timeout: 10s
 "#;
 
 /// The step's observations, from its output.
-fn observed(out: &str, key: &str) -> String {
+pub fn observed(out: &str, key: &str) -> String {
     out.lines()
         .find_map(|l| {
             l.strip_prefix(key)
                 .map(|v| v.trim_start_matches([':', '=']).trim().to_owned())
         })
         .unwrap_or_else(|| panic!("no {key} in {out}"))
+}
+
+/// The status's sandbox report (`GET /api/v1/status`) agrees with what a
+/// LOOK step observed from inside (its output `out`): its uid, seccomp and
+/// no_new_privs, and whether runbookd's credential was readable.
+pub fn assert_report_matches(status: &Value, out: &str) {
+    let layers = status["sandbox"]["layers"].as_array().unwrap();
+    let layer = |name: &str| {
+        layers
+            .iter()
+            .find(|l| l["layer"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {status}"))
+            .clone()
+    };
+    let uid = layer("uid_drop");
+    let step_uid: u32 = observed(out, "uid").parse().unwrap();
+    if uid["enforced"] == true {
+        assert_ne!(
+            u64::from(step_uid),
+            status["sandbox"]["uid"].as_u64().unwrap()
+        );
+        assert!(
+            uid["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("uid {step_uid}")),
+            "{uid} vs the step's uid {step_uid}"
+        );
+    } else {
+        assert_eq!(
+            u64::from(step_uid),
+            status["sandbox"]["uid"].as_u64().unwrap()
+        );
+    }
+    // Mode 2: a seccomp filter; no_new_privs comes with it.
+    let seccomp = observed(out, "Seccomp") == "2";
+    assert_eq!(layer("seccomp")["enforced"] == true, seccomp, "{out}");
+    if seccomp {
+        assert_eq!(observed(out, "NoNewPrivs"), "1", "{out}");
+    }
+    // Landlock: runbookd's credential is unreadable, though the step
+    // knows where it is (as root, the uid drop alone also keeps it: 0600).
+    let denied = observed(out, "credential") == "denied";
+    if layer("landlock")["enforced"] == true || uid["enforced"] == true {
+        assert!(denied, "{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,13 +95,6 @@ async fn the_report_says_what_a_step_observes() {
     let (code, status) = app.get("/api/v1/status").await;
     assert_eq!(code, 200, "{status}");
     let layers = status["sandbox"]["layers"].as_array().unwrap();
-    let layer = |name: &str| {
-        layers
-            .iter()
-            .find(|l| l["layer"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {status}"))
-            .clone()
-    };
     assert_eq!(layers.len(), 10, "{status}");
     assert!(
         layers
@@ -80,38 +121,7 @@ async fn the_report_says_what_a_step_observes() {
         .as_str()
         .unwrap_or_else(|| panic!("the step never ran: {inc}"))
         .to_owned();
-    let uid = layer("uid_drop");
-    let step_uid: u32 = observed(&out, "uid").parse().unwrap();
-    if uid["enforced"] == true {
-        assert_ne!(
-            u64::from(step_uid),
-            status["sandbox"]["uid"].as_u64().unwrap()
-        );
-        assert!(
-            uid["detail"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("(uid {step_uid})")),
-            "{uid} vs the step's uid {step_uid}"
-        );
-    } else {
-        assert_eq!(
-            u64::from(step_uid),
-            status["sandbox"]["uid"].as_u64().unwrap()
-        );
-    }
-    // Mode 2: a seccomp filter; no_new_privs comes with it.
-    let seccomp = observed(&out, "Seccomp") == "2";
-    assert_eq!(layer("seccomp")["enforced"] == true, seccomp, "{out}");
-    if seccomp {
-        assert_eq!(observed(&out, "NoNewPrivs"), "1", "{out}");
-    }
-    // Landlock: runbookd's credential is unreadable, though the step
-    // knows where it is (as root, the uid drop alone also keeps it: 0600).
-    let denied = observed(&out, "credential") == "denied";
-    if layer("landlock")["enforced"] == true || uid["enforced"] == true {
-        assert!(denied, "{out}");
-    }
+    assert_report_matches(&status, &out);
     // The page says the same.
     let page = app.page("/").await;
     for l in layers {
@@ -218,4 +228,145 @@ fn strict_sandbox_refuses_to_start_without_a_layer_and_says_which() {
         "{uid}"
     );
     assert_eq!(status["sandbox"]["uid"], 65534);
+}
+
+/// Kubernetes' Baseline profile (root in the container, capabilities
+/// dropped to SETUID, SETGID, KILL, CHOWN and FOWNER, no privilege
+/// escalation): steps still run, as `nobody`, under Landlock and seccomp,
+/// and their scratch is removed after them though root cannot enter it
+/// (no CAP_DAC_OVERRIDE). Before, every step failed "applying the sandbox
+/// failed: Permission denied" (the child entered the step's 0700 scratch
+/// before dropping to its uid) and scratch directories were left behind.
+#[test]
+fn steps_run_sandboxed_under_the_baseline_capabilities_and_leave_nothing() {
+    if !require_root("dropping capabilities") {
+        return;
+    }
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !require(setpriv.exists(), "setpriv (util-linux)") {
+        return;
+    }
+    let dir = crate::helpers::open_tempdir();
+    let (runbooks, data, tmp) = (
+        dir.path().join("runbooks"),
+        dir.path().join("data"),
+        dir.path().join("tmp"),
+    );
+    for d in [&runbooks, &data, &tmp] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let rb = LOOK.replace(
+        "steps:",
+        &format!(
+            "env:\n  CREDENTIAL: {}\nsteps:",
+            data.join("operator.token").display()
+        ),
+    );
+    std::fs::write(runbooks.join("look.yaml"), rb).unwrap();
+    let mut cmd = std::process::Command::new(setpriv);
+    cmd.args([
+        "--bounding-set=-all,+setuid,+setgid,+kill,+chown,+fowner",
+        "--inh-caps=-all",
+        "--no-new-privs",
+        "--",
+    ]);
+    let serve = crate::helpers::serve_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
+        &runbooks,
+        &data,
+    );
+    cmd.arg(serve.get_program())
+        .args(serve.get_args())
+        .env("TMPDIR", &tmp)
+        .stderr(std::process::Stdio::null());
+    let mut served = crate::helpers::Served::start(cmd);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = crate::helpers::operator_client(&data);
+    let (status, inc) = rt.block_on(async {
+        let webhook = std::fs::read_to_string(data.join("webhook.token")).unwrap();
+        let resp = reqwest::Client::new()
+            .post(format!("{}/webhook", served.url))
+            .bearer_auth(webhook.trim())
+            .header("content-type", "application/json")
+            .body(notification(
+                "g-look",
+                &[(
+                    &json!({"alertname": "Look"}),
+                    "firing",
+                    "2026-12-05T08:00:00Z",
+                )],
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let inc = crate::app::wait_for_incident_at(
+            &client,
+            &served.url,
+            "INC-0001",
+            "the step to run",
+            crate::app::runs_ended,
+        )
+        .await;
+        let status: Value = client
+            .get(format!("{}/api/v1/status", served.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (status, inc)
+    });
+    let attempt = &inc["runs"][0]["result"]["steps"][0]["attempts"][0];
+    assert_eq!(attempt["outcome"]["status"], "succeeded", "{attempt:#}");
+    let out = attempt["stdout"].as_str().unwrap();
+    assert_eq!(observed(out, "uid"), "65534", "{out}");
+    assert_report_matches(&status, out);
+    let enforced = |name: &str| {
+        status["sandbox"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["layer"] == name && l["enforced"] == true)
+    };
+    assert!(enforced("uid_drop") && enforced("seccomp"), "{status:#}");
+    // Without CAP_SYS_ADMIN: no IPC namespace and no scratch tmpfs, said so.
+    assert!(
+        !enforced("ipc_isolation") && !enforced("scratch_limit"),
+        "{status:#}"
+    );
+    // Nothing of the step's is left in the runtime directory.
+    let left = |root: &std::path::Path| -> Vec<String> {
+        walk(root)
+            .into_iter()
+            .filter(|(_, uid)| *uid != 0)
+            .map(|(p, uid)| format!("{} (uid {uid})", p.display()))
+            .collect()
+    };
+    assert_eq!(left(&tmp), Vec::<String>::new());
+    // A graceful stop removes the instance's scratch root too.
+    nix::sys::signal::kill(served.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let code = served.child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+    let dirs: Vec<String> = walk(&tmp)
+        .into_iter()
+        .filter(|(p, _)| p.is_dir() && p.parent() != Some(tmp.as_path()))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    assert_eq!(dirs, Vec::<String>::new());
+}
+
+/// Every path beneath `root` with its owner (as root: entering any).
+fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(root).unwrap().flatten() {
+        let meta = e.path().symlink_metadata().unwrap();
+        found.push((e.path(), meta.uid()));
+        if meta.is_dir() {
+            found.extend(walk(&e.path()));
+        }
+    }
+    found
 }
