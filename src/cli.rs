@@ -314,7 +314,7 @@ pub struct SandboxArgs {
     /// Run steps as root when runbookd runs as root (not recommended).
     #[arg(long, env = "RUNBOOKD_ALLOW_ROOT_STEPS")]
     pub allow_root_steps: bool,
-    /// Refuse to run when Landlock, seccomp or a cgroup v2 hierarchy is unavailable.
+    /// Refuse to run when a sandbox layer the configuration asks for is not enforced (`runbookd status` lists them)
     #[arg(long, env = "RUNBOOKD_SANDBOX_STRICT")]
     pub strict_sandbox: bool,
     /// Between SIGTERM and SIGKILL when a step times out or is cancelled.

@@ -253,13 +253,50 @@ impl Drop for Container {
     }
 }
 
-/// Kubernetes' Baseline profile, as podman flags.
-const BASELINE: &[&str] = &[
-    "--cap-drop=all",
-    "--cap-add=SETUID,SETGID,KILL,CHOWN,FOWNER",
-    "--security-opt=no-new-privileges",
-    "--read-only",
-];
+/// Kubernetes' Baseline profile: the README's `docker run` flags (so the
+/// line users copy is the one tested), checked to be that profile.
+fn baseline() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let start = readme
+        .find("docker run -d")
+        .expect("the README gives a `docker run` line");
+    let line: String = readme[start..]
+        .lines()
+        .take_while(|l| !l.starts_with("docker exec"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut joined = Vec::new();
+    for (i, w) in words.iter().enumerate() {
+        if *w == "--tmpfs" {
+            joined.push(format!("--tmpfs={}", words[i + 1]));
+        } else if ["--cap-", "--security-opt", "--read-only"]
+            .iter()
+            .any(|p| w.starts_with(p))
+        {
+            joined.push((*w).to_owned());
+        }
+    }
+    for needed in [
+        "--cap-drop=ALL",
+        "--cap-add=SETUID",
+        "--cap-add=SETGID",
+        "--cap-add=KILL",
+        "--cap-add=CHOWN",
+        "--cap-add=FOWNER",
+        "--security-opt=no-new-privileges",
+        "--read-only",
+    ] {
+        assert!(joined.iter().any(|f| f == needed), "{needed} in {line}");
+    }
+    assert_eq!(
+        joined.iter().filter(|f| f.starts_with("--cap-add")).count(),
+        5,
+        "{line}"
+    );
+    joined
+}
 
 /// Posts the captured Alertmanager payload (three DiskFull alerts) to the
 /// container, waits for the LOOK runbook's run, and returns what its step
@@ -339,7 +376,9 @@ fn the_image_keeps_the_sandbox_in_the_baseline_profile() {
     if !podman_available("the container tests") {
         return;
     }
-    let c = Container::run("baseline", BASELINE, &[("look.yaml", &look())]);
+    let flags = baseline();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let c = Container::run("baseline", &flags, &[("look.yaml", &look())]);
     let (out, status) = post_and_observe(&c);
     assert_eq!(observed(&out, "uid"), "65534", "{out}");
     assert_eq!(observed(&out, "Seccomp"), "2", "{out}");
@@ -358,6 +397,13 @@ fn the_image_keeps_the_sandbox_in_the_baseline_profile() {
         "{status:#}"
     );
     nothing_left(&c);
+    // `runbookd status` inside, as the README says.
+    let text = c.exec(&["runbookd", "status", "--server", &c.url]);
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("uid_drop") && !l.contains("MISSING")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -366,8 +412,9 @@ fn the_image_keeps_the_sandbox_under_a_user_namespace() {
         return;
     }
     // 1,024 ids from a host range no one uses: nobody's 65534 is not in it.
+    let profile = baseline();
     let mut flags = vec!["--uidmap=0:300000:1024", "--gidmap=0:300000:1024"];
-    flags.extend_from_slice(BASELINE);
+    flags.extend(profile.iter().map(String::as_str));
     let c = Container::run("userns", &flags, &[("look.yaml", &look())]);
     let (out, status) = post_and_observe(&c);
     assert_eq!(observed(&out, "uid"), "1023", "{out}");
