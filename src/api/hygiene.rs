@@ -39,10 +39,17 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
-/// Whether `host` (as sent) is allowed by `allowed`.
+/// Whether `host` (as sent) is allowed by `allowed`. An IP address always
+/// is: a rebinding page is served under a name, so a request that names an
+/// address reached the address it named (Prometheus scrapes a pod by its IP,
+/// which no configuration can list in advance).
 fn host_allowed(host: &str, allowed: &[String]) -> bool {
     let bare = strip_port(host);
-    allowed.iter().any(|a| a == host || a == bare)
+    let literal = bare
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(bare);
+    literal.parse::<std::net::IpAddr>().is_ok() || allowed.iter().any(|a| a == host || a == bare)
 }
 
 /// Refuses requests for other host names (when an allow-list is set) and
@@ -142,6 +149,15 @@ mod tests {
         assert!(host_allowed("[::1]:9095", &allowed));
         assert!(!host_allowed("evil.example:9095", &allowed));
         assert!(!host_allowed("127.0.0.1.evil.example", &allowed));
+        // Addresses are not names: a pod scraped by its IP.
+        let named = vec!["runbookd.monitoring.svc".to_owned()];
+        assert!(host_allowed("10.244.1.7:9095", &named));
+        assert!(host_allowed("[fd00::7]:9095", &named));
+        assert!(!host_allowed("10.244.1.7.nip.io:9095", &named));
+        assert!(!host_allowed(
+            "runbookd.monitoring.svc.evil.example",
+            &named
+        ));
     }
 
     #[test]

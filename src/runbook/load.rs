@@ -100,7 +100,13 @@ fn load_dir_files(dir: &Path) -> Result<(Vec<PathBuf>, Vec<LoadError>), LoadErro
     };
     let entries =
         std::fs::read_dir(dir).map_err(|e| whole(format!("cannot read runbook directory: {e}")))?;
-    let paths: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    // Dot entries are not runbooks: a mounted Kubernetes ConfigMap holds
+    // `..data` and a timestamped directory beside its files' links.
+    let paths: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
+        .map(|e| e.path())
+        .collect();
     let mut files: Vec<PathBuf> = paths
         .iter()
         .filter(|p| {

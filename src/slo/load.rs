@@ -71,6 +71,8 @@ pub fn load_dir(dir: &Path) -> Result<SloSet, SloErrors> {
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
+        // A mounted ConfigMap's `..data` and hidden files are not SLO files.
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
         .map(|e| e.path())
         .filter(|p| {
             p.is_file()

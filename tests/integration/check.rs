@@ -91,6 +91,9 @@ fn check_says_what_it_skipped_and_suggests_keys() {
         ("typo.yaml", "name: typo\ntitel: T\nmatchers: [alertname = \"T\"]\nsteps:\n  - name: a\n    run: ['true']\n"),
     ]);
     std::fs::create_dir(dir.path().join("more")).unwrap();
+    // A mounted Kubernetes ConfigMap's own directories are not subdirectories of runbooks.
+    std::fs::create_dir(dir.path().join("..2026_12_05_06_00_00.123")).unwrap();
+    std::os::unix::fs::symlink("..2026_12_05_06_00_00.123", dir.path().join("..data")).unwrap();
     let d = dir.path().display();
     let out = runbookd(&["check", dir.path().to_str().unwrap()]);
     let err = stderr(&out);
@@ -114,6 +117,7 @@ fn check_says_what_it_skipped_and_suggests_keys() {
         err.contains(&format!("{d}/more: warning: a subdirectory: not searched")),
         "{err}"
     );
+    assert!(!err.contains(".."), "{err}");
     assert!(err.contains("2 error(s) in 2 file(s)"), "{err}");
     // Without a config, the notifiers runbooks name are not checked: said.
     std::fs::remove_file(dir.path().join("typo.yaml")).unwrap();

@@ -361,6 +361,20 @@ async fn the_docker_healthcheck_passes_against_a_ready_server() {
     })
     .await;
     let port = app.url.rsplit(':').next().unwrap().to_owned();
+    // A name not listed is refused; an address (a pod scraped by its IP) is not a name.
+    for (host, code) in [
+        (format!("other.example:{port}"), 421),
+        (format!("10.244.1.7:{port}"), 200),
+    ] {
+        let r = app
+            .client
+            .get(format!("{}/api/v1/incidents", app.url))
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), code, "{host}");
+    }
     let run = |cmd: &str| {
         Command::new("sh")
             .args(["-c", &cmd.replace("9095", &port)])
