@@ -9,9 +9,10 @@
 //! `hostUsers: false`). A real Alertmanager payload is posted to each, a
 //! step reports what it observes, and the sandbox report must say the same.
 //!
-//! podman runs with per-call flags, never a changed machine config:
-//! `--runtime runc` (crun refuses this host's hybrid cgroups) and explicit
-//! ulimits (root here lacks CAP_SYS_RESOURCE to raise podman's defaults).
+//! podman runs with a config file of the test's own, never a changed
+//! machine config: runc (crun refuses this host's hybrid cgroups) and
+//! explicit ulimits (root here lacks CAP_SYS_RESOURCE to raise podman's
+//! defaults).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -29,10 +30,31 @@ pub const IMAGE: &str = "localhost/runbookd:test";
 /// The Dockerfile's base, made here with debootstrap when missing.
 const BASE: &str = "docker.io/library/debian:bookworm-slim";
 
-/// `podman --runtime runc ARGS…`.
+/// A containers.conf of this run's own (`CONTAINERS_CONF`), so that every
+/// podman call uses runc and ulimits this host allows (`podman play kube`
+/// has no `--ulimit`).
+fn containers_conf() -> &'static Path {
+    static CONF: OnceLock<PathBuf> = OnceLock::new();
+    CONF.get_or_init(|| {
+        let (nofile, _) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+                .unwrap_or((1024, 1024));
+        let path = std::env::temp_dir().join(format!(
+            "runbookd-test-containers-{}.conf",
+            std::process::id()
+        ));
+        let conf = format!(
+            "[containers]\ndefault_ulimits = [\"nofile={nofile}:{nofile}\", \"nproc=4096:4096\"]\n\n[engine]\nruntime = \"runc\"\n"
+        );
+        std::fs::write(&path, conf).unwrap();
+        path
+    })
+}
+
+/// `podman ARGS…`, configured by [`containers_conf`].
 pub fn podman(args: &[&str]) -> Command {
     let mut cmd = Command::new("podman");
-    cmd.args(["--runtime", "runc"]).args(args);
+    cmd.env("CONTAINERS_CONF", containers_conf()).args(args);
     cmd
 }
 
@@ -46,16 +68,6 @@ pub fn ok(mut cmd: Command, what: &str) -> Output {
         stderr(&o)
     );
     o
-}
-
-/// The limits every container gets: no higher than this process's own.
-pub fn ulimits() -> Vec<String> {
-    let (nofile, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .unwrap_or((1024, 1024));
-    vec![
-        format!("--ulimit=nofile={nofile}:{nofile}"),
-        "--ulimit=nproc=4096:4096".into(),
-    ]
 }
 
 /// Whether podman, runc and debootstrap are here (under `CI=true` they must be).
@@ -120,7 +132,6 @@ fn build_image() -> Result<(), String> {
     std::fs::write(ctx.path().join("Containerfile"), containerfile).unwrap();
     let mut build = podman(&["build", "--pull=never", "--format=docker", "--quiet"]);
     build
-        .args(ulimits())
         .args(["-t", IMAGE, "-f"])
         .arg(ctx.path().join("Containerfile"))
         .arg(ctx.path());
@@ -150,9 +161,10 @@ fn make_base() -> Result<(), String> {
     let o = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "rm -rf {r}/var/lib/apt/lists/* {r}/var/cache/apt/*.bin && tar -C {r} -c . | podman --runtime runc import - {BASE}",
+            "rm -rf {r}/var/lib/apt/lists/* {r}/var/cache/apt/*.bin && tar -C {r} -c . | podman import - {BASE}",
             r = rootfs.display()
         ))
+        .env("CONTAINERS_CONF", containers_conf())
         .output()
         .map_err(|e| e.to_string())?;
     if !o.status.success() {
@@ -195,8 +207,7 @@ impl Container {
         let _ = podman(&["rm", "-f", &name]).output();
         let port = crate::alertmanager::free_port();
         let mut cmd = podman(&["run", "-d", "--name", &name, "--network=host"]);
-        cmd.args(ulimits())
-            .args(flags)
+        cmd.args(flags)
             .arg(format!("--volume={}:/var/lib/runbookd:U", data.display()))
             .arg(format!(
                 "--volume={}:/etc/runbookd/runbooks:ro",
@@ -211,27 +222,8 @@ impl Container {
             data,
             _dir: dir,
         };
-        c.wait_ready();
+        wait_ready(&c.url, &|| c.logs());
         c
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ready = Command::new("curl")
-                .args(["-fsS", "--max-time", "2", &format!("{}/-/ready", self.url)])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the container never became ready: {}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 
     pub fn logs(&self) -> String {
@@ -244,6 +236,26 @@ impl Container {
         let mut cmd = podman(&["exec", &self.name]);
         cmd.args(args);
         stdout(&ok(cmd, "podman exec"))
+    }
+}
+
+/// Waits until runbookd at `url` is ready (30 s), showing `logs` if never.
+pub fn wait_ready(url: &str, logs: &dyn Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new("curl")
+            .args(["-fsS", "--max-time", "2", &format!("{url}/-/ready")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ready {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runbookd never became ready: {}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 

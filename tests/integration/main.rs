@@ -7,6 +7,7 @@ mod approvals;
 mod attacks;
 mod browser;
 mod capacity;
+mod chart;
 mod check;
 mod container;
 mod crash;

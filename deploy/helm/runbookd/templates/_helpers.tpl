@@ -56,3 +56,17 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Values.serviceAccount.name | default "default" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A probe (list PROBE PORT): an httpGet or tcpSocket without a port gets
+containerPort, as a number (podman 4.3's play kube reads only numeric probe ports). */}}
+{{- define "runbookd.probe" -}}
+{{- $p := deepCopy (index . 0) -}}
+{{- $port := index . 1 -}}
+{{- range $kind := list "httpGet" "tcpSocket" -}}
+{{- $h := get $p $kind -}}
+{{- if and $h (not $h.port) -}}
+{{- $_ := set $h "port" $port -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $p -}}
+{{- end -}}
