@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::container::{image, ok, podman, podman_available};
 use crate::exec::require;
 use crate::helpers::stderr;
-use crate::sandbox_report::{assert_report_matches, observed, LOOK};
+use crate::sandbox_report::{assert_report_matches, observed};
 
 fn chart() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/runbookd")
@@ -203,12 +203,7 @@ fn the_charts_deployment_runs_a_runbook_under_podman_play_kube() {
     let image = image();
     let (repo, tag) = image.rsplit_once(':').unwrap();
     let dir = crate::helpers::open_tempdir();
-    let look = LOOK
-        .replace(r#"alertname = "Look""#, r#"alertname = "DiskFull""#)
-        .replace(
-            "steps:",
-            "env:\n  CREDENTIAL: /var/lib/runbookd/operator.token\nsteps:",
-        );
+    let look = crate::container::look();
     let rb = dir.path().join("look.yaml");
     std::fs::write(&rb, look).unwrap();
     let port = crate::alertmanager::free_port();
@@ -314,55 +309,28 @@ fn the_charts_deployment_runs_a_runbook_under_podman_play_kube() {
     ]);
     cat.stderr(Stdio::piped());
     let operator = String::from_utf8(ok(cat, "reading the operator credential").stdout).unwrap();
-    let body = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/alertmanager/raw/firing-group-of-3.body"),
-    )
-    .unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let (inc, status) = rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .post(format!("{url}/webhook"))
-            .bearer_auth(token.trim())
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", pod_logs(&release));
-        let client = reqwest::Client::builder()
-            .default_headers(
-                [(
-                    reqwest::header::AUTHORIZATION,
-                    format!("Bearer {}", operator.trim()).parse().unwrap(),
-                )]
-                .into_iter()
-                .collect(),
-            )
-            .build()
-            .unwrap();
-        let inc = crate::app::wait_for_incident_at(
-            &client,
-            &url,
-            "INC-0001",
-            "the step to run",
-            crate::app::runs_ended,
+    let operator = reqwest::Client::builder()
+        .default_headers(
+            [(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {}", operator.trim()).parse().unwrap(),
+            )]
+            .into_iter()
+            .collect(),
         )
-        .await;
-        let status: Value = client
-            .get(format!("{url}/api/v1/status"))
-            .send()
-            .await
+        .build()
+        .unwrap();
+    let (out, status) =
+        tokio::runtime::Runtime::new()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (inc, status)
-    });
-    assert_eq!(inc["runbooks"], serde_json::json!(["look"]), "{inc:#}");
-    let attempt = &inc["runs"][0]["result"]["steps"][0]["attempts"][0];
-    assert_eq!(attempt["outcome"]["status"], "succeeded", "{attempt:#}");
-    let out = attempt["stdout"].as_str().unwrap();
+            .block_on(crate::sandbox_report::post_and_observe(
+                &url,
+                &token,
+                &operator,
+                crate::container::captured_payload(),
+                &|| pod_logs(&release),
+            ));
+    let out = out.as_str();
     // In the user namespace podman made (1,024 ids), not nobody's 65534.
     assert_eq!(observed(out, "uid"), "1023", "{out}");
     assert_eq!(observed(out, "Seccomp"), "2", "{out}");

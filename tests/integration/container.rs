@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::exec::{require, require_root};
 use crate::helpers::{stderr, stdout};
-use crate::sandbox_report::{assert_report_matches, observed, LOOK};
+use crate::sandbox_report::{assert_report_matches, observed};
 
 /// The test image's name.
 pub const IMAGE: &str = "localhost/runbookd:test";
@@ -310,62 +310,33 @@ fn baseline() -> Vec<String> {
     joined
 }
 
-/// Posts the captured Alertmanager payload (three DiskFull alerts) to the
-/// container, waits for the LOOK runbook's run, and returns what its step
-/// printed and the server's status.
-fn post_and_observe(c: &Container) -> (String, Value) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let body = std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/alertmanager/raw/firing-group-of-3.body"),
-        )
-        .unwrap();
-        let webhook = std::fs::read_to_string(c.data.join("webhook.token")).unwrap();
-        let resp = reqwest::Client::new()
-            .post(format!("{}/webhook", c.url))
-            .bearer_auth(webhook.trim())
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", c.logs());
-        let client = crate::helpers::operator_client(&c.data);
-        let inc = crate::app::wait_for_incident_at(
-            &client,
-            &c.url,
-            "INC-0001",
-            "the step to run",
-            crate::app::runs_ended,
-        )
-        .await;
-        let attempt = &inc["runs"][0]["result"]["steps"][0]["attempts"][0];
-        assert_eq!(
-            attempt["outcome"]["status"],
-            "succeeded",
-            "{attempt:#}\n{}",
-            c.logs()
-        );
-        let status: Value = client
-            .get(format!("{}/api/v1/status", c.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (attempt["stdout"].as_str().unwrap().to_owned(), status)
-    })
+/// The captured Alertmanager payload (three DiskFull alerts, one group).
+pub fn captured_payload() -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/alertmanager/raw/firing-group-of-3.body"),
+    )
+    .unwrap()
 }
 
-/// The LOOK runbook for the payload's DiskFull alerts, one run for the group.
-fn look() -> String {
-    LOOK.replace(r#"alertname = "Look""#, r#"alertname = "DiskFull""#)
-        .replace(
-            "steps:",
-            "env:\n  CREDENTIAL: /var/lib/runbookd/operator.token\nsteps:",
-        )
+/// Posts the captured payload to the container and returns what the LOOK
+/// step printed and the server's status.
+fn post_and_observe(c: &Container) -> (String, Value) {
+    let webhook = std::fs::read_to_string(c.data.join("webhook.token")).unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(crate::sandbox_report::post_and_observe(
+            &c.url,
+            &webhook,
+            &crate::helpers::operator_client(&c.data),
+            captured_payload(),
+            &|| c.logs(),
+        ))
+}
+
+/// The LOOK runbook for the payload's DiskFull alerts.
+pub fn look() -> String {
+    crate::sandbox_report::look("DiskFull", Path::new("/var/lib/runbookd/operator.token"))
 }
 
 /// Nothing a step made is left in the container's runtime directory.

@@ -33,6 +33,65 @@ pub fn observed(out: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} in {out}"))
 }
 
+/// LOOK answering alerts named `alertname`, told where runbookd's
+/// credential is (which it must not be able to read).
+pub fn look(alertname: &str, credential: &std::path::Path) -> String {
+    LOOK.replace(
+        r#"alertname = "Look""#,
+        &format!("alertname = \"{alertname}\""),
+    )
+    .replace(
+        "steps:",
+        &format!("env:\n  CREDENTIAL: {}\nsteps:", credential.display()),
+    )
+}
+
+/// Posts `body` to the runbookd at `url` as Alertmanager would (its
+/// `webhook` token), waits for INC-0001's runs to end, and returns what the
+/// first step printed (it must have succeeded) and `GET /api/v1/status`,
+/// read with `operator`.
+pub async fn post_and_observe(
+    url: &str,
+    webhook: &str,
+    operator: &reqwest::Client,
+    body: Vec<u8>,
+    logs: &dyn Fn() -> String,
+) -> (String, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/webhook"))
+        .bearer_auth(webhook.trim())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", logs());
+    let inc = crate::app::wait_for_incident_at(
+        operator,
+        url,
+        "INC-0001",
+        "the step to run",
+        crate::app::runs_ended,
+    )
+    .await;
+    let attempt = &inc["runs"][0]["result"]["steps"][0]["attempts"][0];
+    assert_eq!(
+        attempt["outcome"]["status"],
+        "succeeded",
+        "{attempt:#}\n{}",
+        logs()
+    );
+    let status: Value = operator
+        .get(format!("{url}/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (attempt["stdout"].as_str().unwrap().to_owned(), status)
+}
+
 /// The status's sandbox report (`GET /api/v1/status`) agrees with what a
 /// LOOK step observed from inside (its output `out`): its uid, seccomp and
 /// no_new_privs, and whether runbookd's credential was readable.
@@ -255,13 +314,7 @@ fn steps_run_sandboxed_under_the_baseline_capabilities_and_leave_nothing() {
     for d in [&runbooks, &data, &tmp] {
         std::fs::create_dir(d).unwrap();
     }
-    let rb = LOOK.replace(
-        "steps:",
-        &format!(
-            "env:\n  CREDENTIAL: {}\nsteps:",
-            data.join("operator.token").display()
-        ),
-    );
+    let rb = look("Look", &data.join("operator.token"));
     std::fs::write(runbooks.join("look.yaml"), rb).unwrap();
     let mut cmd = std::process::Command::new(setpriv);
     cmd.args([
@@ -280,47 +333,25 @@ fn steps_run_sandboxed_under_the_baseline_capabilities_and_leave_nothing() {
         .env("TMPDIR", &tmp)
         .stderr(std::process::Stdio::null());
     let mut served = crate::helpers::Served::start(cmd);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = crate::helpers::operator_client(&data);
-    let (status, inc) = rt.block_on(async {
-        let webhook = std::fs::read_to_string(data.join("webhook.token")).unwrap();
-        let resp = reqwest::Client::new()
-            .post(format!("{}/webhook", served.url))
-            .bearer_auth(webhook.trim())
-            .header("content-type", "application/json")
-            .body(notification(
-                "g-look",
-                &[(
-                    &json!({"alertname": "Look"}),
-                    "firing",
-                    "2026-12-05T08:00:00Z",
-                )],
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let inc = crate::app::wait_for_incident_at(
-            &client,
+    let webhook = std::fs::read_to_string(data.join("webhook.token")).unwrap();
+    let body = notification(
+        "g-look",
+        &[(
+            &json!({"alertname": "Look"}),
+            "firing",
+            "2026-12-05T08:00:00Z",
+        )],
+    );
+    let (out, status) = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(post_and_observe(
             &served.url,
-            "INC-0001",
-            "the step to run",
-            crate::app::runs_ended,
-        )
-        .await;
-        let status: Value = client
-            .get(format!("{}/api/v1/status", served.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (status, inc)
-    });
-    let attempt = &inc["runs"][0]["result"]["steps"][0]["attempts"][0];
-    assert_eq!(attempt["outcome"]["status"], "succeeded", "{attempt:#}");
-    let out = attempt["stdout"].as_str().unwrap();
+            &webhook,
+            &crate::helpers::operator_client(&data),
+            body,
+            &String::new,
+        ));
+    let out = out.as_str();
     assert_eq!(observed(out, "uid"), "65534", "{out}");
     assert_report_matches(&status, out);
     let enforced = |name: &str| {
