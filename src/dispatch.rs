@@ -1093,7 +1093,7 @@ impl RunObserver for StoreObserver {
         }
         let attempts = rec.attempts.len();
         for (n, a) in rec.attempts.iter().enumerate() {
-            if !a.outcome.succeeded() {
+            if a.outcome.is_failure() {
                 let outcome = serde_json::to_string(&a.outcome).unwrap_or_default();
                 tracing::warn!(
                     incident = %self.incident,

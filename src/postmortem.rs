@@ -156,13 +156,15 @@ pub fn context(d: &IncidentDetail) -> Value {
                 StepOutcome::Succeeded => {
                     well.push(format!("{label} succeeded in {} ms", step.duration_ms));
                 }
-                StepOutcome::Skipped { .. } => {
-                    wrong.push(format!("{label} {}", cell(&outcome.sentence())));
-                }
-                _ => {
+                // A failed step asks for a fix; one skipped, cancelled or
+                // waiting did not fail (StepOutcome::is_failure).
+                _ if outcome.is_failure() => {
                     let detail = cell(&outcome.sentence());
                     wrong.push(format!("{label} {detail}"));
                     actions.push(format!("Fix or replace {label}: it {detail}"));
+                }
+                _ => {
+                    wrong.push(format!("{label} {}", cell(&outcome.sentence())));
                 }
             }
             if first_step.as_ref().is_none_or(|f| at < *f) {

@@ -209,14 +209,8 @@ pub fn run_ended<'a>(
     let mut out = Vec::new();
     if let Some(crate::incident::RunDetail::Executed(r)) = result {
         for s in &r.steps {
-            if let Some(o) = s.outcome.as_ref().filter(|o| {
-                !o.succeeded()
-                    && !matches!(
-                        o,
-                        crate::exec::process::StepOutcome::Skipped { .. }
-                            | crate::exec::process::StepOutcome::Cancelled
-                    )
-            }) {
+            // The one rule of what a failed step is (StepOutcome::is_failure).
+            if let Some(o) = s.outcome.as_ref().filter(|o| o.is_failure()) {
                 out.push(Happened {
                     event: Event::StepFailed,
                     runbook: Some(runbook),
