@@ -146,6 +146,18 @@ pub enum Command {
         #[command(flatten)]
         from: FromPrometheus,
     },
+    /// May risky changes to SERVICE go ahead now (asks the running server)?
+    /// Exit 0: allowed; 1: an error-budget policy freezes it (the reasons
+    /// are printed); 2: the server could not say. For CI/CD pipelines.
+    Gate {
+        /// The service, as its SLOs name it.
+        service: String,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// What the running server's step sandbox enforces right now, layer by
     /// layer, and why a missing layer is missing (asks the server).
     Status {
@@ -519,6 +531,61 @@ impl ServerArgs {
     }
 }
 
+/// `runbookd gate SERVICE`: the server's verdict, as an exit status.
+fn gate(service: &str, server: &ServerArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let token = server.credential()?;
+    let mut url = reqwest::Url::parse(server.server.trim_end_matches('/'))
+        .map_err(|e| anyhow::anyhow!("--server {}: {e}", server.server))?;
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("--server {}: not an http URL", server.server))?
+        .pop_if_empty()
+        .extend(["api", "v1", "gates", service]);
+    let (status, answer) = runtime()?.block_on(async {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach runbookd at {}: {e}", server.server))?;
+        let status = resp.status();
+        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
+        Ok::<_, anyhow::Error>((status, answer))
+    })?;
+    if !matches!(status.as_u16(), 200 | 423) {
+        eprintln!(
+            "runbookd could not say: {} (HTTP {})",
+            answer["error"].as_str().unwrap_or("no reason given"),
+            status.as_u16()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if output == Output::Json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&answer).unwrap_or_default()
+        );
+    } else if answer["allowed"] == true {
+        say!("{service}: allowed");
+    } else {
+        say!("{service}: FROZEN");
+        for r in answer["reasons"].as_array().into_iter().flatten() {
+            say!("  {}", printable(r.as_str().unwrap_or("")));
+        }
+    }
+    if output == Output::Text {
+        for r in answer["recommendations"].as_array().into_iter().flatten() {
+            say!("  recommended: {}", printable(r.as_str().unwrap_or("")));
+        }
+    }
+    Ok(if answer["allowed"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 /// `runbookd update` and `resolve`: an update posted to the server.
 fn update(
     id: crate::incident::IncidentId,
@@ -623,6 +690,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             from.prometheus,
             from.output,
         ),
+        Command::Gate {
+            service,
+            server,
+            output,
+        } => gate(&service, &server, output),
         Command::Status { server, output } => {
             server.ask(reqwest::Method::GET, "/api/v1/status", None, |v| {
                 if output == Output::Json {
@@ -1011,10 +1083,11 @@ fn check_slos(path: &Path) -> ExitCode {
     match crate::slo::load_paths(&[path.to_owned()]) {
         Ok(set) => {
             say!(
-                "{}: {} SLO(s), {} forecast(s): ok",
+                "{}: {} SLO(s), {} forecast(s), {} policy(ies): ok",
                 path.display(),
                 set.len(),
-                set.forecasts().count()
+                set.forecasts().count(),
+                set.policies().len()
             );
             ExitCode::SUCCESS
         }

@@ -6,6 +6,7 @@ mod approvals;
 pub mod auth;
 mod errors;
 mod forecasts;
+mod gates;
 pub(crate) mod health;
 pub mod hygiene;
 mod incidents;
@@ -112,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .merge(incidents::router())
         .merge(slos::router())
         .merge(forecasts::router())
+        .merge(gates::router())
         .merge(notifications::router())
         .merge(runs::router())
         .merge(approvals::router())

@@ -12,6 +12,7 @@ use super::promql::Query;
 use super::{Alerting, Calendar, Format, Period, Sli, Slo, SloSet, Source, Tier};
 use crate::capacity::{Capacity, Forecast};
 use crate::runbook::position::{Pos, Positions};
+use crate::slo::policy::{Action, OnUnknown, Policy, Scope, When};
 
 /// One problem in one SLO file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +93,7 @@ pub fn load_dir(dir: &Path) -> Result<SloSet, SloErrors> {
 pub fn load_paths(paths: &[PathBuf]) -> Result<SloSet, SloErrors> {
     let mut slos = Vec::new();
     let mut forecasts = Vec::new();
+    let mut policies = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -99,6 +101,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<SloSet, SloErrors> {
                 Ok(set) => {
                     slos.extend(set.slos);
                     forecasts.extend(set.forecasts);
+                    policies.extend(set.policies);
                 }
                 Err(e) => errors.extend(e.0),
             }
@@ -106,9 +109,10 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<SloSet, SloErrors> {
         }
         match std::fs::read_to_string(p) {
             Ok(text) => match parse_text(p, &text) {
-                Ok((s, f)) => {
-                    slos.extend(s);
-                    forecasts.extend(f);
+                Ok(parsed) => {
+                    slos.extend(parsed.slos);
+                    forecasts.extend(parsed.forecasts);
+                    policies.extend(parsed.policies);
                 }
                 Err(e) => errors.extend(e),
             },
@@ -158,8 +162,11 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<SloSet, SloErrors> {
             });
         }
     }
+    errors.extend(check_policies(&policies, &slos));
     if errors.is_empty() {
-        Ok(SloSet::new(slos).with_forecasts(forecasts))
+        Ok(SloSet::new(slos)
+            .with_forecasts(forecasts)
+            .with_policies(policies))
     } else {
         errors.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
         Err(SloErrors(errors))
@@ -244,12 +251,10 @@ impl At<'_> {
 ///
 /// # Errors
 /// Every problem in it.
-pub(crate) fn parse_text(
-    file: &Path,
-    text: &str,
-) -> Result<(Vec<Slo>, Vec<Forecast>), Vec<SloError>> {
+pub(crate) fn parse_text(file: &Path, text: &str) -> Result<Parsed, Vec<SloError>> {
     let mut slos = Vec::new();
     let mut forecasts = Vec::new();
+    let mut policies = Vec::new();
     let mut errors = Vec::new();
     for doc in documents(text) {
         let positions = match Positions::of(doc.text) {
@@ -288,6 +293,13 @@ pub(crate) fn parse_text(
             }
             continue;
         }
+        if version.is_none() && api.is_none() && value.get("policies").is_some() {
+            // The valid policies too: the cross-file checks see them.
+            let (valid, errs) = policies_doc(&at, doc.text);
+            policies.extend(valid);
+            errors.extend(errs);
+            continue;
+        }
         let got = match (version, api) {
             (Some("prometheus/v1"), _) => sloth(&at, doc.text),
             (_, Some("openslo/v1")) => openslo(&at, doc.text, &value),
@@ -304,7 +316,7 @@ pub(crate) fn parse_text(
             (None, None) => Err(vec![at.err(
                 "",
                 None,
-                "not an SLO file: expected Sloth's `version: \"prometheus/v1\"`, OpenSLO's `apiVersion: openslo/v1`, or runbookd's `forecasts:`",
+                "not an SLO file: expected Sloth's `version: \"prometheus/v1\"`, OpenSLO's `apiVersion: openslo/v1`, or runbookd's `forecasts:` or `policies:`",
             )]),
         };
         match got {
@@ -313,10 +325,22 @@ pub(crate) fn parse_text(
         }
     }
     if errors.is_empty() {
-        Ok((slos, forecasts))
+        Ok(Parsed {
+            slos,
+            forecasts,
+            policies,
+        })
     } else {
         Err(errors)
     }
+}
+
+/// What the files of an SLO directory define.
+#[derive(Debug)]
+pub(crate) struct Parsed {
+    pub slos: Vec<Slo>,
+    pub forecasts: Vec<Forecast>,
+    pub policies: Vec<Policy>,
 }
 
 fn serde_error(at: &At<'_>, e: &serde_yaml::Error) -> SloError {
@@ -929,6 +953,206 @@ fn os_period(
     }
 }
 
+// ---- runbookd's error-budget policies ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoliciesFile {
+    policies: Vec<PolicyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyEntry {
+    name: String,
+    #[serde(default)]
+    slos: Option<Vec<String>>,
+    #[serde(default)]
+    services: Option<Vec<String>>,
+    when: String,
+    #[serde(default)]
+    actions: Vec<serde_yaml::Value>,
+    #[serde(default)]
+    recommend: Option<String>,
+    #[serde(default)]
+    on_unknown: Option<String>,
+}
+
+/// The document's valid policies, and the errors of the others.
+fn policies_doc(at: &At<'_>, text: &str) -> (Vec<Policy>, Vec<SloError>) {
+    let f: PoliciesFile = match serde_yaml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => return (Vec::new(), vec![serde_error(at, &e)]),
+    };
+    let mut errors = Vec::new();
+    let mut out = Vec::new();
+    for (i, e) in f.policies.into_iter().enumerate() {
+        let path = |k: &str| format!("policies.{i}.{k}");
+        let before = errors.len();
+        let mut err = |k: &str, m: String| {
+            errors.push(at.err(&path(k), None, format!("policy `{}`: {m}", e.name)));
+        };
+        if e.name.is_empty()
+            || !e
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            err(
+                "name",
+                format!("`{}` is not a name: letters, digits, `-`, `_`, `.`", e.name),
+            );
+        }
+        let scope = match (e.slos, e.services) {
+            (Some(ids), None) if !ids.is_empty() => {
+                let mut parsed = Vec::new();
+                for id in ids {
+                    match id.split_once('/') {
+                        Some((s, n)) if !s.is_empty() && !n.is_empty() => {
+                            parsed.push((s.to_owned(), n.to_owned()));
+                        }
+                        _ => err("slos", format!("`{id}`: name an SLO as SERVICE/NAME")),
+                    }
+                }
+                Some(Scope::Slos(parsed))
+            }
+            (None, Some(services)) if !services.is_empty() => Some(Scope::Services(services)),
+            _ => {
+                err(
+                    "name",
+                    "give `slos: [SERVICE/NAME, …]` or `services: [SERVICE, …]` (one of them, not empty)".into(),
+                );
+                None
+            }
+        };
+        let when = e
+            .when
+            .parse::<When>()
+            .map_err(|m| err("when", format!("`when`: {m}")))
+            .ok();
+        let mut actions = Vec::new();
+        for (j, a) in e.actions.iter().enumerate() {
+            let item = format!("actions.{j}");
+            match a.as_str() {
+                Some("freeze") => actions.push(Action::Freeze),
+                Some("require_postmortem") => err(
+                    &item,
+                    "`require_postmortem` is not built yet (it needs an incident's cost, #26 item 6): use `freeze` and `recommend:`".into(),
+                ),
+                _ if a.get("notify").is_some() => err(
+                    &item,
+                    "`notify` is not built yet (a policy's changes are not yet notification events, #26 item 3): use `freeze` and `recommend:`; the gate and `runbookd gate` say the verdict".into(),
+                ),
+                _ => err(
+                    &item,
+                    format!("unknown action {}: expected `freeze`", serde_yaml::to_string(a).unwrap_or_default().trim()),
+                ),
+            }
+        }
+        if actions.is_empty() && e.recommend.is_none() {
+            err(
+                "actions",
+                "does nothing: give `actions: [freeze]`, a `recommend:` text, or both".into(),
+            );
+        }
+        let on_unknown = match e.on_unknown.as_deref() {
+            None | Some("hold") => OnUnknown::Hold,
+            Some("ignore") => OnUnknown::Ignore,
+            Some(x) => {
+                err(
+                    "on_unknown",
+                    format!("`on_unknown: {x}`: `hold` (act as if the condition held) or `ignore`"),
+                );
+                OnUnknown::Hold
+            }
+        };
+        if errors.len() > before {
+            continue;
+        }
+        let (Some(scope), Some(when)) = (scope, when) else {
+            continue;
+        };
+        out.push(Policy {
+            name: e.name,
+            scope,
+            when,
+            actions,
+            recommend: e.recommend.filter(|r| !r.trim().is_empty()),
+            on_unknown,
+            file: at.file.to_owned(),
+            pos: at.shift(
+                at.positions
+                    .value(&format!("policies.{i}"))
+                    .unwrap_or_default(),
+            ),
+        });
+    }
+    (out, errors)
+}
+
+/// Across files: names are unique, and every SLO or service a policy names
+/// exists (a typo would cover nothing and freeze nothing, silently), as
+/// does every `burn_rate(WINDOW)` among its SLOs' alert windows.
+fn check_policies(policies: &[Policy], slos: &[Slo]) -> Vec<SloError> {
+    let mut errors = Vec::new();
+    let mut seen: BTreeMap<&str, &Policy> = BTreeMap::new();
+    for p in policies {
+        let mut err = |m: String| {
+            errors.push(SloError {
+                file: p.file.clone(),
+                pos: Some(p.pos),
+                slo: None,
+                message: format!("policy `{}`: {m}", p.name),
+            });
+        };
+        if let Some(first) = seen.insert(&p.name, p) {
+            err(format!(
+                "defined twice: first at {}:{}:{}",
+                first.file.display(),
+                first.pos.line,
+                first.pos.col
+            ));
+        }
+        match &p.scope {
+            Scope::Slos(ids) => {
+                for (s, n) in ids {
+                    if !slos.iter().any(|x| x.service == *s && x.name == *n) {
+                        err(format!("no SLO `{s}/{n}` is defined"));
+                    }
+                }
+            }
+            Scope::Services(services) => {
+                for s in services {
+                    if !slos.iter().any(|x| x.service == *s) {
+                        err(format!("no SLO of service `{s}` is defined"));
+                    }
+                }
+            }
+        }
+        if let crate::slo::policy::Metric::BurnRate(crate::slo::policy::BurnWindow::Window(w)) =
+            &p.when.metric
+        {
+            let want = crate::duration::parse(w).ok();
+            for slo in slos.iter().filter(|s| p.covers(s)) {
+                let windows = crate::slo::rules::Windows::for_period(slo.period).all();
+                if !windows.iter().any(|d| Some(*d) == want) {
+                    err(format!(
+                        "`burn_rate({w})`: `{}/{}` has the alert windows {} (or use `burn_rate(period)`)",
+                        slo.service,
+                        slo.name,
+                        windows
+                            .iter()
+                            .map(|d| crate::slo::promql::duration(*d))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    errors
+}
+
 // ---- runbookd's capacity forecasts ----
 
 #[derive(Deserialize)]
@@ -1323,7 +1547,9 @@ mod tests {
             e[1].starts_with("s.yaml:35:17: slo `web/bad`: `indicatorRef: some-sli`"),
             "{e:?}"
         );
-        let (ok, _) = parse_text(Path::new("s.yaml"), &text[..text.rfind("---").unwrap()]).unwrap();
+        let ok = parse_text(Path::new("s.yaml"), &text[..text.rfind("---").unwrap()])
+            .unwrap()
+            .slos;
         assert_eq!(ok.len(), 1);
         assert_eq!(
             ok[0].period,
@@ -1355,7 +1581,8 @@ mod tests {
     #[test]
     fn forecasts_are_read_with_defaults_and_their_errors_pointed_at() {
         let text = "# capacity\nforecasts:\n  - name: disk\n    service: db\n    usage: node_filesystem_size_bytes - node_filesystem_avail_bytes\n    capacity: node_filesystem_size_bytes\n  - name: queue\n    service: db\n    usage: jobs_queued\n    capacity: 1e6\n    lookback: 3d\n    warn_within: 2d\n";
-        let (slos, f) = parse_text(Path::new("s.yaml"), text).unwrap();
+        let parsed = parse_text(Path::new("s.yaml"), text).unwrap();
+        let (slos, f) = (parsed.slos, parsed.forecasts);
         assert!(slos.is_empty());
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].lookback, Duration::from_secs(14 * 86_400));

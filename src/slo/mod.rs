@@ -6,6 +6,7 @@
 
 pub mod impact;
 mod load;
+pub mod policy;
 pub mod promql;
 pub mod refresh;
 pub mod rules;
@@ -173,6 +174,7 @@ fn decimal(x: f64) -> f64 {
 pub struct SloSet {
     slos: Vec<Slo>,
     forecasts: Vec<crate::capacity::Forecast>,
+    policies: Vec<policy::Policy>,
 }
 
 impl SloSet {
@@ -182,7 +184,32 @@ impl SloSet {
         SloSet {
             slos,
             forecasts: Vec::new(),
+            policies: Vec::new(),
         }
+    }
+
+    /// With these error-budget policies (`policies:` documents).
+    #[must_use]
+    pub fn with_policies(mut self, policies: Vec<policy::Policy>) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    #[must_use]
+    pub fn policies(&self) -> &[policy::Policy] {
+        &self.policies
+    }
+
+    /// The gate of `service` on these statuses (`None`: no SLO of that service).
+    #[must_use]
+    pub fn gate(
+        &self,
+        service: &str,
+        statuses: &[status::Status],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Option<policy::Gate> {
+        let slos: Vec<&Slo> = self.slos.iter().collect();
+        policy::gate(service, &slos, &self.policies, statuses, now)
     }
 
     /// With these capacity forecasts (`forecasts:` documents of the same
@@ -240,7 +267,7 @@ mod tests {
             "version: prometheus/v1\nservice: web\nslos:\n  - name: avail\n    objective: 99.9\n    sli:\n      raw:\n        error_ratio_query: sum(rate(e[{{.window}}])) / sum(rate(t[{{.window}}]))\n",
         )
         .unwrap();
-        let slo = &set.0[0];
+        let slo = &set.slos[0];
         assert!((slo.budget_minutes() - 43.2).abs() < 1e-9);
         assert_eq!(slo.id(), "web-avail");
     }

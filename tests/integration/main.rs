@@ -13,6 +13,7 @@ mod container;
 mod crash;
 mod exec;
 mod faults;
+mod gates;
 mod ha;
 mod helpers;
 mod notify;

@@ -51,7 +51,7 @@ fn the_shipped_slos_check_and_their_rules_pass_promtool() {
     let o = runbookd(&["check", "--slos", "slos", "runbooks"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("slos: 3 SLO(s), 1 forecast(s): ok"),
+        stdout(&o).contains("slos: 3 SLO(s), 1 forecast(s), 3 policy(ies): ok"),
         "{}",
         stdout(&o)
     );
@@ -90,7 +90,7 @@ fn sloth_s_own_examples_load_unchanged_and_make_rules_promtool_accepts() {
         slos += said
             .lines()
             .find_map(|l| {
-                l.strip_suffix(" SLO(s), 0 forecast(s): ok")?
+                l.strip_suffix(" SLO(s), 0 forecast(s), 0 policy(ies): ok")?
                     .rsplit(' ')
                     .next()?
                     .parse::<usize>()
@@ -192,7 +192,7 @@ fn serve_refuses_to_start_on_invalid_slo_files() {
     );
 }
 
-const WEB_SLOS: &str = r#"version: "prometheus/v1"
+pub const WEB_SLOS: &str = r#"version: "prometheus/v1"
 service: "web"
 slos:
   - name: "availability"
