@@ -46,7 +46,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -331,81 +332,129 @@ fn unmount(dir: &Path) {
     let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
 }
 
-/// Removes a directory tree; files a step made read-only or unreadable to
-/// itself are made removable first.
-fn remove_tree(dir: &Path) -> io::Result<()> {
-    // A step may have chmod-ed its directories to 0: open them up, then retry.
-    fn open_up(dir: &Path) {
-        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
-        if let Ok(entries) = fs::read_dir(dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    open_up(&e.path());
-                }
-            }
-        }
-    }
-    match fs::remove_dir_all(dir) {
-        Ok(()) => return Ok(()),
-        // Root without `CAP_DAC_OVERRIDE` (Kubernetes' Baseline profile)
-        // cannot enter a step's 0700 directories: it takes them over first.
-        // It must not chmod by path, where a step could swap a directory
-        // for a link.
-        Err(e) if nix::unistd::geteuid().is_root() => {
-            if e.kind() != io::ErrorKind::PermissionDenied {
-                return Err(e);
-            }
-            let top = rustix::fs::open(
-                dir,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            take_over(&top)?;
-        }
-        Err(_) => open_up(dir),
-    }
-    fs::remove_dir_all(dir)
-}
+/// The most entries [`remove_tree`] visits before giving up on a tree (a
+/// step may leave millions): what is left is logged and stays.
+const REMOVE_BUDGET: u64 = 2_000_000;
 
-/// Makes a directory tree (given as an `O_PATH` descriptor) root's, 0700,
-/// so that root without `CAP_DAC_OVERRIDE` can remove it: `CAP_CHOWN` gives
-/// each directory to root, found and changed by descriptor, never by a path a
-/// step could replace with a link. Files need nothing (removing one is a
-/// write to its directory).
-fn take_over(dir: &OwnedFd) -> io::Result<()> {
-    rustix::fs::chownat(
-        dir,
-        "",
-        Some(rustix::fs::Uid::ROOT),
-        Some(rustix::fs::Gid::ROOT),
-        AtFlags::EMPTY_PATH,
-    )?;
-    // `fchmod` refuses an `O_PATH` descriptor; its /proc link is the same inode.
-    let by_fd = format!("/proc/self/fd/{}", dir.as_raw_fd());
-    rustix::fs::chmod(by_fd.as_str(), Mode::RWXU)?;
-    let listing = rustix::fs::open(
-        by_fd.as_str(),
+/// Removes a directory tree that a step may have made hostile: nested tens
+/// of thousands deep, directories chmod-ed to 0, links to elsewhere.
+/// Without recursion (constant stack: a deep tree cannot crash runbookd, as
+/// std's recursive `remove_dir_all` does at ~14,000 levels) and with a
+/// constant number of descriptors: it walks down one directory at a time
+/// and back up through `..`, removing files as it goes.
+///
+/// Each directory is made runbookd's and 0700 before it is listed
+/// ([`enter`]): root without `CAP_DAC_OVERRIDE` (Kubernetes' Baseline
+/// profile) cannot enter a step's 0700 directory, and a directory that is
+/// runbookd's cannot be changed by a step of another user while it is
+/// walked, so no name is swapped for a link between a check and its use
+/// and `..` leads back where the walk came from. Nothing is followed.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    let (Some(parent), Some(top)) = (dir.parent(), dir.file_name()) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // runbookd's own directory (the runtime dir, a scratch root or a slot).
+    let parent = rustix::fs::open(
+        parent,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    for entry in rustix::fs::Dir::read_from(&listing)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == c"." || name == c".." {
+    let mut cur = match enter(&parent, top) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    let mut path: Vec<std::ffi::OsString> = Vec::new();
+    let mut visited = 0u64;
+    loop {
+        let mut sub = None;
+        for entry in rustix::fs::Dir::read_from(&cur)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            visited += 1;
+            if visited > REMOVE_BUDGET {
+                return Err(io::Error::other(format!(
+                    "more than {REMOVE_BUDGET} entries under {}: left in place",
+                    dir.display()
+                )));
+            }
+            let name = std::ffi::OsStr::from_bytes(name.to_bytes());
+            let is_dir = match entry.file_type() {
+                rustix::fs::FileType::Directory => true,
+                rustix::fs::FileType::Unknown => {
+                    rustix::fs::statat(&cur, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                        rustix::fs::FileType::from_raw_mode(st.st_mode)
+                            == rustix::fs::FileType::Directory
+                    })
+                }
+                _ => false,
+            };
+            if is_dir {
+                sub = Some(name.to_owned());
+                break;
+            }
+            match rustix::fs::unlinkat(&cur, name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(name) = sub {
+            cur = enter(&cur, &name)?;
+            path.push(name);
             continue;
         }
-        // NOFOLLOW|DIRECTORY: a link or a file fails here and is left to
-        // the removal, which unlinks it.
-        if let Ok(sub) = rustix::fs::openat(
-            &listing,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        // `cur` is empty: remove it from its parent, and go on there.
+        let Some(name) = path.pop() else {
+            drop(cur);
+            rustix::fs::unlinkat(&parent, top, AtFlags::REMOVEDIR)?;
+            return Ok(());
+        };
+        let up = rustix::fs::openat(
+            &cur,
+            "..",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
-        ) {
-            take_over(&sub)?;
-        }
+        )?;
+        drop(cur);
+        rustix::fs::unlinkat(&up, name.as_os_str(), AtFlags::REMOVEDIR)?;
+        cur = up;
     }
-    Ok(())
+}
+
+/// Opens directory `name` of `dir` (runbookd's, which no step can write)
+/// for listing, made runbookd's and 0700 first when it is not: `CAP_CHOWN`
+/// suffices where `CAP_DAC_OVERRIDE` is missing. A link or a file is
+/// refused, never followed.
+fn enter(dir: &OwnedFd, name: &std::ffi::OsStr) -> io::Result<OwnedFd> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory {
+        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+    }
+    let (me, group) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    if st.st_uid != me {
+        rustix::fs::chownat(
+            dir,
+            name,
+            Some(rustix::fs::Uid::from_raw(me)),
+            Some(rustix::fs::Gid::from_raw(group)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+    }
+    if st.st_uid != me || st.st_mode & 0o700 != 0o700 {
+        // `dir` cannot change under us: `name` is the directory just checked.
+        rustix::fs::chmodat(dir, name, Mode::RWXU, AtFlags::empty())?;
+    }
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -401,3 +401,145 @@ fn walk(root: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
     }
     found
 }
+
+const DEEP: &str = r#"name: deep
+matchers: ['alertname = "Deep"']
+steps:
+  - name: nest
+    shell: |
+      python3 - <<'EOF'
+      import os
+      os.symlink(os.environ["TARGET"], "link-out")
+      os.mkdir("locked"); os.mkdir("locked/in"); os.chmod("locked", 0)
+      # 300 chains of 100, then each moved into the tip of the one before:
+      # 30,000 deep without 30,000 deep path walks.
+      top = os.open(".", os.O_RDONLY)
+      tips = []
+      for j in range(300):
+          os.mkdir(f"c{j}")
+          cur = os.open(f"c{j}", os.O_RDONLY)
+          for i in range(99):
+              os.mkdir("d", dir_fd=cur)
+              nxt = os.open("d", os.O_RDONLY, dir_fd=cur)
+              os.close(cur)
+              cur = nxt
+          tips.append(cur)
+      os.symlink(os.environ["TARGET"], "deep-link", dir_fd=tips[-1])
+      for j in range(1, 300):
+          os.rename(f"c{j}", "d", src_dir_fd=top, dst_dir_fd=tips[j - 1])
+      print("nested")
+      EOF
+    timeout: 60s
+"#;
+
+/// Removes a tree runbookd may have left with `rm -rf` (iterative), before
+/// the TempDir's own recursive removal could overflow the test's stack.
+struct RmRf(std::path::PathBuf);
+impl Drop for RmRf {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rm")
+            .arg("-rf")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// The attack: a step leaves 30,000 nested directories (std's recursive
+/// `remove_dir_all` overflows a 2 MiB worker stack at ~14,000; the walk
+/// that took a step's directories over did at ~5,000), one it chmod-ed to
+/// 0, and links to runbookd's files. runbookd must stay up, remove all of
+/// it, and follow no link: as root, and in the Baseline profile (no
+/// CAP_DAC_OVERRIDE). Before, the server aborted on the stack overflow.
+#[test]
+fn a_step_s_deep_tree_is_removed_without_crashing_runbookd() {
+    if !require_root("steps as nobody") {
+        return;
+    }
+    for baseline in [false, true] {
+        let dir = crate::helpers::open_tempdir();
+        let _rm = RmRf(dir.path().join("tmp"));
+        let (runbooks, data, tmp, target) = (
+            dir.path().join("runbooks"),
+            dir.path().join("data"),
+            dir.path().join("tmp"),
+            dir.path().join("target"),
+        );
+        for d in [&runbooks, &data, &tmp, &target] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(target.join("keep"), "runbookd's").unwrap();
+        std::fs::write(
+            runbooks.join("deep.yaml"),
+            DEEP.replace(
+                "steps:",
+                &format!("env:\n  TARGET: {}\nsteps:", target.display()),
+            ),
+        )
+        .unwrap();
+        let serve = crate::helpers::serve_command(
+            std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
+            &runbooks,
+            &data,
+        );
+        let mut cmd = if baseline {
+            let mut c = std::process::Command::new("/usr/bin/setpriv");
+            c.args([
+                "--bounding-set=-all,+setuid,+setgid,+kill,+chown,+fowner",
+                "--inh-caps=-all",
+                "--no-new-privs",
+                "--",
+            ])
+            .arg(serve.get_program());
+            c
+        } else {
+            std::process::Command::new(serve.get_program())
+        };
+        cmd.args(serve.get_args())
+            .env("TMPDIR", &tmp)
+            .stderr(std::process::Stdio::null());
+        let mut served = crate::helpers::Served::start(cmd);
+        let webhook = std::fs::read_to_string(data.join("webhook.token")).unwrap();
+        let body = notification(
+            "g-deep",
+            &[(
+                &json!({"alertname": "Deep"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        );
+        let (out, _) = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(post_and_observe(
+                &served.url,
+                &webhook,
+                &crate::helpers::operator_client(&data),
+                body,
+                &String::new,
+            ));
+        assert_eq!(out.trim(), "nested", "baseline={baseline}");
+        // Still serving, and the tree is gone (its removal is part of the run's end).
+        assert!(
+            served.child.try_wait().unwrap().is_none(),
+            "runbookd died (baseline={baseline})"
+        );
+        let left = std::process::Command::new("find")
+            .arg(&tmp)
+            .args(["-mindepth", "4", "-maxdepth", "5"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&left.stdout),
+            "",
+            "left behind (baseline={baseline})"
+        );
+        // No link was followed.
+        assert_eq!(
+            std::fs::read_to_string(target.join("keep")).unwrap(),
+            "runbookd's"
+        );
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&target).unwrap());
+        assert_eq!(owner, 0, "a link was followed");
+        nix::sys::signal::kill(served.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        assert!(served.child.wait().unwrap().success());
+    }
+}
