@@ -220,7 +220,8 @@ impl IdMaps {
         let highest = |ranges: &[(u32, u32)]| {
             ranges
                 .iter()
-                .filter(|&&(_, count)| count > 0)
+                // A range above nobody's id has nothing at or below it.
+                .filter(|&&(first, count)| count > 0 && first <= NOBODY)
                 .map(|&(first, count)| {
                     u32::try_from((u64::from(first) + u64::from(count) - 1).min(u64::from(NOBODY)))
                         .unwrap_or(NOBODY)
@@ -282,7 +283,10 @@ fn step_ids(
     if run_as != "nobody" {
         return Err(unmapped());
     }
-    let picked = maps.highest_unprivileged().ok_or_else(unmapped)?;
+    let picked = maps
+        .highest_unprivileged()
+        .filter(|&(uid, gid)| maps.maps(uid, gid))
+        .ok_or_else(unmapped)?;
     let note = format!(
         "nobody's uid {} is not mapped in this user namespace ({}): the highest mapped ids are used",
         ids.0,
@@ -1481,6 +1485,12 @@ mod tests {
             gids: parse_id_map("0 100000 1\n"),
         };
         assert!(step_ids("nobody", (65534, 65534), &root_only).is_err());
+        // Root, and a range far above nobody's id: nothing to drop to below it.
+        let split = IdMaps {
+            uids: parse_id_map("0 100000 1\n70000 200000 1000\n"),
+            gids: parse_id_map("0 100000 1\n70000 200000 1000\n"),
+        };
+        assert!(step_ids("nobody", (65534, 65534), &split).is_err());
         // Kubernetes hostUsers: false maps 65536 ids: nobody is inside.
         let k8s = IdMaps {
             uids: parse_id_map("0 1879048192 65536\n"),
