@@ -666,6 +666,20 @@ impl Executor {
             )
         };
         let nofollow = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let identity = self.sandbox.identity(dir.run_as);
+        // Root without CAP_DAC_OVERRIDE (Kubernetes' Baseline profile)
+        // cannot enter the step user's 0700 scratch: it is root's while the
+        // copy is made (its parent is runbookd's: the name cannot be
+        // swapped), and the step user's again after, whatever happens.
+        let _held = match (
+            nix::fcntl::open(dir.scratch.path(), nofollow, Mode::empty()),
+            identity,
+        ) {
+            (Err(nix::errno::Errno::EACCES), Some((uid, gid))) => {
+                Some(HeldAsRoot::take(dir.scratch.path(), (uid, gid)).map_err(|e| fail(&e))?)
+            }
+            _ => None,
+        };
         let scratch =
             nix::fcntl::open(dir.scratch.path(), nofollow, Mode::empty()).map_err(|e| fail(&e))?;
         let folder = format!(
@@ -692,7 +706,7 @@ impl Executor {
         .map_err(|e| fail(&e))?;
         let mut file = std::fs::File::from(file);
         std::io::Write::write_all(&mut file, &content).map_err(|e| fail(&e))?;
-        if let Some((uid, gid)) = self.sandbox.identity(dir.run_as) {
+        if let Some((uid, gid)) = identity {
             let (uid, gid) = (
                 Some(nix::unistd::Uid::from_raw(uid)),
                 Some(nix::unistd::Gid::from_raw(gid)),
@@ -1124,5 +1138,28 @@ impl Executor {
             }
         }
         unreachable!("the loop returns on its last attempt")
+    }
+}
+
+/// A step's scratch directory held as root's, given back to its user when
+/// dropped (see `copy_credential`).
+struct HeldAsRoot<'a> {
+    path: &'a std::path::Path,
+    owner: (u32, u32),
+}
+
+impl<'a> HeldAsRoot<'a> {
+    fn take(path: &'a std::path::Path, owner: (u32, u32)) -> std::io::Result<Self> {
+        std::os::unix::fs::lchown(path, Some(0), Some(0))?;
+        Ok(HeldAsRoot { path, owner })
+    }
+}
+
+impl Drop for HeldAsRoot<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = std::os::unix::fs::lchown(self.path, Some(self.owner.0), Some(self.owner.1))
+        {
+            tracing::error!(error = %e, dir = %self.path.display(), "cannot give a step's scratch directory back to its user");
+        }
     }
 }

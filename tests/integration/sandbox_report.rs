@@ -314,7 +314,15 @@ fn steps_run_sandboxed_under_the_baseline_capabilities_and_leave_nothing() {
     for d in [&runbooks, &data, &tmp] {
         std::fs::create_dir(d).unwrap();
     }
-    let rb = look("Look", &data.join("operator.token"));
+    // A credential file, which runbookd copies into the step's scratch as
+    // root (without CAP_DAC_OVERRIDE: it holds the scratch as its own).
+    let secret = dir.path().join("kubeconfig");
+    crate::helpers::write_with_mode(&secret, "token: s3cret\n", 0o600);
+    let rb = format!(
+        "{}  - name: cred\n    env:\n      KUBECONFIG: {{credential_file: {}}}\n    shell: cat \"$KUBECONFIG\"\n",
+        look("Look", &data.join("operator.token")),
+        secret.display()
+    );
     std::fs::write(runbooks.join("look.yaml"), rb).unwrap();
     let mut cmd = std::process::Command::new(setpriv);
     cmd.args([
@@ -353,6 +361,20 @@ fn steps_run_sandboxed_under_the_baseline_capabilities_and_leave_nothing() {
         ));
     let out = out.as_str();
     assert_eq!(observed(out, "uid"), "65534", "{out}");
+    let inc = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        crate::helpers::operator_client(&data)
+            .get(format!("{}/api/v1/incidents/INC-0001", served.url))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    let cred = &inc["runs"][0]["result"]["steps"][1]["attempts"][0];
+    assert_eq!(cred["outcome"]["status"], "succeeded", "{cred:#}");
+    // It read the copy, and runbookd redacted what it printed of it.
+    assert_eq!(cred["stdout"], "[redacted]\n");
     assert_report_matches(&status, out);
     let enforced = |name: &str| {
         status["sandbox"]["layers"]
