@@ -535,7 +535,11 @@ impl Slot {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let removed = remove_tree(&self.path).is_ok();
+        let removed = remove_tree(&self.path)
+            .map_err(|e| {
+                tracing::warn!(error = %e, dir = %self.path.display(), "a step's scratch directory could not be removed; it stays in the runtime directory");
+            })
+            .is_ok();
         let Some(mut slot) = self.slot.take() else {
             return;
         };

@@ -97,6 +97,35 @@ pub struct Attempt {
     pub output_abandoned: bool,
 }
 
+impl Attempt {
+    /// An attempt that ran no process (a silence or verify step): what it
+    /// did is its output, and it ends now.
+    #[must_use]
+    pub fn without_process(
+        attempt: u32,
+        outcome: StepOutcome,
+        (started, duration_ms): (DateTime<Utc>, u64),
+        stdout: String,
+        stderr: String,
+    ) -> Attempt {
+        Attempt {
+            attempt,
+            outcome,
+            started,
+            ended: Utc::now(),
+            duration_ms,
+            stdout_bytes: stdout.len() as u64,
+            stderr_bytes: stderr.len() as u64,
+            stdout_tail: stdout.clone(),
+            stdout,
+            stderr,
+            sandbox: SandboxRecord::default(),
+            stragglers_killed: false,
+            output_abandoned: false,
+        }
+    }
+}
+
 /// What happened to one step: its rendered command and every attempt.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StepRecord {
@@ -901,21 +930,13 @@ impl Executor {
                     }
                 },
             };
-            attempts.push(Attempt {
-                attempt: n,
-                outcome: outcome.clone(),
-                started,
-                ended: Utc::now(),
-                duration_ms: millis(t0.elapsed()),
-                stdout_bytes: log.len() as u64,
-                stderr_bytes: stderr.len() as u64,
-                stdout_tail: log.clone(),
-                stdout: log,
+            attempts.push(Attempt::without_process(
+                n,
+                outcome.clone(),
+                (started, millis(t0.elapsed())),
+                log,
                 stderr,
-                sandbox: SandboxRecord::default(),
-                stragglers_killed: false,
-                output_abandoned: false,
-            });
+            ));
             let out_of_time = deadline.is_some_and(|d| Instant::now() + step.retry_delay >= d);
             if matches!(outcome, StepOutcome::Succeeded | StepOutcome::Cancelled)
                 || n == total
@@ -986,21 +1007,13 @@ impl Executor {
                     None,
                 ),
             };
-            attempts.push(Attempt {
-                attempt: n,
-                outcome: outcome.clone(),
-                started,
-                ended: Utc::now(),
-                duration_ms: millis(t0.elapsed()),
-                stdout_bytes: stdout.len() as u64,
-                stderr_bytes: stderr.len() as u64,
-                stdout_tail: stdout.clone(),
+            attempts.push(Attempt::without_process(
+                n,
+                outcome.clone(),
+                (started, millis(t0.elapsed())),
                 stdout,
                 stderr,
-                sandbox: SandboxRecord::default(),
-                stragglers_killed: false,
-                output_abandoned: false,
-            });
+            ));
             if id.is_some() || n == total {
                 return (outcome, id);
             }

@@ -120,6 +120,8 @@ pub struct Probe {
     pub cgroups: Hierarchies,
     /// runbookd is PID 1 (steps' orphans would never be reaped without an init).
     pub pid1: bool,
+    /// The ids runbookd's user namespace maps.
+    pub id_maps: IdMaps,
 }
 
 impl Probe {
@@ -150,6 +152,7 @@ impl Probe {
             ipcns: euid == 0 && unshare_works(libc::CLONE_NEWIPC),
             cgroups: Hierarchies::probe(),
             pid1: pid == 1,
+            id_maps: IdMaps::read(),
         }
     }
 }
@@ -177,7 +180,7 @@ fn unshare_works(flags: libc::c_int) -> bool {
 /// every id; a container's (`podman --userns=auto`, Kubernetes'
 /// `hostUsers: false`) maps a range, and a step cannot become an id
 /// outside it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdMaps {
     pub uids: Vec<(u32, u32)>,
     pub gids: Vec<(u32, u32)>,
@@ -768,7 +771,7 @@ impl Sandbox {
             let (ids, note) = step_ids(
                 &config.run_as,
                 (user.uid.as_raw(), user.gid.as_raw()),
-                &IdMaps::read(),
+                &probe.id_maps,
             )?;
             (Some(ids), note)
         } else {
@@ -866,22 +869,20 @@ impl Sandbox {
         if user.uid == me {
             return Ok(RunAs::Unchanged);
         }
-        let maps = IdMaps::read();
-        if !maps.maps(user.uid.as_raw(), user.gid.as_raw()) {
-            return Err(format!(
-                "run_as user `{name}` (uid {}, gid {}) is not mapped in runbookd's user namespace ({}): choose a user inside it",
-                user.uid, user.gid, maps.describe()
-            ));
-        }
         if !self.probe.euid_root {
             return Err(format!(
                 "run_as `{name}` needs runbookd to run as root (it runs as uid {me})"
             ));
         }
-        Ok(RunAs::User {
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-        })
+        // The same rule as the server's run_as: a user the namespace does
+        // not map is refused, `nobody` mapped to the highest ids there are.
+        let ((uid, gid), _) = step_ids(
+            name,
+            (user.uid.as_raw(), user.gid.as_raw()),
+            &self.probe.id_maps,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(RunAs::User { uid, gid })
     }
 
     fn log_startup(&self) {

@@ -14,26 +14,24 @@ use crate::app::TestApp;
 use crate::helpers::{runbookd, stderr, stdout};
 
 /// Services with no data in Prometheus: their budgets are unknown.
-const GHOSTS: &str = r#"version: "prometheus/v1"
-service: "ghost"
+fn ghosts() -> String {
+    ["ghost", "shade"]
+        .map(|service| {
+            format!(
+                r#"version: "prometheus/v1"
+service: "{service}"
 slos:
   - name: "availability"
     objective: 99
     sli:
       events:
-        error_query: sum(rate(nothing_here_errors_total[{{.window}}]))
-        total_query: sum(rate(nothing_here_total[{{.window}}]))
----
-version: "prometheus/v1"
-service: "shade"
-slos:
-  - name: "availability"
-    objective: 99
-    sli:
-      events:
-        error_query: sum(rate(nothing_here_errors_total[{{.window}}]))
-        total_query: sum(rate(nothing_here_total[{{.window}}]))
-"#;
+        error_query: sum(rate(nothing_here_errors_total[{{{{.window}}}}]))
+        total_query: sum(rate(nothing_here_total[{{{{.window}}}}]))
+"#
+            )
+        })
+        .join("---\n")
+}
 
 const POLICIES: &str = r"policies:
   - name: halt-when-overspent
@@ -73,7 +71,7 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     let prometheus = crate::prom::start(&history).await;
     let slos = tempfile::tempdir().unwrap();
     std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
-    std::fs::write(slos.path().join("ghosts.yaml"), GHOSTS).unwrap();
+    std::fs::write(slos.path().join("ghosts.yaml"), ghosts()).unwrap();
     std::fs::write(slos.path().join("policies.yaml"), POLICIES).unwrap();
     let o = runbookd(&["check", "--slos", slos.path().to_str().unwrap()]);
     assert!(

@@ -289,6 +289,67 @@ fn strict_sandbox_refuses_to_start_without_a_layer_and_says_which() {
     assert_eq!(status["sandbox"]["uid"], 65534);
 }
 
+/// `runbookd serve` on a free port with these runbooks and data directory,
+/// its runtime directory under `tmp`; with `baseline`, under Kubernetes'
+/// Baseline capabilities (SETUID, SETGID, KILL, CHOWN, FOWNER, no new
+/// privileges), as a container in that profile runs it.
+fn serve_in(
+    runbooks: &std::path::Path,
+    data: &std::path::Path,
+    tmp: &std::path::Path,
+    baseline: bool,
+) -> crate::helpers::Served {
+    let serve = crate::helpers::serve_command(
+        std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
+        runbooks,
+        data,
+    );
+    let mut cmd = if baseline {
+        let mut c = std::process::Command::new("/usr/bin/setpriv");
+        c.args([
+            "--bounding-set=-all,+setuid,+setgid,+kill,+chown,+fowner",
+            "--inh-caps=-all",
+            "--no-new-privs",
+            "--",
+        ])
+        .arg(serve.get_program());
+        c
+    } else {
+        std::process::Command::new(serve.get_program())
+    };
+    cmd.args(serve.get_args())
+        .env("TMPDIR", tmp)
+        .stderr(std::process::Stdio::null());
+    crate::helpers::Served::start(cmd)
+}
+
+/// Posts a firing alert named `alertname` to `served` and returns what the
+/// first step printed and the server's status ([`post_and_observe`]).
+fn post_alert_to(
+    served: &crate::helpers::Served,
+    data: &std::path::Path,
+    alertname: &str,
+) -> (String, Value) {
+    let webhook = std::fs::read_to_string(data.join("webhook.token")).unwrap();
+    let body = notification(
+        &format!("g-{alertname}"),
+        &[(
+            &json!({"alertname": alertname}),
+            "firing",
+            "2026-12-05T08:00:00Z",
+        )],
+    );
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(post_and_observe(
+            &served.url,
+            &webhook,
+            &crate::helpers::operator_client(data),
+            body,
+            &String::new,
+        ))
+}
+
 /// Kubernetes' Baseline profile (root in the container, capabilities
 /// dropped to SETUID, SETGID, KILL, CHOWN and FOWNER, no privilege
 /// escalation): steps still run, as `nobody`, under Landlock and seccomp,
@@ -324,41 +385,8 @@ fn steps_run_sandboxed_under_the_baseline_capabilities_and_leave_nothing() {
         secret.display()
     );
     std::fs::write(runbooks.join("look.yaml"), rb).unwrap();
-    let mut cmd = std::process::Command::new(setpriv);
-    cmd.args([
-        "--bounding-set=-all,+setuid,+setgid,+kill,+chown,+fowner",
-        "--inh-caps=-all",
-        "--no-new-privs",
-        "--",
-    ]);
-    let serve = crate::helpers::serve_command(
-        std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
-        &runbooks,
-        &data,
-    );
-    cmd.arg(serve.get_program())
-        .args(serve.get_args())
-        .env("TMPDIR", &tmp)
-        .stderr(std::process::Stdio::null());
-    let mut served = crate::helpers::Served::start(cmd);
-    let webhook = std::fs::read_to_string(data.join("webhook.token")).unwrap();
-    let body = notification(
-        "g-look",
-        &[(
-            &json!({"alertname": "Look"}),
-            "firing",
-            "2026-12-05T08:00:00Z",
-        )],
-    );
-    let (out, status) = tokio::runtime::Runtime::new()
-        .unwrap()
-        .block_on(post_and_observe(
-            &served.url,
-            &webhook,
-            &crate::helpers::operator_client(&data),
-            body,
-            &String::new,
-        ));
+    let mut served = serve_in(&runbooks, &data, &tmp, true);
+    let (out, status) = post_alert_to(&served, &data, "Look");
     let out = out.as_str();
     assert_eq!(observed(out, "uid"), "65534", "{out}");
     let inc = tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -474,7 +502,12 @@ impl Drop for RmRf {
 /// CAP_DAC_OVERRIDE). Before, the server aborted on the stack overflow.
 #[test]
 fn a_step_s_deep_tree_is_removed_without_crashing_runbookd() {
-    if !require_root("steps as nobody") {
+    if !require_root("steps as nobody")
+        || !require(
+            std::path::Path::new("/usr/bin/setpriv").exists(),
+            "setpriv (util-linux)",
+        )
+    {
         return;
     }
     for baseline in [false, true] {
@@ -498,46 +531,8 @@ fn a_step_s_deep_tree_is_removed_without_crashing_runbookd() {
             ),
         )
         .unwrap();
-        let serve = crate::helpers::serve_command(
-            std::path::Path::new(env!("CARGO_BIN_EXE_runbookd")),
-            &runbooks,
-            &data,
-        );
-        let mut cmd = if baseline {
-            let mut c = std::process::Command::new("/usr/bin/setpriv");
-            c.args([
-                "--bounding-set=-all,+setuid,+setgid,+kill,+chown,+fowner",
-                "--inh-caps=-all",
-                "--no-new-privs",
-                "--",
-            ])
-            .arg(serve.get_program());
-            c
-        } else {
-            std::process::Command::new(serve.get_program())
-        };
-        cmd.args(serve.get_args())
-            .env("TMPDIR", &tmp)
-            .stderr(std::process::Stdio::null());
-        let mut served = crate::helpers::Served::start(cmd);
-        let webhook = std::fs::read_to_string(data.join("webhook.token")).unwrap();
-        let body = notification(
-            "g-deep",
-            &[(
-                &json!({"alertname": "Deep"}),
-                "firing",
-                "2026-12-05T08:00:00Z",
-            )],
-        );
-        let (out, _) = tokio::runtime::Runtime::new()
-            .unwrap()
-            .block_on(post_and_observe(
-                &served.url,
-                &webhook,
-                &crate::helpers::operator_client(&data),
-                body,
-                &String::new,
-            ));
+        let mut served = serve_in(&runbooks, &data, &tmp, baseline);
+        let (out, _) = post_alert_to(&served, &data, "Deep");
         assert_eq!(out.trim(), "nested", "baseline={baseline}");
         // Still serving, and the tree is gone (its removal is part of the run's end).
         assert!(
