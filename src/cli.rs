@@ -1452,6 +1452,17 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
         };
         writeln!(out, "       when {}: {what}", printable(&w.template))?;
     }
+    if let Some(g) = s.gate.as_ref().filter(|g| !g.service.is_empty()) {
+        writeln!(
+            out,
+            "       asks the error-budget gate of {}: while frozen, {}",
+            quoted(&g.service),
+            match g.on_frozen {
+                crate::runbook::OnFrozen::Skip => "skipped",
+                crate::runbook::OnFrozen::Fail => "fails",
+            }
+        )?;
+    }
     if let Some(e) = &s.error {
         writeln!(out, "       ERROR: {}", printable(e))?;
     }
@@ -1584,6 +1595,8 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
         alertmanager: crate::silence::Alertmanagers::default(),
         // Nor a Prometheus: a verify step fails, saying so.
         prometheus: None,
+        // Nor SLO statuses: a gated step counts as frozen, saying so.
+        gates: None,
         sandbox,
         settings: ExecSettings {
             kill_grace: args.kill_grace,

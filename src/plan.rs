@@ -237,6 +237,18 @@ pub struct StepPlan {
     /// A verify step: the rendered query and its conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<crate::verify::VerifyPlan>,
+    /// `requires: {budget: …}` / `risk: high`: the service whose
+    /// error-budget gate the step asks before it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GatePlan>,
+}
+
+/// The gate a step asks, rendered for the alert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GatePlan {
+    /// The service (empty: the alert has no such label, and no gate is asked).
+    pub service: String,
+    pub on_frozen: crate::runbook::OnFrozen,
 }
 
 /// The Alertmanager silence a `silence:` step makes.
@@ -624,6 +636,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         silence: None,
         approval: None,
         verify: None,
+        gate: None,
     };
     let mut errors = Vec::new();
     let render = |what: &str, t: &Template| match t.render(data) {
@@ -650,6 +663,21 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
             template: w.source().to_owned(),
             decision,
             rendered,
+        });
+    }
+
+    if let Some(g) = &step.gate {
+        // The alert's labels only (checked at load): never deferred.
+        let service = ok(render("the gated service", &g.service)).unwrap_or_default();
+        if service.trim().is_empty() {
+            plan.warnings.push(format!(
+                "`{}` renders empty for this alert: no error-budget gate is asked",
+                g.service.source()
+            ));
+        }
+        plan.gate = Some(GatePlan {
+            service: service.trim().to_owned(),
+            on_frozen: g.on_frozen,
         });
     }
 

@@ -257,7 +257,14 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let auth = credentials(&cfg, &sandbox, Some(addr))?;
     let alertmanager = crate::silence::Alertmanagers::new(cfg.alertmanager.clone());
     let notifiers = crate::config::Shared::new(cfg.notifiers.clone());
+    let slos = Arc::new(std::sync::RwLock::new(Arc::new(slos)));
+    let slo_status = crate::slo::refresh::Shared::default();
     let executor = Arc::new(Executor {
+        gates: Some(api::gates::source(
+            slos.clone(),
+            slo_status.clone(),
+            cfg.prometheus.is_some(),
+        )),
         alertmanager: alertmanager.clone(),
         prometheus: cfg.prometheus.clone(),
         sandbox,
@@ -298,8 +305,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
         dispatcher: dispatcher.clone(),
         runbooks,
         runbooks_dir: cfg.runbooks.clone(),
-        slos: Arc::new(std::sync::RwLock::new(Arc::new(slos))),
-        slo_status: crate::slo::refresh::Shared::default(),
+        slos,
+        slo_status,
         forecasts: crate::capacity::read::Shared::default(),
         prometheus: cfg.prometheus.clone(),
         auth: Arc::new(std::sync::RwLock::new(Arc::new(auth))),

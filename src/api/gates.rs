@@ -22,14 +22,26 @@ pub fn router() -> Router<AppState> {
 /// # Errors
 /// An unknown service.
 pub fn gate_of(s: &AppState, service: &str) -> Result<crate::slo::policy::Gate, ApiError> {
-    let set = s
-        .slos
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let statuses = super::slos::statuses(s);
-    set.gate(service, &statuses, chrono::Utc::now())
+    source(s.slos.clone(), s.slo_status.clone(), s.prometheus.is_some())(service)
         .ok_or_else(|| ApiError::NotFound(format!("service `{service}` (no SLO names it)")))
+}
+
+/// Gates from the loaded SLO files (a reload replaces them) and the shared
+/// statuses: what the API answers and what gated steps ask.
+#[must_use]
+pub fn source(
+    slos: std::sync::Arc<std::sync::RwLock<std::sync::Arc<crate::slo::SloSet>>>,
+    statuses: crate::slo::refresh::Shared,
+    prometheus: bool,
+) -> crate::exec::run::GateSource {
+    std::sync::Arc::new(move |service: &str| {
+        let set = slos
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let list = super::slos::statuses_of(&set, &statuses, prometheus);
+        set.gate(service, &list, chrono::Utc::now())
+    })
 }
 
 async fn gate(

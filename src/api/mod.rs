@@ -6,7 +6,7 @@ mod approvals;
 pub mod auth;
 mod errors;
 mod forecasts;
-mod gates;
+pub mod gates;
 pub(crate) mod health;
 pub mod hygiene;
 mod incidents;

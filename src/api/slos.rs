@@ -21,8 +21,13 @@ pub fn router() -> Router<AppState> {
 
 /// The status shown for `slo`: the last refresh's, or why there is none.
 fn status_of(s: &AppState, slo: &Slo) -> Status {
-    let snap = s
-        .slo_status
+    status_in(&s.slo_status, s.prometheus.is_some(), slo)
+}
+
+/// The status of `slo` in the refreshed `shared` statuses, or why there is
+/// none (`prometheus`: whether the config names one).
+fn status_in(shared: &crate::slo::refresh::Shared, prometheus: bool, slo: &Slo) -> Status {
+    let snap = shared
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(st) = snap
@@ -32,10 +37,11 @@ fn status_of(s: &AppState, slo: &Slo) -> Status {
     {
         return st.clone();
     }
-    let why = if s.prometheus.is_none() {
-        "no `prometheus:` in the config: runbookd cannot read this SLO's budget"
-    } else {
+    drop(snap);
+    let why = if prometheus {
         "not read from Prometheus yet"
+    } else {
+        "no `prometheus:` in the config: runbookd cannot read this SLO's budget"
     };
     Status {
         service: slo.service.clone(),
@@ -69,7 +75,20 @@ pub fn statuses(s: &AppState) -> Vec<Status> {
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    let mut list: Vec<Status> = set.iter().map(|slo| status_of(s, slo)).collect();
+    statuses_of(&set, &s.slo_status, s.prometheus.is_some())
+}
+
+/// Every SLO of `set` with its status from `shared`, least budget left
+/// first (unknown last).
+pub fn statuses_of(
+    set: &crate::slo::SloSet,
+    shared: &crate::slo::refresh::Shared,
+    prometheus: bool,
+) -> Vec<Status> {
+    let mut list: Vec<Status> = set
+        .iter()
+        .map(|slo| status_in(shared, prometheus, slo))
+        .collect();
     list.sort_by(|a, b| {
         let key = |s: &Status| s.remaining.unwrap_or(f64::INFINITY);
         key(a)

@@ -43,7 +43,15 @@ pub struct Executor {
     pub alertmanager: crate::silence::Alertmanagers,
     /// Where `verify:` steps' queries go (`prometheus:` in the config).
     pub prometheus: Option<crate::prometheus::Prometheus>,
+    /// Where gated steps (`requires: {budget: …}`, `risk: high`) ask
+    /// whether their service is frozen; `None` (`runbookd run`): nowhere,
+    /// and a gated step counts as frozen.
+    pub gates: Option<GateSource>,
 }
+
+/// A service's error-budget gate now (`None`: no SLO names the service).
+pub type GateSource =
+    std::sync::Arc<dyn Fn(&str) -> Option<crate::slo::policy::Gate> + Send + Sync>;
 
 impl Drop for Executor {
     fn drop(&mut self) {
@@ -747,6 +755,36 @@ impl Executor {
         Ok((path.to_string_lossy().into_owned(), content))
     }
 
+    /// Why a gated step may not run now, and what it does then: its
+    /// service's gate says no, or nothing can say (fails closed).
+    fn frozen(
+        &self,
+        gate: Option<&crate::plan::GatePlan>,
+    ) -> Option<(String, crate::runbook::OnFrozen)> {
+        let g = gate.filter(|g| !g.service.is_empty())?;
+        let Some(source) = &self.gates else {
+            return Some((
+                format!(
+                    "cannot tell whether `{}` is frozen: this runbookd has no SLO statuses (a server with `slos:` and `prometheus:` has)",
+                    g.service
+                ),
+                g.on_frozen,
+            ));
+        };
+        // No SLO names the service: no policy can freeze it.
+        let verdict = source(&g.service)?;
+        (!verdict.allowed).then(|| {
+            (
+                format!(
+                    "`{}` is frozen by its error-budget policies: {}",
+                    g.service,
+                    verdict.reasons.join("; ")
+                ),
+                g.on_frozen,
+            )
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn step(
         &self,
@@ -792,6 +830,11 @@ impl Executor {
                     "`when` rendered `{}`",
                     w.rendered.as_deref().unwrap_or_default()
                 ),
+            })
+        } else if let Some((reason, on_frozen)) = self.frozen(plan.gate.as_ref()) {
+            Some(match on_frozen {
+                crate::runbook::OnFrozen::Skip => StepOutcome::Skipped { reason },
+                crate::runbook::OnFrozen::Fail => StepOutcome::Denied { reason },
             })
         } else if plan.kind == crate::plan::StepKind::Manual {
             None

@@ -13,7 +13,9 @@ use regex::Regex;
 use serde::{Deserialize, Deserializer};
 
 use super::position::{Pos, Positions};
-use super::{Action, EnvValue, Runbook, RunbookSet, Secret, Severity, Step, StepSandbox};
+use super::{
+    Action, EnvValue, OnFrozen, Runbook, RunbookSet, Secret, Severity, Step, StepGate, StepSandbox,
+};
 use crate::matcher::Matcher;
 use crate::template::{Flavor, Template};
 
@@ -356,6 +358,15 @@ struct RawStep {
     resources: Option<RawResources>,
     #[serde(default)]
     writable_paths: Vec<String>,
+    requires: Option<RawRequires>,
+    risk: Option<String>,
+    on_frozen: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequires {
+    budget: String,
 }
 
 #[derive(Deserialize)]
@@ -1418,9 +1429,56 @@ impl Checker<'_> {
                 );
             }
         }
+        // `requires: {budget: SERVICE}` or `risk: high` (the alert's
+        // `service`): the step asks that service's error-budget gate.
+        let service = match (&rs.requires, rs.risk.as_deref()) {
+            (Some(r), None | Some("high")) => Some((r.budget.as_str(), "requires.budget")),
+            (None, Some("high")) => Some(("{{labels.service}}", "risk")),
+            (_, None | Some("low")) => None,
+            (_, Some(other)) => {
+                self.err(sn, &at("risk"), format!("unknown risk `{other}`: `high` (the step asks its service's error-budget gate) or `low`"));
+                None
+            }
+        };
+        let on_frozen = match rs.on_frozen.as_deref() {
+            None | Some("skip") => OnFrozen::Skip,
+            Some("fail") => OnFrozen::Fail,
+            Some("approve") => {
+                self.err(
+                    sn,
+                    &at("on_frozen"),
+                    "`on_frozen: approve` is not built yet (#26 item 4): use `skip` or `fail`",
+                );
+                OnFrozen::Skip
+            }
+            Some(other) => {
+                self.err(
+                    sn,
+                    &at("on_frozen"),
+                    format!("unknown `on_frozen: {other}`: `skip` (the default) or `fail`"),
+                );
+                OnFrozen::Skip
+            }
+        };
+        if rs.on_frozen.is_some() && service.is_none() {
+            self.err(
+                sn,
+                &at("on_frozen"),
+                "`on_frozen` needs `requires: {budget: SERVICE}` or `risk: high`",
+            );
+        }
+        let gate = service.and_then(|(text, field)| {
+            let service = self.template(sn, &at(field), text, Flavor::Raw, before)?;
+            if service.uses_steps() {
+                self.err(sn, &at(field), "the gated service is known before the run: it may read the alert, not earlier steps");
+                return None;
+            }
+            Some(StepGate { service, on_frozen })
+        });
         let action = action?;
         self.lint(name, path, &action);
         Some(Step {
+            gate,
             name: rs.name,
             action,
             timeout,

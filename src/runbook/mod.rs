@@ -201,6 +201,27 @@ pub struct Step {
     pub env: Vec<(String, EnvValue)>,
     /// Opt-in isolation beyond the default sandbox.
     pub sandbox: StepSandbox,
+    /// `requires: {budget: …}` / `risk: high`: the step runs only while its
+    /// service's error-budget gate allows it.
+    pub gate: Option<StepGate>,
+}
+
+/// A step that asks a service's error-budget gate before it runs.
+#[derive(Debug)]
+pub struct StepGate {
+    /// The service, rendered for the alert (`risk: high`: its `service` label).
+    pub service: Template,
+    pub on_frozen: OnFrozen,
+}
+
+/// What a gated step does while its service is frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFrozen {
+    /// It is skipped, with the reasons.
+    Skip,
+    /// It fails (`on_failure` runs), with the reasons.
+    Fail,
 }
 
 /// An `env:` value: a template, or a secret read only when a step starts.

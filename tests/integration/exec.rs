@@ -48,6 +48,7 @@ pub fn executor(grace: Duration) -> Executor {
 
 pub fn executor_with(grace: Duration, spawner: SpawnerConfig) -> Executor {
     Executor {
+        gates: None,
         alertmanager: runbookd::silence::Alertmanagers::default(),
         prometheus: None,
         sandbox: Sandbox::new(SandboxConfig {
@@ -1218,6 +1219,7 @@ async fn a_writable_path_over_the_runtime_dir_or_a_hidden_path_fails_the_step() 
     std::fs::create_dir(&store).unwrap();
     // Root steps: file modes alone would not stop the writes.
     let exec = Executor {
+        gates: None,
         prometheus: None,
         alertmanager: runbookd::silence::Alertmanagers::default(),
         sandbox: Sandbox::new(SandboxConfig {
@@ -1271,6 +1273,7 @@ async fn a_slot_of_a_run_dropped_mid_step_is_not_handed_on() {
     }
     let runtime = tempfile::tempdir().unwrap();
     let exec = Executor {
+        gates: None,
         prometheus: None,
         alertmanager: runbookd::silence::Alertmanagers::default(),
         sandbox: Sandbox::new(SandboxConfig {

@@ -33,6 +33,25 @@ slos:
         .join("---\n")
 }
 
+/// Steps that ask their service's gate.
+const GATED: &str = r#"name: gated
+matchers: ['alertname = "WebSlow"']
+steps:
+  - name: risky
+    risk: high
+    run: ['true']
+  - name: must
+    requires: {budget: web}
+    on_frozen: fail
+    continue_on_failure: true
+    run: ['true']
+  - name: elsewhere
+    requires: {budget: shade}
+    run: ['true']
+  - name: plain
+    run: ['true']
+"#;
+
 const POLICIES: &str = r"policies:
   - name: halt-when-overspent
     services: [web]
@@ -85,8 +104,7 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     let data = tempfile::tempdir().unwrap();
     let store = data.path().join("store");
     let store_dir = store.clone();
-    let rb = "name: look\nmatchers: ['alertname = \"Look\"']\nsteps:\n  - name: look\n    run: ['true']\n";
-    let app = TestApp::start(&[("look.yaml", rb)], move |c| {
+    let app = TestApp::start(&[("gated.yaml", GATED)], move |c| {
         c.slos = Some(dir);
         c.prometheus = Some(client);
         c.slo_refresh = Duration::from_secs(1);
@@ -178,6 +196,52 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     let (code, none) = gate("nosuch").await;
     assert_eq!(code, 404, "{none}");
     assert!(none["error"].as_str().unwrap().contains("nosuch"), "{none}");
+    // Steps that ask: a frozen service's risky step is skipped, a required
+    // one fails (with the reasons); another service's, allowed, runs.
+    let alert = crate::app::notification(
+        "g-web",
+        &[(
+            &serde_json::json!({"alertname": "WebSlow", "service": "web"}),
+            "firing",
+            "2026-12-05T08:00:00Z",
+        )],
+    );
+    let (code, plan) = {
+        let r = app
+            .client
+            .post(format!("{}/api/v1/plan", app.url))
+            .header("content-type", "application/json")
+            .body(alert.clone())
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(code, 200, "{plan}");
+    let steps = &plan["alerts"][0]["runs"][0]["steps"];
+    assert_eq!(
+        steps[0]["gate"],
+        serde_json::json!({"service": "web", "on_frozen": "skip"}),
+        "{plan:#}"
+    );
+    assert_eq!(steps[3]["gate"], Value::Null, "{plan:#}");
+    assert_eq!(app.post_alert(alert).await.status(), 200);
+    let inc = app
+        .wait_for_incident("INC-0001", "the gated run", crate::app::runs_ended)
+        .await;
+    let outcome = |i: usize| inc["runs"][0]["result"]["steps"][i]["outcome"].clone();
+    assert_eq!(outcome(0)["status"], "skipped", "{inc:#}");
+    let why = outcome(0)["reason"].as_str().unwrap().to_owned();
+    assert!(
+        why.starts_with(
+            "`web` is frozen by its error-budget policies: policy `halt-when-overspent`"
+        ),
+        "{why}"
+    );
+    assert_eq!(outcome(1)["status"], "denied", "{inc:#}");
+    assert_eq!(outcome(1)["reason"], why.as_str());
+    assert_eq!(outcome(2)["status"], "succeeded", "{inc:#}");
+    assert_eq!(outcome(3)["status"], "succeeded", "{inc:#}");
     // The CLI, for pipelines: exit 1 and the reason; 0 when allowed; 2 when it cannot tell.
     let ask = |service: &str, json: bool| {
         let mut args = vec![
@@ -241,4 +305,67 @@ fn bad_policies_get_file_line_col_errors() {
     ] {
         assert!(err.contains(&want), "no `{want}` in:\n{err}");
     }
+}
+
+#[test]
+fn bad_gated_steps_get_file_line_col_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("g.yaml"),
+        "name: g\nmatchers: ['alertname = \"G\"']\nsteps:\n  - name: a\n    risk: extreme\n    run: ['true']\n  - name: b\n    requires: {budget: web}\n    on_frozen: approve\n    run: ['true']\n  - name: c\n    on_frozen: fail\n    run: ['true']\n  - name: d\n    requires: {budget: '{{steps.a.status}}'}\n    run: ['true']\n",
+    )
+    .unwrap();
+    let o = runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    let f = dir.path().join("g.yaml");
+    let f = f.display();
+    for want in [
+        format!("{f}:5:11: runbook `g`, step `a`: unknown risk `extreme`"),
+        format!("{f}:9:16: runbook `g`, step `b`: `on_frozen: approve` is not built yet"),
+        format!("{f}:12:16: runbook `g`, step `c`: `on_frozen` needs `requires: {{budget: SERVICE}}` or `risk: high`"),
+        format!("{f}:15:"),
+    ] {
+        assert!(err.contains(&want), "no `{want}` in:\n{err}");
+    }
+}
+
+/// `runbookd run` has no SLO statuses: `--plan` says which gate a step
+/// asks, and a run skips (or fails) the gated step, saying it cannot tell.
+#[test]
+fn runbookd_run_cannot_tell_and_holds_gated_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gated.yaml"), GATED).unwrap();
+    let alert = dir.path().join("alert.json");
+    std::fs::write(
+        &alert,
+        crate::app::notification(
+            "g-web",
+            &[(
+                &serde_json::json!({"alertname": "WebSlow", "service": "web"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        ),
+    )
+    .unwrap();
+    let (rb, alert) = (dir.path().to_str().unwrap(), alert.to_str().unwrap());
+    let o = runbookd(&["run", "--plan", "--runbooks", rb, "--alert", alert]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("asks the error-budget gate of \"web\": while frozen, skipped"),
+        "{}",
+        stdout(&o)
+    );
+    let o = runbookd(&[
+        "run",
+        "--runbooks",
+        rb,
+        "--alert",
+        alert,
+        "--output",
+        "json",
+    ]);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(out.contains("cannot tell whether `web` is frozen"), "{out}");
 }
