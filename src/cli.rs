@@ -1460,6 +1460,7 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
             match g.on_frozen {
                 crate::runbook::OnFrozen::Skip => "skipped",
                 crate::runbook::OnFrozen::Fail => "fails",
+                crate::runbook::OnFrozen::Approve => "waits for an operator's approval",
             }
         )?;
     }

@@ -59,6 +59,10 @@ impl Drop for Executor {
     }
 }
 
+/// How long a frozen step waits for an operator (`on_frozen: approve`)
+/// before it fails.
+const FROZEN_APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -523,6 +527,8 @@ impl Executor {
         // the approval step decided, then on.
         let mut next = 0;
         let mut decision = None;
+        // The approval of a frozen step, granted: the step runs.
+        let mut overridden: Option<crate::approval::Approval> = None;
         if let Some(r) = resume {
             let mut prior = r.prior.steps.clone();
             let paused = prior.pop();
@@ -541,13 +547,21 @@ impl Executor {
             checklist.clone_from(&r.prior.checklist);
             next = prior.len();
             records = prior;
-            let fits = r.approval.index as usize == next
-                && main.get(next).is_some_and(|s| {
-                    s.name == r.approval.step
-                        && matches!(s.action, crate::runbook::Action::Approve(_))
-                });
+            let at = main
+                .get(next)
+                .filter(|s| r.approval.index as usize == next && s.name == r.approval.step);
+            let fits = at.is_some_and(|s| matches!(s.action, crate::runbook::Action::Approve(_)));
+            let frozen = at.is_some_and(|s| {
+                s.gate
+                    .as_ref()
+                    .is_some_and(|g| g.on_frozen == crate::runbook::OnFrozen::Approve)
+            });
             match paused {
                 Some(rec) if fits => decision = Some(decided(rec, &r.approval, true)),
+                Some(_) if frozen && r.approval.granted() => {
+                    overridden = Some(r.approval.clone());
+                }
+                Some(rec) if frozen => decision = Some(decided(rec, &r.approval, true)),
                 paused => {
                     if let Some(rec) = paused {
                         let rec = decided(rec, &r.approval, false);
@@ -561,10 +575,14 @@ impl Executor {
             }
         }
         for (index, step) in main.iter().enumerate().skip(next) {
-            let rec = match decision.take() {
-                Some(rec) => rec,
-                None => {
-                    self.step(
+            let rec = if let Some(rec) = decision.take() {
+                rec
+            } else {
+                // A frozen step an operator let through runs now, the
+                // approval on its record.
+                let approved = overridden.take();
+                let mut rec = self
+                    .step(
                         req,
                         step,
                         main_phase,
@@ -574,9 +592,13 @@ impl Executor {
                         Some(deadline),
                         &observer,
                         cancel,
+                        approved.is_some(),
                     )
-                    .await
+                    .await;
+                if approved.is_some() {
+                    rec.approval = approved;
                 }
+                rec
             };
             results.record(&rec);
             if rec.outcome.is_none() {
@@ -627,6 +649,7 @@ impl Executor {
                         None,
                         &observer,
                         cancel,
+                        false,
                     )
                     .await;
                 results.record(&rec);
@@ -797,6 +820,7 @@ impl Executor {
         deadline: Option<Instant>,
         observer: &Arc<dyn RunObserver>,
         cancel: &CancellationToken,
+        overridden: bool,
     ) -> StepRecord {
         let started = Utc::now();
         let t0 = Instant::now();
@@ -831,10 +855,26 @@ impl Executor {
                     w.rendered.as_deref().unwrap_or_default()
                 ),
             })
-        } else if let Some((reason, on_frozen)) = self.frozen(plan.gate.as_ref()) {
+        } else if let Some((reason, on_frozen)) =
+            self.frozen(plan.gate.as_ref().filter(|_| !overridden))
+        {
+            use crate::runbook::OnFrozen;
             Some(match on_frozen {
-                crate::runbook::OnFrozen::Skip => StepOutcome::Skipped { reason },
-                crate::runbook::OnFrozen::Fail => StepOutcome::Denied { reason },
+                // Only the main steps can pause a run; a rollback or
+                // clean-up step is skipped instead.
+                OnFrozen::Skip | OnFrozen::Approve if phase != StepPhase::Steps => {
+                    StepOutcome::Skipped { reason }
+                }
+                OnFrozen::Skip => StepOutcome::Skipped { reason },
+                OnFrozen::Fail => StepOutcome::Denied { reason },
+                OnFrozen::Approve => {
+                    plan.approval = Some(crate::approval::ApprovalPlan {
+                        prompt: format!("{reason}. Run step `{}` anyway?", plan.name),
+                        timeout_ms: millis(FROZEN_APPROVAL_TIMEOUT),
+                        on_timeout: crate::approval::OnTimeout::Deny,
+                    });
+                    StepOutcome::AwaitingApproval
+                }
             })
         } else if plan.kind == crate::plan::StepKind::Manual {
             None

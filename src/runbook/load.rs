@@ -1443,19 +1443,14 @@ impl Checker<'_> {
         let on_frozen = match rs.on_frozen.as_deref() {
             None | Some("skip") => OnFrozen::Skip,
             Some("fail") => OnFrozen::Fail,
-            Some("approve") => {
-                self.err(
-                    sn,
-                    &at("on_frozen"),
-                    "`on_frozen: approve` is not built yet (#26 item 4): use `skip` or `fail`",
-                );
-                OnFrozen::Skip
-            }
+            Some("approve") => OnFrozen::Approve,
             Some(other) => {
                 self.err(
                     sn,
                     &at("on_frozen"),
-                    format!("unknown `on_frozen: {other}`: `skip` (the default) or `fail`"),
+                    format!(
+                        "unknown `on_frozen: {other}`: `skip` (the default), `fail` or `approve`"
+                    ),
                 );
                 OnFrozen::Skip
             }

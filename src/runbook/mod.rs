@@ -222,6 +222,10 @@ pub enum OnFrozen {
     Skip,
     /// It fails (`on_failure` runs), with the reasons.
     Fail,
+    /// The run waits for an operator, asked with the reasons: approved, the
+    /// step runs anyway (the approval records who and why); denied or
+    /// timed out, it fails.
+    Approve,
 }
 
 /// An `env:` value: a template, or a secret read only when a step starts.

@@ -52,6 +52,18 @@ steps:
     run: ['true']
 "#;
 
+/// A frozen step an operator may let through.
+const OVERRIDE: &str = r#"name: override
+matchers: ['alertname = "WebDeploy"']
+steps:
+  - name: deploy
+    requires: {budget: web}
+    on_frozen: approve
+    shell: echo deployed
+  - name: after
+    run: ['true']
+"#;
+
 const POLICIES: &str = r"policies:
   - name: halt-when-overspent
     services: [web]
@@ -104,12 +116,15 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     let data = tempfile::tempdir().unwrap();
     let store = data.path().join("store");
     let store_dir = store.clone();
-    let app = TestApp::start(&[("gated.yaml", GATED)], move |c| {
-        c.slos = Some(dir);
-        c.prometheus = Some(client);
-        c.slo_refresh = Duration::from_secs(1);
-        c.data_dir = store_dir;
-    })
+    let app = TestApp::start(
+        &[("gated.yaml", GATED), ("override.yaml", OVERRIDE)],
+        move |c| {
+            c.slos = Some(dir);
+            c.prometheus = Some(client);
+            c.slo_refresh = Duration::from_secs(1);
+            c.data_dir = store_dir;
+        },
+    )
     .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -242,6 +257,51 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     assert_eq!(outcome(1)["reason"], why.as_str());
     assert_eq!(outcome(2)["status"], "succeeded", "{inc:#}");
     assert_eq!(outcome(3)["status"], "succeeded", "{inc:#}");
+    // on_frozen: approve: the run waits, asking with the reasons; approved,
+    // the step runs, the approval (who, why) on its record.
+    let deploy = crate::app::notification(
+        "g-deploy",
+        &[(
+            &serde_json::json!({"alertname": "WebDeploy", "service": "web"}),
+            "firing",
+            "2026-12-05T08:00:00Z",
+        )],
+    );
+    assert_eq!(app.post_alert(deploy).await.status(), 200);
+    let inc = app
+        .wait_for_incident("INC-0002", "the run to wait", |v| {
+            crate::app::run_states(v) == ["awaiting_approval"]
+        })
+        .await;
+    let prompt = inc["approvals"][0]["prompt"].as_str().unwrap();
+    assert!(
+        prompt.starts_with(
+            "`web` is frozen by its error-budget policies: policy `halt-when-overspent`"
+        ) && prompt.ends_with("Run step `deploy` anyway?"),
+        "{prompt}"
+    );
+    let run = inc["runs"][0]["id"].as_i64().unwrap();
+    let r = app
+        .client
+        .post(format!("{}/api/v1/runs/{run}/approval", app.url))
+        .json(&serde_json::json!({
+            "approval": inc["approvals"][0]["id"],
+            "decision": "approve",
+            "author": "ann",
+            "comment": "hotfix for the outage"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let inc = app
+        .wait_for_incident("INC-0002", "the run to end", crate::app::runs_ended)
+        .await;
+    let steps = &inc["runs"][0]["result"]["steps"];
+    assert_eq!(steps[0]["outcome"]["status"], "succeeded", "{inc:#}");
+    assert_eq!(steps[0]["attempts"][0]["stdout"], "deployed\n");
+    assert_eq!(steps[0]["approval"]["decided_by"], "ann", "{inc:#}");
+    assert_eq!(steps[1]["outcome"]["status"], "succeeded", "{inc:#}");
     // The CLI, for pipelines: exit 1 and the reason; 0 when allowed; 2 when it cannot tell.
     let ask = |service: &str, json: bool| {
         let mut args = vec![
@@ -312,7 +372,7 @@ fn bad_gated_steps_get_file_line_col_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("g.yaml"),
-        "name: g\nmatchers: ['alertname = \"G\"']\nsteps:\n  - name: a\n    risk: extreme\n    run: ['true']\n  - name: b\n    requires: {budget: web}\n    on_frozen: approve\n    run: ['true']\n  - name: c\n    on_frozen: fail\n    run: ['true']\n  - name: d\n    requires: {budget: '{{steps.a.status}}'}\n    run: ['true']\n",
+        "name: g\nmatchers: ['alertname = \"G\"']\nsteps:\n  - name: a\n    risk: extreme\n    run: ['true']\n  - name: b\n    requires: {budget: web}\n    on_frozen: ask\n    run: ['true']\n  - name: c\n    on_frozen: fail\n    run: ['true']\n  - name: d\n    requires: {budget: '{{steps.a.status}}'}\n    run: ['true']\n",
     )
     .unwrap();
     let o = runbookd(&["check", dir.path().to_str().unwrap()]);
@@ -322,7 +382,7 @@ fn bad_gated_steps_get_file_line_col_errors() {
     let f = f.display();
     for want in [
         format!("{f}:5:11: runbook `g`, step `a`: unknown risk `extreme`"),
-        format!("{f}:9:16: runbook `g`, step `b`: `on_frozen: approve` is not built yet"),
+        format!("{f}:9:16: runbook `g`, step `b`: unknown `on_frozen: ask`"),
         format!("{f}:12:16: runbook `g`, step `c`: `on_frozen` needs `requires: {{budget: SERVICE}}` or `risk: high`"),
         format!("{f}:15:"),
     ] {
