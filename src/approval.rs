@@ -152,7 +152,12 @@ pub struct Resume {
 /// Why a run's approval cannot be decided now: the run (in `state`) is not
 /// waiting, or `last`, its latest approval, was already decided.
 #[must_use]
-pub fn conflict(run: i64, asked: i64, state: &str, last: Option<&Approval>) -> String {
+pub fn conflict(
+    run: i64,
+    asked: i64,
+    state: crate::incident::RunState,
+    last: Option<&Approval>,
+) -> String {
     match last {
         // A decision on an earlier prompt is never applied to the next.
         Some(a) if a.id != asked => format!(
@@ -163,16 +168,21 @@ pub fn conflict(run: i64, asked: i64, state: &str, last: Option<&Approval>) -> S
                 String::new()
             }
         ),
-        Some(a) if a.state == ApprovalState::Pending && state == "awaiting_approval" => format!(
+        Some(a)
+            if a.state == ApprovalState::Pending
+                && state == crate::incident::RunState::AwaitingApproval =>
+        {
+            format!(
             "run {run}: the approval of step `{}` reached its deadline ({}); on_timeout ({}) decides it",
             a.step, a.deadline, a.on_timeout
-        ),
+        )
+        }
         Some(a) if a.state != ApprovalState::Pending => format!(
             "run {run}: the approval of step `{}` was already decided ({}); the first decision wins",
             a.step,
             a.sentence()
         ),
-        _ => format!("run {run} is not waiting for approval (it is {})", state.replace('_', " ")),
+        _ => format!("run {run} is not waiting for approval (it is {})", state.as_str().replace('_', " ")),
     }
 }
 

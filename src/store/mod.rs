@@ -11,6 +11,8 @@
 //! the database, never in process memory, and both backends pass the same
 //! conformance suite (`tests/integration/store.rs`).
 
+mod driver;
+mod flow;
 mod postgres;
 mod sqlite;
 mod types;

@@ -72,7 +72,7 @@ const QUEUED_CHANNEL: &str = "runbookd_queued";
 const RELOAD_CHANNEL: &str = "runbookd_reload";
 
 /// A failure inside an operation: the database's (maybe worth retrying) or ours.
-enum Fail {
+pub(in crate::store) enum Fail {
     Db(tokio_postgres::Error),
     Store(StoreError),
 }
@@ -116,7 +116,7 @@ impl Fail {
     }
 }
 
-type Op<T> = std::result::Result<T, Fail>;
+pub(in crate::store) type Op<T> = std::result::Result<T, Fail>;
 
 /// Handle to the PostgreSQL store; cheap to clone.
 #[derive(Clone)]
@@ -309,9 +309,9 @@ macro_rules! transaction {
             let mut tries = 0;
             let result = loop {
                 tries += 1;
-                let attempt: Op<_> = async {
+                let attempt: $crate::store::postgres::Op<_> = async {
                     let mut client = this.inner.$pool.get().await?;
-                    let $tx = Tx(client.transaction().await?);
+                    let $tx = $crate::store::postgres::Tx(client.transaction().await?);
                     let value = $op;
                     let value = value?;
                     $tx.0.commit().await?;
@@ -320,16 +320,17 @@ macro_rules! transaction {
                 .await;
                 match attempt {
                     Err(e) if e.retryable() && tries < 8 => {
-                        tokio::time::sleep(Duration::from_millis(5 * tries)).await;
+                        tokio::time::sleep(std::time::Duration::from_millis(5 * tries)).await;
                     }
-                    other => break other.map_err(Fail::into_store),
+                    other => break other.map_err($crate::store::postgres::Fail::into_store),
                 }
             };
             match &result {
                 Ok(_) => this.wrote(true, None),
-                Err(e @ (StoreError::Backend(_) | StoreError::Stopped)) => {
-                    this.wrote(false, Some(e))
-                }
+                Err(
+                    e
+                    @ ($crate::store::StoreError::Backend(_) | $crate::store::StoreError::Stopped),
+                ) => this.wrote(false, Some(e)),
                 Err(_) => {}
             }
             result
@@ -338,9 +339,14 @@ macro_rules! transaction {
 }
 
 mod approvals;
+mod driver;
 mod outbox;
 mod people;
 mod silences;
+
+use crate::store::driver::Driver;
+use crate::store::flow;
+use driver::Conn;
 
 impl Postgres {
     #[must_use]
@@ -432,7 +438,7 @@ impl Postgres {
 
 /// A transaction whose statements are prepared once per connection (the
 /// pool's statement cache): one round trip per statement, not two.
-struct Tx<'a>(deadpool_postgres::Transaction<'a>);
+pub(in crate::store) struct Tx<'a>(deadpool_postgres::Transaction<'a>);
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
@@ -561,46 +567,19 @@ async fn timeline(
     message: &str,
     status: Option<IncidentStatus>,
 ) -> Op<()> {
-    tx.execute(
-        "INSERT INTO timeline (incident_id, at, author, kind, message, status) VALUES ($1, now(), $2, $3, $4, $5)",
-        &[&incident, &author, &kind, &message, &status.map(IncidentStatus::as_str)],
-    )
-    .await?;
-    Ok(())
+    Conn(tx)
+        .timeline(incident, author, kind, message, status)
+        .await
 }
 
 /// A run's entry on its incident's timeline, by runbookd.
 async fn run_note(tx: &Tx<'_>, incident: i64, message: &str) -> Op<()> {
-    timeline(tx, incident, "runbookd", "run", message, None).await
+    flow::incidents::run_note(&Conn(tx), incident, message).await
 }
 
-/// Records what the lifecycle decided for an event of `incident`.
+/// Records what the lifecycle decides for an event of `incident`.
 async fn advance(tx: &Tx<'_>, incident: i64, event: lifecycle::Event<'_>) -> Op<()> {
-    let row = tx
-        .query_one(
-            "SELECT status, run_failed FROM incidents WHERE id = $1",
-            &[&incident],
-        )
-        .await?;
-    let status: IncidentStatus = row
-        .get::<_, String>(0)
-        .parse()
-        .map_err(StoreError::Invalid)?;
-    let run_failed: bool = row.get(1);
-    let Some(t) = lifecycle::next(lifecycle::Incident { status, run_failed }, event) else {
-        return Ok(());
-    };
-    tx.execute(
-        "UPDATE incidents SET status = $2, run_failed = COALESCE($3, run_failed), updated_at = now(),
-             resolved_at = CASE WHEN $2 = 'resolved' THEN now() ELSE resolved_at END WHERE id = $1",
-        &[&incident, &t.status.as_str(), &t.run_failed],
-    )
-    .await?;
-    timeline(tx, incident, t.author, "status", &t.message, Some(t.status)).await?;
-    if t.status == IncidentStatus::Resolved && status != IncidentStatus::Resolved {
-        outbox::resolved(tx, incident, &t.message).await?;
-    }
-    Ok(())
+    flow::incidents::advance(&Conn(tx), incident, event).await
 }
 
 fn secs(d: Duration) -> f64 {
@@ -793,7 +772,7 @@ async fn ingest(tx: &Tx<'_>, input: &Ingest) -> Op<Ingested> {
                                     &[&id, &why],
                                 )
                                 .await?;
-                                approvals::withdraw(tx, id).await?;
+                                Conn(tx).approvals_withdraw(id).await?;
                                 out.withdrawn.push(id);
                             } else {
                                 tx.execute(
@@ -874,11 +853,11 @@ async fn notify_ingest(
     if add.is_empty() {
         return Ok(());
     }
-    outbox::remember(tx, incident, &add).await?;
+    flow::outbox::remember(&Conn(tx), incident, &add).await?;
     if opened {
         let fingerprint = n.alerts.first().map_or("", |a| a.fingerprint.as_str());
-        outbox::enqueue(
-            tx,
+        flow::outbox::enqueue(
+            &Conn(tx),
             incident,
             &crate::notify::Happened {
                 event: crate::notify::Event::IncidentOpened,
@@ -893,7 +872,7 @@ async fn notify_ingest(
     }
     for (name, policy) in &add {
         if !policy.escalation.is_empty() {
-            outbox::arm(tx, incident, name, policy).await?;
+            flow::outbox::arm(&Conn(tx), incident, name, policy).await?;
         }
     }
     Ok(())
@@ -990,8 +969,8 @@ async fn queue_remediation(
             .get(0);
         if !storming {
             run_note(tx, incident, &say::storm(&reason)).await?;
-            outbox::enqueue(
-                tx,
+            flow::outbox::enqueue(
+                &Conn(tx),
                 incident,
                 &crate::notify::Happened {
                     event: crate::notify::Event::RunsRateLimited,
@@ -1138,7 +1117,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     let fingerprint: String = r.get(2);
     let phase: Phase = r.get::<_, &str>(4).parse().map_err(StoreError::Invalid)?;
     let resume = if row.get::<_, bool>(2) {
-        approvals::resume(tx, id).await?
+        flow::approvals::resume(&Conn(tx), id).await?
     } else {
         None
     };
@@ -1152,8 +1131,8 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     } else {
         let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
         run_note(tx, incident, &started).await?;
-        outbox::enqueue(
-            tx,
+        flow::outbox::enqueue(
+            &Conn(tx),
             incident,
             &crate::notify::Happened {
                 event: crate::notify::Event::RunStarted,
@@ -1172,7 +1151,7 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
         lifecycle::Event::RunStarted {
             runbook: &runbook,
             phase,
-            failed_runs: people::tally(tx, incident).await?.failed,
+            failed_runs: flow::people::tally(&Conn(tx), incident).await?.failed,
         },
     )
     .await?;
@@ -1294,8 +1273,8 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
             RunState::Succeeded | RunState::SucceededWithFailures
         )
     {
-        outbox::disarm(
-            tx,
+        flow::outbox::disarm(
+            &Conn(tx),
             incident,
             crate::notify::Unless::Succeeded,
             Some(&runbook),
@@ -1311,7 +1290,7 @@ async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
         &f.summary,
         f.result.as_ref(),
     ) {
-        outbox::enqueue(tx, incident, &what, Some((row.get(3), &fingerprint))).await?;
+        flow::outbox::enqueue(&Conn(tx), incident, &what, Some((row.get(3), &fingerprint))).await?;
     }
     Ok(FinishOutcome::Recorded)
 }
@@ -1331,8 +1310,8 @@ async fn pause(tx: &Tx<'_>, f: &Finished, r: &crate::approval::Request) -> Op<Fi
     };
     let runbook: String = row.get(1);
     let fingerprint: String = row.get(3);
-    approvals::pause(
-        tx,
+    flow::approvals::pause(
+        &Conn(tx),
         row.get(0),
         f.lease.run_id,
         &runbook,
@@ -1354,7 +1333,9 @@ async fn run_ended(
     open_checklist: usize,
 ) -> Op<()> {
     run_note(tx, incident, &say::finished(id, runbook, state, summary)).await?;
-    let not_succeeded = people::tally(tx, incident).await?.not_succeeded;
+    let not_succeeded = flow::people::tally(&Conn(tx), incident)
+        .await?
+        .not_succeeded;
     advance(
         tx,
         incident,
@@ -1464,7 +1445,7 @@ async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
             )
             .await?;
             for what in crate::notify::run_ended(&runbook, id, state, &why, detail.as_ref()) {
-                outbox::enqueue(tx, incident, &what, None).await?;
+                flow::outbox::enqueue(&Conn(tx), incident, &what, None).await?;
             }
             reaped.interrupted += 1;
         }
@@ -1502,8 +1483,8 @@ async fn add_update(tx: &Tx<'_>, id: IncidentId, u: &Update) -> Op<()> {
     if u.status == Some(IncidentStatus::Resolved)
         && before.get::<_, &str>(0) != IncidentStatus::Resolved.as_str()
     {
-        outbox::resolved(
-            tx,
+        flow::outbox::resolved(
+            &Conn(tx),
             id.0,
             &text(&format!("{id} resolved by {}: {}", u.author, u.message)),
         )
@@ -1565,7 +1546,7 @@ async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
                 &[&id, &why],
             )
             .await?;
-            approvals::withdraw(tx, id).await?;
+            Conn(tx).approvals_withdraw(id).await?;
             // The incident moves on as when a run ends.
             let phase: Phase = parsed(&row, 3)?;
             run_ended(

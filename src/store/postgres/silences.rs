@@ -1,10 +1,8 @@
 //! The silences runs made, on PostgreSQL (as the SQLite store's).
 
-use std::time::Duration;
-
 use tokio_postgres::Row;
 
-use super::{parsed, text, Fail, Op, Postgres, Tx};
+use super::{parsed, text, Fail, Op, Postgres};
 use crate::incident::IncidentId;
 use crate::silence::RunSilence;
 use crate::store::{Pending, Result, StoreError};

@@ -9,6 +9,7 @@
 //! their own connections (WAL readers never block the writer).
 
 mod approvals;
+mod driver;
 mod ops;
 mod outbox;
 mod people;
@@ -50,6 +51,18 @@ impl Cached for Connection {
     {
         self.prepare_cached(sql)?.query_row(params, f)
     }
+}
+
+/// A stored name of an enum (a run's state, phase); a name this runbookd
+/// does not know is an error (a newer runbookd wrote it), never a guess.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<T> {
+    let raw: String = r.get(idx)?;
+    raw.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
 }
 
 /// Statements the writer keeps parsed: every write statement there is

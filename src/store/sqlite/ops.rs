@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::Cached;
-use super::Sqlite;
+use super::driver::{at_once, Conn};
+use super::{parsed, Cached, Sqlite};
 use crate::alert::Status;
 use crate::incident::{
     AlertRecord, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary, OutputChunk,
@@ -17,6 +17,8 @@ use crate::incident::{
 use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::Severity;
+use crate::store::driver::Driver;
+use crate::store::flow;
 use crate::store::types::{
     incident_filter, json, now, run_detail, say, services, shortened, ts, UNMATCHED_KEPT,
 };
@@ -34,68 +36,17 @@ pub(super) fn timeline(
     message: &str,
     status: Option<IncidentStatus>,
 ) -> Result<()> {
-    conn.run(
-        "INSERT INTO timeline (incident_id, at, author, kind, message, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![incident, now(), author, kind, message, status.map(IncidentStatus::as_str)],
-    )?;
-    Ok(())
-}
-
-fn set_status(
-    conn: &Connection,
-    incident: i64,
-    status: IncidentStatus,
-    author: &str,
-    message: &str,
-) -> Result<()> {
-    let resolved_at = (status == IncidentStatus::Resolved).then(now);
-    conn.run(
-        "UPDATE incidents SET status = ?2, updated_at = ?3, resolved_at = COALESCE(?4, resolved_at) WHERE id = ?1",
-        params![incident, status.as_str(), now(), resolved_at],
-    )?;
-    timeline(conn, incident, author, "status", message, Some(status))
+    at_once(Conn(conn).timeline(incident, author, kind, message, status))
 }
 
 /// A run's entry on its incident's timeline, by runbookd.
 pub(super) fn run_note(conn: &Connection, incident: i64, message: &str) -> Result<()> {
-    timeline(conn, incident, "runbookd", "run", message, None)
+    at_once(flow::incidents::run_note(&Conn(conn), incident, message))
 }
 
-/// Records what the lifecycle decided for an event of `incident` (read in
-/// the same transaction).
+/// Records what the lifecycle decides for an event of `incident`.
 pub(super) fn advance(conn: &Connection, incident: i64, event: lifecycle::Event<'_>) -> Result<()> {
-    let (status, run_failed): (String, bool) = conn.one(
-        "SELECT status, run_failed FROM incidents WHERE id = ?1",
-        [incident],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    let status: IncidentStatus = status.parse().map_err(StoreError::Invalid)?;
-    let Some(t) = lifecycle::next(lifecycle::Incident { status, run_failed }, event) else {
-        return Ok(());
-    };
-    if let Some(failed) = t.run_failed {
-        conn.run(
-            "UPDATE incidents SET run_failed = ?2, updated_at = ?3 WHERE id = ?1",
-            params![incident, failed, now()],
-        )?;
-    }
-    set_status(conn, incident, t.status, t.author, &t.message)?;
-    if t.status == IncidentStatus::Resolved && status != IncidentStatus::Resolved {
-        super::outbox::resolved(conn, incident, &t.message)?;
-    }
-    Ok(())
-}
-
-/// A stored name of an enum (a run's state, phase); a name this runbookd
-/// does not know is an error (a newer runbookd wrote it), never a guess.
-fn parsed<T: std::str::FromStr<Err = String>>(
-    r: &rusqlite::Row<'_>,
-    idx: usize,
-) -> rusqlite::Result<T> {
-    let raw: String = r.get(idx)?;
-    raw.parse().map_err(|e: String| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
-    })
+    at_once(flow::incidents::advance(&Conn(conn), incident, event))
 }
 
 /// The columns of an incident summary: the incident's own, its alert counts
@@ -281,7 +232,7 @@ fn ingest(conn: &Connection, input: &Ingest) -> Result<Ingested> {
                                     say::CANCELLED_WAITING
                                 };
                                 conn.run("UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1", params![id, why, now()])?;
-                                super::approvals::withdraw(conn, id)?;
+                                at_once(Conn(conn).approvals_withdraw(id))?;
                                 out.withdrawn.push(id);
                             } else {
                                 conn.run(
@@ -353,11 +304,11 @@ fn notify_ingest(
     if add.is_empty() {
         return Ok(());
     }
-    super::outbox::remember(conn, incident, &add)?;
+    at_once(flow::outbox::remember(&Conn(conn), incident, &add))?;
     if opened {
         let fingerprint = n.alerts.first().map_or("", |a| a.fingerprint.as_str());
-        super::outbox::enqueue(
-            conn,
+        at_once(flow::outbox::enqueue(
+            &Conn(conn),
             incident,
             &crate::notify::Happened {
                 event: crate::notify::Event::IncidentOpened,
@@ -367,11 +318,11 @@ fn notify_ingest(
                 detail: format!("{} {}", IncidentId(incident), say::opened(n)),
             },
             Some((notification, fingerprint)),
-        )?;
+        ))?;
     }
     for (name, policy) in &add {
         if !policy.escalation.is_empty() {
-            super::outbox::arm(conn, incident, name, policy)?;
+            at_once(flow::outbox::arm(&Conn(conn), incident, name, policy))?;
         }
     }
     Ok(())
@@ -465,8 +416,8 @@ fn queue_remediation(
         )?;
         if !storming {
             run_note(conn, incident, &say::storm(&reason))?;
-            super::outbox::enqueue(
-                conn,
+            at_once(flow::outbox::enqueue(
+                &Conn(conn),
                 incident,
                 &crate::notify::Happened {
                     event: crate::notify::Event::RunsRateLimited,
@@ -476,7 +427,7 @@ fn queue_remediation(
                     detail: say::storm(&reason),
                 },
                 Some((out.notification_id, &alert.fingerprint)),
-            )?;
+            ))?;
         }
         return Ok(());
     }
@@ -618,7 +569,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
     )?;
     let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
     let resume = if paused {
-        super::approvals::resume(conn, id)?
+        at_once(flow::approvals::resume(&Conn(conn), id))?
     } else {
         None
     };
@@ -631,8 +582,8 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
     } else {
         let started = say::started(id, &runbook, phase, &fingerprint, &req.owner, attempt);
         run_note(conn, incident, &started)?;
-        super::outbox::enqueue(
-            conn,
+        at_once(flow::outbox::enqueue(
+            &Conn(conn),
             incident,
             &crate::notify::Happened {
                 event: crate::notify::Event::RunStarted,
@@ -642,7 +593,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
                 detail: started,
             },
             Some((notification, &fingerprint)),
-        )?;
+        ))?;
     }
     advance(
         conn,
@@ -650,7 +601,7 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
         lifecycle::Event::RunStarted {
             runbook: &runbook,
             phase,
-            failed_runs: super::people::tally(conn, incident)?.failed,
+            failed_runs: at_once(flow::people::tally(&Conn(conn), incident))?.failed,
         },
     )?;
     Ok(Some(Claimed {
@@ -774,13 +725,13 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
             RunState::Succeeded | RunState::SucceededWithFailures
         )
     {
-        super::outbox::disarm(
-            conn,
+        at_once(flow::outbox::disarm(
+            &Conn(conn),
             incident,
             crate::notify::Unless::Succeeded,
             Some(&runbook),
             &format!("run #{} of `{runbook}` succeeded", f.lease.run_id),
-        )?;
+        ))?;
     }
     for what in crate::notify::run_ended(
         &runbook,
@@ -789,7 +740,12 @@ fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
         &f.summary,
         f.result.as_ref(),
     ) {
-        super::outbox::enqueue(conn, incident, &what, Some((notification, &fingerprint)))?;
+        at_once(flow::outbox::enqueue(
+            &Conn(conn),
+            incident,
+            &what,
+            Some((notification, &fingerprint)),
+        ))?;
     }
     Ok(FinishOutcome::Recorded)
 }
@@ -809,14 +765,14 @@ fn pause(conn: &Connection, f: &Finished, r: &crate::approval::Request) -> Resul
         // Cancelled while it ran: it ends so, and asks nobody.
         return finish(conn, &f.cancelled_instead());
     };
-    super::approvals::pause(
-        conn,
+    at_once(flow::approvals::pause(
+        &Conn(conn),
         incident,
         f.lease.run_id,
         &runbook,
         r,
         (notification, &fingerprint),
-    )?;
+    ))?;
     Ok(FinishOutcome::Recorded)
 }
 
@@ -832,7 +788,8 @@ fn run_ended(
     open_checklist: usize,
 ) -> Result<()> {
     run_note(conn, incident, &say::finished(id, runbook, state, summary))?;
-    let remediation_not_succeeded = super::people::tally(conn, incident)?.not_succeeded;
+    let remediation_not_succeeded =
+        at_once(flow::people::tally(&Conn(conn), incident))?.not_succeeded;
     advance(
         conn,
         incident,
@@ -984,7 +941,7 @@ fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
                 detail.as_ref().map_or(0, |r| r.open_checklist().count()),
             )?;
             for what in crate::notify::run_ended(&runbook, id, state, &why, detail.as_ref()) {
-                super::outbox::enqueue(conn, incident, &what, None)?;
+                at_once(flow::outbox::enqueue(&Conn(conn), incident, &what, None))?;
             }
             reaped.interrupted += 1;
         }
@@ -1007,11 +964,11 @@ fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
     };
     timeline(conn, id.0, &u.author, "update", &u.message, u.status)?;
     if u.status == Some(IncidentStatus::Resolved) && before != IncidentStatus::Resolved.as_str() {
-        super::outbox::resolved(
-            conn,
+        at_once(flow::outbox::resolved(
+            &Conn(conn),
             id.0,
             &format!("{id} resolved by {}: {}", u.author, u.message),
-        )?;
+        ))?;
     }
     if let Some(rc) = &u.root_cause {
         conn.run(
@@ -1055,7 +1012,7 @@ fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
                 "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state IN ('queued', 'awaiting_approval')",
                 params![id, why, now()],
             )?;
-            super::approvals::withdraw(conn, id)?;
+            at_once(Conn(conn).approvals_withdraw(id))?;
             // The incident moves on as when a run ends.
             let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
             run_ended(

@@ -1,0 +1,261 @@
+//! What a backend is: a driver of single statements.
+//!
+//! The control flow of the store's operations (what to read, what it
+//! means, what to write next) lives once, in [`super::flow`], over this
+//! trait. Each backend implements it with one statement per method, in the
+//! transaction the operation runs in, and decides nothing: SQLite runs its
+//! statements synchronously on its writer's connection (the futures are
+//! ready when first polled, see [`super::sqlite`]'s `now`), PostgreSQL
+//! sends them on the operation's transaction, where it also takes the row
+//! locks a method names ("locks the row") and notifies the other replicas.
+//!
+//! Timestamps are the backend's: SQLite stores RFC 3339 text from this
+//! process's clock, PostgreSQL `timestamptz` from the database's. Methods
+//! that return a time give it as [`super::types::ts`] formats it.
+
+use crate::approval::{Approval, Decision, Request};
+use crate::incident::{IncidentStatus, RunState};
+use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::store::types::Ticks;
+use crate::store::StoreError;
+
+/// A driver's answer: the value, or the backend's failure.
+pub(super) type Op<T, F> = std::result::Result<T, F>;
+
+/// An escalation timer that is due, with what decides whether it fires.
+#[derive(Debug)]
+pub(super) struct DueEscalation {
+    pub id: i64,
+    pub incident: i64,
+    pub runbook: String,
+    /// The targets and conditions as stored (JSON lists).
+    pub notify: String,
+    pub unless: String,
+    pub message: Option<String>,
+    pub after_ms: i64,
+    pub status: IncidentStatus,
+    pub acknowledged: bool,
+    pub shadow: bool,
+    /// A remediation run of the timer's runbook succeeded on the incident.
+    pub succeeded: bool,
+}
+
+/// The run a re-run repeats, and its incident's status.
+#[derive(Debug)]
+pub(super) struct RerunSource {
+    pub incident: i64,
+    pub notification: i64,
+    pub runbook: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub phase: String,
+    pub state: RunState,
+    /// The first run of the lineage.
+    pub lineage: i64,
+    pub idempotent: bool,
+    pub status: IncidentStatus,
+}
+
+/// A run of an incident as its checklist needs it: id, runbook, lineage,
+/// stored result.
+pub(super) type ChecklistRow = (i64, String, i64, Option<String>);
+
+/// The statements of the store, one per method. `Fail` is the backend's
+/// failure, into which the flow's own errors convert.
+#[allow(async_fn_in_trait)]
+pub(super) trait Driver {
+    type Fail: From<StoreError>;
+
+    // -- incidents ---------------------------------------------------------
+
+    /// Adds an entry to an incident's timeline.
+    async fn timeline(
+        &self,
+        incident: i64,
+        author: &str,
+        kind: &str,
+        message: &str,
+        status: Option<IncidentStatus>,
+    ) -> Op<(), Self::Fail>;
+
+    /// Marks an incident updated now.
+    async fn touch(&self, incident: i64) -> Op<(), Self::Fail>;
+
+    /// The incident's status and whether a remediation run of it failed.
+    async fn lifecycle(&self, incident: i64) -> Op<crate::lifecycle::Incident, Self::Fail>;
+
+    /// Sets the incident's status (stamping `resolved_at` when resolved)
+    /// and, when given, whether a run of it failed.
+    async fn set_status(
+        &self,
+        incident: i64,
+        status: IncidentStatus,
+        run_failed: Option<bool>,
+    ) -> Op<(), Self::Fail>;
+
+    /// Whether the incident exists; locks its row.
+    async fn lock_incident(&self, incident: i64) -> Op<bool, Self::Fail>;
+
+    // -- notifications and escalations ---------------------------------------
+
+    /// The incident's notification rules (JSON) and whether it is a shadow
+    /// incident.
+    async fn policies(&self, incident: i64) -> Op<(String, bool), Self::Fail>;
+
+    async fn set_policies(&self, incident: i64, json: &str) -> Op<(), Self::Fail>;
+
+    /// Queues one notification.
+    async fn outbox_insert(
+        &self,
+        incident: i64,
+        q: &Queue,
+        state: DeliveryState,
+        source: Option<(i64, &str)>,
+    ) -> Op<(), Self::Fail>;
+
+    /// Starts an escalation timer (once per incident, runbook and rule).
+    async fn escalation_arm(
+        &self,
+        incident: i64,
+        runbook: &str,
+        rule: usize,
+        e: &Escalation,
+    ) -> Op<(), Self::Fail>;
+
+    /// Cancels the incident's pending timers: those `unless` names (and of
+    /// `runbook`, when given), or all of them when `unless` is `None`.
+    async fn escalations_cancel(
+        &self,
+        incident: i64,
+        unless: Option<Unless>,
+        runbook: Option<&str>,
+        reason: &str,
+    ) -> Op<u64, Self::Fail>;
+
+    /// The timers due now (at most 100), oldest first; locks them.
+    async fn escalations_due(&self) -> Op<Vec<DueEscalation>, Self::Fail>;
+
+    /// Ends a pending timer (`Cancelled` or `Fired`); false when it was not
+    /// pending any more.
+    async fn escalation_end(
+        &self,
+        id: i64,
+        state: TimerState,
+        reason: &str,
+    ) -> Op<bool, Self::Fail>;
+
+    async fn mark_escalated(&self, incident: i64) -> Op<(), Self::Fail>;
+
+    /// Whether the incident is acknowledged and has a commander; `None`
+    /// when there is no such incident. Locks its row.
+    async fn acknowledgement(&self, incident: i64) -> Op<Option<(bool, bool)>, Self::Fail>;
+
+    /// Records the acknowledgement (and `who` as commander, if none).
+    async fn acknowledge(&self, incident: i64, who: &str) -> Op<(), Self::Fail>;
+
+    /// Takes up to `limit` due notifications for `owner` (no two of the
+    /// same incident and notifier at once): their ids and attempts.
+    async fn outbox_take(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: std::time::Duration,
+    ) -> Op<Vec<(i64, u32)>, Self::Fail>;
+
+    /// A taken notification with what its message needs.
+    async fn outbox_item(&self, id: i64, attempt: u32) -> Op<OutboxItem, Self::Fail>;
+
+    /// Records how an attempt ended, if it is still the latest.
+    async fn outbox_settle(&self, id: i64, attempt: u32, s: &Settle) -> Op<bool, Self::Fail>;
+
+    /// A notification's state; locks its row.
+    async fn outbox_state(&self, id: i64) -> Op<Option<DeliveryState>, Self::Fail>;
+
+    /// Queues a notification again with a fresh age and no attempts.
+    async fn outbox_requeue(&self, id: i64) -> Op<(), Self::Fail>;
+
+    // -- approvals -----------------------------------------------------------
+
+    /// Records a pending approval; its deadline.
+    async fn approval_insert(
+        &self,
+        run: i64,
+        incident: i64,
+        runbook: &str,
+        r: &Request,
+    ) -> Op<String, Self::Fail>;
+
+    /// Locks a run's row (before its approvals: the order cancel takes them in).
+    async fn lock_run(&self, run: i64) -> Op<(), Self::Fail>;
+
+    /// Queues a run that awaited approval; its incident, or `None` when it
+    /// no longer waited.
+    async fn requeue_awaiting(&self, run: i64) -> Op<Option<i64>, Self::Fail>;
+
+    /// Tells every replica's claim loop that a run was queued.
+    async fn wake_claimers(&self) -> Op<(), Self::Fail>;
+
+    /// Decides the run's latest approval if it is `approval`, pending and
+    /// before its deadline.
+    async fn approval_decide(
+        &self,
+        run: i64,
+        approval: i64,
+        decision: Decision,
+        who: &str,
+        comment: Option<&str>,
+    ) -> Op<Option<Approval>, Self::Fail>;
+
+    async fn run_state(&self, run: i64) -> Op<Option<RunState>, Self::Fail>;
+
+    /// The run's stored result (JSON).
+    async fn run_result(&self, run: i64) -> Op<Option<String>, Self::Fail>;
+
+    async fn last_approval(&self, run: i64) -> Op<Option<Approval>, Self::Fail>;
+
+    /// Times out the pending approvals past their deadline (each on one
+    /// replica); those it timed out.
+    async fn approvals_expire(&self) -> Op<Vec<Approval>, Self::Fail>;
+
+    /// Cancels a run's pending approval.
+    async fn approvals_withdraw(&self, run: i64) -> Op<(), Self::Fail>;
+
+    // -- people --------------------------------------------------------------
+
+    /// Who ticked which checklist items of the incident's runs.
+    async fn ticks(&self, incident: i64) -> Op<Ticks, Self::Fail>;
+
+    /// The incident's runs, oldest first.
+    async fn checklist_runs(&self, incident: i64) -> Op<Vec<ChecklistRow>, Self::Fail>;
+
+    /// Ticks a checklist item; when.
+    async fn tick_insert(&self, run: i64, step: &str, who: &str) -> Op<String, Self::Fail>;
+
+    async fn tick_delete(&self, run: i64, step: &str) -> Op<(), Self::Fail>;
+
+    /// The states of the incident's current remediation runs (the latest
+    /// of each lineage).
+    async fn remediation_states(&self, incident: i64) -> Op<Vec<RunState>, Self::Fail>;
+
+    /// The incident's commander and whether it is acknowledged; locks its row.
+    async fn command(&self, incident: i64) -> Op<Option<(Option<String>, bool)>, Self::Fail>;
+
+    async fn commander(&self, incident: i64) -> Op<Option<String>, Self::Fail>;
+
+    async fn set_commander(&self, incident: i64, to: &str) -> Op<(), Self::Fail>;
+
+    /// The run a re-run would repeat; locks its incident.
+    async fn rerun_source(&self, run: i64) -> Op<Option<RerunSource>, Self::Fail>;
+
+    /// A run of the same runbook, alert and phase in progress.
+    async fn run_in_progress(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+        phase: &str,
+    ) -> Op<Option<i64>, Self::Fail>;
+
+    /// Queues the next re-run of `src` (numbered after the last of its run
+    /// key); its id.
+    async fn insert_rerun(&self, src: &RerunSource) -> Op<i64, Self::Fail>;
+}

@@ -1,0 +1,17 @@
+//! The store's operations, written once over a [`Driver`]: what to read,
+//! what it means and what to write, for both backends.
+//!
+//! Each function runs inside the transaction its caller opened (SQLite's
+//! savepoint in a group commit, PostgreSQL's retried transaction) and
+//! returns the driver's failure, so that PostgreSQL can tell a conflict
+//! between replicas (run again) from an answer. Rules that are not about
+//! storage (the incident lifecycle, who may re-run what, what a
+//! notification policy queues) stay in their own modules and are called
+//! from here.
+
+pub(super) mod approvals;
+pub(super) mod incidents;
+pub(super) mod outbox;
+pub(super) mod people;
+
+pub(super) use super::driver::{Driver, Op};

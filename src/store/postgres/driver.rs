@@ -1,0 +1,633 @@
+//! The PostgreSQL driver: each method one statement on the operation's
+//! transaction. Methods that say they lock take the row `FOR UPDATE`;
+//! timers, approvals and notifications due are taken `FOR UPDATE SKIP
+//! LOCKED`, so each belongs to one replica.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::approvals::{row as approval_row, COLUMNS as APPROVAL_COLUMNS};
+use super::{parsed, people, secs, text, Fail, Op, Tx, QUEUED_CHANNEL};
+use crate::approval::{Approval, Decision, Request};
+use crate::incident::{IncidentId, IncidentStatus, RunState};
+use crate::lifecycle;
+use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::store::driver::{ChecklistRow, DueEscalation, RerunSource};
+use crate::store::types::{json, ts, Ticks, CURRENT_REMEDIATION_STATES};
+
+/// The statements of one operation, on its transaction.
+pub(in crate::store) struct Conn<'a, 't>(pub &'a Tx<'t>);
+
+impl crate::store::driver::Driver for Conn<'_, '_> {
+    type Fail = Fail;
+
+    async fn timeline(
+        &self,
+        incident: i64,
+        author: &str,
+        kind: &str,
+        message: &str,
+        status: Option<IncidentStatus>,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO timeline (incident_id, at, author, kind, message, status) VALUES ($1, now(), $2, $3, $4, $5)",
+                &[&incident, &author, &kind, &message, &status.map(IncidentStatus::as_str)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn touch(&self, incident: i64) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET updated_at = now() WHERE id = $1",
+                &[&incident],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn lifecycle(&self, incident: i64) -> Op<lifecycle::Incident> {
+        let row = self
+            .0
+            .query_one(
+                "SELECT status, run_failed FROM incidents WHERE id = $1",
+                &[&incident],
+            )
+            .await?;
+        Ok(lifecycle::Incident {
+            status: parsed(&row, 0)?,
+            run_failed: row.get(1),
+        })
+    }
+
+    async fn set_status(
+        &self,
+        incident: i64,
+        status: IncidentStatus,
+        run_failed: Option<bool>,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET status = $2, run_failed = COALESCE($3, run_failed), updated_at = now(),
+                     resolved_at = CASE WHEN $2 = 'resolved' THEN now() ELSE resolved_at END WHERE id = $1",
+                &[&incident, &status.as_str(), &run_failed],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn lock_incident(&self, incident: i64) -> Op<bool> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT 1 FROM incidents WHERE id = $1 FOR UPDATE",
+                &[&incident],
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn policies(&self, incident: i64) -> Op<(String, bool)> {
+        let row = self
+            .0
+            .query_one(
+                "SELECT notify, shadow FROM incidents WHERE id = $1",
+                &[&incident],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    async fn set_policies(&self, incident: i64, json: &str) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET notify = $2 WHERE id = $1",
+                &[&incident, &json],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_insert(
+        &self,
+        incident: i64,
+        q: &Queue,
+        state: DeliveryState,
+        source: Option<(i64, &str)>,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO outbox (incident_id, notification_id, fingerprint, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now())",
+                &[
+                    &incident,
+                    &source.map(|s| s.0),
+                    &source.map(|s| s.1),
+                    &q.notifier,
+                    &q.event.as_str(),
+                    &q.runbook,
+                    &q.run_id,
+                    &q.step,
+                    &text(&q.detail),
+                    &q.template,
+                    &state.as_str(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn escalation_arm(
+        &self,
+        incident: i64,
+        runbook: &str,
+        rule: usize,
+        e: &Escalation,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO escalations (incident_id, runbook, rule, due_at, notify, unless_, message, after_ms, state)
+                 VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7, $8, 'pending') ON CONFLICT DO NOTHING",
+                &[
+                    &incident,
+                    &runbook,
+                    &i32::try_from(rule).unwrap_or(i32::MAX),
+                    &secs(e.after),
+                    &json(&e.notify),
+                    &json(&e.unless),
+                    &e.message,
+                    &i64::try_from(e.after.as_millis()).unwrap_or(i64::MAX),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn escalations_cancel(
+        &self,
+        incident: i64,
+        unless: Option<Unless>,
+        runbook: Option<&str>,
+        reason: &str,
+    ) -> Op<u64> {
+        let pattern = unless.map(|u| format!("%\"{}\"%", u.as_str()));
+        self.0
+            .execute(
+                "UPDATE escalations SET state = 'cancelled', ended_at = now(), reason = $3
+                 WHERE incident_id = $1 AND state = 'pending' AND ($2::TEXT IS NULL OR unless_ LIKE $2)
+                   AND ($4::TEXT IS NULL OR runbook = $4)",
+                &[&incident, &pattern, &reason, &runbook],
+            )
+            .await
+    }
+
+    async fn escalations_due(&self) -> Op<Vec<DueEscalation>> {
+        self.0
+            .query(
+                "SELECT e.id, e.incident_id, e.runbook, e.notify, e.unless_, e.message, e.after_ms,
+                        i.status, i.acknowledged_at IS NOT NULL, i.shadow,
+                        EXISTS (SELECT 1 FROM runs r WHERE r.incident_id = e.incident_id AND r.runbook = e.runbook AND r.phase = 'remediation' AND r.state IN ('succeeded', 'succeeded_with_failures'))
+                 FROM escalations e JOIN incidents i ON i.id = e.incident_id
+                 WHERE e.state = 'pending' AND e.due_at <= now() ORDER BY e.due_at LIMIT 100 FOR UPDATE OF e, i SKIP LOCKED",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(DueEscalation {
+                    id: r.get(0),
+                    incident: r.get(1),
+                    runbook: r.get(2),
+                    notify: r.get(3),
+                    unless: r.get(4),
+                    message: r.get(5),
+                    after_ms: r.get(6),
+                    status: parsed(r, 7)?,
+                    acknowledged: r.get(8),
+                    shadow: r.get(9),
+                    succeeded: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    async fn escalation_end(&self, id: i64, state: TimerState, reason: &str) -> Op<bool> {
+        Ok(self
+            .0
+            .execute(
+                "UPDATE escalations SET state = $2, ended_at = now(), reason = $3 WHERE id = $1 AND state = 'pending'",
+                &[&id, &state.as_str(), &reason],
+            )
+            .await?
+            == 1)
+    }
+
+    async fn mark_escalated(&self, incident: i64) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET escalated = TRUE, updated_at = now() WHERE id = $1",
+                &[&incident],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn acknowledgement(&self, incident: i64) -> Op<Option<(bool, bool)>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT acknowledged_at IS NOT NULL, commander IS NOT NULL FROM incidents WHERE id = $1 FOR UPDATE",
+                &[&incident],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    async fn acknowledge(&self, incident: i64, who: &str) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET acknowledged_at = now(), acknowledged_by = $2, commander = COALESCE(commander, $2), updated_at = now() WHERE id = $1",
+                &[&incident, &who],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_take(&self, owner: &str, limit: u32, lease: Duration) -> Op<Vec<(i64, u32)>> {
+        Ok(self
+            .0
+            .query(
+                "UPDATE outbox SET state = 'sending', owner = $1, lease_until = now() + make_interval(secs => $2), attempts = attempts + 1
+                 WHERE id IN (SELECT o.id FROM outbox o WHERE ((o.state = 'pending' AND o.next_at <= now()) OR (o.state = 'sending' AND o.lease_until < now()))
+                              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.incident_id = o.incident_id AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
+                              ORDER BY o.next_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED)
+                 RETURNING id, attempts",
+                &[&owner, &secs(lease), &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(|t| (t.get(0), u32::try_from(t.get::<_, i32>(1)).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn outbox_item(&self, id: i64, attempt: u32) -> Op<OutboxItem> {
+        let r = self
+            .0
+            .query_one(
+                "SELECT o.notifier, o.event, o.incident_id, i.title, i.severity, i.status, i.services, o.runbook, o.run_id, o.step, o.detail, o.template, o.created_at,
+                        n.body, o.fingerprint
+                 FROM outbox o JOIN incidents i ON i.id = o.incident_id
+                 LEFT JOIN notifications n ON n.id = COALESCE(o.notification_id, (SELECT MAX(id) FROM notifications WHERE incident_id = o.incident_id))
+                 WHERE o.id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(OutboxItem {
+            id,
+            attempt,
+            notifier: r.get(0),
+            event: parsed(&r, 1)?,
+            incident: IncidentId(r.get(2)),
+            title: r.get(3),
+            severity: parsed(&r, 4)?,
+            status: parsed(&r, 5)?,
+            services: serde_json::from_str(r.get(6)).unwrap_or_default(),
+            runbook: r.get(7),
+            run_id: r.get(8),
+            step: r.get(9),
+            detail: r.get(10),
+            template: r.get(11),
+            created_at: r.get::<_, DateTime<Utc>>(12),
+            body: r.get(13),
+            fingerprint: r.get(14),
+        })
+    }
+
+    async fn outbox_settle(&self, id: i64, attempt: u32, s: &Settle) -> Op<bool> {
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let n = match s {
+            Settle::Delivered => {
+                self.0
+                    .execute(
+                        "UPDATE outbox SET state = 'delivered', delivered_at = now(), owner = NULL, lease_until = NULL, last_error = NULL
+                         WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+                        &[&id, &attempt],
+                    )
+                    .await?
+            }
+            Settle::Retry { at, error } => {
+                self.0
+                    .execute(
+                        "UPDATE outbox SET state = 'pending', next_at = $3, last_error = $4, owner = NULL, lease_until = NULL
+                         WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+                        &[&id, &attempt, at, error],
+                    )
+                    .await?
+            }
+            Settle::Defer { at } => {
+                self.0
+                    .execute(
+                        "UPDATE outbox SET state = 'pending', next_at = $3, attempts = attempts - 1, owner = NULL, lease_until = NULL
+                         WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+                        &[&id, &attempt, at],
+                    )
+                    .await?
+            }
+            Settle::Dead { error } => {
+                self.0
+                    .execute(
+                        "UPDATE outbox SET state = 'dead', last_error = $3, owner = NULL, lease_until = NULL
+                         WHERE id = $1 AND attempts = $2 AND state = 'sending'",
+                        &[&id, &attempt, error],
+                    )
+                    .await?
+            }
+        };
+        Ok(n == 1)
+    }
+
+    async fn outbox_state(&self, id: i64) -> Op<Option<DeliveryState>> {
+        self.0
+            .query_opt("SELECT state FROM outbox WHERE id = $1 FOR UPDATE", &[&id])
+            .await?
+            .map(|r| parsed(&r, 0))
+            .transpose()
+    }
+
+    async fn outbox_requeue(&self, id: i64) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE outbox SET state = 'pending', next_at = now(), created_at = now(), attempts = 0 WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn approval_insert(
+        &self,
+        run: i64,
+        incident: i64,
+        runbook: &str,
+        r: &Request,
+    ) -> Op<String> {
+        let index = i32::try_from(r.index).unwrap_or(i32::MAX);
+        let row = self
+            .0
+            .query_one(
+                "INSERT INTO approvals (run_id, incident_id, runbook, step, step_index, prompt, requested_at, deadline, on_timeout, state)
+                 VALUES ($1, $2, $3, $4, $5, $6, now(), now() + make_interval(secs => $7), $8, 'pending') RETURNING deadline",
+                &[&run, &incident, &runbook, &r.step, &index, &text(&r.plan.prompt), &secs(r.plan.timeout()), &r.plan.on_timeout.as_str()],
+            )
+            .await?;
+        Ok(ts(row.get(0)))
+    }
+
+    async fn lock_run(&self, run: i64) -> Op<()> {
+        self.0
+            .execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&run])
+            .await?;
+        Ok(())
+    }
+
+    async fn requeue_awaiting(&self, run: i64) -> Op<Option<i64>> {
+        Ok(self
+            .0
+            .query_opt(
+                "UPDATE runs SET state = 'queued' WHERE id = $1 AND state = 'awaiting_approval' RETURNING incident_id",
+                &[&run],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn wake_claimers(&self) -> Op<()> {
+        self.0
+            .execute("SELECT pg_notify($1, '')", &[&QUEUED_CHANNEL])
+            .await?;
+        Ok(())
+    }
+
+    async fn approval_decide(
+        &self,
+        run: i64,
+        approval: i64,
+        decision: Decision,
+        who: &str,
+        comment: Option<&str>,
+    ) -> Op<Option<Approval>> {
+        self.0
+            .query_opt(
+                &format!(
+                    "UPDATE approvals SET state = $2, decided_by = $3, decided_at = now(), comment = $4
+                     WHERE id = $5 AND run_id = $1 AND id = (SELECT MAX(id) FROM approvals WHERE run_id = $1)
+                       AND state = 'pending' AND deadline > now()
+                     RETURNING {APPROVAL_COLUMNS}"
+                ),
+                &[&run, &decision.state().as_str(), &who, &comment, &approval],
+            )
+            .await?
+            .as_ref()
+            .map(approval_row)
+            .transpose()
+    }
+
+    async fn run_state(&self, run: i64) -> Op<Option<RunState>> {
+        self.0
+            .query_opt("SELECT state FROM runs WHERE id = $1", &[&run])
+            .await?
+            .map(|r| parsed(&r, 0))
+            .transpose()
+    }
+
+    async fn run_result(&self, run: i64) -> Op<Option<String>> {
+        Ok(self
+            .0
+            .query_one("SELECT result FROM runs WHERE id = $1", &[&run])
+            .await?
+            .get(0))
+    }
+
+    async fn last_approval(&self, run: i64) -> Op<Option<Approval>> {
+        self.0
+            .query_opt(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = $1 ORDER BY id DESC LIMIT 1"
+                ),
+                &[&run],
+            )
+            .await?
+            .as_ref()
+            .map(approval_row)
+            .transpose()
+    }
+
+    async fn approvals_expire(&self) -> Op<Vec<Approval>> {
+        self.0
+            .query(
+                &format!(
+                    "UPDATE approvals SET state = 'timed_out', decided_by = 'runbookd', decided_at = now()
+                     WHERE id IN (SELECT a.id FROM approvals a JOIN runs r ON r.id = a.run_id
+                                  WHERE a.state = 'pending' AND a.deadline <= now() FOR UPDATE OF r, a SKIP LOCKED)
+                       AND state = 'pending'
+                     RETURNING {APPROVAL_COLUMNS}"
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(approval_row)
+            .collect()
+    }
+
+    async fn approvals_withdraw(&self, run: i64) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE approvals SET state = 'cancelled', decided_at = now() WHERE run_id = $1 AND state = 'pending'",
+                &[&run],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn ticks(&self, incident: i64) -> Op<Ticks> {
+        Ok(people::ticks_of(
+            &self.0.query(people::TICKS, &[&incident]).await?,
+        ))
+    }
+
+    async fn checklist_runs(&self, incident: i64) -> Op<Vec<ChecklistRow>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT id, runbook, COALESCE(rerun_of, id), result FROM runs WHERE incident_id = $1 ORDER BY id",
+                &[&incident],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
+    async fn tick_insert(&self, run: i64, step: &str, who: &str) -> Op<String> {
+        let at: DateTime<Utc> = self
+            .0
+            .query_one(
+                "INSERT INTO checklist_done (run_id, step, done_by, done_at) VALUES ($1, $2, $3, now()) RETURNING done_at",
+                &[&run, &step, &who],
+            )
+            .await?
+            .get(0);
+        Ok(ts(at))
+    }
+
+    async fn tick_delete(&self, run: i64, step: &str) -> Op<()> {
+        self.0
+            .execute(
+                "DELETE FROM checklist_done WHERE run_id = $1 AND step = $2",
+                &[&run, &step],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn remediation_states(&self, incident: i64) -> Op<Vec<RunState>> {
+        self.0
+            .query(CURRENT_REMEDIATION_STATES, &[&incident])
+            .await?
+            .iter()
+            .map(|r| parsed(r, 0))
+            .collect()
+    }
+
+    async fn command(&self, incident: i64) -> Op<Option<(Option<String>, bool)>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT commander, acknowledged_at IS NOT NULL FROM incidents WHERE id = $1 FOR UPDATE",
+                &[&incident],
+            )
+            .await?
+            .map(|r| (r.get(0), r.get(1))))
+    }
+
+    async fn commander(&self, incident: i64) -> Op<Option<String>> {
+        Ok(self
+            .0
+            .query_one(
+                "SELECT commander FROM incidents WHERE id = $1",
+                &[&incident],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn set_commander(&self, incident: i64, to: &str) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET commander = $2, updated_at = now() WHERE id = $1",
+                &[&incident, &to],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn rerun_source(&self, run: i64) -> Op<Option<RerunSource>> {
+        self.0
+            .query_opt(
+                "SELECT r.incident_id, r.notification_id, r.runbook, r.fingerprint, r.starts_at, r.phase, r.state,
+                        COALESCE(r.rerun_of, r.id), r.idempotent, i.status
+                 FROM runs r JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1 FOR UPDATE OF i",
+                &[&run],
+            )
+            .await?
+            .map(|r| {
+                Ok(RerunSource {
+                    incident: r.get(0),
+                    notification: r.get(1),
+                    runbook: r.get(2),
+                    fingerprint: r.get(3),
+                    starts_at: r.get(4),
+                    phase: r.get(5),
+                    state: parsed(&r, 6)?,
+                    lineage: r.get(7),
+                    idempotent: r.get(8),
+                    status: parsed(&r, 9)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn run_in_progress(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+        phase: &str,
+    ) -> Op<Option<i64>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT id FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = $3 AND state IN ('queued', 'running', 'awaiting_approval')",
+                &[&runbook, &fingerprint, &phase],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn insert_rerun(&self, s: &RerunSource) -> Op<i64> {
+        Ok(self
+            .0
+            .query_one(
+                "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent, rerun_of, rerun)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', now(), $7, $8,
+                         (SELECT COALESCE(MAX(rerun), 0) + 1 FROM runs WHERE runbook = $3 AND fingerprint = $4 AND starts_at = $5 AND phase = $6))
+                 RETURNING id",
+                &[&s.incident, &s.notification, &s.runbook, &s.fingerprint, &s.starts_at, &s.phase, &s.idempotent, &s.lineage],
+            )
+            .await?
+            .get(0))
+    }
+}

@@ -1,0 +1,571 @@
+//! The SQLite driver: each method one statement on the writer's
+//! connection, run synchronously (the futures are ready when first polled;
+//! [`at_once`] runs a flow operation to its end in one poll).
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::approvals::{row as approval_row, COLUMNS as APPROVAL_COLUMNS};
+use super::{parsed, Cached};
+use crate::approval::{Approval, Decision, Request};
+use crate::incident::{IncidentId, IncidentStatus, RunState};
+use crate::lifecycle;
+use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::store::driver::{ChecklistRow, DueEscalation, RerunSource};
+use crate::store::types::{json, now, ts, Ticks, CURRENT_REMEDIATION_STATES};
+use crate::store::{Result, StoreError};
+
+/// The statements of one write (or read) on `0`'s connection.
+pub(in crate::store) struct Conn<'c>(pub &'c Connection);
+
+/// Runs a flow operation over [`Conn`] to its end: SQLite's statements
+/// complete when first polled, so one poll finishes it.
+pub(in crate::store) fn at_once<T>(op: impl Future<Output = Result<T>>) -> Result<T> {
+    match pin!(op).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(StoreError::Backend(
+            "a SQLite store operation waited for something other than a statement".into(),
+        )),
+    }
+}
+
+fn later(d: Duration) -> String {
+    ts(Utc::now() + chrono::Duration::from_std(d).unwrap_or_default())
+}
+
+impl crate::store::driver::Driver for Conn<'_> {
+    type Fail = StoreError;
+
+    async fn timeline(
+        &self,
+        incident: i64,
+        author: &str,
+        kind: &str,
+        message: &str,
+        status: Option<IncidentStatus>,
+    ) -> Result<()> {
+        self.0.run(
+            "INSERT INTO timeline (incident_id, at, author, kind, message, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![incident, now(), author, kind, message, status.map(IncidentStatus::as_str)],
+        )?;
+        Ok(())
+    }
+
+    async fn touch(&self, incident: i64) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET updated_at = ?2 WHERE id = ?1",
+            params![incident, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn lifecycle(&self, incident: i64) -> Result<lifecycle::Incident> {
+        let (status, run_failed): (String, bool) = self.0.one(
+            "SELECT status, run_failed FROM incidents WHERE id = ?1",
+            [incident],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(lifecycle::Incident {
+            status: status.parse().map_err(StoreError::Invalid)?,
+            run_failed,
+        })
+    }
+
+    async fn set_status(
+        &self,
+        incident: i64,
+        status: IncidentStatus,
+        run_failed: Option<bool>,
+    ) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET status = ?2, run_failed = COALESCE(?3, run_failed), updated_at = ?4,
+                 resolved_at = CASE WHEN ?2 = 'resolved' THEN ?4 ELSE resolved_at END WHERE id = ?1",
+            params![incident, status.as_str(), run_failed, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn lock_incident(&self, incident: i64) -> Result<bool> {
+        Ok(self
+            .0
+            .one("SELECT 1 FROM incidents WHERE id = ?1", [incident], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some())
+    }
+
+    async fn policies(&self, incident: i64) -> Result<(String, bool)> {
+        Ok(self.0.one(
+            "SELECT notify, shadow FROM incidents WHERE id = ?1",
+            [incident],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
+    async fn set_policies(&self, incident: i64, json: &str) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET notify = ?2 WHERE id = ?1",
+            params![incident, json],
+        )?;
+        Ok(())
+    }
+
+    async fn outbox_insert(
+        &self,
+        incident: i64,
+        q: &Queue,
+        state: DeliveryState,
+        source: Option<(i64, &str)>,
+    ) -> Result<()> {
+        self.0.run(
+            "INSERT INTO outbox (incident_id, notification_id, fingerprint, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+            params![
+                incident,
+                source.map(|s| s.0),
+                source.map(|s| s.1),
+                q.notifier,
+                q.event.as_str(),
+                q.runbook,
+                q.run_id,
+                q.step,
+                q.detail,
+                q.template,
+                state.as_str(),
+                now()
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn escalation_arm(
+        &self,
+        incident: i64,
+        runbook: &str,
+        rule: usize,
+        e: &Escalation,
+    ) -> Result<()> {
+        self.0.run(
+            "INSERT INTO escalations (incident_id, runbook, rule, due_at, notify, unless_, message, after_ms, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending') ON CONFLICT DO NOTHING",
+            params![
+                incident,
+                runbook,
+                i64::try_from(rule).unwrap_or(i64::MAX),
+                later(e.after),
+                json(&e.notify),
+                json(&e.unless),
+                e.message,
+                i64::try_from(e.after.as_millis()).unwrap_or(i64::MAX),
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn escalations_cancel(
+        &self,
+        incident: i64,
+        unless: Option<Unless>,
+        runbook: Option<&str>,
+        reason: &str,
+    ) -> Result<u64> {
+        let pattern = unless.map(|u| format!("%\"{}\"%", u.as_str()));
+        let n = self.0.run(
+            "UPDATE escalations SET state = 'cancelled', ended_at = ?3, reason = ?4
+             WHERE incident_id = ?1 AND state = 'pending' AND (?2 IS NULL OR unless_ LIKE ?2) AND (?5 IS NULL OR runbook = ?5)",
+            params![incident, pattern, now(), reason, runbook],
+        )?;
+        Ok(n as u64)
+    }
+
+    async fn escalations_due(&self) -> Result<Vec<DueEscalation>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT e.id, e.incident_id, e.runbook, e.notify, e.unless_, e.message, e.after_ms,
+                        i.status, i.acknowledged_at IS NOT NULL, i.shadow,
+                        EXISTS (SELECT 1 FROM runs r WHERE r.incident_id = e.incident_id AND r.runbook = e.runbook AND r.phase = 'remediation' AND r.state IN ('succeeded', 'succeeded_with_failures'))
+                 FROM escalations e JOIN incidents i ON i.id = e.incident_id
+                 WHERE e.state = 'pending' AND e.due_at <= ?1 ORDER BY e.due_at LIMIT 100",
+            )?
+            .query_map([now()], |r| {
+                Ok(DueEscalation {
+                    id: r.get(0)?,
+                    incident: r.get(1)?,
+                    runbook: r.get(2)?,
+                    notify: r.get(3)?,
+                    unless: r.get(4)?,
+                    message: r.get(5)?,
+                    after_ms: r.get(6)?,
+                    status: parsed(r, 7)?,
+                    acknowledged: r.get(8)?,
+                    shadow: r.get(9)?,
+                    succeeded: r.get(10)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn escalation_end(&self, id: i64, state: TimerState, reason: &str) -> Result<bool> {
+        Ok(self.0.run(
+            "UPDATE escalations SET state = ?2, ended_at = ?3, reason = ?4 WHERE id = ?1 AND state = 'pending'",
+            params![id, state.as_str(), now(), reason],
+        )? == 1)
+    }
+
+    async fn mark_escalated(&self, incident: i64) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
+            params![incident, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn acknowledgement(&self, incident: i64) -> Result<Option<(bool, bool)>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT acknowledged_at IS NOT NULL, commander IS NOT NULL FROM incidents WHERE id = ?1",
+                [incident],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    async fn acknowledge(&self, incident: i64, who: &str) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET acknowledged_at = ?2, acknowledged_by = ?3, commander = COALESCE(commander, ?3), updated_at = ?2 WHERE id = ?1",
+            params![incident, now(), who],
+        )?;
+        Ok(())
+    }
+
+    async fn outbox_take(
+        &self,
+        owner: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<(i64, u32)>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "UPDATE outbox SET state = 'sending', owner = ?2, lease_until = ?3, attempts = attempts + 1
+                 WHERE id IN (SELECT o.id FROM outbox o WHERE ((o.state = 'pending' AND o.next_at <= ?1) OR (o.state = 'sending' AND o.lease_until < ?1))
+                              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.incident_id = o.incident_id AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
+                              ORDER BY o.next_at LIMIT ?4)
+                 RETURNING id, attempts",
+            )?
+            .query_map(params![now(), owner, later(lease), limit], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn outbox_item(&self, id: i64, attempt: u32) -> Result<OutboxItem> {
+        Ok(self.0.one(
+            "SELECT o.notifier, o.event, o.incident_id, i.title, i.severity, i.status, i.services, o.runbook, o.run_id, o.step, o.detail, o.template, o.created_at,
+                    n.body, o.fingerprint
+             FROM outbox o JOIN incidents i ON i.id = o.incident_id
+             LEFT JOIN notifications n ON n.id = COALESCE(o.notification_id, (SELECT MAX(id) FROM notifications WHERE incident_id = o.incident_id))
+             WHERE o.id = ?1",
+            [id],
+            |r| {
+                let created: String = r.get(12)?;
+                Ok(OutboxItem {
+                    id,
+                    attempt,
+                    notifier: r.get(0)?,
+                    event: parsed(r, 1)?,
+                    incident: IncidentId(r.get(2)?),
+                    title: r.get(3)?,
+                    severity: parsed(r, 4)?,
+                    status: parsed(r, 5)?,
+                    services: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                    runbook: r.get(7)?,
+                    run_id: r.get(8)?,
+                    step: r.get(9)?,
+                    detail: r.get(10)?,
+                    template: r.get(11)?,
+                    created_at: DateTime::parse_from_rfc3339(&created)
+                        .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc)),
+                    body: r.get(13)?,
+                    fingerprint: r.get(14)?,
+                })
+            },
+        )?)
+    }
+
+    async fn outbox_settle(&self, id: i64, attempt: u32, s: &Settle) -> Result<bool> {
+        let n = match s {
+            Settle::Delivered => self.0.run(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ?3, owner = NULL, lease_until = NULL, last_error = NULL
+                 WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
+                params![id, attempt, now()],
+            )?,
+            Settle::Retry { at, error } => self.0.run(
+                "UPDATE outbox SET state = 'pending', next_at = ?3, last_error = ?4, owner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
+                params![id, attempt, ts(*at), error],
+            )?,
+            Settle::Defer { at } => self.0.run(
+                "UPDATE outbox SET state = 'pending', next_at = ?3, attempts = attempts - 1, owner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
+                params![id, attempt, ts(*at)],
+            )?,
+            Settle::Dead { error } => self.0.run(
+                "UPDATE outbox SET state = 'dead', last_error = ?3, owner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND attempts = ?2 AND state = 'sending'",
+                params![id, attempt, error],
+            )?,
+        };
+        Ok(n == 1)
+    }
+
+    async fn outbox_state(&self, id: i64) -> Result<Option<DeliveryState>> {
+        Ok(self
+            .0
+            .one("SELECT state FROM outbox WHERE id = ?1", [id], |r| {
+                parsed(r, 0)
+            })
+            .optional()?)
+    }
+
+    async fn outbox_requeue(&self, id: i64) -> Result<()> {
+        self.0.run(
+            "UPDATE outbox SET state = 'pending', next_at = ?2, created_at = ?2, attempts = 0 WHERE id = ?1",
+            params![id, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn approval_insert(
+        &self,
+        run: i64,
+        incident: i64,
+        runbook: &str,
+        r: &Request,
+    ) -> Result<String> {
+        let deadline = later(r.plan.timeout());
+        self.0.run(
+            "INSERT INTO approvals (run_id, incident_id, runbook, step, step_index, prompt, requested_at, deadline, on_timeout, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'pending')",
+            params![run, incident, runbook, r.step, r.index, r.plan.prompt, now(), deadline, r.plan.on_timeout.as_str()],
+        )?;
+        Ok(deadline)
+    }
+
+    /// One writer: nothing to lock.
+    async fn lock_run(&self, _run: i64) -> Result<()> {
+        Ok(())
+    }
+
+    async fn requeue_awaiting(&self, run: i64) -> Result<Option<i64>> {
+        Ok(self
+            .0
+            .one(
+                "UPDATE runs SET state = 'queued' WHERE id = ?1 AND state = 'awaiting_approval' RETURNING incident_id",
+                [run],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// One process: its claim loop is woken by the caller.
+    async fn wake_claimers(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn approval_decide(
+        &self,
+        run: i64,
+        approval: i64,
+        decision: Decision,
+        who: &str,
+        comment: Option<&str>,
+    ) -> Result<Option<Approval>> {
+        Ok(self
+            .0
+            .one(
+                &format!(
+                    "UPDATE approvals SET state = ?2, decided_by = ?3, decided_at = ?4, comment = ?5
+                     WHERE id = ?6 AND run_id = ?1 AND id = (SELECT MAX(id) FROM approvals WHERE run_id = ?1)
+                       AND state = 'pending' AND deadline > ?4
+                     RETURNING {APPROVAL_COLUMNS}"
+                ),
+                params![run, decision.state().as_str(), who, now(), comment, approval],
+                approval_row,
+            )
+            .optional()?)
+    }
+
+    async fn run_state(&self, run: i64) -> Result<Option<RunState>> {
+        Ok(self
+            .0
+            .one("SELECT state FROM runs WHERE id = ?1", [run], |r| {
+                parsed(r, 0)
+            })
+            .optional()?)
+    }
+
+    async fn run_result(&self, run: i64) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .one("SELECT result FROM runs WHERE id = ?1", [run], |r| r.get(0))?)
+    }
+
+    async fn last_approval(&self, run: i64) -> Result<Option<Approval>> {
+        Ok(self
+            .0
+            .one(
+                &format!(
+                    "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE run_id = ?1 ORDER BY id DESC LIMIT 1"
+                ),
+                [run],
+                approval_row,
+            )
+            .optional()?)
+    }
+
+    async fn approvals_expire(&self) -> Result<Vec<Approval>> {
+        Ok(self
+            .0
+            .prepare_cached(&format!(
+                "UPDATE approvals SET state = 'timed_out', decided_by = 'runbookd', decided_at = ?1
+                 WHERE state = 'pending' AND deadline <= ?1 RETURNING {APPROVAL_COLUMNS}"
+            ))?
+            .query_map([now()], approval_row)?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn approvals_withdraw(&self, run: i64) -> Result<()> {
+        self.0.run(
+            "UPDATE approvals SET state = 'cancelled', decided_at = ?2 WHERE run_id = ?1 AND state = 'pending'",
+            params![run, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn ticks(&self, incident: i64) -> Result<Ticks> {
+        super::people::ticks(self.0, incident)
+    }
+
+    async fn checklist_runs(&self, incident: i64) -> Result<Vec<ChecklistRow>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, runbook, COALESCE(rerun_of, id), result FROM runs WHERE incident_id = ?1 ORDER BY id",
+            )?
+            .query_map([incident], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn tick_insert(&self, run: i64, step: &str, who: &str) -> Result<String> {
+        let at = now();
+        self.0.run(
+            "INSERT INTO checklist_done (run_id, step, done_by, done_at) VALUES (?1, ?2, ?3, ?4)",
+            params![run, step, who, at],
+        )?;
+        Ok(at)
+    }
+
+    async fn tick_delete(&self, run: i64, step: &str) -> Result<()> {
+        self.0.run(
+            "DELETE FROM checklist_done WHERE run_id = ?1 AND step = ?2",
+            params![run, step],
+        )?;
+        Ok(())
+    }
+
+    async fn remediation_states(&self, incident: i64) -> Result<Vec<RunState>> {
+        Ok(self
+            .0
+            .prepare_cached(CURRENT_REMEDIATION_STATES)?
+            .query_map([incident], |r| parsed(r, 0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn command(&self, incident: i64) -> Result<Option<(Option<String>, bool)>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT commander, acknowledged_at IS NOT NULL FROM incidents WHERE id = ?1",
+                [incident],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    async fn commander(&self, incident: i64) -> Result<Option<String>> {
+        Ok(self.0.one(
+            "SELECT commander FROM incidents WHERE id = ?1",
+            [incident],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn set_commander(&self, incident: i64, to: &str) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET commander = ?2, updated_at = ?3 WHERE id = ?1",
+            params![incident, to, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn rerun_source(&self, run: i64) -> Result<Option<RerunSource>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT r.incident_id, r.notification_id, r.runbook, r.fingerprint, r.starts_at, r.phase, r.state,
+                        COALESCE(r.rerun_of, r.id), r.idempotent, i.status
+                 FROM runs r JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
+                [run],
+                |r| {
+                    Ok(RerunSource {
+                        incident: r.get(0)?,
+                        notification: r.get(1)?,
+                        runbook: r.get(2)?,
+                        fingerprint: r.get(3)?,
+                        starts_at: r.get(4)?,
+                        phase: r.get(5)?,
+                        state: parsed(r, 6)?,
+                        lineage: r.get(7)?,
+                        idempotent: r.get(8)?,
+                        status: parsed(r, 9)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    async fn run_in_progress(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+        phase: &str,
+    ) -> Result<Option<i64>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT id FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = ?3 AND state IN ('queued', 'running', 'awaiting_approval')",
+                params![runbook, fingerprint, phase],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    async fn insert_rerun(&self, s: &RerunSource) -> Result<i64> {
+        self.0.run(
+            "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent, rerun_of, rerun)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9,
+                     (SELECT COALESCE(MAX(rerun), 0) + 1 FROM runs WHERE runbook = ?3 AND fingerprint = ?4 AND starts_at = ?5 AND phase = ?6))",
+            params![s.incident, s.notification, s.runbook, s.fingerprint, s.starts_at, s.phase, now(), s.idempotent, s.lineage],
+        )?;
+        Ok(self.0.last_insert_rowid())
+    }
+}
