@@ -13,11 +13,14 @@
 //! process's clock, PostgreSQL `timestamptz` from the database's. Methods
 //! that return a time give it as [`super::types::ts`] formats it.
 
+use chrono::{DateTime, Utc};
+
 use crate::approval::{Approval, Decision, Request};
 use crate::incident::{IncidentStatus, RunState};
 use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::plan::Phase;
 use crate::store::types::Ticks;
-use crate::store::StoreError;
+use crate::store::{Lease, StoreError};
 
 /// A driver's answer: the value, or the backend's failure.
 pub(super) type Op<T, F> = std::result::Result<T, F>;
@@ -258,4 +261,133 @@ pub(super) trait Driver {
     /// Queues the next re-run of `src` (numbered after the last of its run
     /// key); its id.
     async fn insert_rerun(&self, src: &RerunSource) -> Op<i64, Self::Fail>;
+
+    // -- runs ---------------------------------------------------------------
+
+    /// Renews the leases `owner` holds: the runs still held, each with
+    /// whether its cancellation was requested.
+    async fn renew(
+        &self,
+        owner: &str,
+        runs: &[Lease],
+        lease: std::time::Duration,
+    ) -> Op<Vec<(i64, bool)>, Self::Fail>;
+
+    /// Whether `lease` still holds its run; holds the row until the
+    /// operation ends (a takeover waits for it).
+    async fn holds(&self, lease: Lease) -> Op<bool, Self::Fail>;
+
+    /// Appends a chunk of live output to a run's step.
+    async fn output_insert(
+        &self,
+        run: i64,
+        step: &str,
+        stream: &str,
+        bytes: &[u8],
+    ) -> Op<(), Self::Fail>;
+
+    /// Stores a running run's steps so far, if its fence holds.
+    async fn set_progress(&self, lease: Lease, json: &str) -> Op<(), Self::Fail>;
+
+    /// Ends a running run whose fence holds.
+    async fn end_run(
+        &self,
+        lease: Lease,
+        state: RunState,
+        result: &str,
+        reason: &str,
+    ) -> Op<Option<EndedRun>, Self::Fail>;
+
+    /// Pauses a running run whose fence holds and whose cancellation was
+    /// not requested.
+    async fn await_approval(
+        &self,
+        lease: Lease,
+        result: &str,
+        reason: &str,
+    ) -> Op<Option<EndedRun>, Self::Fail>;
+
+    /// Removes the live output of runs that ended longer than
+    /// `LIVE_TAIL` ago.
+    async fn prune_output(&self) -> Op<(), Self::Fail>;
+
+    /// The running runs (whose lease expired, with `expired`); takes them.
+    async fn running(&self, expired: bool) -> Op<Vec<RunningRun>, Self::Fail>;
+
+    /// The live output stored of a run: step, stream, bytes.
+    async fn run_output(&self, run: i64) -> Op<Vec<(String, String, Vec<u8>)>, Self::Fail>;
+
+    async fn drop_output(&self, run: i64) -> Op<(), Self::Fail>;
+
+    /// Queues a taken run again, its fence moved on.
+    async fn requeue(&self, run: i64) -> Op<(), Self::Fail>;
+
+    /// Ends a taken run (its fence moved on), keeping its stored result
+    /// when `result` is `None`.
+    async fn end_taken(
+        &self,
+        run: i64,
+        state: RunState,
+        reason: &str,
+        result: Option<&str>,
+    ) -> Op<(), Self::Fail>;
+
+    /// A run to cancel; locks it.
+    async fn run_to_cancel(&self, run: i64) -> Op<Option<RunToCancel>, Self::Fail>;
+
+    /// Ends a queued or waiting run `cancelled`.
+    async fn cancel_waiting(&self, run: i64, reason: &str) -> Op<(), Self::Fail>;
+
+    /// Asks a running run's owner to stop it.
+    async fn request_cancel(&self, run: i64) -> Op<(), Self::Fail>;
+
+    /// The incident's status; `None` when there is no such incident. Locks
+    /// its row.
+    async fn status(&self, incident: i64) -> Op<Option<IncidentStatus>, Self::Fail>;
+
+    async fn set_root_cause(&self, incident: i64, text: &str) -> Op<(), Self::Fail>;
+
+    /// A person sets the status: `resolved_at` keeps its first stamp while
+    /// resolved and is cleared (with `alerts_ended_at`) when reopened.
+    async fn set_status_by_hand(&self, incident: i64, status: IncidentStatus)
+        -> Op<(), Self::Fail>;
+}
+
+/// A run whose end (or pause) was just recorded.
+#[derive(Debug)]
+pub(super) struct EndedRun {
+    pub incident: i64,
+    pub runbook: String,
+    pub phase: Phase,
+    pub notification: i64,
+    pub fingerprint: String,
+}
+
+/// A running run found by reaping.
+#[derive(Debug)]
+pub(super) struct RunningRun {
+    pub id: i64,
+    pub incident: i64,
+    pub runbook: String,
+    /// Idempotent and not asked to cancel: queued again.
+    pub requeue: bool,
+    pub owner: Option<String>,
+    pub attempt: u32,
+    pub cancel_requested: bool,
+    pub fingerprint: String,
+    pub phase: Phase,
+    /// Its steps so far, if it stored any.
+    pub progress: Option<String>,
+    pub started: Option<DateTime<Utc>>,
+    /// When its owner last renewed its lease.
+    pub heard: Option<DateTime<Utc>>,
+}
+
+/// A run as cancelling it needs it.
+#[derive(Debug)]
+pub(super) struct RunToCancel {
+    pub state: RunState,
+    pub incident: i64,
+    pub runbook: String,
+    pub phase: Phase,
 }

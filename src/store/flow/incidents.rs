@@ -1,8 +1,10 @@
 //! An incident's timeline and lifecycle, as every operation records them.
 
 use super::{outbox, Driver, Op};
-use crate::incident::IncidentStatus;
+use crate::incident::{IncidentId, IncidentStatus, Update};
 use crate::lifecycle;
+use crate::store::types::text;
+use crate::store::StoreError;
 
 /// A run's entry on its incident's timeline, by runbookd.
 pub(in crate::store) async fn run_note<D: Driver>(
@@ -32,4 +34,30 @@ pub(in crate::store) async fn advance<D: Driver>(
         outbox::resolved(d, incident, &t.message).await?;
     }
     Ok(())
+}
+
+/// Adds a person's update to the timeline, and sets the status and root
+/// cause it gives; resolving tells people and cancels escalations.
+pub(in crate::store) async fn add_update<D: Driver>(
+    d: &D,
+    id: IncidentId,
+    u: &Update,
+) -> Op<(), D::Fail> {
+    let Some(before) = d.status(id.0).await? else {
+        return Err(StoreError::NotFound(id.to_string()).into());
+    };
+    let (author, message) = (text(&u.author), text(&u.message));
+    d.timeline(id.0, &author, "update", &message, u.status)
+        .await?;
+    if u.status == Some(IncidentStatus::Resolved) && before != IncidentStatus::Resolved {
+        let detail = format!("{id} resolved by {author}: {message}");
+        outbox::resolved(d, id.0, &detail).await?;
+    }
+    if let Some(rc) = &u.root_cause {
+        d.set_root_cause(id.0, &text(rc)).await?;
+    }
+    if let Some(status) = u.status {
+        d.set_status_by_hand(id.0, status).await?;
+    }
+    d.touch(id.0).await
 }

@@ -13,5 +13,6 @@ pub(super) mod approvals;
 pub(super) mod incidents;
 pub(super) mod outbox;
 pub(super) mod people;
+pub(super) mod runs;
 
 pub(super) use super::driver::{Driver, Op};

@@ -13,8 +13,11 @@ use crate::approval::{Approval, Decision, Request};
 use crate::incident::{IncidentId, IncidentStatus, RunState};
 use crate::lifecycle;
 use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
-use crate::store::driver::{ChecklistRow, DueEscalation, RerunSource};
-use crate::store::types::{json, ts, Ticks, CURRENT_REMEDIATION_STATES};
+use crate::store::driver::{
+    ChecklistRow, DueEscalation, EndedRun, RerunSource, RunToCancel, RunningRun,
+};
+use crate::store::types::{json, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL};
+use crate::store::Lease;
 
 /// The statements of one operation, on its transaction.
 pub(in crate::store) struct Conn<'a, 't>(pub &'a Tx<'t>);
@@ -630,4 +633,265 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .await?
             .get(0))
     }
+
+    async fn renew(&self, owner: &str, runs: &[Lease], lease: Duration) -> Op<Vec<(i64, bool)>> {
+        let ids: Vec<i64> = runs.iter().map(|l| l.run_id).collect();
+        let fences: Vec<i64> = runs.iter().map(|l| l.fence).collect();
+        Ok(self
+            .0
+            .query(
+                "UPDATE runs r SET lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp()
+                 FROM unnest($1::int8[], $2::int8[]) AS l(id, fence)
+                 WHERE r.id = l.id AND r.fence = l.fence AND r.owner = $4 AND r.state = 'running'
+                 RETURNING r.id, r.cancel_requested",
+                &[&ids, &fences, &secs(lease), &owner],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    /// `FOR SHARE`: a takeover or an end recorded meanwhile waits, and never
+    /// sees a stale owner's output.
+    async fn holds(&self, lease: Lease) -> Op<bool> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND state = 'running' FOR SHARE",
+                &[&lease.run_id, &lease.fence],
+            )
+            .await?
+            .is_some())
+    }
+
+    async fn output_insert(&self, run: i64, step: &str, stream: &str, bytes: &[u8]) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = $1), $3, $4)",
+                &[&run, &step, &stream, &bytes],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_progress(&self, lease: Lease, json: &str) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE runs SET progress = $3 WHERE id = $1 AND fence = $2 AND state = 'running'",
+                &[&lease.run_id, &lease.fence, &json],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn end_run(
+        &self,
+        lease: Lease,
+        state: RunState,
+        result: &str,
+        reason: &str,
+    ) -> Op<Option<EndedRun>> {
+        self.0
+            .query_opt(
+                "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL, progress = NULL
+                 WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
+                &[&lease.run_id, &lease.fence, &state.as_str(), &result, &reason],
+            )
+            .await?
+            .as_ref()
+            .map(ended_run)
+            .transpose()
+    }
+
+    async fn await_approval(
+        &self,
+        lease: Lease,
+        result: &str,
+        reason: &str,
+    ) -> Op<Option<EndedRun>> {
+        self.0
+            .query_opt(
+                "UPDATE runs SET state = 'awaiting_approval', result = $3, reason = $4, owner = NULL, lease_until = NULL, progress = NULL
+                 WHERE id = $1 AND fence = $2 AND state = 'running' AND NOT cancel_requested
+                 RETURNING incident_id, runbook, phase, notification_id, fingerprint",
+                &[&lease.run_id, &lease.fence, &result, &reason],
+            )
+            .await?
+            .as_ref()
+            .map(ended_run)
+            .transpose()
+    }
+
+    async fn prune_output(&self) -> Op<()> {
+        self.0
+            .execute(
+                "DELETE FROM step_output WHERE run_id IN (
+                     SELECT s.run_id FROM (SELECT DISTINCT run_id FROM step_output) s JOIN runs r ON r.id = s.run_id
+                     WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < now() - make_interval(secs => $1))",
+                &[&secs(LIVE_TAIL)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn running(&self, expired: bool) -> Op<Vec<RunningRun>> {
+        // A run whose cancellation was requested is not queued again: it ends cancelled.
+        self.0
+            .query(
+                "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
+                        fingerprint, phase, progress, started_at, heard_at
+                 FROM runs WHERE state = 'running' AND (NOT $1 OR lease_until < clock_timestamp())
+                 FOR UPDATE SKIP LOCKED",
+                &[&expired],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RunningRun {
+                    id: r.get(0),
+                    incident: r.get(1),
+                    runbook: r.get(2),
+                    requeue: r.get(3),
+                    owner: r.get(4),
+                    attempt: u32::try_from(r.get::<_, i32>(5)).unwrap_or(1),
+                    cancel_requested: r.get(6),
+                    fingerprint: r.get(7),
+                    phase: parsed(r, 8)?,
+                    progress: r.get(9),
+                    started: r.get(10),
+                    heard: r.get(11),
+                })
+            })
+            .collect()
+    }
+
+    async fn run_output(&self, run: i64) -> Op<Vec<(String, String, Vec<u8>)>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT step, stream, chunk FROM step_output WHERE run_id = $1 ORDER BY seq",
+                &[&run],
+            )
+            .await?
+            .iter()
+            .map(|o| (o.get(0), o.get(1), o.get(2)))
+            .collect())
+    }
+
+    async fn drop_output(&self, run: i64) -> Op<()> {
+        self.0
+            .execute("DELETE FROM step_output WHERE run_id = $1", &[&run])
+            .await?;
+        Ok(())
+    }
+
+    async fn requeue(&self, run: i64) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, progress = NULL, fence = fence + 1 WHERE id = $1",
+                &[&run],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn end_taken(
+        &self,
+        run: i64,
+        state: RunState,
+        reason: &str,
+        result: Option<&str>,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE runs SET state = $3, reason = $2, ended_at = now(), owner = NULL, lease_until = NULL, progress = NULL,
+                     result = COALESCE($4, result), fence = fence + 1 WHERE id = $1",
+                &[&run, &reason, &state.as_str(), &result],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn run_to_cancel(&self, run: i64) -> Op<Option<RunToCancel>> {
+        self.0
+            .query_opt(
+                "SELECT state, incident_id, runbook, phase FROM runs WHERE id = $1 FOR UPDATE",
+                &[&run],
+            )
+            .await?
+            .map(|r| {
+                Ok(RunToCancel {
+                    state: parsed(&r, 0)?,
+                    incident: r.get(1),
+                    runbook: r.get(2),
+                    phase: parsed(&r, 3)?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn cancel_waiting(&self, run: i64, reason: &str) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE runs SET state = 'cancelled', reason = $2, ended_at = now() WHERE id = $1 AND state IN ('queued', 'awaiting_approval')",
+                &[&run, &reason],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, run: i64) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE runs SET cancel_requested = TRUE WHERE id = $1",
+                &[&run],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn status(&self, incident: i64) -> Op<Option<IncidentStatus>> {
+        self.0
+            .query_opt(
+                "SELECT status FROM incidents WHERE id = $1 FOR UPDATE",
+                &[&incident],
+            )
+            .await?
+            .map(|r| parsed(&r, 0))
+            .transpose()
+    }
+
+    async fn set_root_cause(&self, incident: i64, text: &str) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET root_cause = $2 WHERE id = $1",
+                &[&incident, &text],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn set_status_by_hand(&self, incident: i64, status: IncidentStatus) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET status = $2,
+                     resolved_at = CASE WHEN $2 = 'resolved' THEN COALESCE(resolved_at, now()) ELSE NULL END,
+                     alerts_ended_at = CASE WHEN $2 = 'resolved' THEN alerts_ended_at ELSE NULL END WHERE id = $1",
+                &[&incident, &status.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// A run whose end or pause was recorded, from the `RETURNING` of its update.
+fn ended_run(r: &tokio_postgres::Row) -> Op<EndedRun> {
+    Ok(EndedRun {
+        incident: r.get(0),
+        runbook: r.get(1),
+        phase: parsed(r, 2)?,
+        notification: r.get(3),
+        fingerprint: r.get(4),
+    })
 }

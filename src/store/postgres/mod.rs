@@ -366,8 +366,13 @@ impl Postgres {
         runs: Vec<Lease>,
         lease: Duration,
     ) -> Pending<Heartbeat> {
-        transaction!(self, leases, |tx| heartbeat(&tx, &owner, &runs, lease)
-            .await)
+        transaction!(self, leases, |tx| flow::runs::heartbeat(
+            &Conn(&tx),
+            &owner,
+            &runs,
+            lease
+        )
+        .await)
     }
 
     pub fn append_output(
@@ -375,22 +380,29 @@ impl Postgres {
         lease: Lease,
         chunks: Vec<(String, &'static str, Vec<u8>)>,
     ) -> Pending<()> {
-        transaction!(self, |tx| append_output(&tx, lease, &chunks).await)
+        transaction!(self, |tx| flow::runs::append_output(
+            &Conn(&tx),
+            lease,
+            &chunks
+        )
+        .await)
     }
 
     #[must_use]
     pub fn finish(&self, f: std::sync::Arc<Finished>) -> Pending<FinishOutcome> {
-        transaction!(self, leases, |tx| finish(&tx, &f).await)
+        transaction!(self, leases, |tx| flow::runs::finish(&Conn(&tx), &f).await)
     }
 
     #[must_use]
     pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
-        transaction!(self, |tx| progress(&tx, lease, &json).await)
+        transaction!(self, |tx| flow::runs::progress(&Conn(&tx), lease, &json)
+            .await)
     }
 
     #[must_use]
     pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
-        transaction!(self, leases, |tx| reap(&tx, &scope).await)
+        transaction!(self, leases, |tx| flow::runs::reap(&Conn(&tx), &scope)
+            .await)
     }
 
     #[must_use]
@@ -400,7 +412,8 @@ impl Postgres {
 
     #[must_use]
     pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
-        transaction!(self, |tx| add_update(&tx, id, &u).await)
+        transaction!(self, |tx| flow::incidents::add_update(&Conn(&tx), id, &u)
+            .await)
     }
 
     #[must_use]
@@ -424,7 +437,8 @@ impl Postgres {
 
     #[must_use]
     pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
-        transaction!(self, leases, |tx| cancel_run(&tx, id, &who).await)
+        transaction!(self, leases, |tx| flow::runs::cancel(&Conn(&tx), id, &who)
+            .await)
     }
 
     #[must_use]
@@ -1171,292 +1185,6 @@ async fn claim_one(tx: &Tx<'_>, id: i64, req: &ClaimRequest) -> Op<Option<Claime
     }))
 }
 
-async fn heartbeat(tx: &Tx<'_>, owner: &str, runs: &[Lease], lease: Duration) -> Op<Heartbeat> {
-    let ids: Vec<i64> = runs.iter().map(|l| l.run_id).collect();
-    let fences: Vec<i64> = runs.iter().map(|l| l.fence).collect();
-    let held: HashMap<i64, bool> = tx
-        .query(
-            "UPDATE runs r SET lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp()
-             FROM unnest($1::int8[], $2::int8[]) AS l(id, fence)
-             WHERE r.id = l.id AND r.fence = l.fence AND r.owner = $4 AND r.state = 'running'
-             RETURNING r.id, r.cancel_requested",
-            &[&ids, &fences, &secs(lease), &owner],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let mut beat = Heartbeat::default();
-    for id in ids {
-        match held.get(&id) {
-            None => beat.lost.push(id),
-            Some(true) => beat.cancel.push(id),
-            Some(false) => {}
-        }
-    }
-    Ok(beat)
-}
-
-async fn append_output(
-    tx: &Tx<'_>,
-    lease: Lease,
-    chunks: &[(String, &'static str, Vec<u8>)],
-) -> Op<()> {
-    // The run's row is held until the chunks are in: a takeover or an end
-    // recorded meanwhile waits, and never sees a stale owner's output.
-    let holds = tx
-        .query_opt(
-            "SELECT 1 FROM runs WHERE id = $1 AND fence = $2 AND state = 'running' FOR SHARE",
-            &[&lease.run_id, &lease.fence],
-        )
-        .await?
-        .is_some();
-    if !holds {
-        return Ok(());
-    }
-    for (step, stream, bytes) in chunks {
-        tx.execute("INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES ($1, $2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = $1), $3, $4)", &[&lease.run_id, step, stream, bytes])
-            .await?;
-    }
-    Ok(())
-}
-
-/// Stores a running run's steps so far, if its fence holds.
-async fn progress(tx: &Tx<'_>, lease: Lease, json: &str) -> Op<()> {
-    tx.execute(
-        "UPDATE runs SET progress = $3 WHERE id = $1 AND fence = $2 AND state = 'running'",
-        &[&lease.run_id, &lease.fence, &json],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn finish(tx: &Tx<'_>, f: &Finished) -> Op<FinishOutcome> {
-    if let (RunState::AwaitingApproval, Some(r)) = (f.state, &f.awaiting) {
-        return pause(tx, f, r).await;
-    }
-    let Some(row) = tx
-        .query_opt(
-            "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL, progress = NULL
-             WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
-            &[&f.lease.run_id, &f.lease.fence, &f.state.as_str(), &json(&f.result), &f.summary],
-        )
-        .await?
-    else {
-        return Ok(FinishOutcome::Fenced);
-    };
-    let incident: i64 = row.get(0);
-    let runbook: String = row.get(1);
-    let phase: Phase = row.get::<_, &str>(2).parse().map_err(StoreError::Invalid)?;
-    // The run's live output stays readable for a while after its end, so
-    // that a stream reading it gets the tail; older runs' output goes.
-    tx.execute(
-        "DELETE FROM step_output WHERE run_id IN (
-             SELECT s.run_id FROM (SELECT DISTINCT run_id FROM step_output) s JOIN runs r ON r.id = s.run_id
-             WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < now() - make_interval(secs => $1))",
-        &[&secs(crate::store::types::LIVE_TAIL)],
-    )
-    .await?;
-    run_ended(
-        tx,
-        incident,
-        f.lease.run_id,
-        (&runbook, phase),
-        f.state,
-        &f.summary,
-        f.result.as_ref().map_or(0, |r| r.open_checklist().count()),
-    )
-    .await?;
-    if phase == Phase::Remediation
-        && matches!(
-            f.state,
-            RunState::Succeeded | RunState::SucceededWithFailures
-        )
-    {
-        flow::outbox::disarm(
-            &Conn(tx),
-            incident,
-            crate::notify::Unless::Succeeded,
-            Some(&runbook),
-            &format!("run #{} of `{runbook}` succeeded", f.lease.run_id),
-        )
-        .await?;
-    }
-    let fingerprint: String = row.get(4);
-    for what in crate::notify::run_ended(
-        &runbook,
-        f.lease.run_id,
-        f.state,
-        &f.summary,
-        f.result.as_ref(),
-    ) {
-        flow::outbox::enqueue(&Conn(tx), incident, &what, Some((row.get(3), &fingerprint))).await?;
-    }
-    Ok(FinishOutcome::Recorded)
-}
-
-/// A run paused on an approval step (as the SQLite store's `pause`).
-async fn pause(tx: &Tx<'_>, f: &Finished, r: &crate::approval::Request) -> Op<FinishOutcome> {
-    let Some(row) = tx
-        .query_opt(
-            "UPDATE runs SET state = 'awaiting_approval', result = $3, reason = $4, owner = NULL, lease_until = NULL, progress = NULL
-             WHERE id = $1 AND fence = $2 AND state = 'running' AND NOT cancel_requested RETURNING incident_id, runbook, notification_id, fingerprint",
-            &[&f.lease.run_id, &f.lease.fence, &json(&f.result), &f.summary],
-        )
-        .await?
-    else {
-        // Cancelled while it ran: it ends so, and asks nobody.
-        return Box::pin(finish(tx, &f.cancelled_instead())).await;
-    };
-    let runbook: String = row.get(1);
-    let fingerprint: String = row.get(3);
-    flow::approvals::pause(
-        &Conn(tx),
-        row.get(0),
-        f.lease.run_id,
-        &runbook,
-        r,
-        (row.get(2), &fingerprint),
-    )
-    .await?;
-    Ok(FinishOutcome::Recorded)
-}
-
-/// A run's end on its incident (as the SQLite store's `run_ended`).
-async fn run_ended(
-    tx: &Tx<'_>,
-    incident: i64,
-    id: i64,
-    (runbook, phase): (&str, Phase),
-    state: RunState,
-    summary: &str,
-    open_checklist: usize,
-) -> Op<()> {
-    run_note(tx, incident, &say::finished(id, runbook, state, summary)).await?;
-    let not_succeeded = flow::people::tally(&Conn(tx), incident)
-        .await?
-        .not_succeeded;
-    advance(
-        tx,
-        incident,
-        lifecycle::Event::RunFinished {
-            runbook,
-            phase,
-            state,
-            summary,
-            remediation_not_succeeded: not_succeeded,
-            open_checklist,
-        },
-    )
-    .await
-}
-
-async fn reap(tx: &Tx<'_>, scope: &Reap) -> Op<Reaped> {
-    // A run whose cancellation was requested is not queued again: it ends cancelled.
-    let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
-                      fingerprint, phase, progress, started_at, heard_at FROM runs WHERE state = 'running'";
-    let rows = match scope {
-        Reap::All { .. } => {
-            tx.query(&format!("{sql} FOR UPDATE SKIP LOCKED"), &[])
-                .await?
-        }
-        Reap::Expired => {
-            tx.query(
-                &format!("{sql} AND lease_until < clock_timestamp() FOR UPDATE SKIP LOCKED"),
-                &[],
-            )
-            .await?
-        }
-    };
-    let mut reaped = Reaped::default();
-    for r in rows {
-        let id: i64 = r.get(0);
-        let incident: i64 = r.get(1);
-        let runbook: String = r.get(2);
-        let owner: String = r.get::<_, Option<String>>(4).unwrap_or_default();
-        let attempt = u32::try_from(r.get::<_, i32>(5)).unwrap_or(1);
-        if r.get::<_, bool>(3) {
-            tx.execute("DELETE FROM step_output WHERE run_id = $1", &[&id])
-                .await?;
-            tx.execute(
-                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, progress = NULL, fence = fence + 1 WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-            let message = match scope {
-                Reap::All { .. } => say::requeued_after_restart(id, &runbook, attempt + 1),
-                Reap::Expired => say::requeued(id, &runbook, &owner, attempt + 1),
-            };
-            run_note(tx, incident, &message).await?;
-            reaped.requeued += 1;
-        } else {
-            let output: Vec<(String, String, Vec<u8>)> = tx
-                .query(
-                    "SELECT step, stream, chunk FROM step_output WHERE run_id = $1 ORDER BY seq",
-                    &[&id],
-                )
-                .await?
-                .iter()
-                .map(|o| (o.get(0), o.get(1), o.get(2)))
-                .collect();
-            tx.execute("DELETE FROM step_output WHERE run_id = $1", &[&id])
-                .await?;
-            let why = match scope {
-                Reap::All { why } => why.clone(),
-                Reap::Expired => say::lease_lost(&owner),
-            };
-            let phase: Phase = r.get::<_, &str>(8).parse().map_err(StoreError::Invalid)?;
-            let (why, record) = crate::store::types::leftover_record(
-                &why,
-                &crate::store::types::Leftover {
-                    runbook: &runbook,
-                    fingerprint: r.get(7),
-                    phase,
-                    started: r.get(10),
-                    heard: if matches!(scope, Reap::Expired) {
-                        r.get(11)
-                    } else {
-                        None
-                    },
-                    progress: r.get(9),
-                    output: &output,
-                },
-            );
-            let state = if r.get::<_, bool>(6) {
-                RunState::Cancelled
-            } else {
-                RunState::Interrupted
-            };
-            tx.execute(
-                "UPDATE runs SET state = $3, reason = $2, ended_at = now(), owner = NULL, lease_until = NULL, progress = NULL,
-                     result = COALESCE($4, result), fence = fence + 1 WHERE id = $1",
-                &[&id, &why, &state.as_str(), &record],
-            )
-            .await?;
-            let detail = run_detail(record.as_deref()).map_err(StoreError::Invalid)?;
-            run_ended(
-                tx,
-                incident,
-                id,
-                (&runbook, phase),
-                state,
-                &why,
-                detail.as_ref().map_or(0, |d| d.open_checklist().count()),
-            )
-            .await?;
-            for what in crate::notify::run_ended(&runbook, id, state, &why, detail.as_ref()) {
-                flow::outbox::enqueue(&Conn(tx), incident, &what, None).await?;
-            }
-            reaped.interrupted += 1;
-        }
-    }
-    if reaped.requeued > 0 {
-        tx.execute("SELECT pg_notify($1, '')", &[&QUEUED_CHANNEL])
-            .await?;
-    }
-    Ok(reaped)
-}
-
 async fn lead(tx: &Tx<'_>, owner: &str, lease: Duration) -> Op<bool> {
     Ok(tx
         .query_opt(
@@ -1468,114 +1196,6 @@ async fn lead(tx: &Tx<'_>, owner: &str, lease: Duration) -> Op<bool> {
         )
         .await?
         .is_some())
-}
-
-async fn add_update(tx: &Tx<'_>, id: IncidentId, u: &Update) -> Op<()> {
-    let Some(before) = tx
-        .query_opt(
-            "SELECT status FROM incidents WHERE id = $1 FOR UPDATE",
-            &[&id.0],
-        )
-        .await?
-    else {
-        return Err(StoreError::NotFound(id.to_string()).into());
-    };
-    if u.status == Some(IncidentStatus::Resolved)
-        && before.get::<_, &str>(0) != IncidentStatus::Resolved.as_str()
-    {
-        flow::outbox::resolved(
-            &Conn(tx),
-            id.0,
-            &text(&format!("{id} resolved by {}: {}", u.author, u.message)),
-        )
-        .await?;
-    }
-    timeline(
-        tx,
-        id.0,
-        &text(&u.author),
-        "update",
-        &text(&u.message),
-        u.status,
-    )
-    .await?;
-    if let Some(rc) = &u.root_cause {
-        tx.execute(
-            "UPDATE incidents SET root_cause = $2 WHERE id = $1",
-            &[&id.0, &text(rc)],
-        )
-        .await?;
-    }
-    if let Some(status) = u.status {
-        tx.execute(
-            "UPDATE incidents SET status = $2,
-                 resolved_at = CASE WHEN $2 = 'resolved' THEN COALESCE(resolved_at, now()) ELSE NULL END,
-                 alerts_ended_at = CASE WHEN $2 = 'resolved' THEN alerts_ended_at ELSE NULL END WHERE id = $1",
-            &[&id.0, &status.as_str()],
-        )
-        .await?;
-    }
-    tx.execute(
-        "UPDATE incidents SET updated_at = now() WHERE id = $1",
-        &[&id.0],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Cancels a run for a person (as the SQLite store does).
-async fn cancel_run(tx: &Tx<'_>, id: i64, who: &str) -> Op<RunState> {
-    let Some(row) = tx
-        .query_opt(
-            "SELECT state, incident_id, runbook, phase FROM runs WHERE id = $1 FOR UPDATE",
-            &[&id],
-        )
-        .await?
-    else {
-        return Err(StoreError::NotFound(format!("run {id}")).into());
-    };
-    let state: RunState = parsed(&row, 0)?;
-    let incident: i64 = row.get(1);
-    let runbook: String = row.get(2);
-    let who = text(who);
-    match state {
-        RunState::Queued | RunState::AwaitingApproval => {
-            let why = say::cancelled_by(&who, state);
-            tx.execute(
-                "UPDATE runs SET state = 'cancelled', reason = $2, ended_at = now() WHERE id = $1",
-                &[&id, &why],
-            )
-            .await?;
-            Conn(tx).approvals_withdraw(id).await?;
-            // The incident moves on as when a run ends.
-            let phase: Phase = parsed(&row, 3)?;
-            run_ended(
-                tx,
-                incident,
-                id,
-                (&runbook, phase),
-                RunState::Cancelled,
-                &why,
-                0,
-            )
-            .await?;
-        }
-        RunState::Running => {
-            tx.execute(
-                "UPDATE runs SET cancel_requested = TRUE WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-            run_note(tx, incident, &say::cancel_requested(id, &runbook, &who)).await?;
-        }
-        other => {
-            return Err(StoreError::Conflict(format!(
-                "run {id} already ended ({other}): there is nothing to cancel"
-            ))
-            .into())
-        }
-    }
-    Ok(state)
 }
 
 /// The columns of an incident summary (as the SQLite store's).

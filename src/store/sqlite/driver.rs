@@ -16,9 +16,11 @@ use crate::approval::{Approval, Decision, Request};
 use crate::incident::{IncidentId, IncidentStatus, RunState};
 use crate::lifecycle;
 use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
-use crate::store::driver::{ChecklistRow, DueEscalation, RerunSource};
-use crate::store::types::{json, now, ts, Ticks, CURRENT_REMEDIATION_STATES};
-use crate::store::{Result, StoreError};
+use crate::store::driver::{
+    ChecklistRow, DueEscalation, EndedRun, RerunSource, RunToCancel, RunningRun,
+};
+use crate::store::types::{json, now, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL};
+use crate::store::{Lease, Result, StoreError};
 
 /// The statements of one write (or read) on `0`'s connection.
 pub(in crate::store) struct Conn<'c>(pub &'c Connection);
@@ -568,4 +570,236 @@ impl crate::store::driver::Driver for Conn<'_> {
         )?;
         Ok(self.0.last_insert_rowid())
     }
+
+    async fn renew(
+        &self,
+        owner: &str,
+        runs: &[Lease],
+        lease: Duration,
+    ) -> Result<Vec<(i64, bool)>> {
+        let (until, at) = (later(lease), now());
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE runs SET lease_until = ?4, heard_at = ?5 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'running' RETURNING cancel_requested",
+        )?;
+        let mut held = Vec::new();
+        for l in runs {
+            let cancel: Option<bool> = stmt
+                .query_row(params![l.run_id, l.fence, owner, until, at], |r| r.get(0))
+                .optional()?;
+            held.extend(cancel.map(|c| (l.run_id, c)));
+        }
+        Ok(held)
+    }
+
+    async fn holds(&self, lease: Lease) -> Result<bool> {
+        Ok(self.0.one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND fence = ?2 AND state = 'running')",
+            params![lease.run_id, lease.fence],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn output_insert(&self, run: i64, step: &str, stream: &str, bytes: &[u8]) -> Result<()> {
+        self.0.run(
+            "INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = ?1), ?3, ?4)",
+            params![run, step, stream, bytes],
+        )?;
+        Ok(())
+    }
+
+    async fn set_progress(&self, lease: Lease, json: &str) -> Result<()> {
+        self.0.run(
+            "UPDATE runs SET progress = ?3 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
+            params![lease.run_id, lease.fence, json],
+        )?;
+        Ok(())
+    }
+
+    async fn end_run(
+        &self,
+        lease: Lease,
+        state: RunState,
+        result: &str,
+        reason: &str,
+    ) -> Result<Option<EndedRun>> {
+        Ok(self
+            .0
+            .one(
+                "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL, progress = NULL
+                 WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
+                params![lease.run_id, lease.fence, state.as_str(), now(), result, reason],
+                ended_run,
+            )
+            .optional()?)
+    }
+
+    async fn await_approval(
+        &self,
+        lease: Lease,
+        result: &str,
+        reason: &str,
+    ) -> Result<Option<EndedRun>> {
+        Ok(self
+            .0
+            .one(
+                "UPDATE runs SET state = 'awaiting_approval', result = ?3, reason = ?4, owner = NULL, lease_until = NULL, progress = NULL
+                 WHERE id = ?1 AND fence = ?2 AND state = 'running' AND NOT cancel_requested
+                 RETURNING incident_id, runbook, phase, notification_id, fingerprint",
+                params![lease.run_id, lease.fence, result, reason],
+                ended_run,
+            )
+            .optional()?)
+    }
+
+    async fn prune_output(&self) -> Result<()> {
+        self.0.run(
+            "DELETE FROM step_output WHERE run_id IN (
+                 SELECT s.run_id FROM (SELECT DISTINCT run_id FROM step_output) s JOIN runs r ON r.id = s.run_id
+                 WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < ?1)",
+            [ts(Utc::now() - chrono::Duration::from_std(LIVE_TAIL).unwrap_or_default())],
+        )?;
+        Ok(())
+    }
+
+    async fn running(&self, expired: bool) -> Result<Vec<RunningRun>> {
+        let time = |t: Option<String>| {
+            t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        // A run whose cancellation was requested is not queued again: it ends cancelled.
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
+                        fingerprint, phase, progress, started_at, heard_at
+                 FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2)",
+            )?
+            .query_map(params![expired, now()], |r| {
+                Ok(RunningRun {
+                    id: r.get(0)?,
+                    incident: r.get(1)?,
+                    runbook: r.get(2)?,
+                    requeue: r.get(3)?,
+                    owner: r.get(4)?,
+                    attempt: r.get(5)?,
+                    cancel_requested: r.get(6)?,
+                    fingerprint: r.get(7)?,
+                    phase: parsed(r, 8)?,
+                    progress: r.get(9)?,
+                    started: time(r.get(10)?),
+                    heard: time(r.get(11)?),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn run_output(&self, run: i64) -> Result<Vec<(String, String, Vec<u8>)>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT step, stream, chunk FROM step_output WHERE run_id = ?1 ORDER BY seq",
+            )?
+            .query_map([run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn drop_output(&self, run: i64) -> Result<()> {
+        self.0
+            .run("DELETE FROM step_output WHERE run_id = ?1", [run])?;
+        Ok(())
+    }
+
+    async fn requeue(&self, run: i64) -> Result<()> {
+        self.0.run(
+            "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, progress = NULL, fence = fence + 1 WHERE id = ?1",
+            [run],
+        )?;
+        Ok(())
+    }
+
+    async fn end_taken(
+        &self,
+        run: i64,
+        state: RunState,
+        reason: &str,
+        result: Option<&str>,
+    ) -> Result<()> {
+        self.0.run(
+            "UPDATE runs SET state = ?4, reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, progress = NULL,
+                 result = COALESCE(?5, result), fence = fence + 1 WHERE id = ?1",
+            params![run, reason, now(), state.as_str(), result],
+        )?;
+        Ok(())
+    }
+
+    async fn run_to_cancel(&self, run: i64) -> Result<Option<RunToCancel>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT state, incident_id, runbook, phase FROM runs WHERE id = ?1",
+                [run],
+                |r| {
+                    Ok(RunToCancel {
+                        state: parsed(r, 0)?,
+                        incident: r.get(1)?,
+                        runbook: r.get(2)?,
+                        phase: parsed(r, 3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    async fn cancel_waiting(&self, run: i64, reason: &str) -> Result<()> {
+        self.0.run(
+            "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state IN ('queued', 'awaiting_approval')",
+            params![run, reason, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn request_cancel(&self, run: i64) -> Result<()> {
+        self.0
+            .run("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [run])?;
+        Ok(())
+    }
+
+    async fn status(&self, incident: i64) -> Result<Option<IncidentStatus>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT status FROM incidents WHERE id = ?1",
+                [incident],
+                |r| parsed(r, 0),
+            )
+            .optional()?)
+    }
+
+    async fn set_root_cause(&self, incident: i64, text: &str) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET root_cause = ?2 WHERE id = ?1",
+            params![incident, text],
+        )?;
+        Ok(())
+    }
+
+    async fn set_status_by_hand(&self, incident: i64, status: IncidentStatus) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET status = ?2, resolved_at = CASE WHEN ?2 = 'resolved' THEN COALESCE(resolved_at, ?3) ELSE NULL END,
+                 alerts_ended_at = CASE WHEN ?2 = 'resolved' THEN alerts_ended_at ELSE NULL END WHERE id = ?1",
+            params![incident, status.as_str(), now()],
+        )?;
+        Ok(())
+    }
+}
+
+/// A run whose end or pause was recorded, from the `RETURNING` of its update.
+fn ended_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<EndedRun> {
+    Ok(EndedRun {
+        incident: r.get(0)?,
+        runbook: r.get(1)?,
+        phase: parsed(r, 2)?,
+        notification: r.get(3)?,
+        fingerprint: r.get(4)?,
+    })
 }

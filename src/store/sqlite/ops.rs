@@ -620,424 +620,6 @@ fn claim_one(conn: &Connection, id: i64, req: &ClaimRequest) -> Result<Option<Cl
     }))
 }
 
-/// Renews the leases `owner` holds; reports the ones it lost and the ones
-/// whose cancellation was requested.
-///
-/// # Errors
-/// A database error.
-fn heartbeat(conn: &Connection, owner: &str, runs: &[Lease], lease: Duration) -> Result<Heartbeat> {
-    let until = lease_until(lease);
-    let mut stmt = conn.prepare_cached(
-        "UPDATE runs SET lease_until = ?4, heard_at = ?5 WHERE id = ?1 AND fence = ?2 AND owner = ?3 AND state = 'running' RETURNING cancel_requested",
-    )?;
-    let mut beat = Heartbeat::default();
-    let at = now();
-    for l in runs {
-        let cancel: Option<bool> = stmt
-            .query_row(params![l.run_id, l.fence, owner, until, at], |r| r.get(0))
-            .optional()?;
-        match cancel {
-            None => beat.lost.push(l.run_id),
-            Some(true) => beat.cancel.push(l.run_id),
-            Some(false) => {}
-        }
-    }
-    Ok(beat)
-}
-
-/// Whether `lease` still holds its run.
-fn holds(conn: &Connection, lease: Lease) -> Result<bool> {
-    Ok(conn.one(
-        "SELECT EXISTS (SELECT 1 FROM runs WHERE id = ?1 AND fence = ?2 AND state = 'running')",
-        params![lease.run_id, lease.fence],
-        |r| r.get(0),
-    )?)
-}
-
-/// Appends live output of a running step (nothing when fenced).
-///
-/// # Errors
-/// A database error.
-fn append_output(
-    conn: &Connection,
-    lease: Lease,
-    chunks: &[(String, &'static str, Vec<u8>)],
-) -> Result<()> {
-    if !holds(conn, lease)? {
-        return Ok(());
-    }
-    let mut stmt = conn.prepare_cached("INSERT INTO step_output (run_id, step, seq, stream, chunk) VALUES (?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM step_output WHERE run_id = ?1), ?3, ?4)")?;
-    for (step, stream, bytes) in chunks {
-        stmt.execute(params![lease.run_id, step, stream, bytes])?;
-    }
-    Ok(())
-}
-
-/// Stores a running run's steps so far, if its fence holds.
-fn progress(conn: &Connection, lease: Lease, json: &str) -> Result<()> {
-    conn.run(
-        "UPDATE runs SET progress = ?3 WHERE id = ?1 AND fence = ?2 AND state = 'running'",
-        params![lease.run_id, lease.fence, json],
-    )?;
-    Ok(())
-}
-
-/// Records a finished run and moves its incident along, if its fence holds.
-///
-/// # Errors
-/// A database error.
-fn finish(conn: &Connection, f: &Finished) -> Result<FinishOutcome> {
-    if let (RunState::AwaitingApproval, Some(r)) = (f.state, &f.awaiting) {
-        return pause(conn, f, r);
-    }
-    let Some((incident, runbook, phase, notification, fingerprint)): Option<(i64, String, String, i64, String)> = conn
-        .one(
-            "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL, progress = NULL
-             WHERE id = ?1 AND fence = ?2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
-            params![f.lease.run_id, f.lease.fence, f.state.as_str(), now(), json(&f.result), f.summary],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
-        .optional()?
-    else {
-        return Ok(FinishOutcome::Fenced);
-    };
-    let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-    // The run's live output stays readable for a while after its end, so
-    // that a stream reading it gets the tail; older runs' output goes.
-    conn.run(
-        "DELETE FROM step_output WHERE run_id IN (
-             SELECT s.run_id FROM (SELECT DISTINCT run_id FROM step_output) s JOIN runs r ON r.id = s.run_id
-             WHERE r.state NOT IN ('queued', 'running') AND r.ended_at < ?1)",
-        [ts(Utc::now() - chrono::Duration::from_std(crate::store::types::LIVE_TAIL).unwrap_or_default())],
-    )?;
-    run_ended(
-        conn,
-        incident,
-        f.lease.run_id,
-        (&runbook, phase),
-        f.state,
-        &f.summary,
-        f.result.as_ref().map_or(0, |r| r.open_checklist().count()),
-    )?;
-    if phase == Phase::Remediation
-        && matches!(
-            f.state,
-            RunState::Succeeded | RunState::SucceededWithFailures
-        )
-    {
-        at_once(flow::outbox::disarm(
-            &Conn(conn),
-            incident,
-            crate::notify::Unless::Succeeded,
-            Some(&runbook),
-            &format!("run #{} of `{runbook}` succeeded", f.lease.run_id),
-        ))?;
-    }
-    for what in crate::notify::run_ended(
-        &runbook,
-        f.lease.run_id,
-        f.state,
-        &f.summary,
-        f.result.as_ref(),
-    ) {
-        at_once(flow::outbox::enqueue(
-            &Conn(conn),
-            incident,
-            &what,
-            Some((notification, &fingerprint)),
-        ))?;
-    }
-    Ok(FinishOutcome::Recorded)
-}
-
-/// A run paused on an approval step: its steps so far are kept, it waits
-/// (holding no slot and no lease) for a decision.
-fn pause(conn: &Connection, f: &Finished, r: &crate::approval::Request) -> Result<FinishOutcome> {
-    let Some((incident, runbook, notification, fingerprint)): Option<(i64, String, i64, String)> = conn
-        .one(
-            "UPDATE runs SET state = 'awaiting_approval', result = ?3, reason = ?4, owner = NULL, lease_until = NULL, progress = NULL
-             WHERE id = ?1 AND fence = ?2 AND state = 'running' AND NOT cancel_requested RETURNING incident_id, runbook, notification_id, fingerprint",
-            params![f.lease.run_id, f.lease.fence, json(&f.result), f.summary],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?
-    else {
-        // Cancelled while it ran: it ends so, and asks nobody.
-        return finish(conn, &f.cancelled_instead());
-    };
-    at_once(flow::approvals::pause(
-        &Conn(conn),
-        incident,
-        f.lease.run_id,
-        &runbook,
-        r,
-        (notification, &fingerprint),
-    ))?;
-    Ok(FinishOutcome::Recorded)
-}
-
-/// A run's end on its incident: the timeline entry, and the lifecycle's
-/// next step given the incident's remediation runs.
-fn run_ended(
-    conn: &Connection,
-    incident: i64,
-    id: i64,
-    (runbook, phase): (&str, Phase),
-    state: RunState,
-    summary: &str,
-    open_checklist: usize,
-) -> Result<()> {
-    run_note(conn, incident, &say::finished(id, runbook, state, summary))?;
-    let remediation_not_succeeded =
-        at_once(flow::people::tally(&Conn(conn), incident))?.not_succeeded;
-    advance(
-        conn,
-        incident,
-        lifecycle::Event::RunFinished {
-            runbook,
-            phase,
-            state,
-            summary,
-            remediation_not_succeeded,
-            open_checklist,
-        },
-    )
-}
-
-/// Takes running runs back: idempotent ones are queued again, the others
-/// end `interrupted`; either way their fence moves on.
-///
-/// # Errors
-/// A database error.
-/// A running run found by reaping: id, incident, runbook, whether to queue
-/// it again, owner, attempt, whether its cancellation was requested,
-/// fingerprint, phase, its steps so far, when it started, when its owner
-/// was last heard from.
-type Reaping = (
-    i64,
-    i64,
-    String,
-    bool,
-    Option<String>,
-    u32,
-    bool,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-fn reap(conn: &Connection, scope: &Reap) -> Result<Reaped> {
-    // A run whose cancellation was requested is not queued again: it ends cancelled.
-    let runs: Vec<Reaping> = {
-        let sql = "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
-                          fingerprint, phase, progress, started_at, heard_at FROM runs WHERE state = 'running'";
-        let row = |r: &rusqlite::Row<'_>| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-                r.get(9)?,
-                r.get(10)?,
-                r.get(11)?,
-            ))
-        };
-        match scope {
-            Reap::All { .. } => conn
-                .prepare(sql)?
-                .query_map([], row)?
-                .collect::<rusqlite::Result<_>>()?,
-            Reap::Expired => conn
-                .prepare(&format!("{sql} AND lease_until < ?1"))?
-                .query_map([now()], row)?
-                .collect::<rusqlite::Result<_>>()?,
-        }
-    };
-    let mut reaped = Reaped::default();
-    for (
-        id,
-        incident,
-        runbook,
-        idempotent,
-        owner,
-        attempt,
-        cancelled,
-        fingerprint,
-        phase,
-        progress,
-        started,
-        heard,
-    ) in runs
-    {
-        let owner = owner.unwrap_or_default();
-        if idempotent {
-            conn.run("DELETE FROM step_output WHERE run_id = ?1", [id])?;
-            conn.run(
-                "UPDATE runs SET state = 'queued', owner = NULL, lease_until = NULL, progress = NULL, fence = fence + 1 WHERE id = ?1",
-                [id],
-            )?;
-            let message = match scope {
-                Reap::All { .. } => say::requeued_after_restart(id, &runbook, attempt + 1),
-                Reap::Expired => say::requeued(id, &runbook, &owner, attempt + 1),
-            };
-            run_note(conn, incident, &message)?;
-            reaped.requeued += 1;
-        } else {
-            let output: Vec<(String, String, Vec<u8>)> = conn
-                .prepare_cached(
-                    "SELECT step, stream, chunk FROM step_output WHERE run_id = ?1 ORDER BY seq",
-                )?
-                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            conn.run("DELETE FROM step_output WHERE run_id = ?1", [id])?;
-            let why = match scope {
-                Reap::All { why } => why.clone(),
-                Reap::Expired => say::lease_lost(&owner),
-            };
-            let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-            let parse = |t: Option<String>| {
-                t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                    .map(|t| t.with_timezone(&Utc))
-            };
-            let (why, record) = crate::store::types::leftover_record(
-                &why,
-                &crate::store::types::Leftover {
-                    runbook: &runbook,
-                    fingerprint: &fingerprint,
-                    phase,
-                    started: parse(started),
-                    heard: matches!(scope, Reap::Expired)
-                        .then(|| parse(heard))
-                        .flatten(),
-                    progress: progress.as_deref(),
-                    output: &output,
-                },
-            );
-            let state = if cancelled {
-                RunState::Cancelled
-            } else {
-                RunState::Interrupted
-            };
-            conn.run(
-                "UPDATE runs SET state = ?4, reason = ?2, ended_at = ?3, owner = NULL, lease_until = NULL, progress = NULL,
-                     result = COALESCE(?5, result), fence = fence + 1 WHERE id = ?1",
-                params![id, why, now(), state.as_str(), record],
-            )?;
-            let detail = run_detail(record.as_deref()).map_err(StoreError::Invalid)?;
-            run_ended(
-                conn,
-                incident,
-                id,
-                (&runbook, phase),
-                state,
-                &why,
-                detail.as_ref().map_or(0, |r| r.open_checklist().count()),
-            )?;
-            for what in crate::notify::run_ended(&runbook, id, state, &why, detail.as_ref()) {
-                at_once(flow::outbox::enqueue(&Conn(conn), incident, &what, None))?;
-            }
-            reaped.interrupted += 1;
-        }
-    }
-    Ok(reaped)
-}
-
-/// Adds a person's update to the timeline (and status / root cause).
-///
-/// # Errors
-/// [`StoreError::NotFound`] or a database error.
-fn add_update(conn: &Connection, id: IncidentId, u: &Update) -> Result<()> {
-    let exists: Option<String> = conn
-        .one("SELECT status FROM incidents WHERE id = ?1", [id.0], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    let Some(before) = exists else {
-        return Err(StoreError::NotFound(id.to_string()));
-    };
-    timeline(conn, id.0, &u.author, "update", &u.message, u.status)?;
-    if u.status == Some(IncidentStatus::Resolved) && before != IncidentStatus::Resolved.as_str() {
-        at_once(flow::outbox::resolved(
-            &Conn(conn),
-            id.0,
-            &format!("{id} resolved by {}: {}", u.author, u.message),
-        ))?;
-    }
-    if let Some(rc) = &u.root_cause {
-        conn.run(
-            "UPDATE incidents SET root_cause = ?2 WHERE id = ?1",
-            params![id.0, rc],
-        )?;
-    }
-    if let Some(status) = u.status {
-        let resolved_at = (status == IncidentStatus::Resolved).then(now);
-        conn.run(
-            "UPDATE incidents SET status = ?2, resolved_at = CASE WHEN ?2 = 'resolved' THEN COALESCE(resolved_at, ?3) ELSE NULL END,
-                 alerts_ended_at = CASE WHEN ?2 = 'resolved' THEN alerts_ended_at ELSE NULL END WHERE id = ?1",
-            params![id.0, status.as_str(), resolved_at],
-        )?;
-    }
-    conn.run(
-        "UPDATE incidents SET updated_at = ?2 WHERE id = ?1",
-        params![id.0, now()],
-    )?;
-    Ok(())
-}
-
-/// Cancels a run for a person: a queued run ends `cancelled` now, a running
-/// one is asked to stop (its owner kills its steps and records it).
-fn cancel_run(conn: &Connection, id: i64, who: &str) -> Result<RunState> {
-    let row: Option<(String, i64, String, String)> = conn
-        .one(
-            "SELECT state, incident_id, runbook, phase FROM runs WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let Some((state, incident, runbook, phase)) = row else {
-        return Err(StoreError::NotFound(format!("run {id}")));
-    };
-    let state: RunState = state.parse().map_err(StoreError::Invalid)?;
-    match state {
-        RunState::Queued | RunState::AwaitingApproval => {
-            let why = say::cancelled_by(who, state);
-            conn.run(
-                "UPDATE runs SET state = 'cancelled', reason = ?2, ended_at = ?3 WHERE id = ?1 AND state IN ('queued', 'awaiting_approval')",
-                params![id, why, now()],
-            )?;
-            at_once(Conn(conn).approvals_withdraw(id))?;
-            // The incident moves on as when a run ends.
-            let phase: Phase = phase.parse().map_err(StoreError::Invalid)?;
-            run_ended(
-                conn,
-                incident,
-                id,
-                (&runbook, phase),
-                RunState::Cancelled,
-                &why,
-                0,
-            )?;
-        }
-        RunState::Running => {
-            conn.run("UPDATE runs SET cancel_requested = 1 WHERE id = ?1", [id])?;
-            run_note(conn, incident, &say::cancel_requested(id, &runbook, who))?;
-        }
-        other => {
-            return Err(StoreError::Conflict(format!(
-                "run {id} already ended ({other}): there is nothing to cancel"
-            )))
-        }
-    }
-    Ok(state)
-}
-
 fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
     let created: String = r.get("created_at")?;
     let resolved: Option<String> = r.get("resolved_at")?;
@@ -1434,7 +1016,9 @@ impl Sqlite {
         runs: Vec<Lease>,
         lease: Duration,
     ) -> Pending<Heartbeat> {
-        Box::pin(self.write(move |c| heartbeat(c, &owner, &runs, lease)))
+        Box::pin(
+            self.write(move |c| at_once(flow::runs::heartbeat(&Conn(c), &owner, &runs, lease))),
+        )
     }
 
     pub fn append_output(
@@ -1442,22 +1026,22 @@ impl Sqlite {
         lease: Lease,
         chunks: Vec<(String, &'static str, Vec<u8>)>,
     ) -> Pending<()> {
-        Box::pin(self.write(move |c| append_output(c, lease, &chunks)))
+        Box::pin(self.write(move |c| at_once(flow::runs::append_output(&Conn(c), lease, &chunks))))
     }
 
     #[must_use]
     pub fn finish(&self, f: std::sync::Arc<Finished>) -> Pending<FinishOutcome> {
-        Box::pin(self.write(move |c| finish(c, &f)))
+        Box::pin(self.write(move |c| at_once(flow::runs::finish(&Conn(c), &f))))
     }
 
     #[must_use]
     pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
-        Box::pin(self.write(move |c| progress(c, lease, &json)))
+        Box::pin(self.write(move |c| at_once(flow::runs::progress(&Conn(c), lease, &json))))
     }
 
     #[must_use]
     pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
-        Box::pin(self.write(move |c| reap(c, &scope)))
+        Box::pin(self.write(move |c| at_once(flow::runs::reap(&Conn(c), &scope))))
     }
 
     /// One process holds the store: it leads.
@@ -1469,7 +1053,7 @@ impl Sqlite {
 
     #[must_use]
     pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
-        Box::pin(self.write(move |c| add_update(c, id, &u)))
+        Box::pin(self.write(move |c| at_once(flow::incidents::add_update(&Conn(c), id, &u))))
     }
 
     #[must_use]
@@ -1491,7 +1075,7 @@ impl Sqlite {
 
     #[must_use]
     pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
-        Box::pin(self.write(move |c| cancel_run(c, id, &who)))
+        Box::pin(self.write(move |c| at_once(flow::runs::cancel(&Conn(c), id, &who))))
     }
 
     pub async fn ping(&self) -> Result<()> {

@@ -1,0 +1,268 @@
+//! A claimed run's life after its claim: leases, live output, progress,
+//! its end or pause, takeover by reaping, and cancellation. Every write
+//! names the run's fence and writes nothing once it moved on.
+
+use std::time::Duration;
+
+use super::{approvals, incidents::advance, incidents::run_note, outbox, people, Driver, Op};
+use crate::incident::RunState;
+use crate::lifecycle;
+use crate::notify::Unless;
+use crate::plan::Phase;
+use crate::store::types::{json, leftover_record, run_detail, say, text, Leftover};
+use crate::store::{FinishOutcome, Finished, Heartbeat, Lease, Reap, Reaped, StoreError};
+
+/// Renews the leases `owner` holds; reports the ones it lost and the ones
+/// whose cancellation was requested.
+pub(in crate::store) async fn heartbeat<D: Driver>(
+    d: &D,
+    owner: &str,
+    runs: &[Lease],
+    lease: Duration,
+) -> Op<Heartbeat, D::Fail> {
+    let held: std::collections::HashMap<i64, bool> =
+        d.renew(owner, runs, lease).await?.into_iter().collect();
+    let mut beat = Heartbeat::default();
+    for l in runs {
+        match held.get(&l.run_id) {
+            None => beat.lost.push(l.run_id),
+            Some(true) => beat.cancel.push(l.run_id),
+            Some(false) => {}
+        }
+    }
+    Ok(beat)
+}
+
+/// Appends live output of a running step (nothing when fenced).
+pub(in crate::store) async fn append_output<D: Driver>(
+    d: &D,
+    lease: Lease,
+    chunks: &[(String, &'static str, Vec<u8>)],
+) -> Op<(), D::Fail> {
+    if !d.holds(lease).await? {
+        return Ok(());
+    }
+    for (step, stream, bytes) in chunks {
+        d.output_insert(lease.run_id, step, stream, bytes).await?;
+    }
+    Ok(())
+}
+
+/// Stores a running run's steps so far, if its fence holds.
+pub(in crate::store) async fn progress<D: Driver>(
+    d: &D,
+    lease: Lease,
+    json: &str,
+) -> Op<(), D::Fail> {
+    d.set_progress(lease, json).await
+}
+
+/// Records a finished run and moves its incident along, if its fence holds.
+pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<FinishOutcome, D::Fail> {
+    let instead;
+    let f = match (f.state, &f.awaiting) {
+        (RunState::AwaitingApproval, Some(r)) => {
+            let paused = d
+                .await_approval(f.lease, &json(&f.result), &f.summary)
+                .await?;
+            if let Some(run) = paused {
+                let origin = (run.notification, run.fingerprint.as_str());
+                approvals::pause(d, run.incident, f.lease.run_id, &run.runbook, r, origin).await?;
+                return Ok(FinishOutcome::Recorded);
+            }
+            // Cancelled while it ran: it ends so, and asks nobody.
+            instead = f.cancelled_instead();
+            &instead
+        }
+        _ => f,
+    };
+    let Some(run) = d
+        .end_run(f.lease, f.state, &json(&f.result), &f.summary)
+        .await?
+    else {
+        return Ok(FinishOutcome::Fenced);
+    };
+    // The run's live output stays readable for a while after its end, so
+    // that a stream reading it gets the tail; older runs' output goes.
+    d.prune_output().await?;
+    let open_checklist = f.result.as_ref().map_or(0, |r| r.open_checklist().count());
+    ended(
+        d,
+        run.incident,
+        f.lease.run_id,
+        (&run.runbook, run.phase),
+        f.state,
+        &f.summary,
+        open_checklist,
+    )
+    .await?;
+    if run.phase == Phase::Remediation
+        && matches!(
+            f.state,
+            RunState::Succeeded | RunState::SucceededWithFailures
+        )
+    {
+        outbox::disarm(
+            d,
+            run.incident,
+            Unless::Succeeded,
+            Some(&run.runbook),
+            &format!("run #{} of `{}` succeeded", f.lease.run_id, run.runbook),
+        )
+        .await?;
+    }
+    let origin = (run.notification, run.fingerprint.as_str());
+    for what in crate::notify::run_ended(
+        &run.runbook,
+        f.lease.run_id,
+        f.state,
+        &f.summary,
+        f.result.as_ref(),
+    ) {
+        outbox::enqueue(d, run.incident, &what, Some(origin)).await?;
+    }
+    Ok(FinishOutcome::Recorded)
+}
+
+/// A run's end on its incident: the timeline entry, and the lifecycle's
+/// next step given the incident's remediation runs.
+async fn ended<D: Driver>(
+    d: &D,
+    incident: i64,
+    id: i64,
+    (runbook, phase): (&str, Phase),
+    state: RunState,
+    summary: &str,
+    open_checklist: usize,
+) -> Op<(), D::Fail> {
+    run_note(d, incident, &say::finished(id, runbook, state, summary)).await?;
+    let remediation_not_succeeded = people::tally(d, incident).await?.not_succeeded;
+    advance(
+        d,
+        incident,
+        lifecycle::Event::RunFinished {
+            runbook,
+            phase,
+            state,
+            summary,
+            remediation_not_succeeded,
+            open_checklist,
+        },
+    )
+    .await
+}
+
+/// Takes running runs back: idempotent ones are queued again, the others
+/// end `interrupted` (or `cancelled`, when that was asked) with what is
+/// known of them; either way their fence moves on.
+pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped, D::Fail> {
+    let mut reaped = Reaped::default();
+    for run in d.running(matches!(scope, Reap::Expired)).await? {
+        let owner = run.owner.as_deref().unwrap_or_default();
+        if run.requeue {
+            d.drop_output(run.id).await?;
+            d.requeue(run.id).await?;
+            let message = match scope {
+                Reap::All { .. } => {
+                    say::requeued_after_restart(run.id, &run.runbook, run.attempt + 1)
+                }
+                Reap::Expired => say::requeued(run.id, &run.runbook, owner, run.attempt + 1),
+            };
+            run_note(d, run.incident, &message).await?;
+            reaped.requeued += 1;
+            continue;
+        }
+        let output = d.run_output(run.id).await?;
+        d.drop_output(run.id).await?;
+        let why = match scope {
+            Reap::All { why } => why.clone(),
+            Reap::Expired => say::lease_lost(owner),
+        };
+        let (why, record) = leftover_record(
+            &why,
+            &Leftover {
+                runbook: &run.runbook,
+                fingerprint: &run.fingerprint,
+                phase: run.phase,
+                started: run.started,
+                heard: run.heard.filter(|_| matches!(scope, Reap::Expired)),
+                progress: run.progress.as_deref(),
+                output: &output,
+            },
+        );
+        let state = if run.cancel_requested {
+            RunState::Cancelled
+        } else {
+            RunState::Interrupted
+        };
+        d.end_taken(run.id, state, &why, record.as_deref()).await?;
+        let detail = run_detail(record.as_deref()).map_err(StoreError::Invalid)?;
+        let open_checklist = detail.as_ref().map_or(0, |r| r.open_checklist().count());
+        ended(
+            d,
+            run.incident,
+            run.id,
+            (&run.runbook, run.phase),
+            state,
+            &why,
+            open_checklist,
+        )
+        .await?;
+        for what in crate::notify::run_ended(&run.runbook, run.id, state, &why, detail.as_ref()) {
+            outbox::enqueue(d, run.incident, &what, None).await?;
+        }
+        reaped.interrupted += 1;
+    }
+    if reaped.requeued > 0 {
+        d.wake_claimers().await?;
+    }
+    Ok(reaped)
+}
+
+/// Cancels a run for a person: a queued or waiting run ends `cancelled`
+/// now, a running one is asked to stop (its owner kills its steps and
+/// records it).
+pub(in crate::store) async fn cancel<D: Driver>(
+    d: &D,
+    id: i64,
+    who: &str,
+) -> Op<RunState, D::Fail> {
+    let Some(run) = d.run_to_cancel(id).await? else {
+        return Err(StoreError::NotFound(format!("run {id}")).into());
+    };
+    let who = text(who);
+    match run.state {
+        RunState::Queued | RunState::AwaitingApproval => {
+            let why = say::cancelled_by(&who, run.state);
+            d.cancel_waiting(id, &why).await?;
+            d.approvals_withdraw(id).await?;
+            // The incident moves on as when a run ends.
+            ended(
+                d,
+                run.incident,
+                id,
+                (&run.runbook, run.phase),
+                RunState::Cancelled,
+                &why,
+                0,
+            )
+            .await?;
+        }
+        RunState::Running => {
+            d.request_cancel(id).await?;
+            run_note(
+                d,
+                run.incident,
+                &say::cancel_requested(id, &run.runbook, &who),
+            )
+            .await?;
+        }
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "run {id} already ended ({other}): there is nothing to cancel"
+            ))
+            .into())
+        }
+    }
+    Ok(run.state)
+}
