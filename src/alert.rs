@@ -36,6 +36,17 @@ impl Status {
     }
 }
 
+impl std::str::FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "firing" => Ok(Status::Firing),
+            "resolved" => Ok(Status::Resolved),
+            other => Err(format!("unknown alert status `{other}`")),
+        }
+    }
+}
+
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -15,11 +15,14 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
 use crate::incident::{IncidentStatus, RunState};
 use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
 use crate::plan::Phase;
+use crate::runbook::Severity;
 use crate::store::types::Ticks;
+use crate::store::RunbookMatch;
 use crate::store::{Lease, StoreError};
 
 /// A driver's answer: the value, or the backend's failure.
@@ -262,6 +265,150 @@ pub(super) trait Driver {
     /// key); its id.
     async fn insert_rerun(&self, src: &RerunSource) -> Op<i64, Self::Fail>;
 
+    // -- ingest ---------------------------------------------------------------
+
+    /// Records a notification as received; its id.
+    async fn notification_insert(&self, n: &Notification, body: &[u8]) -> Op<i64, Self::Fail>;
+
+    /// Keeps a firing alert no runbook matched (one row per fingerprint).
+    async fn unmatched_upsert(&self, alert: &Alert, receiver: &str) -> Op<u64, Self::Fail>;
+
+    /// Keeps only the newest `UNMATCHED_KEPT` unmatched alerts.
+    async fn unmatched_trim(&self) -> Op<(), Self::Fail>;
+
+    /// The group's incident that is not resolved; locks it.
+    async fn open_incident(
+        &self,
+        receiver: &str,
+        group_key: &str,
+    ) -> Op<Option<OpenIncident>, Self::Fail>;
+
+    /// Sets an incident's severity, services and runbooks (JSON lists).
+    async fn incident_scope(
+        &self,
+        incident: i64,
+        severity: Severity,
+        services: &str,
+        runbooks: &str,
+    ) -> Op<(), Self::Fail>;
+
+    /// Opens the group's incident, `investigating`; `None` when another
+    /// transaction opened it first.
+    async fn incident_insert(
+        &self,
+        n: &Notification,
+        title: &str,
+        severity: Severity,
+        services: &str,
+        runbooks: &str,
+        shadow: bool,
+    ) -> Op<Option<i64>, Self::Fail>;
+
+    /// Ties a notification to its incident.
+    async fn notification_link(&self, notification: i64, incident: i64) -> Op<(), Self::Fail>;
+
+    /// The stored status of the incident's alert (by fingerprint and start).
+    async fn alert_status(
+        &self,
+        incident: i64,
+        alert: &Alert,
+        starts: &str,
+    ) -> Op<Option<Status>, Self::Fail>;
+
+    /// Records the alert, or its new status, end and annotations.
+    async fn alert_upsert(&self, incident: i64, alert: &Alert, starts: &str) -> Op<(), Self::Fail>;
+
+    /// Queues a run unless its run key is known; its id.
+    async fn run_insert(
+        &self,
+        incident: i64,
+        notification: i64,
+        m: &RunbookMatch,
+        key: (&str, &str),
+        phase: Phase,
+    ) -> Op<Option<i64>, Self::Fail>;
+
+    /// When a remediation run of the runbook and alert (other than `not`,
+    /// and not skipped) was last queued within `within`.
+    async fn last_queued(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+        not: i64,
+        within: std::time::Duration,
+    ) -> Op<Option<String>, Self::Fail>;
+
+    /// Ends a queued run `skipped`, marked rate-limited or not.
+    async fn skip_run(&self, run: i64, reason: &str, rate_limited: bool) -> Op<(), Self::Fail>;
+
+    /// How many remediation runs (of `runbook`, or of all) other than `not`
+    /// were queued and not skipped within `rate.per`, counted up to
+    /// `rate.n`; holds the cap's count until the operation ends.
+    async fn started_within(
+        &self,
+        runbook: Option<&str>,
+        rate: crate::duration::Rate,
+        not: i64,
+    ) -> Op<i64, Self::Fail>;
+
+    /// Whether another run of the runbook was skipped for a rate cap within
+    /// `window`.
+    async fn storming(
+        &self,
+        runbook: &str,
+        not: i64,
+        window: std::time::Duration,
+    ) -> Op<bool, Self::Fail>;
+
+    /// The runbook's remediation runs of the alert in progress; locks them.
+    async fn remediations_in_progress(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+    ) -> Op<Vec<(i64, RunState)>, Self::Fail>;
+
+    async fn unresolved_alerts(&self, incident: i64) -> Op<i64, Self::Fail>;
+
+    /// When the incident opened, if when its alerts ended is not known yet.
+    async fn alerts_not_ended(&self, incident: i64) -> Op<Option<DateTime<Utc>>, Self::Fail>;
+
+    /// The incident's alerts' `endsAt`, as Alertmanager sent them.
+    async fn alert_ends(&self, incident: i64) -> Op<Vec<String>, Self::Fail>;
+
+    async fn set_alerts_ended(
+        &self,
+        incident: i64,
+        at: Option<DateTime<Utc>>,
+    ) -> Op<(), Self::Fail>;
+
+    /// Runs waiting to start.
+    async fn queued_runs(&self) -> Op<i64, Self::Fail>;
+
+    // -- claims ---------------------------------------------------------------
+
+    /// Serializes claimers until the operation ends (the caps are counted,
+    /// then filled, without another claimer in between).
+    async fn claim_lock(&self) -> Op<(), Self::Fail>;
+
+    async fn running_count(&self) -> Op<i64, Self::Fail>;
+
+    async fn running_per_runbook(&self) -> Op<Vec<(String, u32)>, Self::Fail>;
+
+    /// Up to `limit` queued runs, oldest first; takes them (others skip them).
+    async fn queued(&self, limit: i64) -> Op<Vec<(i64, String)>, Self::Fail>;
+
+    /// Starts a queued run for `owner` with a lease and a new fence (a run
+    /// resuming after an approval keeps its start and attempt).
+    async fn take(
+        &self,
+        run: i64,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> Op<Option<Taken>, Self::Fail>;
+
+    /// What executing a claimed run needs.
+    async fn claimed(&self, run: i64) -> Op<ClaimedRun, Self::Fail>;
+
     // -- runs ---------------------------------------------------------------
 
     /// Renews the leases `owner` holds: the runs still held, each with
@@ -390,4 +537,38 @@ pub(super) struct RunToCancel {
     pub incident: i64,
     pub runbook: String,
     pub phase: Phase,
+}
+
+/// The open incident of a group, as ingest merges into it.
+#[derive(Debug)]
+pub(super) struct OpenIncident {
+    pub id: i64,
+    /// As stored: a severity name, and JSON lists.
+    pub severity: String,
+    pub services: String,
+    pub runbooks: String,
+}
+
+/// A run just claimed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Taken {
+    pub fence: i64,
+    pub attempt: u32,
+    /// It paused on an approval and was decided: it resumes.
+    pub resumed: bool,
+}
+
+/// A claimed run with its notification and incident.
+#[derive(Debug)]
+pub(super) struct ClaimedRun {
+    pub incident: i64,
+    pub runbook: String,
+    pub fingerprint: String,
+    pub starts_at: String,
+    pub phase: Phase,
+    pub body: Vec<u8>,
+    pub severity: Severity,
+    pub notification: i64,
+    pub shadow: bool,
+    pub rerun_of: Option<i64>,
 }

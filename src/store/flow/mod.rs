@@ -11,6 +11,7 @@
 
 pub(super) mod approvals;
 pub(super) mod incidents;
+pub(super) mod ingest;
 pub(super) mod outbox;
 pub(super) mod people;
 pub(super) mod runs;

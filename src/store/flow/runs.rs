@@ -2,15 +2,116 @@
 //! its end or pause, takeover by reaping, and cancellation. Every write
 //! names the run's fence and writes nothing once it moved on.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::{approvals, incidents::advance, incidents::run_note, outbox, people, Driver, Op};
-use crate::incident::RunState;
+use crate::incident::{IncidentId, RunState};
 use crate::lifecycle;
-use crate::notify::Unless;
+use crate::notify::{Event, Happened, Unless};
 use crate::plan::Phase;
 use crate::store::types::{json, leftover_record, run_detail, say, text, Leftover};
-use crate::store::{FinishOutcome, Finished, Heartbeat, Lease, Reap, Reaped, StoreError};
+use crate::store::{
+    ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, Lease, Reap, Reaped, StoreError,
+};
+
+/// Claims queued runs for `req.owner`, within the cluster's cap, this
+/// replica's free slots and each runbook's `concurrency`; each claimed run
+/// gets an owner, a lease and a new fence. The driver serializes claimers
+/// and takes the queued rows it reads.
+pub(in crate::store) async fn claim<D: Driver>(
+    d: &D,
+    req: &ClaimRequest,
+) -> Op<Vec<Claimed>, D::Fail> {
+    d.claim_lock().await?;
+    let running = d.running_count().await?;
+    let mut free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
+    if free <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut per_runbook: HashMap<String, u32> =
+        d.running_per_runbook().await?.into_iter().collect();
+    let mut claimed = Vec::new();
+    // A page well past the free slots, for runbooks already at their concurrency.
+    for (id, runbook) in d.queued(free * 16 + 64).await? {
+        if free == 0 {
+            break;
+        }
+        let n = per_runbook.entry(runbook.clone()).or_default();
+        if *n >= req.concurrency.get(&runbook).copied().unwrap_or(1) {
+            continue;
+        }
+        if let Some(c) = claim_one(d, id, req).await? {
+            *n += 1;
+            free -= 1;
+            claimed.push(c);
+        }
+    }
+    Ok(claimed)
+}
+
+async fn claim_one<D: Driver>(d: &D, id: i64, req: &ClaimRequest) -> Op<Option<Claimed>, D::Fail> {
+    let Some(taken) = d.take(id, &req.owner, req.lease).await? else {
+        return Ok(None);
+    };
+    let run = d.claimed(id).await?;
+    let resume = if taken.resumed {
+        approvals::resume(d, id).await?
+    } else {
+        None
+    };
+    if let Some(r) = &resume {
+        let message = say::resumed(id, &run.runbook, &r.approval, &req.owner);
+        run_note(d, run.incident, &message).await?;
+    } else {
+        let started = say::started(
+            id,
+            &run.runbook,
+            run.phase,
+            &run.fingerprint,
+            &req.owner,
+            taken.attempt,
+        );
+        run_note(d, run.incident, &started).await?;
+        let what = Happened {
+            event: Event::RunStarted,
+            runbook: Some(&run.runbook),
+            run_id: Some(id),
+            step: None,
+            detail: started,
+        };
+        let origin = (run.notification, run.fingerprint.as_str());
+        outbox::enqueue(d, run.incident, &what, Some(origin)).await?;
+    }
+    let failed_runs = people::tally(d, run.incident).await?.failed;
+    advance(
+        d,
+        run.incident,
+        lifecycle::Event::RunStarted {
+            runbook: &run.runbook,
+            phase: run.phase,
+            failed_runs,
+        },
+    )
+    .await?;
+    Ok(Some(Claimed {
+        lease: Lease {
+            run_id: id,
+            fence: taken.fence,
+        },
+        attempt: taken.attempt,
+        incident: IncidentId(run.incident),
+        severity: run.severity,
+        runbook: run.runbook,
+        fingerprint: run.fingerprint,
+        starts_at: run.starts_at,
+        phase: run.phase,
+        body: run.body,
+        shadow: run.shadow,
+        resume,
+        rerun_of: run.rerun_of,
+    }))
+}
 
 /// Renews the leases `owner` holds; reports the ones it lost and the ones
 /// whose cancellation was requested.

@@ -8,16 +8,22 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::approvals::{row as approval_row, COLUMNS as APPROVAL_COLUMNS};
-use super::{parsed, people, secs, text, Fail, Op, Tx, QUEUED_CHANNEL};
+use super::{parsed, people, secs, text, Fail, Op, Tx, CLAIM_LOCK, QUEUED_CHANNEL};
+use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
 use crate::incident::{IncidentId, IncidentStatus, RunState};
 use crate::lifecycle;
 use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::plan::Phase;
+use crate::runbook::Severity;
 use crate::store::driver::{
-    ChecklistRow, DueEscalation, EndedRun, RerunSource, RunToCancel, RunningRun,
+    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunToCancel,
+    RunningRun, Taken,
 };
-use crate::store::types::{json, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL};
-use crate::store::Lease;
+use crate::store::types::{
+    json, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL, UNMATCHED_KEPT,
+};
+use crate::store::{Lease, RunbookMatch};
 
 /// The statements of one operation, on its transaction.
 pub(in crate::store) struct Conn<'a, 't>(pub &'a Tx<'t>);
@@ -882,6 +888,364 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             )
             .await?;
         Ok(())
+    }
+
+    async fn notification_insert(&self, n: &Notification, body: &[u8]) -> Op<i64> {
+        Ok(self
+            .0
+            .query_one(
+                "INSERT INTO notifications (received_at, receiver, group_key, status, body) VALUES (now(), $1, $2, $3, $4) RETURNING id",
+                &[&n.receiver, &n.group_key, &n.status.as_str(), &body],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn unmatched_upsert(&self, alert: &Alert, receiver: &str) -> Op<u64> {
+        self.0
+            .execute(
+                "INSERT INTO unmatched_alerts (fingerprint, alertname, labels, receiver, first_seen, last_seen, seen) VALUES ($1, $2, $3, $4, now(), now(), 1)
+                 ON CONFLICT (fingerprint) DO UPDATE SET labels = $3, receiver = $4, last_seen = now(), seen = unmatched_alerts.seen + 1",
+                &[&alert.fingerprint, &alert.name(), &json(&shortened(&alert.labels)), &receiver],
+            )
+            .await
+    }
+
+    async fn unmatched_trim(&self) -> Op<()> {
+        self.0
+            .execute(
+                "DELETE FROM unmatched_alerts WHERE fingerprint IN (SELECT fingerprint FROM unmatched_alerts ORDER BY last_seen DESC OFFSET $1)",
+                &[&UNMATCHED_KEPT],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn open_incident(&self, receiver: &str, group_key: &str) -> Op<Option<OpenIncident>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT id, severity, services, runbooks FROM incidents WHERE receiver = $1 AND group_key = $2 AND status <> 'resolved' FOR UPDATE",
+                &[&receiver, &group_key],
+            )
+            .await?
+            .map(|r| OpenIncident {
+                id: r.get(0),
+                severity: r.get(1),
+                services: r.get(2),
+                runbooks: r.get(3),
+            }))
+    }
+
+    async fn incident_scope(
+        &self,
+        incident: i64,
+        severity: Severity,
+        services: &str,
+        runbooks: &str,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET severity = $2, services = $3, runbooks = $4, updated_at = now() WHERE id = $1",
+                &[&incident, &severity.to_string(), &services, &runbooks],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn incident_insert(
+        &self,
+        n: &Notification,
+        title: &str,
+        severity: Severity,
+        services: &str,
+        runbooks: &str,
+        shadow: bool,
+    ) -> Op<Option<i64>> {
+        Ok(self
+            .0
+            .query_opt(
+                "INSERT INTO incidents (receiver, group_key, title, severity, status, services, runbooks, created_at, updated_at, shadow)
+                 VALUES ($1, $2, $3, $4, 'investigating', $5, $6, now(), now(), $7)
+                 ON CONFLICT (receiver, group_key) WHERE status <> 'resolved' DO NOTHING RETURNING id",
+                &[&n.receiver, &n.group_key, &title, &severity.to_string(), &services, &runbooks, &shadow],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn notification_link(&self, notification: i64, incident: i64) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE notifications SET incident_id = $2 WHERE id = $1",
+                &[&notification, &incident],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn alert_status(&self, incident: i64, alert: &Alert, starts: &str) -> Op<Option<Status>> {
+        self.0
+            .query_opt(
+                "SELECT status FROM alerts WHERE incident_id = $1 AND fingerprint = $2 AND starts_at = $3",
+                &[&incident, &alert.fingerprint, &starts],
+            )
+            .await?
+            .map(|r| parsed(&r, 0))
+            .transpose()
+    }
+
+    async fn alert_upsert(&self, incident: i64, alert: &Alert, starts: &str) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO alerts (incident_id, fingerprint, starts_at, status, ends_at, labels, annotations, generator_url, first_seen, last_seen)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now(), now())
+                 ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = $4, ends_at = $5, annotations = $7, last_seen = now()",
+                &[&incident, &alert.fingerprint, &starts, &alert.status.as_str(), &alert.ends_at.to_string(), &json(&alert.labels), &json(&alert.annotations), &alert.generator_url],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn run_insert(
+        &self,
+        incident: i64,
+        notification: i64,
+        m: &RunbookMatch,
+        (fingerprint, starts): (&str, &str),
+        phase: Phase,
+    ) -> Op<Option<i64>> {
+        Ok(self
+            .0
+            .query_opt(
+                "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', now(), $7) ON CONFLICT DO NOTHING RETURNING id",
+                &[&incident, &notification, &m.name, &fingerprint, &starts, &phase.as_str(), &m.idempotent],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn last_queued(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+        not: i64,
+        within: Duration,
+    ) -> Op<Option<String>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT queued_at FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND id <> $3
+                 AND state <> 'skipped' AND queued_at > now() - make_interval(secs => $4) ORDER BY id DESC LIMIT 1",
+                &[&runbook, &fingerprint, &not, &secs(within)],
+            )
+            .await?
+            .map(|r| ts(r.get(0))))
+    }
+
+    async fn skip_run(&self, run: i64, reason: &str, rate_limited: bool) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE runs SET state = 'skipped', reason = $2, ended_at = now(), rate_limited = $3 WHERE id = $1",
+                &[&run, &reason, &rate_limited],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the cap's transaction lock first: replicas ingesting at once
+    /// count one after the other.
+    async fn started_within(
+        &self,
+        runbook: Option<&str>,
+        rate: crate::duration::Rate,
+        not: i64,
+    ) -> Op<i64> {
+        self.0
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('runbookd-rate:' || COALESCE($1, '')))",
+                &[&runbook],
+            )
+            .await?;
+        Ok(self
+            .0
+            .query_one(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE state <> 'skipped' AND phase = 'remediation'
+                     AND queued_at > now() - make_interval(secs => $1) AND id <> $2
+                     AND ($3::text IS NULL OR runbook = $3) LIMIT $4) c",
+                &[&secs(rate.per), &not, &runbook, &i64::from(rate.n)],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn storming(&self, runbook: &str, not: i64, window: Duration) -> Op<bool> {
+        Ok(self
+            .0
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE rate_limited AND runbook = $1 AND id <> $2
+                     AND ended_at > now() - make_interval(secs => $3))",
+                &[&runbook, &not, &secs(window)],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn remediations_in_progress(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+    ) -> Op<Vec<(i64, RunState)>> {
+        self.0
+            .query(
+                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') FOR UPDATE",
+                &[&runbook, &fingerprint],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.get(0), parsed(r, 1)?)))
+            .collect()
+    }
+
+    async fn unresolved_alerts(&self, incident: i64) -> Op<i64> {
+        Ok(self
+            .0
+            .query_one(
+                "SELECT COUNT(*) FROM alerts WHERE incident_id = $1 AND status <> 'resolved'",
+                &[&incident],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn alerts_not_ended(&self, incident: i64) -> Op<Option<DateTime<Utc>>> {
+        let row = self
+            .0
+            .query_one(
+                "SELECT created_at, alerts_ended_at IS NOT NULL FROM incidents WHERE id = $1",
+                &[&incident],
+            )
+            .await?;
+        Ok((!row.get::<_, bool>(1)).then(|| row.get(0)))
+    }
+
+    async fn alert_ends(&self, incident: i64) -> Op<Vec<String>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT ends_at FROM alerts WHERE incident_id = $1",
+                &[&incident],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
+    async fn set_alerts_ended(&self, incident: i64, at: Option<DateTime<Utc>>) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET alerts_ended_at = $2 WHERE id = $1",
+                &[&incident, &at],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn queued_runs(&self) -> Op<i64> {
+        Ok(self
+            .0
+            .query_one("SELECT COUNT(*) FROM runs WHERE state = 'queued'", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn claim_lock(&self) -> Op<()> {
+        self.0
+            .execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
+            .await?;
+        Ok(())
+    }
+
+    async fn running_count(&self) -> Op<i64> {
+        Ok(self
+            .0
+            .query_one("SELECT COUNT(*) FROM runs WHERE state = 'running'", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn running_per_runbook(&self) -> Op<Vec<(String, u32)>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT runbook, COUNT(*) FROM runs WHERE state = 'running' GROUP BY runbook",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
+                )
+            })
+            .collect())
+    }
+
+    async fn queued(&self, limit: i64) -> Op<Vec<(i64, String)>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&limit],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn take(&self, run: i64, owner: &str, lease: Duration) -> Op<Option<Taken>> {
+        Ok(self
+            .0
+            .query_opt(
+                "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
+                     lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp(), progress = NULL,
+                     fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
+                 WHERE id = $1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
+                &[&run, &owner, &secs(lease)],
+            )
+            .await?
+            .map(|r| Taken {
+                fence: r.get(0),
+                attempt: u32::try_from(r.get::<_, i32>(1)).unwrap_or(1),
+                resumed: r.get(2),
+            }))
+    }
+
+    async fn claimed(&self, run: i64) -> Op<ClaimedRun> {
+        let r = self
+            .0
+            .query_one(
+                "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow, r.rerun_of
+                 FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1",
+                &[&run],
+            )
+            .await?;
+        Ok(ClaimedRun {
+            incident: r.get(0),
+            runbook: r.get(1),
+            fingerprint: r.get(2),
+            starts_at: r.get(3),
+            phase: parsed(&r, 4)?,
+            body: r.get(5),
+            severity: parsed(&r, 6)?,
+            notification: r.get(7),
+            shadow: r.get(8),
+            rerun_of: r.get(9),
+        })
     }
 }
 

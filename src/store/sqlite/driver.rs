@@ -12,15 +12,21 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::approvals::{row as approval_row, COLUMNS as APPROVAL_COLUMNS};
 use super::{parsed, Cached};
+use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
 use crate::incident::{IncidentId, IncidentStatus, RunState};
 use crate::lifecycle;
 use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::plan::Phase;
+use crate::runbook::Severity;
 use crate::store::driver::{
-    ChecklistRow, DueEscalation, EndedRun, RerunSource, RunToCancel, RunningRun,
+    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunToCancel,
+    RunningRun, Taken,
 };
-use crate::store::types::{json, now, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL};
-use crate::store::{Lease, Result, StoreError};
+use crate::store::types::{
+    json, now, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL, UNMATCHED_KEPT,
+};
+use crate::store::{Lease, Result, RunbookMatch, StoreError};
 
 /// The statements of one write (or read) on `0`'s connection.
 pub(in crate::store) struct Conn<'c>(pub &'c Connection);
@@ -36,6 +42,12 @@ pub(in crate::store) fn at_once<T>(op: impl Future<Output = Result<T>>) -> Resul
     }
 }
 
+/// `d` before now, as stored.
+fn ago(d: Duration) -> String {
+    ts(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default())
+}
+
+/// `d` after now, as stored.
 fn later(d: Duration) -> String {
     ts(Utc::now() + chrono::Duration::from_std(d).unwrap_or_default())
 }
@@ -790,6 +802,308 @@ impl crate::store::driver::Driver for Conn<'_> {
             params![incident, status.as_str(), now()],
         )?;
         Ok(())
+    }
+
+    async fn notification_insert(&self, n: &Notification, body: &[u8]) -> Result<i64> {
+        self.0.run(
+            "INSERT INTO notifications (received_at, receiver, group_key, status, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![now(), n.receiver, n.group_key, n.status.as_str(), body],
+        )?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    async fn unmatched_upsert(&self, alert: &Alert, receiver: &str) -> Result<u64> {
+        let n = self.0.run(
+            "INSERT INTO unmatched_alerts (fingerprint, alertname, labels, receiver, first_seen, last_seen, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?5, 1)
+             ON CONFLICT (fingerprint) DO UPDATE SET labels = ?3, receiver = ?4, last_seen = ?5, seen = seen + 1",
+            params![alert.fingerprint, alert.name(), json(&shortened(&alert.labels)), receiver, now()],
+        )?;
+        Ok(n as u64)
+    }
+
+    async fn unmatched_trim(&self) -> Result<()> {
+        self.0.run(
+            "DELETE FROM unmatched_alerts WHERE (SELECT COUNT(*) FROM unmatched_alerts) > ?1
+             AND fingerprint NOT IN (SELECT fingerprint FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1)",
+            [UNMATCHED_KEPT],
+        )?;
+        Ok(())
+    }
+
+    async fn open_incident(&self, receiver: &str, group_key: &str) -> Result<Option<OpenIncident>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT id, severity, services, runbooks FROM incidents WHERE receiver = ?1 AND group_key = ?2 AND status != 'resolved'",
+                params![receiver, group_key],
+                |r| {
+                    Ok(OpenIncident {
+                        id: r.get(0)?,
+                        severity: r.get(1)?,
+                        services: r.get(2)?,
+                        runbooks: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    async fn incident_scope(
+        &self,
+        incident: i64,
+        severity: Severity,
+        services: &str,
+        runbooks: &str,
+    ) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET severity = ?2, services = ?3, runbooks = ?4, updated_at = ?5 WHERE id = ?1",
+            params![incident, severity.to_string(), services, runbooks, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn incident_insert(
+        &self,
+        n: &Notification,
+        title: &str,
+        severity: Severity,
+        services: &str,
+        runbooks: &str,
+        shadow: bool,
+    ) -> Result<Option<i64>> {
+        self.0.run(
+            "INSERT INTO incidents (receiver, group_key, title, severity, status, services, runbooks, created_at, updated_at, shadow)
+             VALUES (?1, ?2, ?3, ?4, 'investigating', ?5, ?6, ?7, ?7, ?8)",
+            params![n.receiver, n.group_key, title, severity.to_string(), services, runbooks, now(), shadow],
+        )?;
+        Ok(Some(self.0.last_insert_rowid()))
+    }
+
+    async fn notification_link(&self, notification: i64, incident: i64) -> Result<()> {
+        self.0.run(
+            "UPDATE notifications SET incident_id = ?2 WHERE id = ?1",
+            params![notification, incident],
+        )?;
+        Ok(())
+    }
+
+    async fn alert_status(
+        &self,
+        incident: i64,
+        alert: &Alert,
+        starts: &str,
+    ) -> Result<Option<Status>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT status FROM alerts WHERE incident_id = ?1 AND fingerprint = ?2 AND starts_at = ?3",
+                params![incident, alert.fingerprint, starts],
+                |r| parsed(r, 0),
+            )
+            .optional()?)
+    }
+
+    async fn alert_upsert(&self, incident: i64, alert: &Alert, starts: &str) -> Result<()> {
+        self.0.run(
+            "INSERT INTO alerts (incident_id, fingerprint, starts_at, status, ends_at, labels, annotations, generator_url, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)
+             ON CONFLICT (incident_id, fingerprint, starts_at) DO UPDATE SET status = ?4, ends_at = ?5, annotations = ?7, last_seen = ?9",
+            params![incident, alert.fingerprint, starts, alert.status.as_str(), alert.ends_at.to_string(), json(&alert.labels), json(&alert.annotations), alert.generator_url, now()],
+        )?;
+        Ok(())
+    }
+
+    async fn run_insert(
+        &self,
+        incident: i64,
+        notification: i64,
+        m: &RunbookMatch,
+        (fingerprint, starts): (&str, &str),
+        phase: Phase,
+    ) -> Result<Option<i64>> {
+        let inserted = self.0.run(
+            "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8) ON CONFLICT DO NOTHING",
+            params![incident, notification, m.name, fingerprint, starts, phase.as_str(), now(), m.idempotent],
+        )?;
+        Ok((inserted == 1).then(|| self.0.last_insert_rowid()))
+    }
+
+    async fn last_queued(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+        not: i64,
+        within: Duration,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .0
+            .one(
+                "SELECT queued_at FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND id != ?3
+                 AND state != 'skipped' AND queued_at > ?4 ORDER BY id DESC LIMIT 1",
+                params![runbook, fingerprint, not, ago(within)],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    async fn skip_run(&self, run: i64, reason: &str, rate_limited: bool) -> Result<()> {
+        self.0.run(
+            "UPDATE runs SET state = 'skipped', reason = ?2, ended_at = ?3, rate_limited = ?4 WHERE id = ?1",
+            params![run, reason, now(), rate_limited],
+        )?;
+        Ok(())
+    }
+
+    /// One writer: the count holds until the commit.
+    async fn started_within(
+        &self,
+        runbook: Option<&str>,
+        rate: crate::duration::Rate,
+        not: i64,
+    ) -> Result<i64> {
+        Ok(self.0.one(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM runs WHERE state != 'skipped' AND queued_at > ?1 AND id != ?2
+                 AND phase = 'remediation' AND (?3 IS NULL OR runbook = ?3) LIMIT ?4)",
+            params![ago(rate.per), not, runbook, rate.n],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn storming(&self, runbook: &str, not: i64, window: Duration) -> Result<bool> {
+        Ok(self.0.one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE rate_limited = 1 AND runbook = ?1 AND id != ?2 AND ended_at > ?3)",
+            params![runbook, not, ago(window)],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn remediations_in_progress(
+        &self,
+        runbook: &str,
+        fingerprint: &str,
+    ) -> Result<Vec<(i64, RunState)>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval')",
+            )?
+            .query_map(params![runbook, fingerprint], |r| Ok((r.get(0)?, parsed(r, 1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn unresolved_alerts(&self, incident: i64) -> Result<i64> {
+        Ok(self.0.one(
+            "SELECT COUNT(*) FROM alerts WHERE incident_id = ?1 AND status != 'resolved'",
+            [incident],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn alerts_not_ended(&self, incident: i64) -> Result<Option<DateTime<Utc>>> {
+        let (created, known): (String, bool) = self.0.one(
+            "SELECT created_at, alerts_ended_at IS NOT NULL FROM incidents WHERE id = ?1",
+            [incident],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((!known).then(|| {
+            DateTime::parse_from_rfc3339(&created)
+                .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc))
+        }))
+    }
+
+    async fn alert_ends(&self, incident: i64) -> Result<Vec<String>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT ends_at FROM alerts WHERE incident_id = ?1")?
+            .query_map([incident], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn set_alerts_ended(&self, incident: i64, at: Option<DateTime<Utc>>) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET alerts_ended_at = ?2 WHERE id = ?1",
+            params![incident, at.map(ts)],
+        )?;
+        Ok(())
+    }
+
+    async fn queued_runs(&self) -> Result<i64> {
+        Ok(self.0.one("SELECT n FROM queue_depth", [], |r| r.get(0))?)
+    }
+
+    /// One writer: claims are serialized already.
+    async fn claim_lock(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn running_count(&self) -> Result<i64> {
+        Ok(self.0.one(
+            "SELECT COUNT(*) FROM runs WHERE state = 'running'",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn running_per_runbook(&self) -> Result<Vec<(String, u32)>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT runbook, COUNT(*) FROM runs WHERE state = 'running' GROUP BY runbook",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn queued(&self, limit: i64) -> Result<Vec<(i64, String)>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT ?1",
+            )?
+            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn take(&self, run: i64, owner: &str, lease: Duration) -> Result<Option<Taken>> {
+        Ok(self
+            .0
+            .one(
+                "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4, heard_at = ?2, progress = NULL,
+                     fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
+                 WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
+                params![run, now(), owner, later(lease)],
+                |r| {
+                    Ok(Taken {
+                        fence: r.get(0)?,
+                        attempt: r.get(1)?,
+                        resumed: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    async fn claimed(&self, run: i64) -> Result<ClaimedRun> {
+        Ok(self.0.one(
+            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow, r.rerun_of
+             FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
+            [run],
+            |r| {
+                Ok(ClaimedRun {
+                    incident: r.get(0)?,
+                    runbook: r.get(1)?,
+                    fingerprint: r.get(2)?,
+                    starts_at: r.get(3)?,
+                    phase: parsed(r, 4)?,
+                    body: r.get(5)?,
+                    severity: parsed(r, 6)?,
+                    notification: r.get(7)?,
+                    shadow: r.get(8)?,
+                    rerun_of: r.get(9)?,
+                })
+            },
+        )?)
     }
 }
 
