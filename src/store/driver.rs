@@ -17,8 +17,13 @@ use chrono::{DateTime, Utc};
 
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
-use crate::incident::{IncidentStatus, RunState};
-use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::incident::{
+    AlertRecord, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState, TimelineEntry,
+};
+use crate::notify::{
+    DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
+    TimerState, Unless,
+};
 use crate::plan::Phase;
 use crate::runbook::Severity;
 use crate::store::types::Ticks;
@@ -408,6 +413,49 @@ pub(super) trait Driver {
 
     /// What executing a claimed run needs.
     async fn claimed(&self, run: i64) -> Op<ClaimedRun, Self::Fail>;
+
+    // -- reads and SLO records -------------------------------------------------
+
+    /// The incident's summary and root cause.
+    async fn summary(
+        &self,
+        incident: i64,
+    ) -> Op<Option<(IncidentSummary, Option<String>)>, Self::Fail>;
+
+    async fn alerts_of(&self, incident: i64) -> Op<Vec<AlertRecord>, Self::Fail>;
+
+    /// The incident's runs, oldest first, without their live output.
+    async fn runs_of(&self, incident: i64) -> Op<Vec<RunRecord>, Self::Fail>;
+
+    /// A running run's live output stored so far.
+    async fn live_output_of(&self, run: i64) -> Op<Vec<OutputChunk>, Self::Fail>;
+
+    async fn timeline_of(&self, incident: i64) -> Op<Vec<TimelineEntry>, Self::Fail>;
+
+    async fn messages_of(&self, incident: i64) -> Op<Vec<MessageRecord>, Self::Fail>;
+
+    async fn escalations_of(&self, incident: i64) -> Op<Vec<EscalationRecord>, Self::Fail>;
+
+    async fn approvals_of(&self, incident: i64) -> Op<Vec<Approval>, Self::Fail>;
+
+    /// Records an incident's SLO budget unless it is recorded already;
+    /// whether it recorded it.
+    async fn record_budget(
+        &self,
+        incident: i64,
+        budget: &str,
+        affecting: Option<bool>,
+    ) -> Op<bool, Self::Fail>;
+
+    async fn slo_statuses_clear(&self) -> Op<(), Self::Fail>;
+
+    async fn slo_status_insert(
+        &self,
+        id: &str,
+        status: &str,
+        at: DateTime<Utc>,
+        took_ms: i64,
+    ) -> Op<(), Self::Fail>;
 
     // -- runs ---------------------------------------------------------------
 

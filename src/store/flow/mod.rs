@@ -14,6 +14,7 @@ pub(super) mod incidents;
 pub(super) mod ingest;
 pub(super) mod outbox;
 pub(super) mod people;
+pub(super) mod reads;
 pub(super) mod runs;
 
 pub(super) use super::driver::{Driver, Op};

@@ -8,12 +8,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::approvals::{row as approval_row, COLUMNS as APPROVAL_COLUMNS};
+use super::{outbox, summary, SUMMARY_COLUMNS};
 use super::{parsed, people, secs, text, Fail, Op, Tx, CLAIM_LOCK, QUEUED_CHANNEL};
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
-use crate::incident::{IncidentId, IncidentStatus, RunState};
+use crate::incident::{
+    AlertRecord, IncidentId, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState,
+    TimelineEntry,
+};
 use crate::lifecycle;
-use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::notify::{
+    DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
+    TimerState, Unless,
+};
 use crate::plan::Phase;
 use crate::runbook::Severity;
 use crate::store::driver::{
@@ -21,9 +28,9 @@ use crate::store::driver::{
     RunningRun, Taken,
 };
 use crate::store::types::{
-    json, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL, UNMATCHED_KEPT,
+    json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL, UNMATCHED_KEPT,
 };
-use crate::store::{Lease, RunbookMatch};
+use crate::store::{Lease, RunbookMatch, StoreError};
 
 /// The statements of one operation, on its transaction.
 pub(in crate::store) struct Conn<'a, 't>(pub &'a Tx<'t>);
@@ -1246,6 +1253,155 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             shadow: r.get(8),
             rerun_of: r.get(9),
         })
+    }
+
+    async fn summary(&self, incident: i64) -> Op<Option<(IncidentSummary, Option<String>)>> {
+        self.0
+            .query_opt(
+                &format!("SELECT {} FROM incidents i WHERE id = $1", *SUMMARY_COLUMNS),
+                &[&incident],
+            )
+            .await?
+            .map(|r| Ok((summary(&r)?, r.try_get("root_cause")?)))
+            .transpose()
+    }
+
+    async fn alerts_of(&self, incident: i64) -> Op<Vec<AlertRecord>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts
+                 WHERE incident_id = $1 ORDER BY first_seen, fingerprint",
+                &[&incident],
+            )
+            .await?
+            .iter()
+            .map(|r| AlertRecord {
+                fingerprint: r.get(0),
+                status: r.get(1),
+                labels: serde_json::from_str(r.get(2)).unwrap_or_default(),
+                annotations: serde_json::from_str(r.get(3)).unwrap_or_default(),
+                starts_at: r.get(4),
+                ends_at: r.get(5),
+                generator_url: r.get(6),
+            })
+            .collect())
+    }
+
+    async fn runs_of(&self, incident: i64) -> Op<Vec<RunRecord>> {
+        self.0
+            .query(
+                "SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result, rerun_of
+                 FROM runs WHERE incident_id = $1 ORDER BY id",
+                &[&incident],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(RunRecord {
+                    id: r.get(0),
+                    runbook: r.get(1),
+                    fingerprint: r.get(2),
+                    starts_at: r.get(3),
+                    phase: parsed(r, 4)?,
+                    state: parsed(r, 5)?,
+                    reason: r.get(6),
+                    queued_at: ts(r.get(7)),
+                    started_at: r.get::<_, Option<DateTime<Utc>>>(8).map(ts),
+                    ended_at: r.get::<_, Option<DateTime<Utc>>>(9).map(ts),
+                    result: run_detail(r.get(10)).map_err(StoreError::Invalid)?,
+                    live_output: Vec::new(),
+                    rerun_of: r.get(11),
+                })
+            })
+            .collect()
+    }
+
+    async fn live_output_of(&self, run: i64) -> Op<Vec<OutputChunk>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT seq, step, stream, chunk, id FROM step_output WHERE run_id = $1 ORDER BY seq",
+                &[&run],
+            )
+            .await?
+            .iter()
+            .map(|r| OutputChunk {
+                seq: i64::from(r.get::<_, i32>(0)),
+                cursor: r.get(4),
+                step: r.get(1),
+                stream: r.get(2),
+                text: String::from_utf8_lossy(r.get(3)).into_owned(),
+            })
+            .collect())
+    }
+
+    async fn timeline_of(&self, incident: i64) -> Op<Vec<TimelineEntry>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT at, author, kind, message, status FROM timeline WHERE incident_id = $1 ORDER BY id",
+                &[&incident],
+            )
+            .await?
+            .iter()
+            .map(|r| TimelineEntry {
+                at: ts(r.get(0)),
+                author: r.get(1),
+                kind: r.get(2),
+                message: r.get(3),
+                status: r.get::<_, Option<&str>>(4).and_then(|s| s.parse().ok()),
+            })
+            .collect())
+    }
+
+    async fn messages_of(&self, incident: i64) -> Op<Vec<MessageRecord>> {
+        outbox::messages_of(&self.0 .0, incident).await
+    }
+
+    async fn escalations_of(&self, incident: i64) -> Op<Vec<EscalationRecord>> {
+        outbox::escalations_of(&self.0 .0, incident).await
+    }
+
+    async fn approvals_of(&self, incident: i64) -> Op<Vec<Approval>> {
+        super::approvals::of_incident(&self.0 .0, incident).await
+    }
+
+    async fn record_budget(
+        &self,
+        incident: i64,
+        budget: &str,
+        affecting: Option<bool>,
+    ) -> Op<bool> {
+        Ok(self
+            .0
+            .execute(
+                "UPDATE incidents SET slo_budget = $2, slo_affecting = $3 WHERE id = $1 AND slo_budget IS NULL",
+                &[&incident, &budget, &affecting],
+            )
+            .await?
+            == 1)
+    }
+
+    async fn slo_statuses_clear(&self) -> Op<()> {
+        self.0.execute("DELETE FROM slo_status", &[]).await?;
+        Ok(())
+    }
+
+    async fn slo_status_insert(
+        &self,
+        id: &str,
+        status: &str,
+        at: DateTime<Utc>,
+        took_ms: i64,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO slo_status (id, status, refreshed_at, took_ms) VALUES ($1, $2, $3, $4)",
+                &[&id, &status, &at, &took_ms],
+            )
+            .await?;
+        Ok(())
     }
 }
 

@@ -32,10 +32,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::incident::{
-    AlertRecord, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary, OutputChunk,
-    RunRecord, RunState, TimelineEntry, Update, SUBJECT_LABELS,
+    IncidentDetail, IncidentId, IncidentSummary, RunState, Update, SUBJECT_LABELS,
 };
-use crate::store::types::{incident_filter, run_detail, ts};
+use crate::store::types::{incident_filter, ts};
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
     Lease, LiveChunk, Pending, Reap, Reaped, Result, Stats, StoreError, UnmatchedAlert,
@@ -335,7 +334,6 @@ mod outbox;
 mod people;
 mod silences;
 
-use crate::store::driver::Driver;
 use crate::store::flow;
 use driver::Conn;
 
@@ -564,19 +562,6 @@ async fn listen(
     }
 }
 
-async fn timeline(
-    tx: &Tx<'_>,
-    incident: i64,
-    author: &str,
-    kind: &str,
-    message: &str,
-    status: Option<IncidentStatus>,
-) -> Op<()> {
-    Conn(tx)
-        .timeline(incident, author, kind, message, status)
-        .await
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -600,7 +585,7 @@ async fn lead(tx: &Tx<'_>, owner: &str, lease: Duration) -> Op<bool> {
 }
 
 /// The columns of an incident summary (as the SQLite store's).
-static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub(super) static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let subject: Vec<String> = SUBJECT_LABELS
         .iter()
         .map(|l| format!("(a.labels::jsonb ->> '{l}')"))
@@ -614,7 +599,7 @@ static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     )
 });
 
-fn summary(r: &Row) -> Op<IncidentSummary> {
+pub(super) fn summary(r: &Row) -> Op<IncidentSummary> {
     let created: DateTime<Utc> = r.try_get("created_at")?;
     let resolved: Option<DateTime<Utc>> = r.try_get("resolved_at")?;
     let ended: Option<DateTime<Utc>> = r.try_get("alerts_ended_at")?;
@@ -694,87 +679,13 @@ impl Postgres {
             let mut client = self.client().await?;
             // One snapshot, as SQLite's read: a run that ends meanwhile is
             // seen either running or ended in every part of the record.
-            let client = client
+            let tx = Tx(client
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .read_only(true)
                 .start()
-                .await?;
-            let row = client
-                .query_opt(&format!("SELECT {} FROM incidents i WHERE id = $1", *SUMMARY_COLUMNS), &[&id.0])
-                .await?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-            let summary = summary(&row)?;
-            let root_cause: Option<String> = row.try_get("root_cause")?;
-            let alerts = client
-                .query("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = $1 ORDER BY first_seen, fingerprint", &[&id.0])
-                .await?
-                .iter()
-                .map(|r| AlertRecord {
-                    fingerprint: r.get(0),
-                    status: r.get(1),
-                    labels: serde_json::from_str(r.get(2)).unwrap_or_default(),
-                    annotations: serde_json::from_str(r.get(3)).unwrap_or_default(),
-                    starts_at: r.get(4),
-                    ends_at: r.get(5),
-                    generator_url: r.get(6),
-                })
-                .collect();
-            let mut runs = Vec::new();
-            for r in client
-                .query("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result, rerun_of FROM runs WHERE incident_id = $1 ORDER BY id", &[&id.0])
-                .await?
-            {
-                runs.push(RunRecord {
-                    id: r.get(0),
-                    runbook: r.get(1),
-                    fingerprint: r.get(2),
-                    starts_at: r.get(3),
-                    phase: parsed(&r, 4)?,
-                    state: parsed(&r, 5)?,
-                    reason: r.get(6),
-                    queued_at: ts(r.get(7)),
-                    started_at: r.get::<_, Option<DateTime<Utc>>>(8).map(ts),
-                    ended_at: r.get::<_, Option<DateTime<Utc>>>(9).map(ts),
-                    result: run_detail(r.get(10)).map_err(StoreError::Invalid)?,
-                    live_output: Vec::new(),
-                    rerun_of: r.get(11),
-                });
-            }
-            for run in runs.iter_mut().filter(|r| r.state == RunState::Running) {
-                run.live_output = client
-                    .query("SELECT seq, step, stream, chunk, id FROM step_output WHERE run_id = $1 ORDER BY seq", &[&run.id])
-                    .await?
-                    .iter()
-                    .map(|r| OutputChunk {
-                        seq: i64::from(r.get::<_, i32>(0)),
-                        cursor: r.get(4),
-                        step: r.get(1),
-                        stream: r.get(2),
-                        text: String::from_utf8_lossy(r.get(3)).into_owned(),
-                    })
-                    .collect();
-            }
-            let timeline = client
-                .query("SELECT at, author, kind, message, status FROM timeline WHERE incident_id = $1 ORDER BY id", &[&id.0])
-                .await?
-                .iter()
-                .map(|r| TimelineEntry {
-                    at: ts(r.get(0)),
-                    author: r.get(1),
-                    kind: r.get(2),
-                    message: r.get(3),
-                    status: r.get::<_, Option<&str>>(4).and_then(|s| s.parse().ok()),
-                })
-                .collect();
-            let ticks = people::ticks_of(&client.query(people::TICKS, &[&id.0]).await?);
-            let checklist = crate::store::types::checklist(
-                &runs.iter().map(crate::store::types::ChecklistRun::of).collect::<Vec<_>>(),
-                &ticks,
-            );
-            let (notifications, escalations) = outbox::of_incident(&client, id.0).await?;
-            let approvals = approvals::of_incident(&client, id.0).await?;
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, notifications, escalations, approvals })
+                .await?);
+            flow::reads::incident(&Conn(&tx), id).await
         }
         .await
         .map_err(Fail::into_store)
@@ -837,17 +748,13 @@ impl Postgres {
         at: DateTime<Utc>,
         took_ms: i64,
     ) -> Pending<()> {
-        transaction!(self, |tx| {
-            tx.execute("DELETE FROM slo_status", &[]).await?;
-            for (id, status) in &rows {
-                tx.execute(
-                    "INSERT INTO slo_status (id, status, refreshed_at, took_ms) VALUES ($1, $2, $3, $4)",
-                    &[&text(id), &text(status), &at, &took_ms],
-                )
-                .await?;
-            }
-            Ok::<_, Fail>(())
-        })
+        transaction!(self, |tx| flow::reads::put_slo_statuses(
+            &Conn(&tx),
+            &rows,
+            at,
+            took_ms
+        )
+        .await)
     }
 
     /// The shared SLO statuses (JSON), when they were read and how long
@@ -903,18 +810,8 @@ impl Postgres {
         note: Option<String>,
     ) -> Pending<bool> {
         transaction!(self, |tx| {
-            let n = tx
-                .execute(
-                    "UPDATE incidents SET slo_budget = $2, slo_affecting = $3 WHERE id = $1 AND slo_budget IS NULL",
-                    &[&id.0, &text(&budget), &affecting],
-                )
-                .await?;
-            if n == 1 {
-                if let Some(note) = &note {
-                    timeline(&tx, id.0, "runbookd", "slo", &text(note), None).await?;
-                }
-            }
-            Ok::<_, Fail>(n == 1)
+            flow::reads::record_slo_budget(&Conn(&tx), id, &budget, affecting, note.as_deref())
+                .await
         })
     }
 

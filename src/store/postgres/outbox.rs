@@ -39,11 +39,11 @@ fn record(r: &Row) -> Op<MessageRecord> {
     })
 }
 
-pub(super) async fn of_incident(
+pub(super) async fn messages_of(
     client: &impl deadpool_postgres::GenericClient,
     incident: i64,
-) -> Op<(Vec<MessageRecord>, Vec<EscalationRecord>)> {
-    let messages = client
+) -> Op<Vec<MessageRecord>> {
+    client
         .query(
             &format!("SELECT {RECORD_COLUMNS} FROM outbox WHERE incident_id = $1 ORDER BY id"),
             &[&incident],
@@ -51,8 +51,14 @@ pub(super) async fn of_incident(
         .await?
         .iter()
         .map(record)
-        .collect::<Op<Vec<_>>>()?;
-    let escalations = client
+        .collect()
+}
+
+pub(super) async fn escalations_of(
+    client: &impl deadpool_postgres::GenericClient,
+    incident: i64,
+) -> Op<Vec<EscalationRecord>> {
+    client
         .query(
             "SELECT runbook, due_at, state, unless_, notify, reason FROM escalations WHERE incident_id = $1 ORDER BY due_at, id",
             &[&incident],
@@ -69,8 +75,7 @@ pub(super) async fn of_incident(
                 reason: r.get(5),
             })
         })
-        .collect::<Op<Vec<_>>>()?;
-    Ok((messages, escalations))
+        .collect()
 }
 
 impl Postgres {

@@ -11,12 +11,19 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::approvals::{row as approval_row, COLUMNS as APPROVAL_COLUMNS};
+use super::ops::{summary, SUMMARY_COLUMNS};
 use super::{parsed, Cached};
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
-use crate::incident::{IncidentId, IncidentStatus, RunState};
+use crate::incident::{
+    AlertRecord, IncidentId, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState,
+    TimelineEntry,
+};
 use crate::lifecycle;
-use crate::notify::{DeliveryState, Escalation, OutboxItem, Queue, Settle, TimerState, Unless};
+use crate::notify::{
+    DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
+    TimerState, Unless,
+};
 use crate::plan::Phase;
 use crate::runbook::Severity;
 use crate::store::driver::{
@@ -24,7 +31,8 @@ use crate::store::driver::{
     RunningRun, Taken,
 };
 use crate::store::types::{
-    json, now, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL, UNMATCHED_KEPT,
+    json, now, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
+    UNMATCHED_KEPT,
 };
 use crate::store::{Lease, Result, RunbookMatch, StoreError};
 
@@ -1104,6 +1112,146 @@ impl crate::store::driver::Driver for Conn<'_> {
                 })
             },
         )?)
+    }
+
+    async fn summary(&self, incident: i64) -> Result<Option<(IncidentSummary, Option<String>)>> {
+        Ok(self
+            .0
+            .one(
+                &format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS),
+                [incident],
+                |r| Ok((summary(r)?, r.get("root_cause")?)),
+            )
+            .optional()?)
+    }
+
+    async fn alerts_of(&self, incident: i64) -> Result<Vec<AlertRecord>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts
+                 WHERE incident_id = ?1 ORDER BY first_seen, fingerprint",
+            )?
+            .query_map([incident], |r| {
+                Ok(AlertRecord {
+                    fingerprint: r.get(0)?,
+                    status: r.get(1)?,
+                    labels: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
+                    annotations: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    starts_at: r.get(4)?,
+                    ends_at: r.get(5)?,
+                    generator_url: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn runs_of(&self, incident: i64) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result, rerun_of
+                 FROM runs WHERE incident_id = ?1 ORDER BY id",
+            )?
+            .query_map([incident], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    runbook: r.get(1)?,
+                    fingerprint: r.get(2)?,
+                    starts_at: r.get(3)?,
+                    phase: parsed(r, 4)?,
+                    state: parsed(r, 5)?,
+                    reason: r.get(6)?,
+                    queued_at: r.get(7)?,
+                    started_at: r.get(8)?,
+                    ended_at: r.get(9)?,
+                    result: run_detail(r.get::<_, Option<String>>(10)?.as_deref()).map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
+                    })?,
+                    live_output: Vec::new(),
+                    rerun_of: r.get(11)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn live_output_of(&self, run: i64) -> Result<Vec<OutputChunk>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT seq, step, stream, chunk, rowid FROM step_output WHERE run_id = ?1 ORDER BY seq",
+            )?
+            .query_map([run], |r| {
+                Ok(OutputChunk {
+                    seq: r.get(0)?,
+                    cursor: r.get(4)?,
+                    step: r.get(1)?,
+                    stream: r.get(2)?,
+                    text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(3)?).into_owned(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn timeline_of(&self, incident: i64) -> Result<Vec<TimelineEntry>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT at, author, kind, message, status FROM timeline WHERE incident_id = ?1 ORDER BY id",
+            )?
+            .query_map([incident], |r| {
+                Ok(TimelineEntry {
+                    at: r.get(0)?,
+                    author: r.get(1)?,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                    status: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn messages_of(&self, incident: i64) -> Result<Vec<MessageRecord>> {
+        super::outbox::messages_of(self.0, incident)
+    }
+
+    async fn escalations_of(&self, incident: i64) -> Result<Vec<EscalationRecord>> {
+        super::outbox::escalations(self.0, incident)
+    }
+
+    async fn approvals_of(&self, incident: i64) -> Result<Vec<Approval>> {
+        super::approvals::of_incident(self.0, incident)
+    }
+
+    async fn record_budget(
+        &self,
+        incident: i64,
+        budget: &str,
+        affecting: Option<bool>,
+    ) -> Result<bool> {
+        Ok(self.0.run(
+            "UPDATE incidents SET slo_budget = ?2, slo_affecting = ?3 WHERE id = ?1 AND slo_budget IS NULL",
+            params![incident, budget, affecting],
+        )? == 1)
+    }
+
+    async fn slo_statuses_clear(&self) -> Result<()> {
+        self.0.run("DELETE FROM slo_status", [])?;
+        Ok(())
+    }
+
+    async fn slo_status_insert(
+        &self,
+        id: &str,
+        status: &str,
+        at: DateTime<Utc>,
+        took_ms: i64,
+    ) -> Result<()> {
+        self.0.run(
+            "INSERT INTO slo_status (id, status, refreshed_at, took_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![id, status, ts(at), took_ms],
+        )?;
+        Ok(())
     }
 }
 

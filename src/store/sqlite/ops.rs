@@ -4,37 +4,24 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use super::driver::{at_once, Conn};
 use super::{parsed, Cached, Sqlite};
 use crate::incident::{
-    AlertRecord, IncidentDetail, IncidentId, IncidentStatus, IncidentSummary, OutputChunk,
-    RunRecord, RunState, TimelineEntry, Update, SUBJECT_LABELS,
+    IncidentDetail, IncidentId, IncidentSummary, RunState, Update, SUBJECT_LABELS,
 };
-use crate::store::driver::Driver;
 use crate::store::flow;
-use crate::store::types::{incident_filter, now, run_detail, ts};
+use crate::store::types::{incident_filter, now, ts};
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
-    Lease, LiveChunk, Pending, Reap, Reaped, Result, Stats, StoreError, UnmatchedAlert,
+    Lease, LiveChunk, Pending, Reap, Reaped, Result, Stats, UnmatchedAlert,
 };
-
-pub(super) fn timeline(
-    conn: &Connection,
-    incident: i64,
-    author: &str,
-    kind: &str,
-    message: &str,
-    status: Option<IncidentStatus>,
-) -> Result<()> {
-    at_once(Conn(conn).timeline(incident, author, kind, message, status))
-}
 
 /// The columns of an incident summary: the incident's own, its alert counts
 /// and what its first alert is about (at most 128 characters of the first of
 /// [`SUBJECT_LABELS`] it has), so a list never loads whole label sets.
-static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+pub(super) static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let subject: Vec<String> = SUBJECT_LABELS
         .iter()
         .map(|l| format!("json_extract(labels, '$.{l}')"))
@@ -48,7 +35,7 @@ static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
     )
 });
 
-fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
+pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
     let created: String = r.get("created_at")?;
     let resolved: Option<String> = r.get("resolved_at")?;
     let end = resolved
@@ -122,70 +109,8 @@ impl Sqlite {
     /// # Errors
     /// [`StoreError::NotFound`] or a database error.
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
-        self.read(move |conn| {
-            let (summary, root_cause) = conn
-                .one(&format!("SELECT {} FROM incidents i WHERE id = ?1", *SUMMARY_COLUMNS), [id.0], |r| Ok((summary(r)?, r.get::<_, Option<String>>("root_cause")?)))
-                .optional()?
-                .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
-            let mut stmt = conn.prepare("SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts WHERE incident_id = ?1 ORDER BY first_seen, fingerprint")?;
-            let alerts = stmt
-                .query_map([id.0], |r| {
-                    Ok(AlertRecord {
-                        fingerprint: r.get(0)?,
-                        status: r.get(1)?,
-                        labels: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
-                        annotations: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-                        starts_at: r.get(4)?,
-                        ends_at: r.get(5)?,
-                        generator_url: r.get(6)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = conn.prepare("SELECT id, runbook, fingerprint, starts_at, phase, state, reason, queued_at, started_at, ended_at, result, rerun_of FROM runs WHERE incident_id = ?1 ORDER BY id")?;
-            let mut runs = stmt
-                .query_map([id.0], |r| {
-                    Ok(RunRecord {
-                        id: r.get(0)?,
-                        runbook: r.get(1)?,
-                        fingerprint: r.get(2)?,
-                        starts_at: r.get(3)?,
-                        phase: parsed(r, 4)?,
-                        state: parsed(r, 5)?,
-                        reason: r.get(6)?,
-                        queued_at: r.get(7)?,
-                        started_at: r.get(8)?,
-                        ended_at: r.get(9)?,
-                        result: run_detail(r.get::<_, Option<String>>(10)?.as_deref()).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, e.into())
-                        })?,
-                        live_output: Vec::new(),
-                        rerun_of: r.get(11)?,
-                    })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut out = conn.prepare("SELECT seq, step, stream, chunk, rowid FROM step_output WHERE run_id = ?1 ORDER BY seq")?;
-            for run in runs.iter_mut().filter(|r| r.state == RunState::Running) {
-                run.live_output = out
-                    .query_map([run.id], |r| Ok(OutputChunk { seq: r.get(0)?, cursor: r.get(4)?, step: r.get(1)?, stream: r.get(2)?, text: String::from_utf8_lossy(&r.get::<_, Vec<u8>>(3)?).into_owned() }))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?;
-            }
-            let mut stmt = conn.prepare("SELECT at, author, kind, message, status FROM timeline WHERE incident_id = ?1 ORDER BY id")?;
-            let timeline = stmt
-                .query_map([id.0], |r| {
-                    Ok(TimelineEntry { at: r.get(0)?, author: r.get(1)?, kind: r.get(2)?, message: r.get(3)?, status: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()) })
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let ticks = super::people::ticks(conn, id.0)?;
-            let checklist = crate::store::types::checklist(
-                &runs.iter().map(crate::store::types::ChecklistRun::of).collect::<Vec<_>>(),
-                &ticks,
-            );
-            let notifications = super::outbox::messages_of(conn, id.0)?;
-            let escalations = super::outbox::escalations(conn, id.0)?;
-            let approvals = super::approvals::of_incident(conn, id.0)?;
-            Ok(IncidentDetail { summary, root_cause, alerts, runs, timeline, checklist, notifications, escalations, approvals })
-        })
-        .await
+        self.read(move |c| at_once(flow::reads::incident(&Conn(c), id)))
+            .await
     }
 
     /// Counts and MTTR over the incidents opened within `window`.
@@ -215,10 +140,6 @@ impl Sqlite {
 }
 
 impl Sqlite {
-    /// Firing alerts no runbook matched, most recently seen first.
-    ///
-    /// # Errors
-    /// A database error.
     /// Replaces the shared SLO statuses: `(id, JSON)`, read at `at` in
     /// `took_ms`.
     #[must_use]
@@ -228,17 +149,11 @@ impl Sqlite {
         at: DateTime<Utc>,
         took_ms: i64,
     ) -> Pending<()> {
-        Box::pin(self.write(move |c| {
-            c.run("DELETE FROM slo_status", [])?;
-            let at = crate::store::types::ts(at);
-            for (id, status) in &rows {
-                c.run(
-                    "INSERT INTO slo_status (id, status, refreshed_at, took_ms) VALUES (?1, ?2, ?3, ?4)",
-                    params![id, status, at, took_ms],
-                )?;
-            }
-            Ok(())
-        }))
+        Box::pin(
+            self.write(move |c| {
+                at_once(flow::reads::put_slo_statuses(&Conn(c), &rows, at, took_ms))
+            }),
+        )
     }
 
     /// The shared SLO statuses (JSON), when they were read and how long
@@ -296,19 +211,20 @@ impl Sqlite {
         note: Option<String>,
     ) -> Pending<bool> {
         Box::pin(self.write(move |c| {
-            let n = c.run(
-                "UPDATE incidents SET slo_budget = ?2, slo_affecting = ?3 WHERE id = ?1 AND slo_budget IS NULL",
-                params![id.0, budget, affecting],
-            )?;
-            if n == 1 {
-                if let Some(note) = note {
-                    timeline(c, id.0, "runbookd", "slo", &note, None)?;
-                }
-            }
-            Ok(n == 1)
+            at_once(flow::reads::record_slo_budget(
+                &Conn(c),
+                id,
+                &budget,
+                affecting,
+                note.as_deref(),
+            ))
         }))
     }
 
+    /// Firing alerts no runbook matched, most recently seen first.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn unmatched(&self, limit: u32) -> Result<Vec<UnmatchedAlert>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached("SELECT fingerprint, alertname, labels, receiver, first_seen, last_seen, seen FROM unmatched_alerts ORDER BY last_seen DESC LIMIT ?1")?;
