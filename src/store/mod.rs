@@ -13,6 +13,7 @@
 
 mod driver;
 mod flow;
+#[macro_use]
 mod postgres;
 mod sqlite;
 mod types;
@@ -155,6 +156,26 @@ macro_rules! each {
     };
 }
 
+/// Runs a [`flow`] operation (`$op`, over the driver `$d`) in one write
+/// transaction of the backend: a savepoint of SQLite's next group commit,
+/// or a PostgreSQL transaction on the `$lane` pool (`pool`, or `leases`
+/// for claims, heartbeats, ends and takeovers), run again when it
+/// conflicted with another replica's.
+macro_rules! flow {
+    ($self:ident, $lane:ident, |$d:ident| $op:expr) => {
+        match &$self.backend {
+            Backend::Sqlite(s) => Box::pin(s.write(move |c| {
+                let $d = &sqlite::Conn(c);
+                sqlite::at_once($op)
+            })) as Pending<_>,
+            Backend::Postgres(p) => transaction!(p, $lane, |tx| {
+                let $d = &postgres::Conn(&tx);
+                $op.await
+            }),
+        }
+    };
+}
+
 impl Store {
     /// Opens (creating and migrating) the store at `url`.
     ///
@@ -203,7 +224,7 @@ impl Store {
         if let std::borrow::Cow::Owned(n) = types::storable(&input.notification) {
             input.notification = n;
         }
-        each!(self, b => b.ingest(input))
+        flow!(self, pool, |d| flow::ingest::ingest(d, &input))
     }
 
     /// Claims the oldest queued runs whose runbooks are under their
@@ -214,7 +235,7 @@ impl Store {
     /// A store error.
     #[must_use]
     pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
-        each!(self, b => b.claim(req))
+        flow!(self, leases, |d| flow::runs::claim(d, &req))
     }
 
     /// Renews the leases of the runs `owner` executes.
@@ -228,7 +249,9 @@ impl Store {
         runs: Vec<Lease>,
         lease: Duration,
     ) -> Pending<Heartbeat> {
-        each!(self, b => b.heartbeat(owner, runs, lease))
+        flow!(self, leases, |d| flow::runs::heartbeat(
+            d, &owner, &runs, lease
+        ))
     }
 
     /// Appends live output of a running step; nothing when fenced.
@@ -241,7 +264,7 @@ impl Store {
         lease: Lease,
         chunks: Vec<(String, &'static str, Vec<u8>)>,
     ) -> Pending<()> {
-        each!(self, b => b.append_output(lease, chunks))
+        flow!(self, pool, |d| flow::runs::append_output(d, lease, &chunks))
     }
 
     /// Stores a running run's steps so far (JSON of
@@ -252,7 +275,7 @@ impl Store {
     /// A store error.
     #[must_use]
     pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
-        each!(self, b => b.progress(lease, json))
+        flow!(self, pool, |d| flow::runs::progress(d, lease, &json))
     }
 
     /// Records a finished run and moves its incident along, if its fence holds.
@@ -262,7 +285,7 @@ impl Store {
     #[must_use]
     pub fn finish(&self, f: impl Into<std::sync::Arc<Finished>>) -> Pending<FinishOutcome> {
         let f = f.into();
-        each!(self, b => b.finish(f))
+        flow!(self, leases, |d| flow::runs::finish(d, &f))
     }
 
     /// Takes running runs back from their owners.
@@ -271,7 +294,7 @@ impl Store {
     /// A store error.
     #[must_use]
     pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
-        each!(self, b => b.reap(scope))
+        flow!(self, leases, |d| flow::runs::reap(d, &scope))
     }
 
     /// Takes or renews the leader lease of periodic duties; true while this
@@ -298,7 +321,7 @@ impl Store {
     /// [`StoreError::NotFound`] or a store error.
     #[must_use]
     pub fn add_update(&self, id: IncidentId, update: Update) -> Pending<()> {
-        each!(self, b => b.add_update(id, update))
+        flow!(self, pool, |d| flow::incidents::add_update(d, id, &update))
     }
 
     /// Claims one scheduled occurrence of a runbook's drill: true for the
@@ -326,7 +349,7 @@ impl Store {
     /// already ended, or a store error.
     #[must_use]
     pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
-        each!(self, b => b.cancel_run(id, who))
+        flow!(self, leases, |d| flow::runs::cancel(d, id, &who))
     }
 
     /// The first decision on a run's pending approval: the run is queued
@@ -345,7 +368,10 @@ impl Store {
         who: String,
         comment: Option<String>,
     ) -> Pending<crate::approval::Approval> {
-        each!(self, b => b.decide(run, approval, decision, who, comment))
+        let decided: Pending<Result<crate::approval::Approval>> = flow!(self, pool, |d| {
+            flow::approvals::decide(d, run, approval, decision, &who, comment.as_deref())
+        });
+        Box::pin(async move { decided.await? })
     }
 
     /// Records a silence a run made, as soon as it is made.
@@ -393,7 +419,7 @@ impl Store {
     /// A store error.
     #[must_use]
     pub fn expire_approvals(&self) -> Pending<usize> {
-        each!(self, b => b.expire_approvals())
+        flow!(self, pool, |d| flow::approvals::expire(d))
     }
 
     /// Whether an approval's deadline has passed (a read).
@@ -412,7 +438,7 @@ impl Store {
     /// [`StoreError::NotFound`] or a store error.
     #[must_use]
     pub fn acknowledge(&self, id: IncidentId, who: String) -> Pending<bool> {
-        each!(self, b => b.acknowledge(id, who))
+        flow!(self, pool, |d| flow::outbox::acknowledge(d, id, &who))
     }
 
     /// Ticks (or, `done: false`, reopens) a checklist item of the incident:
@@ -426,7 +452,7 @@ impl Store {
     /// the tick does not say which), or a store error.
     #[must_use]
     pub fn tick(&self, id: IncidentId, t: Tick) -> Pending<crate::incident::ChecklistItem> {
-        each!(self, b => b.tick(id, t))
+        flow!(self, pool, |d| flow::people::tick(d, id, &t))
     }
 
     /// Makes `to` the incident's commander, `by`'s hand-over, on the
@@ -436,7 +462,7 @@ impl Store {
     /// [`StoreError::NotFound`] or a store error.
     #[must_use]
     pub fn hand_over(&self, id: IncidentId, to: String, by: String) -> Pending<HandOver> {
-        each!(self, b => b.hand_over(id, to, by))
+        flow!(self, pool, |d| flow::people::hand_over(d, id, &to, &by))
     }
 
     /// Queues run `run` again on its incident, for its alert (`who` asked):
@@ -450,7 +476,7 @@ impl Store {
     /// is resolved; or a store error.
     #[must_use]
     pub fn rerun(&self, run: i64, who: String) -> Pending<Rerun> {
-        each!(self, b => b.rerun(run, who))
+        flow!(self, pool, |d| flow::people::rerun(d, run, &who))
     }
 
     /// Fires the escalation timers that are due, each once across replicas
@@ -460,7 +486,7 @@ impl Store {
     /// A store error.
     #[must_use]
     pub fn escalate(&self) -> Pending<usize> {
-        each!(self, b => b.escalate())
+        flow!(self, pool, |d| flow::outbox::escalate(d))
     }
 
     /// Takes up to `limit` due notifications to deliver (each attempt counted);
@@ -475,7 +501,7 @@ impl Store {
         limit: u32,
         lease: Duration,
     ) -> Pending<Vec<crate::notify::OutboxItem>> {
-        each!(self, b => b.outbox_claim(owner, limit, lease))
+        flow!(self, pool, |d| flow::outbox::claim(d, &owner, limit, lease))
     }
 
     /// Records how an attempt ended; false when the attempt was no longer
@@ -485,7 +511,7 @@ impl Store {
     /// A store error.
     #[must_use]
     pub fn outbox_settle(&self, id: i64, attempt: u32, s: crate::notify::Settle) -> Pending<bool> {
-        each!(self, b => b.outbox_settle(id, attempt, s))
+        flow!(self, pool, |d| flow::outbox::settle(d, id, attempt, &s))
     }
 
     /// Queues a dead notification again.
@@ -495,7 +521,7 @@ impl Store {
     /// or a store error.
     #[must_use]
     pub fn outbox_retry(&self, id: i64) -> Pending<()> {
-        each!(self, b => b.outbox_retry(id))
+        flow!(self, pool, |d| flow::outbox::retry(d, id))
     }
 
     /// Whether a notification or an escalation is due now.
@@ -564,7 +590,9 @@ impl Store {
         at: chrono::DateTime<chrono::Utc>,
         took_ms: i64,
     ) -> Pending<()> {
-        each!(self, b => b.put_slo_statuses(rows, at, took_ms))
+        flow!(self, pool, |d| flow::reads::put_slo_statuses(
+            d, &rows, at, took_ms
+        ))
     }
 
     /// The SLO statuses the leader last read (JSON), when, and in how long.
@@ -599,7 +627,9 @@ impl Store {
         affecting: Option<bool>,
         note: Option<String>,
     ) -> Pending<bool> {
-        each!(self, b => b.record_slo_budget(id, budget, affecting, note))
+        flow!(self, pool, |d| {
+            flow::reads::record_slo_budget(d, id, &budget, affecting, note.as_deref())
+        })
     }
 
     /// Firing alerts no runbook matched, most recently seen first.

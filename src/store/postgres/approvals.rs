@@ -6,12 +6,10 @@
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use super::driver::Conn;
 use super::{parsed, Fail, Op, Postgres};
-use crate::approval::{Approval, Decision};
-use crate::store::flow;
+use crate::approval::Approval;
 use crate::store::types::ts;
-use crate::store::{Pending, Result};
+use crate::store::Result;
 
 pub(super) const COLUMNS: &str = "id, run_id, runbook, step, step_index, prompt, requested_at, deadline, on_timeout, state, decided_by, decided_at, comment";
 
@@ -49,34 +47,6 @@ pub(super) async fn of_incident(
 }
 
 impl Postgres {
-    #[must_use]
-    pub fn decide(
-        &self,
-        run: i64,
-        approval: i64,
-        decision: Decision,
-        who: String,
-        comment: Option<String>,
-    ) -> Pending<Approval> {
-        let decided: Pending<Result<Approval>> = transaction!(self, |tx| {
-            flow::approvals::decide(
-                &Conn(&tx),
-                run,
-                approval,
-                decision,
-                &who,
-                comment.as_deref(),
-            )
-            .await
-        });
-        Box::pin(async move { decided.await.and_then(|r| r) })
-    }
-
-    #[must_use]
-    pub fn expire_approvals(&self) -> Pending<usize> {
-        transaction!(self, |tx| flow::approvals::expire(&Conn(&tx)).await)
-    }
-
     pub async fn approvals_due(&self) -> Result<bool> {
         async {
             let client = self.client().await?;

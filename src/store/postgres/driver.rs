@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::approvals::{row as approval_row, COLUMNS as APPROVAL_COLUMNS};
 use super::{outbox, summary, SUMMARY_COLUMNS};
-use super::{parsed, people, secs, text, Fail, Op, Tx, CLAIM_LOCK, QUEUED_CHANNEL};
+use super::{parsed, secs, text, Fail, Op, Tx, CLAIM_LOCK, QUEUED_CHANNEL};
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
 use crate::incident::{
@@ -510,9 +510,16 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn ticks(&self, incident: i64) -> Op<Ticks> {
-        Ok(people::ticks_of(
-            &self.0.query(people::TICKS, &[&incident]).await?,
-        ))
+        Ok(self
+            .0
+            .query(
+                "SELECT d.run_id, d.step, d.done_by, d.done_at FROM checklist_done d JOIN runs r ON r.id = d.run_id WHERE r.incident_id = $1",
+                &[&incident],
+            )
+            .await?
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), (r.get(2), ts(r.get::<_, DateTime<Utc>>(3)))))
+            .collect())
     }
 
     async fn checklist_runs(&self, incident: i64) -> Op<Vec<ChecklistRow>> {

@@ -31,14 +31,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::incident::{
-    IncidentDetail, IncidentId, IncidentSummary, RunState, Update, SUBJECT_LABELS,
-};
+use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState, SUBJECT_LABELS};
 use crate::store::types::{incident_filter, ts};
-use crate::store::{
-    ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
-    Lease, LiveChunk, Pending, Reap, Reaped, Result, Stats, StoreError, UnmatchedAlert,
-};
+use crate::store::{IncidentFilter, LiveChunk, Pending, Result, Stats, StoreError, UnmatchedAlert};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("schema_v1.sql"),
@@ -87,7 +82,7 @@ impl From<deadpool_postgres::PoolError> for Fail {
 
 impl Fail {
     /// A conflict between replicas' transactions: the operation is run again.
-    fn retryable(&self) -> bool {
+    pub(super) fn retryable(&self) -> bool {
         matches!(self, Fail::Db(e) if e.code().is_some_and(|c| {
             *c == SqlState::T_R_SERIALIZATION_FAILURE
                 || *c == SqlState::T_R_DEADLOCK_DETECTED
@@ -95,7 +90,7 @@ impl Fail {
         }))
     }
 
-    fn into_store(self) -> StoreError {
+    pub(super) fn into_store(self) -> StoreError {
         match self {
             Fail::Store(e) => e,
             Fail::Db(e) => StoreError::Backend(match e.as_db_error() {
@@ -111,15 +106,15 @@ pub(in crate::store) type Op<T> = std::result::Result<T, Fail>;
 /// Handle to the PostgreSQL store; cheap to clone.
 #[derive(Clone)]
 pub struct Postgres {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: Pool,
+pub(super) struct Inner {
+    pub(super) pool: Pool,
     /// Connections of their own for claims, heartbeats, ends and takeovers:
     /// a flood of webhooks waiting for the general pool must not delay a
     /// lease renewal into self-fencing.
-    leases: Pool,
+    pub(super) leases: Pool,
     write_error: Mutex<Option<String>>,
     queued: Arc<Notify>,
     reloads: tokio::sync::broadcast::Sender<String>,
@@ -248,7 +243,7 @@ impl Postgres {
             .clone()
     }
 
-    fn wrote(&self, ok: bool, e: Option<&StoreError>) {
+    pub(super) fn wrote(&self, ok: bool, e: Option<&StoreError>) {
         let mut w = self
             .inner
             .write_error
@@ -330,79 +325,16 @@ macro_rules! transaction {
 
 mod approvals;
 mod driver;
+pub(super) use driver::Conn;
 mod outbox;
-mod people;
 mod silences;
 
 use crate::store::flow;
-use driver::Conn;
 
 impl Postgres {
     #[must_use]
-    pub fn ingest(&self, input: Ingest) -> Pending<Ingested> {
-        transaction!(self, |tx| flow::ingest::ingest(&Conn(&tx), &input).await)
-    }
-
-    #[must_use]
-    pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
-        transaction!(self, leases, |tx| flow::runs::claim(&Conn(&tx), &req).await)
-    }
-
-    #[must_use]
-    pub fn heartbeat(
-        &self,
-        owner: String,
-        runs: Vec<Lease>,
-        lease: Duration,
-    ) -> Pending<Heartbeat> {
-        transaction!(self, leases, |tx| flow::runs::heartbeat(
-            &Conn(&tx),
-            &owner,
-            &runs,
-            lease
-        )
-        .await)
-    }
-
-    pub fn append_output(
-        &self,
-        lease: Lease,
-        chunks: Vec<(String, &'static str, Vec<u8>)>,
-    ) -> Pending<()> {
-        transaction!(self, |tx| flow::runs::append_output(
-            &Conn(&tx),
-            lease,
-            &chunks
-        )
-        .await)
-    }
-
-    #[must_use]
-    pub fn finish(&self, f: std::sync::Arc<Finished>) -> Pending<FinishOutcome> {
-        transaction!(self, leases, |tx| flow::runs::finish(&Conn(&tx), &f).await)
-    }
-
-    #[must_use]
-    pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
-        transaction!(self, |tx| flow::runs::progress(&Conn(&tx), lease, &json)
-            .await)
-    }
-
-    #[must_use]
-    pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
-        transaction!(self, leases, |tx| flow::runs::reap(&Conn(&tx), &scope)
-            .await)
-    }
-
-    #[must_use]
     pub fn lead(&self, owner: String, lease: Duration) -> Pending<bool> {
         transaction!(self, leases, |tx| lead(&tx, &owner, lease).await)
-    }
-
-    #[must_use]
-    pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
-        transaction!(self, |tx| flow::incidents::add_update(&Conn(&tx), id, &u)
-            .await)
     }
 
     #[must_use]
@@ -425,12 +357,6 @@ impl Postgres {
     }
 
     #[must_use]
-    pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
-        transaction!(self, leases, |tx| flow::runs::cancel(&Conn(&tx), id, &who)
-            .await)
-    }
-
-    #[must_use]
     pub fn announce_reload(&self, origin: String) -> Pending<()> {
         transaction!(self, |tx| tx
             .execute("SELECT pg_notify($1, $2)", &[&RELOAD_CHANNEL, &origin])
@@ -441,7 +367,7 @@ impl Postgres {
 
 /// A transaction whose statements are prepared once per connection (the
 /// pool's statement cache): one round trip per statement, not two.
-pub(in crate::store) struct Tx<'a>(deadpool_postgres::Transaction<'a>);
+pub(in crate::store) struct Tx<'a>(pub(in crate::store) deadpool_postgres::Transaction<'a>);
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
@@ -739,24 +665,6 @@ impl Postgres {
         .map_err(Fail::into_store)
     }
 
-    /// Replaces the shared SLO statuses: `(id, JSON)`, read at `at` in
-    /// `took_ms`.
-    #[must_use]
-    pub fn put_slo_statuses(
-        &self,
-        rows: Vec<(String, String)>,
-        at: DateTime<Utc>,
-        took_ms: i64,
-    ) -> Pending<()> {
-        transaction!(self, |tx| flow::reads::put_slo_statuses(
-            &Conn(&tx),
-            &rows,
-            at,
-            took_ms
-        )
-        .await)
-    }
-
     /// The shared SLO statuses (JSON), when they were read and how long
     /// that took.
     pub async fn slo_statuses(&self) -> Result<(Vec<String>, Option<String>, i64)> {
@@ -797,22 +705,6 @@ impl Postgres {
         }
         .await
         .map_err(Fail::into_store)
-    }
-
-    /// Records what an incident cost its services' SLOs, once: `false`
-    /// when it was already recorded (by this or another replica).
-    #[must_use]
-    pub fn record_slo_budget(
-        &self,
-        id: IncidentId,
-        budget: String,
-        affecting: Option<bool>,
-        note: Option<String>,
-    ) -> Pending<bool> {
-        transaction!(self, |tx| {
-            flow::reads::record_slo_budget(&Conn(&tx), id, &budget, affecting, note.as_deref())
-                .await
-        })
     }
 
     pub async fn unmatched(&self, limit: u32) -> Result<Vec<UnmatchedAlert>> {

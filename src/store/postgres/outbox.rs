@@ -3,20 +3,14 @@
 //! and timers use `FOR UPDATE SKIP LOCKED`, so each notification attempt and
 //! each escalation belongs to one replica.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
-use super::driver::Conn;
 use super::{parsed, Fail, Op, Postgres};
 use crate::incident::IncidentId;
-use crate::notify::{
-    DeliveryState, EscalationRecord, MessageFilter, MessageRecord, OutboxItem, Settle,
-};
-use crate::store::flow;
+use crate::notify::{DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
 use crate::store::types::ts;
-use crate::store::{Pending, Result};
+use crate::store::Result;
 
 const RECORD_COLUMNS: &str = "id, incident_id, notifier, event, state, attempts, last_error, runbook, run_id, step, detail, created_at, CASE WHEN state = 'pending' THEN next_at END, delivered_at";
 
@@ -79,44 +73,6 @@ pub(super) async fn escalations_of(
 }
 
 impl Postgres {
-    #[must_use]
-    pub fn acknowledge(&self, id: IncidentId, who: String) -> Pending<bool> {
-        transaction!(self, |tx| flow::outbox::acknowledge(&Conn(&tx), id, &who)
-            .await)
-    }
-
-    #[must_use]
-    pub fn escalate(&self) -> Pending<usize> {
-        transaction!(self, |tx| flow::outbox::escalate(&Conn(&tx)).await)
-    }
-
-    #[must_use]
-    pub fn outbox_claim(
-        &self,
-        owner: String,
-        limit: u32,
-        lease: Duration,
-    ) -> Pending<Vec<OutboxItem>> {
-        transaction!(self, |tx| flow::outbox::claim(
-            &Conn(&tx),
-            &owner,
-            limit,
-            lease
-        )
-        .await)
-    }
-
-    #[must_use]
-    pub fn outbox_settle(&self, id: i64, attempt: u32, s: Settle) -> Pending<bool> {
-        transaction!(self, |tx| flow::outbox::settle(&Conn(&tx), id, attempt, &s)
-            .await)
-    }
-
-    #[must_use]
-    pub fn outbox_retry(&self, id: i64) -> Pending<()> {
-        transaction!(self, |tx| flow::outbox::retry(&Conn(&tx), id).await)
-    }
-
     pub async fn outbox_due(&self) -> Result<bool> {
         async {
             let client = self.client().await?;

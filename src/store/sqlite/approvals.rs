@@ -3,12 +3,10 @@
 
 use rusqlite::Connection;
 
-use super::driver::{at_once, Conn};
 use super::Sqlite;
-use crate::approval::{Approval, Decision};
-use crate::store::flow;
+use crate::approval::Approval;
 use crate::store::types::now;
-use crate::store::{Pending, Result};
+use crate::store::Result;
 
 pub(super) const COLUMNS: &str = "id, run_id, runbook, step, step_index, prompt, requested_at, deadline, on_timeout, state, decided_by, decided_at, comment";
 
@@ -46,33 +44,6 @@ pub(super) fn of_incident(conn: &Connection, incident: i64) -> Result<Vec<Approv
 }
 
 impl Sqlite {
-    #[must_use]
-    pub fn decide(
-        &self,
-        run: i64,
-        approval: i64,
-        decision: Decision,
-        who: String,
-        comment: Option<String>,
-    ) -> Pending<Approval> {
-        let decided = self.write(move |c| {
-            at_once(flow::approvals::decide(
-                &Conn(c),
-                run,
-                approval,
-                decision,
-                &who,
-                comment.as_deref(),
-            ))
-        });
-        Box::pin(async move { decided.await? })
-    }
-
-    #[must_use]
-    pub fn expire_approvals(&self) -> Pending<usize> {
-        Box::pin(self.write(|c| at_once(flow::approvals::expire(&Conn(c)))))
-    }
-
     /// Whether an approval's deadline has passed (a cheap read first).
     pub async fn approvals_due(&self) -> Result<bool> {
         self.read(|c| {

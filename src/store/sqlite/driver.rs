@@ -474,7 +474,13 @@ impl crate::store::driver::Driver for Conn<'_> {
     }
 
     async fn ticks(&self, incident: i64) -> Result<Ticks> {
-        super::people::ticks(self.0, incident)
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT d.run_id, d.step, d.done_by, d.done_at FROM checklist_done d JOIN runs r ON r.id = d.run_id WHERE r.incident_id = ?1",
+            )?
+            .query_map([incident], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     async fn checklist_runs(&self, incident: i64) -> Result<Vec<ChecklistRow>> {

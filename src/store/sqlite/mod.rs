@@ -10,9 +10,9 @@
 
 mod approvals;
 mod driver;
+pub(super) use driver::{at_once, Conn};
 mod ops;
 mod outbox;
-mod people;
 mod silences;
 
 use std::path::{Path, PathBuf};
@@ -254,7 +254,10 @@ impl Sqlite {
     ///
     /// # Errors
     /// The operation's own error (its savepoint rolled back), or a failed commit.
-    fn write<T, F>(&self, op: F) -> impl std::future::Future<Output = Result<T>> + Send + 'static
+    pub(super) fn write<T, F>(
+        &self,
+        op: F,
+    ) -> impl std::future::Future<Output = Result<T>> + Send + 'static
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,

@@ -8,15 +8,10 @@ use rusqlite::{params, OptionalExtension};
 
 use super::driver::{at_once, Conn};
 use super::{parsed, Cached, Sqlite};
-use crate::incident::{
-    IncidentDetail, IncidentId, IncidentSummary, RunState, Update, SUBJECT_LABELS,
-};
+use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState, SUBJECT_LABELS};
 use crate::store::flow;
 use crate::store::types::{incident_filter, now, ts};
-use crate::store::{
-    ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, IncidentFilter, Ingest, Ingested,
-    Lease, LiveChunk, Pending, Reap, Reaped, Result, Stats, UnmatchedAlert,
-};
+use crate::store::{IncidentFilter, LiveChunk, Pending, Result, Stats, UnmatchedAlert};
 
 /// The columns of an incident summary: the incident's own, its alert counts
 /// and what its first alert is about (at most 128 characters of the first of
@@ -140,22 +135,6 @@ impl Sqlite {
 }
 
 impl Sqlite {
-    /// Replaces the shared SLO statuses: `(id, JSON)`, read at `at` in
-    /// `took_ms`.
-    #[must_use]
-    pub fn put_slo_statuses(
-        &self,
-        rows: Vec<(String, String)>,
-        at: DateTime<Utc>,
-        took_ms: i64,
-    ) -> Pending<()> {
-        Box::pin(
-            self.write(move |c| {
-                at_once(flow::reads::put_slo_statuses(&Conn(c), &rows, at, took_ms))
-            }),
-        )
-    }
-
     /// The shared SLO statuses (JSON), when they were read and how long
     /// that took.
     pub async fn slo_statuses(&self) -> Result<(Vec<String>, Option<String>, i64)> {
@@ -198,27 +177,6 @@ impl Sqlite {
             Ok(rows)
         })
         .await
-    }
-
-    /// Records what an incident cost its services' SLOs, once: `false`
-    /// when it was already recorded (by this or another replica).
-    #[must_use]
-    pub fn record_slo_budget(
-        &self,
-        id: IncidentId,
-        budget: String,
-        affecting: Option<bool>,
-        note: Option<String>,
-    ) -> Pending<bool> {
-        Box::pin(self.write(move |c| {
-            at_once(flow::reads::record_slo_budget(
-                &Conn(c),
-                id,
-                &budget,
-                affecting,
-                note.as_deref(),
-            ))
-        }))
     }
 
     /// Firing alerts no runbook matched, most recently seen first.
@@ -343,61 +301,11 @@ impl Sqlite {
 
 /// The interface's writes: each queued on the writer when called.
 impl Sqlite {
-    #[must_use]
-    pub fn ingest(&self, input: Ingest) -> Pending<Ingested> {
-        Box::pin(self.write(move |c| at_once(flow::ingest::ingest(&Conn(c), &input))))
-    }
-
-    #[must_use]
-    pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
-        Box::pin(self.write(move |c| at_once(flow::runs::claim(&Conn(c), &req))))
-    }
-
-    #[must_use]
-    pub fn heartbeat(
-        &self,
-        owner: String,
-        runs: Vec<Lease>,
-        lease: Duration,
-    ) -> Pending<Heartbeat> {
-        Box::pin(
-            self.write(move |c| at_once(flow::runs::heartbeat(&Conn(c), &owner, &runs, lease))),
-        )
-    }
-
-    pub fn append_output(
-        &self,
-        lease: Lease,
-        chunks: Vec<(String, &'static str, Vec<u8>)>,
-    ) -> Pending<()> {
-        Box::pin(self.write(move |c| at_once(flow::runs::append_output(&Conn(c), lease, &chunks))))
-    }
-
-    #[must_use]
-    pub fn finish(&self, f: std::sync::Arc<Finished>) -> Pending<FinishOutcome> {
-        Box::pin(self.write(move |c| at_once(flow::runs::finish(&Conn(c), &f))))
-    }
-
-    #[must_use]
-    pub fn progress(&self, lease: Lease, json: String) -> Pending<()> {
-        Box::pin(self.write(move |c| at_once(flow::runs::progress(&Conn(c), lease, &json))))
-    }
-
-    #[must_use]
-    pub fn reap(&self, scope: Reap) -> Pending<Reaped> {
-        Box::pin(self.write(move |c| at_once(flow::runs::reap(&Conn(c), &scope))))
-    }
-
     /// One process holds the store: it leads.
     #[allow(clippy::unused_self)]
     #[must_use]
     pub fn lead(&self, _owner: String, _lease: Duration) -> Pending<bool> {
         Box::pin(std::future::ready(Ok(true)))
-    }
-
-    #[must_use]
-    pub fn add_update(&self, id: IncidentId, u: Update) -> Pending<()> {
-        Box::pin(self.write(move |c| at_once(flow::incidents::add_update(&Conn(c), id, &u))))
     }
 
     #[must_use]
@@ -415,11 +323,6 @@ impl Sqlite {
             )?;
             Ok(n == 1)
         }))
-    }
-
-    #[must_use]
-    pub fn cancel_run(&self, id: i64, who: String) -> Pending<RunState> {
-        Box::pin(self.write(move |c| at_once(flow::runs::cancel(&Conn(c), id, &who))))
     }
 
     pub async fn ping(&self) -> Result<()> {

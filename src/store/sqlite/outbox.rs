@@ -1,19 +1,13 @@
 //! The outbox and escalation timers on SQLite: their rows, and the
 //! operations of [`crate::store::flow::outbox`] on the writer.
 
-use std::time::Duration;
-
 use rusqlite::{params, Connection};
 
-use super::driver::{at_once, Conn};
 use super::Sqlite;
 use crate::incident::IncidentId;
-use crate::notify::{
-    DeliveryState, EscalationRecord, MessageFilter, MessageRecord, OutboxItem, Settle,
-};
-use crate::store::flow;
+use crate::notify::{DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
 use crate::store::types::now;
-use crate::store::{Pending, Result};
+use crate::store::Result;
 
 pub(super) fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRecord> {
     let bad = |i: usize, e: String| {
@@ -75,36 +69,6 @@ pub(super) fn messages_of(conn: &Connection, incident: i64) -> Result<Vec<Messag
 }
 
 impl Sqlite {
-    #[must_use]
-    pub fn acknowledge(&self, id: IncidentId, who: String) -> Pending<bool> {
-        Box::pin(self.write(move |c| at_once(flow::outbox::acknowledge(&Conn(c), id, &who))))
-    }
-
-    #[must_use]
-    pub fn escalate(&self) -> Pending<usize> {
-        Box::pin(self.write(|c| at_once(flow::outbox::escalate(&Conn(c)))))
-    }
-
-    #[must_use]
-    pub fn outbox_claim(
-        &self,
-        owner: String,
-        limit: u32,
-        lease: Duration,
-    ) -> Pending<Vec<OutboxItem>> {
-        Box::pin(self.write(move |c| at_once(flow::outbox::claim(&Conn(c), &owner, limit, lease))))
-    }
-
-    #[must_use]
-    pub fn outbox_settle(&self, id: i64, attempt: u32, s: Settle) -> Pending<bool> {
-        Box::pin(self.write(move |c| at_once(flow::outbox::settle(&Conn(c), id, attempt, &s))))
-    }
-
-    #[must_use]
-    pub fn outbox_retry(&self, id: i64) -> Pending<()> {
-        Box::pin(self.write(move |c| at_once(flow::outbox::retry(&Conn(c), id))))
-    }
-
     /// Whether a notification or an escalation timer is due now.
     ///
     /// # Errors
