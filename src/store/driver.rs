@@ -323,7 +323,8 @@ pub(super) trait Driver {
     /// Records the alert, or its new status, end and annotations.
     async fn alert_upsert(&self, incident: i64, alert: &Alert, starts: &str) -> Op<(), Self::Fail>;
 
-    /// Queues a run unless its run key is known; its id.
+    /// Queues a run unless its run key is known or a run of the same
+    /// runbook, alert (fingerprint) and phase is in progress; its id.
     async fn run_insert(
         &self,
         incident: i64,

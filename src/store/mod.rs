@@ -8,8 +8,16 @@
 //! Callers see domain operations only (ingest, claim, heartbeat, append
 //! output, finish, reap, updates, reads); no SQL and no database crate
 //! leaves this module. Deduplication, claiming, leases and fences live in
-//! the database, never in process memory, and both backends pass the same
-//! conformance suite (`tests/integration/store.rs`).
+//! the database, never in process memory.
+//!
+//! Each operation is written once: [`flow`] holds its control flow (what to
+//! read, what it means, what to write next) over the [`driver::Driver`]
+//! trait, whose methods are single statements. A backend is a driver plus
+//! its connection handling: SQLite runs the flow on its writer thread,
+//! inside a savepoint of the next group commit; PostgreSQL runs it in a
+//! transaction, again when it conflicted with another replica's, and its
+//! statements take the row and advisory locks and send the NOTIFYs. Both
+//! pass the same conformance suite (`tests/integration/store.rs`).
 
 mod driver;
 mod flow;

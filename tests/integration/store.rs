@@ -1480,85 +1480,47 @@ async fn silences_end_when_their_run_or_alert_does(b: &Backend) {
     assert!(r[1].silences_due().await.unwrap().is_empty());
 }
 
-async fn conformance(b: Backend) {
-    type Scenario =
-        for<'a> fn(&'a Backend) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
-    let scenarios: [(&str, Scenario); 18] = [
-        ("people_lead_tick_and_rerun", |b| {
-            Box::pin(people_lead_tick_and_rerun(b))
-        }),
-        ("silences_end_when_their_run_or_alert_does", |b| {
-            Box::pin(silences_end_when_their_run_or_alert_does(b))
-        }),
-        ("approvals_are_decided_once_and_resume", |b| {
-            Box::pin(approvals_are_decided_once_and_resume(b))
-        }),
-        ("a_drill_occurrence_is_claimed_once", |b| {
-            Box::pin(a_drill_occurrence_is_claimed_once(b))
-        }),
-        (
-            "notifications_are_written_with_their_event_and_taken_once",
-            |b| Box::pin(notifications_are_written_with_their_event_and_taken_once(b)),
-        ),
-        (
-            "escalations_fire_once_and_acknowledgements_cancel_them",
-            |b| Box::pin(escalations_fire_once_and_acknowledgements_cancel_them(b)),
-        ),
-        ("nul_characters_are_stored_and_read", |b| {
-            Box::pin(nul_characters_are_stored_and_read(b))
-        }),
-        ("peers_and_resends_queue_one_run", |b| {
-            Box::pin(peers_and_resends_queue_one_run(b))
-        }),
-        ("claims_hold_concurrency_across_replicas", |b| {
-            Box::pin(claims_hold_concurrency_across_replicas(b))
-        }),
-        ("a_stale_owner_writes_nothing", |b| {
-            Box::pin(a_stale_owner_writes_nothing(b))
-        }),
-        ("idempotent_runs_are_queued_again", |b| {
-            Box::pin(idempotent_runs_are_queued_again(b))
-        }),
-        ("heartbeats_keep_a_lease", |b| {
-            Box::pin(heartbeats_keep_a_lease(b))
-        }),
-        ("cancellation_reaches_the_owner", |b| {
-            Box::pin(cancellation_reaches_the_owner(b))
-        }),
-        ("the_lifecycle_is_recorded", |b| {
-            Box::pin(the_lifecycle_is_recorded(b))
-        }),
-        ("one_leader_at_a_time", |b| {
-            Box::pin(one_leader_at_a_time(b))
-        }),
-        ("live_output_resumes_after_a_cursor", |b| {
-            Box::pin(live_output_resumes_after_a_cursor(b))
-        }),
-        ("reaping_all_interrupts_what_ran", |b| {
-            Box::pin(reaping_all_interrupts_what_ran(b))
-        }),
-        ("a_full_queue_records_nothing", |b| {
-            Box::pin(a_full_queue_records_nothing(b))
-        }),
-    ];
-    for (name, scenario) in scenarios {
-        eprintln!("conformance on {}: {name}", b.name());
-        scenario(&b).await;
-    }
+/// Each scenario runs as a test of its own per backend, so that the first
+/// failure does not hide the rest (PostgreSQL: a throwaway cluster each).
+macro_rules! on_both_stores {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(&super::Backend::Sqlite(tempfile::tempdir().unwrap())).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if !crate::pg::available() {
+                    return;
+                }
+                super::$scenario(&super::Backend::Postgres(crate::pg::Pg::start())).await;
+            }
+        }
+    };
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sqlite_store_conforms() {
-    conformance(Backend::Sqlite(tempfile::tempdir().unwrap())).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_postgres_store_conforms() {
-    if !pg::available() {
-        return;
-    }
-    conformance(Backend::Postgres(Pg::start())).await;
-}
+// The conformance suite: every scenario on both stores, each a test of
+// its own per backend (see `on_both_stores!`).
+on_both_stores!(people_lead_tick_and_rerun);
+on_both_stores!(silences_end_when_their_run_or_alert_does);
+on_both_stores!(approvals_are_decided_once_and_resume);
+on_both_stores!(a_drill_occurrence_is_claimed_once);
+on_both_stores!(notifications_are_written_with_their_event_and_taken_once);
+on_both_stores!(escalations_fire_once_and_acknowledgements_cancel_them);
+on_both_stores!(nul_characters_are_stored_and_read);
+on_both_stores!(peers_and_resends_queue_one_run);
+on_both_stores!(claims_hold_concurrency_across_replicas);
+on_both_stores!(a_stale_owner_writes_nothing);
+on_both_stores!(idempotent_runs_are_queued_again);
+on_both_stores!(heartbeats_keep_a_lease);
+on_both_stores!(cancellation_reaches_the_owner);
+on_both_stores!(the_lifecycle_is_recorded);
+on_both_stores!(one_leader_at_a_time);
+on_both_stores!(live_output_resumes_after_a_cursor);
+on_both_stores!(reaping_all_interrupts_what_ran);
+on_both_stores!(a_full_queue_records_nothing);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_store_recovers_from_a_restart_and_says_why_while_down() {
@@ -1723,28 +1685,6 @@ fn the_lease_is_checked_only_for_a_shared_store() {
         "{}",
         served.first_line
     );
-}
-
-/// Each drift scenario below runs as a test of its own per backend, so
-/// that the first failure does not hide the rest (PostgreSQL: a throwaway
-/// cluster each).
-macro_rules! on_both_stores {
-    ($scenario:ident) => {
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario(&super::Backend::Sqlite(tempfile::tempdir().unwrap())).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                if !crate::pg::available() {
-                    return;
-                }
-                super::$scenario(&super::Backend::Postgres(crate::pg::Pg::start())).await;
-            }
-        }
-    };
 }
 
 fn ingest_capped(

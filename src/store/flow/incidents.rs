@@ -1,5 +1,7 @@
 //! An incident's timeline and lifecycle, as every operation records them.
 
+use futures_util::future::try_join;
+
 use super::{outbox, Driver, Op};
 use crate::incident::{IncidentId, IncidentStatus, Update};
 use crate::lifecycle;
@@ -24,12 +26,25 @@ pub(in crate::store) async fn advance<D: Driver>(
     event: lifecycle::Event<'_>,
 ) -> Op<(), D::Fail> {
     let now = d.lifecycle(incident).await?;
+    advance_from(d, incident, now, event).await
+}
+
+/// [`advance`] from the incident's state as the caller read it (in this
+/// transaction, with statements of its own: PostgreSQL sends them together).
+pub(in crate::store) async fn advance_from<D: Driver>(
+    d: &D,
+    incident: i64,
+    now: lifecycle::Incident,
+    event: lifecycle::Event<'_>,
+) -> Op<(), D::Fail> {
     let Some(t) = lifecycle::next(now, event) else {
         return Ok(());
     };
-    d.set_status(incident, t.status, t.run_failed).await?;
-    d.timeline(incident, t.author, "status", &t.message, Some(t.status))
-        .await?;
+    try_join(
+        d.set_status(incident, t.status, t.run_failed),
+        d.timeline(incident, t.author, "status", &t.message, Some(t.status)),
+    )
+    .await?;
     if t.status == IncidentStatus::Resolved && now.status != IncidentStatus::Resolved {
         outbox::resolved(d, incident, &t.message).await?;
     }

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 
+use futures_util::future::try_join;
+
 use super::{incidents::advance, incidents::run_note, outbox, Driver, Op};
 use crate::alert::{Alert, Status};
 use crate::incident::{IncidentId, IncidentStatus, RunState};
@@ -52,8 +54,12 @@ pub(in crate::store) async fn ingest<D: Driver>(d: &D, input: &Ingest) -> Op<Ing
     d.notification_link(out.notification_id, incident).await?;
     for (alert, matches) in n.alerts.iter().zip(&input.matches) {
         let starts = alert.starts_at.to_string();
-        let known = d.alert_status(incident, alert, &starts).await?;
-        d.alert_upsert(incident, alert, &starts).await?;
+        // The status before the upsert (sent together, run in order).
+        let (known, ()) = try_join(
+            d.alert_status(incident, alert, &starts),
+            d.alert_upsert(incident, alert, &starts),
+        )
+        .await?;
         if known != Some(alert.status) {
             let author = say::alert_author(&n.receiver);
             d.timeline(incident, author, "alert", &say::alert(alert), None)
@@ -196,23 +202,17 @@ async fn notify_ingest<D: Driver>(
 
 /// Queues a run unless its key is known, or a run of the same runbook, alert
 /// and phase is still in progress (Alertmanager's `startsAt` can drift
-/// between peers and resends: that is the same alert, not a new one).
+/// between peers and resends: that is the same alert, not a new one). One
+/// statement: the driver inserts only when neither holds.
 async fn insert_run<D: Driver>(
     d: &D,
     incident: i64,
     notification: i64,
     m: &RunbookMatch,
-    (fingerprint, starts): (&str, &str),
+    key: (&str, &str),
     phase: Phase,
 ) -> Op<Option<i64>, D::Fail> {
-    if d.run_in_progress(&m.name, fingerprint, phase.as_str())
-        .await?
-        .is_some()
-    {
-        return Ok(None);
-    }
-    d.run_insert(incident, notification, m, (fingerprint, starts), phase)
-        .await
+    d.run_insert(incident, notification, m, key, phase).await
 }
 
 async fn queue_remediation<D: Driver>(

@@ -4,7 +4,14 @@
 //! Each function runs inside the transaction its caller opened (SQLite's
 //! savepoint in a group commit, PostgreSQL's retried transaction) and
 //! returns the driver's failure, so that PostgreSQL can tell a conflict
-//! between replicas (run again) from an answer. Rules that are not about
+//! between replicas (run again) from an answer.
+//!
+//! Statements that do not depend on each other are awaited together
+//! (`try_join`): SQLite runs them one after the other as written, and
+//! PostgreSQL sends them in one round trip (tokio-postgres pipelines the
+//! queries of one connection), executed in the same order.
+//!
+//! Rules that are not about
 //! storage (the incident lifecycle, who may re-run what, what a
 //! notification policy queues) stay in their own modules and are called
 //! from here.

@@ -13,7 +13,10 @@ use crate::store::types::{json, say, text};
 use crate::store::StoreError;
 
 /// The incident's notification rules and whether it is a shadow incident.
-async fn policies<D: Driver>(d: &D, incident: i64) -> Op<(Policies, bool), D::Fail> {
+pub(in crate::store) async fn policies<D: Driver>(
+    d: &D,
+    incident: i64,
+) -> Op<(Policies, bool), D::Fail> {
     let (raw, shadow) = d.policies(incident).await?;
     let p = serde_json::from_str(&raw).map_err(|e| {
         StoreError::Invalid(format!("notification rules this runbookd cannot read: {e}"))
@@ -53,11 +56,22 @@ pub(in crate::store) async fn enqueue<D: Driver>(
     what: &Happened<'_>,
     source: Option<(i64, &str)>,
 ) -> Op<usize, D::Fail> {
-    let (p, shadow) = policies(d, incident).await?;
+    let rules = policies(d, incident).await?;
+    enqueue_with(d, incident, &rules, what, source).await
+}
+
+/// [`enqueue`] with the incident's rules as the caller read them.
+pub(in crate::store) async fn enqueue_with<D: Driver>(
+    d: &D,
+    incident: i64,
+    (p, shadow): &(Policies, bool),
+    what: &Happened<'_>,
+    source: Option<(i64, &str)>,
+) -> Op<usize, D::Fail> {
     if p.is_empty() {
         return Ok(0);
     }
-    insert(d, incident, &notify::queue(&p, what), shadow, source).await
+    insert(d, incident, &notify::queue(p, what), *shadow, source).await
 }
 
 async fn insert<D: Driver>(

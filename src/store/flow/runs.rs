@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{approvals, incidents::advance, incidents::run_note, outbox, people, Driver, Op};
+use futures_util::future::{try_join, try_join3, try_join4};
+
+use super::incidents::{advance_from, run_note};
+use super::{approvals, outbox, people, Driver, Op};
 use crate::incident::{IncidentId, RunState};
 use crate::lifecycle;
 use crate::notify::{Event, Happened, Unless};
@@ -51,18 +54,20 @@ pub(in crate::store) async fn claim<D: Driver>(
 }
 
 async fn claim_one<D: Driver>(d: &D, id: i64, req: &ClaimRequest) -> Op<Option<Claimed>, D::Fail> {
-    let Some(taken) = d.take(id, &req.owner, req.lease).await? else {
+    // Read together with the claim (PostgreSQL: one round trip); the run
+    // is locked by this transaction, so the read is of the claimed row.
+    let (taken, run) = try_join(d.take(id, &req.owner, req.lease), d.claimed(id)).await?;
+    let Some(taken) = taken else {
         return Ok(None);
     };
-    let run = d.claimed(id).await?;
     let resume = if taken.resumed {
         approvals::resume(d, id).await?
     } else {
         None
     };
-    if let Some(r) = &resume {
-        let message = say::resumed(id, &run.runbook, &r.approval, &req.owner);
-        run_note(d, run.incident, &message).await?;
+    let (note, what) = if let Some(r) = &resume {
+        let note = say::resumed(id, &run.runbook, &r.approval, &req.owner);
+        (note, None)
     } else {
         let started = say::started(
             id,
@@ -72,25 +77,34 @@ async fn claim_one<D: Driver>(d: &D, id: i64, req: &ClaimRequest) -> Op<Option<C
             &req.owner,
             taken.attempt,
         );
-        run_note(d, run.incident, &started).await?;
         let what = Happened {
             event: Event::RunStarted,
             runbook: Some(&run.runbook),
             run_id: Some(id),
             step: None,
-            detail: started,
+            detail: started.clone(),
         };
+        (started, Some(what))
+    };
+    let ((), rules, tally, now) = try_join4(
+        run_note(d, run.incident, &note),
+        outbox::policies(d, run.incident),
+        people::tally(d, run.incident),
+        d.lifecycle(run.incident),
+    )
+    .await?;
+    if let Some(what) = &what {
         let origin = (run.notification, run.fingerprint.as_str());
-        outbox::enqueue(d, run.incident, &what, Some(origin)).await?;
+        outbox::enqueue_with(d, run.incident, &rules, what, Some(origin)).await?;
     }
-    let failed_runs = people::tally(d, run.incident).await?.failed;
-    advance(
+    advance_from(
         d,
         run.incident,
+        now,
         lifecycle::Event::RunStarted {
             runbook: &run.runbook,
             phase: run.phase,
-            failed_runs,
+            failed_runs: tally.failed,
         },
     )
     .await?;
@@ -185,16 +199,19 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     };
     // The run's live output stays readable for a while after its end, so
     // that a stream reading it gets the tail; older runs' output goes.
-    d.prune_output().await?;
     let open_checklist = f.result.as_ref().map_or(0, |r| r.open_checklist().count());
-    ended(
-        d,
-        run.incident,
-        f.lease.run_id,
-        (&run.runbook, run.phase),
-        f.state,
-        &f.summary,
-        open_checklist,
+    let ((), (), rules) = try_join3(
+        d.prune_output(),
+        ended(
+            d,
+            run.incident,
+            f.lease.run_id,
+            (&run.runbook, run.phase),
+            f.state,
+            &f.summary,
+            open_checklist,
+        ),
+        outbox::policies(d, run.incident),
     )
     .await?;
     if run.phase == Phase::Remediation
@@ -220,7 +237,7 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
         &f.summary,
         f.result.as_ref(),
     ) {
-        outbox::enqueue(d, run.incident, &what, Some(origin)).await?;
+        outbox::enqueue_with(d, run.incident, &rules, &what, Some(origin)).await?;
     }
     Ok(FinishOutcome::Recorded)
 }
@@ -236,17 +253,23 @@ async fn ended<D: Driver>(
     summary: &str,
     open_checklist: usize,
 ) -> Op<(), D::Fail> {
-    run_note(d, incident, &say::finished(id, runbook, state, summary)).await?;
-    let remediation_not_succeeded = people::tally(d, incident).await?.not_succeeded;
-    advance(
+    let note = say::finished(id, runbook, state, summary);
+    let ((), tally, now) = try_join3(
+        run_note(d, incident, &note),
+        people::tally(d, incident),
+        d.lifecycle(incident),
+    )
+    .await?;
+    advance_from(
         d,
         incident,
+        now,
         lifecycle::Event::RunFinished {
             runbook,
             phase,
             state,
             summary,
-            remediation_not_succeeded,
+            remediation_not_succeeded: tally.not_succeeded,
             open_checklist,
         },
     )

@@ -1033,7 +1033,10 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .0
             .query_opt(
                 "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', now(), $7) ON CONFLICT DO NOTHING RETURNING id",
+                 SELECT $1::BIGINT, $2::BIGINT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, 'queued', now(), $7::BOOLEAN
+                 WHERE NOT EXISTS (SELECT 1 FROM runs WHERE runbook = $3 AND fingerprint = $4 AND phase = $6
+                                   AND state IN ('queued', 'running', 'awaiting_approval'))
+                 ON CONFLICT DO NOTHING RETURNING id",
                 &[&incident, &notification, &m.name, &fingerprint, &starts, &phase.as_str(), &m.idempotent],
             )
             .await?

@@ -937,7 +937,10 @@ impl crate::store::driver::Driver for Conn<'_> {
     ) -> Result<Option<i64>> {
         let inserted = self.0.run(
             "INSERT INTO runs (incident_id, notification_id, runbook, fingerprint, starts_at, phase, state, queued_at, idempotent)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8) ON CONFLICT DO NOTHING",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8
+             WHERE NOT EXISTS (SELECT 1 FROM runs WHERE runbook = ?3 AND fingerprint = ?4 AND phase = ?6
+                               AND state IN ('queued', 'running', 'awaiting_approval'))
+             ON CONFLICT DO NOTHING",
             params![incident, notification, m.name, fingerprint, starts, phase.as_str(), now(), m.idempotent],
         )?;
         Ok((inserted == 1).then(|| self.0.last_insert_rowid()))
