@@ -968,7 +968,10 @@ impl StoreObserver {
         }
     }
 
-    async fn flush(&self) {
+    /// Stores the output and steps gathered since the last flush. The last
+    /// flush, when the run ended, stores only output: the run's end, written
+    /// next, records every step (one write fewer per run).
+    async fn flush(&self, last: bool) {
         let chunks =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if !chunks.is_empty() {
@@ -979,7 +982,7 @@ impl StoreObserver {
         let progress = {
             let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
             let dirty = std::mem::replace(&mut p.1, false);
-            dirty.then(|| serde_json::to_string(&p.0))
+            (dirty && !last).then(|| serde_json::to_string(&p.0))
         };
         match progress {
             Some(Ok(json)) => {
@@ -997,9 +1000,9 @@ impl StoreObserver {
     async fn flush_loop(self: Arc<Self>) {
         loop {
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(200)) => self.flush().await,
+                () = tokio::time::sleep(Duration::from_millis(200)) => self.flush(false).await,
                 () = self.done.cancelled() => {
-                    self.flush().await;
+                    self.flush(true).await;
                     return;
                 }
             }

@@ -26,18 +26,21 @@ pub(in crate::store) async fn claim<D: Driver>(
     d: &D,
     req: &ClaimRequest,
 ) -> Op<Vec<Claimed>, D::Fail> {
-    d.claim_lock().await?;
-    let running = d.running_count().await?;
+    // The lock first; the counts and a page of the queue well past the
+    // free slots (for runbooks already at their concurrency) behind it.
+    let page = i64::from(req.free) * 16 + 64;
+    let ((), running, per_runbook, queued) = try_join4(
+        d.claim_lock(),
+        d.running_count(),
+        d.running_per_runbook(),
+        d.queued(page),
+    )
+    .await?;
     let mut free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
-    if free <= 0 {
-        return Ok(Vec::new());
-    }
-    let mut per_runbook: HashMap<String, u32> =
-        d.running_per_runbook().await?.into_iter().collect();
+    let mut per_runbook: HashMap<String, u32> = per_runbook.into_iter().collect();
     let mut claimed = Vec::new();
-    // A page well past the free slots, for runbooks already at their concurrency.
-    for (id, runbook) in d.queued(free * 16 + 64).await? {
-        if free == 0 {
+    for (id, runbook) in queued {
+        if free <= 0 {
             break;
         }
         let n = per_runbook.entry(runbook.clone()).or_default();
@@ -200,7 +203,19 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     // The run's live output stays readable for a while after its end, so
     // that a stream reading it gets the tail; older runs' output goes.
     let open_checklist = f.result.as_ref().map_or(0, |r| r.open_checklist().count());
-    let ((), (), rules) = try_join3(
+    let succeeded = run.phase == Phase::Remediation
+        && matches!(
+            f.state,
+            RunState::Succeeded | RunState::SucceededWithFailures
+        );
+    let disarm = async {
+        if succeeded {
+            let why = format!("run #{} of `{}` succeeded", f.lease.run_id, run.runbook);
+            outbox::disarm(d, run.incident, Unless::Succeeded, Some(&run.runbook), &why).await?;
+        }
+        Ok(())
+    };
+    let ((), (), rules, ()) = try_join4(
         d.prune_output(),
         ended(
             d,
@@ -212,23 +227,9 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
             open_checklist,
         ),
         outbox::policies(d, run.incident),
+        disarm,
     )
     .await?;
-    if run.phase == Phase::Remediation
-        && matches!(
-            f.state,
-            RunState::Succeeded | RunState::SucceededWithFailures
-        )
-    {
-        outbox::disarm(
-            d,
-            run.incident,
-            Unless::Succeeded,
-            Some(&run.runbook),
-            &format!("run #{} of `{}` succeeded", f.lease.run_id, run.runbook),
-        )
-        .await?;
-    }
     let origin = (run.notification, run.fingerprint.as_str());
     for what in crate::notify::run_ended(
         &run.runbook,
