@@ -126,6 +126,7 @@ async fn measure(runbook: &str, sink: Option<(&str, Arc<Mutex<Sink>>)>) -> Figur
         for (incident, at) in &opened {
             let v: serde_json::Value = client
                 .get(format!("{base}/api/v1/incidents/{incident}"))
+                .bearer_auth(common::TOKEN)
                 .send()
                 .await
                 .unwrap()

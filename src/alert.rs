@@ -27,6 +27,8 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 2] = [Status::Firing, Status::Resolved];
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {

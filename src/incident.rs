@@ -27,6 +27,13 @@ pub enum IncidentStatus {
 }
 
 impl IncidentStatus {
+    pub const ALL: [IncidentStatus; 4] = [
+        IncidentStatus::Investigating,
+        IncidentStatus::Identified,
+        IncidentStatus::Monitoring,
+        IncidentStatus::Resolved,
+    ];
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {

@@ -72,6 +72,8 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 2] = [Phase::Remediation, Phase::Resolution];
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {

@@ -744,4 +744,98 @@ mod tests {
         let shown = StoreUrl::Postgres("postgres://u:secret@h:1/db".into()).to_string();
         assert_eq!(shown, "postgres://u:***@h:1/db");
     }
+
+    /// Every state column is pinned to its enum in both schemas: adding a
+    /// variant without a migration that widens the constraints fails here.
+    #[test]
+    fn the_schemas_know_every_state() {
+        fn list<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> String {
+            all.iter()
+                .map(|v| format!("'{}'", name(*v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        use crate::incident::{IncidentStatus, RunState};
+        use crate::notify::{DeliveryState, Event, TimerState};
+        let columns = [
+            ("runs", "state", list(&RunState::ALL, RunState::as_str)),
+            (
+                "runs",
+                "phase",
+                list(&crate::plan::Phase::ALL, crate::plan::Phase::as_str),
+            ),
+            (
+                "incidents",
+                "status",
+                list(&IncidentStatus::ALL, IncidentStatus::as_str),
+            ),
+            (
+                "timeline",
+                "status",
+                list(&IncidentStatus::ALL, IncidentStatus::as_str),
+            ),
+            (
+                "alerts",
+                "status",
+                list(&crate::alert::Status::ALL, crate::alert::Status::as_str),
+            ),
+            (
+                "approvals",
+                "state",
+                list(
+                    crate::approval::ApprovalState::ALL,
+                    crate::approval::ApprovalState::as_str,
+                ),
+            ),
+            (
+                "approvals",
+                "on_timeout",
+                list(
+                    crate::approval::OnTimeout::ALL,
+                    crate::approval::OnTimeout::as_str,
+                ),
+            ),
+            (
+                "outbox",
+                "state",
+                list(DeliveryState::ALL, DeliveryState::as_str),
+            ),
+            ("outbox", "event", list(Event::ALL, Event::as_str)),
+            (
+                "escalations",
+                "state",
+                list(TimerState::ALL, TimerState::as_str),
+            ),
+        ];
+        let sqlite = include_str!("sqlite/schema_v14.sql");
+        let postgres = include_str!("postgres/schema_v9.sql");
+        for (table, column, values) in &columns {
+            let check = format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_known CHECK ({column} IN ({values}));"
+            );
+            assert!(postgres.contains(&check), "PostgreSQL lacks: {check}");
+            for (when, on) in [
+                ("insert", "INSERT".to_owned()),
+                ("update", format!("UPDATE OF {column}")),
+            ] {
+                let trigger = format!(
+                    "CREATE TRIGGER {table}_{column}_known_{when} BEFORE {on} ON {table}\nWHEN "
+                );
+                let at = sqlite
+                    .find(&trigger)
+                    .unwrap_or_else(|| panic!("SQLite lacks: {trigger}"));
+                let when_line = sqlite[at + trigger.len()..]
+                    .lines()
+                    .next()
+                    .unwrap_or_default();
+                assert!(
+                    when_line.ends_with(&format!("NEW.{column} NOT IN ({values})")),
+                    "SQLite's {table}.{column} {when} trigger: {when_line}"
+                );
+            }
+        }
+        let triggers = sqlite.matches("CREATE TRIGGER").count();
+        let checks = postgres.matches("ADD CONSTRAINT").count();
+        assert_eq!((triggers, checks), (2 * columns.len(), columns.len()));
+    }
 }

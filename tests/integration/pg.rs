@@ -200,16 +200,20 @@ impl Pg {
 
     /// Runs SQL with psql; its unaligned output.
     pub fn psql(&self, url: &str, sql: &str) -> String {
+        self.try_psql(url, sql)
+            .unwrap_or_else(|e| panic!("psql {sql}: {e}"))
+    }
+
+    /// `sql` through psql: its output, or PostgreSQL's error.
+    pub fn try_psql(&self, url: &str, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
             .args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "psql {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 }
 
