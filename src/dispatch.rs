@@ -970,8 +970,11 @@ impl StoreObserver {
 
     /// Stores the output and steps gathered since the last flush. The last
     /// flush, when the run ended, stores only output: the run's end, written
-    /// next, records every step (one write fewer per run).
+    /// next, records every step (one write fewer per run). A run this
+    /// replica no longer holds (its lease lapsed) is recorded by the replica
+    /// that takes it over, from its steps so far: they are stored then.
     async fn flush(&self, last: bool) {
+        let ends_here = last && !self.held.as_ref().is_some_and(|(h, _)| h.released());
         let chunks =
             std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
         if !chunks.is_empty() {
@@ -982,7 +985,7 @@ impl StoreObserver {
         let progress = {
             let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
             let dirty = std::mem::replace(&mut p.1, false);
-            (dirty && !last).then(|| serde_json::to_string(&p.0))
+            (dirty && !ends_here).then(|| serde_json::to_string(&p.0))
         };
         match progress {
             Some(Ok(json)) => {

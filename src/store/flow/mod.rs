@@ -9,7 +9,11 @@
 //! Statements that do not depend on each other are awaited together
 //! (`try_join`): SQLite runs them one after the other as written, and
 //! PostgreSQL sends them in one round trip (tokio-postgres pipelines the
-//! queries of one connection), executed in the same order.
+//! queries of one connection). PostgreSQL executes them in the order they
+//! are sent, which is the written order except when a later statement is
+//! already prepared on the connection and an earlier one is not yet: a
+//! join relies on its order only for statements always used together
+//! (alert status before its upsert); a lock is awaited alone.
 //!
 //! Rules that are not about
 //! storage (the incident lifecycle, who may re-run what, what a

@@ -26,19 +26,18 @@ pub(in crate::store) async fn claim<D: Driver>(
     d: &D,
     req: &ClaimRequest,
 ) -> Op<Vec<Claimed>, D::Fail> {
-    // The lock first; the counts and a page of the queue well past the
-    // free slots (for runbooks already at their concurrency) behind it.
-    let page = i64::from(req.free) * 16 + 64;
-    let ((), running, per_runbook, queued) = try_join4(
-        d.claim_lock(),
-        d.running_count(),
-        d.running_per_runbook(),
-        d.queued(page),
-    )
-    .await?;
+    // The lock first, alone (a pipelined statement could be sent before it
+    // while the lock's own statement is being prepared), then the counts.
+    d.claim_lock().await?;
+    let (running, per_runbook) = try_join(d.running_count(), d.running_per_runbook()).await?;
     let mut free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
+    if free <= 0 {
+        return Ok(Vec::new());
+    }
     let mut per_runbook: HashMap<String, u32> = per_runbook.into_iter().collect();
     let mut claimed = Vec::new();
+    // A page well past the free slots, for runbooks already at their concurrency.
+    let queued = d.queued(free * 16 + 64).await?;
     for (id, runbook) in queued {
         if free <= 0 {
             break;
