@@ -848,3 +848,32 @@ pub fn storable(
 pub fn slo_affecting(stored: Option<bool>, severity: &str) -> bool {
     stored.unwrap_or(matches!(severity, "sev1" | "sev2"))
 }
+
+/// The columns of an incident summary: the incident's own, its alert counts
+/// and what its first alert is about (at most 128 characters of the first of
+/// [`crate::incident::SUBJECT_LABELS`] it has), so a list never loads whole
+/// label sets. `label` is the backend's expression for one label of
+/// `labels` (JSON text).
+pub(crate) fn summary_columns(label: impl Fn(&str) -> String) -> String {
+    let subject: Vec<String> = crate::incident::SUBJECT_LABELS
+        .iter()
+        .map(|l| label(l))
+        .collect();
+    format!(
+        "i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id) AS alert_count,
+         (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id AND a.status = 'firing') AS firing_count,
+         (SELECT COUNT(*) FROM runs r WHERE r.incident_id = i.id AND r.state = 'awaiting_approval') AS awaiting_approval,
+         (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = i.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
+        subject.join(", ")
+    )
+}
+
+/// The silences to end now: those of runs that ended (`until: run_end`),
+/// and those whose alert or incident resolved (`until: resolved`). The same
+/// SQL on both backends.
+pub(crate) const SILENCES_DUE: &str = "FROM silences s JOIN runs r ON r.id = s.run_id JOIN incidents i ON i.id = s.incident_id
+     WHERE s.ended_at IS NULL AND (
+       (s.until = 'run_end' AND r.state NOT IN ('queued', 'running', 'awaiting_approval'))
+       OR (s.until = 'resolved' AND (i.status = 'resolved' OR EXISTS (
+         SELECT 1 FROM alerts a WHERE a.incident_id = s.incident_id AND a.fingerprint = s.fingerprint
+           AND a.starts_at = s.starts_at AND a.status = 'resolved'))))";

@@ -31,7 +31,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState, SUBJECT_LABELS};
+use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState};
 use crate::store::types::{incident_filter, ts};
 use crate::store::{IncidentFilter, LiveChunk, Pending, Result, Stats, StoreError, UnmatchedAlert};
 
@@ -513,17 +513,7 @@ async fn lead(tx: &Tx<'_>, owner: &str, lease: Duration) -> Op<bool> {
 
 /// The columns of an incident summary (as the SQLite store's).
 pub(super) static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let subject: Vec<String> = SUBJECT_LABELS
-        .iter()
-        .map(|l| format!("(a.labels::jsonb ->> '{l}')"))
-        .collect();
-    format!(
-        "i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id) AS alert_count,
-         (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id AND a.status = 'firing') AS firing_count,
-         (SELECT COUNT(*) FROM runs r WHERE r.incident_id = i.id AND r.state = 'awaiting_approval') AS awaiting_approval,
-         (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = i.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
-        subject.join(", ")
-    )
+    crate::store::types::summary_columns(|l| format!("(a.labels::jsonb ->> '{l}')"))
 });
 
 pub(super) fn summary(r: &Row) -> Op<IncidentSummary> {

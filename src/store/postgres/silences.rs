@@ -5,6 +5,7 @@ use tokio_postgres::Row;
 use super::{parsed, text, Fail, Op, Postgres};
 use crate::incident::IncidentId;
 use crate::silence::RunSilence;
+use crate::store::types::SILENCES_DUE;
 use crate::store::{Pending, Result, StoreError};
 
 const COLUMNS: &str =
@@ -24,14 +25,6 @@ fn row(r: &Row) -> Op<RunSilence> {
         alertmanager: r.get(8),
     })
 }
-
-/// The silences to end now (see the SQLite store's `DUE`).
-const DUE: &str = "FROM silences s JOIN runs r ON r.id = s.run_id JOIN incidents i ON i.id = s.incident_id
-     WHERE s.ended_at IS NULL AND (
-       (s.until = 'run_end' AND r.state NOT IN ('queued', 'running', 'awaiting_approval'))
-       OR (s.until = 'resolved' AND (i.status = 'resolved' OR EXISTS (
-         SELECT 1 FROM alerts a WHERE a.incident_id = s.incident_id AND a.fingerprint = s.fingerprint
-           AND a.starts_at = s.starts_at AND a.status = 'resolved'))))";
 
 impl Postgres {
     #[must_use]
@@ -86,13 +79,14 @@ impl Postgres {
     }
 
     pub async fn silences_due(&self) -> Result<Vec<RunSilence>> {
-        self.silences(format!("SELECT {COLUMNS} {DUE}")).await
+        self.silences(format!("SELECT {COLUMNS} {SILENCES_DUE}"))
+            .await
     }
 
     pub async fn silences_held(&self) -> Result<Vec<RunSilence>> {
         self.silences(format!(
             "SELECT {COLUMNS} FROM silences s WHERE s.ended_at IS NULL AND s.until = 'resolved'
-             AND s.watched AND s.id NOT IN (SELECT s.id {DUE})"
+             AND s.watched AND s.id NOT IN (SELECT s.id {SILENCES_DUE})"
         ))
         .await
     }

@@ -8,26 +8,16 @@ use rusqlite::{params, OptionalExtension};
 
 use super::driver::{at_once, Conn};
 use super::{parsed, Cached, Sqlite};
-use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState, SUBJECT_LABELS};
+use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState};
 use crate::store::flow;
 use crate::store::types::{incident_filter, now, ts};
 use crate::store::{IncidentFilter, LiveChunk, Pending, Result, Stats, UnmatchedAlert};
 
-/// The columns of an incident summary: the incident's own, its alert counts
-/// and what its first alert is about (at most 128 characters of the first of
-/// [`SUBJECT_LABELS`] it has), so a list never loads whole label sets.
+/// The columns of an incident summary ([`summary_columns`]), on SQLite.
+///
+/// [`summary_columns`]: crate::store::types::summary_columns
 pub(super) static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let subject: Vec<String> = SUBJECT_LABELS
-        .iter()
-        .map(|l| format!("json_extract(labels, '$.{l}')"))
-        .collect();
-    format!(
-        "i.*, (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id) AS alert_count,
-         (SELECT COUNT(*) FROM alerts a WHERE a.incident_id = i.id AND a.status = 'firing') AS firing_count,
-         (SELECT COUNT(*) FROM runs r WHERE r.incident_id = i.id AND r.state = 'awaiting_approval') AS awaiting_approval,
-         (SELECT substr(COALESCE({}), 1, 128) FROM alerts a WHERE a.incident_id = i.id ORDER BY first_seen, fingerprint LIMIT 1) AS subject",
-        subject.join(", ")
-    )
+    crate::store::types::summary_columns(|l| format!("json_extract(labels, '$.{l}')"))
 });
 
 pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {

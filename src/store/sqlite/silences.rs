@@ -5,7 +5,7 @@ use rusqlite::{params, Connection};
 use super::{Cached, Sqlite};
 use crate::incident::IncidentId;
 use crate::silence::RunSilence;
-use crate::store::types::now;
+use crate::store::types::{now, SILENCES_DUE};
 use crate::store::{Pending, Result};
 
 const COLUMNS: &str =
@@ -27,15 +27,6 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSilence> {
         alertmanager: r.get(8)?,
     })
 }
-
-/// The silences to end now: those of runs that ended (`until: run_end`),
-/// and those whose alert or incident resolved (`until: resolved`).
-const DUE: &str = "FROM silences s JOIN runs r ON r.id = s.run_id JOIN incidents i ON i.id = s.incident_id
-     WHERE s.ended_at IS NULL AND (
-       (s.until = 'run_end' AND r.state NOT IN ('queued', 'running', 'awaiting_approval'))
-       OR (s.until = 'resolved' AND (i.status = 'resolved' OR EXISTS (
-         SELECT 1 FROM alerts a WHERE a.incident_id = s.incident_id AND a.fingerprint = s.fingerprint
-           AND a.starts_at = s.starts_at AND a.status = 'resolved'))))";
 
 fn list(conn: &Connection, sql: &str) -> Result<Vec<RunSilence>> {
     Ok(conn
@@ -84,7 +75,7 @@ impl Sqlite {
     }
 
     pub async fn silences_due(&self) -> Result<Vec<RunSilence>> {
-        self.read(|c| list(c, &format!("SELECT {COLUMNS} {DUE}")))
+        self.read(|c| list(c, &format!("SELECT {COLUMNS} {SILENCES_DUE}")))
             .await
     }
 
@@ -96,7 +87,7 @@ impl Sqlite {
                 c,
                 &format!(
                     "SELECT {COLUMNS} FROM silences s WHERE s.ended_at IS NULL AND s.until = 'resolved'
-                     AND s.watched AND s.id NOT IN (SELECT s.id {DUE})"
+                     AND s.watched AND s.id NOT IN (SELECT s.id {SILENCES_DUE})"
                 ),
             )
         })
