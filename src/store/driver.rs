@@ -458,6 +458,16 @@ pub(super) trait Driver {
         took_ms: i64,
     ) -> Op<(), Self::Fail>;
 
+    /// Claims one scheduled occurrence of a runbook's drill; false when it
+    /// was claimed already.
+    async fn claim_drill(
+        &self,
+        runbook: &str,
+        drill: &str,
+        at: DateTime<Utc>,
+        owner: &str,
+    ) -> Op<bool, Self::Fail>;
+
     // -- runs ---------------------------------------------------------------
 
     /// Renews the leases `owner` holds: the runs still held, each with

@@ -33,6 +33,8 @@ use std::time::Duration;
 
 pub use types::*;
 
+use driver::Driver as _;
+
 use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState, Update};
 
 /// What `/metrics` shows of the store, read together.
@@ -345,7 +347,7 @@ impl Store {
         at: chrono::DateTime<chrono::Utc>,
         owner: String,
     ) -> Pending<bool> {
-        each!(self, b => b.claim_drill(runbook, drill, at, owner))
+        flow!(self, pool, |d| d.claim_drill(&runbook, &drill, at, &owner))
     }
 
     /// Cancels a run for a person: a queued run ends `cancelled`, a running

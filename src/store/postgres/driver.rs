@@ -1413,6 +1413,23 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .await?;
         Ok(())
     }
+
+    async fn claim_drill(
+        &self,
+        runbook: &str,
+        drill: &str,
+        at: DateTime<Utc>,
+        owner: &str,
+    ) -> Op<bool> {
+        Ok(self
+            .0
+            .execute(
+                "INSERT INTO drills (runbook, drill, scheduled_at, owner, claimed_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
+                &[&runbook, &drill, &at, &owner],
+            )
+            .await?
+            == 1)
+    }
 }
 
 /// A run whose end or pause was recorded, from the `RETURNING` of its update.

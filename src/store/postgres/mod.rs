@@ -339,25 +339,6 @@ impl Postgres {
     }
 
     #[must_use]
-    pub fn claim_drill(
-        &self,
-        runbook: String,
-        drill: String,
-        at: DateTime<Utc>,
-        owner: String,
-    ) -> Pending<bool> {
-        transaction!(self, |tx| {
-            let n = tx
-                .execute(
-                    "INSERT INTO drills (runbook, drill, scheduled_at, owner, claimed_at) VALUES ($1, $2, $3, $4, now()) ON CONFLICT DO NOTHING",
-                    &[&runbook, &drill, &at, &owner],
-                )
-                .await?;
-            Ok::<_, Fail>(n == 1)
-        })
-    }
-
-    #[must_use]
     pub fn announce_reload(&self, origin: String) -> Pending<()> {
         transaction!(self, |tx| tx
             .execute("SELECT pg_notify($1, $2)", &[&RELOAD_CHANNEL, &origin])

@@ -1262,6 +1262,19 @@ impl crate::store::driver::Driver for Conn<'_> {
         )?;
         Ok(())
     }
+
+    async fn claim_drill(
+        &self,
+        runbook: &str,
+        drill: &str,
+        at: DateTime<Utc>,
+        owner: &str,
+    ) -> Result<bool> {
+        Ok(self.0.run(
+            "INSERT INTO drills (runbook, drill, scheduled_at, owner, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![runbook, drill, ts(at), owner, now()],
+        )? == 1)
+    }
 }
 
 /// A run whose end or pause was recorded, from the `RETURNING` of its update.

@@ -10,7 +10,7 @@ use super::driver::{at_once, Conn};
 use super::{parsed, Cached, Sqlite};
 use crate::incident::{IncidentDetail, IncidentId, IncidentSummary, RunState};
 use crate::store::flow;
-use crate::store::types::{incident_filter, now, ts};
+use crate::store::types::{incident_filter, ts};
 use crate::store::{IncidentFilter, LiveChunk, Pending, Result, Stats, UnmatchedAlert};
 
 /// The columns of an incident summary ([`summary_columns`]), on SQLite.
@@ -296,23 +296,6 @@ impl Sqlite {
     #[must_use]
     pub fn lead(&self, _owner: String, _lease: Duration) -> Pending<bool> {
         Box::pin(std::future::ready(Ok(true)))
-    }
-
-    #[must_use]
-    pub fn claim_drill(
-        &self,
-        runbook: String,
-        drill: String,
-        at: DateTime<Utc>,
-        owner: String,
-    ) -> Pending<bool> {
-        Box::pin(self.write(move |c| {
-            let n = c.execute(
-                "INSERT INTO drills (runbook, drill, scheduled_at, owner, claimed_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                params![runbook, drill, ts(at), owner, now()],
-            )?;
-            Ok(n == 1)
-        }))
     }
 
     pub async fn ping(&self) -> Result<()> {
