@@ -672,10 +672,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             config,
             slos,
         } => {
-            let runbooks = check(&paths, config.as_deref())?;
+            let names = config_notifiers(config.as_deref())?;
+            let runbooks = check(&paths, names.as_deref());
             let slos = match slos {
                 None => ExitCode::SUCCESS,
-                Some(dir) => check_slos(&dir),
+                Some(dir) => check_slos(&dir, names.as_deref()),
             };
             Ok(if runbooks == ExitCode::SUCCESS {
                 slos
@@ -1079,8 +1080,15 @@ fn slo_status(
 }
 
 /// `check --slos`: every problem as `file:line:col`.
-fn check_slos(path: &Path) -> ExitCode {
-    match crate::slo::load_paths(&[path.to_owned()]) {
+fn check_slos(path: &Path, notifiers: Option<&[String]>) -> ExitCode {
+    let loaded = crate::slo::load_paths(&[path.to_owned()]).and_then(|set| {
+        if let Some(names) = notifiers {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            set.check_notifiers(&names)?;
+        }
+        Ok(set)
+    });
+    match loaded {
         Ok(set) => {
             say!(
                 "{}: {} SLO(s), {} forecast(s), {} policy(ies): ok",
@@ -1143,19 +1151,19 @@ fn slo(action: SloAction) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn check(paths: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let names: Option<Vec<String>> = match config {
-        None => None,
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("cannot read config `{}`: {e}", p.display()))?;
-            let f: crate::config::FileConfig = serde_yaml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("config `{}`: {e}", p.display()))?;
-            Some(f.notifiers.into_keys().collect())
-        }
-    };
+/// The names of the `notifiers:` of `config`, to check references against.
+fn config_notifiers(config: Option<&Path>) -> anyhow::Result<Option<Vec<String>>> {
+    let Some(p) = config else { return Ok(None) };
+    let text = std::fs::read_to_string(p)
+        .map_err(|e| anyhow::anyhow!("cannot read config `{}`: {e}", p.display()))?;
+    let f: crate::config::FileConfig = serde_yaml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("config `{}`: {e}", p.display()))?;
+    Ok(Some(f.notifiers.into_keys().collect()))
+}
+
+fn check(paths: &[PathBuf], names: Option<&[String]>) -> ExitCode {
     let loaded = runbook::load_paths(paths).and_then(|set| {
-        if let Some(names) = &names {
+        if let Some(names) = names {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             crate::notify::config::check_names(&set, &names)?;
         } else {
@@ -1172,7 +1180,7 @@ fn check(paths: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
         }
         Ok(set)
     });
-    Ok(match report(loaded) {
+    match report(loaded) {
         Ok(set) => {
             for w in set.warnings() {
                 eprintln!("{w}");
@@ -1194,7 +1202,7 @@ fn check(paths: &[PathBuf], config: Option<&Path>) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         }
         Err(code) => code,
-    })
+    }
 }
 
 fn notifications(

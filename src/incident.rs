@@ -360,6 +360,9 @@ pub struct IncidentSummary {
     /// (JSON; `None` until then). Shown through the API's `slo_budget`.
     #[serde(skip)]
     pub slo_budget: Option<String>,
+    /// Why a policy over what it cost requires its postmortem
+    /// (`require_postmortem`); `None`: not required.
+    pub postmortem_required: Option<String>,
 }
 
 /// One alert of an incident.

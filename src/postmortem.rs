@@ -241,6 +241,16 @@ pub fn context(d: &IncidentDetail) -> Value {
             (None, _, _) => format!("Still {} after {}.", s.status, human(s.duration_seconds)),
         }
     );
+    if let Some(why) = &s.postmortem_required {
+        // The policy's rule: at least one P0 action item, first.
+        actions.insert(
+            0,
+            format!(
+                "**P0**: _to be filled in: what stops this from happening again_ (a postmortem is required: {})",
+                cell(why)
+            ),
+        );
+    }
     json!({
         "incident": {
             "id": s.id.to_string(), "title": cell(&s.title), "severity": s.severity, "status": s.status, "escalated": s.escalated, "run_failed": s.run_failed,
@@ -249,6 +259,7 @@ pub fn context(d: &IncidentDetail) -> Value {
             "start": utc(&s.created_at), "end": s.resolved_at.as_deref().map(utc), "duration": human(s.duration_seconds),
             "duration_seconds": s.duration_seconds, "root_cause": d.root_cause.as_deref().map(cell), "shadow": s.shadow,
             "commander": s.commander.as_deref().map(cell), "acknowledged_by": s.acknowledged_by.as_deref().map(cell),
+            "postmortem_required": s.postmortem_required.as_deref().map(cell),
         },
         "summary": summary,
         "alerts": alerts,
@@ -331,6 +342,7 @@ mod tests {
                 grouped_by: None,
                 slo_affecting: false,
                 slo_budget: None,
+                postmortem_required: None,
                 services: vec![],
                 runbooks: vec![],
                 receiver: "r".into(),
@@ -372,6 +384,24 @@ mod tests {
         assert!(
             text.contains("- Duration: 1m 30s, from 2026-11-24 08:00:00 UTC to now, still open."),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_required_postmortem_says_so_and_opens_with_a_p0_action_item() {
+        let mut d = detail();
+        assert!(!render(&d, None).unwrap().contains("P0"));
+        d.summary.postmortem_required =
+            Some("policy `twenty` (incident_budget_consumed > 0.2): web/latency: 23.0% of its budget <b>".into());
+        let text = render(&d, None).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            text.contains("| Postmortem | **required**: policy `twenty` (incident_budget_consumed &gt; 0.2): web/latency: 23.0% of its budget &lt;b&gt; |"),
+            "{text}"
+        );
+        let items = &text[text.find("## Action items").unwrap()..];
+        assert!(
+            items.starts_with("## Action items\n\n- [ ] **P0**: _to be filled in"),
+            "{items}"
         );
     }
 }

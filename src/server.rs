@@ -179,6 +179,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let set = runbook::load_dir(&cfg.runbooks).map_err(StartError::Runbooks)?;
     crate::notify::config::check_refs(&set, &cfg.notifiers).map_err(StartError::Runbooks)?;
     let slos = load_slos(cfg.slos.as_deref()).map_err(StartError::Slos)?;
+    let configured: Vec<&str> = cfg.notifiers.keys().map(String::as_str).collect();
+    slos.check_notifiers(&configured)
+        .map_err(StartError::Slos)?;
     for w in set.warnings() {
         tracing::warn!("{w}");
     }

@@ -131,6 +131,18 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
     let notifiers = settings
         .as_ref()
         .map_or_else(|| s.notifiers.get(), |c| c.notifiers.clone());
+    let configured: Vec<&str> = notifiers.keys().map(String::as_str).collect();
+    slos.check_notifiers(&configured).map_err(|errors| {
+        s.metrics.reloaded(false);
+        tracing::error!(
+            "reload refused, the previous SLOs, settings and runbooks stay in force:\n{errors}"
+        );
+        ApiError::Invalid {
+            message: "invalid SLO files: the previous SLOs, settings and runbooks stay in force"
+                .into(),
+            errors: errors.0.iter().map(ToString::to_string).collect(),
+        }
+    })?;
     let loaded = crate::runbook::load_dir(&s.runbooks_dir).and_then(|set| {
         crate::notify::config::check_refs(&set, &notifiers)?;
         Ok(set)

@@ -77,6 +77,12 @@ named!(
         /// An alert storm: runs over a rate cap are being skipped (told
         /// once per storm).
         RunsRateLimited = "runs_rate_limited",
+        /// A `verify:` step failed: the remediation did not work (told
+        /// besides `step_failed`).
+        VerifyFailed = "verify_failed",
+        /// A policy over what the incident cost requires its postmortem
+        /// (told once, when its cost is recorded after it resolved).
+        PostmortemRequired = "postmortem_required",
     }
 );
 
@@ -211,16 +217,26 @@ pub fn run_ended<'a>(
         for s in &r.steps {
             // The one rule of what a failed step is (StepOutcome::is_failure).
             if let Some(o) = s.outcome.as_ref().filter(|o| o.is_failure()) {
+                let detail = format!(
+                    "run #{run_id} of `{runbook}`: step `{}` {}",
+                    s.name,
+                    o.detail().unwrap_or_else(|| o.status().to_owned())
+                );
+                if s.plan.kind == crate::plan::StepKind::Verify {
+                    out.push(Happened {
+                        event: Event::VerifyFailed,
+                        runbook: Some(runbook),
+                        run_id: Some(run_id),
+                        step: Some(&s.name),
+                        detail: detail.clone(),
+                    });
+                }
                 out.push(Happened {
                     event: Event::StepFailed,
                     runbook: Some(runbook),
                     run_id: Some(run_id),
                     step: Some(&s.name),
-                    detail: format!(
-                        "run #{run_id} of `{runbook}`: step `{}` {}",
-                        s.name,
-                        o.detail().unwrap_or_else(|| o.status().to_owned())
-                    ),
+                    detail,
                 });
             }
         }

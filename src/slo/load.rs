@@ -1033,22 +1033,57 @@ fn policies_doc(at: &At<'_>, text: &str) -> (Vec<Policy>, Vec<SloError>) {
         let mut actions = Vec::new();
         for (j, a) in e.actions.iter().enumerate() {
             let item = format!("actions.{j}");
-            match a.as_str() {
-                Some("freeze") => actions.push(Action::Freeze),
-                Some("require_postmortem") => err(
-                    &item,
-                    "`require_postmortem` is not built yet (it needs an incident's cost, #26 item 6): use `freeze` and `recommend:`".into(),
-                ),
-                _ if a.get("notify").is_some() => err(
-                    &item,
-                    "`notify` is not built yet (a policy's changes are not yet notification events, #26 item 3): use `freeze` and `recommend:`; the gate and `runbookd gate` say the verdict".into(),
-                ),
+            match (a.as_str(), a.get("notify")) {
+                (Some("freeze"), _) => actions.push(Action::Freeze),
+                (Some("require_postmortem"), _) => actions.push(Action::RequirePostmortem),
+                (None, Some(to)) => match serde_yaml::from_value::<Vec<String>>(to.clone()) {
+                    Ok(names) if !names.is_empty() && names.iter().all(|n| !n.trim().is_empty()) => {
+                        actions.push(Action::Notify(names));
+                    }
+                    _ => err(
+                        &item,
+                        "`notify` names notifiers of the server config: `{notify: [slack-ops]}`".into(),
+                    ),
+                },
                 _ => err(
                     &item,
-                    format!("unknown action {}: expected `freeze`", serde_yaml::to_string(a).unwrap_or_default().trim()),
+                    format!(
+                        "unknown action {}: expected `freeze`, `require_postmortem` or `{{notify: [NOTIFIER, …]}}`",
+                        serde_yaml::to_string(a).unwrap_or_default().trim()
+                    ),
                 ),
             }
         }
+        let when = when.filter(|w| {
+            let per_incident = w.metric.per_incident();
+            let mut fits = true;
+            for (j, a) in actions.iter().enumerate() {
+                let why = match a {
+                    Action::Freeze if per_incident => Some(
+                        "`freeze` follows a service's budget (budget_remaining, burn_rate(WINDOW), time_to_exhaustion), not one incident's cost: give `require_postmortem`",
+                    ),
+                    Action::RequirePostmortem if !per_incident => Some(
+                        "`require_postmortem` follows one incident's cost: write `when: incident_budget_consumed > SHARE`",
+                    ),
+                    Action::Notify(_) if !per_incident => Some(
+                        "`notify` is told when an incident's cost requires a postmortem (`when: incident_budget_consumed > SHARE`); a service's freeze is not a notification event yet: the gate and `runbookd gate` say the verdict",
+                    ),
+                    _ => None,
+                };
+                if let Some(why) = why {
+                    err(&format!("actions.{j}"), why.into());
+                    fits = false;
+                }
+            }
+            if per_incident && !actions.contains(&Action::RequirePostmortem) {
+                err(
+                    "actions",
+                    "a policy over an incident's cost says `require_postmortem` (and may `notify`)".into(),
+                );
+                fits = false;
+            }
+            fits
+        });
         if actions.is_empty() && e.recommend.is_none() {
             err(
                 "actions",

@@ -200,6 +200,40 @@ impl SloSet {
         &self.policies
     }
 
+    /// Every notifier the policies' `notify` actions name is one of
+    /// `configured` (the server config's `notifiers:`), checked at start,
+    /// reload and `check --config`.
+    ///
+    /// # Errors
+    /// Each unknown name, where the policy is.
+    pub fn check_notifiers(&self, configured: &[&str]) -> Result<(), SloErrors> {
+        let errors: Vec<SloError> = self
+            .policies
+            .iter()
+            .flat_map(|p| p.notifiers().map(move |n| (p, n)))
+            .filter(|(_, n)| !configured.contains(n))
+            .map(|(p, n)| SloError {
+                file: p.file.clone(),
+                pos: Some(p.pos),
+                slo: None,
+                message: format!(
+                    "policy `{}`: notifier `{n}` is not configured ({})",
+                    p.name,
+                    if configured.is_empty() {
+                        "the server config has no `notifiers:`".to_owned()
+                    } else {
+                        format!("configured: {}", configured.join(", "))
+                    }
+                ),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(SloErrors(errors))
+        }
+    }
+
     /// The gate of `service` on these statuses (`None`: no SLO of that service).
     #[must_use]
     pub fn gate(

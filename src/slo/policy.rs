@@ -1,14 +1,17 @@
 //! Error-budget policies (`policies:` documents beside the SLO files) and
-//! the gate they make: a condition over a service's SLOs' budgets
-//! (`budget_remaining`, `burn_rate(WINDOW)`, `time_to_exhaustion`), and what
-//! follows when it holds: `freeze` (the gate answers "no" to deploys, chaos
-//! and risky automation that ask it) and a `recommend:` text shown with the
-//! verdict (the guide's engine answers both "halt releases?" and "what
-//! should we do?").
+//! what they decide. A policy is a condition and what follows when it holds:
+//! - over a service's SLOs' budgets (`budget_remaining`,
+//!   `burn_rate(WINDOW)`, `time_to_exhaustion`): `freeze` (the gate answers
+//!   "no" to deploys, chaos and risky automation that ask it);
+//! - over what one incident cost (`incident_budget_consumed`):
+//!   `require_postmortem` (the incident is marked, its draft gets a P0
+//!   action item) and `notify` (a `postmortem_required` notification);
+//! - either way a `recommend:` text shown with the verdict (the guide's
+//!   engine answers both "halt releases?" and "what should we do?").
 //!
-//! A verdict is a pure function of the SLO statuses every replica already
-//! shares (the leader reads Prometheus and stores them), so every replica
-//! answers a gate alike without a state of its own.
+//! A verdict is a pure function of what every replica already shares (the
+//! SLO statuses the leader reads and stores, an incident's recorded cost),
+//! so every replica answers a gate alike without a state of its own.
 
 use std::time::Duration;
 
@@ -29,6 +32,17 @@ pub enum Metric {
     /// At the last hour's burn rate, until the budget is spent (seconds;
     /// not burning: never).
     TimeToExhaustion,
+    /// The share of the period's budget one incident spent, from its
+    /// opening to its end (measured once it resolved, per SLO).
+    IncidentBudgetConsumed,
+}
+
+impl Metric {
+    /// Measured on one incident, not on a service's status.
+    #[must_use]
+    pub fn per_incident(&self) -> bool {
+        *self == Metric::IncidentBudgetConsumed
+    }
 }
 
 /// The window a `burn_rate(…)` is read over.
@@ -50,6 +64,7 @@ impl std::fmt::Display for Metric {
             Metric::BurnRate(BurnWindow::Period) => f.write_str("burn_rate(period)"),
             Metric::BurnRate(BurnWindow::Window(w)) => write!(f, "burn_rate({w})"),
             Metric::TimeToExhaustion => f.write_str("time_to_exhaustion"),
+            Metric::IncidentBudgetConsumed => f.write_str("incident_budget_consumed"),
         }
     }
 }
@@ -92,9 +107,7 @@ impl std::str::FromStr for When {
         let metric = match name {
             "budget_remaining" => Metric::BudgetRemaining,
             "time_to_exhaustion" => Metric::TimeToExhaustion,
-            "incident_budget_consumed" => {
-                return Err("`incident_budget_consumed` is not measured yet (an incident's cost comes with #26 item 6): use budget_remaining, burn_rate(WINDOW) or time_to_exhaustion".into())
-            }
+            "incident_budget_consumed" => Metric::IncidentBudgetConsumed,
             _ => match name
                 .strip_prefix("burn_rate(")
                 .and_then(|w| w.strip_suffix(')'))
@@ -111,7 +124,7 @@ impl std::str::FromStr for When {
                 }
                 None => {
                     return Err(format!(
-                        "unknown measure `{name}`: expected budget_remaining, burn_rate(WINDOW) or time_to_exhaustion"
+                        "unknown measure `{name}`: expected budget_remaining, burn_rate(WINDOW), time_to_exhaustion or incident_budget_consumed"
                     ))
                 }
             },
@@ -134,11 +147,16 @@ impl std::str::FromStr for When {
 }
 
 /// What a policy does while its condition holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// The service's gate answers "no" (deploys, chaos, risky runbooks).
     Freeze,
+    /// The incident must have a postmortem: marked on it (UI, API), its
+    /// draft gets a P0 action item, and `postmortem_required` is told.
+    RequirePostmortem,
+    /// These notifiers (`notifiers:` in the server config) are told.
+    Notify(Vec<String>),
 }
 
 /// When a covered SLO's budget cannot be read (Prometheus down, no events).
@@ -178,10 +196,27 @@ impl Policy {
     /// Whether it covers `slo`.
     #[must_use]
     pub fn covers(&self, slo: &Slo) -> bool {
+        self.covers_id(&slo.service, &slo.name)
+    }
+
+    /// Whether it covers the SLO `name` of `service`.
+    #[must_use]
+    pub fn covers_id(&self, service: &str, name: &str) -> bool {
         match &self.scope {
-            Scope::Slos(ids) => ids.iter().any(|(s, n)| *s == slo.service && *n == slo.name),
-            Scope::Services(services) => services.contains(&slo.service),
+            Scope::Slos(ids) => ids.iter().any(|(s, n)| s == service && n == name),
+            Scope::Services(services) => services.iter().any(|s| s == service),
         }
+    }
+
+    /// The notifiers its `notify` actions name.
+    pub fn notifiers(&self) -> impl Iterator<Item = &str> {
+        self.actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Notify(names) => names.as_slice(),
+                _ => &[],
+            })
+            .map(String::as_str)
     }
 }
 
@@ -251,6 +286,9 @@ fn measure(metric: &Metric, slo: &Slo, st: &Status, now: DateTime<Utc>) -> Resul
             };
             Ok((1.0 - remaining) / gone)
         }
+        Metric::IncidentBudgetConsumed => {
+            Err("measured on an incident, not on a service's status".into())
+        }
         Metric::BurnRate(BurnWindow::Window(w)) => {
             let want = crate::duration::parse(w).map_err(|e| e.to_string())?;
             st.tiers
@@ -279,7 +317,8 @@ pub fn gate(
         return None;
     }
     let mut verdicts = Vec::new();
-    for p in policies {
+    // Policies over one incident's cost never freeze a service.
+    for p in policies.iter().filter(|p| !p.when.metric.per_incident()) {
         let covered: Vec<&&&Slo> = own.iter().filter(|s| p.covers(s)).collect();
         if covered.is_empty() {
             continue;
@@ -359,6 +398,80 @@ pub fn gate(
     })
 }
 
+/// What the policies over an incident's cost decided for one incident.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OnIncident {
+    /// One line per policy whose condition held (with the SLOs and shares).
+    pub reasons: Vec<String>,
+    /// One of them says `require_postmortem`.
+    pub postmortem: bool,
+    /// Whom their `notify` actions name (each once).
+    pub notify: Vec<String>,
+    /// Their `recommend:` texts (each once).
+    pub recommendations: Vec<String>,
+}
+
+impl OnIncident {
+    /// No policy held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}
+
+/// Measures each policy over an incident's cost on what the incident
+/// spent, `(service, slo, share)` per SLO (`None`: not measured; an
+/// unknown share holds only under `on_unknown: hold`).
+#[must_use]
+pub fn on_incident(policies: &[Policy], spent: &[(&str, &str, Option<f64>)]) -> OnIncident {
+    let mut out = OnIncident::default();
+    for p in policies.iter().filter(|p| p.when.metric.per_incident()) {
+        let held: Vec<String> = spent
+            .iter()
+            .filter(|(service, slo, _)| p.covers_id(service, slo))
+            .filter_map(|(service, slo, share)| match share {
+                Some(x) if p.when.condition.holds(*x) => {
+                    Some(format!("{service}/{slo}: {} of its budget", percent(*x)))
+                }
+                None if p.on_unknown == OnUnknown::Hold => Some(format!(
+                    "{service}/{slo}: unknown, and the policy holds when it cannot tell"
+                )),
+                _ => None,
+            })
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        out.reasons.push(format!(
+            "policy `{}` ({}): {}",
+            p.name,
+            p.when,
+            held.join(", ")
+        ));
+        out.postmortem |= p.actions.contains(&Action::RequirePostmortem);
+        for n in p.notifiers() {
+            if !out.notify.iter().any(|x| x == n) {
+                out.notify.push(n.to_owned());
+            }
+        }
+        if let Some(r) = &p.recommend {
+            if !out.recommendations.contains(r) {
+                out.recommendations.push(r.clone());
+            }
+        }
+    }
+    out
+}
+
+/// A share as a percentage: one decimal, or three under 1%.
+fn percent(x: f64) -> String {
+    if (x * 100.0).abs() < 1.0 {
+        format!("{:.3}%", x * 100.0)
+    } else {
+        format!("{:.1}%", x * 100.0)
+    }
+}
+
 /// A measured value as the reasons show it.
 fn shown(metric: &str, x: f64) -> String {
     if metric == "time_to_exhaustion" {
@@ -403,10 +516,88 @@ mod tests {
             ("budget_remaining", "write METRIC OP NUMBER"),
             ("budget_remaining < lots", "is not a number"),
             ("time_to_exhaustion < 0.5", "compared with a duration"),
-            ("incident_budget_consumed > 0.2", "not measured yet"),
         ] {
             let err = bad.parse::<When>().unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    fn policy(name: &str, scope: Scope, when: &str, actions: Vec<Action>) -> Policy {
+        Policy {
+            name: name.into(),
+            scope,
+            when: when.parse().unwrap(),
+            actions,
+            recommend: Some(format!("{name} says so.")),
+            on_unknown: OnUnknown::Hold,
+            file: "p.yaml".into(),
+            pos: crate::runbook::Pos::default(),
+        }
+    }
+
+    #[test]
+    fn an_incident_s_cost_requires_a_postmortem_only_past_its_policies_share() {
+        let policies = [
+            policy(
+                "twenty",
+                Scope::Services(vec!["web".into()]),
+                "incident_budget_consumed > 0.2",
+                vec![
+                    Action::RequirePostmortem,
+                    Action::Notify(vec!["ops".into()]),
+                ],
+            ),
+            policy(
+                "latency-ten",
+                Scope::Slos(vec![("web".into(), "latency".into())]),
+                "incident_budget_consumed > 0.1",
+                vec![
+                    Action::RequirePostmortem,
+                    Action::Notify(vec!["ops".into(), "pd".into()]),
+                ],
+            ),
+            // Not over an incident's cost: never asked here.
+            policy(
+                "freeze",
+                Scope::Services(vec!["web".into()]),
+                "budget_remaining < 2",
+                vec![Action::Freeze],
+            ),
+        ];
+        let none = on_incident(
+            &policies,
+            &[
+                ("web", "availability", Some(0.15)),
+                ("web", "latency", Some(0.05)),
+            ],
+        );
+        assert!(none.is_empty() && !none.postmortem, "{none:?}");
+        let some = on_incident(
+            &policies,
+            &[
+                ("web", "availability", Some(0.15)),
+                ("web", "latency", Some(0.25)),
+            ],
+        );
+        assert!(some.postmortem);
+        assert_eq!(
+            some.reasons,
+            [
+                "policy `twenty` (incident_budget_consumed > 0.2): web/latency: 25.0% of its budget",
+                "policy `latency-ten` (incident_budget_consumed > 0.1): web/latency: 25.0% of its budget",
+            ]
+        );
+        assert_eq!(some.notify, ["ops", "pd"]);
+        assert_eq!(
+            some.recommendations,
+            ["twenty says so.", "latency-ten says so."]
+        );
+        // Another service's incident; an unknown share holds by default.
+        assert!(on_incident(&policies, &[("db", "availability", Some(0.9))]).is_empty());
+        let unknown = on_incident(&policies, &[("web", "availability", None)]);
+        assert!(
+            unknown.postmortem && unknown.reasons[0].contains("unknown"),
+            "{unknown:?}"
+        );
     }
 }

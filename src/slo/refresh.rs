@@ -108,11 +108,11 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
             .map(|t| t.with_timezone(&Utc))
     };
     for inc in due {
-        let (budget, affecting, note) = if super::impact::of_services(set, &inc.services)
+        let (budget, affecting, note, required) = if super::impact::of_services(set, &inc.services)
             .next()
             .is_none()
         {
-            ("[]".to_owned(), None, None)
+            ("[]".to_owned(), None, None, None)
         } else {
             let (Some(from), Some(to)) = (
                 parse(&inc.created_at),
@@ -123,7 +123,7 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
             ) else {
                 // Times this runbookd cannot read: nothing to ask about.
                 let _ = store
-                    .record_slo_budget(inc.id, "[]".into(), None, None)
+                    .record_slo_budget(inc.id, "[]".into(), None, None, None)
                     .await;
                 continue;
             };
@@ -146,6 +146,7 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
                         serde_json::to_string(&spent).unwrap_or_else(|_| "[]".into()),
                         None,
                         Some(format!("SLO budget could not be read from Prometheus: {e}")),
+                        required(set, &spent),
                     )
                     .await;
                 continue;
@@ -167,15 +168,40 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
                 serde_json::to_string(&spent).unwrap_or_else(|_| "[]".into()),
                 Some(affecting),
                 Some(format!("SLO budget spent: {}", said.join("; "))),
+                required(set, &spent),
             )
         };
         if let Err(e) = store
-            .record_slo_budget(inc.id, budget, affecting, note)
+            .record_slo_budget(inc.id, budget, affecting, note, required)
             .await
         {
             tracing::warn!(incident = %inc.id, error = %e, "cannot record an incident's SLO budget");
         }
     }
+}
+
+/// What the policies over an incident's cost require of it, given what it
+/// spent (`None`: no postmortem required).
+fn required(
+    set: &SloSet,
+    spent: &[super::impact::Consumed],
+) -> Option<crate::store::PostmortemRequired> {
+    let shares: Vec<(&str, &str, Option<f64>)> = spent
+        .iter()
+        .map(|c| (c.service.as_str(), c.slo.as_str(), c.share))
+        .collect();
+    let verdict = super::policy::on_incident(set.policies(), &shares);
+    verdict.postmortem.then(|| {
+        let mut reason = verdict.reasons.join("; ");
+        for r in &verdict.recommendations {
+            reason.push_str(". Recommended: ");
+            reason.push_str(r.trim_end_matches('.'));
+        }
+        crate::store::PostmortemRequired {
+            reason,
+            notify: verdict.notify,
+        }
+    })
 }
 
 /// Incidents resolved this many days ago or less get their budget recorded.

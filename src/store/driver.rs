@@ -448,6 +448,9 @@ pub(super) trait Driver {
         affecting: Option<bool>,
     ) -> Op<bool, Self::Fail>;
 
+    /// Marks an incident postmortem-required, with why.
+    async fn require_postmortem(&self, incident: i64, reason: &str) -> Op<(), Self::Fail>;
+
     async fn slo_statuses_clear(&self) -> Op<(), Self::Fail>;
 
     async fn slo_status_insert(

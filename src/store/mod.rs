@@ -636,9 +636,17 @@ impl Store {
         budget: String,
         affecting: Option<bool>,
         note: Option<String>,
+        required: Option<PostmortemRequired>,
     ) -> Pending<bool> {
         flow!(self, pool, |d| {
-            flow::reads::record_slo_budget(d, id, &budget, affecting, note.as_deref())
+            flow::reads::record_slo_budget(
+                d,
+                id,
+                &budget,
+                affecting,
+                note.as_deref(),
+                required.as_ref(),
+            )
         })
     }
 
@@ -809,13 +817,29 @@ mod tests {
                 list(TimerState::ALL, TimerState::as_str),
             ),
         ];
-        let sqlite = include_str!("sqlite/schema_v14.sql");
-        let postgres = include_str!("postgres/schema_v9.sql");
+        // Each column's latest definition counts: a later migration may
+        // widen one (drop and define it again).
+        let sqlite = [
+            include_str!("sqlite/schema_v14.sql"),
+            include_str!("sqlite/schema_v15.sql"),
+        ]
+        .concat();
+        let postgres = [
+            include_str!("postgres/schema_v9.sql"),
+            include_str!("postgres/schema_v10.sql"),
+        ]
+        .concat();
         for (table, column, values) in &columns {
-            let check = format!(
-                "ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_known CHECK ({column} IN ({values}));"
+            let check = format!("ADD CONSTRAINT {table}_{column}_known CHECK (");
+            let at = postgres
+                .rfind(&check)
+                .unwrap_or_else(|| panic!("PostgreSQL lacks: {check}"));
+            let line = postgres[at..].lines().next().unwrap_or_default();
+            assert_eq!(
+                line,
+                format!("{check}{column} IN ({values}));"),
+                "PostgreSQL's {table}.{column}"
             );
-            assert!(postgres.contains(&check), "PostgreSQL lacks: {check}");
             for (when, on) in [
                 ("insert", "INSERT".to_owned()),
                 ("update", format!("UPDATE OF {column}")),
@@ -824,7 +848,7 @@ mod tests {
                     "CREATE TRIGGER {table}_{column}_known_{when} BEFORE {on} ON {table}\nWHEN "
                 );
                 let at = sqlite
-                    .find(&trigger)
+                    .rfind(&trigger)
                     .unwrap_or_else(|| panic!("SQLite lacks: {trigger}"));
                 let when_line = sqlite[at + trigger.len()..]
                     .lines()
@@ -836,8 +860,5 @@ mod tests {
                 );
             }
         }
-        let triggers = sqlite.matches("CREATE TRIGGER").count();
-        let checks = postgres.matches("ADD CONSTRAINT").count();
-        assert_eq!((triggers, checks), (2 * columns.len(), columns.len()));
     }
 }

@@ -280,6 +280,14 @@ pub struct LiveChunk {
     pub text: String,
 }
 
+/// A policy over an incident's cost requires its postmortem
+/// (`require_postmortem`): why, and whom its `notify` actions name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PostmortemRequired {
+    pub reason: String,
+    pub notify: Vec<String>,
+}
+
 /// A firing alert that no runbook matched.
 #[derive(Debug, Clone, Serialize)]
 pub struct UnmatchedAlert {

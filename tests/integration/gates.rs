@@ -349,7 +349,7 @@ fn bad_policies_get_file_line_col_errors() {
     .unwrap();
     std::fs::write(
         dir.path().join("q.yaml"),
-        "policies:\n  - name: words\n    services: [web]\n    when: budget_left < 1\n    actions: [freeze, {notify: [slack]}]\n",
+        "policies:\n  - name: words\n    services: [web]\n    when: budget_left < 1\n    actions: [freeze, {wait: 1h}]\n",
     )
     .unwrap();
     let o = runbookd(&["check", "--slos", dir.path().to_str().unwrap()]);
@@ -361,7 +361,7 @@ fn bad_policies_get_file_line_col_errors() {
         format!("{p}:2:5: policy `typo`: no SLO of service `webb` is defined"),
         format!("{p}:6:5: policy `window`: `burn_rate(7h)`: `web/latency` has the alert windows"),
         format!("{q}:4:11: policy `words`: `when`: unknown measure `budget_left`"),
-        format!("{q}:5:23: policy `words`: `notify` is not built yet"),
+        format!("{q}:5:23: policy `words`: unknown action wait: 1h: expected `freeze`, `require_postmortem` or `{{notify: [NOTIFIER, …]}}`"),
     ] {
         assert!(err.contains(&want), "no `{want}` in:\n{err}");
     }
@@ -428,4 +428,236 @@ fn runbookd_run_cannot_tell_and_holds_gated_steps() {
     ]);
     let out = format!("{}{}", stdout(&o), stderr(&o));
     assert!(out.contains("cannot tell whether `web` is frozen"), "{out}");
+}
+
+/// Policies over what one incident cost.
+const COST_POLICIES: &str = r"policies:
+  - name: postmortem-past-a-tenth-of-a-percent
+    slos: [web/availability]
+    when: incident_budget_consumed > 0.001
+    actions: [require_postmortem, {notify: [ops]}]
+    recommend: Write the postmortem with at least one P0 action item.
+  - name: postmortem-past-half
+    slos: [web/latency]
+    when: incident_budget_consumed > 0.5
+    actions: [require_postmortem]
+";
+
+/// A remediation that did not work, and rules for the budget's events.
+const REMEDIATION: &str = r#"name: web-down
+matchers: ['alertname = "WebDown"']
+communication:
+  - on: [postmortem_required, verify_failed]
+    notify: [team]
+steps:
+  - name: recovered
+    continue_on_failure: true
+    verify:
+      query: vector(1)
+      success: "< 0"
+      failure: ">= 1"
+      interval: 100ms
+      timeout: 10s
+"#;
+
+/// An incident that spent more of web/availability's budget (20× burn in
+/// the last two hours of the history) than its policy allows is marked
+/// postmortem-required once it resolved, with the policy, the SLO and the
+/// share as the reason: on the API, the page and the draft (a P0 action
+/// item first), on its timeline, and told once to the incident's rules and
+/// the policy's notifier. A verify step that fails tells `verify_failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_that_spends_past_its_policy_requires_a_postmortem_and_says_so() {
+    if !crate::prom::available() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let history = crate::prom::History::web(now);
+    let prometheus = crate::prom::start(&history).await;
+    let slos = tempfile::tempdir().unwrap();
+    std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
+    std::fs::write(slos.path().join("policies.yaml"), COST_POLICIES).unwrap();
+    let rx = crate::notify::Receiver::start().await;
+    let yaml = format!(
+        "team: {{type: webhook, url: '{0}/team'}}\nops: {{type: webhook, url: '{0}/ops'}}\n",
+        rx.url
+    );
+    let dir = slos.path().to_owned();
+    let client = prometheus.client(Duration::from_secs(5));
+    let app = TestApp::start(&[("web.yaml", REMEDIATION)], move |c| {
+        c.slos = Some(dir);
+        c.prometheus = Some(client);
+        c.slo_refresh = Duration::from_secs(1);
+        c.notifiers = crate::notify::notifiers(&yaml);
+    })
+    .await;
+    let alert = crate::app::notification(
+        "g-web",
+        &[(
+            &serde_json::json!({"alertname": "WebDown", "service": "web"}),
+            "firing",
+            "2026-12-05T08:00:00Z",
+        )],
+    );
+    assert_eq!(app.post_alert(alert).await.status(), 200);
+    let inc = app
+        .wait_for_incident("INC-0001", "the run", crate::app::runs_ended)
+        .await;
+    let step = &inc["runs"][0]["result"]["steps"][0];
+    assert_eq!(
+        step["outcome"]["reason"], "verify failed: 1 is >= 1",
+        "{inc:#}"
+    );
+    let told = rx.wait("/team", 1).await;
+    assert_eq!(told[0].body["event"], "verify_failed", "{:#}", told[0].body);
+    assert_eq!(told[0].body["step"], "recovered");
+    // Open, nothing is required yet.
+    assert_eq!(inc["postmortem_required"], Value::Null, "{inc:#}");
+    let r = app
+        .client
+        .post(format!("{}/api/v1/incidents/INC-0001/updates", app.url))
+        .json(&serde_json::json!({"author": "olga", "message": "fixed", "status": "resolved"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let inc = app
+        .wait_for_incident("INC-0001", "the postmortem to be required", |v| {
+            !v["postmortem_required"].is_null()
+        })
+        .await;
+    let share = |slo: &str| {
+        inc["slo_budget"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["slo"] == slo)
+            .unwrap_or_else(|| panic!("{inc:#}"))["share"]
+            .as_f64()
+            .unwrap()
+    };
+    let (availability, latency) = (share("availability"), share("latency"));
+    assert!(
+        availability > 0.001 && latency < 0.5,
+        "the history burns web/availability past a tenth of a percent in 5 minutes: {availability}, {latency}"
+    );
+    let why = inc["postmortem_required"].as_str().unwrap();
+    assert!(
+        why.starts_with(&format!(
+            "policy `postmortem-past-a-tenth-of-a-percent` (incident_budget_consumed > 0.001): web/availability: {:.3}% of its budget",
+            availability * 100.0
+        )) && why.ends_with("Recommended: Write the postmortem with at least one P0 action item"),
+        "{why}"
+    );
+    assert!(!why.contains("postmortem-past-half"), "{why}");
+    let entries: Vec<&Value> = inc["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "postmortem")
+        .collect();
+    assert_eq!(entries.len(), 1, "{inc:#}");
+    assert_eq!(
+        entries[0]["message"],
+        format!("postmortem required: {why}").as_str()
+    );
+    // Told once each: the incident's rule and the policy's notifier.
+    let team = rx.wait("/team", 2).await;
+    assert_eq!(
+        team[1].body["event"], "postmortem_required",
+        "{:#}",
+        team[1].body
+    );
+    let ops = rx.wait("/ops", 1).await;
+    assert_eq!(ops[0].body["event"], "postmortem_required");
+    assert_eq!(ops[0].body["incident"]["id"], "INC-0001");
+    assert!(
+        ops[0].body["message"].as_str().unwrap().contains(why),
+        "{:#}",
+        ops[0].body
+    );
+    let (code, md) = {
+        let r = app
+            .client
+            .get(format!("{}/api/v1/incidents/INC-0001/postmortem", app.url))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(code, 200);
+    assert!(
+        md.contains("| Postmortem | **required**: policy `postmortem-past-a-tenth-of-a-percent`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Action items\n\n- [ ] **P0**: _to be filled in"),
+        "{md}"
+    );
+    let page = app.page("/incidents/INC-0001").await;
+    assert!(
+        page.contains("id=\"postmortem-required\"") && page.contains("postmortem required</span>"),
+        "{page}"
+    );
+    // Nothing more is sent later: the cost is recorded once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(rx.got("/ops").len(), 1);
+    assert_eq!(rx.got("/team").len(), 2);
+}
+
+/// Policy actions that do not fit their condition, and notifiers the
+/// server does not have, are refused where they are written.
+#[test]
+fn policy_actions_must_fit_their_condition_and_name_known_notifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
+    std::fs::write(
+        dir.path().join("q.yaml"),
+        "policies:\n  - name: mixed\n    services: [web]\n    when: budget_remaining < 0.5\n    actions: [freeze, {notify: [ops]}]\n  - name: cost\n    services: [web]\n    when: incident_budget_consumed > 0.2\n    actions: [freeze]\n",
+    )
+    .unwrap();
+    let o = runbookd(&["check", "--slos", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    let q = dir.path().join("q.yaml");
+    let q = q.display();
+    for want in [
+        format!("{q}:5:23: policy `mixed`: `notify` is told when an incident's cost requires a postmortem"),
+        format!("{q}:9:15: policy `cost`: `freeze` follows a service's budget"),
+        "policy `cost`: a policy over an incident's cost says `require_postmortem`".to_owned(),
+    ] {
+        assert!(err.contains(&want), "no `{want}` in:\n{err}");
+    }
+    std::fs::write(
+        dir.path().join("q.yaml"),
+        "policies:\n  - name: cost\n    services: [web]\n    when: incident_budget_consumed > 0.2\n    actions: [require_postmortem, {notify: [ops, nobody]}]\n",
+    )
+    .unwrap();
+    let o = runbookd(&["check", "--slos", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = elsewhere.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        "notifiers:\n  ops: {type: webhook, url: 'http://127.0.0.1:9/'}\n",
+    )
+    .unwrap();
+    let o = runbookd(&[
+        "check",
+        "--config",
+        config.to_str().unwrap(),
+        "--slos",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{q}:2:5: policy `cost`: notifier `nobody` is not configured (configured: ops)"
+        )),
+        "{}",
+        stderr(&o)
+    );
 }

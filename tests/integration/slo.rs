@@ -51,7 +51,7 @@ fn the_shipped_slos_check_and_their_rules_pass_promtool() {
     let o = runbookd(&["check", "--slos", "slos", "runbooks"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
-        stdout(&o).contains("slos: 3 SLO(s), 1 forecast(s), 3 policy(ies): ok"),
+        stdout(&o).contains("slos: 3 SLO(s), 1 forecast(s), 4 policy(ies): ok"),
         "{}",
         stdout(&o)
     );

@@ -1600,7 +1600,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3,4,5,6,7,8,9"
+        "1,2,3,4,5,6,7,8,9,10"
     );
 }
 
@@ -2031,9 +2031,18 @@ async fn an_incidents_slo_budget_is_recorded_once(b: &Backend) {
         b.name()
     );
     let note = || Some("SLO budget spent: web/availability: 3.2 min".to_owned());
+    // A policy over its cost requires a postmortem, and tells `ops`.
+    let required = || {
+        Some(runbookd::store::PostmortemRequired {
+            reason:
+                "policy `p` (incident_budget_consumed > 0.2): web/availability: 23.0% of its budget"
+                    .into(),
+            notify: vec!["ops".into()],
+        })
+    };
     let (first, second) = tokio::join!(
-        r[0].record_slo_budget(quiet, "[{}]".into(), Some(true), note()),
-        r[1].record_slo_budget(quiet, "[{}]".into(), Some(true), note()),
+        r[0].record_slo_budget(quiet, "[{}]".into(), Some(true), note(), required()),
+        r[1].record_slo_budget(quiet, "[{}]".into(), Some(true), note(), required()),
     );
     assert!(
         first.unwrap() ^ second.unwrap(),
@@ -2048,6 +2057,30 @@ async fn an_incidents_slo_budget_is_recorded_once(b: &Backend) {
         b.name()
     );
     assert!(d.summary.slo_affecting, "{}", b.name());
+    // Marked, on the timeline and told once, in the same transaction.
+    assert_eq!(
+        d.summary.postmortem_required.as_deref(),
+        Some("policy `p` (incident_budget_consumed > 0.2): web/availability: 23.0% of its budget"),
+        "{}",
+        b.name()
+    );
+    assert_eq!(
+        d.timeline.iter().filter(|t| t.kind == "postmortem").count(),
+        1,
+        "{}",
+        b.name()
+    );
+    let told: Vec<_> = d
+        .notifications
+        .iter()
+        .map(|m| (m.notifier.as_str(), m.event))
+        .collect();
+    assert_eq!(
+        told,
+        [("ops", runbookd::notify::Event::PostmortemRequired)],
+        "{}",
+        b.name()
+    );
     assert_eq!(filtered(Some(true)).await.len(), 2, "{}", b.name());
     assert!(r[0]
         .slo_budget_due(chrono::Utc::now() - chrono::Duration::days(1), 10)

@@ -74,7 +74,8 @@ pub(in crate::store) async fn enqueue_with<D: Driver>(
     insert(d, incident, &notify::queue(p, what), *shadow, source).await
 }
 
-async fn insert<D: Driver>(
+/// Writes `queued` to the outbox (suppressed for a shadow incident).
+pub(in crate::store) async fn insert<D: Driver>(
     d: &D,
     incident: i64,
     queued: &[notify::Queue],

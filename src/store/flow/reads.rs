@@ -4,7 +4,8 @@
 
 use super::{Driver, Op};
 use crate::incident::{IncidentDetail, IncidentId, RunState};
-use crate::store::types::{checklist, text, ChecklistRun};
+use crate::notify::{self, Event, Happened, Queue};
+use crate::store::types::{checklist, text, ChecklistRun, PostmortemRequired};
 use crate::store::StoreError;
 
 /// Everything about one incident: a run that ends meanwhile is seen either
@@ -49,6 +50,7 @@ pub(in crate::store) async fn record_slo_budget<D: Driver>(
     budget: &str,
     affecting: Option<bool>,
     note: Option<&str>,
+    required: Option<&PostmortemRequired>,
 ) -> Op<bool, D::Fail> {
     if !d.record_budget(id.0, &text(budget), affecting).await? {
         return Ok(false);
@@ -56,6 +58,38 @@ pub(in crate::store) async fn record_slo_budget<D: Driver>(
     if let Some(note) = note {
         d.timeline(id.0, "runbookd", "slo", &text(note), None)
             .await?;
+    }
+    if let Some(r) = required {
+        let reason = text(&r.reason);
+        d.require_postmortem(id.0, &reason).await?;
+        let detail = format!("postmortem required: {reason}");
+        d.timeline(id.0, "runbookd", "postmortem", &detail, None)
+            .await?;
+        // The incident's own rules (`on: [postmortem_required]`), and the
+        // policies' notifiers beside them, each once.
+        let (rules, shadow) = super::outbox::policies(d, id.0).await?;
+        let what = Happened {
+            event: Event::PostmortemRequired,
+            runbook: None,
+            run_id: None,
+            step: None,
+            detail,
+        };
+        let mut queued = notify::queue(&rules, &what);
+        for n in &r.notify {
+            if !queued.iter().any(|q| q.notifier == *n) {
+                queued.push(Queue {
+                    notifier: n.clone(),
+                    event: what.event,
+                    runbook: None,
+                    run_id: None,
+                    step: None,
+                    detail: what.detail.clone(),
+                    template: None,
+                });
+            }
+        }
+        super::outbox::insert(d, id.0, &queued, shadow, None).await?;
     }
     Ok(true)
 }

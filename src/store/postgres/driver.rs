@@ -1393,6 +1393,16 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             == 1)
     }
 
+    async fn require_postmortem(&self, incident: i64, reason: &str) -> Op<()> {
+        self.0
+            .execute(
+                "UPDATE incidents SET postmortem_required = $2 WHERE id = $1",
+                &[&incident, &reason],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn slo_statuses_clear(&self) -> Op<()> {
         self.0.execute("DELETE FROM slo_status", &[]).await?;
         Ok(())

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v7.sql"),
     include_str!("schema_v8.sql"),
     include_str!("schema_v9.sql"),
+    include_str!("schema_v10.sql"),
 ];
 
 /// Advisory lock keys (any constants, distinct from each other).
@@ -538,6 +539,7 @@ pub(super) fn summary(r: &Row) -> Op<IncidentSummary> {
             r.try_get("severity")?,
         ),
         slo_budget: r.try_get("slo_budget")?,
+        postmortem_required: r.try_get("postmortem_required")?,
     })
 }
 

@@ -1244,6 +1244,14 @@ impl crate::store::driver::Driver for Conn<'_> {
         )? == 1)
     }
 
+    async fn require_postmortem(&self, incident: i64, reason: &str) -> Result<()> {
+        self.0.run(
+            "UPDATE incidents SET postmortem_required = ?2 WHERE id = ?1",
+            params![incident, reason],
+        )?;
+        Ok(())
+    }
+
     async fn slo_statuses_clear(&self) -> Result<()> {
         self.0.run("DELETE FROM slo_status", [])?;
         Ok(())

@@ -69,6 +69,7 @@ pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary
             &r.get::<_, String>("severity")?,
         ),
         slo_budget: r.get("slo_budget")?,
+        postmortem_required: r.get("postmortem_required")?,
     })
 }
 
