@@ -149,9 +149,30 @@ pub enum Command {
     /// May risky changes to SERVICE go ahead now (asks the running server)?
     /// Exit 0: allowed; 1: an error-budget policy freezes it (the reasons
     /// are printed); 2: the server could not say. For CI/CD pipelines.
+    /// With --override, an operator lets a frozen SERVICE's gate say yes
+    /// for a while, recorded with who and why; --end-override ends it.
     Gate {
         /// The service, as its SLOs name it.
         service: String,
+        /// Override a freeze, saying why (needs --for).
+        #[arg(
+            long,
+            value_name = "REASON",
+            requires = "for_",
+            conflicts_with = "end_override"
+        )]
+        r#override: Option<String>,
+        /// How long the override lasts: `30m`, `2h`, `1d` (at most 7d).
+        #[arg(
+            long = "for",
+            id = "for_",
+            value_name = "DURATION",
+            requires = "override"
+        )]
+        for_: Option<String>,
+        /// End the override in force early.
+        #[arg(long)]
+        end_override: bool,
         #[command(flatten)]
         server: ServerArgs,
         /// Output format.
@@ -531,17 +552,33 @@ impl ServerArgs {
     }
 }
 
-/// `runbookd gate SERVICE`: the server's verdict, as an exit status.
-fn gate(service: &str, server: &ServerArgs, output: Output) -> anyhow::Result<ExitCode> {
+/// `runbookd gate SERVICE`: the server's verdict (after the override or
+/// its end, when `change` says one), as an exit status.
+fn gate(
+    service: &str,
+    change: Option<&(reqwest::Method, serde_json::Value)>,
+    server: &ServerArgs,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
     let token = server.credential()?;
     let mut url = reqwest::Url::parse(server.server.trim_end_matches('/'))
         .map_err(|e| anyhow::anyhow!("--server {}: {e}", server.server))?;
-    url.path_segments_mut()
-        .map_err(|()| anyhow::anyhow!("--server {}: not an http URL", server.server))?
-        .pop_if_empty()
-        .extend(["api", "v1", "gates", service]);
+    {
+        let mut path = url
+            .path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("--server {}: not an http URL", server.server))?;
+        path.pop_if_empty().extend(["api", "v1", "gates", service]);
+        if change.is_some() {
+            path.push("override");
+        }
+    }
     let (status, answer) = runtime()?.block_on(async {
-        let mut req = reqwest::Client::new().get(url);
+        let mut req = match change {
+            None => reqwest::Client::new().get(url),
+            Some((method, body)) => reqwest::Client::new()
+                .request(method.clone(), url)
+                .json(body),
+        };
         if let Some(t) = &token {
             req = req.bearer_auth(t);
         }
@@ -555,7 +592,12 @@ fn gate(service: &str, server: &ServerArgs, output: Output) -> anyhow::Result<Ex
     })?;
     if !matches!(status.as_u16(), 200 | 423) {
         eprintln!(
-            "runbookd could not say: {} (HTTP {})",
+            "runbookd {}: {} (HTTP {})",
+            if change.is_some() {
+                "refused"
+            } else {
+                "could not say"
+            },
             answer["error"].as_str().unwrap_or("no reason given"),
             status.as_u16()
         );
@@ -566,6 +608,16 @@ fn gate(service: &str, server: &ServerArgs, output: Output) -> anyhow::Result<Ex
             "{}",
             serde_json::to_string_pretty(&answer).unwrap_or_default()
         );
+    } else if let Some(o) = answer["overridden"].as_object() {
+        say!(
+            "{service}: allowed, overridden by {} until {}: {}",
+            printable(o.get("by").and_then(|v| v.as_str()).unwrap_or("")),
+            o.get("until").and_then(|v| v.as_str()).unwrap_or(""),
+            printable(o.get("reason").and_then(|v| v.as_str()).unwrap_or(""))
+        );
+        for r in answer["reasons"].as_array().into_iter().flatten() {
+            say!("  overridden: {}", printable(r.as_str().unwrap_or("")));
+        }
     } else if answer["allowed"] == true {
         say!("{service}: allowed");
     } else {
@@ -693,9 +745,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         Command::Gate {
             service,
+            r#override,
+            for_,
+            end_override,
             server,
             output,
-        } => gate(&service, &server, output),
+        } => {
+            let change = match (r#override, for_, end_override) {
+                (Some(reason), Some(length), _) => {
+                    let mut body = server.author_body();
+                    body["reason"] = serde_json::json!(reason);
+                    body["for"] = serde_json::json!(length);
+                    Some((reqwest::Method::POST, body))
+                }
+                (_, _, true) => Some((reqwest::Method::DELETE, server.author_body())),
+                _ => None,
+            };
+            gate(&service, change.as_ref(), &server, output)
+        }
         Command::Status { server, output } => {
             server.ask(reqwest::Method::GET, "/api/v1/status", None, |v| {
                 if output == Output::Json {

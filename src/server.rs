@@ -262,6 +262,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let notifiers = crate::config::Shared::new(cfg.notifiers.clone());
     let slos = Arc::new(std::sync::RwLock::new(Arc::new(slos)));
     let slo_status = crate::slo::refresh::Shared::default();
+    // Overrides in force before the first step asks a gate.
+    crate::slo::refresh::sync_overrides(&store, &slo_status).await;
     let executor = Arc::new(Executor {
         gates: Some(api::gates::source(
             slos.clone(),

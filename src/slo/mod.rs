@@ -234,16 +234,18 @@ impl SloSet {
         }
     }
 
-    /// The gate of `service` on these statuses (`None`: no SLO of that service).
+    /// The gate of `service` on these statuses and overrides (`None`: no
+    /// SLO of that service).
     #[must_use]
     pub fn gate(
         &self,
         service: &str,
         statuses: &[status::Status],
+        overrides: &[crate::store::GateOverride],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Option<policy::Gate> {
         let slos: Vec<&Slo> = self.slos.iter().collect();
-        policy::gate(service, &slos, &self.policies, statuses, now)
+        policy::gate(service, &slos, &self.policies, statuses, overrides, now)
     }
 
     /// With these capacity forecasts (`forecasts:` documents of the same

@@ -250,9 +250,14 @@ pub struct PolicyVerdict {
 #[derive(Debug, Clone, Serialize)]
 pub struct Gate {
     pub service: String,
+    /// No policy freezes it, or an operator's override is in force.
     pub allowed: bool,
-    /// Why not: one line per triggered freeze.
+    /// What freezes it: one line per triggered freeze (also while
+    /// overridden, so that the override's reader sees what it overrides).
     pub reasons: Vec<String>,
+    /// The operator's override in force, if any: who, why, until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overridden: Option<crate::store::GateOverride>,
     /// The `recommend:` texts of the triggered policies.
     pub recommendations: Vec<String>,
     pub policies: Vec<PolicyVerdict>,
@@ -303,13 +308,15 @@ fn measure(metric: &Metric, slo: &Slo, st: &Status, now: DateTime<Utc>) -> Resul
 }
 
 /// The gate of `service`: every policy covering one of its SLOs, measured
-/// on `statuses`. `None` when the service has no SLO.
+/// on `statuses`; an override of `overrides` in force at `now` lets it say
+/// yes all the same. `None` when the service has no SLO.
 #[must_use]
 pub fn gate(
     service: &str,
     slos: &[&Slo],
     policies: &[Policy],
     statuses: &[Status],
+    overrides: &[crate::store::GateOverride],
     now: DateTime<Utc>,
 ) -> Option<Gate> {
     let own: Vec<&&Slo> = slos.iter().filter(|s| s.service == service).collect();
@@ -388,10 +395,17 @@ pub fn gate(
             }
         }
     }
+    // The latest override in force (a new one replaces the previous).
+    let overridden = overrides
+        .iter()
+        .rev()
+        .find(|o| o.service == service && o.since <= now && now < o.until)
+        .cloned();
     Some(Gate {
         service: service.to_owned(),
-        allowed: reasons.is_empty(),
+        allowed: reasons.is_empty() || overridden.is_some(),
         reasons,
+        overridden,
         recommendations,
         policies: verdicts,
         checked_at: now,

@@ -59,6 +59,23 @@ pub struct Snapshot {
     pub at: Option<DateTime<Utc>>,
     /// How long it took, in milliseconds.
     pub took_ms: u64,
+    /// Operators' gate overrides in force, as the store holds them (read
+    /// every refresh by every replica, and at once by the one that wrote).
+    pub overrides: Vec<crate::store::GateOverride>,
+}
+
+/// Reads the gate overrides in force from the store into `into`.
+pub async fn sync_overrides(store: &crate::store::Store, into: &Shared) {
+    match store.gate_overrides().await {
+        Ok(o) => {
+            into.write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .overrides = o;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the gate overrides: the last ones read stay in force until they expire");
+        }
+    }
 }
 
 pub type Shared = Arc<RwLock<Snapshot>>;
@@ -247,7 +264,8 @@ async fn follow(store: &crate::store::Store, into: &Shared) {
 /// Refreshes `into` from `prom` every `every`, for the SLOs `slos` holds
 /// then (a reload changes them), until `stop`. With a `replica`, only the
 /// leader asks Prometheus and stores what it read for the others, and it
-/// records what resolved incidents cost.
+/// records what resolved incidents cost; every replica reads the gate
+/// overrides (with or without Prometheus).
 pub async fn run(
     prom: Option<Prometheus>,
     slos: Arc<RwLock<Arc<SloSet>>>,
@@ -256,60 +274,80 @@ pub async fn run(
     every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let Some(prom) = prom else { return };
     loop {
-        let set = slos
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let leading = match &replica {
-            None => true,
-            Some(r) => r.store.lead(r.name.clone(), r.lease).await.unwrap_or(false),
-        };
-        if !leading {
-            if let Some(r) = &replica {
-                follow(&r.store, &into).await;
-            }
-        } else if !set.is_empty() {
-            let started = std::time::Instant::now();
-            let fresh = tokio::select! {
-                s = read_all(&prom, &set, Utc::now()) => s,
-                () = stop.cancelled() => return,
-            };
-            let failed = fresh.iter().filter(|s| s.error.is_some()).count();
-            if failed > 0 {
-                let first = fresh
-                    .iter()
-                    .find_map(|s| s.error.clone())
-                    .unwrap_or_default();
-                tracing::warn!(failed, error = %first, "cannot read the status of some SLOs from Prometheus: their last numbers are shown, marked stale");
-            }
-            let (statuses, at, took_ms) = {
-                let mut snap = into
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                snap.statuses = merge(&snap.statuses, fresh);
-                snap.at = Some(Utc::now());
-                snap.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                (
-                    snap.statuses.clone(),
-                    snap.at.unwrap_or_else(Utc::now),
-                    snap.took_ms,
-                )
-            };
-            if let Some(r) = &replica {
-                if r.store.shared() {
-                    share(&r.store, &statuses, at, took_ms).await;
-                }
-                tokio::select! {
-                    () = record_budgets(&r.store, &prom, &set) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
+        if let Some(r) = &replica {
+            sync_overrides(&r.store, &into).await;
+        }
+        if let Some(prom) = &prom {
+            refresh(prom, &slos, &into, replica.as_ref(), &stop).await;
+        } else if replica.is_none() {
+            return;
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One refresh of the statuses (see [`run`]).
+async fn refresh(
+    prom: &Prometheus,
+    slos: &RwLock<Arc<SloSet>>,
+    into: &Shared,
+    replica: Option<&Replica>,
+    stop: &tokio_util::sync::CancellationToken,
+) {
+    let set = slos
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let leading = match replica {
+        None => true,
+        Some(r) => r.store.lead(r.name.clone(), r.lease).await.unwrap_or(false),
+    };
+    if !leading {
+        if let Some(r) = replica {
+            follow(&r.store, into).await;
+        }
+        return;
+    }
+    if set.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let fresh = tokio::select! {
+        s = read_all(prom, &set, Utc::now()) => s,
+        () = stop.cancelled() => return,
+    };
+    let failed = fresh.iter().filter(|s| s.error.is_some()).count();
+    if failed > 0 {
+        let first = fresh
+            .iter()
+            .find_map(|s| s.error.clone())
+            .unwrap_or_default();
+        tracing::warn!(failed, error = %first, "cannot read the status of some SLOs from Prometheus: their last numbers are shown, marked stale");
+    }
+    let (statuses, at, took_ms) = {
+        let mut snap = into
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        snap.statuses = merge(&snap.statuses, fresh);
+        snap.at = Some(Utc::now());
+        snap.took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        (
+            snap.statuses.clone(),
+            snap.at.unwrap_or_else(Utc::now),
+            snap.took_ms,
+        )
+    };
+    if let Some(r) = replica {
+        if r.store.shared() {
+            share(&r.store, &statuses, at, took_ms).await;
+        }
+        tokio::select! {
+            () = record_budgets(&r.store, prom, &set) => {}
+            () = stop.cancelled() => {}
         }
     }
 }

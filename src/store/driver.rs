@@ -26,7 +26,7 @@ use crate::notify::{
 };
 use crate::plan::Phase;
 use crate::runbook::Severity;
-use crate::store::types::Ticks;
+use crate::store::types::{GateOverride, Ticks};
 use crate::store::RunbookMatch;
 use crate::store::{Lease, StoreError};
 
@@ -447,6 +447,20 @@ pub(super) trait Driver {
         budget: &str,
         affecting: Option<bool>,
     ) -> Op<bool, Self::Fail>;
+
+    /// Ends the service's overrides in force at `at`, saying who ended
+    /// them; how many.
+    async fn overrides_end(
+        &self,
+        service: &str,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Op<u64, Self::Fail>;
+
+    async fn override_insert(&self, o: &GateOverride) -> Op<(), Self::Fail>;
+
+    /// The overrides in force at `at`, oldest first.
+    async fn overrides_open(&self, at: DateTime<Utc>) -> Op<Vec<GateOverride>, Self::Fail>;
 
     /// Marks an incident postmortem-required, with why.
     async fn require_postmortem(&self, incident: i64, reason: &str) -> Op<(), Self::Fail>;

@@ -605,6 +605,30 @@ impl Store {
         ))
     }
 
+    /// Overrides a frozen service's gate (`o.since` to `o.until`), ending
+    /// the override in force; the override as stored.
+    #[must_use]
+    pub fn override_gate(&self, o: GateOverride) -> Pending<GateOverride> {
+        flow!(self, pool, |d| flow::gates::override_gate(d, &o))
+    }
+
+    /// Ends the override of `service` in force now, as `by`: whether there
+    /// was one.
+    #[must_use]
+    pub fn end_override(&self, service: String, by: String) -> Pending<bool> {
+        let at = chrono::Utc::now();
+        flow!(self, pool, |d| flow::gates::end_override(
+            d, &service, &by, at
+        ))
+    }
+
+    /// The gate overrides in force now.
+    #[must_use]
+    pub fn gate_overrides(&self) -> Pending<Vec<GateOverride>> {
+        let at = chrono::Utc::now();
+        flow!(self, pool, |d| flow::gates::open(d, at))
+    }
+
     /// The SLO statuses the leader last read (JSON), when, and in how long.
     ///
     /// # Errors

@@ -280,6 +280,19 @@ pub struct LiveChunk {
     pub text: String,
 }
 
+/// An operator's override of a frozen service's gate: the gate says yes
+/// until `until` (or until someone ends it), whatever the policies say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GateOverride {
+    pub service: String,
+    /// Who overrode it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
 /// A policy over an incident's cost requires its postmortem
 /// (`require_postmortem`): why, and whom its `notify` actions name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

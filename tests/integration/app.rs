@@ -74,12 +74,20 @@ impl TestApp {
 
     /// Starts again on the same data directory (a restart).
     pub async fn restart(&mut self) {
-        let cfg = config(
+        self.restart_with(|_| {}).await;
+    }
+
+    /// [`TestApp::restart`], `tweak` adjusting the config as at start (on
+    /// the same data directory unless it names another).
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut ServerConfig)) {
+        let mut cfg = config(
             self.runbooks.path().to_owned(),
             self.data.path().join("store"),
         );
+        tweak(&mut cfg);
+        let store = cfg.data_dir.clone();
         let running = server::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
-        self.client = client_for(&self.data.path().join("store"));
+        self.client = client_for(&store);
         self.url = format!("http://{}", running.addr);
         self.running = Some(running);
     }

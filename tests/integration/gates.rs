@@ -116,7 +116,7 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     let data = tempfile::tempdir().unwrap();
     let store = data.path().join("store");
     let store_dir = store.clone();
-    let app = TestApp::start(
+    let mut app = TestApp::start(
         &[("gated.yaml", GATED), ("override.yaml", OVERRIDE)],
         move |c| {
             c.slos = Some(dir);
@@ -336,6 +336,175 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     let o = ask("nosuch", false);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("service `nosuch`"), "{}", stderr(&o));
+    let (dir, client) = (
+        slos.path().to_owned(),
+        prometheus.client(Duration::from_secs(5)),
+    );
+    let data_dir = store.clone();
+    overrides(&mut app, &store, move |c| {
+        c.slos = Some(dir);
+        c.prometheus = Some(client);
+        c.slo_refresh = Duration::from_secs(1);
+        c.data_dir = data_dir;
+    })
+    .await;
+}
+
+/// `method` `path` with a JSON body: the status and the JSON answer.
+async fn send(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let r = app
+        .client
+        .request(method, format!("{}{path}", app.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        r.status().as_u16(),
+        r.json::<Value>().await.unwrap_or_default(),
+    )
+}
+
+/// An operator overrides web's freeze: the gate says yes with who, why and
+/// until when (and still what it overrides), gated steps run, the override
+/// outlives a restart, and ending it freezes the service again. Bad
+/// requests are 4xx with the reason.
+async fn overrides(
+    app: &mut TestApp,
+    store: &std::path::Path,
+    config: impl FnOnce(&mut runbookd::config::ServerConfig),
+) {
+    let post = |body: Value| {
+        send(
+            app,
+            reqwest::Method::POST,
+            "/api/v1/gates/web/override",
+            body,
+        )
+    };
+    for (body, says) in [
+        (
+            serde_json::json!({"author": "ann", "for": "2h"}),
+            "`reason` must say why",
+        ),
+        (
+            serde_json::json!({"author": "ann", "reason": "hotfix", "for": "soon"}),
+            "`for` must be how long",
+        ),
+        (
+            serde_json::json!({"author": "ann", "reason": "hotfix", "for": "8d"}),
+            "at most 7d",
+        ),
+        (
+            serde_json::json!({"author": "ann", "reason": "hotfix", "for": "2h", "until": "x"}),
+            "unknown field `until`",
+        ),
+    ] {
+        let (code, v) = post(body.clone()).await;
+        assert_eq!(code, 400, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{body}: {v}");
+    }
+    let (code, v) = send(
+        app,
+        reqwest::Method::POST,
+        "/api/v1/gates/nosuch/override",
+        serde_json::json!({"author": "ann", "reason": "hotfix", "for": "2h"}),
+    )
+    .await;
+    assert_eq!(code, 404, "{v}");
+    let (code, v) = post(
+        serde_json::json!({"author": "ann", "reason": "ship the fix for INC-0001", "for": "2h"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{v:#}");
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["overridden"]["by"], "ann");
+    assert_eq!(v["overridden"]["reason"], "ship the fix for INC-0001");
+    let until =
+        chrono::DateTime::parse_from_rfc3339(v["overridden"]["until"].as_str().unwrap()).unwrap();
+    let left = until.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    assert!(
+        left > chrono::Duration::minutes(119) && left <= chrono::Duration::hours(2),
+        "{left}"
+    );
+    assert!(
+        v["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("policy `halt-when-overspent`"),
+        "what it overrides is still said: {v:#}"
+    );
+    // Gated steps run while it is in force.
+    let alert = crate::app::notification(
+        "g-web-overridden",
+        &[(
+            &serde_json::json!({"alertname": "WebSlow", "service": "web", "instance": "b"}),
+            "firing",
+            "2026-12-05T08:00:00Z",
+        )],
+    );
+    assert_eq!(app.post_alert(alert).await.status(), 200);
+    let inc = app
+        .wait_for_incident("INC-0003", "the overridden run", crate::app::runs_ended)
+        .await;
+    let steps = &inc["runs"][0]["result"]["steps"];
+    assert_eq!(steps[0]["outcome"]["status"], "succeeded", "{inc:#}");
+    assert_eq!(steps[1]["outcome"]["status"], "succeeded", "{inc:#}");
+    // It outlives a restart (the store holds it).
+    app.stop().await;
+    app.restart_with(config).await;
+    let (code, v) = app.get("/api/v1/gates/web").await;
+    assert_eq!(code, 200, "{v:#}");
+    assert_eq!(v["overridden"]["by"], "ann");
+    let cli = |args: &[&str]| {
+        let mut all = vec![
+            "gate",
+            "web",
+            "--server",
+            &app.url,
+            "--data-dir",
+            store.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        runbookd(&all)
+    };
+    let o = cli(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("web: allowed, overridden by ann until ")
+            && stdout(&o).contains(
+                ": ship the fix for INC-0001\n  overridden: policy `halt-when-overspent`"
+            ),
+        "{}",
+        stdout(&o)
+    );
+    // Ended: frozen again; a second end finds none.
+    let end = || {
+        send(
+            app,
+            reqwest::Method::DELETE,
+            "/api/v1/gates/web/override",
+            serde_json::json!({"author": "bob"}),
+        )
+    };
+    let (code, v) = end().await;
+    assert_eq!(code, 423, "{v:#}");
+    assert_eq!(v["overridden"], Value::Null);
+    let (code, v) = end().await;
+    assert_eq!(code, 404, "{v:#}");
+    // The CLI overrides and ends, for pipelines' operators.
+    let o = cli(&["--override", "deploy window", "--for", "30m", "--as", "cat"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).starts_with("web: allowed, overridden by cat until "),
+        "{}",
+        stdout(&o)
+    );
+    let o = cli(&["--override", "deploy window"]);
+    assert_eq!(o.status.code(), Some(2), "--override needs --for");
+    let o = cli(&["--end-override", "--as", "cat"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).starts_with("web: FROZEN\n"), "{}", stdout(&o));
 }
 
 #[test]

@@ -2089,3 +2089,79 @@ async fn an_incidents_slo_budget_is_recorded_once(b: &Backend) {
         .is_empty());
 }
 on_both_stores!(an_incidents_slo_budget_is_recorded_once);
+
+/// An operator's gate override, written by one replica, is in force for
+/// every replica; a new one replaces it, ending it early is recorded once,
+/// and one whose time is up is not in force.
+async fn gate_overrides_are_shared_replaced_and_ended_once(b: &Backend) {
+    use runbookd::store::GateOverride;
+    let r = b.replicas("overrides", 2).await;
+    let now = chrono::Utc::now();
+    let hours = chrono::Duration::hours;
+    let o = |service: &str, by: &str, since, until| GateOverride {
+        service: service.into(),
+        by: by.into(),
+        reason: format!("{by} says the fix must ship\0"),
+        since,
+        until,
+    };
+    assert!(
+        r[1].gate_overrides().await.unwrap().is_empty(),
+        "{}",
+        b.name()
+    );
+    r[0].override_gate(o("web", "ann", now, now + hours(2)))
+        .await
+        .unwrap();
+    // Over already: never in force.
+    r[0].override_gate(o("db", "bob", now - hours(3), now - hours(1)))
+        .await
+        .unwrap();
+    let open = r[1].gate_overrides().await.unwrap();
+    assert_eq!(open.len(), 1, "{}: {open:?}", b.name());
+    assert_eq!(
+        (open[0].service.as_str(), open[0].by.as_str()),
+        ("web", "ann")
+    );
+    assert_eq!(
+        open[0].reason,
+        "ann says the fix must ship\u{fffd}",
+        "{}",
+        b.name()
+    );
+    // Written with microseconds; read back the same on both stores.
+    assert_eq!(
+        open[0].until.timestamp_micros(),
+        (now + hours(2)).timestamp_micros(),
+        "{}",
+        b.name()
+    );
+    // Another operator's override replaces it.
+    r[1].override_gate(o("web", "cat", chrono::Utc::now(), now + hours(1)))
+        .await
+        .unwrap();
+    let open = r[0].gate_overrides().await.unwrap();
+    assert_eq!(
+        open.iter().map(|o| o.by.as_str()).collect::<Vec<_>>(),
+        ["cat"],
+        "{}",
+        b.name()
+    );
+    // Ended once, by whichever replica asks first.
+    let (first, second) = tokio::join!(
+        r[0].end_override("web".into(), "dan".into()),
+        r[1].end_override("web".into(), "eve".into()),
+    );
+    assert!(
+        first.unwrap() ^ second.unwrap(),
+        "{}: ended exactly once",
+        b.name()
+    );
+    assert!(
+        r[0].gate_overrides().await.unwrap().is_empty(),
+        "{}",
+        b.name()
+    );
+    assert!(!r[0].end_override("db".into(), "dan".into()).await.unwrap());
+}
+on_both_stores!(gate_overrides_are_shared_replaced_and_ended_once);

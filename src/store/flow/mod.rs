@@ -21,6 +21,7 @@
 //! from here.
 
 pub(super) mod approvals;
+pub(super) mod gates;
 pub(super) mod incidents;
 pub(super) mod ingest;
 pub(super) mod outbox;

@@ -30,7 +30,7 @@ use crate::store::driver::{
 use crate::store::types::{
     json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL, UNMATCHED_KEPT,
 };
-use crate::store::{Lease, RunbookMatch, StoreError};
+use crate::store::{GateOverride, Lease, RunbookMatch, StoreError};
 
 /// The statements of one operation, on its transaction.
 pub(in crate::store) struct Conn<'a, 't>(pub &'a Tx<'t>);
@@ -1391,6 +1391,44 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             )
             .await?
             == 1)
+    }
+
+    async fn overrides_end(&self, service: &str, by: &str, at: DateTime<Utc>) -> Op<u64> {
+        self.0
+            .execute(
+                "UPDATE gate_overrides SET ended_at = $3, ended_by = $2 WHERE service = $1 AND ended_at IS NULL AND until > $3",
+                &[&service, &by, &at],
+            )
+            .await
+    }
+
+    async fn override_insert(&self, o: &GateOverride) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO gate_overrides (service, created_by, reason, created_at, until) VALUES ($1, $2, $3, $4, $5)",
+                &[&o.service, &o.by, &o.reason, &o.since, &o.until],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn overrides_open(&self, at: DateTime<Utc>) -> Op<Vec<GateOverride>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT service, created_by, reason, created_at, until FROM gate_overrides WHERE ended_at IS NULL AND until > $1 ORDER BY id",
+                &[&at],
+            )
+            .await?
+            .iter()
+            .map(|r| GateOverride {
+                service: r.get(0),
+                by: r.get(1),
+                reason: r.get(2),
+                since: r.get(3),
+                until: r.get(4),
+            })
+            .collect())
     }
 
     async fn require_postmortem(&self, incident: i64, reason: &str) -> Op<()> {

@@ -34,7 +34,7 @@ use crate::store::types::{
     json, now, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
     UNMATCHED_KEPT,
 };
-use crate::store::{Lease, Result, RunbookMatch, StoreError};
+use crate::store::{GateOverride, Lease, Result, RunbookMatch, StoreError};
 
 /// The statements of one write (or read) on `0`'s connection.
 pub(in crate::store) struct Conn<'c>(pub &'c Connection);
@@ -1242,6 +1242,51 @@ impl crate::store::driver::Driver for Conn<'_> {
             "UPDATE incidents SET slo_budget = ?2, slo_affecting = ?3 WHERE id = ?1 AND slo_budget IS NULL",
             params![incident, budget, affecting],
         )? == 1)
+    }
+
+    async fn overrides_end(&self, service: &str, by: &str, at: DateTime<Utc>) -> Result<u64> {
+        Ok(self.0.run(
+            "UPDATE gate_overrides SET ended_at = ?3, ended_by = ?2 WHERE service = ?1 AND ended_at IS NULL AND until > ?3",
+            params![service, by, ts(at)],
+        )? as u64)
+    }
+
+    async fn override_insert(&self, o: &GateOverride) -> Result<()> {
+        self.0.run(
+            "INSERT INTO gate_overrides (service, created_by, reason, created_at, until) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![o.service, o.by, o.reason, ts(o.since), ts(o.until)],
+        )?;
+        Ok(())
+    }
+
+    async fn overrides_open(&self, at: DateTime<Utc>) -> Result<Vec<GateOverride>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT service, created_by, reason, created_at, until FROM gate_overrides WHERE ended_at IS NULL AND until > ?1 ORDER BY id",
+            )?
+            .query_map([ts(at)], |r| {
+                let time = |i: usize| {
+                    let t: String = r.get(i)?;
+                    DateTime::parse_from_rfc3339(&t)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                i,
+                                rusqlite::types::Type::Text,
+                                e.into(),
+                            )
+                        })
+                };
+                Ok(GateOverride {
+                    service: r.get(0)?,
+                    by: r.get(1)?,
+                    reason: r.get(2)?,
+                    since: time(3)?,
+                    until: time(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
     }
 
     async fn require_postmortem(&self, incident: i64, reason: &str) -> Result<()> {
