@@ -725,7 +725,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             slos,
         } => {
             let names = config_notifiers(config.as_deref())?;
-            let runbooks = check(&paths, names.as_deref());
+            // The SLOs runbooks' verify steps name, when the files load.
+            let defined = slos
+                .as_deref()
+                .and_then(|d| crate::slo::load_paths(&[d.to_owned()]).ok());
+            let runbooks = check(&paths, names.as_deref(), defined.as_ref());
             let slos = match slos {
                 None => ExitCode::SUCCESS,
                 Some(dir) => check_slos(&dir, names.as_deref()),
@@ -1228,8 +1232,17 @@ fn config_notifiers(config: Option<&Path>) -> anyhow::Result<Option<Vec<String>>
     Ok(Some(f.notifiers.into_keys().collect()))
 }
 
-fn check(paths: &[PathBuf], names: Option<&[String]>) -> ExitCode {
+fn check(
+    paths: &[PathBuf],
+    names: Option<&[String]>,
+    slos: Option<&crate::slo::SloSet>,
+) -> ExitCode {
     let loaded = runbook::load_paths(paths).and_then(|set| {
+        if let Some(slos) = slos {
+            slos.check_runbook_refs(&set)?;
+        } else if set.iter().any(|rb| !rb.slo_refs.is_empty()) {
+            eprintln!("note: the SLOs verify steps name were not checked: pass --slos DIR");
+        }
         if let Some(names) = names {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             crate::notify::config::check_names(&set, &names)?;
@@ -1673,6 +1686,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
         prometheus: None,
         // Nor SLO statuses: a gated step counts as frozen, saying so.
         gates: None,
+        slos: None,
         sandbox,
         settings: ExecSettings {
             kill_grace: args.kill_grace,

@@ -704,6 +704,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
     // or (reading earlier steps) at run time.
     if let Action::Verify(spec) = &step.action {
         plan.timeout_ms = millis(spec.timeout);
+        let mut burn_rate = None;
         let (query, success, failure, resolved) = match &spec.check {
             crate::runbook::VerifyCheck::Query {
                 query,
@@ -720,21 +721,33 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                 (text, *success, *failure, false)
             }
             crate::runbook::VerifyCheck::AlertResolved => (None, None, None, true),
+            crate::runbook::VerifyCheck::BurnRate(b) => {
+                burn_rate = Some(b.clone());
+                let below = crate::verify::Condition {
+                    op: crate::verify::Cmp::Lt,
+                    value: b.below,
+                };
+                (None, Some(below), None, false)
+            }
         };
-        plan.text = Some(match (&query, resolved) {
-            (_, true) => "verify that the alert resolved (asks Alertmanager)".to_owned(),
-            (Some(q), _) => format!(
+        plan.text = Some(match (&query, resolved, &burn_rate) {
+            (_, true, _) => "verify that the alert resolved (asks Alertmanager)".to_owned(),
+            (_, _, Some(b)) => {
+                format!("verify {b} (the query is built from the SLO's SLI when the step runs)")
+            }
+            (Some(q), _, _) => format!(
                 "verify `{q}`{}{}",
                 success.map_or(String::new(), |c| format!(" until {c}")),
                 failure.map_or(String::new(), |c| format!(", failing at once at {c}"))
             ),
-            (None, _) => "verify (the query is rendered at run time)".to_owned(),
+            (None, _, _) => "verify (the query is rendered at run time)".to_owned(),
         });
         plan.verify = Some(crate::verify::VerifyPlan {
             query,
             success,
             failure,
             alert_resolved: resolved,
+            burn_rate,
             initial_delay_ms: millis(spec.initial_delay),
             interval_ms: millis(spec.interval),
             timeout_ms: millis(spec.timeout),

@@ -182,6 +182,8 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let configured: Vec<&str> = cfg.notifiers.keys().map(String::as_str).collect();
     slos.check_notifiers(&configured)
         .map_err(StartError::Slos)?;
+    slos.check_runbook_refs(&set)
+        .map_err(StartError::Runbooks)?;
     for w in set.warnings() {
         tracing::warn!("{w}");
     }
@@ -270,6 +272,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             slo_status.clone(),
             cfg.prometheus.is_some(),
         )),
+        slos: Some(slos.clone()),
         alertmanager: alertmanager.clone(),
         prometheus: cfg.prometheus.clone(),
         sandbox,

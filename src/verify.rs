@@ -129,11 +129,38 @@ pub struct VerifyPlan {
     /// Asks Alertmanager whether this alert still fires.
     #[serde(default)]
     pub alert_resolved: bool,
+    /// An SLO's burn rate: `query` is built from the SLO when the step
+    /// runs (`None` in a plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<BurnRate>,
     pub initial_delay_ms: u64,
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub consecutive_success: u32,
     pub on_inconclusive: Inconclusive,
+}
+
+/// `verify: {slo: SERVICE/NAME, burn_rate: {window, below}}`: the SLO's
+/// burn rate over `window` (its error ratio ÷ its budget ratio) must fall
+/// below `below`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurnRate {
+    /// `service/name`.
+    pub slo: String,
+    pub window_ms: u64,
+    pub below: f64,
+}
+
+impl std::fmt::Display for BurnRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the burn rate of {} over {} < {}",
+            self.slo,
+            humantime::format_duration(Duration::from_millis(self.window_ms)),
+            self.below
+        )
+    }
 }
 
 /// What one measurement found.

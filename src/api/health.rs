@@ -145,6 +145,7 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
     })?;
     let loaded = crate::runbook::load_dir(&s.runbooks_dir).and_then(|set| {
         crate::notify::config::check_refs(&set, &notifiers)?;
+        slos.check_runbook_refs(&set)?;
         Ok(set)
     });
     // The sandbox hides the new set's secret files, and the reloaded

@@ -47,7 +47,14 @@ pub struct Executor {
     /// whether their service is frozen; `None` (`runbookd run`): nowhere,
     /// and a gated step counts as frozen.
     pub gates: Option<GateSource>,
+    /// The SLO definitions `verify: {slo: …}` steps read their SLI from
+    /// (`slos:`; a reload replaces them); `None` (`runbookd run`): such a
+    /// step fails, saying so.
+    pub slos: Option<SloSource>,
 }
+
+/// The loaded SLO definitions, as a reload leaves them.
+pub type SloSource = std::sync::Arc<std::sync::RwLock<std::sync::Arc<crate::slo::SloSet>>>;
 
 /// A service's error-budget gate now (`None`: no SLO names the service).
 pub type GateSource =
@@ -840,6 +847,17 @@ impl Executor {
         }
         let mut attempts = Vec::new();
         let mut silence_id = None;
+        // An SLO burn-rate check: its query, from the SLO as loaded now.
+        if let Some(v) = plan.verify.as_mut() {
+            if let Some(b) = &v.burn_rate {
+                match self.burn_rate_query(b) {
+                    Ok(q) => v.query = Some(q),
+                    Err(e) => {
+                        plan.error = Some(e);
+                    }
+                }
+            }
+        }
         let outcome = if let Some(err) = &plan.error {
             Some(StepOutcome::SpawnFailed {
                 reason: format!("cannot render the step: {err}"),
@@ -946,6 +964,26 @@ impl Executor {
             ended: Utc::now(),
             duration_ms: millis(t0.elapsed()),
         }
+    }
+
+    /// The query of an SLO burn-rate check: the SLO's error ratio over the
+    /// window divided by its budget ratio.
+    fn burn_rate_query(&self, b: &crate::verify::BurnRate) -> Result<String, String> {
+        let Some(slos) = &self.slos else {
+            return Err(format!(
+                "cannot verify {b}: this runbookd has no SLO definitions (a server with `slos:` has)"
+            ));
+        };
+        let set = slos
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let (service, name) = b.slo.split_once('/').unwrap_or((&b.slo, ""));
+        let slo = set
+            .get(service, name)
+            .ok_or_else(|| format!("cannot verify {b}: no SLO `{}` is defined", b.slo))?;
+        crate::slo::status::burn_rate_query(slo, std::time::Duration::from_millis(b.window_ms))
+            .map_err(|e| format!("cannot verify {b}: {e}"))
     }
 
     /// A verify step: polls until its verdict; the measurements are the

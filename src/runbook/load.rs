@@ -399,8 +399,15 @@ struct RawVerify {
     timeout: Option<String>,
     consecutive_success: Option<u32>,
     on_inconclusive: Option<String>,
-    slo: Option<serde_yaml::Value>,
-    burn_rate: Option<serde_yaml::Value>,
+    slo: Option<String>,
+    burn_rate: Option<RawBurnRate>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBurnRate {
+    window: String,
+    below: f64,
 }
 
 #[derive(Deserialize)]
@@ -565,6 +572,8 @@ struct Checker<'a> {
     warnings: Vec<LoadError>,
     /// The runbook's matchers, which may constrain labels used in steps.
     matchers: Vec<Matcher>,
+    /// The SLOs its verify steps name, where.
+    slo_refs: Vec<(String, Pos)>,
 }
 
 impl Checker<'_> {
@@ -1102,10 +1111,69 @@ impl Checker<'_> {
         before: &[&str],
     ) -> Option<Action> {
         let at = |f: &str| format!("{path}.{f}");
-        if raw.slo.is_some() || raw.burn_rate.is_some() {
-            self.err(step, &at(if raw.slo.is_some() { "slo" } else { "burn_rate" }), "`slo:`/`burn_rate:` verify conditions are not built yet: verify the SLO's window recording with a `query` (e.g. `max(slo:sli_error:ratio_rate5m{sloth_id=\"checkout-availability\"}) / 0.001`, `success: \"< 1\"`)");
-            return None;
-        }
+        let burn = match (raw.slo, raw.burn_rate) {
+            (None, None) => None,
+            (Some(slo), Some(b)) => {
+                let before = self.errors.len();
+                if !slo.split_once('/').is_some_and(|(s, n)| {
+                    !s.is_empty() && !n.is_empty() && !n.contains('/') && !slo.contains("{{")
+                }) {
+                    self.err(step, &at("slo"), format!("`slo: {slo}`: name the SLO as SERVICE/NAME, as its SLO file does (no templates)"));
+                }
+                let window = self.duration(
+                    step,
+                    &at("burn_rate.window"),
+                    Some(&b.window),
+                    Duration::from_secs(300),
+                    false,
+                );
+                if window < Duration::from_secs(60) || window > Duration::from_secs(86_400) {
+                    self.err(step, &at("burn_rate.window"), "a burn rate's window is 1m to 1d: a rate needs samples, and the step answers about now");
+                }
+                if !(b.below.is_finite() && b.below > 0.0) {
+                    self.err(step, &at("burn_rate.below"), "`below` is a positive number: 1 is the pace that spends the budget exactly over the period");
+                }
+                for (f, set) in [
+                    ("query", raw.query.is_some()),
+                    ("alert_resolved", raw.alert_resolved.is_some()),
+                    ("success", raw.success.is_some()),
+                    ("failure", raw.failure.is_some()),
+                ] {
+                    if set {
+                        self.err(step, &at(f), format!("`{f}` does not go with `slo:`/`burn_rate:`, whose success is `burn_rate.below`"));
+                    }
+                }
+                if self.errors.len() > before {
+                    return None;
+                }
+                let pos = self
+                    .positions
+                    .value(&at("slo"))
+                    .unwrap_or(Pos { line: 1, col: 1 });
+                self.slo_refs.push((slo.clone(), pos));
+                Some(crate::verify::BurnRate {
+                    slo,
+                    window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                    below: b.below,
+                })
+            }
+            (Some(_), None) => {
+                self.err(
+                    step,
+                    &at("slo"),
+                    "`slo:` needs `burn_rate: {window: 5m, below: 1}`: what must hold of the SLO",
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.err(
+                    step,
+                    &at("burn_rate"),
+                    "`burn_rate:` needs `slo: SERVICE/NAME`: whose burn rate",
+                );
+                return None;
+            }
+        };
         let cond = |me: &mut Self, f: &str, v: Option<&String>| {
             v.and_then(|t| {
                 t.parse::<crate::verify::Condition>()
@@ -1116,6 +1184,7 @@ impl Checker<'_> {
         let success = cond(self, "success", raw.success.as_ref());
         let failure = cond(self, "failure", raw.failure.as_ref());
         let check = match (raw.query, raw.alert_resolved.unwrap_or(false)) {
+            _ if burn.is_some() => burn.map(super::VerifyCheck::BurnRate),
             (Some(q), false) => {
                 if raw.success.is_none() && raw.failure.is_none() {
                     self.err(step, path, "a `query` needs `success` (and may have `failure`): what value means it worked?");
@@ -1148,7 +1217,7 @@ impl Checker<'_> {
                 Some(super::VerifyCheck::AlertResolved)
             }
             _ => {
-                self.err(step, path, "a verify step takes a `query` (with `success`) or `alert_resolved: true`, one of them");
+                self.err(step, path, "a verify step takes a `query` (with `success`), `alert_resolved: true`, or `slo:` with `burn_rate:`, one of them");
                 None
             }
         };
@@ -1687,6 +1756,7 @@ fn parse_checked_once(
         errors: Vec::new(),
         warnings: Vec::new(),
         matchers: Vec::new(),
+        slo_refs: Vec::new(),
     };
     if !NAME_RE.is_match(&name) {
         let hint = if raw.name.is_none() {
@@ -1781,6 +1851,7 @@ fn parse_checked_once(
             on_resolved,
             policy,
             notifier_refs,
+            slo_refs: std::mem::take(&mut c.slo_refs),
             drills,
             inputs,
             source: file.to_owned(),

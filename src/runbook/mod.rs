@@ -97,6 +97,10 @@ pub struct Runbook {
     /// Each notifier the policy names, where (checked against the server's
     /// `notifiers:` at start and reload).
     pub notifier_refs: Vec<(String, Pos)>,
+    /// Each SLO its `verify: {slo: …}` steps name (`service/name`), where
+    /// (checked against the server's SLO files at start and reload, and by
+    /// `check --slos`).
+    pub slo_refs: Vec<(String, Pos)>,
     /// `drills:`: scheduled runs with a synthetic alert.
     pub drills: Vec<Drill>,
     /// `inputs:`: the labels a manual run must give.
@@ -340,6 +344,9 @@ pub enum VerifyCheck {
     },
     /// Whether this alert still fires, asked of Alertmanager.
     AlertResolved,
+    /// An SLO's burn rate over a window, below a bound (the query is built
+    /// from the SLO's own SLI at run time).
+    BurnRate(crate::verify::BurnRate),
 }
 
 /// An `approve:` step.
@@ -391,6 +398,7 @@ impl Action {
                     failure.map_or(String::new(), |c| format!(" failure {c}"))
                 ),
                 VerifyCheck::AlertResolved => "verify the alert resolved".into(),
+                VerifyCheck::BurnRate(b) => format!("verify {b}"),
             },
             Action::Silence(s) => format!(
                 "silence {} for {}",

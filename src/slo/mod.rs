@@ -234,6 +234,44 @@ impl SloSet {
         }
     }
 
+    /// Every SLO the runbooks' `verify: {slo: …}` steps name is one of
+    /// these (checked at start, reload and `check --slos`).
+    ///
+    /// # Errors
+    /// Each unknown SLO, where the runbook names it.
+    pub fn check_runbook_refs(
+        &self,
+        runbooks: &crate::runbook::RunbookSet,
+    ) -> Result<(), crate::runbook::LoadErrors> {
+        let known: Vec<String> = self
+            .slos
+            .iter()
+            .map(|s| format!("{}/{}", s.service, s.name))
+            .collect();
+        let mut errors = Vec::new();
+        for rb in runbooks.iter() {
+            for (id, pos) in rb.slo_refs.iter().filter(|(id, _)| !known.contains(id)) {
+                errors.push(crate::runbook::LoadError {
+                    file: rb.source.clone(),
+                    pos: Some(*pos),
+                    runbook: Some(rb.name.clone()),
+                    step: None,
+                    message: if known.is_empty() {
+                        format!("SLO `{id}` is not defined: no SLO files are loaded (`slos:` in the config, `--slos DIR`)")
+                    } else {
+                        format!("SLO `{id}` is not defined (defined: {})", known.join(", "))
+                    },
+                    warning: false,
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::runbook::LoadErrors(errors))
+        }
+    }
+
     /// The gate of `service` on these statuses and overrides (`None`: no
     /// SLO of that service).
     #[must_use]

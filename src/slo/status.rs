@@ -458,12 +458,7 @@ async fn fill(
         if recorded {
             return Ok(format!("max(slo:sli_error:ratio_rate{}{sel})", duration(w)));
         }
-        Ok(match &slo.sli {
-            Sli::Events { errors, total } => {
-                format!("sum({}) / sum({})", errors.at(w)?, total.at(w)?)
-            }
-            Sli::Ratio { error_ratio } => format!("avg({})", error_ratio.at(w)?),
-        })
+        error_ratio_query(slo, w)
     };
     let all = windows.all();
     let queries = all
@@ -626,6 +621,33 @@ pub async fn burn_down(
                 .collect())
         }
     }
+}
+
+/// The SLI's error ratio over `window`, from its own queries.
+///
+/// # Errors
+/// A query that cannot take the window.
+pub fn error_ratio_query(slo: &Slo, window: Duration) -> Result<String, String> {
+    Ok(match &slo.sli {
+        Sli::Events { errors, total } => {
+            format!("sum({}) / sum({})", errors.at(window)?, total.at(window)?)
+        }
+        Sli::Ratio { error_ratio } => format!("avg({})", error_ratio.at(window)?),
+    })
+}
+
+/// How many times faster than the even pace the SLO's budget burns over
+/// `window`: its error ratio divided by its budget ratio (what a verify
+/// step's `burn_rate` measures).
+///
+/// # Errors
+/// As [`error_ratio_query`].
+pub fn burn_rate_query(slo: &Slo, window: Duration) -> Result<String, String> {
+    Ok(format!(
+        "({}) / {}",
+        error_ratio_query(slo, window)?,
+        slo.budget_ratio()
+    ))
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ pub fn executor(grace: Duration) -> Executor {
 pub fn executor_with(grace: Duration, spawner: SpawnerConfig) -> Executor {
     Executor {
         gates: None,
+        slos: None,
         alertmanager: runbookd::silence::Alertmanagers::default(),
         prometheus: None,
         sandbox: Sandbox::new(SandboxConfig {
@@ -1220,6 +1221,7 @@ async fn a_writable_path_over_the_runtime_dir_or_a_hidden_path_fails_the_step() 
     // Root steps: file modes alone would not stop the writes.
     let exec = Executor {
         gates: None,
+        slos: None,
         prometheus: None,
         alertmanager: runbookd::silence::Alertmanagers::default(),
         sandbox: Sandbox::new(SandboxConfig {
@@ -1274,6 +1276,7 @@ async fn a_slot_of_a_run_dropped_mid_step_is_not_handed_on() {
     let runtime = tempfile::tempdir().unwrap();
     let exec = Executor {
         gates: None,
+        slos: None,
         prometheus: None,
         alertmanager: runbookd::silence::Alertmanagers::default(),
         sandbox: Sandbox::new(SandboxConfig {

@@ -244,3 +244,152 @@ fn check_refuses_alert_values_outside_a_matcher_with_file_line_col() {
     );
     assert!(err.contains("2 error(s)"), "{err}");
 }
+
+/// SLO burn-rate checks: the web history burns web/availability's budget
+/// 20× over the last two hours (2% errors against 0.1%).
+const BURN: &str = r#"name: burn
+matchers: ['alertname = "Burn"']
+steps:
+  - name: back-under-fifty
+    verify:
+      slo: web/availability
+      burn_rate: {window: 5m, below: 50}
+      interval: 100ms
+      timeout: 10s
+  - name: back-to-normal
+    continue_on_failure: true
+    verify:
+      slo: web/availability
+      burn_rate: {window: 5m, below: 1}
+      interval: 200ms
+      timeout: 1s
+"#;
+
+/// `verify: {slo, burn_rate}` measures the SLO's own SLI over the window
+/// against its budget: a real Prometheus answers 20× for the history's
+/// last hours, so `below: 50` passes and `below: 1` runs out of time; the
+/// plan says what it checks, the record holds the query built from the
+/// SLO, and an SLO that is not defined is refused where it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slo_burn_rate_checks_measure_the_slo_s_own_sli() {
+    if !crate::prom::available() {
+        return;
+    }
+    let history = crate::prom::History::web(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    );
+    let prometheus = crate::prom::start(&history).await;
+    let client = prometheus.client(Duration::from_secs(5));
+    let slos = tempfile::tempdir().unwrap();
+    std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
+    let dir = slos.path().to_owned();
+    let app = TestApp::start(&[("burn.yaml", BURN)], move |c| {
+        c.prometheus = Some(client);
+        c.slos = Some(dir);
+    })
+    .await;
+    let alert = notification(
+        "g-burn",
+        &[(
+            &json!({"alertname": "Burn", "service": "web"}),
+            "firing",
+            "2026-12-05T08:00:00Z",
+        )],
+    );
+    let plan: Value = app
+        .client
+        .post(format!("{}/api/v1/plan", app.url))
+        .header("content-type", "application/json")
+        .body(alert.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let planned = &plan["alerts"][0]["runs"][0]["steps"][0];
+    assert_eq!(
+        planned["text"],
+        "verify the burn rate of web/availability over 5m < 50 (the query is built from the SLO's SLI when the step runs)",
+        "{plan:#}"
+    );
+    assert_eq!(planned["verify"]["burn_rate"]["slo"], "web/availability");
+    assert_eq!(app.post_alert(alert).await.status(), 200);
+    let steps = finished_steps(&app, "INC-0001").await;
+    let s = step(&steps, "back-under-fifty");
+    assert_eq!(s["outcome"]["status"], "succeeded", "{s:#}");
+    let query = s["plan"]["verify"]["query"].as_str().unwrap();
+    assert!(
+        query.starts_with("(sum(sum(rate(http_requests_total{job=\"web\",code=~\"5..\"}[5m]))) / sum(sum(rate(http_requests_total{job=\"web\"}[5m])))) / 0.001"),
+        "{query}"
+    );
+    let m = measurements(s);
+    let value: f64 = m[0]
+        .split(" value=")
+        .nth(1)
+        .and_then(|v| v.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (value - 20.0).abs() < 1.0,
+        "a 20× burn measured {value}: {m:?}"
+    );
+    let s = step(&steps, "back-to-normal");
+    assert_eq!(s["outcome"]["status"], "timed_out", "{s:#}");
+    assert!(
+        s["outcome"]["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("verify inconclusive after 1s: last value 2"),
+        "{s:#}"
+    );
+    drop(prometheus);
+    // Named SLOs must exist: `check --slos` and the server say where.
+    let rb = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rb.path().join("b.yaml"),
+        BURN.replace(
+            "slo: web/availability\n      burn_rate: {window: 5m, below: 1}",
+            "slo: web/avail\n      burn_rate: {window: 5m, below: 1}",
+        ),
+    )
+    .unwrap();
+    let o = crate::helpers::runbookd(&[
+        "check",
+        rb.path().to_str().unwrap(),
+        "--slos",
+        slos.path().to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let err = crate::helpers::stderr(&o);
+    assert!(
+        err.contains("b.yaml:13:12: runbook `burn`: SLO `web/avail` is not defined (defined: web/availability, web/latency)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_burn_rate_checks_get_file_line_col_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("v.yaml"),
+        "name: v\nmatchers: ['alertname = \"V\"']\nsteps:\n  - name: a\n    verify: {slo: web, burn_rate: {window: 5m, below: 1}}\n  - name: b\n    verify: {slo: web/availability}\n  - name: c\n    verify: {slo: web/availability, burn_rate: {window: 10s, below: 0}}\n  - name: d\n    verify: {slo: web/availability, burn_rate: {window: 5m, below: 1}, success: '< 1'}\n",
+    )
+    .unwrap();
+    let o = crate::helpers::runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = crate::helpers::stderr(&o);
+    for want in [
+        "v.yaml:5:19: runbook `v`, step `a`: `slo: web`: name the SLO as SERVICE/NAME",
+        "v.yaml:7:19: runbook `v`, step `b`: `slo:` needs `burn_rate: {window: 5m, below: 1}`",
+        "runbook `v`, step `c`: a burn rate's window is 1m to 1d",
+        "runbook `v`, step `c`: `below` is a positive number",
+        "runbook `v`, step `d`: `success` does not go with `slo:`/`burn_rate:`",
+    ] {
+        assert!(err.contains(want), "no `{want}` in:\n{err}");
+    }
+}
