@@ -6,13 +6,18 @@
 //! across replicas. Occurrences missed while no runbookd ran are not caught
 //! up. `mode: plan` records the plan and executes nothing; a drill pages
 //! nobody unless it says `notify: true`.
+//!
+//! A drill is a chaos experiment run only when it is safe: its `requires:`
+//! (its service's gate says yes, budget above a share, no open incident,
+//! allowed days and hours) is checked before each occurrence, and a refused
+//! occurrence records its plan and why, running nothing.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike as _, Utc};
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatch::Dispatcher;
@@ -35,6 +40,18 @@ pub struct Drills {
     /// Shadow mode: every drill is recorded as a plan.
     pub shadow: bool,
     pub external_url: String,
+    /// What `requires:` asks: the services' gates, the SLOs and their
+    /// statuses (`None` without SLO files: a drill that requires a budget
+    /// is refused).
+    pub budgets: Option<Budgets>,
+}
+
+/// Where a drill's `requires:` reads budgets.
+#[derive(Clone)]
+pub struct Budgets {
+    pub gates: crate::exec::run::GateSource,
+    pub slos: crate::exec::run::SloSource,
+    pub statuses: crate::slo::refresh::Shared,
 }
 
 impl Drills {
@@ -112,7 +129,14 @@ impl Drills {
                 return;
             }
         };
-        let plan_only = self.shadow || drill.mode == DrillMode::Plan;
+        let refused = match &drill.requires {
+            Some(r) => self.refusal(r, due).await,
+            None => None,
+        };
+        if let Some(why) = &refused {
+            tracing::warn!(runbook = %rb.name, due = %due, reason = %why, "drill refused: its plan is recorded, nothing runs");
+        }
+        let plan_only = self.shadow || drill.mode == DrillMode::Plan || refused.is_some();
         let ingested = crate::dispatch::ingest_manual(
             &self.store,
             rb,
@@ -131,13 +155,20 @@ impl Drills {
             }
         };
         if let Some(incident) = ingested.incident {
-            let note = format!(
+            let mut note = format!(
                 "drill of `{}` ({} mode, schedule `{}`, due {})",
                 rb.name,
-                if plan_only { "plan" } else { "execute" },
+                if self.shadow || drill.mode == DrillMode::Plan {
+                    "plan"
+                } else {
+                    "execute"
+                },
                 drill.schedule,
                 due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             );
+            if let Some(why) = &refused {
+                note = format!("{note} refused, its plan recorded and nothing run: {why}");
+            }
             let update = crate::incident::Update {
                 author: "runbookd".into(),
                 message: note,
@@ -155,18 +186,151 @@ impl Drills {
     }
 }
 
+impl Drills {
+    /// Why the drill may not run at `due`, by its `requires:` (`None`: it
+    /// may). What cannot be known refuses it.
+    async fn refusal(
+        &self,
+        r: &crate::runbook::DrillRequires,
+        due: DateTime<Utc>,
+    ) -> Option<String> {
+        let mut why = Vec::new();
+        if !r.days.is_empty() && !r.days.contains(&due.weekday()) {
+            let days: Vec<String> = r
+                .days
+                .iter()
+                .map(|d| d.to_string().to_lowercase())
+                .collect();
+            why.push(format!(
+                "it is {} (UTC), and it runs on {}",
+                due.weekday().to_string().to_lowercase(),
+                days.join(", ")
+            ));
+        }
+        if let Some((from, to)) = r.hours {
+            let now = due.hour() * 60 + due.minute();
+            if !(from..to).contains(&now) {
+                let hm = |m: u32| format!("{:02}:{:02}", m / 60, m % 60);
+                why.push(format!(
+                    "it is {} UTC, outside {}-{}",
+                    hm(now),
+                    hm(from),
+                    hm(to)
+                ));
+            }
+        }
+        match &self.budgets {
+            None => why.push(format!(
+                "this runbookd has no SLO statuses, so `{}`'s budget and gate are unknown",
+                r.service
+            )),
+            Some(b) => {
+                if let Some(g) = (b.gates)(&r.service).filter(|g| !g.allowed) {
+                    why.push(format!(
+                        "`{}` is frozen by its error-budget policies: {}",
+                        r.service,
+                        g.reasons.join("; ")
+                    ));
+                }
+                if let Some(share) = r.budget_above {
+                    why.extend(budget_short(b, &r.service, share));
+                }
+            }
+        }
+        if r.no_open_incident {
+            let open = self
+                .store
+                .incidents(crate::store::IncidentFilter {
+                    status: Some(crate::incident::StatusFilter::Open),
+                    limit: Some(500),
+                    ..crate::store::IncidentFilter::default()
+                })
+                .await;
+            match open {
+                Ok((list, _)) => {
+                    let ids: Vec<String> = list
+                        .iter()
+                        .filter(|i| !i.drill && i.services.contains(&r.service))
+                        .map(|i| i.id.to_string())
+                        .collect();
+                    if !ids.is_empty() {
+                        why.push(format!(
+                            "`{}` has open incidents: {}",
+                            r.service,
+                            ids.join(", ")
+                        ));
+                    }
+                }
+                Err(e) => why.push(format!(
+                    "cannot tell whether `{}` has open incidents: {e}",
+                    r.service
+                )),
+            }
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// Each SLO of `service` whose budget left is not above `share`, or not
+/// known, said; none is said for each when the service has no SLO.
+fn budget_short(b: &Budgets, service: &str, share: f64) -> Vec<String> {
+    let set = b
+        .slos
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let snap = b
+        .statuses
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .statuses
+        .clone();
+    let own: Vec<&crate::slo::Slo> = set.iter().filter(|s| s.service == service).collect();
+    if own.is_empty() {
+        return vec![format!(
+            "no SLO of `{service}` is defined, so its budget is unknown"
+        )];
+    }
+    own.iter()
+        .filter_map(|slo| {
+            let left = snap
+                .iter()
+                .find(|st| st.service == slo.service && st.slo == slo.name)
+                .and_then(|st| st.remaining);
+            match left {
+                Some(x) if x > share => None,
+                Some(x) => Some(format!(
+                    "{}/{} has {:.1}% of its budget left, not above {:.1}%",
+                    slo.service,
+                    slo.name,
+                    x * 100.0,
+                    share * 100.0
+                )),
+                None => Some(format!(
+                    "{}/{}'s budget is not known (not read from Prometheus)",
+                    slo.service, slo.name
+                )),
+            }
+        })
+        .collect()
+}
+
 /// What a drill is, for the store's once-per-occurrence claim: its runbook
 /// and every setting, so that two different drills never share a claim.
 fn identity(runbook: &str, d: &Drill) -> String {
-    let text = serde_json::json!({
+    let mut what = serde_json::json!({
         "runbook": runbook,
         "schedule": d.schedule,
         "labels": d.labels,
         "annotations": d.annotations,
         "mode": d.mode.as_str(),
         "notify": d.notify,
-    })
-    .to_string();
+    });
+    // Only when given: the drills written before `requires:` keep their key.
+    if let Some(r) = &d.requires {
+        what["requires"] = serde_json::to_value(r).unwrap_or_default();
+    }
+    let text = what.to_string();
     // FNV-1a, 64 bits: stable across processes and versions (unlike the
     // std hasher), short enough for a key.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

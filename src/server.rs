@@ -413,6 +413,15 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             max_queued: state.max_queued_runs.clone(),
             shadow: cfg.shadow,
             external_url: cfg.external_url.clone(),
+            budgets: Some(crate::drill::Budgets {
+                gates: api::gates::source(
+                    state.slos.clone(),
+                    state.slo_status.clone(),
+                    cfg.prometheus.is_some(),
+                ),
+                slos: state.slos.clone(),
+                statuses: state.slo_status.clone(),
+            }),
         }
         .run(stop.clone()),
     );

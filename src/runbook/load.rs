@@ -318,6 +318,18 @@ struct RawDrill {
     annotations: BTreeMap<String, String>,
     mode: Option<String>,
     notify: Option<bool>,
+    requires: Option<RawDrillRequires>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrillRequires {
+    service: Option<String>,
+    budget_above: Option<f64>,
+    no_open_incident: Option<bool>,
+    #[serde(default)]
+    days: Vec<String>,
+    hours: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -843,6 +855,9 @@ impl Checker<'_> {
             labels
                 .entry("alertname".into())
                 .or_insert_with(|| runbook.to_owned());
+            let requires = d
+                .requires
+                .and_then(|r| self.drill_requires(&format!("{at}.requires"), r, &labels));
             if let Some(cron) = cron {
                 out.push(super::Drill {
                     schedule: d.schedule,
@@ -851,10 +866,66 @@ impl Checker<'_> {
                     annotations: d.annotations.into_iter().collect(),
                     mode,
                     notify: d.notify.unwrap_or(false),
+                    requires,
                 });
             }
         }
         out
+    }
+
+    /// A drill's `requires:`.
+    fn drill_requires(
+        &mut self,
+        at: &str,
+        r: RawDrillRequires,
+        labels: &crate::alert::Labels,
+    ) -> Option<super::DrillRequires> {
+        let before = self.errors.len();
+        let service = r.service.or_else(|| labels.get("service").cloned());
+        if service.as_deref().is_none_or(str::is_empty) {
+            self.err(None, at, "`requires:` counts a service's budget and incidents: give `service:` or a `service` label to the drill");
+        }
+        if let Some(b) = r.budget_above {
+            if !(b.is_finite() && (0.0..1.0).contains(&b)) {
+                self.err(None, &format!("{at}.budget_above"), "`budget_above` is the share of the budget that must be left, from 0 to below 1 (0.5: half)");
+            }
+        }
+        let mut days = Vec::new();
+        for (i, d) in r.days.iter().enumerate() {
+            match d.parse::<chrono::Weekday>() {
+                Ok(w) if !days.contains(&w) => days.push(w),
+                Ok(_) => {}
+                Err(_) => self.err(
+                    None,
+                    &format!("{at}.days.{i}"),
+                    format!("`{d}` is not a day: mon, tue, wed, thu, fri, sat or sun"),
+                ),
+            }
+        }
+        let hours = r.hours.as_deref().and_then(|h| {
+            let minute = |t: &str| -> Option<u32> {
+                let (hh, mm) = t.trim().split_once(':')?;
+                let (hh, mm): (u32, u32) = (hh.parse().ok()?, mm.parse().ok()?);
+                (hh <= 24 && mm < 60 && hh * 60 + mm <= 24 * 60).then_some(hh * 60 + mm)
+            };
+            match h.split_once('-').and_then(|(a, b)| Some((minute(a)?, minute(b)?))) {
+                Some((from, to)) if from < to => Some((from, to)),
+                _ => {
+                    self.err(None, &format!("{at}.hours"), format!("`hours: {h}`: write `HH:MM-HH:MM` in UTC, the start before the end (e.g. `09:00-17:00`)"));
+                    None
+                }
+            }
+        });
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(super::DrillRequires {
+            service: service.unwrap_or_default(),
+            budget_above: r.budget_above,
+            no_open_incident: r.no_open_incident.unwrap_or(false),
+            days,
+            hours,
+        })
     }
 
     /// `communication:` and `escalation:`, with where each notifier is named

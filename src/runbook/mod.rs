@@ -169,6 +169,26 @@ pub struct Drill {
     /// Whether the runbook's `communication:` and `escalation:` apply (by
     /// default a drill pages nobody).
     pub notify: bool,
+    /// `requires:`: when the drill may run as a chaos experiment; checked
+    /// before each occurrence (a refused one records its plan, nothing
+    /// runs).
+    pub requires: Option<DrillRequires>,
+}
+
+/// A drill's `requires:` (DESIGN §12): all of them must hold.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DrillRequires {
+    /// The service whose budget and incidents count (default: the drill's
+    /// `service` label). Its error-budget gate must also say yes.
+    pub service: String,
+    /// Every SLO of the service has more than this share of its budget left.
+    pub budget_above: Option<f64>,
+    /// No open incident of the service (drills aside).
+    pub no_open_incident: bool,
+    /// The UTC weekdays it may run on (`mon`…`sun`); empty: any.
+    pub days: Vec<chrono::Weekday>,
+    /// The UTC hours it may start in, `[from, to)` in minutes of the day.
+    pub hours: Option<(u32, u32)>,
 }
 
 /// What a drill does.

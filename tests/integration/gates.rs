@@ -830,3 +830,204 @@ fn policy_actions_must_fit_their_condition_and_name_known_notifiers() {
         stderr(&o)
     );
 }
+
+/// A drill incident that ended: (kind, its drill note, its run's state,
+/// the step's output).
+type Ended = (String, String, String, Option<String>);
+
+/// Chaos drills that run only when it is safe.
+fn experiments(today: chrono::Weekday) -> String {
+    let other_days: Vec<String> = (1..7)
+        .map(|i| {
+            let mut d = today;
+            for _ in 0..i {
+                d = d.succ();
+            }
+            d.to_string().to_lowercase()
+        })
+        .collect();
+    format!(
+        r#"name: experiment
+matchers: [alertname = "NeverFires"]
+steps:
+  - name: break-things
+    run: ["/bin/echo", "{{{{labels.kind}}}}"]
+drills:
+  - schedule: "*/2 * * * * *"
+    labels: {{service: web, kind: budget}}
+    mode: execute
+    requires: {{budget_above: 0.5}}
+  - schedule: "*/2 * * * * *"
+    labels: {{service: web, kind: calm}}
+    mode: execute
+    requires: {{no_open_incident: true, hours: "00:00-24:00"}}
+  - schedule: "*/2 * * * * *"
+    labels: {{service: web, kind: elsewhen}}
+    mode: execute
+    requires: {{days: [{}]}}
+"#,
+        other_days.join(", ")
+    )
+}
+
+/// A drill whose `requires:` does not hold records its plan and why, and
+/// runs nothing: web/latency's budget is overspent (not above half), a real
+/// incident of web is open, or it is not one of its days. One that holds
+/// runs its steps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drills_run_only_when_their_requirements_hold() {
+    if !crate::prom::available() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let history = crate::prom::History::web(now);
+    let prometheus = crate::prom::start(&history).await;
+    let slos = tempfile::tempdir().unwrap();
+    std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
+    let dir = slos.path().to_owned();
+    let client = prometheus.client(Duration::from_secs(5));
+    let today = chrono::Datelike::weekday(&chrono::Utc::now());
+    let drills = experiments(today);
+    let down = "name: web-down\nmatchers: ['alertname = \"WebDown\"']\nsteps:\n  - name: look\n    run: ['true']\n";
+    let app = TestApp::start(
+        &[("experiment.yaml", &drills), ("web.yaml", down)],
+        move |c| {
+            c.slos = Some(dir);
+            c.prometheus = Some(client);
+            c.slo_refresh = Duration::from_secs(1);
+        },
+    )
+    .await;
+    // (kind, refusal note or None, planned or the step's output) of each
+    // drill incident that ended.
+    let seen = || async {
+        let (_, list) = app.get("/api/v1/incidents?limit=500").await;
+        let mut out = Vec::new();
+        for i in list["incidents"].as_array().unwrap() {
+            if i["drill"] != true || i["status"] != "resolved" {
+                continue;
+            }
+            let v = app.incident(i["id"].as_str().unwrap()).await;
+            let kind = v["alerts"][0]["labels"]["kind"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let note = v["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|t| t["message"].as_str().filter(|m| m.starts_with("drill of")))
+                .unwrap()
+                .to_owned();
+            let ran = v["runs"][0]["result"]["steps"][0]["attempts"][0]["stdout"]
+                .as_str()
+                .map(str::to_owned);
+            out.push((
+                kind,
+                note,
+                v["runs"][0]["state"].as_str().unwrap().to_owned(),
+                ran,
+            ));
+        }
+        out
+    };
+    let wait_for = |what: &'static str, want: Box<dyn Fn(&Ended) -> bool>| {
+        let seen = &seen;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(40);
+            loop {
+                let all = seen().await;
+                if let Some(found) = all.iter().find(|d| want(d)) {
+                    return found.clone();
+                }
+                assert!(Instant::now() < deadline, "no drill {what}: {all:#?}");
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+    };
+    let (_, note, state, ran) = wait_for(
+        "refused for the budget",
+        Box::new(|d| d.0 == "budget" && d.1.contains("not above 50.0%")),
+    )
+    .await;
+    assert_eq!((state.as_str(), ran), ("planned", None), "{note}");
+    assert!(
+        note.contains("(execute mode, schedule `*/2 * * * * *`, due ")
+            && note.contains(") refused, its plan recorded and nothing run: ")
+            && note.contains("web/latency has -"),
+        "{note}"
+    );
+    let (_, note, state, ran) = wait_for("allowed", Box::new(|d| d.0 == "calm")).await;
+    assert_eq!(state, "succeeded", "{note}");
+    assert_eq!(ran.as_deref(), Some("calm\n"));
+    assert!(!note.contains("refused"), "{note}");
+    let (_, note, state, _) =
+        wait_for("refused for the day", Box::new(|d| d.0 == "elsewhen")).await;
+    assert_eq!(state, "planned");
+    assert!(
+        note.contains(&format!(
+            "nothing run: it is {} (UTC), and it runs on ",
+            today.to_string().to_lowercase()
+        )),
+        "{note}"
+    );
+    // A real incident of web opens: the calm drill is refused from then on.
+    let resp = app
+        .post_alert(crate::app::notification(
+            "g-web",
+            &[(
+                &serde_json::json!({"alertname": "WebDown", "service": "web"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (_, list) = app.get("/api/v1/incidents?limit=500").await;
+    let real = list["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["drill"] == false)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, note, state, _) = wait_for(
+        "refused for the open incident",
+        Box::new(|d| d.0 == "calm" && d.1.contains("has open incidents")),
+    )
+    .await;
+    assert_eq!(state, "planned");
+    assert!(
+        note.ends_with(&format!("nothing run: `web` has open incidents: {real}")),
+        "{note}"
+    );
+    drop(prometheus);
+}
+
+#[test]
+fn bad_drill_requirements_get_file_line_col_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.yaml"),
+        "name: d\nmatchers: ['alertname = \"D\"']\nsteps:\n  - name: a\n    run: ['true']\ndrills:\n  - schedule: '0 3 * * 1'\n    requires: {budget_above: 0.5}\n  - schedule: '0 3 * * 1'\n    labels: {service: web}\n    requires: {budget_above: 2, days: [someday], hours: '17:00-09:00'}\n",
+    )
+    .unwrap();
+    let o = runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    let f = dir.path().join("d.yaml");
+    let f = f.display();
+    for want in [
+        format!("{f}:8:15: runbook `d`: `requires:` counts a service's budget and incidents: give `service:` or a `service` label"),
+        format!("{f}:11:30: runbook `d`: `budget_above` is the share of the budget that must be left"),
+        format!("{f}:11:40: runbook `d`: `someday` is not a day"),
+        format!("{f}:11:57: runbook `d`: `hours: 17:00-09:00`: write `HH:MM-HH:MM` in UTC"),
+    ] {
+        assert!(err.contains(&want), "no `{want}` in:\n{err}");
+    }
+}
