@@ -897,6 +897,18 @@ fn summarize(r: &RunResult, shutting_down: bool) -> String {
     } else {
         format!(", {} checklist item(s) open", r.checklist.len())
     };
+    if let Some(why) = &r.aborted {
+        return format!(
+            "drill aborted: {why}; {} step(s) in {} ms{}{checklist}",
+            r.steps.len(),
+            r.duration_ms,
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failed.join(", "))
+            }
+        );
+    }
     if failed.is_empty() {
         format!(
             "{} step(s) in {} ms{checklist}",

@@ -27,6 +27,9 @@ use crate::store::Store;
 /// The receiver of drills' incidents.
 pub const DRILL_RECEIVER: &str = "runbookd-drill";
 
+/// The label naming the drill a run belongs to (when it has safeguards).
+pub const DRILL_LABEL: &str = "runbookd_drill";
+
 /// How often schedules are looked at (a drill may start this much late).
 const TICK: Duration = Duration::from_millis(500);
 
@@ -115,6 +118,10 @@ impl Drills {
             "runbookd_origin".into(),
             format!("drill {}", due.timestamp()),
         );
+        // Which drill it is, for its safeguards while it runs.
+        if !drill.safeguards.is_empty() {
+            labels.insert(DRILL_LABEL.into(), identity(&rb.name, drill));
+        }
         let made = crate::dispatch::manual_notification(
             DRILL_RECEIVER,
             &rb.name,
@@ -317,7 +324,7 @@ fn budget_short(b: &Budgets, service: &str, share: f64) -> Vec<String> {
 
 /// What a drill is, for the store's once-per-occurrence claim: its runbook
 /// and every setting, so that two different drills never share a claim.
-fn identity(runbook: &str, d: &Drill) -> String {
+pub(crate) fn identity(runbook: &str, d: &Drill) -> String {
     let mut what = serde_json::json!({
         "runbook": runbook,
         "schedule": d.schedule,
@@ -329,6 +336,9 @@ fn identity(runbook: &str, d: &Drill) -> String {
     // Only when given: the drills written before `requires:` keep their key.
     if let Some(r) = &d.requires {
         what["requires"] = serde_json::to_value(r).unwrap_or_default();
+    }
+    if !d.safeguards.is_empty() {
+        what["safeguards"] = serde_json::to_value(&d.safeguards).unwrap_or_default();
     }
     let text = what.to_string();
     // FNV-1a, 64 bits: stable across processes and versions (unlike the

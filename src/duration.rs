@@ -123,6 +123,14 @@ impl std::fmt::Display for Rate {
     }
 }
 
+/// Serializes a duration as whole milliseconds (`#[serde(serialize_with)]`).
+///
+/// # Errors
+/// The serializer's.
+pub fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -367,7 +367,8 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
                 || !r.state.is_quiet();
             json!({"id": r.id, "runbook": r.runbook, "state": r.state, "phase": r.phase, "fingerprint": r.fingerprint, "reason": r.reason, "steps": steps, "active": r.state.is_active(),
                    "rerun_of": r.rerun_of, "may_rerun": d.summary.status != crate::incident::IncidentStatus::Resolved,
-                   "live": live.0, "live_step": live.1, "open": open, "step_count": steps.len()})
+                   "live": live.0, "live_step": live.1, "open": open, "step_count": steps.len(),
+                   "aborted": match &r.result { Some(crate::incident::RunDetail::Executed(x)) => x.aborted.clone(), _ => None }})
         })
         .collect();
     // The first screen: what is happening, what ran, what failed, what now.

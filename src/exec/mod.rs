@@ -10,6 +10,7 @@ pub mod instance;
 pub mod process;
 pub mod report;
 pub mod run;
+pub mod safeguard;
 pub mod sandbox;
 pub mod spawn;
 

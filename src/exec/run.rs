@@ -183,6 +183,10 @@ pub struct RunResult {
     /// A paused run (`AwaitingApproval`): the approval it waits for.
     #[serde(skip)]
     pub awaiting: Option<crate::approval::Request>,
+    /// A drill stopped by one of its `safeguards:`: which, and the
+    /// measurement that tripped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
 }
 
 /// A running run's steps so far, stored as it goes (a server run), so that a
@@ -265,6 +269,7 @@ impl Progress {
             ended: now,
             duration_ms: u64::try_from((now - started).num_milliseconds().max(0)).unwrap_or(0),
             awaiting: None,
+            aborted: None,
         }
     }
 }
@@ -530,6 +535,37 @@ impl Executor {
         let mut outcome = RunOutcome::Succeeded;
         let mut needs_on_failure = false;
         let mut awaiting = None;
+        let mut aborted: Option<String> = None;
+        // A drill's safeguards, watched while its steps run: tripped, they
+        // stop the current step (not the rollback after it).
+        let step_cancel = cancel.child_token();
+        let tripped: super::safeguard::Tripped = Arc::default();
+        let steps_over = CancellationToken::new();
+        let watcher = match (phase, self.safeguards(req)) {
+            (Phase::Remediation, Some(Ok((guards, prom)))) => {
+                Some(tokio::spawn(super::safeguard::watch(
+                    guards,
+                    prom,
+                    step_cancel.clone(),
+                    tripped.clone(),
+                    steps_over.clone(),
+                )))
+            }
+            (Phase::Remediation, Some(Err(why))) => {
+                *tripped
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+                step_cancel.cancel();
+                None
+            }
+            _ => None,
+        };
+        let tripped_now = || {
+            tripped
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        };
         // A resumed run: the steps before the approval as recorded, then
         // the approval step decided, then on.
         let mut next = 0;
@@ -582,6 +618,13 @@ impl Executor {
             }
         }
         for (index, step) in main.iter().enumerate().skip(next) {
+            if let Some(why) = tripped_now() {
+                // Tripped between steps (or before the first).
+                aborted = Some(why);
+                outcome = RunOutcome::Failed;
+                needs_on_failure = true;
+                break;
+            }
             let rec = if let Some(rec) = decision.take() {
                 rec
             } else {
@@ -598,7 +641,7 @@ impl Executor {
                         scratch.as_ref().map_err(String::as_str),
                         Some(deadline),
                         &observer,
-                        cancel,
+                        &step_cancel,
                         approved.is_some(),
                     )
                     .await;
@@ -627,7 +670,16 @@ impl Executor {
                     break;
                 }
                 Some(StepOutcome::Cancelled) => {
-                    outcome = RunOutcome::Cancelled;
+                    match tripped_now().filter(|_| !cancel.is_cancelled()) {
+                        // Stopped by a safeguard: the drill aborts, and
+                        // rolls back.
+                        Some(why) => {
+                            aborted = Some(why);
+                            outcome = RunOutcome::Failed;
+                            needs_on_failure = true;
+                        }
+                        None => outcome = RunOutcome::Cancelled,
+                    }
                     break;
                 }
                 Some(StepOutcome::TimedOut { ref cause, .. }) if cause == "run timeout" => {
@@ -642,6 +694,12 @@ impl Executor {
                     break;
                 }
             }
+        }
+        // The steps are over: so is the watch (the rollback runs whatever
+        // the safeguards say).
+        steps_over.cancel();
+        if let Some(w) = watcher {
+            let _ = w.await;
         }
         if needs_on_failure && phase == Phase::Remediation {
             for step in &rb.on_failure {
@@ -701,7 +759,57 @@ impl Executor {
             ended: Utc::now(),
             duration_ms: millis(spent + t0.elapsed()),
             awaiting,
+            aborted,
         }
+    }
+
+    /// The safeguards of the drill `req` runs, ready to measure (`None`:
+    /// not a drill with safeguards). What cannot be watched is an error:
+    /// the drill does not start.
+    fn safeguards(
+        &self,
+        req: &RunRequest<'_>,
+    ) -> Option<Result<(Vec<super::safeguard::Guard>, crate::prometheus::Prometheus), String>> {
+        let key = req.alert.labels.get(crate::drill::DRILL_LABEL)?;
+        if req.notification.receiver != crate::drill::DRILL_RECEIVER {
+            return None;
+        }
+        let Some(drill) = req
+            .runbook
+            .drills
+            .iter()
+            .find(|d| crate::drill::identity(&req.runbook.name, d) == *key)
+        else {
+            return Some(Err("the drill changed (a reload) since this occurrence started: its safeguards are not known, so it does not run".into()));
+        };
+        let Some(prom) = self.prometheus.clone() else {
+            return Some(Err(
+                "no Prometheus to watch the drill's safeguards: set `prometheus.url`".into(),
+            ));
+        };
+        let mut guards = Vec::new();
+        for s in &drill.safeguards {
+            let (query, holds) = match &s.check {
+                crate::runbook::SafeguardCheck::Query { query, holds } => (query.clone(), *holds),
+                crate::runbook::SafeguardCheck::BurnRate(b) => match self.burn_rate_query(b) {
+                    Ok(q) => (
+                        q,
+                        crate::verify::Condition {
+                            op: crate::verify::Cmp::Lt,
+                            value: b.below,
+                        },
+                    ),
+                    Err(e) => return Some(Err(format!("safeguard `{}`: {e}", s.name))),
+                },
+            };
+            guards.push(super::safeguard::Guard {
+                name: s.name.clone(),
+                query,
+                holds,
+                interval: s.interval,
+            });
+        }
+        Some(Ok((guards, prom)))
     }
 
     /// Copies a `credential_file` into the run's scratch directory (a fresh

@@ -319,6 +319,19 @@ struct RawDrill {
     mode: Option<String>,
     notify: Option<bool>,
     requires: Option<RawDrillRequires>,
+    #[serde(default)]
+    safeguards: Vec<RawSafeguard>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSafeguard {
+    name: String,
+    query: Option<String>,
+    holds: Option<String>,
+    slo: Option<String>,
+    burn_rate: Option<RawBurnRate>,
+    interval: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -858,6 +871,19 @@ impl Checker<'_> {
             let requires = d
                 .requires
                 .and_then(|r| self.drill_requires(&format!("{at}.requires"), r, &labels));
+            if !d.safeguards.is_empty() && mode != super::DrillMode::Execute {
+                self.err(
+                    None,
+                    &format!("{at}.safeguards"),
+                    "`safeguards` watch a drill that runs its steps: say `mode: execute`",
+                );
+            }
+            let safeguards = d
+                .safeguards
+                .into_iter()
+                .enumerate()
+                .filter_map(|(j, s)| self.safeguard(&format!("{at}.safeguards.{j}"), s))
+                .collect();
             if let Some(cron) = cron {
                 out.push(super::Drill {
                     schedule: d.schedule,
@@ -867,10 +893,85 @@ impl Checker<'_> {
                     mode,
                     notify: d.notify.unwrap_or(false),
                     requires,
+                    safeguards,
                 });
             }
         }
         out
+    }
+
+    /// One of a drill's `safeguards:`.
+    fn safeguard(&mut self, at: &str, s: RawSafeguard) -> Option<super::Safeguard> {
+        let before = self.errors.len();
+        let interval = self.duration(
+            None,
+            &format!("{at}.interval"),
+            s.interval.as_deref(),
+            Duration::from_secs(10),
+            false,
+        );
+        let check = match (s.query, s.holds, s.slo, s.burn_rate) {
+            (Some(query), Some(holds), None, None) => {
+                if query.contains("{{") {
+                    self.err(None, &format!("{at}.query"), "a safeguard's query is written out in full: it watches the service, not an alert (no `{{…}}`)");
+                }
+                match holds.parse::<crate::verify::Condition>() {
+                    Ok(holds) => Some(super::SafeguardCheck::Query { query, holds }),
+                    Err(e) => {
+                        self.err(None, &format!("{at}.holds"), format!("`holds`: {e}"));
+                        None
+                    }
+                }
+            }
+            (None, None, Some(slo), Some(b)) => {
+                if !slo
+                    .split_once('/')
+                    .is_some_and(|(a, n)| !a.is_empty() && !n.is_empty() && !n.contains('/'))
+                {
+                    self.err(
+                        None,
+                        &format!("{at}.slo"),
+                        format!("`slo: {slo}`: name the SLO as SERVICE/NAME"),
+                    );
+                }
+                let window = self.duration(
+                    None,
+                    &format!("{at}.burn_rate.window"),
+                    Some(&b.window),
+                    Duration::from_secs(300),
+                    false,
+                );
+                if !(b.below.is_finite() && b.below > 0.0) {
+                    self.err(
+                        None,
+                        &format!("{at}.burn_rate.below"),
+                        "`below` is a positive number",
+                    );
+                }
+                let pos = self
+                    .positions
+                    .value(&format!("{at}.slo"))
+                    .unwrap_or(Pos { line: 1, col: 1 });
+                self.slo_refs.push((slo.clone(), pos));
+                Some(super::SafeguardCheck::BurnRate(crate::verify::BurnRate {
+                    slo,
+                    window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                    below: b.below,
+                }))
+            }
+            _ => {
+                self.err(None, at, "a safeguard is `query:` with `holds:` (what must stay true, e.g. `< 0.05`), or `slo:` with `burn_rate: {window, below}`");
+                None
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(super::Safeguard {
+            name: s.name,
+            check: check?,
+            interval,
+        })
     }
 
     /// A drill's `requires:`.

@@ -173,8 +173,34 @@ pub struct Drill {
     /// before each occurrence (a refused one records its plan, nothing
     /// runs).
     pub requires: Option<DrillRequires>,
+    /// `safeguards:`: conditions watched while an executed drill runs its
+    /// steps; one that stops holding aborts the drill (the current step is
+    /// stopped, `on_failure` runs as the rollback).
+    pub safeguards: Vec<Safeguard>,
 }
 
+/// One of a drill's `safeguards:`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Safeguard {
+    pub name: String,
+    pub check: SafeguardCheck,
+    /// How often it is measured.
+    #[serde(serialize_with = "crate::duration::serialize_millis")]
+    pub interval: Duration,
+}
+
+/// What a safeguard measures.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SafeguardCheck {
+    /// A PromQL query (no templates) whose one value must satisfy `holds`.
+    Query {
+        query: String,
+        holds: crate::verify::Condition,
+    },
+    /// An SLO's burn rate must stay below a bound.
+    BurnRate(crate::verify::BurnRate),
+}
 /// A drill's `requires:` (DESIGN §12): all of them must hold.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct DrillRequires {

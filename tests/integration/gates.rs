@@ -1031,3 +1031,194 @@ fn bad_drill_requirements_get_file_line_col_errors() {
         assert!(err.contains(&want), "no `{want}` in:\n{err}");
     }
 }
+
+/// A small exporter on loopback: `drill_error_ratio` at whatever the test
+/// sets, for a Prometheus to scrape.
+struct Exporter {
+    addr: String,
+    value: std::sync::Arc<std::sync::Mutex<f64>>,
+}
+
+impl Exporter {
+    async fn start(value: f64) -> Exporter {
+        let value = std::sync::Arc::new(std::sync::Mutex::new(value));
+        let v = value.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let v = v.clone();
+                async move {
+                    format!(
+                        "# TYPE drill_error_ratio gauge\ndrill_error_ratio {}\n",
+                        *v.lock().unwrap()
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Exporter { addr, value }
+    }
+
+    fn set(&self, v: f64) {
+        *self.value.lock().unwrap() = v;
+    }
+}
+
+/// A chaos drill whose safeguard trips while it runs: the series it
+/// watches degrades (a real Prometheus scrapes it every second), so the
+/// running step is stopped long before its end, the next step never
+/// runs, `on_failure` rolls back, and the run records the drill aborted
+/// with the measurement that tripped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_safeguard_aborts_a_drill_when_the_series_degrades() {
+    if !crate::prom::available() {
+        return;
+    }
+    let exporter = Exporter::start(0.01).await;
+    let now = chrono::Utc::now();
+    let placeholder = format!(
+        "# TYPE placeholder gauge\nplaceholder 1 {}\n# EOF\n",
+        now.timestamp() - 3600
+    );
+    let prometheus = crate::prom::serve_scraping(&placeholder, Some(&exporter.addr)).await;
+    let prom = prometheus.client(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while prom
+        .query("max(drill_error_ratio)", None)
+        .await
+        .map_or(0, |s| s.len())
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never scraped the exporter"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let second = (chrono::Timelike::second(&chrono::Utc::now()) + 6) % 60;
+    let chaos = format!(
+        r#"name: chaos
+matchers: [alertname = "NeverFires"]
+steps:
+  - name: inject
+    run: ["/bin/sleep", "40"]
+  - name: after
+    run: ["/bin/echo", "never"]
+on_failure:
+  - name: rollback
+    run: ["/bin/echo", "rolled back"]
+drills:
+  - schedule: "{second} * * * * *"
+    labels: {{service: web}}
+    mode: execute
+    safeguards:
+      - name: errors-stay-low
+        query: max(drill_error_ratio)
+        holds: "< 0.5"
+        interval: 300ms
+"#
+    );
+    let client = prometheus.client(Duration::from_secs(5));
+    let app = TestApp::start(&[("chaos.yaml", &chaos)], move |c| {
+        c.prometheus = Some(client);
+    })
+    .await;
+    // The drill starts and its chaos step runs; the safeguard holds.
+    let deadline = Instant::now() + Duration::from_secs(75);
+    let id = loop {
+        let (_, list) = app.get("/api/v1/incidents").await;
+        if let Some(i) = list["incidents"].as_array().unwrap().first() {
+            let id = i["id"].as_str().unwrap().to_owned();
+            let v = app.incident(&id).await;
+            if crate::app::run_states(&v) == ["running"] {
+                break id;
+            }
+        }
+        assert!(Instant::now() < deadline, "the drill never ran: {list:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        crate::app::run_states(&app.incident(&id).await),
+        ["running"],
+        "the safeguard held"
+    );
+    // The series degrades: the drill aborts within a few scrapes.
+    let degraded = Instant::now();
+    exporter.set(0.9);
+    let v = app
+        .wait_for_incident(&id, "the drill to abort", crate::app::runs_ended)
+        .await;
+    assert!(
+        degraded.elapsed() < Duration::from_secs(15),
+        "aborted after {:?}",
+        degraded.elapsed()
+    );
+    let run = &v["runs"][0];
+    assert_eq!(run["state"], "failed", "{v:#}");
+    let why = run["result"]["aborted"].as_str().unwrap();
+    assert!(
+        why.starts_with(
+            "safeguard `errors-stay-low` tripped: `max(drill_error_ratio)` measured 0.9 at "
+        ) && why.ends_with("which breaks `< 0.5`"),
+        "{why}"
+    );
+    assert!(
+        v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("drill aborted: {why}"))),
+        "the timeline says so: {v:#}"
+    );
+    let steps = run["result"]["steps"].as_array().unwrap();
+    let names: Vec<(&str, &str)> = steps
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap(),
+                s["outcome"]["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("inject", "cancelled"), ("rollback", "succeeded")],
+        "{v:#}"
+    );
+    assert_eq!(steps[1]["attempts"][0]["stdout"], "rolled back\n");
+    let page = app.page(&format!("/incidents/{id}")).await;
+    assert!(
+        page.contains("drill aborted</span> safeguard &#x60;errors-stay-low&#x60; tripped"),
+        "{page}"
+    );
+    drop(prometheus);
+}
+
+#[test]
+fn bad_safeguards_get_file_line_col_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("d.yaml"),
+        "name: d\nmatchers: ['alertname = \"D\"']\nsteps:\n  - name: a\n    run: ['true']\ndrills:\n  - schedule: '0 3 * * 1'\n    safeguards:\n      - {name: s, query: up, holds: '< 1'}\n  - schedule: '0 3 * * 1'\n    mode: execute\n    safeguards:\n      - {name: t, query: 'up{job=\"{{labels.job}}\"}', holds: '< 1'}\n      - {name: u, query: up, holds: 'small'}\n      - {name: v, query: up}\n",
+    )
+    .unwrap();
+    let o = runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    let f = dir.path().join("d.yaml");
+    let f = f.display();
+    for want in [
+        format!("{f}:9:7: runbook `d`: `safeguards` watch a drill that runs its steps: say `mode: execute`"),
+        format!("{f}:13:26: runbook `d`: a safeguard's query is written out in full"),
+        format!("{f}:14:37: runbook `d`: `holds`: "),
+        format!("{f}:15:9: runbook `d`: a safeguard is `query:` with `holds:`"),
+    ] {
+        assert!(err.contains(&want), "no `{want}` in:\n{err}");
+    }
+}

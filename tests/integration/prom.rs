@@ -253,6 +253,12 @@ pub async fn start(history: &History) -> Prometheus {
 
 /// A Prometheus serving these OpenMetrics samples.
 pub async fn serve(openmetrics: &str) -> Prometheus {
+    serve_scraping(openmetrics, None).await
+}
+
+/// A Prometheus serving these OpenMetrics samples, and scraping `target`
+/// (`host:port`, its `/metrics`) every second when given.
+pub async fn serve_scraping(openmetrics: &str, target: Option<&str>) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let om = dir.path().join("history.om");
     std::fs::write(&om, openmetrics).unwrap();
@@ -275,7 +281,13 @@ pub async fn serve(openmetrics: &str) -> Prometheus {
         String::from_utf8_lossy(&out.stderr)
     );
     let cfg = dir.path().join("prometheus.yml");
-    std::fs::write(&cfg, "global: {scrape_interval: 1h}\n").unwrap();
+    let config = match target {
+        None => "global: {scrape_interval: 1h}\n".to_owned(),
+        Some(t) => format!(
+            "global: {{scrape_interval: 1h}}\nscrape_configs:\n  - job_name: exporter\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    static_configs: [{{targets: ['{t}']}}]\n"
+        ),
+    };
+    std::fs::write(&cfg, config).unwrap();
     let port = crate::alertmanager::free_port();
     let child = Command::new(binary("prometheus").unwrap())
         .arg(format!("--config.file={}", cfg.display()))
