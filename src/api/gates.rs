@@ -161,9 +161,20 @@ pub fn source(
     })
 }
 
+/// The gate, with the service's timeline (freezes and overrides, newest
+/// first).
 async fn gate(
     State(s): State<AppState>,
     Path(service): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(answer(gate_of(&s, &service)?))
+    let g = gate_of(&s, &service)?;
+    let timeline = s.store.service_timeline(service, 20).await?;
+    let code = if g.allowed {
+        StatusCode::OK
+    } else {
+        StatusCode::LOCKED
+    };
+    let mut v = serde_json::to_value(&g).unwrap_or_default();
+    v["timeline"] = serde_json::to_value(timeline).unwrap_or_default();
+    Ok((code, Json(v)).into_response())
 }

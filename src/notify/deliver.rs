@@ -275,13 +275,16 @@ impl Outbox {
         }
         if matches!(n.target, super::config::Target::Pagerduty { .. })
             && item.status == crate::incident::IncidentStatus::Resolved
-            && !matches!(item.event, super::Event::IncidentResolved)
+            && !matches!(
+                item.event,
+                super::Event::IncidentResolved | super::Event::BudgetUnfrozen
+            )
         {
             let error = "not sent: the incident is resolved, and a PagerDuty trigger would open its page again".to_owned();
             self.record(&item, "skipped", Settle::Dead { error }).await;
             return;
         }
-        let url = format!("{}/incidents/{}", self.external_url, item.incident);
+        let url = format!("{}{}", self.external_url, item.incident.path());
         let text = self.render(&item, &url);
         let outcome = send::send(
             client,
@@ -438,7 +441,7 @@ pub(super) mod tests {
             attempt: 1,
             notifier: "hook".into(),
             event: super::super::Event::RunFailed,
-            incident: crate::incident::IncidentId(1),
+            incident: super::super::About::Incident(crate::incident::IncidentId(1)),
             title: "Disk full".into(),
             severity: crate::runbook::Severity::Sev2,
             status: crate::incident::IncidentStatus::Investigating,

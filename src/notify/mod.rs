@@ -83,6 +83,11 @@ named!(
         /// A policy over what the incident cost requires its postmortem
         /// (told once, when its cost is recorded after it resolved).
         PostmortemRequired = "postmortem_required",
+        /// A service's error-budget policies froze it (about the service,
+        /// not an incident).
+        BudgetFrozen = "budget_frozen",
+        /// A frozen service's policies no longer freeze it.
+        BudgetUnfrozen = "budget_unfrozen",
     }
 );
 
@@ -308,11 +313,55 @@ pub fn queue(policies: &Policies, what: &Happened<'_>) -> Vec<Queue> {
     out
 }
 
+/// What a notification is about: an incident, or a service's error budget
+/// (`budget_frozen`, `budget_unfrozen`). Shown as `INC-0042` or
+/// `budget:checkout` (PagerDuty's `dedup_key` too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum About {
+    Incident(crate::incident::IncidentId),
+    Budget(String),
+}
+
+impl About {
+    /// From the outbox row's `incident_id` and `service`.
+    #[must_use]
+    pub fn of(incident: Option<i64>, service: Option<String>) -> About {
+        match incident {
+            Some(id) => About::Incident(crate::incident::IncidentId(id)),
+            None => About::Budget(service.unwrap_or_default()),
+        }
+    }
+
+    /// The runbookd page it is on, under the external URL.
+    #[must_use]
+    pub fn path(&self) -> String {
+        match self {
+            About::Incident(id) => format!("/incidents/{id}"),
+            About::Budget(_) => "/slos".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for About {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            About::Incident(id) => write!(f, "{id}"),
+            About::Budget(service) => write!(f, "budget:{service}"),
+        }
+    }
+}
+
+impl Serialize for About {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// A notification as the incident, the API and the CLI show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageRecord {
     pub id: i64,
-    pub incident: crate::incident::IncidentId,
+    pub incident: About,
     pub notifier: String,
     pub event: Event,
     pub state: DeliveryState,
@@ -357,7 +406,7 @@ pub struct OutboxItem {
     pub attempt: u32,
     pub notifier: String,
     pub event: Event,
-    pub incident: crate::incident::IncidentId,
+    pub incident: About,
     pub title: String,
     pub severity: crate::runbook::Severity,
     pub status: crate::incident::IncidentStatus,

@@ -177,7 +177,7 @@ pub(super) fn pagerduty_event(o: &Outgoing<'_>, routing_key: &str) -> Value {
     let dedup_key = truncate(&i.incident.to_string(), 255);
     let action = match i.event {
         Event::IncidentAcknowledged => "acknowledge",
-        Event::IncidentResolved => "resolve",
+        Event::IncidentResolved | Event::BudgetUnfrozen => "resolve",
         _ => "trigger",
     };
     if action != "trigger" {

@@ -1030,15 +1030,16 @@ fn policies_doc(at: &At<'_>, text: &str) -> (Vec<Policy>, Vec<SloError>) {
             .parse::<When>()
             .map_err(|m| err("when", format!("`when`: {m}")))
             .ok();
-        let mut actions = Vec::new();
+        // Each action with where it is written.
+        let mut written: Vec<(usize, Action)> = Vec::new();
         for (j, a) in e.actions.iter().enumerate() {
             let item = format!("actions.{j}");
             match (a.as_str(), a.get("notify")) {
-                (Some("freeze"), _) => actions.push(Action::Freeze),
-                (Some("require_postmortem"), _) => actions.push(Action::RequirePostmortem),
+                (Some("freeze"), _) => written.push((j, Action::Freeze)),
+                (Some("require_postmortem"), _) => written.push((j, Action::RequirePostmortem)),
                 (None, Some(to)) => match serde_yaml::from_value::<Vec<String>>(to.clone()) {
                     Ok(names) if !names.is_empty() && names.iter().all(|n| !n.trim().is_empty()) => {
-                        actions.push(Action::Notify(names));
+                        written.push((j, Action::Notify(names)));
                     }
                     _ => err(
                         &item,
@@ -1054,10 +1055,11 @@ fn policies_doc(at: &At<'_>, text: &str) -> (Vec<Policy>, Vec<SloError>) {
                 ),
             }
         }
+        let actions: Vec<Action> = written.iter().map(|(_, a)| a.clone()).collect();
         let when = when.filter(|w| {
             let per_incident = w.metric.per_incident();
             let mut fits = true;
-            for (j, a) in actions.iter().enumerate() {
+            for (j, a) in &written {
                 let why = match a {
                     Action::Freeze if per_incident => Some(
                         "`freeze` follows a service's budget (budget_remaining, burn_rate(WINDOW), time_to_exhaustion), not one incident's cost: give `require_postmortem`",
@@ -1065,8 +1067,8 @@ fn policies_doc(at: &At<'_>, text: &str) -> (Vec<Policy>, Vec<SloError>) {
                     Action::RequirePostmortem if !per_incident => Some(
                         "`require_postmortem` follows one incident's cost: write `when: incident_budget_consumed > SHARE`",
                     ),
-                    Action::Notify(_) if !per_incident => Some(
-                        "`notify` is told when an incident's cost requires a postmortem (`when: incident_budget_consumed > SHARE`); a service's freeze is not a notification event yet: the gate and `runbookd gate` say the verdict",
+                    Action::Notify(_) if !per_incident && !actions.contains(&Action::Freeze) => Some(
+                        "`notify` is told when the policy freezes or unfreezes its service (with `freeze`), or when an incident's cost requires a postmortem (`when: incident_budget_consumed > SHARE`)",
                     ),
                     _ => None,
                 };

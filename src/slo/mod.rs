@@ -272,6 +272,50 @@ impl SloSet {
         }
     }
 
+    /// Each service a `freeze` policy covers, frozen or not by its policies
+    /// on these statuses (overrides aside: they let the gate say yes, they
+    /// do not unfreeze the budget), with the notifiers those policies name.
+    #[must_use]
+    pub fn freezes(
+        &self,
+        statuses: &[status::Status],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<crate::store::Freeze> {
+        let mut services: Vec<&str> = self.slos.iter().map(|s| s.service.as_str()).collect();
+        services.dedup();
+        services
+            .into_iter()
+            .filter_map(|service| {
+                let freezing: Vec<&policy::Policy> = self
+                    .policies
+                    .iter()
+                    .filter(|p| p.actions.contains(&policy::Action::Freeze))
+                    .filter(|p| {
+                        self.slos
+                            .iter()
+                            .any(|s| s.service == service && p.covers(s))
+                    })
+                    .collect();
+                if freezing.is_empty() {
+                    return None;
+                }
+                let gate = self.gate(service, statuses, &[], now)?;
+                let mut notify: Vec<String> = Vec::new();
+                for n in freezing.iter().flat_map(|p| p.notifiers()) {
+                    if !notify.iter().any(|x| x == n) {
+                        notify.push(n.to_owned());
+                    }
+                }
+                Some(crate::store::Freeze {
+                    service: service.to_owned(),
+                    frozen: !gate.allowed,
+                    reasons: gate.reasons.join("; "),
+                    notify,
+                })
+            })
+            .collect()
+    }
+
     /// The gate of `service` on these statuses and overrides (`None`: no
     /// SLO of that service).
     #[must_use]

@@ -345,6 +345,20 @@ async fn refresh(
         if r.store.shared() {
             share(&r.store, &statuses, at, took_ms).await;
         }
+        // Each change of a service's freeze, written once with its reasons
+        // and told to the policies' notifiers.
+        for f in set.freezes(&statuses, at) {
+            let (service, frozen) = (f.service.clone(), f.frozen);
+            match r.store.decide_freeze(f).await {
+                Ok(true) => {
+                    tracing::warn!(service = %service, frozen, "error-budget freeze changed");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(service = %service, error = %e, "cannot record a service's error-budget freeze; tried again at the next refresh");
+                }
+            }
+        }
         tokio::select! {
             () = record_budgets(&r.store, prom, &set) => {}
             () = stop.cancelled() => {}

@@ -26,7 +26,7 @@ use crate::notify::{
 };
 use crate::plan::Phase;
 use crate::runbook::Severity;
-use crate::store::types::{GateOverride, Ticks};
+use crate::store::types::{GateOverride, ServiceEntry, Ticks};
 use crate::store::RunbookMatch;
 use crate::store::{Lease, StoreError};
 
@@ -447,6 +447,42 @@ pub(super) trait Driver {
         budget: &str,
         affecting: Option<bool>,
     ) -> Op<bool, Self::Fail>;
+
+    /// Whether the service's budget is frozen, as last written (`None`:
+    /// never written); the row is locked until the transaction ends.
+    async fn budget_state(&self, service: &str) -> Op<Option<bool>, Self::Fail>;
+
+    async fn budget_state_put(
+        &self,
+        service: &str,
+        frozen: bool,
+        reasons: &str,
+        at: DateTime<Utc>,
+    ) -> Op<(), Self::Fail>;
+
+    async fn service_timeline_insert(
+        &self,
+        service: &str,
+        author: &str,
+        kind: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Op<(), Self::Fail>;
+
+    /// The service's timeline, newest first, at most `limit` entries.
+    async fn service_timeline_of(
+        &self,
+        service: &str,
+        limit: u32,
+    ) -> Op<Vec<ServiceEntry>, Self::Fail>;
+
+    /// Queues a notification about a service (no incident).
+    async fn outbox_insert_service(
+        &self,
+        service: &str,
+        q: &Queue,
+        state: DeliveryState,
+    ) -> Op<(), Self::Fail>;
 
     /// Ends the service's overrides in force at `at`, saying who ended
     /// them; how many.

@@ -31,6 +31,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use flow::gates::Freeze;
 pub use types::*;
 
 use driver::Driver as _;
@@ -620,6 +621,20 @@ impl Store {
         flow!(self, pool, |d| flow::gates::end_override(
             d, &service, &by, at
         ))
+    }
+
+    /// Records a service's freeze as its policies decide it now, once per
+    /// change (the leader's job); whether it changed.
+    #[must_use]
+    pub fn decide_freeze(&self, f: flow::gates::Freeze) -> Pending<bool> {
+        let at = chrono::Utc::now();
+        flow!(self, pool, |d| flow::gates::decide_freeze(d, &f, at))
+    }
+
+    /// The service's timeline (freezes, overrides), newest first.
+    #[must_use]
+    pub fn service_timeline(&self, service: String, limit: u32) -> Pending<Vec<ServiceEntry>> {
+        flow!(self, pool, |d| flow::gates::timeline(d, &service, limit))
     }
 
     /// The gate overrides in force now.

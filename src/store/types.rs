@@ -280,6 +280,42 @@ pub struct LiveChunk {
     pub text: String,
 }
 
+/// The incident-like fields of a notification about a service's budget:
+/// its title, severity (sev2), status (open while frozen, resolved once
+/// unfrozen: PagerDuty resolves the page) and the service.
+pub(crate) fn budget_item(
+    service: &str,
+    event: crate::notify::Event,
+) -> (
+    String,
+    crate::runbook::Severity,
+    crate::incident::IncidentStatus,
+    Vec<String>,
+) {
+    use crate::incident::IncidentStatus;
+    (
+        format!("Error budget of {service}"),
+        crate::runbook::Severity::Sev2,
+        if event == crate::notify::Event::BudgetUnfrozen {
+            IncidentStatus::Resolved
+        } else {
+            IncidentStatus::Investigating
+        },
+        vec![service.to_owned()],
+    )
+}
+
+/// One entry of a service's timeline: its budget frozen or unfrozen by its
+/// policies, its gate overridden or the override ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceEntry {
+    pub at: DateTime<Utc>,
+    pub author: String,
+    /// `frozen`, `unfrozen`, `overridden`, `override_ended`.
+    pub kind: String,
+    pub message: String,
+}
+
 /// An operator's override of a frozen service's gate: the gate says yes
 /// until `until` (or until someone ends it), whatever the policies say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]

@@ -68,7 +68,7 @@ const POLICIES: &str = r"policies:
   - name: halt-when-overspent
     services: [web]
     when: budget_remaining < 0
-    actions: [freeze]
+    actions: [freeze, {notify: [ops]}]
     recommend: Halt web releases.
   - name: halt-when-burning-fast
     slos: [web/availability]
@@ -116,6 +116,9 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     let data = tempfile::tempdir().unwrap();
     let store = data.path().join("store");
     let store_dir = store.clone();
+    let rx = crate::notify::Receiver::start().await;
+    let ops = format!("ops: {{type: webhook, url: '{}/ops'}}\n", rx.url);
+    let at_start = ops.clone();
     let mut app = TestApp::start(
         &[("gated.yaml", GATED), ("override.yaml", OVERRIDE)],
         move |c| {
@@ -123,6 +126,7 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
             c.prometheus = Some(client);
             c.slo_refresh = Duration::from_secs(1);
             c.data_dir = store_dir;
+            c.notifiers = crate::notify::notifiers(&at_start);
         },
     )
     .await;
@@ -167,6 +171,25 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
         web["recommendations"],
         serde_json::json!(["Halt web releases.", "Review web's incidents."])
     );
+    // The freeze is written once, on web's timeline, and told to the
+    // policy's notifier (ghost's policy names none: nobody is told).
+    let told = rx.wait("/ops", 1).await;
+    let body = &told[0].body;
+    assert_eq!(body["event"], "budget_frozen", "{body:#}");
+    assert_eq!(body["incident"]["id"], "budget:web", "{body:#}");
+    assert_eq!(body["incident"]["title"], "Error budget of web");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("`web` frozen by its error-budget policies: policy `halt-when-overspent`"),
+        "{body:#}"
+    );
+    let (_, now) = gate("web").await;
+    assert_eq!(now["timeline"][0]["kind"], "frozen", "{now:#}");
+    assert_eq!(now["timeline"][0]["author"], "runbookd");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rx.got("/ops").len(), 1, "told once, however many refreshes");
     // The measured value is the SLO page's.
     let (_, latency) = app.get("/api/v1/slos/web/latency").await;
     let policy = web["policies"]
@@ -346,6 +369,7 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
         c.prometheus = Some(client);
         c.slo_refresh = Duration::from_secs(1);
         c.data_dir = data_dir;
+        c.notifiers = crate::notify::notifiers(&ops);
     })
     .await;
 }
@@ -456,6 +480,16 @@ async fn overrides(
     let (code, v) = app.get("/api/v1/gates/web").await;
     assert_eq!(code, 200, "{v:#}");
     assert_eq!(v["overridden"]["by"], "ann");
+    // On web's timeline, with who and why.
+    assert_eq!(v["timeline"][0]["kind"], "overridden", "{v:#}");
+    assert_eq!(v["timeline"][0]["author"], "ann");
+    assert!(
+        v["timeline"][0]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(": ship the fix for INC-0001"),
+        "{v:#}"
+    );
     let cli = |args: &[&str]| {
         let mut all = vec![
             "gate",
@@ -492,6 +526,9 @@ async fn overrides(
     assert_eq!(v["overridden"], Value::Null);
     let (code, v) = end().await;
     assert_eq!(code, 404, "{v:#}");
+    let (_, v) = app.get("/api/v1/gates/web").await;
+    assert_eq!(v["timeline"][0]["kind"], "override_ended", "{v:#}");
+    assert_eq!(v["timeline"][0]["author"], "bob");
     // The CLI overrides and ends, for pipelines' operators.
     let o = cli(&["--override", "deploy window", "--for", "30m", "--as", "cat"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
@@ -785,7 +822,7 @@ fn policy_actions_must_fit_their_condition_and_name_known_notifiers() {
     std::fs::write(dir.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
     std::fs::write(
         dir.path().join("q.yaml"),
-        "policies:\n  - name: mixed\n    services: [web]\n    when: budget_remaining < 0.5\n    actions: [freeze, {notify: [ops]}]\n  - name: cost\n    services: [web]\n    when: incident_budget_consumed > 0.2\n    actions: [freeze]\n",
+        "policies:\n  - name: mixed\n    services: [web]\n    when: budget_remaining < 0.5\n    actions: [{wait: 1}, {notify: [ops]}]\n  - name: cost\n    services: [web]\n    when: incident_budget_consumed > 0.2\n    actions: [freeze]\n",
     )
     .unwrap();
     let o = runbookd(&["check", "--slos", dir.path().to_str().unwrap()]);
@@ -794,7 +831,7 @@ fn policy_actions_must_fit_their_condition_and_name_known_notifiers() {
     let q = dir.path().join("q.yaml");
     let q = q.display();
     for want in [
-        format!("{q}:5:23: policy `mixed`: `notify` is told when an incident's cost requires a postmortem"),
+        format!("{q}:5:26: policy `mixed`: `notify` is told when the policy freezes or unfreezes its service (with `freeze`)"),
         format!("{q}:9:15: policy `cost`: `freeze` follows a service's budget"),
         "policy `cost`: a policy over an incident's cost says `require_postmortem`".to_owned(),
     ] {

@@ -152,7 +152,10 @@ async fn notifications_are_written_with_their_event_and_taken_once(b: &Backend) 
     let mut items: Vec<_> = a.unwrap().into_iter().chain(c.unwrap()).collect();
     assert_eq!(items.len(), 1, "one replica per attempt: {items:?}");
     let item = items.pop().unwrap();
-    assert_eq!((item.attempt, item.incident), (1, id));
+    assert_eq!(
+        (item.attempt, item.incident),
+        (1, runbookd::notify::About::Incident(id))
+    );
     assert_eq!(item.notifier, "hook");
     assert!(
         item.body.is_some(),
@@ -350,7 +353,12 @@ async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
         [("hook".into(), "incident_opened".into(), "suppressed".into())]
     );
     let taken = r[0].outbox_claim("r0".into(), 100, LONG).await.unwrap();
-    assert!(taken.iter().all(|i| i.incident != shadow), "{taken:?}");
+    assert!(
+        taken
+            .iter()
+            .all(|i| i.incident != runbookd::notify::About::Incident(shadow)),
+        "{taken:?}"
+    );
     assert!(r[0]
         .acknowledge(IncidentId(999_999), "x".into())
         .await
@@ -2165,3 +2173,81 @@ async fn gate_overrides_are_shared_replaced_and_ended_once(b: &Backend) {
     assert!(!r[0].end_override("db".into(), "dan".into()).await.unwrap());
 }
 on_both_stores!(gate_overrides_are_shared_replaced_and_ended_once);
+
+/// A service's freeze is written once per change, whichever replica
+/// decides it: the state, the service's timeline, and a notification about
+/// the service (no incident) to each notifier its policies name.
+async fn budget_freezes_are_written_once_per_change(b: &Backend) {
+    use runbookd::store::Freeze;
+    let r = b.replicas("freezes", 2).await;
+    let f = |frozen: bool| Freeze {
+        service: "web".into(),
+        frozen,
+        reasons: if frozen {
+            "policy `halt`: budget_remaining of web/latency is -1 (budget_remaining < 0)".into()
+        } else {
+            String::new()
+        },
+        notify: vec!["ops".into(), "pd".into()],
+    };
+    // First seen unfrozen: nothing to tell.
+    assert!(!r[0].decide_freeze(f(false)).await.unwrap(), "{}", b.name());
+    // Frozen, decided by both replicas at once: once.
+    let (a, c) = tokio::join!(r[0].decide_freeze(f(true)), r[1].decide_freeze(f(true)));
+    assert!(
+        a.unwrap() ^ c.unwrap(),
+        "{}: changed exactly once",
+        b.name()
+    );
+    assert!(!r[1].decide_freeze(f(true)).await.unwrap());
+    assert!(r[1].decide_freeze(f(false)).await.unwrap(), "{}", b.name());
+    let timeline = r[0].service_timeline("web".into(), 10).await.unwrap();
+    let kinds: Vec<&str> = timeline.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["unfrozen", "frozen"], "{}", b.name());
+    assert!(
+        timeline[1]
+            .message
+            .starts_with("`web` frozen by its error-budget policies: policy `halt`"),
+        "{}: {timeline:?}",
+        b.name()
+    );
+    // Told about the service, once per notifier and change.
+    let taken = r[1].outbox_claim("w".into(), 50, LONG).await.unwrap();
+    let mut told: Vec<(String, String, String)> = taken
+        .iter()
+        .map(|i| {
+            (
+                i.incident.to_string(),
+                i.notifier.clone(),
+                i.event.to_string(),
+            )
+        })
+        .collect();
+    told.sort();
+    assert_eq!(
+        told,
+        [
+            ("budget:web".into(), "ops".into(), "budget_frozen".into()),
+            ("budget:web".into(), "ops".into(), "budget_unfrozen".into()),
+            ("budget:web".into(), "pd".into(), "budget_frozen".into()),
+            ("budget:web".into(), "pd".into(), "budget_unfrozen".into()),
+        ],
+        "{}",
+        b.name()
+    );
+    let frozen = taken
+        .iter()
+        .find(|i| i.event == runbookd::notify::Event::BudgetFrozen)
+        .unwrap();
+    assert_eq!(frozen.title, "Error budget of web");
+    assert_eq!(frozen.services, ["web"]);
+    let listed = r[0]
+        .messages(runbookd::notify::MessageFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 4, "{}: {listed:?}", b.name());
+    assert!(listed
+        .iter()
+        .all(|m| m.incident.to_string() == "budget:web"));
+}
+on_both_stores!(budget_freezes_are_written_once_per_change);

@@ -13,13 +13,12 @@ use super::{parsed, secs, text, Fail, Op, Tx, CLAIM_LOCK, QUEUED_CHANNEL};
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
 use crate::incident::{
-    AlertRecord, IncidentId, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState,
-    TimelineEntry,
+    AlertRecord, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState, TimelineEntry,
 };
 use crate::lifecycle;
 use crate::notify::{
-    DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
-    TimerState, Unless,
+    About, DeliveryState, Escalation, EscalationRecord, Event, MessageRecord, OutboxItem, Queue,
+    Settle, TimerState, Unless,
 };
 use crate::plan::Phase;
 use crate::runbook::Severity;
@@ -28,9 +27,10 @@ use crate::store::driver::{
     RunningRun, Taken,
 };
 use crate::store::types::{
-    json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL, UNMATCHED_KEPT,
+    budget_item, json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
+    UNMATCHED_KEPT,
 };
-use crate::store::{GateOverride, Lease, RunbookMatch, StoreError};
+use crate::store::{GateOverride, Lease, RunbookMatch, ServiceEntry, StoreError};
 
 /// The statements of one operation, on its transaction.
 pub(in crate::store) struct Conn<'a, 't>(pub &'a Tx<'t>);
@@ -294,23 +294,34 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .0
             .query_one(
                 "SELECT o.notifier, o.event, o.incident_id, i.title, i.severity, i.status, i.services, o.runbook, o.run_id, o.step, o.detail, o.template, o.created_at,
-                        n.body, o.fingerprint
-                 FROM outbox o JOIN incidents i ON i.id = o.incident_id
+                        n.body, o.fingerprint, o.service
+                 FROM outbox o LEFT JOIN incidents i ON i.id = o.incident_id
                  LEFT JOIN notifications n ON n.id = COALESCE(o.notification_id, (SELECT MAX(id) FROM notifications WHERE incident_id = o.incident_id))
                  WHERE o.id = $1",
                 &[&id],
             )
             .await?;
+        let event: Event = parsed(&r, 1)?;
+        let about = About::of(r.get(2), r.get(15));
+        let (title, severity, status, services) = match &about {
+            About::Incident(_) => (
+                r.get(3),
+                parsed(&r, 4)?,
+                parsed(&r, 5)?,
+                serde_json::from_str(r.get(6)).unwrap_or_default(),
+            ),
+            About::Budget(service) => budget_item(service, event),
+        };
         Ok(OutboxItem {
             id,
             attempt,
             notifier: r.get(0),
-            event: parsed(&r, 1)?,
-            incident: IncidentId(r.get(2)),
-            title: r.get(3),
-            severity: parsed(&r, 4)?,
-            status: parsed(&r, 5)?,
-            services: serde_json::from_str(r.get(6)).unwrap_or_default(),
+            event,
+            incident: about,
+            title,
+            severity,
+            status,
+            services,
             runbook: r.get(7),
             run_id: r.get(8),
             step: r.get(9),
@@ -1391,6 +1402,95 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             )
             .await?
             == 1)
+    }
+
+    async fn budget_state(&self, service: &str) -> Op<Option<bool>> {
+        Ok(self
+            .0
+            .query_opt(
+                "SELECT frozen FROM budget_states WHERE service = $1 FOR UPDATE",
+                &[&service],
+            )
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn budget_state_put(
+        &self,
+        service: &str,
+        frozen: bool,
+        reasons: &str,
+        at: DateTime<Utc>,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO budget_states (service, frozen, reasons, since) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (service) DO UPDATE SET frozen = excluded.frozen, reasons = excluded.reasons, since = excluded.since",
+                &[&service, &frozen, &reasons, &at],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn service_timeline_insert(
+        &self,
+        service: &str,
+        author: &str,
+        kind: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO service_timeline (service, at, author, kind, message) VALUES ($1, $2, $3, $4, $5)",
+                &[&service, &at, &author, &kind, &message],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn service_timeline_of(&self, service: &str, limit: u32) -> Op<Vec<ServiceEntry>> {
+        Ok(self
+            .0
+            .query(
+                "SELECT at, author, kind, message FROM service_timeline WHERE service = $1 ORDER BY id DESC LIMIT $2",
+                &[&service, &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(|r| ServiceEntry {
+                at: r.get(0),
+                author: r.get(1),
+                kind: r.get(2),
+                message: r.get(3),
+            })
+            .collect())
+    }
+
+    async fn outbox_insert_service(
+        &self,
+        service: &str,
+        q: &Queue,
+        state: DeliveryState,
+    ) -> Op<()> {
+        self.0
+            .execute(
+                "INSERT INTO outbox (service, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now())",
+                &[
+                    &service,
+                    &q.notifier,
+                    &q.event.as_str(),
+                    &q.runbook,
+                    &q.run_id,
+                    &q.step,
+                    &text(&q.detail),
+                    &q.template,
+                    &state.as_str(),
+                ],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn overrides_end(&self, service: &str, by: &str, at: DateTime<Utc>) -> Op<u64> {

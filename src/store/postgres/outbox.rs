@@ -7,17 +7,16 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{parsed, Fail, Op, Postgres};
-use crate::incident::IncidentId;
-use crate::notify::{DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
+use crate::notify::{About, DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
 use crate::store::types::ts;
 use crate::store::Result;
 
-const RECORD_COLUMNS: &str = "id, incident_id, notifier, event, state, attempts, last_error, runbook, run_id, step, detail, created_at, CASE WHEN state = 'pending' THEN next_at END, delivered_at";
+const RECORD_COLUMNS: &str = "id, incident_id, notifier, event, state, attempts, last_error, runbook, run_id, step, detail, created_at, CASE WHEN state = 'pending' THEN next_at END, delivered_at, service";
 
 fn record(r: &Row) -> Op<MessageRecord> {
     Ok(MessageRecord {
         id: r.get(0),
-        incident: IncidentId(r.get(1)),
+        incident: About::of(r.get(1), r.get(14)),
         notifier: r.get(2),
         event: parsed(r, 3)?,
         state: parsed(r, 4)?,

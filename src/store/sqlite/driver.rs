@@ -16,13 +16,12 @@ use super::{parsed, Cached};
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
 use crate::incident::{
-    AlertRecord, IncidentId, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState,
-    TimelineEntry,
+    AlertRecord, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState, TimelineEntry,
 };
 use crate::lifecycle;
 use crate::notify::{
-    DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
-    TimerState, Unless,
+    About, DeliveryState, Escalation, EscalationRecord, Event, MessageRecord, OutboxItem, Queue,
+    Settle, TimerState, Unless,
 };
 use crate::plan::Phase;
 use crate::runbook::Severity;
@@ -31,10 +30,10 @@ use crate::store::driver::{
     RunningRun, Taken,
 };
 use crate::store::types::{
-    json, now, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
-    UNMATCHED_KEPT,
+    budget_item, json, now, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES,
+    LIVE_TAIL, UNMATCHED_KEPT,
 };
-use crate::store::{GateOverride, Lease, Result, RunbookMatch, StoreError};
+use crate::store::{GateOverride, Lease, Result, RunbookMatch, ServiceEntry, StoreError};
 
 /// The statements of one write (or read) on `0`'s connection.
 pub(in crate::store) struct Conn<'c>(pub &'c Connection);
@@ -292,23 +291,34 @@ impl crate::store::driver::Driver for Conn<'_> {
     async fn outbox_item(&self, id: i64, attempt: u32) -> Result<OutboxItem> {
         Ok(self.0.one(
             "SELECT o.notifier, o.event, o.incident_id, i.title, i.severity, i.status, i.services, o.runbook, o.run_id, o.step, o.detail, o.template, o.created_at,
-                    n.body, o.fingerprint
-             FROM outbox o JOIN incidents i ON i.id = o.incident_id
+                    n.body, o.fingerprint, o.service
+             FROM outbox o LEFT JOIN incidents i ON i.id = o.incident_id
              LEFT JOIN notifications n ON n.id = COALESCE(o.notification_id, (SELECT MAX(id) FROM notifications WHERE incident_id = o.incident_id))
              WHERE o.id = ?1",
             [id],
             |r| {
                 let created: String = r.get(12)?;
+                let event: Event = parsed(r, 1)?;
+                let about = About::of(r.get(2)?, r.get(15)?);
+                let (title, severity, status, services) = match &about {
+                    About::Incident(_) => (
+                        r.get(3)?,
+                        parsed(r, 4)?,
+                        parsed(r, 5)?,
+                        serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                    ),
+                    About::Budget(service) => budget_item(service, event),
+                };
                 Ok(OutboxItem {
                     id,
                     attempt,
                     notifier: r.get(0)?,
-                    event: parsed(r, 1)?,
-                    incident: IncidentId(r.get(2)?),
-                    title: r.get(3)?,
-                    severity: parsed(r, 4)?,
-                    status: parsed(r, 5)?,
-                    services: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+                    event,
+                    incident: about,
+                    title,
+                    severity,
+                    status,
+                    services,
                     runbook: r.get(7)?,
                     run_id: r.get(8)?,
                     step: r.get(9)?,
@@ -1242,6 +1252,95 @@ impl crate::store::driver::Driver for Conn<'_> {
             "UPDATE incidents SET slo_budget = ?2, slo_affecting = ?3 WHERE id = ?1 AND slo_budget IS NULL",
             params![incident, budget, affecting],
         )? == 1)
+    }
+
+    async fn budget_state(&self, service: &str) -> Result<Option<bool>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT frozen FROM budget_states WHERE service = ?1")?
+            .query_row([service], |r| r.get(0))
+            .optional()?)
+    }
+
+    async fn budget_state_put(
+        &self,
+        service: &str,
+        frozen: bool,
+        reasons: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.0.run(
+            "INSERT INTO budget_states (service, frozen, reasons, since) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (service) DO UPDATE SET frozen = excluded.frozen, reasons = excluded.reasons, since = excluded.since",
+            params![service, frozen, reasons, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    async fn service_timeline_insert(
+        &self,
+        service: &str,
+        author: &str,
+        kind: &str,
+        message: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.0.run(
+            "INSERT INTO service_timeline (service, at, author, kind, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![service, ts(at), author, kind, message],
+        )?;
+        Ok(())
+    }
+
+    async fn service_timeline_of(&self, service: &str, limit: u32) -> Result<Vec<ServiceEntry>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT at, author, kind, message FROM service_timeline WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
+            )?
+            .query_map(params![service, limit], |r| {
+                let at: String = r.get(0)?;
+                Ok(ServiceEntry {
+                    at: DateTime::parse_from_rfc3339(&at)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                0,
+                                rusqlite::types::Type::Text,
+                                e.into(),
+                            )
+                        })?,
+                    author: r.get(1)?,
+                    kind: r.get(2)?,
+                    message: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn outbox_insert_service(
+        &self,
+        service: &str,
+        q: &Queue,
+        state: DeliveryState,
+    ) -> Result<()> {
+        self.0.run(
+            "INSERT INTO outbox (service, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
+            params![
+                service,
+                q.notifier,
+                q.event.as_str(),
+                q.runbook,
+                q.run_id,
+                q.step,
+                q.detail,
+                q.template,
+                state.as_str(),
+                now()
+            ],
+        )?;
+        Ok(())
     }
 
     async fn overrides_end(&self, service: &str, by: &str, at: DateTime<Utc>) -> Result<u64> {

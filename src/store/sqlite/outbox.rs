@@ -4,8 +4,7 @@
 use rusqlite::{params, Connection};
 
 use super::Sqlite;
-use crate::incident::IncidentId;
-use crate::notify::{DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
+use crate::notify::{About, DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
 use crate::store::types::now;
 use crate::store::Result;
 
@@ -15,7 +14,7 @@ pub(super) fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRecord> {
     };
     Ok(MessageRecord {
         id: r.get(0)?,
-        incident: IncidentId(r.get(1)?),
+        incident: About::of(r.get(1)?, r.get(14)?),
         notifier: r.get(2)?,
         event: r.get::<_, String>(3)?.parse().map_err(|e| bad(3, e))?,
         state: r.get::<_, String>(4)?.parse().map_err(|e| bad(4, e))?,
@@ -31,7 +30,7 @@ pub(super) fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<MessageRecord> {
     })
 }
 
-pub(super) const RECORD_COLUMNS: &str = "id, incident_id, notifier, event, state, attempts, last_error, runbook, run_id, step, detail, created_at, CASE WHEN state = 'pending' THEN next_at END, delivered_at";
+pub(super) const RECORD_COLUMNS: &str = "id, incident_id, notifier, event, state, attempts, last_error, runbook, run_id, step, detail, created_at, CASE WHEN state = 'pending' THEN next_at END, delivered_at, service";
 
 pub(super) fn escalations(conn: &Connection, incident: i64) -> Result<Vec<EscalationRecord>> {
     let mut stmt = conn.prepare_cached(
