@@ -1909,6 +1909,9 @@ impl RunObserver for Transcript {
             Some(StepOutcome::Cancelled) => format!("cancelled after {took}"),
             Some(StepOutcome::AwaitingApproval) => "waiting for approval".to_owned(),
             Some(StepOutcome::Denied { reason }) => format!("DENIED: {}", printable(reason)),
+            Some(StepOutcome::Unverified { reason }) => {
+                format!("NOT VERIFIED: {}", printable(reason))
+            }
             Some(StepOutcome::Interrupted { reason }) => {
                 format!("INTERRUPTED: {}", printable(reason))
             }

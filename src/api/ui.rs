@@ -338,7 +338,8 @@ fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::exec::run::Ste
     json!({
         "name": plan.name, "kind": plan.kind.as_str(),
         "on_failure": record.is_some_and(|r| r.phase == crate::exec::run::StepPhase::OnFailure),
-        "status": status, "duration": record.map(|r| human_ms(r.duration_ms)).unwrap_or_default(),
+        "status": status, "failure": outcome.is_some_and(crate::exec::StepOutcome::is_failure),
+        "duration": record.map(|r| human_ms(r.duration_ms)).unwrap_or_default(),
         "detail": record.and_then(|r| r.approval.as_ref()).filter(|a| a.granted()).map(crate::approval::Approval::sentence)
             .or_else(|| outcome.and_then(crate::exec::StepOutcome::detail)).unwrap_or_default(),
         "command": plan.command_line(), "text": plan.text, "attempts": attempts,
@@ -390,7 +391,8 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|st| matches!(st["status"].as_str(), Some("failed" | "timed_out" | "signalled" | "spawn_failed" | "denied" | "interrupted")))
+                // The one rule of what a failed step is.
+                .filter(|st| st["failure"] == true)
                 .map(|st| json!({"run": r["id"], "runbook": r["runbook"], "step": st["name"], "status": st["status"], "detail": st["detail"]}))
                 .collect::<Vec<_>>()
         })

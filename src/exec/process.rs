@@ -62,6 +62,11 @@ pub enum StepOutcome {
     Denied {
         reason: String,
     },
+    /// A verify step measured its `failure` condition: the remediation did
+    /// not work.
+    Unverified {
+        reason: String,
+    },
     /// The step was running when its run's owner stopped (a replica that
     /// died, runbookd killed): whether it finished is unknown.
     Interrupted {
@@ -86,6 +91,7 @@ impl StepOutcome {
                 | StepOutcome::TimedOut { .. }
                 | StepOutcome::SpawnFailed { .. }
                 | StepOutcome::Denied { .. }
+                | StepOutcome::Unverified { .. }
                 | StepOutcome::Interrupted { .. }
         )
     }
@@ -103,6 +109,7 @@ impl StepOutcome {
             StepOutcome::Cancelled => "cancelled",
             StepOutcome::AwaitingApproval => "awaiting_approval",
             StepOutcome::Denied { .. } => "denied",
+            StepOutcome::Unverified { .. } => "unverified",
             StepOutcome::Interrupted { .. } => "interrupted",
         }
     }
@@ -122,6 +129,7 @@ impl StepOutcome {
             StepOutcome::SpawnFailed { reason }
             | StepOutcome::Skipped { reason }
             | StepOutcome::Denied { reason }
+            | StepOutcome::Unverified { reason }
             | StepOutcome::Interrupted { reason } => Some(reason.clone()),
             StepOutcome::Succeeded | StepOutcome::Cancelled | StepOutcome::AwaitingApproval => None,
         }
@@ -144,6 +152,7 @@ impl StepOutcome {
             StepOutcome::Cancelled => "was cancelled".into(),
             StepOutcome::AwaitingApproval => "waits for approval".into(),
             StepOutcome::Denied { reason } => format!("was denied: {reason}"),
+            StepOutcome::Unverified { reason } => format!("did not verify: {reason}"),
             StepOutcome::Interrupted { reason } => format!("was interrupted: {reason}"),
         }
     }

@@ -1139,7 +1139,7 @@ impl Executor {
                     "the run's timeout came before a verdict\n".into(),
                 ),
                 crate::verify::Ended::Failed(why) => (
-                    StepOutcome::SpawnFailed {
+                    StepOutcome::Unverified {
                         reason: why.clone(),
                     },
                     format!("{why}\n"),

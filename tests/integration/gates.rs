@@ -713,9 +713,18 @@ async fn an_incident_that_spends_past_its_policy_requires_a_postmortem_and_says_
         .wait_for_incident("INC-0001", "the run", crate::app::runs_ended)
         .await;
     let step = &inc["runs"][0]["result"]["steps"][0];
+    assert_eq!(step["outcome"]["status"], "unverified", "{inc:#}");
     assert_eq!(
         step["outcome"]["reason"], "verify failed: 1 is >= 1",
         "{inc:#}"
+    );
+    // The page lists it among what failed.
+    let page = app.page("/incidents/INC-0001").await;
+    let failed = &page[page.find("id=\"failed\"").unwrap()..];
+    assert!(
+        failed[..failed.find("</dd>").unwrap()]
+            .contains("recovered</b></a> <span class=\"badge o-unverified\">unverified"),
+        "{page}"
     );
     let told = rx.wait("/team", 1).await;
     assert_eq!(told[0].body["event"], "verify_failed", "{:#}", told[0].body);

@@ -137,7 +137,7 @@ async fn verify_steps_poll_prometheus_and_record_every_measurement() {
     );
     // `failure` holds: failed at once, after one measurement.
     let s = step(&steps, "still-failing");
-    assert_eq!(s["outcome"]["status"], "spawn_failed", "{s}");
+    assert_eq!(s["outcome"]["status"], "unverified", "{s}");
     assert!(
         s["outcome"]["reason"]
             .as_str()
