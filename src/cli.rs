@@ -1746,8 +1746,14 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                     result.steps.len(),
                     result.checklist.len()
                 );
+                if let Some(why) = &result.held {
+                    say!("    not run: {}", printable(why));
+                }
                 match result.outcome {
-                    RunOutcome::Failed | RunOutcome::TimedOut | RunOutcome::AwaitingApproval => {
+                    RunOutcome::Failed
+                    | RunOutcome::TimedOut
+                    | RunOutcome::AwaitingApproval
+                    | RunOutcome::Skipped => {
                         worst = ExitCode::from(1);
                     }
                     RunOutcome::Cancelled | RunOutcome::Interrupted => return ExitCode::from(130),

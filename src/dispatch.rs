@@ -831,6 +831,7 @@ impl Dispatcher {
             RunOutcome::TimedOut => RunState::TimedOut,
             RunOutcome::Cancelled => RunState::Cancelled,
             RunOutcome::AwaitingApproval => RunState::AwaitingApproval,
+            RunOutcome::Skipped => RunState::Skipped,
         };
         if state != RunState::AwaitingApproval {
             self.metrics
@@ -897,6 +898,9 @@ fn summarize(r: &RunResult, shutting_down: bool) -> String {
     } else {
         format!(", {} checklist item(s) open", r.checklist.len())
     };
+    if let Some(why) = &r.held {
+        return format!("not run: {why}");
+    }
     if let Some(why) = &r.aborted {
         return format!(
             "drill aborted: {why}; {} step(s) in {} ms{}{checklist}",

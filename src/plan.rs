@@ -119,6 +119,10 @@ pub struct RunPlan {
     /// The runbook's `run_as`, when it names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<String>,
+    /// The runbook's own error-budget gate (`requires`/`risk` on the
+    /// runbook), asked before its first step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GatePlan>,
     pub steps: Vec<StepPlan>,
     pub on_failure: Vec<StepPlan>,
     /// Who is told what (`communication:`, `escalation:`); a plan sends nothing.
@@ -436,10 +440,23 @@ fn plan_run(n: &Notification, alert: &Alert, rb: &Runbook, incident: &IncidentRe
         cancel_on_resolved: rb.cancel_on_resolved,
         idempotent: rb.idempotent,
         run_as: rb.run_as.clone(),
+        gate: run_gate(rb, phase, &data),
         steps,
         on_failure,
         notifications: planned_notices(&rb.policy),
     }
+}
+
+/// The runbook's own gate for a run, rendered for its alert (remediation
+/// only; `None` also when the service renders empty: no gate is asked).
+#[must_use]
+pub fn run_gate(rb: &Runbook, phase: Phase, data: &Data) -> Option<GatePlan> {
+    let g = rb.gate.as_ref().filter(|_| phase == Phase::Remediation)?;
+    let service = g.service.render(data).ok()?.trim().to_owned();
+    (!service.is_empty()).then_some(GatePlan {
+        service,
+        on_frozen: g.on_frozen,
+    })
 }
 
 /// A duration in whole milliseconds, saturating.

@@ -85,6 +85,10 @@ pub enum RunOutcome {
     /// Its owner stopped while it ran (a replica that died, runbookd
     /// killed): the record holds the steps recorded so far.
     Interrupted,
+    /// Not run: its runbook asks its service's error-budget gate
+    /// (`requires`/`risk` on the runbook, `on_frozen: skip`), which said no
+    /// (`RunResult.held` says why).
+    Skipped,
 }
 
 /// Which list a step belongs to.
@@ -187,6 +191,10 @@ pub struct RunResult {
     /// measurement that tripped it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// A run whose runbook's gate said no (`on_frozen: skip | fail`): why
+    /// none of its steps ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// A running run's steps so far, stored as it goes (a server run), so that a
@@ -270,6 +278,7 @@ impl Progress {
             duration_ms: u64::try_from((now - started).num_milliseconds().max(0)).unwrap_or(0),
             awaiting: None,
             aborted: None,
+            held: None,
         }
     }
 }
@@ -594,10 +603,13 @@ impl Executor {
                 .get(next)
                 .filter(|s| r.approval.index as usize == next && s.name == r.approval.step);
             let fits = at.is_some_and(|s| matches!(s.action, crate::runbook::Action::Approve(_)));
+            let approve =
+                |g: &crate::runbook::StepGate| g.on_frozen == crate::runbook::OnFrozen::Approve;
+            // The step's own gate, or the runbook's for its first step.
             let frozen = at.is_some_and(|s| {
                 s.gate
                     .as_ref()
-                    .is_some_and(|g| g.on_frozen == crate::runbook::OnFrozen::Approve)
+                    .map_or(next == 0 && rb.gate.as_ref().is_some_and(approve), approve)
             });
             match paused {
                 Some(rec) if fits => decision = Some(decided(rec, &r.approval, true)),
@@ -614,6 +626,29 @@ impl Executor {
                     outcome = RunOutcome::Failed;
                     needs_on_failure = true;
                     next = main.len();
+                }
+            }
+        }
+        // The runbook's own gate, asked before its first step (a resumed
+        // run asked it already).
+        let mut held = None;
+        let mut first_gate = None;
+        if let (None, Some(g)) = (resume, plan::run_gate(rb, phase, &base_data)) {
+            if let Some((reason, on_frozen)) = self.frozen(Some(&g)) {
+                use crate::runbook::OnFrozen;
+                match on_frozen {
+                    OnFrozen::Skip => {
+                        held = Some(reason);
+                        outcome = RunOutcome::Skipped;
+                        next = main.len();
+                    }
+                    OnFrozen::Fail => {
+                        held = Some(reason);
+                        outcome = RunOutcome::Failed;
+                        next = main.len();
+                    }
+                    // The first step asks an operator, as a gated step does.
+                    OnFrozen::Approve => first_gate = Some(g),
                 }
             }
         }
@@ -642,7 +677,7 @@ impl Executor {
                         Some(deadline),
                         &observer,
                         &step_cancel,
-                        approved.is_some(),
+                        (approved.is_some(), first_gate.take().as_ref()),
                     )
                     .await;
                 if approved.is_some() {
@@ -714,7 +749,7 @@ impl Executor {
                         None,
                         &observer,
                         cancel,
-                        false,
+                        (false, None),
                     )
                     .await;
                 results.record(&rec);
@@ -760,6 +795,7 @@ impl Executor {
             duration_ms: millis(spent + t0.elapsed()),
             awaiting,
             aborted,
+            held,
         }
     }
 
@@ -935,7 +971,7 @@ impl Executor {
         deadline: Option<Instant>,
         observer: &Arc<dyn RunObserver>,
         cancel: &CancellationToken,
-        overridden: bool,
+        (overridden, inherited): (bool, Option<&crate::plan::GatePlan>),
     ) -> StepRecord {
         let started = Utc::now();
         let t0 = Instant::now();
@@ -947,6 +983,10 @@ impl Executor {
             Some(results.0.clone()),
         );
         let mut plan = plan::render_step(step, &data, base_env);
+        // The runbook's gate, asked by its first step (`on_frozen: approve`).
+        if plan.gate.is_none() {
+            plan.gate = inherited.cloned();
+        }
         if let Some(lease) = req.lease {
             plan.env
                 .insert("RUNBOOKD_RUN_ID".into(), lease.run_id.to_string());

@@ -297,6 +297,9 @@ struct RawRunbook {
     drills: Vec<RawDrill>,
     #[serde(default)]
     inputs: Vec<RawInput>,
+    requires: Option<RawRequires>,
+    risk: Option<String>,
+    on_frozen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1449,6 +1452,69 @@ impl Checker<'_> {
         }))
     }
 
+    /// `requires: {budget: SERVICE}` or `risk: high` (the alert's
+    /// `service`), with `on_frozen`: the error-budget gate a step (or, with
+    /// `step` `None`, a whole runbook) asks.
+    fn gate(
+        &mut self,
+        sn: Option<&str>,
+        path: &str,
+        requires: Option<&RawRequires>,
+        risk: Option<&str>,
+        on_frozen: Option<&str>,
+        before: &[&str],
+    ) -> Option<StepGate> {
+        let at = |field: &str| {
+            if path.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{path}.{field}")
+            }
+        };
+        // `requires: {budget: SERVICE}` or `risk: high` (the alert's
+        // `service`): the step asks that service's error-budget gate.
+        let service = match (requires, risk) {
+            (Some(r), None | Some("high")) => Some((r.budget.as_str(), "requires.budget")),
+            (None, Some("high")) => Some(("{{labels.service}}", "risk")),
+            (_, None | Some("low")) => None,
+            (_, Some(other)) => {
+                self.err(sn, &at("risk"), format!("unknown risk `{other}`: `high` (the step asks its service's error-budget gate) or `low`"));
+                None
+            }
+        };
+        let given_on_frozen = on_frozen.is_some();
+        let on_frozen = match on_frozen {
+            None | Some("skip") => OnFrozen::Skip,
+            Some("fail") => OnFrozen::Fail,
+            Some("approve") => OnFrozen::Approve,
+            Some(other) => {
+                self.err(
+                    sn,
+                    &at("on_frozen"),
+                    format!(
+                        "unknown `on_frozen: {other}`: `skip` (the default), `fail` or `approve`"
+                    ),
+                );
+                OnFrozen::Skip
+            }
+        };
+        if given_on_frozen && service.is_none() {
+            self.err(
+                sn,
+                &at("on_frozen"),
+                "`on_frozen` needs `requires: {budget: SERVICE}` or `risk: high`",
+            );
+        }
+        service.and_then(|(text, field)| {
+            let service = self.template(sn, &at(field), text, Flavor::Raw, before)?;
+            if service.uses_steps() {
+                self.err(sn, &at(field), "the gated service is known before the run: it may read the alert, not earlier steps");
+                return None;
+            }
+            Some(StepGate { service, on_frozen })
+        })
+    }
+
     fn step(&mut self, path: &str, rs: RawStep, before: &[&str]) -> Option<Step> {
         let name = rs.name.as_str();
         let sn = Some(name);
@@ -1670,47 +1736,14 @@ impl Checker<'_> {
                 );
             }
         }
-        // `requires: {budget: SERVICE}` or `risk: high` (the alert's
-        // `service`): the step asks that service's error-budget gate.
-        let service = match (&rs.requires, rs.risk.as_deref()) {
-            (Some(r), None | Some("high")) => Some((r.budget.as_str(), "requires.budget")),
-            (None, Some("high")) => Some(("{{labels.service}}", "risk")),
-            (_, None | Some("low")) => None,
-            (_, Some(other)) => {
-                self.err(sn, &at("risk"), format!("unknown risk `{other}`: `high` (the step asks its service's error-budget gate) or `low`"));
-                None
-            }
-        };
-        let on_frozen = match rs.on_frozen.as_deref() {
-            None | Some("skip") => OnFrozen::Skip,
-            Some("fail") => OnFrozen::Fail,
-            Some("approve") => OnFrozen::Approve,
-            Some(other) => {
-                self.err(
-                    sn,
-                    &at("on_frozen"),
-                    format!(
-                        "unknown `on_frozen: {other}`: `skip` (the default), `fail` or `approve`"
-                    ),
-                );
-                OnFrozen::Skip
-            }
-        };
-        if rs.on_frozen.is_some() && service.is_none() {
-            self.err(
-                sn,
-                &at("on_frozen"),
-                "`on_frozen` needs `requires: {budget: SERVICE}` or `risk: high`",
-            );
-        }
-        let gate = service.and_then(|(text, field)| {
-            let service = self.template(sn, &at(field), text, Flavor::Raw, before)?;
-            if service.uses_steps() {
-                self.err(sn, &at(field), "the gated service is known before the run: it may read the alert, not earlier steps");
-                return None;
-            }
-            Some(StepGate { service, on_frozen })
-        });
+        let gate = self.gate(
+            sn,
+            path,
+            rs.requires.as_ref(),
+            rs.risk.as_deref(),
+            rs.on_frozen.as_deref(),
+            before,
+        );
         let action = action?;
         self.lint(name, path, &action);
         Some(Step {
@@ -1997,6 +2030,14 @@ fn parse_checked_once(
     let on_resolved = c.steps("on_resolved", raw.on_resolved, Vec::new(), &mut names);
     let (policy, notifier_refs) = c.policy(raw.communication, raw.escalation);
     let drills = c.drills(raw.drills, &name);
+    let gate = c.gate(
+        None,
+        "",
+        raw.requires.as_ref(),
+        raw.risk.as_deref(),
+        raw.on_frozen.as_deref(),
+        &[],
+    );
     let inputs = c.inputs(raw.inputs);
 
     if !c.errors.is_empty() {
@@ -2024,6 +2065,7 @@ fn parse_checked_once(
             policy,
             notifier_refs,
             slo_refs: std::mem::take(&mut c.slo_refs),
+            gate,
             drills,
             inputs,
             source: file.to_owned(),

@@ -101,6 +101,10 @@ pub struct Runbook {
     /// (checked against the server's SLO files at start and reload, and by
     /// `check --slos`).
     pub slo_refs: Vec<(String, Pos)>,
+    /// `requires: {budget: …}` / `risk: high` on the runbook: the run asks
+    /// its service's error-budget gate before its first step; frozen, it
+    /// is skipped, fails, or asks an operator first (`on_frozen`).
+    pub gate: Option<StepGate>,
     /// `drills:`: scheduled runs with a synthetic alert.
     pub drills: Vec<Drill>,
     /// `inputs:`: the labels a manual run must give.

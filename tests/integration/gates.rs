@@ -1268,3 +1268,152 @@ fn bad_safeguards_get_file_line_col_errors() {
         assert!(err.contains(&want), "no `{want}` in:\n{err}");
     }
 }
+
+/// Runbooks that ask their service's gate as a whole.
+const HELD: [(&str, &str); 3] = [
+    (
+        "held.yaml",
+        "name: held\nmatchers: ['alertname = \"Held\"']\nrequires: {budget: web}\nsteps:\n  - name: a\n    run: ['true']\n",
+    ),
+    (
+        "held-fail.yaml",
+        "name: held-fail\nmatchers: ['alertname = \"HeldFail\"']\nrisk: high\non_frozen: fail\nsteps:\n  - name: a\n    run: ['true']\non_failure:\n  - name: never\n    run: ['true']\n",
+    ),
+    (
+        "held-ask.yaml",
+        "name: held-ask\nmatchers: ['alertname = \"HeldAsk\"']\nrequires: {budget: '{{labels.service}}'}\non_frozen: approve\nsteps:\n  - name: a\n    shell: echo first\n  - name: b\n    shell: echo second\n",
+    ),
+];
+
+/// A runbook that says `requires:`/`risk:` asks its service's gate before
+/// its first step: frozen, it is skipped (nothing runs, saying why), fails
+/// (without a rollback: nothing ran), or waits for an operator once, then
+/// runs every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
+    if !crate::prom::available() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let history = crate::prom::History::web(now);
+    let prometheus = crate::prom::start(&history).await;
+    let slos = tempfile::tempdir().unwrap();
+    std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
+    std::fs::write(
+        slos.path().join("policies.yaml"),
+        "policies:\n  - name: halt\n    services: [web]\n    when: budget_remaining < 0\n    actions: [freeze]\n",
+    )
+    .unwrap();
+    let dir = slos.path().to_owned();
+    let client = prometheus.client(Duration::from_secs(5));
+    let app = TestApp::start(&HELD, move |c| {
+        c.slos = Some(dir);
+        c.prometheus = Some(client);
+        c.slo_refresh = Duration::from_secs(1);
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.get("/api/v1/slos").await.1["refreshed_at"].is_null() {
+        assert!(Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, gate) = app.get("/api/v1/gates/web").await;
+    assert_eq!(code, 423, "{gate:#}");
+    // The plan says which gate the run asks.
+    let alert = |name: &str, group: &str| {
+        crate::app::notification(
+            group,
+            &[(
+                &serde_json::json!({"alertname": name, "service": "web"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        )
+    };
+    let plan: Value = app
+        .client
+        .post(format!("{}/api/v1/plan", app.url))
+        .header("content-type", "application/json")
+        .body(alert("HeldAsk", "g-ask"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        plan["alerts"][0]["runs"][0]["gate"],
+        serde_json::json!({"service": "web", "on_frozen": "approve"}),
+        "{plan:#}"
+    );
+    for (name, group) in [
+        ("Held", "g-held"),
+        ("HeldFail", "g-fail"),
+        ("HeldAsk", "g-ask"),
+    ] {
+        assert_eq!(app.post_alert(alert(name, group)).await.status(), 200);
+    }
+    let frozen = "`web` is frozen by its error-budget policies: policy `halt`: budget_remaining of web/latency is -";
+    // Skipped: nothing ran, and why.
+    let inc = app
+        .wait_for_incident("INC-0001", "the held run", crate::app::runs_ended)
+        .await;
+    let run = &inc["runs"][0];
+    assert_eq!(run["state"], "skipped", "{inc:#}");
+    assert!(
+        run["result"]["held"].as_str().unwrap().starts_with(frozen),
+        "{run:#}"
+    );
+    assert_eq!(run["result"]["steps"], serde_json::json!([]));
+    // Failed: people must act; no rollback of what never ran.
+    let inc = app
+        .wait_for_incident("INC-0002", "the failed run", crate::app::runs_ended)
+        .await;
+    let run = &inc["runs"][0];
+    assert_eq!(run["state"], "failed", "{inc:#}");
+    assert!(run["result"]["held"].as_str().unwrap().starts_with(frozen));
+    assert_eq!(run["result"]["steps"], serde_json::json!([]), "{run:#}");
+    assert_eq!(inc["run_failed"], true);
+    // Approve: asked once, before the first step; approved, every step runs.
+    let inc = app
+        .wait_for_incident("INC-0003", "the run to ask", |v| {
+            crate::app::run_states(v) == ["awaiting_approval"]
+        })
+        .await;
+    assert!(
+        inc["approvals"][0]["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with(frozen),
+        "{inc:#}"
+    );
+    let r = app
+        .client
+        .post(format!(
+            "{}/api/v1/runs/{}/approval",
+            app.url, inc["runs"][0]["id"]
+        ))
+        .json(&serde_json::json!({
+            "approval": inc["approvals"][0]["id"],
+            "decision": "approve",
+            "author": "ann",
+            "comment": "the fix must ship"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let inc = app
+        .wait_for_incident("INC-0003", "the run to end", crate::app::runs_ended)
+        .await;
+    let steps = &inc["runs"][0]["result"]["steps"];
+    assert_eq!(inc["runs"][0]["state"], "succeeded", "{inc:#}");
+    assert_eq!(steps[0]["attempts"][0]["stdout"], "first\n");
+    assert_eq!(steps[0]["approval"]["decided_by"], "ann");
+    assert_eq!(steps[1]["attempts"][0]["stdout"], "second\n");
+    assert_eq!(inc["approvals"].as_array().unwrap().len(), 1, "asked once");
+    drop(prometheus);
+}
