@@ -815,3 +815,60 @@ async fn a_silenced_alerts_resolution_still_resolves_its_incident() {
     })
     .await;
 }
+
+/// `verify: {alert_resolved: true}` asks the real Alertmanager about the
+/// run's alert: while it fires the step waits (each measurement recorded),
+/// and once Alertmanager holds it resolved the step succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verify_step_waits_until_alertmanager_holds_the_alert_resolved() {
+    let Some(bin) = binary() else {
+        require(
+            false,
+            "prometheus-alertmanager (apt-get install prometheus-alertmanager)",
+        );
+        return;
+    };
+    let am = start_alertmanager(&bin, "http://127.0.0.1:9/unused", "", &[]).await;
+    let mut client = runbookd::silence::Alertmanager::new(am.url.parse().unwrap(), None).unwrap();
+    // Just started: by default its word on "resolved" waits out the grace.
+    client.restart_grace = Duration::ZERO;
+    let rb = "name: wait-gone\nmatchers: ['alertname = \"Gone\"']\nsteps:\n  - name: alert-gone\n    verify: {alert_resolved: true, interval: 200ms, timeout: 30s}\n";
+    let app = TestApp::start(&[("gone.yaml", rb)], move |c| {
+        c.alertmanager = Some(client);
+    })
+    .await;
+    let labels = json!({"alertname": "Gone", "instance": "web-1"});
+    let now = chrono::Utc::now();
+    let firing = |ends: chrono::DateTime<chrono::Utc>| json!([{"labels": labels, "startsAt": now.to_rfc3339(), "endsAt": ends.to_rfc3339()}]);
+    post_to_alertmanager(&am, &firing(now + chrono::Duration::hours(1))).await;
+    assert_eq!(
+        app.post_alert(crate::app::notification(
+            "g-gone",
+            &[(&labels, "firing", &now.to_rfc3339())]
+        ))
+        .await
+        .status(),
+        200
+    );
+    // It fires: the step keeps measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let inc = app.incident("INC-0001").await;
+    assert_eq!(crate::app::run_states(&inc), ["running"], "{inc:#}");
+    // Resolved in Alertmanager: the step succeeds.
+    post_to_alertmanager(
+        &am,
+        &firing(chrono::Utc::now() - chrono::Duration::seconds(1)),
+    )
+    .await;
+    let inc = app
+        .wait_for_incident("INC-0001", "the verify step to end", crate::app::runs_ended)
+        .await;
+    let step = &inc["runs"][0]["result"]["steps"][0];
+    assert_eq!(step["outcome"]["status"], "succeeded", "{inc:#}");
+    let out = step["attempts"][0]["stdout"].as_str().unwrap();
+    assert!(
+        out.contains(" value=firing verdict=inconclusive\n")
+            && out.trim_end().ends_with(" value=resolved verdict=success"),
+        "{out}"
+    );
+}

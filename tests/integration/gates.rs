@@ -1052,6 +1052,48 @@ async fn drills_run_only_when_their_requirements_hold() {
         note.ends_with(&format!("nothing run: `web` has open incidents: {real}")),
         "{note}"
     );
+    // What an executed drill spent of web's budget is recorded, as for any
+    // incident, once it ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let spent = loop {
+        let (_, list) = app.get("/api/v1/incidents?limit=500").await;
+        let mut found = None;
+        for i in list["incidents"].as_array().unwrap() {
+            if i["drill"] != true {
+                continue;
+            }
+            let v = app.incident(i["id"].as_str().unwrap()).await;
+            if v["runs"][0]["state"] == "succeeded"
+                && v["slo_budget"].as_array().is_some_and(|b| !b.is_empty())
+            {
+                found = Some(v);
+                break;
+            }
+        }
+        if let Some(v) = found {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no executed drill's budget recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let availability = spent["slo_budget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["slo"] == "availability")
+        .unwrap_or_else(|| panic!("{spent:#}"));
+    assert!(availability["share"].as_f64().unwrap() > 0.0, "{spent:#}");
+    assert!(
+        spent["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["kind"] == "slo"),
+        "{spent:#}"
+    );
     drop(prometheus);
 }
 
