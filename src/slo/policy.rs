@@ -423,6 +423,8 @@ pub struct OnIncident {
     pub notify: Vec<String>,
     /// Their `recommend:` texts (each once).
     pub recommendations: Vec<String>,
+    /// The services of the SLOs for which a policy held (each once).
+    pub services: Vec<String>,
 }
 
 impl OnIncident {
@@ -440,19 +442,27 @@ impl OnIncident {
 pub fn on_incident(policies: &[Policy], spent: &[(&str, &str, Option<f64>)]) -> OnIncident {
     let mut out = OnIncident::default();
     for p in policies.iter().filter(|p| p.when.metric.per_incident()) {
-        let held: Vec<String> = spent
+        let held: Vec<(&str, String)> = spent
             .iter()
             .filter(|(service, slo, _)| p.covers_id(service, slo))
             .filter_map(|(service, slo, share)| match share {
-                Some(x) if p.when.condition.holds(*x) => {
-                    Some(format!("{service}/{slo}: {} of its budget", percent(*x)))
-                }
-                None if p.on_unknown == OnUnknown::Hold => Some(format!(
-                    "{service}/{slo}: unknown, and the policy holds when it cannot tell"
+                Some(x) if p.when.condition.holds(*x) => Some((
+                    *service,
+                    format!("{service}/{slo}: {} of its budget", percent(*x)),
+                )),
+                None if p.on_unknown == OnUnknown::Hold => Some((
+                    *service,
+                    format!("{service}/{slo}: unknown, and the policy holds when it cannot tell"),
                 )),
                 _ => None,
             })
             .collect();
+        for (service, _) in &held {
+            if !out.services.iter().any(|s| s == service) {
+                out.services.push((*service).to_owned());
+            }
+        }
+        let held: Vec<String> = held.into_iter().map(|(_, said)| said).collect();
         if held.is_empty() {
             continue;
         }
@@ -602,6 +612,7 @@ mod tests {
             ]
         );
         assert_eq!(some.notify, ["ops", "pd"]);
+        assert_eq!(some.services, ["web"]);
         assert_eq!(
             some.recommendations,
             ["twenty says so.", "latency-ten says so."]

@@ -217,6 +217,7 @@ fn required(
         crate::store::PostmortemRequired {
             reason,
             notify: verdict.notify,
+            services: verdict.services,
         }
     })
 }

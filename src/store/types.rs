@@ -311,7 +311,8 @@ pub(crate) fn budget_item(
 pub struct ServiceEntry {
     pub at: DateTime<Utc>,
     pub author: String,
-    /// `frozen`, `unfrozen`, `overridden`, `override_ended`.
+    /// `frozen`, `unfrozen`, `overridden`, `override_ended`,
+    /// `postmortem_required`.
     pub kind: String,
     pub message: String,
 }
@@ -335,6 +336,9 @@ pub struct GateOverride {
 pub struct PostmortemRequired {
     pub reason: String,
     pub notify: Vec<String>,
+    /// The services whose SLOs the incident spent past a policy's share:
+    /// their timelines say so too.
+    pub services: Vec<String>,
 }
 
 /// A firing alert that no runbook matched.

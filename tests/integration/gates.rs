@@ -779,6 +779,16 @@ async fn an_incident_that_spends_past_its_policy_requires_a_postmortem_and_says_
         entries[0]["message"],
         format!("postmortem required: {why}").as_str()
     );
+    // On web's timeline too.
+    let (_, gate) = app.get("/api/v1/gates/web").await;
+    assert_eq!(
+        gate["timeline"][0]["kind"], "postmortem_required",
+        "{gate:#}"
+    );
+    assert_eq!(
+        gate["timeline"][0]["message"],
+        format!("INC-0001 requires a postmortem: {why}").as_str()
+    );
     // Told once each: the incident's rule and the policy's notifier.
     let team = rx.wait("/team", 2).await;
     assert_eq!(

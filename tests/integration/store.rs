@@ -2046,6 +2046,7 @@ async fn an_incidents_slo_budget_is_recorded_once(b: &Backend) {
                 "policy `p` (incident_budget_consumed > 0.2): web/availability: 23.0% of its budget"
                     .into(),
             notify: vec!["ops".into()],
+            services: vec!["web".into()],
         })
     };
     let (first, second) = tokio::join!(
@@ -2076,6 +2077,16 @@ async fn an_incidents_slo_budget_is_recorded_once(b: &Backend) {
         d.timeline.iter().filter(|t| t.kind == "postmortem").count(),
         1,
         "{}",
+        b.name()
+    );
+    let on_web = r[1].service_timeline("web".into(), 10).await.unwrap();
+    assert_eq!(on_web.len(), 1, "{}: {on_web:?}", b.name());
+    assert_eq!(on_web[0].kind, "postmortem_required");
+    assert!(
+        on_web[0]
+            .message
+            .starts_with(&format!("{quiet} requires a postmortem: policy `p`")),
+        "{}: {on_web:?}",
         b.name()
     );
     let told: Vec<_> = d

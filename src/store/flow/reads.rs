@@ -65,6 +65,17 @@ pub(in crate::store) async fn record_slo_budget<D: Driver>(
         let detail = format!("postmortem required: {reason}");
         d.timeline(id.0, "runbookd", "postmortem", &detail, None)
             .await?;
+        let at = chrono::Utc::now();
+        for service in &r.services {
+            d.service_timeline_insert(
+                &text(service),
+                "runbookd",
+                "postmortem_required",
+                &format!("{id} requires a postmortem: {reason}"),
+                at,
+            )
+            .await?;
+        }
         // The incident's own rules (`on: [postmortem_required]`), and the
         // policies' notifiers beside them, each once.
         let (rules, shadow) = super::outbox::policies(d, id.0).await?;
