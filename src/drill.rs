@@ -302,7 +302,7 @@ fn budget_short(b: &Budgets, service: &str, share: f64) -> Vec<String> {
         .filter_map(|slo| {
             let left = snap
                 .iter()
-                .find(|st| st.service == slo.service && st.slo == slo.name)
+                .find(|st| st.service == slo.service && st.slo == slo.name && !st.stale)
                 .and_then(|st| st.remaining);
             match left {
                 Some(x) if x > share => None,
@@ -314,7 +314,7 @@ fn budget_short(b: &Budgets, service: &str, share: f64) -> Vec<String> {
                     share * 100.0
                 )),
                 None => Some(format!(
-                    "{}/{}'s budget is not known (not read from Prometheus)",
+                    "{}/{}'s budget is not known (not read from Prometheus, or stale)",
                     slo.service, slo.name
                 )),
             }

@@ -654,10 +654,11 @@ impl Executor {
         }
         for (index, step) in main.iter().enumerate().skip(next) {
             if let Some(why) = tripped_now() {
-                // Tripped between steps (or before the first).
+                // Tripped between steps, or before the first: then nothing
+                // ran, and there is nothing to roll back.
                 aborted = Some(why);
                 outcome = RunOutcome::Failed;
-                needs_on_failure = true;
+                needs_on_failure = index > 0;
                 break;
             }
             let rec = if let Some(rec) = decision.take() {
@@ -735,6 +736,17 @@ impl Executor {
         steps_over.cancel();
         if let Some(w) = watcher {
             let _ = w.await;
+        }
+        // Tripped as the last step ended: the service hurts all the same.
+        if let (None, Some(why)) = (&aborted, tripped_now()) {
+            if matches!(
+                outcome,
+                RunOutcome::Succeeded | RunOutcome::SucceededWithFailures
+            ) {
+                aborted = Some(why);
+                outcome = RunOutcome::Failed;
+                needs_on_failure = true;
+            }
         }
         if needs_on_failure && phase == Phase::Remediation {
             for step in &rb.on_failure {
@@ -983,10 +995,6 @@ impl Executor {
             Some(results.0.clone()),
         );
         let mut plan = plan::render_step(step, &data, base_env);
-        // The runbook's gate, asked by its first step (`on_frozen: approve`).
-        if plan.gate.is_none() {
-            plan.gate = inherited.cloned();
-        }
         if let Some(lease) = req.lease {
             plan.env
                 .insert("RUNBOOKD_RUN_ID".into(), lease.run_id.to_string());
@@ -1006,7 +1014,20 @@ impl Executor {
                 }
             }
         }
-        let outcome = if let Some(err) = &plan.error {
+        // The runbook's own gate, frozen under `on_frozen: approve`: the run
+        // asks before its first step, whatever that step is (its `when`,
+        // its own gate); approved, the run goes on.
+        let run_frozen = inherited
+            .filter(|_| !overridden)
+            .and_then(|g| self.frozen(Some(g)));
+        let outcome = if let Some((reason, _)) = run_frozen {
+            plan.approval = Some(crate::approval::ApprovalPlan {
+                prompt: format!("{reason}. Run runbook `{}` anyway?", req.runbook.name),
+                timeout_ms: millis(FROZEN_APPROVAL_TIMEOUT),
+                on_timeout: crate::approval::OnTimeout::Deny,
+            });
+            Some(StepOutcome::AwaitingApproval)
+        } else if let Some(err) = &plan.error {
             Some(StepOutcome::SpawnFailed {
                 reason: format!("cannot render the step: {err}"),
             })

@@ -272,9 +272,11 @@ impl SloSet {
         }
     }
 
-    /// Each service a `freeze` policy covers, frozen or not by its policies
-    /// on these statuses (overrides aside: they let the gate say yes, they
-    /// do not unfreeze the budget), with the notifiers those policies name.
+    /// Each service with SLOs, frozen or not by its policies on these
+    /// statuses (overrides aside: they let the gate say yes, they do not
+    /// unfreeze the budget), with the notifiers its `freeze` policies name.
+    /// A service no `freeze` policy covers (any more: a reload) is not
+    /// frozen.
     #[must_use]
     pub fn freezes(
         &self,
@@ -296,9 +298,6 @@ impl SloSet {
                             .any(|s| s.service == service && p.covers(s))
                     })
                     .collect();
-                if freezing.is_empty() {
-                    return None;
-                }
                 let gate = self.gate(service, statuses, &[], now)?;
                 let mut notify: Vec<String> = Vec::new();
                 for n in freezing.iter().flat_map(|p| p.notifiers()) {

@@ -203,9 +203,14 @@ fn required(
     set: &SloSet,
     spent: &[super::impact::Consumed],
 ) -> Option<crate::store::PostmortemRequired> {
+    // No events during the incident spent nothing; only a share that
+    // could not be read is unknown.
     let shares: Vec<(&str, &str, Option<f64>)> = spent
         .iter()
-        .map(|c| (c.service.as_str(), c.slo.as_str(), c.share))
+        .map(|c| {
+            let share = c.share.or(c.error.is_none().then_some(0.0));
+            (c.service.as_str(), c.slo.as_str(), share)
+        })
         .collect();
     let verdict = super::policy::on_incident(set.policies(), &shares);
     verdict.postmortem.then(|| {

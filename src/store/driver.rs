@@ -448,17 +448,20 @@ pub(super) trait Driver {
         affecting: Option<bool>,
     ) -> Op<bool, Self::Fail>;
 
-    /// Whether the service's budget is frozen, as last written (`None`:
-    /// never written); the row is locked until the transaction ends.
-    async fn budget_state(&self, service: &str) -> Op<Option<bool>, Self::Fail>;
+    /// Whether the service's budget is frozen, as last written, and the
+    /// notifiers (JSON) it was frozen with (`None`: never written); the row
+    /// is locked until the transaction ends.
+    async fn budget_state(&self, service: &str) -> Op<Option<(bool, String)>, Self::Fail>;
 
+    /// Writes the service's freeze if it still is `expected` (`None`: no
+    /// row yet): whether it wrote (another replica may have been first).
     async fn budget_state_put(
         &self,
         service: &str,
-        frozen: bool,
-        reasons: &str,
+        state: (bool, &str, &str),
         at: DateTime<Utc>,
-    ) -> Op<(), Self::Fail>;
+        expected: Option<bool>,
+    ) -> Op<bool, Self::Fail>;
 
     async fn service_timeline_insert(
         &self,

@@ -15,7 +15,7 @@ fn check_reports_every_error_with_file_line_col_and_names() {
     assert_eq!(out.status.code(), Some(1));
     let d = "tests/fixtures/runbooks-broken";
     let expected = [
-        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `rate`, `cancel_on_resolved`, `idempotent`, `run_as`, `env`, `steps`, `on_failure`, `on_resolved`, `communication`, `escalation`, `drills`, `inputs`; did you mean `matchers`?"),
+        format!("{d}/a-typo.yaml:2:1: runbook `typo`: unknown field `matcher`, expected one of `name`, `title`, `severity`, `description`, `matchers`, `timeout`, `concurrency`, `cooldown`, `rate`, `cancel_on_resolved`, `idempotent`, `run_as`, `env`, `steps`, `on_failure`, `on_resolved`, `communication`, `escalation`, `drills`, `inputs`, `requires`, `risk`, `on_frozen`; did you mean `matchers`?"),
         format!("{d}/b-many.yaml:2:11: runbook `many-problems`: unknown severity `sev5`: expected sev1 (worst), sev2, sev3 or sev4"),
         format!("{d}/b-many.yaml:5:5: runbook `many-problems`: invalid regex in matcher `severity=~\"(\"`: error: unclosed group"),
         format!("{d}/b-many.yaml:6:5: runbook `many-problems`: matcher value contains an unescaped double quote: `\"ops`"),

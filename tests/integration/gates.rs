@@ -1333,7 +1333,7 @@ const HELD: [(&str, &str); 3] = [
     ),
     (
         "held-ask.yaml",
-        "name: held-ask\nmatchers: ['alertname = \"HeldAsk\"']\nrequires: {budget: '{{labels.service}}'}\non_frozen: approve\nsteps:\n  - name: a\n    shell: echo first\n  - name: b\n    shell: echo second\n",
+        "name: held-ask\nmatchers: ['alertname = \"HeldAsk\"']\nrequires: {budget: '{{labels.service}}'}\non_frozen: approve\nsteps:\n  - name: a\n    when: '{{#if labels.never}}yes{{/if}}'\n    shell: echo first\n  - name: b\n    shell: echo second\n",
     ),
 ];
 
@@ -1429,17 +1429,16 @@ async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
     assert!(run["result"]["held"].as_str().unwrap().starts_with(frozen));
     assert_eq!(run["result"]["steps"], serde_json::json!([]), "{run:#}");
     assert_eq!(inc["run_failed"], true);
-    // Approve: asked once, before the first step; approved, every step runs.
+    // Approve: asked once, before the first step, whatever that step's
+    // `when` says; approved, the run goes on.
     let inc = app
         .wait_for_incident("INC-0003", "the run to ask", |v| {
             crate::app::run_states(v) == ["awaiting_approval"]
         })
         .await;
+    let prompt = inc["approvals"][0]["prompt"].as_str().unwrap();
     assert!(
-        inc["approvals"][0]["prompt"]
-            .as_str()
-            .unwrap()
-            .starts_with(frozen),
+        prompt.starts_with(frozen) && prompt.ends_with("Run runbook `held-ask` anyway?"),
         "{inc:#}"
     );
     let r = app
@@ -1463,9 +1462,60 @@ async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
         .await;
     let steps = &inc["runs"][0]["result"]["steps"];
     assert_eq!(inc["runs"][0]["state"], "succeeded", "{inc:#}");
-    assert_eq!(steps[0]["attempts"][0]["stdout"], "first\n");
+    assert_eq!(steps[0]["outcome"]["status"], "skipped", "{inc:#}");
     assert_eq!(steps[0]["approval"]["decided_by"], "ann");
     assert_eq!(steps[1]["attempts"][0]["stdout"], "second\n");
     assert_eq!(inc["approvals"].as_array().unwrap().len(), 1, "asked once");
     drop(prometheus);
+}
+
+/// A drill whose safeguards cannot be watched (this server has no
+/// Prometheus) runs none of its steps, and so rolls nothing back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_whose_safeguards_cannot_be_watched_runs_nothing() {
+    let second = (chrono::Timelike::second(&chrono::Utc::now()) + 4) % 60;
+    let chaos = format!(
+        r#"name: blind
+matchers: [alertname = "NeverFires"]
+steps:
+  - name: inject
+    run: ["/bin/echo", "chaos"]
+on_failure:
+  - name: rollback
+    run: ["/bin/echo", "rolled back"]
+drills:
+  - schedule: "{second} * * * * *"
+    labels: {{service: web}}
+    mode: execute
+    safeguards:
+      - {{name: errors-stay-low, query: max(drill_error_ratio), holds: "< 0.5"}}
+"#
+    );
+    let app = TestApp::start(&[("blind.yaml", &chaos)], |_| {}).await;
+    let deadline = Instant::now() + Duration::from_secs(75);
+    let inc = loop {
+        let (_, list) = app.get("/api/v1/incidents").await;
+        if let Some(i) = list["incidents"].as_array().unwrap().first() {
+            let v = app.incident(i["id"].as_str().unwrap()).await;
+            if crate::app::runs_ended(&v) {
+                break v;
+            }
+        }
+        assert!(Instant::now() < deadline, "the drill never ran: {list:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let run = &inc["runs"][0];
+    assert_eq!(run["state"], "failed", "{inc:#}");
+    assert!(
+        run["result"]["aborted"]
+            .as_str()
+            .unwrap()
+            .starts_with("no Prometheus to watch the drill's safeguards"),
+        "{run:#}"
+    );
+    assert_eq!(
+        run["result"]["steps"],
+        serde_json::json!([]),
+        "nothing ran, nothing rolled back"
+    );
 }

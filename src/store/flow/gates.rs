@@ -22,20 +22,45 @@ pub struct Freeze {
 
 /// Records `f` if it changes the service's freeze: the state, a timeline
 /// entry and a `budget_frozen`/`budget_unfrozen` notification to each of
-/// `f.notify`. The first decision about a service is told only when it
-/// freezes. Whether it changed.
+/// `f.notify` (unfrozen: also to those told when it froze, in case a
+/// reload changed its policies). The first decision about a service is
+/// told only when it freezes. Whether it changed (`false` also when
+/// another replica changed it first).
 pub(in crate::store) async fn decide_freeze<D: Driver>(
     d: &D,
     f: &Freeze,
     at: DateTime<Utc>,
 ) -> Op<bool, D::Fail> {
-    let was = d.budget_state(&f.service).await?;
-    if was == Some(f.frozen) {
+    let service = text(&f.service);
+    let was = d.budget_state(&service).await?;
+    if was.as_ref().map(|w| w.0) == Some(f.frozen) {
         return Ok(false);
     }
-    let service = text(&f.service);
+    let mut notify = f.notify.clone();
+    if !f.frozen {
+        let before: Vec<String> = was
+            .as_ref()
+            .and_then(|w| serde_json::from_str(&w.1).ok())
+            .unwrap_or_default();
+        for n in before {
+            if !notify.contains(&n) {
+                notify.push(n);
+            }
+        }
+    }
     let reasons = text(&f.reasons);
-    d.budget_state_put(&service, f.frozen, &reasons, at).await?;
+    let stored = crate::store::types::json(&f.notify);
+    if !d
+        .budget_state_put(
+            &service,
+            (f.frozen, &reasons, &stored),
+            at,
+            was.as_ref().map(|w| w.0),
+        )
+        .await?
+    {
+        return Ok(false);
+    }
     if was.is_none() && !f.frozen {
         return Ok(false);
     }
@@ -54,7 +79,7 @@ pub(in crate::store) async fn decide_freeze<D: Driver>(
     };
     d.service_timeline_insert(&service, "runbookd", kind, &message, at)
         .await?;
-    for n in &f.notify {
+    for n in &notify {
         let q = Queue {
             notifier: n.clone(),
             event,

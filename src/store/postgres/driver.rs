@@ -278,7 +278,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .query(
                 "UPDATE outbox SET state = 'sending', owner = $1, lease_until = now() + make_interval(secs => $2), attempts = attempts + 1
                  WHERE id IN (SELECT o.id FROM outbox o WHERE ((o.state = 'pending' AND o.next_at <= now()) OR (o.state = 'sending' AND o.lease_until < now()))
-                              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.incident_id = o.incident_id AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
+                              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE (p.incident_id = o.incident_id OR (p.incident_id IS NULL AND o.incident_id IS NULL AND p.service = o.service)) AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
                               ORDER BY o.next_at LIMIT $3 FOR UPDATE OF o SKIP LOCKED)
                  RETURNING id, attempts",
                 &[&owner, &secs(lease), &i64::from(limit)],
@@ -1404,32 +1404,44 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             == 1)
     }
 
-    async fn budget_state(&self, service: &str) -> Op<Option<bool>> {
+    async fn budget_state(&self, service: &str) -> Op<Option<(bool, String)>> {
         Ok(self
             .0
             .query_opt(
-                "SELECT frozen FROM budget_states WHERE service = $1 FOR UPDATE",
+                "SELECT frozen, notify FROM budget_states WHERE service = $1 FOR UPDATE",
                 &[&service],
             )
             .await?
-            .map(|r| r.get(0)))
+            .map(|r| (r.get(0), r.get(1))))
     }
 
     async fn budget_state_put(
         &self,
         service: &str,
-        frozen: bool,
-        reasons: &str,
+        (frozen, reasons, notify): (bool, &str, &str),
         at: DateTime<Utc>,
-    ) -> Op<()> {
-        self.0
-            .execute(
-                "INSERT INTO budget_states (service, frozen, reasons, since) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (service) DO UPDATE SET frozen = excluded.frozen, reasons = excluded.reasons, since = excluded.since",
-                &[&service, &frozen, &reasons, &at],
-            )
-            .await?;
-        Ok(())
+        expected: Option<bool>,
+    ) -> Op<bool> {
+        let n = match expected {
+            None => {
+                self.0
+                    .execute(
+                        "INSERT INTO budget_states (service, frozen, reasons, notify, since) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (service) DO NOTHING",
+                        &[&service, &frozen, &reasons, &notify, &at],
+                    )
+                    .await?
+            }
+            Some(was) => {
+                self.0
+                    .execute(
+                        "UPDATE budget_states SET frozen = $2, reasons = $3, notify = $4, since = $5 WHERE service = $1 AND frozen = $6",
+                        &[&service, &frozen, &reasons, &notify, &at, &was],
+                    )
+                    .await?
+            }
+        };
+        Ok(n == 1)
     }
 
     async fn service_timeline_insert(

@@ -21,11 +21,13 @@ CREATE TABLE gate_overrides (
 CREATE INDEX gate_overrides_open ON gate_overrides(service) WHERE ended_at IS NULL;
 -- A service's budget freeze as its policies last decided it (written by
 -- the leader on each change, with the reasons, and the notifiers its freeze
--- policies name), and the service's timeline of those changes.
+-- policies named, JSON, told again when it unfreezes), and the service's
+-- timeline of those changes.
 CREATE TABLE budget_states (
   service    TEXT PRIMARY KEY,
   frozen     BOOLEAN NOT NULL,
   reasons    TEXT NOT NULL,
+  notify     TEXT NOT NULL,
   since      TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE service_timeline (

@@ -278,7 +278,7 @@ impl crate::store::driver::Driver for Conn<'_> {
             .prepare_cached(
                 "UPDATE outbox SET state = 'sending', owner = ?2, lease_until = ?3, attempts = attempts + 1
                  WHERE id IN (SELECT o.id FROM outbox o WHERE ((o.state = 'pending' AND o.next_at <= ?1) OR (o.state = 'sending' AND o.lease_until < ?1))
-                              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.incident_id = o.incident_id AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
+                              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE (p.incident_id = o.incident_id OR (p.incident_id IS NULL AND o.incident_id IS NULL AND p.service = o.service)) AND p.notifier = o.notifier AND p.id < o.id AND p.state IN ('pending', 'sending'))
                               ORDER BY o.next_at LIMIT ?4)
                  RETURNING id, attempts",
             )?
@@ -1254,27 +1254,33 @@ impl crate::store::driver::Driver for Conn<'_> {
         )? == 1)
     }
 
-    async fn budget_state(&self, service: &str) -> Result<Option<bool>> {
+    async fn budget_state(&self, service: &str) -> Result<Option<(bool, String)>> {
         Ok(self
             .0
-            .prepare_cached("SELECT frozen FROM budget_states WHERE service = ?1")?
-            .query_row([service], |r| r.get(0))
+            .prepare_cached("SELECT frozen, notify FROM budget_states WHERE service = ?1")?
+            .query_row([service], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?)
     }
 
     async fn budget_state_put(
         &self,
         service: &str,
-        frozen: bool,
-        reasons: &str,
+        (frozen, reasons, notify): (bool, &str, &str),
         at: DateTime<Utc>,
-    ) -> Result<()> {
-        self.0.run(
-            "INSERT INTO budget_states (service, frozen, reasons, since) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (service) DO UPDATE SET frozen = excluded.frozen, reasons = excluded.reasons, since = excluded.since",
-            params![service, frozen, reasons, ts(at)],
-        )?;
-        Ok(())
+        expected: Option<bool>,
+    ) -> Result<bool> {
+        let n = match expected {
+            None => self.0.run(
+                "INSERT INTO budget_states (service, frozen, reasons, notify, since) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (service) DO NOTHING",
+                params![service, frozen, reasons, notify, ts(at)],
+            )?,
+            Some(was) => self.0.run(
+                "UPDATE budget_states SET frozen = ?2, reasons = ?3, notify = ?4, since = ?5 WHERE service = ?1 AND frozen = ?6",
+                params![service, frozen, reasons, notify, ts(at), was],
+            )?,
+        };
+        Ok(n == 1)
     }
 
     async fn service_timeline_insert(

@@ -18,12 +18,14 @@ CREATE TABLE gate_overrides (
 );
 CREATE INDEX gate_overrides_open ON gate_overrides(service) WHERE ended_at IS NULL;
 -- A service's budget freeze as its policies last decided it (written by
--- the leader on each change, with the reasons), and the service's timeline
--- of those changes.
+-- the leader on each change, with the reasons, and the notifiers its freeze
+-- policies named, JSON, told again when it unfreezes), and the service's
+-- timeline of those changes.
 CREATE TABLE budget_states (
   service    TEXT PRIMARY KEY,
   frozen     INTEGER NOT NULL CHECK (frozen IN (0, 1)),
   reasons    TEXT NOT NULL,
+  notify     TEXT NOT NULL,
   since      TEXT NOT NULL
 );
 CREATE TABLE service_timeline (
