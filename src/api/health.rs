@@ -117,32 +117,25 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
             errors: vec![e],
         }
     })?;
-    let slos = crate::server::load_slos(s.config.slos.as_deref()).map_err(|errors| {
-        s.metrics.reloaded(false);
-        tracing::error!(
-            "reload refused, the previous SLOs, settings and runbooks stay in force:\n{errors}"
-        );
-        ApiError::Invalid {
-            message: "invalid SLO files: the previous SLOs, settings and runbooks stay in force"
-                .into(),
-            errors: errors.0.iter().map(ToString::to_string).collect(),
-        }
-    })?;
     let notifiers = settings
         .as_ref()
         .map_or_else(|| s.notifiers.get(), |c| c.notifiers.clone());
     let configured: Vec<&str> = notifiers.keys().map(String::as_str).collect();
-    slos.check_notifiers(&configured).map_err(|errors| {
-        s.metrics.reloaded(false);
-        tracing::error!(
-            "reload refused, the previous SLOs, settings and runbooks stay in force:\n{errors}"
-        );
-        ApiError::Invalid {
-            message: "invalid SLO files: the previous SLOs, settings and runbooks stay in force"
-                .into(),
-            errors: errors.0.iter().map(ToString::to_string).collect(),
-        }
-    })?;
+    // The SLO files, and the notifiers their policies name.
+    let slos = crate::server::load_slos(s.config.slos.as_deref())
+        .and_then(|slos| slos.check_notifiers(&configured).map(|()| slos))
+        .map_err(|errors| {
+            s.metrics.reloaded(false);
+            tracing::error!(
+                "reload refused, the previous SLOs, settings and runbooks stay in force:\n{errors}"
+            );
+            ApiError::Invalid {
+                message:
+                    "invalid SLO files: the previous SLOs, settings and runbooks stay in force"
+                        .into(),
+                errors: errors.0.iter().map(ToString::to_string).collect(),
+            }
+        })?;
     let loaded = crate::runbook::load_dir(&s.runbooks_dir).and_then(|set| {
         crate::notify::config::check_refs(&set, &notifiers)?;
         slos.check_runbook_refs(&set)?;

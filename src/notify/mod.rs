@@ -332,6 +332,15 @@ impl About {
         }
     }
 
+    /// The outbox row's `(incident_id, service)`.
+    #[must_use]
+    pub fn columns(&self) -> (Option<i64>, Option<&str>) {
+        match self {
+            About::Incident(id) => (Some(id.0), None),
+            About::Budget(service) => (None, Some(service)),
+        }
+    }
+
     /// The runbookd page it is on, under the external URL.
     #[must_use]
     pub fn path(&self) -> String {

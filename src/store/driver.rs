@@ -21,7 +21,7 @@ use crate::incident::{
     AlertRecord, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState, TimelineEntry,
 };
 use crate::notify::{
-    DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
+    About, DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
     TimerState, Unless,
 };
 use crate::plan::Phase;
@@ -115,10 +115,10 @@ pub(super) trait Driver {
 
     async fn set_policies(&self, incident: i64, json: &str) -> Op<(), Self::Fail>;
 
-    /// Queues one notification.
+    /// Queues one notification, about an incident or a service's budget.
     async fn outbox_insert(
         &self,
-        incident: i64,
+        about: &About,
         q: &Queue,
         state: DeliveryState,
         source: Option<(i64, &str)>,
@@ -478,14 +478,6 @@ pub(super) trait Driver {
         service: &str,
         limit: u32,
     ) -> Op<Vec<ServiceEntry>, Self::Fail>;
-
-    /// Queues a notification about a service (no incident).
-    async fn outbox_insert_service(
-        &self,
-        service: &str,
-        q: &Queue,
-        state: DeliveryState,
-    ) -> Op<(), Self::Fail>;
 
     /// Ends the service's overrides in force at `at`, saying who ended
     /// them; how many.

@@ -94,12 +94,7 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
     if !crate::prom::available() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let history = crate::prom::History::web(now);
-    let prometheus = crate::prom::start(&history).await;
+    let (_, prometheus) = crate::prom::start_web().await;
     let slos = tempfile::tempdir().unwrap();
     std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
     std::fs::write(slos.path().join("ghosts.yaml"), ghosts()).unwrap();
@@ -677,12 +672,7 @@ async fn an_incident_that_spends_past_its_policy_requires_a_postmortem_and_says_
     if !crate::prom::available() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let history = crate::prom::History::web(now);
-    let prometheus = crate::prom::start(&history).await;
+    let (_, prometheus) = crate::prom::start_web().await;
     let slos = tempfile::tempdir().unwrap();
     std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
     std::fs::write(slos.path().join("policies.yaml"), COST_POLICIES).unwrap();
@@ -887,6 +877,21 @@ fn policy_actions_must_fit_their_condition_and_name_known_notifiers() {
     );
 }
 
+/// `runbookd check` on `yaml` written as `file`: exit 1, and each of
+/// `wants` in what it says, `{f}` standing for the file's path.
+pub fn check_refuses(file: &str, yaml: &str, wants: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file);
+    std::fs::write(&path, yaml).unwrap();
+    let o = runbookd(&["check", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    for want in wants {
+        let want = want.replace("{f}", &path.display().to_string());
+        assert!(err.contains(&want), "no `{want}` in:\n{err}");
+    }
+}
+
 /// A drill incident that ended: (kind, its drill note, its run's state,
 /// the step's output).
 type Ended = (String, String, String, Option<String>);
@@ -935,12 +940,7 @@ async fn drills_run_only_when_their_requirements_hold() {
     if !crate::prom::available() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let history = crate::prom::History::web(now);
-    let prometheus = crate::prom::start(&history).await;
+    let (_, prometheus) = crate::prom::start_web().await;
     let slos = tempfile::tempdir().unwrap();
     std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
     let dir = slos.path().to_owned();
@@ -1109,25 +1109,16 @@ async fn drills_run_only_when_their_requirements_hold() {
 
 #[test]
 fn bad_drill_requirements_get_file_line_col_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("d.yaml"),
+    check_refuses(
+        "d.yaml",
         "name: d\nmatchers: ['alertname = \"D\"']\nsteps:\n  - name: a\n    run: ['true']\ndrills:\n  - schedule: '0 3 * * 1'\n    requires: {budget_above: 0.5}\n  - schedule: '0 3 * * 1'\n    labels: {service: web}\n    requires: {budget_above: 2, days: [someday], hours: '17:00-09:00'}\n",
-    )
-    .unwrap();
-    let o = runbookd(&["check", dir.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    let err = stderr(&o);
-    let f = dir.path().join("d.yaml");
-    let f = f.display();
-    for want in [
-        format!("{f}:8:15: runbook `d`: `requires:` counts a service's budget and incidents: give `service:` or a `service` label"),
-        format!("{f}:11:30: runbook `d`: `budget_above` is the share of the budget that must be left"),
-        format!("{f}:11:40: runbook `d`: `someday` is not a day"),
-        format!("{f}:11:57: runbook `d`: `hours: 17:00-09:00`: write `HH:MM-HH:MM` in UTC"),
-    ] {
-        assert!(err.contains(&want), "no `{want}` in:\n{err}");
-    }
+        &[
+            "{f}:8:15: runbook `d`: `requires:` counts a service's budget and incidents: give `service:` or a `service` label",
+            "{f}:11:30: runbook `d`: `budget_above` is the share of the budget that must be left",
+            "{f}:11:40: runbook `d`: `someday` is not a day",
+            "{f}:11:57: runbook `d`: `hours: 17:00-09:00`: write `HH:MM-HH:MM` in UTC",
+        ],
+    );
 }
 
 /// A small exporter on loopback: `drill_error_ratio` at whatever the test
@@ -1300,25 +1291,16 @@ drills:
 
 #[test]
 fn bad_safeguards_get_file_line_col_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("d.yaml"),
+    check_refuses(
+        "d.yaml",
         "name: d\nmatchers: ['alertname = \"D\"']\nsteps:\n  - name: a\n    run: ['true']\ndrills:\n  - schedule: '0 3 * * 1'\n    safeguards:\n      - {name: s, query: up, holds: '< 1'}\n  - schedule: '0 3 * * 1'\n    mode: execute\n    safeguards:\n      - {name: t, query: 'up{job=\"{{labels.job}}\"}', holds: '< 1'}\n      - {name: u, query: up, holds: 'small'}\n      - {name: v, query: up}\n",
-    )
-    .unwrap();
-    let o = runbookd(&["check", dir.path().to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
-    let err = stderr(&o);
-    let f = dir.path().join("d.yaml");
-    let f = f.display();
-    for want in [
-        format!("{f}:9:7: runbook `d`: `safeguards` watch a drill that runs its steps: say `mode: execute`"),
-        format!("{f}:13:26: runbook `d`: a safeguard's query is written out in full"),
-        format!("{f}:14:37: runbook `d`: `holds`: "),
-        format!("{f}:15:9: runbook `d`: a safeguard is `query:` with `holds:`"),
-    ] {
-        assert!(err.contains(&want), "no `{want}` in:\n{err}");
-    }
+        &[
+            "{f}:9:7: runbook `d`: `safeguards` watch a drill that runs its steps: say `mode: execute`",
+            "{f}:13:26: runbook `d`: a safeguard's query is written out in full",
+            "{f}:14:37: runbook `d`: `holds`: ",
+            "{f}:15:9: runbook `d`: a safeguard is `query:` with `holds:`",
+        ],
+    );
 }
 
 /// Runbooks that ask their service's gate as a whole.
@@ -1346,12 +1328,7 @@ async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
     if !crate::prom::available() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let history = crate::prom::History::web(now);
-    let prometheus = crate::prom::start(&history).await;
+    let (_, prometheus) = crate::prom::start_web().await;
     let slos = tempfile::tempdir().unwrap();
     std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
     std::fs::write(

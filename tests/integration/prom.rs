@@ -251,6 +251,17 @@ pub async fn start(history: &History) -> Prometheus {
     serve(&history.openmetrics()).await
 }
 
+/// A Prometheus holding [`History::web`] up to now.
+pub async fn start_web() -> (History, Prometheus) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let history = History::web(now);
+    let prometheus = start(&history).await;
+    (history, prometheus)
+}
+
 /// A Prometheus serving these OpenMetrics samples.
 pub async fn serve(openmetrics: &str) -> Prometheus {
     serve_scraping(openmetrics, None).await

@@ -275,13 +275,7 @@ async fn slo_burn_rate_checks_measure_the_slo_s_own_sli() {
     if !crate::prom::available() {
         return;
     }
-    let history = crate::prom::History::web(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    );
-    let prometheus = crate::prom::start(&history).await;
+    let (_, prometheus) = crate::prom::start_web().await;
     let client = prometheus.client(Duration::from_secs(5));
     let slos = tempfile::tempdir().unwrap();
     std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
@@ -374,22 +368,15 @@ async fn slo_burn_rate_checks_measure_the_slo_s_own_sli() {
 
 #[test]
 fn bad_burn_rate_checks_get_file_line_col_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("v.yaml"),
+    crate::gates::check_refuses(
+        "v.yaml",
         "name: v\nmatchers: ['alertname = \"V\"']\nsteps:\n  - name: a\n    verify: {slo: web, burn_rate: {window: 5m, below: 1}}\n  - name: b\n    verify: {slo: web/availability}\n  - name: c\n    verify: {slo: web/availability, burn_rate: {window: 10s, below: 0}}\n  - name: d\n    verify: {slo: web/availability, burn_rate: {window: 5m, below: 1}, success: '< 1'}\n",
-    )
-    .unwrap();
-    let o = crate::helpers::runbookd(&["check", dir.path().to_str().unwrap()]);
-    assert!(!o.status.success());
-    let err = crate::helpers::stderr(&o);
-    for want in [
-        "v.yaml:5:19: runbook `v`, step `a`: `slo: web`: name the SLO as SERVICE/NAME",
-        "v.yaml:7:19: runbook `v`, step `b`: `slo:` needs `burn_rate: {window: 5m, below: 1}`",
-        "runbook `v`, step `c`: a burn rate's window is 1m to 1d",
-        "runbook `v`, step `c`: `below` is a positive number",
-        "runbook `v`, step `d`: `success` does not go with `slo:`/`burn_rate:`",
-    ] {
-        assert!(err.contains(want), "no `{want}` in:\n{err}");
-    }
+        &[
+            "v.yaml:5:19: runbook `v`, step `a`: `slo: web`: name the SLO as SERVICE/NAME",
+            "v.yaml:7:19: runbook `v`, step `b`: `slo:` needs `burn_rate: {window: 5m, below: 1}`",
+            "runbook `v`, step `c`: a burn rate's window is 1m to 1d",
+            "runbook `v`, step `c`: `below` is a positive number",
+            "runbook `v`, step `d`: `success` does not go with `slo:`/`burn_rate:`",
+        ],
+    );
 }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Driver, Op};
-use crate::notify::{DeliveryState, Event, Queue};
+use crate::notify::{About, DeliveryState, Event, Queue};
 use crate::store::types::{text, GateOverride, ServiceEntry};
 
 /// A service's freeze as its policies decide it now.
@@ -89,8 +89,13 @@ pub(in crate::store) async fn decide_freeze<D: Driver>(
             detail: message.clone(),
             template: None,
         };
-        d.outbox_insert_service(&service, &q, DeliveryState::Pending)
-            .await?;
+        d.outbox_insert(
+            &About::Budget(service.clone()),
+            &q,
+            DeliveryState::Pending,
+            None,
+        )
+        .await?;
     }
     Ok(true)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::{Driver, Op};
 use crate::incident::{IncidentId, IncidentStatus};
 use crate::notify::{
-    self, DeliveryState, Event, Happened, OutboxItem, Policies, Settle, TimerState, Unless,
+    self, About, DeliveryState, Event, Happened, OutboxItem, Policies, Settle, TimerState, Unless,
 };
 use crate::store::types::{json, say, text};
 use crate::store::StoreError;
@@ -88,7 +88,8 @@ pub(in crate::store) async fn insert<D: Driver>(
         DeliveryState::Pending
     };
     for q in queued {
-        d.outbox_insert(incident, q, state, source).await?;
+        d.outbox_insert(&About::Incident(IncidentId(incident)), q, state, source)
+            .await?;
     }
     Ok(queued.len())
 }

@@ -129,15 +129,16 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
 
     async fn outbox_insert(
         &self,
-        incident: i64,
+        about: &About,
         q: &Queue,
         state: DeliveryState,
         source: Option<(i64, &str)>,
     ) -> Op<()> {
+        let (incident, service) = about.columns();
         self.0
             .execute(
-                "INSERT INTO outbox (incident_id, notification_id, fingerprint, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now())",
+                "INSERT INTO outbox (incident_id, notification_id, fingerprint, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at, service)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now(), $12)",
                 &[
                     &incident,
                     &source.map(|s| s.0),
@@ -150,6 +151,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                     &text(&q.detail),
                     &q.template,
                     &state.as_str(),
+                    &service,
                 ],
             )
             .await?;
@@ -1477,32 +1479,6 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                 message: r.get(3),
             })
             .collect())
-    }
-
-    async fn outbox_insert_service(
-        &self,
-        service: &str,
-        q: &Queue,
-        state: DeliveryState,
-    ) -> Op<()> {
-        self.0
-            .execute(
-                "INSERT INTO outbox (service, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), now())",
-                &[
-                    &service,
-                    &q.notifier,
-                    &q.event.as_str(),
-                    &q.runbook,
-                    &q.run_id,
-                    &q.step,
-                    &text(&q.detail),
-                    &q.template,
-                    &state.as_str(),
-                ],
-            )
-            .await?;
-        Ok(())
     }
 
     async fn overrides_end(&self, service: &str, by: &str, at: DateTime<Utc>) -> Op<u64> {

@@ -139,14 +139,15 @@ impl crate::store::driver::Driver for Conn<'_> {
 
     async fn outbox_insert(
         &self,
-        incident: i64,
+        about: &About,
         q: &Queue,
         state: DeliveryState,
         source: Option<(i64, &str)>,
     ) -> Result<()> {
+        let (incident, service) = about.columns();
         self.0.run(
-            "INSERT INTO outbox (incident_id, notification_id, fingerprint, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+            "INSERT INTO outbox (incident_id, notification_id, fingerprint, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at, service)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
             params![
                 incident,
                 source.map(|s| s.0),
@@ -159,7 +160,8 @@ impl crate::store::driver::Driver for Conn<'_> {
                 q.detail,
                 q.template,
                 state.as_str(),
-                now()
+                now(),
+                service
             ],
         )?;
         Ok(())
@@ -1322,31 +1324,6 @@ impl crate::store::driver::Driver for Conn<'_> {
                 })
             })?
             .collect::<rusqlite::Result<_>>()?)
-    }
-
-    async fn outbox_insert_service(
-        &self,
-        service: &str,
-        q: &Queue,
-        state: DeliveryState,
-    ) -> Result<()> {
-        self.0.run(
-            "INSERT INTO outbox (service, notifier, event, runbook, run_id, step, detail, template, state, created_at, next_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
-            params![
-                service,
-                q.notifier,
-                q.event.as_str(),
-                q.runbook,
-                q.run_id,
-                q.step,
-                q.detail,
-                q.template,
-                state.as_str(),
-                now()
-            ],
-        )?;
-        Ok(())
     }
 
     async fn overrides_end(&self, service: &str, by: &str, at: DateTime<Utc>) -> Result<u64> {
