@@ -298,20 +298,7 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
         ) && prompt.ends_with("Run step `deploy` anyway?"),
         "{prompt}"
     );
-    let run = inc["runs"][0]["id"].as_i64().unwrap();
-    let r = app
-        .client
-        .post(format!("{}/api/v1/runs/{run}/approval", app.url))
-        .json(&serde_json::json!({
-            "approval": inc["approvals"][0]["id"],
-            "decision": "approve",
-            "author": "ann",
-            "comment": "hotfix for the outage"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    approve(&app, &inc, "hotfix for the outage").await;
     let inc = app
         .wait_for_incident("INC-0002", "the run to end", crate::app::runs_ended)
         .await;
@@ -367,6 +354,26 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
         c.notifiers = crate::notify::notifiers(&ops);
     })
     .await;
+}
+
+/// Ann approves the first pending approval of the incident's first run.
+async fn approve(app: &TestApp, inc: &Value, comment: &str) {
+    let r = app
+        .client
+        .post(format!(
+            "{}/api/v1/runs/{}/approval",
+            app.url, inc["runs"][0]["id"]
+        ))
+        .json(&serde_json::json!({
+            "approval": inc["approvals"][0]["id"],
+            "decision": "approve",
+            "author": "ann",
+            "comment": comment
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }
 
 /// `method` `path` with a JSON body: the status and the JSON answer.
@@ -1418,22 +1425,7 @@ async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
         prompt.starts_with(frozen) && prompt.ends_with("Run runbook `held-ask` anyway?"),
         "{inc:#}"
     );
-    let r = app
-        .client
-        .post(format!(
-            "{}/api/v1/runs/{}/approval",
-            app.url, inc["runs"][0]["id"]
-        ))
-        .json(&serde_json::json!({
-            "approval": inc["approvals"][0]["id"],
-            "decision": "approve",
-            "author": "ann",
-            "comment": "the fix must ship"
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    approve(&app, &inc, "the fix must ship").await;
     let inc = app
         .wait_for_incident("INC-0003", "the run to end", crate::app::runs_ended)
         .await;
