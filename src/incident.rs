@@ -309,7 +309,7 @@ impl Serialize for IncidentId {
 pub struct IncidentSummary {
     pub id: IncidentId,
     pub title: String,
-    pub severity: String,
+    pub severity: crate::runbook::Severity,
     pub status: IncidentStatus,
     /// An escalation timer fired (nobody acknowledged or resolved in time).
     pub escalated: bool,

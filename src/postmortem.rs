@@ -331,7 +331,7 @@ mod tests {
             summary: IncidentSummary {
                 id: IncidentId(7),
                 title: "Disk | full".into(),
-                severity: "sev2".into(),
+                severity: crate::runbook::Severity::Sev2,
                 status: IncidentStatus::Investigating,
                 escalated: true,
                 run_failed: true,

@@ -200,7 +200,7 @@ pub async fn incident_budget(
     d: &crate::incident::IncidentDetail,
 ) -> (Vec<crate::slo::impact::Consumed>, bool) {
     let sum = &d.summary;
-    let severe = matches!(sum.severity.as_str(), "sev1" | "sev2");
+    let severe = sum.severity.affects_slos();
     // Recorded once it resolved: those figures, without asking again.
     if let Some(list) = sum
         .slo_budget

@@ -252,7 +252,13 @@ async fn incidents(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
         .map(str::parse::<crate::incident::StatusFilter>)
         .transpose()
         .map_err(ApiError::BadRequest)?;
-    let severity = q.severity.clone().filter(|s| !s.is_empty());
+    let severity = q
+        .severity
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<crate::runbook::Severity>)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
     let slo_affecting = match q.slo_affecting.as_deref() {
         None | Some("") => None,
         Some("true") => Some(true),
@@ -268,7 +274,7 @@ async fn incidents(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<R
         .store
         .incidents(IncidentFilter {
             status,
-            severity: severity.clone(),
+            severity,
             runbook: None,
             limit: Some(PAGE),
             offset: Some(pageno * PAGE),

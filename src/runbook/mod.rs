@@ -35,6 +35,16 @@ pub enum Severity {
     Sev4,
 }
 
+impl Severity {
+    /// Whether an incident of this severity counts as SLO-affecting while
+    /// what it spent is not known (or its services have no SLO): sev1 and
+    /// sev2, as the guide's `is_slo_affecting`.
+    #[must_use]
+    pub fn affects_slos(self) -> bool {
+        matches!(self, Severity::Sev1 | Severity::Sev2)
+    }
+}
+
 impl FromStr for Severity {
     type Err = String;
 

@@ -196,7 +196,7 @@ pub struct IncidentFilter {
     pub status: Option<crate::incident::StatusFilter>,
     /// Only SLO-affecting incidents (`true`) or only the others.
     pub slo_affecting: Option<bool>,
-    pub severity: Option<String>,
+    pub severity: Option<Severity>,
     pub runbook: Option<String>,
     pub limit: Option<u32>,
     pub offset: Option<u32>,
@@ -224,8 +224,8 @@ pub(crate) fn incident_filter(f: &IncidentFilter, mark: char) -> (String, Vec<St
             let _ = write!(sql, " AND status = {mark}{}", args.len());
         }
     }
-    if let Some(s) = &f.severity {
-        args.push(s.clone());
+    if let Some(s) = f.severity {
+        args.push(s.to_string());
         let _ = write!(sql, " AND severity = {mark}{}", args.len());
     }
     // The rule of [`slo_affecting`], in SQL.
@@ -906,8 +906,8 @@ pub fn storable(
 /// recorded once it resolved), or, while that is not known or its services
 /// have no SLO, it is sev1 or sev2 (the guide's `is_slo_affecting`).
 #[must_use]
-pub fn slo_affecting(stored: Option<bool>, severity: &str) -> bool {
-    stored.unwrap_or(matches!(severity, "sev1" | "sev2"))
+pub fn slo_affecting(stored: Option<bool>, severity: crate::runbook::Severity) -> bool {
+    stored.unwrap_or(severity.affects_slos())
 }
 
 /// The columns of an incident summary: the incident's own, its alert counts

@@ -940,3 +940,40 @@ async fn the_webhook_credential_is_not_an_operators_and_people_sign_in() {
         .unwrap();
     assert_eq!(r.status(), 200, "health stays open for probes");
 }
+
+/// The incident list's severity filter is parsed at the edge: an unknown
+/// severity is a 400 that names it (the API and the UI), never an empty
+/// list that looks like "no such incidents".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_severity_filter_is_refused_with_the_reason() {
+    let rb = "name: r\nmatchers: ['alertname = \"R\"']\nseverity: sev2\nsteps:\n  - name: a\n    run: ['true']\n";
+    let app = crate::app::TestApp::start(&[("r.yaml", rb)], |_| {}).await;
+    let resp = app
+        .post_alert(crate::app::notification(
+            "g",
+            &[(
+                &serde_json::json!({"alertname": "R"}),
+                "firing",
+                "2026-12-05T08:00:00Z",
+            )],
+        ))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let (code, v) = app.get("/api/v1/incidents?severity=sev2").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["incidents"][0]["severity"], "sev2", "{v}");
+    let (code, v) = app.get("/api/v1/incidents?severity=sev4").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["incidents"], serde_json::json!([]));
+    let (code, v) = app.get("/api/v1/incidents?severity=sev5").await;
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("sev5"), "{v}");
+    let r = app
+        .client
+        .get(format!("{}/incidents?severity=sev5", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("sev5"));
+}

@@ -502,10 +502,14 @@ pub(super) fn summary(r: &Row) -> Op<IncidentSummary> {
     let created: DateTime<Utc> = r.try_get("created_at")?;
     let resolved: Option<DateTime<Utc>> = r.try_get("resolved_at")?;
     let ended: Option<DateTime<Utc>> = r.try_get("alerts_ended_at")?;
+    let severity: crate::runbook::Severity = r
+        .try_get::<_, &str>("severity")?
+        .parse()
+        .map_err(StoreError::Invalid)?;
     Ok(IncidentSummary {
         id: IncidentId(r.try_get("id")?),
         title: r.try_get("title")?,
-        severity: r.try_get("severity")?,
+        severity,
         status: r
             .try_get::<_, String>("status")?
             .parse()
@@ -534,10 +538,7 @@ pub(super) fn summary(r: &Row) -> Op<IncidentSummary> {
         commander: r.try_get("commander")?,
         awaiting_approval: r.try_get("awaiting_approval")?,
         grouped_by: crate::incident::grouped_by(r.try_get("group_key")?),
-        slo_affecting: crate::store::types::slo_affecting(
-            r.try_get("slo_affecting")?,
-            r.try_get("severity")?,
-        ),
+        slo_affecting: crate::store::types::slo_affecting(r.try_get("slo_affecting")?, severity),
         slo_budget: r.try_get("slo_budget")?,
         postmortem_required: r.try_get("postmortem_required")?,
     })

@@ -29,10 +29,16 @@ pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary
         .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
     let start = DateTime::parse_from_rfc3339(&created)
         .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
+    let severity: crate::runbook::Severity =
+        r.get::<_, String>("severity")?
+            .parse()
+            .map_err(|e: String| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+            })?;
     Ok(IncidentSummary {
         id: IncidentId(r.get("id")?),
         title: r.get("title")?,
-        severity: r.get("severity")?,
+        severity,
         // A status this version does not know is an error that names it
         // (as on PostgreSQL), never shown as `investigating`.
         status: r.get::<_, String>("status")?.parse().map_err(|e: String| {
@@ -64,10 +70,7 @@ pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary
         commander: r.get("commander")?,
         awaiting_approval: r.get("awaiting_approval")?,
         grouped_by: crate::incident::grouped_by(&r.get::<_, String>("group_key")?),
-        slo_affecting: crate::store::types::slo_affecting(
-            r.get("slo_affecting")?,
-            &r.get::<_, String>("severity")?,
-        ),
+        slo_affecting: crate::store::types::slo_affecting(r.get("slo_affecting")?, severity),
         slo_budget: r.get("slo_budget")?,
         postmortem_required: r.get("postmortem_required")?,
     })
