@@ -369,7 +369,7 @@ pub struct IncidentSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertRecord {
     pub fingerprint: String,
-    pub status: String,
+    pub status: crate::alert::Status,
     pub labels: Labels,
     pub annotations: Labels,
     pub starts_at: String,

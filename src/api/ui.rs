@@ -382,7 +382,7 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
     let firing: Vec<Value> = d
         .alerts
         .iter()
-        .filter(|a| a.status == "firing")
+        .filter(|a| a.status == crate::alert::Status::Firing)
         .map(|a| {
             let subject = crate::incident::SUBJECT_LABELS
                 .iter()

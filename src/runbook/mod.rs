@@ -63,7 +63,8 @@ impl FromStr for Severity {
 
 impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad`: widths and alignment apply (`{:<5}` in tables).
+        f.pad(match self {
             Severity::Sev1 => "sev1",
             Severity::Sev2 => "sev2",
             Severity::Sev3 => "sev3",

@@ -1743,7 +1743,12 @@ async fn a_full_queue_still_takes_a_resolution(b: &Backend) {
     .await
     .unwrap_or_else(|e| panic!("{} refused a resolution: {e:?}", b.name()));
     let detail = r[0].incident(got.incident.unwrap()).await.unwrap();
-    assert_eq!(detail.alerts[0].status, "resolved", "{}", b.name());
+    assert_eq!(
+        detail.alerts[0].status,
+        runbookd::alert::Status::Resolved,
+        "{}",
+        b.name()
+    );
     // What would queue a run is refused whole.
     let err = ingest_capped(
         &r[0],

@@ -1290,7 +1290,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn alerts_of(&self, incident: i64) -> Op<Vec<AlertRecord>> {
-        Ok(self
+        self
             .0
             .query(
                 "SELECT fingerprint, status, labels, annotations, starts_at, ends_at, generator_url FROM alerts
@@ -1299,16 +1299,18 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             )
             .await?
             .iter()
-            .map(|r| AlertRecord {
-                fingerprint: r.get(0),
-                status: r.get(1),
-                labels: serde_json::from_str(r.get(2)).unwrap_or_default(),
-                annotations: serde_json::from_str(r.get(3)).unwrap_or_default(),
-                starts_at: r.get(4),
-                ends_at: r.get(5),
-                generator_url: r.get(6),
+            .map(|r| {
+                Ok(AlertRecord {
+                    fingerprint: r.get(0),
+                    status: parsed(r, 1)?,
+                    labels: serde_json::from_str(r.get(2)).unwrap_or_default(),
+                    annotations: serde_json::from_str(r.get(3)).unwrap_or_default(),
+                    starts_at: r.get(4),
+                    ends_at: r.get(5),
+                    generator_url: r.get(6),
+                })
             })
-            .collect())
+            .collect::<Op<_>>()
     }
 
     async fn runs_of(&self, incident: i64) -> Op<Vec<RunRecord>> {

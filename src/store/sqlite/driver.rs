@@ -1156,7 +1156,7 @@ impl crate::store::driver::Driver for Conn<'_> {
             .query_map([incident], |r| {
                 Ok(AlertRecord {
                     fingerprint: r.get(0)?,
-                    status: r.get(1)?,
+                    status: parsed(r, 1)?,
                     labels: serde_json::from_str(&r.get::<_, String>(2)?).unwrap_or_default(),
                     annotations: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
                     starts_at: r.get(4)?,
