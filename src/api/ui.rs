@@ -1164,6 +1164,15 @@ async fn slo(
     }
     let mut st_json = serde_json::to_value(st).unwrap_or_default();
     st_json["tiers"] = json!(tiers);
+    // The service's gate and its timeline (freezes, overrides, required
+    // postmortems); the page shows without the timeline if the store
+    // cannot say.
+    let gate = super::gates::gate_of(&s, &service).ok();
+    let timeline = s
+        .store
+        .service_timeline(service.clone(), 10)
+        .await
+        .unwrap_or_default();
     page(
         &s,
         &format!("SLO {service}/{name}"),
@@ -1182,6 +1191,8 @@ async fn slo(
             "chart": chart_data,
             "chart_error": chart_error,
             "incidents": table_rows(&one.incidents),
+            "gate": gate,
+            "timeline": timeline,
             "forecasts": super::forecasts::all(&s, Some(&service)).iter().map(|p| json!({
                 "name": p.forecast,
                 "series": p.series(),

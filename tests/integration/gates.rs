@@ -460,6 +460,15 @@ async fn overrides(
             .starts_with("policy `halt-when-overspent`"),
         "what it overrides is still said: {v:#}"
     );
+    // The SLO page says so, with the service's timeline.
+    let page = app.page("/slos/web/latency").await;
+    assert!(
+        page.contains("id=\"slo-gate\"")
+            && page.contains("overridden</span> by <b>ann</b>")
+            && page.contains(": ship the fix for INC-0001")
+            && page.contains("id=\"slo-gate-timeline\""),
+        "{page}"
+    );
     // Gated steps run while it is in force.
     let alert = crate::app::notification(
         "g-web-overridden",
@@ -531,6 +540,12 @@ async fn overrides(
     let (_, v) = app.get("/api/v1/gates/web").await;
     assert_eq!(v["timeline"][0]["kind"], "override_ended", "{v:#}");
     assert_eq!(v["timeline"][0]["author"], "bob");
+    let page = app.page("/slos/web/latency").await;
+    assert!(
+        page.contains("<span class=\"badge slo-critical\">frozen</span>")
+            && page.contains("override_ended</span> gate override ended early by bob"),
+        "{page}"
+    );
     // The CLI overrides and ends, for pipelines' operators.
     let o = cli(&["--override", "deploy window", "--for", "30m", "--as", "cat"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
