@@ -554,6 +554,23 @@ async fn overrides(
         "{}",
         stdout(&o)
     );
+    // A reason is shown, never run: markup in it is inert on the page.
+    let (code, _) = send(
+        app,
+        reqwest::Method::POST,
+        "/api/v1/gates/web/override",
+        serde_json::json!({
+            "author": "cat", "reason": "<img src=x onerror=alert(1)> window", "for": "30m"
+        }),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let page = app.page("/slos/web/latency").await;
+    assert!(
+        page.contains("&lt;img src&#x3D;x onerror&#x3D;alert(1)&gt; window")
+            && !page.contains("<img src=x"),
+        "{page}"
+    );
     let o = cli(&["--override", "deploy window"]);
     assert_eq!(o.status.code(), Some(2), "--override needs --for");
     let o = cli(&["--end-override", "--as", "cat"]);
@@ -561,21 +578,29 @@ async fn overrides(
     assert!(stdout(&o).starts_with("web: FROZEN\n"), "{}", stdout(&o));
 }
 
-#[test]
-fn bad_policies_get_file_line_col_errors() {
+/// `runbookd check --slos` on a directory holding `WEB_SLOS` and `files`.
+fn check_slos(files: &[(&str, &str)]) -> (tempfile::TempDir, std::process::Output) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
-    std::fs::write(
-        dir.path().join("p.yaml"),
-        "policies:\n  - name: typo\n    services: [webb]\n    when: budget_remaining < 0.25\n    actions: [freeze]\n  - name: window\n    slos: [web/latency]\n    when: burn_rate(7h) > 1\n    actions: [freeze]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("q.yaml"),
-        "policies:\n  - name: words\n    services: [web]\n    when: budget_left < 1\n    actions: [freeze, {wait: 1h}]\n",
-    )
-    .unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
     let o = runbookd(&["check", "--slos", dir.path().to_str().unwrap()]);
+    (dir, o)
+}
+
+#[test]
+fn bad_policies_get_file_line_col_errors() {
+    let (dir, o) = check_slos(&[
+        (
+            "p.yaml",
+            "policies:\n  - name: typo\n    services: [webb]\n    when: budget_remaining < 0.25\n    actions: [freeze]\n  - name: window\n    slos: [web/latency]\n    when: burn_rate(7h) > 1\n    actions: [freeze]\n",
+        ),
+        (
+            "q.yaml",
+            "policies:\n  - name: words\n    services: [web]\n    when: budget_left < 1\n    actions: [freeze, {wait: 1h}]\n",
+        ),
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let err = stderr(&o);
     let (p, q) = (dir.path().join("p.yaml"), dir.path().join("q.yaml"));
@@ -849,14 +874,10 @@ async fn an_incident_that_spends_past_its_policy_requires_a_postmortem_and_says_
 /// server does not have, are refused where they are written.
 #[test]
 fn policy_actions_must_fit_their_condition_and_name_known_notifiers() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
-    std::fs::write(
-        dir.path().join("q.yaml"),
+    let (dir, o) = check_slos(&[(
+        "q.yaml",
         "policies:\n  - name: mixed\n    services: [web]\n    when: budget_remaining < 0.5\n    actions: [{wait: 1}, {notify: [ops]}]\n  - name: cost\n    services: [web]\n    when: incident_budget_consumed > 0.2\n    actions: [freeze]\n",
-    )
-    .unwrap();
-    let o = runbookd(&["check", "--slos", dir.path().to_str().unwrap()]);
+    )]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let err = stderr(&o);
     let q = dir.path().join("q.yaml");
