@@ -145,7 +145,7 @@ impl Approval {
 /// is the approval step) and the decision on that step.
 #[derive(Debug, Clone)]
 pub struct Resume {
-    pub prior: Box<crate::exec::run::RunResult>,
+    pub prior: Box<crate::record::RunResult>,
     pub approval: Approval,
 }
 

@@ -12,9 +12,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::alert::Notification;
-use crate::exec::run::{Executor, RunObserver, RunOutcome, RunRequest, StepRecord};
-use crate::exec::{ExecSettings, Sandbox, SandboxConfig, StepOutcome, Stream};
+use crate::exec::run::{Executor, RunObserver, RunRequest};
+use crate::exec::{ExecSettings, Sandbox, SandboxConfig, Stream};
 use crate::plan::{Phase, Plan, StepPlan, WhenDecision, PLAN_INCIDENT_ID};
+use crate::record::{RunOutcome, StepOutcome, StepRecord};
 use crate::runbook::{self, RunbookSet};
 
 /// `println!` for the live transcript and summaries, which must not panic
@@ -1922,7 +1923,7 @@ impl RunObserver for Transcript {
                 format!("INTERRUPTED: {}", printable(reason))
             }
         };
-        let tail = if rec.phase == crate::exec::run::StepPhase::OnFailure {
+        let tail = if rec.phase == crate::record::StepPhase::OnFailure {
             " (on_failure)"
         } else {
             ""
@@ -2187,7 +2188,7 @@ fn write_run_steps(out: &mut impl Write, r: &crate::incident::RunRecord) -> std:
             (Some(_), Some(o)) => o.status(),
         };
         let detail = outcome
-            .and_then(crate::exec::StepOutcome::detail)
+            .and_then(crate::record::StepOutcome::detail)
             .map(|d| format!(" ({})", printable(&d)))
             .unwrap_or_default();
         let took = record

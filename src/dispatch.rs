@@ -23,11 +23,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alert::Notification;
-use crate::exec::run::{Executor, RunObserver, RunOutcome, RunRequest, RunResult, StepRecord};
-use crate::exec::{StepOutcome, Stream};
+use crate::exec::run::{Executor, RunObserver, RunRequest};
+use crate::exec::Stream;
 use crate::incident::{RunDetail, RunState};
 use crate::metrics::Metrics;
 use crate::plan::{IncidentRef, Plan, StepPlan};
+use crate::record::{RunOutcome, RunResult, StepOutcome, StepRecord};
 use crate::runbook::RunbookSet;
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Ingest, Ingested, Lease, Reap, RunbookMatch,
@@ -949,7 +950,7 @@ struct StoreObserver {
     /// The steps so far and the one running, and whether the store has
     /// seen them yet: stored with the output, so that a run taken over
     /// keeps them.
-    progress: Mutex<(crate::exec::run::Progress, bool)>,
+    progress: Mutex<(crate::record::Progress, bool)>,
 }
 
 impl StoreObserver {
@@ -971,7 +972,7 @@ impl StoreObserver {
             held,
             first_step_of: Mutex::new(first_step_of(c)),
             progress: Mutex::new((
-                crate::exec::run::Progress {
+                crate::record::Progress {
                     steps: c
                         .resume
                         .as_ref()
@@ -1048,7 +1049,7 @@ impl RunObserver for StoreObserver {
         self.metrics.running_steps.inc();
         {
             let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
-            p.0.running = Some(crate::exec::run::RunningStep {
+            p.0.running = Some(crate::record::RunningStep {
                 plan: step.clone(),
                 attempt,
                 since: chrono::Utc::now(),

@@ -410,7 +410,7 @@ pub enum RunDetail {
         shadow: bool,
         plan: Option<Box<crate::plan::RunPlan>>,
     },
-    Executed(Box<crate::exec::run::RunResult>),
+    Executed(Box<crate::record::RunResult>),
 }
 
 impl RunDetail {
@@ -419,14 +419,8 @@ impl RunDetail {
     #[must_use]
     pub fn steps(
         &self,
-    ) -> Box<
-        dyn Iterator<
-                Item = (
-                    &crate::plan::StepPlan,
-                    Option<&crate::exec::run::StepRecord>,
-                ),
-            > + '_,
-    > {
+    ) -> Box<dyn Iterator<Item = (&crate::plan::StepPlan, Option<&crate::record::StepRecord>)> + '_>
+    {
         match self {
             RunDetail::Executed(r) => Box::new(r.steps.iter().map(|s| (&s.plan, Some(s)))),
             RunDetail::Planned { plan, .. } => {
@@ -436,7 +430,7 @@ impl RunDetail {
     }
 
     /// Manual steps reached (checklist items; people tick them).
-    pub fn open_checklist(&self) -> impl Iterator<Item = &crate::exec::run::StepRecord> {
+    pub fn open_checklist(&self) -> impl Iterator<Item = &crate::record::StepRecord> {
         let steps = match self {
             RunDetail::Executed(r) => r.steps.as_slice(),
             RunDetail::Planned { .. } => &[],

@@ -59,6 +59,7 @@ pub mod notify;
 pub mod plan;
 pub mod postmortem;
 pub mod prometheus;
+pub mod record;
 pub mod runbook;
 pub mod server;
 pub mod silence;

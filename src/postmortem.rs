@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use handlebars::Handlebars;
 use serde_json::{json, Value};
 
-use crate::exec::StepOutcome;
 use crate::incident::IncidentDetail;
+use crate::record::StepOutcome;
 
 /// The default template.
 pub const DEFAULT_TEMPLATE: &str = include_str!("postmortem.md.hbs");

@@ -320,7 +320,7 @@ fn parse_id(raw: &str) -> Result<IncidentId, ApiError> {
 /// The page's view of one step record of a run.
 /// One step as the incident page shows it: planned (shadow mode), open
 /// (a manual step reached), or what happened, attempt by attempt.
-fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::exec::run::StepRecord>) -> Value {
+fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::record::StepRecord>) -> Value {
     let outcome = record.and_then(|r| r.outcome.as_ref());
     let status = match (record, outcome) {
         (None, _) => "planned",
@@ -343,11 +343,11 @@ fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::exec::run::Ste
         .collect();
     json!({
         "name": plan.name, "kind": plan.kind.as_str(),
-        "on_failure": record.is_some_and(|r| r.phase == crate::exec::run::StepPhase::OnFailure),
-        "status": status, "failure": outcome.is_some_and(crate::exec::StepOutcome::is_failure),
+        "on_failure": record.is_some_and(|r| r.phase == crate::record::StepPhase::OnFailure),
+        "status": status, "failure": outcome.is_some_and(crate::record::StepOutcome::is_failure),
         "duration": record.map(|r| human_ms(r.duration_ms)).unwrap_or_default(),
         "detail": record.and_then(|r| r.approval.as_ref()).filter(|a| a.granted()).map(crate::approval::Approval::sentence)
-            .or_else(|| outcome.and_then(crate::exec::StepOutcome::detail)).unwrap_or_default(),
+            .or_else(|| outcome.and_then(crate::record::StepOutcome::detail)).unwrap_or_default(),
         "command": plan.command_line(), "text": plan.text, "attempts": attempts,
     })
 }

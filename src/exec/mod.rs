@@ -15,5 +15,5 @@ pub mod sandbox;
 pub mod spawn;
 
 pub use capture::{Capture, Stream};
-pub use process::{ExecSettings, NoSink, OutputSink, ProcessResult, ProcessSpec, StepOutcome};
-pub use sandbox::{Probe, Sandbox, SandboxConfig, SandboxRecord, SpawnerConfig, StepOptions};
+pub use process::{ExecSettings, NoSink, OutputSink, ProcessResult, ProcessSpec};
+pub use sandbox::{Probe, Sandbox, SandboxConfig, SpawnerConfig, StepOptions};

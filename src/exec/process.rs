@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use nix::sys::signal::Signal;
-use serde::Serialize;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::unix::pipe;
@@ -30,142 +29,10 @@ use super::capture::{Capture, Stream};
 use super::cgroup::StepCgroup;
 use super::helper::HELPER_DIED;
 use super::instance::Scratch;
-use super::sandbox::{Prepared, Sandbox, SandboxRecord, StepOptions};
+use super::sandbox::{Prepared, Sandbox, StepOptions};
 use crate::plan::millis;
-
-/// How a step attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum StepOutcome {
-    Succeeded,
-    Failed {
-        exit_code: i32,
-    },
-    Signalled {
-        signal: i32,
-        cause: Option<String>,
-    },
-    TimedOut {
-        after_ms: u64,
-        cause: String,
-    },
-    SpawnFailed {
-        reason: String,
-    },
-    Skipped {
-        reason: String,
-    },
-    Cancelled,
-    /// An approval step the run is paused on (only in a paused run's record).
-    AwaitingApproval,
-    /// An approval step denied, by an operator or by its timeout.
-    Denied {
-        reason: String,
-    },
-    /// A verify step measured its `failure` condition: the remediation did
-    /// not work.
-    Unverified {
-        reason: String,
-    },
-    /// The step was running when its run's owner stopped (a replica that
-    /// died, runbookd killed): whether it finished is unknown.
-    Interrupted {
-        reason: String,
-    },
-}
-
-impl StepOutcome {
-    #[must_use]
-    pub fn succeeded(&self) -> bool {
-        matches!(self, StepOutcome::Succeeded)
-    }
-
-    /// Whether the step failed (ran and did not succeed, was denied, or
-    /// could not start); a skipped, cancelled or waiting step did not.
-    #[must_use]
-    pub fn is_failure(&self) -> bool {
-        matches!(
-            self,
-            StepOutcome::Failed { .. }
-                | StepOutcome::Signalled { .. }
-                | StepOutcome::TimedOut { .. }
-                | StepOutcome::SpawnFailed { .. }
-                | StepOutcome::Denied { .. }
-                | StepOutcome::Unverified { .. }
-                | StepOutcome::Interrupted { .. }
-        )
-    }
-
-    /// The value templates see as `steps.NAME.status`.
-    #[must_use]
-    pub fn status(&self) -> &'static str {
-        match self {
-            StepOutcome::Succeeded => "succeeded",
-            StepOutcome::Failed { .. } => "failed",
-            StepOutcome::Signalled { .. } => "signalled",
-            StepOutcome::TimedOut { .. } => "timed_out",
-            StepOutcome::SpawnFailed { .. } => "spawn_failed",
-            StepOutcome::Skipped { .. } => "skipped",
-            StepOutcome::Cancelled => "cancelled",
-            StepOutcome::AwaitingApproval => "awaiting_approval",
-            StepOutcome::Denied { .. } => "denied",
-            StepOutcome::Unverified { .. } => "unverified",
-            StepOutcome::Interrupted { .. } => "interrupted",
-        }
-    }
-
-    /// What people read beside the status: `exit status 2`, `signal 9:
-    /// memory limit exceeded`, the timeout's cause, why it was skipped or
-    /// could not start. The UI and `incidents show` print this.
-    #[must_use]
-    pub fn detail(&self) -> Option<String> {
-        match self {
-            StepOutcome::Failed { exit_code } => Some(format!("exit status {exit_code}")),
-            StepOutcome::Signalled { signal, cause } => Some(match cause {
-                Some(c) => format!("signal {signal}: {c}"),
-                None => format!("signal {signal}"),
-            }),
-            StepOutcome::TimedOut { cause, .. } => Some(format!("timed out: {cause}")),
-            StepOutcome::SpawnFailed { reason }
-            | StepOutcome::Skipped { reason }
-            | StepOutcome::Denied { reason }
-            | StepOutcome::Unverified { reason }
-            | StepOutcome::Interrupted { reason } => Some(reason.clone()),
-            StepOutcome::Succeeded | StepOutcome::Cancelled | StepOutcome::AwaitingApproval => None,
-        }
-    }
-
-    /// The outcome as the end of a sentence about the step (postmortems):
-    /// `failed with exit status 2`, `was skipped: …`.
-    #[must_use]
-    pub fn sentence(&self) -> String {
-        match self {
-            StepOutcome::Succeeded => "succeeded".into(),
-            StepOutcome::Failed { exit_code } => format!("failed with exit status {exit_code}"),
-            StepOutcome::Signalled { signal, cause } => match cause {
-                Some(c) => format!("was killed by signal {signal} ({c})"),
-                None => format!("was killed by signal {signal}"),
-            },
-            StepOutcome::TimedOut { cause, .. } => format!("timed out ({cause})"),
-            StepOutcome::SpawnFailed { reason } => format!("could not start: {reason}"),
-            StepOutcome::Skipped { reason } => format!("was skipped: {reason}"),
-            StepOutcome::Cancelled => "was cancelled".into(),
-            StepOutcome::AwaitingApproval => "waits for approval".into(),
-            StepOutcome::Denied { reason } => format!("was denied: {reason}"),
-            StepOutcome::Unverified { reason } => format!("did not verify: {reason}"),
-            StepOutcome::Interrupted { reason } => format!("was interrupted: {reason}"),
-        }
-    }
-
-    #[must_use]
-    pub fn exit_code(&self) -> Option<i32> {
-        match self {
-            StepOutcome::Succeeded => Some(0),
-            StepOutcome::Failed { exit_code } => Some(*exit_code),
-            _ => None,
-        }
-    }
-}
+use crate::record::SandboxRecord;
+use crate::record::StepOutcome;
 
 /// Timing knobs of the process runner.
 #[derive(Debug, Clone)]

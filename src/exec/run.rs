@@ -14,8 +14,7 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::Utc;
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +22,12 @@ use tokio_util::sync::CancellationToken;
 use super::capture::Stream;
 use super::cgroup::Limits;
 use super::instance::Scratch;
-use super::process::{self, ExecSettings, OutputSink, ProcessSpec, StepOutcome};
-use super::sandbox::{RunAs, Sandbox, SandboxRecord, StepOptions};
+use super::process::{self, ExecSettings, OutputSink, ProcessSpec};
+use super::sandbox::{RunAs, Sandbox, StepOptions};
 use crate::alert::{Alert, Notification};
 use crate::plan::millis;
 use crate::plan::{self, IncidentRef, Phase, StepPlan, WhenDecision};
+use crate::record::{Attempt, RunOutcome, RunResult, StepOutcome, StepPhase, StepRecord};
 use crate::runbook::{Runbook, Secret, Step};
 
 /// Bytes of a step's stdout that later templates see as `steps.NAME.stdout`.
@@ -69,219 +69,6 @@ impl Drop for Executor {
 /// How long a frozen step waits for an operator (`on_frozen: approve`)
 /// before it fails.
 const FROZEN_APPROVAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
-
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunOutcome {
-    Succeeded,
-    SucceededWithFailures,
-    Failed,
-    TimedOut,
-    Cancelled,
-    /// Paused on an approval step (`RunResult.awaiting` says which); the
-    /// store keeps the steps so far until a decision resumes the run.
-    AwaitingApproval,
-    /// Its owner stopped while it ran (a replica that died, runbookd
-    /// killed): the record holds the steps recorded so far.
-    Interrupted,
-    /// Not run: its runbook asks its service's error-budget gate
-    /// (`requires`/`risk` on the runbook, `on_frozen: skip`), which said no
-    /// (`RunResult.held` says why).
-    Skipped,
-}
-
-/// Which list a step belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StepPhase {
-    Steps,
-    OnFailure,
-    OnResolved,
-}
-
-/// One process run of a step.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct Attempt {
-    pub attempt: u32,
-    pub outcome: StepOutcome,
-    pub started: DateTime<Utc>,
-    pub ended: DateTime<Utc>,
-    pub duration_ms: u64,
-    pub stdout: String,
-    pub stderr: String,
-    /// The last bytes of stdout, as `steps.NAME.stdout` shows them.
-    #[serde(skip)]
-    pub stdout_tail: String,
-    pub stdout_bytes: u64,
-    pub stderr_bytes: u64,
-    pub sandbox: SandboxRecord,
-    pub stragglers_killed: bool,
-    pub output_abandoned: bool,
-}
-
-impl Attempt {
-    /// An attempt that ran no process (a silence or verify step): what it
-    /// did is its output, and it ends now.
-    #[must_use]
-    pub fn without_process(
-        attempt: u32,
-        outcome: StepOutcome,
-        (started, duration_ms): (DateTime<Utc>, u64),
-        stdout: String,
-        stderr: String,
-    ) -> Attempt {
-        Attempt {
-            attempt,
-            outcome,
-            started,
-            ended: Utc::now(),
-            duration_ms,
-            stdout_bytes: stdout.len() as u64,
-            stderr_bytes: stderr.len() as u64,
-            stdout_tail: stdout.clone(),
-            stdout,
-            stderr,
-            sandbox: SandboxRecord::default(),
-            stragglers_killed: false,
-            output_abandoned: false,
-        }
-    }
-}
-
-/// What happened to one step: its rendered command and every attempt.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct StepRecord {
-    pub name: String,
-    pub phase: StepPhase,
-    /// The rendered step, as `--plan` shows it.
-    pub plan: StepPlan,
-    /// `None` for a manual step: an open checklist item.
-    pub outcome: Option<StepOutcome>,
-    /// A silence step: the Alertmanager silence it made (or found).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub silence_id: Option<String>,
-    /// An approval step: the decision that let the run go on, or stopped it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<crate::approval::Approval>,
-    pub attempts: Vec<Attempt>,
-    pub started: DateTime<Utc>,
-    pub ended: DateTime<Utc>,
-    pub duration_ms: u64,
-}
-
-/// A finished run.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct RunResult {
-    pub runbook: String,
-    pub fingerprint: String,
-    pub phase: Phase,
-    pub outcome: RunOutcome,
-    pub steps: Vec<StepRecord>,
-    /// Texts of the manual steps reached: open checklist items.
-    pub checklist: Vec<String>,
-    pub started: DateTime<Utc>,
-    pub ended: DateTime<Utc>,
-    /// Time spent executing (a wait for approval is not counted).
-    pub duration_ms: u64,
-    /// A paused run (`AwaitingApproval`): the approval it waits for.
-    #[serde(skip)]
-    pub awaiting: Option<crate::approval::Request>,
-    /// A drill stopped by one of its `safeguards:`: which, and the
-    /// measurement that tripped it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aborted: Option<String>,
-    /// A run whose runbook's gate said no (`on_frozen: skip | fail`): why
-    /// none of its steps ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub held: Option<String>,
-}
-
-/// A running run's steps so far, stored as it goes (a server run), so that a
-/// run whose owner stops (a replica that died, runbookd killed) keeps what
-/// it did, and says which step was running.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-pub struct Progress {
-    pub steps: Vec<StepRecord>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub running: Option<RunningStep>,
-}
-
-/// The step a run is in.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct RunningStep {
-    pub plan: StepPlan,
-    pub attempt: u32,
-    pub since: DateTime<Utc>,
-}
-
-impl Progress {
-    /// The record of a run whose owner stopped: the steps it recorded, and
-    /// the one it was in, `Interrupted` with `why` and the output stored of
-    /// it (`stdout`, `stderr`).
-    #[must_use]
-    pub fn interrupted(
-        self,
-        run: (&str, &str, Phase),
-        started: DateTime<Utc>,
-        why: &str,
-        output: (String, String),
-    ) -> RunResult {
-        let now = Utc::now();
-        let mut steps = self.steps;
-        if let Some(r) = self.running {
-            let outcome = StepOutcome::Interrupted {
-                reason: why.to_owned(),
-            };
-            let ms = u64::try_from((now - r.since).num_milliseconds().max(0)).unwrap_or(0);
-            steps.push(StepRecord {
-                name: r.plan.name.clone(),
-                phase: StepPhase::Steps,
-                outcome: Some(outcome.clone()),
-                silence_id: None,
-                approval: None,
-                attempts: vec![Attempt {
-                    attempt: r.attempt,
-                    outcome,
-                    started: r.since,
-                    ended: now,
-                    duration_ms: ms,
-                    stdout_bytes: output.0.len() as u64,
-                    stderr_bytes: output.1.len() as u64,
-                    stdout_tail: String::new(),
-                    stdout: output.0,
-                    stderr: output.1,
-                    sandbox: SandboxRecord::default(),
-                    stragglers_killed: false,
-                    output_abandoned: false,
-                }],
-                plan: r.plan,
-                started: r.since,
-                ended: now,
-                duration_ms: ms,
-            });
-        }
-        let checklist = steps
-            .iter()
-            .filter(|s| s.outcome.is_none())
-            .map(|s| s.plan.text.clone().unwrap_or_default())
-            .collect();
-        RunResult {
-            runbook: run.0.to_owned(),
-            fingerprint: run.1.to_owned(),
-            phase: run.2,
-            outcome: RunOutcome::Interrupted,
-            steps,
-            checklist,
-            started,
-            ended: now,
-            duration_ms: u64::try_from((now - started).num_milliseconds().max(0)).unwrap_or(0),
-            awaiting: None,
-            aborted: None,
-            held: None,
-        }
-    }
-}
 
 /// Sees a run as it happens (live transcript, the incident store).
 pub trait RunObserver: Send + Sync {

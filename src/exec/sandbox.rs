@@ -344,12 +344,7 @@ pub struct StepOptions {
     pub timeout: Duration,
 }
 
-/// Which layers a step ran with, and which default layers the host lacked.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct SandboxRecord {
-    pub applied: Vec<String>,
-    pub unavailable: Vec<String>,
-}
+use crate::record::SandboxRecord;
 
 /// A step ready to start: the request (policy as plain values), the
 /// descriptors that go with it, and its record.

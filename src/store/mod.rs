@@ -279,7 +279,7 @@ impl Store {
     }
 
     /// Stores a running run's steps so far (JSON of
-    /// [`crate::exec::run::Progress`]), if `lease` still holds it: a run
+    /// [`crate::record::Progress`]), if `lease` still holds it: a run
     /// taken over or found after a crash keeps them.
     ///
     /// # Errors

@@ -149,10 +149,10 @@ impl Finished {
             summary: format!("{}; cancelled before it asked for approval", self.summary),
             result: self.result.clone().map(|mut r| {
                 if let crate::incident::RunDetail::Executed(x) = &mut r {
-                    x.outcome = crate::exec::run::RunOutcome::Cancelled;
+                    x.outcome = crate::record::RunOutcome::Cancelled;
                     for s in &mut x.steps {
-                        if s.outcome == Some(crate::exec::StepOutcome::AwaitingApproval) {
-                            s.outcome = Some(crate::exec::StepOutcome::Cancelled);
+                        if s.outcome == Some(crate::record::StepOutcome::AwaitingApproval) {
+                            s.outcome = Some(crate::record::StepOutcome::Cancelled);
                         }
                     }
                 }
@@ -670,7 +670,7 @@ pub(crate) fn leftover_record(why: &str, l: &Leftover<'_>) -> (String, Option<St
     use std::fmt::Write as _;
     let progress = l
         .progress
-        .and_then(|p| serde_json::from_str::<crate::exec::run::Progress>(p).ok());
+        .and_then(|p| serde_json::from_str::<crate::record::Progress>(p).ok());
     let mut reason = why.to_owned();
     if let Some(r) = progress.as_ref().and_then(|p| p.running.as_ref()) {
         let _ = write!(

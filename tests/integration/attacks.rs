@@ -755,7 +755,9 @@ async fn unpassable_labels_no_step_uses_do_not_fail_the_run() {
     .await;
     for s in &r.steps {
         assert_eq!(
-            s.outcome.as_ref().map(runbookd::exec::StepOutcome::status),
+            s.outcome
+                .as_ref()
+                .map(runbookd::record::StepOutcome::status),
             Some("succeeded"),
             "{}: {:?}",
             s.name,

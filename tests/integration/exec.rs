@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runbookd::alert::Notification;
-use runbookd::exec::run::{Executor, Quiet, RunOutcome, RunRequest, RunResult, StepRecord};
-use runbookd::exec::{ExecSettings, Probe, Sandbox, SandboxConfig, SpawnerConfig, StepOutcome};
+use runbookd::exec::run::{Executor, Quiet, RunRequest};
+use runbookd::exec::{ExecSettings, Probe, Sandbox, SandboxConfig, SpawnerConfig};
 use runbookd::plan::IncidentRef;
+use runbookd::record::{RunOutcome, RunResult, StepOutcome, StepRecord};
 use runbookd::runbook::{load_dir, Severity};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;

@@ -1007,7 +1007,7 @@ fn paused(c: &Claimed, timeout_ms: u64) -> Finished {
     let plan = json!({"name": "go", "kind": "approve", "vars": {}, "env": {}, "deferred": false, "timeout_ms": 0,
         "retries": 0, "retry_delay_ms": 0, "continue_on_failure": false,
         "approval": {"prompt": "Go?", "timeout_ms": timeout_ms, "on_timeout": "deny"}});
-    let result: runbookd::exec::run::RunResult = serde_json::from_value(json!({
+    let result: runbookd::record::RunResult = serde_json::from_value(json!({
         "runbook": c.runbook, "fingerprint": c.fingerprint, "phase": "remediation", "outcome": "awaiting_approval",
         "steps": [{"name": "go", "phase": "steps", "plan": plan, "outcome": {"status": "awaiting_approval"},
                    "attempts": [], "started": at, "ended": at, "duration_ms": 0}],
@@ -1036,7 +1036,7 @@ fn with_checklist(c: &Claimed, step: &str) -> Finished {
     let at = "2026-11-25T08:00:00Z";
     let plan = json!({"name": step, "kind": "manual", "vars": {}, "env": {}, "deferred": false, "timeout_ms": 0,
         "retries": 0, "retry_delay_ms": 0, "continue_on_failure": false, "text": format!("{step} by hand")});
-    let result: runbookd::exec::run::RunResult = serde_json::from_value(json!({
+    let result: runbookd::record::RunResult = serde_json::from_value(json!({
         "runbook": c.runbook, "fingerprint": c.fingerprint, "phase": "remediation", "outcome": "succeeded",
         "steps": [{"name": step, "phase": "steps", "plan": plan, "outcome": null,
                    "attempts": [], "started": at, "ended": at, "duration_ms": 0}],
@@ -1415,7 +1415,7 @@ async fn approvals_are_decided_once_and_resume(b: &Backend) {
     };
     assert_eq!(
         res.steps[0].outcome,
-        Some(runbookd::exec::StepOutcome::Cancelled),
+        Some(runbookd::record::StepOutcome::Cancelled),
         "the step it stopped at shows cancelled, not waiting"
     );
 }
