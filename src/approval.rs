@@ -11,19 +11,12 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::notify::named;
-
-named!(
-    /// What an expired approval decides (`on_timeout`).
-    OnTimeout, "on_timeout" {
-        Deny = "deny",
-        Approve = "approve",
-    }
-);
+use crate::named::named;
+pub use crate::plan::ApprovalPlan;
+pub use crate::runbook::OnTimeout;
 
 named!(
     /// An operator's decision (`POST /api/v1/runs/{id}/approval`).
@@ -55,22 +48,6 @@ impl Decision {
             Decision::Approve => ApprovalState::Approved,
             Decision::Deny => ApprovalState::Denied,
         }
-    }
-}
-
-/// An approval step's settings, rendered (`StepPlan.approval`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApprovalPlan {
-    /// The rendered prompt operators read.
-    pub prompt: String,
-    pub timeout_ms: u64,
-    pub on_timeout: OnTimeout,
-}
-
-impl ApprovalPlan {
-    #[must_use]
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
     }
 }
 
@@ -138,51 +115,6 @@ impl Approval {
             ),
             ApprovalState::Cancelled => "withdrawn: the run was cancelled".into(),
         }
-    }
-}
-
-/// A paused run to resume: the steps it recorded before pausing (the last
-/// is the approval step) and the decision on that step.
-#[derive(Debug, Clone)]
-pub struct Resume {
-    pub prior: Box<crate::record::RunResult>,
-    pub approval: Approval,
-}
-
-/// Why a run's approval cannot be decided now: the run (in `state`) is not
-/// waiting, or `last`, its latest approval, was already decided.
-#[must_use]
-pub fn conflict(
-    run: i64,
-    asked: i64,
-    state: crate::incident::RunState,
-    last: Option<&Approval>,
-) -> String {
-    match last {
-        // A decision on an earlier prompt is never applied to the next.
-        Some(a) if a.id != asked => format!(
-            "run {run}: approval {asked} is not the one it waits on{}; read the prompt before deciding",
-            if a.state == ApprovalState::Pending {
-                format!(": it now asks `{}` (approval {}) at step `{}`", a.prompt, a.id, a.step)
-            } else {
-                String::new()
-            }
-        ),
-        Some(a)
-            if a.state == ApprovalState::Pending
-                && state == crate::incident::RunState::AwaitingApproval =>
-        {
-            format!(
-            "run {run}: the approval of step `{}` reached its deadline ({}); on_timeout ({}) decides it",
-            a.step, a.deadline, a.on_timeout
-        )
-        }
-        Some(a) if a.state != ApprovalState::Pending => format!(
-            "run {run}: the approval of step `{}` was already decided ({}); the first decision wins",
-            a.step,
-            a.sentence()
-        ),
-        _ => format!("run {run} is not waiting for approval (it is {})", state.as_str().replace('_', " ")),
     }
 }
 

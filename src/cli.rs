@@ -419,7 +419,7 @@ pub enum NotificationsAction {
         incident: Option<crate::incident::IncidentId>,
         /// Only those in this state (pending, sending, delivered, dead, suppressed).
         #[arg(long)]
-        state: Option<crate::notify::DeliveryState>,
+        state: Option<crate::incident::notices::DeliveryState>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -1302,7 +1302,7 @@ fn notifications(
             runtime()?.block_on(async {
                 let store = open_store(&url).await?;
                 let list = store
-                    .messages(crate::notify::MessageFilter {
+                    .messages(crate::incident::notices::MessageFilter {
                         incident,
                         state,
                         limit: Some(limit),
@@ -1516,7 +1516,7 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
     let mut attrs = vec![s.kind.as_str().to_owned()];
     if let Some(a) = &s.approval {
         attrs.push(format!("waits {}, then {}", ms(a.timeout_ms), a.on_timeout));
-    } else if s.kind != crate::plan::StepKind::Manual {
+    } else if s.kind != crate::runbook::StepKind::Manual {
         attrs.push(format!("timeout {}", ms(s.timeout_ms)));
         if s.retries > 0 {
             attrs.push(format!(
@@ -1730,7 +1730,7 @@ fn execute(n: &Notification, set: &RunbookSet, args: &SandboxArgs) -> anyhow::Re
                 // does: the person at the terminal decides.
                 while let Some(asked) = result.awaiting.clone() {
                     let approval = ask_at_terminal(&rb.name, &asked).await;
-                    let resume = crate::approval::Resume { prior: Box::new(result), approval };
+                    let resume = crate::record::Resume { prior: Box::new(result), approval };
                     let req = RunRequest { notification: n, alert, runbook: rb, incident: incident.clone(), lease: None, resume: Some(&resume), rerun_of: None };
                     result = executor.run(&req, transcript.clone(), &cancel).await;
                 }

@@ -723,7 +723,7 @@ impl ServerConfig {
                 None => defaults.scratch_size,
                 Some("0") => None,
                 Some(s) => Some(
-                    crate::exec::sandbox::parse_memory(s)
+                    crate::runbook::parse_memory(s)
                         .map_err(|e| anyhow::anyhow!("bad `sandbox.scratch_size`: {e}"))?,
                 ),
             },

@@ -262,7 +262,7 @@ pub async fn ingest_manual(
     m.cooldown = std::time::Duration::ZERO;
     m.rate = None;
     if !notify {
-        m.policy = crate::notify::Policy::default();
+        m.policy = crate::runbook::notify::Policy::default();
     }
     let matches = notification
         .alerts

@@ -55,6 +55,7 @@ pub mod incident;
 pub mod lifecycle;
 pub mod matcher;
 pub mod metrics;
+pub mod named;
 pub mod notify;
 pub mod plan;
 pub mod postmortem;

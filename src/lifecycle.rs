@@ -11,8 +11,10 @@
 //! un-re-run, `run_failed` clears. (`escalated` is not the lifecycle's: it
 //! means an escalation timer fired.)
 
+use crate::incident::notices::Happened;
 use crate::incident::{IncidentStatus, RunState};
 use crate::plan::Phase;
+use crate::runbook::notify::Event as Told;
 
 /// What the lifecycle needs to know of an incident.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +160,63 @@ pub fn next(incident: Incident, event: Event<'_>) -> Option<Transition> {
                 .to_owned(),
         }),
     }
+}
+
+/// The events a finished run causes: run succeeded or failed, and each
+/// failed step.
+#[must_use]
+pub fn run_ended<'a>(
+    runbook: &'a str,
+    run_id: i64,
+    state: crate::incident::RunState,
+    summary: &str,
+    result: Option<&'a crate::incident::RunDetail>,
+) -> Vec<Happened<'a>> {
+    use crate::incident::RunState as S;
+    let mut out = Vec::new();
+    if let Some(crate::incident::RunDetail::Executed(r)) = result {
+        for s in &r.steps {
+            // The one rule of what a failed step is (StepOutcome::is_failure).
+            if let Some(o) = s.outcome.as_ref().filter(|o| o.is_failure()) {
+                let detail = format!(
+                    "run #{run_id} of `{runbook}`: step `{}` {}",
+                    s.name,
+                    o.detail().unwrap_or_else(|| o.status().to_owned())
+                );
+                if s.plan.kind == crate::runbook::StepKind::Verify {
+                    out.push(Happened {
+                        event: Told::VerifyFailed,
+                        runbook: Some(runbook),
+                        run_id: Some(run_id),
+                        step: Some(&s.name),
+                        detail: detail.clone(),
+                    });
+                }
+                out.push(Happened {
+                    event: Told::StepFailed,
+                    runbook: Some(runbook),
+                    run_id: Some(run_id),
+                    step: Some(&s.name),
+                    detail,
+                });
+            }
+        }
+    }
+    let event = match state {
+        S::Succeeded | S::SucceededWithFailures => Some(Told::RunSucceeded),
+        S::Failed | S::TimedOut | S::Interrupted => Some(Told::RunFailed),
+        _ => None,
+    };
+    if let Some(event) = event {
+        out.push(Happened {
+            event,
+            runbook: Some(runbook),
+            run_id: Some(run_id),
+            step: None,
+            detail: format!("run #{run_id} of `{runbook}` {state}: {summary}"),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -9,15 +9,18 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::alert::{Alert, Labels, Notification, Status, Timestamp};
+pub use crate::runbook::{StepKind, REDACTED};
+use std::time::Duration;
+
+use crate::matcher::{MatchOp, Matcher};
+use crate::runbook::verify::{Condition, Inconclusive};
+use crate::runbook::OnTimeout;
 use crate::runbook::{Action, EnvValue, Runbook, RunbookSet, Secret, Severity, Step};
 use crate::template::{Data, Template};
-
-/// What plans and records show instead of a secret's value.
-pub const REDACTED: &str = "[redacted]";
 
 /// The kernel's limit on one environment string (`NAME=value`), MAX_ARG_STRLEN.
 pub const MAX_ENV_STRING: usize = 32 * 4096;
@@ -135,12 +138,12 @@ pub struct RunPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PlannedNotice {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub on: Vec<crate::notify::Event>,
+    pub on: Vec<crate::runbook::notify::Event>,
     /// Escalations: after this many milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unless: Vec<crate::notify::Unless>,
+    pub unless: Vec<crate::runbook::notify::Unless>,
     pub notify: Vec<String>,
     /// The message template, when the rule has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,7 +175,7 @@ impl PlannedNotice {
     }
 }
 
-fn planned_notices(p: &crate::notify::Policy) -> Vec<PlannedNotice> {
+fn planned_notices(p: &crate::runbook::notify::Policy) -> Vec<PlannedNotice> {
     let talk = p.communication.iter().map(|c| PlannedNotice {
         on: c.on.clone(),
         after_ms: None,
@@ -239,10 +242,10 @@ pub struct StepPlan {
     pub silence: Option<SilencePlan>,
     /// An approval step: what operators are asked, and the timeout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<crate::approval::ApprovalPlan>,
+    pub approval: Option<crate::plan::ApprovalPlan>,
     /// A verify step: the rendered query and its conditions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<crate::verify::VerifyPlan>,
+    pub verify: Option<crate::plan::VerifyPlan>,
     /// `requires: {budget: …}` / `risk: high`: the service whose
     /// error-budget gate the step asks before it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,11 +263,11 @@ pub struct GatePlan {
 /// The Alertmanager silence a `silence:` step makes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SilencePlan {
-    pub matchers: Vec<crate::silence::ApiMatcher>,
+    pub matchers: Vec<crate::plan::ApiMatcher>,
     pub duration_ms: u64,
     /// The rendered comment (runbookd adds the incident, run and step).
     pub comment: String,
-    pub until: crate::silence::Until,
+    pub until: crate::runbook::Until,
     /// The fingerprint of the alert the run is about (its labels, without
     /// runbookd's own mark on manual runs and drills): the silence may not
     /// cover any other alert Alertmanager holds, unless `covers_others`.
@@ -288,32 +291,6 @@ impl StepPlan {
                     .join(" ")
             })
         })
-    }
-}
-
-/// What a step does: run a program, run a shell script, or ask a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepKind {
-    Run,
-    Shell,
-    Manual,
-    Silence,
-    Approve,
-    Verify,
-}
-
-impl StepKind {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Run => "run",
-            StepKind::Shell => "shell",
-            StepKind::Manual => "manual",
-            StepKind::Silence => "silence",
-            StepKind::Approve => "approve",
-            StepKind::Verify => "verify",
-        }
     }
 }
 
@@ -711,7 +688,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
     // is known even when its prompt is rendered at run time.
     if let Action::Approve(spec) = &step.action {
         plan.timeout_ms = millis(spec.timeout);
-        plan.approval = Some(crate::approval::ApprovalPlan {
+        plan.approval = Some(crate::plan::ApprovalPlan {
             prompt: spec.prompt.source().to_owned(),
             timeout_ms: millis(spec.timeout),
             on_timeout: spec.on_timeout,
@@ -740,8 +717,8 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
             crate::runbook::VerifyCheck::AlertResolved => (None, None, None, true),
             crate::runbook::VerifyCheck::BurnRate(b) => {
                 burn_rate = Some(b.clone());
-                let below = crate::verify::Condition {
-                    op: crate::verify::Cmp::Lt,
+                let below = crate::runbook::verify::Condition {
+                    op: crate::runbook::verify::Cmp::Lt,
                     value: b.below,
                 };
                 (None, Some(below), None, false)
@@ -759,7 +736,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
             ),
             (None, _, _) => "verify (the query is rendered at run time)".to_owned(),
         });
-        plan.verify = Some(crate::verify::VerifyPlan {
+        plan.verify = Some(crate::plan::VerifyPlan {
             query,
             success,
             failure,
@@ -808,14 +785,14 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                     humantime::format_duration(spec.timeout),
                     spec.on_timeout
                 ));
-                plan.approval = Some(crate::approval::ApprovalPlan {
+                plan.approval = Some(crate::plan::ApprovalPlan {
                     prompt,
                     timeout_ms: millis(spec.timeout),
                     on_timeout: spec.on_timeout,
                 });
             }
             Action::Silence(spec) => {
-                let matchers: Vec<crate::silence::ApiMatcher> = match &spec.matchers {
+                let matchers: Vec<crate::plan::ApiMatcher> = match &spec.matchers {
                     Some(list) => list.iter().map(Into::into).collect(),
                     // The alert's own labels; not the mark runbookd puts on
                     // manual runs and drills, so that the silence covers the
@@ -826,7 +803,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                         .flatten()
                         .filter(|(k, _)| k.as_str() != "runbookd_origin")
                         .filter_map(|(k, v)| {
-                            Some(crate::silence::ApiMatcher {
+                            Some(crate::plan::ApiMatcher {
                                 name: k.clone(),
                                 value: v.as_str()?.to_owned(),
                                 is_regex: false,
@@ -848,8 +825,8 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                         .join(", "),
                     humantime::format_duration(spec.duration),
                     match spec.until {
-                        crate::silence::Until::RunEnd => ", expired when the run ends",
-                        crate::silence::Until::Resolved => ", expired when the alert resolves",
+                        crate::runbook::Until::RunEnd => ", expired when the run ends",
+                        crate::runbook::Until::Resolved => ", expired when the alert resolves",
                     }
                 ));
                 let own: crate::alert::Labels = data.value()["labels"]
@@ -941,4 +918,125 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         plan.error = Some(errors.join("; "));
     }
     plan
+}
+
+/// An approval step's settings, rendered (`StepPlan.approval`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalPlan {
+    /// The rendered prompt operators read.
+    pub prompt: String,
+    pub timeout_ms: u64,
+    pub on_timeout: OnTimeout,
+}
+
+impl ApprovalPlan {
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// A matcher as Alertmanager's API v2 takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiMatcher {
+    pub name: String,
+    pub value: String,
+    #[serde(rename = "isRegex")]
+    pub is_regex: bool,
+    #[serde(rename = "isEqual", default = "yes")]
+    pub is_equal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<&Matcher> for ApiMatcher {
+    fn from(m: &Matcher) -> Self {
+        let (is_regex, is_equal) = match m.op {
+            MatchOp::Equal => (false, true),
+            MatchOp::NotEqual => (false, false),
+            MatchOp::Regex => (true, true),
+            MatchOp::NotRegex => (true, false),
+        };
+        ApiMatcher {
+            name: m.name.clone(),
+            value: m.value.clone(),
+            is_regex,
+            is_equal,
+        }
+    }
+}
+
+impl TryFrom<&ApiMatcher> for Matcher {
+    type Error = String;
+
+    fn try_from(m: &ApiMatcher) -> Result<Self, String> {
+        let op = match (m.is_regex, m.is_equal) {
+            (false, true) => MatchOp::Equal,
+            (false, false) => MatchOp::NotEqual,
+            (true, true) => MatchOp::Regex,
+            (true, false) => MatchOp::NotRegex,
+        };
+        Matcher::new(&m.name, op, &m.value).map_err(|e| format!("silence matcher `{m}`: {e}"))
+    }
+}
+
+impl std::fmt::Display for ApiMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let op = match (self.is_regex, self.is_equal) {
+            (false, true) => "=",
+            (false, false) => "!=",
+            (true, true) => "=~",
+            (true, false) => "!~",
+        };
+        write!(f, "{}{op}{:?}", self.name, self.value)
+    }
+}
+
+/// A verify step as rendered for this alert (what `--plan` shows).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyPlan {
+    /// The query to send, alert values escaped in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success: Option<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Condition>,
+    /// Asks Alertmanager whether this alert still fires.
+    #[serde(default)]
+    pub alert_resolved: bool,
+    /// An SLO's burn rate: `query` is built from the SLO when the step
+    /// runs (`None` in a plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burn_rate: Option<BurnRate>,
+    pub initial_delay_ms: u64,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub consecutive_success: u32,
+    pub on_inconclusive: Inconclusive,
+}
+
+/// `verify: {slo: SERVICE/NAME, burn_rate: {window, below}}`: the SLO's
+/// burn rate over `window` (its error ratio ÷ its budget ratio) must fall
+/// below `below`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurnRate {
+    /// `service/name`.
+    pub slo: String,
+    pub window_ms: u64,
+    pub below: f64,
+}
+
+impl std::fmt::Display for BurnRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the burn rate of {} over {} < {}",
+            self.slo,
+            humantime::format_duration(Duration::from_millis(self.window_ms)),
+            self.below
+        )
+    }
 }

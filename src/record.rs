@@ -362,3 +362,11 @@ pub struct SandboxRecord {
     pub applied: Vec<String>,
     pub unavailable: Vec<String>,
 }
+
+/// A paused run to resume: the steps it recorded before pausing (the last
+/// is the approval step) and the decision on that step.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub prior: Box<crate::record::RunResult>,
+    pub approval: crate::approval::Approval,
+}

@@ -6,41 +6,11 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::matcher::{MatchOp, Matcher};
-
-/// Until when a silence step's silence lasts (besides its `duration`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Until {
-    /// Expired when the run ends, however it ends.
-    RunEnd,
-    /// Expired when the alert resolves.
-    Resolved,
-}
-
-impl Until {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Until::RunEnd => "run_end",
-            Until::Resolved => "resolved",
-        }
-    }
-}
-
-impl std::str::FromStr for Until {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "run_end" => Ok(Until::RunEnd),
-            "resolved" => Ok(Until::Resolved),
-            other => Err(format!("unknown silence `until` `{other}`")),
-        }
-    }
-}
+use crate::matcher::Matcher;
+pub use crate::plan::ApiMatcher;
+pub use crate::runbook::Until;
 
 /// A silence a `silence:` step made (or found).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,38 +47,6 @@ pub struct RunSilence {
     /// before this was recorded: the configured one): a reload may point
     /// runbookd at another, and the silence is expired where it is.
     pub alertmanager: String,
-}
-
-/// A matcher as Alertmanager's API v2 takes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApiMatcher {
-    pub name: String,
-    pub value: String,
-    #[serde(rename = "isRegex")]
-    pub is_regex: bool,
-    #[serde(rename = "isEqual", default = "yes")]
-    pub is_equal: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl From<&Matcher> for ApiMatcher {
-    fn from(m: &Matcher) -> Self {
-        let (is_regex, is_equal) = match m.op {
-            MatchOp::Equal => (false, true),
-            MatchOp::NotEqual => (false, false),
-            MatchOp::Regex => (true, true),
-            MatchOp::NotRegex => (true, false),
-        };
-        ApiMatcher {
-            name: m.name.clone(),
-            value: m.value.clone(),
-            is_regex,
-            is_equal,
-        }
-    }
 }
 
 /// Records a resolution learnt from Alertmanager's API, as the webhook
@@ -335,32 +273,6 @@ impl Keeper {
                 tracing::warn!(incident = %s.incident, error = %e, "cannot record a silenced alert's resolution; asking again later");
             }
         }
-    }
-}
-
-impl TryFrom<&ApiMatcher> for Matcher {
-    type Error = String;
-
-    fn try_from(m: &ApiMatcher) -> Result<Self, String> {
-        let op = match (m.is_regex, m.is_equal) {
-            (false, true) => MatchOp::Equal,
-            (false, false) => MatchOp::NotEqual,
-            (true, true) => MatchOp::Regex,
-            (true, false) => MatchOp::NotRegex,
-        };
-        Matcher::new(&m.name, op, &m.value).map_err(|e| format!("silence matcher `{m}`: {e}"))
-    }
-}
-
-impl std::fmt::Display for ApiMatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let op = match (self.is_regex, self.is_equal) {
-            (false, true) => "=",
-            (false, false) => "!=",
-            (true, true) => "=~",
-            (true, false) => "!~",
-        };
-        write!(f, "{}{op}{:?}", self.name, self.value)
     }
 }
 

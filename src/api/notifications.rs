@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 
 use super::incidents::query;
 use super::{ApiError, AppState};
+use crate::incident::notices::MessageFilter;
 use crate::incident::IncidentId;
-use crate::notify::MessageFilter;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -121,7 +121,7 @@ fn redact(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();
     for s in secrets.iter().filter(|s| s.len() >= 4) {
         if out.contains(s.as_str()) {
-            out = out.replace(s.as_str(), plan::REDACTED);
+            out = out.replace(s.as_str(), crate::runbook::REDACTED);
         }
     }
     out
@@ -194,7 +194,7 @@ pub struct RunRequest<'a> {
     /// `RUNBOOKD_FENCE`, for downstream systems that refuse a stale owner.
     pub lease: Option<crate::store::Lease>,
     /// A run paused on an approval step and decided: resumed after that step.
-    pub resume: Option<&'a crate::approval::Resume>,
+    pub resume: Option<&'a crate::record::Resume>,
     /// A re-run: the first run of what it re-runs (its `until: resolved`
     /// silences are that run's, found again rather than made twice).
     pub rerun_of: Option<i64>,
@@ -574,7 +574,7 @@ impl Executor {
                     let (Some(id), Some(plan)) = (&rec.silence_id, &rec.plan.silence) else {
                         continue;
                     };
-                    if plan.until == crate::silence::Until::RunEnd {
+                    if plan.until == crate::runbook::Until::RunEnd {
                         if let Err(e) = am.expire(id).await {
                             tracing::warn!(silence = %id, error = %e, "cannot expire a run's silence; it ends at its duration");
                         }
@@ -629,8 +629,8 @@ impl Executor {
                 crate::runbook::SafeguardCheck::BurnRate(b) => match self.burn_rate_query(b) {
                     Ok(q) => (
                         q,
-                        crate::verify::Condition {
-                            op: crate::verify::Cmp::Lt,
+                        crate::runbook::verify::Condition {
+                            op: crate::runbook::verify::Cmp::Lt,
                             value: b.below,
                         },
                     ),
@@ -808,10 +808,10 @@ impl Executor {
             .filter(|_| !overridden)
             .and_then(|g| self.frozen(Some(g)));
         let outcome = if let Some((reason, _)) = run_frozen {
-            plan.approval = Some(crate::approval::ApprovalPlan {
+            plan.approval = Some(crate::plan::ApprovalPlan {
                 prompt: format!("{reason}. Run runbook `{}` anyway?", req.runbook.name),
                 timeout_ms: millis(FROZEN_APPROVAL_TIMEOUT),
-                on_timeout: crate::approval::OnTimeout::Deny,
+                on_timeout: crate::runbook::OnTimeout::Deny,
             });
             Some(StepOutcome::AwaitingApproval)
         } else if let Some(err) = &plan.error {
@@ -842,15 +842,15 @@ impl Executor {
                 OnFrozen::Skip => StepOutcome::Skipped { reason },
                 OnFrozen::Fail => StepOutcome::Denied { reason },
                 OnFrozen::Approve => {
-                    plan.approval = Some(crate::approval::ApprovalPlan {
+                    plan.approval = Some(crate::plan::ApprovalPlan {
                         prompt: format!("{reason}. Run step `{}` anyway?", plan.name),
                         timeout_ms: millis(FROZEN_APPROVAL_TIMEOUT),
-                        on_timeout: crate::approval::OnTimeout::Deny,
+                        on_timeout: crate::runbook::OnTimeout::Deny,
                     });
                     StepOutcome::AwaitingApproval
                 }
             })
-        } else if plan.kind == crate::plan::StepKind::Manual {
+        } else if plan.kind == crate::runbook::StepKind::Manual {
             None
         } else if cancel.is_cancelled() {
             Some(StepOutcome::Cancelled)
@@ -924,7 +924,7 @@ impl Executor {
 
     /// The query of an SLO burn-rate check: the SLO's error ratio over the
     /// window divided by its budget ratio.
-    fn burn_rate_query(&self, b: &crate::verify::BurnRate) -> Result<String, String> {
+    fn burn_rate_query(&self, b: &crate::plan::BurnRate) -> Result<String, String> {
         let Some(slos) = &self.slos else {
             return Err(format!(
                 "cannot verify {b}: this runbookd has no SLO definitions (a server with `slos:` has)"
@@ -948,7 +948,7 @@ impl Executor {
         &self,
         req: &RunRequest<'_>,
         step: &Step,
-        v: &crate::verify::VerifyPlan,
+        v: &crate::plan::VerifyPlan,
         deadline: Option<Instant>,
         cancel: &CancellationToken,
         attempts: &mut Vec<Attempt>,
@@ -993,14 +993,14 @@ impl Executor {
                     format!("{why}\n"),
                 ),
                 crate::verify::Ended::Inconclusive(why) => match v.on_inconclusive {
-                    crate::verify::Inconclusive::Fail => (
+                    crate::runbook::verify::Inconclusive::Fail => (
                         StepOutcome::TimedOut {
                             after_ms: v.timeout_ms,
                             cause: why.clone(),
                         },
                         format!("{why}\n"),
                     ),
-                    crate::verify::Inconclusive::Continue => {
+                    crate::runbook::verify::Inconclusive::Continue => {
                         log.push_str(&why);
                         log.push_str("; on_inconclusive: continue\n");
                         (StepOutcome::Succeeded, String::new())
@@ -1049,7 +1049,7 @@ impl Executor {
         // A silence kept until the alert resolves belongs to the run and
         // its re-runs; one that ends with the run, to this run alone.
         let run = match (req.lease, req.rerun_of, silence.until) {
-            (Some(_), Some(first), crate::silence::Until::Resolved) => first.to_string(),
+            (Some(_), Some(first), crate::runbook::Until::Resolved) => first.to_string(),
             (Some(l), ..) => l.run_id.to_string(),
             (None, ..) => "local".to_owned(),
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::verify::Condition;
+use crate::runbook::verify::Condition;
 
 /// A safeguard ready to measure: its query and what must hold of it.
 #[derive(Debug, Clone)]

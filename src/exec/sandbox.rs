@@ -16,7 +16,7 @@
 //! to start. Every step result lists the layers applied.
 #![allow(unsafe_code)] // pre_exec runs between fork and exec: raw syscalls only, reasons inline
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -345,6 +345,7 @@ pub struct StepOptions {
 }
 
 use crate::record::SandboxRecord;
+pub use crate::runbook::parse_memory;
 
 /// A step ready to start: the request (policy as plain values), the
 /// descriptors that go with it, and its record.
@@ -1407,41 +1408,6 @@ fn landlock_ruleset(
     }
     Option::<OwnedFd>::from(created)
         .ok_or_else(|| "the kernel did not create a Landlock ruleset".to_owned())
-}
-
-/// Parses a memory quantity: bytes, or with `Ki`/`Mi`/`Gi`/`Ti` (powers of
-/// 1024) or `k`/`K`/`M`/`G`/`T` (powers of 1000), as Kubernetes writes them.
-///
-/// # Errors
-/// When `s` is not such a quantity or is zero.
-pub fn parse_memory(s: &str) -> Result<u64, String> {
-    let units: HashMap<&str, u64> = [
-        ("", 1),
-        ("k", 1000),
-        ("K", 1000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-    ]
-    .into_iter()
-    .collect();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad memory size `{s}`: write e.g. 256Mi or 1Gi"))?;
-    let mult = units.get(unit).ok_or_else(|| {
-        format!("bad memory size `{s}`: unknown unit `{unit}` (use Ki, Mi, Gi, Ti, k, M, G, T)")
-    })?;
-    match n.checked_mul(*mult) {
-        Some(0) => Err(format!("memory size `{s}` must be larger than zero")),
-        Some(v) => Ok(v),
-        None => Err(format!("memory size `{s}` is too large")),
-    }
 }
 
 #[cfg(test)]

@@ -918,7 +918,7 @@ impl Checker<'_> {
                 if query.contains("{{") {
                     self.err(None, &format!("{at}.query"), "a safeguard's query is written out in full: it watches the service, not an alert (no `{{…}}`)");
                 }
-                match holds.parse::<crate::verify::Condition>() {
+                match holds.parse::<crate::runbook::verify::Condition>() {
                     Ok(holds) => Some(super::SafeguardCheck::Query { query, holds }),
                     Err(e) => {
                         self.err(None, &format!("{at}.holds"), format!("`holds`: {e}"));
@@ -956,7 +956,7 @@ impl Checker<'_> {
                     .value(&format!("{at}.slo"))
                     .unwrap_or(Pos { line: 1, col: 1 });
                 self.slo_refs.push((slo.clone(), pos));
-                Some(super::SafeguardCheck::BurnRate(crate::verify::BurnRate {
+                Some(super::SafeguardCheck::BurnRate(crate::plan::BurnRate {
                     slo,
                     window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
                     below: b.below,
@@ -1038,8 +1038,8 @@ impl Checker<'_> {
         &mut self,
         communication: Vec<RawCommunication>,
         escalation: Vec<RawEscalation>,
-    ) -> (crate::notify::Policy, Vec<(String, Pos)>) {
-        use crate::notify::{Communication, Escalation, Event, Policy, Unless};
+    ) -> (crate::runbook::notify::Policy, Vec<(String, Pos)>) {
+        use crate::runbook::notify::{Communication, Escalation, Event, Policy, Unless};
         let mut refs = Vec::new();
         let mut notify = |c: &mut Self, path: &str, names: Vec<String>| -> Vec<String> {
             if names.is_empty() {
@@ -1202,8 +1202,8 @@ impl Checker<'_> {
             }
         };
         let until = match raw.until.as_deref() {
-            None | Some("run_end") => crate::silence::Until::RunEnd,
-            Some("resolved") => crate::silence::Until::Resolved,
+            None | Some("run_end") => crate::runbook::Until::RunEnd,
+            Some("resolved") => crate::runbook::Until::Resolved,
             Some(other) => {
                 self.err(
                     step,
@@ -1212,7 +1212,7 @@ impl Checker<'_> {
                         "unknown `until` `{other}`: expected run_end (the default) or resolved"
                     ),
                 );
-                crate::silence::Until::RunEnd
+                crate::runbook::Until::RunEnd
             }
         };
         Some(Action::Silence(super::SilenceSpec {
@@ -1257,10 +1257,10 @@ impl Checker<'_> {
             );
         }
         let on_timeout = match raw.on_timeout.as_deref() {
-            None => crate::approval::OnTimeout::Deny,
+            None => crate::runbook::OnTimeout::Deny,
             Some(s) => s.parse().unwrap_or_else(|e: String| {
                 self.err(step, &format!("{path}.on_timeout"), e);
-                crate::approval::OnTimeout::Deny
+                crate::runbook::OnTimeout::Deny
             }),
         };
         let prompt = self.template(
@@ -1326,7 +1326,7 @@ impl Checker<'_> {
                     .value(&at("slo"))
                     .unwrap_or(Pos { line: 1, col: 1 });
                 self.slo_refs.push((slo.clone(), pos));
-                Some(crate::verify::BurnRate {
+                Some(crate::plan::BurnRate {
                     slo,
                     window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
                     below: b.below,
@@ -1351,7 +1351,7 @@ impl Checker<'_> {
         };
         let cond = |me: &mut Self, f: &str, v: Option<&String>| {
             v.and_then(|t| {
-                t.parse::<crate::verify::Condition>()
+                t.parse::<crate::runbook::verify::Condition>()
                     .map_err(|e| me.err(step, &at(f), format!("`{f}`: {e}")))
                     .ok()
             })
@@ -1436,10 +1436,10 @@ impl Checker<'_> {
             ));
         }
         let on_inconclusive = match raw.on_inconclusive.as_deref() {
-            None => crate::verify::Inconclusive::Fail,
+            None => crate::runbook::verify::Inconclusive::Fail,
             Some(s) => s.parse().unwrap_or_else(|e: String| {
                 self.err(step, &at("on_inconclusive"), e);
-                crate::verify::Inconclusive::Fail
+                crate::runbook::verify::Inconclusive::Fail
             }),
         };
         Some(Action::Verify(super::VerifySpec {
@@ -1711,7 +1711,7 @@ impl Checker<'_> {
         }
         if let Some(r) = rs.resources {
             if let Some(m) = r.memory {
-                match crate::exec::sandbox::parse_memory(&m) {
+                match crate::runbook::parse_memory(&m) {
                     Ok(bytes) => sandbox.memory = Some(bytes),
                     Err(e) => self.err(sn, &at("resources.memory"), e),
                 }

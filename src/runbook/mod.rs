@@ -7,7 +7,9 @@
 
 pub mod lint;
 mod load;
+pub mod notify;
 pub mod position;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,8 +21,11 @@ use std::time::Duration;
 pub use load::{load_dir, load_files, load_paths, LoadError, LoadErrors};
 pub use position::Pos;
 
+use serde::{Deserialize, Serialize};
+
 use crate::alert::Labels;
 use crate::matcher::{MatchOp, Matcher};
+use crate::named::named;
 use crate::template::Template;
 
 /// Incident severity, `sev1` (worst) to `sev4`. Orders worst first.
@@ -104,7 +109,7 @@ pub struct Runbook {
     pub on_failure: Vec<Step>,
     pub on_resolved: Vec<Step>,
     /// `communication:` and `escalation:`.
-    pub policy: crate::notify::Policy,
+    pub policy: crate::runbook::notify::Policy,
     /// Each notifier the policy names, where (checked against the server's
     /// `notifiers:` at start and reload).
     pub notifier_refs: Vec<(String, Pos)>,
@@ -211,10 +216,10 @@ pub enum SafeguardCheck {
     /// A PromQL query (no templates) whose one value must satisfy `holds`.
     Query {
         query: String,
-        holds: crate::verify::Condition,
+        holds: crate::runbook::verify::Condition,
     },
     /// An SLO's burn rate must stay below a bound.
-    BurnRate(crate::verify::BurnRate),
+    BurnRate(crate::plan::BurnRate),
 }
 /// A drill's `requires:` (DESIGN §12): all of them must hold.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -329,7 +334,7 @@ impl Secret {
     pub fn shown(&self) -> String {
         match self {
             Secret::CredentialFile(p) => format!("[private copy of {}]", p.display()),
-            _ => crate::plan::REDACTED.to_owned(),
+            _ => REDACTED.to_owned(),
         }
     }
 
@@ -366,6 +371,35 @@ pub struct StepSandbox {
     pub writable_paths: Vec<std::path::PathBuf>,
 }
 
+/// What plans and records show instead of a secret's value.
+pub const REDACTED: &str = "[redacted]";
+
+/// What a step does: run a program, run a shell script, or ask a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    Run,
+    Shell,
+    Manual,
+    Silence,
+    Approve,
+    Verify,
+}
+
+impl StepKind {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Run => "run",
+            StepKind::Shell => "shell",
+            StepKind::Manual => "manual",
+            StepKind::Silence => "silence",
+            StepKind::Approve => "approve",
+            StepKind::Verify => "verify",
+        }
+    }
+}
+
 /// What a step does: exactly one of these.
 #[derive(Debug)]
 pub enum Action {
@@ -391,7 +425,7 @@ pub struct VerifySpec {
     pub interval: Duration,
     pub timeout: Duration,
     pub consecutive_success: u32,
-    pub on_inconclusive: crate::verify::Inconclusive,
+    pub on_inconclusive: crate::runbook::verify::Inconclusive,
 }
 
 /// What a verify step measures.
@@ -400,14 +434,14 @@ pub enum VerifyCheck {
     /// A PromQL query, alert values only inside matcher values.
     Query {
         query: crate::template::promql::Query,
-        success: Option<crate::verify::Condition>,
-        failure: Option<crate::verify::Condition>,
+        success: Option<crate::runbook::verify::Condition>,
+        failure: Option<crate::runbook::verify::Condition>,
     },
     /// Whether this alert still fires, asked of Alertmanager.
     AlertResolved,
     /// An SLO's burn rate over a window, below a bound (the query is built
     /// from the SLO's own SLI at run time).
-    BurnRate(crate::verify::BurnRate),
+    BurnRate(crate::plan::BurnRate),
 }
 
 /// An `approve:` step.
@@ -417,7 +451,7 @@ pub struct ApproveSpec {
     pub prompt: Template,
     /// How long the run waits for a decision (`timeout`, default 30m).
     pub timeout: Duration,
-    pub on_timeout: crate::approval::OnTimeout,
+    pub on_timeout: crate::runbook::OnTimeout,
 }
 
 /// A `silence:` step.
@@ -429,7 +463,7 @@ pub struct SilenceSpec {
     pub comment: Option<Template>,
     /// `matchers`; none: one `name="value"` per label of the alert.
     pub matchers: Option<Vec<Matcher>>,
-    pub until: crate::silence::Until,
+    pub until: crate::runbook::Until,
     /// `covers_others: true`: the silence may cover alerts other than the
     /// run's own (checked against Alertmanager's alerts otherwise).
     pub covers_others: bool,
@@ -477,14 +511,14 @@ impl Action {
     }
 
     #[must_use]
-    pub fn kind(&self) -> crate::plan::StepKind {
+    pub fn kind(&self) -> StepKind {
         match self {
-            Action::Run(_) => crate::plan::StepKind::Run,
-            Action::Shell(_) => crate::plan::StepKind::Shell,
-            Action::Manual(_) => crate::plan::StepKind::Manual,
-            Action::Silence(_) => crate::plan::StepKind::Silence,
-            Action::Approve(_) => crate::plan::StepKind::Approve,
-            Action::Verify(_) => crate::plan::StepKind::Verify,
+            Action::Run(_) => StepKind::Run,
+            Action::Shell(_) => StepKind::Shell,
+            Action::Manual(_) => StepKind::Manual,
+            Action::Silence(_) => StepKind::Silence,
+            Action::Approve(_) => StepKind::Approve,
+            Action::Verify(_) => StepKind::Verify,
         }
     }
 }
@@ -621,5 +655,80 @@ impl RunbookSet {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.runbooks.is_empty()
+    }
+}
+
+named!(
+    /// What an expired approval decides (`on_timeout`).
+    OnTimeout, "on_timeout" {
+        Deny = "deny",
+        Approve = "approve",
+    }
+);
+
+/// Until when a silence step's silence lasts (besides its `duration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Until {
+    /// Expired when the run ends, however it ends.
+    RunEnd,
+    /// Expired when the alert resolves.
+    Resolved,
+}
+
+impl Until {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Until::RunEnd => "run_end",
+            Until::Resolved => "resolved",
+        }
+    }
+}
+
+impl std::str::FromStr for Until {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "run_end" => Ok(Until::RunEnd),
+            "resolved" => Ok(Until::Resolved),
+            other => Err(format!("unknown silence `until` `{other}`")),
+        }
+    }
+}
+
+/// Parses a memory quantity: bytes, or with `Ki`/`Mi`/`Gi`/`Ti` (powers of
+/// 1024) or `k`/`K`/`M`/`G`/`T` (powers of 1000), as Kubernetes writes them.
+///
+/// # Errors
+/// When `s` is not such a quantity or is zero.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let units: HashMap<&str, u64> = [
+        ("", 1),
+        ("k", 1000),
+        ("K", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+    ]
+    .into_iter()
+    .collect();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad memory size `{s}`: write e.g. 256Mi or 1Gi"))?;
+    let mult = units.get(unit).ok_or_else(|| {
+        format!("bad memory size `{s}`: unknown unit `{unit}` (use Ki, Mi, Gi, Ti, k, M, G, T)")
+    })?;
+    match n.checked_mul(*mult) {
+        Some(0) => Err(format!("memory size `{s}` must be larger than zero")),
+        Some(v) => Ok(v),
+        None => Err(format!("memory size `{s}` is too large")),
     }
 }

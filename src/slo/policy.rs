@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::status::Status;
 use super::{Period, Slo};
-use crate::verify::Condition;
+use crate::runbook::verify::Condition;
 
 /// What a policy measures on each SLO it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]

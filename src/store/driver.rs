@@ -17,14 +17,14 @@ use chrono::{DateTime, Utc};
 
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
+use crate::incident::notices::{
+    About, DeliveryState, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle, TimerState,
+};
 use crate::incident::{
     AlertRecord, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState, TimelineEntry,
 };
-use crate::notify::{
-    About, DeliveryState, Escalation, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle,
-    TimerState, Unless,
-};
 use crate::plan::Phase;
+use crate::runbook::notify::{Escalation, Unless};
 use crate::runbook::Severity;
 use crate::store::types::{GateOverride, ServiceEntry, Ticks};
 use crate::store::RunbookMatch;

@@ -511,7 +511,7 @@ impl Store {
         owner: String,
         limit: u32,
         lease: Duration,
-    ) -> Pending<Vec<crate::notify::OutboxItem>> {
+    ) -> Pending<Vec<crate::incident::notices::OutboxItem>> {
         flow!(self, pool, |d| flow::outbox::claim(d, &owner, limit, lease))
     }
 
@@ -521,7 +521,12 @@ impl Store {
     /// # Errors
     /// A store error.
     #[must_use]
-    pub fn outbox_settle(&self, id: i64, attempt: u32, s: crate::notify::Settle) -> Pending<bool> {
+    pub fn outbox_settle(
+        &self,
+        id: i64,
+        attempt: u32,
+        s: crate::incident::notices::Settle,
+    ) -> Pending<bool> {
         flow!(self, pool, |d| flow::outbox::settle(d, id, attempt, &s))
     }
 
@@ -549,8 +554,8 @@ impl Store {
     /// A store error.
     pub async fn messages(
         &self,
-        f: crate::notify::MessageFilter,
-    ) -> Result<Vec<crate::notify::MessageRecord>> {
+        f: crate::incident::notices::MessageFilter,
+    ) -> Result<Vec<crate::incident::notices::MessageRecord>> {
         each!(self, b => b.messages(f).await)
     }
 
@@ -804,8 +809,9 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
+        use crate::incident::notices::{DeliveryState, TimerState};
         use crate::incident::{IncidentStatus, RunState};
-        use crate::notify::{DeliveryState, Event, TimerState};
+        use crate::runbook::notify::Event;
         let columns = [
             ("runs", "state", list(&RunState::ALL, RunState::as_str)),
             (
@@ -840,8 +846,8 @@ mod tests {
                 "approvals",
                 "on_timeout",
                 list(
-                    crate::approval::OnTimeout::ALL,
-                    crate::approval::OnTimeout::as_str,
+                    crate::runbook::OnTimeout::ALL,
+                    crate::runbook::OnTimeout::as_str,
                 ),
             ),
             (

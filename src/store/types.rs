@@ -27,7 +27,7 @@ pub struct RunbookMatch {
     /// replica that died is queued again instead of ending `interrupted`.
     pub idempotent: bool,
     /// Its `communication:` and `escalation:`.
-    pub policy: crate::notify::Policy,
+    pub policy: crate::runbook::notify::Policy,
 }
 
 /// A notification to record, with the runbooks matching each of its alerts.
@@ -110,7 +110,7 @@ pub struct Claimed {
     /// mode): the run is planned, never executed.
     pub shadow: bool,
     /// A run that paused on an approval step and was decided: it resumes.
-    pub resume: Option<crate::approval::Resume>,
+    pub resume: Option<crate::record::Resume>,
     /// A re-run: the first run of what it re-runs.
     pub rerun_of: Option<i64>,
 }
@@ -285,7 +285,7 @@ pub struct LiveChunk {
 /// unfrozen: PagerDuty resolves the page) and the service.
 pub(crate) fn budget_item(
     service: &str,
-    event: crate::notify::Event,
+    event: crate::runbook::notify::Event,
 ) -> (
     String,
     crate::runbook::Severity,
@@ -296,7 +296,7 @@ pub(crate) fn budget_item(
     (
         format!("Error budget of {service}"),
         crate::runbook::Severity::Sev2,
-        if event == crate::notify::Event::BudgetUnfrozen {
+        if event == crate::runbook::notify::Event::BudgetUnfrozen {
             IncidentStatus::Resolved
         } else {
             IncidentStatus::Investigating
@@ -375,7 +375,7 @@ pub(crate) fn json<T: Serialize>(v: &T) -> String {
 
 /// The notification rules of the runbooks matching the notification's
 /// firing alerts (what an incident remembers, and arms timers from).
-pub(crate) fn firing_policies(input: &Ingest) -> crate::notify::Policies {
+pub(crate) fn firing_policies(input: &Ingest) -> crate::runbook::notify::Policies {
     input
         .notification
         .alerts

@@ -2,9 +2,11 @@
 //! deadlines, withdrawing and resuming.
 
 use super::{incidents::run_note, outbox, Driver, Op};
-use crate::approval::{say, Approval, ApprovalState, Decision, Request, Resume};
+use crate::approval::{say, Approval, ApprovalState, Decision, Request};
+use crate::incident::notices::Happened;
 use crate::incident::RunDetail;
-use crate::notify::{Event, Happened};
+use crate::record::Resume;
+use crate::runbook::notify::Event;
 use crate::store::types::{run_detail, text};
 use crate::store::{Result, StoreError};
 
@@ -76,7 +78,7 @@ pub(in crate::store) async fn decide<D: Driver>(
         return Ok(Err(StoreError::NotFound(format!("run {run}"))));
     };
     let last = d.last_approval(run).await?;
-    Ok(Err(StoreError::Conflict(crate::approval::conflict(
+    Ok(Err(StoreError::Conflict(conflict(
         run,
         approval,
         state,
@@ -105,4 +107,41 @@ pub(in crate::store) async fn resume<D: Driver>(d: &D, run: i64) -> Op<Option<Re
         .await?
         .filter(|a| a.state != ApprovalState::Pending && a.state != ApprovalState::Cancelled)
         .map(|approval| Resume { prior, approval }))
+}
+
+/// Why a run's approval cannot be decided now: the run (in `state`) is not
+/// waiting, or `last`, its latest approval, was already decided.
+#[must_use]
+pub fn conflict(
+    run: i64,
+    asked: i64,
+    state: crate::incident::RunState,
+    last: Option<&Approval>,
+) -> String {
+    match last {
+        // A decision on an earlier prompt is never applied to the next.
+        Some(a) if a.id != asked => format!(
+            "run {run}: approval {asked} is not the one it waits on{}; read the prompt before deciding",
+            if a.state == ApprovalState::Pending {
+                format!(": it now asks `{}` (approval {}) at step `{}`", a.prompt, a.id, a.step)
+            } else {
+                String::new()
+            }
+        ),
+        Some(a)
+            if a.state == ApprovalState::Pending
+                && state == crate::incident::RunState::AwaitingApproval =>
+        {
+            format!(
+            "run {run}: the approval of step `{}` reached its deadline ({}); on_timeout ({}) decides it",
+            a.step, a.deadline, a.on_timeout
+        )
+        }
+        Some(a) if a.state != ApprovalState::Pending => format!(
+            "run {run}: the approval of step `{}` was already decided ({}); the first decision wins",
+            a.step,
+            a.sentence()
+        ),
+        _ => format!("run {run} is not waiting for approval (it is {})", state.as_str().replace('_', " ")),
+    }
 }

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 
 use super::{Driver, Op};
-use crate::notify::{About, DeliveryState, Event, Queue};
+use crate::incident::notices::{About, DeliveryState, Queue};
+use crate::runbook::notify::Event;
 use crate::store::types::{text, GateOverride, ServiceEntry};
 
 /// A service's freeze as its policies decide it now.

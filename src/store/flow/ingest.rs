@@ -9,10 +9,11 @@ use futures_util::future::try_join;
 
 use super::{incidents::advance, incidents::run_note, outbox, Driver, Op};
 use crate::alert::{Alert, Status};
+use crate::incident::notices::Happened;
 use crate::incident::{IncidentId, IncidentStatus, RunState};
 use crate::lifecycle;
-use crate::notify::{Event, Happened};
 use crate::plan::Phase;
+use crate::runbook::notify::Event;
 use crate::runbook::Severity;
 use crate::store::types::{alerts_ended_at, firing_policies, json, say, services};
 use crate::store::{Ingest, Ingested, RunbookMatch, StoreError};

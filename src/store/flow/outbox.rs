@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use super::{Driver, Op};
+use crate::incident::notices as notify;
+use crate::incident::notices::{About, DeliveryState, Happened, OutboxItem, Settle, TimerState};
 use crate::incident::{IncidentId, IncidentStatus};
-use crate::notify::{
-    self, About, DeliveryState, Event, Happened, OutboxItem, Policies, Settle, TimerState, Unless,
-};
+use crate::runbook::notify::{Event, Policies, Unless};
 use crate::store::types::{json, say, text};
 use crate::store::StoreError;
 
@@ -99,7 +99,7 @@ pub(in crate::store) async fn arm<D: Driver>(
     d: &D,
     incident: i64,
     runbook: &str,
-    p: &notify::Policy,
+    p: &crate::runbook::notify::Policy,
 ) -> Op<(), D::Fail> {
     for (i, e) in p.escalation.iter().enumerate() {
         d.escalation_arm(incident, runbook, i, e).await?;

@@ -3,8 +3,10 @@
 //! beside incidents.
 
 use super::{Driver, Op};
+use crate::incident::notices as notify;
+use crate::incident::notices::{Happened, Queue};
 use crate::incident::{IncidentDetail, IncidentId, RunState};
-use crate::notify::{self, Event, Happened, Queue};
+use crate::runbook::notify::Event;
 use crate::store::types::{checklist, text, ChecklistRun, PostmortemRequired};
 use crate::store::StoreError;
 

@@ -9,10 +9,11 @@ use futures_util::future::{try_join, try_join3, try_join4};
 
 use super::incidents::{advance_from, run_note};
 use super::{approvals, outbox, people, Driver, Op};
+use crate::incident::notices::Happened;
 use crate::incident::{IncidentId, RunState};
 use crate::lifecycle;
-use crate::notify::{Event, Happened, Unless};
 use crate::plan::Phase;
+use crate::runbook::notify::{Event, Unless};
 use crate::store::types::{json, leftover_record, run_detail, say, text, Leftover};
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, Lease, Reap, Reaped, StoreError,
@@ -230,7 +231,7 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     )
     .await?;
     let origin = (run.notification, run.fingerprint.as_str());
-    for what in crate::notify::run_ended(
+    for what in crate::lifecycle::run_ended(
         &run.runbook,
         f.lease.run_id,
         f.state,
@@ -332,7 +333,8 @@ pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped,
             open_checklist,
         )
         .await?;
-        for what in crate::notify::run_ended(&run.runbook, run.id, state, &why, detail.as_ref()) {
+        for what in crate::lifecycle::run_ended(&run.runbook, run.id, state, &why, detail.as_ref())
+        {
             outbox::enqueue(d, run.incident, &what, None).await?;
         }
         reaped.interrupted += 1;

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 use super::{parsed, Fail, Op, Postgres};
-use crate::notify::{About, DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
+use crate::incident::notices::{
+    About, DeliveryState, EscalationRecord, MessageFilter, MessageRecord,
+};
 use crate::store::types::ts;
 use crate::store::Result;
 

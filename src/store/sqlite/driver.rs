@@ -15,15 +15,15 @@ use super::ops::{summary, SUMMARY_COLUMNS};
 use super::{parsed, Cached};
 use crate::alert::{Alert, Notification, Status};
 use crate::approval::{Approval, Decision, Request};
+use crate::incident::notices::{
+    About, DeliveryState, EscalationRecord, MessageRecord, OutboxItem, Queue, Settle, TimerState,
+};
 use crate::incident::{
     AlertRecord, IncidentStatus, IncidentSummary, OutputChunk, RunRecord, RunState, TimelineEntry,
 };
 use crate::lifecycle;
-use crate::notify::{
-    About, DeliveryState, Escalation, EscalationRecord, Event, MessageRecord, OutboxItem, Queue,
-    Settle, TimerState, Unless,
-};
 use crate::plan::Phase;
+use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
     ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunToCancel,

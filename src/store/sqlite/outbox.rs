@@ -4,7 +4,9 @@
 use rusqlite::{params, Connection};
 
 use super::Sqlite;
-use crate::notify::{About, DeliveryState, EscalationRecord, MessageFilter, MessageRecord};
+use crate::incident::notices::{
+    About, DeliveryState, EscalationRecord, MessageFilter, MessageRecord,
+};
 use crate::store::types::now;
 use crate::store::Result;
 

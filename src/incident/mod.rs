@@ -9,6 +9,8 @@
 //! `run_failed`; `escalated` says only that an escalation timer fired.
 //! People add updates with an optional status and root cause.
 
+pub mod notices;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -437,7 +439,7 @@ impl RunDetail {
         };
         steps
             .iter()
-            .filter(|s| s.outcome.is_none() && s.plan.kind == crate::plan::StepKind::Manual)
+            .filter(|s| s.outcome.is_none() && s.plan.kind == crate::runbook::StepKind::Manual)
     }
 }
 
@@ -474,8 +476,8 @@ pub struct IncidentDetail {
     /// Manual steps reached by runs: open checklist items.
     pub checklist: Vec<ChecklistItem>,
     /// What people were told (or, in shadow mode, would have been).
-    pub notifications: Vec<crate::notify::MessageRecord>,
-    pub escalations: Vec<crate::notify::EscalationRecord>,
+    pub notifications: Vec<crate::incident::notices::MessageRecord>,
+    pub escalations: Vec<crate::incident::notices::EscalationRecord>,
     /// Approval steps its runs reached: pending ones wait for an operator.
     pub approvals: Vec<crate::approval::Approval>,
 }
