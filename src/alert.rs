@@ -348,6 +348,12 @@ pub fn fingerprint(labels: &Labels) -> String {
     format!("{hash:016x}")
 }
 
+/// The receiver of drills' incidents.
+pub const DRILL_RECEIVER: &str = "runbookd-drill";
+
+/// The label naming the drill a run belongs to (when it has safeguards).
+pub const DRILL_LABEL: &str = "runbookd_drill";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -463,7 +463,7 @@ impl ServerArgs {
     fn credential(&self) -> anyhow::Result<Option<String>> {
         use crate::api::auth::LOCAL_TOKEN_FILE;
         if let Some(p) = &self.token_file {
-            return crate::config::read_secret(p, "token").map(Some);
+            return crate::secret::read_secret(p, "token").map(Some);
         }
         // The operator credential is this host's: it goes by itself only to
         // a server on loopback (another one gets it with --token-file).
@@ -482,7 +482,7 @@ impl ServerArgs {
         }
         let local = self.data_dir.join(LOCAL_TOKEN_FILE);
         match std::fs::File::open(&local) {
-            Ok(_) => crate::config::read_secret(&local, "operator credential").map(Some),
+            Ok(_) => crate::secret::read_secret(&local, "operator credential").map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(anyhow::anyhow!(
                 "cannot read the server's operator credential `{}`: only runbookd's user may (run this as that user, e.g. with sudo), or pass --token-file",
                 local.display()

@@ -2,6 +2,8 @@
 //! environment variables, checked before anything starts. Secrets are read
 //! from files, never given on the command line.
 
+pub use crate::secret::{read_secret, warn_if_shared};
+pub use crate::shared::Shared;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -358,7 +360,7 @@ pub struct ServerConfig {
     pub external_url: String,
     pub notifiers: std::sync::Arc<crate::notify::config::Notifiers>,
     /// Where `silence:` steps make their silences.
-    pub alertmanager: Option<crate::silence::Alertmanager>,
+    pub alertmanager: Option<crate::alertmanager::Alertmanager>,
     /// Where SLO status comes from, and how often it is read.
     pub prometheus: Option<crate::prometheus::Prometheus>,
     pub slo_refresh: Duration,
@@ -407,39 +409,6 @@ impl ServerConfig {
     }
 }
 
-/// A setting a reload may replace while every part of the server keeps a
-/// handle on it.
-#[derive(Debug, Default)]
-pub struct Shared<T>(std::sync::Arc<std::sync::RwLock<T>>);
-
-impl<T> Clone for Shared<T> {
-    fn clone(&self) -> Self {
-        Shared(self.0.clone())
-    }
-}
-
-impl<T: Clone> Shared<T> {
-    pub fn new(value: T) -> Self {
-        Shared(std::sync::Arc::new(std::sync::RwLock::new(value)))
-    }
-
-    /// The value in force now.
-    #[must_use]
-    pub fn get(&self) -> T {
-        self.0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    pub fn set(&self, value: T) {
-        *self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
-    }
-}
-
 /// Connection hygiene of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -474,35 +443,6 @@ pub struct Overrides {
 
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9095);
-
-/// Reads a secret from a file; warns loudly when others may read it too.
-///
-/// # Errors
-/// An unreadable or empty file.
-pub fn read_secret(path: &Path, what: &str) -> anyhow::Result<String> {
-    let s = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {what} file `{}`: {e}", path.display()))?;
-    warn_if_shared(path, what);
-    let s = s.trim_end_matches(['\n', '\r']).to_owned();
-    anyhow::ensure!(!s.is_empty(), "{what} file `{}` is empty", path.display());
-    Ok(s)
-}
-
-/// Warns when a secret file can be read by users other than its owner.
-pub fn warn_if_shared(path: &Path, what: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o044 != 0 {
-            tracing::warn!(
-                file = %path.display(),
-                mode = format!("{mode:04o}"),
-                "{what} file is readable by {}: make it 0600 (chmod go-rwx)",
-                if mode & 0o004 != 0 { "every user" } else { "its group" }
-            );
-        }
-    }
-}
 
 /// `HOSTNAME:PID`: unique among live replicas, readable in timelines.
 fn default_replica() -> String {
@@ -667,7 +607,7 @@ impl ServerConfig {
                     .as_deref()
                     .map(|p| read_secret(p, "Alertmanager bearer token"))
                     .transpose()?;
-                let mut am = crate::silence::Alertmanager::new(url, bearer)
+                let mut am = crate::alertmanager::Alertmanager::new(url, bearer)
                     .map_err(|e| anyhow::anyhow!(e))?;
                 am.restart_grace = duration(
                     a.restart_grace.as_deref(),

@@ -142,7 +142,7 @@ fn first_step_of(c: &Claimed) -> Option<chrono::DateTime<chrono::Utc>> {
 /// Whether a claimed run's notification is a drill's.
 fn is_drill(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(body)
-        .is_ok_and(|v| v["receiver"] == crate::drill::DRILL_RECEIVER)
+        .is_ok_and(|v| v["receiver"] == crate::alert::DRILL_RECEIVER)
 }
 
 /// Matches the notification's alerts and records everything in one transaction.
@@ -1091,7 +1091,7 @@ impl RunObserver for StoreObserver {
 
     fn silenced(
         &self,
-        silence: crate::silence::RunSilence,
+        silence: crate::incident::RunSilence,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             let id = silence.id.clone();

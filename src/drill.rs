@@ -20,15 +20,10 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::alert::{DRILL_LABEL, DRILL_RECEIVER};
 use crate::dispatch::Dispatcher;
 use crate::runbook::{Drill, DrillMode, Runbook, RunbookSet};
 use crate::store::Store;
-
-/// The receiver of drills' incidents.
-pub const DRILL_RECEIVER: &str = "runbookd-drill";
-
-/// The label naming the drill a run belongs to (when it has safeguards).
-pub const DRILL_LABEL: &str = "runbookd_drill";
 
 /// How often schedules are looked at (a drill may start this much late).
 const TICK: Duration = Duration::from_millis(500);
@@ -83,7 +78,7 @@ impl Drills {
                     let Ok(due) = drill.cron.find_previous_occurrence(&now, true) else {
                         continue;
                     };
-                    let key = identity(&rb.name, drill);
+                    let key = drill.identity(&rb.name);
                     // A drill seen for the first time (at start, or added by
                     // a reload) waits for its next occurrence.
                     let Some(last) = seen.get(&key).copied() else {
@@ -120,7 +115,7 @@ impl Drills {
         );
         // Which drill it is, for its safeguards while it runs.
         if !drill.safeguards.is_empty() {
-            labels.insert(DRILL_LABEL.into(), identity(&rb.name, drill));
+            labels.insert(DRILL_LABEL.into(), drill.identity(&rb.name));
         }
         let made = crate::dispatch::manual_notification(
             DRILL_RECEIVER,
@@ -320,33 +315,4 @@ fn budget_short(b: &Budgets, service: &str, share: f64) -> Vec<String> {
             }
         })
         .collect()
-}
-
-/// What a drill is, for the store's once-per-occurrence claim: its runbook
-/// and every setting, so that two different drills never share a claim.
-pub(crate) fn identity(runbook: &str, d: &Drill) -> String {
-    let mut what = serde_json::json!({
-        "runbook": runbook,
-        "schedule": d.schedule,
-        "labels": d.labels,
-        "annotations": d.annotations,
-        "mode": d.mode.as_str(),
-        "notify": d.notify,
-    });
-    // Only when given: the drills written before `requires:` keep their key.
-    if let Some(r) = &d.requires {
-        what["requires"] = serde_json::to_value(r).unwrap_or_default();
-    }
-    if !d.safeguards.is_empty() {
-        what["safeguards"] = serde_json::to_value(&d.safeguards).unwrap_or_default();
-    }
-    let text = what.to_string();
-    // FNV-1a, 64 bits: stable across processes and versions (unlike the
-    // std hasher), short enough for a key.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{runbook}/{h:016x}")
 }

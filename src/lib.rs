@@ -9,39 +9,98 @@
 //!    exactly as routes do.
 //! 3. [`runbook`]: YAML runbooks, loaded and checked up front (every error at
 //!    once, with `file:line:col`), and the indexed set that finds the runbooks
-//!    matching one alert.
+//!    matching one alert. The runbook model holds what a runbook says of
+//!    each step kind and of telling people ([`runbook::notify`],
+//!    [`runbook::verify`]).
 //! 4. [`template`]: strict Handlebars; argv elements are inserted verbatim and
 //!    never see a shell, shell scripts get every value single-quoted and
 //!    checked to stand as an unquoted word.
 //! 5. [`plan`]: alerts + runbooks → exactly what would run; execution renders
 //!    steps with the same code.
-//! 6. [`store`]: the durable record (notifications, incidents, runs, the
+//! 6. The records: [`record`] what a run did, step by step (one
+//!    `is_failure()` for every reader); [`approval`] a run's approvals;
+//!    [`incident`] what the store returns of incidents, runs and (in
+//!    [`incident::notices`]) notifications; [`lifecycle`] the incident's
+//!    status and the events a run's end causes, as pure functions.
+//! 7. [`store`]: the durable record (notifications, incidents, runs, the
 //!    outbox), its operations written once in `store::flow` over a driver
-//!    of single statements per backend (SQLite or PostgreSQL);
-//!    [`incident`] the records it returns and [`lifecycle`] the incident's
-//!    status as pure transitions.
-//! 7. [`dispatch`]: notification → incident → queued runs → claims, leases
-//!    and the executor; [`exec`] the sandbox around every step (Landlock,
-//!    seccomp, cgroups, namespaces, the connect guard that keeps steps off
-//!    runbookd's own port) and the executor of a run.
-//! 8. The steps that are not commands: [`approval`] (a run waits for a
-//!    person), [`silence`] (`silence:` steps and the keeper that ends them
-//!    when due), [`verify`] (did the remediation work, asked of Prometheus
-//!    or Alertmanager).
-//! 9. Telling people: [`notify`] (communication, escalation, the outbox
-//!    worker) and [`postmortem`] (the draft, from the incident record).
+//!    of single statements per backend (SQLite or PostgreSQL).
+//! 8. The integrations and the steps that are not commands:
+//!    [`alertmanager`] and [`prometheus`] (the APIs runbookd asks),
+//!    [`verify`] (did the remediation work), [`silence`] (`silence:` steps
+//!    and the keeper that ends them when due).
+//! 9. Telling people: [`notify`] (notifiers, the outbox worker) and
+//!    [`postmortem`] (the draft, from the incident record).
 //! 10. Knowing the service: [`slo`] (SLO files, error budgets, policies and
-//!     gates), [`prometheus`] (the query API they are read from) and
-//!     [`capacity`] (when will it be full); [`drill`] runs runbooks on a
-//!     schedule as game days.
-//! 11. [`api`]: the HTTP server; [`api::auth`] decides every request before
-//!     its handler (loopback is not a credential); [`metrics`] runbookd's
-//!     own golden signals.
-//! 12. [`config`] and [`server`]: the settings, checked before anything
-//!     starts, and `runbookd serve` wired together; [`cli`]: `check`,
-//!     `run [--plan]`, and the commands that ask a server.
+//!     gates) and [`capacity`] (when will it be full).
+//! 11. [`exec`]: the sandbox around every step (Landlock, seccomp, cgroups,
+//!     namespaces, the connect guard that keeps steps off runbookd's own
+//!     port) and the executor of a run; [`dispatch`]: notification →
+//!     incident → queued runs → claims, leases and the executor; [`drill`]
+//!     runs runbooks on a schedule as game days.
+//! 12. [`config`] (the settings, checked before anything starts; [`secret`]
+//!     and [`shared`] what it hands the rest), [`api`] (the HTTP server;
+//!     [`api::auth`] decides every request before its handler, loopback is
+//!     not a credential; [`metrics`] runbookd's own golden signals),
+//!     [`server`] (`runbookd serve` wired together) and [`cli`] (`check`,
+//!     `run [--plan]`, and the commands that ask a server).
+//!
+//! The modules stand in the layers of [`LAYERS`], lowest first: each
+//! imports only from its own layer and those below, and no two import each
+//! other. [`named`] names the variants of the enums that are stored and
+//! sent by name.
+
+/// The layers, lowest first. A module imports only from its own layer and
+/// those below; an import that points up says why in a `// layer:` comment
+/// on its line; no two modules import each other, even within a layer.
+/// `tests/integration/layers.rs` reads `src/` and holds the code to this.
+#[doc(hidden)]
+pub const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "foundation",
+        &[
+            "duration",
+            "named",
+            "secret",
+            "shared",
+            "alert",
+            "matcher",
+            "template",
+            "metrics",
+            "prometheus",
+        ],
+    ),
+    (
+        "model",
+        &[
+            "runbook",
+            "plan",
+            "approval",
+            "record",
+            "incident",
+            "lifecycle",
+        ],
+    ),
+    ("store", &["store"]),
+    (
+        "integrations and steps",
+        &[
+            "alertmanager",
+            "verify",
+            "silence",
+            "notify",
+            "slo",
+            "capacity",
+            "postmortem",
+            "exec",
+        ],
+    ),
+    ("running", &["dispatch", "drill"]),
+    ("edge", &["config", "api", "server", "cli"]),
+];
 
 pub mod alert;
+pub mod alertmanager;
 pub mod api;
 pub mod approval;
 pub mod capacity;
@@ -62,7 +121,9 @@ pub mod postmortem;
 pub mod prometheus;
 pub mod record;
 pub mod runbook;
+pub mod secret;
 pub mod server;
+pub mod shared;
 pub mod silence;
 pub mod slo;
 pub mod store;

@@ -1,4 +1,4 @@
-//! [`named!`]: an enum's variants named once, for the states, events and
+//! `named!`: an enum's variants named once, for the states, events and
 //! decisions that are stored, sent and parsed by name.
 
 /// Names an enum's variants once: `as_str`, `Display`, `FromStr` (with the

@@ -17,7 +17,7 @@ pub use crate::runbook::{StepKind, REDACTED};
 use std::time::Duration;
 
 use crate::matcher::{MatchOp, Matcher};
-use crate::runbook::verify::{Condition, Inconclusive};
+use crate::runbook::verify::{BurnRate, Condition, Inconclusive};
 use crate::runbook::OnTimeout;
 use crate::runbook::{Action, EnvValue, Runbook, RunbookSet, Secret, Severity, Step};
 use crate::template::{Data, Template};
@@ -1016,27 +1016,4 @@ pub struct VerifyPlan {
     pub timeout_ms: u64,
     pub consecutive_success: u32,
     pub on_inconclusive: Inconclusive,
-}
-
-/// `verify: {slo: SERVICE/NAME, burn_rate: {window, below}}`: the SLO's
-/// burn rate over `window` (its error ratio ÷ its budget ratio) must fall
-/// below `below`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BurnRate {
-    /// `service/name`.
-    pub slo: String,
-    pub window_ms: u64,
-    pub below: f64,
-}
-
-impl std::fmt::Display for BurnRate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "the burn rate of {} over {} < {}",
-            self.slo,
-            humantime::format_duration(Duration::from_millis(self.window_ms)),
-            self.below
-        )
-    }
 }

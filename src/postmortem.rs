@@ -65,7 +65,7 @@ fn cell(s: &str) -> String {
 /// A URL for a Markdown link: only http(s), with the characters that could
 /// end the link percent-encoded.
 fn link_url(url: &str) -> Option<String> {
-    let url = crate::api::http_link(url)?;
+    let url = http_link(url)?;
     let mut out = String::with_capacity(url.len());
     for c in url.chars() {
         match c {
@@ -319,6 +319,15 @@ fn render_context(ctx: &Value, template: Option<&str>) -> Result<String, Postmor
         .map_err(|e| PostmortemError(e.to_string()))?;
     hb.render("postmortem", ctx)
         .map_err(|e| PostmortemError(e.to_string()))
+}
+
+/// `url` when it is an http(s) URL, the only kind that becomes a link.
+#[must_use]
+pub fn http_link(url: &str) -> Option<&str> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    let ok = (lower.starts_with("http://") || lower.starts_with("https://"))
+        && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+    ok.then_some(url)
 }
 
 #[cfg(test)]

@@ -29,16 +29,6 @@ pub enum StartError {
     Other(#[from] anyhow::Error),
 }
 
-/// The SLOs of `dir` (none without one).
-///
-/// # Errors
-/// Every problem in its files.
-pub fn load_slos(
-    dir: Option<&std::path::Path>,
-) -> Result<crate::slo::SloSet, crate::slo::SloErrors> {
-    dir.map_or_else(|| Ok(crate::slo::SloSet::default()), crate::slo::load_dir)
-}
-
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
@@ -118,59 +108,6 @@ fn restrict(path: &std::path::Path, mode: u32) {
     }
 }
 
-/// The credentials this server takes: the configured ones, plus (without
-/// `auth.users`) the local operator credential, and (without a configured
-/// one) the webhook's, both made in the data directory at first start. A
-/// post to the webhook is a write: steps, or anything a step can reach that
-/// relays to this port (a local proxy, a port forward), must not make one,
-/// so it always needs a credential.
-pub(crate) fn credentials(
-    cfg: &ServerConfig,
-    sandbox: &Sandbox,
-    addr: Option<SocketAddr>,
-) -> anyhow::Result<crate::config::Auth> {
-    use crate::api::auth::{
-        own_credential, LOCAL_TOKEN_FILE, SESSION_KEY_FILE, WEBHOOK_TOKEN_FILE,
-    };
-    // `addr`: at start, when where to sign in is logged; a reload is quiet.
-    let quiet = addr.is_none();
-    let mut auth = cfg.auth.clone();
-    auth.session_key = match &auth.session_key_file {
-        Some(p) => crate::config::read_secret(p, "session key")?,
-        None => own_credential(&cfg.data_dir, SESSION_KEY_FILE)?.0,
-    };
-    if auth.users.is_empty() {
-        let (token, path) = own_credential(&cfg.data_dir, LOCAL_TOKEN_FILE)?;
-        auth.local = Some(token);
-        if let Some(addr) = addr {
-            tracing::info!(
-                credential = %path.display(),
-                "no auth.users: the operator credential is in `{}` (the CLI reads it by itself); sign in to the web UI at http://{addr}/login with its contents",
-                path.display()
-            );
-        }
-    }
-    if !auth.enabled() {
-        let (token, path) = own_credential(&cfg.data_dir, WEBHOOK_TOKEN_FILE)?;
-        auth.bearer = Some(token);
-        auth.webhook_hint = format!(
-            "without auth.bearer_token_file runbookd made one, `{}`: point Alertmanager's `http_config.authorization.credentials_file` at it",
-            path.display()
-        );
-        if !quiet {
-            tracing::info!(
-                credential = %path.display(),
-                "the webhook's credential is in `{}` (no auth.bearer_token_file): Alertmanager sends it with http_config.authorization.credentials_file",
-                path.display()
-            );
-        }
-    }
-    if !quiet && !sandbox.guards_connections() {
-        tracing::warn!("steps can connect to this port (runbookd is not root, or has no writable cgroup v2): they still need a credential for everything, which they cannot read");
-    }
-    Ok(auth)
-}
-
 /// Starts the server: everything is ready when this returns.
 ///
 /// # Errors
@@ -178,7 +115,7 @@ pub(crate) fn credentials(
 pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
     let set = runbook::load_dir(&cfg.runbooks).map_err(StartError::Runbooks)?;
     crate::notify::config::check_refs(&set, &cfg.notifiers).map_err(StartError::Runbooks)?;
-    let slos = load_slos(cfg.slos.as_deref()).map_err(StartError::Slos)?;
+    let slos = crate::slo::load_configured(cfg.slos.as_deref()).map_err(StartError::Slos)?;
     let configured: Vec<&str> = cfg.notifiers.keys().map(String::as_str).collect();
     slos.check_notifiers(&configured)
         .map_err(StartError::Slos)?;
@@ -259,9 +196,9 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             "steps would run as runbookd's own user (or root) on a kernel without Landlock, so nothing would keep them from reading runbookd's store and credentials: run runbookd as root without allow_root_steps (steps drop to `run_as`), or on a kernel with Landlock (Linux 5.13+)"
         )));
     }
-    let auth = credentials(&cfg, &sandbox, Some(addr))?;
+    let auth = crate::api::auth::credentials(&cfg, &sandbox, Some(addr))?;
     let alertmanager = crate::silence::Alertmanagers::new(cfg.alertmanager.clone());
-    let notifiers = crate::config::Shared::new(cfg.notifiers.clone());
+    let notifiers = crate::shared::Shared::new(cfg.notifiers.clone());
     let slos = Arc::new(std::sync::RwLock::new(Arc::new(slos)));
     let slo_status = crate::slo::refresh::Shared::default();
     // Overrides in force before the first step asks a gate.

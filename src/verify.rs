@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-pub use crate::plan::{BurnRate, VerifyPlan};
+pub use crate::plan::VerifyPlan;
+pub use crate::runbook::verify::BurnRate;
 pub use crate::runbook::verify::{Cmp, Condition, Inconclusive};
 
 /// What one measurement found.
@@ -36,7 +37,7 @@ pub enum Ended {
 /// Where a verify step measures.
 pub struct Sources<'a> {
     pub prometheus: Option<&'a crate::prometheus::Prometheus>,
-    pub alertmanager: Option<crate::silence::Alertmanager>,
+    pub alertmanager: Option<crate::alertmanager::Alertmanager>,
     /// The alert's fingerprint (for `alert_resolved`).
     pub fingerprint: &'a str,
     /// The alert came from Alertmanager (not a manual run or a drill,

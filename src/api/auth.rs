@@ -574,12 +574,62 @@ pub fn own_credential(dir: &Path, name: &str) -> anyhow::Result<(String, PathBuf
             Ok((token, path))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            crate::config::warn_if_shared(&path, "credential");
-            let token = crate::config::read_secret(&path, "credential")?;
+            crate::secret::warn_if_shared(&path, "credential");
+            let token = crate::secret::read_secret(&path, "credential")?;
             Ok((token, path))
         }
         Err(e) => Err(anyhow::anyhow!("cannot create `{}`: {e}", path.display())),
     }
+}
+
+/// The credentials this server takes: the configured ones, plus (without
+/// `auth.users`) the local operator credential, and (without a configured
+/// one) the webhook's, both made in the data directory at first start. A
+/// post to the webhook is a write: steps, or anything a step can reach that
+/// relays to this port (a local proxy, a port forward), must not make one,
+/// so it always needs a credential.
+pub(crate) fn credentials(
+    cfg: &crate::config::ServerConfig,
+    sandbox: &crate::exec::Sandbox,
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<crate::config::Auth> {
+    // `addr`: at start, when where to sign in is logged; a reload is quiet.
+    let quiet = addr.is_none();
+    let mut auth = cfg.auth.clone();
+    auth.session_key = match &auth.session_key_file {
+        Some(p) => crate::secret::read_secret(p, "session key")?,
+        None => own_credential(&cfg.data_dir, SESSION_KEY_FILE)?.0,
+    };
+    if auth.users.is_empty() {
+        let (token, path) = own_credential(&cfg.data_dir, LOCAL_TOKEN_FILE)?;
+        auth.local = Some(token);
+        if let Some(addr) = addr {
+            tracing::info!(
+                credential = %path.display(),
+                "no auth.users: the operator credential is in `{}` (the CLI reads it by itself); sign in to the web UI at http://{addr}/login with its contents",
+                path.display()
+            );
+        }
+    }
+    if !auth.enabled() {
+        let (token, path) = own_credential(&cfg.data_dir, WEBHOOK_TOKEN_FILE)?;
+        auth.bearer = Some(token);
+        auth.webhook_hint = format!(
+            "without auth.bearer_token_file runbookd made one, `{}`: point Alertmanager's `http_config.authorization.credentials_file` at it",
+            path.display()
+        );
+        if !quiet {
+            tracing::info!(
+                credential = %path.display(),
+                "the webhook's credential is in `{}` (no auth.bearer_token_file): Alertmanager sends it with http_config.authorization.credentials_file",
+                path.display()
+            );
+        }
+    }
+    if !quiet && !sandbox.guards_connections() {
+        tracing::warn!("steps can connect to this port (runbookd is not root, or has no writable cgroup v2): they still need a credential for everything, which they cannot read");
+    }
+    Ok(auth)
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ async fn ready(State(s): State<AppState>) -> impl IntoResponse {
 struct Settings {
     auth: crate::config::Auth,
     notifiers: std::sync::Arc<crate::notify::config::Notifiers>,
-    alertmanager: Option<crate::silence::Alertmanager>,
+    alertmanager: Option<crate::alertmanager::Alertmanager>,
     run_rate: Option<crate::duration::Rate>,
     max_queued_runs: u64,
     /// Settings that changed but need a restart.
@@ -76,7 +76,7 @@ fn read_settings(s: &AppState) -> Result<Option<Settings>, String> {
     };
     let cfg = crate::config::ServerConfig::load(Some(&src.file), src.overrides.clone())
         .map_err(|e| format!("{e:#}"))?;
-    let auth = crate::server::credentials(&cfg, &s.dispatcher.executor.sandbox, None)
+    let auth = crate::api::auth::credentials(&cfg, &s.dispatcher.executor.sandbox, None)
         .map_err(|e| format!("{e:#}"))?;
     let before = s.config.restart_only();
     let restart = cfg
@@ -122,7 +122,7 @@ pub fn reload_runbooks(s: &AppState) -> Result<usize, ApiError> {
         .map_or_else(|| s.notifiers.get(), |c| c.notifiers.clone());
     let configured: Vec<&str> = notifiers.keys().map(String::as_str).collect();
     // The SLO files, and the notifiers their policies name.
-    let slos = crate::server::load_slos(s.config.slos.as_deref())
+    let slos = crate::slo::load_configured(s.config.slos.as_deref())
         .and_then(|slos| slos.check_notifiers(&configured).map(|()| slos))
         .map_err(|errors| {
             s.metrics.reloaded(false);

@@ -30,10 +30,10 @@ use axum::response::Response;
 use axum::Router;
 use subtle::ConstantTimeEq;
 
+pub use crate::postmortem::http_link;
 pub use auth::{identify, Actor, Identity};
 pub use errors::ApiError;
 pub use health::{reload_everywhere, reload_runbooks};
-pub use ui::http_link;
 pub use webhook::ingest;
 
 use crate::config::{Auth, HttpConfig};
@@ -70,7 +70,7 @@ pub struct AppState {
     pub csrf: Arc<str>,
     /// The configured notifiers: a reload refuses runbooks naming others
     /// (and may replace them, from the config file).
-    pub notifiers: crate::config::Shared<Arc<crate::notify::config::Notifiers>>,
+    pub notifiers: crate::shared::Shared<Arc<crate::notify::config::Notifiers>>,
     /// Where people reach this runbookd (manual runs' `externalURL`).
     pub external_url: String,
     /// Where `silence:` steps' silences live (expired when their alert

@@ -131,15 +131,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `url` when it is an http(s) URL, the only kind that becomes a link.
-#[must_use]
-pub fn http_link(url: &str) -> Option<&str> {
-    let lower = url.trim_start().to_ascii_lowercase();
-    let ok = (lower.starts_with("http://") || lower.starts_with("https://"))
-        && !url.chars().any(|c| c.is_control() || c.is_whitespace());
-    ok.then_some(url)
-}
-
 /// Renders a page: the body template inside the layout.
 fn page(s: &AppState, title: &str, template: &str, data: &Value) -> Result<Response, ApiError> {
     let render = |name: &str, data: &Value| {
@@ -426,7 +417,7 @@ async fn incident(State(s): State<AppState>, Path(id): Path<String>) -> Result<R
     for a in i["alerts"].as_array_mut().into_iter().flatten() {
         let link = a["generator_url"]
             .as_str()
-            .and_then(http_link)
+            .and_then(crate::postmortem::http_link)
             .map(str::to_owned);
         a["generator_link"] = json!(link);
     }
@@ -981,7 +972,10 @@ fn chart(points: &[(f64, f64)]) -> Option<Value> {
 /// A forecast's usage history, its fitted line projected to the capacity
 /// (or the horizon), the capacity and now, in a 640×180 box.
 #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
-fn capacity_chart(p: &crate::capacity::Projection, f: &crate::capacity::Forecast) -> Option<Value> {
+fn capacity_chart(
+    p: &crate::capacity::Projection,
+    f: &crate::slo::forecast::Forecast,
+) -> Option<Value> {
     let t0 = p.history.first()?.0;
     let now = p.checked_at.timestamp() as f64;
     let horizon = now + f.horizon.as_secs_f64();

@@ -54,7 +54,7 @@ async fn accept(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Json<Va
     let bytes = read_body(body, s.body_limit, s.http.request_timeout).await?;
     let n = Notification::from_json(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("invalid Alertmanager payload: {e}")))?;
-    if [super::runs::MANUAL_RECEIVER, crate::drill::DRILL_RECEIVER].contains(&n.receiver.as_str()) {
+    if [super::runs::MANUAL_RECEIVER, crate::alert::DRILL_RECEIVER].contains(&n.receiver.as_str()) {
         return Err(ApiError::BadRequest(format!(
             "receiver `{}` is runbookd's own (manual runs and drills); name the Alertmanager receiver otherwise",
             n.receiver

@@ -85,7 +85,7 @@ pub trait RunObserver: Send + Sync {
     /// ended (a crash, a takeover).
     fn silenced(
         &self,
-        _silence: crate::silence::RunSilence,
+        _silence: crate::incident::RunSilence,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
         Box::pin(async {})
     }
@@ -605,15 +605,15 @@ impl Executor {
         &self,
         req: &RunRequest<'_>,
     ) -> Option<Result<(Vec<super::safeguard::Guard>, crate::prometheus::Prometheus), String>> {
-        let key = req.alert.labels.get(crate::drill::DRILL_LABEL)?;
-        if req.notification.receiver != crate::drill::DRILL_RECEIVER {
+        let key = req.alert.labels.get(crate::alert::DRILL_LABEL)?;
+        if req.notification.receiver != crate::alert::DRILL_RECEIVER {
             return None;
         }
         let Some(drill) = req
             .runbook
             .drills
             .iter()
-            .find(|d| crate::drill::identity(&req.runbook.name, d) == *key)
+            .find(|d| d.identity(&req.runbook.name) == *key)
         else {
             return Some(Err("the drill changed (a reload) since this occurrence started: its safeguards are not known, so it does not run".into()));
         };
@@ -871,7 +871,7 @@ impl Executor {
                 req.incident.id.parse::<crate::incident::IncidentId>(),
             ) {
                 observer
-                    .silenced(crate::silence::RunSilence {
+                    .silenced(crate::incident::RunSilence {
                         id: made.id.clone(),
                         watched: made.watched,
                         run_id: lease.run_id,
@@ -924,7 +924,7 @@ impl Executor {
 
     /// The query of an SLO burn-rate check: the SLO's error ratio over the
     /// window divided by its budget ratio.
-    fn burn_rate_query(&self, b: &crate::plan::BurnRate) -> Result<String, String> {
+    fn burn_rate_query(&self, b: &crate::runbook::verify::BurnRate) -> Result<String, String> {
         let Some(slos) = &self.slos else {
             return Err(format!(
                 "cannot verify {b}: this runbookd has no SLO definitions (a server with `slos:` has)"
@@ -1037,7 +1037,7 @@ impl Executor {
         step: &Step,
         silence: &crate::plan::SilencePlan,
         attempts: &mut Vec<Attempt>,
-    ) -> (StepOutcome, Option<crate::silence::Silenced>) {
+    ) -> (StepOutcome, Option<crate::alertmanager::Silenced>) {
         let Some(am) = &self.alertmanager.get() else {
             return (
                 StepOutcome::SpawnFailed {

@@ -537,6 +537,30 @@ impl Update {
     }
 }
 
+/// A silence a run made, as the store keeps it from the moment it is made:
+/// what is needed to expire it (whoever finds its run ended) and, for an
+/// `until: resolved` one, to ask Alertmanager about its alert and record
+/// the alert's resolution in its incident's group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSilence {
+    /// Alertmanager's silence id.
+    pub id: String,
+    pub run_id: i64,
+    pub incident: IncidentId,
+    /// The incident's Alertmanager group.
+    pub receiver: String,
+    pub group_key: String,
+    /// The run's alert, as its incident holds it.
+    pub alert: crate::alert::Alert,
+    pub until: crate::runbook::Until,
+    /// See `crate::alertmanager::Silenced::watched`.
+    pub watched: bool,
+    /// The Alertmanager it was made in (its URL; empty in stores from
+    /// before this was recorded: the configured one): a reload may point
+    /// runbookd at another, and the silence is expired where it is.
+    pub alertmanager: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

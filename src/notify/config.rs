@@ -177,7 +177,7 @@ impl NotifierFile {
     }
 
     fn check_inner(&self, name: &str) -> anyhow::Result<Notifier> {
-        use crate::config::read_secret;
+        use crate::secret::read_secret;
         anyhow::ensure!(
             !name.is_empty()
                 && name.len() <= 128

@@ -37,7 +37,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(600);
 pub struct Outbox {
     pub store: Store,
     /// The configured notifiers (a reload may replace them).
-    pub notifiers: crate::config::Shared<Arc<Notifiers>>,
+    pub notifiers: crate::shared::Shared<Arc<Notifiers>>,
     pub runbooks: Arc<RwLock<Arc<RunbookSet>>>,
     pub metrics: Arc<Metrics>,
     /// This replica's name (the owner of the attempts it makes).

@@ -956,11 +956,13 @@ impl Checker<'_> {
                     .value(&format!("{at}.slo"))
                     .unwrap_or(Pos { line: 1, col: 1 });
                 self.slo_refs.push((slo.clone(), pos));
-                Some(super::SafeguardCheck::BurnRate(crate::plan::BurnRate {
-                    slo,
-                    window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
-                    below: b.below,
-                }))
+                Some(super::SafeguardCheck::BurnRate(
+                    crate::runbook::verify::BurnRate {
+                        slo,
+                        window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                        below: b.below,
+                    },
+                ))
             }
             _ => {
                 self.err(None, at, "a safeguard is `query:` with `holds:` (what must stay true, e.g. `< 0.05`), or `slo:` with `burn_rate: {window, below}`");
@@ -1326,7 +1328,7 @@ impl Checker<'_> {
                     .value(&at("slo"))
                     .unwrap_or(Pos { line: 1, col: 1 });
                 self.slo_refs.push((slo.clone(), pos));
-                Some(crate::plan::BurnRate {
+                Some(crate::runbook::verify::BurnRate {
                     slo,
                     window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
                     below: b.below,

@@ -219,7 +219,7 @@ pub enum SafeguardCheck {
         holds: crate::runbook::verify::Condition,
     },
     /// An SLO's burn rate must stay below a bound.
-    BurnRate(crate::plan::BurnRate),
+    BurnRate(crate::runbook::verify::BurnRate),
 }
 /// A drill's `requires:` (DESIGN §12): all of them must hold.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -441,7 +441,7 @@ pub enum VerifyCheck {
     AlertResolved,
     /// An SLO's burn rate over a window, below a bound (the query is built
     /// from the SLO's own SLI at run time).
-    BurnRate(crate::plan::BurnRate),
+    BurnRate(crate::runbook::verify::BurnRate),
 }
 
 /// An `approve:` step.
@@ -587,7 +587,7 @@ impl RunbookSet {
             let envs = rb.env.iter().chain(steps.flat_map(|s| s.env.iter()));
             for (_, v) in envs {
                 if let EnvValue::Secret(Secret::File(p) | Secret::CredentialFile(p)) = v {
-                    crate::config::warn_if_shared(p, "secret");
+                    crate::secret::warn_if_shared(p, "secret");
                     out.push(p.clone());
                 }
             }
@@ -730,5 +730,38 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         Some(0) => Err(format!("memory size `{s}` must be larger than zero")),
         Some(v) => Ok(v),
         None => Err(format!("memory size `{s}` is too large")),
+    }
+}
+
+impl Drill {
+    /// What a drill is, for the store's once-per-occurrence claim: its runbook
+    /// and every setting, so that two different drills never share a claim.
+    #[must_use]
+    pub fn identity(&self, runbook: &str) -> String {
+        let d = self;
+        let mut what = serde_json::json!({
+            "runbook": runbook,
+            "schedule": d.schedule,
+            "labels": d.labels,
+            "annotations": d.annotations,
+            "mode": d.mode.as_str(),
+            "notify": d.notify,
+        });
+        // Only when given: the drills written before `requires:` keep their key.
+        if let Some(r) = &d.requires {
+            what["requires"] = serde_json::to_value(r).unwrap_or_default();
+        }
+        if !d.safeguards.is_empty() {
+            what["safeguards"] = serde_json::to_value(&d.safeguards).unwrap_or_default();
+        }
+        let text = what.to_string();
+        // FNV-1a, 64 bits: stable across processes and versions (unlike the
+        // std hasher), short enough for a key.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{runbook}/{h:016x}")
     }
 }

@@ -3,6 +3,7 @@
 //! model; [`crate::verify`] measures.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,5 +110,28 @@ impl std::str::FromStr for Inconclusive {
                 "unknown `on_inconclusive` `{s}`: expected fail (the default) or continue"
             )),
         }
+    }
+}
+
+/// `verify: {slo: SERVICE/NAME, burn_rate: {window, below}}`: the SLO's
+/// burn rate over `window` (its error ratio ÷ its budget ratio) must fall
+/// below `below`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BurnRate {
+    /// `service/name`.
+    pub slo: String,
+    pub window_ms: u64,
+    pub below: f64,
+}
+
+impl std::fmt::Display for BurnRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the burn rate of {} over {} < {}",
+            self.slo,
+            humantime::format_duration(Duration::from_millis(self.window_ms)),
+            self.below
+        )
     }
 }

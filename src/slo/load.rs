@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use super::promql::Query;
 use super::{Alerting, Calendar, Format, Period, Sli, Slo, SloSet, Source, Tier};
-use crate::capacity::{Capacity, Forecast};
 use crate::runbook::position::{Pos, Positions};
+use crate::slo::forecast::{Capacity, Forecast};
 use crate::slo::policy::{Action, OnUnknown, Policy, Scope, When};
 
 /// One problem in one SLO file.

@@ -4,6 +4,7 @@
 //! (DESIGN §11). [`rules`] turns them into Prometheus recording and
 //! multi-window multi-burn-rate alerting rules.
 
+pub mod forecast;
 pub mod impact;
 mod load;
 pub mod policy;
@@ -173,7 +174,7 @@ fn decimal(x: f64) -> f64 {
 #[derive(Debug, Clone, Default)]
 pub struct SloSet {
     slos: Vec<Slo>,
-    forecasts: Vec<crate::capacity::Forecast>,
+    forecasts: Vec<crate::slo::forecast::Forecast>,
     policies: Vec<policy::Policy>,
 }
 
@@ -332,18 +333,18 @@ impl SloSet {
     /// With these capacity forecasts (`forecasts:` documents of the same
     /// files).
     #[must_use]
-    pub fn with_forecasts(mut self, mut forecasts: Vec<crate::capacity::Forecast>) -> Self {
+    pub fn with_forecasts(mut self, mut forecasts: Vec<crate::slo::forecast::Forecast>) -> Self {
         forecasts.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
         self.forecasts = forecasts;
         self
     }
 
-    pub fn forecasts(&self) -> impl Iterator<Item = &crate::capacity::Forecast> {
+    pub fn forecasts(&self) -> impl Iterator<Item = &crate::slo::forecast::Forecast> {
         self.forecasts.iter()
     }
 
     #[must_use]
-    pub fn forecast(&self, service: &str, name: &str) -> Option<&crate::capacity::Forecast> {
+    pub fn forecast(&self, service: &str, name: &str) -> Option<&crate::slo::forecast::Forecast> {
         self.forecasts
             .iter()
             .find(|f| f.service == service && f.name == name)
@@ -371,6 +372,14 @@ impl SloSet {
             .iter()
             .find(|s| s.service == service && s.name == name)
     }
+}
+
+/// The SLOs of `dir` (none without one).
+///
+/// # Errors
+/// Every problem in its files.
+pub fn load_configured(dir: Option<&std::path::Path>) -> Result<SloSet, SloErrors> {
+    dir.map_or_else(|| Ok(SloSet::default()), load_dir)
 }
 
 #[cfg(test)]

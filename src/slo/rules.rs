@@ -139,10 +139,10 @@ pub fn yaml(set: &SloSet) -> Result<String, String> {
 /// mixin's `NodeFilesystemSpaceFillingUp`: the usage over the lookback
 /// (a subquery at the forecast's step), projected `warn_within` ahead,
 /// reaches the capacity, for an hour. Evaluated every 5 minutes.
-fn forecast_group(f: &crate::capacity::Forecast) -> Group {
+fn forecast_group(f: &crate::slo::forecast::Forecast) -> Group {
     let capacity = match &f.capacity {
-        crate::capacity::Capacity::Value(v) => format!("{v}"),
-        crate::capacity::Capacity::Query(q) | crate::capacity::Capacity::Scalar(q) => {
+        crate::slo::forecast::Capacity::Value(v) => format!("{v}"),
+        crate::slo::forecast::Capacity::Query(q) | crate::slo::forecast::Capacity::Scalar(q) => {
             format!("({q})")
         }
     };

@@ -390,7 +390,7 @@ impl Store {
     /// # Errors
     /// A store error.
     #[must_use]
-    pub fn record_silence(&self, s: crate::silence::RunSilence) -> Pending<()> {
+    pub fn record_silence(&self, s: crate::incident::RunSilence) -> Pending<()> {
         each!(self, b => b.record_silence(s))
     }
 
@@ -410,7 +410,7 @@ impl Store {
     ///
     /// # Errors
     /// A store error.
-    pub async fn silences_due(&self) -> Result<Vec<crate::silence::RunSilence>> {
+    pub async fn silences_due(&self) -> Result<Vec<crate::incident::RunSilence>> {
         each!(self, b => b.silences_due().await)
     }
 
@@ -419,7 +419,7 @@ impl Store {
     ///
     /// # Errors
     /// A store error.
-    pub async fn silences_held(&self) -> Result<Vec<crate::silence::RunSilence>> {
+    pub async fn silences_held(&self) -> Result<Vec<crate::incident::RunSilence>> {
         each!(self, b => b.silences_held().await)
     }
 

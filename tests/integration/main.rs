@@ -16,6 +16,7 @@ mod faults;
 mod gates;
 mod ha;
 mod helpers;
+mod layers;
 mod notify;
 mod operable;
 mod operators;

@@ -521,7 +521,7 @@ pub(super) fn summary(r: &Row) -> Op<IncidentSummary> {
         receiver: r.try_get("receiver")?,
         group_key: r.try_get("group_key")?,
         shadow: r.try_get("shadow")?,
-        drill: r.try_get::<_, String>("receiver")? == crate::drill::DRILL_RECEIVER,
+        drill: r.try_get::<_, String>("receiver")? == crate::alert::DRILL_RECEIVER,
         created_at: ts(created),
         updated_at: ts(r.try_get("updated_at")?),
         resolved_at: resolved.map(ts),

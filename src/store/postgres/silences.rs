@@ -4,7 +4,7 @@ use tokio_postgres::Row;
 
 use super::{parsed, text, Fail, Op, Postgres};
 use crate::incident::IncidentId;
-use crate::silence::RunSilence;
+use crate::incident::RunSilence;
 use crate::store::types::SILENCES_DUE;
 use crate::store::{Pending, Result, StoreError};
 

@@ -51,7 +51,7 @@ pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary
         receiver: r.get("receiver")?,
         group_key: r.get("group_key")?,
         shadow: r.get("shadow")?,
-        drill: r.get::<_, String>("receiver")? == crate::drill::DRILL_RECEIVER,
+        drill: r.get::<_, String>("receiver")? == crate::alert::DRILL_RECEIVER,
         created_at: created,
         updated_at: r.get("updated_at")?,
         resolved_at: resolved,

@@ -4,7 +4,7 @@ use rusqlite::{params, Connection};
 
 use super::{Cached, Sqlite};
 use crate::incident::IncidentId;
-use crate::silence::RunSilence;
+use crate::incident::RunSilence;
 use crate::store::types::{now, SILENCES_DUE};
 use crate::store::{Pending, Result};
 
