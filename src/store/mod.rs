@@ -799,6 +799,61 @@ mod tests {
         assert_eq!(shown, "postgres://u:***@h:1/db");
     }
 
+    /// States stay literals in the statements, where the planners can match
+    /// them to the partial indexes (`runs_queued`, `runs_running`,
+    /// `outbox_due`, …): bound as parameters they defeat those indexes on
+    /// both backends (docs/ha.md, "States in statements"). So that a literal
+    /// can never name a state that does not exist, every one compared with
+    /// or set on a state column is a name of a state enum.
+    #[test]
+    fn every_state_literal_in_a_statement_names_a_state() {
+        use crate::approval::ApprovalState;
+        use crate::incident::notices::{DeliveryState, TimerState};
+        use crate::incident::{IncidentStatus, RunState};
+        let mut known: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        known.extend(RunState::ALL.iter().map(|s| s.as_str()));
+        known.extend(IncidentStatus::ALL.iter().map(|s| s.as_str()));
+        known.extend(crate::alert::Status::ALL.iter().map(|s| s.as_str()));
+        known.extend(ApprovalState::ALL.iter().map(|s| s.as_str()));
+        known.extend(DeliveryState::ALL.iter().map(|s| s.as_str()));
+        known.extend(TimerState::ALL.iter().map(|s| s.as_str()));
+        let sources = [
+            ("postgres/driver.rs", include_str!("postgres/driver.rs")),
+            ("postgres/mod.rs", include_str!("postgres/mod.rs")),
+            ("postgres/outbox.rs", include_str!("postgres/outbox.rs")),
+            ("postgres/approvals.rs", include_str!("postgres/approvals.rs")),
+            ("postgres/silences.rs", include_str!("postgres/silences.rs")),
+            ("sqlite/driver.rs", include_str!("sqlite/driver.rs")),
+            ("sqlite/mod.rs", include_str!("sqlite/mod.rs")),
+            ("sqlite/ops.rs", include_str!("sqlite/ops.rs")),
+            ("sqlite/outbox.rs", include_str!("sqlite/outbox.rs")),
+            ("sqlite/approvals.rs", include_str!("sqlite/approvals.rs")),
+            ("sqlite/silences.rs", include_str!("sqlite/silences.rs")),
+        ];
+        let compared = regex::Regex::new(
+            r"(?i)\b(?:state|status)\s*(?:=|<>|!=|not\s+in|in)\s*\(?\s*('[^']*'(?:\s*,\s*'[^']*')*)",
+        )
+        .unwrap();
+        let literal = regex::Regex::new(r"'([^']*)'").unwrap();
+        let (mut seen, mut unknown) = (0, Vec::new());
+        for (file, text) in sources {
+            // A unit test may write a state that does not exist, on purpose.
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (n, line) in text.lines().enumerate() {
+                for c in compared.captures_iter(line) {
+                    for l in literal.captures_iter(&c[1]) {
+                        seen += 1;
+                        if !known.contains(&l[1]) {
+                            unknown.push(format!("{file}:{}: '{}'", n + 1, &l[1]));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen > 100, "the scan finds the statements' states ({seen})");
+        assert!(unknown.is_empty(), "states no enum names:\n{}", unknown.join("\n"));
+    }
+
     /// Every state column is pinned to its enum in both schemas: adding a
     /// variant without a migration that widens the constraints fails here.
     #[test]
