@@ -219,6 +219,57 @@ pub fn run_ended<'a>(
     out
 }
 
+/// What becomes of a running run taken back from its owner (its replica
+/// died or stalled, or runbookd restarted): a cancellation asked for while
+/// it ran ends it `cancelled`; otherwise an idempotent run is queued again
+/// (its attempt counted) and any other ends `interrupted`, since a step may
+/// have started and must not run twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    Requeued,
+    Ended(RunState),
+}
+
+#[must_use]
+pub fn taken(idempotent: bool, cancel_requested: bool) -> Taken {
+    if cancel_requested {
+        Taken::Ended(RunState::Cancelled)
+    } else if idempotent {
+        Taken::Requeued
+    } else {
+        Taken::Ended(RunState::Interrupted)
+    }
+}
+
+/// What a person's cancel does to a run, by the state it is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// Queued or waiting for approval: it ends `cancelled` now, and its
+    /// pending approval is withdrawn.
+    EndNow,
+    /// Running: its owner is asked to stop it (it kills its steps and
+    /// records the end).
+    AskOwner,
+    /// It already ended: there is nothing to cancel.
+    AlreadyEnded,
+}
+
+#[must_use]
+pub fn cancel(state: RunState) -> Cancel {
+    match state {
+        RunState::Queued | RunState::AwaitingApproval => Cancel::EndNow,
+        RunState::Running => Cancel::AskOwner,
+        RunState::Succeeded
+        | RunState::SucceededWithFailures
+        | RunState::Failed
+        | RunState::TimedOut
+        | RunState::Cancelled
+        | RunState::Interrupted
+        | RunState::Skipped
+        | RunState::Planned => Cancel::AlreadyEnded,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +462,25 @@ mod tests {
             (t.status, t.author, t.run_failed),
             (IncidentStatus::Resolved, "alertmanager", None)
         );
+    }
+
+    #[test]
+    fn a_run_taken_from_its_owner_runs_again_only_if_idempotent_and_not_cancelled() {
+        assert_eq!(taken(true, false), Taken::Requeued);
+        assert_eq!(taken(false, false), Taken::Ended(RunState::Interrupted));
+        assert_eq!(taken(true, true), Taken::Ended(RunState::Cancelled));
+        assert_eq!(taken(false, true), Taken::Ended(RunState::Cancelled));
+    }
+
+    #[test]
+    fn a_cancel_ends_a_waiting_run_asks_a_running_one_and_refuses_an_ended_one() {
+        for s in RunState::ALL {
+            let want = match s {
+                RunState::Queued | RunState::AwaitingApproval => Cancel::EndNow,
+                RunState::Running => Cancel::AskOwner,
+                _ => Cancel::AlreadyEnded,
+            };
+            assert_eq!(cancel(s), want, "{s}");
+        }
     }
 }

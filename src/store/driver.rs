@@ -623,8 +623,9 @@ pub(super) struct RunningRun {
     pub id: i64,
     pub incident: i64,
     pub runbook: String,
-    /// Idempotent and not asked to cancel: queued again.
-    pub requeue: bool,
+    /// `idempotent: true`: [`crate::lifecycle::taken`] decides with
+    /// `cancel_requested` whether it is queued again.
+    pub idempotent: bool,
     pub owner: Option<String>,
     pub attempt: u32,
     pub cancel_requested: bool,

@@ -821,7 +821,10 @@ mod tests {
             ("postgres/driver.rs", include_str!("postgres/driver.rs")),
             ("postgres/mod.rs", include_str!("postgres/mod.rs")),
             ("postgres/outbox.rs", include_str!("postgres/outbox.rs")),
-            ("postgres/approvals.rs", include_str!("postgres/approvals.rs")),
+            (
+                "postgres/approvals.rs",
+                include_str!("postgres/approvals.rs"),
+            ),
             ("postgres/silences.rs", include_str!("postgres/silences.rs")),
             ("sqlite/driver.rs", include_str!("sqlite/driver.rs")),
             ("sqlite/mod.rs", include_str!("sqlite/mod.rs")),
@@ -851,7 +854,11 @@ mod tests {
             }
         }
         assert!(seen > 100, "the scan finds the statements' states ({seen})");
-        assert!(unknown.is_empty(), "states no enum names:\n{}", unknown.join("\n"));
+        assert!(
+            unknown.is_empty(),
+            "states no enum names:\n{}",
+            unknown.join("\n")
+        );
     }
 
     /// Every state column is pinned to its enum in both schemas: adding a

@@ -284,19 +284,22 @@ pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped,
     let mut reaped = Reaped::default();
     for run in d.running(matches!(scope, Reap::Expired)).await? {
         let owner = run.owner.as_deref().unwrap_or_default();
-        if run.requeue {
-            d.drop_output(run.id).await?;
-            d.requeue(run.id).await?;
-            let message = match scope {
-                Reap::All { .. } => {
-                    say::requeued_after_restart(run.id, &run.runbook, run.attempt + 1)
-                }
-                Reap::Expired => say::requeued(run.id, &run.runbook, owner, run.attempt + 1),
-            };
-            run_note(d, run.incident, &message).await?;
-            reaped.requeued += 1;
-            continue;
-        }
+        let state = match lifecycle::taken(run.idempotent, run.cancel_requested) {
+            lifecycle::Taken::Ended(state) => state,
+            lifecycle::Taken::Requeued => {
+                d.drop_output(run.id).await?;
+                d.requeue(run.id).await?;
+                let message = match scope {
+                    Reap::All { .. } => {
+                        say::requeued_after_restart(run.id, &run.runbook, run.attempt + 1)
+                    }
+                    Reap::Expired => say::requeued(run.id, &run.runbook, owner, run.attempt + 1),
+                };
+                run_note(d, run.incident, &message).await?;
+                reaped.requeued += 1;
+                continue;
+            }
+        };
         let output = d.run_output(run.id).await?;
         d.drop_output(run.id).await?;
         let why = match scope {
@@ -315,11 +318,6 @@ pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped,
                 output: &output,
             },
         );
-        let state = if run.cancel_requested {
-            RunState::Cancelled
-        } else {
-            RunState::Interrupted
-        };
         d.end_taken(run.id, state, &why, record.as_deref()).await?;
         let detail = run_detail(record.as_deref()).map_err(StoreError::Invalid)?;
         let open_checklist = detail.as_ref().map_or(0, |r| r.open_checklist().count());
@@ -357,8 +355,8 @@ pub(in crate::store) async fn cancel<D: Driver>(
         return Err(StoreError::NotFound(format!("run {id}")).into());
     };
     let who = text(who);
-    match run.state {
-        RunState::Queued | RunState::AwaitingApproval => {
+    match lifecycle::cancel(run.state) {
+        lifecycle::Cancel::EndNow => {
             let why = say::cancelled_by(&who, run.state);
             d.cancel_waiting(id, &why).await?;
             d.approvals_withdraw(id).await?;
@@ -374,7 +372,7 @@ pub(in crate::store) async fn cancel<D: Driver>(
             )
             .await?;
         }
-        RunState::Running => {
+        lifecycle::Cancel::AskOwner => {
             d.request_cancel(id).await?;
             run_note(
                 d,
@@ -383,9 +381,10 @@ pub(in crate::store) async fn cancel<D: Driver>(
             )
             .await?;
         }
-        other => {
+        lifecycle::Cancel::AlreadyEnded => {
             return Err(StoreError::Conflict(format!(
-                "run {id} already ended ({other}): there is nothing to cancel"
+                "run {id} already ended ({}): there is nothing to cancel",
+                run.state
             ))
             .into())
         }

@@ -769,10 +769,9 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn running(&self, expired: bool) -> Op<Vec<RunningRun>> {
-        // A run whose cancellation was requested is not queued again: it ends cancelled.
         self.0
             .query(
-                "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
+                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
                         fingerprint, phase, progress, started_at, heard_at
                  FROM runs WHERE state = 'running' AND (NOT $1 OR lease_until < clock_timestamp())
                  FOR UPDATE SKIP LOCKED",
@@ -785,7 +784,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                     id: r.get(0),
                     incident: r.get(1),
                     runbook: r.get(2),
-                    requeue: r.get(3),
+                    idempotent: r.get(3),
                     owner: r.get(4),
                     attempt: u32::try_from(r.get::<_, i32>(5)).unwrap_or(1),
                     cancel_requested: r.get(6),

@@ -704,11 +704,10 @@ impl crate::store::driver::Driver for Conn<'_> {
             t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
                 .map(|t| t.with_timezone(&Utc))
         };
-        // A run whose cancellation was requested is not queued again: it ends cancelled.
         Ok(self
             .0
             .prepare_cached(
-                "SELECT id, incident_id, runbook, idempotent AND NOT cancel_requested, owner, attempt, cancel_requested,
+                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
                         fingerprint, phase, progress, started_at, heard_at
                  FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2)",
             )?
@@ -717,7 +716,7 @@ impl crate::store::driver::Driver for Conn<'_> {
                     id: r.get(0)?,
                     incident: r.get(1)?,
                     runbook: r.get(2)?,
-                    requeue: r.get(3)?,
+                    idempotent: r.get(3)?,
                     owner: r.get(4)?,
                     attempt: r.get(5)?,
                     cancel_requested: r.get(6)?,
