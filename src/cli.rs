@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::alert::Notification;
 use crate::exec::run::{Executor, RunObserver, RunRequest};
 use crate::exec::{ExecSettings, Sandbox, SandboxConfig, Stream};
-use crate::plan::{Phase, Plan, StepPlan, WhenDecision, PLAN_INCIDENT_ID};
+use crate::plan::{ActionPlan, Phase, Plan, StepPlan, WhenDecision, PLAN_INCIDENT_ID};
 use crate::record::{RunOutcome, StepOutcome, StepRecord};
 use crate::runbook::{self, RunbookSet};
 
@@ -1513,10 +1513,10 @@ fn write_text(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
 }
 
 fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<()> {
-    let mut attrs = vec![s.kind.as_str().to_owned()];
-    if let Some(a) = &s.approval {
+    let mut attrs = vec![s.kind().as_str().to_owned()];
+    if let Some(a) = s.asks() {
         attrs.push(format!("waits {}, then {}", ms(a.timeout_ms), a.on_timeout));
-    } else if s.kind != crate::runbook::StepKind::Manual {
+    } else if s.kind() != crate::runbook::StepKind::Manual {
         attrs.push(format!("timeout {}", ms(s.timeout_ms)));
         if s.retries > 0 {
             attrs.push(format!(
@@ -1562,27 +1562,41 @@ fn write_step(out: &mut impl Write, n: usize, s: &StepPlan) -> std::io::Result<(
             "       rendered at run time from: {}",
             printable(&t.iter().map(|x| quoted(x)).collect::<Vec<_>>().join(" "))
         )?;
-    } else if let Some(script) = &s.script {
-        writeln!(out, "       sh -c:")?;
-        for line in script.lines() {
-            writeln!(out, "         | {}", printable(line))?;
+    } else {
+        match &s.action {
+            ActionPlan::Shell {
+                script: Some(script),
+                vars,
+            } => {
+                writeln!(out, "       sh -c:")?;
+                for line in script.lines() {
+                    writeln!(out, "         | {}", printable(line))?;
+                }
+                for (k, v) in vars {
+                    writeln!(out, "       where {k}={}", quoted(v))?;
+                }
+            }
+            ActionPlan::Run { argv: Some(argv) } => writeln!(
+                out,
+                "       argv: [{}]",
+                argv.iter()
+                    .map(|a| quoted(a))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )?,
+            ActionPlan::Manual => {
+                if let Some(text) = &s.text {
+                    writeln!(out, "       checklist: {}", printable(text))?;
+                }
+            }
+            ActionPlan::Silence(_) | ActionPlan::Approve(_) | ActionPlan::Verify(_) => {
+                if let Some(text) = &s.text {
+                    writeln!(out, "       {}", printable(text))?;
+                }
+            }
+            // Not rendered: the error above says why.
+            ActionPlan::Shell { script: None, .. } | ActionPlan::Run { argv: None } => {}
         }
-        for (k, v) in &s.vars {
-            writeln!(out, "       where {k}={}", quoted(v))?;
-        }
-    } else if let Some(argv) = &s.argv {
-        writeln!(
-            out,
-            "       argv: [{}]",
-            argv.iter()
-                .map(|a| quoted(a))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )?;
-    } else if let (Some(text), true) = (&s.text, s.silence.is_some()) {
-        writeln!(out, "       {}", printable(text))?;
-    } else if let Some(text) = &s.text {
-        writeln!(out, "       checklist: {}", printable(text))?;
     }
     let own: Vec<String> = s
         .env
@@ -1838,12 +1852,16 @@ impl RunObserver for Transcript {
         } else {
             String::new()
         };
-        say!("  > {} [{}]{retry}", step.name, step.kind.as_str());
-        if let Some(script) = &step.script {
+        say!("  > {} [{}]{retry}", step.name, step.kind().as_str());
+        if let ActionPlan::Shell {
+            script: Some(script),
+            ..
+        } = &step.action
+        {
             for line in script.lines() {
                 say!("      $ {}", printable(line));
             }
-        } else if let Some(argv) = &step.argv {
+        } else if let Some(argv) = &step.argv() {
             say!(
                 "      $ [{}]",
                 argv.iter()
@@ -2195,7 +2213,11 @@ fn write_run_steps(out: &mut impl Write, r: &crate::incident::RunRecord) -> std:
             .map(|s| format!(" in {}", ms(s.duration_ms)))
             .unwrap_or_default();
         writeln!(out, "    - {} {status}{detail}{took}", plan.name)?;
-        if let Some(script) = &plan.script {
+        if let ActionPlan::Shell {
+            script: Some(script),
+            ..
+        } = &plan.action
+        {
             for l in script.lines() {
                 writeln!(out, "        $ {}", printable(l))?;
             }

@@ -183,7 +183,7 @@ pub fn run_ended<'a>(
                     s.name,
                     o.detail().unwrap_or_else(|| o.status().to_owned())
                 );
-                if s.plan.kind == crate::runbook::StepKind::Verify {
+                if s.plan.kind() == crate::runbook::StepKind::Verify {
                     out.push(Happened {
                         event: Told::VerifyFailed,
                         runbook: Some(runbook),

@@ -201,30 +201,26 @@ pub struct RunKey {
     pub starts_at: Timestamp,
 }
 
-/// One step, rendered.
+/// One step, rendered: what it does ([`ActionPlan`], one variant per step
+/// kind, so that a new kind is met by every `match` on it) and the settings
+/// every step has. Serialized flat, as `--plan --json` and the stored run
+/// records have always written it ([`StepPlanWire`], docs/plan-json.md).
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(into = "StepPlanWire", try_from = "StepPlanWire")]
 pub struct StepPlan {
     pub name: String,
-    pub kind: StepKind,
-    /// The exact argv executed: the rendered `run:` list, or
-    /// `["/bin/sh", "-c", script]`. `None` for manual and deferred steps.
-    pub argv: Option<Vec<String>>,
-    /// The rendered shell script (also `argv[2]`): the template's text with
-    /// each value replaced by a reference to a variable of `vars`.
-    pub script: Option<String>,
-    /// For a shell step: the variables its script refers to, with their values.
-    pub vars: BTreeMap<String, String>,
-    /// The rendered checklist text of a manual step.
+    pub action: ActionPlan,
+    /// What people read: the rendered checklist text of a manual step; for
+    /// a silence, approval or verify step, what it does in words.
     pub text: Option<String>,
     /// Rendered only at run time because it reads an earlier step's result.
     pub deferred: bool,
     /// The templates, for a deferred step (argv elements, or the one script/text).
     pub templates: Option<Vec<String>>,
-    /// Variables the step gets besides PATH, LANG, HOME and TMPDIR (and
-    /// `vars`); secrets show as `[redacted]`.
+    /// Variables the step gets besides PATH, LANG, HOME and TMPDIR (and a
+    /// shell step's `vars`); secrets show as `[redacted]`.
     pub env: BTreeMap<String, String>,
     /// Variables whose values are secrets, read when the step starts.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, Secret>,
     pub timeout_ms: u64,
     pub retries: u32,
@@ -233,23 +229,187 @@ pub struct StepPlan {
     pub when: Option<WhenPlan>,
     /// Things left out or worth knowing (an alert value that cannot be
     /// passed to a program, say); the step still runs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Why this step cannot be rendered for this alert; it would fail.
     pub error: Option<String>,
-    /// A silence step: the silence it makes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub silence: Option<SilencePlan>,
-    /// An approval step: what operators are asked, and the timeout.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<crate::plan::ApprovalPlan>,
-    /// A verify step: the rendered query and its conditions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verify: Option<crate::plan::VerifyPlan>,
     /// `requires: {budget: …}` / `risk: high`: the service whose
     /// error-budget gate the step asks before it runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate: Option<GatePlan>,
+    /// What a frozen gate (the step's or its runbook's, `on_frozen:
+    /// approve`) asks operators before the step may run.
+    pub frozen_approval: Option<ApprovalPlan>,
+}
+
+/// What a step does, rendered for the alert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActionPlan {
+    /// The rendered `run:` list (`None`: deferred, or it could not be
+    /// rendered).
+    Run { argv: Option<Vec<String>> },
+    /// The rendered script (`None` as for `Run`): the template's text with
+    /// each value replaced by a reference to a variable of `vars`, which
+    /// the step gets with their values.
+    Shell {
+        script: Option<String>,
+        vars: BTreeMap<String, String>,
+    },
+    /// A checklist item: its text is the step's `text`.
+    Manual,
+    /// The silence it makes (`None`: deferred, or it could not be rendered).
+    Silence(Option<SilencePlan>),
+    /// What operators are asked, and the timeout.
+    Approve(ApprovalPlan),
+    /// The rendered query and its conditions.
+    Verify(VerifyPlan),
+}
+
+impl ActionPlan {
+    #[must_use]
+    pub fn kind(&self) -> StepKind {
+        match self {
+            ActionPlan::Run { .. } => StepKind::Run,
+            ActionPlan::Shell { .. } => StepKind::Shell,
+            ActionPlan::Manual => StepKind::Manual,
+            ActionPlan::Silence(_) => StepKind::Silence,
+            ActionPlan::Approve(_) => StepKind::Approve,
+            ActionPlan::Verify(_) => StepKind::Verify,
+        }
+    }
+}
+
+/// A [`StepPlan`] as JSON has it: every field of every kind side by side
+/// (docs/plan-json.md). Only the conversions read and write it.
+#[derive(Serialize, serde::Deserialize)]
+pub struct StepPlanWire {
+    name: String,
+    kind: StepKind,
+    argv: Option<Vec<String>>,
+    script: Option<String>,
+    #[serde(default)]
+    vars: BTreeMap<String, String>,
+    text: Option<String>,
+    #[serde(default)]
+    deferred: bool,
+    templates: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: BTreeMap<String, Secret>,
+    timeout_ms: u64,
+    #[serde(default)]
+    retries: u32,
+    #[serde(default)]
+    retry_delay_ms: u64,
+    #[serde(default)]
+    continue_on_failure: bool,
+    when: Option<WhenPlan>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    silence: Option<SilencePlan>,
+    /// An approval step's own; on any other step, what its frozen gate asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    approval: Option<ApprovalPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verify: Option<VerifyPlan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gate: Option<GatePlan>,
+}
+
+impl From<StepPlan> for StepPlanWire {
+    fn from(p: StepPlan) -> Self {
+        let argv = p.argv();
+        let kind = p.action.kind();
+        let (mut script, mut vars, mut silence, mut approval, mut verify) =
+            (None, BTreeMap::new(), None, None, None);
+        match p.action {
+            ActionPlan::Run { .. } | ActionPlan::Manual => {}
+            ActionPlan::Shell { script: s, vars: v } => (script, vars) = (s, v),
+            ActionPlan::Silence(s) => silence = s,
+            ActionPlan::Approve(a) => approval = Some(a),
+            ActionPlan::Verify(v) => verify = Some(v),
+        }
+        // A frozen gate's question is the one the run waits on.
+        if p.frozen_approval.is_some() {
+            approval = p.frozen_approval;
+        }
+        StepPlanWire {
+            name: p.name,
+            kind,
+            argv,
+            script,
+            vars,
+            text: p.text,
+            deferred: p.deferred,
+            templates: p.templates,
+            env: p.env,
+            secrets: p.secrets,
+            timeout_ms: p.timeout_ms,
+            retries: p.retries,
+            retry_delay_ms: p.retry_delay_ms,
+            continue_on_failure: p.continue_on_failure,
+            when: p.when,
+            warnings: p.warnings,
+            error: p.error,
+            silence,
+            approval,
+            verify,
+            gate: p.gate,
+        }
+    }
+}
+
+impl TryFrom<StepPlanWire> for StepPlan {
+    type Error = String;
+
+    fn try_from(w: StepPlanWire) -> Result<Self, String> {
+        let (action, frozen_approval) = match w.kind {
+            StepKind::Run => (ActionPlan::Run { argv: w.argv }, w.approval),
+            StepKind::Shell => (
+                ActionPlan::Shell {
+                    script: w.script,
+                    vars: w.vars,
+                },
+                w.approval,
+            ),
+            StepKind::Manual => (ActionPlan::Manual, w.approval),
+            StepKind::Silence => (ActionPlan::Silence(w.silence), w.approval),
+            StepKind::Approve => {
+                (
+                    ActionPlan::Approve(w.approval.ok_or_else(|| {
+                        format!("approval step `{}` without its `approval`", w.name)
+                    })?),
+                    None,
+                )
+            }
+            StepKind::Verify => (
+                ActionPlan::Verify(
+                    w.verify
+                        .ok_or_else(|| format!("verify step `{}` without its `verify`", w.name))?,
+                ),
+                w.approval,
+            ),
+        };
+        Ok(StepPlan {
+            name: w.name,
+            action,
+            text: w.text,
+            deferred: w.deferred,
+            templates: w.templates,
+            env: w.env,
+            secrets: w.secrets,
+            timeout_ms: w.timeout_ms,
+            retries: w.retries,
+            retry_delay_ms: w.retry_delay_ms,
+            continue_on_failure: w.continue_on_failure,
+            when: w.when,
+            warnings: w.warnings,
+            error: w.error,
+            gate: w.gate,
+            frozen_approval,
+        })
+    }
 }
 
 /// The gate a step asks, rendered for the alert.
@@ -278,19 +438,56 @@ pub struct SilencePlan {
 }
 
 impl StepPlan {
+    #[must_use]
+    pub fn kind(&self) -> StepKind {
+        self.action.kind()
+    }
+
+    /// The exact argv executed: the rendered `run:` list, or `["/bin/sh",
+    /// "-c", script]`. `None` for the other kinds and for deferred or
+    /// broken steps.
+    #[must_use]
+    pub fn argv(&self) -> Option<Vec<String>> {
+        match &self.action {
+            ActionPlan::Run { argv } => argv.clone(),
+            ActionPlan::Shell { script, .. } => script
+                .as_ref()
+                .map(|s| vec!["/bin/sh".to_owned(), "-c".to_owned(), s.clone()]),
+            ActionPlan::Manual
+            | ActionPlan::Silence(_)
+            | ActionPlan::Approve(_)
+            | ActionPlan::Verify(_) => None,
+        }
+    }
+
+    /// What the run waits on before going on past this step: its frozen
+    /// gate's question, or an approval step's own.
+    #[must_use]
+    pub fn asks(&self) -> Option<&ApprovalPlan> {
+        match (&self.frozen_approval, &self.action) {
+            (Some(a), _) | (None, ActionPlan::Approve(a)) => Some(a),
+            (None, _) => None,
+        }
+    }
+
     /// The command as a person would type it (the script of a shell step,
-    /// the argv of a run step quoted for display); `None` for a manual or
-    /// deferred step.
+    /// the argv of a run step quoted for display); `None` for the other
+    /// kinds and for a deferred step.
     #[must_use]
     pub fn command_line(&self) -> Option<String> {
-        self.script.clone().or_else(|| {
-            self.argv.as_ref().map(|argv| {
+        match &self.action {
+            ActionPlan::Shell { script, .. } => script.clone(),
+            ActionPlan::Run { argv } => argv.as_ref().map(|argv| {
                 argv.iter()
                     .map(|w| crate::runbook::shell_word(w))
                     .collect::<Vec<_>>()
                     .join(" ")
-            })
-        })
+            }),
+            ActionPlan::Manual
+            | ActionPlan::Silence(_)
+            | ActionPlan::Approve(_)
+            | ActionPlan::Verify(_) => None,
+        }
     }
 }
 
@@ -613,10 +810,23 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
     let defer = |t: &Template| t.uses_steps() && !at_run_time;
     let mut plan = StepPlan {
         name: step.name.clone(),
-        kind: step.action.kind(),
-        argv: None,
-        script: None,
-        vars: BTreeMap::new(),
+        // Each kind's rendering, below, replaces this.
+        action: match &step.action {
+            Action::Run(_) => ActionPlan::Run { argv: None },
+            Action::Shell(_) => ActionPlan::Shell {
+                script: None,
+                vars: BTreeMap::new(),
+            },
+            Action::Manual(_) | Action::Verify(_) => ActionPlan::Manual,
+            Action::Silence(_) => ActionPlan::Silence(None),
+            // What it asks is known even when its prompt is rendered at
+            // run time.
+            Action::Approve(spec) => ActionPlan::Approve(ApprovalPlan {
+                prompt: spec.prompt.source().to_owned(),
+                timeout_ms: millis(spec.timeout),
+                on_timeout: spec.on_timeout,
+            }),
+        },
         text: None,
         deferred: false,
         templates: None,
@@ -629,10 +839,8 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         when: None,
         warnings: Vec::new(),
         error: None,
-        silence: None,
-        approval: None,
-        verify: None,
         gate: None,
+        frozen_approval: None,
     };
     let mut errors = Vec::new();
     let render = |what: &str, t: &Template| match t.render(data) {
@@ -684,15 +892,9 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
         Action::Approve(spec) => vec![&spec.prompt],
         Action::Verify(_) => Vec::new(),
     };
-    // An approval step waits its own `timeout`, not a step's; what it asks
-    // is known even when its prompt is rendered at run time.
+    // An approval step waits its own `timeout`, not a step's.
     if let Action::Approve(spec) = &step.action {
         plan.timeout_ms = millis(spec.timeout);
-        plan.approval = Some(crate::plan::ApprovalPlan {
-            prompt: spec.prompt.source().to_owned(),
-            timeout_ms: millis(spec.timeout),
-            on_timeout: spec.on_timeout,
-        });
     }
     // A verify step polls for its own `timeout`; its query, rendered now
     // or (reading earlier steps) at run time.
@@ -736,7 +938,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
             ),
             (None, _, _) => "verify (the query is rendered at run time)".to_owned(),
         });
-        plan.verify = Some(crate::plan::VerifyPlan {
+        plan.action = ActionPlan::Verify(VerifyPlan {
             query,
             success,
             failure,
@@ -760,17 +962,16 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                     .enumerate()
                     .map(|(i, t)| ok(render(&format!("run[{i}]"), t)))
                     .collect();
-                plan.argv = rendered.into_iter().collect();
+                plan.action = ActionPlan::Run {
+                    argv: rendered.into_iter().collect(),
+                };
             }
             Action::Shell(t) => match t.render_shell(data) {
                 Ok(sub) => {
-                    plan.vars = sub.vars.into_iter().collect();
-                    plan.argv = Some(vec![
-                        "/bin/sh".to_owned(),
-                        "-c".to_owned(),
-                        sub.script.clone(),
-                    ]);
-                    plan.script = Some(sub.script);
+                    plan.action = ActionPlan::Shell {
+                        script: Some(sub.script),
+                        vars: sub.vars.into_iter().collect(),
+                    };
                 }
                 Err(e) => {
                     ok(Err(format!("shell: {e}")));
@@ -785,7 +986,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                     humantime::format_duration(spec.timeout),
                     spec.on_timeout
                 ));
-                plan.approval = Some(crate::plan::ApprovalPlan {
+                plan.action = ActionPlan::Approve(ApprovalPlan {
                     prompt,
                     timeout_ms: millis(spec.timeout),
                     on_timeout: spec.on_timeout,
@@ -836,14 +1037,14 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                     .filter(|(k, _)| k.as_str() != "runbookd_origin")
                     .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
                     .collect();
-                plan.silence = Some(SilencePlan {
+                plan.action = ActionPlan::Silence(Some(SilencePlan {
                     alert: crate::alert::fingerprint(&own),
                     covers_others: spec.covers_others,
                     matchers,
                     duration_ms: millis(spec.duration),
                     comment,
                     until: spec.until,
-                });
+                }));
             }
         }
     }
@@ -880,18 +1081,18 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
             }
         }
         if !plan.deferred {
-            let argv_bytes = plan
-                .argv
-                .iter()
-                .flatten()
-                .map(|a| a.len() + 1)
-                .sum::<usize>()
-                + plan
-                    .vars
+            let argv = plan.argv().unwrap_or_default();
+            let no_vars = BTreeMap::new();
+            let vars = match &plan.action {
+                ActionPlan::Shell { vars, .. } => vars,
+                _ => &no_vars,
+            };
+            let argv_bytes = argv.iter().map(|a| a.len() + 1).sum::<usize>()
+                + vars
                     .iter()
                     .map(|(k, v)| k.len() + v.len() + 2)
                     .sum::<usize>();
-            for a in plan.argv.iter().flatten() {
+            for a in &argv {
                 if a.len() + 1 > MAX_ENV_STRING {
                     ok(Err(format!(
                         "an argument is {} bytes, over the kernel's limit of {MAX_ENV_STRING} for one argument",
@@ -899,7 +1100,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
                     )));
                 }
             }
-            for (k, v) in &plan.vars {
+            for (k, v) in vars {
                 if k.len() + v.len() + 2 > MAX_ENV_STRING {
                     ok(Err(format!(
                         "the value behind `{k}` is {} bytes, over the kernel's limit of {MAX_ENV_STRING} for one variable",
@@ -920,7 +1121,7 @@ pub fn render_step(step: &Step, data: &Data, base_env: &Result<BaseEnv, String>)
     plan
 }
 
-/// An approval step's settings, rendered (`StepPlan.approval`).
+/// An approval step's settings, rendered (`ActionPlan::Approve`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalPlan {
     /// The rendered prompt operators read.
@@ -1016,4 +1217,92 @@ pub struct VerifyPlan {
     pub timeout_ms: u64,
     pub consecutive_success: u32,
     pub on_inconclusive: Inconclusive,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step as JSON has always had it: every field of every kind.
+    fn wire(kind: &str, extra: &Value) -> Value {
+        let mut v = json!({
+            "name": "s", "kind": kind, "argv": null, "script": null, "vars": {},
+            "text": null, "deferred": false, "templates": null, "env": {},
+            "timeout_ms": 1000, "retries": 0, "retry_delay_ms": 0,
+            "continue_on_failure": false, "when": null, "error": null,
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    }
+
+    #[test]
+    fn each_kind_reads_from_and_writes_back_to_the_flat_json() {
+        let approval = json!({"prompt": "go?", "timeout_ms": 60000, "on_timeout": "deny"});
+        let cases = [
+            (wire("run", &json!({"argv": ["df", "-h"]})), StepKind::Run),
+            (
+                wire(
+                    "shell",
+                    &json!({"argv": ["/bin/sh", "-c", "echo \"$V1\""], "script": "echo \"$V1\"", "vars": {"V1": "x"}}),
+                ),
+                StepKind::Shell,
+            ),
+            (wire("manual", &json!({"text": "look"})), StepKind::Manual),
+            (
+                wire(
+                    "silence",
+                    &json!({"text": "silence a=b", "silence": {"matchers": [{"name": "a", "value": "b", "isRegex": false, "isEqual": true}], "duration_ms": 1000, "comment": "", "until": "run_end", "alert": "f", "covers_others": false}}),
+                ),
+                StepKind::Silence,
+            ),
+            (
+                wire("approve", &json!({"text": "ask", "approval": approval})),
+                StepKind::Approve,
+            ),
+            (
+                wire(
+                    "verify",
+                    &json!({"text": "verify", "verify": {"query": "up", "success": {"op": "<", "value": 1.0}, "alert_resolved": false, "initial_delay_ms": 0, "interval_ms": 1000, "timeout_ms": 5000, "consecutive_success": 1, "on_inconclusive": "fail"}}),
+                ),
+                StepKind::Verify,
+            ),
+            // A run step its frozen gate held for an operator.
+            (
+                wire("run", &json!({"argv": ["true"], "approval": approval})),
+                StepKind::Run,
+            ),
+        ];
+        for (json, kind) in cases {
+            let plan: StepPlan = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(plan.kind(), kind);
+            assert_eq!(serde_json::to_value(&plan).unwrap(), json, "{kind:?}");
+        }
+        let held: StepPlan = serde_json::from_value(wire(
+            "run",
+            &json!({"argv": ["true"], "approval": approval}),
+        ))
+        .unwrap();
+        assert_eq!(held.asks().map(|a| a.prompt.as_str()), Some("go?"));
+        assert_eq!(held.argv(), Some(vec!["true".to_owned()]));
+    }
+
+    #[test]
+    fn a_record_missing_its_kinds_settings_is_refused_with_the_step() {
+        let err = serde_json::from_value::<StepPlan>(wire("approve", &json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("approval step `s` without its `approval`"),
+            "{err}"
+        );
+        let err = serde_json::from_value::<StepPlan>(wire("verify", &json!({})))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("verify step `s` without its `verify`"),
+            "{err}"
+        );
+    }
 }

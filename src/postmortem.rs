@@ -137,8 +137,8 @@ pub fn context(d: &IncidentDetail) -> Value {
                 continue;
             };
             // A verify step's measurements: how many, and the last.
-            let label = match (&step.plan.verify, step.attempts.last()) {
-                (Some(_), Some(a)) => {
+            let label = match (&step.plan.action, step.attempts.last()) {
+                (crate::plan::ActionPlan::Verify(_), Some(a)) => {
                     let measured: Vec<&str> =
                         a.stdout.lines().filter(|l| l.contains(" value=")).collect();
                     match measured.last() {

@@ -333,7 +333,7 @@ fn step_view(plan: &crate::plan::StepPlan, record: Option<&crate::record::StepRe
         })
         .collect();
     json!({
-        "name": plan.name, "kind": plan.kind.as_str(),
+        "name": plan.name, "kind": plan.kind().as_str(),
         "on_failure": record.is_some_and(|r| r.phase == crate::record::StepPhase::OnFailure),
         "status": status, "failure": outcome.is_some_and(crate::record::StepOutcome::is_failure),
         "duration": record.map(|r| human_ms(r.duration_ms)).unwrap_or_default(),

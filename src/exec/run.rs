@@ -26,7 +26,7 @@ use super::process::{self, ExecSettings, OutputSink, ProcessSpec};
 use super::sandbox::{RunAs, Sandbox, StepOptions};
 use crate::alert::{Alert, Notification};
 use crate::plan::millis;
-use crate::plan::{self, IncidentRef, Phase, StepPlan, WhenDecision};
+use crate::plan::{self, ActionPlan, IncidentRef, Phase, StepPlan, WhenDecision};
 use crate::record::{Attempt, RunOutcome, RunResult, StepOutcome, StepPhase, StepRecord};
 use crate::runbook::{Runbook, Secret, Step};
 
@@ -478,7 +478,7 @@ impl Executor {
                 checklist.push(rec.plan.text.clone().unwrap_or_default());
             }
             let o = rec.outcome.clone();
-            let asks = rec.plan.approval.clone();
+            let asks = rec.plan.asks().cloned();
             observer.step_finished(&rec);
             records.push(rec);
             match o {
@@ -571,7 +571,9 @@ impl Executor {
         if req.lease.is_none() && outcome != RunOutcome::AwaitingApproval {
             if let Some(am) = &self.alertmanager.get() {
                 for rec in &records {
-                    let (Some(id), Some(plan)) = (&rec.silence_id, &rec.plan.silence) else {
+                    let (Some(id), crate::plan::ActionPlan::Silence(Some(plan))) =
+                        (&rec.silence_id, &rec.plan.action)
+                    else {
                         continue;
                     };
                     if plan.until == crate::runbook::Until::RunEnd {
@@ -791,7 +793,7 @@ impl Executor {
         let mut attempts = Vec::new();
         let mut silence_id = None;
         // An SLO burn-rate check: its query, from the SLO as loaded now.
-        if let Some(v) = plan.verify.as_mut() {
+        if let crate::plan::ActionPlan::Verify(v) = &mut plan.action {
             if let Some(b) = &v.burn_rate {
                 match self.burn_rate_query(b) {
                     Ok(q) => v.query = Some(q),
@@ -808,7 +810,7 @@ impl Executor {
             .filter(|_| !overridden)
             .and_then(|g| self.frozen(Some(g)));
         let outcome = if let Some((reason, _)) = run_frozen {
-            plan.approval = Some(crate::plan::ApprovalPlan {
+            plan.frozen_approval = Some(crate::plan::ApprovalPlan {
                 prompt: format!("{reason}. Run runbook `{}` anyway?", req.runbook.name),
                 timeout_ms: millis(FROZEN_APPROVAL_TIMEOUT),
                 on_timeout: crate::runbook::OnTimeout::Deny,
@@ -842,7 +844,7 @@ impl Executor {
                 OnFrozen::Skip => StepOutcome::Skipped { reason },
                 OnFrozen::Fail => StepOutcome::Denied { reason },
                 OnFrozen::Approve => {
-                    plan.approval = Some(crate::plan::ApprovalPlan {
+                    plan.frozen_approval = Some(crate::plan::ApprovalPlan {
                         prompt: format!("{reason}. Run step `{}` anyway?", plan.name),
                         timeout_ms: millis(FROZEN_APPROVAL_TIMEOUT),
                         on_timeout: crate::runbook::OnTimeout::Deny,
@@ -850,63 +852,69 @@ impl Executor {
                     StepOutcome::AwaitingApproval
                 }
             })
-        } else if plan.kind == crate::runbook::StepKind::Manual {
-            None
-        } else if cancel.is_cancelled() {
+        } else if cancel.is_cancelled() && plan.kind() != crate::runbook::StepKind::Manual {
             Some(StepOutcome::Cancelled)
-        } else if plan.approval.is_some() {
-            // The run pauses: a server's operators decide, or the person at
-            // the terminal of `runbookd run`.
-            Some(StepOutcome::AwaitingApproval)
-        } else if let Some(v) = &plan.verify {
-            Some(
-                self.verify(req, step, v, deadline, cancel, &mut attempts)
-                    .await,
-            )
-        } else if let Some(silence) = &plan.silence {
-            let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
-            if let (Some(made), Some(lease), Ok(incident)) = (
-                &id,
-                req.lease,
-                req.incident.id.parse::<crate::incident::IncidentId>(),
-            ) {
-                observer
-                    .silenced(crate::incident::RunSilence {
-                        id: made.id.clone(),
-                        watched: made.watched,
-                        run_id: lease.run_id,
-                        incident,
-                        receiver: req.notification.receiver.clone(),
-                        group_key: req.notification.group_key.clone(),
-                        alert: req.alert.clone(),
-                        until: silence.until,
-                        alertmanager: made.alertmanager.clone(),
-                    })
-                    .await;
-            }
-            silence_id = id.map(|made| made.id);
-            Some(outcome)
-        } else if let (Some(argv), Ok(dir)) = (&plan.argv, run_dir) {
-            Some(
-                self.attempts(
-                    step,
-                    &plan,
-                    argv,
-                    dir,
-                    deadline,
-                    observer,
-                    cancel,
-                    &mut attempts,
-                )
-                .await,
-            )
         } else {
-            Some(StepOutcome::SpawnFailed {
-                reason: run_dir
-                    .err()
-                    .unwrap_or("the step has no command")
-                    .to_owned(),
-            })
+            // Every kind of step, once: a new kind is a compile error here
+            // until it is handled.
+            match &plan.action {
+                ActionPlan::Manual => None,
+                // The run pauses: a server's operators decide, or the
+                // person at the terminal of `runbookd run`.
+                ActionPlan::Approve(_) => Some(StepOutcome::AwaitingApproval),
+                ActionPlan::Verify(v) => Some(
+                    self.verify(req, step, v, deadline, cancel, &mut attempts)
+                        .await,
+                ),
+                ActionPlan::Silence(None) => Some(StepOutcome::SpawnFailed {
+                    reason: "the silence could not be rendered".to_owned(),
+                }),
+                ActionPlan::Silence(Some(silence)) => {
+                    let (outcome, id) = self.silence(req, step, silence, &mut attempts).await;
+                    if let (Some(made), Some(lease), Ok(incident)) = (
+                        &id,
+                        req.lease,
+                        req.incident.id.parse::<crate::incident::IncidentId>(),
+                    ) {
+                        observer
+                            .silenced(crate::incident::RunSilence {
+                                id: made.id.clone(),
+                                watched: made.watched,
+                                run_id: lease.run_id,
+                                incident,
+                                receiver: req.notification.receiver.clone(),
+                                group_key: req.notification.group_key.clone(),
+                                alert: req.alert.clone(),
+                                until: silence.until,
+                                alertmanager: made.alertmanager.clone(),
+                            })
+                            .await;
+                    }
+                    silence_id = id.map(|made| made.id);
+                    Some(outcome)
+                }
+                ActionPlan::Run { .. } | ActionPlan::Shell { .. } => match (plan.argv(), run_dir) {
+                    (Some(argv), Ok(dir)) => Some(
+                        self.attempts(
+                            step,
+                            &plan,
+                            &argv,
+                            dir,
+                            deadline,
+                            observer,
+                            cancel,
+                            &mut attempts,
+                        )
+                        .await,
+                    ),
+                    (_, Err(e)) => Some(StepOutcome::SpawnFailed {
+                        reason: e.to_owned(),
+                    }),
+                    (None, Ok(_)) => Some(StepOutcome::SpawnFailed {
+                        reason: "the step has no command".to_owned(),
+                    }),
+                },
+            }
         };
         StepRecord {
             name: step.name.clone(),
@@ -1120,7 +1128,9 @@ impl Executor {
         // The process gets the rendered env, the script's variables and the
         // secrets, read now; the record keeps them redacted.
         let mut env = plan.env.clone();
-        env.extend(plan.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let crate::plan::ActionPlan::Shell { vars, .. } = &plan.action {
+            env.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
         let scratch = &dir.scratch;
         let mut secrets = Vec::new();
         for (k, secret) in &plan.secrets {

@@ -439,7 +439,7 @@ impl RunDetail {
         };
         steps
             .iter()
-            .filter(|s| s.outcome.is_none() && s.plan.kind == crate::runbook::StepKind::Manual)
+            .filter(|s| s.outcome.is_none() && s.plan.kind() == crate::runbook::StepKind::Manual)
     }
 }
 
