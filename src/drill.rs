@@ -139,51 +139,45 @@ impl Drills {
             tracing::warn!(runbook = %rb.name, due = %due, reason = %why, "drill refused: its plan is recorded, nothing runs");
         }
         let plan_only = self.shadow || drill.mode == DrillMode::Plan || refused.is_some();
-        let ingested = crate::dispatch::ingest_manual(
-            &self.store,
-            rb,
-            n,
-            body,
-            self.max_queued.load(Ordering::Relaxed),
-            plan_only,
-            drill.notify,
-        )
-        .await;
-        let ingested = match ingested {
-            Ok(i) => i,
+        let mut note = format!(
+            "drill of `{}` ({} mode, schedule `{}`, due {})",
+            rb.name,
+            if self.shadow || drill.mode == DrillMode::Plan {
+                "plan"
+            } else {
+                "execute"
+            },
+            drill.schedule,
+            due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        if let Some(why) = &refused {
+            note = format!("{note} refused, its plan recorded and nothing run: {why}");
+        }
+        let note = crate::incident::Update {
+            author: "runbookd".into(),
+            message: note,
+            status: None,
+            root_cause: None,
+        };
+        let ingested = self
+            .dispatcher
+            .run_manually(
+                rb,
+                (n, body),
+                self.max_queued.load(Ordering::Relaxed),
+                (plan_only, drill.notify),
+                note,
+            )
+            .await;
+        match ingested {
+            Ok(i) => {
+                if let Some(incident) = i.incident {
+                    tracing::info!(runbook = %rb.name, incident = %incident, mode = drill.mode.as_str(), "drill started");
+                }
+            }
             Err(e) => {
                 tracing::error!(runbook = %rb.name, due = %due, error = %e, "cannot record a drill: this occurrence is skipped");
-                return;
             }
-        };
-        if let Some(incident) = ingested.incident {
-            let mut note = format!(
-                "drill of `{}` ({} mode, schedule `{}`, due {})",
-                rb.name,
-                if self.shadow || drill.mode == DrillMode::Plan {
-                    "plan"
-                } else {
-                    "execute"
-                },
-                drill.schedule,
-                due.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            );
-            if let Some(why) = &refused {
-                note = format!("{note} refused, its plan recorded and nothing run: {why}");
-            }
-            let update = crate::incident::Update {
-                author: "runbookd".into(),
-                message: note,
-                status: None,
-                root_cause: None,
-            };
-            if let Err(e) = self.store.add_update(incident, update).await {
-                tracing::warn!(incident = %incident, error = %e, "cannot note a drill on its incident");
-            }
-            tracing::info!(runbook = %rb.name, incident = %incident, mode = drill.mode.as_str(), "drill started");
-        }
-        if !ingested.queued.is_empty() {
-            self.dispatcher.wake();
         }
     }
 }

@@ -59,9 +59,11 @@ pub(super) async fn decide(
             ));
         }
     }
-    let a = s.store.decide(id, approval, decision, who, comment).await?;
+    let a = s
+        .dispatcher
+        .decide((id, approval), decision, who, comment)
+        .await?;
     tracing::info!(run = id, step = %a.step, decision = %a.state, by = ?a.decided_by, "approval decided");
-    s.dispatcher.wake();
     Ok(a)
 }
 

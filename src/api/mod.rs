@@ -315,11 +315,7 @@ pub(crate) async fn cancel_run(
     id: i64,
     author: String,
 ) -> Result<crate::incident::RunState, ApiError> {
-    use crate::incident::RunState;
-    let before = s.store.cancel_run(id, author.clone()).await?;
-    if before == RunState::Running {
-        s.dispatcher.cancel(&[id]);
-    }
+    let before = s.dispatcher.cancel_run(id, author.clone()).await?;
     // Its `until: run_end` silences, if it made any, are expired by the
     // silence keeper, which finds the run ended in the store.
     tracing::info!(run = id, by = %author, was = %before, "cancellation requested");

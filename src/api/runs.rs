@@ -144,33 +144,25 @@ async fn start_as(
     if body.len() > s.body_limit {
         return Err(ApiError::PayloadTooLarge(s.body_limit));
     }
-    let ingested = crate::dispatch::ingest_manual(
-        &s.store,
-        &rb,
-        n,
-        body,
-        s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
-        plan_only,
-        notify,
-    )
-    .await?;
+    let note = crate::incident::Update {
+        author: author.to_owned(),
+        message: note,
+        status: None,
+        root_cause: None,
+    };
+    let ingested = s
+        .dispatcher
+        .run_manually(
+            &rb,
+            (n, body),
+            s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
+            (plan_only, notify),
+            note,
+        )
+        .await?;
     let incident = ingested
         .incident
         .ok_or_else(|| ApiError::BadRequest("the run was not recorded".into()))?;
-    s.store
-        .add_update(
-            incident,
-            crate::incident::Update {
-                author: author.to_owned(),
-                message: note,
-                status: None,
-                root_cause: None,
-            },
-        )
-        .await?;
-    if !ingested.queued.is_empty() {
-        s.dispatcher.wake();
-    }
     tracing::info!(runbook, incident = %incident, by = author, runs = ingested.queued.len(), "manual run queued");
     Ok(json!({
         "incident": incident,
@@ -227,8 +219,7 @@ async fn rerun(
 /// the same incident (no new incident, nobody paged for one), in place of
 /// the original.
 pub(super) async fn rerun_as(s: &AppState, id: i64, author: String) -> Result<Value, ApiError> {
-    let r = s.store.rerun(id, author.clone()).await?;
-    s.dispatcher.wake();
+    let r = s.dispatcher.rerun(id, author.clone()).await?;
     tracing::info!(run = id, rerun = r.run, incident = %r.incident, by = %author, "re-run queued");
     Ok(json!({
         "incident": r.incident,

@@ -85,16 +85,16 @@ pub async fn ingest(s: &AppState, n: Notification, bytes: Vec<u8>) -> Result<Val
         .run_rate
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let ingested = crate::dispatch::ingest(
-        &s.store,
-        &set,
-        n,
-        bytes,
-        s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
-        s.shadow,
-        run_rate,
-    )
-    .await?;
+    let ingested = s
+        .dispatcher
+        .accept(
+            &set,
+            n,
+            bytes,
+            s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),
+            run_rate,
+        )
+        .await?;
     tracing::info!(
         notification = ingested.notification_id,
         incident = ingested
@@ -108,12 +108,6 @@ pub async fn ingest(s: &AppState, n: Notification, bytes: Vec<u8>) -> Result<Val
         skipped_runs = ingested.skipped,
         "webhook accepted"
     );
-    // Silences of withdrawn runs and of resolved alerts are expired by the
-    // silence keeper, which finds them due in the store.
-    s.dispatcher.cancel(&ingested.cancel);
-    if !ingested.queued.is_empty() {
-        s.dispatcher.wake();
-    }
     Ok(json!({
         "status": "accepted",
         "notification": ingested.notification_id,

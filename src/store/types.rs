@@ -44,6 +44,9 @@ pub struct Ingest {
     /// The server's cap on runs of all runbooks per window (`limits.run_rate`);
     /// `None` for runs people asked for.
     pub run_rate: Option<crate::duration::Rate>,
+    /// A note for the incident's timeline, recorded with the rest (who
+    /// asked for a manual run, or which drill this is).
+    pub note: Option<crate::incident::Update>,
 }
 
 /// What ingesting did.

@@ -342,6 +342,7 @@ async fn escalations_fire_once_and_acknowledgements_cancel_them(b: &Backend) {
             max_queued: 1000,
             shadow: true,
             run_rate: None,
+            note: None,
         })
         .await
         .unwrap()
@@ -378,6 +379,7 @@ fn ingest(
         max_queued: 1000,
         shadow: false,
         run_rate: None,
+        note: None,
     })
 }
 
@@ -959,6 +961,7 @@ async fn a_full_queue_records_nothing(b: &Backend) {
             max_queued: 1,
             shadow: false,
             run_rate: None,
+            note: None,
         })
         .await
         .unwrap_err();
@@ -967,6 +970,61 @@ async fn a_full_queue_records_nothing(b: &Backend) {
         r[0].incidents(IncidentFilter::default()).await.unwrap().1,
         0,
         "rolled back whole"
+    );
+}
+
+/// A manual run's note (who asked, why) is part of the run's transaction:
+/// recorded with it on the incident's timeline, and refused with it when
+/// the queue is full.
+async fn a_manual_runs_note_is_recorded_with_it(b: &Backend) {
+    let r = b.replicas("note", 1).await;
+    let note = |m: &str| runbookd::incident::Update {
+        author: "alice".into(),
+        message: m.into(),
+        status: None,
+        root_cause: None,
+    };
+    let (n, body) = notification("g1", "firing", &[("A", T0)]);
+    let ing = r[0]
+        .ingest(Ingest {
+            body,
+            notification: n,
+            matches: vec![vec![runbook("fix")]],
+            max_queued: 10,
+            shadow: false,
+            run_rate: None,
+            note: Some(note("manual run: checking the disk")),
+        })
+        .await
+        .unwrap();
+    let d = r[0].incident(ing.incident.unwrap()).await.unwrap();
+    let update = d
+        .timeline
+        .iter()
+        .find(|t| t.kind == "update")
+        .expect("the note is on the timeline");
+    assert_eq!(
+        (update.author.as_str(), update.message.as_str()),
+        ("alice", "manual run: checking the disk")
+    );
+    let (n, body) = notification("g2", "firing", &[("B", T0), ("C", T0)]);
+    let err = r[0]
+        .ingest(Ingest {
+            body,
+            notification: n,
+            matches: vec![vec![runbook("fix")], vec![runbook("fix")]],
+            max_queued: 1,
+            shadow: false,
+            run_rate: None,
+            note: Some(note("never recorded")),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::QueueFull), "{err:?}");
+    assert_eq!(
+        r[0].incidents(IncidentFilter::default()).await.unwrap().1,
+        1,
+        "the refused run and its note are rolled back together"
     );
 }
 
@@ -1529,6 +1587,7 @@ on_both_stores!(one_leader_at_a_time);
 on_both_stores!(live_output_resumes_after_a_cursor);
 on_both_stores!(reaping_all_interrupts_what_ran);
 on_both_stores!(a_full_queue_records_nothing);
+on_both_stores!(a_manual_runs_note_is_recorded_with_it);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postgres_store_recovers_from_a_restart_and_says_why_while_down() {
@@ -1713,6 +1772,7 @@ fn ingest_capped(
         max_queued,
         shadow: false,
         run_rate: None,
+        note: None,
     })
 }
 

@@ -88,6 +88,9 @@ pub(in crate::store) async fn ingest<D: Driver>(d: &D, input: &Ingest) -> Op<Ing
             d.set_alerts_ended(incident, ended).await?;
         }
     }
+    if let Some(note) = &input.note {
+        super::incidents::add_update(d, IncidentId(incident), note).await?;
+    }
     // Only what queues a run is refused (whole) over the cap: a
     // notification that queues none, a resolution above all, is always
     // recorded.

@@ -14,6 +14,13 @@
 //! the run over never runs beside it; and every write of the run names its
 //! fence, so a stale owner (a paused process, say) writes nothing.
 
+mod accept;
+mod observe;
+
+use accept::is_drill;
+pub use accept::{ingest, ingest_manual, manual_notification, runbook_match};
+use observe::StoreObserver;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -23,17 +30,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alert::Notification;
-use crate::exec::run::{Executor, RunObserver, RunRequest};
-use crate::exec::Stream;
+use crate::exec::run::{Executor, RunRequest};
 use crate::incident::{RunDetail, RunState};
 use crate::metrics::Metrics;
-use crate::plan::{IncidentRef, Plan, StepPlan};
-use crate::record::{RunOutcome, RunResult, StepOutcome, StepRecord};
+use crate::plan::{IncidentRef, Plan};
+use crate::record::{RunOutcome, RunResult, StepOutcome};
 use crate::runbook::RunbookSet;
-use crate::store::{
-    ClaimRequest, Claimed, FinishOutcome, Finished, Ingest, Ingested, Lease, Reap, RunbookMatch,
-    Sharing, Store, StoreError,
-};
+use crate::store::{ClaimRequest, Claimed, FinishOutcome, Finished, Lease, Reap, Sharing, Store};
 
 /// The current runbook set; replaced whole on reload.
 pub type Runbooks = Arc<RwLock<Arc<RunbookSet>>>;
@@ -60,7 +63,7 @@ pub struct Replica {
 /// lease was last renewed by this replica's clock (taken before the request
 /// that renewed it, so never later than the store's own renewal).
 #[derive(Clone)]
-struct Held {
+pub(super) struct Held {
     lease: Lease,
     cancel: CancellationToken,
     renewed: Arc<Mutex<std::time::Instant>>,
@@ -122,7 +125,7 @@ pub struct Dispatcher {
 /// When the alert of a run's first remediation began firing: `None` for a
 /// resumed or taken-over run, a resolution, a manual run or a drill (whose
 /// alerts runbookd made itself).
-fn first_step_of(c: &Claimed) -> Option<chrono::DateTime<chrono::Utc>> {
+pub(super) fn first_step_of(c: &Claimed) -> Option<chrono::DateTime<chrono::Utc>> {
     if c.phase != crate::plan::Phase::Remediation || c.resume.is_some() || c.attempt > 1 || c.shadow
     {
         return None;
@@ -137,148 +140,6 @@ fn first_step_of(c: &Claimed) -> Option<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::parse_from_rfc3339(&c.starts_at)
         .ok()
         .map(|t| t.with_timezone(&chrono::Utc))
-}
-
-/// Whether a claimed run's notification is a drill's.
-fn is_drill(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .is_ok_and(|v| v["receiver"] == crate::alert::DRILL_RECEIVER)
-}
-
-/// Matches the notification's alerts and records everything in one transaction.
-///
-/// # Errors
-/// [`StoreError::QueueFull`] when the queue is full (nothing recorded), or a store error.
-pub async fn ingest(
-    store: &Store,
-    runbooks: &RunbookSet,
-    notification: Notification,
-    body: Vec<u8>,
-    max_queued: u64,
-    shadow: bool,
-    run_rate: Option<crate::duration::Rate>,
-) -> Result<Ingested, StoreError> {
-    let matches = notification
-        .alerts
-        .iter()
-        .map(|a| {
-            runbooks
-                .matching(&a.labels)
-                .into_iter()
-                .map(|rb| runbook_match(rb))
-                .collect()
-        })
-        .collect();
-    let input = Ingest {
-        body,
-        notification,
-        matches,
-        max_queued,
-        shadow,
-        run_rate,
-    };
-    store.ingest(input).await
-}
-
-/// What ingesting needs of a runbook.
-#[must_use]
-pub fn runbook_match(rb: &crate::runbook::Runbook) -> RunbookMatch {
-    RunbookMatch {
-        name: rb.name.clone(),
-        title: rb.title.clone(),
-        severity: rb.severity,
-        cooldown: rb.cooldown,
-        rate: rb.rate,
-        has_on_resolved: !rb.on_resolved.is_empty(),
-        cancel_on_resolved: rb.cancel_on_resolved,
-        idempotent: rb.idempotent,
-        policy: rb.policy.clone(),
-    }
-}
-
-/// The notification of a manual run or a drill of `runbook`: one firing
-/// alert with these labels (`alertname` defaults to the runbook's name), in
-/// a group of its own, from `receiver`. runbookd writes it and ingests it as
-/// it would an Alertmanager's, so its labels are exactly as inert.
-///
-/// # Errors
-/// When no random group id can be made or the result does not parse.
-pub fn manual_notification(
-    receiver: &str,
-    runbook: &str,
-    mut labels: crate::alert::Labels,
-    annotations: &crate::alert::Labels,
-    external_url: &str,
-) -> Result<(Notification, Vec<u8>), String> {
-    labels
-        .entry("alertname".into())
-        .or_insert_with(|| runbook.to_owned());
-    let nonce =
-        crate::exec::instance::random_hex(8).map_err(|e| format!("cannot make a group id: {e}"))?;
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let body = serde_json::to_vec(&serde_json::json!({
-        "version": "4",
-        "receiver": receiver,
-        "status": "firing",
-        "groupKey": format!("{receiver}:{runbook}:{nonce}"),
-        "truncatedAlerts": 0,
-        "groupLabels": {"alertname": labels["alertname"]},
-        "commonLabels": labels,
-        "commonAnnotations": annotations,
-        "externalURL": external_url,
-        "alerts": [{
-            "status": "firing",
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": now,
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "",
-            "fingerprint": crate::alert::fingerprint(&labels),
-        }],
-    }))
-    .map_err(|e| format!("cannot encode the run: {e}"))?;
-    let n = Notification::from_json(&body).map_err(|e| format!("invalid manual run: {e}"))?;
-    Ok((n, body))
-}
-
-/// Records a manual run of `rb` (a synthetic notification whose alerts all
-/// run this one runbook, whatever its matchers, without its cooldown), in
-/// one transaction; `notify: false` leaves its notification rules out (a
-/// drill pages nobody unless it says so).
-///
-/// # Errors
-/// As [`ingest`].
-pub async fn ingest_manual(
-    store: &Store,
-    rb: &crate::runbook::Runbook,
-    notification: Notification,
-    body: Vec<u8>,
-    max_queued: u64,
-    shadow: bool,
-    notify: bool,
-) -> Result<Ingested, StoreError> {
-    let mut m = runbook_match(rb);
-    // People asked for this run: no cooldown, no rate cap.
-    m.cooldown = std::time::Duration::ZERO;
-    m.rate = None;
-    if !notify {
-        m.policy = crate::runbook::notify::Policy::default();
-    }
-    let matches = notification
-        .alerts
-        .iter()
-        .map(|_| vec![m.clone()])
-        .collect();
-    store
-        .ingest(Ingest {
-            body,
-            notification,
-            matches,
-            max_queued,
-            shadow,
-            run_rate: None,
-        })
-        .await
 }
 
 impl Dispatcher {
@@ -927,217 +788,5 @@ fn summarize(r: &RunResult, shutting_down: bool) -> String {
             r.duration_ms,
             failed.join(", ")
         )
-    }
-}
-
-/// Streams a run's output into the store while it runs, in batches.
-struct StoreObserver {
-    store: Store,
-    lease: Lease,
-    /// For the log lines of failed steps.
-    incident: String,
-    runbook: String,
-    metrics: Arc<Metrics>,
-    pending: Mutex<Vec<(String, &'static str, Vec<u8>)>>,
-    stored: Mutex<HashMap<String, usize>>,
-    done: CancellationToken,
-    /// On a shared store: the run's lease and how long it may go unrenewed;
-    /// no step starts past that (after a pause, before the heartbeat notices).
-    held: Option<(Held, Duration)>,
-    /// When the alert of a first remediation run began firing (taken
-    /// once, at its first step, for the alert-to-first-step latency).
-    first_step_of: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
-    /// The steps so far and the one running, and whether the store has
-    /// seen them yet: stored with the output, so that a run taken over
-    /// keeps them.
-    progress: Mutex<(crate::record::Progress, bool)>,
-}
-
-impl StoreObserver {
-    fn new(
-        store: Store,
-        c: &Claimed,
-        metrics: Arc<Metrics>,
-        held: Option<(Held, Duration)>,
-    ) -> Self {
-        StoreObserver {
-            store,
-            lease: c.lease,
-            incident: c.incident.to_string(),
-            runbook: c.runbook.clone(),
-            metrics,
-            pending: Mutex::new(Vec::new()),
-            stored: Mutex::new(HashMap::new()),
-            done: CancellationToken::new(),
-            held,
-            first_step_of: Mutex::new(first_step_of(c)),
-            progress: Mutex::new((
-                crate::record::Progress {
-                    steps: c
-                        .resume
-                        .as_ref()
-                        .map(|r| r.prior.steps.clone())
-                        .unwrap_or_default(),
-                    running: None,
-                },
-                false,
-            )),
-        }
-    }
-
-    /// Stores the output and steps gathered since the last flush. The last
-    /// flush, when the run ended, stores only output: the run's end, written
-    /// next, records every step (one write fewer per run). A run this
-    /// replica no longer holds (its lease lapsed) is recorded by the replica
-    /// that takes it over, from its steps so far: they are stored then.
-    async fn flush(&self, last: bool) {
-        let ends_here = last && !self.held.as_ref().is_some_and(|(h, _)| h.released());
-        let chunks =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner));
-        if !chunks.is_empty() {
-            if let Err(e) = self.store.append_output(self.lease, chunks).await {
-                tracing::warn!(run = self.lease.run_id, error = %e, "cannot store live output");
-            }
-        }
-        let progress = {
-            let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
-            let dirty = std::mem::replace(&mut p.1, false);
-            (dirty && !ends_here).then(|| serde_json::to_string(&p.0))
-        };
-        match progress {
-            Some(Ok(json)) => {
-                if let Err(e) = self.store.progress(self.lease, json).await {
-                    tracing::warn!(run = self.lease.run_id, error = %e, "cannot store the run's steps so far");
-                }
-            }
-            Some(Err(e)) => {
-                tracing::warn!(run = self.lease.run_id, error = %e, "cannot write the run's steps so far");
-            }
-            None => {}
-        }
-    }
-
-    async fn flush_loop(self: Arc<Self>) {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(200)) => self.flush(false).await,
-                () = self.done.cancelled() => {
-                    self.flush(true).await;
-                    return;
-                }
-            }
-        }
-    }
-}
-
-impl RunObserver for StoreObserver {
-    fn may_start(&self) -> bool {
-        if let Some((held, fence_after)) = &self.held {
-            if !held.released() && held.since_renewal() >= *fence_after {
-                tracing::error!(
-                    run = held.lease.run_id,
-                    "lease not renewed in time: the next step does not start (fenced)"
-                );
-                held.release();
-            }
-            return !held.released();
-        }
-        true
-    }
-
-    fn step_started(&self, step: &StepPlan, attempt: u32, _attempts: u32) {
-        self.metrics.running_steps.inc();
-        {
-            let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
-            p.0.running = Some(crate::record::RunningStep {
-                plan: step.clone(),
-                attempt,
-                since: chrono::Utc::now(),
-            });
-            p.1 = true;
-        }
-        if let Some(fired) = self
-            .first_step_of
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        {
-            let waited = (chrono::Utc::now() - fired).to_std().unwrap_or_default();
-            self.metrics
-                .alert_to_first_step
-                .observe(waited.as_secs_f64());
-        }
-    }
-
-    fn output(&self, step: &str, stream: Stream, bytes: &[u8]) {
-        let mut stored = self.stored.lock().unwrap_or_else(PoisonError::into_inner);
-        let so_far = stored.entry(step.to_owned()).or_default();
-        let room = LIVE_OUTPUT_PER_STEP.saturating_sub(*so_far);
-        if room == 0 {
-            return;
-        }
-        let take = bytes.len().min(room);
-        *so_far += take;
-        let stream = if stream == Stream::Stdout {
-            "stdout"
-        } else {
-            "stderr"
-        };
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((step.to_owned(), stream, bytes[..take].to_vec()));
-    }
-
-    fn silenced(
-        &self,
-        silence: crate::incident::RunSilence,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
-        Box::pin(async move {
-            let id = silence.id.clone();
-            if let Err(e) = self.store.record_silence(silence).await {
-                tracing::warn!(run = self.lease.run_id, silence = %id, error = %e, "cannot record a run's silence: should runbookd die before the run ends, it ends only at its duration");
-            }
-        })
-    }
-
-    fn step_finished(&self, rec: &StepRecord) {
-        {
-            let mut p = self.progress.lock().unwrap_or_else(PoisonError::into_inner);
-            p.0.steps.push(rec.clone());
-            p.0.running = None;
-            p.1 = true;
-        }
-        if rec.attempts.is_empty() {
-            if let Some(o) = &rec.outcome {
-                Metrics::count_for(&self.metrics.steps, &self.runbook, o.status());
-            }
-            return;
-        }
-        let attempts = rec.attempts.len();
-        for (n, a) in rec.attempts.iter().enumerate() {
-            if a.outcome.is_failure() {
-                let outcome = serde_json::to_string(&a.outcome).unwrap_or_default();
-                tracing::warn!(
-                    incident = %self.incident,
-                    run = self.lease.run_id,
-                    runbook = %self.runbook,
-                    step = %rec.name,
-                    attempt = n + 1,
-                    attempts,
-                    status = a.outcome.status(),
-                    outcome = %outcome,
-                    "step failed"
-                );
-            }
-            self.metrics.running_steps.dec();
-            Metrics::count_for(&self.metrics.steps, &self.runbook, a.outcome.status());
-            self.metrics
-                .step_duration
-                .get_or_create(&crate::metrics::Outcome {
-                    outcome: a.outcome.status().to_owned(),
-                })
-                .observe(Duration::from_millis(a.duration_ms).as_secs_f64());
-        }
     }
 }
