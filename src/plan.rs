@@ -205,8 +205,8 @@ pub struct RunKey {
 /// kind, so that a new kind is met by every `match` on it) and the settings
 /// every step has. Serialized flat, as `--plan --json` and the stored run
 /// records have always written it ([`StepPlanWire`], docs/plan-json.md).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-#[serde(into = "StepPlanWire", try_from = "StepPlanWire")]
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(try_from = "StepPlanWire")]
 pub struct StepPlan {
     pub name: String,
     pub action: ActionPlan,
@@ -278,8 +278,9 @@ impl ActionPlan {
 }
 
 /// A [`StepPlan`] as JSON has it: every field of every kind side by side
-/// (docs/plan-json.md). Only the conversions read and write it.
-#[derive(Serialize, serde::Deserialize)]
+/// (docs/plan-json.md). Reading converts it; writing borrows the same
+/// fields ([`StepPlanOut`]).
+#[derive(serde::Deserialize)]
 pub struct StepPlanWire {
     name: String,
     kind: StepKind,
@@ -317,46 +318,75 @@ pub struct StepPlanWire {
     gate: Option<GatePlan>,
 }
 
-impl From<StepPlan> for StepPlanWire {
-    fn from(p: StepPlan) -> Self {
-        let argv = p.argv();
-        let kind = p.action.kind();
-        let (mut script, mut vars, mut silence, mut approval, mut verify) =
-            (None, BTreeMap::new(), None, None, None);
-        match p.action {
-            ActionPlan::Run { .. } | ActionPlan::Manual => {}
-            ActionPlan::Shell { script: s, vars: v } => (script, vars) = (s, v),
-            ActionPlan::Silence(s) => silence = s,
-            ActionPlan::Approve(a) => approval = Some(a),
+/// How a [`StepPlan`] is written: [`StepPlanWire`]'s fields, borrowed (a
+/// run's steps are written at every progress flush; nothing is cloned).
+#[derive(Serialize)]
+struct StepPlanOut<'a> {
+    name: &'a str,
+    kind: StepKind,
+    argv: Option<Vec<String>>,
+    script: Option<&'a String>,
+    vars: &'a BTreeMap<String, String>,
+    text: &'a Option<String>,
+    deferred: bool,
+    templates: &'a Option<Vec<String>>,
+    env: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    secrets: &'a BTreeMap<String, Secret>,
+    timeout_ms: u64,
+    retries: u32,
+    retry_delay_ms: u64,
+    continue_on_failure: bool,
+    when: &'a Option<WhenPlan>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+    error: &'a Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silence: Option<&'a SilencePlan>,
+    /// An approval step's own; on any other step, what its frozen gate asks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<&'a ApprovalPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<&'a VerifyPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gate: &'a Option<GatePlan>,
+}
+
+impl Serialize for StepPlan {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        static NO_VARS: BTreeMap<String, String> = BTreeMap::new();
+        let (mut script, mut vars, mut silence, mut verify) = (None, &NO_VARS, None, None);
+        match &self.action {
+            ActionPlan::Run { .. } | ActionPlan::Manual | ActionPlan::Approve(_) => {}
+            ActionPlan::Shell { script: s, vars: v } => (script, vars) = (s.as_ref(), v),
+            ActionPlan::Silence(s) => silence = s.as_ref(),
             ActionPlan::Verify(v) => verify = Some(v),
         }
-        // A frozen gate's question is the one the run waits on.
-        if p.frozen_approval.is_some() {
-            approval = p.frozen_approval;
-        }
-        StepPlanWire {
-            name: p.name,
-            kind,
-            argv,
+        StepPlanOut {
+            name: &self.name,
+            kind: self.kind(),
+            argv: self.argv(),
             script,
             vars,
-            text: p.text,
-            deferred: p.deferred,
-            templates: p.templates,
-            env: p.env,
-            secrets: p.secrets,
-            timeout_ms: p.timeout_ms,
-            retries: p.retries,
-            retry_delay_ms: p.retry_delay_ms,
-            continue_on_failure: p.continue_on_failure,
-            when: p.when,
-            warnings: p.warnings,
-            error: p.error,
+            text: &self.text,
+            deferred: self.deferred,
+            templates: &self.templates,
+            env: &self.env,
+            secrets: &self.secrets,
+            timeout_ms: self.timeout_ms,
+            retries: self.retries,
+            retry_delay_ms: self.retry_delay_ms,
+            continue_on_failure: self.continue_on_failure,
+            when: &self.when,
+            warnings: &self.warnings,
+            error: &self.error,
             silence,
-            approval,
+            // A frozen gate's question is the one the run waits on.
+            approval: self.asks(),
             verify,
-            gate: p.gate,
+            gate: &self.gate,
         }
+        .serialize(ser)
     }
 }
 
