@@ -370,3 +370,11 @@ pub struct Resume {
     pub prior: Box<crate::record::RunResult>,
     pub approval: crate::approval::Approval,
 }
+
+/// A claimed run's identity for writes: every write of a run names its fence,
+/// and a write whose fence is no longer the run's writes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub run_id: i64,
+    pub fence: i64,
+}

@@ -192,7 +192,7 @@ pub struct RunRequest<'a> {
     pub incident: IncidentRef,
     /// The claimed run (server runs): steps get `RUNBOOKD_RUN_ID` and
     /// `RUNBOOKD_FENCE`, for downstream systems that refuse a stale owner.
-    pub lease: Option<crate::store::Lease>,
+    pub lease: Option<crate::record::Lease>,
     /// A run paused on an approval step and decided: resumed after that step.
     pub resume: Option<&'a crate::record::Resume>,
     /// A re-run: the first run of what it re-runs (its `until: resolved`

@@ -1,6 +1,7 @@
 //! What goes in and out of the store, whichever backend keeps it, and the
 //! wording both backends record.
 
+pub use crate::record::Lease;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -71,14 +72,6 @@ pub struct Ingested {
     /// again, so the silences it made are expired now.
     #[serde(skip)]
     pub withdrawn: Vec<i64>,
-}
-
-/// A claimed run's identity for writes: every write of a run names its fence,
-/// and a write whose fence is no longer the run's writes nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    pub run_id: i64,
-    pub fence: i64,
 }
 
 /// What a replica may claim now.
