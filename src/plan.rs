@@ -279,7 +279,7 @@ impl ActionPlan {
 
 /// A [`StepPlan`] as JSON has it: every field of every kind side by side
 /// (docs/plan-json.md). Reading converts it; writing borrows the same
-/// fields ([`StepPlanOut`]).
+/// fields (`StepPlanOut`).
 #[derive(serde::Deserialize)]
 pub struct StepPlanWire {
     name: String,

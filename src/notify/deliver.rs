@@ -79,7 +79,7 @@ impl Bucket {
 }
 
 /// The delay before attempt `attempt + 1`: `backoff` doubled per attempt,
-/// at most [`MAX_BACKOFF`], ±20% jitter, and never before `Retry-After`.
+/// at most `MAX_BACKOFF`, ±20% jitter, and never before `Retry-After`.
 #[must_use]
 pub fn retry_delay(backoff: Duration, attempt: u32, retry_after: Option<Duration>) -> Duration {
     let exp = backoff.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));

@@ -1,17 +1,17 @@
 //! The durable store: notifications, incidents, alerts, runs, live step
 //! output and timelines, behind one interface with two backends:
 //!
-//! - [`sqlite`]: one file (WAL, `synchronous=FULL`, group commit), the
+//! - `sqlite`: one file (WAL, `synchronous=FULL`, group commit), the
 //!   embedded default, one process at a time;
-//! - [`postgres`]: several replicas on one PostgreSQL database.
+//! - `postgres`: several replicas on one PostgreSQL database.
 //!
 //! Callers see domain operations only (ingest, claim, heartbeat, append
 //! output, finish, reap, updates, reads); no SQL and no database crate
 //! leaves this module. Deduplication, claiming, leases and fences live in
 //! the database, never in process memory.
 //!
-//! Each operation is written once: [`flow`] holds its control flow (what to
-//! read, what it means, what to write next) over the [`driver::Driver`]
+//! Each operation is written once: `flow` holds its control flow (what to
+//! read, what it means, what to write next) over the `driver::Driver`
 //! trait, whose methods are single statements. A backend is a driver plus
 //! its connection handling: SQLite runs the flow on its writer thread,
 //! inside a savepoint of the next group commit; PostgreSQL runs it in a
