@@ -7,6 +7,7 @@
 //! result) cannot be known in advance: the plan marks it `deferred` and shows
 //! its template, and execution renders it when the earlier steps have run.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -206,7 +207,7 @@ pub struct RunKey {
 /// every step has. Serialized flat, as `--plan --json` and the stored run
 /// records have always written it ([`StepPlanWire`], docs/plan-json.md).
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(try_from = "StepPlanWire")]
+#[serde(try_from = "StepPlanWire<'static>")]
 pub struct StepPlan {
     pub name: String,
     pub action: ActionPlan,
@@ -278,24 +279,25 @@ impl ActionPlan {
 }
 
 /// A [`StepPlan`] as JSON has it: every field of every kind side by side
-/// (docs/plan-json.md). Reading converts it; writing borrows the same
-/// fields (`StepPlanOut`).
-#[derive(serde::Deserialize)]
-pub struct StepPlanWire {
-    name: String,
+/// (docs/plan-json.md). Written from borrowed fields (a run's steps are
+/// written at every progress flush: nothing is cloned), read into owned
+/// ones and converted.
+#[derive(Serialize, serde::Deserialize)]
+pub struct StepPlanWire<'a> {
+    name: Cow<'a, str>,
     kind: StepKind,
     argv: Option<Vec<String>>,
-    script: Option<String>,
+    script: Option<Cow<'a, str>>,
     #[serde(default)]
-    vars: BTreeMap<String, String>,
-    text: Option<String>,
+    vars: Cow<'a, BTreeMap<String, String>>,
+    text: Option<Cow<'a, str>>,
     #[serde(default)]
     deferred: bool,
-    templates: Option<Vec<String>>,
+    templates: Option<Cow<'a, [String]>>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: Cow<'a, BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    secrets: BTreeMap<String, Secret>,
+    secrets: Cow<'a, BTreeMap<String, Secret>>,
     timeout_ms: u64,
     #[serde(default)]
     retries: u32,
@@ -303,53 +305,19 @@ pub struct StepPlanWire {
     retry_delay_ms: u64,
     #[serde(default)]
     continue_on_failure: bool,
-    when: Option<WhenPlan>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-    error: Option<String>,
+    when: Option<Cow<'a, WhenPlan>>,
+    #[serde(default, skip_serializing_if = "<[String]>::is_empty")]
+    warnings: Cow<'a, [String]>,
+    error: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    silence: Option<SilencePlan>,
+    silence: Option<Cow<'a, SilencePlan>>,
     /// An approval step's own; on any other step, what its frozen gate asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    approval: Option<ApprovalPlan>,
+    approval: Option<Cow<'a, ApprovalPlan>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    verify: Option<VerifyPlan>,
+    verify: Option<Cow<'a, VerifyPlan>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    gate: Option<GatePlan>,
-}
-
-/// How a [`StepPlan`] is written: [`StepPlanWire`]'s fields, borrowed (a
-/// run's steps are written at every progress flush; nothing is cloned).
-#[derive(Serialize)]
-struct StepPlanOut<'a> {
-    name: &'a str,
-    kind: StepKind,
-    argv: Option<Vec<String>>,
-    script: Option<&'a String>,
-    vars: &'a BTreeMap<String, String>,
-    text: &'a Option<String>,
-    deferred: bool,
-    templates: &'a Option<Vec<String>>,
-    env: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    secrets: &'a BTreeMap<String, Secret>,
-    timeout_ms: u64,
-    retries: u32,
-    retry_delay_ms: u64,
-    continue_on_failure: bool,
-    when: &'a Option<WhenPlan>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-    error: &'a Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    silence: Option<&'a SilencePlan>,
-    /// An approval step's own; on any other step, what its frozen gate asks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    approval: Option<&'a ApprovalPlan>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    verify: Option<&'a VerifyPlan>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gate: &'a Option<GatePlan>,
+    gate: Option<Cow<'a, GatePlan>>,
 }
 
 impl Serialize for StepPlan {
@@ -358,85 +326,91 @@ impl Serialize for StepPlan {
         let (mut script, mut vars, mut silence, mut verify) = (None, &NO_VARS, None, None);
         match &self.action {
             ActionPlan::Run { .. } | ActionPlan::Manual | ActionPlan::Approve(_) => {}
-            ActionPlan::Shell { script: s, vars: v } => (script, vars) = (s.as_ref(), v),
+            ActionPlan::Shell { script: s, vars: v } => (script, vars) = (s.as_deref(), v),
             ActionPlan::Silence(s) => silence = s.as_ref(),
             ActionPlan::Verify(v) => verify = Some(v),
         }
-        StepPlanOut {
-            name: &self.name,
+        StepPlanWire {
+            name: Cow::Borrowed(&self.name),
             kind: self.kind(),
             argv: self.argv(),
-            script,
-            vars,
-            text: &self.text,
+            script: script.map(Cow::Borrowed),
+            vars: Cow::Borrowed(vars),
+            text: self.text.as_deref().map(Cow::Borrowed),
             deferred: self.deferred,
-            templates: &self.templates,
-            env: &self.env,
-            secrets: &self.secrets,
+            templates: self.templates.as_deref().map(Cow::Borrowed),
+            env: Cow::Borrowed(&self.env),
+            secrets: Cow::Borrowed(&self.secrets),
             timeout_ms: self.timeout_ms,
             retries: self.retries,
             retry_delay_ms: self.retry_delay_ms,
             continue_on_failure: self.continue_on_failure,
-            when: &self.when,
-            warnings: &self.warnings,
-            error: &self.error,
-            silence,
+            when: self.when.as_ref().map(Cow::Borrowed),
+            warnings: Cow::Borrowed(&self.warnings),
+            error: self.error.as_deref().map(Cow::Borrowed),
+            silence: silence.map(Cow::Borrowed),
             // A frozen gate's question is the one the run waits on.
-            approval: self.asks(),
-            verify,
-            gate: &self.gate,
+            approval: self.asks().map(Cow::Borrowed),
+            verify: verify.map(Cow::Borrowed),
+            gate: self.gate.as_ref().map(Cow::Borrowed),
         }
         .serialize(ser)
     }
 }
 
-impl TryFrom<StepPlanWire> for StepPlan {
+impl TryFrom<StepPlanWire<'static>> for StepPlan {
     type Error = String;
 
-    fn try_from(w: StepPlanWire) -> Result<Self, String> {
+    fn try_from(w: StepPlanWire<'static>) -> Result<Self, String> {
+        let own = |c: Option<Cow<'static, str>>| c.map(Cow::into_owned);
+        let name = w.name.into_owned();
+        let approval = w.approval.map(Cow::into_owned);
         let (action, frozen_approval) = match w.kind {
-            StepKind::Run => (ActionPlan::Run { argv: w.argv }, w.approval),
+            StepKind::Run => (ActionPlan::Run { argv: w.argv }, approval),
             StepKind::Shell => (
                 ActionPlan::Shell {
-                    script: w.script,
-                    vars: w.vars,
+                    script: own(w.script),
+                    vars: w.vars.into_owned(),
                 },
-                w.approval,
+                approval,
             ),
-            StepKind::Manual => (ActionPlan::Manual, w.approval),
-            StepKind::Silence => (ActionPlan::Silence(w.silence), w.approval),
-            StepKind::Approve => {
-                (
-                    ActionPlan::Approve(w.approval.ok_or_else(|| {
-                        format!("approval step `{}` without its `approval`", w.name)
-                    })?),
-                    None,
-                )
-            }
+            StepKind::Manual => (ActionPlan::Manual, approval),
+            StepKind::Silence => (
+                ActionPlan::Silence(w.silence.map(Cow::into_owned)),
+                approval,
+            ),
+            StepKind::Approve => (
+                ActionPlan::Approve(
+                    approval
+                        .ok_or_else(|| format!("approval step `{name}` without its `approval`"))?,
+                ),
+                None,
+            ),
             StepKind::Verify => (
                 ActionPlan::Verify(
                     w.verify
-                        .ok_or_else(|| format!("verify step `{}` without its `verify`", w.name))?,
+                        .map(Cow::into_owned)
+                        .ok_or_else(|| format!("verify step `{name}` without its `verify`"))?,
                 ),
-                w.approval,
+                approval,
             ),
         };
         Ok(StepPlan {
-            name: w.name,
+            name,
             action,
-            text: w.text,
+            text: own(w.text),
             deferred: w.deferred,
-            templates: w.templates,
-            env: w.env,
-            secrets: w.secrets,
+            templates: w.templates.map(Cow::into_owned),
+            env: w.env.into_owned(),
+            secrets: w.secrets.into_owned(),
             timeout_ms: w.timeout_ms,
             retries: w.retries,
             retry_delay_ms: w.retry_delay_ms,
             continue_on_failure: w.continue_on_failure,
-            when: w.when,
-            warnings: w.warnings,
-            error: w.error,
-            gate: w.gate,
+            when: w.when.map(Cow::into_owned),
+            warnings: w.warnings.into_owned(),
+            error: own(w.error),
+            gate: w.gate.map(Cow::into_owned),
             frozen_approval,
         })
     }

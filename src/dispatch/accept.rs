@@ -135,7 +135,7 @@ pub(super) fn is_drill(body: &[u8]) -> bool {
 ///
 /// # Errors
 /// [`StoreError::QueueFull`] when the queue is full (nothing recorded), or a store error.
-pub async fn ingest(
+async fn ingest(
     store: &Store,
     runbooks: &RunbookSet,
     notification: Notification,
@@ -169,7 +169,7 @@ pub async fn ingest(
 
 /// What ingesting needs of a runbook.
 #[must_use]
-pub fn runbook_match(rb: &crate::runbook::Runbook) -> RunbookMatch {
+fn runbook_match(rb: &crate::runbook::Runbook) -> RunbookMatch {
     RunbookMatch {
         name: rb.name.clone(),
         title: rb.title.clone(),
@@ -235,7 +235,7 @@ pub fn manual_notification(
 ///
 /// # Errors
 /// As [`ingest`].
-pub async fn ingest_manual(
+async fn ingest_manual(
     store: &Store,
     rb: &crate::runbook::Runbook,
     (notification, body): (Notification, Vec<u8>),

@@ -18,7 +18,7 @@ mod accept;
 mod observe;
 
 use accept::is_drill;
-pub use accept::{ingest, ingest_manual, manual_notification, runbook_match};
+pub use accept::manual_notification;
 use observe::StoreObserver;
 
 use std::collections::HashMap;
