@@ -27,8 +27,9 @@
 //!    of single statements per backend (SQLite or PostgreSQL).
 //! 8. The integrations and the steps that are not commands:
 //!    [`alertmanager`] and [`prometheus`] (the APIs runbookd asks),
-//!    [`verify`] (did the remediation work), [`silence`] (`silence:` steps
-//!    and the keeper that ends them when due).
+//!    [`verify`] (did the remediation work), [`silence`] (the keeper that
+//!    ends `silence:` steps' silences when due; the executor makes them
+//!    through [`alertmanager`]).
 //! 9. Telling people: [`notify`] (notifiers, the outbox worker) and
 //!    [`postmortem`] (the draft, from the incident record).
 //! 10. Knowing the service: [`slo`] (SLO files, error budgets, policies and

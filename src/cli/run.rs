@@ -545,3 +545,51 @@ impl RunObserver for Transcript {
         say!("  = {}{tail}: {what}", rec.name);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(kind: &str, extra: &serde_json::Value) -> StepPlan {
+        let mut v = serde_json::json!({
+            "name": "s", "kind": kind, "argv": null, "script": null, "text": null,
+            "templates": null, "timeout_ms": 1000, "when": null, "error": null,
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn shown(s: &StepPlan) -> String {
+        let mut out = Vec::new();
+        write_step(&mut out, 1, s).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn only_a_manual_step_is_shown_as_a_checklist_item() {
+        let manual = shown(&step(
+            "manual",
+            &serde_json::json!({"text": "Look at the disk"}),
+        ));
+        assert!(manual.contains("checklist: Look at the disk"), "{manual}");
+        let verify = shown(&step(
+            "verify",
+            &serde_json::json!({"text": "verify `up` until < 1", "verify": {"query": "up", "initial_delay_ms": 0, "interval_ms": 1000, "timeout_ms": 5000, "consecutive_success": 1, "on_inconclusive": "fail"}}),
+        ));
+        assert!(verify.contains("       verify `up` until < 1"), "{verify}");
+        assert!(!verify.contains("checklist"), "{verify}");
+        let approve = shown(&step(
+            "approve",
+            &serde_json::json!({"text": "ask for approval: go?", "approval": {"prompt": "go?", "timeout_ms": 60000, "on_timeout": "deny"}}),
+        ));
+        assert!(
+            approve.contains("(approve; waits 1m, then deny)"),
+            "{approve}"
+        );
+        assert!(!approve.contains("checklist"), "{approve}");
+        let run = shown(&step("run", &serde_json::json!({"argv": ["df", "-h"]})));
+        assert!(run.contains(r#"argv: ["df", "-h"]"#), "{run}");
+    }
+}

@@ -47,9 +47,12 @@ impl Dispatcher {
         Ok(ingested)
     }
 
-    /// A run of `rb` that a person or a drill asked for (see
-    /// [`ingest_manual`]), recorded with `note` on its incident's timeline
-    /// in the same transaction; the claimers are woken.
+    /// A run of `rb` that a person or a drill asked for: a synthetic
+    /// notification whose alerts all run this one runbook, whatever its
+    /// matchers, without its cooldown or the rate cap (`notify: false`
+    /// leaves its notification rules out: a drill pages nobody unless it
+    /// says so). Recorded with `note` on its incident's timeline in the
+    /// same transaction; the claimers are woken.
     ///
     /// # Errors
     /// As [`Dispatcher::accept`].

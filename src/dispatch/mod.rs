@@ -1,7 +1,7 @@
 //! notification → incidents → queued runs → executor.
 //!
 //! The webhook records a notification and its queued runs in one store
-//! transaction ([`ingest`]); the dispatcher claims queued runs from the store
+//! transaction ([`Dispatcher::accept`]); the dispatcher claims queued runs from the store
 //! (oldest first, each runbook under its `concurrency`, all under the global
 //! cap of concurrent steps), executes them, streams their output into the
 //! store while they run, and records the result. Claims live in the database,

@@ -737,7 +737,7 @@ impl Drill {
     /// What a drill is, for the store's once-per-occurrence claim: its runbook
     /// and every setting, so that two different drills never share a claim.
     #[must_use]
-    pub fn identity(&self, runbook: &str) -> String {
+    pub(crate) fn identity(&self, runbook: &str) -> String {
         let d = self;
         let mut what = serde_json::json!({
             "runbook": runbook,

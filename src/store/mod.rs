@@ -807,6 +807,17 @@ mod tests {
     /// or set on a state column is a name of a state enum.
     #[test]
     fn every_state_literal_in_a_statement_names_a_state() {
+        // Every source of the store: both drivers and the SQL they share.
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    sources(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
         use crate::approval::ApprovalState;
         use crate::incident::notices::{DeliveryState, TimerState};
         use crate::incident::{IncidentStatus, RunState};
@@ -817,29 +828,22 @@ mod tests {
         known.extend(ApprovalState::ALL.iter().map(|s| s.as_str()));
         known.extend(DeliveryState::ALL.iter().map(|s| s.as_str()));
         known.extend(TimerState::ALL.iter().map(|s| s.as_str()));
-        let sources = [
-            ("postgres/driver.rs", include_str!("postgres/driver.rs")),
-            ("postgres/mod.rs", include_str!("postgres/mod.rs")),
-            ("postgres/outbox.rs", include_str!("postgres/outbox.rs")),
-            (
-                "postgres/approvals.rs",
-                include_str!("postgres/approvals.rs"),
-            ),
-            ("postgres/silences.rs", include_str!("postgres/silences.rs")),
-            ("sqlite/driver.rs", include_str!("sqlite/driver.rs")),
-            ("sqlite/mod.rs", include_str!("sqlite/mod.rs")),
-            ("sqlite/ops.rs", include_str!("sqlite/ops.rs")),
-            ("sqlite/outbox.rs", include_str!("sqlite/outbox.rs")),
-            ("sqlite/approvals.rs", include_str!("sqlite/approvals.rs")),
-            ("sqlite/silences.rs", include_str!("sqlite/silences.rs")),
-        ];
+        known.extend(crate::plan::Phase::ALL.iter().map(|s| s.as_str()));
+        let mut files = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store"),
+            &mut files,
+        );
+        // `state`, `status` or `phase` compared with, or set to, literals;
+        // and `CASE WHEN $2 = 'resolved'`, where a bound state is compared.
         let compared = regex::Regex::new(
-            r"(?i)\b(?:state|status)\s*(?:=|<>|!=|not\s+in|in)\s*\(?\s*('[^']*'(?:\s*,\s*'[^']*')*)",
+            r"(?i)(?:\b(?:state|status|phase)|\$\d+|\?\d*)\s*(?:=|<>|!=|not\s+in|in)\s*\(?\s*('[^']*'(?:\s*,\s*'[^']*')*)",
         )
         .unwrap();
         let literal = regex::Regex::new(r"'([^']*)'").unwrap();
         let (mut seen, mut unknown) = (0, Vec::new());
-        for (file, text) in sources {
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
             // A unit test may write a state that does not exist, on purpose.
             let text = text.split("#[cfg(test)]").next().unwrap_or_default();
             for (n, line) in text.lines().enumerate() {
@@ -847,7 +851,7 @@ mod tests {
                     for l in literal.captures_iter(&c[1]) {
                         seen += 1;
                         if !known.contains(&l[1]) {
-                            unknown.push(format!("{file}:{}: '{}'", n + 1, &l[1]));
+                            unknown.push(format!("{}:{}: '{}'", file.display(), n + 1, &l[1]));
                         }
                     }
                 }

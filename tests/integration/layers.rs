@@ -27,26 +27,147 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
     }
 }
 
-/// The modules `line` names with `crate::`: `crate::x::…` and each name of
-/// `crate::{x, y::…}`.
-fn named_modules(line: &str) -> Vec<String> {
-    let ident = |s: &str| -> String {
-        s.trim_start()
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect()
-    };
+/// The top-level names of a `{…}` group that starts `text` (after its
+/// `{`): `a::B, c::{D, E}, f` → `a`, `c`, `f`; nested groups and line
+/// breaks included.
+fn group_names(text: &str) -> Vec<String> {
+    let (mut depth, mut item, mut out) = (0, String::new(), Vec::new());
+    for c in text.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => out.push(std::mem::take(&mut item)),
+            _ if depth == 0 => item.push(c),
+            _ => {}
+        }
+    }
+    out.push(item);
+    out.iter()
+        .map(|i| ident(i))
+        .filter(|m| !m.is_empty())
+        .collect()
+}
+
+fn ident(s: &str) -> String {
+    s.trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The modules `code` names through `root` (`crate::`, or `super::` in a
+/// top-level module): `root x::…`, and each name of `root {x, y::{…}}`,
+/// with the line each is on.
+fn named_modules(code: &str, root: &str) -> Vec<(usize, String)> {
     let mut out = Vec::new();
-    for (i, _) in line.match_indices("crate::") {
-        let rest = &line[i + "crate::".len()..];
+    for (i, _) in code.match_indices(root) {
+        // `…crate::` inside a longer path (`runbookd::crate::` never is).
+        if code[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            continue;
+        }
+        let line = code[..i].matches('\n').count() + 1;
+        let rest = &code[i + root.len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            let group = group.split('}').next().unwrap_or("");
-            out.extend(group.split(',').map(ident).filter(|m| !m.is_empty()));
+            out.extend(group_names(group).into_iter().map(|m| (line, m)));
         } else {
-            out.push(ident(rest));
+            out.push((line, ident(rest)));
         }
     }
     out
+}
+
+/// `text` without its comments, the contents of its strings (plain and
+/// raw) and its `#[cfg(test)] mod … { … }` blocks, line breaks kept.
+fn code_of(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut code = String::with_capacity(text.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '\'' && next == Some('"') && chars.get(i + 2) == Some(&'\'') {
+            // The char literal '"'.
+            code.push_str("' '");
+            i += 3;
+        } else if c == 'r'
+            && matches!(next, Some('"' | '#'))
+            && !chars[..i]
+                .last()
+                .is_some_and(|p| p.is_alphanumeric() || *p == '_')
+        {
+            // A raw string: r"…", r#"…"#.
+            let hashes = chars[i + 1..].iter().take_while(|h| **h == '#').count();
+            if chars.get(i + 1 + hashes) != Some(&'"') {
+                code.push(c);
+                i += 1;
+                continue;
+            }
+            code.push_str("r\"");
+            i += 2 + hashes;
+            while i < chars.len() {
+                if chars[i] == '"'
+                    && chars[i + 1..]
+                        .iter()
+                        .take(hashes)
+                        .filter(|h| **h == '#')
+                        .count()
+                        == hashes
+                {
+                    i += 1 + hashes;
+                    break;
+                }
+                code.push(blank(chars[i]));
+                i += 1;
+            }
+            code.push('"');
+        } else if c == '"' {
+            code.push('"');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    code.push(' ');
+                    i += 1;
+                }
+                if let Some(&x) = chars.get(i) {
+                    code.push(blank(x));
+                }
+                i += 1;
+            }
+            code.push('"');
+            i += 1;
+        } else {
+            code.push(c);
+            i += 1;
+        }
+    }
+    // Unit tests may reach anywhere: they are not part of the build.
+    while let Some(at) = code.find("#[cfg(test)]\nmod ") {
+        let open = code[at..].find('{').map(|o| at + o);
+        let Some(open) = open else { break };
+        let (mut depth, mut end) = (0, code.len());
+        for (i, c) in code[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let lines = code[at..end].matches('\n').count();
+        code.replace_range(at..end, &"\n".repeat(lines));
+    }
+    code
 }
 
 /// (from, to) → the places (`file:line`) of each import between modules;
@@ -63,30 +184,40 @@ fn edges() -> (Edges, Edges) {
             continue;
         };
         let text = std::fs::read_to_string(&f).expect("read source");
-        // Unit tests may reach anywhere: they are not part of the build.
-        let text = text.split("#[cfg(test)]\nmod ").next().unwrap_or("");
-        for (n, line) in text.lines().enumerate() {
-            let excuse = line.contains("// layer:");
-            let code = line.split("//").next().unwrap_or("");
-            for to in named_modules(code) {
-                if to == from || to == "self" || to == "super" {
-                    continue;
-                }
-                let at = format!("{}:{}", f.strip_prefix(&src).unwrap_or(&f).display(), n + 1);
-                let map = if excuse { &mut excused } else { &mut plain };
-                map.entry((from.clone(), to)).or_default().push(at);
+        let says_why: Vec<bool> = text.lines().map(|l| l.contains("// layer:")).collect();
+        let code = code_of(&text);
+        let rel = f.strip_prefix(&src).unwrap_or(&f);
+        // `super::` in `src/x.rs` or `src/x/mod.rs` is the crate.
+        let top = rel.components().count() == 1
+            || rel.file_name().is_some_and(|n| n == "mod.rs") && rel.components().count() == 2;
+        let mut named = named_modules(&code, "crate::");
+        if top {
+            named.extend(named_modules(&code, "super::"));
+        }
+        for (line, to) in named {
+            if to == from || to == "self" || to == "super" {
+                continue;
             }
+            let at = format!("{}:{line}", rel.display());
+            let excuse = says_why.get(line - 1).copied().unwrap_or(false);
+            let map = if excuse { &mut excused } else { &mut plain };
+            map.entry((from.clone(), to)).or_default().push(at);
         }
     }
     (plain, excused)
 }
 
 fn layer_of() -> BTreeMap<&'static str, (usize, &'static str)> {
-    runbookd::LAYERS
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (name, mods))| mods.iter().map(move |m| (*m, (i, *name))))
-        .collect()
+    let mut out = BTreeMap::new();
+    for (i, (name, mods)) in runbookd::LAYERS.iter().enumerate() {
+        for m in *mods {
+            assert!(
+                out.insert(*m, (i, *name)).is_none(),
+                "`{m}` is in two layers"
+            );
+        }
+    }
+    out
 }
 
 #[test]
@@ -158,17 +289,35 @@ fn no_two_modules_depend_on_each_other() {
 
 #[test]
 fn the_reader_sees_imports_as_written() {
-    // The scanner's own rules, on lines the sources hold.
+    // The scanner's own rules, on lines such as the sources hold.
+    let names = |code: &str| -> Vec<String> {
+        named_modules(&code_of(code), "crate::")
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    };
+    assert_eq!(names("use crate::store::{Lease, Store};"), ["store"]);
     assert_eq!(
-        named_modules("use crate::store::{Lease, Store};"),
-        ["store"]
+        names("use crate::{alert::Alert, plan::{Plan, StepPlan}, record};"),
+        ["alert", "plan", "record"]
     );
+    // A group rustfmt broke over lines.
     assert_eq!(
-        named_modules("use crate::{alert::Alert, plan::Plan};"),
+        names("use crate::{\n    alert::Alert,\n    plan::Plan,\n};"),
         ["alert", "plan"]
     );
     assert_eq!(
-        named_modules("let x = crate::record::RunResult::default(); crate::exec::go()"),
+        names("let x = crate::record::RunResult::default(); crate::exec::go()"),
         ["record", "exec"]
+    );
+    // Comments and URLs in strings are not imports; code after a test
+    // module is.
+    assert_eq!(
+        names("// crate::api\nlet u = \"http://x//crate::y\"; crate::store::go()"),
+        ["store"]
+    );
+    assert_eq!(
+        names("#[cfg(test)]\nmod tests {\n use crate::api;\n}\nuse crate::store;"),
+        ["store"]
     );
 }
