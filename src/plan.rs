@@ -314,6 +314,9 @@ pub struct StepPlanWire<'a> {
     /// An approval step's own; on any other step, what its frozen gate asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     approval: Option<Cow<'a, ApprovalPlan>>,
+    /// An approval step's frozen gate's question (asked before its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    frozen_approval: Option<Cow<'a, ApprovalPlan>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     verify: Option<Cow<'a, VerifyPlan>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -349,8 +352,16 @@ impl Serialize for StepPlan {
             warnings: Cow::Borrowed(&self.warnings),
             error: self.error.as_deref().map(Cow::Borrowed),
             silence: silence.map(Cow::Borrowed),
-            // A frozen gate's question is the one the run waits on.
-            approval: self.asks().map(Cow::Borrowed),
+            // On any step but an approval step, the frozen gate's question
+            // is written as `approval`, as it always was.
+            approval: match &self.action {
+                ActionPlan::Approve(own) => Some(Cow::Borrowed(own)),
+                _ => self.frozen_approval.as_ref().map(Cow::Borrowed),
+            },
+            frozen_approval: match &self.action {
+                ActionPlan::Approve(_) => self.frozen_approval.as_ref().map(Cow::Borrowed),
+                _ => None,
+            },
             verify: verify.map(Cow::Borrowed),
             gate: self.gate.as_ref().map(Cow::Borrowed),
         }
@@ -365,6 +376,7 @@ impl TryFrom<StepPlanWire<'static>> for StepPlan {
         let own = |c: Option<Cow<'static, str>>| c.map(Cow::into_owned);
         let name = w.name.into_owned();
         let approval = w.approval.map(Cow::into_owned);
+        let frozen = w.frozen_approval.map(Cow::into_owned);
         let (action, frozen_approval) = match w.kind {
             StepKind::Run => (ActionPlan::Run { argv: w.argv }, approval),
             StepKind::Shell => (
@@ -384,7 +396,7 @@ impl TryFrom<StepPlanWire<'static>> for StepPlan {
                     approval
                         .ok_or_else(|| format!("approval step `{name}` without its `approval`"))?,
                 ),
-                None,
+                frozen,
             ),
             StepKind::Verify => (
                 ActionPlan::Verify(
@@ -1277,6 +1289,14 @@ mod tests {
                 wire("run", &json!({"argv": ["true"], "approval": approval})),
                 StepKind::Run,
             ),
+            // An approval step held by its frozen gate: both questions kept.
+            (
+                wire(
+                    "approve",
+                    &json!({"text": "ask", "approval": approval, "frozen_approval": {"prompt": "frozen: run it anyway?", "timeout_ms": 1_800_000, "on_timeout": "deny"}}),
+                ),
+                StepKind::Approve,
+            ),
         ];
         for (json, kind) in cases {
             let plan: StepPlan = serde_json::from_value(json.clone()).unwrap();
@@ -1290,6 +1310,17 @@ mod tests {
         .unwrap();
         assert_eq!(held.asks().map(|a| a.prompt.as_str()), Some("go?"));
         assert_eq!(held.argv(), Some(vec!["true".to_owned()]));
+        let both: StepPlan = serde_json::from_value(wire(
+            "approve",
+            &json!({"approval": approval, "frozen_approval": {"prompt": "frozen: run it anyway?", "timeout_ms": 1_800_000, "on_timeout": "deny"}}),
+        ))
+        .unwrap();
+        assert_eq!(
+            both.asks().map(|a| a.prompt.as_str()),
+            Some("frozen: run it anyway?"),
+            "the gate is asked first"
+        );
+        assert!(matches!(&both.action, ActionPlan::Approve(a) if a.prompt == "go?"));
     }
 
     #[test]

@@ -398,8 +398,19 @@ impl Executor {
                     .as_ref()
                     .map_or(next == 0 && rb.gate.as_ref().is_some_and(approve), approve)
             });
+            // What the pause asked: a frozen gate's question, or (an approval
+            // step) the step's own. Granting the gate's question lets the
+            // step run, and an approval step then asks its own question.
+            let gate_asked = paused
+                .as_ref()
+                .is_some_and(|rec| rec.plan.frozen_approval.is_some());
             match paused {
+                Some(_) if gate_asked && r.approval.granted() => {
+                    overridden = Some(r.approval.clone());
+                }
+                Some(rec) if gate_asked => decision = Some(decided(rec, &r.approval, true)),
                 Some(rec) if fits => decision = Some(decided(rec, &r.approval, true)),
+                // Records from before the gate's question was marked.
                 Some(_) if frozen && r.approval.granted() => {
                     overridden = Some(r.approval.clone());
                 }

@@ -1347,7 +1347,7 @@ fn bad_safeguards_get_file_line_col_errors() {
 }
 
 /// Runbooks that ask their service's gate as a whole.
-const HELD: [(&str, &str); 3] = [
+const HELD: [(&str, &str); 4] = [
     (
         "held.yaml",
         "name: held\nmatchers: ['alertname = \"Held\"']\nrequires: {budget: web}\nsteps:\n  - name: a\n    run: ['true']\n",
@@ -1359,6 +1359,10 @@ const HELD: [(&str, &str); 3] = [
     (
         "held-ask.yaml",
         "name: held-ask\nmatchers: ['alertname = \"HeldAsk\"']\nrequires: {budget: '{{labels.service}}'}\non_frozen: approve\nsteps:\n  - name: a\n    when: '{{#if labels.never}}yes{{/if}}'\n    shell: echo first\n  - name: b\n    shell: echo second\n",
+    ),
+    (
+        "held-approve.yaml",
+        "name: held-approve\nmatchers: ['alertname = \"HeldApprove\"']\nrequires: {budget: web}\non_frozen: approve\nsteps:\n  - name: ask\n    approve: {prompt: 'Restart web?', timeout: 10m}\n  - name: b\n    shell: echo restarted\n",
     ),
 ];
 
@@ -1425,6 +1429,7 @@ async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
         ("Held", "g-held"),
         ("HeldFail", "g-fail"),
         ("HeldAsk", "g-ask"),
+        ("HeldApprove", "g-approve"),
     ] {
         assert_eq!(app.post_alert(alert(name, group)).await.status(), 200);
     }
@@ -1471,6 +1476,55 @@ async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
     assert_eq!(steps[0]["approval"]["decided_by"], "ann");
     assert_eq!(steps[1]["attempts"][0]["stdout"], "second\n");
     assert_eq!(inc["approvals"].as_array().unwrap().len(), 1, "asked once");
+    // An approval step under the frozen gate: granting the gate's question
+    // does not answer the step's own, which is asked next.
+    let inc = app
+        .wait_for_incident("INC-0004", "the gate's question", |v| {
+            crate::app::run_states(v) == ["awaiting_approval"]
+        })
+        .await;
+    assert!(
+        inc["approvals"][0]["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("Run runbook `held-approve` anyway?"),
+        "{inc:#}"
+    );
+    approve(&app, &inc, "ship it").await;
+    let pending = |v: &Value| {
+        v["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["state"] == "pending")
+            .cloned()
+    };
+    let inc = app
+        .wait_for_incident("INC-0004", "the step's own question", |v| {
+            pending(v).is_some_and(|a| a["prompt"] == "Restart web?")
+        })
+        .await;
+    let own = pending(&inc).unwrap();
+    let r = app
+        .client
+        .post(format!(
+            "{}/api/v1/runs/{}/approval",
+            app.url, inc["runs"][0]["id"]
+        ))
+        .json(&serde_json::json!({"approval": own["id"], "decision": "approve", "author": "bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let inc = app
+        .wait_for_incident("INC-0004", "the run to end", crate::app::runs_ended)
+        .await;
+    let steps = &inc["runs"][0]["result"]["steps"];
+    assert_eq!(inc["runs"][0]["state"], "succeeded", "{inc:#}");
+    assert_eq!(steps[0]["approval"]["prompt"], "Restart web?", "{inc:#}");
+    assert_eq!(steps[0]["approval"]["decided_by"], "bob");
+    assert_eq!(steps[1]["attempts"][0]["stdout"], "restarted\n");
+    assert_eq!(inc["approvals"].as_array().unwrap().len(), 2, "{inc:#}");
     drop(prometheus);
 }
 
