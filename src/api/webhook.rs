@@ -80,7 +80,6 @@ pub async fn ingest(s: &AppState, n: Notification, bytes: Vec<u8>) -> Result<Val
             .inc();
     }
     let alerts = n.alerts.len();
-    let set = s.runbook_set();
     let run_rate = *s
         .run_rate
         .read()
@@ -88,7 +87,6 @@ pub async fn ingest(s: &AppState, n: Notification, bytes: Vec<u8>) -> Result<Val
     let ingested = s
         .dispatcher
         .accept(
-            &set,
             n,
             bytes,
             s.max_queued_runs.load(std::sync::atomic::Ordering::Relaxed),

@@ -13,7 +13,7 @@ use crate::store::{Ingest, Ingested, RunbookMatch, Store, StoreError};
 
 impl Dispatcher {
     /// Accepts an Alertmanager notification: its alerts matched against
-    /// `runbooks`, recorded with their incident and queued runs in one
+    /// the runbooks in force, recorded with their incident and queued runs in one
     /// transaction; the runs it withdrew (alerts resolved under
     /// `cancel_on_resolved`) are stopped, and the claimers woken.
     ///
@@ -22,15 +22,19 @@ impl Dispatcher {
     /// or a store error.
     pub async fn accept(
         &self,
-        runbooks: &RunbookSet,
         notification: Notification,
         body: Vec<u8>,
         max_queued: u64,
         run_rate: Option<crate::duration::Rate>,
     ) -> Result<Ingested, StoreError> {
+        let runbooks = self
+            .runbooks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let ingested = ingest(
             &self.store,
-            runbooks,
+            &runbooks,
             notification,
             body,
             max_queued,
