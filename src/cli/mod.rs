@@ -278,33 +278,9 @@ pub enum Command {
         server: ServerArgs,
     },
     /// Approve the step a run waits on (asks the running server): the run goes on.
-    Approve {
-        /// The run's id (`incidents show`, the incident page).
-        run: i64,
-        /// Why, for the timeline.
-        #[arg(long)]
-        comment: Option<String>,
-        /// The approval you answer (its id, as the incident shows it)
-        /// [default: the one the run waits on now, whose prompt is printed].
-        #[arg(long)]
-        approval: Option<i64>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Approve(DecideArgs),
     /// Deny the step a run waits on (asks the running server): the step fails, `on_failure` runs.
-    Deny {
-        /// The run's id (`incidents show`, the incident page).
-        run: i64,
-        /// Why, for the timeline.
-        #[arg(long)]
-        comment: Option<String>,
-        /// The approval you answer (its id, as the incident shows it)
-        /// [default: the one the run waits on now, whose prompt is printed].
-        #[arg(long)]
-        approval: Option<i64>,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Deny(DecideArgs),
     /// Cancel a queued or running run, or one waiting for approval (asks the running server).
     Cancel {
         /// The run's id (`incidents show`).
@@ -436,6 +412,22 @@ pub enum NotificationsAction {
         #[command(flatten)]
         server: ServerArgs,
     },
+}
+
+/// `approve` and `deny`: which run, which approval, and why.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecideArgs {
+    /// The run's id (`incidents show`, the incident page).
+    pub run: i64,
+    /// Why, for the timeline.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// The approval you answer (its id, as the incident shows it)
+    /// [default: the one the run waits on now, whose prompt is printed].
+    #[arg(long)]
+    pub approval: Option<i64>,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -707,30 +699,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Approve {
-            approval,
-            run,
-            comment,
-            server,
-        } => decide(
-            run,
-            approval,
-            crate::approval::Decision::Approve,
-            comment,
-            &server,
-        ),
-        Command::Deny {
-            approval,
-            run,
-            comment,
-            server,
-        } => decide(
-            run,
-            approval,
-            crate::approval::Decision::Deny,
-            comment,
-            &server,
-        ),
+        Command::Approve(a) => decide(a, crate::approval::Decision::Approve),
+        Command::Deny(a) => decide(a, crate::approval::Decision::Deny),
         Command::Cancel { run, server } => server.post(
             &format!("/api/v1/runs/{run}/cancel"),
             &server.author_body(),

@@ -315,12 +315,16 @@ pub(super) fn notifications(
 /// (asked first, its prompt printed, so that what is decided is what was
 /// read: a later prompt is never answered by mistake).
 pub(super) fn decide(
-    run: i64,
-    approval: Option<i64>,
+    args: super::DecideArgs,
     decision: crate::approval::Decision,
-    comment: Option<String>,
-    server: &ServerArgs,
 ) -> anyhow::Result<ExitCode> {
+    let super::DecideArgs {
+        run,
+        comment,
+        approval,
+        server,
+    } = args;
+    let server = &server;
     let approval = if let Some(a) = approval {
         a
     } else {

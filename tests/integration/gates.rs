@@ -358,6 +358,11 @@ async fn a_policy_freezes_a_service_whose_budget_is_spent_and_the_gate_says_so()
 
 /// Ann approves the first pending approval of the incident's first run.
 async fn approve(app: &TestApp, inc: &Value, comment: &str) {
+    approve_as(app, inc, &inc["approvals"][0], ("ann", comment)).await;
+}
+
+/// Approves `approval` of the incident's first run as `who`, saying why.
+async fn approve_as(app: &TestApp, inc: &Value, approval: &Value, (who, comment): (&str, &str)) {
     let r = app
         .client
         .post(format!(
@@ -365,9 +370,9 @@ async fn approve(app: &TestApp, inc: &Value, comment: &str) {
             app.url, inc["runs"][0]["id"]
         ))
         .json(&serde_json::json!({
-            "approval": inc["approvals"][0]["id"],
+            "approval": approval["id"],
             "decision": "approve",
-            "author": "ann",
+            "author": who,
             "comment": comment
         }))
         .send()
@@ -1504,18 +1509,7 @@ async fn a_frozen_service_holds_runbooks_that_require_its_budget() {
             pending(v).is_some_and(|a| a["prompt"] == "Restart web?")
         })
         .await;
-    let own = pending(&inc).unwrap();
-    let r = app
-        .client
-        .post(format!(
-            "{}/api/v1/runs/{}/approval",
-            app.url, inc["runs"][0]["id"]
-        ))
-        .json(&serde_json::json!({"approval": own["id"], "decision": "approve", "author": "bob"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    approve_as(&app, &inc, &pending(&inc).unwrap(), ("bob", "restart it")).await;
     let inc = app
         .wait_for_incident("INC-0004", "the run to end", crate::app::runs_ended)
         .await;
