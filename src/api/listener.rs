@@ -22,11 +22,15 @@ use tokio_util::task::TaskTracker;
 use crate::config::HttpConfig;
 
 /// The open connections: when each was accepted, whether it is serving a
-/// request, and how to close it.
+/// request, and how to close it. A closed connection counts as open until
+/// its task has dropped its socket, so that the descriptors in use never
+/// exceed the cap, however late the closing tasks run.
 #[derive(Default)]
 struct Connections {
     next: AtomicU64,
     open: Mutex<BTreeMap<u64, Conn>>,
+    /// A connection's socket was dropped.
+    freed: tokio::sync::Notify,
 }
 
 struct Conn {
@@ -35,38 +39,72 @@ struct Conn {
 }
 
 impl Connections {
-    /// Registers a new connection, first closing the oldest idle one when
-    /// `cap` are already open. Returns its id, busy counter and close token.
-    fn admit(&self, cap: usize) -> (u64, Arc<AtomicUsize>, CancellationToken) {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.len() >= cap {
-            // Ids grow with time: the first idle one is the oldest.
-            let victim = open
-                .iter()
-                .find(|(_, c)| c.busy.load(Ordering::SeqCst) == 0)
-                .map(|(id, _)| *id)
-                .or_else(|| open.keys().next().copied());
-            if let Some(id) = victim {
-                if let Some(c) = open.remove(&id) {
-                    c.close.cancel();
-                }
-            }
-        }
+    /// Registers a new connection. Returns its id, busy counter and close token.
+    fn admit(&self) -> (u64, Arc<AtomicUsize>, CancellationToken) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let conn = Conn {
             busy: Arc::new(AtomicUsize::new(0)),
             close: CancellationToken::new(),
         };
         let handles = (id, conn.busy.clone(), conn.close.clone());
-        open.insert(id, conn);
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, conn);
         handles
     }
 
+    /// Sockets not yet dropped, closing ones included.
+    fn live(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Asks the oldest connection with no request in progress (or, when
+    /// every one is busy, the oldest) to close, unless it was asked already.
+    fn evict_one(&self) {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let closing = |c: &Conn| c.close.is_cancelled();
+        // Ids grow with time: the first idle one is the oldest.
+        let victim = open
+            .values()
+            .find(|c| !closing(c) && c.busy.load(Ordering::SeqCst) == 0)
+            .or_else(|| open.values().find(|c| !closing(c)));
+        if let Some(c) = victim {
+            c.close.cancel();
+        }
+    }
+
+    /// Once a connection's socket is dropped.
     fn remove(&self, id: u64) {
         self.open
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
+        self.freed.notify_one();
+    }
+
+    /// Past `cap` open sockets: closes the oldest idle ones and waits until
+    /// their sockets are dropped (at most `CLOSE_GRACE`), before the next
+    /// connection is taken from the kernel's queue.
+    async fn make_room(&self, cap: usize) {
+        let deadline = tokio::time::Instant::now() + CLOSE_GRACE;
+        while self.live() > cap {
+            self.evict_one();
+            if tokio::time::timeout_at(deadline, self.freed.notified())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    open = self.live(),
+                    cap,
+                    "connections over the cap did not close in time"
+                );
+                return;
+            }
+        }
     }
 
     fn close_all(&self) {
@@ -125,7 +163,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let (id, busy, close) = conns.admit(http.max_connections);
+        let (id, busy, close) = conns.admit();
         let inner = TowerToHyperService::new(app.clone());
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             // Who is on the other end: writes without users are taken from loopback only.
@@ -139,29 +177,37 @@ pub async fn serve(
                 resp
             }
         });
-        let conns = conns.clone();
+        let mine = conns.clone();
         let stopping = stopping.clone();
         let header_timeout = http.header_timeout;
         tasks.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = close.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
-                }
-                () = stopping.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
+            // The socket is dropped with `conn`, at the end of this block,
+            // before the connection stops counting as open.
+            {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    () = close.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
+                    }
+                    () = stopping.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
+                    }
                 }
             }
-            conns.remove(id);
+            mine.remove(id);
         });
+        // Over the cap: the oldest idle connections close before another
+        // is accepted (the others wait in the kernel's queue, holding none
+        // of this process's descriptors).
+        conns.make_room(http.max_connections).await;
     }
     drop(listener);
     stopping.cancel();
@@ -195,4 +241,32 @@ pub fn descriptor_budget(wanted: usize, reserve: u64) -> usize {
         );
     }
     cap
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_closed_connection_counts_until_its_socket_is_dropped() {
+        let conns = Arc::new(Connections::default());
+        let (old, _, old_close) = conns.admit();
+        let (_, busy, busy_close) = conns.admit();
+        busy.fetch_add(1, Ordering::SeqCst);
+        let (_, _, _) = conns.admit();
+        // Over a cap of 2: the oldest idle one is asked to close, and room
+        // is made only once its socket is gone.
+        let making = tokio::spawn({
+            let conns = conns.clone();
+            async move { conns.make_room(2).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(old_close.is_cancelled(), "the oldest idle one closes");
+        assert!(!busy_close.is_cancelled(), "a busy one is spared");
+        assert!(!making.is_finished(), "still 3 sockets open");
+        assert_eq!(conns.live(), 3);
+        conns.remove(old);
+        making.await.unwrap();
+        assert_eq!(conns.live(), 2);
+    }
 }
