@@ -70,6 +70,9 @@ pub(super) struct Held {
     /// The lease was lost, or could not be renewed in time: the run's end is
     /// not this replica's to record (whoever takes it over records it).
     released: Arc<std::sync::atomic::AtomicBool>,
+    /// Its steps are done and only its record is left: it no longer takes
+    /// one of this replica's slots, but its lease is renewed until then.
+    ending: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Held {
@@ -79,7 +82,13 @@ impl Held {
             cancel: CancellationToken::new(),
             renewed: Arc::new(Mutex::new(asked)),
             released: Arc::default(),
+            ending: Arc::default(),
         }
+    }
+
+    /// Whether the run takes one of this replica's slots (its steps run).
+    fn executing(&self) -> bool {
+        !self.ending.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn since_renewal(&self) -> Duration {
@@ -120,6 +129,8 @@ pub struct Dispatcher {
     stop: CancellationToken,
     /// Cancelled when the claim loop has returned: no run starts after it.
     claiming_done: CancellationToken,
+    /// A run ended since the old live output was last pruned.
+    prune_due: std::sync::atomic::AtomicBool,
 }
 
 /// When the alert of a run's first remediation began firing: `None` for a
@@ -167,6 +178,7 @@ impl Dispatcher {
             tasks: TaskTracker::new(),
             stop: CancellationToken::new(),
             claiming_done: CancellationToken::new(),
+            prune_due: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -203,6 +215,7 @@ impl Dispatcher {
         tokio::spawn(async move {
             while !stop.is_cancelled() {
                 gauges.refresh_gauges().await;
+                gauges.prune_output().await;
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     () = stop.cancelled() => {}
@@ -228,7 +241,9 @@ impl Dispatcher {
                     self.running
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .len(),
+                        .values()
+                        .filter(|h| h.executing())
+                        .count(),
                 )
                 .unwrap_or(u32::MAX);
                 let free = self.max_running.saturating_sub(busy);
@@ -443,6 +458,19 @@ impl Dispatcher {
         }
     }
 
+    /// Prunes old runs' live output, when a run ended since the last time
+    /// (once a second at most: not a statement at each run's end).
+    async fn prune_output(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.prune_due.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.store.prune_output().await {
+            self.prune_due.store(true, Ordering::Relaxed);
+            tracing::debug!(error = %e, "cannot prune old runs' live output");
+        }
+    }
+
     /// Keeps the queue, incident and approval gauges current, once a
     /// second; while approvals wait, decides those whose deadline passed
     /// (by their `on_timeout`). Every replica looks; the store gives each
@@ -576,20 +604,30 @@ impl Dispatcher {
             return;
         }
         let exclusive = self.store.sharing() == Sharing::Exclusive;
-        // Queued now (SQLite queues a write when it is asked for): freeing
-        // the slot before waiting lets the next claim share its group commit.
-        // A shared store keeps the slot, and the lease renewed, until then.
+        // Its steps are done: the slot is free before the record is written,
+        // so that the next claim runs alongside (SQLite: shares its group
+        // commit, since SQLite queues a write when it is asked for). A
+        // shared store keeps renewing the lease until the record is in; the
+        // run counts as running in the store (the cluster's cap, its
+        // runbook's concurrency) until then.
         // Shared by the retries: a run's record can be large.
         let finished = Arc::new(finished);
         let mut pending = self.store.finish(finished.clone());
         if exclusive {
             self.free(run);
+        } else {
+            held.ending.store(true, std::sync::atomic::Ordering::SeqCst);
+            self.wake();
         }
         let give_up = self.replica.lease.saturating_sub(self.replica.fence_margin);
         let mut pause = Duration::from_millis(100);
         loop {
             match pending.await {
-                Ok(FinishOutcome::Recorded) => return,
+                Ok(FinishOutcome::Recorded) => {
+                    self.prune_due
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
                 Ok(FinishOutcome::Fenced) => {
                     tracing::warn!(run, fence = held.lease.fence, "the run was taken over while this replica ran it: its end is not recorded here");
                     return;

@@ -89,11 +89,47 @@ pub(super) trait Driver {
         status: Option<IncidentStatus>,
     ) -> Op<(), Self::Fail>;
 
+    /// A run's entry on its incident's timeline (by runbookd) and, when the
+    /// incident's status moves with it, the status entry after it and the
+    /// status itself (as [`Driver::set_status`]). PostgreSQL: one statement.
+    async fn run_noted(
+        &self,
+        incident: i64,
+        note: &str,
+        change: Option<&crate::lifecycle::Transition>,
+    ) -> Op<(), Self::Fail> {
+        self.timeline(incident, "runbookd", "run", note, None)
+            .await?;
+        if let Some(t) = change {
+            self.timeline(incident, t.author, "status", &t.message, Some(t.status))
+                .await?;
+            self.set_status(incident, t.status, t.run_failed).await?;
+        }
+        Ok(())
+    }
+
     /// Marks an incident updated now.
     async fn touch(&self, incident: i64) -> Op<(), Self::Fail>;
 
     /// The incident's status and whether a remediation run of it failed.
     async fn lifecycle(&self, incident: i64) -> Op<crate::lifecycle::Incident, Self::Fail>;
+
+    /// What a run's start or end consults of its incident: [`Driver::lifecycle`],
+    /// [`Driver::policies`] and [`Driver::remediation_states`] read
+    /// together (PostgreSQL: one statement).
+    async fn run_context(&self, incident: i64) -> Op<RunContext, Self::Fail> {
+        let (now, policies, remediation) = futures_util::future::try_join3(
+            self.lifecycle(incident),
+            self.policies(incident),
+            self.remediation_states(incident),
+        )
+        .await?;
+        Ok(RunContext {
+            now,
+            policies,
+            remediation,
+        })
+    }
 
     /// Sets the incident's status (stamping `resolved_at` when resolved)
     /// and, when given, whether a run of it failed.
@@ -393,27 +429,28 @@ pub(super) trait Driver {
     // -- claims ---------------------------------------------------------------
 
     /// Serializes claimers until the operation ends (the caps are counted,
-    /// then filled, without another claimer in between).
+    /// then filled, without another claimer in between). Statements joined
+    /// after it (polled after it) are executed once it is held.
     async fn claim_lock(&self) -> Op<(), Self::Fail>;
 
-    async fn running_count(&self) -> Op<i64, Self::Fail>;
-
+    /// The running runs of each runbook (their sum is the cluster's).
     async fn running_per_runbook(&self) -> Op<Vec<(String, u32)>, Self::Fail>;
 
-    /// Up to `limit` queued runs, oldest first; takes them (others skip them).
-    async fn queued(&self, limit: i64) -> Op<Vec<(i64, String)>, Self::Fail>;
+    /// Up to `limit` queued runs after run `after`, oldest first. Nothing is
+    /// locked: claimers are serialized already, and [`Driver::take`] starts
+    /// a run only while it is still queued.
+    async fn queued(&self, after: i64, limit: i64) -> Op<Vec<(i64, String)>, Self::Fail>;
 
     /// Starts a queued run for `owner` with a lease and a new fence (a run
-    /// resuming after an approval keeps its start and attempt).
+    /// resuming after an approval keeps its start and attempt), with what
+    /// executing it needs and its incident's [`RunContext`] (with the run
+    /// running); `None` when it is no longer queued.
     async fn take(
         &self,
         run: i64,
         owner: &str,
         lease: std::time::Duration,
-    ) -> Op<Option<Taken>, Self::Fail>;
-
-    /// What executing a claimed run needs.
-    async fn claimed(&self, run: i64) -> Op<ClaimedRun, Self::Fail>;
+    ) -> Op<Option<(ClaimedRun, Taken, RunContext)>, Self::Fail>;
 
     // -- reads and SLO records -------------------------------------------------
 
@@ -543,14 +580,15 @@ pub(super) trait Driver {
     /// Stores a running run's steps so far, if its fence holds.
     async fn set_progress(&self, lease: Lease, json: &str) -> Op<(), Self::Fail>;
 
-    /// Ends a running run whose fence holds.
+    /// Ends a running run whose fence holds; gives its incident's
+    /// [`RunContext`] (with the run in its new state) too.
     async fn end_run(
         &self,
         lease: Lease,
         state: RunState,
         result: &str,
         reason: &str,
-    ) -> Op<Option<EndedRun>, Self::Fail>;
+    ) -> Op<Option<(EndedRun, RunContext)>, Self::Fail>;
 
     /// Pauses a running run whose fence holds and whose cancellation was
     /// not requested.
@@ -664,6 +702,16 @@ pub(super) struct Taken {
     pub attempt: u32,
     /// It paused on an approval and was decided: it resumes.
     pub resumed: bool,
+}
+
+/// What a run's start or end consults of its incident.
+#[derive(Debug)]
+pub(super) struct RunContext {
+    pub now: crate::lifecycle::Incident,
+    /// Its notification rules (JSON) and whether it is a shadow incident.
+    pub policies: (String, bool),
+    /// The states of its current remediation runs.
+    pub remediation: Vec<RunState>,
 }
 
 /// A claimed run with its notification and incident.

@@ -289,6 +289,18 @@ impl Store {
         flow!(self, pool, |d| flow::runs::progress(d, lease, &json))
     }
 
+    /// Removes the live output of runs that ended a while ago (its tail
+    /// stays readable for 30 s after the run's end, for a stream still
+    /// reading it). The dispatcher calls it about once a second after runs
+    /// ended, not at every end.
+    ///
+    /// # Errors
+    /// A store error.
+    #[must_use]
+    pub fn prune_output(&self) -> Pending<()> {
+        flow!(self, pool, |d| d.prune_output())
+    }
+
     /// Records a finished run and moves its incident along, if its fence holds.
     ///
     /// # Errors

@@ -527,6 +527,42 @@ async fn claims_hold_concurrency_across_replicas(b: &Backend) {
     );
 }
 
+/// A runbook at its concurrency with a long queue does not hide the runs
+/// of other runbooks queued after it: the claim reads the queue page by page.
+async fn a_long_queue_at_its_concurrency_hides_no_other_runbook(b: &Backend) {
+    let r = b.replicas("pages", 1).await;
+    let slow = runbook("slow");
+    for i in 0..40 {
+        let g = format!("g{i}");
+        ingest(&r[0], notification(&g, "firing", &[(&g, T0)]), &slow)
+            .await
+            .unwrap();
+    }
+    ingest(
+        &r[0],
+        notification("other", "firing", &[("Other", T0)]),
+        &runbook("quick"),
+    )
+    .await
+    .unwrap();
+    let conc = [("slow", 1), ("quick", 1)];
+    let first = r[0].claim(claim_req("a", 4, LONG, &conc)).await.unwrap();
+    let mut names: Vec<&str> = first.iter().map(|c| c.runbook.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["quick", "slow"],
+        "one of `slow` (its concurrency) and the run of `quick` behind 39 more"
+    );
+    assert!(
+        r[0].claim(claim_req("a", 4, LONG, &conc))
+            .await
+            .unwrap()
+            .is_empty(),
+        "both runbooks are at their concurrency"
+    );
+}
+
 /// A run whose lease expired is taken over: it ends interrupted, and its
 /// old owner can neither renew, append output nor record an end.
 async fn a_stale_owner_writes_nothing(b: &Backend) {
@@ -1578,6 +1614,7 @@ on_both_stores!(escalations_fire_once_and_acknowledgements_cancel_them);
 on_both_stores!(nul_characters_are_stored_and_read);
 on_both_stores!(peers_and_resends_queue_one_run);
 on_both_stores!(claims_hold_concurrency_across_replicas);
+on_both_stores!(a_long_queue_at_its_concurrency_hides_no_other_runbook);
 on_both_stores!(a_stale_owner_writes_nothing);
 on_both_stores!(idempotent_runs_are_queued_again);
 on_both_stores!(heartbeats_keep_a_lease);

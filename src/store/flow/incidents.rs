@@ -51,6 +51,31 @@ pub(in crate::store) async fn advance_from<D: Driver>(
     Ok(())
 }
 
+/// A run's entry on its incident's timeline, then what the lifecycle
+/// decides for `event` from `now` (the incident as read in this
+/// transaction): the status entry after the run's, written together.
+/// Gives the incident as it is after.
+pub(in crate::store) async fn note_and_advance<D: Driver>(
+    d: &D,
+    incident: i64,
+    note: &str,
+    now: lifecycle::Incident,
+    event: lifecycle::Event<'_>,
+) -> Op<lifecycle::Incident, D::Fail> {
+    let t = lifecycle::next(now, event);
+    d.run_noted(incident, note, t.as_ref()).await?;
+    let Some(t) = t else {
+        return Ok(now);
+    };
+    if t.status == IncidentStatus::Resolved && now.status != IncidentStatus::Resolved {
+        outbox::resolved(d, incident, &t.message).await?;
+    }
+    Ok(lifecycle::Incident {
+        status: t.status,
+        run_failed: t.run_failed.unwrap_or(now.run_failed),
+    })
+}
+
 /// Adds a person's update to the timeline, and sets the status and root
 /// cause it gives; resolving tells people and cancels escalations.
 pub(in crate::store) async fn add_update<D: Driver>(

@@ -17,7 +17,13 @@ pub(in crate::store) async fn policies<D: Driver>(
     d: &D,
     incident: i64,
 ) -> Op<(Policies, bool), D::Fail> {
-    let (raw, shadow) = d.policies(incident).await?;
+    Ok(read_policies(d.policies(incident).await?)?)
+}
+
+/// The notification rules as stored (JSON) and the shadow flag, read.
+pub(in crate::store) fn read_policies(
+    (raw, shadow): (String, bool),
+) -> Result<(Policies, bool), StoreError> {
     let p = serde_json::from_str(&raw).map_err(|e| {
         StoreError::Invalid(format!("notification rules this runbookd cannot read: {e}"))
     })?;

@@ -5,64 +5,127 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::future::{try_join, try_join3, try_join4};
+use futures_util::future::{try_join, try_join3, try_join_all};
 
-use super::incidents::{advance_from, run_note};
-use super::{approvals, outbox, people, Driver, Op};
+use super::incidents::{note_and_advance, run_note};
+use super::{approvals, outbox, Driver, Op};
 use crate::incident::notices::Happened;
 use crate::incident::{IncidentId, RunState};
 use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::notify::{Event, Unless};
-use crate::store::types::{json, leftover_record, run_detail, say, text, Leftover};
+use crate::store::driver::{ClaimedRun, RunContext, Taken};
+use crate::store::types::{json, leftover_record, run_detail, say, text, Leftover, Tally};
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, Lease, Reap, Reaped, StoreError,
 };
 
 /// Claims queued runs for `req.owner`, within the cluster's cap, this
 /// replica's free slots and each runbook's `concurrency`; each claimed run
-/// gets an owner, a lease and a new fence. The driver serializes claimers
-/// and takes the queued rows it reads.
+/// gets an owner, a lease and a new fence. The driver serializes claimers;
+/// a run is taken only while it is still queued (one cancelled since it
+/// was read is left, and this claim starts fewer).
 pub(in crate::store) async fn claim<D: Driver>(
     d: &D,
     req: &ClaimRequest,
 ) -> Op<Vec<Claimed>, D::Fail> {
-    // The lock first, alone (a pipelined statement could be sent before it
-    // while the lock's own statement is being prepared), then the counts.
-    d.claim_lock().await?;
-    let (running, per_runbook) = try_join(d.running_count(), d.running_per_runbook()).await?;
-    let mut free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
-    if free <= 0 {
-        return Ok(Vec::new());
-    }
+    // The lock, then the counts and the queue's first page, sent together:
+    // the driver executes them in this order, the reads once the lock is
+    // held. A runbook at its concurrency can fill the page; then the next
+    // page is read.
+    let slots = i64::from(req.cluster_max).min(i64::from(req.free));
+    let page = slots * 2 + 8;
+    let ((), per_runbook, mut queued) =
+        try_join3(d.claim_lock(), d.running_per_runbook(), d.queued(0, page)).await?;
+    let running: i64 = per_runbook.iter().map(|(_, n)| i64::from(*n)).sum();
+    let free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
+    let free = usize::try_from(free).unwrap_or(0);
     let mut per_runbook: HashMap<String, u32> = per_runbook.into_iter().collect();
-    let mut claimed = Vec::new();
-    // A page well past the free slots, for runbooks already at their concurrency.
-    let queued = d.queued(free * 16 + 64).await?;
-    for (id, runbook) in queued {
-        if free <= 0 {
+    let mut chosen = Vec::new();
+    while chosen.len() < free {
+        let Some(&(last, _)) = queued.last() else {
+            break;
+        };
+        let full = i64::try_from(queued.len()).unwrap_or(i64::MAX) >= page;
+        for (id, runbook) in queued {
+            if chosen.len() >= free {
+                break;
+            }
+            let n = per_runbook.entry(runbook.clone()).or_default();
+            if *n < req.concurrency.get(&runbook).copied().unwrap_or(1) {
+                *n += 1;
+                chosen.push(id);
+            }
+        }
+        if !full {
             break;
         }
-        let n = per_runbook.entry(runbook.clone()).or_default();
-        if *n >= req.concurrency.get(&runbook).copied().unwrap_or(1) {
-            continue;
+        queued = d.queued(last, page).await?;
+    }
+    if chosen.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Taken together (PostgreSQL sends the statements together), in order.
+    let taken = try_join_all(chosen.iter().map(|&id| async move {
+        Ok::<_, D::Fail>(d.take(id, &req.owner, req.lease).await?.map(|t| (id, t)))
+    }))
+    .await?;
+    // Each incident's runs start in order (each sees the status the one
+    // before it left); different incidents' together (PostgreSQL sends
+    // their statements together).
+    let mut by_incident: Vec<Vec<TakenRun>> = Vec::new();
+    for (id, (run, taken, cx)) in taken.into_iter().flatten() {
+        let t = (id, run, taken, cx);
+        match by_incident
+            .iter_mut()
+            .find(|g| g[0].1.incident == t.1.incident)
+        {
+            Some(g) => g.push(t),
+            None => by_incident.push(vec![t]),
         }
-        if let Some(c) = claim_one(d, id, req).await? {
-            *n += 1;
-            free -= 1;
-            claimed.push(c);
-        }
+    }
+    let started = try_join_all(
+        by_incident
+            .into_iter()
+            .map(|runs| start_incidents_runs(d, runs, req)),
+    )
+    .await?;
+    let mut claimed: Vec<Claimed> = started.into_iter().flatten().collect();
+    claimed.sort_by_key(|c| c.lease.run_id);
+    Ok(claimed)
+}
+
+/// A run the driver took (id, and as [`Driver::take`] gives it).
+type TakenRun = (i64, ClaimedRun, Taken, RunContext);
+
+/// Records the start of runs of one incident just taken, in order.
+async fn start_incidents_runs<D: Driver>(
+    d: &D,
+    runs: Vec<TakenRun>,
+    req: &ClaimRequest,
+) -> Op<Vec<Claimed>, D::Fail> {
+    let mut now = None;
+    let mut claimed = Vec::with_capacity(runs.len());
+    for (id, run, taken, cx) in runs {
+        let incident = now.unwrap_or(cx.now);
+        let (c, after) = start_one(d, id, run, taken, cx, incident, req).await?;
+        now = Some(after);
+        claimed.push(c);
     }
     Ok(claimed)
 }
 
-async fn claim_one<D: Driver>(d: &D, id: i64, req: &ClaimRequest) -> Op<Option<Claimed>, D::Fail> {
-    // Read together with the claim (PostgreSQL: one round trip); the run
-    // is locked by this transaction, so the read is of the claimed row.
-    let (taken, run) = try_join(d.take(id, &req.owner, req.lease), d.claimed(id)).await?;
-    let Some(taken) = taken else {
-        return Ok(None);
-    };
+/// Records a taken run's start on its incident (`now`, as the runs before
+/// it in this claim left it); gives the claim and the incident after it.
+async fn start_one<D: Driver>(
+    d: &D,
+    id: i64,
+    run: ClaimedRun,
+    taken: Taken,
+    cx: RunContext,
+    now: lifecycle::Incident,
+    req: &ClaimRequest,
+) -> Op<(Claimed, lifecycle::Incident), D::Fail> {
     let resume = if taken.resumed {
         approvals::resume(d, id).await?
     } else {
@@ -89,20 +152,16 @@ async fn claim_one<D: Driver>(d: &D, id: i64, req: &ClaimRequest) -> Op<Option<C
         };
         (started, Some(what))
     };
-    let ((), rules, tally, now) = try_join4(
-        run_note(d, run.incident, &note),
-        outbox::policies(d, run.incident),
-        people::tally(d, run.incident),
-        d.lifecycle(run.incident),
-    )
-    .await?;
+    let rules = outbox::read_policies(cx.policies)?;
+    let tally = Tally::of(cx.remediation);
     if let Some(what) = &what {
         let origin = (run.notification, run.fingerprint.as_str());
         outbox::enqueue_with(d, run.incident, &rules, what, Some(origin)).await?;
     }
-    advance_from(
+    let after = note_and_advance(
         d,
         run.incident,
+        &note,
         now,
         lifecycle::Event::RunStarted {
             runbook: &run.runbook,
@@ -111,7 +170,7 @@ async fn claim_one<D: Driver>(d: &D, id: i64, req: &ClaimRequest) -> Op<Option<C
         },
     )
     .await?;
-    Ok(Some(Claimed {
+    let claimed = Claimed {
         lease: Lease {
             run_id: id,
             fence: taken.fence,
@@ -127,7 +186,8 @@ async fn claim_one<D: Driver>(d: &D, id: i64, req: &ClaimRequest) -> Op<Option<C
         shadow: run.shadow,
         resume,
         rerun_of: run.rerun_of,
-    }))
+    };
+    Ok((claimed, after))
 }
 
 /// Renews the leases `owner` holds; reports the ones it lost and the ones
@@ -194,39 +254,38 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
         }
         _ => f,
     };
-    let Some(run) = d
+    let Some((run, cx)) = d
         .end_run(f.lease, f.state, &json(&f.result), &f.summary)
         .await?
     else {
         return Ok(FinishOutcome::Fenced);
     };
-    // The run's live output stays readable for a while after its end, so
-    // that a stream reading it gets the tail; older runs' output goes.
+    let rules = outbox::read_policies(cx.policies)?;
     let open_checklist = f.result.as_ref().map_or(0, |r| r.open_checklist().count());
     let succeeded = run.phase == Phase::Remediation
         && matches!(
             f.state,
             RunState::Succeeded | RunState::SucceededWithFailures
         );
+    // Escalations are armed from the incident's rules only: without rules
+    // there is nothing to cancel.
     let disarm = async {
-        if succeeded {
+        if succeeded && !rules.0.is_empty() {
             let why = format!("run #{} of `{}` succeeded", f.lease.run_id, run.runbook);
             outbox::disarm(d, run.incident, Unless::Succeeded, Some(&run.runbook), &why).await?;
         }
         Ok(())
     };
-    let ((), (), rules, ()) = try_join4(
-        d.prune_output(),
+    try_join(
         ended(
             d,
-            run.incident,
+            (run.incident, cx.now, cx.remediation),
             f.lease.run_id,
             (&run.runbook, run.phase),
             f.state,
             &f.summary,
             open_checklist,
         ),
-        outbox::policies(d, run.incident),
         disarm,
     )
     .await?;
@@ -243,11 +302,12 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     Ok(FinishOutcome::Recorded)
 }
 
-/// A run's end on its incident: the timeline entry, and the lifecycle's
-/// next step given the incident's remediation runs.
+/// A run's end on its incident (as read in this transaction, its
+/// remediation runs' states with this run's end): the timeline entry, and
+/// the lifecycle's next step.
 async fn ended<D: Driver>(
     d: &D,
-    incident: i64,
+    (incident, now, remediation): (i64, lifecycle::Incident, Vec<RunState>),
     id: i64,
     (runbook, phase): (&str, Phase),
     state: RunState,
@@ -255,15 +315,11 @@ async fn ended<D: Driver>(
     open_checklist: usize,
 ) -> Op<(), D::Fail> {
     let note = say::finished(id, runbook, state, summary);
-    let ((), tally, now) = try_join3(
-        run_note(d, incident, &note),
-        people::tally(d, incident),
-        d.lifecycle(incident),
-    )
-    .await?;
-    advance_from(
+    let tally = Tally::of(remediation);
+    note_and_advance(
         d,
         incident,
+        &note,
         now,
         lifecycle::Event::RunFinished {
             runbook,
@@ -274,7 +330,8 @@ async fn ended<D: Driver>(
             open_checklist,
         },
     )
-    .await
+    .await?;
+    Ok(())
 }
 
 /// Takes running runs back: idempotent ones are queued again, the others
@@ -321,9 +378,11 @@ pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped,
         d.end_taken(run.id, state, &why, record.as_deref()).await?;
         let detail = run_detail(record.as_deref()).map_err(StoreError::Invalid)?;
         let open_checklist = detail.as_ref().map_or(0, |r| r.open_checklist().count());
+        let cx = d.run_context(run.incident).await?;
+        let rules = outbox::read_policies(cx.policies)?;
         ended(
             d,
-            run.incident,
+            (run.incident, cx.now, cx.remediation),
             run.id,
             (&run.runbook, run.phase),
             state,
@@ -333,7 +392,7 @@ pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped,
         .await?;
         for what in crate::lifecycle::run_ended(&run.runbook, run.id, state, &why, detail.as_ref())
         {
-            outbox::enqueue(d, run.incident, &what, None).await?;
+            outbox::enqueue_with(d, run.incident, &rules, &what, None).await?;
         }
         reaped.interrupted += 1;
     }
@@ -361,9 +420,10 @@ pub(in crate::store) async fn cancel<D: Driver>(
             d.cancel_waiting(id, &why).await?;
             d.approvals_withdraw(id).await?;
             // The incident moves on as when a run ends.
+            let cx = d.run_context(run.incident).await?;
             ended(
                 d,
-                run.incident,
+                (run.incident, cx.now, cx.remediation),
                 id,
                 (&run.runbook, run.phase),
                 RunState::Cancelled,

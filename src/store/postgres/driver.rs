@@ -23,14 +23,48 @@ use crate::plan::Phase;
 use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
-    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunToCancel,
-    RunningRun, Taken,
+    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunContext,
+    RunToCancel, RunningRun, Taken,
 };
 use crate::store::types::{
     budget_item, json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
     UNMATCHED_KEPT,
 };
 use crate::store::{GateOverride, Lease, RunbookMatch, ServiceEntry, StoreError};
+
+/// [`Driver::run_context`](crate::store::driver::Driver::run_context)'s
+/// columns, of incident `i`: its lifecycle, rules and shadow flag, and the
+/// states of its current remediation runs (as `CURRENT_REMEDIATION_STATES`),
+/// each given by `$state` over `r`: a statement that changes a run reads
+/// the snapshot from before its change, and counts that run in its new
+/// state instead.
+macro_rules! run_context_columns {
+    ($state:literal) => {
+        concat!(
+            "i.status, i.run_failed, i.notify, i.shadow,
+             ARRAY(SELECT ", $state, "
+                   FROM runs r WHERE r.incident_id = i.id AND r.phase = 'remediation'
+                   AND NOT EXISTS (SELECT 1 FROM runs n WHERE n.incident_id = r.incident_id AND n.id > r.id
+                                   AND COALESCE(n.rerun_of, n.id) = COALESCE(r.rerun_of, r.id)))"
+        )
+    };
+}
+
+/// A [`RunContext`] from `run_context_columns!`, from column `at` on.
+fn run_context(row: &tokio_postgres::Row, at: usize) -> Op<RunContext> {
+    let remediation: Vec<String> = row.get(at + 4);
+    Ok(RunContext {
+        now: lifecycle::Incident {
+            status: parsed(row, at)?,
+            run_failed: row.get(at + 1),
+        },
+        policies: (row.get(at + 2), row.get(at + 3)),
+        remediation: remediation
+            .iter()
+            .map(|s| s.parse().map_err(StoreError::Invalid))
+            .collect::<Result<_, _>>()?,
+    })
+}
 
 /// The statements of one operation, on its transaction.
 pub(in crate::store) struct Conn<'a, 't>(pub &'a Tx<'t>);
@@ -77,6 +111,44 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             status: parsed(&row, 0)?,
             run_failed: row.get(1),
         })
+    }
+
+    async fn run_context(&self, incident: i64) -> Op<RunContext> {
+        let row = self
+            .0
+            .query_one(
+                concat!(
+                    "SELECT ",
+                    run_context_columns!("r.state"),
+                    " FROM incidents i WHERE i.id = $1"
+                ),
+                &[&incident],
+            )
+            .await?;
+        run_context(&row, 0)
+    }
+
+    async fn run_noted(
+        &self,
+        incident: i64,
+        note: &str,
+        change: Option<&lifecycle::Transition>,
+    ) -> Op<()> {
+        let Some(t) = change else {
+            return self.timeline(incident, "runbookd", "run", note, None).await;
+        };
+        // Rows of one VALUES list are numbered in their order; the update
+        // is `set_status`'s.
+        self.0
+            .execute(
+                "WITH n AS (INSERT INTO timeline (incident_id, at, author, kind, message, status)
+                            VALUES ($1, now(), 'runbookd', 'run', $2, NULL), ($1, now(), $3, 'status', $4, $5))
+                 UPDATE incidents SET status = $5, run_failed = COALESCE($6, run_failed), updated_at = now(),
+                     resolved_at = CASE WHEN $5 = 'resolved' THEN now() ELSE resolved_at END WHERE id = $1",
+                &[&incident, &note, &t.author, &t.message, &t.status.as_str(), &t.run_failed],
+            )
+            .await?;
+        Ok(())
     }
 
     async fn set_status(
@@ -724,17 +796,25 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
         state: RunState,
         result: &str,
         reason: &str,
-    ) -> Op<Option<EndedRun>> {
-        self.0
+    ) -> Op<Option<(EndedRun, RunContext)>> {
+        let Some(r) = self
+            .0
             .query_opt(
-                "UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL, progress = NULL
-                 WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint",
+                concat!(
+                    "WITH e AS (
+                         UPDATE runs SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL, progress = NULL
+                         WHERE id = $1 AND fence = $2 AND state = 'running' RETURNING incident_id, runbook, phase, notification_id, fingerprint)
+                     SELECT e.incident_id, e.runbook, e.phase, e.notification_id, e.fingerprint, ",
+                    run_context_columns!("CASE WHEN r.id = $1 THEN $3::TEXT ELSE r.state END"),
+                    " FROM e JOIN incidents i ON i.id = e.incident_id"
+                ),
                 &[&lease.run_id, &lease.fence, &state.as_str(), &result, &reason],
             )
             .await?
-            .as_ref()
-            .map(ended_run)
-            .transpose()
+        else {
+            return Ok(None);
+        };
+        Ok(Some((ended_run(&r)?, run_context(&r, 5)?)))
     }
 
     async fn await_approval(
@@ -1191,18 +1271,11 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn claim_lock(&self) -> Op<()> {
+        // A simple query: sent when first polled, with nothing to prepare
+        // first, so the statements joined after it are executed after it.
         self.0
-            .execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
-            .await?;
-        Ok(())
-    }
-
-    async fn running_count(&self) -> Op<i64> {
-        Ok(self
-            .0
-            .query_one("SELECT COUNT(*) FROM runs WHERE state = 'running'", &[])
-            .await?
-            .get(0))
+            .simple(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
+            .await
     }
 
     async fn running_per_runbook(&self) -> Op<Vec<(String, u32)>> {
@@ -1223,12 +1296,12 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .collect())
     }
 
-    async fn queued(&self, limit: i64) -> Op<Vec<(i64, String)>> {
+    async fn queued(&self, after: i64, limit: i64) -> Op<Vec<(i64, String)>> {
         Ok(self
             .0
             .query(
-                "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&limit],
+                "SELECT id, runbook FROM runs WHERE state = 'queued' AND id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit],
             )
             .await?
             .iter()
@@ -1236,45 +1309,54 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .collect())
     }
 
-    async fn take(&self, run: i64, owner: &str, lease: Duration) -> Op<Option<Taken>> {
-        Ok(self
+    async fn take(
+        &self,
+        run: i64,
+        owner: &str,
+        lease: Duration,
+    ) -> Op<Option<(ClaimedRun, Taken, RunContext)>> {
+        // The run's own columns come from the update (a CTE's outer query
+        // reads the snapshot from before it); take changes none of them.
+        let Some(r) = self
             .0
             .query_opt(
-                "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
-                     lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp(), progress = NULL,
-                     fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
-                 WHERE id = $1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
+                concat!(
+                    "WITH t AS (
+                         UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
+                             lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp(), progress = NULL,
+                             fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
+                         WHERE id = $1 AND state = 'queued'
+                         RETURNING fence, attempt, result IS NOT NULL AS resumed, incident_id, runbook, fingerprint, starts_at, phase,
+                             notification_id, rerun_of)
+                     SELECT t.fence, t.attempt, t.resumed, t.incident_id, t.runbook, t.fingerprint, t.starts_at, t.phase, n.body,
+                         i.severity, t.notification_id, i.shadow, t.rerun_of, ",
+                    run_context_columns!("CASE WHEN r.id = $1 THEN 'running' ELSE r.state END"),
+                    " FROM t JOIN notifications n ON n.id = t.notification_id JOIN incidents i ON i.id = t.incident_id"
+                ),
                 &[&run, &owner, &secs(lease)],
             )
             .await?
-            .map(|r| Taken {
-                fence: r.get(0),
-                attempt: u32::try_from(r.get::<_, i32>(1)).unwrap_or(1),
-                resumed: r.get(2),
-            }))
-    }
-
-    async fn claimed(&self, run: i64) -> Op<ClaimedRun> {
-        let r = self
-            .0
-            .query_one(
-                "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow, r.rerun_of
-                 FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = $1",
-                &[&run],
-            )
-            .await?;
-        Ok(ClaimedRun {
-            incident: r.get(0),
-            runbook: r.get(1),
-            fingerprint: r.get(2),
-            starts_at: r.get(3),
-            phase: parsed(&r, 4)?,
-            body: r.get(5),
-            severity: parsed(&r, 6)?,
-            notification: r.get(7),
-            shadow: r.get(8),
-            rerun_of: r.get(9),
-        })
+        else {
+            return Ok(None);
+        };
+        let taken = Taken {
+            fence: r.get(0),
+            attempt: u32::try_from(r.get::<_, i32>(1)).unwrap_or(1),
+            resumed: r.get(2),
+        };
+        let claimed = ClaimedRun {
+            incident: r.get(3),
+            runbook: r.get(4),
+            fingerprint: r.get(5),
+            starts_at: r.get(6),
+            phase: parsed(&r, 7)?,
+            body: r.get(8),
+            severity: parsed(&r, 9)?,
+            notification: r.get(10),
+            shadow: r.get(11),
+            rerun_of: r.get(12),
+        };
+        Ok(Some((claimed, taken, run_context(&r, 13)?)))
     }
 
     async fn summary(&self, incident: i64) -> Op<Option<(IncidentSummary, Option<String>)>> {
@@ -1380,15 +1462,15 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn messages_of(&self, incident: i64) -> Op<Vec<MessageRecord>> {
-        outbox::messages_of(&self.0 .0, incident).await
+        outbox::messages_of(self.0.client(), incident).await
     }
 
     async fn escalations_of(&self, incident: i64) -> Op<Vec<EscalationRecord>> {
-        outbox::escalations_of(&self.0 .0, incident).await
+        outbox::escalations_of(self.0.client(), incident).await
     }
 
     async fn approvals_of(&self, incident: i64) -> Op<Vec<Approval>> {
-        super::approvals::of_incident(&self.0 .0, incident).await
+        super::approvals::of_incident(self.0.client(), incident).await
     }
 
     async fn record_budget(

@@ -12,8 +12,8 @@
 //!   database and a run of the same runbook and alert in progress absorbs a
 //!   `startsAt` that drifted;
 //! - claims are serialized by a transaction advisory lock (so per-runbook
-//!   `concurrency` and the cluster cap hold across replicas) and take queued
-//!   rows `FOR UPDATE SKIP LOCKED`; each claimed run gets an owner, a lease
+//!   `concurrency` and the cluster cap hold across replicas) and start a
+//!   queued run only while it is still queued; each claimed run gets an owner, a lease
 //!   from the database clock and a new fence;
 //! - every later write of a run names its fence and writes nothing once the
 //!   fence has moved on (the run was taken over).
@@ -297,11 +297,11 @@ macro_rules! transaction {
             let result = loop {
                 tries += 1;
                 let attempt: $crate::store::postgres::Op<_> = async {
-                    let mut client = this.inner.$pool.get().await?;
-                    let $tx = $crate::store::postgres::Tx(client.transaction().await?);
+                    let client = this.inner.$pool.get().await?;
+                    let $tx = $crate::store::postgres::Tx::begin(&client, "BEGIN");
                     let value = $op;
                     let value = value?;
-                    $tx.0.commit().await?;
+                    $tx.commit().await?;
                     Ok(value)
                 }
                 .await;
@@ -350,29 +350,107 @@ impl Postgres {
 
 /// A transaction whose statements are prepared once per connection (the
 /// pool's statement cache): one round trip per statement, not two.
-pub(in crate::store) struct Tx<'a>(pub(in crate::store) deadpool_postgres::Transaction<'a>);
+///
+/// Its `BEGIN` is sent with the first statements rather than alone
+/// (tokio-postgres sends a request when its future is first polled, and
+/// the server answers in order): a write costs its statements' round trips
+/// and its `COMMIT`'s. A transaction dropped before [`Tx::commit`] (an
+/// error, a retry) sends `ROLLBACK` before its connection is used again,
+/// as tokio-postgres' own transactions do.
+pub(in crate::store) struct Tx<'a> {
+    client: &'a deadpool_postgres::Client,
+    /// The answer to `BEGIN`, awaited at the commit.
+    begun: Mutex<Option<Sent<'a>>>,
+    open: bool,
+}
+
+/// A request sent, whose answer is awaited later (or never).
+type Sent<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Polls `f` once, which sends its request; its answer is left for later
+/// (kept, when it came at once: a future is not polled again once done).
+fn send(mut f: Sent<'_>) -> Sent<'_> {
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(answer) => Box::pin(std::future::ready(answer)),
+        std::task::Poll::Pending => f,
+    }
+}
 
 type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
-impl Tx<'_> {
+impl<'a> Tx<'a> {
+    /// Sends `statement` (`BEGIN` and its options) on `client`.
+    pub(in crate::store) fn begin(
+        client: &'a deadpool_postgres::Client,
+        statement: &'static str,
+    ) -> Tx<'a> {
+        let begun = send(Box::pin(client.batch_execute(statement)));
+        Tx {
+            client,
+            begun: Mutex::new(Some(begun)),
+            open: true,
+        }
+    }
+
+    /// Commits (after checking that `BEGIN` was answered without error).
+    pub(in crate::store) async fn commit(mut self) -> Op<()> {
+        let begun = self
+            .begun
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(begun) = begun {
+            begun.await?;
+        }
+        self.client.batch_execute("COMMIT").await?;
+        self.open = false;
+        Ok(())
+    }
+
+    /// Runs a statement without parameters or preparation (sent when first
+    /// polled: statements joined after it are executed after it).
+    /// The connection, for reads shared with sessions outside a transaction.
+    pub(super) fn client(&self) -> &deadpool_postgres::Client {
+        self.client
+    }
+
+    async fn simple(&self, sql: &str) -> Op<()> {
+        Ok(self.client.batch_execute(sql).await?)
+    }
+
     async fn query(&self, sql: &str, params: Params<'_>) -> Op<Vec<Row>> {
-        let st = self.0.prepare_cached(sql).await?;
-        Ok(self.0.query(&st, params).await?)
+        let st = self.client.prepare_cached(sql).await?;
+        Ok(self.client.query(&st, params).await?)
     }
 
     async fn query_one(&self, sql: &str, params: Params<'_>) -> Op<Row> {
-        let st = self.0.prepare_cached(sql).await?;
-        Ok(self.0.query_one(&st, params).await?)
+        let st = self.client.prepare_cached(sql).await?;
+        Ok(self.client.query_one(&st, params).await?)
     }
 
     async fn query_opt(&self, sql: &str, params: Params<'_>) -> Op<Option<Row>> {
-        let st = self.0.prepare_cached(sql).await?;
-        Ok(self.0.query_opt(&st, params).await?)
+        let st = self.client.prepare_cached(sql).await?;
+        Ok(self.client.query_opt(&st, params).await?)
     }
 
     async fn execute(&self, sql: &str, params: Params<'_>) -> Op<u64> {
-        let st = self.0.prepare_cached(sql).await?;
-        Ok(self.0.execute(&st, params).await?)
+        let st = self.client.prepare_cached(sql).await?;
+        Ok(self.client.execute(&st, params).await?)
+    }
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            drop(send(Box::pin(self.client.batch_execute("ROLLBACK"))));
+        }
     }
 }
 
@@ -577,16 +655,13 @@ impl Postgres {
 
     pub async fn incident(&self, id: IncidentId) -> Result<IncidentDetail> {
         async {
-            let mut client = self.client().await?;
+            let client = self.client().await?;
             // One snapshot, as SQLite's read: a run that ends meanwhile is
             // seen either running or ended in every part of the record.
-            let tx = Tx(client
-                .build_transaction()
-                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()
-                .await?);
-            flow::reads::incident(&Conn(&tx), id).await
+            let tx = Tx::begin(&client, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+            let detail = flow::reads::incident(&Conn(&tx), id).await?;
+            tx.commit().await?;
+            Ok(detail)
         }
         .await
         .map_err(Fail::into_store)

@@ -26,8 +26,8 @@ use crate::plan::Phase;
 use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
-    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunToCancel,
-    RunningRun, Taken,
+    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunContext,
+    RunToCancel, RunningRun, Taken,
 };
 use crate::store::types::{
     budget_item, json, now, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES,
@@ -659,8 +659,8 @@ impl crate::store::driver::Driver for Conn<'_> {
         state: RunState,
         result: &str,
         reason: &str,
-    ) -> Result<Option<EndedRun>> {
-        Ok(self
+    ) -> Result<Option<(EndedRun, RunContext)>> {
+        let Some(ended) = self
             .0
             .one(
                 "UPDATE runs SET state = ?3, ended_at = ?4, result = ?5, reason = ?6, owner = NULL, lease_until = NULL, progress = NULL
@@ -668,7 +668,12 @@ impl crate::store::driver::Driver for Conn<'_> {
                 params![lease.run_id, lease.fence, state.as_str(), now(), result, reason],
                 ended_run,
             )
-            .optional()?)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let cx = crate::store::driver::Driver::run_context(self, ended.incident).await?;
+        Ok(Some((ended, cx)))
     }
 
     async fn await_approval(
@@ -1065,14 +1070,6 @@ impl crate::store::driver::Driver for Conn<'_> {
         Ok(())
     }
 
-    async fn running_count(&self) -> Result<i64> {
-        Ok(self.0.one(
-            "SELECT COUNT(*) FROM runs WHERE state = 'running'",
-            [],
-            |r| r.get(0),
-        )?)
-    }
-
     async fn running_per_runbook(&self) -> Result<Vec<(String, u32)>> {
         Ok(self
             .0
@@ -1083,23 +1080,28 @@ impl crate::store::driver::Driver for Conn<'_> {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    async fn queued(&self, limit: i64) -> Result<Vec<(i64, String)>> {
+    async fn queued(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT id, runbook FROM runs WHERE state = 'queued' ORDER BY id LIMIT ?1",
+                "SELECT id, runbook FROM runs WHERE state = 'queued' AND id > ?1 ORDER BY id LIMIT ?2",
             )?
-            .query_map([limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    async fn take(&self, run: i64, owner: &str, lease: Duration) -> Result<Option<Taken>> {
-        Ok(self
+    async fn take(
+        &self,
+        run: i64,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Option<(ClaimedRun, Taken, RunContext)>> {
+        let t = self
             .0
             .one(
                 "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4, heard_at = ?2, progress = NULL,
-                     fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
-                 WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
+                 fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
+             WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
                 params![run, now(), owner, later(lease)],
                 |r| {
                     Ok(Taken {
@@ -1109,13 +1111,13 @@ impl crate::store::driver::Driver for Conn<'_> {
                     })
                 },
             )
-            .optional()?)
-    }
-
-    async fn claimed(&self, run: i64) -> Result<ClaimedRun> {
-        Ok(self.0.one(
+            .optional()?;
+        let Some(t) = t else {
+            return Ok(None);
+        };
+        let claimed = self.0.one(
             "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow, r.rerun_of
-             FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
+         FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
             [run],
             |r| {
                 Ok(ClaimedRun {
@@ -1131,7 +1133,9 @@ impl crate::store::driver::Driver for Conn<'_> {
                     rerun_of: r.get(9)?,
                 })
             },
-        )?)
+        )?;
+        let cx = crate::store::driver::Driver::run_context(self, claimed.incident).await?;
+        Ok(Some((claimed, t, cx)))
     }
 
     async fn summary(&self, incident: i64) -> Result<Option<(IncidentSummary, Option<String>)>> {
