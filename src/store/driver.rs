@@ -436,10 +436,16 @@ pub(super) trait Driver {
     /// The running runs of each runbook (their sum is the cluster's).
     async fn running_per_runbook(&self) -> Op<Vec<(String, u32)>, Self::Fail>;
 
-    /// Up to `limit` queued runs after run `after`, oldest first. Nothing is
-    /// locked: claimers are serialized already, and [`Driver::take`] starts
-    /// a run only while it is still queued.
-    async fn queued(&self, after: i64, limit: i64) -> Op<Vec<(i64, String)>, Self::Fail>;
+    /// Up to `limit` queued runs after run `after`, oldest first, but for
+    /// those of the runbooks in `skip`. Nothing is locked: claimers are
+    /// serialized already, and [`Driver::take`] starts a run only while it
+    /// is still queued.
+    async fn queued(
+        &self,
+        after: i64,
+        limit: i64,
+        skip: &[String],
+    ) -> Op<Vec<(i64, String)>, Self::Fail>;
 
     /// Starts a queued run for `owner` with a lease and a new fence (a run
     /// resuming after an approval keeps its start and attempt), with what

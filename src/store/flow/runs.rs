@@ -31,16 +31,22 @@ pub(in crate::store) async fn claim<D: Driver>(
 ) -> Op<Vec<Claimed>, D::Fail> {
     // The lock, then the counts and the queue's first page, sent together:
     // the driver executes them in this order, the reads once the lock is
-    // held. A runbook at its concurrency can fill the page; then the next
-    // page is read.
+    // held. When runbooks at their concurrency fill the page, the next one
+    // leaves their runs out: a claim reads at most one page more than the
+    // runbooks it finds full, however long their queues.
     let slots = i64::from(req.cluster_max).min(i64::from(req.free));
     let page = slots * 2 + 8;
-    let ((), per_runbook, mut queued) =
-        try_join3(d.claim_lock(), d.running_per_runbook(), d.queued(0, page)).await?;
+    let ((), per_runbook, mut queued) = try_join3(
+        d.claim_lock(),
+        d.running_per_runbook(),
+        d.queued(0, page, &[]),
+    )
+    .await?;
     let running: i64 = per_runbook.iter().map(|(_, n)| i64::from(*n)).sum();
     let free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
     let free = usize::try_from(free).unwrap_or(0);
     let mut per_runbook: HashMap<String, u32> = per_runbook.into_iter().collect();
+    let room = |runbook: &str, n: u32| n < req.concurrency.get(runbook).copied().unwrap_or(1);
     let mut chosen = Vec::new();
     while chosen.len() < free {
         let Some(&(last, _)) = queued.last() else {
@@ -52,15 +58,20 @@ pub(in crate::store) async fn claim<D: Driver>(
                 break;
             }
             let n = per_runbook.entry(runbook.clone()).or_default();
-            if *n < req.concurrency.get(&runbook).copied().unwrap_or(1) {
+            if room(&runbook, *n) {
                 *n += 1;
                 chosen.push(id);
             }
         }
-        if !full {
+        if !full || chosen.len() >= free {
             break;
         }
-        queued = d.queued(last, page).await?;
+        let skip: Vec<String> = per_runbook
+            .iter()
+            .filter(|(runbook, n)| !room(runbook, **n))
+            .map(|(runbook, _)| runbook.clone())
+            .collect();
+        queued = d.queued(last, page, &skip).await?;
     }
     if chosen.is_empty() {
         return Ok(Vec::new());

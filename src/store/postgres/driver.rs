@@ -1296,12 +1296,12 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .collect())
     }
 
-    async fn queued(&self, after: i64, limit: i64) -> Op<Vec<(i64, String)>> {
+    async fn queued(&self, after: i64, limit: i64, skip: &[String]) -> Op<Vec<(i64, String)>> {
         Ok(self
             .0
             .query(
-                "SELECT id, runbook FROM runs WHERE state = 'queued' AND id > $1 ORDER BY id LIMIT $2",
-                &[&after, &limit],
+                "SELECT id, runbook FROM runs WHERE state = 'queued' AND id > $1 AND runbook <> ALL($3) ORDER BY id LIMIT $2",
+                &[&after, &limit, &skip],
             )
             .await?
             .iter()

@@ -400,6 +400,11 @@ impl<'a> Tx<'a> {
     }
 
     /// Commits (after checking that `BEGIN` was answered without error).
+    ///
+    /// `BEGIN` fails only on a broken connection, or on one left inside a
+    /// transaction, which [`Drop`] rules out (it queues `ROLLBACK` before
+    /// the connection is used again). On a broken one every statement after
+    /// it fails too, so none of them runs outside the transaction.
     pub(in crate::store) async fn commit(mut self) -> Op<()> {
         let begun = self
             .begun
@@ -414,13 +419,13 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// Runs a statement without parameters or preparation (sent when first
-    /// polled: statements joined after it are executed after it).
     /// The connection, for reads shared with sessions outside a transaction.
     pub(super) fn client(&self) -> &deadpool_postgres::Client {
         self.client
     }
 
+    /// Runs a statement without parameters or preparation (sent when first
+    /// polled: statements joined after it are executed after it).
     async fn simple(&self, sql: &str) -> Op<()> {
         Ok(self.client.batch_execute(sql).await?)
     }

@@ -1080,13 +1080,15 @@ impl crate::store::driver::Driver for Conn<'_> {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    async fn queued(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+    async fn queued(&self, after: i64, limit: i64, skip: &[String]) -> Result<Vec<(i64, String)>> {
+        let skip = serde_json::to_string(skip).map_err(|e| StoreError::Invalid(e.to_string()))?;
         Ok(self
             .0
             .prepare_cached(
-                "SELECT id, runbook FROM runs WHERE state = 'queued' AND id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, runbook FROM runs WHERE state = 'queued' AND id > ?1
+                   AND runbook NOT IN (SELECT value FROM json_each(?3)) ORDER BY id LIMIT ?2",
             )?
-            .query_map([after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![after, limit, skip], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?)
     }
 
