@@ -26,17 +26,6 @@ pub(in crate::store) async fn advance<D: Driver>(
     event: lifecycle::Event<'_>,
 ) -> Op<(), D::Fail> {
     let now = d.lifecycle(incident).await?;
-    advance_from(d, incident, now, event).await
-}
-
-/// [`advance`] from the incident's state as the caller read it (in this
-/// transaction, with statements of its own: PostgreSQL sends them together).
-pub(in crate::store) async fn advance_from<D: Driver>(
-    d: &D,
-    incident: i64,
-    now: lifecycle::Incident,
-    event: lifecycle::Event<'_>,
-) -> Op<(), D::Fail> {
     let Some(t) = lifecycle::next(now, event) else {
         return Ok(());
     };
@@ -45,9 +34,7 @@ pub(in crate::store) async fn advance_from<D: Driver>(
         d.timeline(incident, t.author, "status", &t.message, Some(t.status)),
     )
     .await?;
-    if t.status == IncidentStatus::Resolved && now.status != IncidentStatus::Resolved {
-        outbox::resolved(d, incident, &t.message).await?;
-    }
+    moved(d, incident, now, &t).await?;
     Ok(())
 }
 
@@ -64,9 +51,20 @@ pub(in crate::store) async fn note_and_advance<D: Driver>(
 ) -> Op<lifecycle::Incident, D::Fail> {
     let t = lifecycle::next(now, event);
     d.run_noted(incident, note, t.as_ref()).await?;
-    let Some(t) = t else {
-        return Ok(now);
-    };
+    match t {
+        Some(t) => moved(d, incident, now, &t).await,
+        None => Ok(now),
+    }
+}
+
+/// After `t` was recorded on the incident (`now` before it): a resolution
+/// tells people and cancels escalations. Gives the incident as it is after.
+async fn moved<D: Driver>(
+    d: &D,
+    incident: i64,
+    now: lifecycle::Incident,
+    t: &lifecycle::Transition,
+) -> Op<lifecycle::Incident, D::Fail> {
     if t.status == IncidentStatus::Resolved && now.status != IncidentStatus::Resolved {
         outbox::resolved(d, incident, &t.message).await?;
     }
