@@ -45,6 +45,11 @@ pub type Runbooks = Arc<RwLock<Arc<RunbookSet>>>;
 /// keeps head and tail of everything).
 const LIVE_OUTPUT_PER_STEP: usize = 256 << 10;
 
+/// How long a run runs before its owner notes its start on its incident
+/// (its timeline entry, status change, `run_started` notifications). A run
+/// that ends sooner has its start noted by its end's transaction.
+const NOTE_START_AFTER: Duration = Duration::from_millis(200);
+
 /// Who this replica is to the store, and how long its claims hold.
 #[derive(Debug, Clone)]
 pub struct Replica {
@@ -536,7 +541,22 @@ impl Dispatcher {
             attempt = c.attempt,
             "run started"
         );
-        let finished = self.execute_claimed(&c, &held).await;
+        // Its start is noted once it ran for a moment; a shorter run has it
+        // noted by its end, in the same transaction (one write, not two).
+        let run = self.execute_claimed(&c, &held);
+        tokio::pin!(run);
+        let finished = tokio::select! {
+            biased;
+            f = &mut run => f,
+            () = tokio::time::sleep(NOTE_START_AFTER) => {
+                let note = async {
+                    if let Err(e) = self.store.note_start(c.lease).await {
+                        tracing::warn!(run = c.lease.run_id, error = %e, "cannot note the start of a run yet: its end notes it");
+                    }
+                };
+                tokio::join!(run, note).0
+            }
+        };
         if let Some(a) = &finished.awaiting {
             tracing::info!(incident = %c.incident, run = c.lease.run_id, runbook = %c.runbook, step = %a.step, "run waits for approval");
             self.record(&held, finished).await;

@@ -449,14 +449,25 @@ pub(super) trait Driver {
 
     /// Starts a queued run for `owner` with a lease and a new fence (a run
     /// resuming after an approval keeps its start and attempt), with what
-    /// executing it needs and its incident's [`RunContext`] (with the run
-    /// running); `None` when it is no longer queued.
+    /// executing it needs; `None` when it is no longer queued. Its start is
+    /// not noted yet ([`Driver::start_unnoted`]).
     async fn take(
         &self,
         run: i64,
         owner: &str,
         lease: std::time::Duration,
-    ) -> Op<Option<(ClaimedRun, Taken, RunContext)>, Self::Fail>;
+    ) -> Op<Option<(ClaimedRun, Taken)>, Self::Fail>;
+
+    /// Marks a taken run's start noted, if it was not (and, with `fence`,
+    /// only while the run holds it): what noting it needs, with its
+    /// incident's [`RunContext`]. `None` for a start noted already: a start
+    /// is noted once, whoever comes first (the run's owner, its end, a
+    /// takeover).
+    async fn start_unnoted(
+        &self,
+        run: i64,
+        fence: Option<i64>,
+    ) -> Op<Option<(UnnotedStart, RunContext)>, Self::Fail>;
 
     // -- reads and SLO records -------------------------------------------------
 
@@ -701,6 +712,21 @@ pub(super) struct OpenIncident {
     pub runbooks: String,
 }
 
+/// A taken run whose start is to be noted on its incident.
+#[derive(Debug)]
+pub(super) struct UnnotedStart {
+    pub incident: i64,
+    pub runbook: String,
+    pub phase: Phase,
+    pub fingerprint: String,
+    pub notification: i64,
+    /// The replica that took it.
+    pub owner: String,
+    pub attempt: u32,
+    /// It resumes after an approval.
+    pub resumed: bool,
+}
+
 /// A run just claimed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Taken {
@@ -730,7 +756,6 @@ pub(super) struct ClaimedRun {
     pub phase: Phase,
     pub body: Vec<u8>,
     pub severity: Severity,
-    pub notification: i64,
     pub shadow: bool,
     pub rerun_of: Option<i64>,
 }

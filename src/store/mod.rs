@@ -169,8 +169,8 @@ macro_rules! each {
 
 /// Runs a [`flow`] operation (`$op`, over the driver `$d`) in one write
 /// transaction of the backend: a savepoint of SQLite's next group commit,
-/// or a PostgreSQL transaction on the `$lane` pool (`pool`, or `leases`
-/// for claims, heartbeats, ends and takeovers), run again when it
+/// or a PostgreSQL transaction on the `$lane` pool (`pool`; `leases` for
+/// heartbeats, ends and takeovers; `claims` for claims), run again when it
 /// conflicted with another replica's.
 macro_rules! flow {
     ($self:ident, $lane:ident, |$d:ident| $op:expr) => {
@@ -246,7 +246,22 @@ impl Store {
     /// A store error.
     #[must_use]
     pub fn claim(&self, req: ClaimRequest) -> Pending<Vec<Claimed>> {
-        flow!(self, leases, |d| flow::runs::claim(d, &req))
+        flow!(self, claims, |d| flow::runs::claim(d, &req))
+    }
+
+    /// Notes a claimed run's start on its incident (its timeline entry,
+    /// status change and notifications), unless its end or a takeover
+    /// noted it already, or `lease` no longer holds the run.
+    ///
+    /// # Errors
+    /// A store error (its end notes the start then).
+    #[must_use]
+    pub fn note_start(&self, lease: Lease) -> Pending<()> {
+        flow!(self, pool, |d| flow::runs::note_start(
+            d,
+            lease.run_id,
+            Some(lease.fence)
+        ))
     }
 
     /// Renews the leases of the runs `owner` executes.

@@ -858,6 +858,12 @@ async fn the_lifecycle_is_recorded(b: &Backend) {
         .remove(0);
     assert_eq!(
         status_of(&r[0].incident(inc).await.unwrap()),
+        IncidentStatus::Investigating,
+        "a claim leaves its start to be noted"
+    );
+    r[0].note_start(c.lease).await.unwrap();
+    assert_eq!(
+        status_of(&r[0].incident(inc).await.unwrap()),
         IncidentStatus::Identified
     );
     r[0].finish(finished(&c, RunState::Succeeded))
@@ -886,6 +892,80 @@ async fn the_lifecycle_is_recorded(b: &Backend) {
     assert_eq!(stats.runs_by_state.get("succeeded"), Some(&1));
     let err = r[0].incident(IncidentId(999)).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+}
+
+/// The timeline entries of runbookd's runs saying a run started.
+fn starts(d: &runbookd::incident::IncidentDetail) -> Vec<usize> {
+    d.timeline
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == "run" && t.message.contains("` started ("))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A run's start is noted once, by whoever comes first: its owner, its
+/// end (a short run: the start first, then the end, in one transaction),
+/// or the takeover of a run whose owner died before noting it. An owner
+/// that lost its run notes nothing.
+async fn a_start_is_noted_once_whoever_notes_it(b: &Backend) {
+    let r = b.replicas("starts", 2).await;
+    let m = runbook("fix");
+    // Noted by its end.
+    let (inc, c) = started(&r[0], "g1", "Down", &m, "a").await;
+    r[0].finish(finished(&c, RunState::Succeeded))
+        .await
+        .unwrap();
+    let d = r[0].incident(inc).await.unwrap();
+    let ended = d
+        .timeline
+        .iter()
+        .position(|t| t.message.contains("` succeeded"))
+        .unwrap();
+    assert_eq!(starts(&d).len(), 1, "{:?}", d.timeline);
+    assert!(
+        starts(&d)[0] < ended,
+        "the start before the end: {:?}",
+        d.timeline
+    );
+    assert_eq!(
+        d.summary.status,
+        IncidentStatus::Monitoring,
+        "the end moves on from where the start left the incident"
+    );
+    // A late note of the ended run.
+    r[0].note_start(c.lease).await.unwrap();
+    assert_eq!(starts(&r[0].incident(inc).await.unwrap()).len(), 1);
+    // Noted by its owner, twice: once.
+    let (inc, c) = started(&r[0], "g2", "Slow", &m, "a").await;
+    r[0].note_start(c.lease).await.unwrap();
+    r[1].note_start(c.lease).await.unwrap();
+    r[0].finish(finished(&c, RunState::Succeeded))
+        .await
+        .unwrap();
+    assert_eq!(starts(&r[0].incident(inc).await.unwrap()).len(), 1);
+    // Its owner died before noting it: the takeover notes it, and the old
+    // owner's late note is fenced.
+    let ing = ingest(&r[0], notification("g3", "firing", &[("Full", T0)]), &m)
+        .await
+        .unwrap();
+    let inc = ing.incident.unwrap();
+    let c = r[0]
+        .claim(claim_req("a", 1, Duration::from_millis(200), &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(r[1].reap(Reap::Expired).await.unwrap().interrupted, 1);
+    r[0].note_start(c.lease).await.unwrap();
+    let d = r[1].incident(inc).await.unwrap();
+    let interrupted = d
+        .timeline
+        .iter()
+        .position(|t| t.message.contains("` interrupted"))
+        .unwrap();
+    assert_eq!(starts(&d).len(), 1, "{:?}", d.timeline);
+    assert!(starts(&d)[0] < interrupted, "{:?}", d.timeline);
 }
 
 /// One replica holds the leader lease at a time, until it lapses.
@@ -1279,6 +1359,7 @@ async fn people_lead_tick_and_rerun(b: &Backend) {
         (c2.fingerprint.as_str(), c2.starts_at.as_str()),
         "the same alert"
     );
+    r[1].note_start(c3.lease).await.unwrap();
     let d = r[0].incident(inc2).await.unwrap();
     assert_eq!(
         d.summary.status,
@@ -1622,6 +1703,7 @@ on_both_stores!(idempotent_runs_are_queued_again);
 on_both_stores!(heartbeats_keep_a_lease);
 on_both_stores!(cancellation_reaches_the_owner);
 on_both_stores!(the_lifecycle_is_recorded);
+on_both_stores!(a_start_is_noted_once_whoever_notes_it);
 on_both_stores!(one_leader_at_a_time);
 on_both_stores!(live_output_resumes_after_a_cursor);
 on_both_stores!(reaping_all_interrupts_what_ran);
@@ -1706,7 +1788,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3,4,5,6,7,8,9,10"
+        "1,2,3,4,5,6,7,8,9,10,11"
     );
 }
 

@@ -14,7 +14,7 @@ use crate::incident::{IncidentId, RunState};
 use crate::lifecycle;
 use crate::plan::Phase;
 use crate::runbook::notify::{Event, Unless};
-use crate::store::driver::{ClaimedRun, RunContext, Taken};
+use crate::store::driver::{RunContext, UnnotedStart};
 use crate::store::types::{json, leftover_record, run_detail, say, text, Leftover, Tally};
 use crate::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, Heartbeat, Lease, Reap, Reaped, StoreError,
@@ -77,73 +77,72 @@ pub(in crate::store) async fn claim<D: Driver>(
         return Ok(Vec::new());
     }
     // Taken together (PostgreSQL sends the statements together), in order.
+    // Their starts are noted after the claim (see [`note_start`]), so
+    // that claimers wait on none of it.
     let taken = try_join_all(chosen.iter().map(|&id| async move {
         Ok::<_, D::Fail>(d.take(id, &req.owner, req.lease).await?.map(|t| (id, t)))
     }))
     .await?;
-    // Each incident's runs start in order (each sees the status the one
-    // before it left); different incidents' together (PostgreSQL sends
-    // their statements together).
-    let mut by_incident: Vec<Vec<TakenRun>> = Vec::new();
-    for (id, (run, taken, cx)) in taken.into_iter().flatten() {
-        let t = (id, run, taken, cx);
-        match by_incident
-            .iter_mut()
-            .find(|g| g[0].1.incident == t.1.incident)
-        {
-            Some(g) => g.push(t),
-            None => by_incident.push(vec![t]),
-        }
+    let mut claimed = Vec::with_capacity(taken.len());
+    for (id, (run, taken)) in taken.into_iter().flatten() {
+        let resume = if taken.resumed {
+            approvals::resume(d, id).await?
+        } else {
+            None
+        };
+        claimed.push(Claimed {
+            lease: Lease {
+                run_id: id,
+                fence: taken.fence,
+            },
+            attempt: taken.attempt,
+            incident: IncidentId(run.incident),
+            severity: run.severity,
+            runbook: run.runbook,
+            fingerprint: run.fingerprint,
+            starts_at: run.starts_at,
+            phase: run.phase,
+            body: run.body,
+            shadow: run.shadow,
+            resume,
+            rerun_of: run.rerun_of,
+        });
     }
-    let started = try_join_all(
-        by_incident
-            .into_iter()
-            .map(|runs| start_incidents_runs(d, runs, req)),
-    )
-    .await?;
-    let mut claimed: Vec<Claimed> = started.into_iter().flatten().collect();
-    claimed.sort_by_key(|c| c.lease.run_id);
     Ok(claimed)
 }
 
-/// A run the driver took (id, and as [`Driver::take`] gives it).
-type TakenRun = (i64, ClaimedRun, Taken, RunContext);
-
-/// Records the start of runs of one incident just taken, in order.
-async fn start_incidents_runs<D: Driver>(
+/// Notes a taken run's start on its incident, unless it was noted already
+/// (with `fence`, only while the run holds it): its timeline entry, the
+/// status it moves the incident to, and the notifications its rules ask
+/// for. A run's owner notes it once the run has run for a moment; a run
+/// that ended sooner has it noted by its end, in the same transaction,
+/// and a run taken over by the takeover. So a start is noted once, and
+/// a crash loses none.
+pub(in crate::store) async fn note_start<D: Driver>(
     d: &D,
-    runs: Vec<TakenRun>,
-    req: &ClaimRequest,
-) -> Op<Vec<Claimed>, D::Fail> {
-    let mut now = None;
-    let mut claimed = Vec::with_capacity(runs.len());
-    for (id, run, taken, cx) in runs {
-        let incident = now.unwrap_or(cx.now);
-        let (c, after) = start_one(d, id, run, taken, cx, incident, req).await?;
-        now = Some(after);
-        claimed.push(c);
+    run: i64,
+    fence: Option<i64>,
+) -> Op<(), D::Fail> {
+    if let Some((start, cx)) = d.start_unnoted(run, fence).await? {
+        noted_start(d, run, start, cx).await?;
     }
-    Ok(claimed)
+    Ok(())
 }
 
-/// Records a taken run's start on its incident (`now`, as the runs before
-/// it in this claim left it); gives the claim and the incident after it.
-async fn start_one<D: Driver>(
+/// Writes a start [`Driver::start_unnoted`] gave; gives its incident after.
+async fn noted_start<D: Driver>(
     d: &D,
     id: i64,
-    run: ClaimedRun,
-    taken: Taken,
+    run: UnnotedStart,
     cx: RunContext,
-    now: lifecycle::Incident,
-    req: &ClaimRequest,
-) -> Op<(Claimed, lifecycle::Incident), D::Fail> {
-    let resume = if taken.resumed {
+) -> Op<lifecycle::Incident, D::Fail> {
+    let resume = if run.resumed {
         approvals::resume(d, id).await?
     } else {
         None
     };
     let (note, what) = if let Some(r) = &resume {
-        let note = say::resumed(id, &run.runbook, &r.approval, &req.owner);
+        let note = say::resumed(id, &run.runbook, &r.approval, &run.owner);
         (note, None)
     } else {
         let started = say::started(
@@ -151,8 +150,8 @@ async fn start_one<D: Driver>(
             &run.runbook,
             run.phase,
             &run.fingerprint,
-            &req.owner,
-            taken.attempt,
+            &run.owner,
+            run.attempt,
         );
         let what = Happened {
             event: Event::RunStarted,
@@ -169,36 +168,18 @@ async fn start_one<D: Driver>(
         let origin = (run.notification, run.fingerprint.as_str());
         outbox::enqueue_with(d, run.incident, &rules, what, Some(origin)).await?;
     }
-    let after = note_and_advance(
+    note_and_advance(
         d,
         run.incident,
         &note,
-        now,
+        cx.now,
         lifecycle::Event::RunStarted {
             runbook: &run.runbook,
             phase: run.phase,
             failed_runs: tally.failed,
         },
     )
-    .await?;
-    let claimed = Claimed {
-        lease: Lease {
-            run_id: id,
-            fence: taken.fence,
-        },
-        attempt: taken.attempt,
-        incident: IncidentId(run.incident),
-        severity: run.severity,
-        runbook: run.runbook,
-        fingerprint: run.fingerprint,
-        starts_at: run.starts_at,
-        phase: run.phase,
-        body: run.body,
-        shadow: run.shadow,
-        resume,
-        rerun_of: run.rerun_of,
-    };
-    Ok((claimed, after))
+    .await
 }
 
 /// Renews the leases `owner` holds; reports the ones it lost and the ones
@@ -251,6 +232,7 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     let instead;
     let f = match (f.state, &f.awaiting) {
         (RunState::AwaitingApproval, Some(r)) => {
+            note_start(d, f.lease.run_id, Some(f.lease.fence)).await?;
             let paused = d
                 .await_approval(f.lease, &json(&f.result), &f.summary)
                 .await?;
@@ -265,12 +247,24 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
         }
         _ => f,
     };
-    let Some((run, cx)) = d
-        .end_run(f.lease, f.state, &json(&f.result), &f.summary)
-        .await?
-    else {
+    // A start not noted yet (a short run) is noted first, from what was
+    // read before the end (sent together); the end moves the incident on
+    // from where the start left it.
+    let (start, end) = try_join(
+        d.start_unnoted(f.lease.run_id, Some(f.lease.fence)),
+        d.end_run(f.lease, f.state, &json(&f.result), &f.summary),
+    )
+    .await?;
+    let started = match start {
+        Some((start, cx)) => Some(noted_start(d, f.lease.run_id, start, cx).await?),
+        None => None,
+    };
+    let Some((run, mut cx)) = end else {
         return Ok(FinishOutcome::Fenced);
     };
+    if let Some(now) = started {
+        cx.now = now;
+    }
     let rules = outbox::read_policies(cx.policies)?;
     let open_checklist = f.result.as_ref().map_or(0, |r| r.open_checklist().count());
     let succeeded = run.phase == Phase::Remediation
@@ -351,6 +345,8 @@ async fn ended<D: Driver>(
 pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped, D::Fail> {
     let mut reaped = Reaped::default();
     for run in d.running(matches!(scope, Reap::Expired)).await? {
+        // Its start first, if its owner had not noted it yet.
+        note_start(d, run.id, None).await?;
         let owner = run.owner.as_deref().unwrap_or_default();
         let state = match lifecycle::taken(run.idempotent, run.cancel_requested) {
             lifecycle::Taken::Ended(state) => state,

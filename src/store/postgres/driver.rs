@@ -24,7 +24,7 @@ use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
     ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunContext,
-    RunToCancel, RunningRun, Taken,
+    RunToCancel, RunningRun, Taken, UnnotedStart,
 };
 use crate::store::types::{
     budget_item, json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
@@ -1314,25 +1314,22 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
         run: i64,
         owner: &str,
         lease: Duration,
-    ) -> Op<Option<(ClaimedRun, Taken, RunContext)>> {
+    ) -> Op<Option<(ClaimedRun, Taken)>> {
         // The run's own columns come from the update (a CTE's outer query
         // reads the snapshot from before it); take changes none of them.
         let Some(r) = self
             .0
             .query_opt(
-                concat!(
-                    "WITH t AS (
-                         UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
-                             lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp(), progress = NULL,
-                             fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
-                         WHERE id = $1 AND state = 'queued'
-                         RETURNING fence, attempt, result IS NOT NULL AS resumed, incident_id, runbook, fingerprint, starts_at, phase,
-                             notification_id, rerun_of)
-                     SELECT t.fence, t.attempt, t.resumed, t.incident_id, t.runbook, t.fingerprint, t.starts_at, t.phase, n.body,
-                         i.severity, t.notification_id, i.shadow, t.rerun_of, ",
-                    run_context_columns!("CASE WHEN r.id = $1 THEN 'running' ELSE r.state END"),
-                    " FROM t JOIN notifications n ON n.id = t.notification_id JOIN incidents i ON i.id = t.incident_id"
-                ),
+                "WITH t AS (
+                     UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN now() ELSE started_at END, owner = $2,
+                         lease_until = clock_timestamp() + make_interval(secs => $3), heard_at = clock_timestamp(), progress = NULL,
+                         fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END, start_noted = FALSE
+                     WHERE id = $1 AND state = 'queued'
+                     RETURNING fence, attempt, result IS NOT NULL AS resumed, incident_id, runbook, fingerprint, starts_at, phase,
+                         notification_id, rerun_of)
+                 SELECT t.fence, t.attempt, t.resumed, t.incident_id, t.runbook, t.fingerprint, t.starts_at, t.phase, n.body,
+                     i.severity, i.shadow, t.rerun_of
+                 FROM t JOIN notifications n ON n.id = t.notification_id JOIN incidents i ON i.id = t.incident_id",
                 &[&run, &owner, &secs(lease)],
             )
             .await?
@@ -1352,11 +1349,48 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             phase: parsed(&r, 7)?,
             body: r.get(8),
             severity: parsed(&r, 9)?,
-            notification: r.get(10),
-            shadow: r.get(11),
-            rerun_of: r.get(12),
+            shadow: r.get(10),
+            rerun_of: r.get(11),
         };
-        Ok(Some((claimed, taken, run_context(&r, 13)?)))
+        Ok(Some((claimed, taken)))
+    }
+
+    async fn start_unnoted(
+        &self,
+        run: i64,
+        fence: Option<i64>,
+    ) -> Op<Option<(UnnotedStart, RunContext)>> {
+        // A concurrent noter's update is waited for, and its row read
+        // again: of two, one finds the start noted.
+        let Some(r) = self
+            .0
+            .query_opt(
+                concat!(
+                    "WITH s AS (
+                         UPDATE runs SET start_noted = TRUE
+                         WHERE id = $1 AND ($2::BIGINT IS NULL OR fence = $2) AND NOT start_noted
+                         RETURNING incident_id, runbook, phase, fingerprint, notification_id, owner, attempt, result IS NOT NULL)
+                     SELECT s.*, ",
+                    run_context_columns!("r.state"),
+                    " FROM s JOIN incidents i ON i.id = s.incident_id"
+                ),
+                &[&run, &fence],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let start = UnnotedStart {
+            incident: r.get(0),
+            runbook: r.get(1),
+            phase: parsed(&r, 2)?,
+            fingerprint: r.get(3),
+            notification: r.get(4),
+            owner: r.get::<_, Option<String>>(5).unwrap_or_default(),
+            attempt: u32::try_from(r.get::<_, i32>(6)).unwrap_or(1),
+            resumed: r.get(7),
+        };
+        Ok(Some((start, run_context(&r, 8)?)))
     }
 
     async fn summary(&self, incident: i64) -> Op<Option<(IncidentSummary, Option<String>)>> {

@@ -46,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schema_v8.sql"),
     include_str!("schema_v9.sql"),
     include_str!("schema_v10.sql"),
+    include_str!("schema_v11.sql"),
 ];
 
 /// Advisory lock keys (any constants, distinct from each other).
@@ -113,10 +114,13 @@ pub struct Postgres {
 
 pub(super) struct Inner {
     pub(super) pool: Pool,
-    /// Connections of their own for claims, heartbeats, ends and takeovers:
+    /// Connections of their own for heartbeats, ends and takeovers:
     /// a flood of webhooks waiting for the general pool must not delay a
     /// lease renewal into self-fencing.
     pub(super) leases: Pool,
+    /// The claim loop's own connection (it claims one claim at a time):
+    /// a claim never waits behind run ends for one of the `leases`.
+    pub(super) claims: Pool,
     write_error: Mutex<Option<String>>,
     queued: Arc<Notify>,
     reloads: tokio::sync::broadcast::Sender<String>,
@@ -190,6 +194,7 @@ impl Postgres {
         let cfg = config(url)?;
         let pool = new_pool(cfg.clone(), 16)?;
         let leases = new_pool(cfg.clone(), 4)?;
+        let claims = new_pool(cfg.clone(), 1)?;
         migrate(&pool).await.map_err(Fail::into_store)?;
         let queued = Arc::new(Notify::new());
         let (reloads, _) = tokio::sync::broadcast::channel(16);
@@ -198,6 +203,7 @@ impl Postgres {
             inner: Arc::new(Inner {
                 pool,
                 leases,
+                claims,
                 write_error: Mutex::new(None),
                 queued,
                 reloads,
@@ -213,6 +219,7 @@ impl Postgres {
     pub async fn open_read_only(url: &str) -> Result<Postgres> {
         let cfg = config(url)?;
         let leases = new_pool(cfg.clone(), 1)?;
+        let claims = new_pool(cfg.clone(), 1)?;
         let pool = new_pool(cfg, 4)?;
         let client = pool.get().await.map_err(|e| Fail::from(e).into_store())?;
         let exists: bool = client
@@ -229,6 +236,7 @@ impl Postgres {
             inner: Arc::new(Inner {
                 pool,
                 leases,
+                claims,
                 write_error: Mutex::new(None),
                 queued: Arc::new(Notify::new()),
                 reloads: tokio::sync::broadcast::channel(1).0,

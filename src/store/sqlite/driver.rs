@@ -27,7 +27,7 @@ use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
     ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunContext,
-    RunToCancel, RunningRun, Taken,
+    RunToCancel, RunningRun, Taken, UnnotedStart,
 };
 use crate::store::types::{
     budget_item, json, now, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES,
@@ -1097,12 +1097,12 @@ impl crate::store::driver::Driver for Conn<'_> {
         run: i64,
         owner: &str,
         lease: Duration,
-    ) -> Result<Option<(ClaimedRun, Taken, RunContext)>> {
+    ) -> Result<Option<(ClaimedRun, Taken)>> {
         let t = self
             .0
             .one(
                 "UPDATE runs SET state = 'running', started_at = CASE WHEN result IS NULL THEN ?2 ELSE started_at END, owner = ?3, lease_until = ?4, heard_at = ?2, progress = NULL,
-                 fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END
+                 fence = fence + 1, attempt = attempt + CASE WHEN result IS NULL THEN 1 ELSE 0 END, start_noted = 0
              WHERE id = ?1 AND state = 'queued' RETURNING fence, attempt, result IS NOT NULL",
                 params![run, now(), owner, later(lease)],
                 |r| {
@@ -1118,7 +1118,7 @@ impl crate::store::driver::Driver for Conn<'_> {
             return Ok(None);
         };
         let claimed = self.0.one(
-            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, r.notification_id, i.shadow, r.rerun_of
+            "SELECT r.incident_id, r.runbook, r.fingerprint, r.starts_at, r.phase, n.body, i.severity, i.shadow, r.rerun_of
          FROM runs r JOIN notifications n ON n.id = r.notification_id JOIN incidents i ON i.id = r.incident_id WHERE r.id = ?1",
             [run],
             |r| {
@@ -1130,14 +1130,44 @@ impl crate::store::driver::Driver for Conn<'_> {
                     phase: parsed(r, 4)?,
                     body: r.get(5)?,
                     severity: parsed(r, 6)?,
-                    notification: r.get(7)?,
-                    shadow: r.get(8)?,
-                    rerun_of: r.get(9)?,
+                    shadow: r.get(7)?,
+                    rerun_of: r.get(8)?,
                 })
             },
         )?;
-        let cx = crate::store::driver::Driver::run_context(self, claimed.incident).await?;
-        Ok(Some((claimed, t, cx)))
+        Ok(Some((claimed, t)))
+    }
+
+    async fn start_unnoted(
+        &self,
+        run: i64,
+        fence: Option<i64>,
+    ) -> Result<Option<(UnnotedStart, RunContext)>> {
+        let start = self
+            .0
+            .one(
+                "UPDATE runs SET start_noted = 1 WHERE id = ?1 AND (?2 IS NULL OR fence = ?2) AND NOT start_noted
+                 RETURNING incident_id, runbook, phase, fingerprint, notification_id, owner, attempt, result IS NOT NULL",
+                params![run, fence],
+                |r| {
+                    Ok(UnnotedStart {
+                        incident: r.get(0)?,
+                        runbook: r.get(1)?,
+                        phase: parsed(r, 2)?,
+                        fingerprint: r.get(3)?,
+                        notification: r.get(4)?,
+                        owner: r.get::<_, Option<String>>(5)?.unwrap_or_default(),
+                        attempt: r.get(6)?,
+                        resumed: r.get(7)?,
+                    })
+                },
+            )
+            .optional()?;
+        let Some(start) = start else {
+            return Ok(None);
+        };
+        let cx = crate::store::driver::Driver::run_context(self, start.incident).await?;
+        Ok(Some((start, cx)))
     }
 
     async fn summary(&self, incident: i64) -> Result<Option<(IncidentSummary, Option<String>)>> {
