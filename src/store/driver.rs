@@ -112,6 +112,8 @@ pub(super) trait Driver {
     async fn touch(&self, incident: i64) -> Op<(), Self::Fail>;
 
     /// The incident's status and whether a remediation run of it failed.
+    /// Locks its row: what the lifecycle decides from it is written before
+    /// another transaction reads it.
     async fn lifecycle(&self, incident: i64) -> Op<crate::lifecycle::Incident, Self::Fail>;
 
     /// What a run's start or end consults of its incident: [`Driver::lifecycle`],
@@ -142,6 +144,13 @@ pub(super) trait Driver {
 
     /// Whether the incident exists; locks its row.
     async fn lock_incident(&self, incident: i64) -> Op<bool, Self::Fail>;
+
+    /// Locks the row of `run`'s incident, before anything joined after it
+    /// runs: a run's start or end reads its incident's state after it (so
+    /// it sees what the last writer left) and moves the incident on from
+    /// there before another one reads it. Two runs of one incident ending
+    /// at once would otherwise each see the other still running.
+    async fn lock_run_incident(&self, run: i64) -> Op<(), Self::Fail>;
 
     // -- notifications and escalations ---------------------------------------
 

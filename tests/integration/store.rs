@@ -968,6 +968,118 @@ async fn a_start_is_noted_once_whoever_notes_it(b: &Backend) {
     assert!(starts(&d)[0] < interrupted, "{:?}", d.timeline);
 }
 
+/// Two runs of one incident ending at once on two replicas: the second
+/// end sees the first, so the incident moves to `monitoring` once both
+/// remediation runs succeeded (each end computes the next status from the
+/// incident as it reads it: two ends reading it at once would each see the
+/// other run still running, and leave it `identified`).
+async fn ends_of_one_incident_at_once_lose_no_status_change(b: &Backend) {
+    let r = b.replicas("ends-at-once", 2).await;
+    let m = runbook("fix");
+    let mut incidents = Vec::new();
+    for g in 0..12 {
+        let ing = ingest(
+            &r[0],
+            notification(
+                &format!("g{g}"),
+                "firing",
+                &[(&format!("A{g}"), T0), (&format!("B{g}"), T0)],
+            ),
+            &m,
+        )
+        .await
+        .unwrap();
+        incidents.push(ing.incident.unwrap());
+    }
+    let claimed = r[0]
+        .claim(claim_req("a", 64, LONG, &[("fix", 64)]))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 24);
+    for c in &claimed {
+        r[0].note_start(c.lease).await.unwrap();
+    }
+    let ends = incidents.iter().map(|inc| {
+        let mut pair = claimed.iter().filter(|c| c.incident == *inc);
+        let (x, y) = (pair.next().unwrap(), pair.next().unwrap());
+        let (a, b) = (r[0].clone(), r[1].clone());
+        async move {
+            let (one, two) = tokio::join!(
+                a.finish(finished(x, RunState::Succeeded)),
+                b.finish(finished(y, RunState::Succeeded)),
+            );
+            assert_eq!(
+                (one.unwrap(), two.unwrap()),
+                (FinishOutcome::Recorded, FinishOutcome::Recorded)
+            );
+        }
+    });
+    futures_util::future::join_all(ends).await;
+    let mut stuck = Vec::new();
+    for inc in &incidents {
+        let d = r[0].incident(*inc).await.unwrap();
+        if d.summary.status != IncidentStatus::Monitoring {
+            stuck.push((inc.to_string(), d.summary.status));
+        }
+    }
+    assert!(
+        stuck.is_empty(),
+        "{}: incidents whose both runs succeeded but not monitoring: {stuck:?}",
+        b.name()
+    );
+    // A run's end and its alert's resolution at once: resolved, whichever
+    // comes first (an end reading the incident before the resolution was
+    // in would write `monitoring` over it).
+    let mut incidents = Vec::new();
+    for g in 0..20 {
+        let ing = ingest(
+            &r[0],
+            notification(&format!("h{g}"), "firing", &[(&format!("C{g}"), T0)]),
+            &m,
+        )
+        .await
+        .unwrap();
+        incidents.push((g, ing.incident.unwrap()));
+    }
+    let claimed = r[0]
+        .claim(claim_req("a", 64, LONG, &[("fix", 64)]))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 20);
+    for c in &claimed {
+        r[0].note_start(c.lease).await.unwrap();
+    }
+    let races = incidents.iter().map(|(g, inc)| {
+        let c = claimed.iter().find(|c| c.incident == *inc).unwrap();
+        let (a, b, m) = (r[0].clone(), r[1].clone(), m.clone());
+        async move {
+            let (end, resolved) = tokio::join!(
+                a.finish(finished(c, RunState::Succeeded)),
+                ingest(
+                    &b,
+                    notification(&format!("h{g}"), "resolved", &[(&format!("C{g}"), T0)]),
+                    &m
+                ),
+            );
+            end.unwrap();
+            resolved.unwrap();
+        }
+    });
+    futures_util::future::join_all(races).await;
+    let mut reopened = Vec::new();
+    for (_, inc) in &incidents {
+        let d = r[0].incident(*inc).await.unwrap();
+        if d.summary.status != IncidentStatus::Resolved {
+            reopened.push((inc.to_string(), d.summary.status));
+        }
+    }
+    assert!(
+        reopened.is_empty(),
+        "{}: incidents whose alert resolved but not resolved: {reopened:?}",
+        b.name()
+    );
+}
+
 /// One replica holds the leader lease at a time, until it lapses.
 async fn one_leader_at_a_time(b: &Backend) {
     let r = b.replicas("leader", 2).await;
@@ -1704,6 +1816,7 @@ on_both_stores!(heartbeats_keep_a_lease);
 on_both_stores!(cancellation_reaches_the_owner);
 on_both_stores!(the_lifecycle_is_recorded);
 on_both_stores!(a_start_is_noted_once_whoever_notes_it);
+on_both_stores!(ends_of_one_incident_at_once_lose_no_status_change);
 on_both_stores!(one_leader_at_a_time);
 on_both_stores!(live_output_resumes_after_a_cursor);
 on_both_stores!(reaping_all_interrupts_what_ran);

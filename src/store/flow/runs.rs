@@ -123,7 +123,8 @@ pub(in crate::store) async fn note_start<D: Driver>(
     run: i64,
     fence: Option<i64>,
 ) -> Op<(), D::Fail> {
-    if let Some((start, cx)) = d.start_unnoted(run, fence).await? {
+    let ((), unnoted) = try_join(d.lock_run_incident(run), d.start_unnoted(run, fence)).await?;
+    if let Some((start, cx)) = unnoted {
         noted_start(d, run, start, cx).await?;
     }
     Ok(())
@@ -250,7 +251,8 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     // A start not noted yet (a short run) is noted first, from what was
     // read before the end (sent together); the end moves the incident on
     // from where the start left it.
-    let (start, end) = try_join(
+    let ((), start, end) = try_join3(
+        d.lock_run_incident(f.lease.run_id),
         d.start_unnoted(f.lease.run_id, Some(f.lease.fence)),
         d.end_run(f.lease, f.state, &json(&f.result), &f.summary),
     )
@@ -417,7 +419,8 @@ pub(in crate::store) async fn cancel<D: Driver>(
     id: i64,
     who: &str,
 ) -> Op<RunState, D::Fail> {
-    let Some(run) = d.run_to_cancel(id).await? else {
+    let ((), run) = try_join(d.lock_run_incident(id), d.run_to_cancel(id)).await?;
+    let Some(run) = run else {
         return Err(StoreError::NotFound(format!("run {id}")).into());
     };
     let who = text(who);

@@ -100,10 +100,11 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn lifecycle(&self, incident: i64) -> Op<lifecycle::Incident> {
+        // A locked row is read as its last writer committed it.
         let row = self
             .0
             .query_one(
-                "SELECT status, run_failed FROM incidents WHERE id = $1",
+                "SELECT status, run_failed FROM incidents WHERE id = $1 FOR UPDATE",
                 &[&incident],
             )
             .await?;
@@ -176,6 +177,18 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             )
             .await?
             .is_some())
+    }
+
+    async fn lock_run_incident(&self, run: i64) -> Op<()> {
+        // A simple query (the id is an integer), sent when first polled with
+        // nothing to prepare first: the statements joined after it are
+        // executed after it, each with a snapshot taken once the lock is
+        // held (READ COMMITTED).
+        self.0
+            .simple(&format!(
+                "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = {run}) FOR UPDATE"
+            ))
+            .await
     }
 
     async fn policies(&self, incident: i64) -> Op<(String, bool)> {
@@ -1371,7 +1384,8 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                          WHERE id = $1 AND ($2::BIGINT IS NULL OR fence = $2) AND NOT start_noted
                          RETURNING incident_id, runbook, phase, fingerprint, notification_id, owner, attempt, result IS NOT NULL)
                      SELECT s.*, ",
-                    run_context_columns!("r.state"),
+                    // Running, also when the run's end was executed first.
+                    run_context_columns!("CASE WHEN r.id = $1 THEN 'running' ELSE r.state END"),
                     " FROM s JOIN incidents i ON i.id = s.incident_id"
                 ),
                 &[&run, &fence],

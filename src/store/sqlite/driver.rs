@@ -111,6 +111,11 @@ impl crate::store::driver::Driver for Conn<'_> {
         Ok(())
     }
 
+    /// One writer: nothing else reads or writes meanwhile.
+    async fn lock_run_incident(&self, _run: i64) -> Result<()> {
+        Ok(())
+    }
+
     async fn lock_incident(&self, incident: i64) -> Result<bool> {
         Ok(self
             .0
