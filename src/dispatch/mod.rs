@@ -543,6 +543,8 @@ impl Dispatcher {
         );
         // Its start is noted once it ran for a moment; a shorter run has it
         // noted by its end, in the same transaction (one write, not two).
+        // A note still under way when the run ends is dropped: the end
+        // notes the start unless the note got in first.
         let run = self.execute_claimed(&c, &held);
         tokio::pin!(run);
         let finished = tokio::select! {
@@ -551,10 +553,15 @@ impl Dispatcher {
             () = tokio::time::sleep(NOTE_START_AFTER) => {
                 let note = async {
                     if let Err(e) = self.store.note_start(c.lease).await {
-                        tracing::warn!(run = c.lease.run_id, error = %e, "cannot note the start of a run yet: its end notes it");
+                        tracing::warn!(run = c.lease.run_id, error = %e, "cannot note the start of a run: its end notes it");
                     }
                 };
-                tokio::join!(run, note).0
+                tokio::pin!(note);
+                tokio::select! {
+                    biased;
+                    f = &mut run => f,
+                    () = &mut note => run.await,
+                }
             }
         };
         if let Some(a) = &finished.awaiting {

@@ -977,3 +977,64 @@ async fn an_unknown_severity_filter_is_refused_with_the_reason() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("sev5"));
 }
+
+/// The message positions of the timeline entries that say a run started,
+/// and of those that say it `ended` (a state word).
+fn start_and_end(v: &Value, ended: &str) -> (Vec<usize>, Vec<usize>) {
+    let timeline = v["timeline"].as_array().unwrap();
+    let find = |needle: &str| {
+        timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t["kind"] == "run" && t["message"].as_str().unwrap().contains(needle))
+            .map(|(i, _)| i)
+            .collect::<Vec<_>>()
+    };
+    (find("` started ("), find(&format!("` {ended}:")))
+}
+
+/// A run's start is on its incident while the run runs (its replica notes
+/// it once the run has run 200 ms), and a short run's start is on it too,
+/// just before its end (noted by the end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_start_is_noted_while_it_runs_and_before_its_end() {
+    let slow = "name: slow\nmatchers: [alertname = \"Echo\", instance = \"slow\"]\nsteps:\n  - name: wait\n    run: [sleep, '3']\n";
+    let quick = "name: quick\nmatchers: [alertname = \"Echo\", instance = \"quick\"]\nsteps:\n  - name: say\n    run: [echo, hi]\n";
+    let app = TestApp::start(&[("slow.yaml", slow), ("quick.yaml", quick)], |_| {}).await;
+    app.post_alert(notification(
+        "g-slow",
+        &[(
+            &json!({"alertname": "Echo", "instance": "slow"}),
+            "firing",
+            T0,
+        )],
+    ))
+    .await;
+    let inc = app
+        .wait_for_incident(
+            "INC-0001",
+            "the slow run's start noted while it runs",
+            |v| !start_and_end(v, "succeeded").0.is_empty(),
+        )
+        .await;
+    assert_eq!(run_states(&inc), ["running"], "{inc:#}");
+    assert_eq!(inc["status"], "identified", "{inc:#}");
+    app.post_alert(notification(
+        "g-quick",
+        &[(
+            &json!({"alertname": "Echo", "instance": "quick"}),
+            "firing",
+            T0,
+        )],
+    ))
+    .await;
+    let inc = app
+        .wait_for_incident("INC-0002", "the quick run's end", |v| {
+            run_states(v) == ["succeeded"]
+        })
+        .await;
+    let (starts, ends) = start_and_end(&inc, "succeeded");
+    assert_eq!((starts.len(), ends.len()), (1, 1), "{inc:#}");
+    assert!(starts[0] < ends[0], "the start before the end: {inc:#}");
+    assert_eq!(inc["status"], "monitoring", "{inc:#}");
+}

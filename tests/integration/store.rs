@@ -936,36 +936,61 @@ async fn a_start_is_noted_once_whoever_notes_it(b: &Backend) {
     // A late note of the ended run.
     r[0].note_start(c.lease).await.unwrap();
     assert_eq!(starts(&r[0].incident(inc).await.unwrap()).len(), 1);
-    // Noted by its owner, twice: once.
+    // Noted by two at once (two replicas, say): once.
     let (inc, c) = started(&r[0], "g2", "Slow", &m, "a").await;
-    r[0].note_start(c.lease).await.unwrap();
-    r[1].note_start(c.lease).await.unwrap();
+    let (x, y) = tokio::join!(r[0].note_start(c.lease), r[1].note_start(c.lease));
+    x.unwrap();
+    y.unwrap();
     r[0].finish(finished(&c, RunState::Succeeded))
         .await
         .unwrap();
     assert_eq!(starts(&r[0].incident(inc).await.unwrap()).len(), 1);
-    // Its owner died before noting it: the takeover notes it, and the old
-    // owner's late note is fenced.
-    let ing = ingest(&r[0], notification("g3", "firing", &[("Full", T0)]), &m)
+    // Its owner died before noting it: the takeover notes it (an
+    // idempotent run, queued again). The old owner's late note is fenced:
+    // it notes nothing of the next attempt, which its new owner notes.
+    let mut flush = runbook("flush");
+    flush.idempotent = true;
+    let ing = ingest(&r[0], notification("g3", "firing", &[("Full", T0)]), &flush)
         .await
         .unwrap();
     let inc = ing.incident.unwrap();
-    let c = r[0]
+    let old = r[0]
         .claim(claim_req("a", 1, Duration::from_millis(200), &[]))
         .await
         .unwrap()
         .remove(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(r[1].reap(Reap::Expired).await.unwrap().interrupted, 1);
-    r[0].note_start(c.lease).await.unwrap();
+    assert_eq!(r[1].reap(Reap::Expired).await.unwrap().requeued, 1);
     let d = r[1].incident(inc).await.unwrap();
-    let interrupted = d
+    let requeued = d
         .timeline
         .iter()
-        .position(|t| t.message.contains("` interrupted"))
+        .position(|t| t.message.contains("re-queued"))
         .unwrap();
     assert_eq!(starts(&d).len(), 1, "{:?}", d.timeline);
-    assert!(starts(&d)[0] < interrupted, "{:?}", d.timeline);
+    assert!(starts(&d)[0] < requeued, "{:?}", d.timeline);
+    let new = r[1]
+        .claim(claim_req("b", 1, LONG, &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(new.lease.run_id, old.lease.run_id);
+    r[0].note_start(old.lease).await.unwrap();
+    assert_eq!(
+        starts(&r[1].incident(inc).await.unwrap()).len(),
+        1,
+        "the old owner's note is fenced"
+    );
+    r[1].note_start(new.lease).await.unwrap();
+    let d = r[1].incident(inc).await.unwrap();
+    assert_eq!(starts(&d).len(), 2, "{:?}", d.timeline);
+    assert!(
+        d.timeline[starts(&d)[1]]
+            .message
+            .contains("on b, attempt 2"),
+        "{:?}",
+        d.timeline
+    );
 }
 
 /// Two runs of one incident ending at once on two replicas: the second

@@ -9,6 +9,7 @@ use futures_util::future::{try_join, try_join3, try_join_all};
 
 use super::incidents::{note_and_advance, run_note};
 use super::{approvals, outbox, Driver, Op};
+use crate::approval::ApprovalState;
 use crate::incident::notices::Happened;
 use crate::incident::{IncidentId, RunState};
 use crate::lifecycle;
@@ -137,13 +138,16 @@ async fn noted_start<D: Driver>(
     run: UnnotedStart,
     cx: RunContext,
 ) -> Op<lifecycle::Incident, D::Fail> {
-    let resume = if run.resumed {
-        approvals::resume(d, id).await?
+    // The decision it resumes after.
+    let decided = if run.resumed {
+        d.last_approval(id)
+            .await?
+            .filter(|a| a.state != ApprovalState::Pending && a.state != ApprovalState::Cancelled)
     } else {
         None
     };
-    let (note, what) = if let Some(r) = &resume {
-        let note = say::resumed(id, &run.runbook, &r.approval, &run.owner);
+    let (note, what) = if let Some(a) = &decided {
+        let note = say::resumed(id, &run.runbook, a, &run.owner);
         (note, None)
     } else {
         let started = say::started(
@@ -251,12 +255,16 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     // A start not noted yet (a short run) is noted first, from what was
     // read before the end (sent together); the end moves the incident on
     // from where the start left it.
-    let ((), start, end) = try_join3(
+    // The start is read before the end is written: it names the run's
+    // owner, which the end clears.
+    let ((), start) = try_join(
         d.lock_run_incident(f.lease.run_id),
         d.start_unnoted(f.lease.run_id, Some(f.lease.fence)),
-        d.end_run(f.lease, f.state, &json(&f.result), &f.summary),
     )
     .await?;
+    let end = d
+        .end_run(f.lease, f.state, &json(&f.result), &f.summary)
+        .await?;
     let started = match start {
         Some((start, cx)) => Some(noted_start(d, f.lease.run_id, start, cx).await?),
         None => None,
@@ -419,8 +427,7 @@ pub(in crate::store) async fn cancel<D: Driver>(
     id: i64,
     who: &str,
 ) -> Op<RunState, D::Fail> {
-    let ((), run) = try_join(d.lock_run_incident(id), d.run_to_cancel(id)).await?;
-    let Some(run) = run else {
+    let Some(run) = d.run_to_cancel(id).await? else {
         return Err(StoreError::NotFound(format!("run {id}")).into());
     };
     let who = text(who);
@@ -429,8 +436,11 @@ pub(in crate::store) async fn cancel<D: Driver>(
             let why = say::cancelled_by(&who, run.state);
             d.cancel_waiting(id, &why).await?;
             d.approvals_withdraw(id).await?;
-            // The incident moves on as when a run ends.
-            let cx = d.run_context(run.incident).await?;
+            // The incident moves on as when a run ends. (Its run first,
+            // then the incident, as an approval's decision locks them: the
+            // run waits or is queued, so no end of it locks the incident
+            // first.)
+            let ((), cx) = try_join(d.lock_run_incident(id), d.run_context(run.incident)).await?;
             ended(
                 d,
                 (run.incident, cx.now, cx.remediation),

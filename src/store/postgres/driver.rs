@@ -100,11 +100,13 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn lifecycle(&self, incident: i64) -> Op<lifecycle::Incident> {
-        // A locked row is read as its last writer committed it.
+        // A locked row is read as its last writer committed it. (`NO KEY`:
+        // rows that reference the incident, its timeline's, can still be
+        // inserted meanwhile.)
         let row = self
             .0
             .query_one(
-                "SELECT status, run_failed FROM incidents WHERE id = $1 FOR UPDATE",
+                "SELECT status, run_failed FROM incidents WHERE id = $1 FOR NO KEY UPDATE",
                 &[&incident],
             )
             .await?;
@@ -183,10 +185,11 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
         // A simple query (the id is an integer), sent when first polled with
         // nothing to prepare first: the statements joined after it are
         // executed after it, each with a snapshot taken once the lock is
-        // held (READ COMMITTED).
+        // held (READ COMMITTED). `NO KEY`: rows that reference the
+        // incident (its timeline's) can still be inserted meanwhile.
         self.0
             .simple(&format!(
-                "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = {run}) FOR UPDATE"
+                "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = {run}) FOR NO KEY UPDATE"
             ))
             .await
     }
