@@ -542,7 +542,8 @@ impl Dispatcher {
             "run started"
         );
         // Its start is noted once it ran for a moment; a shorter run has it
-        // noted by its end, in the same transaction (one write, not two).
+        // noted by its end, in the end's transaction (one transaction, not
+        // two).
         // A note still under way when the run ends is dropped: the end
         // notes the start unless the note got in first.
         let run = self.execute_claimed(&c, &held);

@@ -118,7 +118,8 @@ pub(super) trait Driver {
 
     /// What a run's start or end consults of its incident: [`Driver::lifecycle`],
     /// [`Driver::policies`] and [`Driver::remediation_states`] read
-    /// together (PostgreSQL: one statement).
+    /// together (PostgreSQL: one statement, which does not lock: its
+    /// callers lock the incident first, [`Driver::lock_run_incident`]).
     async fn run_context(&self, incident: i64) -> Op<RunContext, Self::Fail> {
         let (now, policies, remediation) = futures_util::future::try_join3(
             self.lifecycle(incident),

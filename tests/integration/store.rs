@@ -941,6 +941,11 @@ async fn a_start_is_noted_once_whoever_notes_it(b: &Backend) {
     let (x, y) = tokio::join!(r[0].note_start(c.lease), r[1].note_start(c.lease));
     x.unwrap();
     y.unwrap();
+    assert_eq!(
+        starts(&r[0].incident(inc).await.unwrap()).len(),
+        1,
+        "noted before the end"
+    );
     r[0].finish(finished(&c, RunState::Succeeded))
         .await
         .unwrap();
@@ -1086,7 +1091,7 @@ async fn ends_of_one_incident_at_once_lose_no_status_change(b: &Backend) {
                     &m
                 ),
             );
-            end.unwrap();
+            assert_eq!(end.unwrap(), FinishOutcome::Recorded);
             resolved.unwrap();
         }
     });

@@ -252,11 +252,10 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
         }
         _ => f,
     };
-    // A start not noted yet (a short run) is noted first, from what was
-    // read before the end (sent together); the end moves the incident on
-    // from where the start left it.
-    // The start is read before the end is written: it names the run's
-    // owner, which the end clears.
+    // A start not noted yet (a short run) is noted with the end, its
+    // entries before the end's; the end moves the incident on from where
+    // the start left it. The start is read before the end is written: it
+    // names the run's owner, which the end clears.
     let ((), start) = try_join(
         d.lock_run_incident(f.lease.run_id),
         d.start_unnoted(f.lease.run_id, Some(f.lease.fence)),
@@ -439,7 +438,9 @@ pub(in crate::store) async fn cancel<D: Driver>(
             // The incident moves on as when a run ends. (Its run first,
             // then the incident, as an approval's decision locks them: the
             // run waits or is queued, so no end of it locks the incident
-            // first.)
+            // first. A resolution cancelling the same queued run locks the
+            // other way round: PostgreSQL finds that deadlock, and one of
+            // the two is run again.)
             let ((), cx) = try_join(d.lock_run_incident(id), d.run_context(run.incident)).await?;
             ended(
                 d,

@@ -1387,8 +1387,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                          WHERE id = $1 AND ($2::BIGINT IS NULL OR fence = $2) AND NOT start_noted
                          RETURNING incident_id, runbook, phase, fingerprint, notification_id, owner, attempt, result IS NOT NULL)
                      SELECT s.*, ",
-                    // Running, also when the run's end was executed first.
-                    run_context_columns!("CASE WHEN r.id = $1 THEN 'running' ELSE r.state END"),
+                    run_context_columns!("r.state"),
                     " FROM s JOIN incidents i ON i.id = s.incident_id"
                 ),
                 &[&run, &fence],
