@@ -1,7 +1,7 @@
 //! Alertmanager's API v2, as runbookd uses it: silences (`silence:`
 //! steps, made once and expired when due) and the alerts it holds
 //! (`verify: {alert_resolved: true}`, resolutions of silenced alerts).
-//! With [`crate::prometheus`], the integrations the executor reaches.
+//! A run reaches it as [`crate::integrations::Alerts`].
 
 use std::time::Duration;
 
@@ -10,18 +10,7 @@ use serde::Deserialize;
 use crate::matcher::Matcher;
 use crate::plan::ApiMatcher;
 
-/// A silence a `silence:` step made (or found).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Silenced {
-    pub id: String,
-    /// Alertmanager held the run's alert when the silence was made: its
-    /// resolution can be learnt from Alertmanager (an alert posted straight
-    /// to the webhook never was Alertmanager's, and its absence says
-    /// nothing).
-    pub watched: bool,
-    /// The Alertmanager it was made in (its URL).
-    pub alertmanager: String,
-}
+pub use crate::integrations::Silenced;
 
 /// The Alertmanager runbookd silences through (`alertmanager:` in the config).
 #[derive(Clone)]
@@ -331,5 +320,28 @@ impl Alertmanager {
                 text.chars().take(300).collect::<String>()
             ))
         }
+    }
+}
+
+impl crate::integrations::Alerts for Alertmanager {
+    fn ensure<'a>(
+        &'a self,
+        plan: &'a crate::plan::SilencePlan,
+        comment: &'a str,
+        tag: &'a str,
+    ) -> crate::integrations::Answer<'a, Silenced> {
+        Box::pin(Alertmanager::ensure(self, plan, comment, tag))
+    }
+
+    fn expire<'a>(&'a self, id: &'a str) -> crate::integrations::Answer<'a, ()> {
+        Box::pin(Alertmanager::expire(self, id))
+    }
+
+    fn link(&self, id: &str) -> String {
+        Alertmanager::link(self, id)
+    }
+
+    fn firing(&self) -> crate::integrations::Answer<'_, Option<std::collections::HashSet<String>>> {
+        Box::pin(Alertmanager::firing(self))
     }
 }

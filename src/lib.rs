@@ -26,10 +26,12 @@
 //!    outbox), its operations written once in `store::flow` over a driver
 //!    of single statements per backend (SQLite or PostgreSQL).
 //! 8. The integrations and the steps that are not commands:
-//!    [`alertmanager`] and [`prometheus`] (the APIs runbookd asks),
-//!    [`verify`] (did the remediation work), [`silence`] (the keeper that
-//!    ends `silence:` steps' silences when due; the executor makes them
-//!    through [`alertmanager`]).
+//!    [`integrations`] (what a run may ask of the world beyond its
+//!    processes, as traits), [`alertmanager`] and [`prometheus`] (the
+//!    clients that implement them, which SLOs and the silence keeper also
+//!    use), [`verify`] (did the remediation work), [`silence`] (the keeper
+//!    that ends `silence:` steps' silences when due; the executor makes
+//!    them through [`integrations::Alerts`]).
 //! 9. Telling people: [`notify`] (notifiers, the outbox worker) and
 //!    [`postmortem`] (the draft, from the incident record).
 //! 10. Knowing the service: [`slo`] (SLO files, error budgets, policies and
@@ -60,15 +62,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundation",
         &[
-            "duration",
-            "named",
-            "secret",
-            "shared",
-            "alert",
-            "matcher",
-            "template",
-            "metrics",
-            "prometheus",
+            "duration", "named", "secret", "shared", "alert", "matcher", "template", "metrics",
         ],
     ),
     (
@@ -86,6 +80,8 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "integrations and steps",
         &[
+            "integrations",
+            "prometheus",
             "alertmanager",
             "verify",
             "silence",
@@ -112,6 +108,7 @@ pub mod drill;
 pub mod duration;
 pub mod exec;
 pub mod incident;
+pub mod integrations;
 pub mod lifecycle;
 pub mod matcher;
 pub mod metrics;

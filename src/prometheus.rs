@@ -1,6 +1,7 @@
 //! Prometheus's query API (`/api/v1/query`, `/api/v1/query_range`), as
 //! Thanos and Mimir speak it too: where SLO status comes from. Queries are
-//! built by runbookd from SLO files, never from alert data.
+//! built by runbookd from SLO files, never from alert data. A run reaches
+//! it as [`crate::integrations::Metrics`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -232,5 +233,18 @@ impl Prometheus {
                 .collect()),
             _ => Err(format!("`{query}` is not a range")),
         }
+    }
+}
+
+impl crate::integrations::Metrics for Prometheus {
+    fn values<'a>(&'a self, query: &'a str) -> crate::integrations::Answer<'a, Vec<f64>> {
+        Box::pin(async move {
+            Ok(self
+                .query(query, None)
+                .await?
+                .into_iter()
+                .map(|s| s.value)
+                .collect())
+        })
     }
 }

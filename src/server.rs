@@ -210,8 +210,12 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             cfg.prometheus.is_some(),
         )),
         slos: Some(slos.clone()),
-        alertmanager: alertmanager.clone(),
-        prometheus: cfg.prometheus.clone(),
+        integrations: crate::integrations::Integrations::new(
+            alertmanager.in_force(),
+            cfg.prometheus
+                .clone()
+                .map(|p| Arc::new(p) as Arc<dyn crate::integrations::Metrics>),
+        ),
         sandbox,
         settings: ExecSettings {
             kill_grace: cfg.kill_grace,

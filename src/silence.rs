@@ -80,6 +80,16 @@ impl Alertmanagers {
         w.0 = am;
     }
 
+    /// The one in force at each use, as runs reach it.
+    #[must_use]
+    pub fn in_force(&self) -> crate::integrations::AlertsInForce {
+        let all = self.clone();
+        std::sync::Arc::new(move || {
+            all.get()
+                .map(|a| std::sync::Arc::new(a) as std::sync::Arc<dyn crate::integrations::Alerts>)
+        })
+    }
+
     /// Whether this process has had any (silences to look after).
     fn ever(&self) -> bool {
         !self

@@ -36,8 +36,8 @@ pub enum Ended {
 
 /// Where a verify step measures.
 pub struct Sources<'a> {
-    pub prometheus: Option<&'a crate::prometheus::Prometheus>,
-    pub alertmanager: Option<crate::alertmanager::Alertmanager>,
+    pub prometheus: Option<std::sync::Arc<dyn crate::integrations::Metrics>>,
+    pub alertmanager: Option<std::sync::Arc<dyn crate::integrations::Alerts>>,
     /// The alert's fingerprint (for `alert_resolved`).
     pub fingerprint: &'a str,
     /// The alert came from Alertmanager (not a manual run or a drill,
@@ -76,7 +76,7 @@ async fn measure(plan: &VerifyPlan, src: &Sources<'_>) -> (String, Verdict) {
             Err(e) => ("-".into(), Verdict::Error(e)),
         };
     }
-    let (Some(prom), Some(query)) = (src.prometheus, &plan.query) else {
+    let (Some(prom), Some(query)) = (&src.prometheus, &plan.query) else {
         return (
             "-".into(),
             Verdict::Error(
@@ -84,18 +84,18 @@ async fn measure(plan: &VerifyPlan, src: &Sources<'_>) -> (String, Verdict) {
             ),
         );
     };
-    match prom.query(query, None).await {
+    match prom.values(query).await {
         Err(e) => ("-".into(), Verdict::Error(e)),
-        Ok(samples) if samples.is_empty() => ("no data".into(), Verdict::Inconclusive),
-        Ok(samples) if samples.len() > 1 => (
-            format!("{} series", samples.len()),
+        Ok(values) if values.is_empty() => ("no data".into(), Verdict::Inconclusive),
+        Ok(values) if values.len() > 1 => (
+            format!("{} series", values.len()),
             Verdict::Error(format!(
                 "the query gave {} series; write it to give one number (sum, max, …)",
-                samples.len()
+                values.len()
             )),
         ),
-        Ok(samples) => {
-            let v = samples[0].value;
+        Ok(values) => {
+            let v = values[0];
             let text = format!("{v}");
             if v.is_nan() {
                 (text, Verdict::Inconclusive)

@@ -341,10 +341,9 @@ pub(super) fn execute(
     };
     let sandbox = Sandbox::new(config).context("cannot set up the step sandbox")?;
     let executor = Executor {
-        // `run --alert` has no Alertmanager: a silence step fails, saying so.
-        alertmanager: crate::silence::Alertmanagers::default(),
-        // Nor a Prometheus: a verify step fails, saying so.
-        prometheus: None,
+        // `run --alert` has no Alertmanager (a silence step fails, saying
+        // so), nor a Prometheus (so does a verify step).
+        integrations: crate::integrations::Integrations::none(),
         // Nor SLO statuses: a gated step counts as frozen, saying so.
         gates: None,
         slos: None,

@@ -38,11 +38,10 @@ pub const STDOUT_TAIL_FOR_TEMPLATES: usize = 4096;
 pub struct Executor {
     pub sandbox: Sandbox,
     pub settings: ExecSettings,
-    /// Where `silence:` steps make their silences (`alertmanager:` in the
-    /// config; a reload may change it).
-    pub alertmanager: crate::silence::Alertmanagers,
-    /// Where `verify:` steps' queries go (`prometheus:` in the config).
-    pub prometheus: Option<crate::prometheus::Prometheus>,
+    /// Where `silence:` steps make their silences and `verify:` steps ask
+    /// (`alertmanager:` and `prometheus:` in the config; a reload may
+    /// change the Alertmanager).
+    pub integrations: crate::integrations::Integrations,
     /// Where gated steps (`requires: {budget: …}`, `risk: high`) ask
     /// whether their service is frozen; `None` (`runbookd run`): nowhere,
     /// and a gated step counts as frozen.
@@ -65,6 +64,12 @@ impl Drop for Executor {
         self.sandbox.release();
     }
 }
+
+/// A drill's safeguards and where they are measured.
+type Watch = (
+    Vec<super::safeguard::Guard>,
+    Arc<dyn crate::integrations::Metrics>,
+);
 
 /// How long a frozen step waits for an operator (`on_frozen: approve`)
 /// before it fails.
@@ -580,7 +585,7 @@ impl Executor {
         // store; a paused run keeps them while it waits). Without a store
         // (`runbookd run`), here.
         if req.lease.is_none() && outcome != RunOutcome::AwaitingApproval {
-            if let Some(am) = &self.alertmanager.get() {
+            if let Some(am) = self.integrations.alertmanager() {
                 for rec in &records {
                     let (Some(id), crate::plan::ActionPlan::Silence(Some(plan))) =
                         (&rec.silence_id, &rec.plan.action)
@@ -614,10 +619,7 @@ impl Executor {
     /// The safeguards of the drill `req` runs, ready to measure (`None`:
     /// not a drill with safeguards). What cannot be watched is an error:
     /// the drill does not start.
-    fn safeguards(
-        &self,
-        req: &RunRequest<'_>,
-    ) -> Option<Result<(Vec<super::safeguard::Guard>, crate::prometheus::Prometheus), String>> {
+    fn safeguards(&self, req: &RunRequest<'_>) -> Option<Result<Watch, String>> {
         let key = req.alert.labels.get(crate::alert::DRILL_LABEL)?;
         if req.notification.receiver != crate::alert::DRILL_RECEIVER {
             return None;
@@ -630,7 +632,7 @@ impl Executor {
         else {
             return Some(Err("the drill changed (a reload) since this occurrence started: its safeguards are not known, so it does not run".into()));
         };
-        let Some(prom) = self.prometheus.clone() else {
+        let Some(prom) = self.integrations.prometheus() else {
             return Some(Err(
                 "no Prometheus to watch the drill's safeguards: set `prometheus.url`".into(),
             ));
@@ -981,8 +983,8 @@ impl Executor {
             .collect();
         let fingerprint = crate::alert::fingerprint(&own);
         let src = crate::verify::Sources {
-            prometheus: self.prometheus.as_ref(),
-            alertmanager: self.alertmanager.get(),
+            prometheus: self.integrations.prometheus(),
+            alertmanager: self.integrations.alertmanager(),
             fingerprint: &fingerprint,
             from_alertmanager: !req.alert.labels.contains_key("runbookd_origin"),
             run_deadline: deadline,
@@ -1056,8 +1058,8 @@ impl Executor {
         step: &Step,
         silence: &crate::plan::SilencePlan,
         attempts: &mut Vec<Attempt>,
-    ) -> (StepOutcome, Option<crate::alertmanager::Silenced>) {
-        let Some(am) = &self.alertmanager.get() else {
+    ) -> (StepOutcome, Option<crate::integrations::Silenced>) {
+        let Some(am) = self.integrations.alertmanager() else {
             return (
                 StepOutcome::SpawnFailed {
                     reason: "no Alertmanager to silence through: set `alertmanager.url` in the server config".into(),

@@ -30,7 +30,7 @@ pub type Tripped = Arc<Mutex<Option<String>>>;
 /// and cancels `trip`.
 pub async fn watch(
     guards: Vec<Guard>,
-    prom: crate::prometheus::Prometheus,
+    prom: Arc<dyn crate::integrations::Metrics>,
     trip: CancellationToken,
     tripped: Tripped,
     done: CancellationToken,
@@ -52,7 +52,7 @@ pub async fn watch(
             }
             next[i] = tokio::time::Instant::now() + g.interval;
             let measured = tokio::select! {
-                m = measure(&prom, &g.query) => m,
+                m = measure(prom.as_ref(), &g.query) => m,
                 () = done.cancelled() => return,
             };
             let why = match measured {
@@ -90,11 +90,11 @@ pub async fn watch(
 }
 
 /// The query's one value now.
-async fn measure(prom: &crate::prometheus::Prometheus, query: &str) -> Result<f64, String> {
-    match prom.query(query, None).await?.as_slice() {
+async fn measure(prom: &dyn crate::integrations::Metrics, query: &str) -> Result<f64, String> {
+    match prom.values(query).await?.as_slice() {
         [] => Err("no data".into()),
-        [one] if one.value.is_nan() => Err("NaN".into()),
-        [one] => Ok(one.value),
+        [one] if one.is_nan() => Err("NaN".into()),
+        [one] => Ok(*one),
         many => Err(format!(
             "{} series: write the query to give one number",
             many.len()

@@ -51,8 +51,7 @@ pub fn executor_with(grace: Duration, spawner: SpawnerConfig) -> Executor {
     Executor {
         gates: None,
         slos: None,
-        alertmanager: runbookd::silence::Alertmanagers::default(),
-        prometheus: None,
+        integrations: runbookd::integrations::Integrations::none(),
         sandbox: Sandbox::new(SandboxConfig {
             spawner,
             ..SandboxConfig::default()
@@ -1223,8 +1222,7 @@ async fn a_writable_path_over_the_runtime_dir_or_a_hidden_path_fails_the_step() 
     let exec = Executor {
         gates: None,
         slos: None,
-        prometheus: None,
-        alertmanager: runbookd::silence::Alertmanagers::default(),
+        integrations: runbookd::integrations::Integrations::none(),
         sandbox: Sandbox::new(SandboxConfig {
             spawner: helper(),
             allow_root_steps: true,
@@ -1278,8 +1276,7 @@ async fn a_slot_of_a_run_dropped_mid_step_is_not_handed_on() {
     let exec = Executor {
         gates: None,
         slos: None,
-        prometheus: None,
-        alertmanager: runbookd::silence::Alertmanagers::default(),
+        integrations: runbookd::integrations::Integrations::none(),
         sandbox: Sandbox::new(SandboxConfig {
             spawner: helper(),
             runtime_dir: runtime.path().join("rt"),

@@ -288,6 +288,31 @@ fn no_two_modules_depend_on_each_other() {
 }
 
 #[test]
+fn runs_reach_alertmanager_and_prometheus_only_through_the_integrations_traits() {
+    // #24: the executor and `verify:` steps know no client, so a new
+    // integration (or a second kind of one) changes neither.
+    let (plain, excused) = edges();
+    let clients = ["alertmanager", "prometheus", "silence"];
+    let reached: Vec<String> = plain
+        .iter()
+        .chain(&excused)
+        .filter(|((from, to), _)| {
+            ["exec", "verify"].contains(&from.as_str()) && clients.contains(&to.as_str())
+        })
+        .map(|((from, to), at)| format!("{from} → {to} at {}", at.join(", ")))
+        .collect();
+    assert!(
+        reached.is_empty(),
+        "a client reached without `integrations`:\n{}",
+        reached.join("\n")
+    );
+    assert!(
+        plain.contains_key(&("exec".to_owned(), "integrations".to_owned())),
+        "the executor reaches its integrations"
+    );
+}
+
+#[test]
 fn the_reader_sees_imports_as_written() {
     // The scanner's own rules, on lines such as the sources hold.
     let names = |code: &str| -> Vec<String> {
