@@ -1908,6 +1908,48 @@ fn a_store_url_is_parsed_at_the_edge() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
+/// Each stored state of a run is checked by one constraint on PostgreSQL,
+/// its `<table>_<column>_known`: the one a newer runbookd's migration
+/// replaces to add a state (schema_v9.sql). Version 6's `runs_state` and
+/// `runs_phase` checked them a second time, on every write of a run, and
+/// kept refusing a state after its `_known` constraint was widened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_state_is_checked_once_and_widened_by_replacing_that_check() {
+    if !pg::available() {
+        return;
+    }
+    let pg = pg::Pg::start();
+    let url = pg.database();
+    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+    ingest(
+        &store,
+        notification("g1", "firing", &[("A", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        pg.psql(
+            &url,
+            "SELECT string_agg(conname, ',' ORDER BY conname) FROM pg_constraint WHERE conrelid = 'runs'::regclass AND contype = 'c'"
+        ),
+        "runs_phase_known,runs_state_known"
+    );
+    pg.psql(
+        &url,
+        "ALTER TABLE runs DROP CONSTRAINT runs_state_known, ADD CONSTRAINT runs_state_known CHECK (state IN ('queued', 'running', 'paused'))",
+    );
+    let widened = pg.try_psql(&url, "UPDATE runs SET state = 'paused'");
+    assert!(
+        widened.is_ok(),
+        "the widened check is the only one: {widened:?}"
+    );
+    assert!(pg
+        .try_psql(&url, "UPDATE runs SET state = 'on_fire'")
+        .unwrap_err()
+        .contains("runs_state_known"));
+}
+
 /// Replicas starting together migrate once: one takes the migration lock,
 /// the others wait and find nothing to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1931,7 +1973,7 @@ async fn replicas_starting_together_migrate_once() {
             &url,
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_version"
         ),
-        "1,2,3,4,5,6,7,8,9,10,11"
+        "1,2,3,4,5,6,7,8,9,10,11,12"
     );
 }
 
