@@ -69,14 +69,14 @@ pub struct Approval {
     pub step: String,
     pub index: u32,
     pub prompt: String,
-    pub requested_at: String,
+    pub requested_at: crate::timestamp::Timestamp,
     /// When `on_timeout` decides.
-    pub deadline: String,
+    pub deadline: crate::timestamp::Timestamp,
     pub on_timeout: OnTimeout,
     pub state: ApprovalState,
     /// Who decided (the login with `auth.users`), or `runbookd` for a timeout.
     pub decided_by: Option<String>,
-    pub decided_at: Option<String>,
+    pub decided_at: Option<crate::timestamp::Timestamp>,
     pub comment: Option<String>,
 }
 
@@ -152,12 +152,12 @@ mod tests {
             step: "go".into(),
             index: 1,
             prompt: "Restart?".into(),
-            requested_at: "t0".into(),
-            deadline: "t1".into(),
+            requested_at: "2026-12-05T10:00:00Z".parse().unwrap(),
+            deadline: "2026-12-05T10:30:00Z".parse().unwrap(),
             on_timeout,
             state,
             decided_by: Some("alice".into()),
-            decided_at: Some("t1".into()),
+            decided_at: Some("2026-12-05T10:30:00Z".parse().unwrap()),
             comment: Some("ok".into()),
         }
     }

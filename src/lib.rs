@@ -4,7 +4,8 @@
 //!
 //! 1. [`alert`]: the webhook payload Alertmanager sends (version 4), parsed
 //!    strictly where it matters and leniently elsewhere; [`duration`] the
-//!    durations Prometheus and Alertmanager write.
+//!    durations Prometheus and Alertmanager write; [`timestamp`] the
+//!    instants runbookd records, as every reader sees them.
 //! 2. [`matcher`]: Alertmanager's matcher grammar, so runbooks select alerts
 //!    exactly as routes do.
 //! 3. [`runbook`]: YAML runbooks, loaded and checked up front (every error at
@@ -62,7 +63,15 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     (
         "foundation",
         &[
-            "duration", "named", "secret", "shared", "alert", "matcher", "template", "metrics",
+            "duration",
+            "timestamp",
+            "named",
+            "secret",
+            "shared",
+            "alert",
+            "matcher",
+            "template",
+            "metrics",
         ],
     ),
     (
@@ -126,4 +135,5 @@ pub mod silence;
 pub mod slo;
 pub mod store;
 pub mod template;
+pub mod timestamp;
 pub mod verify;

@@ -4,6 +4,7 @@
 //! The default template is `src/postmortem.md.hbs`; `--template FILE`
 //! replaces it, with every field of [`context`] available (docs/postmortem.md).
 
+use crate::timestamp::Timestamp;
 use chrono::{DateTime, Utc};
 use handlebars::Handlebars;
 use serde_json::{json, Value};
@@ -25,11 +26,15 @@ fn parse(t: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// An instant as the draft shows it.
+fn shown(t: Timestamp) -> String {
+    t.instant().format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A time Alertmanager wrote, as the draft shows it (as written, when it
+/// is not RFC 3339).
 fn utc(t: &str) -> String {
-    parse(t).map_or_else(
-        || t.to_owned(),
-        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-    )
+    parse(t).map_or_else(|| t.to_owned(), |t| shown(t.into()))
 }
 
 fn human(secs: i64) -> String {
@@ -97,22 +102,20 @@ pub fn context(d: &IncidentDetail) -> Value {
         })
         .collect();
     // Every event: the incident's timeline plus each step of each run.
-    let mut events: Vec<(String, String, String)> = d
+    let mut events: Vec<(Timestamp, String, String)> = d
         .timeline
         .iter()
-        .map(|t| (t.at.clone(), t.author.clone(), t.message.clone()))
+        .map(|t| (t.at, t.author.clone(), t.message.clone()))
         .collect();
     let (mut well, mut wrong, mut actions) = (Vec::new(), Vec::new(), Vec::new());
-    let mut first_step: Option<String> = None;
+    let mut first_step: Option<Timestamp> = None;
     for run in &d.runs {
         let steps = match &run.result {
             Some(crate::incident::RunDetail::Executed(r)) => r.steps.as_slice(),
             _ => &[],
         };
         for step in steps {
-            let at = step
-                .started
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let at = Timestamp(step.started);
             let label = format!("`{}` step `{}`", run.runbook, step.name);
             let Some(outcome) = &step.outcome else {
                 let text = cell(step.plan.text.as_deref().unwrap_or_default());
@@ -167,8 +170,8 @@ pub fn context(d: &IncidentDetail) -> Value {
                     wrong.push(format!("{label} {}", cell(&outcome.sentence())));
                 }
             }
-            if first_step.as_ref().is_none_or(|f| at < *f) {
-                first_step = Some(at.clone());
+            if first_step.is_none_or(|f| at < f) {
+                first_step = Some(at);
             }
             events.push((
                 at,
@@ -177,10 +180,10 @@ pub fn context(d: &IncidentDetail) -> Value {
             ));
         }
     }
-    events.sort_by(|a, b| a.0.cmp(&b.0));
+    events.sort_by_key(|a| a.0);
     let timeline: Vec<Value> = events
         .iter()
-        .map(|(at, who, msg)| json!({"at": utc(at), "author": cell(who), "message": cell(msg)}))
+        .map(|(at, who, msg)| json!({"at": shown(*at), "author": cell(who), "message": cell(msg)}))
         .collect();
     let first_alert = d
         .alerts
@@ -220,7 +223,7 @@ pub fn context(d: &IncidentDetail) -> Value {
             .join(", "),
         cell(&s.receiver),
         s.severity,
-        utc(&s.created_at),
+        shown(s.created_at),
         if runbooks.is_empty() {
             "No runbook ran. ".to_owned()
         } else {
@@ -229,13 +232,13 @@ pub fn context(d: &IncidentDetail) -> Value {
         match (&s.resolved_at, &s.alerts_ended_at, s.recovered_seconds) {
             (Some(r), Some(ended), Some(rec)) => format!(
                 "The alerts ended at {} ({} after the incident opened); Alertmanager reported them resolved at {}.",
-                utc(ended),
+                shown(*ended),
                 human(rec),
-                utc(r)
+                shown(*r)
             ),
             (Some(r), _, _) => format!(
                 "Resolved at {} after {}.",
-                utc(r),
+                shown(*r),
                 human(s.duration_seconds)
             ),
             (None, _, _) => format!("Still {} after {}.", s.status, human(s.duration_seconds)),
@@ -255,15 +258,15 @@ pub fn context(d: &IncidentDetail) -> Value {
         "incident": {
             "id": s.id.to_string(), "title": cell(&s.title), "severity": s.severity, "status": s.status, "escalated": s.escalated, "run_failed": s.run_failed,
             "services": s.services.iter().map(|x| cell(x)).collect::<Vec<_>>(), "runbooks": s.runbooks, "receiver": s.receiver, "group_key": s.group_key,
-            "created_at": s.created_at, "resolved_at": s.resolved_at, "alerts_ended_at": s.alerts_ended_at, "recovered": s.recovered_seconds.map(human), "date": parse(&s.created_at).map(|t| t.format("%Y-%m-%d").to_string()),
-            "start": utc(&s.created_at), "end": s.resolved_at.as_deref().map(utc), "duration": human(s.duration_seconds),
+            "created_at": s.created_at, "resolved_at": s.resolved_at, "alerts_ended_at": s.alerts_ended_at, "recovered": s.recovered_seconds.map(human), "date": s.created_at.instant().format("%Y-%m-%d").to_string(),
+            "start": shown(s.created_at), "end": s.resolved_at.map(shown), "duration": human(s.duration_seconds),
             "duration_seconds": s.duration_seconds, "root_cause": d.root_cause.as_deref().map(cell), "shadow": s.shadow,
             "commander": s.commander.as_deref().map(cell), "acknowledged_by": s.acknowledged_by.as_deref().map(cell),
             "postmortem_required": s.postmortem_required.as_deref().map(cell),
         },
         "summary": summary,
         "alerts": alerts,
-        "detection": {"first_alert": utc(first_alert), "opened": utc(&s.created_at), "first_step": first_step.as_deref().map(utc)},
+        "detection": {"first_alert": utc(first_alert), "opened": shown(s.created_at), "first_step": first_step.map(shown)},
         "timeline": timeline,
         "went_well": well,
         "went_wrong": wrong,
@@ -358,8 +361,8 @@ mod tests {
                 group_key: "g".into(),
                 shadow: false,
                 drill: false,
-                created_at: "2026-11-24T08:00:00Z".into(),
-                updated_at: "2026-11-24T08:00:00Z".into(),
+                created_at: "2026-11-24T08:00:00Z".parse().unwrap(),
+                updated_at: "2026-11-24T08:00:00Z".parse().unwrap(),
                 resolved_at: None,
                 alerts_ended_at: None,
                 recovered_seconds: None,

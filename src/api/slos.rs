@@ -220,20 +220,11 @@ pub async fn incident_budget(
     {
         return (Vec::new(), severe);
     }
-    let parse = |t: &str| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
-    };
-    let Some(from) = parse(&sum.created_at) else {
-        return (Vec::new(), severe);
-    };
+    let from = sum.created_at.instant();
     let to = sum
         .alerts_ended_at
-        .as_deref()
-        .or(sum.resolved_at.as_deref())
-        .and_then(parse)
-        .unwrap_or_else(chrono::Utc::now);
+        .or(sum.resolved_at)
+        .map_or_else(chrono::Utc::now, crate::timestamp::Timestamp::instant);
     let Some(prom) = &s.prometheus else {
         return (Vec::new(), severe);
     };

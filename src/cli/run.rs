@@ -314,12 +314,12 @@ pub(super) async fn ask_at_terminal(
         step: asked.step.clone(),
         index: asked.index,
         prompt: plan.prompt.clone(),
-        requested_at: now.to_rfc3339(),
-        deadline: deadline.to_rfc3339(),
+        requested_at: now.into(),
+        deadline: deadline.into(),
         on_timeout: plan.on_timeout,
         state,
         decided_by: Some(by),
-        decided_at: Some(chrono::Utc::now().to_rfc3339()),
+        decided_at: Some(crate::timestamp::Timestamp::now()),
         comment,
     }
 }

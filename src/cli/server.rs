@@ -494,7 +494,7 @@ pub(super) fn incidents(
                                 format!(
                                     "; done by {} at {}",
                                     printable(by),
-                                    c.done_at.as_deref().unwrap_or("?")
+                                    c.done_at.map_or_else(|| "?".to_owned(), |t| t.to_string())
                                 )
                             });
                             writeln!(

@@ -326,13 +326,13 @@ pub struct IncidentSummary {
     /// A drill's incident (receiver `runbookd-drill`): closed when the
     /// drill's run ends, never counted as open.
     pub drill: bool,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: crate::timestamp::Timestamp,
+    pub updated_at: crate::timestamp::Timestamp,
     /// When the resolved notification arrived.
-    pub resolved_at: Option<String>,
+    pub resolved_at: Option<crate::timestamp::Timestamp>,
     /// When the alerts ended, as Alertmanager reported (their latest
     /// `endsAt`); MTTR is measured to this.
-    pub alerts_ended_at: Option<String>,
+    pub alerts_ended_at: Option<crate::timestamp::Timestamp>,
     /// From opening to `alerts_ended_at` (the incident's time to recover).
     pub recovered_seconds: Option<i64>,
     /// Its alerts, and how many of them are firing.
@@ -344,7 +344,7 @@ pub struct IncidentSummary {
     /// Seconds from opening to resolution, or to now while open.
     pub duration_seconds: i64,
     /// Who acknowledged the incident, and when.
-    pub acknowledged_at: Option<String>,
+    pub acknowledged_at: Option<crate::timestamp::Timestamp>,
     pub acknowledged_by: Option<String>,
     /// The person leading the incident: the first to acknowledge it, then
     /// whoever it was handed to.
@@ -389,9 +389,9 @@ pub struct RunRecord {
     pub phase: crate::plan::Phase,
     pub state: RunState,
     pub reason: Option<String>,
-    pub queued_at: String,
-    pub started_at: Option<String>,
-    pub ended_at: Option<String>,
+    pub queued_at: crate::timestamp::Timestamp,
+    pub started_at: Option<crate::timestamp::Timestamp>,
+    pub ended_at: Option<crate::timestamp::Timestamp>,
     /// The run's record: every step's rendered command, output, outcome and timings.
     pub result: Option<RunDetail>,
     /// Output received so far from the step that is running.
@@ -457,7 +457,7 @@ pub struct OutputChunk {
 /// One entry of an incident's timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineEntry {
-    pub at: String,
+    pub at: crate::timestamp::Timestamp,
     pub author: String,
     pub kind: String,
     pub message: String,
@@ -490,7 +490,7 @@ pub struct ChecklistItem {
     pub text: String,
     /// Who ticked it, and when; `None` while it is open.
     pub done_by: Option<String>,
-    pub done_at: Option<String>,
+    pub done_at: Option<crate::timestamp::Timestamp>,
 }
 
 impl ChecklistItem {

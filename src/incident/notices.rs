@@ -167,17 +167,17 @@ pub struct MessageRecord {
     pub run_id: Option<i64>,
     pub step: Option<String>,
     pub detail: String,
-    pub created_at: String,
+    pub created_at: crate::timestamp::Timestamp,
     /// When the next attempt is due (pending ones).
-    pub next_at: Option<String>,
-    pub delivered_at: Option<String>,
+    pub next_at: Option<crate::timestamp::Timestamp>,
+    pub delivered_at: Option<crate::timestamp::Timestamp>,
 }
 
 /// An escalation timer of an incident.
 #[derive(Debug, Clone, Serialize)]
 pub struct EscalationRecord {
     pub runbook: String,
-    pub due_at: String,
+    pub due_at: crate::timestamp::Timestamp,
     pub state: TimerState,
     pub unless: Vec<Unless>,
     pub notify: Vec<String>,

@@ -119,11 +119,6 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
             return;
         }
     };
-    let parse = |t: &str| {
-        DateTime::parse_from_rfc3339(t)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    };
     for inc in due {
         let (budget, affecting, note, required) = if super::impact::of_services(set, &inc.services)
             .next()
@@ -131,28 +126,22 @@ pub async fn record_budgets(store: &crate::store::Store, prom: &Prometheus, set:
         {
             ("[]".to_owned(), None, None, None)
         } else {
-            let (Some(from), Some(to)) = (
-                parse(&inc.created_at),
-                inc.alerts_ended_at
-                    .as_deref()
-                    .or(inc.resolved_at.as_deref())
-                    .and_then(parse),
-            ) else {
-                // Times this runbookd cannot read: nothing to ask about.
+            let from = inc.created_at.instant();
+            let Some(to) = inc.alerts_ended_at.or(inc.resolved_at) else {
+                // Not resolved after all: nothing to ask about.
                 let _ = store
                     .record_slo_budget(inc.id, "[]".into(), None, None, None)
                     .await;
                 continue;
             };
+            let to = to.instant();
             let spent = super::impact::consumed(prom, set, &inc.services, from, to).await;
             if let Some(e) = spent.iter().find_map(|c| c.error.clone()) {
                 // Tried again for a while; then recorded with the error, so
                 // that one incident never holds back the others.
-                let given_up = inc
-                    .resolved_at
-                    .as_deref()
-                    .and_then(parse)
-                    .is_none_or(|r| Utc::now() - r > chrono::Duration::hours(GIVE_UP_HOURS));
+                let given_up = inc.resolved_at.is_none_or(|r| {
+                    Utc::now() - r.instant() > chrono::Duration::hours(GIVE_UP_HOURS)
+                });
                 if !given_up {
                     tracing::debug!(incident = %inc.id, error = %e, "cannot read an incident's SLO budget yet");
                     continue;

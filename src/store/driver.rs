@@ -286,7 +286,12 @@ pub(super) trait Driver {
     async fn checklist_runs(&self, incident: i64) -> Op<Vec<ChecklistRow>, Self::Fail>;
 
     /// Ticks a checklist item; when.
-    async fn tick_insert(&self, run: i64, step: &str, who: &str) -> Op<String, Self::Fail>;
+    async fn tick_insert(
+        &self,
+        run: i64,
+        step: &str,
+        who: &str,
+    ) -> Op<crate::timestamp::Timestamp, Self::Fail>;
 
     async fn tick_delete(&self, run: i64, step: &str) -> Op<(), Self::Fail>;
 

@@ -440,7 +440,7 @@ pub(crate) fn run_detail(
 }
 
 /// Who ticked a checklist item, and when, by (run id, step name).
-pub(crate) type Ticks = HashMap<(i64, String), (String, String)>;
+pub(crate) type Ticks = HashMap<(i64, String), (String, crate::timestamp::Timestamp)>;
 
 /// The runs a later re-run took the place of (a run's lineage is its
 /// `rerun_of`, or itself): their open checklist items and failures no
@@ -496,7 +496,7 @@ pub(crate) fn checklist(
                     step: s.name.clone(),
                     text: s.plan.text.clone().unwrap_or_default(),
                     done_by: done.map(|d| d.0.clone()),
-                    done_at: done.map(|d| d.1.clone()),
+                    done_at: done.map(|d| d.1),
                 })
             })
         })

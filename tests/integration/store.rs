@@ -1836,6 +1836,35 @@ on_both_stores!(approvals_are_decided_once_and_resume);
 on_both_stores!(a_drill_occurrence_is_claimed_once);
 on_both_stores!(notifications_are_written_with_their_event_and_taken_once);
 on_both_stores!(escalations_fire_once_and_acknowledgements_cancel_them);
+on_both_stores!(an_escalation_beyond_year_9999_never_fires);
+
+/// An escalation far beyond any incident (`after: 20000y`) stays pending,
+/// and its incident stays readable. SQLite wrote its due time as
+/// `+2xxxx-…`, which sorts before every due time as text: it fired at
+/// once, and could not be read back as a time.
+async fn an_escalation_beyond_year_9999_never_fires(b: &Backend) {
+    use runbookd::notify::TimerState;
+    let r = b.replicas("escalate-never", 1).await;
+    let m = talkative("disk", Duration::from_secs(20_000 * 365 * 86_400));
+    let id = ingest(
+        &r[0],
+        notification("g-never", "firing", &[("Disk", T0)]),
+        &m,
+    )
+    .await
+    .unwrap()
+    .incident
+    .unwrap();
+    assert_eq!(r[0].escalate().await.unwrap(), 0, "{}", b.name());
+    let d = r[0].incident(id).await.unwrap();
+    assert_eq!(d.escalations[0].state, TimerState::Pending, "{}", b.name());
+    assert!(
+        chrono::Datelike::year(&d.escalations[0].due_at.instant()) >= 9999,
+        "{}: {}",
+        b.name(),
+        d.escalations[0].due_at
+    );
+}
 on_both_stores!(nul_characters_are_stored_and_read);
 on_both_stores!(peers_and_resends_queue_one_run);
 on_both_stores!(claims_hold_concurrency_across_replicas);
@@ -2233,6 +2262,33 @@ async fn an_unknown_stored_status_is_an_error_naming_it(b: &Backend) {
 }
 on_both_stores!(an_unknown_stored_status_is_an_error_naming_it);
 
+/// Decided: a stored time that is not one (a damaged SQLite file) is an
+/// error naming it, as an unknown status is. SQLite's reads showed the time
+/// of reading instead, before the read models held typed timestamps;
+/// PostgreSQL's `timestamptz` columns hold nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_stored_time_is_an_error_naming_it() {
+    let b = Backend::Sqlite(tempfile::tempdir().unwrap());
+    let url = b.fresh("unreadable-time");
+    let store = Store::open(&url).await.unwrap();
+    let got = ingest(
+        &store,
+        notification("g1", "firing", &[("A", T0)]),
+        &runbook("fix"),
+    )
+    .await
+    .unwrap();
+    let id = got.incident.unwrap();
+    corrupt(&b, &url, "UPDATE incidents SET created_at = 'last tuesday'");
+    let err = store.incident(id).await.unwrap_err();
+    assert!(err.to_string().contains("`last tuesday`"), "{err}");
+    let err = store
+        .incidents(IncidentFilter::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`last tuesday`"), "{err}");
+}
+
 /// Decided: when an incident's alerts ended is computed once, in Rust, for
 /// both backends: the latest `endsAt`, clamped to [opened, now], kept in
 /// UTC (SQLite kept Alertmanager's text, offset and all, and compared in
@@ -2247,9 +2303,13 @@ async fn when_alerts_ended_is_the_same_instant_in_utc_on_both(b: &Backend) {
     .await
     .unwrap();
     let id = opened.incident.unwrap();
-    let created =
-        chrono::DateTime::parse_from_rfc3339(&r[0].incident(id).await.unwrap().summary.created_at)
-            .unwrap();
+    let created = r[0]
+        .incident(id)
+        .await
+        .unwrap()
+        .summary
+        .created_at
+        .instant();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     // Ended one second after the incident opened, written in +01:00.
     let ended = (created + chrono::Duration::seconds(1))
@@ -2268,14 +2328,9 @@ async fn when_alerts_ended_is_the_same_instant_in_utc_on_both(b: &Backend) {
     let n = Notification::from_json(&body).unwrap();
     ingest(&r[0], (n, body), &runbook("fix")).await.unwrap();
     let s = r[0].incident(id).await.unwrap().summary;
-    let at = s.alerts_ended_at.clone().unwrap_or_default();
-    assert!(at.ends_with('Z'), "{}: {at}", b.name());
-    assert_eq!(
-        chrono::DateTime::parse_from_rfc3339(&at).unwrap(),
-        ended,
-        "{}",
-        b.name()
-    );
+    let at = s.alerts_ended_at.expect("the alerts ended");
+    assert!(at.to_string().ends_with('Z'), "{}: {at}", b.name());
+    assert_eq!(at.instant(), ended, "{}", b.name());
     assert_eq!(s.recovered_seconds, Some(1), "{}", b.name());
 }
 on_both_stores!(when_alerts_ended_is_the_same_instant_in_utc_on_both);

@@ -8,7 +8,6 @@ use tokio_postgres::Row;
 
 use super::{parsed, Fail, Op, Postgres};
 use crate::approval::Approval;
-use crate::store::types::ts;
 use crate::store::Result;
 
 pub(super) const COLUMNS: &str = "id, run_id, runbook, step, step_index, prompt, requested_at, deadline, on_timeout, state, decided_by, decided_at, comment";
@@ -21,12 +20,14 @@ pub(super) fn row(r: &Row) -> Op<Approval> {
         step: r.get(3),
         index: u32::try_from(r.get::<_, i32>(4)).unwrap_or_default(),
         prompt: r.get(5),
-        requested_at: ts(r.get(6)),
-        deadline: ts(r.get(7)),
+        requested_at: crate::timestamp::Timestamp(r.get(6)),
+        deadline: crate::timestamp::Timestamp(r.get(7)),
         on_timeout: parsed(r, 8)?,
         state: parsed(r, 9)?,
         decided_by: r.get(10),
-        decided_at: r.get::<_, Option<DateTime<Utc>>>(11).map(ts),
+        decided_at: r
+            .get::<_, Option<DateTime<Utc>>>(11)
+            .map(crate::timestamp::Timestamp),
         comment: r.get(12),
     })
 }

@@ -619,7 +619,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             )
             .await?
             .iter()
-            .map(|r| ((r.get(0), r.get(1)), (r.get(2), ts(r.get::<_, DateTime<Utc>>(3)))))
+            .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
             .collect())
     }
 
@@ -636,16 +636,20 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .collect())
     }
 
-    async fn tick_insert(&self, run: i64, step: &str, who: &str) -> Op<String> {
-        let at: DateTime<Utc> = self
+    async fn tick_insert(
+        &self,
+        run: i64,
+        step: &str,
+        who: &str,
+    ) -> Op<crate::timestamp::Timestamp> {
+        Ok(self
             .0
             .query_one(
                 "INSERT INTO checklist_done (run_id, step, done_by, done_at) VALUES ($1, $2, $3, now()) RETURNING done_at",
                 &[&run, &step, &who],
             )
             .await?
-            .get(0);
-        Ok(ts(at))
+            .get(0))
     }
 
     async fn tick_delete(&self, run: i64, step: &str) -> Op<()> {
@@ -1462,9 +1466,9 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                     phase: parsed(r, 4)?,
                     state: parsed(r, 5)?,
                     reason: r.get(6),
-                    queued_at: ts(r.get(7)),
-                    started_at: r.get::<_, Option<DateTime<Utc>>>(8).map(ts),
-                    ended_at: r.get::<_, Option<DateTime<Utc>>>(9).map(ts),
+                    queued_at: crate::timestamp::Timestamp(r.get(7)),
+                    started_at: r.get::<_, Option<DateTime<Utc>>>(8).map(crate::timestamp::Timestamp),
+                    ended_at: r.get::<_, Option<DateTime<Utc>>>(9).map(crate::timestamp::Timestamp),
                     result: run_detail(r.get(10)).map_err(StoreError::Invalid)?,
                     live_output: Vec::new(),
                     rerun_of: r.get(11),
@@ -1502,7 +1506,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .await?
             .iter()
             .map(|r| TimelineEntry {
-                at: ts(r.get(0)),
+                at: crate::timestamp::Timestamp(r.get(0)),
                 author: r.get(1),
                 kind: r.get(2),
                 message: r.get(3),

@@ -563,6 +563,20 @@ async fn listen(
     }
 }
 
+/// A `timestamptz` is read as a [`crate::timestamp::Timestamp`].
+impl<'a> tokio_postgres::types::FromSql<'a> for crate::timestamp::Timestamp {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        DateTime::<Utc>::from_sql(ty, raw).map(crate::timestamp::Timestamp)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <DateTime<Utc> as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
@@ -614,18 +628,18 @@ pub(super) fn summary(r: &Row) -> Op<IncidentSummary> {
         group_key: r.try_get("group_key")?,
         shadow: r.try_get("shadow")?,
         drill: r.try_get::<_, String>("receiver")? == crate::alert::DRILL_RECEIVER,
-        created_at: ts(created),
-        updated_at: ts(r.try_get("updated_at")?),
-        resolved_at: resolved.map(ts),
+        created_at: crate::timestamp::Timestamp(created),
+        updated_at: crate::timestamp::Timestamp(r.try_get("updated_at")?),
+        resolved_at: resolved.map(crate::timestamp::Timestamp),
         recovered_seconds: ended.map(|t| (t - created).num_seconds().max(0)),
-        alerts_ended_at: ended.map(ts),
+        alerts_ended_at: ended.map(crate::timestamp::Timestamp),
         alert_count: r.try_get("alert_count")?,
         firing_count: r.try_get("firing_count")?,
         subject: r.try_get("subject")?,
         duration_seconds: (resolved.unwrap_or_else(Utc::now) - created).num_seconds(),
         acknowledged_at: r
             .try_get::<_, Option<DateTime<Utc>>>("acknowledged_at")?
-            .map(ts),
+            .map(crate::timestamp::Timestamp),
         acknowledged_by: r.try_get("acknowledged_by")?,
         commander: r.try_get("commander")?,
         awaiting_approval: r.try_get("awaiting_approval")?,

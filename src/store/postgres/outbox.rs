@@ -10,7 +10,6 @@ use super::{parsed, Fail, Op, Postgres};
 use crate::incident::notices::{
     About, DeliveryState, EscalationRecord, MessageFilter, MessageRecord,
 };
-use crate::store::types::ts;
 use crate::store::Result;
 
 const RECORD_COLUMNS: &str = "id, incident_id, notifier, event, state, attempts, last_error, runbook, run_id, step, detail, created_at, CASE WHEN state = 'pending' THEN next_at END, delivered_at, service";
@@ -28,9 +27,13 @@ fn record(r: &Row) -> Op<MessageRecord> {
         run_id: r.get(8),
         step: r.get(9),
         detail: r.get(10),
-        created_at: ts(r.get(11)),
-        next_at: r.get::<_, Option<DateTime<Utc>>>(12).map(ts),
-        delivered_at: r.get::<_, Option<DateTime<Utc>>>(13).map(ts),
+        created_at: crate::timestamp::Timestamp(r.get(11)),
+        next_at: r
+            .get::<_, Option<DateTime<Utc>>>(12)
+            .map(crate::timestamp::Timestamp),
+        delivered_at: r
+            .get::<_, Option<DateTime<Utc>>>(13)
+            .map(crate::timestamp::Timestamp),
     })
 }
 
@@ -63,7 +66,7 @@ pub(super) async fn escalations_of(
         .map(|r| {
             Ok(EscalationRecord {
                 runbook: r.get(0),
-                due_at: ts(r.get(1)),
+                due_at: crate::timestamp::Timestamp(r.get(1)),
                 state: parsed(r, 2)?,
                 unless: serde_json::from_str(r.get(3)).unwrap_or_default(),
                 notify: serde_json::from_str(r.get(4)).unwrap_or_default(),

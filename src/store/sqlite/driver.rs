@@ -54,9 +54,20 @@ fn ago(d: Duration) -> String {
     ts(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default())
 }
 
-/// `d` after now, as stored.
+/// `d` after now, as stored: at the latest the last instant of year 9999,
+/// the last RFC 3339 can write (and the last that sorts as text among the
+/// others). A longer `after` or `timeout` waits until then, where it used
+/// to be written as `+10000-…` (or as now, past chrono's range): due at
+/// once in the text order the due timers are found by, and unreadable.
 fn later(d: Duration) -> String {
-    ts(Utc::now() + chrono::Duration::from_std(d).unwrap_or_default())
+    let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+        .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
+        .map_or(DateTime::<Utc>::MAX_UTC, |t| t.and_utc());
+    let due = chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .map_or(last, |t| t.min(last));
+    ts(due)
 }
 
 impl crate::store::driver::Driver for Conn<'_> {
@@ -510,11 +521,16 @@ impl crate::store::driver::Driver for Conn<'_> {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    async fn tick_insert(&self, run: i64, step: &str, who: &str) -> Result<String> {
-        let at = now();
+    async fn tick_insert(
+        &self,
+        run: i64,
+        step: &str,
+        who: &str,
+    ) -> Result<crate::timestamp::Timestamp> {
+        let at = crate::timestamp::Timestamp::now();
         self.0.run(
             "INSERT INTO checklist_done (run_id, step, done_by, done_at) VALUES (?1, ?2, ?3, ?4)",
-            params![run, step, who, at],
+            params![run, step, who, at.to_string()],
         )?;
         Ok(at)
     }

@@ -495,6 +495,16 @@ fn commit_batch(conn: &mut Connection, jobs: Vec<WriteJob>, done: &mut Done) -> 
     Ok(())
 }
 
+/// A stored instant is read as one: a text that is not one is an error
+/// naming it.
+impl rusqlite::types::FromSql for crate::timestamp::Timestamp {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_str()?
+            .parse()
+            .map_err(|e: String| rusqlite::types::FromSqlError::Other(e.into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

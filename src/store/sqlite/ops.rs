@@ -1,6 +1,7 @@
 //! The SQLite backend's operations: each write runs inside one savepoint of
 //! a group transaction, each query on a read connection.
 
+use crate::timestamp::Timestamp;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -21,14 +22,11 @@ pub(super) static SUMMARY_COLUMNS: std::sync::LazyLock<String> = std::sync::Lazy
 });
 
 pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary> {
-    let created: String = r.get("created_at")?;
-    let resolved: Option<String> = r.get("resolved_at")?;
-    let end = resolved
-        .as_deref()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
-    let start = DateTime::parse_from_rfc3339(&created)
-        .map_or_else(|_| Utc::now(), |t| t.with_timezone(&Utc));
+    let created: Timestamp = r.get("created_at")?;
+    let resolved: Option<Timestamp> = r.get("resolved_at")?;
+    let ended: Option<Timestamp> = r.get("alerts_ended_at")?;
+    let end = resolved.map_or_else(Utc::now, Timestamp::instant);
+    let start = created.instant();
     let severity: crate::runbook::Severity =
         r.get::<_, String>("severity")?
             .parse()
@@ -55,12 +53,8 @@ pub(super) fn summary(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentSummary
         created_at: created,
         updated_at: r.get("updated_at")?,
         resolved_at: resolved,
-        recovered_seconds: r
-            .get::<_, Option<String>>("alerts_ended_at")?
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| (t.with_timezone(&Utc) - start).num_seconds().max(0)),
-        alerts_ended_at: r.get("alerts_ended_at")?,
+        recovered_seconds: ended.map(|t| (t.instant() - start).num_seconds().max(0)),
+        alerts_ended_at: ended,
         alert_count: r.get("alert_count")?,
         firing_count: r.get("firing_count")?,
         subject: r.get("subject")?,
