@@ -366,6 +366,9 @@ pub struct ServerConfig {
     pub slo_refresh: Duration,
     /// The file (and flags) this came from, read again on reload (SIGHUP).
     pub source: Option<ConfigSource>,
+    /// What time it is for drills' schedules and `requires:` (the system
+    /// clock; a test sets another).
+    pub clock: crate::clock::SharedClock,
 }
 
 /// Where a server config came from, to read it again on reload.
@@ -769,6 +772,7 @@ impl ServerConfig {
             prometheus,
             slo_refresh,
             source,
+            clock: crate::clock::system(),
         };
         anyhow::ensure!(
             cfg.body_limit >= 1024,

@@ -34,6 +34,9 @@ pub struct Drills {
     pub dispatcher: Arc<Dispatcher>,
     /// This replica's name, recorded as the claimer of an occurrence.
     pub owner: String,
+    /// What time it is: when schedules come due, and the days and hours
+    /// `requires:` checks.
+    pub clock: crate::clock::SharedClock,
     pub max_queued: Arc<AtomicU64>,
     /// Shadow mode: every drill is recorded as a plan.
     pub shadow: bool,
@@ -71,7 +74,7 @@ impl Drills {
                 .clone();
             // Whole seconds: an occurrence is the same instant at every tick
             // and on every replica.
-            let now = Utc::now();
+            let now = self.clock.now();
             let now = now.with_nanosecond(0).unwrap_or(now);
             for rb in set.iter() {
                 for drill in &rb.drills {

@@ -5,7 +5,8 @@
 //! 1. [`alert`]: the webhook payload Alertmanager sends (version 4), parsed
 //!    strictly where it matters and leniently elsewhere; [`duration`] the
 //!    durations Prometheus and Alertmanager write; [`timestamp`] the
-//!    instants runbookd records, as every reader sees them.
+//!    instants runbookd records, as every reader sees them; [`clock`] what
+//!    time it is for drills (a test sets it).
 //! 2. [`matcher`]: Alertmanager's matcher grammar, so runbooks select alerts
 //!    exactly as routes do.
 //! 3. [`runbook`]: YAML runbooks, loaded and checked up front (every error at
@@ -65,6 +66,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         &[
             "duration",
             "timestamp",
+            "clock",
             "named",
             "secret",
             "shared",
@@ -111,6 +113,7 @@ pub mod api;
 pub mod approval;
 pub mod capacity;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dispatch;
 pub mod drill;

@@ -351,6 +351,7 @@ pub async fn start(cfg: ServerConfig) -> Result<Running, StartError> {
             runbooks: state.runbooks.clone(),
             dispatcher: dispatcher.clone(),
             owner: cfg.replica.clone(),
+            clock: cfg.clock.clone(),
             max_queued: state.max_queued_runs.clone(),
             shadow: cfg.shadow,
             external_url: cfg.external_url.clone(),

@@ -995,7 +995,11 @@ async fn drills_run_only_when_their_requirements_hold() {
     std::fs::write(slos.path().join("web.yaml"), crate::slo::WEB_SLOS).unwrap();
     let dir = slos.path().to_owned();
     let client = prometheus.client(Duration::from_secs(5));
-    let today = chrono::Datelike::weekday(&chrono::Utc::now());
+    // A Wednesday noon (UTC) on runbookd's clock, whatever the day the
+    // suite runs (it was the wall clock's: a drill due just after midnight
+    // ran on a day the test had computed as another).
+    let today = chrono::Weekday::Wed;
+    let clock = runbookd::clock::Set::at("2026-12-02T12:00:00Z".parse().unwrap());
     let drills = experiments(today);
     let down = "name: web-down\nmatchers: ['alertname = \"WebDown\"']\nsteps:\n  - name: look\n    run: ['true']\n";
     let app = TestApp::start(
@@ -1004,6 +1008,7 @@ async fn drills_run_only_when_their_requirements_hold() {
             c.slos = Some(dir);
             c.prometheus = Some(client);
             c.slo_refresh = Duration::from_secs(1);
+            c.clock = std::sync::Arc::new(clock);
         },
     )
     .await;

@@ -631,6 +631,92 @@ fn drill_of(v: &Value) -> (String, chrono::DateTime<chrono::Utc>) {
     )
 }
 
+/// Drills due at 03:00 UTC, each allowed at other days and hours.
+const WINDOWS: &str = r#"name: windows
+matchers: [alertname = "NeverFires"]
+steps:
+  - name: go
+    run: ["/bin/echo", "{{labels.kind}}"]
+drills:
+  - schedule: "0 0 3 * * *"
+    labels: {service: web, kind: night-shift}
+    mode: execute
+    requires: {days: [wednesday], hours: "02:00-04:00"}
+  - schedule: "0 0 3 * * *"
+    labels: {service: web, kind: office-hours}
+    mode: execute
+    requires: {hours: "09:00-17:00"}
+  - schedule: "0 0 3 * * *"
+    labels: {service: web, kind: mondays}
+    mode: execute
+    requires: {days: [monday]}
+"#;
+
+/// A drill's schedule and its `requires:` days and hours are read on
+/// runbookd's clock (`ServerConfig::clock`), so they are tested at a chosen
+/// time whatever the time the suite runs. Three seconds before 03:00 UTC on
+/// a Wednesday, the drill allowed on Wednesdays from 02:00 to 04:00 runs at
+/// 03:00; the ones allowed from 09:00 to 17:00, or on Mondays, record their
+/// plan and why, and run nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drills_schedule_days_and_hours_are_read_on_runbookds_clock() {
+    let at = "2026-12-02T02:59:57Z".parse().unwrap();
+    let app = TestApp::start(&[("windows.yaml", WINDOWS)], |c| {
+        c.clock = std::sync::Arc::new(runbookd::clock::Set::at(at));
+    })
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let ended = loop {
+        let (_, list) = app.get("/api/v1/incidents?limit=100").await;
+        let list = list["incidents"].as_array().unwrap().clone();
+        if list.len() == 3 && list.iter().all(|i| i["status"] == "resolved") {
+            break list;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three drills did not end: {list:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    for i in ended {
+        let v = app.incident(i["id"].as_str().unwrap()).await;
+        let kind = v["alerts"][0]["labels"]["kind"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let note = v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|t| t["message"].as_str().filter(|m| m.starts_with("drill of")))
+            .unwrap()
+            .to_owned();
+        let due = note.split("due ").nth(1).and_then(|r| r.split(')').next());
+        assert_eq!(due, Some("2026-12-02T03:00:00Z"), "{note}");
+        seen.insert(
+            kind,
+            (v["runs"][0]["state"].as_str().unwrap().to_owned(), note),
+        );
+    }
+    assert_eq!(seen["night-shift"].0, "succeeded", "{seen:#?}");
+    assert!(!seen["night-shift"].1.contains("refused"), "{seen:#?}");
+    assert_eq!(seen["office-hours"].0, "planned", "{seen:#?}");
+    assert!(
+        seen["office-hours"]
+            .1
+            .contains("nothing run: it is 03:00 UTC, outside 09:00-17:00"),
+        "{seen:#?}"
+    );
+    assert_eq!(seen["mondays"].0, "planned", "{seen:#?}");
+    assert!(
+        seen["mondays"]
+            .1
+            .contains("nothing run: it is wed (UTC), and it runs on mon"),
+        "{seen:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drills_fire_on_schedule_once_each_and_page_nobody() {
     let rx = crate::notify::Receiver::start().await;
