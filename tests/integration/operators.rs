@@ -608,15 +608,20 @@ drills:
     mode: execute
 "#;
 
-/// (mode, due) of each drill incident, from its timeline.
-fn drill_of(v: &Value) -> (String, chrono::DateTime<chrono::Utc>) {
-    let note = v["timeline"]
+/// A drill incident's note, from its timeline.
+fn drill_note(v: &Value) -> String {
+    v["timeline"]
         .as_array()
         .unwrap()
         .iter()
         .find_map(|t| t["message"].as_str().filter(|m| m.starts_with("drill of")))
         .unwrap_or_else(|| panic!("no drill note: {v:#}"))
-        .to_owned();
+        .to_owned()
+}
+
+/// (mode, due) of each drill incident, from its timeline.
+fn drill_of(v: &Value) -> (String, chrono::DateTime<chrono::Utc>) {
+    let note = drill_note(v);
     let mode = if note.contains("(plan mode") {
         "plan"
     } else {
@@ -685,13 +690,7 @@ async fn a_drills_schedule_days_and_hours_are_read_on_runbookds_clock() {
             .as_str()
             .unwrap()
             .to_owned();
-        let note = v["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find_map(|t| t["message"].as_str().filter(|m| m.starts_with("drill of")))
-            .unwrap()
-            .to_owned();
+        let note = drill_note(&v);
         let due = note.split("due ").nth(1).and_then(|r| r.split(')').next());
         assert_eq!(due, Some("2026-12-02T03:00:00Z"), "{note}");
         seen.insert(
