@@ -1838,10 +1838,11 @@ on_both_stores!(notifications_are_written_with_their_event_and_taken_once);
 on_both_stores!(escalations_fire_once_and_acknowledgements_cancel_them);
 on_both_stores!(an_escalation_beyond_year_9999_never_fires);
 
-/// An escalation far beyond any incident (`after: 20000y`) stays pending,
-/// and its incident stays readable. SQLite wrote its due time as
-/// `+2xxxx-…`, which sorts before every due time as text: it fired at
-/// once, and could not be read back as a time.
+/// An escalation the store is handed far beyond any incident (20,000
+/// years; a runbook's durations stop at ten years, `duration::parse`)
+/// stays pending, and its incident stays readable. SQLite's store wrote
+/// its due time as `+2xxxx-…`, which sorts before every due time as text:
+/// it fired at once, and could not be read back as a time.
 async fn an_escalation_beyond_year_9999_never_fires(b: &Backend) {
     use runbookd::notify::TimerState;
     let r = b.replicas("escalate-never", 1).await;

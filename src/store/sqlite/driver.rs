@@ -56,9 +56,10 @@ fn ago(d: Duration) -> String {
 
 /// `d` after now, as stored: at the latest the last instant of year 9999,
 /// the last RFC 3339 can write (and the last that sorts as text among the
-/// others). A longer `after` or `timeout` waits until then, where it used
-/// to be written as `+10000-…` (or as now, past chrono's range): due at
-/// once in the text order the due timers are found by, and unreadable.
+/// others). Runbooks' durations stop at ten years (`duration::parse`); a
+/// longer one handed to the store waits until then, where it was written
+/// as `+10000-…` (or as now, past chrono's range): due at once in the
+/// text order due timers are found by, and unreadable.
 fn later(d: Duration) -> String {
     let last = chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
         .and_then(|d| d.and_hms_micro_opt(23, 59, 59, 999_999))
