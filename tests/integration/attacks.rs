@@ -721,6 +721,26 @@ async fn killed_server_leftovers(spawner: &str) {
     );
     let inc = wait_for(&client, &second.url, "the record", |_| true).await;
     assert_eq!(run_states(&inc), ["interrupted"], "{inc:#}");
+    // Stopped, the second takes its own scratch root (a tmpfs of its own,
+    // as root) with it: nothing is left mounted in the runtime directory.
+    let root = runtime.canonicalize().unwrap();
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {}/", root.display()))
+    };
+    assert_eq!(
+        mounted(),
+        nix::unistd::geteuid().is_root(),
+        "a scratch root of its own while it runs, as root"
+    );
+    let mut second = second;
+    assert!(second.terminate().success());
+    assert!(
+        !mounted(),
+        "a stopped server left a mount in {}",
+        root.display()
+    );
 }
 
 fn walkdir(dir: &Path) -> Vec<PathBuf> {

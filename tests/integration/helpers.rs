@@ -145,6 +145,12 @@ impl Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops it as an init system would (SIGTERM), and waits for its exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap()
+    }
 }
 
 impl Drop for Served {
