@@ -106,7 +106,7 @@ async fn current(
     detail
         .approvals
         .into_iter()
-        .filter(|a| a.run_id == id)
+        .filter(|a| a.run_id.0 == id)
         .max_by_key(|a| a.id)
         .map(|a| Json(json!(a)))
         .ok_or_else(|| ApiError::NotFound(format!("an approval of run {id}")))

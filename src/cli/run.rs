@@ -309,7 +309,7 @@ pub(super) async fn ask_at_terminal(
     };
     crate::approval::Approval {
         id: 0,
-        run_id: 0,
+        run_id: crate::incident::RunId(0),
         runbook: runbook.to_owned(),
         step: asked.step.clone(),
         index: asked.index,

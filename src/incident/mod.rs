@@ -266,6 +266,24 @@ impl fmt::Display for IncidentStatus {
     }
 }
 
+/// A run's id: the number the API, the CLI and the timeline show
+/// (`/api/v1/runs/7`, "run #7").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct RunId(pub i64);
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RunId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        i64::deserialize(d).map(RunId)
+    }
+}
+
 /// `INC-0042`, stored as the number 42.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IncidentId(pub i64);
@@ -382,7 +400,7 @@ pub struct AlertRecord {
 /// One run of a runbook within an incident.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
-    pub id: i64,
+    pub id: RunId,
     pub runbook: String,
     pub fingerprint: String,
     pub starts_at: String,
@@ -398,7 +416,7 @@ pub struct RunRecord {
     pub live_output: Vec<OutputChunk>,
     /// A re-run: the first run of what it re-runs (a re-run takes that
     /// run's place on its incident).
-    pub rerun_of: Option<i64>,
+    pub rerun_of: Option<RunId>,
 }
 
 /// What a finished run recorded: what it executed, or in shadow mode what
@@ -484,7 +502,7 @@ pub struct IncidentDetail {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ChecklistItem {
-    pub run_id: i64,
+    pub run_id: RunId,
     pub runbook: String,
     pub step: String,
     pub text: String,

@@ -164,7 +164,7 @@ pub struct MessageRecord {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub runbook: Option<String>,
-    pub run_id: Option<i64>,
+    pub run_id: Option<crate::incident::RunId>,
     pub step: Option<String>,
     pub detail: String,
     pub created_at: crate::timestamp::Timestamp,

@@ -469,9 +469,9 @@ pub(crate) struct ChecklistRun<'a> {
 impl<'a> ChecklistRun<'a> {
     pub fn of(r: &'a crate::incident::RunRecord) -> Self {
         ChecklistRun {
-            id: r.id,
+            id: r.id.0,
             runbook: &r.runbook,
-            lineage: r.rerun_of.unwrap_or(r.id),
+            lineage: r.rerun_of.unwrap_or(r.id).0,
             result: r.result.as_ref(),
         }
     }
@@ -491,7 +491,7 @@ pub(crate) fn checklist(
             res.open_checklist().filter_map(move |s| {
                 let done = ticks.get(&(run.id, s.name.clone()));
                 (done.is_some() || !gone).then(|| crate::incident::ChecklistItem {
-                    run_id: run.id,
+                    run_id: crate::incident::RunId(run.id),
                     runbook: run.runbook.to_owned(),
                     step: s.name.clone(),
                     text: s.plan.text.clone().unwrap_or_default(),
@@ -527,7 +527,7 @@ pub(crate) fn pick<'a>(
 ) -> crate::store::Result<&'a crate::incident::ChecklistItem> {
     let found: Vec<&crate::incident::ChecklistItem> = items
         .iter()
-        .filter(|i| i.step == t.step && t.run_id.is_none_or(|r| r == i.run_id))
+        .filter(|i| i.step == t.step && t.run_id.is_none_or(|r| r == i.run_id.0))
         .collect();
     match found.as_slice() {
         [one] => Ok(one),

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use runbookd::alert::Notification;
-use runbookd::incident::{IncidentId, IncidentStatus, RunState};
+use runbookd::incident::{IncidentId, IncidentStatus, RunId, RunState};
 use runbookd::runbook::Severity;
 use runbookd::store::{
     ClaimRequest, Claimed, FinishOutcome, Finished, IncidentFilter, Ingest, Ingested, Reap,
@@ -1515,7 +1515,7 @@ async fn people_lead_tick_and_rerun(b: &Backend) {
     let d = r[0].incident(inc2).await.unwrap();
     assert_eq!(d.summary.status, IncidentStatus::Monitoring);
     assert_eq!(d.runs.len(), 2);
-    assert_eq!(d.runs[1].rerun_of, Some(c2.lease.run_id));
+    assert_eq!(d.runs[1].rerun_of, Some(RunId(c2.lease.run_id)));
     // A re-run of the re-run keeps the first run as its original.
     let again = r[0].rerun(c3.lease.run_id, "bob".into()).await.unwrap();
     assert_eq!(again.rerun_of, c2.lease.run_id);

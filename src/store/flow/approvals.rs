@@ -41,9 +41,9 @@ pub(in crate::store) async fn pause<D: Driver>(
 
 /// Queues a decided run again, and says so on its incident's timeline.
 async fn decided<D: Driver>(d: &D, a: &Approval, author: &str) -> Op<(), D::Fail> {
-    let Some(incident) = d.requeue_awaiting(a.run_id).await? else {
+    let Some(incident) = d.requeue_awaiting(a.run_id.0).await? else {
         tracing::warn!(
-            run = a.run_id,
+            run = a.run_id.0,
             "an approval was decided for a run that no longer waits"
         );
         return Ok(());

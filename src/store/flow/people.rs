@@ -50,15 +50,15 @@ pub(in crate::store) async fn tick<D: Driver>(
     if item.is_open() != t.done {
         return Ok(item);
     }
-    let key = (item.run_id, item.step.clone());
+    let key = (item.run_id.0, item.step.clone());
     if t.done {
-        let at = d.tick_insert(item.run_id, &item.step, &who).await?;
+        let at = d.tick_insert(item.run_id.0, &item.step, &who).await?;
         ticks.insert(key.clone(), (who.clone(), at));
     } else {
-        d.tick_delete(item.run_id, &item.step).await?;
+        d.tick_delete(item.run_id.0, &item.step).await?;
         ticks.remove(&key);
     }
-    let message = say::ticked(&who, item.run_id, &item.step, &item.text, t.done);
+    let message = say::ticked(&who, item.run_id.0, &item.step, &item.text, t.done);
     d.timeline(id.0, &who, "update", &message, None).await?;
     d.touch(id.0).await?;
     let after = items(d, id.0, &ticks).await?;
@@ -74,7 +74,7 @@ pub(in crate::store) async fn tick<D: Driver>(
     .await?;
     Ok(after
         .into_iter()
-        .find(|i| (i.run_id, &i.step) == (key.0, &key.1))
+        .find(|i| (i.run_id.0, &i.step) == (key.0, &key.1))
         .unwrap_or(item))
 }
 

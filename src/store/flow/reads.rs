@@ -22,7 +22,7 @@ pub(in crate::store) async fn incident<D: Driver>(
     let alerts = d.alerts_of(id.0).await?;
     let mut runs = d.runs_of(id.0).await?;
     for run in runs.iter_mut().filter(|r| r.state == RunState::Running) {
-        run.live_output = d.live_output_of(run.id).await?;
+        run.live_output = d.live_output_of(run.id.0).await?;
     }
     let timeline = d.timeline_of(id.0).await?;
     let ticks = d.ticks(id.0).await?;

@@ -577,6 +577,20 @@ impl<'a> tokio_postgres::types::FromSql<'a> for crate::timestamp::Timestamp {
     }
 }
 
+/// A run's id (`BIGINT`) is read as one.
+impl<'a> tokio_postgres::types::FromSql<'a> for crate::incident::RunId {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        i64::from_sql(ty, raw).map(crate::incident::RunId)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <i64 as tokio_postgres::types::FromSql>::accepts(ty)
+    }
+}
+
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }

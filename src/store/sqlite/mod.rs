@@ -505,6 +505,13 @@ impl rusqlite::types::FromSql for crate::timestamp::Timestamp {
     }
 }
 
+/// A run's id is read as one.
+impl rusqlite::types::FromSql for crate::incident::RunId {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_i64().map(crate::incident::RunId)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
