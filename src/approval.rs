@@ -64,7 +64,7 @@ pub struct Request {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
     pub id: i64,
-    pub run_id: crate::incident::RunId,
+    pub run_id: crate::ids::RunId,
     pub runbook: String,
     pub step: String,
     pub index: u32,
@@ -147,7 +147,7 @@ mod tests {
     fn approval(state: ApprovalState, on_timeout: OnTimeout) -> Approval {
         Approval {
             id: 1,
-            run_id: crate::incident::RunId(7),
+            run_id: crate::ids::RunId(7),
             runbook: "rb".into(),
             step: "go".into(),
             index: 1,

@@ -35,25 +35,35 @@ pub fn system() -> SharedClock {
     std::sync::Arc::new(System)
 }
 
-/// A clock that read `at` when it was made, and runs on from there at the
-/// system clock's pace.
-#[derive(Debug, Clone, Copy)]
+/// A clock that read `at` when it was set, and runs on from there at the
+/// system clock's pace; it can be set again.
+#[derive(Debug)]
 pub struct Set {
-    by: chrono::TimeDelta,
+    /// Microseconds ahead of the system clock.
+    by: std::sync::atomic::AtomicI64,
 }
 
 impl Set {
     #[must_use]
     pub fn at(at: DateTime<Utc>) -> Self {
-        Set {
-            by: at - Utc::now(),
-        }
+        let c = Set {
+            by: std::sync::atomic::AtomicI64::new(0),
+        };
+        c.set(at);
+        c
+    }
+
+    /// Reads `at` from now on.
+    pub fn set(&self, at: DateTime<Utc>) {
+        let by = (at - Utc::now()).num_microseconds().unwrap_or(i64::MAX);
+        self.by.store(by, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl Clock for Set {
     fn now(&self) -> DateTime<Utc> {
-        Utc::now() + self.by
+        let by = self.by.load(std::sync::atomic::Ordering::Relaxed);
+        Utc::now() + chrono::TimeDelta::microseconds(by)
     }
 }
 
@@ -71,5 +81,8 @@ mod tests {
         assert!((first - at).num_milliseconds().abs() < 1_000, "{first}");
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert!(c.now() > first);
+        let later = at + chrono::TimeDelta::hours(1);
+        c.set(later);
+        assert!((c.now() - later).num_milliseconds().abs() < 1_000);
     }
 }

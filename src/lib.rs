@@ -6,7 +6,7 @@
 //!    strictly where it matters and leniently elsewhere; [`duration`] the
 //!    durations Prometheus and Alertmanager write; [`timestamp`] the
 //!    instants runbookd records, as every reader sees them; [`clock`] what
-//!    time it is for drills (a test sets it).
+//!    time it is for drills (a test sets it); [`ids`] a run's id.
 //! 2. [`matcher`]: Alertmanager's matcher grammar, so runbooks select alerts
 //!    exactly as routes do.
 //! 3. [`runbook`]: YAML runbooks, loaded and checked up front (every error at
@@ -67,6 +67,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
             "duration",
             "timestamp",
             "clock",
+            "ids",
             "named",
             "secret",
             "shared",
@@ -119,6 +120,7 @@ pub mod dispatch;
 pub mod drill;
 pub mod duration;
 pub mod exec;
+pub mod ids;
 pub mod incident;
 pub mod integrations;
 pub mod lifecycle;

@@ -266,23 +266,7 @@ impl fmt::Display for IncidentStatus {
     }
 }
 
-/// A run's id: the number the API, the CLI and the timeline show
-/// (`/api/v1/runs/7`, "run #7").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct RunId(pub i64);
-
-impl fmt::Display for RunId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RunId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        i64::deserialize(d).map(RunId)
-    }
-}
+pub use crate::ids::RunId;
 
 /// `INC-0042`, stored as the number 42.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -146,10 +146,21 @@ impl Served {
         let _ = self.child.wait();
     }
 
-    /// Stops it as an init system would (SIGTERM), and waits for its exit.
+    /// Stops it as an init system would (SIGTERM), and waits for its exit
+    /// (at most 60 s; then it is killed, and that is a failure).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-        self.child.wait().unwrap()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill9();
+                panic!("runbookd did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 

@@ -659,17 +659,24 @@ drills:
 
 /// A drill's schedule and its `requires:` days and hours are read on
 /// runbookd's clock (`ServerConfig::clock`), so they are tested at a chosen
-/// time whatever the time the suite runs. Three seconds before 03:00 UTC on
-/// a Wednesday, the drill allowed on Wednesdays from 02:00 to 04:00 runs at
-/// 03:00; the ones allowed from 09:00 to 17:00, or on Mondays, record their
-/// plan and why, and run nothing.
+/// time whatever the time the suite runs. On a Wednesday (UTC), the drill
+/// allowed on Wednesdays from 02:00 to 04:00 runs at 03:00; the ones
+/// allowed from 09:00 to 17:00, or on Mondays, record their plan and why,
+/// and run nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drills_schedule_days_and_hours_are_read_on_runbookds_clock() {
-    let at = "2026-12-02T02:59:57Z".parse().unwrap();
-    let app = TestApp::start(&[("windows.yaml", WINDOWS)], |c| {
-        c.clock = std::sync::Arc::new(runbookd::clock::Set::at(at));
+    let clock = std::sync::Arc::new(runbookd::clock::Set::at(
+        "2026-12-02T02:00:00Z".parse().unwrap(),
+    ));
+    let app = TestApp::start(&[("windows.yaml", WINDOWS)], {
+        let clock = clock.clone();
+        move |c| c.clock = clock
     })
     .await;
+    // The scheduler's first look (every 500 ms) learns the drills before
+    // 03:00, however long the server took to start; then 03:00 comes.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    clock.set("2026-12-02T02:59:58Z".parse().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let ended = loop {
         let (_, list) = app.get("/api/v1/incidents?limit=100").await;
