@@ -24,6 +24,17 @@ pub struct Incident {
     pub run_failed: bool,
 }
 
+impl Incident {
+    /// The incident once `t` is recorded on it.
+    #[must_use]
+    pub fn after(self, t: &Transition) -> Incident {
+        Incident {
+            status: t.status,
+            run_failed: t.run_failed.unwrap_or(self.run_failed),
+        }
+    }
+}
+
 /// Something that happened to an incident.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {

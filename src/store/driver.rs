@@ -89,21 +89,23 @@ pub(super) trait Driver {
         status: Option<IncidentStatus>,
     ) -> Op<(), Self::Fail>;
 
-    /// A run's entry on its incident's timeline (by runbookd) and, when the
-    /// incident's status moves with it, the status entry after it and the
-    /// status itself (as [`Driver::set_status`]). PostgreSQL: one statement.
+    /// Runs' entries on an incident's timeline (by runbookd), in order,
+    /// each followed by its status entry when the incident's status moves
+    /// with it; and the status they leave (as [`Driver::set_status`], in
+    /// turn). PostgreSQL: one statement.
     async fn run_noted(
         &self,
         incident: i64,
-        note: &str,
-        change: Option<&crate::lifecycle::Transition>,
+        notes: &[(&str, Option<&crate::lifecycle::Transition>)],
     ) -> Op<(), Self::Fail> {
-        self.timeline(incident, "runbookd", "run", note, None)
-            .await?;
-        if let Some(t) = change {
-            self.timeline(incident, t.author, "status", &t.message, Some(t.status))
+        for (note, change) in notes {
+            self.timeline(incident, "runbookd", "run", note, None)
                 .await?;
-            self.set_status(incident, t.status, t.run_failed).await?;
+            if let Some(t) = change {
+                self.timeline(incident, t.author, "status", &t.message, Some(t.status))
+                    .await?;
+                self.set_status(incident, t.status, t.run_failed).await?;
+            }
         }
         Ok(())
     }
@@ -622,6 +624,23 @@ pub(super) trait Driver {
         reason: &str,
     ) -> Op<Option<(EndedRun, RunContext)>, Self::Fail>;
 
+    /// [`Driver::start_unnoted`] (with the lease's fence), then
+    /// [`Driver::end_run`]: a run's end, with its start when that was not
+    /// noted yet (read before the end clears its owner). PostgreSQL: one
+    /// statement when the run ends, so no end can be executed before the
+    /// read of its start.
+    async fn end_run_and_start(
+        &self,
+        lease: Lease,
+        state: RunState,
+        result: &str,
+        reason: &str,
+    ) -> Op<EndAndStart, Self::Fail> {
+        let start = self.start_unnoted(lease.run_id, Some(lease.fence)).await?;
+        let end = self.end_run(lease, state, result, reason).await?;
+        Ok((start, end))
+    }
+
     /// Pauses a running run whose fence holds and whose cancellation was
     /// not requested.
     async fn await_approval(
@@ -686,6 +705,13 @@ pub(super) struct EndedRun {
     pub notification: i64,
     pub fingerprint: String,
 }
+
+/// [`Driver::end_run_and_start`]'s: the start to note, if it was not noted
+/// yet, and the end, if the fence held.
+pub(super) type EndAndStart = (
+    Option<(UnnotedStart, RunContext)>,
+    Option<(EndedRun, RunContext)>,
+);
 
 /// A running run found by reaping.
 #[derive(Debug)]

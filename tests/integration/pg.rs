@@ -44,6 +44,8 @@ pub struct Pg {
     server: Option<Child>,
     databases: AtomicU32,
     fsync: bool,
+    /// Further `-c` settings of the server.
+    settings: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -58,16 +60,28 @@ impl Pg {
     /// A new cluster, started, without fsync (the tests need semantics, not
     /// durability across power loss). Call [`available`] first.
     pub fn start() -> Pg {
-        Pg::started(false)
+        Pg::started(false, &[])
     }
 
     /// A new cluster with PostgreSQL's durable defaults (`fsync=on`), for
     /// the benchmarks' comparison with SQLite's `synchronous=FULL`.
     pub fn start_durable() -> Pg {
-        Pg::started(true)
+        Pg::started(true, &[])
     }
 
-    fn started(fsync: bool) -> Pg {
+    /// [`Pg::start_durable`] with `pg_stat_statements` loaded, for counting
+    /// a benchmark's statements (`CREATE EXTENSION` in each database).
+    pub fn start_durable_counting() -> Pg {
+        Pg::started(
+            true,
+            &[
+                "shared_preload_libraries=pg_stat_statements",
+                "pg_stat_statements.track=all",
+            ],
+        )
+    }
+
+    fn started(fsync: bool, settings: &[&str]) -> Pg {
         use std::os::unix::fs::PermissionsExt;
         let bin = bin_dir().expect("PostgreSQL installed");
         let dir = tempfile::tempdir().unwrap();
@@ -100,6 +114,7 @@ impl Pg {
             server: None,
             databases: AtomicU32::new(0),
             fsync,
+            settings: settings.iter().map(|s| (*s).to_owned()).collect(),
         };
         pg.start_server();
         pg
@@ -124,6 +139,7 @@ impl Pg {
                 "-c",
                 "max_connections=200",
             ])
+            .args(self.settings.iter().flat_map(|s| ["-c", s]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -933,6 +933,28 @@ async fn a_start_is_noted_once_whoever_notes_it(b: &Backend) {
         IncidentStatus::Monitoring,
         "the end moves on from where the start left the incident"
     );
+    // Each entry followed by the status change it made, in order; the
+    // start names the owner the end clears.
+    let tail: Vec<(&str, Option<IncidentStatus>)> = d.timeline[starts(&d)[0]..]
+        .iter()
+        .map(|t| (t.kind.as_str(), t.status))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("run", None),
+            ("status", Some(IncidentStatus::Identified)),
+            ("run", None),
+            ("status", Some(IncidentStatus::Monitoring)),
+        ],
+        "{:?}",
+        d.timeline
+    );
+    assert!(
+        d.timeline[starts(&d)[0]].message.ends_with(" on a"),
+        "{:?}",
+        d.timeline
+    );
     // A late note of the ended run.
     r[0].note_start(c.lease).await.unwrap();
     assert_eq!(starts(&r[0].incident(inc).await.unwrap()).len(), 1);

@@ -38,23 +38,48 @@ pub(in crate::store) async fn advance<D: Driver>(
     Ok(())
 }
 
-/// A run's entry on its incident's timeline, then what the lifecycle
-/// decides for `event` from `now` (the incident as read in this
-/// transaction): the status entry after the run's, written together.
-/// Gives the incident as it is after.
-pub(in crate::store) async fn note_and_advance<D: Driver>(
+/// A run's entry on its incident's timeline (by runbookd) and the
+/// transition the lifecycle decides with it, before they are written.
+pub(in crate::store) struct RunNote {
+    pub note: String,
+    pub change: Option<lifecycle::Transition>,
+}
+
+impl RunNote {
+    /// `note`, and what the lifecycle decides for `event` from `now`.
+    pub fn new(note: String, now: lifecycle::Incident, event: lifecycle::Event<'_>) -> RunNote {
+        RunNote {
+            change: lifecycle::next(now, event),
+            note,
+        }
+    }
+
+    /// The incident once this note is written, from `now`.
+    pub fn after(&self, now: lifecycle::Incident) -> lifecycle::Incident {
+        self.change.as_ref().map_or(now, |t| now.after(t))
+    }
+}
+
+/// Writes run notes on `incident`, in order, from `now` (the incident as
+/// read in this transaction): each one's entry and its status entry, and
+/// the status they leave, all together (PostgreSQL: one statement); then
+/// what each transition sets off. Gives the incident as it is after.
+pub(in crate::store) async fn noted<D: Driver>(
     d: &D,
     incident: i64,
-    note: &str,
     now: lifecycle::Incident,
-    event: lifecycle::Event<'_>,
+    notes: &[RunNote],
 ) -> Op<lifecycle::Incident, D::Fail> {
-    let t = lifecycle::next(now, event);
-    d.run_noted(incident, note, t.as_ref()).await?;
-    match t {
-        Some(t) => moved(d, incident, now, &t).await,
-        None => Ok(now),
+    let entries: Vec<_> = notes
+        .iter()
+        .map(|n| (n.note.as_str(), n.change.as_ref()))
+        .collect();
+    d.run_noted(incident, &entries).await?;
+    let mut now = now;
+    for t in notes.iter().filter_map(|n| n.change.as_ref()) {
+        now = moved(d, incident, now, t).await?;
     }
+    Ok(now)
 }
 
 /// After `t` was recorded on the incident (`now` before it): a resolution
@@ -68,10 +93,7 @@ async fn moved<D: Driver>(
     if t.status == IncidentStatus::Resolved && now.status != IncidentStatus::Resolved {
         outbox::resolved(d, incident, &t.message).await?;
     }
-    Ok(lifecycle::Incident {
-        status: t.status,
-        run_failed: t.run_failed.unwrap_or(now.run_failed),
-    })
+    Ok(now.after(t))
 }
 
 /// Adds a person's update to the timeline, and sets the status and root

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::{try_join, try_join3, try_join_all};
 
-use super::incidents::{note_and_advance, run_note};
+use super::incidents::{noted, run_note, RunNote};
 use super::{approvals, outbox, Driver, Op};
 use crate::approval::ApprovalState;
 use crate::incident::notices::Happened;
@@ -131,13 +131,27 @@ pub(in crate::store) async fn note_start<D: Driver>(
     Ok(())
 }
 
-/// Writes a start [`Driver::start_unnoted`] gave; gives its incident after.
+/// Writes a start [`Driver::start_unnoted`] gave.
 async fn noted_start<D: Driver>(
     d: &D,
     id: i64,
     run: UnnotedStart,
     cx: RunContext,
-) -> Op<lifecycle::Incident, D::Fail> {
+) -> Op<(), D::Fail> {
+    let (incident, now, note) = start_note(d, id, run, cx).await?;
+    noted(d, incident, now, &[note]).await?;
+    Ok(())
+}
+
+/// A start [`Driver::start_unnoted`] gave, with the notifications its
+/// rules ask for queued: its incident, that incident now, and the note to
+/// write on it.
+async fn start_note<D: Driver>(
+    d: &D,
+    id: i64,
+    run: UnnotedStart,
+    cx: RunContext,
+) -> Op<(i64, lifecycle::Incident, RunNote), D::Fail> {
     // The decision it resumes after.
     let decided = if run.resumed {
         d.last_approval(id)
@@ -173,18 +187,13 @@ async fn noted_start<D: Driver>(
         let origin = (run.notification, run.fingerprint.as_str());
         outbox::enqueue_with(d, run.incident, &rules, what, Some(origin)).await?;
     }
-    note_and_advance(
-        d,
-        run.incident,
-        &note,
-        cx.now,
-        lifecycle::Event::RunStarted {
-            runbook: &run.runbook,
-            phase: run.phase,
-            failed_runs: tally.failed,
-        },
-    )
-    .await
+    let event = lifecycle::Event::RunStarted {
+        runbook: &run.runbook,
+        phase: run.phase,
+        failed_runs: tally.failed,
+    };
+    let note = RunNote::new(note, cx.now, event);
+    Ok((run.incident, cx.now, note))
 }
 
 /// Renews the leases `owner` holds; reports the ones it lost and the ones
@@ -253,27 +262,25 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
         _ => f,
     };
     // A start not noted yet (a short run) is noted with the end, its
-    // entries before the end's; the end moves the incident on from where
-    // the start left it. The start is read before the end is written: it
-    // names the run's owner, which the end clears.
-    let ((), start) = try_join(
+    // entries before the end's, written together; the end moves the
+    // incident on from where the start left it. The lock, then the end
+    // with the start, sent together: the driver executes them in this
+    // order.
+    let ((), (start, end)) = try_join(
         d.lock_run_incident(f.lease.run_id),
-        d.start_unnoted(f.lease.run_id, Some(f.lease.fence)),
+        d.end_run_and_start(f.lease, f.state, &json(&f.result), &f.summary),
     )
     .await?;
-    let end = d
-        .end_run(f.lease, f.state, &json(&f.result), &f.summary)
-        .await?;
-    let started = match start {
-        Some((start, cx)) => Some(noted_start(d, f.lease.run_id, start, cx).await?),
+    let start = match start {
+        Some((start, cx)) => Some(start_note(d, f.lease.run_id, start, cx).await?),
         None => None,
     };
-    let Some((run, mut cx)) = end else {
+    let Some((run, cx)) = end else {
+        if let Some((incident, now, note)) = start {
+            noted(d, incident, now, &[note]).await?;
+        }
         return Ok(FinishOutcome::Fenced);
     };
-    if let Some(now) = started {
-        cx.now = now;
-    }
     let rules = outbox::read_policies(cx.policies)?;
     let open_checklist = f.result.as_ref().map_or(0, |r| r.open_checklist().count());
     let succeeded = run.phase == Phase::Remediation
@@ -290,19 +297,19 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
         }
         Ok(())
     };
-    try_join(
-        ended(
-            d,
-            (run.incident, cx.now, cx.remediation),
-            f.lease.run_id,
-            (&run.runbook, run.phase),
-            f.state,
-            &f.summary,
-            open_checklist,
-        ),
-        disarm,
-    )
-    .await?;
+    let mut notes = Vec::with_capacity(2);
+    notes.extend(start.map(|(_, _, note)| note));
+    let at_end = notes.first().map_or(cx.now, |n| n.after(cx.now));
+    notes.push(end_note(
+        at_end,
+        cx.remediation,
+        f.lease.run_id,
+        (&run.runbook, run.phase),
+        f.state,
+        &f.summary,
+        open_checklist,
+    ));
+    try_join(noted(d, run.incident, cx.now, &notes), disarm).await?;
     let origin = (run.notification, run.fingerprint.as_str());
     for what in crate::lifecycle::run_ended(
         &run.runbook,
@@ -316,36 +323,28 @@ pub(in crate::store) async fn finish<D: Driver>(d: &D, f: &Finished) -> Op<Finis
     Ok(FinishOutcome::Recorded)
 }
 
-/// A run's end on its incident (as read in this transaction, its
-/// remediation runs' states with this run's end): the timeline entry, and
-/// the lifecycle's next step.
-async fn ended<D: Driver>(
-    d: &D,
-    (incident, now, remediation): (i64, lifecycle::Incident, Vec<RunState>),
+/// A run's end on its incident, from `now` (as read in this transaction;
+/// `remediation`, its remediation runs' states with this run's end): its
+/// timeline entry, and the lifecycle's next step.
+fn end_note(
+    now: lifecycle::Incident,
+    remediation: Vec<RunState>,
     id: i64,
     (runbook, phase): (&str, Phase),
     state: RunState,
     summary: &str,
     open_checklist: usize,
-) -> Op<(), D::Fail> {
-    let note = say::finished(id, runbook, state, summary);
+) -> RunNote {
     let tally = Tally::of(remediation);
-    note_and_advance(
-        d,
-        incident,
-        &note,
-        now,
-        lifecycle::Event::RunFinished {
-            runbook,
-            phase,
-            state,
-            summary,
-            remediation_not_succeeded: tally.not_succeeded,
-            open_checklist,
-        },
-    )
-    .await?;
-    Ok(())
+    let event = lifecycle::Event::RunFinished {
+        runbook,
+        phase,
+        state,
+        summary,
+        remediation_not_succeeded: tally.not_succeeded,
+        open_checklist,
+    };
+    RunNote::new(say::finished(id, runbook, state, summary), now, event)
 }
 
 /// Takes running runs back: idempotent ones are queued again, the others
@@ -396,16 +395,16 @@ pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped,
         let open_checklist = detail.as_ref().map_or(0, |r| r.open_checklist().count());
         let cx = d.run_context(run.incident).await?;
         let rules = outbox::read_policies(cx.policies)?;
-        ended(
-            d,
-            (run.incident, cx.now, cx.remediation),
+        let note = end_note(
+            cx.now,
+            cx.remediation,
             run.id,
             (&run.runbook, run.phase),
             state,
             &why,
             open_checklist,
-        )
-        .await?;
+        );
+        noted(d, run.incident, cx.now, &[note]).await?;
         for what in crate::lifecycle::run_ended(&run.runbook, run.id, state, &why, detail.as_ref())
         {
             outbox::enqueue_with(d, run.incident, &rules, &what, None).await?;
@@ -442,16 +441,16 @@ pub(in crate::store) async fn cancel<D: Driver>(
             // other way round: PostgreSQL finds that deadlock, and one of
             // the two is run again.)
             let ((), cx) = try_join(d.lock_run_incident(id), d.run_context(run.incident)).await?;
-            ended(
-                d,
-                (run.incident, cx.now, cx.remediation),
+            let note = end_note(
+                cx.now,
+                cx.remediation,
                 id,
                 (&run.runbook, run.phase),
                 RunState::Cancelled,
                 &why,
                 0,
-            )
-            .await?;
+            );
+            noted(d, run.incident, cx.now, &[note]).await?;
         }
         lifecycle::Cancel::AskOwner => {
             d.request_cancel(id).await?;

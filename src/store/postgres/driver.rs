@@ -23,8 +23,8 @@ use crate::plan::Phase;
 use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
-    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunContext,
-    RunToCancel, RunningRun, Taken, UnnotedStart,
+    ChecklistRow, ClaimedRun, DueEscalation, EndAndStart, EndedRun, OpenIncident, RerunSource,
+    RunContext, RunToCancel, RunningRun, Taken, UnnotedStart,
 };
 use crate::store::types::{
     budget_item, json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
@@ -41,8 +41,18 @@ use crate::store::{GateOverride, Lease, RunbookMatch, ServiceEntry, StoreError};
 macro_rules! run_context_columns {
     ($state:literal) => {
         concat!(
-            "i.status, i.run_failed, i.notify, i.shadow,
-             ARRAY(SELECT ", $state, "
+            "i.status, i.run_failed, i.notify, i.shadow, ",
+            remediation_states!($state)
+        )
+    };
+}
+
+/// The states (`$state`, of `r`) of incident `i`'s current remediation
+/// runs, as an array.
+macro_rules! remediation_states {
+    ($state:literal) => {
+        concat!(
+            "ARRAY(SELECT ", $state, "
                    FROM runs r WHERE r.incident_id = i.id AND r.phase = 'remediation'
                    AND NOT EXISTS (SELECT 1 FROM runs n WHERE n.incident_id = r.incident_id AND n.id > r.id
                                    AND COALESCE(n.rerun_of, n.id) = COALESCE(r.rerun_of, r.id)))"
@@ -50,19 +60,23 @@ macro_rules! run_context_columns {
     };
 }
 
+/// The states of a [`remediation_states!`] array.
+fn states(row: &tokio_postgres::Row, at: usize) -> Op<Vec<RunState>> {
+    row.get::<_, Vec<String>>(at)
+        .iter()
+        .map(|s| s.parse().map_err(|e| StoreError::Invalid(e).into()))
+        .collect()
+}
+
 /// A [`RunContext`] from `run_context_columns!`, from column `at` on.
 fn run_context(row: &tokio_postgres::Row, at: usize) -> Op<RunContext> {
-    let remediation: Vec<String> = row.get(at + 4);
     Ok(RunContext {
         now: lifecycle::Incident {
             status: parsed(row, at)?,
             run_failed: row.get(at + 1),
         },
         policies: (row.get(at + 2), row.get(at + 3)),
-        remediation: remediation
-            .iter()
-            .map(|s| s.parse().map_err(StoreError::Invalid))
-            .collect::<Result<_, _>>()?,
+        remediation: states(row, at + 4)?,
     })
 }
 
@@ -134,21 +148,40 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     async fn run_noted(
         &self,
         incident: i64,
-        note: &str,
-        change: Option<&lifecycle::Transition>,
+        notes: &[(&str, Option<&lifecycle::Transition>)],
     ) -> Op<()> {
-        let Some(t) = change else {
-            return self.timeline(incident, "runbookd", "run", note, None).await;
-        };
-        // Rows of one VALUES list are numbered in their order; the update
-        // is `set_status`'s.
+        // The entries as columns, in order (the rows are inserted in
+        // `ORDER BY`'s order, so their ids keep it); the incident as the
+        // transitions leave it, applied in turn: the last one's status,
+        // the last `run_failed` one sets, and stamped resolved if one
+        // resolves it.
+        let (mut authors, mut kinds, mut messages, mut statuses) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (note, change) in notes {
+            authors.push("runbookd");
+            kinds.push("run");
+            messages.push(*note);
+            statuses.push(None);
+            if let Some(t) = change {
+                authors.push(t.author);
+                kinds.push("status");
+                messages.push(t.message.as_str());
+                statuses.push(Some(t.status.as_str()));
+            }
+        }
+        let changes: Vec<_> = notes.iter().filter_map(|(_, c)| *c).collect();
+        let status = changes.last().map(|t| t.status.as_str());
+        let run_failed = changes.iter().rev().find_map(|t| t.run_failed);
+        let resolved = changes.iter().any(|t| t.status == IncidentStatus::Resolved);
         self.0
             .execute(
                 "WITH n AS (INSERT INTO timeline (incident_id, at, author, kind, message, status)
-                            VALUES ($1, now(), 'runbookd', 'run', $2, NULL), ($1, now(), $3, 'status', $4, $5))
-                 UPDATE incidents SET status = $5, run_failed = COALESCE($6, run_failed), updated_at = now(),
-                     resolved_at = CASE WHEN $5 = 'resolved' THEN now() ELSE resolved_at END WHERE id = $1",
-                &[&incident, &note, &t.author, &t.message, &t.status.as_str(), &t.run_failed],
+                            SELECT $1, now(), e.author, e.kind, e.message, e.status
+                            FROM unnest($2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[]) WITH ORDINALITY AS e (author, kind, message, status, o)
+                            ORDER BY e.o)
+                 UPDATE incidents SET status = $6, run_failed = COALESCE($7, run_failed), updated_at = now(),
+                     resolved_at = CASE WHEN $8 THEN now() ELSE resolved_at END WHERE id = $1 AND $6::TEXT IS NOT NULL",
+                &[&incident, &authors, &kinds, &messages, &statuses, &status, &run_failed, &resolved],
             )
             .await?;
         Ok(())
@@ -835,6 +868,70 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             return Ok(None);
         };
         Ok(Some((ended_run(&r)?, run_context(&r, 5)?)))
+    }
+
+    async fn end_run_and_start(
+        &self,
+        lease: Lease,
+        state: RunState,
+        result: &str,
+        reason: &str,
+    ) -> Op<EndAndStart> {
+        // `o` is the run as this statement's snapshot has it, before the
+        // update: its start's columns are current, since every writer of
+        // them holds the incident's lock, which the caller holds (a
+        // concurrent heartbeat, progress or cancellation request touches
+        // none of them). The outer query reads the same snapshot: the
+        // start's remediation runs have this run running, the end's have
+        // it in its new state.
+        let Some(r) = self
+            .0
+            .query_opt(
+                concat!(
+                    "WITH e AS (
+                         UPDATE runs x SET state = $3, ended_at = now(), result = $4, reason = $5, owner = NULL, lease_until = NULL,
+                             progress = NULL, start_noted = TRUE
+                         FROM runs o WHERE x.id = $1 AND x.fence = $2 AND x.state = 'running' AND o.id = x.id
+                         RETURNING x.incident_id, x.runbook, x.phase, x.notification_id, x.fingerprint,
+                             NOT o.start_noted AS unnoted, o.owner, o.attempt, o.result IS NOT NULL AS resumed)
+                     SELECT e.incident_id, e.runbook, e.phase, e.notification_id, e.fingerprint, ",
+                    run_context_columns!("CASE WHEN r.id = $1 THEN $3::TEXT ELSE r.state END"),
+                    ", e.unnoted, e.owner, e.attempt, e.resumed, CASE WHEN e.unnoted THEN ",
+                    remediation_states!("r.state"),
+                    " END FROM e JOIN incidents i ON i.id = e.incident_id"
+                ),
+                &[&lease.run_id, &lease.fence, &state.as_str(), &result, &reason],
+            )
+            .await?
+        else {
+            // Not ended (its fence moved on, or it is not running): its
+            // start, if the fence still holds it.
+            let start = self.start_unnoted(lease.run_id, Some(lease.fence)).await?;
+            return Ok((start, None));
+        };
+        let end = ended_run(&r)?;
+        let cx = run_context(&r, 5)?;
+        let start = if r.get(10) {
+            let start = UnnotedStart {
+                incident: end.incident,
+                runbook: end.runbook.clone(),
+                phase: end.phase,
+                fingerprint: end.fingerprint.clone(),
+                notification: end.notification,
+                owner: r.get::<_, Option<String>>(11).unwrap_or_default(),
+                attempt: u32::try_from(r.get::<_, i32>(12)).unwrap_or(1),
+                resumed: r.get(13),
+            };
+            let at_start = RunContext {
+                now: cx.now,
+                policies: cx.policies.clone(),
+                remediation: states(&r, 14)?,
+            };
+            Some((start, at_start))
+        } else {
+            None
+        };
+        Ok((start, Some((end, cx))))
     }
 
     async fn await_approval(
