@@ -63,7 +63,10 @@ impl RunNote {
 /// Writes run notes on `incident`, in order, from `now` (the incident as
 /// read in this transaction): each one's entry and its status entry, and
 /// the status they leave, all together (PostgreSQL: one statement); then
-/// what each transition sets off. Gives the incident as it is after.
+/// what each transition sets off, in order, once all are written (a run's
+/// start never resolves an incident, so what its end's transition sets off
+/// follows both notes, as it did when each was written alone). Gives the
+/// incident as it is after.
 pub(in crate::store) async fn noted<D: Driver>(
     d: &D,
     incident: i64,

@@ -878,10 +878,14 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
         reason: &str,
     ) -> Op<EndAndStart> {
         // `o` is the run as this statement's snapshot has it, before the
-        // update: its start's columns are current, since every writer of
-        // them holds the incident's lock, which the caller holds (a
-        // concurrent heartbeat, progress or cancellation request touches
-        // none of them). The outer query reads the same snapshot: the
+        // update. Its start's columns (`start_noted`, `owner`, `attempt`,
+        // `result`) are current for a row that is still running on this
+        // fence: their other writers are a start's noter and a takeover,
+        // which hold the incident's lock the caller holds, `take`, which
+        // takes only queued runs (a running one is queued again only by a
+        // takeover), and an approval's decision, which moves only waiting
+        // ones. A concurrent heartbeat, progress or cancellation request
+        // touches none of them. The outer query reads the same snapshot: the
         // start's remediation runs have this run running, the end's have
         // it in its new state.
         let Some(r) = self
