@@ -215,15 +215,18 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn lock_run_incident(&self, run: i64) -> Op<()> {
-        // A simple query (the id is an integer), sent when first polled with
-        // nothing to prepare first: the statements joined after it are
+        // Sent when first polled: the statements joined after it are
         // executed after it, each with a snapshot taken once the lock is
         // held (READ COMMITTED). `NO KEY`: rows that reference the
         // incident (its timeline's) can still be inserted meanwhile.
         self.0
-            .simple(&format!(
-                "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = {run}) FOR NO KEY UPDATE"
-            ))
+            .at_once(
+                "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = $1) FOR NO KEY UPDATE",
+                &[&run],
+                &format!(
+                    "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = {run}) FOR NO KEY UPDATE"
+                ),
+            )
             .await
     }
 
@@ -1392,10 +1395,14 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     }
 
     async fn claim_lock(&self) -> Op<()> {
-        // A simple query: sent when first polled, with nothing to prepare
-        // first, so the statements joined after it are executed after it.
+        // Sent when first polled, so the statements joined after it are
+        // executed after it.
         self.0
-            .simple(&format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"))
+            .at_once(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&CLAIM_LOCK],
+                &format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"),
+            )
             .await
     }
 
