@@ -11,9 +11,12 @@
 //! PostgreSQL sends them in one round trip (tokio-postgres pipelines the
 //! queries of one connection). PostgreSQL executes them in the order they
 //! are sent, which is the written order except when a later statement is
-//! already prepared on the connection and an earlier one is not yet: a
+//! already prepared on the connection and an earlier one is not yet. So a
 //! join relies on its order only for statements always used together
-//! (alert status before its upsert); a lock is awaited alone.
+//! (alert status before its upsert), and for a lock joined first with the
+//! statements that must run under it (`claim_lock`, `lock_run_incident`):
+//! the driver sends those when first polled, prepared or not (PostgreSQL's
+//! `Tx::at_once`).
 //!
 //! Rules that are not about
 //! storage (the incident lifecycle, who may re-run what, what a

@@ -462,8 +462,11 @@ impl<'a> Tx<'a> {
                 // The preparation's request went first; it executes nothing.
                 let (prepared, done) =
                     futures_util::future::join(prepared, self.client.batch_execute(simple)).await;
-                done?;
+                // A failed preparation aborts the transaction, and the lock
+                // then fails for that reason: the preparation's error is the
+                // cause (a deadlock to run again, say).
                 prepared?;
+                done?;
             }
         }
         Ok(())
