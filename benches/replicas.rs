@@ -3,21 +3,23 @@
 //!
 //! The same load generator, in one run, against three setups of the real
 //! server (durable store, default sandbox, a runbook whose single step is
-//! `/bin/true`, 4 concurrent steps per replica):
+//! `/bin/true`, 4 concurrent steps per replica), all up for the whole run:
 //! - SQLite, one replica;
 //! - PostgreSQL (a throwaway local cluster, `fsync` on), one replica;
 //! - PostgreSQL, three replicas, notifications spread round-robin.
 //!
 //! For each: acknowledgement p50/p99 at 200 and 500 notifications/s (open
-//! loop, 4 s each), then a burst of 2,000 notifications in one second:
-//! completed runs per second while its backlog drains, and from its first
-//! notification to the empty queue. Loopback only;
-//! bounded in count (4,800 notifications per setup) and time.
+//! loop, 4 s each). Then three rounds of bursts, each round every setup in
+//! turn: 2,000 notifications in one second, completed runs per second
+//! while its backlog drains, and from its first notification to the empty
+//! queue. The table gives each figure's median over the rounds, and "vs
+//! SQLite" the median of the rounds' ratios. Loopback only; bounded in
+//! count (8,800 notifications per setup) and time.
 //!
 //! With `RUNBOOKD_BENCH_STATEMENTS=1`, PostgreSQL loads
 //! `pg_stat_statements` and each PostgreSQL setup also prints the
-//! statements PostgreSQL executed during the burst and its drain, per
-//! completed run (docs/benchmarks.md).
+//! statements PostgreSQL executed during its first burst and its drain,
+//! per completed run (docs/benchmarks.md).
 #![allow(
     clippy::cast_precision_loss,
     clippy::cast_possible_truncation,
@@ -37,15 +39,29 @@ mod pg;
 const RATES: [u64; 2] = [200, 500];
 /// Notifications of the capacity burst, sent within one second.
 const BURST: u64 = 2_000;
+/// Rounds of bursts: each round times every setup once, in turn.
+const ROUNDS: usize = 3;
+/// Steps each replica runs at once.
+const SLOTS: u32 = 4;
 
-struct Figures {
-    setup: String,
-    acks: Vec<(u64, Duration, Duration, u64)>,
+/// A setup's servers, up for the whole run.
+struct Setup {
+    name: String,
+    servers: Vec<runbookd::server::Running>,
+    urls: Vec<String>,
+    base: String,
+    /// Its PostgreSQL, when it counts statements.
+    counting: Option<(&'static pg::Pg, String)>,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+/// One burst and its drain.
+struct Burst {
     /// Completed runs per second while the burst's backlog drained.
     runs_per_sec: f64,
     /// Completed runs per second from the burst's first notification to
     /// the empty queue (ingest included).
-    burst_per_sec: f64,
+    from_start_per_sec: f64,
     /// Runs still queued when the burst was in.
     backlog: i64,
     /// CPU per completed run while draining, in ms.
@@ -119,30 +135,31 @@ impl Cpu {
 }
 
 /// The statements `url`'s database executed since the last reset, most
-/// frequent first, per completed run: (calls per run, ms per run, text).
-fn statements(pg: &pg::Pg, url: &str, runs: i64) -> Vec<(f64, f64, String)> {
+/// frequent first, per completed run: (calls, ms executing, plans, ms
+/// planning, text).
+fn statements(pg: &pg::Pg, url: &str, runs: i64) -> Vec<(f64, f64, f64, f64, String)> {
     let out = pg.psql(
         url,
-        "SELECT calls, total_exec_time, regexp_replace(left(query, 110), '\\s+', ' ', 'g') FROM pg_stat_statements
+        "SELECT calls, total_exec_time, plans, total_plan_time, regexp_replace(left(query, 110), '\\s+', ' ', 'g') FROM pg_stat_statements
          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT 40",
     );
     out.lines()
         .filter_map(|l| {
-            let mut f = l.splitn(3, '|');
-            let calls: f64 = f.next()?.parse().ok()?;
-            let ms: f64 = f.next()?.parse().ok()?;
-            Some((calls / runs as f64, ms / runs as f64, f.next()?.to_owned()))
+            let mut f = l.splitn(5, '|');
+            let mut per_run = || Some(f.next()?.parse::<f64>().ok()? / runs as f64);
+            let (calls, ms, plans, plan_ms) = (per_run()?, per_run()?, per_run()?, per_run()?);
+            Some((calls, ms, plans, plan_ms, f.next()?.to_owned()))
         })
         .collect()
 }
 
-async fn measure(
-    setup: &str,
+async fn start(
+    name: &str,
     store: &StoreUrl,
     replicas: usize,
-    counting: Option<&pg::Pg>,
-) -> Figures {
+    counting: Option<&'static pg::Pg>,
+) -> Setup {
     let runbooks = tempfile::tempdir().unwrap();
     std::fs::write(
         runbooks.path().join("bench.yaml"),
@@ -156,21 +173,37 @@ async fn measure(
         cfg.store = Some(store.clone());
         cfg.replica = format!("bench-{i}");
         cfg.max_queued_runs = 100_000;
-        cfg.max_concurrent_steps = 4;
+        cfg.max_concurrent_steps = SLOTS;
         servers.push(runbookd::server::start(cfg).await.unwrap());
     }
-    let urls: Vec<String> = servers
+    let urls = servers
         .iter()
         .map(|s| format!("http://{}/webhook", s.addr))
         .collect();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .build()
-        .unwrap();
-    let next_id = AtomicU64::new(0);
+    let base = format!("http://{}", servers[0].addr);
+    let counting = match (counting, store) {
+        (Some(pg), StoreUrl::Postgres(url)) => Some((pg, url.clone())),
+        _ => None,
+    };
+    Setup {
+        name: name.to_owned(),
+        servers,
+        urls,
+        base,
+        counting,
+        _dirs: [runbooks, data],
+    }
+}
+
+/// Acknowledgement p50/p99 at each of [`RATES`] (open loop, 4 s each).
+async fn acks(
+    s: &Setup,
+    client: &reqwest::Client,
+    next_id: &AtomicU64,
+) -> Vec<(u64, Duration, Duration, u64)> {
     let mut acks = Vec::new();
     for rate in RATES {
-        let (lat, failed) = common::load(&client, &urls, rate, 4, &next_id).await;
+        let (lat, failed) = common::load(client, &s.urls, rate, 4, next_id).await;
         acks.push((
             rate,
             common::percentile(&lat, 0.50),
@@ -178,53 +211,122 @@ async fn measure(
             failed,
         ));
     }
-    let base = format!("http://{}", servers[0].addr);
-    // Capacity: a burst far above what the replicas execute (2,000
-    // notifications in 1 s) after the queue emptied, timed from its first
-    // notification until the queue is empty again. (Timing only the drain
-    // after the paced load measures nothing when a store keeps up with it.)
-    common::drain(&client, &base).await;
-    let (done0, _, _) = common::run_counts(&client, &base).await;
-    let counted = match (counting, store) {
-        (Some(pg), StoreUrl::Postgres(url)) => {
-            pg.psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
-            pg.psql(url, "SELECT pg_stat_statements_reset()");
-            Some((pg, url))
-        }
-        _ => None,
-    };
+    common::drain(client, &s.base).await;
+    acks
+}
+
+/// A burst far above what the replicas execute ([`BURST`] notifications
+/// in 1 s) once the queue is empty, timed from its first notification
+/// until the queue is empty again. With `count`, PostgreSQL's statements
+/// meanwhile are printed.
+async fn burst(s: &Setup, client: &reqwest::Client, next_id: &AtomicU64, count: bool) -> Burst {
+    let (done0, _, _) = common::run_counts(client, &s.base).await;
+    let finished0 = finished(client, s).await;
+    let counted = s.counting.as_ref().filter(|_| count);
+    if let Some((pg, url)) = counted {
+        pg.psql(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        pg.psql(url, "SELECT pg_stat_statements_reset()");
+    }
     let t0 = std::time::Instant::now();
-    common::load(&client, &urls, BURST, 1, &next_id).await;
-    let (done1, _, _) = common::run_counts(&client, &base).await;
+    let (acked, _) = common::load(client, &s.urls, BURST, 1, next_id).await;
+    let (_, backlog, _) = common::run_counts(client, &s.base).await;
+    // Each notification of the burst acknowledged queued one run.
+    let total = finished0 + i64::try_from(acked.len()).unwrap();
     let cpu0 = Cpu::now();
-    let (backlog, runs_per_sec) = common::drain(&client, &base).await;
-    let cpu1 = Cpu::now();
-    let (done, _, _) = common::run_counts(&client, &base).await;
-    let cpu = cpu1.per_run(cpu0, done - done1);
+    let (runs_per_sec, cpu1) = busy_rate(client, s, total).await;
+    let cpu = cpu1.per_run(cpu0, runs_per_sec.1);
+    common::drain(client, &s.base).await;
+    let (done, _, _) = common::run_counts(client, &s.base).await;
+    let burst_per_sec = (done - done0) as f64 / t0.elapsed().as_secs_f64();
     if let Some((pg, url)) = counted {
         let all = statements(pg, url, done - done0);
         println!(
-            "{setup}: statements per completed run during the burst and its drain ({} runs)",
+            "{}: statements per completed run during the burst and its drain ({} runs)",
+            s.name,
             done - done0
         );
-        println!("| calls per run | ms per run | statement |\n| --- | --- | --- |");
-        for (calls, ms, text) in &all {
-            println!("| {calls:.2} | {ms:.3} | `{text}` |");
+        println!("| calls per run | ms executing per run | plans per run | ms planning per run | statement |\n| --- | --- | --- | --- | --- |");
+        for (calls, ms, plans, plan_ms, text) in &all {
+            println!("| {calls:.2} | {ms:.3} | {plans:.2} | {plan_ms:.3} | `{text}` |");
         }
-        let (calls, ms) = all.iter().fold((0.0, 0.0), |(c, m), s| (c + s.0, m + s.1));
-        println!("| {calls:.2} | {ms:.3} | all of the above |\n");
+        let sum = |f: fn(&(f64, f64, f64, f64, String)) -> f64| all.iter().map(f).sum::<f64>();
+        println!(
+            "| {:.2} | {:.3} | {:.2} | {:.3} | all of the above |\n",
+            sum(|s| s.0),
+            sum(|s| s.1),
+            sum(|s| s.2),
+            sum(|s| s.3)
+        );
     }
-    let burst_per_sec = (done - done0) as f64 / t0.elapsed().as_secs_f64();
-    for s in servers {
-        s.stop().await.unwrap();
-    }
-    Figures {
-        setup: setup.to_owned(),
-        acks,
-        runs_per_sec,
-        burst_per_sec,
+    Burst {
+        runs_per_sec: runs_per_sec.0,
+        from_start_per_sec: burst_per_sec,
         backlog,
         cpu,
+    }
+}
+
+/// Runs the setup's replicas finished, by their own counters
+/// (`runbookd_runs_total`, succeeded), read from `/metrics` without a
+/// query of the store.
+async fn finished(client: &reqwest::Client, s: &Setup) -> i64 {
+    let mut n = 0.0;
+    for url in &s.urls {
+        let text = client
+            .get(url.replace("/webhook", "/metrics"))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        n += text
+            .lines()
+            .filter(|l| {
+                l.starts_with("runbookd_runs_total{") && l.contains("outcome=\"succeeded\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    n as i64
+}
+
+/// Completed runs per second while runs were queued: from now until the
+/// last poll (every 50 ms, at most 120 s) before fewer than two runs per
+/// slot were left to finish of `total`, so that every moment
+/// timed had runs waiting. The runs are counted by the replicas' own
+/// counters, so that timing adds no query to the store it times. Returns
+/// (the rate, the runs finished in that window) and the CPU at its end.
+async fn busy_rate(client: &reqwest::Client, s: &Setup, total: i64) -> ((f64, i64), Cpu) {
+    let slots = i64::from(SLOTS) * i64::try_from(s.servers.len()).unwrap();
+    let done0 = finished(client, s).await;
+    let t0 = std::time::Instant::now();
+    let mut last = (done0, t0, Cpu::now());
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let done = finished(client, s).await;
+        if done >= total - 2 * slots || t0.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        last = (done, std::time::Instant::now(), Cpu::now());
+    }
+    let (done, at, cpu) = last;
+    let secs = at.duration_since(t0).as_secs_f64();
+    let rate = if secs > 0.0 {
+        (done - done0) as f64 / secs
+    } else {
+        0.0
+    };
+    ((rate, done - done0), cpu)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => f64::midpoint(v[n / 2 - 1], v[n / 2]),
     }
 }
 
@@ -243,40 +345,83 @@ fn main() {
         let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o700);
         std::fs::set_permissions(sqlite_dir.path(), private).unwrap();
         let counting = std::env::var_os("RUNBOOKD_BENCH_STATEMENTS").is_some();
-        let pg = if counting {
+        let pg: &'static pg::Pg = Box::leak(Box::new(if counting {
             pg::Pg::start_durable_counting()
         } else {
             pg::Pg::start_durable()
-        };
-        let counting = counting.then_some(&pg);
-        let mut all = vec![
-            measure("SQLite, 1 replica", &StoreUrl::Sqlite(sqlite_dir.path().join("bench.db")), 1, None).await,
+        }));
+        let counting = counting.then_some(pg);
+        // Every setup is up for the whole run, idle while another is timed.
+        let setups = [
+            start("SQLite, 1 replica", &StoreUrl::Sqlite(sqlite_dir.path().join("bench.db")), 1, None).await,
+            start("PostgreSQL, 1 replica", &StoreUrl::Postgres(pg.database()), 1, counting).await,
+            start("PostgreSQL, 3 replicas", &StoreUrl::Postgres(pg.database()), 3, counting).await,
         ];
-        all.push(measure("PostgreSQL, 1 replica", &StoreUrl::Postgres(pg.database()), 1, counting).await);
-        all.push(measure("PostgreSQL, 3 replicas", &StoreUrl::Postgres(pg.database()), 3, counting).await);
-        let base = all[0].runs_per_sec;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap();
+        let next_id = AtomicU64::new(0);
+        let mut acked = Vec::new();
+        for s in &setups {
+            eprintln!("{}: acknowledgements", s.name);
+            acked.push(acks(s, &client, &next_id).await);
+        }
+        // The bursts in rounds, each round every setup in turn, so that a
+        // slower or faster spell of the machine falls on all of them.
+        let mut rounds: Vec<Vec<Burst>> = Vec::new();
+        for round in 0..ROUNDS {
+            let mut this = Vec::new();
+            for s in &setups {
+                eprintln!("{}: burst {}", s.name, round + 1);
+                this.push(burst(s, &client, &next_id, round == 0).await);
+            }
+            rounds.push(this);
+        }
+        for s in setups {
+            for server in s.servers {
+                server.stop().await.unwrap();
+            }
+        }
         println!("| store | rate (notifications/s) | p50 ack | p99 ack | failed | queued after the burst | completed runs/s while draining | vs SQLite | runs/s from the burst's start | CPU ms per run while draining: PostgreSQL / server / rest |");
         println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-        for f in &all {
-            for (i, (rate, p50, p99, failed)) in f.acks.iter().enumerate() {
-                let (backlog, runs, ratio, burst, cpu) = if i == 0 {
+        let names = ["SQLite, 1 replica", "PostgreSQL, 1 replica", "PostgreSQL, 3 replicas"];
+        for (i, name) in names.iter().enumerate() {
+            let of = |f: fn(&Burst) -> f64| median(rounds.iter().map(|r| f(&r[i])).collect());
+            let ratio = median(rounds.iter().map(|r| r[i].runs_per_sec / r[0].runs_per_sec).collect());
+            for (j, (rate, p50, p99, failed)) in acked[i].iter().enumerate() {
+                let (backlog, runs, vs, from_start, cpu) = if j == 0 {
                     (
-                        f.backlog.to_string(),
-                        format!("{:.0}", f.runs_per_sec),
-                        format!("{:.2}×", f.runs_per_sec / base),
-                        format!("{:.0}", f.burst_per_sec),
-                        format!("{:.2} / {:.2} / {:.2}", f.cpu.postgres, f.cpu.this, f.cpu.rest),
+                        format!("{:.0}", of(|b| b.backlog as f64)),
+                        format!("{:.0}", of(|b| b.runs_per_sec)),
+                        format!("{ratio:.2}×"),
+                        format!("{:.0}", of(|b| b.from_start_per_sec)),
+                        format!(
+                            "{:.2} / {:.2} / {:.2}",
+                            of(|b| b.cpu.postgres),
+                            of(|b| b.cpu.this),
+                            of(|b| b.cpu.rest)
+                        ),
                     )
                 } else {
                     Default::default()
                 };
                 println!(
-                    "| {} | {rate} | {:.2} ms | {:.2} ms | {failed} | {backlog} | {runs} | {ratio} | {burst} | {cpu} |",
-                    f.setup,
+                    "| {name} | {rate} | {:.2} ms | {:.2} ms | {failed} | {backlog} | {runs} | {vs} | {from_start} | {cpu} |",
                     p50.as_secs_f64() * 1e3,
                     p99.as_secs_f64() * 1e3
                 );
             }
+        }
+        println!("\nRound by round: completed runs/s while draining (vs SQLite in the same round)\n");
+        println!("| store | {} |", (1..=ROUNDS).map(|r| format!("round {r}")).collect::<Vec<_>>().join(" | "));
+        println!("| --- |{}", " --- |".repeat(ROUNDS));
+        for (i, name) in names.iter().enumerate() {
+            let cells: Vec<String> = rounds
+                .iter()
+                .map(|r| format!("{:.0} ({:.2}×)", r[i].runs_per_sec, r[i].runs_per_sec / r[0].runs_per_sec))
+                .collect();
+            println!("| {name} | {} |", cells.join(" | "));
         }
     });
 }

@@ -147,15 +147,16 @@ pub async fn load(
 /// Runs succeeded, queued and running, from a server's `/api/v1/stats`
 /// (`base`: `http://ADDR`).
 pub async fn run_counts(client: &reqwest::Client, base: &str) -> (i64, i64, i64) {
-    let v: serde_json::Value = client
+    let response = client
         .get(format!("{base}/api/v1/stats"))
         .bearer_auth(TOKEN)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    // An error's body has none of the counts: say so rather than read zeros.
+    let status = response.status();
+    let v: serde_json::Value = response.json().await.unwrap();
+    assert!(status.is_success(), "/api/v1/stats answered {status}: {v}");
     let runs = &v["runs_by_state"];
     (
         runs["succeeded"].as_i64().unwrap_or(0),

@@ -77,6 +77,7 @@ impl Pg {
             &[
                 "shared_preload_libraries=pg_stat_statements",
                 "pg_stat_statements.track=all",
+                "pg_stat_statements.track_planning=on",
             ],
         )
     }
