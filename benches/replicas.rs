@@ -271,17 +271,9 @@ async fn burst(s: &Setup, client: &reqwest::Client, next_id: &AtomicU64, count: 
 /// query of the store.
 async fn finished(client: &reqwest::Client, s: &Setup) -> i64 {
     let mut n = 0.0;
-    for url in &s.urls {
-        let text = client
-            .get(url.replace("/webhook", "/metrics"))
-            .bearer_auth(common::TOKEN)
-            .send()
+    for server in &s.servers {
+        n += common::metrics(client, &format!("http://{}", server.addr))
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        n += text
             .lines()
             .filter(|l| {
                 l.starts_with("runbookd_runs_total{") && l.contains("outcome=\"succeeded\"")
@@ -357,10 +349,7 @@ fn main() {
             start("PostgreSQL, 1 replica", &StoreUrl::Postgres(pg.database()), 1, counting).await,
             start("PostgreSQL, 3 replicas", &StoreUrl::Postgres(pg.database()), 3, counting).await,
         ];
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .unwrap();
+        let client = common::client();
         let next_id = AtomicU64::new(0);
         let mut acked = Vec::new();
         for s in &setups {

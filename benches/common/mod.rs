@@ -197,17 +197,23 @@ pub fn operator_client(data: &Path) -> reqwest::Client {
         .unwrap()
 }
 
-/// (sum of seconds, count) of a route's request-duration histogram, from
-/// the server's own `/metrics`.
-pub async fn route_time(client: &reqwest::Client, base: &str, route: &str) -> (f64, f64) {
-    let text = client
+/// The server's own `/metrics` (Prometheus' text format), with `client`'s
+/// credential.
+pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// (sum of seconds, count) of a route's request-duration histogram, from
+/// the server's own `/metrics`.
+pub async fn route_time(client: &reqwest::Client, base: &str, route: &str) -> (f64, f64) {
+    let text = metrics(client, base).await;
     let get = |suffix: &str| {
         text.lines()
             .find_map(|l| {
