@@ -222,10 +222,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
         self.0
             .at_once(
                 "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = $1) FOR NO KEY UPDATE",
-                &[&run],
-                &format!(
-                    "SELECT 1 FROM incidents WHERE id = (SELECT incident_id FROM runs WHERE id = {run}) FOR NO KEY UPDATE"
-                ),
+                run,
             )
             .await
     }
@@ -1398,11 +1395,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
         // Sent when first polled, so the statements joined after it are
         // executed after it.
         self.0
-            .at_once(
-                "SELECT pg_advisory_xact_lock($1)",
-                &[&CLAIM_LOCK],
-                &format!("SELECT pg_advisory_xact_lock({CLAIM_LOCK})"),
-            )
+            .at_once("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             .await
     }
 

@@ -434,18 +434,19 @@ impl<'a> Tx<'a> {
     }
 
     /// Runs `sql`, a lock that the statements joined after it must follow,
-    /// sent when first polled, so that the server executes them after it.
+    /// with `$1` bound to `key`, sent when first polled, so that the server
+    /// executes them after it.
     ///
     /// A prepared statement is sent at once only when this connection
     /// prepared it already: a first use has to wait for the preparation's
     /// answer, and a statement joined after it (prepared already) would be
-    /// sent, and executed, first. So a first use on a connection runs
-    /// `simple`, the same statement with its parameters written in (integers
-    /// only), which is sent at once, and prepares `sql` alongside for the
-    /// next use. Every later use skips the simple query's parse and plan
-    /// (0.14 ms of PostgreSQL's CPU for a run's incident lock,
-    /// docs/benchmarks.md).
-    async fn at_once(&self, sql: &str, params: Params<'_>, simple: &str) -> Op<()> {
+    /// sent, and executed, first. So a first use on a connection runs the
+    /// same statement as a simple query, `key` written in (an integer, so
+    /// nothing else can be), which is sent at once, and prepares `sql`
+    /// alongside for the next use. Every later use skips the simple query's
+    /// parse and plan (0.14 ms of PostgreSQL's CPU for a run's incident
+    /// lock, docs/benchmarks.md).
+    async fn at_once(&self, sql: &str, key: i64) -> Op<()> {
         use std::future::Future;
         use std::task::{Context, Poll};
         let mut prepared = std::pin::pin!(self.client.prepare_cached(sql));
@@ -455,13 +456,14 @@ impl<'a> Tx<'a> {
         };
         match first {
             Poll::Ready(Ok(st)) => {
-                self.client.execute(&st, params).await?;
+                self.client.execute(&st, &[&key]).await?;
             }
             Poll::Ready(Err(e)) => return Err(e.into()),
             Poll::Pending => {
                 // The preparation's request went first; it executes nothing.
+                let simple = sql.replacen("$1", &key.to_string(), 1);
                 let (prepared, done) =
-                    futures_util::future::join(prepared, self.client.batch_execute(simple)).await;
+                    futures_util::future::join(prepared, self.client.batch_execute(&simple)).await;
                 // A failed preparation aborts the transaction, and the lock
                 // then fails for that reason: the preparation's error is the
                 // cause (a deadlock to run again, say).
