@@ -216,9 +216,10 @@ async fn acks(
 }
 
 /// A burst far above what the replicas execute ([`BURST`] notifications
-/// in 1 s) once the queue is empty, timed from its first notification
-/// until the queue is empty again. With `count`, PostgreSQL's statements
-/// meanwhile are printed.
+/// in 1 s) once the queue is empty: its drain while runs wait (see
+/// [`busy_rate`]), and its runs from its first notification until the
+/// queue is empty again. With `count`, PostgreSQL's statements meanwhile
+/// are printed.
 async fn burst(s: &Setup, client: &reqwest::Client, next_id: &AtomicU64, count: bool) -> Burst {
     let (done0, _, _) = common::run_counts(client, &s.base).await;
     let finished0 = finished(client, s).await;
