@@ -464,6 +464,13 @@ pub(super) trait Driver {
         skip: &[String],
     ) -> Op<Vec<(i64, String)>, Self::Fail>;
 
+    /// [`Driver::running_per_runbook`] and the queue's first page
+    /// ([`Driver::queued`] from its start), which a claim reads first.
+    /// PostgreSQL: one statement, so one snapshot and one round trip.
+    async fn claim_view(&self, limit: i64) -> Op<ClaimView, Self::Fail> {
+        futures_util::future::try_join(self.running_per_runbook(), self.queued(0, limit, &[])).await
+    }
+
     /// Starts a queued run for `owner` with a lease and a new fence (a run
     /// resuming after an approval keeps its start and attempt), with what
     /// executing it needs; `None` when it is no longer queued. Its start is
@@ -705,6 +712,10 @@ pub(super) struct EndedRun {
     pub notification: i64,
     pub fingerprint: String,
 }
+
+/// What a claim reads first: the running runs of each runbook, and the
+/// queue's first page (id and runbook, oldest first).
+pub(super) type ClaimView = (Vec<(String, u32)>, Vec<(i64, String)>);
 
 /// [`Driver::end_run_and_start`]'s: the start to note, if it was not noted
 /// yet, and the end, if the fence held.

@@ -904,6 +904,59 @@ fn starts(d: &runbookd::incident::IncidentDetail) -> Vec<usize> {
         .collect()
 }
 
+/// A run cancelled before its owner noted its start (a run's first
+/// 200 ms), by hand or by its alert's resolution, has its start on the
+/// timeline before the cancellation, and once: the cancellation notes it
+/// first, and the run's end does not again.
+async fn a_cancel_follows_the_start_it_cancels(b: &Backend) {
+    let r = b.replicas("cancel-order", 2).await;
+    let mut m = runbook("slow");
+    m.cancel_on_resolved = true;
+    let after_start = |d: &runbookd::incident::IncidentDetail, said: &str| {
+        let at = d
+            .timeline
+            .iter()
+            .position(|t| t.message.contains(said))
+            .unwrap_or_else(|| panic!("no {said:?} on {:?}", d.timeline));
+        assert_eq!(starts(d).len(), 1, "{:?}", d.timeline);
+        assert!(
+            starts(d)[0] < at,
+            "the start before the cancellation: {:?}",
+            d.timeline
+        );
+    };
+    // By hand, on another replica.
+    let (inc, c) = started(&r[0], "g1", "Slow", &m, "a").await;
+    assert_eq!(
+        r[1].cancel_run(c.lease.run_id, "erin".into())
+            .await
+            .unwrap(),
+        RunState::Running
+    );
+    after_start(
+        &r[0].incident(inc).await.unwrap(),
+        "erin asked to cancel it",
+    );
+    r[0].finish(finished(&c, RunState::Cancelled))
+        .await
+        .unwrap();
+    after_start(
+        &r[0].incident(inc).await.unwrap(),
+        "erin asked to cancel it",
+    );
+    // By its alert's resolution.
+    let (inc, c) = started(&r[0], "g2", "Slower", &m, "a").await;
+    let resolved = ingest(&r[1], notification("g2", "resolved", &[("Slower", T0)]), &m)
+        .await
+        .unwrap();
+    assert_eq!(resolved.cancel, [c.lease.run_id]);
+    after_start(&r[0].incident(inc).await.unwrap(), "(cancel_on_resolved)");
+    r[0].finish(finished(&c, RunState::Cancelled))
+        .await
+        .unwrap();
+    after_start(&r[0].incident(inc).await.unwrap(), "(cancel_on_resolved)");
+}
+
 /// A run's start is noted once, by whoever comes first: its owner, its
 /// end (a short run: the start first, then the end, in one transaction),
 /// or the takeover of a run whose owner died before noting it. An owner
@@ -1898,6 +1951,7 @@ on_both_stores!(heartbeats_keep_a_lease);
 on_both_stores!(cancellation_reaches_the_owner);
 on_both_stores!(the_lifecycle_is_recorded);
 on_both_stores!(a_start_is_noted_once_whoever_notes_it);
+on_both_stores!(a_cancel_follows_the_start_it_cancels);
 on_both_stores!(ends_of_one_incident_at_once_lose_no_status_change);
 on_both_stores!(one_leader_at_a_time);
 on_both_stores!(live_output_resumes_after_a_cursor);

@@ -1,6 +1,8 @@
 //! Approval steps: pausing a run, deciding (the first decision wins),
 //! deadlines, withdrawing and resuming.
 
+use futures_util::future::try_join;
+
 use super::{incidents::run_note, outbox, Driver, Op};
 use crate::approval::{say, Approval, ApprovalState, Decision, Request};
 use crate::incident::notices::Happened;
@@ -66,7 +68,9 @@ pub(in crate::store) async fn decide<D: Driver>(
     comment: Option<&str>,
 ) -> Op<Result<Approval>, D::Fail> {
     let (who, comment) = (text(who), comment.map(text));
-    d.lock_run(run).await?;
+    // The run's incident, then the run: the order every writer of a run
+    // and its incident locks them in (see `runs::cancel`).
+    try_join(d.lock_run_incident(run), d.lock_run(run)).await?;
     if let Some(a) = d
         .approval_decide(run, approval, decision, &who, comment.as_deref())
         .await?

@@ -332,6 +332,9 @@ async fn resolved<D: Driver>(
                 out.withdrawn.push(id);
             }
             _ => {
+                // Its start first, if its owner has not noted it yet (see
+                // `runs::cancel`).
+                super::runs::note_start(d, id, None).await?;
                 d.request_cancel(id).await?;
                 out.cancel.push(id);
             }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::future::{try_join, try_join3, try_join_all};
+use futures_util::future::{try_join, try_join_all};
 
 use super::incidents::{noted, run_note, RunNote};
 use super::{approvals, outbox, Driver, Op};
@@ -37,12 +37,7 @@ pub(in crate::store) async fn claim<D: Driver>(
     // runbooks it finds full, however long their queues.
     let slots = i64::from(req.cluster_max).min(i64::from(req.free));
     let page = slots * 2 + 8;
-    let ((), per_runbook, mut queued) = try_join3(
-        d.claim_lock(),
-        d.running_per_runbook(),
-        d.queued(0, page, &[]),
-    )
-    .await?;
+    let ((), (per_runbook, mut queued)) = try_join(d.claim_lock(), d.claim_view(page)).await?;
     let running: i64 = per_runbook.iter().map(|(_, n)| i64::from(*n)).sum();
     let free = (i64::from(req.cluster_max) - running).min(i64::from(req.free));
     let free = usize::try_from(free).unwrap_or(0);
@@ -425,7 +420,10 @@ pub(in crate::store) async fn cancel<D: Driver>(
     id: i64,
     who: &str,
 ) -> Op<RunState, D::Fail> {
-    let Some(run) = d.run_to_cancel(id).await? else {
+    // The incident first, then the run's row, as a run's start, end and
+    // pause and an approval's decision lock them: no two of them deadlock.
+    let ((), run) = try_join(d.lock_run_incident(id), d.run_to_cancel(id)).await?;
+    let Some(run) = run else {
         return Err(StoreError::NotFound(format!("run {id}")).into());
     };
     let who = text(who);
@@ -434,13 +432,8 @@ pub(in crate::store) async fn cancel<D: Driver>(
             let why = say::cancelled_by(&who, run.state);
             d.cancel_waiting(id, &why).await?;
             d.approvals_withdraw(id).await?;
-            // The incident moves on as when a run ends. (Its run first,
-            // then the incident, as an approval's decision locks them: the
-            // run waits or is queued, so no end of it locks the incident
-            // first. A resolution cancelling the same queued run locks the
-            // other way round: PostgreSQL finds that deadlock, and one of
-            // the two is run again.)
-            let ((), cx) = try_join(d.lock_run_incident(id), d.run_context(run.incident)).await?;
+            // The incident moves on as when a run ends.
+            let cx = d.run_context(run.incident).await?;
             let note = end_note(
                 cx.now,
                 cx.remediation,
@@ -453,6 +446,10 @@ pub(in crate::store) async fn cancel<D: Driver>(
             noted(d, run.incident, cx.now, &[note]).await?;
         }
         lifecycle::Cancel::AskOwner => {
+            // A run in its first moments may not have its start noted yet:
+            // noted now, so that the timeline says it started before it
+            // says it is being cancelled.
+            note_start(d, id, None).await?;
             d.request_cancel(id).await?;
             run_note(
                 d,

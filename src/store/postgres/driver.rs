@@ -23,8 +23,8 @@ use crate::plan::Phase;
 use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
-    ChecklistRow, ClaimedRun, DueEscalation, EndAndStart, EndedRun, OpenIncident, RerunSource,
-    RunContext, RunToCancel, RunningRun, Taken, UnnotedStart,
+    ChecklistRow, ClaimView, ClaimedRun, DueEscalation, EndAndStart, EndedRun, OpenIncident,
+    RerunSource, RunContext, RunToCancel, RunningRun, Taken, UnnotedStart,
 };
 use crate::store::types::{
     budget_item, json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
@@ -1428,6 +1428,32 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect())
+    }
+
+    async fn claim_view(&self, limit: i64) -> Op<ClaimView> {
+        // The running counts (a NULL id) and the queue's first page, in one
+        // snapshot.
+        let rows = self
+            .0
+            .query(
+                "SELECT NULL::BIGINT, runbook, COUNT(*) FROM runs WHERE state = 'running' GROUP BY runbook
+                 UNION ALL
+                 (SELECT id, runbook, 0 FROM runs WHERE state = 'queued' ORDER BY id LIMIT $1)",
+                &[&limit],
+            )
+            .await?;
+        let (mut per_runbook, mut queued) = (Vec::new(), Vec::new());
+        for r in &rows {
+            match r.get::<_, Option<i64>>(0) {
+                Some(id) => queued.push((id, r.get(1))),
+                None => per_runbook.push((
+                    r.get(1),
+                    u32::try_from(r.get::<_, i64>(2)).unwrap_or(u32::MAX),
+                )),
+            }
+        }
+        queued.sort_unstable_by_key(|(id, _)| *id);
+        Ok((per_runbook, queued))
     }
 
     async fn take(
