@@ -2780,3 +2780,84 @@ async fn budget_freezes_are_written_once_per_change(b: &Backend) {
         .all(|m| m.incident.to_string() == "budget:web"));
 }
 on_both_stores!(budget_freezes_are_written_once_per_change);
+
+/// A decision and a resolution of the same waiting run at once: the
+/// resolution holds the incident and then ends the run (here a session
+/// doing the same); the decision locks the incident before the run, as
+/// every writer of both does, so it waits its turn instead of holding the
+/// run. (Before, the decision locked the run first: PostgreSQL found a
+/// deadlock after `deadlock_timeout` and ran one of them again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_waits_for_the_incident_before_locking_its_run() {
+    use std::io::{BufRead, Write};
+    if !pg::available() {
+        return;
+    }
+    let pg = Pg::start();
+    let url = pg.database();
+    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+    let (inc, c) = started(&store, "g1", "Gate", &runbook("gate"), "a").await;
+    store.finish(paused(&c, 600_000)).await.unwrap();
+    let approval = store.incident(inc).await.unwrap().approvals[0].id;
+    let deadlocks = || {
+        pg.psql(
+            &url,
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        )
+    };
+    let before = deadlocks();
+    let mut held = pg.session(&url);
+    let mut stdin = held.stdin.take().unwrap();
+    let mut rows = std::io::BufReader::new(held.stdout.take().unwrap());
+    writeln!(
+        stdin,
+        "BEGIN; SELECT id FROM incidents WHERE id = {} FOR NO KEY UPDATE;",
+        inc.0
+    )
+    .unwrap();
+    let mut line = String::new();
+    rows.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), inc.0.to_string());
+    let run = c.lease.run_id;
+    let deciding = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .decide(
+                    run,
+                    approval,
+                    runbookd::approval::Decision::Approve,
+                    "dana".into(),
+                    None,
+                )
+                .await
+        }
+    });
+    let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'runbookd' AND wait_event_type = 'Lock'";
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while pg.psql(&url, waiting) != "1" {
+        assert!(
+            std::time::Instant::now() < until,
+            "the decision never waited for a lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The resolution's own write of the run, then its commit.
+    writeln!(
+        stdin,
+        "UPDATE runs SET reason = 'resolved meanwhile' WHERE id = {run} RETURNING id; COMMIT;"
+    )
+    .unwrap();
+    drop(stdin);
+    line.clear();
+    rows.read_line(&mut line).unwrap();
+    let _ = held.wait();
+    assert_eq!(
+        line.trim(),
+        run.to_string(),
+        "the session's write of the run went through"
+    );
+    let decided = deciding.await.unwrap().unwrap();
+    assert_eq!(decided.state, runbookd::approval::ApprovalState::Approved);
+    assert_eq!(deadlocks(), before, "no deadlock on the way");
+}
