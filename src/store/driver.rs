@@ -661,8 +661,14 @@ pub(super) trait Driver {
     /// `LIVE_TAIL` ago.
     async fn prune_output(&self) -> Op<(), Self::Fail>;
 
-    /// The running runs (whose lease expired, with `expired`); takes them.
+    /// The running runs (whose lease expired, with `expired`), oldest
+    /// first; nothing is locked (see [`Driver::running_run`]).
     async fn running(&self, expired: bool) -> Op<Vec<RunningRun>, Self::Fail>;
+
+    /// Run `run` as [`Driver::running`] would list it now, if it would,
+    /// its row locked; `None` once its owner ended it, renewed its lease
+    /// (with `expired`) or another reaper took it.
+    async fn running_run(&self, run: i64, expired: bool) -> Op<Option<RunningRun>, Self::Fail>;
 
     /// The live output stored of a run: step, stream, bytes.
     async fn run_output(&self, run: i64) -> Op<Vec<(String, String, Vec<u8>)>, Self::Fail>;

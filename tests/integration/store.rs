@@ -2781,32 +2781,27 @@ async fn budget_freezes_are_written_once_per_change(b: &Backend) {
 }
 on_both_stores!(budget_freezes_are_written_once_per_change);
 
-/// A decision and a resolution of the same waiting run at once: the
-/// resolution holds the incident and then ends the run (here a session
-/// doing the same); the decision locks the incident before the run, as
-/// every writer of both does, so it waits its turn instead of holding the
-/// run. (Before, the decision locked the run first: PostgreSQL found a
-/// deadlock after `deadlock_timeout` and ran one of them again.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decision_waits_for_the_incident_before_locking_its_run() {
+/// Runs `op` (on a run of incident `inc`) while a session holds the
+/// incident's lock, as a run's end or a resolution does before it writes
+/// the run; once `op` waits for a lock, the session writes run `run` and
+/// commits. Its answer, after asserting that the session's write went
+/// through and that PostgreSQL found no deadlock on the way: `op` must
+/// lock the incident before the run, or the two deadlock.
+async fn while_incident_held<T: Send + 'static>(
+    pg: &Pg,
+    url: &str,
+    (inc, run): (IncidentId, i64),
+    op: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
     use std::io::{BufRead, Write};
-    if !pg::available() {
-        return;
-    }
-    let pg = Pg::start();
-    let url = pg.database();
-    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
-    let (inc, c) = started(&store, "g1", "Gate", &runbook("gate"), "a").await;
-    store.finish(paused(&c, 600_000)).await.unwrap();
-    let approval = store.incident(inc).await.unwrap().approvals[0].id;
     let deadlocks = || {
         pg.psql(
-            &url,
+            url,
             "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
         )
     };
     let before = deadlocks();
-    let mut held = pg.session(&url);
+    let mut held = pg.session(url);
     let mut stdin = held.stdin.take().unwrap();
     let mut rows = std::io::BufReader::new(held.stdout.take().unwrap());
     writeln!(
@@ -2818,34 +2813,19 @@ async fn a_decision_waits_for_the_incident_before_locking_its_run() {
     let mut line = String::new();
     rows.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), inc.0.to_string());
-    let run = c.lease.run_id;
-    let deciding = tokio::spawn({
-        let store = store.clone();
-        async move {
-            store
-                .decide(
-                    run,
-                    approval,
-                    runbookd::approval::Decision::Approve,
-                    "dana".into(),
-                    None,
-                )
-                .await
-        }
-    });
+    let op = tokio::spawn(op);
     let waiting = "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'runbookd' AND wait_event_type = 'Lock'";
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    while pg.psql(&url, waiting) != "1" {
+    while pg.psql(url, waiting) != "1" {
         assert!(
             std::time::Instant::now() < until,
-            "the decision never waited for a lock"
+            "the operation never waited for a lock"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // The resolution's own write of the run, then its commit.
     writeln!(
         stdin,
-        "UPDATE runs SET reason = 'resolved meanwhile' WHERE id = {run} RETURNING id; COMMIT;"
+        "UPDATE runs SET reason = 'written meanwhile' WHERE id = {run} RETURNING id; COMMIT;"
     )
     .unwrap();
     drop(stdin);
@@ -2857,7 +2837,74 @@ async fn a_decision_waits_for_the_incident_before_locking_its_run() {
         run.to_string(),
         "the session's write of the run went through"
     );
-    let decided = deciding.await.unwrap().unwrap();
-    assert_eq!(decided.state, runbookd::approval::ApprovalState::Approved);
+    let answer = op.await.unwrap();
     assert_eq!(deadlocks(), before, "no deadlock on the way");
+    answer
+}
+
+/// A decision and a resolution of the same waiting run at once: the
+/// resolution holds the incident and then ends the run; the decision
+/// locks the incident before the run, as every writer of both does, so it
+/// waits its turn instead of holding the run. (Before, it locked the run
+/// first: PostgreSQL found a deadlock after `deadlock_timeout` and ran one
+/// of them again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_waits_for_the_incident_before_locking_its_run() {
+    if !pg::available() {
+        return;
+    }
+    let pg = Pg::start();
+    let url = pg.database();
+    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+    let (inc, c) = started(&store, "g1", "Gate", &runbook("gate"), "a").await;
+    store.finish(paused(&c, 600_000)).await.unwrap();
+    let approval = store.incident(inc).await.unwrap().approvals[0].id;
+    let run = c.lease.run_id;
+    let decide = store.decide(
+        run,
+        approval,
+        runbookd::approval::Decision::Approve,
+        "dana".into(),
+        None,
+    );
+    let decided = while_incident_held(&pg, &url, (inc, run), decide)
+        .await
+        .unwrap();
+    assert_eq!(decided.state, runbookd::approval::ApprovalState::Approved);
+}
+
+/// The reaper and a run's late end at once: the end holds the incident
+/// and then writes the run; the reaper locks the incident before the run
+/// (and reads the run again under both), so it waits its turn. (Before,
+/// it locked every expired run first, then each incident in turn.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_waits_for_the_incident_before_locking_its_run() {
+    if !pg::available() {
+        return;
+    }
+    let pg = Pg::start();
+    let url = pg.database();
+    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+    ingest(
+        &store,
+        notification("g1", "firing", &[("Lost", T0)]),
+        &runbook("lost"),
+    )
+    .await
+    .unwrap();
+    let c = store
+        .claim(claim_req("a", 1, Duration::from_millis(1), &[]))
+        .await
+        .unwrap()
+        .remove(0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reap = store.reap(Reap::Expired);
+    let reaped = while_incident_held(&pg, &url, (c.incident, c.lease.run_id), reap)
+        .await
+        .unwrap();
+    assert_eq!(reaped.interrupted, 1, "{reaped:?}");
+    assert_eq!(
+        run_states(&store, c.incident).await,
+        [RunState::Interrupted]
+    );
 }

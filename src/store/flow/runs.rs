@@ -347,7 +347,17 @@ fn end_note(
 /// known of them; either way their fence moves on.
 pub(in crate::store) async fn reap<D: Driver>(d: &D, scope: &Reap) -> Op<Reaped, D::Fail> {
     let mut reaped = Reaped::default();
-    for run in d.running(matches!(scope, Reap::Expired)).await? {
+    let expired = matches!(scope, Reap::Expired);
+    for listed in d.running(expired).await? {
+        // Its incident, then the run, as every writer of both locks them,
+        // and the run read again under both: its owner may have ended it
+        // or renewed its lease meanwhile, or another reaper taken it.
+        let ((), run) = try_join(
+            d.lock_run_incident(listed.id),
+            d.running_run(listed.id, expired),
+        )
+        .await?;
+        let Some(run) = run else { continue };
         // Its start first, if its owner had not noted it yet.
         note_start(d, run.id, None).await?;
         let owner = run.owner.as_deref().unwrap_or_default();

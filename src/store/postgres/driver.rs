@@ -975,28 +975,28 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                 "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
                         fingerprint, phase, progress, started_at, heard_at
                  FROM runs WHERE state = 'running' AND (NOT $1 OR lease_until < clock_timestamp())
-                 FOR UPDATE SKIP LOCKED",
+                 ORDER BY id",
                 &[&expired],
             )
             .await?
             .iter()
-            .map(|r| {
-                Ok(RunningRun {
-                    id: r.get(0),
-                    incident: r.get(1),
-                    runbook: r.get(2),
-                    idempotent: r.get(3),
-                    owner: r.get(4),
-                    attempt: u32::try_from(r.get::<_, i32>(5)).unwrap_or(1),
-                    cancel_requested: r.get(6),
-                    fingerprint: r.get(7),
-                    phase: parsed(r, 8)?,
-                    progress: r.get(9),
-                    started: r.get(10),
-                    heard: r.get(11),
-                })
-            })
+            .map(running_row)
             .collect()
+    }
+
+    async fn running_run(&self, run: i64, expired: bool) -> Op<Option<RunningRun>> {
+        self.0
+            .query_opt(
+                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
+                        fingerprint, phase, progress, started_at, heard_at
+                 FROM runs WHERE id = $1 AND state = 'running' AND (NOT $2 OR lease_until < clock_timestamp())
+                 FOR UPDATE",
+                &[&run, &expired],
+            )
+            .await?
+            .as_ref()
+            .map(running_row)
+            .transpose()
     }
 
     async fn run_output(&self, run: i64) -> Op<Vec<(String, String, Vec<u8>)>> {
@@ -1840,5 +1840,23 @@ fn ended_run(r: &tokio_postgres::Row) -> Op<EndedRun> {
         phase: parsed(r, 2)?,
         notification: r.get(3),
         fingerprint: r.get(4),
+    })
+}
+
+/// A row of [`Driver::running`] or [`Driver::running_run`].
+fn running_row(r: &tokio_postgres::Row) -> Op<RunningRun> {
+    Ok(RunningRun {
+        id: r.get(0),
+        incident: r.get(1),
+        runbook: r.get(2),
+        idempotent: r.get(3),
+        owner: r.get(4),
+        attempt: u32::try_from(r.get::<_, i32>(5)).unwrap_or(1),
+        cancel_requested: r.get(6),
+        fingerprint: r.get(7),
+        phase: parsed(r, 8)?,
+        progress: r.get(9),
+        started: r.get(10),
+        heard: r.get(11),
     })
 }

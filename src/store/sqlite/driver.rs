@@ -727,34 +727,28 @@ impl crate::store::driver::Driver for Conn<'_> {
     }
 
     async fn running(&self, expired: bool) -> Result<Vec<RunningRun>> {
-        let time = |t: Option<String>| {
-            t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
-                .map(|t| t.with_timezone(&Utc))
-        };
         Ok(self
             .0
             .prepare_cached(
                 "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
                         fingerprint, phase, progress, started_at, heard_at
-                 FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2)",
+                 FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2) ORDER BY id",
             )?
-            .query_map(params![expired, now()], |r| {
-                Ok(RunningRun {
-                    id: r.get(0)?,
-                    incident: r.get(1)?,
-                    runbook: r.get(2)?,
-                    idempotent: r.get(3)?,
-                    owner: r.get(4)?,
-                    attempt: r.get(5)?,
-                    cancel_requested: r.get(6)?,
-                    fingerprint: r.get(7)?,
-                    phase: parsed(r, 8)?,
-                    progress: r.get(9)?,
-                    started: time(r.get(10)?),
-                    heard: time(r.get(11)?),
-                })
-            })?
+            .query_map(params![expired, now()], running_row)?
             .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn running_run(&self, run: i64, expired: bool) -> Result<Option<RunningRun>> {
+        // The writer is the only one: nothing to lock.
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
+                        fingerprint, phase, progress, started_at, heard_at
+                 FROM runs WHERE id = ?1 AND state = 'running' AND (NOT ?2 OR lease_until < ?3)",
+            )?
+            .query_row(params![run, expired, now()], running_row)
+            .optional()?)
     }
 
     async fn run_output(&self, run: i64) -> Result<Vec<(String, String, Vec<u8>)>> {
@@ -1477,5 +1471,27 @@ fn ended_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<EndedRun> {
         phase: parsed(r, 2)?,
         notification: r.get(3)?,
         fingerprint: r.get(4)?,
+    })
+}
+
+/// A row of [`Driver::running`] or [`Driver::running_run`].
+fn running_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunningRun> {
+    let time = |t: Option<String>| {
+        t.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    Ok(RunningRun {
+        id: r.get(0)?,
+        incident: r.get(1)?,
+        runbook: r.get(2)?,
+        idempotent: r.get(3)?,
+        owner: r.get(4)?,
+        attempt: r.get(5)?,
+        cancel_requested: r.get(6)?,
+        fingerprint: r.get(7)?,
+        phase: parsed(r, 8)?,
+        progress: r.get(9)?,
+        started: time(r.get(10)?),
+        heard: time(r.get(11)?),
     })
 }
