@@ -272,9 +272,14 @@ pub(super) trait Driver {
 
     async fn last_approval(&self, run: i64) -> Op<Option<Approval>, Self::Fail>;
 
-    /// Times out the pending approvals past their deadline (each on one
-    /// replica); those it timed out.
-    async fn approvals_expire(&self) -> Op<Vec<Approval>, Self::Fail>;
+    /// The pending approvals past their deadline, as (approval, run), in
+    /// the order of their runs' incidents; nothing is locked (see
+    /// [`Driver::approval_expire`]).
+    async fn approvals_due(&self) -> Op<Vec<(i64, i64)>, Self::Fail>;
+
+    /// Times out `approval` if it is still pending past its deadline (of
+    /// two replicas, one does); what it became.
+    async fn approval_expire(&self, approval: i64) -> Op<Option<Approval>, Self::Fail>;
 
     /// Cancels a run's pending approval.
     async fn approvals_withdraw(&self, run: i64) -> Op<(), Self::Fail>;
@@ -419,7 +424,8 @@ pub(super) trait Driver {
         window: std::time::Duration,
     ) -> Op<bool, Self::Fail>;
 
-    /// The runbook's remediation runs of the alert in progress; locks them.
+    /// The runbook's remediation runs of the alert in progress, by id;
+    /// locks them (in that order).
     async fn remediations_in_progress(
         &self,
         runbook: &str,

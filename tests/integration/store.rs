@@ -2908,3 +2908,30 @@ async fn the_reaper_waits_for_the_incident_before_locking_its_run() {
         [RunState::Interrupted]
     );
 }
+
+/// An approval's deadline and a resolution of its run at once: the
+/// expiry locks the run's incident before the run, so it waits its turn.
+/// (Before, it locked every due run and approval first, then each
+/// incident.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_s_expiry_waits_for_the_incident_before_locking_its_run() {
+    if !pg::available() {
+        return;
+    }
+    let pg = Pg::start();
+    let url = pg.database();
+    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+    let (inc, c) = started(&store, "g1", "Gate", &runbook("gate"), "a").await;
+    store.finish(paused(&c, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let expire = store.expire_approvals();
+    let expired = while_incident_held(&pg, &url, (inc, c.lease.run_id), expire)
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    let d = store.incident(inc).await.unwrap();
+    assert_eq!(
+        d.approvals[0].state,
+        runbookd::approval::ApprovalState::TimedOut
+    );
+}

@@ -92,11 +92,17 @@ pub(in crate::store) async fn decide<D: Driver>(
 
 /// Decides the approvals whose deadline passed, by their `on_timeout`.
 pub(in crate::store) async fn expire<D: Driver>(d: &D) -> Op<usize, D::Fail> {
-    let due = d.approvals_expire().await?;
-    for a in &due {
-        decided(d, a, "runbookd").await?;
+    let mut expired = 0;
+    for (approval, run) in d.approvals_due().await? {
+        // The run's incident, then the run, as every writer of both locks
+        // them (see `runs::cancel`), and the approval decided under both.
+        try_join(d.lock_run_incident(run), d.lock_run(run)).await?;
+        if let Some(a) = d.approval_expire(approval).await? {
+            decided(d, &a, "runbookd").await?;
+            expired += 1;
+        }
     }
-    Ok(due.len())
+    Ok(expired)
 }
 
 /// A queued run to resume: its steps before the pause and the decision.

@@ -615,22 +615,34 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
             .transpose()
     }
 
-    async fn approvals_expire(&self) -> Op<Vec<Approval>> {
-        self.0
+    async fn approvals_due(&self) -> Op<Vec<(i64, i64)>> {
+        Ok(self
+            .0
             .query(
-                &format!(
-                    "UPDATE approvals SET state = 'timed_out', decided_by = 'runbookd', decided_at = now()
-                     WHERE id IN (SELECT a.id FROM approvals a JOIN runs r ON r.id = a.run_id
-                                  WHERE a.state = 'pending' AND a.deadline <= now() FOR UPDATE OF r, a SKIP LOCKED)
-                       AND state = 'pending'
-                     RETURNING {APPROVAL_COLUMNS}"
-                ),
+                "SELECT a.id, a.run_id FROM approvals a
+                 WHERE a.state = 'pending' AND a.deadline <= now() ORDER BY a.incident_id, a.id",
                 &[],
             )
             .await?
             .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
+    async fn approval_expire(&self, approval: i64) -> Op<Option<Approval>> {
+        self.0
+            .query_opt(
+                &format!(
+                    "UPDATE approvals SET state = 'timed_out', decided_by = 'runbookd', decided_at = now()
+                     WHERE id = $1 AND state = 'pending' AND deadline <= now()
+                     RETURNING {APPROVAL_COLUMNS}"
+                ),
+                &[&approval],
+            )
+            .await?
+            .as_ref()
             .map(approval_row)
-            .collect()
+            .transpose()
     }
 
     async fn approvals_withdraw(&self, run: i64) -> Op<()> {
@@ -975,7 +987,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                 "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
                         fingerprint, phase, progress, started_at, heard_at
                  FROM runs WHERE state = 'running' AND (NOT $1 OR lease_until < clock_timestamp())
-                 ORDER BY id",
+                 ORDER BY incident_id, id",
                 &[&expired],
             )
             .await?
@@ -1329,7 +1341,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     ) -> Op<Vec<(i64, RunState)>> {
         self.0
             .query(
-                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') FOR UPDATE",
+                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') ORDER BY id FOR UPDATE",
                 &[&runbook, &fingerprint],
             )
             .await?

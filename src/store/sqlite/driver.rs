@@ -483,15 +483,26 @@ impl crate::store::driver::Driver for Conn<'_> {
             .optional()?)
     }
 
-    async fn approvals_expire(&self) -> Result<Vec<Approval>> {
+    async fn approvals_due(&self) -> Result<Vec<(i64, i64)>> {
+        Ok(self
+            .0
+            .prepare_cached(
+                "SELECT id, run_id FROM approvals WHERE state = 'pending' AND deadline <= ?1
+                 ORDER BY incident_id, id",
+            )?
+            .query_map([now()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn approval_expire(&self, approval: i64) -> Result<Option<Approval>> {
         Ok(self
             .0
             .prepare_cached(&format!(
-                "UPDATE approvals SET state = 'timed_out', decided_by = 'runbookd', decided_at = ?1
-                 WHERE state = 'pending' AND deadline <= ?1 RETURNING {APPROVAL_COLUMNS}"
+                "UPDATE approvals SET state = 'timed_out', decided_by = 'runbookd', decided_at = ?2
+                 WHERE id = ?1 AND state = 'pending' AND deadline <= ?2 RETURNING {APPROVAL_COLUMNS}"
             ))?
-            .query_map([now()], approval_row)?
-            .collect::<rusqlite::Result<_>>()?)
+            .query_row(params![approval, now()], approval_row)
+            .optional()?)
     }
 
     async fn approvals_withdraw(&self, run: i64) -> Result<()> {
@@ -732,7 +743,7 @@ impl crate::store::driver::Driver for Conn<'_> {
             .prepare_cached(
                 "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
                         fingerprint, phase, progress, started_at, heard_at
-                 FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2) ORDER BY id",
+                 FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2) ORDER BY incident_id, id",
             )?
             .query_map(params![expired, now()], running_row)?
             .collect::<rusqlite::Result<_>>()?)
@@ -1035,7 +1046,7 @@ impl crate::store::driver::Driver for Conn<'_> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval')",
+                "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') ORDER BY id",
             )?
             .query_map(params![runbook, fingerprint], |r| Ok((r.get(0)?, parsed(r, 1)?)))?
             .collect::<rusqlite::Result<_>>()?)
