@@ -430,7 +430,7 @@ pub(super) trait Driver {
         &self,
         runbook: &str,
         fingerprint: &str,
-    ) -> Op<Vec<(i64, RunState)>, Self::Fail>;
+    ) -> Op<Vec<RemediationInProgress>, Self::Fail>;
 
     async fn unresolved_alerts(&self, incident: i64) -> Op<i64, Self::Fail>;
 
@@ -667,13 +667,15 @@ pub(super) trait Driver {
     /// `LIVE_TAIL` ago.
     async fn prune_output(&self) -> Op<(), Self::Fail>;
 
-    /// The running runs (whose lease expired, with `expired`), oldest
-    /// first; nothing is locked (see [`Driver::running_run`]).
+    /// The running runs (whose lease expired, with `expired`), by
+    /// incident, then id; nothing is locked (see [`Driver::running_run`]).
     async fn running(&self, expired: bool) -> Op<Vec<RunningRun>, Self::Fail>;
 
     /// Run `run` as [`Driver::running`] would list it now, if it would,
     /// its row locked; `None` once its owner ended it, renewed its lease
-    /// (with `expired`) or another reaper took it.
+    /// (with `expired`) or another reaper took it, and while its row is
+    /// held (its owner's heartbeat or output: a later pass reaps it), so
+    /// that a reaper holding its incident never waits for a run.
     async fn running_run(&self, run: i64, expired: bool) -> Op<Option<RunningRun>, Self::Fail>;
 
     /// The live output stored of a run: step, stream, bytes.
@@ -724,6 +726,9 @@ pub(super) struct EndedRun {
     pub notification: i64,
     pub fingerprint: String,
 }
+
+/// A remediation run in progress: its id, its incident and its state.
+pub(super) type RemediationInProgress = (i64, i64, RunState);
 
 /// What a claim reads first: the running runs of each runbook, and the
 /// queue's first page (id and runbook, oldest first).

@@ -316,7 +316,7 @@ async fn resolved<D: Driver>(
     if !m.cancel_on_resolved {
         return Ok(());
     }
-    for (id, state) in d
+    for (id, of, state) in d
         .remediations_in_progress(&m.name, &alert.fingerprint)
         .await?
     {
@@ -333,8 +333,13 @@ async fn resolved<D: Driver>(
             }
             _ => {
                 // Its start first, if its owner has not noted it yet (see
-                // `runs::cancel`).
-                super::runs::note_start(d, id, None).await?;
+                // `runs::cancel`): on this incident only, whose lock this
+                // ingest holds. (The same alert's run can belong to another
+                // receiver's incident: its lock would be taken after its
+                // run's, against the order every writer keeps.)
+                if of == incident {
+                    super::runs::note_start(d, id, None).await?;
+                }
                 d.request_cancel(id).await?;
                 out.cancel.push(id);
             }

@@ -1,7 +1,8 @@
 //! Approval steps on PostgreSQL (as the SQLite store's): the first decision
 //! wins by a conditional update of the pending row (a concurrent decision
-//! waits for the row and then finds it decided); deadlines are taken
-//! `FOR UPDATE SKIP LOCKED`, so each fires on one replica.
+//! waits for the row and then finds it decided); a deadline is timed out
+//! by whoever locks its run's incident and run first and finds it still
+//! pending.
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;

@@ -1,7 +1,8 @@
 //! The PostgreSQL driver: each method one statement on the operation's
 //! transaction. Methods that say they lock take the row `FOR UPDATE`;
-//! timers, approvals and notifications due are taken `FOR UPDATE SKIP
-//! LOCKED`, so each belongs to one replica.
+//! timers and notifications due are taken `FOR UPDATE SKIP LOCKED`, so
+//! each belongs to one replica. An incident is locked before its runs
+//! (docs/ha.md).
 
 use std::time::Duration;
 
@@ -24,7 +25,7 @@ use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
     ChecklistRow, ClaimView, ClaimedRun, DueEscalation, EndAndStart, EndedRun, OpenIncident,
-    RerunSource, RunContext, RunToCancel, RunningRun, Taken, UnnotedStart,
+    RemediationInProgress, RerunSource, RunContext, RunToCancel, RunningRun, Taken, UnnotedStart,
 };
 use crate::store::types::{
     budget_item, json, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES, LIVE_TAIL,
@@ -1002,7 +1003,7 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
                 "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
                         fingerprint, phase, progress, started_at, heard_at
                  FROM runs WHERE id = $1 AND state = 'running' AND (NOT $2 OR lease_until < clock_timestamp())
-                 FOR UPDATE",
+                 FOR UPDATE SKIP LOCKED",
                 &[&run, &expired],
             )
             .await?
@@ -1338,15 +1339,15 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
         &self,
         runbook: &str,
         fingerprint: &str,
-    ) -> Op<Vec<(i64, RunState)>> {
+    ) -> Op<Vec<RemediationInProgress>> {
         self.0
             .query(
-                "SELECT id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') ORDER BY id FOR UPDATE",
+                "SELECT id, incident_id, state FROM runs WHERE runbook = $1 AND fingerprint = $2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') ORDER BY id FOR UPDATE",
                 &[&runbook, &fingerprint],
             )
             .await?
             .iter()
-            .map(|r| Ok((r.get(0), parsed(r, 1)?)))
+            .map(|r| Ok((r.get(0), r.get(1), parsed(r, 2)?)))
             .collect()
     }
 

@@ -26,8 +26,8 @@ use crate::plan::Phase;
 use crate::runbook::notify::{Escalation, Event, Unless};
 use crate::runbook::Severity;
 use crate::store::driver::{
-    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RerunSource, RunContext,
-    RunToCancel, RunningRun, Taken, UnnotedStart,
+    ChecklistRow, ClaimedRun, DueEscalation, EndedRun, OpenIncident, RemediationInProgress,
+    RerunSource, RunContext, RunToCancel, RunningRun, Taken, UnnotedStart,
 };
 use crate::store::types::{
     budget_item, json, now, run_detail, shortened, ts, Ticks, CURRENT_REMEDIATION_STATES,
@@ -1042,13 +1042,15 @@ impl crate::store::driver::Driver for Conn<'_> {
         &self,
         runbook: &str,
         fingerprint: &str,
-    ) -> Result<Vec<(i64, RunState)>> {
+    ) -> Result<Vec<RemediationInProgress>> {
         Ok(self
             .0
             .prepare_cached(
-                "SELECT id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') ORDER BY id",
+                "SELECT id, incident_id, state FROM runs WHERE runbook = ?1 AND fingerprint = ?2 AND phase = 'remediation' AND state IN ('queued', 'running', 'awaiting_approval') ORDER BY id",
             )?
-            .query_map(params![runbook, fingerprint], |r| Ok((r.get(0)?, parsed(r, 1)?)))?
+            .query_map(params![runbook, fingerprint], |r| {
+                Ok((r.get(0)?, r.get(1)?, parsed(r, 2)?))
+            })?
             .collect::<rusqlite::Result<_>>()?)
     }
 
