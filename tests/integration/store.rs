@@ -2842,6 +2842,26 @@ async fn while_incident_held<T: Send + 'static>(
     answer
 }
 
+/// A throwaway PostgreSQL, a new database's URL on it and a store on
+/// that database; `None` when PostgreSQL is not installed (a failure
+/// under CI, see [`pg::available`]).
+async fn on_postgres() -> Option<(Pg, String, Store)> {
+    if !pg::available() {
+        return None;
+    }
+    let pg = Pg::start();
+    let url = pg.database();
+    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+    Some((pg, url, store))
+}
+
+/// A run of a new incident waiting for an approval due in `timeout_ms`.
+async fn waiting(store: &Store, timeout_ms: u64) -> (IncidentId, Claimed) {
+    let (inc, c) = started(store, "g1", "Gate", &runbook("gate"), "a").await;
+    store.finish(paused(&c, timeout_ms)).await.unwrap();
+    (inc, c)
+}
+
 /// A decision and a resolution of the same waiting run at once: the
 /// resolution holds the incident and then ends the run; the decision
 /// locks the incident before the run, as every writer of both does, so it
@@ -2850,14 +2870,10 @@ async fn while_incident_held<T: Send + 'static>(
 /// of them again.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_waits_for_the_incident_before_locking_its_run() {
-    if !pg::available() {
+    let Some((pg, url, store)) = on_postgres().await else {
         return;
-    }
-    let pg = Pg::start();
-    let url = pg.database();
-    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
-    let (inc, c) = started(&store, "g1", "Gate", &runbook("gate"), "a").await;
-    store.finish(paused(&c, 600_000)).await.unwrap();
+    };
+    let (inc, c) = waiting(&store, 600_000).await;
     let approval = store.incident(inc).await.unwrap().approvals[0].id;
     let run = c.lease.run_id;
     let decide = store.decide(
@@ -2879,12 +2895,9 @@ async fn a_decision_waits_for_the_incident_before_locking_its_run() {
 /// it locked every expired run first, then each incident in turn.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_waits_for_the_incident_before_locking_its_run() {
-    if !pg::available() {
+    let Some((pg, url, store)) = on_postgres().await else {
         return;
-    }
-    let pg = Pg::start();
-    let url = pg.database();
-    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
+    };
     ingest(
         &store,
         notification("g1", "firing", &[("Lost", T0)]),
@@ -2915,14 +2928,10 @@ async fn the_reaper_waits_for_the_incident_before_locking_its_run() {
 /// incident.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_s_expiry_waits_for_the_incident_before_locking_its_run() {
-    if !pg::available() {
+    let Some((pg, url, store)) = on_postgres().await else {
         return;
-    }
-    let pg = Pg::start();
-    let url = pg.database();
-    let store = Store::open(&StoreUrl::Postgres(url.clone())).await.unwrap();
-    let (inc, c) = started(&store, "g1", "Gate", &runbook("gate"), "a").await;
-    store.finish(paused(&c, 1)).await.unwrap();
+    };
+    let (inc, c) = waiting(&store, 1).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
     let expire = store.expire_approvals();
     let expired = while_incident_held(&pg, &url, (inc, c.lease.run_id), expire)
