@@ -985,10 +985,8 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     async fn running(&self, expired: bool) -> Op<Vec<RunningRun>> {
         self.0
             .query(
-                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
-                        fingerprint, phase, progress, started_at, heard_at
-                 FROM runs WHERE state = 'running' AND (NOT $1 OR lease_until < clock_timestamp())
-                 ORDER BY incident_id, id",
+                &format!("SELECT {RUNNING_COLUMNS} FROM runs WHERE state = 'running' AND (NOT $1 OR lease_until < clock_timestamp())
+                 ORDER BY incident_id, id"),
                 &[&expired],
             )
             .await?
@@ -1000,10 +998,8 @@ impl crate::store::driver::Driver for Conn<'_, '_> {
     async fn running_run(&self, run: i64, expired: bool) -> Op<Option<RunningRun>> {
         self.0
             .query_opt(
-                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
-                        fingerprint, phase, progress, started_at, heard_at
-                 FROM runs WHERE id = $1 AND state = 'running' AND (NOT $2 OR lease_until < clock_timestamp())
-                 FOR UPDATE SKIP LOCKED",
+                &format!("SELECT {RUNNING_COLUMNS} FROM runs WHERE id = $1 AND state = 'running' AND (NOT $2 OR lease_until < clock_timestamp())
+                 FOR UPDATE SKIP LOCKED"),
                 &[&run, &expired],
             )
             .await?
@@ -1855,6 +1851,9 @@ fn ended_run(r: &tokio_postgres::Row) -> Op<EndedRun> {
         fingerprint: r.get(4),
     })
 }
+
+/// The columns of a [`RunningRun`], as `running_row` reads them.
+const RUNNING_COLUMNS: &str = "id, incident_id, runbook, idempotent, owner, attempt, cancel_requested, fingerprint, phase, progress, started_at, heard_at";
 
 /// A row of [`Driver::running`] or [`Driver::running_run`].
 fn running_row(r: &tokio_postgres::Row) -> Op<RunningRun> {

@@ -740,11 +740,9 @@ impl crate::store::driver::Driver for Conn<'_> {
     async fn running(&self, expired: bool) -> Result<Vec<RunningRun>> {
         Ok(self
             .0
-            .prepare_cached(
-                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
-                        fingerprint, phase, progress, started_at, heard_at
-                 FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2) ORDER BY incident_id, id",
-            )?
+            .prepare_cached(&format!(
+                "SELECT {RUNNING_COLUMNS} FROM runs WHERE state = 'running' AND (NOT ?1 OR lease_until < ?2) ORDER BY incident_id, id"
+            ))?
             .query_map(params![expired, now()], running_row)?
             .collect::<rusqlite::Result<_>>()?)
     }
@@ -753,11 +751,9 @@ impl crate::store::driver::Driver for Conn<'_> {
         // The writer is the only one: nothing to lock.
         Ok(self
             .0
-            .prepare_cached(
-                "SELECT id, incident_id, runbook, idempotent, owner, attempt, cancel_requested,
-                        fingerprint, phase, progress, started_at, heard_at
-                 FROM runs WHERE id = ?1 AND state = 'running' AND (NOT ?2 OR lease_until < ?3)",
-            )?
+            .prepare_cached(&format!(
+                "SELECT {RUNNING_COLUMNS} FROM runs WHERE id = ?1 AND state = 'running' AND (NOT ?2 OR lease_until < ?3)"
+            ))?
             .query_row(params![run, expired, now()], running_row)
             .optional()?)
     }
@@ -1486,6 +1482,9 @@ fn ended_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<EndedRun> {
         fingerprint: r.get(4)?,
     })
 }
+
+/// The columns of a [`RunningRun`], as `running_row` reads them.
+const RUNNING_COLUMNS: &str = "id, incident_id, runbook, idempotent, owner, attempt, cancel_requested, fingerprint, phase, progress, started_at, heard_at";
 
 /// A row of [`Driver::running`] or [`Driver::running_run`].
 fn running_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunningRun> {
