@@ -66,6 +66,8 @@ struct Burst {
     from_start_per_sec: f64,
     /// Runs still queued when the burst was in.
     backlog: i64,
+    /// Notifications of the burst not acknowledged with a 200.
+    failed: u64,
     /// CPU per completed run while draining, in ms.
     cpu: Cpu,
 }
@@ -127,7 +129,14 @@ impl Cpu {
 
     /// Milliseconds per run since `before`.
     fn per_run(self, before: Cpu, runs: i64) -> Cpu {
-        let ms = |a: f64, b: f64| (a - b) * 1e3 / runs.max(1) as f64;
+        // NaN when nothing was timed (see `median`).
+        let ms = |a: f64, b: f64| {
+            if runs > 0 {
+                (a - b) * 1e3 / runs as f64
+            } else {
+                f64::NAN
+            }
+        };
         Cpu {
             postgres: ms(self.postgres, before.postgres),
             this: ms(self.this, before.this),
@@ -231,7 +240,7 @@ async fn burst(s: &Setup, client: &reqwest::Client, next_id: &AtomicU64, count: 
         pg.psql(url, "SELECT pg_stat_statements_reset()");
     }
     let t0 = std::time::Instant::now();
-    let (acked, _) = common::load(client, &s.urls, BURST, 1, next_id).await;
+    let (acked, failed) = common::load(client, &s.urls, BURST, 1, next_id).await;
     let (_, backlog, _) = common::run_counts(client, &s.base).await;
     // Each notification of the burst acknowledged queued one run.
     let total = finished0 + i64::try_from(acked.len()).unwrap();
@@ -265,6 +274,7 @@ async fn burst(s: &Setup, client: &reqwest::Client, next_id: &AtomicU64, count: 
         runs_per_sec: runs_per_sec.0,
         from_start_per_sec: burst_per_sec,
         backlog,
+        failed,
         cpu,
     }
 }
@@ -308,15 +318,20 @@ async fn busy_rate(client: &reqwest::Client, s: &Setup, total: i64) -> ((f64, i6
     }
     let (done, at, cpu) = last;
     let secs = at.duration_since(t0).as_secs_f64();
+    // No poll had runs waiting (the backlog was gone by the first one):
+    // nothing was timed, and the round is left out of the medians.
     let rate = if secs > 0.0 {
         (done - done0) as f64 / secs
     } else {
-        0.0
+        f64::NAN
     };
     ((rate, done - done0), cpu)
 }
 
+/// The median of the figures that are numbers (a round that timed
+/// nothing is NaN).
 fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,
@@ -416,7 +431,17 @@ fn main() {
         for (i, name) in names.iter().enumerate() {
             let cells: Vec<String> = rounds
                 .iter()
-                .map(|r| format!("{:.0} ({:.2}×)", r[i].runs_per_sec, r[i].runs_per_sec / r[0].runs_per_sec))
+                .map(|r| {
+                    let failed = match r[i].failed {
+                        0 => String::new(),
+                        n => format!(", {n} of the burst not acknowledged"),
+                    };
+                    if r[i].runs_per_sec.is_nan() {
+                        format!("– (no runs waiting at the first poll{failed})")
+                    } else {
+                        format!("{:.0} ({:.2}×{failed})", r[i].runs_per_sec, r[i].runs_per_sec / r[0].runs_per_sec)
+                    }
+                })
                 .collect();
             println!("| {name} | {} |", cells.join(" | "));
         }
