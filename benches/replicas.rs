@@ -437,7 +437,10 @@ fn main() {
                         n => format!(", {n} of the burst not acknowledged"),
                     };
                     if r[i].runs_per_sec.is_nan() {
-                        format!("– (no runs waiting at the first poll{failed})")
+                        format!(
+                            "– ({} queued after the burst, fewer than two per slot left at the drain's first poll{failed})",
+                            r[i].backlog
+                        )
                     } else {
                         format!("{:.0} ({:.2}×{failed})", r[i].runs_per_sec, r[i].runs_per_sec / r[0].runs_per_sec)
                     }

@@ -200,14 +200,15 @@ pub fn operator_client(data: &Path) -> reqwest::Client {
 /// The server's own `/metrics` (Prometheus' text format), with `client`'s
 /// credential.
 pub async fn metrics(client: &reqwest::Client, base: &str) -> String {
-    client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let response = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    // A failed answer read as counters would read as zeros.
+    assert!(
+        status.is_success(),
+        "{base}/metrics answered {status}: {text}"
+    );
+    text
 }
 
 /// (sum of seconds, count) of a route's request-duration histogram, from
