@@ -448,5 +448,18 @@ fn main() {
                 .collect();
             println!("| {name} | {} |", cells.join(" | "));
         }
+        println!("\nRound by round: CPU ms per completed run while draining, PostgreSQL / server / rest\n");
+        println!("| store | {} |", (1..=ROUNDS).map(|r| format!("round {r}")).collect::<Vec<_>>().join(" | "));
+        println!("| --- |{}", " --- |".repeat(ROUNDS));
+        for (i, name) in names.iter().enumerate() {
+            let cells: Vec<String> = rounds
+                .iter()
+                .map(|r| {
+                    let c = r[i].cpu;
+                    format!("{:.2} / {:.2} / {:.2}", c.postgres, c.this, c.rest)
+                })
+                .collect();
+            println!("| {name} | {} |", cells.join(" | "));
+        }
     });
 }

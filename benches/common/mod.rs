@@ -119,29 +119,39 @@ pub async fn load(
         );
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
-            let ok = client
+            let answer = client
                 .post(&url)
                 .bearer_auth(TOKEN)
                 .header("content-type", "application/json")
                 .body(notification(id))
                 .send()
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            (t.elapsed(), ok)
+                .await;
+            let failure = match answer {
+                Ok(r) if r.status() == 200 => None,
+                Ok(r) => Some(format!(
+                    "{}: {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                )),
+                Err(e) => Some(format!("{e:?}")),
+            };
+            (t.elapsed(), failure)
         }));
     }
     let mut lat = Vec::with_capacity(tasks.len());
-    let mut failed = 0;
+    let mut failures = std::collections::BTreeMap::<String, u64>::new();
     for t in tasks {
-        let (d, ok) = t.await.unwrap();
-        if ok {
-            lat.push(d);
-        } else {
-            failed += 1;
+        match t.await.unwrap() {
+            (d, None) => lat.push(d),
+            (_, Some(why)) => *failures.entry(why).or_default() += 1,
         }
     }
+    // What went wrong is worth knowing: a failure is not a latency.
+    for (why, n) in &failures {
+        eprintln!("{n} notification(s) not acknowledged: {why}");
+    }
     lat.sort();
-    (lat, failed)
+    (lat, failures.values().sum())
 }
 
 /// Runs succeeded, queued and running, from a server's `/api/v1/stats`
