@@ -425,41 +425,55 @@ fn main() {
                 );
             }
         }
-        println!("\nRound by round: completed runs/s while draining (vs SQLite in the same round)\n");
-        println!("| store | {} |", (1..=ROUNDS).map(|r| format!("round {r}")).collect::<Vec<_>>().join(" | "));
-        println!("| --- |{}", " --- |".repeat(ROUNDS));
-        for (i, name) in names.iter().enumerate() {
-            let cells: Vec<String> = rounds
-                .iter()
-                .map(|r| {
-                    let failed = match r[i].failed {
-                        0 => String::new(),
-                        n => format!(", {n} of the burst not acknowledged"),
-                    };
-                    if r[i].runs_per_sec.is_nan() {
-                        format!(
-                            "– ({} queued after the burst, fewer than two per slot left at the drain's first poll{failed})",
-                            r[i].backlog
-                        )
-                    } else {
-                        format!("{:.0} ({:.2}×{failed})", r[i].runs_per_sec, r[i].runs_per_sec / r[0].runs_per_sec)
-                    }
-                })
-                .collect();
-            println!("| {name} | {} |", cells.join(" | "));
-        }
-        println!("\nRound by round: CPU ms per completed run while draining, PostgreSQL / server / rest\n");
-        println!("| store | {} |", (1..=ROUNDS).map(|r| format!("round {r}")).collect::<Vec<_>>().join(" | "));
-        println!("| --- |{}", " --- |".repeat(ROUNDS));
-        for (i, name) in names.iter().enumerate() {
-            let cells: Vec<String> = rounds
-                .iter()
-                .map(|r| {
-                    let c = r[i].cpu;
-                    format!("{:.2} / {:.2} / {:.2}", c.postgres, c.this, c.rest)
-                })
-                .collect();
-            println!("| {name} | {} |", cells.join(" | "));
-        }
+        round_table(
+            "completed runs/s while draining (vs SQLite in the same round)",
+            &names,
+            &rounds,
+            |r, i| {
+                let failed = match r[i].failed {
+                    0 => String::new(),
+                    n => format!(", {n} of the burst not acknowledged"),
+                };
+                if r[i].runs_per_sec.is_nan() {
+                    format!(
+                        "– ({} queued after the burst, fewer than two per slot left at the drain's first poll{failed})",
+                        r[i].backlog
+                    )
+                } else {
+                    format!("{:.0} ({:.2}×{failed})", r[i].runs_per_sec, r[i].runs_per_sec / r[0].runs_per_sec)
+                }
+            },
+        );
+        round_table(
+            "CPU ms per completed run while draining, PostgreSQL / server / rest",
+            &names,
+            &rounds,
+            |r, i| {
+                let c = r[i].cpu;
+                format!("{:.2} / {:.2} / {:.2}", c.postgres, c.this, c.rest)
+            },
+        );
     });
+}
+
+/// A table of every setup's figure in every round: `cell(round, setup)`.
+fn round_table(
+    what: &str,
+    names: &[&str],
+    rounds: &[Vec<Burst>],
+    cell: impl Fn(&[Burst], usize) -> String,
+) {
+    println!("\nRound by round: {what}\n");
+    println!(
+        "| store | {} |",
+        (1..=rounds.len())
+            .map(|r| format!("round {r}"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("| --- |{}", " --- |".repeat(rounds.len()));
+    for (i, name) in names.iter().enumerate() {
+        let cells: Vec<String> = rounds.iter().map(|r| cell(r, i)).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
 }
