@@ -10,7 +10,7 @@
 //!
 //! For each: acknowledgement p50/p99 at 200 and 500 notifications/s (open
 //! loop, 4 s each). Then six rounds of bursts, each round every setup in
-//! turn, starting one setup further on each round: 2,000 notifications in one second, completed runs per second
+//! turn, in each of the six orders of the three setups: 2,000 notifications in one second, completed runs per second
 //! while its backlog drains, and from its first notification to the empty
 //! queue. The table gives each figure's median over the rounds, and "vs
 //! SQLite" the median of the rounds' ratios. Loopback only; bounded in
@@ -39,10 +39,17 @@ mod pg;
 const RATES: [u64; 2] = [200, 500];
 /// Notifications of the capacity burst, sent within one second.
 const BURST: u64 = 2_000;
-/// Rounds of bursts: each round times every setup once, in turn, the
-/// first setup of each round one further on; a multiple of the three
-/// setups, so that each is timed in each place of the order as often.
-const ROUNDS: usize = 6;
+/// The rounds of bursts, each timing every setup once, in one of the six
+/// orders of the three setups: each setup is timed twice in each place,
+/// and right after each other setup twice.
+const ORDERS: [[usize; 3]; 6] = [
+    [0, 1, 2],
+    [1, 2, 0],
+    [2, 0, 1],
+    [0, 2, 1],
+    [2, 1, 0],
+    [1, 0, 2],
+];
 /// Steps each replica runs at once.
 const SLOTS: u32 = 4;
 
@@ -318,9 +325,10 @@ async fn busy_rate(client: &reqwest::Client, s: &Setup, total: i64) -> ((f64, i6
     }
     let (done, at, cpu) = last;
     let secs = at.duration_since(t0).as_secs_f64();
-    // No poll had runs waiting (the backlog was gone by the first one):
-    // nothing was timed, and the round is left out of the medians.
-    let rate = if secs > 0.0 {
+    // No poll had runs waiting (the backlog was gone by the first one), or
+    // none finished: nothing was timed, and the round is left out of the
+    // medians.
+    let rate = if secs > 0.0 && done > done0 {
         (done - done0) as f64 / secs
     } else {
         f64::NAN
@@ -328,10 +336,10 @@ async fn busy_rate(client: &reqwest::Client, s: &Setup, total: i64) -> ((f64, i6
     ((rate, done - done0), cpu)
 }
 
-/// The median of the figures that are numbers (a round that timed
-/// nothing is NaN).
+/// The median of the finite figures (a round that timed nothing is NaN,
+/// and so is a ratio to it).
 fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| !x.is_nan());
+    v.retain(|x| x.is_finite());
     v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,
@@ -375,15 +383,13 @@ fn main() {
             acked.push(acks(s, &client, &next_id).await);
         }
         // The bursts in rounds, each round every setup in turn, so that a
-        // slower or faster spell of the machine falls on all of them. Each
-        // round starts one setup further on, so that every setup is timed
-        // in every place of the order (first, or right after SQLite, or
-        // right after PostgreSQL's bursts) equally often.
+        // slower or faster spell of the machine falls on all of them; each
+        // round in another order (`ORDERS`), so that no setup is always
+        // first, or always after the same one.
         let mut rounds: Vec<Vec<Burst>> = Vec::new();
-        for round in 0..ROUNDS {
+        for (round, order) in ORDERS.iter().enumerate() {
             let mut this: Vec<Option<Burst>> = setups.iter().map(|_| None).collect();
-            for k in 0..setups.len() {
-                let i = (round + k) % setups.len();
+            for &i in order {
                 let s = &setups[i];
                 eprintln!("{}: burst {}", s.name, round + 1);
                 this[i] = Some(burst(s, &client, &next_id, round == 0).await);
@@ -434,13 +440,15 @@ fn main() {
                     0 => String::new(),
                     n => format!(", {n} of the burst not acknowledged"),
                 };
-                if r[i].runs_per_sec.is_nan() {
+                if r[i].runs_per_sec.is_finite() {
+                    let vs = r[i].runs_per_sec / r[0].runs_per_sec;
+                    let vs = if vs.is_finite() { format!("{vs:.2}×") } else { "–".to_owned() };
+                    format!("{:.0} ({vs}{failed})", r[i].runs_per_sec)
+                } else {
                     format!(
-                        "– ({} queued after the burst, fewer than two per slot left at the drain's first poll{failed})",
+                        "– ({} queued after the burst, no runs timed while some waited{failed})",
                         r[i].backlog
                     )
-                } else {
-                    format!("{:.0} ({:.2}×{failed})", r[i].runs_per_sec, r[i].runs_per_sec / r[0].runs_per_sec)
                 }
             },
         );
@@ -450,7 +458,11 @@ fn main() {
             &rounds,
             |r, i| {
                 let c = r[i].cpu;
-                format!("{:.2} / {:.2} / {:.2}", c.postgres, c.this, c.rest)
+                if c.postgres.is_finite() {
+                    format!("{:.2} / {:.2} / {:.2}", c.postgres, c.this, c.rest)
+                } else {
+                    "–".to_owned()
+                }
             },
         );
     });
