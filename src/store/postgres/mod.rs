@@ -153,8 +153,14 @@ fn config(url: &str) -> Result<tokio_postgres::Config> {
     // transactions never idle between statements for long, so PostgreSQL
     // ends such a session after 2 s, and no statement waits for a lock
     // longer than 5 s (the operation fails and is tried again).
+    //
+    // Every statement is prepared once per connection and run with its
+    // generic plan. PostgreSQL's default (`auto`) may switch a statement to
+    // a plan made anew on every call once ANALYZE has changed its
+    // estimates: autoanalyze did so at about 10,000 runs, and a run's end
+    // then spent 0.44 ms planning (docs/benchmarks.md).
     let guard = format!(
-        "-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+        "-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} -c lock_timeout={LOCK_TIMEOUT_MS} -c plan_cache_mode=force_generic_plan"
     );
     let options = match cfg.get_options() {
         Some(o) if !o.is_empty() => format!("{o} {guard}"),
