@@ -996,6 +996,35 @@ mod tests {
         }
     }
 
+    /// Every statement runs its generic plan from its first call on
+    /// (`plan_cache_mode`). With PostgreSQL's default its first five calls
+    /// are planned for their values, and every later one too once ANALYZE
+    /// makes that look cheaper (docs/benchmarks.md).
+    #[tokio::test]
+    async fn statements_run_their_generic_plan_from_the_first_call() {
+        if !pg::available() {
+            return;
+        }
+        let pg = pg::Pg::start();
+        let store = Postgres::open(&pg.database()).await.unwrap();
+        let client = store.inner.leases.get().await.unwrap();
+        let sql = "SELECT COUNT(*) FROM runs WHERE incident_id = $1";
+        let statement = client.prepare_cached(sql).await.unwrap();
+        client.batch_execute("ANALYZE runs").await.unwrap();
+        for incident in 0..8_i64 {
+            client.query_one(&statement, &[&incident]).await.unwrap();
+        }
+        let row = client
+            .query_one(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1",
+                &[&sql],
+            )
+            .await
+            .unwrap();
+        let plans: (i64, i64) = (row.get(0), row.get(1));
+        assert_eq!(plans, (8, 0), "(generic, custom) plans of eight calls");
+    }
+
     /// A lock held by the statements joined after it: on a connection's
     /// first use (the simple query, while the statement is prepared) and
     /// on later ones (the prepared statement, sent at once as well).
