@@ -966,17 +966,26 @@ mod tests {
     use super::{pg, Fail, Postgres, Tx};
     use crate::store::driver::Driver;
 
+    /// A throwaway PostgreSQL and a store on a database of its own; none
+    /// when PostgreSQL is missing (outside CI).
+    async fn on_postgres() -> Option<(pg::Pg, Postgres)> {
+        if !pg::available() {
+            return None;
+        }
+        let pg = pg::Pg::start();
+        let store = Postgres::open(&pg.database()).await.unwrap();
+        Some((pg, store))
+    }
+
     /// The pool hands out the connection returned last, so that a replica
     /// keeps sending to the few PostgreSQL backends it used a moment ago
     /// (each a process with its own caches) instead of turning through
     /// all sixteen of its pool's connections in order.
     #[tokio::test]
     async fn the_pool_hands_out_the_connection_returned_last() {
-        if !pg::available() {
+        let Some((_pg, store)) = on_postgres().await else {
             return;
-        }
-        let pg = pg::Pg::start();
-        let store = Postgres::open(&pg.database()).await.unwrap();
+        };
         let pool = &store.inner.pool;
         let pid = |c: deadpool_postgres::Object| async move {
             let row = c.query_one("SELECT pg_backend_pid()", &[]).await.unwrap();
@@ -1002,11 +1011,9 @@ mod tests {
     /// makes that look cheaper (docs/benchmarks.md).
     #[tokio::test]
     async fn statements_run_their_generic_plan_from_the_first_call() {
-        if !pg::available() {
+        let Some((_pg, store)) = on_postgres().await else {
             return;
-        }
-        let pg = pg::Pg::start();
-        let store = Postgres::open(&pg.database()).await.unwrap();
+        };
         let client = store.inner.leases.get().await.unwrap();
         let sql = "SELECT COUNT(*) FROM runs WHERE incident_id = $1";
         let statement = client.prepare_cached(sql).await.unwrap();
@@ -1030,11 +1037,9 @@ mod tests {
     /// on later ones (the prepared statement, sent at once as well).
     #[tokio::test]
     async fn a_lock_is_held_by_the_statements_joined_after_it() {
-        if !pg::available() {
+        let Some((_pg, store)) = on_postgres().await else {
             return;
-        }
-        let pg = pg::Pg::start();
-        let store = Postgres::open(&pg.database()).await.unwrap();
+        };
         let client = store.inner.claims.get().await.unwrap();
         let held = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()";
         // Prepared already, so it is sent when first polled: were the lock
